@@ -1,0 +1,36 @@
+//! Compiles every `.proto` in this folder with protox (no system `protoc`) and
+//! generates prost messages and tonic clients and servers for them.
+
+use std::{env, fs, path::PathBuf};
+
+use prost::Message;
+
+const PROTOS: &[&str] = &[
+    "cloudstate/entity.proto",
+    "cloudstate/event_sourced.proto",
+    "cloudstate/value_entity.proto",
+    "cloudstate/crdt.proto",
+    "cloudstate/action.proto",
+    "cloudstate/entity_key.proto",
+    "cloudstate/legacy_entity_key.proto",
+    "cloudstate/eventing.proto",
+    "google/api/annotations.proto",
+    "google/api/http.proto",
+    "google/api/httpbody.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
+    let out = PathBuf::from(env::var("OUT_DIR")?);
+    for proto in PROTOS {
+        println!("cargo:rerun-if-changed={}", root.join(proto).display());
+    }
+    let fds = protox::compile(PROTOS, [&root])?;
+    fs::write(out.join("strata_protos.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .include_file("_includes.rs")
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! Persistence of entity state: event journals with snapshots, and values.
+//!
+//! One trait, [`Store`], with two real implementations: SQLite (the embedded
+//! default) and PostgreSQL. Both batch concurrent writes into one transaction
+//! (group commit) and both pass the conformance suite in `conformance.rs`.
+//! This module owns durability and fencing; it knows nothing of the protocol.
+
+mod conformance;
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use prost_types::Any;
+
+pub use self::postgres::PostgresStore;
+pub use self::sqlite::SqliteStore;
+
+/// The identity of one entity's state: `(persistence_id, entity_id)`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EntityKey {
+    pub persistence_id: String,
+    pub entity_id: String,
+}
+
+impl EntityKey {
+    pub fn new(persistence_id: impl Into<String>, entity_id: impl Into<String>) -> Self {
+        Self {
+            persistence_id: persistence_id.into(),
+            entity_id: entity_id.into(),
+        }
+    }
+}
+
+/// One persisted event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalEvent {
+    pub seq_nr: i64,
+    pub payload: Any,
+}
+
+/// A persisted snapshot: the state with every event up to `seq_nr` applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub seq_nr: i64,
+    pub payload: Any,
+}
+
+/// What an event-sourced entity needs to recover: the latest snapshot and the
+/// events after it, in order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Recovery {
+    pub snapshot: Option<Snapshot>,
+    pub events: Vec<JournalEvent>,
+}
+
+impl Recovery {
+    /// The sequence number of the last event, 0 for a new entity.
+    pub fn last_seq_nr(&self) -> i64 {
+        self.events
+            .last()
+            .map(|e| e.seq_nr)
+            .or(self.snapshot.as_ref().map(|s| s.seq_nr))
+            .unwrap_or(0)
+    }
+}
+
+/// An atomic append to one entity's journal: events numbered from `first_seq_nr`,
+/// and optionally a snapshot taken at the last of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalWrite {
+    pub key: EntityKey,
+    pub first_seq_nr: i64,
+    pub events: Vec<Any>,
+    pub snapshot: Option<Any>,
+}
+
+impl JournalWrite {
+    /// The sequence number of the last event in this write.
+    pub fn last_seq_nr(&self) -> i64 {
+        self.first_seq_nr + self.events.len() as i64 - 1
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A sequence number already taken: another writer appended to this entity.
+    /// Nothing of the write was stored.
+    #[error("sequence number {seq_nr} of entity {entity_id} is already taken")]
+    Conflict { entity_id: String, seq_nr: i64 },
+    /// The store cannot be reached or failed; nothing of the write is known to be stored.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A store URL or setting that cannot work.
+    #[error("invalid store configuration: {0}")]
+    Config(String),
+}
+
+/// Durable storage of entity state. Every method returns only once its effect is
+/// durable (committed and synced).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The latest snapshot of the entity and every event after it.
+    async fn recover(&self, key: &EntityKey) -> Result<Recovery, StoreError>;
+
+    /// Every event of the entity with `seq_nr >= from_seq_nr`, in order (for
+    /// inspection; recovery uses [`Store::recover`]).
+    async fn events(&self, key: &EntityKey, from_seq_nr: i64) -> Result<Vec<JournalEvent>, StoreError>;
+
+    /// The latest snapshot, if any.
+    async fn latest_snapshot(&self, key: &EntityKey) -> Result<Option<Snapshot>, StoreError>;
+
+    /// Appends events (and a snapshot) atomically. Fails with
+    /// [`StoreError::Conflict`] and stores nothing if any sequence number is taken.
+    async fn append(&self, write: JournalWrite) -> Result<(), StoreError>;
+
+    /// The stored value of a value entity.
+    async fn load_value(&self, key: &EntityKey) -> Result<Option<Any>, StoreError>;
+
+    /// Replaces the value of a value entity; `None` deletes it.
+    async fn save_value(&self, key: &EntityKey, value: Option<Any>) -> Result<(), StoreError>;
+}
+
+/// Opens a store from a URL: `sqlite://PATH` (a file, created if missing) or
+/// `postgres://...` / `postgresql://...`.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err(StoreError::Config("sqlite:// needs a file path, e.g. sqlite://./strata.db".into()));
+        }
+        return Ok(Arc::new(SqliteStore::open(path).await?));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(PostgresStore::connect(url).await?));
+    }
+    Err(StoreError::Config(format!(
+        "unsupported store URL {url:?}: use sqlite://PATH or postgres://USER@HOST/DB"
+    )))
+}

@@ -1,0 +1,1 @@
+//! Rust language support for Strata user functions.

@@ -3,8 +3,6 @@
 
 use std::{env, fs, path::PathBuf};
 
-use prost::Message;
-
 const PROTOS: &[&str] = &[
     "cloudstate/entity.proto",
     "cloudstate/event_sourced.proto",
@@ -25,8 +23,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {
         println!("cargo:rerun-if-changed={}", root.join(proto).display());
     }
-    let fds = protox::compile(PROTOS, [&root])?;
-    fs::write(out.join("strata_protos.bin"), fds.encode_to_vec())?;
+    let mut compiler = protox::Compiler::new([&root])?;
+    compiler.include_imports(true);
+    compiler.open_files(PROTOS)?;
+    // protox's own encoding keeps custom options, which prost_types would drop.
+    fs::write(out.join("strata_protos.bin"), compiler.encode_file_descriptor_set())?;
+    let fds = compiler.file_descriptor_set();
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -1,5 +1,13 @@
 //! Strata's data plane. The sidecar role: discovers the user function's entities,
 //! serves its gRPC services over gRPC, gRPC-web and HTTP+JSON, runs one actor per
-//! active entity, and persists state through a [`store::Store`].
+//! active entity, and persists state through a [`strata_store::Store`].
 
-pub mod store;
+pub mod entity;
+pub mod error;
+pub mod function;
+pub mod grpc;
+pub mod ingress;
+pub mod model;
+pub mod path_template;
+pub mod sidecar;
+pub mod transcode;

@@ -1,1 +1,189 @@
-//! Harness for end-to-end tests.
+//! Harness for end-to-end tests: real `strata` and user-function processes on
+//! loopback ports, killed when dropped, and small clients for the shopping cart.
+//! The binaries come from the workspace's target folder (`cargo build` first).
+
+use std::{
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// The shopping cart's gRPC client and messages, generated from its public protos.
+pub mod shoppingcart {
+    include!(concat!(env!("OUT_DIR"), "/com.example.shoppingcart.rs"));
+}
+
+/// The shopping cart's `FileDescriptorSet`, imports included.
+pub const SHOPPING_CART_DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/shoppingcart.bin"));
+
+/// A binary built by this workspace, next to the running test's target folder.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target folder");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace's binaries first (cargo build --workspace --bins)",
+        path.display()
+    );
+    path
+}
+
+/// A free loopback port (bound, then released for the child to take).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Waits until something accepts connections on the port.
+pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// A child process that is killed (SIGKILL) when dropped or on [`Process::kill`].
+pub struct Process {
+    name: String,
+    child: Option<Child>,
+}
+
+impl Process {
+    pub fn spawn(name: &str, mut command: Command) -> Process {
+        let quiet = std::env::var_os("STRATA_TEST_LOGS").is_none();
+        if quiet {
+            command.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+        let child = command.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Process {
+            name: name.to_string(),
+            child: Some(child),
+        }
+    }
+
+    /// `kill -9`: no chance to flush or clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or_default()
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => child.try_wait().ok().flatten().is_some(),
+            None => true,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts the Rust shopping cart function on `port`.
+pub fn start_shopping_cart(port: u16) -> Process {
+    let mut command = Command::new(binary("shopping-cart"));
+    command.env("HOST", "127.0.0.1").env("PORT", port.to_string());
+    let process = Process::spawn("shopping-cart", command);
+    assert!(
+        wait_for_port(port, Duration::from_secs(20)),
+        "the shopping cart did not start on {port}"
+    );
+    process
+}
+
+/// Starts `strata proxy` for the function on `function_port`, serving on
+/// `http_port`, and waits until it serves (discovery done).
+pub fn start_proxy(function_port: u16, http_port: u16, store: &str, extra: &[&str]) -> Process {
+    let mut command = Command::new(binary("strata"));
+    command
+        .arg("proxy")
+        .args(extra)
+        .env("USER_FUNCTION_PORT", function_port.to_string())
+        .env("HTTP_PORT", http_port.to_string())
+        .env("STRATA_STORE", store);
+    let process = Process::spawn("strata proxy", command);
+    assert!(
+        wait_for_port(http_port, Duration::from_secs(30)),
+        "the proxy did not start serving on {http_port}"
+    );
+    process
+}
+
+/// A cart behind a proxy, with its SQLite file in a temporary folder.
+pub struct CartStack {
+    pub dir: tempfile::TempDir,
+    pub function_port: u16,
+    pub http_port: u16,
+    pub function: Process,
+    pub proxy: Process,
+}
+
+impl CartStack {
+    pub fn start() -> CartStack {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let function_port = free_port();
+        let http_port = free_port();
+        let function = start_shopping_cart(function_port);
+        let store = format!("sqlite://{}", dir.path().join("strata.db").display());
+        let proxy = start_proxy(function_port, http_port, &store, &[]);
+        CartStack {
+            dir,
+            function_port,
+            http_port,
+            function,
+            proxy,
+        }
+    }
+
+    pub fn store_url(&self) -> String {
+        format!("sqlite://{}", self.dir.path().join("strata.db").display())
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    /// `kill -9` both processes and start them again on the same ports and file.
+    pub fn kill_and_restart(&mut self) {
+        self.proxy.kill();
+        self.function.kill();
+        self.function = start_shopping_cart(self.function_port);
+        self.proxy = start_proxy(self.function_port, self.http_port, &self.store_url(), &[]);
+    }
+
+    pub async fn grpc(&self) -> CartClient {
+        cart_client(self.http_port).await
+    }
+}
+
+pub type CartClient = shoppingcart::shopping_cart_client::ShoppingCartClient<tonic::transport::Channel>;
+
+/// A gRPC client for the shopping cart served on a loopback port.
+pub async fn cart_client(port: u16) -> CartClient {
+    CartClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("connect to the proxy")
+}

@@ -1,1 +1,30 @@
-fn main() {}
+//! Runs the shopping cart user function: logging filtered by `RUST_LOG` (default
+//! `info`), then the SDK's gRPC server on `HOST`:`PORT` (default `127.0.0.1:8080`)
+//! until SIGTERM or Ctrl-C.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line naming what was wrong (e.g. the variable), without a backtrace.
+            eprintln!("shopping-cart: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    shopping_cart::service()
+        .serve()
+        .await
+        .context("cannot serve the shopping cart")
+}

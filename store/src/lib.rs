@@ -5,7 +5,9 @@
 //! (group commit) and both pass the conformance suite in `conformance.rs`.
 //! This module owns durability and fencing; it knows nothing of the protocol.
 
+#[cfg(test)]
 mod conformance;
+mod group_commit;
 mod postgres;
 mod sqlite;
 
@@ -83,6 +85,23 @@ impl JournalWrite {
     }
 }
 
+/// Counters of a store's group-commit writer, for metrics and tests. Every
+/// counter only grows for the life of the store handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    /// Writes (appends and value saves) handed to the writer.
+    pub writes_queued: u64,
+    /// Writes stored by a committed transaction.
+    pub writes_committed: u64,
+    /// Writes refused with [`StoreError::Conflict`].
+    pub conflicts: u64,
+    /// Transactions committed; each carries one batch of writes.
+    pub transactions: u64,
+    /// Batches whose transaction failed: every write in them got
+    /// [`StoreError::Unavailable`].
+    pub failed_transactions: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A sequence number already taken: another writer appended to this entity.
@@ -120,6 +139,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Replaces the value of a value entity; `None` deletes it.
     async fn save_value(&self, key: &EntityKey, value: Option<Any>) -> Result<(), StoreError>;
+
+    /// Counters of the group-commit writer (all zero for a store that keeps none).
+    fn stats(&self) -> StoreStats {
+        StoreStats::default()
+    }
 }
 
 /// Opens a store from a URL: `sqlite://PATH` (a file, created if missing) or
@@ -127,7 +151,9 @@ pub trait Store: Send + Sync + 'static {
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         if path.is_empty() {
-            return Err(StoreError::Config("sqlite:// needs a file path, e.g. sqlite://./strata.db".into()));
+            return Err(StoreError::Config(
+                "sqlite:// needs a file path, e.g. sqlite://./strata.db".into(),
+            ));
         }
         return Ok(Arc::new(SqliteStore::open(path).await?));
     }

@@ -1,0 +1,98 @@
+//! The life of one entity actor: activate on the first command, run commands one at
+//! a time in arrival order, restart after a failure that asks for it, and passivate
+//! when idle. The per-type protocol is a [`Session`].
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use super::{event_sourced::EventSourcedSession, value::ValueSession, ActorKey, EntityCommand, Shared};
+use crate::{error::ProxyError, model::EntityKind};
+
+/// What a command leaves behind for the session.
+pub(super) enum After {
+    /// Keep the stream open for the next command.
+    Continue,
+    /// Close the stream; the next command reloads state from the store.
+    Restart,
+}
+
+/// An open protocol stream to the function for one entity.
+pub(super) enum Session {
+    EventSourced(EventSourcedSession),
+    Value(ValueSession),
+}
+
+impl Session {
+    async fn activate(shared: &Shared, command: &EntityCommand, entity_id: &str) -> Result<Self, ProxyError> {
+        let entity = &command.method.entity;
+        Ok(match entity.kind {
+            EntityKind::EventSourced => {
+                Session::EventSourced(EventSourcedSession::activate(shared, entity, entity_id).await?)
+            }
+            EntityKind::Value => Session::Value(ValueSession::activate(shared, entity, entity_id).await?),
+        })
+    }
+
+    async fn run(&mut self, shared: &Shared, command: EntityCommand, entity_id: &str) -> After {
+        match self {
+            Session::EventSourced(s) => s.run(shared, command, entity_id).await,
+            Session::Value(s) => s.run(shared, command, entity_id).await,
+        }
+    }
+}
+
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    entity_id: String,
+    key: ActorKey,
+    mut mailbox: mpsc::Receiver<EntityCommand>,
+) {
+    let span = tracing::debug_span!("entity", service = %key.0, entity_id = %entity_id);
+    async move {
+        let mut session: Option<Session> = None;
+        let mut passivation = None;
+        loop {
+            let command = match passivation {
+                Some(idle) => tokio::time::timeout(idle, mailbox.recv()).await.unwrap_or_default(),
+                None => mailbox.recv().await,
+            };
+            let Some(command) = command else {
+                // Idle: leave the registry, refuse new sends, and finish what was
+                // already queued so no caller is left without an answer.
+                {
+                    let mut actors = shared.actors.lock().expect("entity registry poisoned");
+                    actors.remove(&key);
+                    mailbox.close();
+                }
+                while let Ok(command) = mailbox.try_recv() {
+                    session = step(&shared, session, command, &entity_id).await;
+                }
+                tracing::debug!("entity passivated");
+                return;
+            };
+            passivation = Some(command.method.entity.passivation);
+            session = step(&shared, session, command, &entity_id).await;
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn step(shared: &Shared, session: Option<Session>, command: EntityCommand, entity_id: &str) -> Option<Session> {
+    let mut session = match session {
+        Some(session) => session,
+        None => match Session::activate(shared, &command, entity_id).await {
+            Ok(session) => session,
+            Err(error) => {
+                let _ = command.reply.send(Err(error));
+                return None;
+            }
+        },
+    };
+    match session.run(shared, command, entity_id).await {
+        After::Continue => Some(session),
+        After::Restart => None,
+    }
+}

@@ -1,0 +1,91 @@
+//! The parts of the entity protocols that every entity type shares: one round trip
+//! on an entity stream, reading a client action, and handling a violation.
+
+use prost_types::Any;
+use strata_proto::cloudstate::{client_action::Action, ClientAction, Failure};
+use strata_store::StoreError;
+use tokio::sync::mpsc;
+
+use super::Shared;
+use crate::error::{code_name, ProxyError};
+
+/// Sends one message on an entity stream and waits for the function's next one.
+pub(super) async fn round_trip<In, Out>(
+    shared: &Shared,
+    to_function: &mpsc::UnboundedSender<In>,
+    from_function: &mut tonic::Streaming<Out>,
+    message: In,
+) -> Result<Out, ProxyError> {
+    if to_function.send(message).is_ok() {
+        match from_function.message().await {
+            Ok(Some(out)) => return Ok(out),
+            Ok(None) => {}
+            Err(status) => return Err(function_unavailable(shared, &status)),
+        }
+    }
+    Err(ProxyError::Unavailable(
+        "the user function closed the entity's stream before answering; retry".into(),
+    ))
+}
+
+/// The client's answer from a reply's client action, and whether to restart.
+/// `None` when the action is missing (a protocol violation).
+pub(super) fn client_answer(action: Option<ClientAction>) -> Option<(Result<Any, ProxyError>, bool)> {
+    Some(match action.and_then(|a| a.action)? {
+        Action::Reply(r) => (Ok(r.payload.unwrap_or_default()), false),
+        Action::Failure(f) => (Err(ProxyError::Failure(f.description)), f.restart),
+        Action::Forward(f) => (
+            Err(ProxyError::Unimplemented(format!(
+                "the function forwarded to {}.{}, and forwards are not supported yet",
+                f.service_name, f.command_name
+            ))),
+            false,
+        ),
+    })
+}
+
+/// A stream-level `Failure`: fails the command in flight (or the whole stream,
+/// id 0) and restarts the entity; for any other command it is a violation.
+pub(super) fn stream_failure(command_id: i64, failure: Failure) -> Result<(Result<Any, ProxyError>, bool), String> {
+    if failure.command_id == command_id || failure.command_id == 0 {
+        Ok((Err(ProxyError::Failure(failure.description)), true))
+    } else {
+        Err(format!(
+            "failure for command {} while command {command_id} was in flight",
+            failure.command_id
+        ))
+    }
+}
+
+/// Reports a protocol violation to the function and the error for the caller.
+pub(super) fn violation(shared: &Shared, service: &str, entity_id: &str, what: &str) -> ProxyError {
+    shared
+        .function
+        .report_error(format!("protocol violation by entity {entity_id} of {service}: {what}"));
+    ProxyError::Internal(format!(
+        "the user function broke the protocol ({what}); the entity was restarted"
+    ))
+}
+
+pub(super) fn store_unavailable(error: StoreError) -> ProxyError {
+    tracing::warn!(%error, "store failed");
+    ProxyError::Unavailable("the state store is unavailable; retry".into())
+}
+
+pub(super) fn store_failed(error: StoreError) -> ProxyError {
+    match error {
+        StoreError::Conflict { .. } => {
+            tracing::warn!(%error, "journal conflict: another writer owns this entity");
+            ProxyError::Aborted("the entity was written concurrently elsewhere; retry".into())
+        }
+        other => store_unavailable(other),
+    }
+}
+
+pub(super) fn function_unavailable(shared: &Shared, status: &tonic::Status) -> ProxyError {
+    tracing::debug!(address = shared.function.address(), error = %status.message(), "user function call failed");
+    ProxyError::Unavailable(format!(
+        "the user function is unavailable ({}); retry",
+        code_name(status.code()).to_lowercase()
+    ))
+}

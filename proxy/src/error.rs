@@ -1,0 +1,100 @@
+//! The one error type of the data path, and its single mapping to gRPC codes and
+//! HTTP statuses. Every answer a client gets for a failed request comes from here.
+
+use http::StatusCode;
+use tonic::Code;
+
+/// Why a request failed. The message is for the client: it says what was wrong and,
+/// where it helps, what to do; it never carries internals of the proxy.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProxyError {
+    /// The request itself is wrong: malformed body, wrong field types, missing key.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// No such service, method or route.
+    #[error("{0}")]
+    Unimplemented(String),
+    /// No route for an HTTP path at all.
+    #[error("{0}")]
+    NotFound(String),
+    /// A body over the configured limit, or a full queue.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// The user function (or the store) cannot be reached; retrying may work.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The command raced another writer of the same entity; retrying may work.
+    #[error("{0}")]
+    Aborted(String),
+    /// The user function failed the command (a CloudState `Failure`).
+    #[error("{0}")]
+    Failure(String),
+    /// The user function broke the protocol; the entity was stopped.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ProxyError {
+    pub fn grpc_code(&self) -> Code {
+        match self {
+            ProxyError::InvalidArgument(_) => Code::InvalidArgument,
+            ProxyError::Unimplemented(_) | ProxyError::NotFound(_) => Code::Unimplemented,
+            ProxyError::ResourceExhausted(_) => Code::ResourceExhausted,
+            ProxyError::Unavailable(_) => Code::Unavailable,
+            ProxyError::Aborted(_) => Code::Aborted,
+            ProxyError::Failure(_) => Code::Unknown,
+            ProxyError::Internal(_) => Code::Internal,
+        }
+    }
+
+    pub fn http_status(&self) -> StatusCode {
+        match self {
+            ProxyError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Unimplemented(_) | ProxyError::NotFound(_) => StatusCode::NOT_FOUND,
+            ProxyError::ResourceExhausted(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Aborted(_) => StatusCode::CONFLICT,
+            ProxyError::Failure(_) | ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The JSON error body of HTTP answers: `{"error": {"code", "status", "message"}}`.
+    pub fn json_body(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": {
+                "code": code_name(self.grpc_code()),
+                "status": self.http_status().as_u16(),
+                "message": self.to_string(),
+            }
+        })
+    }
+}
+
+impl PartialEq for ProxyError {
+    fn eq(&self, other: &Self) -> bool {
+        self.grpc_code() == other.grpc_code() && self.to_string() == other.to_string()
+    }
+}
+
+/// The canonical upper-case name of a gRPC code, as in the gRPC spec.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}

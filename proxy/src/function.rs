@@ -1,0 +1,151 @@
+//! The connection to the user function: one HTTP/2 channel shared by every entity
+//! stream, plus discovery and error reports. Owns the protocol version check.
+
+use std::time::Duration;
+
+use strata_proto::cloudstate::{
+    entity_discovery_client::EntityDiscoveryClient, EntitySpec, ProxyInfo, UserFunctionError,
+};
+use strata_proto::{entity_types, PROTOCOL_MAJOR_VERSION, PROTOCOL_MINOR_VERSION};
+use tonic::transport::{Channel, Endpoint};
+
+/// Where and how to reach the user function.
+#[derive(Clone)]
+pub struct FunctionClient {
+    channel: Channel,
+    address: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("the user function at {address} did not answer discovery within {waited:?}: {last_error}")]
+    Unreachable {
+        address: String,
+        waited: Duration,
+        last_error: String,
+    },
+    #[error("the user function speaks protocol {major}.{minor}; this proxy speaks {PROTOCOL_MAJOR_VERSION}.{PROTOCOL_MINOR_VERSION}")]
+    Version { major: i32, minor: i32 },
+    #[error("invalid user function address {0:?}")]
+    Address(String),
+}
+
+impl FunctionClient {
+    /// A lazily connecting client for `host:port`.
+    pub fn new(host: &str, port: u16) -> Result<Self, DiscoveryError> {
+        let address = format!("{host}:{port}");
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|_| DiscoveryError::Address(address.clone()))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(10));
+        Ok(Self {
+            channel: endpoint.connect_lazy(),
+            address,
+        })
+    }
+
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Calls `discover`, retrying with backoff (100 ms doubling to 2 s) while the
+    /// function is not up, for at most `patience`.
+    pub async fn discover(&self, patience: Duration) -> Result<EntitySpec, DiscoveryError> {
+        let started = tokio::time::Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let info = ProxyInfo {
+                protocol_major_version: PROTOCOL_MAJOR_VERSION,
+                protocol_minor_version: PROTOCOL_MINOR_VERSION,
+                proxy_name: "strata".into(),
+                proxy_version: env!("CARGO_PKG_VERSION").into(),
+                supported_entity_types: vec![entity_types::EVENT_SOURCED.into(), entity_types::VALUE_ENTITY.into()],
+            };
+            let error = match EntityDiscoveryClient::new(self.channel.clone()).discover(info).await {
+                Ok(spec) => {
+                    let spec = spec.into_inner();
+                    check_version(&spec)?;
+                    return Ok(spec);
+                }
+                Err(status) => status,
+            };
+            if started.elapsed() + backoff > patience {
+                return Err(DiscoveryError::Unreachable {
+                    address: self.address.clone(),
+                    waited: started.elapsed(),
+                    last_error: error.message().to_string(),
+                });
+            }
+            tracing::debug!(address = %self.address, error = %error.message(), "user function not ready, retrying discovery");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Tells the function it broke the protocol. Best effort: logged, never fails.
+    pub fn report_error(&self, message: String) {
+        tracing::warn!(address = %self.address, %message, "user function error");
+        let channel = self.channel.clone();
+        tokio::spawn(async move {
+            if let Err(status) = EntityDiscoveryClient::new(channel)
+                .report_error(UserFunctionError { message })
+                .await
+            {
+                tracing::debug!(error = %status.message(), "could not report the error to the user function");
+            }
+        });
+    }
+}
+
+/// A function that states no version is taken to speak 0.x (CloudState's SDKs
+/// before 0.5 did not send one); a different major version is refused.
+fn check_version(spec: &EntitySpec) -> Result<(), DiscoveryError> {
+    let Some(info) = &spec.service_info else { return Ok(()) };
+    if info.protocol_major_version != PROTOCOL_MAJOR_VERSION {
+        return Err(DiscoveryError::Version {
+            major: info.protocol_major_version,
+            minor: info.protocol_minor_version,
+        });
+    }
+    if info.protocol_minor_version > PROTOCOL_MINOR_VERSION {
+        tracing::warn!(
+            minor = info.protocol_minor_version,
+            "the user function speaks a newer minor protocol version; newer features will be refused"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_proto::cloudstate::ServiceInfo;
+
+    fn spec(major: i32, minor: i32) -> EntitySpec {
+        EntitySpec {
+            service_info: Some(ServiceInfo {
+                protocol_major_version: major,
+                protocol_minor_version: minor,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn version_check() {
+        assert!(check_version(&spec(0, 2)).is_ok());
+        assert!(check_version(&spec(0, 1)).is_ok());
+        assert!(check_version(&EntitySpec::default()).is_ok());
+        assert!(matches!(
+            check_version(&spec(1, 0)),
+            Err(DiscoveryError::Version { major: 1, .. })
+        ));
+    }
+}

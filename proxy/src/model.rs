@@ -1,0 +1,327 @@
+//! What the user function serves, as the proxy sees it: built once from the
+//! discovered `EntitySpec`. Resolves every gRPC method to its entity, its input and
+//! output types, its entity key fields and its HTTP bindings. Pure data, no I/O.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use http::Method;
+use prost_reflect::{DescriptorPool, DynamicMessage, FieldDescriptor, MessageDescriptor, MethodDescriptor, Value};
+use strata_proto::cloudstate::{entity_passivation_strategy::Strategy, EntitySpec};
+use strata_proto::entity_types;
+
+use crate::path_template::PathTemplate;
+
+/// How long an idle entity stays active when the function does not say.
+pub const DEFAULT_PASSIVATION: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntityKind {
+    EventSourced,
+    Value,
+}
+
+/// One entity the function serves.
+#[derive(Debug)]
+pub struct EntityModel {
+    pub kind: EntityKind,
+    /// Fully qualified gRPC service name, e.g. `com.example.shoppingcart.ShoppingCart`.
+    pub service_name: String,
+    pub persistence_id: String,
+    pub passivation: Duration,
+}
+
+/// One gRPC method of an entity.
+#[derive(Debug)]
+pub struct MethodModel {
+    pub entity: Arc<EntityModel>,
+    pub descriptor: MethodDescriptor,
+    /// Fields of the input message that together name the entity.
+    pub key_fields: Vec<FieldDescriptor>,
+}
+
+impl MethodModel {
+    pub fn name(&self) -> &str {
+        self.descriptor.name()
+    }
+    pub fn input(&self) -> MessageDescriptor {
+        self.descriptor.input()
+    }
+    pub fn output(&self) -> MessageDescriptor {
+        self.descriptor.output()
+    }
+
+    /// The entity id of a command: the key fields' values joined with `-`.
+    pub fn entity_id(&self, message: &DynamicMessage) -> Result<String, String> {
+        let mut parts = Vec::with_capacity(self.key_fields.len());
+        for field in &self.key_fields {
+            let part = match message.get_field(field).as_ref() {
+                Value::String(s) => s.clone(),
+                Value::I32(v) => v.to_string(),
+                Value::I64(v) => v.to_string(),
+                Value::U32(v) => v.to_string(),
+                Value::U64(v) => v.to_string(),
+                Value::Bool(v) => v.to_string(),
+                Value::EnumNumber(v) => v.to_string(),
+                Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+                _ => return Err(format!("entity key field {} has an unsupported type", field.name())),
+            };
+            if part.is_empty() {
+                return Err(format!(
+                    "the entity key field {} of {} is missing or empty",
+                    field.name(),
+                    self.input().full_name()
+                ));
+            }
+            parts.push(part);
+        }
+        Ok(parts.join("-"))
+    }
+}
+
+/// Where the body of an HTTP request goes.
+#[derive(Debug, Clone)]
+pub enum BodyTarget {
+    /// No body: every field not in the path comes from the query string.
+    None,
+    /// `body: "*"`: the whole request message.
+    Whole,
+    /// `body: "field"`: one field; the others come from path and query.
+    Field(FieldDescriptor),
+}
+
+/// One HTTP binding of a method (`google.api.http` or an additional binding).
+#[derive(Debug)]
+pub struct HttpRoute {
+    pub method: Method,
+    pub template: PathTemplate,
+    pub body: BodyTarget,
+    pub response_body: Option<FieldDescriptor>,
+    pub target: Arc<MethodModel>,
+}
+
+/// Everything the function serves.
+#[derive(Debug)]
+pub struct ServiceModel {
+    pub pool: DescriptorPool,
+    /// The discovered `FileDescriptorSet`, as sent (for gRPC reflection).
+    pub descriptor_set: Vec<u8>,
+    pub entities: Vec<Arc<EntityModel>>,
+    /// By gRPC path, `/package.Service/Method`.
+    pub methods: HashMap<String, Arc<MethodModel>>,
+    /// In precedence order: most literal segments first.
+    pub http_routes: Vec<HttpRoute>,
+    /// Entities the proxy skipped, with why (reported to the function).
+    pub skipped: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("the function's descriptors cannot be read: {0}")]
+    Descriptors(String),
+    #[error("entity {service}: {reason}")]
+    Entity { service: String, reason: String },
+}
+
+impl ServiceModel {
+    pub fn from_spec(spec: &EntitySpec) -> Result<Self, ModelError> {
+        let pool = DescriptorPool::decode(spec.proto.as_slice()).map_err(|e| ModelError::Descriptors(e.to_string()))?;
+        let key_options: Vec<_> = ["cloudstate.entity_key", "cloudstate.legacy_entity_key"]
+            .iter()
+            .filter_map(|name| pool.get_extension_by_name(name))
+            .collect();
+        let http_option = pool.get_extension_by_name("google.api.http");
+
+        let mut model = ServiceModel {
+            pool: pool.clone(),
+            descriptor_set: spec.proto.clone(),
+            entities: Vec::new(),
+            methods: HashMap::new(),
+            http_routes: Vec::new(),
+            skipped: Vec::new(),
+        };
+        for entity in &spec.entities {
+            let fail = |reason: String| ModelError::Entity {
+                service: entity.service_name.clone(),
+                reason,
+            };
+            let kind = match entity.entity_type.as_str() {
+                entity_types::EVENT_SOURCED => EntityKind::EventSourced,
+                entity_types::VALUE_ENTITY => EntityKind::Value,
+                other => {
+                    model.skipped.push(format!(
+                        "entity {} has type {other}, which this proxy does not serve yet",
+                        entity.service_name
+                    ));
+                    continue;
+                }
+            };
+            let service = pool
+                .get_service_by_name(&entity.service_name)
+                .ok_or_else(|| fail("the service is not in the discovered descriptors".into()))?;
+            let passivation = match entity.passivation_strategy.as_ref().and_then(|p| p.strategy.as_ref()) {
+                Some(Strategy::Timeout(t)) if t.timeout > 0 => Duration::from_millis(t.timeout as u64),
+                _ => DEFAULT_PASSIVATION,
+            };
+            let entity_model = Arc::new(EntityModel {
+                kind,
+                service_name: entity.service_name.clone(),
+                persistence_id: if entity.persistence_id.is_empty() {
+                    entity.service_name.clone()
+                } else {
+                    entity.persistence_id.clone()
+                },
+                passivation,
+            });
+            for method in service.methods() {
+                if method.is_client_streaming() || method.is_server_streaming() {
+                    model.skipped.push(format!(
+                        "method {} is streamed, which this proxy does not serve yet",
+                        method.full_name()
+                    ));
+                    continue;
+                }
+                let key_fields: Vec<FieldDescriptor> = method
+                    .input()
+                    .fields()
+                    .filter(|f| {
+                        let options = f.options();
+                        key_options
+                            .iter()
+                            .any(|ext| options.get_extension(ext).as_bool() == Some(true))
+                    })
+                    .collect();
+                if key_fields.is_empty() {
+                    return Err(fail(format!(
+                        "the input {} of method {} has no field marked (cloudstate.entity_key) = true",
+                        method.input().full_name(),
+                        method.name()
+                    )));
+                }
+                let method_model = Arc::new(MethodModel {
+                    entity: entity_model.clone(),
+                    descriptor: method.clone(),
+                    key_fields,
+                });
+                model.methods.insert(
+                    format!("/{}/{}", service.full_name(), method.name()),
+                    method_model.clone(),
+                );
+                if let Some(ext) = &http_option {
+                    let options = method.options();
+                    if options.has_extension(ext) {
+                        if let Value::Message(rule) = options.get_extension(ext).as_ref() {
+                            add_http_rule(&mut model.http_routes, rule, &method_model, true).map_err(fail)?;
+                        }
+                    }
+                }
+            }
+            model.entities.push(entity_model);
+        }
+        model
+            .http_routes
+            .sort_by_key(|r| std::cmp::Reverse(r.template.literal_count()));
+        Ok(model)
+    }
+
+    /// The method for a gRPC path.
+    pub fn method(&self, path: &str) -> Option<&Arc<MethodModel>> {
+        self.methods.get(path)
+    }
+
+    /// The route for an HTTP method and path, with the bound path variables.
+    /// `Err(true)` when the path matches some route but not for this method.
+    pub fn route(&self, method: &Method, path: &str) -> Result<(&HttpRoute, Vec<crate::path_template::Binding>), bool> {
+        let mut path_matched = false;
+        for route in &self.http_routes {
+            if let Some(bindings) = route.template.matches(path) {
+                if route.method == method {
+                    return Ok((route, bindings));
+                }
+                path_matched = true;
+            }
+        }
+        Err(path_matched)
+    }
+
+    /// The names of the services the function serves (for reflection).
+    pub fn service_names(&self) -> impl Iterator<Item = &str> {
+        self.entities.iter().map(|e| e.service_name.as_str())
+    }
+}
+
+/// Reads one `google.api.HttpRule` (and its additional bindings) into routes.
+fn add_http_rule(
+    routes: &mut Vec<HttpRoute>,
+    rule: &DynamicMessage,
+    target: &Arc<MethodModel>,
+    top_level: bool,
+) -> Result<(), String> {
+    let text = |name: &str| -> String {
+        rule.get_field_by_name(name)
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    let (method, path) = if let Some(pattern) = ["get", "put", "post", "delete", "patch"]
+        .into_iter()
+        .find(|p| rule.has_field_by_name(p))
+    {
+        (
+            Method::from_bytes(pattern.to_uppercase().as_bytes()).map_err(|e| e.to_string())?,
+            text(pattern),
+        )
+    } else if let Some(Value::Message(custom)) = rule
+        .has_field_by_name("custom")
+        .then(|| rule.get_field_by_name("custom"))
+        .flatten()
+        .as_deref()
+    {
+        let field = |name: &str| {
+            custom
+                .get_field_by_name(name)
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        };
+        let kind = field("kind");
+        let method = Method::from_bytes(kind.as_bytes()).map_err(|_| format!("invalid custom HTTP method {kind:?}"))?;
+        (method, field("path"))
+    } else {
+        return Err(format!("the HTTP rule of {} has no pattern", target.name()));
+    };
+    let template = PathTemplate::parse(&path).map_err(|e| e.to_string())?;
+    let input = target.input();
+    let body = match text("body").as_str() {
+        "" => BodyTarget::None,
+        "*" => BodyTarget::Whole,
+        field => BodyTarget::Field(
+            input
+                .get_field_by_name(field)
+                .ok_or_else(|| format!("HTTP body field {field:?} is not in {}", input.full_name()))?,
+        ),
+    };
+    let response_body = match text("response_body").as_str() {
+        "" => None,
+        field => Some(target.output().get_field_by_name(field).ok_or_else(|| {
+            format!(
+                "HTTP response_body field {field:?} is not in {}",
+                target.output().full_name()
+            )
+        })?),
+    };
+    routes.push(HttpRoute {
+        method,
+        template,
+        body,
+        response_body,
+        target: target.clone(),
+    });
+    if top_level {
+        if let Some(Value::List(extra)) = rule.get_field_by_name("additional_bindings").as_deref() {
+            for binding in extra {
+                if let Value::Message(binding) = binding {
+                    add_http_rule(routes, binding, target, false)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! The sidecar role end to end: open the store, discover the function, build the
+//! service model, and serve until shutdown. `strata proxy` is a thin shell over
+//! [`run`].
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::net::TcpListener;
+
+use crate::{
+    entity::Entities,
+    function::{DiscoveryError, FunctionClient},
+    ingress::{self, Ingress},
+    model::{ModelError, ServiceModel},
+};
+
+/// Everything the sidecar needs to start. Defaults follow CloudState's proxy.
+#[derive(Debug, Clone)]
+pub struct SidecarConfig {
+    pub function_host: String,
+    pub function_port: u16,
+    pub listen: SocketAddr,
+    pub store_url: String,
+    pub max_body: usize,
+    /// How long to keep retrying discovery while the function starts.
+    pub discovery_patience: Duration,
+}
+
+impl Default for SidecarConfig {
+    fn default() -> Self {
+        Self {
+            function_host: "127.0.0.1".into(),
+            function_port: 8080,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9000)),
+            store_url: "sqlite://.strata/strata.db".into(),
+            max_body: ingress::DEFAULT_MAX_BODY,
+            discovery_patience: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SidecarError {
+    #[error(transparent)]
+    Store(#[from] strata_store::StoreError),
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("the server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Discovers the function and serves it until `shutdown` resolves; then stops
+/// taking requests and lets those in flight finish.
+pub async fn run(
+    config: SidecarConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), SidecarError> {
+    let store = strata_store::open(&config.store_url).await?;
+    let function = FunctionClient::new(&config.function_host, config.function_port)?;
+    let spec = function.discover(config.discovery_patience).await?;
+    let model = ServiceModel::from_spec(&spec)?;
+    for reason in &model.skipped {
+        function.report_error(reason.clone());
+    }
+    let services: Vec<&str> = model.service_names().collect();
+    tracing::info!(?services, function = function.address(), "discovered the user function");
+    let model = Arc::new(model);
+    let entities = Arc::new(Entities::new(function, store));
+    let app = ingress::router(Ingress {
+        model,
+        entities,
+        max_body: config.max_body,
+    });
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| SidecarError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(SidecarError::Serve)?;
+    tracing::info!(%addr, "proxy ready");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(SidecarError::Serve)
+}

@@ -1,0 +1,229 @@
+//! The entities this user function serves, checked against its descriptors once at
+//! start-up: discovery describes them to the proxy, and each new entity stream looks up
+//! its service here to create the entity and to know which commands exist.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use prost::Message;
+use prost_types::FileDescriptorSet;
+use strata_proto::{cloudstate as pb, entity_types};
+
+use crate::{
+    event_sourced::DynEventSourced,
+    value_entity::{DynValueEntity, Hosted},
+    EventSourcedEntity, EventSourcedService, ServeError, ValueEntity, ValueEntityService,
+};
+
+type EventSourcedFactory = Arc<dyn Fn(&str) -> Box<dyn DynEventSourced> + Send + Sync>;
+type ValueFactory = Arc<dyn Fn(&str) -> Box<dyn DynValueEntity> + Send + Sync>;
+
+/// One registered entity type, not yet checked against the descriptors.
+pub(crate) struct Registration {
+    service_name: String,
+    persistence_id: String,
+    passivation_timeout: Option<Duration>,
+    kind: Kind,
+}
+
+#[derive(Clone)]
+enum Kind {
+    EventSourced {
+        snapshot_every: u64,
+        factory: EventSourcedFactory,
+    },
+    Value {
+        factory: ValueFactory,
+    },
+}
+
+impl Kind {
+    fn entity_type(&self) -> &'static str {
+        match self {
+            Kind::EventSourced { .. } => entity_types::EVENT_SOURCED,
+            Kind::Value { .. } => entity_types::VALUE_ENTITY,
+        }
+    }
+}
+
+impl<E: EventSourcedEntity> From<EventSourcedService<E>> for Registration {
+    fn from(service: EventSourcedService<E>) -> Self {
+        let factory = service.factory;
+        Self {
+            service_name: service.service_name,
+            persistence_id: service.persistence_id,
+            passivation_timeout: service.passivation_timeout,
+            kind: Kind::EventSourced {
+                snapshot_every: service.snapshot_every,
+                factory: Arc::new(move |entity_id| Box::new(factory(entity_id))),
+            },
+        }
+    }
+}
+
+impl<E: ValueEntity> From<ValueEntityService<E>> for Registration {
+    fn from(service: ValueEntityService<E>) -> Self {
+        let factory = service.factory;
+        Self {
+            service_name: service.service_name,
+            persistence_id: service.persistence_id,
+            passivation_timeout: service.passivation_timeout,
+            kind: Kind::Value {
+                factory: Arc::new(move |entity_id| Box::new(Hosted::new(factory(entity_id)))),
+            },
+        }
+    }
+}
+
+/// A registered entity type with the commands (gRPC methods) of its service.
+struct Entry {
+    registration: Registration,
+    commands: Arc<BTreeSet<String>>,
+}
+
+/// A freshly created event-sourced entity and how its stream must treat it.
+pub(crate) struct OpenedEventSourced {
+    pub entity: Box<dyn DynEventSourced>,
+    pub snapshot_every: u64,
+    pub commands: Arc<BTreeSet<String>>,
+}
+
+/// A freshly created value entity and the commands its service has.
+pub(crate) struct OpenedValue {
+    pub entity: Box<dyn DynValueEntity>,
+    pub commands: Arc<BTreeSet<String>>,
+}
+
+/// Every entity type of the function, in registration order.
+pub(crate) struct Registry {
+    entries: Vec<Entry>,
+}
+
+impl Registry {
+    /// Checks each registration against the services in `descriptor` (a serialized
+    /// `FileDescriptorSet`) so a typo in a service name fails at start-up, not at the
+    /// first request.
+    pub(crate) fn new(descriptor: &[u8], registrations: Vec<Registration>) -> Result<Self, ServeError> {
+        if registrations.is_empty() {
+            return Err(ServeError::NoEntities);
+        }
+        let services = services_in(descriptor)?;
+        let mut entries: Vec<Entry> = Vec::with_capacity(registrations.len());
+        for registration in registrations {
+            let name = &registration.service_name;
+            if entries.iter().any(|entry| &entry.registration.service_name == name) {
+                return Err(ServeError::DuplicateService(name.clone()));
+            }
+            let Some(commands) = services.get(name) else {
+                return Err(ServeError::UnknownService {
+                    service: name.clone(),
+                    known: services.keys().cloned().collect::<Vec<_>>().join(", "),
+                });
+            };
+            entries.push(Entry {
+                commands: Arc::new(commands.clone()),
+                registration,
+            });
+        }
+        Ok(Self { entries })
+    }
+
+    /// The entities as discovery describes them.
+    pub(crate) fn entities(&self) -> Vec<pb::Entity> {
+        self.entries
+            .iter()
+            .map(|entry| {
+                let registration = &entry.registration;
+                pb::Entity {
+                    entity_type: registration.kind.entity_type().to_owned(),
+                    service_name: registration.service_name.clone(),
+                    persistence_id: registration.persistence_id.clone(),
+                    passivation_strategy: registration.passivation_timeout.map(|timeout| {
+                        pb::EntityPassivationStrategy {
+                            strategy: Some(pb::entity_passivation_strategy::Strategy::Timeout(
+                                pb::TimeoutPassivationStrategy {
+                                    timeout: i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX),
+                                },
+                            )),
+                        }
+                    }),
+                }
+            })
+            .collect()
+    }
+
+    /// Creates the event-sourced entity `entity_id` of `service_name`, or says why not.
+    pub(crate) fn open_event_sourced(&self, service_name: &str, entity_id: &str) -> Result<OpenedEventSourced, String> {
+        let entry = self.entry(service_name, entity_types::EVENT_SOURCED)?;
+        let Kind::EventSourced {
+            snapshot_every,
+            factory,
+        } = &entry.registration.kind
+        else {
+            unreachable!("entry() checked the entity type");
+        };
+        Ok(OpenedEventSourced {
+            entity: factory(entity_id),
+            snapshot_every: *snapshot_every,
+            commands: entry.commands.clone(),
+        })
+    }
+
+    /// Creates the value entity `entity_id` of `service_name`, or says why not.
+    pub(crate) fn open_value(&self, service_name: &str, entity_id: &str) -> Result<OpenedValue, String> {
+        let entry = self.entry(service_name, entity_types::VALUE_ENTITY)?;
+        let Kind::Value { factory } = &entry.registration.kind else {
+            unreachable!("entry() checked the entity type");
+        };
+        Ok(OpenedValue {
+            entity: factory(entity_id),
+            commands: entry.commands.clone(),
+        })
+    }
+
+    fn entry(&self, service_name: &str, entity_type: &str) -> Result<&Entry, String> {
+        if let Some(entry) = self
+            .entries
+            .iter()
+            .find(|entry| entry.registration.service_name == service_name)
+        {
+            let actual = entry.registration.kind.entity_type();
+            if actual != entity_type {
+                return Err(format!(
+                    "service {service_name:?} is served as {actual}, not as {entity_type}"
+                ));
+            }
+            return Ok(entry);
+        }
+        let served: Vec<&str> = self
+            .entries
+            .iter()
+            .filter(|entry| entry.registration.kind.entity_type() == entity_type)
+            .map(|entry| entry.registration.service_name.as_str())
+            .collect();
+        Err(format!(
+            "unknown service {service_name:?}: this user function serves {entity_type} for [{}]",
+            served.join(", ")
+        ))
+    }
+}
+
+/// Every service in a serialized `FileDescriptorSet`, by full name, with its methods.
+fn services_in(descriptor: &[u8]) -> Result<BTreeMap<String, BTreeSet<String>>, ServeError> {
+    let set = FileDescriptorSet::decode(descriptor).map_err(ServeError::Descriptor)?;
+    let mut services = BTreeMap::new();
+    for file in &set.file {
+        for service in &file.service {
+            let full_name = match file.package() {
+                "" => service.name().to_owned(),
+                package => format!("{package}.{}", service.name()),
+            };
+            let methods = service.method.iter().map(|method| method.name().to_owned()).collect();
+            services.insert(full_name, methods);
+        }
+    }
+    Ok(services)
+}

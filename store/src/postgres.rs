@@ -1,0 +1,606 @@
+//! The PostgreSQL store: the same tables as the SQLite store, shared by any number
+//! of processes. It owns the schema, one writer task doing group commit on its own
+//! connection, and a few reader connections; all of them reconnect after a failure.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use prost_types::Any;
+use tokio::sync::Mutex;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Config, NoTls, Row, Statement};
+use tracing::{debug, info, warn};
+
+use crate::group_commit::{self, BatchOutcome, PendingWrite, WriteOp, WriteQueue, WriteReceiver};
+use crate::{EntityKey, JournalEvent, JournalWrite, Recovery, Snapshot, Store, StoreError, StoreStats};
+
+/// The schema this code reads and writes; recorded in `strata_schema_version`.
+const SCHEMA_VERSION: i32 = 1;
+
+/// How long to wait for a connection when the URL does not say.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest a read or a batch may take before the store reports itself
+/// unavailable instead of hanging on a server that stopped answering.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reader connections; each pipelines any number of concurrent reads.
+const READERS: usize = 3;
+
+/// Serialises schema creation between processes (`pg_advisory_xact_lock`): two
+/// concurrent `CREATE TABLE IF NOT EXISTS` can otherwise both try to create.
+const SCHEMA_LOCK: i64 = 0x5354_5241_5441; // "STRATA"
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS strata_journal (
+    persistence_id TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    seq_nr BIGINT NOT NULL,
+    type_url TEXT NOT NULL,
+    bytes BYTEA NOT NULL,
+    PRIMARY KEY (persistence_id, entity_id, seq_nr)
+);
+CREATE TABLE IF NOT EXISTS strata_snapshots (
+    persistence_id TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    seq_nr BIGINT NOT NULL,
+    type_url TEXT NOT NULL,
+    bytes BYTEA NOT NULL,
+    PRIMARY KEY (persistence_id, entity_id, seq_nr)
+);
+CREATE TABLE IF NOT EXISTS strata_values (
+    persistence_id TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    type_url TEXT NOT NULL,
+    bytes BYTEA NOT NULL,
+    PRIMARY KEY (persistence_id, entity_id)
+);
+";
+
+/// Entity state in a PostgreSQL database (the tables live in the first schema of
+/// the connection's `search_path`).
+pub struct PostgresStore {
+    writes: WriteQueue,
+    readers: Arc<ReaderPool>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore").finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?...]`) and
+    /// creates the tables if they are missing.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        // The URL may carry a password: never repeat it in an error.
+        let mut config: Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("strata");
+        }
+        let config = Arc::new(config);
+
+        let client = timed("could not connect to PostgreSQL", open_client(&config)).await?;
+        tokio::time::timeout(OPERATION_TIMEOUT, create_schema(&client))
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable("could not create the tables: PostgreSQL did not answer in time".into())
+            })??;
+        let writer = timed("could not connect to PostgreSQL", WriteConn::prepare(client)).await?;
+
+        let (writes, receiver) = group_commit::write_queue();
+        tokio::spawn(run_writer(config.clone(), Some(writer), receiver));
+        info!(hosts = ?config.get_hosts(), "postgres store open");
+        Ok(Self {
+            writes,
+            readers: Arc::new(ReaderPool {
+                config,
+                slots: (0..READERS).map(|_| Mutex::new(None)).collect(),
+                next: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// Counters of the group-commit writer.
+    pub fn stats(&self) -> StoreStats {
+        self.writes.stats()
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn recover(&self, key: &EntityKey) -> Result<Recovery, StoreError> {
+        let what = "could not recover the entity";
+        // The snapshot first, then the events after it: a write landing in between
+        // only adds events, so the pair is always a valid recovery.
+        let (snapshot, events) = self
+            .readers
+            .read(what, |conn| {
+                let key = key.clone();
+                async move {
+                    let snapshot = conn
+                        .client
+                        .query_opt(&conn.latest_snapshot, &[&key.persistence_id, &key.entity_id])
+                        .await?
+                        .map(|row| to_snapshot(&row));
+                    let from = snapshot.as_ref().map_or(i64::MIN, |s| s.seq_nr + 1);
+                    let events = conn
+                        .client
+                        .query(&conn.events, &[&key.persistence_id, &key.entity_id, &from])
+                        .await?;
+                    Ok((snapshot, events))
+                }
+            })
+            .await?;
+        Ok(Recovery {
+            snapshot,
+            events: events.iter().map(to_event).collect(),
+        })
+    }
+
+    async fn events(&self, key: &EntityKey, from_seq_nr: i64) -> Result<Vec<JournalEvent>, StoreError> {
+        let rows = self
+            .readers
+            .read("could not read the journal", |conn| {
+                let key = key.clone();
+                async move {
+                    conn.client
+                        .query(&conn.events, &[&key.persistence_id, &key.entity_id, &from_seq_nr])
+                        .await
+                }
+            })
+            .await?;
+        Ok(rows.iter().map(to_event).collect())
+    }
+
+    async fn latest_snapshot(&self, key: &EntityKey) -> Result<Option<Snapshot>, StoreError> {
+        let row = self
+            .readers
+            .read("could not read the snapshot", |conn| {
+                let key = key.clone();
+                async move {
+                    conn.client
+                        .query_opt(&conn.latest_snapshot, &[&key.persistence_id, &key.entity_id])
+                        .await
+                }
+            })
+            .await?;
+        Ok(row.map(|row| to_snapshot(&row)))
+    }
+
+    async fn append(&self, write: JournalWrite) -> Result<(), StoreError> {
+        if write.events.is_empty() && write.snapshot.is_none() {
+            return Ok(());
+        }
+        self.writes.submit(WriteOp::Append(write)).await
+    }
+
+    async fn load_value(&self, key: &EntityKey) -> Result<Option<Any>, StoreError> {
+        let row = self
+            .readers
+            .read("could not read the value", |conn| {
+                let key = key.clone();
+                async move {
+                    conn.client
+                        .query_opt(&conn.value, &[&key.persistence_id, &key.entity_id])
+                        .await
+                }
+            })
+            .await?;
+        Ok(row.map(|row| Any {
+            type_url: row.get(0),
+            value: row.get(1),
+        }))
+    }
+
+    async fn save_value(&self, key: &EntityKey, value: Option<Any>) -> Result<(), StoreError> {
+        self.writes
+            .submit(WriteOp::SaveValue {
+                key: key.clone(),
+                value,
+            })
+            .await
+    }
+
+    fn stats(&self) -> StoreStats {
+        self.writes.stats()
+    }
+}
+
+/// Connects and drives the connection on its own task.
+async fn open_client(config: &Config) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            warn!(error = %e, "postgres connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Creates the tables if missing and checks the schema version.
+async fn create_schema(client: &Client) -> Result<(), StoreError> {
+    let what = "could not create the tables";
+    let first = try_create_schema(client).await;
+    // Even with the advisory lock, a process that does not take it may race us;
+    // one retry settles that race.
+    let result = match first {
+        Err(SchemaError::Postgres(e))
+            if e.code() == Some(&SqlState::UNIQUE_VIOLATION) || e.code() == Some(&SqlState::DUPLICATE_TABLE) =>
+        {
+            debug!("tables created concurrently by another process, checking again");
+            try_create_schema(client).await
+        }
+        other => other,
+    };
+    result.map_err(|e| match e {
+        SchemaError::Postgres(e) => pg_error(what, &e),
+        SchemaError::TooNew(version) => StoreError::Config(format!(
+            "the database has strata schema version {version}, newer than this Strata \
+             understands ({SCHEMA_VERSION}); upgrade Strata"
+        )),
+    })
+}
+
+enum SchemaError {
+    Postgres(tokio_postgres::Error),
+    TooNew(i32),
+}
+
+impl From<tokio_postgres::Error> for SchemaError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Postgres(e)
+    }
+}
+
+async fn try_create_schema(client: &Client) -> Result<(), SchemaError> {
+    client.batch_execute("BEGIN").await?;
+    let result = async {
+        client
+            .execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+            .await?;
+        client
+            .batch_execute("CREATE TABLE IF NOT EXISTS strata_schema_version (version INTEGER NOT NULL)")
+            .await?;
+        let version: Option<i32> = client
+            .query_one("SELECT max(version) FROM strata_schema_version", &[])
+            .await?
+            .get(0);
+        match version {
+            Some(v) if v > SCHEMA_VERSION => return Err(SchemaError::TooNew(v)),
+            Some(_) => client.batch_execute(SCHEMA).await?,
+            None => {
+                client.batch_execute(SCHEMA).await?;
+                client
+                    .execute(
+                        "INSERT INTO strata_schema_version (version) VALUES ($1)",
+                        &[&SCHEMA_VERSION],
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => Ok(client.batch_execute("COMMIT").await?),
+        Err(e) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
+    }
+}
+
+/// A reader connection with its statements prepared once.
+struct ReadConn {
+    client: Client,
+    latest_snapshot: Statement,
+    events: Statement,
+    value: Statement,
+}
+
+impl ReadConn {
+    async fn connect(config: &Config) -> Result<Self, tokio_postgres::Error> {
+        let client = open_client(config).await?;
+        Ok(Self {
+            latest_snapshot: client
+                .prepare(
+                    "SELECT seq_nr, type_url, bytes FROM strata_snapshots
+                     WHERE persistence_id = $1 AND entity_id = $2
+                     ORDER BY seq_nr DESC LIMIT 1",
+                )
+                .await?,
+            events: client
+                .prepare(
+                    "SELECT seq_nr, type_url, bytes FROM strata_journal
+                     WHERE persistence_id = $1 AND entity_id = $2 AND seq_nr >= $3
+                     ORDER BY seq_nr",
+                )
+                .await?,
+            value: client
+                .prepare(
+                    "SELECT type_url, bytes FROM strata_values
+                     WHERE persistence_id = $1 AND entity_id = $2",
+                )
+                .await?,
+            client,
+        })
+    }
+}
+
+/// A few reader connections, used in turn and reopened when they fail.
+struct ReaderPool {
+    config: Arc<Config>,
+    slots: Vec<Mutex<Option<Arc<ReadConn>>>>,
+    next: AtomicUsize,
+}
+
+impl ReaderPool {
+    async fn read<T, F, Fut>(&self, what: &str, query: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Arc<ReadConn>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
+        let conn = {
+            let mut slot = slot.lock().await;
+            match slot.as_ref() {
+                Some(conn) if !conn.client.is_closed() => conn.clone(),
+                _ => {
+                    let conn = timed(what, ReadConn::connect(&self.config)).await?;
+                    let conn = Arc::new(conn);
+                    *slot = Some(conn.clone());
+                    conn
+                }
+            }
+        };
+        let result = timed(what, query(conn.clone())).await;
+        if result.is_err() {
+            // Reads do not fail on a healthy connection: start afresh next time.
+            let mut slot = slot.lock().await;
+            if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
+                *slot = None;
+            }
+        }
+        result
+    }
+}
+
+/// The writer's connection with its statements prepared once.
+struct WriteConn {
+    client: Client,
+    insert_events: Statement,
+    upsert_snapshot: Statement,
+    upsert_value: Statement,
+    delete_value: Statement,
+}
+
+impl WriteConn {
+    async fn connect(config: &Config) -> Result<Self, tokio_postgres::Error> {
+        Self::prepare(open_client(config).await?).await
+    }
+
+    async fn prepare(client: Client) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            // One statement for all the events of a write. DO NOTHING plus RETURNING
+            // reveals a taken sequence number without aborting the transaction.
+            insert_events: client
+                .prepare(
+                    "INSERT INTO strata_journal (persistence_id, entity_id, seq_nr, type_url, bytes)
+                     SELECT $1::TEXT, $2::TEXT, e.seq_nr, e.type_url, e.bytes
+                     FROM UNNEST($3::BIGINT[], $4::TEXT[], $5::BYTEA[]) AS e(seq_nr, type_url, bytes)
+                     ON CONFLICT DO NOTHING
+                     RETURNING seq_nr",
+                )
+                .await?,
+            // Recovery needs only the latest snapshot: older ones go in the same statement.
+            upsert_snapshot: client
+                .prepare(
+                    "WITH pruned AS (
+                         DELETE FROM strata_snapshots
+                         WHERE persistence_id = $1 AND entity_id = $2 AND seq_nr < $3
+                     )
+                     INSERT INTO strata_snapshots (persistence_id, entity_id, seq_nr, type_url, bytes)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (persistence_id, entity_id, seq_nr)
+                     DO UPDATE SET type_url = EXCLUDED.type_url, bytes = EXCLUDED.bytes",
+                )
+                .await?,
+            upsert_value: client
+                .prepare(
+                    "INSERT INTO strata_values (persistence_id, entity_id, type_url, bytes)
+                     VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (persistence_id, entity_id)
+                     DO UPDATE SET type_url = EXCLUDED.type_url, bytes = EXCLUDED.bytes",
+                )
+                .await?,
+            delete_value: client
+                .prepare("DELETE FROM strata_values WHERE persistence_id = $1 AND entity_id = $2")
+                .await?,
+            client,
+        })
+    }
+}
+
+/// The writer task: one batch, one transaction. A failed batch drops the
+/// connection (the server rolls back what was open); the next batch reconnects.
+async fn run_writer(config: Arc<Config>, mut conn: Option<WriteConn>, mut receiver: WriteReceiver) {
+    while let Some(batch) = receiver.next_batch().await {
+        if conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+            conn = None;
+        }
+        let writer = match conn.as_mut() {
+            Some(writer) => writer,
+            None => match timed("could not connect to PostgreSQL", WriteConn::connect(&config)).await {
+                Ok(writer) => conn.insert(writer),
+                Err(e) => {
+                    receiver.answer(batch, BatchOutcome::Failed(e));
+                    continue;
+                }
+            },
+        };
+        let outcome = match tokio::time::timeout(OPERATION_TIMEOUT, commit_batch(writer, &batch)).await {
+            Ok(outcome) => outcome,
+            Err(_) => BatchOutcome::Failed(StoreError::Unavailable("PostgreSQL did not answer in time".into())),
+        };
+        if matches!(outcome, BatchOutcome::Failed(_)) {
+            conn = None;
+        }
+        receiver.answer(batch, outcome);
+    }
+    debug!("postgres writer stopped");
+}
+
+async fn commit_batch(conn: &WriteConn, batch: &[PendingWrite]) -> BatchOutcome {
+    let client = &conn.client;
+    if let Err(e) = client.batch_execute("BEGIN").await {
+        return BatchOutcome::Failed(pg_error("could not start a write transaction", &e));
+    }
+    let mut results = Vec::with_capacity(batch.len());
+    for write in batch {
+        // A savepoint per write: a conflicting or failing write is undone alone
+        // while the others in the batch still commit.
+        if let Err(e) = client.batch_execute("SAVEPOINT write").await {
+            return BatchOutcome::Failed(pg_error("could not write the batch", &e));
+        }
+        let result = apply(conn, &write.op).await;
+        let closed = match &result {
+            Ok(()) => client.batch_execute("RELEASE SAVEPOINT write").await,
+            Err(_) => {
+                client
+                    .batch_execute("ROLLBACK TO SAVEPOINT write; RELEASE SAVEPOINT write")
+                    .await
+            }
+        };
+        if let Err(e) = closed {
+            return BatchOutcome::Failed(pg_error("could not write the batch", &e));
+        }
+        results.push(result);
+    }
+    if let Err(e) = client.batch_execute("COMMIT").await {
+        return BatchOutcome::Failed(pg_error("could not commit the batch", &e));
+    }
+    BatchOutcome::Committed(results)
+}
+
+async fn apply(conn: &WriteConn, op: &WriteOp) -> Result<(), StoreError> {
+    match op {
+        WriteOp::Append(write) => append(conn, write).await,
+        WriteOp::SaveValue { key, value } => {
+            let saved = match value {
+                Some(value) => {
+                    conn.client
+                        .execute(
+                            &conn.upsert_value,
+                            &[&key.persistence_id, &key.entity_id, &value.type_url, &value.value],
+                        )
+                        .await
+                }
+                None => {
+                    conn.client
+                        .execute(&conn.delete_value, &[&key.persistence_id, &key.entity_id])
+                        .await
+                }
+            };
+            saved.map(drop).map_err(|e| pg_error("could not save the value", &e))
+        }
+    }
+}
+
+async fn append(conn: &WriteConn, write: &JournalWrite) -> Result<(), StoreError> {
+    let key = &write.key;
+    let what = "could not append events";
+    let seq_nrs: Vec<i64> = (write.first_seq_nr..).take(write.events.len()).collect();
+    let type_urls: Vec<&str> = write.events.iter().map(|e| e.type_url.as_str()).collect();
+    let bytes: Vec<&[u8]> = write.events.iter().map(|e| e.value.as_slice()).collect();
+    let inserted = conn
+        .client
+        .query(
+            &conn.insert_events,
+            &[&key.persistence_id, &key.entity_id, &seq_nrs, &type_urls, &bytes],
+        )
+        .await
+        .map_err(|e| pg_error(what, &e))?;
+    if inserted.len() < seq_nrs.len() {
+        let inserted: std::collections::HashSet<i64> = inserted.iter().map(|row| row.get(0)).collect();
+        let taken = seq_nrs
+            .iter()
+            .copied()
+            .find(|seq_nr| !inserted.contains(seq_nr))
+            .unwrap_or(write.first_seq_nr);
+        return Err(StoreError::Conflict {
+            entity_id: key.entity_id.clone(),
+            seq_nr: taken,
+        });
+    }
+    if let Some(snapshot) = &write.snapshot {
+        conn.client
+            .execute(
+                &conn.upsert_snapshot,
+                &[
+                    &key.persistence_id,
+                    &key.entity_id,
+                    &write.last_seq_nr(),
+                    &snapshot.type_url,
+                    &snapshot.value,
+                ],
+            )
+            .await
+            .map_err(|e| pg_error(what, &e))?;
+    }
+    Ok(())
+}
+
+fn to_event(row: &Row) -> JournalEvent {
+    JournalEvent {
+        seq_nr: row.get(0),
+        payload: Any {
+            type_url: row.get(1),
+            value: row.get(2),
+        },
+    }
+}
+
+fn to_snapshot(row: &Row) -> Snapshot {
+    Snapshot {
+        seq_nr: row.get(0),
+        payload: Any {
+            type_url: row.get(1),
+            value: row.get(2),
+        },
+    }
+}
+
+/// Runs a database step under [`OPERATION_TIMEOUT`], mapping failure to
+/// [`StoreError::Unavailable`].
+async fn timed<T>(
+    what: &str,
+    step: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(OPERATION_TIMEOUT, step).await {
+        Ok(result) => result.map_err(|e| pg_error(what, &e)),
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "{what}: PostgreSQL did not answer in time"
+        ))),
+    }
+}
+
+/// An [`StoreError::Unavailable`] saying what failed; server errors are reduced to
+/// their SQLSTATE code (their text can quote SQL), the full error goes to the log.
+fn pg_error(what: &str, e: &tokio_postgres::Error) -> StoreError {
+    warn!(error = %e, operation = what, "postgres operation failed");
+    let cause = match e.as_db_error() {
+        Some(db) => format!("database error {}", db.code().code()),
+        None if e.is_closed() => "the connection to PostgreSQL is closed".to_owned(),
+        None => e.to_string(),
+    };
+    StoreError::Unavailable(format!("{what}: {cause}"))
+}

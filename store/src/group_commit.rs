@@ -12,10 +12,10 @@ use crate::{EntityKey, JournalWrite, StoreError, StoreStats};
 
 /// The most writes one transaction carries: large enough that one fsync serves
 /// hundreds of commands, small enough that one transaction stays short.
-pub(crate) const MAX_BATCH: usize = 1;
+pub(crate) const MAX_BATCH: usize = 512;
 
 /// Writes waiting for the writer before callers are made to wait to enqueue.
-const QUEUE_CAPACITY: usize = 8 * MAX_BATCH;
+const QUEUE_CAPACITY: usize = 4096;
 
 /// One write as the writer applies it.
 #[derive(Debug)]

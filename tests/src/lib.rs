@@ -14,21 +14,29 @@ pub mod shoppingcart {
     include!(concat!(env!("OUT_DIR"), "/com.example.shoppingcart.rs"));
 }
 
+/// Messages of the value cart test function (`tests/proto/value_cart.proto`).
+pub mod valuecart {
+    include!(concat!(env!("OUT_DIR"), "/strata.test.valuecart.rs"));
+}
+
+/// The value cart's `FileDescriptorSet`, imports included.
+pub const VALUE_CART_DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/value_cart.bin"));
+
 /// The shopping cart's `FileDescriptorSet`, imports included.
 pub const SHOPPING_CART_DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/shoppingcart.bin"));
 
-/// A binary built by this workspace, next to the running test's target folder.
+/// A binary built by this workspace in the same profile folder as the running
+/// executable: beside it (a bench binary) or one level up (a test in `deps/`).
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target folder");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace's binaries first (cargo build --workspace --bins)",
-        path.display()
-    );
-    path
+    let beside = exe.parent().expect("target folder");
+    let candidates = [beside.join(name), beside.parent().unwrap_or(beside).join(name)];
+    candidates.iter().find(|p| p.exists()).cloned().unwrap_or_else(|| {
+        panic!(
+            "{} is missing: build the workspace's binaries first (cargo build --workspace --bins)",
+            candidates[1].display()
+        )
+    })
 }
 
 /// A free loopback port (bound, then released for the child to take).
@@ -186,4 +194,45 @@ pub async fn cart_client(port: u16) -> CartClient {
     CartClient::connect(format!("http://127.0.0.1:{port}"))
         .await
         .expect("connect to the proxy")
+}
+
+/// A new, empty PostgreSQL database on the test server
+/// (`STRATA_TEST_POSTGRES_URL`), as a URL. `None` when no server is configured,
+/// unless `STRATA_REQUIRE_POSTGRES=1`, which turns a missing server into a failure
+/// so CI can never skip PostgreSQL silently.
+pub async fn fresh_postgres_database(prefix: &str) -> Option<String> {
+    let Ok(admin_url) = std::env::var("STRATA_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var("STRATA_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+            "STRATA_REQUIRE_POSTGRES=1 but STRATA_TEST_POSTGRES_URL is not set"
+        );
+        eprintln!("skipping the PostgreSQL part: STRATA_TEST_POSTGRES_URL is not set");
+        return None;
+    };
+    let (client, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test PostgreSQL server");
+    tokio::spawn(connection);
+    let name = format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    );
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create a test database");
+    // Swap the database name at the end of the admin URL (before any query string).
+    let (base, query) = match admin_url.split_once('?') {
+        Some((base, query)) => (base.to_string(), format!("?{query}")),
+        None => (admin_url.clone(), String::new()),
+    };
+    let server = base
+        .rsplit_once('/')
+        .map(|(server, _)| server.to_string())
+        .unwrap_or(base);
+    Some(format!("{server}/{name}{query}"))
 }

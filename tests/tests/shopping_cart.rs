@@ -197,3 +197,67 @@ async fn hundred_concurrent_adds_to_one_cart_are_all_kept() {
         .expect("events");
     assert_eq!(events.len(), 100);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cart_on_postgres_survives_kill_9() {
+    let Some(store) = strata_e2e::fresh_postgres_database("cart_e2e").await else {
+        return;
+    };
+    let function_port = strata_e2e::free_port();
+    let http_port = strata_e2e::free_port();
+    let mut function = strata_e2e::start_shopping_cart(function_port);
+    let mut proxy = strata_e2e::start_proxy(function_port, http_port, &store, &[]);
+    let mut grpc = strata_e2e::cart_client(http_port).await;
+
+    // --- seven items into one cart: a snapshot at 5 and two events after it
+    for i in 1..=7 {
+        grpc.add_item(add("pg", &format!("p{i}"), "Thing", i))
+            .await
+            .expect("AddItem");
+    }
+
+    // --- kill -9 both, start both again on the same database
+    proxy.kill();
+    function.kill();
+    let _function = strata_e2e::start_shopping_cart(function_port);
+    let _proxy = strata_e2e::start_proxy(function_port, http_port, &store, &[]);
+    let mut grpc = strata_e2e::cart_client(http_port).await;
+    let cart = grpc
+        .get_cart(GetShoppingCart { user_id: "pg".into() })
+        .await
+        .expect("GetCart")
+        .into_inner();
+    assert_eq!(cart.items.len(), 7);
+    assert_eq!(cart.items.iter().map(|i| i.quantity).sum::<i32>(), 28);
+
+    let recovery = strata_store::open(&store)
+        .await
+        .expect("open postgres")
+        .recover(&EntityKey::new("shopping-cart", "pg"))
+        .await
+        .expect("recover");
+    assert_eq!(recovery.snapshot.map(|s| s.seq_nr), Some(5));
+    assert_eq!(recovery.events.iter().map(|e| e.seq_nr).collect::<Vec<_>>(), vec![6, 7]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn active_carts_keep_working_after_the_function_restarts() {
+    let mut stack = CartStack::start();
+    let mut grpc = stack.grpc().await;
+    grpc.add_item(add("ivy", "p", "Thing", 1)).await.expect("AddItem");
+
+    // --- the function restarts while the cart is active (its stream is dead)
+    stack.function.kill();
+    stack.function = strata_e2e::start_shopping_cart(stack.function_port);
+
+    // --- the very next command is served from a fresh stream, state intact
+    grpc.add_item(add("ivy", "p", "Thing", 2))
+        .await
+        .expect("AddItem after the restart");
+    let cart = grpc
+        .get_cart(GetShoppingCart { user_id: "ivy".into() })
+        .await
+        .expect("GetCart")
+        .into_inner();
+    assert_eq!(cart.items[0].quantity, 3);
+}

@@ -35,6 +35,16 @@ impl Session {
         })
     }
 
+    /// Whether the function already ended this stream (it restarted, or crashed)
+    /// while no command was in flight. Such a session is replaced before the next
+    /// command is sent, so that command does not fail for nothing.
+    fn is_closed(&mut self) -> bool {
+        match self {
+            Session::EventSourced(s) => s.is_closed(),
+            Session::Value(s) => s.is_closed(),
+        }
+    }
+
     async fn run(&mut self, shared: &Shared, command: EntityCommand, entity_id: &str) -> After {
         match self {
             Session::EventSourced(s) => s.run(shared, command, entity_id).await,
@@ -81,7 +91,8 @@ pub(super) async fn run(
 }
 
 async fn step(shared: &Shared, session: Option<Session>, command: EntityCommand, entity_id: &str) -> Option<Session> {
-    let mut session = match session {
+    let reusable = session.and_then(|mut s| (!s.is_closed()).then_some(s));
+    let mut session = match reusable {
         Some(session) => session,
         None => match Session::activate(shared, &command, entity_id).await {
             Ok(session) => session,

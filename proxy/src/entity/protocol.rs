@@ -28,6 +28,14 @@ pub(super) async fn round_trip<In, Out>(
     ))
 }
 
+/// Whether the function has ended the stream while nothing was in flight: polls
+/// it once without waiting. Anything but "no message yet" means the stream is over
+/// (an unsolicited message is a violation too; the stream is replaced either way).
+pub(super) fn stream_closed<Out>(from_function: &mut tonic::Streaming<Out>) -> bool {
+    use futures::FutureExt;
+    from_function.message().now_or_never().is_some()
+}
+
 /// The client's answer from a reply's client action, and whether to restart.
 /// `None` when the action is missing (a protocol violation).
 pub(super) fn client_answer(action: Option<ClientAction>) -> Option<(Result<Any, ProxyError>, bool)> {

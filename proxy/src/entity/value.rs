@@ -17,7 +17,8 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use super::{
     actor::After,
     protocol::{
-        client_answer, function_unavailable, round_trip, store_failed, store_unavailable, stream_failure, violation,
+        client_answer, function_unavailable, round_trip, store_failed, store_unavailable, stream_closed,
+        stream_failure, violation,
     },
     EntityCommand, Shared,
 };
@@ -120,6 +121,10 @@ impl ValueSession {
             from_function,
             next_command_id: 1,
         })
+    }
+
+    pub(in crate::entity) fn is_closed(&mut self) -> bool {
+        stream_closed(&mut self.from_function)
     }
 
     pub(in crate::entity) async fn run(&mut self, shared: &Shared, command: EntityCommand, entity_id: &str) -> After {

@@ -1,0 +1,149 @@
+//! Startup time to ready and resident memory of `strata proxy`, beside the same
+//! numbers for the user function it fronts (the baseline: a bare tonic server with
+//! the same entities in memory).
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use strata_e2e::{binary, cart_client, free_port, shoppingcart::AddLineItem, wait_for_port, Process};
+
+use crate::stats::{median, percentile};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Start-ups to time.
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
+    /// Distinct carts to activate for the loaded memory reading.
+    #[arg(long, default_value_t = 10_000)]
+    carts: usize,
+    /// Concurrent clients while activating carts.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn start_function(port: u16) -> (Process, Duration) {
+    let mut command = Command::new(binary("shopping-cart"));
+    command.env("PORT", port.to_string());
+    let started = Instant::now();
+    let process = Process::spawn("shopping-cart", command);
+    assert!(wait_for_port(port, Duration::from_secs(20)), "function did not start");
+    (process, started.elapsed())
+}
+
+fn start_proxy(function_port: u16, http_port: u16, store: &str) -> (Process, Duration) {
+    let mut command = Command::new(binary("strata"));
+    command
+        .args(["proxy", "--store", store])
+        .env("USER_FUNCTION_PORT", function_port.to_string())
+        .env("HTTP_PORT", http_port.to_string());
+    let started = Instant::now();
+    let process = Process::spawn("strata proxy", command);
+    assert!(wait_for_port(http_port, Duration::from_secs(30)), "proxy did not start");
+    (process, started.elapsed())
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let dir = tempfile_dir()?;
+    let store = format!("sqlite://{}/bench.db", dir.display());
+
+    // --- start-up: function (baseline) and proxy (to ready: store open, discovery, listening)
+    let mut function_ms = Vec::new();
+    let mut proxy_ms = Vec::new();
+    for _ in 0..args.runs {
+        let (function_port, http_port) = (free_port(), free_port());
+        let (_function, f) = start_function(function_port);
+        let (_proxy, p) = start_proxy(function_port, http_port, &store);
+        function_ms.push(f.as_secs_f64() * 1000.0);
+        proxy_ms.push(p.as_secs_f64() * 1000.0);
+    }
+    println!("startup to ready, {} runs (ms):", args.runs);
+    println!(
+        "  function (baseline)  median {:.1}  p90 {:.1}",
+        median(&function_ms),
+        percentile(&function_ms, 90.0)
+    );
+    println!(
+        "  strata proxy         median {:.1}  p90 {:.1}   ratio {:.2}",
+        median(&proxy_ms),
+        percentile(&proxy_ms, 90.0),
+        median(&proxy_ms) / median(&function_ms)
+    );
+
+    // --- memory: idle, then with `carts` distinct active carts
+    let (function_port, http_port) = (free_port(), free_port());
+    let (function, _) = start_function(function_port);
+    let (proxy, _) = start_proxy(function_port, http_port, &store);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = (rss_kib(proxy.pid()), rss_kib(function.pid()));
+
+    let client = cart_client(http_port).await;
+    let started = Instant::now();
+    let per_client = args.carts.div_ceil(args.concurrency);
+    let mut tasks = Vec::new();
+    for c in 0..args.concurrency {
+        let mut client = client.clone();
+        let carts = args.carts;
+        tasks.push(tokio::spawn(async move {
+            for i in (c * per_client)..((c + 1) * per_client).min(carts) {
+                client
+                    .add_item(AddLineItem {
+                        user_id: format!("bench-{i}"),
+                        product_id: "p".into(),
+                        name: "Thing".into(),
+                        quantity: 1,
+                    })
+                    .await
+                    .map_err(|s| anyhow::anyhow!("AddItem failed: {s}"))?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let elapsed = started.elapsed();
+    let loaded = (rss_kib(proxy.pid()), rss_kib(function.pid()));
+    println!("resident memory (MiB):");
+    println!(
+        "  idle                 proxy {:.1}  function {:.1}",
+        idle.0 as f64 / 1024.0,
+        idle.1 as f64 / 1024.0
+    );
+    println!(
+        "  {} active carts   proxy {:.1}  function {:.1}   per cart: proxy {:.2} KiB, function {:.2} KiB",
+        args.carts,
+        loaded.0 as f64 / 1024.0,
+        loaded.1 as f64 / 1024.0,
+        (loaded.0.saturating_sub(idle.0)) as f64 / args.carts as f64,
+        (loaded.1.saturating_sub(idle.1)) as f64 / args.carts as f64,
+    );
+    println!(
+        "  (activating {} carts with {} clients took {:.2}s: {:.0} new carts/s)",
+        args.carts,
+        args.concurrency,
+        elapsed.as_secs_f64(),
+        args.carts as f64 / elapsed.as_secs_f64()
+    );
+    drop(proxy);
+    drop(function);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("strata-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

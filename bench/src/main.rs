@@ -1,0 +1,29 @@
+//! `strata-bench`: measurements that go into docs/benchmarks.md. Each scenario
+//! measures Strata beside a baseline in the same run, on this machine, and prints
+//! medians and ratios (machines here are noisy; single numbers lie).
+
+mod footprint;
+mod stats;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "strata-bench", about = "Strata benchmarks (build with --release)")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Proxy startup time to ready and resident memory, idle and with many active
+    /// carts; the baseline is the user function itself (a plain tonic server).
+    Footprint(footprint::Args),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().scenario {
+        Scenario::Footprint(args) => footprint::run(args).await,
+    }
+}

@@ -1,0 +1,75 @@
+//! A value entity end to end: the value is loaded into Init, replaced on update and
+//! removed on delete, each durable before the reply, across kill -9.
+
+use std::{process::Command, time::Duration};
+
+use serde_json::{json, Value};
+use strata_e2e::{binary, free_port, start_proxy, wait_for_port, Process};
+use strata_store::EntityKey;
+
+fn start_value_cart(port: u16) -> Process {
+    let mut command = Command::new(binary("value-cart"));
+    command.env("PORT", port.to_string());
+    let process = Process::spawn("value-cart", command);
+    assert!(wait_for_port(port, Duration::from_secs(20)));
+    process
+}
+
+async fn call(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn value_is_updated_deleted_and_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_url = format!("sqlite://{}", dir.path().join("v.db").display());
+    let (function_port, http_port) = (free_port(), free_port());
+    let mut function = start_value_cart(function_port);
+    let mut proxy = start_proxy(function_port, http_port, &store_url, &[]);
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("http://127.0.0.1:{http_port}{path}");
+
+    // --- two updates of one value
+    for quantity in [2, 3] {
+        let (status, body) = call(
+            http.post(url("/vcart/val/items/add"))
+                .json(&json!({"productId": "p", "quantity": quantity})),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let store = strata_store::open(&store_url).await.unwrap();
+    let key = EntityKey::new("value-cart", "val");
+    assert!(
+        store.load_value(&key).await.unwrap().is_some(),
+        "the value is stored before the reply"
+    );
+
+    // --- kill -9 both; the value comes back through Init
+    proxy.kill();
+    function.kill();
+    let _function = start_value_cart(function_port);
+    let _proxy = start_proxy(function_port, http_port, &store_url, &[]);
+    let (status, cart) = call(http.get(url("/vcarts/val"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(cart, json!({"items": [{"productId": "p", "quantity": 5}]}));
+
+    // --- a failed command changes nothing
+    let (status, _) = call(
+        http.post(url("/vcart/val/items/add"))
+            .json(&json!({"productId": "p", "quantity": 0})),
+    )
+    .await;
+    assert_eq!(status, 500);
+    let (_, cart) = call(http.get(url("/vcarts/val"))).await;
+    assert_eq!(cart["items"][0]["quantity"], 5);
+
+    // --- delete: gone from the store, and the entity reads as empty
+    let (status, _) = call(http.post(url("/vcart/val/remove"))).await;
+    assert_eq!(status, 200);
+    assert!(store.load_value(&key).await.unwrap().is_none());
+    let (_, cart) = call(http.get(url("/vcarts/val"))).await;
+    assert_eq!(cart, json!({"items": []}));
+}

@@ -2,7 +2,7 @@
 //! over gRPC, gRPC-web and HTTP+JSON, plus gRPC server reflection. Decodes the
 //! request, finds the entity key, and hands the command to [`Entities`].
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use axum::{
     body::Body,
@@ -18,10 +18,13 @@ use prost_reflect::DynamicMessage;
 use prost_types::Any;
 use strata_proto::cloudstate::{metadata_entry, Metadata, MetadataEntry};
 
+use strata_store::Store;
+
 use crate::{
     entity::Entities,
-    error::ProxyError,
+    error::{code_name, ProxyError},
     grpc::{self, Flavor},
+    metrics::Metrics,
     model::{MethodModel, ServiceModel},
     transcode,
 };
@@ -33,6 +36,8 @@ pub const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
 pub struct Ingress {
     pub model: Arc<ServiceModel>,
     pub entities: Arc<Entities>,
+    pub metrics: Arc<Metrics>,
+    pub store: Arc<dyn Store>,
     pub max_body: usize,
 }
 
@@ -60,24 +65,36 @@ pub fn router(ingress: Ingress) -> Router {
             tracing::warn!(error = %e, "gRPC reflection is off: the descriptors are incomplete")
         }
     }
-    router.fallback(dispatch).with_state(ingress)
+    router
+        .route("/metrics", axum::routing::get(render_metrics))
+        .fallback(dispatch)
+        .with_state(ingress)
+}
+
+async fn render_metrics(State(ingress): State<Ingress>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        ingress.metrics.render(ingress.store.as_ref()),
+    )
+        .into_response()
 }
 
 async fn dispatch(State(ingress): State<Ingress>, request: Request) -> Response {
     match Flavor::of(request.headers()) {
         Some(flavor) => serve_grpc(&ingress, flavor, request).await,
         None if request.method() == Method::OPTIONS => preflight(request.headers()),
-        None => serve_http(&ingress, request).await.unwrap_or_else(|e| json_error(&e)),
+        None => serve_http(&ingress, request).await,
     }
 }
 
 async fn serve_grpc(ingress: &Ingress, flavor: Flavor, request: Request) -> Response {
+    let method = ingress.model.method(request.uri().path()).cloned();
+    let _measure = method.as_ref().map(|m| Measure::start(ingress, m));
+    let protocol = if flavor == Flavor::Grpc { "grpc" } else { "grpc-web" };
     let answer = async {
-        let method = ingress
-            .model
-            .method(request.uri().path())
-            .ok_or_else(|| ProxyError::Unimplemented(format!("unknown gRPC method {}", request.uri().path())))?
-            .clone();
+        let method = method
+            .clone()
+            .ok_or_else(|| ProxyError::Unimplemented(format!("unknown gRPC method {}", request.uri().path())))?;
         let metadata = metadata_of(request.headers());
         let body = read_body(request.into_body(), ingress.max_body).await?;
         let bytes = grpc::unary_message(flavor, body)?;
@@ -92,13 +109,23 @@ async fn serve_grpc(ingress: &Ingress, flavor: Flavor, request: Request) -> Resp
         Ok::<_, ProxyError>(reply.value)
     }
     .await;
+    count(ingress, method.as_deref(), protocol, answer.as_ref().err());
     match answer {
         Ok(bytes) => grpc::ok_response(flavor, &bytes),
         Err(error) => grpc::error_response(flavor, &error),
     }
 }
 
-async fn serve_http(ingress: &Ingress, request: Request) -> Result<Response, ProxyError> {
+async fn serve_http(ingress: &Ingress, request: Request) -> Response {
+    let route = ingress.model.route(request.method(), request.uri().path()).ok();
+    let method = route.as_ref().map(|(r, _)| r.target.clone());
+    let _measure = method.as_ref().map(|m| Measure::start(ingress, m));
+    let answer = answer_http(ingress, request).await;
+    count(ingress, method.as_deref(), "http", answer.as_ref().err());
+    answer.unwrap_or_else(|e| json_error(&e))
+}
+
+async fn answer_http(ingress: &Ingress, request: Request) -> Result<Response, ProxyError> {
     let (route, bindings) = ingress
         .model
         .route(request.method(), request.uri().path())
@@ -125,6 +152,50 @@ async fn serve_http(ingress: &Ingress, request: Request) -> Result<Response, Pro
     })?;
     let json = transcode::response_json(route, &reply)?;
     Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+}
+
+/// Keeps a request in the in-flight gauge and times it, until dropped.
+struct Measure<'a> {
+    ingress: &'a Ingress,
+    method: Arc<MethodModel>,
+    started: Instant,
+}
+
+impl<'a> Measure<'a> {
+    fn start(ingress: &'a Ingress, method: &Arc<MethodModel>) -> Self {
+        ingress
+            .metrics
+            .in_flight
+            .with_label_values(&[method.entity.service_name.as_str()])
+            .inc();
+        Measure {
+            ingress,
+            method: method.clone(),
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Drop for Measure<'_> {
+    fn drop(&mut self) {
+        let service = self.method.entity.service_name.as_str();
+        let metrics = &self.ingress.metrics;
+        metrics.in_flight.with_label_values(&[service]).dec();
+        metrics
+            .request_seconds
+            .with_label_values(&[service, self.method.name()])
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+fn count(ingress: &Ingress, method: Option<&MethodModel>, protocol: &str, error: Option<&ProxyError>) {
+    let (service, name) = method.map_or(("", ""), |m| (m.entity.service_name.as_str(), m.name()));
+    let code = error.map_or("OK", |e| code_name(e.grpc_code()));
+    ingress
+        .metrics
+        .requests
+        .with_label_values(&[service, name, protocol, code])
+        .inc();
 }
 
 async fn run_command(

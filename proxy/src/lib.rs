@@ -7,6 +7,7 @@ pub mod error;
 pub mod function;
 pub mod grpc;
 pub mod ingress;
+pub mod metrics;
 pub mod model;
 pub mod path_template;
 pub mod sidecar;

@@ -10,6 +10,7 @@ use crate::{
     entity::Entities,
     function::{DiscoveryError, FunctionClient},
     ingress::{self, Ingress},
+    metrics::Metrics,
     model::{ModelError, ServiceModel},
 };
 
@@ -68,10 +69,13 @@ pub async fn run(
     let services: Vec<&str> = model.service_names().collect();
     tracing::info!(?services, function = function.address(), "discovered the user function");
     let model = Arc::new(model);
-    let entities = Arc::new(Entities::new(function, store));
+    let metrics = Arc::new(Metrics::new());
+    let entities = Arc::new(Entities::new(function, store.clone(), metrics.clone()));
     let app = ingress::router(Ingress {
         model,
         entities,
+        metrics,
+        store,
         max_body: config.max_body,
     });
     let listener = TcpListener::bind(config.listen)

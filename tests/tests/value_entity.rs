@@ -8,8 +8,12 @@ use strata_e2e::{binary, free_port, start_proxy, wait_for_port, Process};
 use strata_store::EntityKey;
 
 fn start_value_cart(port: u16) -> Process {
+    start_value_cart_with(port, &[])
+}
+
+fn start_value_cart_with(port: u16, env: &[(&str, &str)]) -> Process {
     let mut command = Command::new(binary("value-cart"));
-    command.env("PORT", port.to_string());
+    command.env("PORT", port.to_string()).envs(env.iter().copied());
     let process = Process::spawn("value-cart", command);
     assert!(wait_for_port(port, Duration::from_secs(20)));
     process
@@ -72,4 +76,57 @@ async fn value_is_updated_deleted_and_survives_kill_9() {
     assert!(store.load_value(&key).await.unwrap().is_none());
     let (_, cart) = call(http.get(url("/vcarts/val"))).await;
     assert_eq!(cart, json!({"items": []}));
+}
+
+/// Reads one unlabelled or summed metric from the proxy's /metrics.
+async fn metric(http: &reqwest::Client, port: u16, name: &str) -> f64 {
+    let text = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_entities_passivate_and_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_url = format!("sqlite://{}", dir.path().join("v.db").display());
+    let (function_port, http_port) = (free_port(), free_port());
+    let _function = start_value_cart_with(function_port, &[("PASSIVATION_MS", "300")]);
+    let _proxy = start_proxy(function_port, http_port, &store_url, &[]);
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("http://127.0.0.1:{http_port}{path}");
+
+    // --- three entities become active
+    for user in ["a", "b", "c"] {
+        let (status, _) = call(
+            http.post(url(&format!("/vcart/{user}/items/add")))
+                .json(&json!({"productId": "p", "quantity": 1})),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(metric(&http, http_port, "strata_entities_active").await, 3.0);
+
+    // --- idle past their timeout: all three passivate
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while metric(&http, http_port, "strata_entity_passivations_total").await < 3.0 {
+        assert!(std::time::Instant::now() < deadline, "entities never passivated");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(metric(&http, http_port, "strata_entities_active").await, 0.0);
+
+    // --- the next command activates the entity again from the store
+    let (status, cart) = call(http.get(url("/vcarts/b"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(cart["items"][0]["quantity"], 1);
+    assert_eq!(metric(&http, http_port, "strata_entity_activations_total").await, 4.0);
+    assert!(metric(&http, http_port, "strata_proxy_requests_total").await >= 4.0);
 }

@@ -79,6 +79,10 @@ pub(super) async fn run(
                 while let Ok(command) = mailbox.try_recv() {
                     session = step(&shared, session, command, &entity_id).await;
                 }
+                if session.take().is_some() {
+                    shared.metrics.entities_active.dec();
+                    shared.metrics.passivations.with_label_values(&[key.0.as_str()]).inc();
+                }
                 tracing::debug!("entity passivated");
                 return;
             };
@@ -91,19 +95,41 @@ pub(super) async fn run(
 }
 
 async fn step(shared: &Shared, session: Option<Session>, command: EntityCommand, entity_id: &str) -> Option<Session> {
-    let reusable = session.and_then(|mut s| (!s.is_closed()).then_some(s));
+    let service = command.method.entity.service_name.clone();
+    let metrics = &shared.metrics;
+    let reusable = session.and_then(|mut s| {
+        if s.is_closed() {
+            metrics.entities_active.dec();
+            return None;
+        }
+        Some(s)
+    });
     let mut session = match reusable {
         Some(session) => session,
-        None => match Session::activate(shared, &command, entity_id).await {
-            Ok(session) => session,
-            Err(error) => {
-                let _ = command.reply.send(Err(error));
-                return None;
+        None => {
+            let started = std::time::Instant::now();
+            match Session::activate(shared, &command, entity_id).await {
+                Ok(session) => {
+                    metrics.entities_active.inc();
+                    metrics.activations.with_label_values(&[service.as_str()]).inc();
+                    metrics
+                        .activation_seconds
+                        .with_label_values(&[service.as_str()])
+                        .observe(started.elapsed().as_secs_f64());
+                    session
+                }
+                Err(error) => {
+                    let _ = command.reply.send(Err(error));
+                    return None;
+                }
             }
-        },
+        }
     };
     match session.run(shared, command, entity_id).await {
         After::Continue => Some(session),
-        After::Restart => None,
+        After::Restart => {
+            metrics.entities_active.dec();
+            None
+        }
     }
 }

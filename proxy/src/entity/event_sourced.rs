@@ -17,7 +17,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use super::{
     actor::After,
     protocol::{
-        client_answer, function_unavailable, round_trip, store_failed, store_unavailable, stream_closed,
+        client_answer, function_unavailable, persist_timed, round_trip, store_failed, store_unavailable, stream_closed,
         stream_failure, violation,
     },
     EntityCommand, Shared,
@@ -175,7 +175,8 @@ impl EventSourcedSession {
                         snapshot,
                     };
                     let last = write.last_seq_nr();
-                    if let Err(error) = shared.store.append(write).await {
+                    let service = command.method.entity.service_name.as_str();
+                    if let Err(error) = persist_timed(shared, service, shared.store.append(write)).await {
                         let _ = command.reply.send(Err(store_failed(error)));
                         return After::Restart;
                     }

@@ -17,7 +17,7 @@ use strata_proto::cloudstate::Metadata;
 use strata_store::Store;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{error::ProxyError, function::FunctionClient, model::MethodModel};
+use crate::{error::ProxyError, function::FunctionClient, metrics::Metrics, model::MethodModel};
 
 /// How many commands may wait for one entity before callers wait to enqueue.
 const MAILBOX: usize = 1024;
@@ -40,15 +40,17 @@ pub struct Entities {
 struct Shared {
     function: FunctionClient,
     store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
     actors: Mutex<HashMap<ActorKey, mpsc::Sender<EntityCommand>>>,
 }
 
 impl Entities {
-    pub fn new(function: FunctionClient, store: Arc<dyn Store>) -> Self {
+    pub fn new(function: FunctionClient, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
         Self {
             shared: Arc::new(Shared {
                 function,
                 store,
+                metrics,
                 actors: Mutex::new(HashMap::new()),
             }),
         }

@@ -75,6 +75,22 @@ pub(super) fn violation(shared: &Shared, service: &str, entity_id: &str, what: &
     ))
 }
 
+/// Runs one store write, recording how long it took to become durable.
+pub(super) async fn persist_timed(
+    shared: &Shared,
+    service: &str,
+    write: impl std::future::Future<Output = Result<(), StoreError>>,
+) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
+    let result = write.await;
+    shared
+        .metrics
+        .persist_seconds
+        .with_label_values(&[service])
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
 pub(super) fn store_unavailable(error: StoreError) -> ProxyError {
     tracing::warn!(%error, "store failed");
     ProxyError::Unavailable("the state store is unavailable; retry".into())

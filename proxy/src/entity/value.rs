@@ -17,7 +17,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use super::{
     actor::After,
     protocol::{
-        client_answer, function_unavailable, round_trip, store_failed, store_unavailable, stream_closed,
+        client_answer, function_unavailable, persist_timed, round_trip, store_failed, store_unavailable, stream_closed,
         stream_failure, violation,
     },
     EntityCommand, Shared,
@@ -158,10 +158,17 @@ impl ValueSession {
                 answer,
                 restart,
             } => {
-                let saved = match change {
-                    StateChange::Keep => Ok(()),
-                    StateChange::Update(value) => shared.store.save_value(&self.key, Some(value)).await,
-                    StateChange::Delete => shared.store.save_value(&self.key, None).await,
+                let value = match change {
+                    StateChange::Keep => None,
+                    StateChange::Update(value) => Some(Some(value)),
+                    StateChange::Delete => Some(None),
+                };
+                let saved = match value {
+                    None => Ok(()),
+                    Some(value) => {
+                        let service = command.method.entity.service_name.as_str();
+                        persist_timed(shared, service, shared.store.save_value(&self.key, value)).await
+                    }
                 };
                 if let Err(error) = saved {
                     let _ = command.reply.send(Err(store_failed(error)));

@@ -1,6 +1,8 @@
 //! A shopping cart kept as one value per user (a value entity), written with
 //! strata-sdk: AddItem updates the value, RemoveCart deletes it. Serves on
-//! HOST:PORT like any user function.
+//! HOST:PORT like any user function; PASSIVATION_MS sets the idle timeout.
+
+use std::time::Duration;
 
 use strata_e2e::valuecart::{AddLineItem, Cart, LineItem};
 use strata_sdk::{Command, Failure, Reply, Service, ValueContext, ValueEntity, ValueEntityService};
@@ -40,13 +42,17 @@ impl ValueEntity for ValueCart {
 
 #[tokio::main]
 async fn main() -> Result<(), strata_sdk::ServeError> {
+    // Tests shorten the idle timeout to watch entities passivate.
+    let passivation = std::env::var("PASSIVATION_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map_or(Duration::from_secs(30), Duration::from_millis);
     Service::new(strata_e2e::VALUE_CART_DESCRIPTORS)
         .service_name("value-cart")
-        .value_entity(ValueEntityService::new(
-            "strata.test.valuecart.ValueCart",
-            "value-cart",
-            |_| ValueCart,
-        ))
+        .value_entity(
+            ValueEntityService::new("strata.test.valuecart.ValueCart", "value-cart", |_| ValueCart)
+                .passivation_timeout(passivation),
+        )
         .serve()
         .await
 }

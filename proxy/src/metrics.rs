@@ -1,0 +1,127 @@
+//! The sidecar's Prometheus metrics (names prefixed `strata_`), served at
+//! `/metrics`. Owns metric definitions only; the ingress and the entity actors
+//! record into them.
+
+use prometheus::{
+    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use strata_store::Store;
+
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by service, method, protocol (grpc, grpc-web, http) and gRPC code.
+    pub requests: IntCounterVec,
+    /// Request latency by service and method, from arrival to answer.
+    pub request_seconds: HistogramVec,
+    /// Requests being handled now, by service (what the autoscaler scales on).
+    pub in_flight: IntGaugeVec,
+    pub entities_active: IntGauge,
+    pub activations: IntCounterVec,
+    pub passivations: IntCounterVec,
+    /// Time to load an entity's state and replay it into the function.
+    pub activation_seconds: HistogramVec,
+    /// Time for an entity's write to become durable (group commit included).
+    pub persist_seconds: HistogramVec,
+    store_writes: IntGauge,
+    store_transactions: IntGauge,
+    store_conflicts: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let latency = || exponential_buckets(0.0005, 2.0, 16).expect("valid buckets");
+        let registry = Registry::new();
+        let metrics = Metrics {
+            requests: IntCounterVec::new(
+                Opts::new("strata_proxy_requests_total", "Requests answered, by outcome"),
+                &["service", "method", "protocol", "code"],
+            )
+            .expect("valid metric"),
+            request_seconds: HistogramVec::new(
+                HistogramOpts::new("strata_proxy_request_duration_seconds", "Request latency").buckets(latency()),
+                &["service", "method"],
+            )
+            .expect("valid metric"),
+            in_flight: IntGaugeVec::new(
+                Opts::new("strata_proxy_in_flight_requests", "Requests being handled now"),
+                &["service"],
+            )
+            .expect("valid metric"),
+            entities_active: IntGauge::new("strata_entities_active", "Entities with an open stream to the function")
+                .expect("valid metric"),
+            activations: IntCounterVec::new(
+                Opts::new("strata_entity_activations_total", "Entities loaded and started"),
+                &["service"],
+            )
+            .expect("valid metric"),
+            passivations: IntCounterVec::new(
+                Opts::new(
+                    "strata_entity_passivations_total",
+                    "Entities stopped after their idle timeout",
+                ),
+                &["service"],
+            )
+            .expect("valid metric"),
+            activation_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "strata_entity_activation_seconds",
+                    "Time to recover and replay an entity",
+                )
+                .buckets(latency()),
+                &["service"],
+            )
+            .expect("valid metric"),
+            persist_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "strata_entity_persist_seconds",
+                    "Time for an entity write to become durable",
+                )
+                .buckets(latency()),
+                &["service"],
+            )
+            .expect("valid metric"),
+            store_writes: IntGauge::new("strata_store_writes_committed", "Writes committed by the store")
+                .expect("valid metric"),
+            store_transactions: IntGauge::new("strata_store_transactions", "Transactions (batches) committed")
+                .expect("valid metric"),
+            store_conflicts: IntGauge::new("strata_store_conflicts", "Writes refused for a taken sequence number")
+                .expect("valid metric"),
+            registry,
+        };
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(metrics.requests.clone()),
+            Box::new(metrics.request_seconds.clone()),
+            Box::new(metrics.in_flight.clone()),
+            Box::new(metrics.entities_active.clone()),
+            Box::new(metrics.activations.clone()),
+            Box::new(metrics.passivations.clone()),
+            Box::new(metrics.activation_seconds.clone()),
+            Box::new(metrics.persist_seconds.clone()),
+            Box::new(metrics.store_writes.clone()),
+            Box::new(metrics.store_transactions.clone()),
+            Box::new(metrics.store_conflicts.clone()),
+        ];
+        for collector in collectors {
+            metrics.registry.register(collector).expect("metric names are unique");
+        }
+        metrics
+    }
+
+    /// The Prometheus text exposition of every metric, store counters refreshed.
+    pub fn render(&self, store: &dyn Store) -> String {
+        let stats = store.stats();
+        self.store_writes.set(stats.writes_committed as i64);
+        self.store_transactions.set(stats.transactions as i64);
+        self.store_conflicts.set(stats.conflicts as i64);
+        let mut buffer = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

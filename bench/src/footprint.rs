@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use strata_e2e::{binary, cart_client, free_port, shoppingcart::AddLineItem, wait_for_port, Process};
+use strata_e2e::{binary, cart_client, free_port, shoppingcart::AddLineItem, Process};
 
 use crate::stats::{median, percentile};
 
@@ -33,12 +33,26 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Waits for the port with millisecond resolution (the test harness polls more
+/// lazily), so start-up times are not rounded to the polling interval.
+fn wait_precisely(port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    false
+}
+
 fn start_function(port: u16) -> (Process, Duration) {
     let mut command = Command::new(binary("shopping-cart"));
     command.env("PORT", port.to_string());
     let started = Instant::now();
     let process = Process::spawn("shopping-cart", command);
-    assert!(wait_for_port(port, Duration::from_secs(20)), "function did not start");
+    assert!(wait_precisely(port), "function did not start");
     (process, started.elapsed())
 }
 
@@ -50,7 +64,7 @@ fn start_proxy(function_port: u16, http_port: u16, store: &str) -> (Process, Dur
         .env("HTTP_PORT", http_port.to_string());
     let started = Instant::now();
     let process = Process::spawn("strata proxy", command);
-    assert!(wait_for_port(http_port, Duration::from_secs(30)), "proxy did not start");
+    assert!(wait_precisely(http_port), "proxy did not start");
     (process, started.elapsed())
 }
 

@@ -54,6 +54,33 @@ impl FunctionClient {
         &self.address
     }
 
+    /// Opens one entity stream (`handle` of an entity protocol). The codec keeps
+    /// small buffers: a proxy holds one stream per active entity, and tonic's
+    /// default 8 KiB per direction would dominate its memory.
+    pub async fn open_entity_stream<In, Out>(
+        &self,
+        path: &'static str,
+        input: impl futures::Stream<Item = In> + Send + 'static,
+    ) -> Result<tonic::Streaming<Out>, tonic::Status>
+    where
+        In: prost::Message + Send + Sync + 'static,
+        Out: prost::Message + Default + Send + Sync + 'static,
+    {
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("the user function is unreachable: {e}")))?;
+        let codec = SmallBuffers::<In, Out>(std::marker::PhantomData);
+        let response = grpc
+            .streaming(
+                tonic::Request::new(input),
+                http::uri::PathAndQuery::from_static(path),
+                codec,
+            )
+            .await?;
+        Ok(response.into_inner())
+    }
+
     /// Calls `discover`, retrying with backoff (100 ms doubling to 2 s) while the
     /// function is not up, for at most `patience`.
     pub async fn discover(&self, patience: Duration) -> Result<EntitySpec, DiscoveryError> {
@@ -147,5 +174,32 @@ mod tests {
             check_version(&spec(1, 0)),
             Err(DiscoveryError::Version { major: 1, .. })
         ));
+    }
+}
+
+/// Prost encoding with buffers sized for small protocol messages; they still grow
+/// for a large one.
+struct SmallBuffers<In, Out>(std::marker::PhantomData<(In, Out)>);
+
+fn stream_buffers() -> tonic::codec::BufferSettings {
+    tonic::codec::BufferSettings::new(512, 32 * 1024)
+}
+
+impl<In, Out> tonic::codec::Codec for SmallBuffers<In, Out>
+where
+    In: prost::Message + Send + 'static,
+    Out: prost::Message + Default + Send + 'static,
+{
+    type Encode = In;
+    type Decode = Out;
+    type Encoder = tonic_prost::ProstEncoder<In>;
+    type Decoder = tonic_prost::ProstDecoder<Out>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::new(stream_buffers())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::new(stream_buffers())
     }
 }

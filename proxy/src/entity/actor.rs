@@ -57,7 +57,7 @@ pub(super) async fn run(
     shared: Arc<Shared>,
     entity_id: String,
     key: ActorKey,
-    mut mailbox: mpsc::Receiver<EntityCommand>,
+    mut mailbox: mpsc::Receiver<Box<EntityCommand>>,
 ) {
     let span = tracing::debug_span!("entity", service = %key.0, entity_id = %entity_id);
     async move {
@@ -94,7 +94,13 @@ pub(super) async fn run(
     .await
 }
 
-async fn step(shared: &Shared, session: Option<Session>, command: EntityCommand, entity_id: &str) -> Option<Session> {
+async fn step(
+    shared: &Shared,
+    session: Option<Session>,
+    command: Box<EntityCommand>,
+    entity_id: &str,
+) -> Option<Session> {
+    let command = *command;
     let service = command.method.entity.service_name.clone();
     let metrics = &shared.metrics;
     let reusable = session.and_then(|mut s| {

@@ -5,28 +5,28 @@
 use prost_types::Any;
 use strata_proto::cloudstate::{
     eventsourced::{
-        event_sourced_client::EventSourcedClient, event_sourced_stream_in, event_sourced_stream_out, EventSourcedEvent,
-        EventSourcedInit, EventSourcedSnapshot, EventSourcedStreamIn, EventSourcedStreamOut,
+        event_sourced_stream_in, event_sourced_stream_out, EventSourcedEvent, EventSourcedInit, EventSourcedSnapshot,
+        EventSourcedStreamIn, EventSourcedStreamOut,
     },
     Command,
 };
 use strata_store::{EntityKey, JournalWrite};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::{
     actor::After,
     protocol::{
-        client_answer, function_unavailable, persist_timed, round_trip, store_failed, store_unavailable, stream_closed,
-        stream_failure, violation,
+        client_answer, entity_stream, function_unavailable, persist_timed, round_trip, store_failed, store_unavailable,
+        stream_closed, stream_failure, violation, ToFunction,
     },
     EntityCommand, Shared,
 };
 use crate::{error::ProxyError, model::EntityModel};
 
+const EVENT_SOURCED_HANDLE: &str = "/cloudstate.eventsourced.EventSourced/handle";
+
 pub(in crate::entity) struct EventSourcedSession {
     key: EntityKey,
-    to_function: mpsc::UnboundedSender<EventSourcedStreamIn>,
+    to_function: ToFunction<EventSourcedStreamIn>,
     from_function: tonic::Streaming<EventSourcedStreamOut>,
     next_command_id: i64,
     /// The sequence number of the last persisted event.
@@ -99,9 +99,9 @@ impl EventSourcedSession {
         let key = EntityKey::new(&entity.persistence_id, entity_id);
         let recovery = shared.store.recover(&key).await.map_err(store_unavailable)?;
         let seq_nr = recovery.last_seq_nr();
-        let (to_function, inbound) = mpsc::unbounded_channel();
+        let (to_function, inbound) = entity_stream();
         let send = |message| {
-            let _ = to_function.send(EventSourcedStreamIn { message: Some(message) });
+            let _ = to_function.send(Box::new(EventSourcedStreamIn { message: Some(message) }));
         };
         send(event_sourced_stream_in::Message::Init(EventSourcedInit {
             service_name: entity.service_name.clone(),
@@ -117,11 +117,11 @@ impl EventSourcedSession {
                 payload: Some(event.payload),
             }));
         }
-        let from_function = EventSourcedClient::new(shared.function.channel())
-            .handle(UnboundedReceiverStream::new(inbound))
+        let from_function = shared
+            .function
+            .open_entity_stream(EVENT_SOURCED_HANDLE, inbound)
             .await
-            .map_err(|status| function_unavailable(shared, &status))?
-            .into_inner();
+            .map_err(|status| function_unavailable(shared, &status))?;
         Ok(Self {
             key,
             to_function,

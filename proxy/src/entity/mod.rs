@@ -32,6 +32,9 @@ pub struct EntityCommand {
 
 type ActorKey = (String, String);
 
+/// Commands travel boxed, so each entity's channel allocates small slots.
+type Mailbox = mpsc::Sender<Box<EntityCommand>>;
+
 /// The registry of active entities of one sidecar.
 pub struct Entities {
     shared: Arc<Shared>,
@@ -41,7 +44,7 @@ struct Shared {
     function: FunctionClient,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
-    actors: Mutex<HashMap<ActorKey, mpsc::Sender<EntityCommand>>>,
+    actors: Mutex<HashMap<ActorKey, Mailbox>>,
 }
 
 impl Entities {
@@ -67,12 +70,12 @@ impl Entities {
     ) -> Result<Any, ProxyError> {
         let (reply, answer) = oneshot::channel();
         let key = (method.entity.service_name.clone(), entity_id);
-        let mut command = EntityCommand {
+        let mut command = Box::new(EntityCommand {
             method,
             payload,
             metadata,
             reply,
-        };
+        });
         // A send fails only when the actor passivated after we looked it up: start
         // a fresh one and try again.
         loop {
@@ -99,7 +102,7 @@ impl Entities {
 }
 
 impl Shared {
-    fn mailbox(self: &Arc<Self>, key: &ActorKey) -> mpsc::Sender<EntityCommand> {
+    fn mailbox(self: &Arc<Self>, key: &ActorKey) -> Mailbox {
         let mut actors = self.actors.lock().expect("entity registry poisoned");
         if let Some(mailbox) = actors.get(key) {
             if !mailbox.is_closed() {
@@ -112,7 +115,7 @@ impl Shared {
         tx
     }
 
-    fn forget(&self, key: &ActorKey, mailbox: &mpsc::Sender<EntityCommand>) {
+    fn forget(&self, key: &ActorKey, mailbox: &Mailbox) {
         let mut actors = self.actors.lock().expect("entity registry poisoned");
         if actors.get(key).is_some_and(|m| m.same_channel(mailbox)) {
             actors.remove(key);

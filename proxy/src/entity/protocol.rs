@@ -5,18 +5,35 @@ use prost_types::Any;
 use strata_proto::cloudstate::{client_action::Action, ClientAction, Failure};
 use strata_store::StoreError;
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::Shared;
 use crate::error::{code_name, ProxyError};
 
+/// The sending half of an entity stream. Messages travel boxed: a channel
+/// allocates slots in blocks, and with one channel per active entity, slots the
+/// size of a protocol message would cost kilobytes per entity.
+pub(super) type ToFunction<In> = mpsc::UnboundedSender<Box<In>>;
+
+/// A new entity stream: the sender for the actor, the stream for tonic.
+pub(super) fn entity_stream<In: Send + 'static>() -> (ToFunction<In>, impl futures::Stream<Item = In> + Send + 'static)
+{
+    use futures::StreamExt;
+    let (to_function, inbound) = mpsc::unbounded_channel::<Box<In>>();
+    (
+        to_function,
+        UnboundedReceiverStream::new(inbound).map(|message| *message),
+    )
+}
+
 /// Sends one message on an entity stream and waits for the function's next one.
 pub(super) async fn round_trip<In, Out>(
     shared: &Shared,
-    to_function: &mpsc::UnboundedSender<In>,
+    to_function: &ToFunction<In>,
     from_function: &mut tonic::Streaming<Out>,
     message: In,
 ) -> Result<Out, ProxyError> {
-    if to_function.send(message).is_ok() {
+    if to_function.send(Box::new(message)).is_ok() {
         match from_function.message().await {
             Ok(Some(out)) => return Ok(out),
             Ok(None) => {}

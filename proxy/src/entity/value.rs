@@ -5,28 +5,28 @@
 use prost_types::Any;
 use strata_proto::cloudstate::{
     valueentity::{
-        value_entity_action, value_entity_client::ValueEntityClient, value_entity_stream_in, value_entity_stream_out,
-        ValueEntityInit, ValueEntityInitState, ValueEntityStreamIn, ValueEntityStreamOut,
+        value_entity_action, value_entity_stream_in, value_entity_stream_out, ValueEntityInit, ValueEntityInitState,
+        ValueEntityStreamIn, ValueEntityStreamOut,
     },
     Command,
 };
 use strata_store::EntityKey;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::{
     actor::After,
     protocol::{
-        client_answer, function_unavailable, persist_timed, round_trip, store_failed, store_unavailable, stream_closed,
-        stream_failure, violation,
+        client_answer, entity_stream, function_unavailable, persist_timed, round_trip, store_failed, store_unavailable,
+        stream_closed, stream_failure, violation, ToFunction,
     },
     EntityCommand, Shared,
 };
 use crate::{error::ProxyError, model::EntityModel};
 
+const VALUE_ENTITY_HANDLE: &str = "/cloudstate.valueentity.ValueEntity/handle";
+
 pub(in crate::entity) struct ValueSession {
     key: EntityKey,
-    to_function: mpsc::UnboundedSender<ValueEntityStreamIn>,
+    to_function: ToFunction<ValueEntityStreamIn>,
     from_function: tonic::Streaming<ValueEntityStreamOut>,
     next_command_id: i64,
 }
@@ -102,19 +102,19 @@ impl ValueSession {
     ) -> Result<Self, ProxyError> {
         let key = EntityKey::new(&entity.persistence_id, entity_id);
         let value = shared.store.load_value(&key).await.map_err(store_unavailable)?;
-        let (to_function, inbound) = mpsc::unbounded_channel();
-        let _ = to_function.send(ValueEntityStreamIn {
+        let (to_function, inbound) = entity_stream();
+        let _ = to_function.send(Box::new(ValueEntityStreamIn {
             message: Some(value_entity_stream_in::Message::Init(ValueEntityInit {
                 service_name: entity.service_name.clone(),
                 entity_id: entity_id.to_string(),
                 state: value.map(|v| ValueEntityInitState { value: Some(v) }),
             })),
-        });
-        let from_function = ValueEntityClient::new(shared.function.channel())
-            .handle(UnboundedReceiverStream::new(inbound))
+        }));
+        let from_function = shared
+            .function
+            .open_entity_stream(VALUE_ENTITY_HANDLE, inbound)
             .await
-            .map_err(|status| function_unavailable(shared, &status))?
-            .into_inner();
+            .map_err(|status| function_unavailable(shared, &status))?;
         Ok(Self {
             key,
             to_function,

@@ -149,6 +149,33 @@ fn check_version(spec: &EntitySpec) -> Result<(), DiscoveryError> {
     Ok(())
 }
 
+/// Prost encoding with buffers sized for small protocol messages; they still grow
+/// for a large one.
+struct SmallBuffers<In, Out>(std::marker::PhantomData<(In, Out)>);
+
+fn stream_buffers() -> tonic::codec::BufferSettings {
+    tonic::codec::BufferSettings::new(512, 32 * 1024)
+}
+
+impl<In, Out> tonic::codec::Codec for SmallBuffers<In, Out>
+where
+    In: prost::Message + Send + 'static,
+    Out: prost::Message + Default + Send + 'static,
+{
+    type Encode = In;
+    type Decode = Out;
+    type Encoder = tonic_prost::ProstEncoder<In>;
+    type Decoder = tonic_prost::ProstDecoder<Out>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::new(stream_buffers())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::new(stream_buffers())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,32 +201,5 @@ mod tests {
             check_version(&spec(1, 0)),
             Err(DiscoveryError::Version { major: 1, .. })
         ));
-    }
-}
-
-/// Prost encoding with buffers sized for small protocol messages; they still grow
-/// for a large one.
-struct SmallBuffers<In, Out>(std::marker::PhantomData<(In, Out)>);
-
-fn stream_buffers() -> tonic::codec::BufferSettings {
-    tonic::codec::BufferSettings::new(512, 32 * 1024)
-}
-
-impl<In, Out> tonic::codec::Codec for SmallBuffers<In, Out>
-where
-    In: prost::Message + Send + 'static,
-    Out: prost::Message + Default + Send + 'static,
-{
-    type Encode = In;
-    type Decode = Out;
-    type Encoder = tonic_prost::ProstEncoder<In>;
-    type Decoder = tonic_prost::ProstDecoder<Out>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        tonic_prost::ProstEncoder::new(stream_buffers())
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        tonic_prost::ProstDecoder::new(stream_buffers())
     }
 }

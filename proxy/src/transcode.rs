@@ -168,3 +168,7 @@ pub fn response_json(route: &HttpRoute, reply: &DynamicMessage) -> Result<Vec<u8
     let value = object.remove(field.json_name()).unwrap_or(serde_json::Value::Null);
     Ok(value.to_string().into_bytes())
 }
+
+#[cfg(test)]
+#[path = "transcode_tests.rs"]
+mod tests;

@@ -4,6 +4,7 @@
 
 mod footprint;
 mod stats;
+mod throughput;
 
 use clap::{Parser, Subcommand};
 
@@ -19,11 +20,15 @@ enum Scenario {
     /// Proxy startup time to ready and resident memory, idle and with many active
     /// carts; the baseline is the user function itself (a plain tonic server).
     Footprint(footprint::Args),
+    /// Acknowledged writes per second through the proxy, to one hot cart and to
+    /// many carts; the baseline is one durable SQLite write per command.
+    Throughput(throughput::Args),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().scenario {
         Scenario::Footprint(args) => footprint::run(args).await,
+        Scenario::Throughput(args) => throughput::run(args).await,
     }
 }

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use prost_types::Any;
 use tokio::task::JoinSet;
 
-use crate::{EntityKey, JournalEvent, JournalWrite, Recovery, Store, StoreError, StoreStats};
+use crate::{EntityKey, JournalEvent, JournalWrite, Recovery, Snapshot, Store, StoreError, StoreStats};
 
 /// Where a store under test keeps its data, so a test can open it again (as a
 /// restarted or second process would) and interfere with it from outside.
@@ -55,7 +55,10 @@ fn write(key: &EntityKey, first_seq_nr: i64, names: &[&str], snapshot: Option<&s
         key: key.clone(),
         first_seq_nr,
         events: names.iter().map(|n| event(n)).collect(),
-        snapshot: snapshot.map(state),
+        snapshot: snapshot.map(|name| Snapshot {
+            seq_nr: first_seq_nr + names.len() as i64 - 1,
+            payload: state(name),
+        }),
     }
 }
 
@@ -194,6 +197,30 @@ async fn recovery_starts_at_latest_snapshot(backend: &dyn Backend) {
     assert_eq!(recovery.snapshot.as_ref().unwrap().seq_nr, 3);
     assert!(recovery.events.is_empty());
     assert_eq!(recovery.last_seq_nr(), 3);
+}
+
+async fn snapshot_inside_a_multi_command_write(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let key = EntityKey::new("cart", "pipelined");
+    // Five events from several commands; the snapshot came with the third.
+    let mut batch = write(&key, 1, &["p1", "p2", "p3", "p4", "p5"], None);
+    batch.snapshot = Some(Snapshot {
+        seq_nr: 3,
+        payload: state("at3"),
+    });
+    store.append(batch).await.unwrap();
+    let recovery = store.recover(&key).await.unwrap();
+    assert_eq!(recovery.snapshot.map(|s| s.seq_nr), Some(3));
+    assert_eq!(names(&recovery.events), vec![(4, "p4".into()), (5, "p5".into())]);
+
+    // A snapshot outside the write's events is refused, and nothing is stored.
+    let mut outside = write(&key, 6, &["p6"], None);
+    outside.snapshot = Some(Snapshot {
+        seq_nr: 9,
+        payload: state("at9"),
+    });
+    assert!(matches!(store.append(outside).await, Err(StoreError::Config(_))));
+    assert_eq!(store.recover(&key).await.unwrap().last_seq_nr(), 5);
 }
 
 async fn duplicate_seq_nr_conflicts_and_stores_nothing(backend: &dyn Backend) {
@@ -509,6 +536,7 @@ macro_rules! backend_tests {
                 empty_recovery,
                 append_and_recover,
                 recovery_starts_at_latest_snapshot,
+                snapshot_inside_a_multi_command_write,
                 duplicate_seq_nr_conflicts_and_stores_nothing,
                 conflict_in_a_batch_fails_alone,
                 concurrent_appends_to_many_entities,

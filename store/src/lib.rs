@@ -69,19 +69,38 @@ impl Recovery {
 }
 
 /// An atomic append to one entity's journal: events numbered from `first_seq_nr`,
-/// and optionally a snapshot taken at the last of them.
+/// and optionally a snapshot taken at one of them (not necessarily the last: a
+/// write may carry the events of several commands, and the snapshot came with one).
 #[derive(Debug, Clone, PartialEq)]
 pub struct JournalWrite {
     pub key: EntityKey,
     pub first_seq_nr: i64,
     pub events: Vec<Any>,
-    pub snapshot: Option<Any>,
+    pub snapshot: Option<Snapshot>,
 }
 
 impl JournalWrite {
     /// The sequence number of the last event in this write.
     pub fn last_seq_nr(&self) -> i64 {
         self.first_seq_nr + self.events.len() as i64 - 1
+    }
+
+    /// A snapshot must be taken at one of the write's own events; nothing of a
+    /// write that breaks this is stored.
+    fn check(&self) -> Result<(), StoreError> {
+        match &self.snapshot {
+            Some(snapshot)
+                if !self.events.is_empty() && !(self.first_seq_nr..=self.last_seq_nr()).contains(&snapshot.seq_nr) =>
+            {
+                Err(StoreError::Config(format!(
+                    "snapshot at {} is outside the write's events {}..={}",
+                    snapshot.seq_nr,
+                    self.first_seq_nr,
+                    self.last_seq_nr()
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 }
 

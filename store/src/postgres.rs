@@ -177,6 +177,7 @@ impl Store for PostgresStore {
     }
 
     async fn append(&self, write: JournalWrite) -> Result<(), StoreError> {
+        write.check()?;
         if write.events.is_empty() && write.snapshot.is_none() {
             return Ok(());
         }
@@ -548,9 +549,9 @@ async fn append(conn: &WriteConn, write: &JournalWrite) -> Result<(), StoreError
                 &[
                     &key.persistence_id,
                     &key.entity_id,
-                    &write.last_seq_nr(),
-                    &snapshot.type_url,
-                    &snapshot.value,
+                    &snapshot.seq_nr,
+                    &snapshot.payload.type_url,
+                    &snapshot.payload.value,
                 ],
             )
             .await

@@ -148,6 +148,7 @@ impl Store for SqliteStore {
     }
 
     async fn append(&self, write: JournalWrite) -> Result<(), StoreError> {
+        write.check()?;
         if write.events.is_empty() && write.snapshot.is_none() {
             return Ok(());
         }
@@ -424,7 +425,7 @@ fn append(conn: &Connection, write: &JournalWrite) -> Result<(), WriteError> {
         }
     }
     if let Some(snapshot) = &write.snapshot {
-        let seq_nr = write.last_seq_nr();
+        let seq_nr = snapshot.seq_nr;
         conn.prepare_cached(
             "INSERT INTO strata_snapshots (persistence_id, entity_id, seq_nr, type_url, bytes)
              VALUES (?1, ?2, ?3, ?4, ?5)
@@ -436,8 +437,8 @@ fn append(conn: &Connection, write: &JournalWrite) -> Result<(), WriteError> {
                 key.persistence_id,
                 key.entity_id,
                 seq_nr,
-                snapshot.type_url,
-                snapshot.value
+                snapshot.payload.type_url,
+                snapshot.payload.value
             ])
         })
         .map_err(WriteError::Sqlite)?;

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use strata_store::StoreError;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -51,6 +52,44 @@ impl Session {
             Session::Value(s) => s.run(shared, command, entity_id).await,
         }
     }
+
+    /// Whether a journal write is in flight (value entities write inline).
+    fn writing(&self) -> bool {
+        match self {
+            Session::EventSourced(s) => s.journal.writing(),
+            Session::Value(_) => false,
+        }
+    }
+
+    async fn written(&mut self) -> Result<(), StoreError> {
+        match self {
+            Session::EventSourced(s) => s.journal.written().await,
+            Session::Value(_) => Ok(()),
+        }
+    }
+
+    /// `false` when a write failed and the session must be replaced.
+    fn complete(&mut self, shared: &Shared, result: Result<(), StoreError>) -> bool {
+        match self {
+            Session::EventSourced(s) => s.journal.complete(shared, result),
+            Session::Value(_) => true,
+        }
+    }
+
+    /// Lets every accepted write finish before the session goes away, so each
+    /// held reply is released or failed, and a new session recovers all of it.
+    async fn close(mut self, shared: &Shared) {
+        if let Session::EventSourced(s) = &mut self {
+            s.journal.drain(shared).await;
+        }
+        shared.metrics.entities_active.dec();
+    }
+}
+
+enum Next {
+    Command(Box<EntityCommand>),
+    Written(Result<(), StoreError>),
+    Idle,
 }
 
 pub(super) async fn run(
@@ -64,30 +103,55 @@ pub(super) async fn run(
         let mut session: Option<Session> = None;
         let mut passivation = None;
         loop {
-            let command = match passivation {
-                Some(idle) => tokio::time::timeout(idle, mailbox.recv()).await.unwrap_or_default(),
-                None => mailbox.recv().await,
-            };
-            let Some(command) = command else {
-                // Idle: leave the registry, refuse new sends, and finish what was
-                // already queued so no caller is left without an answer.
-                {
-                    let mut actors = shared.actors.lock().expect("entity registry poisoned");
-                    actors.remove(&key);
-                    mailbox.close();
+            let next = match session.as_mut().filter(|s| s.writing()) {
+                // While a write is in flight, keep taking commands (pipelining) and
+                // watch for the write to finish.
+                Some(writing) => tokio::select! {
+                    biased;
+                    result = writing.written() => Next::Written(result),
+                    command = mailbox.recv() => command.map_or(Next::Idle, Next::Command),
+                },
+                None => {
+                    let command = match passivation {
+                        Some(idle) => tokio::time::timeout(idle, mailbox.recv()).await.unwrap_or_default(),
+                        None => mailbox.recv().await,
+                    };
+                    command.map_or(Next::Idle, Next::Command)
                 }
-                while let Ok(command) = mailbox.try_recv() {
+            };
+            match next {
+                Next::Command(command) => {
+                    passivation = Some(command.method.entity.passivation);
                     session = step(&shared, session, command, &entity_id).await;
                 }
-                if session.take().is_some() {
-                    shared.metrics.entities_active.dec();
-                    shared.metrics.passivations.with_label_values(&[key.0.as_str()]).inc();
+                Next::Written(result) => {
+                    if let Some(mut current) = session.take() {
+                        if current.complete(&shared, result) {
+                            session = Some(current);
+                        } else {
+                            current.close(&shared).await;
+                        }
+                    }
                 }
-                tracing::debug!("entity passivated");
-                return;
-            };
-            passivation = Some(command.method.entity.passivation);
-            session = step(&shared, session, command, &entity_id).await;
+                Next::Idle => {
+                    // Leave the registry, refuse new sends, and finish what was
+                    // already queued so no caller is left without an answer.
+                    {
+                        let mut actors = shared.actors.lock().expect("entity registry poisoned");
+                        actors.remove(&key);
+                        mailbox.close();
+                    }
+                    while let Ok(command) = mailbox.try_recv() {
+                        session = step(&shared, session, command, &entity_id).await;
+                    }
+                    if let Some(current) = session.take() {
+                        current.close(&shared).await;
+                        shared.metrics.passivations.with_label_values(&[key.0.as_str()]).inc();
+                    }
+                    tracing::debug!("entity passivated");
+                    return;
+                }
+            }
         }
     }
     .instrument(span)
@@ -103,13 +167,17 @@ async fn step(
     let command = *command;
     let service = command.method.entity.service_name.clone();
     let metrics = &shared.metrics;
-    let reusable = session.and_then(|mut s| {
-        if s.is_closed() {
-            metrics.entities_active.dec();
-            return None;
+    let reusable = match session {
+        Some(mut current) => {
+            if current.is_closed() {
+                current.close(shared).await;
+                None
+            } else {
+                Some(current)
+            }
         }
-        Some(s)
-    });
+        None => None,
+    };
     let mut session = match reusable {
         Some(session) => session,
         None => {
@@ -134,7 +202,7 @@ async fn step(
     match session.run(shared, command, entity_id).await {
         After::Continue => Some(session),
         After::Restart => {
-            metrics.entities_active.dec();
+            session.close(shared).await;
             None
         }
     }

@@ -1,6 +1,7 @@
 //! The event-sourced entity protocol from the proxy's side: recover (snapshot plus
-//! later events), replay them into the function, then per command persist the
-//! emitted events (and snapshot) before the reply is released.
+//! later events), replay them into the function, then per command hand the emitted
+//! events (and snapshot) to the [`WritePipeline`], which releases the reply once
+//! they are durable.
 
 use prost_types::Any;
 use strata_proto::cloudstate::{
@@ -10,13 +11,14 @@ use strata_proto::cloudstate::{
     },
     Command,
 };
-use strata_store::{EntityKey, JournalWrite};
+use strata_store::EntityKey;
 
 use super::{
     actor::After,
+    pipeline::WritePipeline,
     protocol::{
-        client_answer, entity_stream, function_unavailable, persist_timed, round_trip, store_failed, store_unavailable,
-        stream_closed, stream_failure, violation, ToFunction,
+        client_answer, entity_stream, function_unavailable, round_trip, store_unavailable, stream_closed,
+        stream_failure, violation, ToFunction,
     },
     EntityCommand, Shared,
 };
@@ -25,12 +27,10 @@ use crate::{error::ProxyError, model::EntityModel};
 const EVENT_SOURCED_HANDLE: &str = "/cloudstate.eventsourced.EventSourced/handle";
 
 pub(in crate::entity) struct EventSourcedSession {
-    key: EntityKey,
     to_function: ToFunction<EventSourcedStreamIn>,
     from_function: tonic::Streaming<EventSourcedStreamOut>,
     next_command_id: i64,
-    /// The sequence number of the last persisted event.
-    seq_nr: i64,
+    pub(in crate::entity) journal: WritePipeline,
 }
 
 /// What the proxy must do with one message from the function: the pure part of
@@ -123,11 +123,10 @@ impl EventSourcedSession {
             .await
             .map_err(|status| function_unavailable(shared, &status))?;
         Ok(Self {
-            key,
             to_function,
             from_function,
             next_command_id: 1,
-            seq_nr,
+            journal: WritePipeline::new(key, entity.service_name.clone(), seq_nr),
         })
     }
 
@@ -167,22 +166,7 @@ impl EventSourcedSession {
                 answer,
                 restart,
             } => {
-                if !events.is_empty() {
-                    let write = JournalWrite {
-                        key: self.key.clone(),
-                        first_seq_nr: self.seq_nr + 1,
-                        events,
-                        snapshot,
-                    };
-                    let last = write.last_seq_nr();
-                    let service = command.method.entity.service_name.as_str();
-                    if let Err(error) = persist_timed(shared, service, shared.store.append(write)).await {
-                        let _ = command.reply.send(Err(store_failed(error)));
-                        return After::Restart;
-                    }
-                    self.seq_nr = last;
-                }
-                let _ = command.reply.send(answer);
+                self.journal.push(shared, command.reply, answer, events, snapshot);
                 if restart {
                     After::Restart
                 } else {

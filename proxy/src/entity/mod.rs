@@ -4,6 +4,7 @@
 
 mod actor;
 mod event_sourced;
+mod pipeline;
 mod protocol;
 mod value;
 

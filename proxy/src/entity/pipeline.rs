@@ -174,3 +174,140 @@ fn release(held: Vec<Held>) {
         let _ = held.reply.send(held.answer);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+    use strata_store::{JournalEvent, Recovery, Store};
+    use tokio::sync::{mpsc, oneshot};
+
+    use super::*;
+    use crate::{function::FunctionClient, metrics::Metrics};
+
+    /// A store whose appends wait until the test lets each one finish, with the
+    /// outcome the test chooses. Records every write it was given.
+    struct GatedStore {
+        writes: mpsc::UnboundedSender<(JournalWrite, oneshot::Sender<Result<(), StoreError>>)>,
+    }
+
+    #[async_trait]
+    impl Store for GatedStore {
+        async fn recover(&self, _: &EntityKey) -> Result<Recovery, StoreError> {
+            Ok(Recovery::default())
+        }
+        async fn events(&self, _: &EntityKey, _: i64) -> Result<Vec<JournalEvent>, StoreError> {
+            Ok(Vec::new())
+        }
+        async fn latest_snapshot(&self, _: &EntityKey) -> Result<Option<Snapshot>, StoreError> {
+            Ok(None)
+        }
+        async fn append(&self, write: JournalWrite) -> Result<(), StoreError> {
+            let (done, outcome) = oneshot::channel();
+            self.writes.send((write, done)).expect("test alive");
+            outcome.await.expect("test decides")
+        }
+        async fn load_value(&self, _: &EntityKey) -> Result<Option<Any>, StoreError> {
+            Ok(None)
+        }
+        async fn save_value(&self, _: &EntityKey, _: Option<Any>) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    type Writes = mpsc::UnboundedReceiver<(JournalWrite, oneshot::Sender<Result<(), StoreError>>)>;
+
+    fn setup() -> (Shared, Writes, WritePipeline) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Shared {
+            function: FunctionClient::new("127.0.0.1", 9).unwrap(),
+            store: Arc::new(GatedStore { writes: tx }),
+            metrics: Arc::new(Metrics::new()),
+            actors: Mutex::new(Default::default()),
+        };
+        let pipeline = WritePipeline::new(EntityKey::new("cart", "hot"), "Cart".into(), 10);
+        (shared, rx, pipeline)
+    }
+
+    fn any(name: &str) -> Any {
+        Any {
+            type_url: format!("type.googleapis.com/{name}"),
+            value: Vec::new(),
+        }
+    }
+
+    fn command(
+        pipeline: &mut WritePipeline,
+        shared: &Shared,
+        answer: &str,
+        events: &[&str],
+        snapshot: Option<&str>,
+    ) -> oneshot::Receiver<Result<Any, ProxyError>> {
+        let (reply, released) = oneshot::channel();
+        let events = events.iter().map(|e| any(e)).collect();
+        pipeline.push(shared, reply, Ok(any(answer)), events, snapshot.map(any));
+        released
+    }
+
+    #[tokio::test]
+    async fn replies_wait_for_their_write_and_later_commands_share_the_next_one() {
+        let (shared, mut writes, mut pipeline) = setup();
+
+        // --- the first command's events go out at once, as seq 11
+        let mut a = command(&mut pipeline, &shared, "a", &["e1"], None);
+        let (first, finish_first) = writes.recv().await.unwrap();
+        assert_eq!((first.first_seq_nr, first.events.len()), (11, 1));
+
+        // --- while it is in flight, two more commands and a read queue up
+        let mut b = command(&mut pipeline, &shared, "b", &["e2", "e3"], None);
+        let mut c = command(&mut pipeline, &shared, "c", &["e4"], Some("snap"));
+        let mut read = command(&mut pipeline, &shared, "read", &[], None);
+        assert!(a.try_recv().is_err(), "nothing is released before it is durable");
+        assert!(writes.try_recv().is_err(), "one write in flight at a time");
+
+        // --- the first write lands: only its reply is released; the queue goes out as one write
+        finish_first.send(Ok(())).unwrap();
+        let result = pipeline.written().await;
+        assert!(pipeline.complete(&shared, result));
+        assert_eq!(a.try_recv().unwrap().unwrap(), any("a"));
+        let (second, finish_second) = writes.recv().await.unwrap();
+        assert_eq!(second.first_seq_nr, 12);
+        assert_eq!(second.events, vec![any("e2"), any("e3"), any("e4")]);
+        let snapshot = second.snapshot.clone().unwrap();
+        assert_eq!((snapshot.seq_nr, snapshot.payload), (14, any("snap")));
+        assert!(b.try_recv().is_err() && c.try_recv().is_err() && read.try_recv().is_err());
+
+        // --- the second write lands: the rest are released, in order
+        finish_second.send(Ok(())).unwrap();
+        assert!(pipeline.drain(&shared).await);
+        assert_eq!(b.try_recv().unwrap().unwrap(), any("b"));
+        assert_eq!(c.try_recv().unwrap().unwrap(), any("c"));
+        assert_eq!(read.try_recv().unwrap().unwrap(), any("read"));
+        assert!(!pipeline.writing());
+
+        // --- with nothing pending, a read is answered at once
+        let mut idle_read = command(&mut pipeline, &shared, "r2", &[], None);
+        assert_eq!(idle_read.try_recv().unwrap().unwrap(), any("r2"));
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_fails_every_held_reply() {
+        let (shared, mut writes, mut pipeline) = setup();
+        let mut a = command(&mut pipeline, &shared, "a", &["e1"], None);
+        let mut b = command(&mut pipeline, &shared, "b", &["e2"], None);
+        let mut read = command(&mut pipeline, &shared, "read", &[], None);
+        let (_, finish) = writes.recv().await.unwrap();
+        finish
+            .send(Err(StoreError::Conflict {
+                entity_id: "hot".into(),
+                seq_nr: 11,
+            }))
+            .unwrap();
+        assert!(!pipeline.drain(&shared).await, "the entity must restart");
+        for held in [&mut a, &mut b, &mut read] {
+            assert!(matches!(held.try_recv().unwrap(), Err(ProxyError::Aborted(_))));
+        }
+        assert!(writes.try_recv().is_err(), "nothing after a failed write is written");
+    }
+}

@@ -25,29 +25,60 @@ use crate::{
     error::{code_name, ProxyError},
     grpc::{self, Flavor},
     metrics::Metrics,
-    model::{MethodModel, ServiceModel},
+    model::{Catalog, MethodModel},
     transcode,
 };
 
 /// Request bodies larger than this are refused unless configured otherwise.
 pub const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
 
+/// Where decoded commands go: the entity actors of a sidecar, or (in a gateway)
+/// the sidecar that owns the entity.
+#[async_trait::async_trait]
+pub trait Commands: Send + Sync + 'static {
+    /// Runs one command and returns the reply payload once any state it produced
+    /// is durable.
+    async fn run(
+        &self,
+        method: Arc<MethodModel>,
+        entity_id: String,
+        payload: Any,
+        metadata: Option<Metadata>,
+    ) -> Result<Any, ProxyError>;
+}
+
+#[async_trait::async_trait]
+impl Commands for Entities {
+    async fn run(
+        &self,
+        method: Arc<MethodModel>,
+        entity_id: String,
+        payload: Any,
+        metadata: Option<Metadata>,
+    ) -> Result<Any, ProxyError> {
+        self.handle(method, entity_id, payload, metadata).await
+    }
+}
+
 #[derive(Clone)]
 pub struct Ingress {
-    pub model: Arc<ServiceModel>,
-    pub entities: Arc<Entities>,
+    pub catalog: Arc<Catalog>,
+    pub commands: Arc<dyn Commands>,
     pub metrics: Arc<Metrics>,
-    pub store: Arc<dyn Store>,
+    /// The store whose group-commit counters `/metrics` reports, if any.
+    pub store: Option<Arc<dyn Store>>,
     pub max_body: usize,
 }
 
 /// The whole public router of a sidecar.
 pub fn router(ingress: Ingress) -> Router {
     let reflection = || {
-        let mut builder = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(&ingress.model.descriptor_set);
-        for service in ingress.model.service_names() {
-            builder = builder.with_service_name(service);
+        let mut builder = tonic_reflection::server::Builder::configure();
+        for model in ingress.catalog.models() {
+            builder = builder.register_encoded_file_descriptor_set(&model.descriptor_set);
+            for service in model.service_names() {
+                builder = builder.with_service_name(service);
+            }
         }
         builder
     };
@@ -74,7 +105,7 @@ pub fn router(ingress: Ingress) -> Router {
 async fn render_metrics(State(ingress): State<Ingress>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        ingress.metrics.render(ingress.store.as_ref()),
+        ingress.metrics.render(ingress.store.as_deref()),
     )
         .into_response()
 }
@@ -88,7 +119,7 @@ async fn dispatch(State(ingress): State<Ingress>, request: Request) -> Response 
 }
 
 async fn serve_grpc(ingress: &Ingress, flavor: Flavor, request: Request) -> Response {
-    let method = ingress.model.method(request.uri().path()).cloned();
+    let method = ingress.catalog.method(request.uri().path()).cloned();
     let _measure = method.as_ref().map(|m| Measure::start(ingress, m));
     let protocol = if flavor == Flavor::Grpc { "grpc" } else { "grpc-web" };
     let answer = async {
@@ -117,7 +148,7 @@ async fn serve_grpc(ingress: &Ingress, flavor: Flavor, request: Request) -> Resp
 }
 
 async fn serve_http(ingress: &Ingress, request: Request) -> Response {
-    let route = ingress.model.route(request.method(), request.uri().path()).ok();
+    let route = ingress.catalog.route(request.method(), request.uri().path()).ok();
     let method = route.as_ref().map(|(r, _)| r.target.clone());
     let _measure = method.as_ref().map(|m| Measure::start(ingress, m));
     let answer = answer_http(ingress, request).await;
@@ -127,7 +158,7 @@ async fn serve_http(ingress: &Ingress, request: Request) -> Response {
 
 async fn answer_http(ingress: &Ingress, request: Request) -> Result<Response, ProxyError> {
     let (route, bindings) = ingress
-        .model
+        .catalog
         .route(request.method(), request.uri().path())
         .map_err(|_| ProxyError::NotFound(format!("no route for {} {}", request.method(), request.uri().path())))?;
     let query = request.uri().query().map(str::to_string);
@@ -210,10 +241,7 @@ async fn run_command(
         type_url: format!("type.googleapis.com/{}", method.input().full_name()),
         value: encoded.to_vec(),
     };
-    ingress
-        .entities
-        .handle(method.clone(), entity_id, payload, metadata)
-        .await
+    ingress.commands.run(method.clone(), entity_id, payload, metadata).await
 }
 
 /// A reply of another type than the method's output would be decoded as garbage.

@@ -10,5 +10,6 @@ pub mod ingress;
 pub mod metrics;
 pub mod model;
 pub mod path_template;
+pub mod shard;
 pub mod sidecar;
 pub mod transcode;

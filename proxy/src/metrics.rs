@@ -109,11 +109,13 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric, store counters refreshed.
-    pub fn render(&self, store: &dyn Store) -> String {
-        let stats = store.stats();
-        self.store_writes.set(stats.writes_committed as i64);
-        self.store_transactions.set(stats.transactions as i64);
-        self.store_conflicts.set(stats.conflicts as i64);
+    pub fn render(&self, store: Option<&dyn Store>) -> String {
+        if let Some(store) = store {
+            let stats = store.stats();
+            self.store_writes.set(stats.writes_committed as i64);
+            self.store_transactions.set(stats.transactions as i64);
+            self.store_conflicts.set(stats.conflicts as i64);
+        }
         let mut buffer = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
         String::from_utf8(buffer).unwrap_or_default()

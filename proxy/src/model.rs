@@ -325,3 +325,40 @@ fn add_http_rule(
     }
     Ok(())
 }
+
+/// Every service an ingress serves: one [`ServiceModel`] per user function (a
+/// sidecar has one; a gateway has one per deployed service). Each keeps its own
+/// descriptor pool, so two functions may use different versions of a same-named
+/// proto file.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    models: Vec<Arc<ServiceModel>>,
+}
+
+impl Catalog {
+    pub fn new(models: Vec<Arc<ServiceModel>>) -> Self {
+        Self { models }
+    }
+
+    pub fn models(&self) -> &[Arc<ServiceModel>] {
+        &self.models
+    }
+
+    /// The method for a gRPC path, in whichever function serves it.
+    pub fn method(&self, path: &str) -> Option<&Arc<MethodModel>> {
+        self.models.iter().find_map(|m| m.method(path))
+    }
+
+    /// The HTTP route for a method and path across every function; `Err(true)`
+    /// when the path exists only for other HTTP methods.
+    pub fn route(&self, method: &Method, path: &str) -> Result<(&HttpRoute, Vec<crate::path_template::Binding>), bool> {
+        let mut path_matched = false;
+        for model in &self.models {
+            match model.route(method, path) {
+                Ok(found) => return Ok(found),
+                Err(matched) => path_matched |= matched,
+            }
+        }
+        Err(path_matched)
+    }
+}

@@ -11,7 +11,7 @@ use crate::{
     function::{DiscoveryError, FunctionClient},
     ingress::{self, Ingress},
     metrics::Metrics,
-    model::{ModelError, ServiceModel},
+    model::{Catalog, ModelError, ServiceModel},
 };
 
 /// Everything the sidecar needs to start. Defaults follow CloudState's proxy.
@@ -72,10 +72,10 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new());
     let entities = Arc::new(Entities::new(function, store.clone(), metrics.clone()));
     let app = ingress::router(Ingress {
-        model,
-        entities,
+        catalog: Arc::new(Catalog::new(vec![model])),
+        commands: entities,
         metrics,
-        store,
+        store: Some(store),
         max_body: config.max_body,
     });
     let listener = TcpListener::bind(config.listen)

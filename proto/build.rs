@@ -15,6 +15,7 @@ const PROTOS: &[&str] = &[
     "google/api/annotations.proto",
     "google/api/http.proto",
     "google/api/httpbody.proto",
+    "strata/control_plane.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,8 +1,10 @@
 //! `strata`: one thin binary for every role. This file only parses the command
 //! line, sets up logging, and hands over to the role's library code.
 
+mod control_plane;
 mod duration;
 mod proxy;
+mod services;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +23,10 @@ struct Cli {
 enum Command {
     /// Run the sidecar proxy beside one user function (CloudState-compatible).
     Proxy(proxy::ProxyArgs),
+    /// Run one node of the Raft-replicated control plane.
+    ControlPlane(control_plane::ControlPlaneArgs),
+    /// List services with their desired and ready instances.
+    Services(services::ServicesArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -41,6 +47,8 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Proxy(args) => proxy::run(args).await,
+            Command::ControlPlane(args) => control_plane::run(args).await,
+            Command::Services(args) => services::run(args).await,
         }
     });
     match result {

@@ -1,0 +1,104 @@
+//! The API's one error type: every failure becomes `{"error": {"code", "message"}}` with
+//! its HTTP status here, and nothing internal (paths, Raft internals) reaches the message.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::node::NodeError;
+use crate::registry::RegistryError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `not_found`, `invalid_argument`.
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn invalid(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", message)
+    }
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, "permission_denied", message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+    /// 503 for requests that were certainly not proposed to Raft.
+    pub fn leader_unavailable(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "leader_unavailable", message)
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(error: RegistryError) -> Self {
+        let message = error.to_string();
+        match error {
+            RegistryError::Invalid { .. } => ApiError::invalid(message),
+            RegistryError::AlreadyExists { .. } => ApiError::new(StatusCode::CONFLICT, "already_exists", message),
+            RegistryError::NotFound { .. } => ApiError::not_found(message),
+            RegistryError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+        }
+    }
+}
+
+impl From<NodeError> for ApiError {
+    fn from(error: NodeError) -> Self {
+        match error {
+            NodeError::Registry(error) => error.into(),
+            // `leader_unavailable` promises that nothing was proposed: a client may retry a
+            // write without wondering whether the first attempt happened.
+            NodeError::NotLeader { leader_id, .. } => ApiError::leader_unavailable(format!(
+                "leadership moved to node {leader_id} during the request; retry"
+            )),
+            NodeError::NoLeader => ApiError::leader_unavailable(NodeError::NoLeader.to_string()),
+            NodeError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            NodeError::Invalid(message) => ApiError::invalid(message),
+            NodeError::NotFound(message) => ApiError::not_found(message),
+            NodeError::Unavailable(message) => {
+                tracing::warn!(%message, "control plane unavailable");
+                ApiError::unavailable("the control plane cannot serve this request right now; retry shortly")
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,214 @@
+//! The REST management API under `/api/v1` (axum): services, instances, shards, the
+//! cluster and the event stream, with bearer-token auth, forwarding of writes from
+//! followers to the leader and linearizable reads. Raft itself lives in `crate::node`.
+
+mod cluster;
+mod error;
+mod events;
+mod json;
+mod openapi;
+mod services;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{OriginalUri, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+
+pub use error::{ApiError, ErrorBody, ErrorDetail};
+
+use crate::auth::constant_time_eq;
+use crate::node::{ControlPlane, NodeError};
+
+/// Marks a request that a follower already forwarded, so it is never forwarded twice.
+const FORWARDED_HEADER: &str = "x-strata-forwarded-by";
+/// Largest JSON body the API accepts; service specs are small.
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// How long a follower waits to apply up to the leader's read index.
+const READ_WAIT: Duration = Duration::from_secs(5);
+
+/// Bearer tokens. With no admin token the API is open (only for `strata dev` on loopback).
+#[derive(Clone, Default)]
+pub struct Tokens {
+    pub admin: Option<String>,
+    pub read_only: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub node: Arc<ControlPlane>,
+    pub tokens: Tokens,
+    pub http: reqwest::Client,
+}
+
+impl AppState {
+    pub fn new(node: Arc<ControlPlane>, tokens: Tokens) -> Self {
+        AppState {
+            node,
+            tokens,
+            http: reqwest::Client::new(),
+        }
+    }
+}
+
+/// The whole management API, ready to serve or to drive with `oneshot` in tests.
+pub fn app(state: AppState) -> Router {
+    let api = Router::new()
+        .merge(services::routes())
+        .merge(cluster::routes())
+        .merge(events::routes())
+        .route("/internal/read-index", get(read_index))
+        .layer(middleware::from_fn_with_state(state.clone(), forward_writes_to_leader))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .route("/openapi.json", get(openapi::document));
+    Router::new()
+        .nest("/api/v1", api)
+        .fallback(|| async { ApiError::not_found("no such endpoint; see /api/v1/openapi.json") })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Read-only tokens may GET; everything else needs the admin token.
+async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+    let Some(admin) = &state.tokens.admin else {
+        return Ok(next.run(request).await);
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(presented) = presented else {
+        return Err(ApiError::unauthenticated(
+            "missing bearer token: send `Authorization: Bearer <token>`",
+        ));
+    };
+    let is_admin = constant_time_eq(presented.as_bytes(), admin.as_bytes());
+    let is_reader = state
+        .tokens
+        .read_only
+        .as_ref()
+        .is_some_and(|token| constant_time_eq(presented.as_bytes(), token.as_bytes()));
+    if !is_admin && !is_reader {
+        return Err(ApiError::unauthenticated("invalid bearer token"));
+    }
+    let writes = !matches!(*request.method(), Method::GET | Method::HEAD);
+    if writes && !is_admin {
+        return Err(ApiError::forbidden(
+            "this token is read-only; writes need the admin token",
+        ));
+    }
+    Ok(next.run(request).await)
+}
+
+/// A follower relays writes to the leader as they are, so clients may use any node.
+async fn forward_writes_to_leader(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if matches!(*request.method(), Method::GET | Method::HEAD) || state.node.is_leader() {
+        return next.run(request).await;
+    }
+    if request.headers().contains_key(FORWARDED_HEADER) {
+        return ApiError::leader_unavailable("leadership is changing; retry shortly").into_response();
+    }
+    let Some(leader_api) = leader_api(&state) else {
+        return ApiError::from(NodeError::NoLeader).into_response();
+    };
+    match forward(&state, &leader_api, request).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::warn!(node_id = state.node.node_id, leader = %leader_api, %error, "forwarding a write to the leader failed");
+            if error.is_connect() {
+                // The request never left this node.
+                return ApiError::leader_unavailable("cannot reach the leader; retry shortly").into_response();
+            }
+            ApiError::unavailable("the leader did not answer; the write may or may not have happened").into_response()
+        }
+    }
+}
+
+fn leader_api(state: &AppState) -> Option<String> {
+    let leader = state.node.current_leader()?;
+    if leader == state.node.node_id {
+        return None;
+    }
+    state.node.member(leader).map(|info| info.api_address)
+}
+
+async fn forward(state: &AppState, leader_api: &str, request: Request) -> Result<Response, reqwest::Error> {
+    let (parts, body) = request.into_parts();
+    // Inside the nested router the URI lacks its `/api/v1` prefix; forward the original.
+    let uri = parts
+        .extensions
+        .get::<OriginalUri>()
+        .map_or(&parts.uri, |original| &original.0);
+    let path = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.unwrap_or_default();
+    let mut outgoing = state
+        .http
+        .request(parts.method.clone(), format!("http://{leader_api}{path}"))
+        .header(FORWARDED_HEADER, state.node.node_id.to_string())
+        .body(bytes.to_vec());
+    for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
+        if let Some(value) = parts.headers.get(&name) {
+            outgoing = outgoing.header(name, value.clone());
+        }
+    }
+    let reply = outgoing.send().await?;
+    let status = StatusCode::from_u16(reply.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let content_type = reply.headers().get(header::CONTENT_TYPE).cloned();
+    let body = reply.bytes().await?;
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    if let Some(content_type) = content_type {
+        response.headers_mut().insert(header::CONTENT_TYPE, content_type);
+    }
+    Ok(response)
+}
+
+/// Makes the next read linearizable: the leader confirms its leadership with a quorum;
+/// a follower asks the leader for that read index and waits until it has applied it.
+pub(crate) async fn linearizable(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    match state.node.read_index().await {
+        Ok(_) => Ok(()),
+        Err(NodeError::NotLeader {
+            leader: Some(leader), ..
+        }) => {
+            let mut request = state
+                .http
+                .get(format!("http://{}/api/v1/internal/read-index", leader.api_address));
+            if let Some(value) = headers.get(header::AUTHORIZATION) {
+                request = request.header(header::AUTHORIZATION, value.clone());
+            }
+            let reply = request
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .map_err(|_| ApiError::unavailable("cannot reach the leader for a consistent read; retry shortly"))?;
+            let index: ReadIndex = reply
+                .json()
+                .await
+                .map_err(|_| ApiError::unavailable("the leader sent an unreadable read index"))?;
+            state
+                .node
+                .wait_applied(index.index, READ_WAIT)
+                .await
+                .map_err(ApiError::from)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ReadIndex {
+    index: u64,
+}
+
+async fn read_index(State(state): State<AppState>) -> Result<Json<ReadIndex>, ApiError> {
+    let index = state.node.read_index().await?;
+    Ok(Json(ReadIndex { index }))
+}

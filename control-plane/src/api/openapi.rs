@@ -1,0 +1,59 @@
+//! The OpenAPI document, generated from the handlers' annotations and the body types.
+
+use axum::Json;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{cluster, events, services};
+use super::{ErrorBody, ErrorDetail};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Strata management API", description = "Services, instances, shards and the control-plane cluster."),
+    paths(
+        services::list_services,
+        services::create_service,
+        services::get_service,
+        services::update_service,
+        services::delete_service,
+        services::list_instances,
+        services::list_shards,
+        cluster::get_cluster,
+        cluster::add_member,
+        cluster::remove_member,
+        events::events,
+    ),
+    components(schemas(
+        services::ServiceView,
+        services::ServiceList,
+        services::CreateService,
+        services::UpdateService,
+        services::InstanceView,
+        services::InstanceList,
+        services::ShardView,
+        services::ShardMapView,
+        services::EntityView,
+        cluster::ClusterView,
+        cluster::MemberView,
+        cluster::AddMember,
+        ErrorBody,
+        ErrorDetail,
+    )),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(components) = openapi.components.as_mut() {
+            components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        }
+    }
+}
+
+pub(super) async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,332 @@
+//! `/services`: create, list, read, update and delete services, and read their instances
+//! and shard maps. Request bodies are checked here for a clear 400 before Raft sees them.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorBody};
+use super::json::ApiJson;
+use super::{linearizable, AppState};
+use crate::registry::{
+    format_duration_ms, parse_duration_ms, validate_name, Command, Instance, InstanceState, Outcome, Registry,
+    RegistryError, Service, ServicePatch, ServiceSpec, ServiceStatus,
+};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/services", get(list_services).post(create_service))
+        .route(
+            "/services/{name}",
+            get(get_service).patch(update_service).delete(delete_service),
+        )
+        .route("/services/{name}/instances", get(list_instances))
+        .route("/services/{name}/shards", get(list_shards))
+}
+
+/// A service as users and scripts see it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ServiceView {
+    pub name: String,
+    pub command: Option<String>,
+    pub image: Option<String>,
+    pub min_scale: u32,
+    pub max_scale: u32,
+    pub target_concurrency: u32,
+    /// e.g. "30s"
+    pub scale_to_zero_grace: String,
+    pub desired_replicas: u32,
+    pub ready_replicas: u32,
+    /// `ready`, `scaling`, `pending` or `scaled_to_zero`.
+    pub status: String,
+    pub revision: u64,
+    pub shard_count: usize,
+    pub entities: Vec<EntityView>,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EntityView {
+    pub entity_type: String,
+    pub service_name: String,
+    pub persistence_id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ServiceList {
+    pub services: Vec<ServiceView>,
+}
+
+/// `POST /services`: only `name` and `command` (or `image`) are required.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateService {
+    pub name: String,
+    pub command: Option<String>,
+    pub image: Option<String>,
+    pub min_scale: Option<i64>,
+    pub max_scale: Option<i64>,
+    pub target_concurrency: Option<i64>,
+    /// e.g. "30s", "5m"
+    pub scale_to_zero_grace: Option<String>,
+    pub shard_count: Option<i64>,
+}
+
+/// `PATCH /services/{name}`: every field optional; absent fields keep their value.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateService {
+    pub command: Option<String>,
+    pub image: Option<String>,
+    pub min_scale: Option<i64>,
+    pub max_scale: Option<i64>,
+    pub target_concurrency: Option<i64>,
+    pub scale_to_zero_grace: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct InstanceView {
+    pub id: String,
+    pub service: String,
+    pub address: String,
+    /// `starting`, `ready` or `draining`.
+    pub state: String,
+    pub registered_at_ms: u64,
+    pub state_changed_at_ms: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct InstanceList {
+    pub instances: Vec<InstanceView>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ShardView {
+    pub shard: usize,
+    pub owner: Option<String>,
+    pub epoch: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ShardMapView {
+    pub service: String,
+    pub shard_count: usize,
+    pub shards: Vec<ShardView>,
+}
+
+pub(crate) fn service_view(registry: &Registry, service: &Service) -> ServiceView {
+    let status = match registry.status(service) {
+        ServiceStatus::Ready => "ready",
+        ServiceStatus::Scaling => "scaling",
+        ServiceStatus::Pending => "pending",
+        ServiceStatus::ScaledToZero => "scaled_to_zero",
+    };
+    ServiceView {
+        name: service.name.clone(),
+        command: service.command.clone(),
+        image: service.image.clone(),
+        min_scale: service.min_scale,
+        max_scale: service.max_scale,
+        target_concurrency: service.target_concurrency,
+        scale_to_zero_grace: format_duration_ms(service.scale_to_zero_grace_ms),
+        desired_replicas: service.desired_replicas,
+        ready_replicas: registry.ready_replicas(&service.name),
+        status: status.to_owned(),
+        revision: service.revision,
+        shard_count: service.shards.len(),
+        entities: service
+            .entities
+            .iter()
+            .map(|entity| EntityView {
+                entity_type: entity.entity_type.clone(),
+                service_name: entity.service_name.clone(),
+                persistence_id: entity.persistence_id.clone(),
+            })
+            .collect(),
+        created_at_ms: service.created_at_ms,
+        updated_at_ms: service.updated_at_ms,
+    }
+}
+
+fn instance_view(instance: &Instance) -> InstanceView {
+    let state = match instance.state {
+        InstanceState::Starting => "starting",
+        InstanceState::Ready => "ready",
+        InstanceState::Draining => "draining",
+    };
+    InstanceView {
+        id: instance.id.clone(),
+        service: instance.service.clone(),
+        address: instance.address.clone(),
+        state: state.to_owned(),
+        registered_at_ms: instance.registered_at_ms,
+        state_changed_at_ms: instance.state_changed_at_ms,
+    }
+}
+
+/// A non-negative count that fits the registry's `u32`.
+fn count(field: &str, value: Option<i64>) -> Result<Option<u32>, ApiError> {
+    match value {
+        None => Ok(None),
+        Some(value) if value < 0 => Err(ApiError::invalid(format!("{field} must not be negative (got {value})"))),
+        Some(value) => u32::try_from(value)
+            .map(Some)
+            .map_err(|_| ApiError::invalid(format!("{field} is too large (got {value})"))),
+    }
+}
+
+fn grace(value: Option<&str>) -> Result<Option<u64>, ApiError> {
+    value
+        .map(|text| {
+            parse_duration_ms(text).map_err(|message| ApiError::invalid(format!("scale_to_zero_grace: {message}")))
+        })
+        .transpose()
+}
+
+fn service_response(state: &AppState, outcome: Outcome) -> Result<Json<ServiceView>, ApiError> {
+    match outcome {
+        Outcome::Service(service) => {
+            let applied = state.node.state_machine.read();
+            Ok(Json(service_view(&applied.registry, &service)))
+        }
+        _ => Err(ApiError::unavailable("unexpected answer from the registry")),
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/services", tag = "services",
+    responses((status = 200, body = ServiceList), (status = 401, body = ErrorBody)))]
+pub(super) async fn list_services(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<ServiceList>, ApiError> {
+    linearizable(&state, &headers).await?;
+    let applied = state.node.state_machine.read();
+    let registry = &applied.registry;
+    Ok(Json(ServiceList {
+        services: registry
+            .services
+            .values()
+            .map(|service| service_view(registry, service))
+            .collect(),
+    }))
+}
+
+#[utoipa::path(post, path = "/api/v1/services", tag = "services", request_body = CreateService,
+    responses((status = 201, body = ServiceView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(super) async fn create_service(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CreateService>,
+) -> Result<(StatusCode, Json<ServiceView>), ApiError> {
+    validate_name(&body.name)?;
+    let spec = ServiceSpec {
+        name: body.name,
+        command: body.command,
+        image: body.image,
+        min_scale: count("min_scale", body.min_scale)?,
+        max_scale: count("max_scale", body.max_scale)?,
+        target_concurrency: count("target_concurrency", body.target_concurrency)?,
+        scale_to_zero_grace_ms: grace(body.scale_to_zero_grace.as_deref())?,
+        shard_count: count("shard_count", body.shard_count)?,
+    };
+    let outcome = state.node.write(Command::CreateService(spec)).await?;
+    Ok((StatusCode::CREATED, service_response(&state, outcome)?))
+}
+
+#[utoipa::path(get, path = "/api/v1/services/{name}", tag = "services", params(("name" = String, Path)),
+    responses((status = 200, body = ServiceView), (status = 404, body = ErrorBody)))]
+pub(super) async fn get_service(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<ServiceView>, ApiError> {
+    linearizable(&state, &headers).await?;
+    let applied = state.node.state_machine.read();
+    let service = applied.registry.services.get(&name).ok_or_else(|| unknown(&name))?;
+    Ok(Json(service_view(&applied.registry, service)))
+}
+
+#[utoipa::path(patch, path = "/api/v1/services/{name}", tag = "services", params(("name" = String, Path)),
+    request_body = UpdateService,
+    responses((status = 200, body = ServiceView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn update_service(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<UpdateService>,
+) -> Result<Json<ServiceView>, ApiError> {
+    let patch = ServicePatch {
+        command: body.command,
+        image: body.image,
+        min_scale: count("min_scale", body.min_scale)?,
+        max_scale: count("max_scale", body.max_scale)?,
+        target_concurrency: count("target_concurrency", body.target_concurrency)?,
+        scale_to_zero_grace_ms: grace(body.scale_to_zero_grace.as_deref())?,
+    };
+    let outcome = state.node.write(Command::UpdateService { name, patch }).await?;
+    service_response(&state, outcome)
+}
+
+#[utoipa::path(delete, path = "/api/v1/services/{name}", tag = "services", params(("name" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub(super) async fn delete_service(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.node.write(Command::DeleteService { name }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/services/{name}/instances", tag = "services", params(("name" = String, Path)),
+    responses((status = 200, body = InstanceList), (status = 404, body = ErrorBody)))]
+pub(super) async fn list_instances(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<InstanceList>, ApiError> {
+    linearizable(&state, &headers).await?;
+    let applied = state.node.state_machine.read();
+    if !applied.registry.services.contains_key(&name) {
+        return Err(unknown(&name));
+    }
+    Ok(Json(InstanceList {
+        instances: applied.registry.instances_of(&name).map(instance_view).collect(),
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/services/{name}/shards", tag = "services", params(("name" = String, Path)),
+    responses((status = 200, body = ShardMapView), (status = 404, body = ErrorBody)))]
+pub(super) async fn list_shards(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<ShardMapView>, ApiError> {
+    linearizable(&state, &headers).await?;
+    let applied = state.node.state_machine.read();
+    let service = applied.registry.services.get(&name).ok_or_else(|| unknown(&name))?;
+    let shards = service
+        .shards
+        .iter()
+        .enumerate()
+        .map(|(shard, entry)| ShardView {
+            shard,
+            owner: entry.owner.clone(),
+            epoch: entry.epoch,
+        })
+        .collect();
+    Ok(Json(ShardMapView {
+        service: name,
+        shard_count: service.shards.len(),
+        shards,
+    }))
+}
+
+fn unknown(name: &str) -> ApiError {
+    RegistryError::NotFound {
+        what: "service".into(),
+        name: name.to_owned(),
+    }
+    .into()
+}

@@ -1,0 +1,338 @@
+//! One control-plane node: the Raft instance with its log store and state machine, and
+//! the operations the APIs need (replicated writes, linearizable reads, membership).
+//! HTTP and gRPC serving live in `api` and `server`; this module only talks to Raft.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use openraft::{ChangeMembers, RaftNetworkFactory, ServerState};
+
+use crate::auth::ClusterSecret;
+use crate::raft::log_store::LogStore;
+use crate::raft::state_machine::StateMachine;
+use crate::raft::{network, NodeId, NodeInfo, Raft, Response, TypeConfig};
+use crate::registry::{Command, Outcome, RegistryError, Request};
+
+/// Why a node could not serve a write, a read or a membership change.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// Another node leads; the caller may forward there.
+    #[error("node {leader_id} is the leader")]
+    NotLeader {
+        leader_id: NodeId,
+        leader: Option<NodeInfo>,
+    },
+    #[error("the cluster has no leader right now; retry shortly")]
+    NoLeader,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Timing knobs; tests shrink them, production keeps the defaults.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 600,
+            election_timeout_max_ms: 1200,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub node_id: NodeId,
+    pub data_dir: PathBuf,
+    pub info: NodeInfo,
+    pub secret: ClusterSecret,
+    pub timing: Timing,
+}
+
+/// A running control-plane node. Cheap to share behind an `Arc`.
+pub struct ControlPlane {
+    pub node_id: NodeId,
+    pub info: NodeInfo,
+    pub raft: Raft,
+    pub state_machine: StateMachine,
+    pub log: LogStore,
+    pub secret: ClusterSecret,
+    /// Raft allows one membership change at a time; concurrent joins queue here.
+    membership_change: tokio::sync::Mutex<()>,
+}
+
+impl ControlPlane {
+    /// Opens the node's data directory and starts Raft with the given network.
+    pub async fn start<N: RaftNetworkFactory<TypeConfig>>(
+        config: NodeConfig,
+        network: N,
+    ) -> Result<Arc<Self>, NodeError> {
+        let dir = config.data_dir.join("raft");
+        let log = LogStore::open(&dir).map_err(|error| {
+            NodeError::Unavailable(format!("cannot open the raft log in {}: {error}", dir.display()))
+        })?;
+        let state_machine = StateMachine::open(&dir).map_err(|error| {
+            NodeError::Unavailable(format!("cannot open the snapshot in {}: {error}", dir.display()))
+        })?;
+        let raft_config = openraft::Config {
+            cluster_name: "strata-control-plane".into(),
+            heartbeat_interval: config.timing.heartbeat_interval_ms,
+            election_timeout_min: config.timing.election_timeout_min_ms,
+            election_timeout_max: config.timing.election_timeout_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(2_000),
+            max_in_snapshot_log_to_keep: 500,
+            ..Default::default()
+        };
+        let raft_config = Arc::new(
+            raft_config
+                .validate()
+                .map_err(|error| NodeError::Invalid(error.to_string()))?,
+        );
+        let raft = Raft::new(config.node_id, raft_config, network, log.clone(), state_machine.clone())
+            .await
+            .map_err(|error| NodeError::Unavailable(format!("raft did not start: {error}")))?;
+        tracing::info!(node_id = config.node_id, address = %config.info.address, "control-plane node started");
+        Ok(Arc::new(ControlPlane {
+            node_id: config.node_id,
+            info: config.info,
+            raft,
+            state_machine,
+            log,
+            secret: config.secret,
+            membership_change: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// Makes this node the single voter of a new cluster; a no-op if it already has state.
+    pub async fn bootstrap(&self) -> Result<(), NodeError> {
+        if self.raft.is_initialized().await.map_err(unavailable)? {
+            tracing::info!(node_id = self.node_id, "already initialized, not bootstrapping again");
+            return Ok(());
+        }
+        let members = BTreeMap::from([(self.node_id, self.info.clone())]);
+        self.raft
+            .initialize(members)
+            .await
+            .map_err(|error| NodeError::Unavailable(error.to_string()))?;
+        tracing::info!(node_id = self.node_id, "bootstrapped a new cluster");
+        Ok(())
+    }
+
+    pub async fn is_initialized(&self) -> bool {
+        self.raft.is_initialized().await.unwrap_or(false)
+    }
+
+    /// Proposes a command and waits until it is committed and applied here.
+    pub async fn write(&self, command: Command) -> Result<Outcome, NodeError> {
+        let request = Request {
+            at_ms: now_ms(),
+            command,
+        };
+        match self.raft.client_write(request).await {
+            Ok(response) => Ok(into_result(response.data)?),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => Err(not_leader(forward)),
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error))) => {
+                Err(NodeError::Conflict(error.to_string()))
+            }
+            Err(RaftError::Fatal(error)) => Err(NodeError::Unavailable(error.to_string())),
+        }
+    }
+
+    /// On the leader: confirms leadership with a quorum and returns the index that a
+    /// linearizable read must see applied.
+    pub async fn read_index(&self) -> Result<u64, NodeError> {
+        match self.raft.ensure_linearizable().await {
+            Ok(log_id) => Ok(log_id.map_or(0, |id| id.index)),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(forward))) => {
+                Err(not_leader(forward))
+            }
+            Err(RaftError::APIError(error)) => Err(NodeError::Unavailable(error.to_string())),
+            Err(RaftError::Fatal(error)) => Err(NodeError::Unavailable(error.to_string())),
+        }
+    }
+
+    /// Waits until this node has applied `index` (a read index obtained from the leader).
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<(), NodeError> {
+        self.raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map(|_| ())
+            .map_err(|_| NodeError::Unavailable("this node is not catching up with the leader; retry".into()))
+    }
+
+    pub fn current_leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// The node info of a member, from the membership config this node knows.
+    pub fn member(&self, node_id: NodeId) -> Option<NodeInfo> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let found = metrics
+            .membership_config
+            .nodes()
+            .find(|(id, _)| **id == node_id)
+            .map(|(_, node)| node.clone());
+        found
+    }
+
+    /// Adds a node as a learner, waits until it has caught up, then makes it a voter.
+    /// Leader only. Refuses a node that does not share the cluster secret.
+    pub async fn add_member(&self, node_id: NodeId, info: NodeInfo) -> Result<(), NodeError> {
+        if !self.is_leader() {
+            return Err(self.leader_error());
+        }
+        network::ping(&info.address, self.node_id, &self.secret)
+            .await
+            .map_err(NodeError::Invalid)?;
+        let _serialized = self.membership_change.lock().await;
+        let voters = self.voters();
+        if voters.contains(&node_id) {
+            if self.member(node_id).as_ref() == Some(&info) {
+                return Ok(());
+            }
+            return Err(NodeError::Conflict(format!(
+                "node {node_id} is already a member with other addresses"
+            )));
+        }
+        tracing::info!(node_id = self.node_id, new_member = node_id, address = %info.address, "adding a learner");
+        self.raft
+            .add_learner(node_id, info.clone(), true)
+            .await
+            .map_err(membership_error)?;
+        tracing::info!(
+            node_id = self.node_id,
+            new_member = node_id,
+            "promoting the learner to voter"
+        );
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), false)
+            .await
+            .map_err(membership_error)?;
+        let _ = self
+            .write(Command::RecordClusterEvent {
+                reason: format!("node {node_id} joined at {}", info.address),
+            })
+            .await;
+        Ok(())
+    }
+
+    /// Removes a member (voter or learner). Leader only; the last voter cannot go.
+    pub async fn remove_member(&self, node_id: NodeId) -> Result<(), NodeError> {
+        if !self.is_leader() {
+            return Err(self.leader_error());
+        }
+        let _serialized = self.membership_change.lock().await;
+        let voters = self.voters();
+        let metrics = self.raft.metrics().borrow().clone();
+        let known = metrics.membership_config.nodes().any(|(id, _)| *id == node_id);
+        if !known {
+            return Err(NodeError::NotFound(format!("node {node_id} is not a member")));
+        }
+        if voters.contains(&node_id) {
+            if voters.len() == 1 {
+                return Err(NodeError::Conflict(format!(
+                    "node {node_id} is the last voter; a cluster needs at least one"
+                )));
+            }
+            self.raft
+                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([node_id])), false)
+                .await
+                .map_err(membership_error)?;
+        } else {
+            self.raft
+                .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([node_id])), false)
+                .await
+                .map_err(membership_error)?;
+        }
+        let _ = self
+            .write(Command::RecordClusterEvent {
+                reason: format!("node {node_id} removed"),
+            })
+            .await;
+        Ok(())
+    }
+
+    pub fn voters(&self) -> BTreeSet<NodeId> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
+    }
+
+    fn leader_error(&self) -> NodeError {
+        match self.current_leader() {
+            Some(leader_id) if leader_id != self.node_id => NodeError::NotLeader {
+                leader_id,
+                leader: self.member(leader_id),
+            },
+            _ => NodeError::NoLeader,
+        }
+    }
+
+    pub async fn shutdown(&self) {
+        if let Err(error) = self.raft.shutdown().await {
+            tracing::warn!(node_id = self.node_id, %error, "raft did not shut down cleanly");
+        }
+    }
+}
+
+fn into_result(response: Response) -> Result<Outcome, RegistryError> {
+    response
+}
+
+fn not_leader(forward: openraft::error::ForwardToLeader<NodeId, NodeInfo>) -> NodeError {
+    match forward.leader_id {
+        Some(leader_id) => NodeError::NotLeader {
+            leader_id,
+            leader: forward.leader_node,
+        },
+        None => NodeError::NoLeader,
+    }
+}
+
+fn membership_error(error: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> NodeError {
+    match error {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => not_leader(forward),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(_))) => {
+            NodeError::Unavailable("another membership change is in progress".into())
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(error)) => NodeError::Conflict(error.to_string()),
+        RaftError::Fatal(error) => NodeError::Unavailable(error.to_string()),
+    }
+}
+
+fn unavailable(error: impl std::fmt::Display) -> NodeError {
+    NodeError::Unavailable(error.to_string())
+}
+
+/// Wall-clock milliseconds, stamped into commands by the proposing node.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+}

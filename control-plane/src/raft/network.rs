@@ -1,0 +1,153 @@
+//! The client side of the Raft transport: openraft's RPCs serialized as JSON inside a
+//! signed protobuf envelope, sent over tonic. Connections are lazy and re-established
+//! by tonic; an unreachable peer makes openraft back off.
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use strata_proto::strata::controlplane::v1::raft_transport_client::RaftTransportClient;
+use strata_proto::strata::controlplane::v1::RaftEnvelope;
+use tonic::transport::{Channel, Endpoint};
+
+use super::{NodeId, NodeInfo, TypeConfig};
+use crate::auth::ClusterSecret;
+
+/// Creates one connection per peer for openraft's replication tasks.
+#[derive(Clone)]
+pub struct GrpcNetwork {
+    pub node_id: NodeId,
+    pub secret: ClusterSecret,
+}
+
+pub struct GrpcConnection {
+    node_id: NodeId,
+    target: NodeId,
+    secret: ClusterSecret,
+    client: Option<RaftTransportClient<Channel>>,
+    address: String,
+}
+
+impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
+    type Network = GrpcConnection;
+
+    async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> GrpcConnection {
+        let client = Endpoint::from_shared(format!("http://{}", node.address))
+            .ok()
+            .map(|endpoint| RaftTransportClient::new(endpoint.connect_lazy()));
+        if client.is_none() {
+            tracing::warn!(node_id = self.node_id, target, address = %node.address, "invalid peer address");
+        }
+        GrpcConnection {
+            node_id: self.node_id,
+            target,
+            secret: self.secret.clone(),
+            client,
+            address: node.address.clone(),
+        }
+    }
+}
+
+type RpcResult<T, E> = Result<T, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>>;
+
+impl GrpcConnection {
+    async fn call<Req, Resp, E>(&mut self, rpc: &'static str, request: &Req, option: &RPCOption) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let Some(client) = self.client.as_mut() else {
+            return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(
+                format!("invalid peer address {:?}", self.address),
+            ))));
+        };
+        let payload = serde_json::to_vec(request).map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
+        let envelope = RaftEnvelope {
+            rpc: rpc.to_owned(),
+            mac: self.secret.sign(rpc, self.node_id, &payload),
+            payload,
+            from_node_id: self.node_id,
+        };
+        let mut request = tonic::Request::new(envelope);
+        request.set_timeout(option.hard_ttl());
+        let reply = match rpc {
+            "append_entries" => client.append_entries(request).await,
+            "vote" => client.vote(request).await,
+            _ => client.install_snapshot(request).await,
+        };
+        let reply = match reply {
+            Ok(reply) => reply.into_inner(),
+            Err(status) => {
+                if status.code() == tonic::Code::Unauthenticated {
+                    tracing::warn!(
+                        node_id = self.node_id,
+                        target = self.target,
+                        "peer refused our cluster secret"
+                    );
+                }
+                return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(
+                    status.message().to_owned(),
+                ))));
+            }
+        };
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            serde_json::from_slice(&reply.payload).map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
+        result.map_err(|error| RPCError::RemoteError(RemoteError::new(self.target, error)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for GrpcConnection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
+        self.call("append_entries", &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        self.call("install_snapshot", &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
+        self.call("vote", &rpc, &option).await
+    }
+}
+
+/// Asks the node at `address` to verify our cluster secret: used before a join, so a
+/// node with the wrong secret is refused with a clear message instead of never catching up.
+pub async fn ping(address: &str, node_id: NodeId, secret: &ClusterSecret) -> Result<(), String> {
+    let endpoint = Endpoint::from_shared(format!("http://{address}")).map_err(|error| error.to_string())?;
+    let channel = endpoint
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|error| format!("cannot reach {address}: {error}"))?;
+    let payload = Vec::new();
+    let envelope = RaftEnvelope {
+        rpc: "ping".into(),
+        mac: secret.sign("ping", node_id, &payload),
+        payload,
+        from_node_id: node_id,
+    };
+    match RaftTransportClient::new(channel).ping(envelope).await {
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == tonic::Code::Unauthenticated => {
+            Err("the node does not share this cluster's secret (STRATA_CLUSTER_SECRET)".into())
+        }
+        Err(status) => Err(format!("{address} answered {}", status.message())),
+    }
+}

@@ -1,0 +1,393 @@
+//! `apply`: the registry's only way to change. Deterministic (time comes with the
+//! command), no I/O; it returns the answer for the client and the effects for the
+//! leader's runtime and the watchers.
+
+use std::collections::BTreeSet;
+
+use super::command::{Command, Effect, Outcome, RegistryError, ServicePatch, ServiceSpec};
+use super::{
+    rebalance, validate_name, validate_scaling, EntityInfo, Event, EventKind, Instance, InstanceState, Registry,
+    Service, Shard, DEFAULT_MAX_SCALE, DEFAULT_MIN_SCALE, DEFAULT_SCALE_TO_ZERO_GRACE_MS, DEFAULT_SHARD_COUNT,
+    DEFAULT_TARGET_CONCURRENCY, EVENT_HISTORY_LIMIT,
+};
+
+/// Largest shard count a service may ask for; keeps the shard map (replicated in full) small.
+const MAX_SHARD_COUNT: u32 = 4096;
+
+/// The result of one command: the client's answer and what must happen because of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub response: Result<Outcome, RegistryError>,
+    pub effects: Vec<Effect>,
+}
+
+/// Applies one command at time `now_ms` (taken from the log entry, never from a clock).
+/// A refused command leaves the registry untouched and has no effects.
+pub fn apply(registry: &mut Registry, command: Command, now_ms: u64) -> Applied {
+    let mut effects = Vec::new();
+    let mut tx = Tx {
+        registry,
+        effects: &mut effects,
+        now_ms,
+    };
+    let response = match command {
+        Command::CreateService(spec) => tx.create_service(spec),
+        Command::UpdateService { name, patch } => tx.update_service(&name, patch),
+        Command::DeleteService { name } => tx.delete_service(&name),
+        Command::SetDesiredReplicas {
+            service,
+            replicas,
+            reason,
+        } => tx.set_desired(&service, replicas, &reason),
+        Command::RegisterInstance { id, service, address } => tx.register_instance(id, service, address),
+        Command::InstanceReady {
+            id,
+            descriptor_set,
+            entities,
+        } => tx.instance_ready(&id, descriptor_set, entities),
+        Command::DrainInstance { id, reason } => tx.drain_instance(&id, &reason),
+        Command::RemoveInstance { id, reason } => tx.remove_instance(&id, &reason),
+        Command::RecordClusterEvent { reason } => {
+            tx.event(EventKind::Cluster, None, None, reason);
+            Ok(Outcome::Recorded)
+        }
+    };
+    if response.is_err() {
+        debug_assert!(effects.is_empty(), "a refused command must not have effects");
+    }
+    Applied { response, effects }
+}
+
+struct Tx<'a> {
+    registry: &'a mut Registry,
+    effects: &'a mut Vec<Effect>,
+    now_ms: u64,
+}
+
+impl Tx<'_> {
+    fn create_service(&mut self, spec: ServiceSpec) -> Result<Outcome, RegistryError> {
+        validate_name(&spec.name)?;
+        let min_scale = spec.min_scale.unwrap_or(DEFAULT_MIN_SCALE);
+        let max_scale = spec.max_scale.unwrap_or(DEFAULT_MAX_SCALE.max(min_scale));
+        let target_concurrency = spec.target_concurrency.unwrap_or(DEFAULT_TARGET_CONCURRENCY);
+        validate_scaling(min_scale, max_scale, target_concurrency)?;
+        validate_runtime(spec.command.as_deref(), spec.image.as_deref())?;
+        let shard_count = spec.shard_count.unwrap_or(DEFAULT_SHARD_COUNT);
+        if shard_count == 0 || shard_count > MAX_SHARD_COUNT {
+            return Err(RegistryError::invalid(
+                "shard_count",
+                format!("shard_count must be between 1 and {MAX_SHARD_COUNT}"),
+            ));
+        }
+        if self.registry.services.contains_key(&spec.name) {
+            return Err(RegistryError::AlreadyExists {
+                what: "service".into(),
+                name: spec.name,
+            });
+        }
+        // A new service starts with one instance (or min_scale): the first request
+        // should not have to wait for a cold start.
+        let desired_replicas = min_scale.max(1).min(max_scale);
+        let service = Service {
+            name: spec.name.clone(),
+            command: spec.command,
+            image: spec.image,
+            min_scale,
+            max_scale,
+            target_concurrency,
+            scale_to_zero_grace_ms: spec.scale_to_zero_grace_ms.unwrap_or(DEFAULT_SCALE_TO_ZERO_GRACE_MS),
+            descriptor_set: None,
+            entities: Vec::new(),
+            revision: 1,
+            desired_replicas,
+            created_at_ms: self.now_ms,
+            updated_at_ms: self.now_ms,
+            shards: (0..shard_count).map(|_| Shard { owner: None, epoch: 0 }).collect(),
+        };
+        self.registry.services.insert(spec.name.clone(), service.clone());
+        self.event(EventKind::ServiceCreated, Some(&spec.name), None, "created".into());
+        self.effects.push(Effect::DesiredReplicasChanged {
+            service: spec.name.clone(),
+            from: 0,
+            to: desired_replicas,
+        });
+        self.effects.push(Effect::RoutesChanged { service: spec.name });
+        Ok(Outcome::Service(Box::new(service)))
+    }
+
+    fn update_service(&mut self, name: &str, patch: ServicePatch) -> Result<Outcome, RegistryError> {
+        let current = self.service(name)?.clone();
+        let mut updated = current.clone();
+        if let Some(command) = patch.command {
+            updated.command = Some(command);
+        }
+        if let Some(image) = patch.image {
+            updated.image = Some(image);
+        }
+        updated.min_scale = patch.min_scale.unwrap_or(current.min_scale);
+        updated.max_scale = patch.max_scale.unwrap_or(current.max_scale);
+        updated.target_concurrency = patch.target_concurrency.unwrap_or(current.target_concurrency);
+        updated.scale_to_zero_grace_ms = patch.scale_to_zero_grace_ms.unwrap_or(current.scale_to_zero_grace_ms);
+        validate_scaling(updated.min_scale, updated.max_scale, updated.target_concurrency)?;
+        validate_runtime(updated.command.as_deref(), updated.image.as_deref())?;
+        if updated == current {
+            // Nothing changed: no new revision, no event, so retried PATCHes are harmless.
+            return Ok(Outcome::Service(Box::new(current)));
+        }
+        updated.revision += 1;
+        updated.updated_at_ms = self.now_ms;
+        updated.desired_replicas = current.desired_replicas.clamp(updated.min_scale, updated.max_scale);
+        self.registry.services.insert(name.to_owned(), updated.clone());
+        self.event(
+            EventKind::ServiceUpdated,
+            Some(name),
+            None,
+            format!("revision {}", updated.revision),
+        );
+        if updated.desired_replicas != current.desired_replicas {
+            self.scale_event(
+                name,
+                current.desired_replicas,
+                updated.desired_replicas,
+                "scale bounds changed",
+            );
+        }
+        self.effects.push(Effect::RoutesChanged {
+            service: name.to_owned(),
+        });
+        Ok(Outcome::Service(Box::new(updated)))
+    }
+
+    fn delete_service(&mut self, name: &str) -> Result<Outcome, RegistryError> {
+        let service = self.service(name)?.clone();
+        self.registry.services.remove(name);
+        let doomed: Vec<String> = self
+            .registry
+            .instances_of(name)
+            .map(|instance| instance.id.clone())
+            .collect();
+        for id in doomed {
+            self.registry.instances.remove(&id);
+            self.effects.push(Effect::StopInstance {
+                service: name.to_owned(),
+                instance: id,
+            });
+        }
+        self.event(EventKind::ServiceDeleted, Some(name), None, "deleted".into());
+        if service.desired_replicas != 0 {
+            self.effects.push(Effect::DesiredReplicasChanged {
+                service: name.to_owned(),
+                from: service.desired_replicas,
+                to: 0,
+            });
+        }
+        self.effects.push(Effect::RoutesChanged {
+            service: name.to_owned(),
+        });
+        Ok(Outcome::Deleted)
+    }
+
+    fn set_desired(&mut self, name: &str, replicas: u32, reason: &str) -> Result<Outcome, RegistryError> {
+        let service = self.service(name)?;
+        let from = service.desired_replicas;
+        let to = replicas.clamp(service.min_scale, service.max_scale);
+        if from != to {
+            if let Some(service) = self.registry.services.get_mut(name) {
+                service.desired_replicas = to;
+            }
+            self.scale_event(name, from, to, reason);
+        }
+        Ok(Outcome::Service(Box::new(self.service(name)?.clone())))
+    }
+
+    fn register_instance(&mut self, id: String, service: String, address: String) -> Result<Outcome, RegistryError> {
+        if id.is_empty() {
+            return Err(RegistryError::invalid("id", "an instance id must not be empty"));
+        }
+        self.service(&service)?;
+        if let Some(existing) = self.registry.instances.get(&id) {
+            // A sidecar that retries its registration gets the same answer.
+            if existing.service == service && existing.address == address {
+                return Ok(Outcome::Instance(existing.clone()));
+            }
+            return Err(RegistryError::AlreadyExists {
+                what: "instance".into(),
+                name: id,
+            });
+        }
+        let instance = Instance {
+            id: id.clone(),
+            service: service.clone(),
+            address: address.clone(),
+            state: InstanceState::Starting,
+            registered_at_ms: self.now_ms,
+            state_changed_at_ms: self.now_ms,
+        };
+        self.registry.instances.insert(id.clone(), instance.clone());
+        self.event(
+            EventKind::InstanceRegistered,
+            Some(&service),
+            Some(&id),
+            format!("registered at {address}"),
+        );
+        Ok(Outcome::Instance(instance))
+    }
+
+    fn instance_ready(
+        &mut self,
+        id: &str,
+        descriptor_set: Option<String>,
+        entities: Vec<EntityInfo>,
+    ) -> Result<Outcome, RegistryError> {
+        let instance = self.instance(id)?.clone();
+        match instance.state {
+            InstanceState::Ready => return Ok(Outcome::Instance(instance)),
+            InstanceState::Draining => {
+                return Err(RegistryError::Conflict {
+                    message: format!("instance {id:?} is draining"),
+                })
+            }
+            InstanceState::Starting => {}
+        }
+        let service_name = instance.service.clone();
+        if let Some(service) = self.registry.services.get_mut(&service_name) {
+            // Descriptors change only with a new function revision; a new revision of the
+            // descriptors is a new revision of the service.
+            if descriptor_set.is_some() && (service.descriptor_set != descriptor_set || service.entities != entities) {
+                service.descriptor_set = descriptor_set;
+                service.entities = entities;
+                service.revision += 1;
+                service.updated_at_ms = self.now_ms;
+            }
+        }
+        let ready = self.set_state(id, InstanceState::Ready);
+        self.event(EventKind::InstanceReady, Some(&service_name), Some(id), "ready".into());
+        self.rebalance(&service_name);
+        self.effects.push(Effect::RoutesChanged { service: service_name });
+        Ok(Outcome::Instance(ready))
+    }
+
+    fn drain_instance(&mut self, id: &str, reason: &str) -> Result<Outcome, RegistryError> {
+        let instance = self.instance(id)?.clone();
+        if instance.state == InstanceState::Draining {
+            return Ok(Outcome::Instance(instance));
+        }
+        let draining = self.set_state(id, InstanceState::Draining);
+        self.event(
+            EventKind::InstanceDraining,
+            Some(&instance.service),
+            Some(id),
+            reason.to_owned(),
+        );
+        if instance.state == InstanceState::Ready {
+            self.rebalance(&instance.service);
+            self.effects.push(Effect::RoutesChanged {
+                service: instance.service,
+            });
+        }
+        Ok(Outcome::Instance(draining))
+    }
+
+    fn remove_instance(&mut self, id: &str, reason: &str) -> Result<Outcome, RegistryError> {
+        let instance = self.instance(id)?.clone();
+        self.registry.instances.remove(id);
+        self.event(
+            EventKind::InstanceRemoved,
+            Some(&instance.service),
+            Some(id),
+            reason.to_owned(),
+        );
+        if instance.state == InstanceState::Ready {
+            self.rebalance(&instance.service);
+            self.effects.push(Effect::RoutesChanged {
+                service: instance.service,
+            });
+        }
+        Ok(Outcome::Deleted)
+    }
+
+    fn service(&self, name: &str) -> Result<&Service, RegistryError> {
+        self.registry
+            .services
+            .get(name)
+            .ok_or_else(|| RegistryError::not_found("service", name))
+    }
+
+    fn instance(&self, id: &str) -> Result<&Instance, RegistryError> {
+        self.registry
+            .instances
+            .get(id)
+            .ok_or_else(|| RegistryError::not_found("instance", id))
+    }
+
+    fn set_state(&mut self, id: &str, state: InstanceState) -> Instance {
+        let now_ms = self.now_ms;
+        let instance = self
+            .registry
+            .instances
+            .get_mut(id)
+            .expect("caller checked the instance exists");
+        instance.state = state;
+        instance.state_changed_at_ms = now_ms;
+        instance.clone()
+    }
+
+    fn rebalance(&mut self, service: &str) {
+        let ready: BTreeSet<String> = self.registry.ready_instance_ids(service).into_iter().collect();
+        let Some(entry) = self.registry.services.get_mut(service) else {
+            return;
+        };
+        for moved in rebalance(&mut entry.shards, &ready) {
+            self.effects.push(Effect::ShardMoved {
+                service: service.to_owned(),
+                shard: moved.shard,
+                from: moved.from,
+                to: moved.to,
+                epoch: moved.epoch,
+            });
+        }
+    }
+
+    fn scale_event(&mut self, service: &str, from: u32, to: u32, reason: &str) {
+        self.event(
+            EventKind::Scale,
+            Some(service),
+            None,
+            format!("desired replicas {from} -> {to}: {reason}"),
+        );
+        self.effects.push(Effect::DesiredReplicasChanged {
+            service: service.to_owned(),
+            from,
+            to,
+        });
+    }
+
+    fn event(&mut self, kind: EventKind, service: Option<&str>, instance: Option<&str>, reason: String) {
+        let registry = &mut *self.registry;
+        registry.next_event_id += 1;
+        let event = Event {
+            id: registry.next_event_id,
+            at_ms: self.now_ms,
+            kind,
+            service: service.map(str::to_owned),
+            instance: instance.map(str::to_owned),
+            reason,
+        };
+        if registry.events.len() == EVENT_HISTORY_LIMIT {
+            registry.events.pop_front();
+        }
+        registry.events.push_back(event.clone());
+        self.effects.push(Effect::Event(event));
+    }
+}
+
+fn validate_runtime(command: Option<&str>, image: Option<&str>) -> Result<(), RegistryError> {
+    let present = |value: Option<&str>| value.is_some_and(|value| !value.trim().is_empty());
+    if present(command) || present(image) {
+        return Ok(());
+    }
+    Err(RegistryError::invalid(
+        "command",
+        "a service needs a command (local runtime) or an image (Kubernetes)",
+    ))
+}

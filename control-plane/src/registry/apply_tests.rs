@@ -1,0 +1,479 @@
+//! Unit tests of `apply`: each asserts the exact answer and the exact effects.
+
+use super::*;
+
+const T0: u64 = 1_000;
+
+fn spec(name: &str) -> ServiceSpec {
+    ServiceSpec {
+        name: name.into(),
+        command: Some("./cart".into()),
+        shard_count: Some(4),
+        ..Default::default()
+    }
+}
+
+fn event(id: u64, kind: EventKind, service: &str, instance: Option<&str>, reason: &str) -> Effect {
+    Effect::Event(Event {
+        id,
+        at_ms: T0,
+        kind,
+        service: Some(service.into()),
+        instance: instance.map(Into::into),
+        reason: reason.into(),
+    })
+}
+
+fn moved(shard: u32, from: Option<&str>, to: Option<&str>, epoch: u64) -> Effect {
+    Effect::ShardMoved {
+        service: "cart".into(),
+        shard,
+        from: from.map(Into::into),
+        to: to.map(Into::into),
+        epoch,
+    }
+}
+
+fn ok(registry: &mut Registry, command: Command) -> Vec<Effect> {
+    let applied = apply(registry, command, T0);
+    assert!(applied.response.is_ok(), "{:?}", applied.response);
+    applied.effects
+}
+
+fn with_cart() -> Registry {
+    let mut registry = Registry::default();
+    ok(&mut registry, Command::CreateService(spec("cart")));
+    registry
+}
+
+fn register(registry: &mut Registry, id: &str) -> Vec<Effect> {
+    ok(
+        registry,
+        Command::RegisterInstance {
+            id: id.into(),
+            service: "cart".into(),
+            address: format!("{id}:1"),
+        },
+    )
+}
+
+fn ready(registry: &mut Registry, id: &str) -> Vec<Effect> {
+    ok(
+        registry,
+        Command::InstanceReady {
+            id: id.into(),
+            descriptor_set: None,
+            entities: vec![],
+        },
+    )
+}
+
+#[test]
+fn create_service_fills_defaults_and_asks_for_one_instance() {
+    let mut registry = Registry::default();
+    let applied = apply(&mut registry, Command::CreateService(spec("cart")), T0);
+    let Ok(Outcome::Service(service)) = applied.response else {
+        panic!("{:?}", applied.response)
+    };
+    assert_eq!(
+        (
+            service.min_scale,
+            service.max_scale,
+            service.target_concurrency,
+            service.scale_to_zero_grace_ms
+        ),
+        (0, 10, 100, 30_000)
+    );
+    assert_eq!(
+        (service.revision, service.desired_replicas, service.shards.len()),
+        (1, 1, 4)
+    );
+    assert_eq!(
+        applied.effects,
+        vec![
+            event(1, EventKind::ServiceCreated, "cart", None, "created"),
+            Effect::DesiredReplicasChanged {
+                service: "cart".into(),
+                from: 0,
+                to: 1
+            },
+            Effect::RoutesChanged { service: "cart".into() },
+        ]
+    );
+    assert_eq!(registry.status(&registry.services["cart"]), ServiceStatus::Pending);
+}
+
+#[test]
+fn refused_commands_change_nothing() {
+    let mut registry = with_cart();
+    let before = registry.clone();
+    let cases = [
+        (Command::CreateService(spec("cart")), "already exists"),
+        (Command::CreateService(spec("Bad_Name")), "invalid service name"),
+        (
+            Command::CreateService(ServiceSpec {
+                min_scale: Some(5),
+                max_scale: Some(2),
+                ..spec("other")
+            }),
+            "must not exceed",
+        ),
+        (
+            Command::CreateService(ServiceSpec {
+                command: None,
+                ..spec("other")
+            }),
+            "needs a command",
+        ),
+        (
+            Command::CreateService(ServiceSpec {
+                shard_count: Some(0),
+                ..spec("other")
+            }),
+            "shard_count",
+        ),
+        (Command::DeleteService { name: "nope".into() }, "not found"),
+        (
+            Command::UpdateService {
+                name: "cart".into(),
+                patch: ServicePatch {
+                    min_scale: Some(11),
+                    ..Default::default()
+                },
+            },
+            "must not exceed",
+        ),
+        (
+            Command::SetDesiredReplicas {
+                service: "nope".into(),
+                replicas: 1,
+                reason: "x".into(),
+            },
+            "not found",
+        ),
+        (
+            Command::RegisterInstance {
+                id: "i1".into(),
+                service: "nope".into(),
+                address: "a".into(),
+            },
+            "not found",
+        ),
+        (
+            Command::InstanceReady {
+                id: "nope".into(),
+                descriptor_set: None,
+                entities: vec![],
+            },
+            "not found",
+        ),
+        (
+            Command::RemoveInstance {
+                id: "nope".into(),
+                reason: "x".into(),
+            },
+            "not found",
+        ),
+    ];
+    for (command, message) in cases {
+        let applied = apply(&mut registry, command.clone(), T0 + 1);
+        let error = applied.response.expect_err("must be refused");
+        assert!(error.to_string().contains(message), "{command:?}: {error}");
+        assert!(applied.effects.is_empty(), "{command:?}");
+        assert_eq!(registry, before, "{command:?} changed the registry");
+    }
+}
+
+#[test]
+fn update_bumps_revision_and_clamps_desired_only_when_something_changed() {
+    let mut registry = with_cart();
+    let patch = ServicePatch {
+        min_scale: Some(3),
+        max_scale: Some(5),
+        ..Default::default()
+    };
+    let effects = ok(
+        &mut registry,
+        Command::UpdateService {
+            name: "cart".into(),
+            patch: patch.clone(),
+        },
+    );
+    assert_eq!(
+        effects,
+        vec![
+            event(2, EventKind::ServiceUpdated, "cart", None, "revision 2"),
+            event(
+                3,
+                EventKind::Scale,
+                "cart",
+                None,
+                "desired replicas 1 -> 3: scale bounds changed"
+            ),
+            Effect::DesiredReplicasChanged {
+                service: "cart".into(),
+                from: 1,
+                to: 3
+            },
+            Effect::RoutesChanged { service: "cart".into() },
+        ]
+    );
+    let service = &registry.services["cart"];
+    assert_eq!((service.revision, service.desired_replicas), (2, 3));
+
+    let effects = ok(
+        &mut registry,
+        Command::UpdateService {
+            name: "cart".into(),
+            patch,
+        },
+    );
+    assert!(effects.is_empty(), "an update that changes nothing is a no-op");
+    assert_eq!(registry.services["cart"].revision, 2);
+}
+
+#[test]
+fn desired_replicas_are_clamped_and_recorded_with_their_reason() {
+    let mut registry = with_cart();
+    let effects = ok(
+        &mut registry,
+        Command::SetDesiredReplicas {
+            service: "cart".into(),
+            replicas: 50,
+            reason: "panic window".into(),
+        },
+    );
+    assert_eq!(
+        effects,
+        vec![
+            event(
+                2,
+                EventKind::Scale,
+                "cart",
+                None,
+                "desired replicas 1 -> 10: panic window"
+            ),
+            Effect::DesiredReplicasChanged {
+                service: "cart".into(),
+                from: 1,
+                to: 10
+            },
+        ]
+    );
+    let effects = ok(
+        &mut registry,
+        Command::SetDesiredReplicas {
+            service: "cart".into(),
+            replicas: 10,
+            reason: "stable window".into(),
+        },
+    );
+    assert!(effects.is_empty(), "unchanged desired count records nothing");
+    let effects = ok(
+        &mut registry,
+        Command::SetDesiredReplicas {
+            service: "cart".into(),
+            replicas: 0,
+            reason: "idle".into(),
+        },
+    );
+    assert_eq!(effects.len(), 2);
+    assert_eq!(registry.status(&registry.services["cart"]), ServiceStatus::ScaledToZero);
+}
+
+#[test]
+fn instances_own_shards_only_once_ready() {
+    let mut registry = with_cart();
+    assert_eq!(
+        register(&mut registry, "a"),
+        vec![event(
+            2,
+            EventKind::InstanceRegistered,
+            "cart",
+            Some("a"),
+            "registered at a:1"
+        )]
+    );
+    assert!(registry.services["cart"]
+        .shards
+        .iter()
+        .all(|shard| shard.owner.is_none()));
+
+    assert_eq!(
+        ready(&mut registry, "a"),
+        vec![
+            event(3, EventKind::InstanceReady, "cart", Some("a"), "ready"),
+            moved(0, None, Some("a"), 1),
+            moved(1, None, Some("a"), 1),
+            moved(2, None, Some("a"), 1),
+            moved(3, None, Some("a"), 1),
+            Effect::RoutesChanged { service: "cart".into() },
+        ]
+    );
+    assert_eq!(registry.status(&registry.services["cart"]), ServiceStatus::Ready);
+
+    register(&mut registry, "b");
+    assert_eq!(
+        ready(&mut registry, "b"),
+        vec![
+            event(5, EventKind::InstanceReady, "cart", Some("b"), "ready"),
+            moved(2, Some("a"), Some("b"), 2),
+            moved(3, Some("a"), Some("b"), 2),
+            Effect::RoutesChanged { service: "cart".into() },
+        ]
+    );
+    assert!(
+        ready(&mut registry, "b").is_empty(),
+        "a repeated ready report is a no-op"
+    );
+}
+
+#[test]
+fn draining_and_removal_move_shards_to_the_remaining_instances() {
+    let mut registry = with_cart();
+    for id in ["a", "b"] {
+        register(&mut registry, id);
+        ready(&mut registry, id);
+    }
+    let effects = ok(
+        &mut registry,
+        Command::DrainInstance {
+            id: "b".into(),
+            reason: "scale down".into(),
+        },
+    );
+    assert_eq!(
+        effects,
+        vec![
+            event(6, EventKind::InstanceDraining, "cart", Some("b"), "scale down"),
+            moved(2, Some("b"), Some("a"), 3),
+            moved(3, Some("b"), Some("a"), 3),
+            Effect::RoutesChanged { service: "cart".into() },
+        ]
+    );
+    let error = apply(
+        &mut registry,
+        Command::InstanceReady {
+            id: "b".into(),
+            descriptor_set: None,
+            entities: vec![],
+        },
+        T0,
+    )
+    .response
+    .expect_err("a draining instance cannot become ready");
+    assert!(matches!(error, RegistryError::Conflict { .. }));
+
+    let effects = ok(
+        &mut registry,
+        Command::RemoveInstance {
+            id: "b".into(),
+            reason: "stopped".into(),
+        },
+    );
+    assert_eq!(
+        effects,
+        vec![event(7, EventKind::InstanceRemoved, "cart", Some("b"), "stopped")]
+    );
+
+    let effects = ok(
+        &mut registry,
+        Command::RemoveInstance {
+            id: "a".into(),
+            reason: "missed heartbeats".into(),
+        },
+    );
+    assert_eq!(
+        effects,
+        vec![
+            event(8, EventKind::InstanceRemoved, "cart", Some("a"), "missed heartbeats"),
+            moved(0, Some("a"), None, 2),
+            moved(1, Some("a"), None, 2),
+            moved(2, Some("a"), None, 4),
+            moved(3, Some("a"), None, 4),
+            Effect::RoutesChanged { service: "cart".into() },
+        ]
+    );
+}
+
+#[test]
+fn first_ready_report_records_descriptors_as_a_new_revision() {
+    let mut registry = with_cart();
+    register(&mut registry, "a");
+    let entity = EntityInfo {
+        entity_type: "cloudstate.eventsourced.EventSourced".into(),
+        service_name: "com.example.shoppingcart.ShoppingCart".into(),
+        persistence_id: "shopping-cart".into(),
+    };
+    ok(
+        &mut registry,
+        Command::InstanceReady {
+            id: "a".into(),
+            descriptor_set: Some("AAAA".into()),
+            entities: vec![entity.clone()],
+        },
+    );
+    let service = &registry.services["cart"];
+    assert_eq!((service.revision, service.descriptor_set.as_deref()), (2, Some("AAAA")));
+    assert_eq!(service.entities, vec![entity]);
+}
+
+#[test]
+fn deleting_a_service_stops_its_instances() {
+    let mut registry = with_cart();
+    register(&mut registry, "a");
+    let effects = ok(&mut registry, Command::DeleteService { name: "cart".into() });
+    assert_eq!(
+        effects,
+        vec![
+            Effect::StopInstance {
+                service: "cart".into(),
+                instance: "a".into()
+            },
+            event(3, EventKind::ServiceDeleted, "cart", None, "deleted"),
+            Effect::DesiredReplicasChanged {
+                service: "cart".into(),
+                from: 1,
+                to: 0
+            },
+            Effect::RoutesChanged { service: "cart".into() },
+        ]
+    );
+    assert!(registry.services.is_empty() && registry.instances.is_empty());
+}
+
+#[test]
+fn registration_is_idempotent_but_ids_are_unique() {
+    let mut registry = with_cart();
+    register(&mut registry, "a");
+    assert!(register(&mut registry, "a").is_empty());
+    let applied = apply(
+        &mut registry,
+        Command::RegisterInstance {
+            id: "a".into(),
+            service: "cart".into(),
+            address: "elsewhere:1".into(),
+        },
+        T0,
+    );
+    assert!(matches!(applied.response, Err(RegistryError::AlreadyExists { .. })));
+}
+
+#[test]
+fn event_history_is_bounded() {
+    let mut registry = Registry::default();
+    for i in 0..(EVENT_HISTORY_LIMIT + 5) {
+        ok(
+            &mut registry,
+            Command::RecordClusterEvent {
+                reason: format!("event {i}"),
+            },
+        );
+    }
+    assert_eq!(registry.events.len(), EVENT_HISTORY_LIMIT);
+    assert_eq!(registry.events.front().map(|event| event.id), Some(6));
+    assert_eq!(
+        registry.events.back().map(|event| event.id),
+        Some(EVENT_HISTORY_LIMIT as u64 + 5)
+    );
+}

@@ -1,0 +1,149 @@
+//! The inputs of [`apply`](super::apply) (commands, stamped by the leader with a time),
+//! its answers, and the effects that the leader's runtime and watchers act upon.
+
+use serde::{Deserialize, Serialize};
+
+use super::{EntityInfo, Event, Instance, Service};
+
+/// One Raft log entry's payload. The leader stamps `at_ms` when it proposes, so every
+/// replica applies the same time and the state machine stays deterministic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub at_ms: u64,
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum Command {
+    CreateService(ServiceSpec),
+    UpdateService {
+        name: String,
+        patch: ServicePatch,
+    },
+    DeleteService {
+        name: String,
+    },
+    /// Written by the autoscaler (or by hand); clamped to the service's min/max scale.
+    SetDesiredReplicas {
+        service: String,
+        replicas: u32,
+        reason: String,
+    },
+    RegisterInstance {
+        id: String,
+        service: String,
+        address: String,
+    },
+    /// The instance finished discovery; it may now own shards.
+    InstanceReady {
+        id: String,
+        descriptor_set: Option<String>,
+        entities: Vec<EntityInfo>,
+    },
+    /// The instance is going away: it gives up its shards but is still known.
+    DrainInstance {
+        id: String,
+        reason: String,
+    },
+    RemoveInstance {
+        id: String,
+        reason: String,
+    },
+    /// A change of the Raft membership, kept in the history next to scale events.
+    RecordClusterEvent {
+        reason: String,
+    },
+}
+
+/// A service as requested: unset fields take the registry's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub command: Option<String>,
+    pub image: Option<String>,
+    pub min_scale: Option<u32>,
+    pub max_scale: Option<u32>,
+    pub target_concurrency: Option<u32>,
+    pub scale_to_zero_grace_ms: Option<u64>,
+    pub shard_count: Option<u32>,
+}
+
+/// The fields of a service that an update may change; `None` keeps the current value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServicePatch {
+    pub command: Option<String>,
+    pub image: Option<String>,
+    pub min_scale: Option<u32>,
+    pub max_scale: Option<u32>,
+    pub target_concurrency: Option<u32>,
+    pub scale_to_zero_grace_ms: Option<u64>,
+}
+
+impl ServicePatch {
+    pub fn is_empty(&self) -> bool {
+        self == &ServicePatch::default()
+    }
+}
+
+/// What a successful command answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Service(Box<Service>),
+    Instance(Instance),
+    Deleted,
+    Recorded,
+}
+
+/// Why a command was refused. Replicated as part of the log's response, so it is data,
+/// not a Rust error chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum RegistryError {
+    #[error("{message}")]
+    Invalid { field: String, message: String },
+    #[error("{what} {name:?} already exists")]
+    AlreadyExists { what: String, name: String },
+    #[error("{what} {name:?} not found")]
+    NotFound { what: String, name: String },
+    #[error("{message}")]
+    Conflict { message: String },
+}
+
+impl RegistryError {
+    pub(crate) fn invalid(field: &str, message: impl Into<String>) -> Self {
+        RegistryError::Invalid {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+    pub(crate) fn not_found(what: &str, name: &str) -> Self {
+        RegistryError::NotFound {
+            what: what.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+}
+
+/// What the leader's runtime and the watchers must act upon after a command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum Effect {
+    /// Appended to the history; published on `/api/v1/events`.
+    Event(Event),
+    /// The runtime driver should converge on `to` instances.
+    DesiredReplicasChanged { service: String, from: u32, to: u32 },
+    /// Routing must send this shard to `to` from now on; `epoch` fences the old owner.
+    ShardMoved {
+        service: String,
+        shard: u32,
+        from: Option<String>,
+        to: Option<String>,
+        epoch: u64,
+    },
+    /// The runtime driver should stop this instance (its service is gone).
+    StopInstance { service: String, instance: String },
+    /// The service's spec, descriptors or ready set changed: routes must be re-read.
+    RoutesChanged { service: String },
+}

@@ -1,0 +1,68 @@
+//! Checks that do not depend on the registry's state; the API runs them before proposing
+//! (a clear 400 without a Raft round trip) and `apply` runs them again, since the log is
+//! also written by other clients.
+
+use super::RegistryError;
+
+/// A service name must be a DNS-1123 label: it becomes part of host names and pod names.
+pub fn validate_name(name: &str) -> Result<(), RegistryError> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if valid {
+        return Ok(());
+    }
+    Err(RegistryError::invalid(
+        "name",
+        format!(
+            "invalid service name {name:?}: use 1 to 63 lowercase letters, digits or '-', starting and ending with a letter or digit"
+        ),
+    ))
+}
+
+/// Scaling bounds that make sense together.
+pub fn validate_scaling(min_scale: u32, max_scale: u32, target_concurrency: u32) -> Result<(), RegistryError> {
+    if max_scale == 0 {
+        return Err(RegistryError::invalid("max_scale", "max_scale must be at least 1"));
+    }
+    if min_scale > max_scale {
+        return Err(RegistryError::invalid(
+            "min_scale",
+            format!("min_scale ({min_scale}) must not exceed max_scale ({max_scale})"),
+        ));
+    }
+    if target_concurrency == 0 {
+        return Err(RegistryError::invalid(
+            "target_concurrency",
+            "target_concurrency must be at least 1",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_labels() {
+        for good in ["a", "cart", "shopping-cart", "a1", "1a", &"x".repeat(63)] {
+            assert_eq!(validate_name(good), Ok(()), "{good}");
+        }
+        for bad in ["", "-a", "a-", "Cart", "a_b", "a.b", "ä", &"x".repeat(64)] {
+            assert!(validate_name(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn scaling_bounds() {
+        assert!(validate_scaling(0, 1, 1).is_ok());
+        assert!(validate_scaling(2, 1, 1).is_err());
+        assert!(validate_scaling(0, 0, 1).is_err());
+        assert!(validate_scaling(0, 1, 0).is_err());
+    }
+}

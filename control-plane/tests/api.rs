@@ -1,0 +1,388 @@
+//! The management API driven with `oneshot` (no sockets) against a real one-node
+//! cluster: status codes, error bodies, tokens, shapes that scripts rely on.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use strata_control_plane::api::{app, AppState, Tokens};
+use strata_control_plane::auth::ClusterSecret;
+use strata_control_plane::node::{ControlPlane, NodeConfig, Timing};
+use strata_control_plane::raft::mem_network::MemRouter;
+use strata_control_plane::raft::NodeInfo;
+use tower::ServiceExt;
+
+const ADMIN: &str = "admin-token";
+const READER: &str = "reader-token";
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    node: Arc<ControlPlane>,
+    app: Router,
+}
+
+async fn harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let router = MemRouter::default();
+    let info = NodeInfo {
+        address: "mem-1".into(),
+        api_address: "mem-1-api".into(),
+    };
+    let config = NodeConfig {
+        node_id: 1,
+        data_dir: dir.path().to_owned(),
+        info,
+        secret: ClusterSecret::new("test"),
+        timing: Timing {
+            heartbeat_interval_ms: 50,
+            election_timeout_min_ms: 150,
+            election_timeout_max_ms: 300,
+        },
+    };
+    let node = ControlPlane::start(config, router.network(1)).await.unwrap();
+    router.register(1, node.raft.clone());
+    node.bootstrap().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !node.is_leader() {
+        assert!(Instant::now() < deadline, "the single node never became leader");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let tokens = Tokens {
+        admin: Some(ADMIN.into()),
+        read_only: Some(READER.into()),
+    };
+    let app = app(AppState::new(node.clone(), tokens));
+    Harness { _dir: dir, node, app }
+}
+
+async fn call(app: &Router, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(path);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    if body.is_some() {
+        request = request.header("content-type", "application/json");
+    }
+    let request = request
+        .body(body.map_or_else(Body::empty, |text| Body::from(text.to_owned())))
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+    };
+    (status, value)
+}
+
+async fn admin(app: &Router, method: &str, path: &str, body: Option<&str>) -> (StatusCode, Value) {
+    call(app, method, path, Some(ADMIN), body).await
+}
+
+fn error_code(body: &Value) -> &str {
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error body: {body}"))
+}
+
+#[tokio::test]
+async fn service_lifecycle_has_the_documented_shapes() {
+    let h = harness().await;
+    let (status, created) = admin(
+        &h.app,
+        "POST",
+        "/api/v1/services",
+        Some(r#"{"name":"cart","command":"./cart","max_scale":3}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    for field in [
+        "name",
+        "command",
+        "min_scale",
+        "max_scale",
+        "target_concurrency",
+        "desired_replicas",
+        "ready_replicas",
+        "status",
+    ] {
+        assert!(created.get(field).is_some(), "missing {field} in {created}");
+    }
+    assert_eq!(created["scale_to_zero_grace"], "30s");
+    assert_eq!(
+        (created["desired_replicas"].as_u64(), created["ready_replicas"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(created["status"], "pending");
+
+    let (status, list) = admin(&h.app, "GET", "/api/v1/services", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["services"][0]["name"], "cart");
+
+    let (status, patched) = admin(
+        &h.app,
+        "PATCH",
+        "/api/v1/services/cart",
+        Some(r#"{"min_scale":2,"scale_to_zero_grace":"5m"}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(
+        (patched["revision"].as_u64(), patched["desired_replicas"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(patched["scale_to_zero_grace"], "5m");
+
+    let (status, shards) = admin(&h.app, "GET", "/api/v1/services/cart/shards", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(shards["shard_count"], 64);
+    assert_eq!(shards["shards"][0], json!({"shard": 0, "owner": null, "epoch": 0}));
+
+    let (status, instances) = admin(&h.app, "GET", "/api/v1/services/cart/instances", None).await;
+    assert_eq!((status, instances), (StatusCode::OK, json!({"instances": []})));
+
+    let (status, _) = admin(&h.app, "DELETE", "/api/v1/services/cart", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = admin(&h.app, "GET", "/api/v1/services/cart", None).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "not_found"));
+    h.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_status_and_code() {
+    let h = harness().await;
+    admin(
+        &h.app,
+        "POST",
+        "/api/v1/services",
+        Some(r#"{"name":"cart","command":"./cart"}"#),
+    )
+    .await;
+    let cases: &[(&str, &str, Option<&str>, StatusCode, &str)] = &[
+        (
+            "POST",
+            "/api/v1/services",
+            Some(r#"{"name":"Bad_Name","command":"x"}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        ),
+        (
+            "POST",
+            "/api/v1/services",
+            Some(r#"{"name":"cart","command":"x"}"#),
+            StatusCode::CONFLICT,
+            "already_exists",
+        ),
+        (
+            "POST",
+            "/api/v1/services",
+            Some(r#"{"name":"x","command":"#),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            "POST",
+            "/api/v1/services",
+            Some(r#"{"name":"x","command":"y","colour":"red"}"#),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            "POST",
+            "/api/v1/services",
+            Some(r#"{"name":"x","command":"y","min_scale":4,"max_scale":2}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        ),
+        (
+            "POST",
+            "/api/v1/services",
+            Some(r#"{"name":"x","command":"y","min_scale":-1}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        ),
+        (
+            "POST",
+            "/api/v1/services",
+            Some(r#"{"name":"x","command":"y","scale_to_zero_grace":"soon"}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        ),
+        (
+            "POST",
+            "/api/v1/services",
+            Some(r#"{"name":"x"}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        ),
+        ("GET", "/api/v1/services/nope", None, StatusCode::NOT_FOUND, "not_found"),
+        (
+            "PATCH",
+            "/api/v1/services/nope",
+            Some(r#"{"min_scale":1}"#),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "PATCH",
+            "/api/v1/services/cart",
+            Some(r#"{"max_scale":-3}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        ),
+        (
+            "PATCH",
+            "/api/v1/services/cart",
+            Some(r#"{"name":"renamed"}"#),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            "DELETE",
+            "/api/v1/services/nope",
+            None,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "GET",
+            "/api/v1/services/nope/shards",
+            None,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        ("GET", "/api/v1/nowhere", None, StatusCode::NOT_FOUND, "not_found"),
+        (
+            "DELETE",
+            "/api/v1/cluster/members/1",
+            None,
+            StatusCode::CONFLICT,
+            "conflict",
+        ),
+        (
+            "DELETE",
+            "/api/v1/cluster/members/9",
+            None,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+    ];
+    for (method, path, body, expected_status, expected_code) in cases {
+        let (status, reply) = admin(&h.app, method, path, *body).await;
+        assert_eq!(
+            (status, error_code(&reply)),
+            (*expected_status, *expected_code),
+            "{method} {path} {body:?}: {reply}"
+        );
+        assert!(!reply["error"]["message"].as_str().unwrap_or_default().is_empty());
+    }
+    // Nothing refused reached the registry.
+    let (_, list) = admin(&h.app, "GET", "/api/v1/services", None).await;
+    assert_eq!(list["services"].as_array().map(Vec::len), Some(1));
+    h.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn tokens_decide_who_may_read_and_write() {
+    let h = harness().await;
+    let create = Some(r#"{"name":"cart","command":"./cart"}"#);
+    let (status, body) = call(&h.app, "GET", "/api/v1/services", None, None).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNAUTHORIZED, "unauthenticated")
+    );
+    let (status, _) = call(&h.app, "GET", "/api/v1/services", Some("guess"), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = call(&h.app, "POST", "/api/v1/services", Some(READER), create).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::FORBIDDEN, "permission_denied")
+    );
+    let (status, _) = call(&h.app, "GET", "/api/v1/services", Some(READER), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call(&h.app, "POST", "/api/v1/services", Some(ADMIN), create).await;
+    assert_eq!(status, StatusCode::CREATED);
+    h.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn cluster_view_and_openapi_document() {
+    let h = harness().await;
+    let (status, cluster) = admin(&h.app, "GET", "/api/v1/cluster", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(cluster["leader"], 1);
+    assert_eq!(
+        cluster["members"],
+        json!([{"node_id": 1, "address": "mem-1", "api_address": "mem-1-api", "role": "voter"}])
+    );
+    assert!(cluster["term"].as_u64().is_some() && cluster["applied_index"].as_u64().is_some());
+
+    let (status, doc) = call(&h.app, "GET", "/api/v1/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    for path in [
+        "/api/v1/services",
+        "/api/v1/services/{name}",
+        "/api/v1/services/{name}/shards",
+        "/api/v1/cluster",
+        "/api/v1/cluster/members",
+        "/api/v1/events",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
+    }
+    assert!(doc["components"]["schemas"].get("ServiceView").is_some());
+    h.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn events_stream_replays_history_as_server_sent_events() {
+    let h = harness().await;
+    admin(
+        &h.app,
+        "POST",
+        "/api/v1/services",
+        Some(r#"{"name":"cart","command":"./cart"}"#),
+    )
+    .await;
+    let request = Request::get("/api/v1/events")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = h.app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response.into_body();
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !seen.contains("service_created") {
+        assert!(Instant::now() < deadline, "no service_created event in {seen:?}");
+        let frame = tokio::time::timeout(Duration::from_secs(20), body.frame())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            seen.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    assert!(seen.contains("event: registry"), "{seen}");
+    // A live event arrives on the open stream too.
+    admin(&h.app, "DELETE", "/api/v1/services/cart", None).await;
+    while !seen.contains("service_deleted") {
+        assert!(Instant::now() < deadline, "no live service_deleted event in {seen:?}");
+        let frame = tokio::time::timeout(Duration::from_secs(20), body.frame())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            seen.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    h.node.shutdown().await;
+}

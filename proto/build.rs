@@ -16,6 +16,7 @@ const PROTOS: &[&str] = &[
     "google/api/http.proto",
     "google/api/httpbody.proto",
     "strata/control_plane.proto",
+    "strata/data_plane.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

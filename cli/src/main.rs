@@ -3,6 +3,7 @@
 
 mod control_plane;
 mod duration;
+mod gateway;
 mod proxy;
 mod services;
 
@@ -23,6 +24,8 @@ struct Cli {
 enum Command {
     /// Run the sidecar proxy beside one user function (CloudState-compatible).
     Proxy(proxy::ProxyArgs),
+    /// Run the gateway: serve every deployed service and route to its owners.
+    Gateway(gateway::GatewayArgs),
     /// Run one node of the Raft-replicated control plane.
     ControlPlane(control_plane::ControlPlaneArgs),
     /// List services with their desired and ready instances.
@@ -47,6 +50,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Proxy(args) => proxy::run(args).await,
+            Command::Gateway(args) => gateway::run(args).await,
             Command::ControlPlane(args) => control_plane::run(args).await,
             Command::Services(args) => services::run(args).await,
         }

@@ -5,7 +5,10 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 
 use anyhow::Context;
 use clap::Args;
-use strata_proxy::sidecar::{self, SidecarConfig};
+use strata_proxy::{
+    membership::MembershipConfig,
+    sidecar::{self, SidecarConfig},
+};
 
 #[derive(Args, Debug)]
 pub struct ProxyArgs {
@@ -30,6 +33,22 @@ pub struct ProxyArgs {
     /// How long to wait for the user function to answer discovery (e.g. 30s, 2m).
     #[arg(long, env = "STRATA_DISCOVERY_TIMEOUT", default_value = "60s", value_parser = crate::duration::parse)]
     discovery_timeout: Duration,
+    /// The control plane's data-plane address (e.g. http://127.0.0.1:9101). With
+    /// it the sidecar joins a deployment: it owns only the shards it is given.
+    #[arg(long, env = "STRATA_CONTROL_PLANE", requires_all = ["instance_id", "service"])]
+    control_plane: Option<String>,
+    /// This instance's id in the registry (with --control-plane).
+    #[arg(long, env = "STRATA_INSTANCE_ID")]
+    instance_id: Option<String>,
+    /// The registry's service this instance belongs to (with --control-plane).
+    #[arg(long, env = "STRATA_SERVICE")]
+    service: Option<String>,
+    /// The address gateways use to reach this sidecar; default: the listen address.
+    #[arg(long, env = "STRATA_ADVERTISE")]
+    advertise: Option<String>,
+    /// Bearer token for the control plane.
+    #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
@@ -39,13 +58,25 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot create the store's folder {}", parent.display()))?;
         }
     }
+    let listen = SocketAddr::new(args.http_host, args.http_port);
+    let membership = match (args.control_plane, args.instance_id, args.service) {
+        (Some(control_plane), Some(instance_id), Some(service)) => Some(MembershipConfig {
+            control_plane,
+            token: args.token,
+            instance_id,
+            service,
+            advertise: args.advertise.unwrap_or_else(|| listen.to_string()),
+        }),
+        _ => None,
+    };
     let config = SidecarConfig {
         function_host: args.user_function_host,
         function_port: args.user_function_port,
-        listen: SocketAddr::new(args.http_host, args.http_port),
+        listen,
         store_url: args.store,
         max_body: args.max_body_bytes,
         discovery_patience: args.discovery_timeout,
+        membership,
     };
     sidecar::run(config, crate::shutdown_signal()).await?;
     Ok(())

@@ -32,6 +32,10 @@ pub enum ProxyError {
     /// The user function broke the protocol; the entity was stopped.
     #[error("{0}")]
     Internal(String),
+    /// This sidecar does not own the entity's shard (it moved, or has not arrived
+    /// yet): the gateway re-reads its routes and retries on the owner.
+    #[error("{0}")]
+    NotOwner(String),
 }
 
 impl ProxyError {
@@ -44,6 +48,7 @@ impl ProxyError {
             ProxyError::Aborted(_) => Code::Aborted,
             ProxyError::Failure(_) => Code::Unknown,
             ProxyError::Internal(_) => Code::Internal,
+            ProxyError::NotOwner(_) => Code::FailedPrecondition,
         }
     }
 
@@ -55,6 +60,22 @@ impl ProxyError {
             ProxyError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Aborted(_) => StatusCode::CONFLICT,
             ProxyError::Failure(_) | ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::NotOwner(_) => StatusCode::CONFLICT,
+        }
+    }
+
+    /// The error a gateway reports for a sidecar's gRPC answer.
+    pub fn from_status(status: &tonic::Status) -> Self {
+        let message = status.message().to_string();
+        match status.code() {
+            Code::InvalidArgument => ProxyError::InvalidArgument(message),
+            Code::Unimplemented => ProxyError::Unimplemented(message),
+            Code::ResourceExhausted => ProxyError::ResourceExhausted(message),
+            Code::Aborted => ProxyError::Aborted(message),
+            Code::Unknown => ProxyError::Failure(message),
+            Code::FailedPrecondition => ProxyError::NotOwner(message),
+            Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded => ProxyError::Unavailable(message),
+            _ => ProxyError::Internal(message),
         }
     }
 

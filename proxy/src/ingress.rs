@@ -315,10 +315,18 @@ fn preflight(headers: &HeaderMap) -> Response {
 }
 
 fn json_error(error: &ProxyError) -> Response {
-    (
+    let mut response = (
         error.http_status(),
         [(header::CONTENT_TYPE, "application/json")],
         error.json_body().to_string(),
     )
-        .into_response()
+        .into_response();
+    if matches!(error, ProxyError::Unavailable(_)) {
+        // Every 503 here is worth retrying shortly: the function or the instance
+        // is coming (back), or a queue is full.
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+    }
+    response
 }

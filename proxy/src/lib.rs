@@ -5,8 +5,10 @@
 pub mod entity;
 pub mod error;
 pub mod function;
+pub mod gateway;
 pub mod grpc;
 pub mod ingress;
+pub mod membership;
 pub mod metrics;
 pub mod model;
 pub mod path_template;

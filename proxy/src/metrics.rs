@@ -23,6 +23,11 @@ pub struct Metrics {
     pub activation_seconds: HistogramVec,
     /// Time for an entity's write to become durable (group commit included).
     pub persist_seconds: HistogramVec,
+    /// Gateway: time from a request's arrival at a service with no ready
+    /// instance until it is released to the first ready one.
+    pub cold_start_seconds: HistogramVec,
+    /// Gateway: requests waiting for a service to scale from zero.
+    pub held: IntGaugeVec,
     store_writes: IntGauge,
     store_transactions: IntGauge,
     store_conflicts: IntGauge,
@@ -81,6 +86,23 @@ impl Metrics {
                 &["service"],
             )
             .expect("valid metric"),
+            cold_start_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "strata_cold_start_seconds",
+                    "Time a request waited for its service to scale from zero",
+                )
+                .buckets(exponential_buckets(0.01, 2.0, 14).expect("valid buckets")),
+                &["service"],
+            )
+            .expect("valid metric"),
+            held: IntGaugeVec::new(
+                Opts::new(
+                    "strata_gateway_held_requests",
+                    "Requests waiting for a service to scale from zero",
+                ),
+                &["service"],
+            )
+            .expect("valid metric"),
             store_writes: IntGauge::new("strata_store_writes_committed", "Writes committed by the store")
                 .expect("valid metric"),
             store_transactions: IntGauge::new("strata_store_transactions", "Transactions (batches) committed")
@@ -98,6 +120,8 @@ impl Metrics {
             Box::new(metrics.passivations.clone()),
             Box::new(metrics.activation_seconds.clone()),
             Box::new(metrics.persist_seconds.clone()),
+            Box::new(metrics.cold_start_seconds.clone()),
+            Box::new(metrics.held.clone()),
             Box::new(metrics.store_writes.clone()),
             Box::new(metrics.store_transactions.clone()),
             Box::new(metrics.store_conflicts.clone()),

@@ -9,7 +9,8 @@ use tokio::net::TcpListener;
 use crate::{
     entity::Entities,
     function::{DiscoveryError, FunctionClient},
-    ingress::{self, Ingress},
+    ingress::{self, Commands, Ingress},
+    membership::{Membership, MembershipConfig, MembershipError, OwnedEntities},
     metrics::Metrics,
     model::{Catalog, ModelError, ServiceModel},
 };
@@ -24,6 +25,9 @@ pub struct SidecarConfig {
     pub max_body: usize,
     /// How long to keep retrying discovery while the function starts.
     pub discovery_patience: Duration,
+    /// Set when the sidecar is part of a deployment run by a control plane;
+    /// `None` for a standalone proxy, which owns every entity.
+    pub membership: Option<MembershipConfig>,
 }
 
 impl Default for SidecarConfig {
@@ -35,6 +39,7 @@ impl Default for SidecarConfig {
             store_url: "sqlite://.strata/strata.db".into(),
             max_body: ingress::DEFAULT_MAX_BODY,
             discovery_patience: Duration::from_secs(60),
+            membership: None,
         }
     }
 }
@@ -51,6 +56,8 @@ pub enum SidecarError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("the server failed: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Membership(#[from] MembershipError),
 }
 
 /// Discovers the function and serves it until `shutdown` resolves; then stops
@@ -61,6 +68,12 @@ pub async fn run(
 ) -> Result<(), SidecarError> {
     let store = strata_store::open(&config.store_url).await?;
     let function = FunctionClient::new(&config.function_host, config.function_port)?;
+    let membership = match config.membership.clone() {
+        Some(membership) => Some(Arc::new(
+            Membership::register(membership, config.discovery_patience).await?,
+        )),
+        None => None,
+    };
     let spec = function.discover(config.discovery_patience).await?;
     let model = ServiceModel::from_spec(&spec)?;
     for reason in &model.skipped {
@@ -71,9 +84,17 @@ pub async fn run(
     let model = Arc::new(model);
     let metrics = Arc::new(Metrics::new());
     let entities = Arc::new(Entities::new(function, store.clone(), metrics.clone()));
+    let commands: Arc<dyn Commands> = match (&membership, &config.membership) {
+        (Some(membership), Some(settings)) => Arc::new(OwnedEntities {
+            entities: entities.clone(),
+            ownership: membership.ownership(),
+            instance_id: settings.instance_id.clone(),
+        }),
+        _ => entities.clone(),
+    };
     let app = ingress::router(Ingress {
         catalog: Arc::new(Catalog::new(vec![model])),
-        commands: entities,
+        commands,
         metrics,
         store: Some(store),
         max_body: config.max_body,
@@ -85,9 +106,34 @@ pub async fn run(
             source,
         })?;
     let addr = listener.local_addr().map_err(SidecarError::Serve)?;
+    // Only now is there something to route to: report ready, then follow routes.
+    if let Some(membership) = &membership {
+        membership.report_ready(&spec).await?;
+        let follower = membership.clone();
+        let entities = entities.clone();
+        tokio::spawn(async move { follower.follow_routes(entities).await });
+    }
     tracing::info!(%addr, "proxy ready");
+    let stop = async move {
+        let forgotten = async {
+            match &membership {
+                Some(membership) => membership.heartbeat_until_forgotten().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shutdown => {}
+            () = forgotten => {}
+        }
+        if let Some(membership) = &membership {
+            // Hand the shards over before the listener closes; in-flight commands finish.
+            membership
+                .drain("the sidecar is shutting down", Duration::from_secs(5))
+                .await;
+        }
+    };
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(stop)
         .await
         .map_err(SidecarError::Serve)
 }

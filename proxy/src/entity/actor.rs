@@ -97,6 +97,7 @@ pub(super) async fn run(
     entity_id: String,
     key: ActorKey,
     mut mailbox: mpsc::Receiver<Box<EntityCommand>>,
+    own_mailbox: mpsc::WeakSender<Box<EntityCommand>>,
 ) {
     let span = tracing::debug_span!("entity", service = %key.0, entity_id = %entity_id);
     async move {
@@ -138,7 +139,15 @@ pub(super) async fn run(
                     // already queued so no caller is left without an answer.
                     {
                         let mut actors = shared.actors.lock().expect("entity registry poisoned");
-                        actors.remove(&key);
+                        // Only our own entry: after a release, a new actor may
+                        // already serve this entity.
+                        let ours = own_mailbox.upgrade();
+                        if actors
+                            .get(&key)
+                            .is_some_and(|m| ours.is_some_and(|o| m.same_channel(&o)))
+                        {
+                            actors.remove(&key);
+                        }
                         mailbox.close();
                     }
                     while let Ok(command) = mailbox.try_recv() {

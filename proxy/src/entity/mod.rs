@@ -96,6 +96,15 @@ impl Entities {
         })
     }
 
+    /// Lets go of the entities `which` selects (e.g. of shards this instance lost):
+    /// each finishes the commands it already has, then passivates. Returns how many.
+    pub fn release(&self, which: impl Fn(&str, &str) -> bool) -> usize {
+        let mut actors = self.shared.actors.lock().expect("entity registry poisoned");
+        let before = actors.len();
+        actors.retain(|(service, entity_id), _| !which(service, entity_id));
+        before - actors.len()
+    }
+
     /// How many entities are active now.
     pub fn active(&self) -> usize {
         self.shared.actors.lock().expect("entity registry poisoned").len()
@@ -112,7 +121,7 @@ impl Shared {
         }
         let (tx, rx) = mpsc::channel(MAILBOX);
         actors.insert(key.clone(), tx.clone());
-        tokio::spawn(actor::run(self.clone(), key.1.clone(), key.clone(), rx));
+        tokio::spawn(actor::run(self.clone(), key.1.clone(), key.clone(), rx, tx.downgrade()));
         tx
     }
 

@@ -1,0 +1,46 @@
+//! `strata gateway`: the edge of a deployment, following a control plane's routes.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::Args;
+use strata_proxy::gateway::{self, GatewayConfig};
+
+#[derive(Args, Debug)]
+pub struct GatewayArgs {
+    /// Address to serve every deployed service on (gRPC, gRPC-web, HTTP+JSON).
+    #[arg(long, env = "STRATA_GATEWAY_LISTEN", default_value = "127.0.0.1:9000")]
+    listen: SocketAddr,
+    /// The control plane's data-plane address (a node's --listen), e.g. http://127.0.0.1:9101.
+    #[arg(long, env = "STRATA_CONTROL_PLANE")]
+    control_plane: String,
+    /// Bearer token for the control plane (the admin token).
+    #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "STRATA_MAX_BODY_BYTES", default_value_t = strata_proxy::ingress::DEFAULT_MAX_BODY)]
+    max_body_bytes: usize,
+    /// Requests that may wait per service while it scales from zero (more get 503).
+    #[arg(long, env = "STRATA_HOLD_CAPACITY", default_value_t = 1000)]
+    hold_capacity: usize,
+    /// How long a request may wait for a service to scale from zero (then 503).
+    #[arg(long, env = "STRATA_HOLD_TIMEOUT", default_value = "30s", value_parser = crate::duration::parse)]
+    hold_timeout: Duration,
+}
+
+impl GatewayArgs {
+    pub fn config(&self) -> GatewayConfig {
+        GatewayConfig {
+            listen: self.listen,
+            control_plane: self.control_plane.clone(),
+            token: self.token.clone(),
+            max_body: self.max_body_bytes,
+            hold_capacity: self.hold_capacity,
+            hold_timeout: self.hold_timeout,
+        }
+    }
+}
+
+pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
+    gateway::run(args.config(), crate::shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! The gateway's view of the deployment, rebuilt from each route snapshot the
+//! control plane sends: every service's model (for decoding and transcoding) and
+//! who owns each of its shards. Pure data; building it does no I/O.
+
+use std::{collections::HashMap, sync::Arc};
+
+use strata_proto::cloudstate::{Entity, EntitySpec};
+use strata_proto::strata::controlplane::v1::{RouteSnapshot, ServiceRoutes};
+
+use crate::model::{Catalog, ServiceModel};
+
+/// One reachable instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub instance: String,
+    pub address: String,
+}
+
+/// The routes of one deployed service.
+#[derive(Debug)]
+pub struct ServiceTable {
+    pub name: String,
+    /// `None` until an instance has been ready once (no descriptors yet).
+    pub model: Option<Arc<ServiceModel>>,
+    descriptor_set: Vec<u8>,
+    /// Owner of each shard, `None` when unowned.
+    pub shards: Vec<Option<Target>>,
+    pub ready: Vec<Target>,
+    pub desired_replicas: u32,
+}
+
+impl ServiceTable {
+    pub fn owner(&self, shard: u32) -> Option<&Target> {
+        self.shards.get(shard as usize).and_then(Option::as_ref)
+    }
+
+    pub fn shard_count(&self) -> u32 {
+        self.shards.len() as u32
+    }
+
+    #[cfg(test)]
+    pub(crate) fn for_tests(name: &str, ready: Vec<Target>) -> Self {
+        Self {
+            name: name.into(),
+            model: None,
+            descriptor_set: Vec::new(),
+            shards: Vec::new(),
+            ready,
+            desired_replicas: 0,
+        }
+    }
+}
+
+/// Everything the gateway routes by.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    pub version: u64,
+    pub services: HashMap<String, ServiceTable>,
+    /// Fully qualified gRPC service name -> deployed service.
+    pub deployment_of: HashMap<String, String>,
+    pub catalog: Arc<Catalog>,
+}
+
+impl RouteTable {
+    /// Builds the table for a snapshot, reusing the models of `previous` whose
+    /// descriptors did not change (decoding descriptors is the expensive part).
+    pub fn build(snapshot: &RouteSnapshot, previous: &RouteTable) -> RouteTable {
+        let mut table = RouteTable {
+            version: snapshot.version,
+            ..RouteTable::default()
+        };
+        for routes in &snapshot.services {
+            let model = match previous.services.get(&routes.name) {
+                Some(old) if old.descriptor_set == routes.descriptor_set && old.model.is_some() => old.model.clone(),
+                _ => build_model(routes),
+            };
+            if let Some(model) = &model {
+                for name in model.service_names() {
+                    table.deployment_of.insert(name.to_string(), routes.name.clone());
+                }
+            }
+            let address_of: HashMap<&str, &str> = routes
+                .instances
+                .iter()
+                .map(|i| (i.id.as_str(), i.address.as_str()))
+                .collect();
+            let target = |id: &str| {
+                address_of.get(id).map(|address| Target {
+                    instance: id.to_string(),
+                    address: address.to_string(),
+                })
+            };
+            table.services.insert(
+                routes.name.clone(),
+                ServiceTable {
+                    name: routes.name.clone(),
+                    model,
+                    descriptor_set: routes.descriptor_set.clone(),
+                    shards: routes
+                        .shards
+                        .iter()
+                        .map(|s| (!s.owner.is_empty()).then(|| target(&s.owner)).flatten())
+                        .collect(),
+                    ready: routes
+                        .instances
+                        .iter()
+                        .filter(|i| i.state == "ready")
+                        .filter_map(|i| target(&i.id))
+                        .collect(),
+                    desired_replicas: routes.desired_replicas,
+                },
+            );
+        }
+        let mut named: Vec<_> = table
+            .services
+            .values()
+            .filter_map(|s| Some((s.name.clone(), s.model.clone()?)))
+            .collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        table.catalog = Arc::new(Catalog::new(named.into_iter().map(|(_, model)| model).collect()));
+        table
+    }
+
+    /// The deployed service serving a gRPC service.
+    pub fn service_for(&self, grpc_service: &str) -> Option<&ServiceTable> {
+        self.services.get(self.deployment_of.get(grpc_service)?)
+    }
+}
+
+fn build_model(routes: &ServiceRoutes) -> Option<Arc<ServiceModel>> {
+    if routes.descriptor_set.is_empty() {
+        return None;
+    }
+    let spec = EntitySpec {
+        proto: routes.descriptor_set.clone(),
+        entities: routes
+            .entities
+            .iter()
+            .map(|e| Entity {
+                entity_type: e.entity_type.clone(),
+                service_name: e.service_name.clone(),
+                persistence_id: e.persistence_id.clone(),
+                passivation_strategy: None,
+            })
+            .collect(),
+        service_info: None,
+    };
+    match ServiceModel::from_spec(&spec) {
+        Ok(model) if !model.entities.is_empty() => Some(Arc::new(model)),
+        Ok(_) => None,
+        Err(error) => {
+            tracing::warn!(service = %routes.name, %error, "cannot serve this service's descriptors");
+            None
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! A sidecar's membership in a Strata deployment: it registers with the control
+//! plane, reports ready with the function's descriptors, heartbeats, and follows
+//! the route watch to learn which shards it owns. Commands for other shards are
+//! refused as "not owner"; entities of shards it lost are passivated. Without a
+//! control plane (plain `strata proxy`) the sidecar owns everything.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use prost_types::Any;
+use strata_proto::cloudstate::{EntitySpec, Metadata};
+use strata_proto::strata::controlplane::v1::{
+    data_plane_client::DataPlaneClient, DrainRequest, EntityRoute, HeartbeatRequest, RegisterInstanceRequest,
+    ReportReadyRequest, RouteSnapshot, WatchRoutesRequest,
+};
+use tokio::sync::watch;
+use tonic::{service::interceptor::InterceptedService, transport::Channel};
+
+use crate::{entity::Entities, error::ProxyError, ingress::Commands, model::MethodModel, shard::shard_of};
+
+/// How to reach the control plane and who this instance is.
+#[derive(Debug, Clone)]
+pub struct MembershipConfig {
+    /// The control plane's data-plane address, e.g. `http://127.0.0.1:9101`.
+    pub control_plane: String,
+    pub token: Option<String>,
+    pub instance_id: String,
+    /// The registry's service (deployment) name.
+    pub service: String,
+    /// Where gateways reach this sidecar (host:port).
+    pub advertise: String,
+}
+
+/// The shards this instance owns, from the latest route snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ownership {
+    pub shard_count: u32,
+    pub owned: HashSet<u32>,
+}
+
+impl Ownership {
+    pub fn owns(&self, entity_id: &str) -> bool {
+        self.shard_count > 0 && self.owned.contains(&shard_of(entity_id, self.shard_count))
+    }
+
+    /// This instance's shards in a snapshot of every service's routes.
+    pub fn from_snapshot(snapshot: &RouteSnapshot, service: &str, instance_id: &str) -> Self {
+        let Some(routes) = snapshot.services.iter().find(|s| s.name == service) else {
+            return Ownership::default();
+        };
+        Ownership {
+            shard_count: routes.shards.len() as u32,
+            owned: routes
+                .shards
+                .iter()
+                .enumerate()
+                .filter(|(_, shard)| shard.owner == instance_id)
+                .map(|(i, _)| i as u32)
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    #[error("cannot reach the control plane at {address}: {message}")]
+    Unreachable { address: String, message: String },
+    #[error("the control plane refused {what}: {message}")]
+    Refused { what: &'static str, message: String },
+}
+
+/// A data-plane client that sends the bearer token.
+pub type DataPlane = DataPlaneClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds the bearer token to every call.
+#[derive(Clone)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl Bearer {
+    pub fn new(token: Option<&str>) -> Self {
+        Self(token.and_then(|t| format!("Bearer {t}").parse().ok()))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A data-plane client for `address` (lazily connecting).
+pub fn data_plane_client(address: &str, token: Option<&str>) -> Result<DataPlane, MembershipError> {
+    let channel = tonic::transport::Endpoint::from_shared(address.to_string())
+        .map_err(|e| MembershipError::Unreachable {
+            address: address.to_string(),
+            message: e.to_string(),
+        })?
+        .connect_timeout(Duration::from_secs(2))
+        .connect_lazy();
+    Ok(DataPlaneClient::with_interceptor(channel, Bearer::new(token)))
+}
+
+/// The live membership of a managed sidecar.
+pub struct Membership {
+    config: MembershipConfig,
+    client: DataPlane,
+    ownership: watch::Receiver<Ownership>,
+    ownership_tx: watch::Sender<Ownership>,
+    heartbeat_interval: Duration,
+}
+
+impl Membership {
+    /// Registers the instance (state: starting), retrying while the control plane
+    /// is not reachable, for at most `patience`.
+    pub async fn register(config: MembershipConfig, patience: Duration) -> Result<Self, MembershipError> {
+        let mut client = data_plane_client(&config.control_plane, config.token.as_deref())?;
+        let started = tokio::time::Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        let response = loop {
+            let request = RegisterInstanceRequest {
+                instance_id: config.instance_id.clone(),
+                service: config.service.clone(),
+                address: config.advertise.clone(),
+            };
+            match client.register_instance(request).await {
+                Ok(response) => break response.into_inner(),
+                Err(status) if is_transient(&status) && started.elapsed() + backoff < patience => {
+                    tracing::debug!(error = %status.message(), "control plane not ready, retrying registration");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(status) if is_transient(&status) => {
+                    return Err(MembershipError::Unreachable {
+                        address: config.control_plane.clone(),
+                        message: status.message().to_string(),
+                    })
+                }
+                Err(status) => {
+                    return Err(MembershipError::Refused {
+                        what: "the registration",
+                        message: status.message().to_string(),
+                    })
+                }
+            }
+        };
+        tracing::info!(instance = %config.instance_id, service = %config.service, "registered with the control plane");
+        let (ownership_tx, ownership) = watch::channel(Ownership::default());
+        Ok(Self {
+            config,
+            client,
+            ownership,
+            ownership_tx,
+            heartbeat_interval: Duration::from_millis(u64::from(response.heartbeat_interval_ms.max(100))),
+        })
+    }
+
+    /// Reports discovery done, with the function's descriptors and entities.
+    pub async fn report_ready(&self, spec: &EntitySpec) -> Result<(), MembershipError> {
+        let request = ReportReadyRequest {
+            instance_id: self.config.instance_id.clone(),
+            descriptor_set: spec.proto.clone(),
+            entities: spec
+                .entities
+                .iter()
+                .map(|e| EntityRoute {
+                    entity_type: e.entity_type.clone(),
+                    service_name: e.service_name.clone(),
+                    persistence_id: e.persistence_id.clone(),
+                })
+                .collect(),
+        };
+        self.client
+            .clone()
+            .report_ready(request)
+            .await
+            .map_err(|status| MembershipError::Refused {
+                what: "the ready report",
+                message: status.message().to_string(),
+            })?;
+        tracing::info!(instance = %self.config.instance_id, "reported ready");
+        Ok(())
+    }
+
+    pub fn ownership(&self) -> watch::Receiver<Ownership> {
+        self.ownership.clone()
+    }
+
+    /// Heartbeats until the control plane forgets this instance; then resolves,
+    /// so the sidecar can stop (its runtime starts a fresh instance).
+    pub async fn heartbeat_until_forgotten(&self) {
+        let mut client = self.client.clone();
+        let mut ticks = tokio::time::interval(self.heartbeat_interval);
+        loop {
+            ticks.tick().await;
+            let request = HeartbeatRequest {
+                instance_id: self.config.instance_id.clone(),
+            };
+            match client.heartbeat(request).await {
+                Ok(response) if !response.get_ref().known => {
+                    tracing::error!(instance = %self.config.instance_id, "the control plane no longer knows this instance; stopping");
+                    return;
+                }
+                Ok(_) => {}
+                Err(status) => tracing::warn!(error = %status.message(), "heartbeat failed"),
+            }
+        }
+    }
+
+    /// Follows the route watch forever (reconnecting), publishing this instance's
+    /// shards and passivating the entities of shards it no longer owns.
+    pub async fn follow_routes(&self, entities: Arc<Entities>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.client.clone().watch_routes(WatchRoutesRequest {}).await {
+                Ok(stream) => {
+                    backoff = Duration::from_millis(100);
+                    let mut stream = stream.into_inner();
+                    loop {
+                        match stream.message().await {
+                            Ok(Some(snapshot)) => self.apply(&snapshot, &entities),
+                            Ok(None) => break,
+                            Err(status) => {
+                                tracing::warn!(error = %status.message(), "route watch ended");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(status) => tracing::warn!(error = %status.message(), "cannot watch routes"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    fn apply(&self, snapshot: &RouteSnapshot, entities: &Entities) {
+        let ownership = Ownership::from_snapshot(snapshot, &self.config.service, &self.config.instance_id);
+        if ownership == *self.ownership.borrow() {
+            return;
+        }
+        tracing::info!(
+            instance = %self.config.instance_id,
+            owned = ownership.owned.len(),
+            of = ownership.shard_count,
+            version = snapshot.version,
+            "shard ownership changed"
+        );
+        let released = entities.release(|_, entity_id| !ownership.owns(entity_id));
+        if released > 0 {
+            tracing::info!(released, "passivating entities of shards this instance lost");
+        }
+        let _ = self.ownership_tx.send(ownership);
+    }
+
+    /// Gives the shards up before stopping, and waits (bounded) until the
+    /// control plane has moved them.
+    pub async fn drain(&self, reason: &str, patience: Duration) {
+        let request = DrainRequest {
+            instance_id: self.config.instance_id.clone(),
+            reason: reason.to_string(),
+        };
+        if let Err(status) = self.client.clone().drain(request).await {
+            tracing::warn!(error = %status.message(), "drain request failed");
+            return;
+        }
+        let mut ownership = self.ownership.clone();
+        let _ = tokio::time::timeout(patience, ownership.wait_for(|o| o.owned.is_empty())).await;
+    }
+}
+
+fn is_transient(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+    )
+}
+
+/// The entities of a managed sidecar: commands for shards it does not own are
+/// refused, so the gateway re-routes them.
+pub struct OwnedEntities {
+    pub entities: Arc<Entities>,
+    pub ownership: watch::Receiver<Ownership>,
+    pub instance_id: String,
+}
+
+#[async_trait::async_trait]
+impl Commands for OwnedEntities {
+    async fn run(
+        &self,
+        method: Arc<MethodModel>,
+        entity_id: String,
+        payload: Any,
+        metadata: Option<Metadata>,
+    ) -> Result<Any, ProxyError> {
+        if !self.ownership.borrow().owns(&entity_id) {
+            return Err(ProxyError::NotOwner(format!(
+                "instance {} does not own entity {entity_id:?} of {}",
+                self.instance_id, method.entity.service_name
+            )));
+        }
+        self.entities.handle(method, entity_id, payload, metadata).await
+    }
+}

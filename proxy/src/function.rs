@@ -37,9 +37,10 @@ impl FunctionClient {
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|_| DiscoveryError::Address(address.clone()))?
             .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(10));
+            // No HTTP/2 keep-alive pings: gRPC servers allow one ping per five
+            // minutes without data and close connections that ping more often,
+            // which would kill every entity stream on them.
+            .tcp_nodelay(true);
         Ok(Self {
             channel: endpoint.connect_lazy(),
             address,
@@ -54,31 +55,40 @@ impl FunctionClient {
         &self.address
     }
 
-    /// Opens one entity stream (`handle` of an entity protocol). The codec keeps
-    /// small buffers: a proxy holds one stream per active entity, and tonic's
-    /// default 8 KiB per direction would dominate its memory.
-    pub async fn open_entity_stream<In, Out>(
+    /// Opens one entity stream (`handle` of an entity protocol) without waiting
+    /// for the function's response headers: many gRPC servers (grpcio, grpc-go)
+    /// send them only with their first message, which answers a command the proxy
+    /// has not sent yet. The codec keeps small buffers: a proxy holds one stream
+    /// per active entity, and tonic's default 8 KiB per direction would dominate
+    /// its memory.
+    pub fn open_entity_stream<In, Out>(
         &self,
         path: &'static str,
         input: impl futures::Stream<Item = In> + Send + 'static,
-    ) -> Result<tonic::Streaming<Out>, tonic::Status>
+    ) -> EntityStream<Out>
     where
         In: prost::Message + Send + Sync + 'static,
         Out: prost::Message + Default + Send + Sync + 'static,
     {
-        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
-        grpc.ready()
-            .await
-            .map_err(|e| tonic::Status::unavailable(format!("the user function is unreachable: {e}")))?;
-        let codec = SmallBuffers::<In, Out>(std::marker::PhantomData);
-        let response = grpc
-            .streaming(
-                tonic::Request::new(input),
-                http::uri::PathAndQuery::from_static(path),
-                codec,
-            )
-            .await?;
-        Ok(response.into_inner())
+        let channel = self.channel.clone();
+        let opening = tokio::spawn(async move {
+            let mut grpc = tonic::client::Grpc::new(channel);
+            grpc.ready()
+                .await
+                .map_err(|e| tonic::Status::unavailable(format!("the user function is unreachable: {e}")))?;
+            let codec = SmallBuffers::<In, Out>(std::marker::PhantomData);
+            let response = grpc
+                .streaming(
+                    tonic::Request::new(input),
+                    http::uri::PathAndQuery::from_static(path),
+                    codec,
+                )
+                .await?;
+            Ok(response.into_inner())
+        });
+        EntityStream {
+            state: StreamState::Opening(opening),
+        }
     }
 
     /// Calls `discover`, retrying with backoff (100 ms doubling to 2 s) while the
@@ -147,6 +157,68 @@ fn check_version(spec: &EntitySpec) -> Result<(), DiscoveryError> {
         );
     }
     Ok(())
+}
+
+/// The function's side of one entity stream, opened in the background.
+pub struct EntityStream<Out> {
+    state: StreamState<Out>,
+}
+
+enum StreamState<Out> {
+    Opening(tokio::task::JoinHandle<Result<tonic::Streaming<Out>, tonic::Status>>),
+    Open(Box<tonic::Streaming<Out>>),
+    Closed,
+}
+
+impl<Out> EntityStream<Out> {
+    /// The function's next message, `None` when it ended the stream.
+    pub async fn message(&mut self) -> Result<Option<Out>, tonic::Status> {
+        if let StreamState::Opening(opening) = &mut self.state {
+            self.state = match opening.await {
+                Ok(Ok(stream)) => StreamState::Open(Box::new(stream)),
+                Ok(Err(status)) => {
+                    self.state = StreamState::Closed;
+                    return Err(status);
+                }
+                Err(_) => {
+                    self.state = StreamState::Closed;
+                    return Err(tonic::Status::unavailable("the entity stream could not be opened"));
+                }
+            };
+        }
+        match &mut self.state {
+            StreamState::Open(stream) => stream.message().await,
+            _ => Ok(None),
+        }
+    }
+
+    /// Whether the stream is already over (the function failed or ended it)
+    /// while nothing was in flight; polls without waiting. Anything the function
+    /// sent unasked also counts: the stream is replaced either way.
+    pub fn is_closed(&mut self) -> bool {
+        use futures::FutureExt;
+        if let StreamState::Opening(opening) = &mut self.state {
+            if !opening.is_finished() {
+                return false;
+            }
+            self.state = match opening.now_or_never() {
+                Some(Ok(Ok(stream))) => StreamState::Open(Box::new(stream)),
+                _ => StreamState::Closed,
+            };
+        }
+        match &mut self.state {
+            StreamState::Open(stream) => stream.message().now_or_never().is_some(),
+            _ => true,
+        }
+    }
+}
+
+impl<Out> Drop for EntityStream<Out> {
+    fn drop(&mut self) {
+        if let StreamState::Opening(opening) = &self.state {
+            opening.abort();
+        }
+    }
 }
 
 /// Prost encoding with buffers sized for small protocol messages; they still grow

@@ -125,10 +125,6 @@ pub enum ModelError {
 impl ServiceModel {
     pub fn from_spec(spec: &EntitySpec) -> Result<Self, ModelError> {
         let pool = DescriptorPool::decode(spec.proto.as_slice()).map_err(|e| ModelError::Descriptors(e.to_string()))?;
-        let key_options: Vec<_> = ["cloudstate.entity_key", "cloudstate.legacy_entity_key"]
-            .iter()
-            .filter_map(|name| pool.get_extension_by_name(name))
-            .collect();
         let http_option = pool.get_extension_by_name("google.api.http");
 
         let mut model = ServiceModel {
@@ -183,12 +179,7 @@ impl ServiceModel {
                 let key_fields: Vec<FieldDescriptor> = method
                     .input()
                     .fields()
-                    .filter(|f| {
-                        let options = f.options();
-                        key_options
-                            .iter()
-                            .any(|ext| options.get_extension(ext).as_bool() == Some(true))
-                    })
+                    .filter(|f| marks_entity_key(&f.options()))
                     .collect();
                 if key_fields.is_empty() {
                     return Err(fail(format!(
@@ -247,6 +238,39 @@ impl ServiceModel {
     pub fn service_names(&self) -> impl Iterator<Item = &str> {
         self.entities.iter().map(|e| e.service_name.as_str())
     }
+}
+
+/// Field option numbers that mark an entity key: `cloudstate.entity_key` (1080)
+/// and the number early CloudState releases used (50002).
+const ENTITY_KEY_OPTIONS: [u32; 2] = [1080, 50002];
+
+/// Whether a field's options set either entity key option to true. Decided by
+/// number on the encoded options, not by name in the function's descriptors:
+/// SDKs ship their own `cloudstate/entity_key.proto`, and some declare the name
+/// `entity_key` with the legacy number (CloudState's proxy also checks both).
+fn marks_entity_key(options: &DynamicMessage) -> bool {
+    use prost::{
+        encoding::{decode_key, decode_varint, skip_field, DecodeContext, WireType},
+        Message,
+    };
+    let encoded = options.encode_to_vec();
+    let mut buf = encoded.as_slice();
+    while !buf.is_empty() {
+        let Ok((number, wire_type)) = decode_key(&mut buf) else {
+            return false;
+        };
+        if wire_type == WireType::Varint && ENTITY_KEY_OPTIONS.contains(&number) {
+            match decode_varint(&mut buf) {
+                Ok(value) if value != 0 => return true,
+                Ok(_) => continue,
+                Err(_) => return false,
+            }
+        }
+        if skip_field(wire_type, number, &mut buf, DecodeContext::default()).is_err() {
+            return false;
+        }
+    }
+    false
 }
 
 /// Reads one `google.api.HttpRule` (and its additional bindings) into routes.

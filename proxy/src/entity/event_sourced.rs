@@ -17,8 +17,8 @@ use super::{
     actor::After,
     pipeline::WritePipeline,
     protocol::{
-        client_answer, entity_stream, function_unavailable, round_trip, store_unavailable, stream_closed,
-        stream_failure, violation, ToFunction,
+        client_answer, entity_stream, round_trip, store_unavailable, stream_closed, stream_failure, violation,
+        ToFunction,
     },
     EntityCommand, Shared,
 };
@@ -28,7 +28,7 @@ const EVENT_SOURCED_HANDLE: &str = "/cloudstate.eventsourced.EventSourced/handle
 
 pub(in crate::entity) struct EventSourcedSession {
     to_function: ToFunction<EventSourcedStreamIn>,
-    from_function: tonic::Streaming<EventSourcedStreamOut>,
+    from_function: crate::function::EntityStream<EventSourcedStreamOut>,
     next_command_id: i64,
     pub(in crate::entity) journal: WritePipeline,
 }
@@ -117,11 +117,7 @@ impl EventSourcedSession {
                 payload: Some(event.payload),
             }));
         }
-        let from_function = shared
-            .function
-            .open_entity_stream(EVENT_SOURCED_HANDLE, inbound)
-            .await
-            .map_err(|status| function_unavailable(shared, &status))?;
+        let from_function = shared.function.open_entity_stream(EVENT_SOURCED_HANDLE, inbound);
         Ok(Self {
             to_function,
             from_function,

@@ -9,6 +9,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::Shared;
 use crate::error::{code_name, ProxyError};
+use crate::function::EntityStream;
 
 /// The sending half of an entity stream. Messages travel boxed: a channel
 /// allocates slots in blocks, and with one channel per active entity, slots the
@@ -30,7 +31,7 @@ pub(super) fn entity_stream<In: Send + 'static>() -> (ToFunction<In>, impl futur
 pub(super) async fn round_trip<In, Out>(
     shared: &Shared,
     to_function: &ToFunction<In>,
-    from_function: &mut tonic::Streaming<Out>,
+    from_function: &mut EntityStream<Out>,
     message: In,
 ) -> Result<Out, ProxyError> {
     if to_function.send(Box::new(message)).is_ok() {
@@ -48,9 +49,8 @@ pub(super) async fn round_trip<In, Out>(
 /// Whether the function has ended the stream while nothing was in flight: polls
 /// it once without waiting. Anything but "no message yet" means the stream is over
 /// (an unsolicited message is a violation too; the stream is replaced either way).
-pub(super) fn stream_closed<Out>(from_function: &mut tonic::Streaming<Out>) -> bool {
-    use futures::FutureExt;
-    from_function.message().now_or_never().is_some()
+pub(super) fn stream_closed<Out>(from_function: &mut EntityStream<Out>) -> bool {
+    from_function.is_closed()
 }
 
 /// The client's answer from a reply's client action, and whether to restart.

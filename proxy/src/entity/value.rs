@@ -15,8 +15,8 @@ use strata_store::EntityKey;
 use super::{
     actor::After,
     protocol::{
-        client_answer, entity_stream, function_unavailable, persist_timed, round_trip, store_failed, store_unavailable,
-        stream_closed, stream_failure, violation, ToFunction,
+        client_answer, entity_stream, persist_timed, round_trip, store_failed, store_unavailable, stream_closed,
+        stream_failure, violation, ToFunction,
     },
     EntityCommand, Shared,
 };
@@ -27,7 +27,7 @@ const VALUE_ENTITY_HANDLE: &str = "/cloudstate.valueentity.ValueEntity/handle";
 pub(in crate::entity) struct ValueSession {
     key: EntityKey,
     to_function: ToFunction<ValueEntityStreamIn>,
-    from_function: tonic::Streaming<ValueEntityStreamOut>,
+    from_function: crate::function::EntityStream<ValueEntityStreamOut>,
     next_command_id: i64,
 }
 
@@ -110,11 +110,7 @@ impl ValueSession {
                 state: value.map(|v| ValueEntityInitState { value: Some(v) }),
             })),
         }));
-        let from_function = shared
-            .function
-            .open_entity_stream(VALUE_ENTITY_HANDLE, inbound)
-            .await
-            .map_err(|status| function_unavailable(shared, &status))?;
+        let from_function = shared.function.open_entity_stream(VALUE_ENTITY_HANDLE, inbound);
         Ok(Self {
             key,
             to_function,

@@ -3,6 +3,7 @@
 //! medians and ratios (machines here are noisy; single numbers lie).
 
 mod footprint;
+mod registry;
 mod stats;
 mod throughput;
 
@@ -23,6 +24,10 @@ enum Scenario {
     /// Acknowledged writes per second through the proxy, to one hot cart and to
     /// many carts; the baseline is one durable SQLite write per command.
     Throughput(throughput::Args),
+    /// Control-plane registry writes per second and latency on a three-node cluster
+    /// (baseline: a one-node cluster, no replication), and the time from a leader's
+    /// `kill -9` until writes succeed again.
+    Registry(registry::Args),
 }
 
 #[tokio::main]
@@ -30,5 +35,6 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().scenario {
         Scenario::Footprint(args) => footprint::run(args).await,
         Scenario::Throughput(args) => throughput::run(args).await,
+        Scenario::Registry(args) => registry::run(args).await,
     }
 }

@@ -2,6 +2,7 @@
 //! node needs only `--data-dir`; its id and addresses are remembered there.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -37,6 +38,12 @@ pub struct ControlPlaneArgs {
     /// Bearer token for the management API that may only read.
     #[arg(long, env = "STRATA_READ_ONLY_TOKEN", hide_env_values = true)]
     read_only_token: Option<String>,
+    /// How often function instances heartbeat to the leader.
+    #[arg(long, default_value = "1s", value_parser = crate::duration::parse)]
+    heartbeat_interval: Duration,
+    /// An instance silent this long is removed and its shards move.
+    #[arg(long, default_value = "5s", value_parser = crate::duration::parse)]
+    heartbeat_timeout: Duration,
 }
 
 pub async fn run(args: ControlPlaneArgs) -> anyhow::Result<()> {
@@ -59,6 +66,9 @@ pub async fn run(args: ControlPlaneArgs) -> anyhow::Result<()> {
             admin: Some(admin_token),
             read_only: args.read_only_token.filter(|token| !token.is_empty()),
         },
+        heartbeat_interval: args.heartbeat_interval,
+        heartbeat_timeout: args.heartbeat_timeout,
+        ..ServerConfig::default()
     };
     server::run(config, crate::shutdown_signal()).await?;
     Ok(())

@@ -2,6 +2,8 @@
 //! line, sets up logging, and hands over to the role's library code.
 
 mod control_plane;
+mod deploy;
+mod dev;
 mod duration;
 mod gateway;
 mod proxy;
@@ -22,6 +24,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the whole platform on this machine: control plane, gateway, runtime, autoscaler.
+    Dev(dev::DevArgs),
+    /// Register a service (or update it): the runtime runs its command, scaled on load.
+    Deploy(deploy::DeployArgs),
     /// Run the sidecar proxy beside one user function (CloudState-compatible).
     Proxy(proxy::ProxyArgs),
     /// Run the gateway: serve every deployed service and route to its owners.
@@ -49,6 +55,8 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Dev(args) => dev::run(args).await,
+            Command::Deploy(args) => deploy::run(args).await,
             Command::Proxy(args) => proxy::run(args).await,
             Command::Gateway(args) => gateway::run(args).await,
             Command::ControlPlane(args) => control_plane::run(args).await,

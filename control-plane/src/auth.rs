@@ -29,6 +29,12 @@ impl ClusterSecret {
         mac
     }
 
+    /// Whether `presented` is this secret (constant time): the data-plane API accepts
+    /// the cluster secret as a bearer token.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        constant_time_eq(presented, &self.0)
+    }
+
     /// HMAC-SHA256 over the RPC name, the sender and the payload.
     pub fn sign(&self, rpc: &str, from: u64, payload: &[u8]) -> Vec<u8> {
         self.mac(rpc, from, payload).finalize().into_bytes().to_vec()

@@ -7,14 +7,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::time::Instant;
+
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, RaftNetworkFactory, ServerState};
 
 use crate::auth::ClusterSecret;
+use crate::raft::leader_lease::{self, Leadership};
 use crate::raft::log_store::LogStore;
-use crate::raft::state_machine::StateMachine;
+use crate::raft::state_machine::{AppliedEffects, StateMachine};
 use crate::raft::{network, NodeId, NodeInfo, Raft, Response, TypeConfig};
-use crate::registry::{Command, Outcome, RegistryError, Request};
+use crate::registry::{Command, Outcome, Registry, RegistryError, Request};
 
 /// Why a node could not serve a write, a read or a membership change.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +79,7 @@ pub struct ControlPlane {
     pub secret: ClusterSecret,
     /// Raft allows one membership change at a time; concurrent joins queue here.
     membership_change: tokio::sync::Mutex<()>,
+    leadership: tokio::sync::watch::Receiver<Leadership>,
 }
 
 impl ControlPlane {
@@ -109,6 +113,10 @@ impl ControlPlane {
             .await
             .map_err(|error| NodeError::Unavailable(format!("raft did not start: {error}")))?;
         tracing::info!(node_id = config.node_id, address = %config.info.address, "control-plane node started");
+        let (publish, leadership) = tokio::sync::watch::channel(Leadership::default());
+        let lease = Duration::from_millis(config.timing.election_timeout_max_ms);
+        // Ends by itself when Raft shuts down.
+        tokio::spawn(leader_lease::follow(raft.clone(), config.node_id, lease, publish));
         Ok(Arc::new(ControlPlane {
             node_id: config.node_id,
             info: config.info,
@@ -117,6 +125,7 @@ impl ControlPlane {
             log,
             secret: config.secret,
             membership_change: tokio::sync::Mutex::new(()),
+            leadership,
         }))
     }
 
@@ -141,6 +150,7 @@ impl ControlPlane {
 
     /// Proposes a command and waits until it is committed and applied here.
     pub async fn write(&self, command: Command) -> Result<Outcome, NodeError> {
+        self.refuse_without_lease()?;
         let request = Request {
             at_ms: now_ms(),
             command,
@@ -158,6 +168,7 @@ impl ControlPlane {
     /// On the leader: confirms leadership with a quorum and returns the index that a
     /// linearizable read must see applied.
     pub async fn read_index(&self) -> Result<u64, NodeError> {
+        self.refuse_without_lease()?;
         match self.raft.ensure_linearizable().await {
             Ok(log_id) => Ok(log_id.map_or(0, |id| id.index)),
             Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(forward))) => {
@@ -178,12 +189,49 @@ impl ControlPlane {
             .map_err(|_| NodeError::Unavailable("this node is not catching up with the leader; retry".into()))
     }
 
-    pub fn current_leader(&self) -> Option<NodeId> {
-        self.raft.metrics().borrow().current_leader
+    /// Reads the registry as this node has applied it (not linearizable: a follower may
+    /// lag; call [`ControlPlane::read_index`] first on the leader for a consistent read).
+    pub fn read<T>(&self, read: impl FnOnce(&Registry) -> T) -> T {
+        read(&self.state_machine.read().registry)
     }
 
+    /// Effects of the entries this node applies from now on (every node applies the
+    /// same log). A slow receiver gets `Lagged` and should re-read the registry.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<AppliedEffects> {
+        self.state_machine.subscribe()
+    }
+
+    /// The leader as this node knows it; never itself while it has lost its quorum.
+    pub fn current_leader(&self) -> Option<NodeId> {
+        let leader = self.raft.metrics().borrow().current_leader;
+        if leader == Some(self.node_id) && !self.is_leader() {
+            return None;
+        }
+        leader
+    }
+
+    /// Whether this node may act as leader now: Raft made it leader and a quorum has
+    /// acknowledged it within the lease (see `raft::leader_lease`). Gate leader-only
+    /// work on this, not on Raft's own state.
     pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().state == ServerState::Leader
+        self.raft.metrics().borrow().state == ServerState::Leader && self.leadership.borrow().holds(Instant::now())
+    }
+
+    /// Leadership changes as they happen (`leading` flips, or the term moves). The
+    /// published value may outlive its lease: check [`Leadership::holds`] or
+    /// [`ControlPlane::is_leader`] before acting.
+    pub fn leadership(&self) -> tokio::sync::watch::Receiver<Leadership> {
+        self.leadership.clone()
+    }
+
+    /// Raft still calls this node leader but its lease ran out (cut off from its
+    /// quorum): refuse before proposing anything, so the caller may safely retry.
+    fn refuse_without_lease(&self) -> Result<(), NodeError> {
+        let raft_leader = self.raft.metrics().borrow().state == ServerState::Leader;
+        if raft_leader && !self.is_leader() {
+            return Err(NodeError::NoLeader);
+        }
+        Ok(())
     }
 
     /// The node info of a member, from the membership config this node knows.

@@ -1,10 +1,12 @@
-//! Runs one control-plane node as a process: remembers its identity in the data
-//! directory, serves the Raft transport (gRPC) and the management API (HTTP), and
-//! bootstraps or joins a cluster. Flag parsing lives in the `strata` binary.
+//! Runs one control-plane node, as a process or embedded (`strata dev`): remembers its
+//! identity in the data directory, serves the Raft transport and the data-plane API
+//! (gRPC) and the management API (HTTP), and bootstraps or joins a cluster. Flag
+//! parsing lives in the `strata` binary.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -12,11 +14,19 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, AppState, Tokens};
 use crate::auth::ClusterSecret;
+use crate::data_plane::{self, Credentials, DataPlaneService, HeartbeatSettings};
 use crate::node::{ControlPlane, NodeConfig, Timing};
 use crate::raft::network::GrpcNetwork;
 use crate::raft::{write_atomically, NodeId, NodeInfo};
+use crate::tasks::{Stopping, Tasks};
 
 const IDENTITY_FILE: &str = "node.json";
+/// How often instances heartbeat unless configured otherwise.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// How long an instance may stay silent before the leader removes it.
+pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long shutdown waits for background tasks before aborting them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -33,17 +43,51 @@ pub enum ServerError {
 }
 
 /// Everything a node needs; `None` fields are taken from the data directory on restart.
-/// Not `Debug`: it carries secrets.
+/// Not `Debug`: it carries secrets. Start from `ServerConfig::default()` and set what
+/// you need; `cluster_secret` is required.
 #[derive(Clone)]
 pub struct ServerConfig {
     pub node_id: Option<NodeId>,
     pub data_dir: PathBuf,
+    /// Raft transport and data-plane gRPC address; port 0 picks a free port (see
+    /// [`RunningServer::raft_address`]). Peers must be able to reach the address as
+    /// bound, so a multi-node cluster needs a routable host and a stable port.
     pub listen: Option<String>,
+    /// Management API address; port 0 picks a free port.
     pub api_listen: Option<String>,
     pub bootstrap: bool,
     pub join: Option<String>,
     pub cluster_secret: String,
     pub tokens: Tokens,
+    /// Raft heartbeat and election timeouts.
+    pub raft_timing: Timing,
+    /// How often instances should heartbeat (told to them when they register).
+    pub heartbeat_interval: Duration,
+    /// An instance silent for this long is removed by the leader and its shards move.
+    pub heartbeat_timeout: Duration,
+    /// Extra routes served on the API listener beside `/api/v1` (e.g. the dashboard).
+    /// They are not behind the API's bearer-token check, must not overlap `/api/v1`
+    /// and must not set a fallback.
+    pub extra_routes: Option<axum::Router>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            node_id: None,
+            data_dir: PathBuf::from(".strata/control-plane"),
+            listen: None,
+            api_listen: None,
+            bootstrap: false,
+            join: None,
+            cluster_secret: String::new(),
+            tokens: Tokens::default(),
+            raft_timing: Timing::default(),
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
+            extra_routes: None,
+        }
+    }
 }
 
 /// Who this node is, written on first start so a restart needs only `--data-dir`.
@@ -96,9 +140,17 @@ fn resolve_identity(config: &ServerConfig) -> Result<Identity, ServerError> {
                 .ok_or_else(|| ServerError::Config("--api-listen is required on first start".into()))?,
         },
     };
-    let bytes = serde_json::to_vec_pretty(&identity).map_err(|error| data_dir_error(error.into()))?;
-    write_atomically(&path, &bytes).map_err(data_dir_error)?;
     Ok(identity)
+}
+
+/// Remembers the identity with the addresses actually bound (port 0 resolved).
+fn record_identity(data_dir: &Path, identity: &Identity) -> Result<(), ServerError> {
+    let data_dir_error = |source| ServerError::DataDir {
+        path: data_dir.to_owned(),
+        source,
+    };
+    let bytes = serde_json::to_vec_pretty(identity).map_err(|error| data_dir_error(error.into()))?;
+    write_atomically(&data_dir.join(IDENTITY_FILE), &bytes).map_err(data_dir_error)
 }
 
 async fn bind(address: &str) -> Result<TcpListener, ServerError> {
@@ -108,8 +160,61 @@ async fn bind(address: &str) -> Result<TcpListener, ServerError> {
     })
 }
 
-/// Runs the node until `shutdown` resolves.
-pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+/// A node serving its Raft transport, the data-plane gRPC API and the management API.
+/// Background tasks attached with [`RunningServer::spawn`] stop with it.
+pub struct RunningServer {
+    node: Arc<ControlPlane>,
+    raft_address: SocketAddr,
+    api_address: SocketAddr,
+    tasks: Tasks,
+}
+
+impl RunningServer {
+    /// The node: replicated writes, reads of the applied registry, effects, leadership.
+    pub fn node(&self) -> Arc<ControlPlane> {
+        Arc::clone(&self.node)
+    }
+
+    /// Where the Raft transport and the data-plane gRPC API
+    /// (`strata.controlplane.v1.DataPlane`) are served.
+    pub fn raft_address(&self) -> SocketAddr {
+        self.raft_address
+    }
+
+    /// Where the management API (and any extra routes) are served.
+    pub fn api_address(&self) -> SocketAddr {
+        self.api_address
+    }
+
+    /// Resolves when the node begins to stop; give it to tasks that run beside the node.
+    pub fn stopping(&self) -> Stopping {
+        self.tasks.stopping()
+    }
+
+    /// Runs `task` beside the node; [`RunningServer::shutdown`] waits for it (it should
+    /// end once [`RunningServer::stopping`] resolves) before Raft stops.
+    pub fn spawn(&self, name: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(name, task);
+    }
+
+    /// Stops serving, waits for the background tasks, then shuts Raft down.
+    pub async fn shutdown(self) {
+        tracing::info!(node_id = self.node.node_id, "stopping the control-plane node");
+        self.tasks.stop(SHUTDOWN_GRACE).await;
+        self.node.shutdown().await;
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        // Dropped without `shutdown` (e.g. a cancelled start): at least stop serving.
+        self.tasks.signal_stop();
+    }
+}
+
+/// Starts a node: binds both listeners, starts Raft, serves, and bootstraps or joins
+/// (returning once this node is a member). Stop it with [`RunningServer::shutdown`].
+pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     if config.cluster_secret.is_empty() {
         return Err(ServerError::Config(
             "a cluster secret is required: set STRATA_CLUSTER_SECRET or --cluster-secret".into(),
@@ -118,10 +223,21 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     if config.bootstrap && config.join.is_some() {
         return Err(ServerError::Config("--bootstrap and --join exclude each other".into()));
     }
-    let identity = resolve_identity(&config)?;
-    let secret = ClusterSecret::new(config.cluster_secret.clone());
+    if config.heartbeat_interval.is_zero() || config.heartbeat_timeout <= config.heartbeat_interval {
+        return Err(ServerError::Config(
+            "the heartbeat timeout must be longer than the (non-zero) heartbeat interval".into(),
+        ));
+    }
+    let mut identity = resolve_identity(&config)?;
     let raft_listener = bind(&identity.listen).await?;
     let api_listener = bind(&identity.api_listen).await?;
+    let raft_address = local_address(&raft_listener, &identity.listen)?;
+    let api_address = local_address(&api_listener, &identity.api_listen)?;
+    identity.listen = raft_address.to_string();
+    identity.api_listen = api_address.to_string();
+    record_identity(&config.data_dir, &identity)?;
+
+    let secret = ClusterSecret::new(config.cluster_secret.clone());
     let info = NodeInfo {
         address: identity.listen.clone(),
         api_address: identity.api_listen.clone(),
@@ -132,7 +248,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
             data_dir: config.data_dir.clone(),
             info: info.clone(),
             secret: secret.clone(),
-            timing: Timing::default(),
+            timing: config.raft_timing.clone(),
         },
         GrpcNetwork {
             node_id: identity.node_id,
@@ -140,29 +256,57 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         },
     )
     .await?;
+    let server = RunningServer {
+        node: Arc::clone(&node),
+        raft_address,
+        api_address,
+        tasks: Tasks::default(),
+    };
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let transport = crate::raft::transport::TransportService::server(identity.node_id, node.raft.clone(), secret);
-    let mut raft_stop = stop_rx.clone();
-    let raft_server = tokio::spawn(async move {
+    let transport =
+        crate::raft::transport::TransportService::server(identity.node_id, node.raft.clone(), secret.clone());
+    let data_plane = DataPlaneService::new(
+        node.clone(),
+        Credentials {
+            admin_token: config.tokens.admin.clone(),
+            cluster_secret: secret,
+        },
+        HeartbeatSettings {
+            interval: config.heartbeat_interval,
+            timeout: config.heartbeat_timeout,
+        },
+        server.tasks.clone(),
+    );
+    server.spawn(
+        "instance-liveness",
+        data_plane::reap_silent_instances(data_plane.clone(), server.stopping()),
+    );
+    let stopping = server.stopping();
+    server.spawn("raft-grpc-server", async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(raft_listener);
-        tonic::transport::Server::builder()
+        let served = tonic::transport::Server::builder()
             .add_service(transport)
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = raft_stop.wait_for(|stop| *stop).await;
-            })
-            .await
+            .add_service(data_plane.server())
+            .serve_with_incoming_shutdown(incoming, stopping.wait())
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "the raft transport stopped serving");
+        }
     });
-    let app = api::app(AppState::new(node.clone(), config.tokens.clone()));
-    let mut api_stop = stop_rx.clone();
-    let api_server = tokio::spawn(async move {
-        axum::serve(api_listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = api_stop.wait_for(|stop| *stop).await;
-            })
-            .await
+    let mut app = api::app(AppState::new(node.clone(), config.tokens.clone()).with_stopping(server.stopping()));
+    if let Some(extra) = config.extra_routes.clone() {
+        app = app.merge(extra);
+    }
+    let stopping = server.stopping();
+    server.spawn("api-http-server", async move {
+        let served = axum::serve(api_listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(stopping.wait())
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "the management api stopped serving");
+        }
     });
-    tracing::info!(node_id = identity.node_id, raft = %identity.listen, api = %identity.api_listen, "control plane listening");
+    tracing::info!(node_id = identity.node_id, raft = %raft_address, api = %api_address, "control plane listening");
 
     if config.bootstrap {
         node.bootstrap().await?;
@@ -172,26 +316,32 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
                 node_id = identity.node_id,
                 "already a member (state on disk), not joining again"
             );
-        } else {
-            let join = join(url, identity.node_id, &info, config.tokens.admin.as_deref());
-            tokio::select! {
-                result = join => result?,
-                () = wait_stopped(stop_rx.clone()) => {}
-            }
+        } else if let Err(error) = join(url, identity.node_id, &info, config.tokens.admin.as_deref()).await {
+            server.shutdown().await;
+            return Err(error);
         }
     }
+    Ok(server)
+}
 
+/// Runs the node until `shutdown` resolves; `strata control-plane` in one call.
+pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+    let mut shutdown = std::pin::pin!(shutdown);
+    let server = tokio::select! {
+        started = start(config) => started?,
+        // Dropping a half-started server stops what it already serves.
+        () = &mut shutdown => return Ok(()),
+    };
     shutdown.await;
-    tracing::info!(node_id = identity.node_id, "stopping the control-plane node");
-    let _ = stop_tx.send(true);
-    node.shutdown().await;
-    let _ = raft_server.await;
-    let _ = api_server.await;
+    server.shutdown().await;
     Ok(())
 }
 
-async fn wait_stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
+fn local_address(listener: &TcpListener, requested: &str) -> Result<SocketAddr, ServerError> {
+    listener.local_addr().map_err(|source| ServerError::Bind {
+        address: requested.to_owned(),
+        source,
+    })
 }
 
 /// Asks a member to add this node; retries while the cluster elects a leader.

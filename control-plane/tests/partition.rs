@@ -1,19 +1,27 @@
-//! In-process three-node cluster on the in-memory network: cut the leader off, let the
-//! majority elect a new leader and keep writing, heal, and check that the old leader
-//! catches up and no replica diverges.
+//! In-process three-node cluster on the in-memory network: cut the leader off and see it
+//! step down (refuse writes and reads) before the majority elects a new leader and keeps
+//! writing; heal, and check that the old leader catches up and no replica diverges.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
+use axum::http::Request;
+use http_body_util::BodyExt;
 use openraft::ServerState;
+use strata_control_plane::api::{app, AppState, Tokens};
 use strata_control_plane::auth::ClusterSecret;
-use strata_control_plane::node::{ControlPlane, NodeConfig, Timing};
+use strata_control_plane::node::{ControlPlane, NodeConfig, NodeError, Timing};
 use strata_control_plane::raft::mem_network::MemRouter;
 use strata_control_plane::raft::{NodeId, NodeInfo};
 use strata_control_plane::registry::{Command, ServiceSpec};
+use tower::ServiceExt;
 
 const DEADLINE: Duration = Duration::from_secs(30);
+/// A refusal must come without waiting for the partition to heal (a hang guard, not a
+/// latency bound).
+const REFUSAL: Duration = Duration::from_secs(5);
 
 fn info(node_id: NodeId) -> NodeInfo {
     NodeInfo {
@@ -51,6 +59,15 @@ async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// `GET /api/v1/cluster` as the node answers it.
+async fn cluster_view(node: &Arc<ControlPlane>) -> serde_json::Value {
+    let app = app(AppState::new(Arc::clone(node), Tokens::default()));
+    let request = Request::get("/api/v1/cluster").body(Body::empty()).unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&bytes).unwrap()
 }
 
 fn leader_among(nodes: &[&Arc<ControlPlane>]) -> Option<Arc<ControlPlane>> {
@@ -91,17 +108,42 @@ async fn partitioned_leader_loses_and_catches_up_without_divergence() {
     }
     let old_term = leader.raft.metrics().borrow().current_term;
 
-    println!("--- cut the leader (node {}) off", leader.node_id);
+    println!(
+        "--- cut the leader (node {}) off; a write it accepted now cannot commit",
+        leader.node_id
+    );
     router.isolate(leader.node_id);
-    let majority: Vec<&Arc<ControlPlane>> = nodes.iter().filter(|node| node.node_id != leader.node_id).collect();
-    let new_leader = eventually("a new leader on the majority side", || leader_among(&majority)).await;
-    assert!(new_leader.raft.metrics().borrow().current_term > old_term);
-
-    println!("--- the old leader can no longer commit; the majority keeps writing");
     let stale_write = {
         let old = Arc::clone(&leader);
         tokio::spawn(async move { old.write(create("during-partition-on-old-leader")).await })
     };
+
+    println!("--- the cut-off leader steps down within its lease, before a new leader acts");
+    let majority: Vec<&Arc<ControlPlane>> = nodes.iter().filter(|node| node.node_id != leader.node_id).collect();
+    eventually("the cut-off leader to step down", || {
+        (!leader.is_leader()).then_some(())
+    })
+    .await;
+    let new_leader = eventually("a new leader on the majority side", || leader_among(&majority)).await;
+    assert!(!leader.is_leader(), "two nodes must never act as leader at once");
+    assert!(new_leader.raft.metrics().borrow().current_term > old_term);
+    assert_eq!(leader.current_leader(), None, "the cut-off node knows no leader");
+    assert!(!leader.leadership().borrow().leading);
+    let cluster = cluster_view(&leader).await;
+    assert_eq!(cluster["state"], "follower", "{cluster}");
+    assert_eq!(cluster["leader"], serde_json::Value::Null, "{cluster}");
+
+    println!("--- the cut-off node refuses writes and consistent reads at once (nothing proposed)");
+    let refused = tokio::time::timeout(REFUSAL, leader.write(create("refused-on-old-leader")))
+        .await
+        .expect("a write on the cut-off leader is refused, not held");
+    assert!(matches!(refused, Err(NodeError::NoLeader)), "{refused:?}");
+    let refused = tokio::time::timeout(REFUSAL, leader.read_index())
+        .await
+        .expect("a read on the cut-off leader is refused, not held");
+    assert!(matches!(refused, Err(NodeError::NoLeader)), "{refused:?}");
+
+    println!("--- the majority keeps writing; the stale write stays unacknowledged");
     for i in 0..10 {
         new_leader
             .write(create(&format!("after-{i}")))
@@ -133,6 +175,7 @@ async fn partitioned_leader_loses_and_catches_up_without_divergence() {
     let reference = new_leader.state_machine.read().registry.clone();
     assert_eq!(reference.services.len(), 20);
     assert!(!reference.services.contains_key("during-partition-on-old-leader"));
+    assert!(!reference.services.contains_key("refused-on-old-leader"));
     for node in &nodes {
         let state = node.state_machine.read();
         assert_eq!(state.registry, reference, "node {} diverged", node.node_id);

@@ -33,7 +33,8 @@ pub struct MemberView {
 pub struct ClusterView {
     /// The node that answered.
     pub node_id: u64,
-    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`. A leader that has not
+    /// heard from a quorum within the election timeout reports `follower` (and no leader).
     pub state: String,
     pub leader: Option<u64>,
     pub term: u64,
@@ -67,6 +68,8 @@ pub(crate) fn cluster_view(state: &AppState) -> ClusterView {
         })
         .collect();
     let server_state = match metrics.state {
+        // Cut off from its quorum: it cannot lead, and says so (see `raft::leader_lease`).
+        ServerState::Leader if !state.node.is_leader() => "follower",
         ServerState::Leader => "leader",
         ServerState::Follower => "follower",
         ServerState::Candidate => "candidate",
@@ -76,7 +79,7 @@ pub(crate) fn cluster_view(state: &AppState) -> ClusterView {
     ClusterView {
         node_id: state.node.node_id,
         state: server_state.to_owned(),
-        leader: metrics.current_leader,
+        leader: state.node.current_leader(),
         term: metrics.current_term,
         last_log_index: metrics.last_log_index,
         committed_index: state.node.log.committed().map(|id| id.index),

@@ -80,6 +80,9 @@ pub(super) async fn events(
                 stream::iter(vec![SseEvent::default().event("leader").data(data.to_string())])
             }))
         });
-    let merged = stream::select(replay.chain(live.flatten()), leaders.flatten()).map(Ok);
+    // Graceful shutdown waits for open responses: end the stream when the server stops.
+    let merged = stream::select(replay.chain(live.flatten()), leaders.flatten())
+        .take_until(state.stopping.clone().wait())
+        .map(Ok);
     Sse::new(merged).keep_alive(KeepAlive::default())
 }

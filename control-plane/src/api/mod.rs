@@ -24,6 +24,7 @@ pub use error::{ApiError, ErrorBody, ErrorDetail};
 
 use crate::auth::constant_time_eq;
 use crate::node::{ControlPlane, NodeError};
+use crate::tasks::Stopping;
 
 /// Marks a request that a follower already forwarded, so it is never forwarded twice.
 const FORWARDED_HEADER: &str = "x-strata-forwarded-by";
@@ -44,6 +45,8 @@ pub struct AppState {
     pub node: Arc<ControlPlane>,
     pub tokens: Tokens,
     pub http: reqwest::Client,
+    /// Ends long-lived responses (the event stream) when the server stops.
+    pub stopping: Stopping,
 }
 
 impl AppState {
@@ -52,7 +55,13 @@ impl AppState {
             node,
             tokens,
             http: reqwest::Client::new(),
+            stopping: Stopping::never(),
         }
+    }
+
+    pub fn with_stopping(mut self, stopping: Stopping) -> Self {
+        self.stopping = stopping;
+        self
     }
 }
 

@@ -2,6 +2,7 @@
 //! store, the state machine with its snapshots, and the authenticated gRPC transport.
 //! The registry's rules live in `crate::registry`; this module only replicates them.
 
+pub mod leader_lease;
 pub mod log_store;
 pub mod mem_network;
 pub mod network;

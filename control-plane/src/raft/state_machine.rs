@@ -194,8 +194,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         installed.last_applied = meta.last_log_id;
         installed.last_membership = meta.last_membership.clone();
         self.persist_snapshot(meta, &data)?;
-        *self.write() = installed;
+        // Watchers learn about a snapshot like about entries: every service may have changed.
+        let touched: std::collections::BTreeSet<String> = {
+            let mut state = self.write();
+            let touched = state
+                .registry
+                .services
+                .keys()
+                .chain(installed.registry.services.keys())
+                .cloned()
+                .collect();
+            *state = installed;
+            touched
+        };
         tracing::info!(last_log_id = ?meta.last_log_id, "installed a registry snapshot from the leader");
+        if let Some(log_id) = meta.last_log_id {
+            let effects = touched
+                .into_iter()
+                .map(|service| Effect::RoutesChanged { service })
+                .collect();
+            let _ = self.effects.send(AppliedEffects { log_id, effects });
+        }
         Ok(())
     }
 

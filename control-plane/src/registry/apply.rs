@@ -39,6 +39,7 @@ pub fn apply(registry: &mut Registry, command: Command, now_ms: u64) -> Applied 
             replicas,
             reason,
         } => tx.set_desired(&service, replicas, &reason),
+        Command::ScaleFromZero { service, reason } => tx.scale_from_zero(&service, &reason),
         Command::RegisterInstance { id, service, address } => tx.register_instance(id, service, address),
         Command::InstanceReady {
             id,
@@ -198,6 +199,15 @@ impl Tx<'_> {
             self.scale_event(name, from, to, reason);
         }
         Ok(Outcome::Service(Box::new(self.service(name)?.clone())))
+    }
+
+    fn scale_from_zero(&mut self, name: &str, reason: &str) -> Result<Outcome, RegistryError> {
+        let service = self.service(name)?;
+        if service.desired_replicas != 0 {
+            return Ok(Outcome::Service(Box::new(service.clone())));
+        }
+        let replicas = service.min_scale.max(1);
+        self.set_desired(name, replicas, reason)
     }
 
     fn register_instance(&mut self, id: String, service: String, address: String) -> Result<Outcome, RegistryError> {

@@ -282,6 +282,51 @@ fn desired_replicas_are_clamped_and_recorded_with_their_reason() {
 }
 
 #[test]
+fn scale_from_zero_acts_only_at_zero() {
+    let mut registry = with_cart();
+    let poke = || Command::ScaleFromZero {
+        service: "cart".into(),
+        reason: "request arrived at zero: scale from zero".into(),
+    };
+    assert!(ok(&mut registry, poke()).is_empty(), "desired is already 1");
+    ok(
+        &mut registry,
+        Command::SetDesiredReplicas {
+            service: "cart".into(),
+            replicas: 0,
+            reason: "idle".into(),
+        },
+    );
+    assert_eq!(
+        ok(&mut registry, poke()),
+        vec![
+            event(
+                3,
+                EventKind::Scale,
+                "cart",
+                None,
+                "desired replicas 0 -> 1: request arrived at zero: scale from zero"
+            ),
+            Effect::DesiredReplicasChanged {
+                service: "cart".into(),
+                from: 0,
+                to: 1
+            },
+        ]
+    );
+    assert!(ok(&mut registry, poke()).is_empty(), "a second poke changes nothing");
+    let missing = apply(
+        &mut registry,
+        Command::ScaleFromZero {
+            service: "nope".into(),
+            reason: "poke".into(),
+        },
+        T0,
+    );
+    assert!(matches!(missing.response, Err(RegistryError::NotFound { .. })));
+}
+
+#[test]
 fn instances_own_shards_only_once_ready() {
     let mut registry = with_cart();
     assert_eq!(

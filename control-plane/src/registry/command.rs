@@ -30,6 +30,13 @@ pub enum Command {
         replicas: u32,
         reason: String,
     },
+    /// A request arrived while the service had no instance wanted: ask for one (or
+    /// `min_scale`) now. Only acts when the desired count is zero, so it never undoes
+    /// a scale-up that was decided meanwhile.
+    ScaleFromZero {
+        service: String,
+        reason: String,
+    },
     RegisterInstance {
         id: String,
         service: String,

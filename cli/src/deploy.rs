@@ -1,0 +1,91 @@
+//! `strata deploy`: registers a service (or updates an existing one) through the
+//! management API. The local runtime runs its command; the autoscaler scales it.
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::{json, Map, Value};
+
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    /// The service name (a DNS-1123 label, e.g. "cart").
+    name: String,
+    /// The command that starts one instance of the function; it gets HOST and PORT.
+    /// It runs in the directory strata dev was started in.
+    #[arg(long)]
+    command: String,
+    #[arg(long)]
+    min_scale: Option<u32>,
+    #[arg(long)]
+    max_scale: Option<u32>,
+    /// Concurrent requests one instance should handle.
+    #[arg(long)]
+    target_concurrency: Option<u32>,
+    /// Idle time before the service scales to zero (e.g. 30s, 2m).
+    #[arg(long)]
+    scale_to_zero_grace: Option<String>,
+    /// Management API of any control-plane node.
+    #[arg(long, env = "STRATA_API", default_value = "http://127.0.0.1:9100")]
+    api: String,
+    /// Admin token.
+    #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
+    crate::duration::parse(args.scale_to_zero_grace.as_deref().unwrap_or("1s"))
+        .map_err(|e| anyhow::anyhow!("--scale-to-zero-grace: {e}"))?;
+    let mut fields = Map::new();
+    fields.insert("command".into(), json!(args.command));
+    for (key, value) in [
+        ("min_scale", args.min_scale),
+        ("max_scale", args.max_scale),
+        ("target_concurrency", args.target_concurrency),
+    ] {
+        if let Some(value) = value {
+            fields.insert(key.into(), json!(value));
+        }
+    }
+    if let Some(grace) = &args.scale_to_zero_grace {
+        fields.insert("scale_to_zero_grace".into(), json!(grace));
+    }
+    let api = args.api.trim_end_matches('/');
+    let client = reqwest::Client::new();
+    let mut create = fields.clone();
+    create.insert("name".into(), json!(args.name));
+    let (status, body) = send(client.post(format!("{api}/api/v1/services")).json(&create), &args).await?;
+    let (status, body) = if status == reqwest::StatusCode::CONFLICT {
+        // Already deployed: update it in place.
+        send(
+            client
+                .patch(format!("{api}/api/v1/services/{}", args.name))
+                .json(&fields),
+            &args,
+        )
+        .await?
+    } else {
+        (status, body)
+    };
+    if !status.is_success() {
+        let message = body["error"]["message"].as_str().unwrap_or("no message").to_string();
+        anyhow::bail!("the API answered {status}: {message}");
+    }
+    println!(
+        "deployed {} (revision {}, desired {} instance(s))",
+        args.name, body["revision"], body["desired_replicas"]
+    );
+    Ok(())
+}
+
+async fn send(request: reqwest::RequestBuilder, args: &DeployArgs) -> anyhow::Result<(reqwest::StatusCode, Value)> {
+    let request = match &args.token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    };
+    let reply = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the management API at {}", args.api))?;
+    let status = reply.status();
+    let body = reply.json().await.unwrap_or(Value::Null);
+    Ok((status, body))
+}

@@ -1,0 +1,169 @@
+//! `strata dev`: the whole platform in one process on this machine: a one-node
+//! control plane (REST API on 127.0.0.1:9100), the gateway (127.0.0.1:9000), the
+//! local runtime that runs each service's instances as processes, and the
+//! autoscaler. State lives in the data directory.
+
+use std::{
+    io::Read,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::Context;
+use clap::Args;
+use strata_control_plane::{
+    api::Tokens,
+    runtime::{
+        autoscale::{self, AutoscaleConfig},
+        local::{LocalRuntime, LocalRuntimeConfig},
+    },
+    server::{self, ServerConfig},
+};
+use strata_proxy::gateway::{self, GatewayConfig};
+
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    /// Where the registry, the entity store and instance logs live.
+    #[arg(long, env = "STRATA_DATA_DIR", default_value = ".strata")]
+    data_dir: PathBuf,
+    /// The gateway: every deployed service, over gRPC, gRPC-web and HTTP+JSON.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    listen: SocketAddr,
+    /// The management REST API (/api/v1) and /metrics.
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    api_listen: SocketAddr,
+    /// The admin token for the API; generated (and kept in the data directory) if not given.
+    #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Autoscaler: how far back the stable window averages load (e.g. 60s).
+    #[arg(long, default_value = "60s", value_parser = crate::duration::parse)]
+    stable_window: Duration,
+    /// Requests that may wait per service while it scales from zero (more get 503).
+    #[arg(long, default_value_t = 1000)]
+    hold_capacity: usize,
+    /// How long a request may wait for a service to scale from zero (then 503).
+    #[arg(long, default_value = "30s", value_parser = crate::duration::parse)]
+    hold_timeout: Duration,
+    /// How long an instance may take to become ready before it is replaced.
+    #[arg(long, default_value = "60s", value_parser = crate::duration::parse)]
+    ready_timeout: Duration,
+}
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", args.data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&args.data_dir)?;
+    let cluster_secret = kept_secret(&data_dir.join("cluster-secret"), None)?;
+    let token = kept_secret(&data_dir.join("admin-token"), args.token.clone())?;
+
+    let server = server::start(ServerConfig {
+        node_id: Some(1),
+        data_dir: data_dir.join("control-plane"),
+        listen: Some("127.0.0.1:0".into()),
+        api_listen: Some(args.api_listen.to_string()),
+        bootstrap: true,
+        cluster_secret,
+        tokens: Tokens {
+            admin: Some(token.clone()),
+            read_only: None,
+        },
+        ..ServerConfig::default()
+    })
+    .await?;
+    let node = server.node();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !node.is_leader() {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the one-node control plane did not elect itself leader"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let control_plane = format!("http://{}", server.raft_address());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stopping = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let runtime = LocalRuntime::new(
+        LocalRuntimeConfig {
+            strata_binary: std::env::current_exe().context("cannot find the strata binary")?,
+            control_plane: control_plane.clone(),
+            token: Some(token.clone()),
+            store_url: format!("sqlite://{}", data_dir.join("strata.db").display()),
+            work_dir: std::env::current_dir()?,
+            log_dir: data_dir.join("logs"),
+            ready_timeout: args.ready_timeout,
+        },
+        node.clone(),
+    );
+    let runtime = tokio::spawn(runtime.run(stopping(stopped.clone())));
+    let autoscaler = tokio::spawn(autoscale::run(
+        node.clone(),
+        AutoscaleConfig {
+            stable_window: args.stable_window,
+        },
+        stopping(stopped.clone()),
+    ));
+    let gateway_config = GatewayConfig {
+        listen: args.listen,
+        control_plane,
+        token: Some(token.clone()),
+        max_body: strata_proxy::ingress::DEFAULT_MAX_BODY,
+        hold_capacity: args.hold_capacity,
+        hold_timeout: args.hold_timeout,
+    };
+    let gateway = tokio::spawn(gateway::run(gateway_config, stopping(stopped.clone())));
+
+    println!(
+        "\nStrata is running.\n\n  gateway         http://{}   (gRPC, gRPC-web, HTTP+JSON)\n  management API  http://{}/api/v1\n  admin token     {token}\n  data            {}\n\nDeploy a function:\n\n  STRATA_TOKEN={token} strata deploy cart --command \"target/release/shopping-cart\"\n  STRATA_TOKEN={token} strata services\n\nCtrl-C stops everything.\n",
+        args.listen,
+        server.api_address(),
+        data_dir.display()
+    );
+
+    tokio::select! {
+        () = crate::shutdown_signal() => {}
+        result = gateway => {
+            let _ = stop.send(true);
+            let _ = runtime.await;
+            server.shutdown().await;
+            return match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(error.into()),
+                Err(error) => Err(error.into()),
+            };
+        }
+    }
+    // Stop taking requests, drain and stop every instance while the control plane
+    // still answers them, then stop the control plane.
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(30), runtime).await;
+    let _ = autoscaler.await;
+    server.shutdown().await;
+    Ok(())
+}
+
+/// A secret kept in the data directory (mode 0600): the given value, else the one
+/// stored, else a new random one.
+fn kept_secret(path: &Path, given: Option<String>) -> anyhow::Result<String> {
+    if let Some(given) = given.filter(|g| !g.is_empty()) {
+        return Ok(given);
+    }
+    if let Ok(stored) = std::fs::read_to_string(path) {
+        let stored = stored.trim().to_string();
+        if !stored.is_empty() {
+            return Ok(stored);
+        }
+    }
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("cannot read /dev/urandom for a new secret")?;
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(path, &secret).with_context(|| format!("cannot write {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(secret)
+}

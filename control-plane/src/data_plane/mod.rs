@@ -1,0 +1,427 @@
+//! The data-plane gRPC API (`strata.controlplane.v1.DataPlane`) that sidecars and
+//! gateways call: registration, readiness, heartbeats, drain, scale-from-zero pokes and
+//! the route watch. Served beside the Raft transport. Writes become registry commands
+//! (forwarded to the leader by followers); heartbeats stay in the leader's memory.
+
+mod error;
+mod liveness;
+mod routes;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use prost::Message;
+use strata_proto::strata::controlplane::v1::data_plane_client::DataPlaneClient;
+use strata_proto::strata::controlplane::v1::data_plane_server::{DataPlane, DataPlaneServer};
+use strata_proto::strata::controlplane::v1::{
+    DrainRequest, DrainResponse, HeartbeatRequest, HeartbeatResponse, PokeRequest, PokeResponse,
+    RegisterInstanceRequest, RegisterInstanceResponse, ReportReadyRequest, ReportReadyResponse, RouteSnapshot,
+    WatchRoutesRequest,
+};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataMap;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+pub use error::status_of;
+pub use liveness::Liveness;
+pub use routes::{affects_routes, route_snapshot};
+
+use crate::auth::{constant_time_eq, ClusterSecret};
+use crate::node::{ControlPlane, NodeError};
+use crate::registry::{format_duration_ms, Command, EntityInfo, Outcome};
+use crate::tasks::{Stopping, Tasks};
+
+/// Marks a call that a follower already relayed, so it is never relayed twice.
+const FORWARDED: &str = "x-strata-forwarded-by";
+/// How long a follower waits for the leader to answer a relayed call.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// The reason a poke writes into the scale history.
+pub const SCALE_FROM_ZERO_REASON: &str = "request arrived at zero: scale from zero";
+
+/// Heartbeat timing that instances are told and the leader enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct HeartbeatSettings {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+/// Who may call the data-plane API: the admin token or the cluster secret.
+#[derive(Clone)]
+pub struct Credentials {
+    pub admin_token: Option<String>,
+    pub cluster_secret: ClusterSecret,
+}
+
+impl Credentials {
+    fn admits(&self, metadata: &MetadataMap) -> Result<(), Status> {
+        let presented = metadata
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| Status::unauthenticated("missing bearer token: send `authorization: Bearer <token>`"))?;
+        let admin = self
+            .admin_token
+            .as_ref()
+            .is_some_and(|token| constant_time_eq(presented.as_bytes(), token.as_bytes()));
+        if admin || self.cluster_secret.matches(presented.as_bytes()) {
+            return Ok(());
+        }
+        Err(Status::unauthenticated("invalid bearer token"))
+    }
+}
+
+/// The server half of `DataPlane`. Clones share the liveness table.
+#[derive(Clone)]
+pub struct DataPlaneService {
+    node: Arc<ControlPlane>,
+    credentials: Credentials,
+    heartbeats: HeartbeatSettings,
+    liveness: Arc<Mutex<Liveness>>,
+    /// A connection to the current leader, by its address, for relayed calls.
+    leader: Arc<Mutex<Option<LeaderClient>>>,
+    tasks: Tasks,
+}
+
+type LeaderClient = (String, DataPlaneClient<Channel>);
+
+/// Where a write is served: here (this node leads) or on the leader.
+enum Route {
+    Local,
+    Leader(DataPlaneClient<Channel>),
+}
+
+impl DataPlaneService {
+    /// `tasks` runs the route watchers (they end when the tasks stop).
+    pub fn new(node: Arc<ControlPlane>, credentials: Credentials, heartbeats: HeartbeatSettings, tasks: Tasks) -> Self {
+        DataPlaneService {
+            node,
+            credentials,
+            heartbeats,
+            liveness: Arc::new(Mutex::new(Liveness::new(heartbeats.timeout))),
+            leader: Arc::default(),
+            tasks,
+        }
+    }
+
+    pub fn server(self) -> DataPlaneServer<DataPlaneService> {
+        // Descriptor sets of large functions exceed tonic's 4 MiB default.
+        DataPlaneServer::new(self)
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(256 * 1024 * 1024)
+    }
+
+    fn liveness(&self) -> MutexGuard<'_, Liveness> {
+        self.liveness.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Decides whether this node serves a write or relays it to the leader.
+    fn route(&self, metadata: &MetadataMap) -> Result<Route, Status> {
+        if self.node.is_leader() {
+            return Ok(Route::Local);
+        }
+        if metadata.contains_key(FORWARDED) {
+            return Err(Status::unavailable("leadership is changing; retry shortly"));
+        }
+        let leader_id = self
+            .node
+            .current_leader()
+            .filter(|leader| *leader != self.node.node_id)
+            .ok_or_else(|| status_of(NodeError::NoLeader))?;
+        let address = self
+            .node
+            .member(leader_id)
+            .map(|info| info.address)
+            .ok_or_else(|| status_of(NodeError::NoLeader))?;
+        let mut cached = self.leader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((cached_address, client)) = cached.as_ref() {
+            if *cached_address == address {
+                return Ok(Route::Leader(client.clone()));
+            }
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|_| Status::unavailable("the leader's address is invalid; retry shortly"))?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(FORWARD_TIMEOUT);
+        let client = DataPlaneClient::new(endpoint.connect_lazy()).max_decoding_message_size(256 * 1024 * 1024);
+        *cached = Some((address, client.clone()));
+        Ok(Route::Leader(client))
+    }
+
+    /// The same call for the leader: the caller's credentials and a relay mark.
+    fn relayed<T>(&self, request: Request<T>) -> Request<T> {
+        let authorization = request.metadata().get("authorization").cloned();
+        let mut relayed = Request::new(request.into_inner());
+        if let Some(value) = authorization {
+            relayed.metadata_mut().insert("authorization", value);
+        }
+        if let Ok(value) = self.node.node_id.to_string().parse() {
+            relayed.metadata_mut().insert(FORWARDED, value);
+        }
+        relayed.set_timeout(FORWARD_TIMEOUT);
+        relayed
+    }
+
+    async fn write(&self, command: Command) -> Result<Outcome, Status> {
+        self.node.write(command).await.map_err(status_of)
+    }
+}
+
+/// A relayed call's failure: the leader's own answer as it is, or UNAVAILABLE when the
+/// call failed on the way (the transport error stays in this node's log).
+fn relay_failed(node_id: u64, status: Status) -> Status {
+    if std::error::Error::source(&status).is_none() {
+        return status;
+    }
+    tracing::warn!(node_id, error = %status, "relaying a data-plane call to the leader failed");
+    if status.code() == tonic::Code::DeadlineExceeded {
+        return Status::unavailable("the leader did not answer in time; the call may or may not have taken effect");
+    }
+    Status::unavailable("cannot reach the leader; retry shortly")
+}
+
+fn required(field: &str, value: &str) -> Result<(), Status> {
+    if value.trim().is_empty() {
+        return Err(Status::invalid_argument(format!("{field} must not be empty")));
+    }
+    Ok(())
+}
+
+fn millis(duration: Duration) -> u32 {
+    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
+}
+
+#[tonic::async_trait]
+impl DataPlane for DataPlaneService {
+    async fn register_instance(
+        &self,
+        request: Request<RegisterInstanceRequest>,
+    ) -> Result<Response<RegisterInstanceResponse>, Status> {
+        self.credentials.admits(request.metadata())?;
+        let body = request.get_ref();
+        required("instance_id", &body.instance_id)?;
+        required("service", &body.service)?;
+        required("address", &body.address)?;
+        if let Route::Leader(mut leader) = self.route(request.metadata())? {
+            let relayed = self.relayed(request);
+            return leader
+                .register_instance(relayed)
+                .await
+                .map_err(|status| relay_failed(self.node.node_id, status));
+        }
+        let body = request.into_inner();
+        self.write(Command::RegisterInstance {
+            id: body.instance_id.clone(),
+            service: body.service,
+            address: body.address,
+        })
+        .await?;
+        self.liveness().seen(&body.instance_id, Instant::now());
+        Ok(Response::new(RegisterInstanceResponse {
+            heartbeat_interval_ms: millis(self.heartbeats.interval),
+            heartbeat_timeout_ms: millis(self.heartbeats.timeout),
+        }))
+    }
+
+    async fn report_ready(
+        &self,
+        request: Request<ReportReadyRequest>,
+    ) -> Result<Response<ReportReadyResponse>, Status> {
+        self.credentials.admits(request.metadata())?;
+        let body = request.get_ref();
+        required("instance_id", &body.instance_id)?;
+        if !body.descriptor_set.is_empty()
+            && prost_types::FileDescriptorSet::decode(body.descriptor_set.as_slice()).is_err()
+        {
+            return Err(Status::invalid_argument(
+                "descriptor_set is not a serialized google.protobuf.FileDescriptorSet",
+            ));
+        }
+        if let Some(entity) = body
+            .entities
+            .iter()
+            .find(|entity| entity.service_name.trim().is_empty())
+        {
+            return Err(Status::invalid_argument(format!(
+                "every entity needs a service_name (entity type {:?} has none)",
+                entity.entity_type
+            )));
+        }
+        if let Route::Leader(mut leader) = self.route(request.metadata())? {
+            let relayed = self.relayed(request);
+            return leader
+                .report_ready(relayed)
+                .await
+                .map_err(|status| relay_failed(self.node.node_id, status));
+        }
+        let body = request.into_inner();
+        let descriptor_set = (!body.descriptor_set.is_empty())
+            .then(|| base64::engine::general_purpose::STANDARD.encode(&body.descriptor_set));
+        let entities = body
+            .entities
+            .into_iter()
+            .map(|entity| EntityInfo {
+                entity_type: entity.entity_type,
+                service_name: entity.service_name,
+                persistence_id: entity.persistence_id,
+            })
+            .collect();
+        self.write(Command::InstanceReady {
+            id: body.instance_id.clone(),
+            descriptor_set,
+            entities,
+        })
+        .await?;
+        self.liveness().seen(&body.instance_id, Instant::now());
+        Ok(Response::new(ReportReadyResponse {}))
+    }
+
+    async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+        self.credentials.admits(request.metadata())?;
+        required("instance_id", &request.get_ref().instance_id)?;
+        if let Route::Leader(mut leader) = self.route(request.metadata())? {
+            let relayed = self.relayed(request);
+            return leader
+                .heartbeat(relayed)
+                .await
+                .map_err(|status| relay_failed(self.node.node_id, status));
+        }
+        let instance = request.into_inner().instance_id;
+        let known = self.node.read(|registry| registry.instances.contains_key(&instance));
+        if known {
+            self.liveness().seen(&instance, Instant::now());
+        }
+        Ok(Response::new(HeartbeatResponse { known }))
+    }
+
+    async fn drain(&self, request: Request<DrainRequest>) -> Result<Response<DrainResponse>, Status> {
+        self.credentials.admits(request.metadata())?;
+        required("instance_id", &request.get_ref().instance_id)?;
+        if let Route::Leader(mut leader) = self.route(request.metadata())? {
+            let relayed = self.relayed(request);
+            return leader
+                .drain(relayed)
+                .await
+                .map_err(|status| relay_failed(self.node.node_id, status));
+        }
+        let body = request.into_inner();
+        let reason = if body.reason.trim().is_empty() {
+            "the instance is shutting down".to_owned()
+        } else {
+            body.reason
+        };
+        self.write(Command::DrainInstance {
+            id: body.instance_id,
+            reason,
+        })
+        .await?;
+        Ok(Response::new(DrainResponse {}))
+    }
+
+    type WatchRoutesStream = ReceiverStream<Result<RouteSnapshot, Status>>;
+
+    async fn watch_routes(
+        &self,
+        request: Request<WatchRoutesRequest>,
+    ) -> Result<Response<Self::WatchRoutesStream>, Status> {
+        self.credentials.admits(request.metadata())?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        // One task per watcher; it ends when the watcher hangs up or the node stops.
+        self.tasks.spawn(
+            "route-watcher",
+            routes::watch(Arc::clone(&self.node), tx, self.tasks.stopping()),
+        );
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn poke(&self, request: Request<PokeRequest>) -> Result<Response<PokeResponse>, Status> {
+        self.credentials.admits(request.metadata())?;
+        required("service", &request.get_ref().service)?;
+        if let Route::Leader(mut leader) = self.route(request.metadata())? {
+            let relayed = self.relayed(request);
+            return leader
+                .poke(relayed)
+                .await
+                .map_err(|status| relay_failed(self.node.node_id, status));
+        }
+        let service = request.into_inner().service;
+        let outcome = self
+            .write(Command::ScaleFromZero {
+                service: service.clone(),
+                reason: SCALE_FROM_ZERO_REASON.to_owned(),
+            })
+            .await?;
+        let Outcome::Service(service) = outcome else {
+            return Err(Status::internal("unexpected answer from the registry"));
+        };
+        Ok(Response::new(PokeResponse {
+            desired_replicas: service.desired_replicas,
+        }))
+    }
+}
+
+/// On the leader, removes instances that stopped heartbeating. Runs on every node and
+/// acts only while the node leads; a node that gains leadership (a new term) starts
+/// everyone's grace period afresh, since heartbeats went to the previous leader.
+pub async fn reap_silent_instances(service: DataPlaneService, stopping: Stopping) {
+    let node = Arc::clone(&service.node);
+    let timeout = service.heartbeats.timeout;
+    let reason = format!(
+        "missed heartbeats for {}",
+        format_duration_ms(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX))
+    );
+    let mut ticks = tokio::time::interval(service.heartbeats.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stop = stopping.wait();
+    tokio::pin!(stop);
+    let mut leading_term = None;
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = ticks.tick() => {}
+        }
+        let term = node.raft.metrics().borrow().current_term;
+        if !node.is_leader() {
+            leading_term = None;
+            continue;
+        }
+        if leading_term != Some(term) {
+            leading_term = Some(term);
+            service.liveness().reset();
+            tracing::info!(
+                node_id = node.node_id,
+                term,
+                "leading: every instance gets a fresh heartbeat grace period"
+            );
+        }
+        let expired = {
+            let registered: Vec<String> = node.read(|registry| registry.instances.keys().cloned().collect());
+            service
+                .liveness()
+                .expired(registered.iter().map(String::as_str), Instant::now())
+        };
+        for (instance, silent) in expired {
+            tracing::info!(
+                node_id = node.node_id,
+                term,
+                instance,
+                silent_ms = silent.as_millis() as u64,
+                "removing an instance that stopped heartbeating"
+            );
+            match node
+                .write(Command::RemoveInstance {
+                    id: instance.clone(),
+                    reason: reason.clone(),
+                })
+                .await
+            {
+                Ok(_) => service.liveness().forget(&instance),
+                Err(error) => {
+                    tracing::warn!(node_id = node.node_id, term, instance, %error, "could not remove a silent instance");
+                }
+            }
+        }
+    }
+}

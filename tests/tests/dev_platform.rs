@@ -1,0 +1,338 @@
+//! `strata dev` end to end: the whole platform as one real process, the Rust cart
+//! deployed through the CLI, load through the gateway. It scales out with shards
+//! on every instance, loses nothing acknowledged when an instance is killed, goes
+//! to zero when idle, wakes on the next request, and refuses (never hangs) what
+//! overflows the hold queue. No orphaned process survives `kill -9` of strata dev.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    process::Command,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::{json, Value};
+use strata_e2e::{binary, free_port, wait_for_port, Process};
+
+const TOKEN: &str = "e2e-admin-token";
+
+struct Dev {
+    _dir: tempfile::TempDir,
+    process: Process,
+    gateway: u16,
+    api: u16,
+}
+
+fn start_dev(dir: tempfile::TempDir, extra: &[&str]) -> Dev {
+    let (gateway, api) = (free_port(), free_port());
+    let mut command = Command::new(binary("strata"));
+    command
+        .arg("dev")
+        .args(["--data-dir", &dir.path().join("strata").display().to_string()])
+        .args(["--listen", &format!("127.0.0.1:{gateway}")])
+        .args(["--api-listen", &format!("127.0.0.1:{api}")])
+        .args(["--token", TOKEN])
+        .args(["--stable-window", "6s"])
+        .args(extra)
+        .current_dir(dir.path());
+    let process = Process::spawn("strata dev", command);
+    assert!(
+        wait_for_port(gateway, Duration::from_secs(30)),
+        "strata dev did not start its gateway"
+    );
+    assert!(
+        wait_for_port(api, Duration::from_secs(30)),
+        "strata dev did not start its API"
+    );
+    Dev {
+        _dir: dir,
+        process,
+        gateway,
+        api,
+    }
+}
+
+impl Dev {
+    fn deploy(&self, args: &[&str]) {
+        let status = Command::new(binary("strata"))
+            .args([
+                "deploy",
+                "cart",
+                "--command",
+                &binary("shopping-cart").display().to_string(),
+            ])
+            .args(args)
+            .args(["--api", &format!("http://127.0.0.1:{}", self.api)])
+            .env("STRATA_TOKEN", TOKEN)
+            .status()
+            .expect("strata deploy");
+        assert!(status.success(), "strata deploy failed");
+    }
+
+    async fn api(&self, path: &str) -> Value {
+        reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}/api/v1{path}", self.api))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("API")
+            .json()
+            .await
+            .expect("JSON")
+    }
+
+    async fn service(&self) -> Value {
+        self.api("/services/cart").await
+    }
+
+    /// Polls the service until `check` holds, failing after `limit`.
+    async fn until(&self, what: &str, limit: Duration, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let service = self.service().await;
+            if check(&service) {
+                return service;
+            }
+            assert!(Instant::now() < deadline, "{what}: never happened; last seen {service}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.gateway)
+    }
+}
+
+async fn add(http: &reqwest::Client, dev: &Dev, user: &str, quantity: i64) -> reqwest::Response {
+    http.post(dev.url(&format!("/cart/{user}/items/add")))
+        .json(&json!({"productId": "p", "name": "Thing", "quantity": quantity}))
+        .send()
+        .await
+        .expect("request")
+}
+
+async fn total(http: &reqwest::Client, dev: &Dev, user: &str) -> i64 {
+    let cart: Value = http
+        .get(dev.url(&format!("/carts/{user}")))
+        .send()
+        .await
+        .expect("GetCart")
+        .json()
+        .await
+        .expect("JSON");
+    cart["items"].as_array().map_or(0, |items| {
+        items.iter().map(|i| i["quantity"].as_i64().unwrap_or(0)).sum()
+    })
+}
+
+/// A sidecar run by `strata dev` (pid `parent`): its pid and instance id.
+fn sidecar_with_id(parent: u32) -> (u32, String) {
+    let out = Command::new("pgrep")
+        .args(["-P", &parent.to_string(), "-af", "strata proxy --user-function-port"])
+        .output()
+        .expect("pgrep");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let line = text.lines().next().expect("a running sidecar");
+    let pid = line.split_whitespace().next().unwrap().parse().unwrap();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let id = words
+        .iter()
+        .position(|w| *w == "--instance-id")
+        .map(|i| words[i + 1].to_string())
+        .expect("an instance id");
+    (pid, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scale_out_kill_scale_to_zero_and_wake() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = start_dev(dir, &[]);
+    let http = reqwest::Client::new();
+
+    // --- deploy the cart: initial scale 1 so discovery runs
+    dev.deploy(&[
+        "--min-scale",
+        "0",
+        "--max-scale",
+        "3",
+        "--target-concurrency",
+        "2",
+        "--scale-to-zero-grace",
+        "3s",
+    ]);
+    dev.until("the first instance is ready", Duration::from_secs(30), |s| {
+        s["ready_replicas"] == 1
+    })
+    .await;
+
+    // --- concurrent load: it scales out, with shards on each instance
+    let acked: Arc<Mutex<BTreeMap<String, i64>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for c in 0..24 {
+        let (http, acked, stop) = (http.clone(), acked.clone(), stop.clone());
+        let url = dev.url("");
+        clients.push(tokio::spawn(async move {
+            let mut n = 0i64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let user = format!("load-{c}-{}", n % 5);
+                let response = http
+                    .post(format!("{url}/cart/{user}/items/add"))
+                    .json(&json!({"productId": "p", "name": "Thing", "quantity": 1}))
+                    .send()
+                    .await;
+                if response.is_ok_and(|r| r.status().is_success()) {
+                    *acked.lock().unwrap().entry(user).or_default() += 1;
+                }
+            }
+        }));
+    }
+    dev.until("scaled out to 2+ ready instances", Duration::from_secs(60), |s| {
+        s["ready_replicas"].as_u64().unwrap_or(0) >= 2
+    })
+    .await;
+    let shards = dev.api("/services/cart/shards").await;
+    let owners: BTreeSet<&str> = shards["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["owner"].as_str())
+        .collect();
+    assert!(owners.len() >= 2, "shards should spread over the instances: {shards}");
+
+    // --- kill -9 one instance's sidecar under load: it is replaced
+    let (pid, victim) = sidecar_with_id(dev.process.pid());
+    Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let instances = dev.api("/services/cart/instances").await;
+        let ids: Vec<&str> = instances["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["state"] == "ready")
+            .filter_map(|i| i["id"].as_str())
+            .collect();
+        if !ids.contains(&victim.as_str()) && ids.len() >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{victim} was not replaced: {instances}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // --- stop the load: every acknowledged AddItem is in its cart
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.values().sum::<i64>() > 50,
+        "too little load got through: {acked:?}"
+    );
+    for (user, count) in &acked {
+        let stored = total(&http, &dev, user).await;
+        assert!(
+            stored >= *count,
+            "cart {user}: {count} acknowledged but {stored} stored"
+        );
+    }
+
+    // --- idle: it goes to zero
+    dev.until("scaled to zero", Duration::from_secs(90), |s| {
+        s["desired_replicas"] == 0 && s["ready_replicas"] == 0
+    })
+    .await;
+
+    // --- a request at zero wakes it and gets the right answer
+    let user = acked.keys().next().unwrap().clone();
+    let started = Instant::now();
+    let stored = total(&http, &dev, &user).await;
+    assert!(stored >= acked[&user], "after waking, cart {user} has {stored}");
+    eprintln!("cold start through the gateway took {:?}", started.elapsed());
+    let service = dev.service().await;
+    assert!(service["ready_replicas"].as_u64().unwrap_or(0) >= 1, "{service}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_hold_queue_answers_503_and_kill_9_leaves_no_orphans() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut dev = start_dev(dir, &["--hold-capacity", "2", "--hold-timeout", "20s"]);
+    let http = reqwest::Client::new();
+    dev.deploy(&["--min-scale", "0", "--scale-to-zero-grace", "2s"]);
+    dev.until("ready once", Duration::from_secs(30), |s| s["ready_replicas"] == 1)
+        .await;
+    assert_eq!(add(&http, &dev, "held", 1).await.status(), 200);
+    dev.until("scaled to zero", Duration::from_secs(60), |s| {
+        s["ready_replicas"] == 0 && s["desired_replicas"] == 0
+    })
+    .await;
+
+    // --- twelve requests at zero: two wait, the rest are refused at once with Retry-After
+    let mut calls = Vec::new();
+    for _ in 0..12 {
+        let http = http.clone();
+        let url = dev.url("/carts/held");
+        calls.push(tokio::spawn(async move {
+            let response = tokio::time::timeout(Duration::from_secs(40), http.get(url).send())
+                .await
+                .expect("no request may hang")
+                .expect("answered");
+            (
+                response.status().as_u16(),
+                response.headers().get("retry-after").cloned(),
+            )
+        }));
+    }
+    let mut ok = 0;
+    let mut refused = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            (200, _) => ok += 1,
+            (503, retry_after) => {
+                assert!(retry_after.is_some(), "a 503 tells when to retry");
+                refused += 1;
+            }
+            (status, _) => panic!("unexpected status {status}"),
+        }
+    }
+    assert!(
+        ok >= 2,
+        "the held requests are served once an instance is ready ({ok} ok)"
+    );
+    assert!(refused >= 1, "the overflow is refused ({refused} refused)");
+    assert_eq!(ok + refused, 12);
+
+    // --- kill -9 strata dev: none of its instances outlive it
+    dev.until("an instance is running", Duration::from_secs(30), |s| {
+        s["ready_replicas"] == 1
+    })
+    .await;
+    let pid = dev.process.pid();
+    let children = Command::new("pgrep").args(["-P", &pid.to_string()]).output().unwrap();
+    let children: Vec<String> = String::from_utf8_lossy(&children.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert!(!children.is_empty(), "strata dev runs its instances as child processes");
+    dev.process.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let alive: Vec<&String> = children
+            .iter()
+            .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+            .collect();
+        if alive.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "orphaned children survived kill -9: {alive:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

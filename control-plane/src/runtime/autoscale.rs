@@ -100,13 +100,19 @@ pub async fn run(node: Arc<ControlPlane>, config: AutoscaleConfig, stop: impl st
                 })
                 .collect::<BTreeMap<_, _>>()
         });
-        for gone in known.keys().filter(|s| !services.contains_key(*s)).cloned().collect::<Vec<_>>() {
+        for gone in known
+            .keys()
+            .filter(|s| !services.contains_key(*s))
+            .cloned()
+            .collect::<Vec<_>>()
+        {
             collector.forget(&gone);
             known.remove(&gone);
         }
         for (service, (settings, targets, desired)) in services {
             // Adopt a count someone else wrote (a poke, an operator's PATCH).
-            if collector.desired(&service).is_some_and(|mine| mine != desired) && known.get(&service) != Some(&desired) {
+            if collector.desired(&service).is_some_and(|mine| mine != desired) && known.get(&service) != Some(&desired)
+            {
                 collector.forget(&service);
             }
             if let Err(error) = collector.track(&service, settings, targets, Some(desired)).await {

@@ -135,7 +135,9 @@ impl LocalRuntime {
 
         // An instance that made it to ready clears its service's failure pacing.
         for running in self.running.values() {
-            let ready = instances.values().any(|(service, state)| *service == running.service && *state == InstanceState::Ready);
+            let ready = instances
+                .values()
+                .any(|(service, state)| *service == running.service && *state == InstanceState::Ready);
             if ready && running.started.elapsed() > Duration::from_secs(10) {
                 self.backoff.remove(&running.service);
             }
@@ -147,7 +149,9 @@ impl LocalRuntime {
             .iter()
             .filter(|(id, r)| {
                 r.started.elapsed() > self.config.ready_timeout
-                    && instances.get(*id).is_none_or(|(_, state)| *state == InstanceState::Starting)
+                    && instances
+                        .get(*id)
+                        .is_none_or(|(_, state)| *state == InstanceState::Starting)
             })
             .map(|(id, _)| id.clone())
             .collect();
@@ -171,7 +175,11 @@ impl LocalRuntime {
             let count = mine.len() as u32;
             if count < *desired && self.backoff.entry(service.clone()).or_default().ready() {
                 // One at a time per round after failures, all at once otherwise.
-                let starts = if self.backoff[service].failures > 0 { 1 } else { desired - count };
+                let starts = if self.backoff[service].failures > 0 {
+                    1
+                } else {
+                    desired - count
+                };
                 for _ in 0..starts {
                     self.start(service, command).await;
                 }
@@ -215,10 +223,16 @@ impl LocalRuntime {
 
     /// Ends an instance that failed and paces the service's next start.
     async fn fail(&mut self, id: &str, reason: &str) {
-        let Some(mut running) = self.running.remove(id) else { return };
+        let Some(mut running) = self.running.remove(id) else {
+            return;
+        };
         running.sidecar.kill().await;
         running.function.kill().await;
-        let delay = self.backoff.entry(running.service.clone()).or_default().record_failure();
+        let delay = self
+            .backoff
+            .entry(running.service.clone())
+            .or_default()
+            .record_failure();
         tracing::warn!(instance = id, service = %running.service, %reason, retry_in = ?delay, "instance failed");
         self.remove(id, &format!("{reason}; restarting in {delay:?}")).await;
     }
@@ -246,7 +260,10 @@ impl LocalRuntime {
             .args(["--control-plane", &self.config.control_plane])
             .args(["--instance-id", &id])
             .args(["--service", service])
-            .args(["--discovery-timeout", &format!("{}s", self.config.ready_timeout.as_secs().max(1))])
+            .args([
+                "--discovery-timeout",
+                &format!("{}s", self.config.ready_timeout.as_secs().max(1)),
+            ])
             .current_dir(&self.config.work_dir)
             .env_remove("STRATA_TOKEN");
         if let Some(token) = &self.config.token {
@@ -292,7 +309,9 @@ impl LocalRuntime {
     /// in-flight commands, then exits); then the function stops. Runs in the
     /// background so other services keep converging meanwhile.
     async fn drain_and_stop(&mut self, id: &str, reason: &str) {
-        let Some(mut running) = self.running.remove(id) else { return };
+        let Some(mut running) = self.running.remove(id) else {
+            return;
+        };
         tracing::info!(instance = id, service = %running.service, reason, "stopping an instance");
         let (node, stopping) = (self.node.clone(), self.stopping.clone());
         let (id, reason) = (id.to_string(), reason.to_string());
@@ -318,7 +337,13 @@ impl LocalRuntime {
         for id in ids {
             self.drain_and_stop(&id, "strata dev is stopping").await;
         }
-        let tasks: Vec<_> = self.stopping.lock().expect("poisoned").drain().map(|(_, task)| task).collect();
+        let tasks: Vec<_> = self
+            .stopping
+            .lock()
+            .expect("poisoned")
+            .drain()
+            .map(|(_, task)| task)
+            .collect();
         for task in tasks {
             let _ = task.await;
         }
@@ -346,6 +371,11 @@ async fn remove_instance(node: &ControlPlane, id: &str, reason: &str) {
 fn rand_suffix() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default());
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
     hasher.finish() as u32
 }

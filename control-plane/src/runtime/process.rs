@@ -3,11 +3,7 @@
 //! killed by the kernel if `strata dev` dies (`PR_SET_PDEATHSIG`), with output in
 //! a log file.
 
-use std::{
-    path::Path,
-    process::Stdio,
-    time::Duration,
-};
+use std::{path::Path, process::Stdio, time::Duration};
 
 use nix::{
     sys::signal::{killpg, Signal},
@@ -78,9 +74,7 @@ fn die_with_parent(command: &mut Command) {
     // SAFETY: the closure runs in the forked child before exec and only calls
     // prctl(2), which is async-signal-safe; it touches no memory of the parent.
     unsafe {
-        command.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
-        });
+        command.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod footprint;
 mod registry;
+mod scaling;
 mod stats;
 mod throughput;
 
@@ -28,6 +29,9 @@ enum Scenario {
     /// (baseline: a one-node cluster, no replication), and the time from a leader's
     /// `kill -9` until writes succeed again.
     Registry(registry::Args),
+    /// `strata dev`: cold start from zero beside warm latency, and the time from a
+    /// step in load until a new instance serves.
+    Scaling(scaling::Args),
 }
 
 #[tokio::main]
@@ -36,5 +40,6 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Footprint(args) => footprint::run(args).await,
         Scenario::Throughput(args) => throughput::run(args).await,
         Scenario::Registry(args) => registry::run(args).await,
+        Scenario::Scaling(args) => scaling::run(args).await,
     }
 }

@@ -345,7 +345,8 @@ impl Cluster {
         }
     }
 
-    /// Restarts the killed node from its data directory and waits until it follows a leader.
+    /// Restarts the killed node from its data directory and waits until it has caught up
+    /// with the leader, so the next kill starts from three equal replicas.
     async fn restart_killed(&mut self) -> anyhow::Result<()> {
         let Some(index) = self.killed.take() else {
             return Ok(());
@@ -354,15 +355,24 @@ impl Cluster {
         let api = self.nodes[index].api.clone();
         let deadline = Instant::now() + STARTUP;
         loop {
-            if let Some(cluster) = self.get(&api, "/api/v1/cluster").await {
-                let caught_up = cluster["applied_index"].as_u64().is_some()
-                    && cluster["applied_index"] == cluster["committed_index"];
-                if cluster["state"] == "follower" && !cluster["leader"].is_null() && caught_up {
+            let leader_applied = match self.leader().await {
+                Some(leader) => self
+                    .get(&self.nodes[leader].api, "/api/v1/cluster")
+                    .await
+                    .and_then(|cluster| cluster["applied_index"].as_u64()),
+                None => None,
+            };
+            let applied = self
+                .get(&api, "/api/v1/cluster")
+                .await
+                .and_then(|cluster| cluster["applied_index"].as_u64());
+            if let (Some(leader_applied), Some(applied)) = (leader_applied, applied) {
+                if applied >= leader_applied {
                     return Ok(());
                 }
             }
             if Instant::now() > deadline {
-                bail!("the restarted node did not rejoin within {STARTUP:?}");
+                bail!("the restarted node did not catch up within {STARTUP:?}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

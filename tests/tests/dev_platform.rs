@@ -20,14 +20,17 @@ use strata_e2e::{binary, free_port, wait_for_port, Process};
 const TOKEN: &str = "e2e-admin-token";
 
 struct Dev {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     process: Process,
     gateway: u16,
     api: u16,
 }
 
 fn start_dev(dir: tempfile::TempDir, extra: &[&str]) -> Dev {
-    let (gateway, api) = (free_port(), free_port());
+    start_dev_on(dir, free_port(), free_port(), extra)
+}
+
+fn start_dev_on(dir: tempfile::TempDir, gateway: u16, api: u16, extra: &[&str]) -> Dev {
     let mut command = Command::new(binary("strata"));
     command
         .arg("dev")
@@ -48,7 +51,7 @@ fn start_dev(dir: tempfile::TempDir, extra: &[&str]) -> Dev {
         "strata dev did not start its API"
     );
     Dev {
-        _dir: dir,
+        dir,
         process,
         gateway,
         api,
@@ -57,13 +60,12 @@ fn start_dev(dir: tempfile::TempDir, extra: &[&str]) -> Dev {
 
 impl Dev {
     fn deploy(&self, args: &[&str]) {
+        self.deploy_command("cart", &binary("shopping-cart").display().to_string(), args);
+    }
+
+    fn deploy_command(&self, name: &str, command: &str, args: &[&str]) {
         let status = Command::new(binary("strata"))
-            .args([
-                "deploy",
-                "cart",
-                "--command",
-                &binary("shopping-cart").display().to_string(),
-            ])
+            .args(["deploy", name, "--command", command])
             .args(args)
             .args(["--api", &format!("http://127.0.0.1:{}", self.api)])
             .env("STRATA_TOKEN", TOKEN)
@@ -86,6 +88,24 @@ impl Dev {
 
     async fn service(&self) -> Value {
         self.api("/services/cart").await
+    }
+
+    /// The event history so far (the SSE stream's retained part, read briefly).
+    async fn events(&self) -> Vec<Value> {
+        let mut response = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}/api/v1/events", self.api))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("events");
+        let mut text = String::new();
+        while let Ok(Ok(Some(chunk))) = tokio::time::timeout(Duration::from_millis(500), response.chunk()).await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|d| serde_json::from_str(d.trim()).ok())
+            .collect()
     }
 
     /// Polls the service until `check` holds, failing after `limit`.
@@ -335,4 +355,70 @@ async fn a_full_hold_queue_answers_503_and_kill_9_leaves_no_orphans() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+
+    // --- start it again on the same data: the service is back and the cart intact
+    let (gateway, api) = (dev.gateway, dev.api);
+    let dir = std::mem::replace(&mut dev.dir, tempfile::tempdir().unwrap());
+    drop(dev);
+    let dev = start_dev_on(dir, gateway, api, &[]);
+    let service = dev
+        .until("the registry came back", Duration::from_secs(30), |s| {
+            s["name"] == "cart"
+        })
+        .await;
+    assert_eq!(service["min_scale"], 0, "{service}");
+    // The first requests may meet the old instance's routes, which the runtime
+    // removes at once: 503s are allowed, a wrong answer is not.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = http.get(dev.url("/carts/held")).send().await.expect("GetCart");
+        if response.status() == 200 {
+            let cart: Value = response.json().await.unwrap();
+            assert_eq!(cart["items"][0]["quantity"], 1, "the cart survived kill -9: {cart}");
+            break;
+        }
+        assert_eq!(response.status(), 503, "only retryable answers while it restarts");
+        assert!(Instant::now() < deadline, "the cart never came back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broken_commands_back_off_and_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = start_dev(dir, &["--ready-timeout", "2s"]);
+    dev.deploy_command("missing", "/nonexistent/function-binary", &["--min-scale", "1"]);
+    dev.deploy_command("crashing", "false", &["--min-scale", "1"]);
+    dev.deploy_command("sleepy", "sleep 600", &["--min-scale", "1"]);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+
+    let events = dev.events().await;
+    let failures = |service: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["kind"] == "instance_failed" && e["service"] == service)
+            .filter_map(|e| e["reason"].as_str().map(str::to_string))
+            .collect()
+    };
+    // --- a command that does not exist: a clear reason, and backoff, not a storm
+    let missing = failures("missing");
+    assert!(!missing.is_empty(), "no failure recorded: {events:?}");
+    assert!(missing[0].contains("cannot start the command"), "{missing:?}");
+    assert!(missing.len() <= 6, "restarted too often in 8s: {missing:?}");
+    // --- a command that exits at once
+    let crashing = failures("crashing");
+    assert!(
+        !crashing.is_empty(),
+        "no failure recorded for the crashing command: {events:?}"
+    );
+    assert!(crashing[0].contains("exited"), "{crashing:?}");
+    assert!(crashing.len() <= 6, "restarted too often in 8s: {crashing:?}");
+    // --- a function that never becomes ready: stopped after the timeout, with why
+    let sleepy = failures("sleepy");
+    assert!(
+        sleepy.iter().any(|r| r.contains("did not become ready within")),
+        "{sleepy:?}"
+    );
+    let sleepy_service = dev.api("/services/sleepy").await;
+    assert_eq!(sleepy_service["ready_replicas"], 0, "{sleepy_service}");
 }

@@ -52,6 +52,18 @@ pub fn apply(registry: &mut Registry, command: Command, now_ms: u64) -> Applied 
             tx.event(EventKind::Cluster, None, None, reason);
             Ok(Outcome::Recorded)
         }
+        Command::RecordInstanceFailure {
+            service,
+            instance,
+            reason,
+        } => {
+            if !tx.registry.services.contains_key(&service) {
+                Err(RegistryError::not_found("service", &service))
+            } else {
+                tx.event(EventKind::InstanceFailed, Some(&service), Some(&instance), reason);
+                Ok(Outcome::Recorded)
+            }
+        }
     };
     if response.is_err() {
         debug_assert!(effects.is_empty(), "a refused command must not have effects");

@@ -61,6 +61,14 @@ pub enum Command {
     RecordClusterEvent {
         reason: String,
     },
+    /// Something a runtime driver saw happen to a service's instance that the
+    /// registry would not otherwise record (a command that cannot start, an
+    /// instance that crashed before registering), kept in the history.
+    RecordInstanceFailure {
+        service: String,
+        instance: String,
+        reason: String,
+    },
 }
 
 /// A service as requested: unset fields take the registry's defaults.

@@ -105,6 +105,7 @@ pub enum EventKind {
     InstanceReady,
     InstanceDraining,
     InstanceRemoved,
+    InstanceFailed,
     Cluster,
 }
 

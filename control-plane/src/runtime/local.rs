@@ -210,13 +210,13 @@ impl LocalRuntime {
         let mut dead = Vec::new();
         for (id, running) in &mut self.running {
             if let Some(status) = running.function.exited() {
-                dead.push((id.clone(), format!("the function exited ({status})")));
+                dead.push((id.clone(), format!("the function exited ({status})"), "function"));
             } else if let Some(status) = running.sidecar.exited() {
-                dead.push((id.clone(), format!("the sidecar exited ({status})")));
+                dead.push((id.clone(), format!("the sidecar exited ({status})"), "sidecar"));
             }
         }
-        for (id, reason) in dead {
-            let reason = format!("{reason}; see {}", self.log_path(&id, "function").display());
+        for (id, reason, process) in dead {
+            let reason = format!("{reason}; see {}", self.log_path(&id, process).display());
             self.fail(&id, &reason).await;
         }
     }
@@ -234,7 +234,22 @@ impl LocalRuntime {
             .or_default()
             .record_failure();
         tracing::warn!(instance = id, service = %running.service, %reason, retry_in = ?delay, "instance failed");
-        self.remove(id, &format!("{reason}; restarting in {delay:?}")).await;
+        let reason = format!("{reason}; restarting in {delay:?}");
+        self.record_failure(&running.service, id, &reason).await;
+        self.remove(id, &reason).await;
+    }
+
+    /// Puts a failure in the service's event history, where `strata dev` users
+    /// (and the API) see why instances do not come up.
+    async fn record_failure(&self, service: &str, id: &str, reason: &str) {
+        let command = RegistryCommand::RecordInstanceFailure {
+            service: service.to_string(),
+            instance: id.to_string(),
+            reason: reason.to_string(),
+        };
+        if let Err(error) = self.node.write(command).await {
+            tracing::warn!(instance = id, %error, "could not record the failure");
+        }
     }
 
     async fn start(&mut self, service: &str, command: &str) {
@@ -260,9 +275,11 @@ impl LocalRuntime {
             .args(["--control-plane", &self.config.control_plane])
             .args(["--instance-id", &id])
             .args(["--service", service])
+            // Longer than the ready timeout, so a function that never comes up is
+            // reported by that timeout rather than by the sidecar giving up.
             .args([
                 "--discovery-timeout",
-                &format!("{}s", self.config.ready_timeout.as_secs().max(1)),
+                &format!("{}s", self.config.ready_timeout.as_secs() + 10),
             ])
             .current_dir(&self.config.work_dir)
             .env_remove("STRATA_TOKEN");
@@ -274,6 +291,8 @@ impl LocalRuntime {
             Err(error) => {
                 let delay = self.backoff.entry(service.to_string()).or_default().record_failure();
                 tracing::error!(service, %error, retry_in = ?delay, "cannot start the function");
+                let reason = format!("cannot start the command {command:?}: {error}; retrying in {delay:?}");
+                self.record_failure(service, &id, &reason).await;
                 return;
             }
         };

@@ -236,8 +236,21 @@ pub async fn run(
             })
         }
     };
+    // Until the first route snapshot arrives nothing is known: answer 503 (retry
+    // shortly), never a misleading 404.
+    let starting = Router::new().fallback(|| async {
+        let error = ProxyError::Unavailable("the gateway is starting and has no routes yet; retry shortly".into());
+        (
+            error.http_status(),
+            [
+                (http::header::RETRY_AFTER, "1"),
+                (http::header::CONTENT_TYPE, "application/json"),
+            ],
+            error.json_body().to_string(),
+        )
+    });
     let live = LiveRouter {
-        current: Arc::new(RwLock::new(build(&RouteTable::default()))),
+        current: Arc::new(RwLock::new(starting)),
     };
     tokio::spawn(follow_routes(client, routes_tx, live.clone(), build));
 
@@ -265,6 +278,7 @@ async fn follow_routes(
     build: impl Fn(&RouteTable) -> Router,
 ) {
     let mut backoff = Duration::from_millis(100);
+    let mut first = true;
     loop {
         match client.clone().watch_routes(WatchRoutesRequest {}).await {
             Ok(stream) => {
@@ -280,7 +294,8 @@ async fn follow_routes(
                             .iter()
                             .zip(previous.catalog.models())
                             .all(|(a, b)| Arc::ptr_eq(a, b));
-                    if !same_services {
+                    if first || !same_services {
+                        first = false;
                         *live.current.write().expect("router lock poisoned") = build(&table);
                         tracing::info!(
                             services = table.services.len(),

@@ -276,6 +276,15 @@ async fn scale_out_kill_scale_to_zero_and_wake() {
     eprintln!("cold start through the gateway took {:?}", started.elapsed());
     let service = dev.service().await;
     assert!(service["ready_replicas"].as_u64().unwrap_or(0) >= 1, "{service}");
+
+    // --- the gateway speaks gRPC too, with the same answer
+    let mut grpc = strata_e2e::cart_client(dev.gateway).await;
+    let cart = grpc
+        .get_cart(strata_e2e::shoppingcart::GetShoppingCart { user_id: user.clone() })
+        .await
+        .expect("gRPC GetCart through the gateway")
+        .into_inner();
+    assert_eq!(cart.items.iter().map(|i| i.quantity as i64).sum::<i64>(), stored);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -60,6 +60,25 @@ async fn value_is_updated_deleted_and_survives_kill_9() {
     assert_eq!(status, 200);
     assert_eq!(cart, json!({"items": [{"productId": "p", "quantity": 5}]}));
 
+    // --- the key in the body: present works, missing or empty is 400 INVALID_ARGUMENT
+    let (status, body) = call(
+        http.post(url("/vcart-items"))
+            .json(&json!({"userId": "val", "productId": "q", "quantity": 1})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for missing in [
+        json!({"productId": "q", "quantity": 1}),
+        json!({"userId": "", "quantity": 1}),
+    ] {
+        let (status, body) = call(http.post(url("/vcart-items")).json(&missing)).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["code"], "INVALID_ARGUMENT", "{body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("user_id"), "{body}");
+    }
+    let (_, cart) = call(http.get(url("/vcarts/val"))).await;
+    assert_eq!(cart["items"][1], json!({"productId": "q", "quantity": 1}));
+
     // --- a failed command changes nothing
     let (status, _) = call(
         http.post(url("/vcart/val/items/add"))

@@ -23,6 +23,10 @@ pub struct DeployArgs {
     /// Idle time before the service scales to zero (e.g. 30s, 2m).
     #[arg(long)]
     scale_to_zero_grace: Option<String>,
+    /// How far back the autoscaler averages load (e.g. 60s; 1s to 1h). Default:
+    /// strata dev's --stable-window.
+    #[arg(long)]
+    stable_window: Option<String>,
     /// Management API of any control-plane node.
     #[arg(long, env = "STRATA_API", default_value = "http://127.0.0.1:9100")]
     api: String,
@@ -32,8 +36,14 @@ pub struct DeployArgs {
 }
 
 pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
-    crate::duration::parse(args.scale_to_zero_grace.as_deref().unwrap_or("1s"))
-        .map_err(|e| anyhow::anyhow!("--scale-to-zero-grace: {e}"))?;
+    for (flag, value) in [
+        ("--scale-to-zero-grace", &args.scale_to_zero_grace),
+        ("--stable-window", &args.stable_window),
+    ] {
+        if let Some(value) = value {
+            crate::duration::parse(value).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+        }
+    }
     let mut fields = Map::new();
     fields.insert("command".into(), json!(args.command));
     for (key, value) in [
@@ -47,6 +57,9 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
     }
     if let Some(grace) = &args.scale_to_zero_grace {
         fields.insert("scale_to_zero_grace".into(), json!(grace));
+    }
+    if let Some(window) = &args.stable_window {
+        fields.insert("stable_window".into(), json!(window));
     }
     let api = args.api.trim_end_matches('/');
     let client = reqwest::Client::new();

@@ -308,18 +308,24 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     });
     tracing::info!(node_id = identity.node_id, raft = %raft_address, api = %api_address, "control plane listening");
 
-    if config.bootstrap {
-        node.bootstrap().await?;
+    let membership = if config.bootstrap {
+        node.bootstrap().await.map_err(ServerError::from)
     } else if let Some(url) = &config.join {
         if node.is_initialized().await {
             tracing::info!(
                 node_id = identity.node_id,
                 "already a member (state on disk), not joining again"
             );
-        } else if let Err(error) = join(url, identity.node_id, &info, config.tokens.admin.as_deref()).await {
-            server.shutdown().await;
-            return Err(error);
+            Ok(())
+        } else {
+            join(url, identity.node_id, &info, config.tokens.admin.as_deref()).await
         }
+    } else {
+        Ok(())
+    };
+    if let Err(error) = membership {
+        server.shutdown().await;
+        return Err(error);
     }
     Ok(server)
 }

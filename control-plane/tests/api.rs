@@ -138,6 +138,7 @@ async fn service_lifecycle_has_the_documented_shapes() {
         (Some(2), Some(2))
     );
     assert_eq!(patched["scale_to_zero_grace"], "5m");
+    assert_eq!(patched["stable_window"], serde_json::Value::Null, "unset: the platform's default");
 
     let (status, shards) = admin(&h.app, "GET", "/api/v1/services/cart/shards", None).await;
     assert_eq!(status, StatusCode::OK);
@@ -211,6 +212,13 @@ async fn bad_input_gets_a_clear_status_and_code() {
             "POST",
             "/api/v1/services",
             Some(r#"{"name":"x","command":"y","scale_to_zero_grace":"soon"}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        ),
+        (
+            "POST",
+            "/api/v1/services",
+            Some(r#"{"name":"x","command":"y","stable_window":"500ms"}"#),
             StatusCode::BAD_REQUEST,
             "invalid_argument",
         ),

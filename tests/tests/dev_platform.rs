@@ -182,11 +182,18 @@ async fn scale_out_kill_scale_to_zero_and_wake() {
         "2",
         "--scale-to-zero-grace",
         "3s",
+        "--stable-window",
+        "5s",
     ]);
-    dev.until("the first instance is ready", Duration::from_secs(30), |s| {
-        s["ready_replicas"] == 1
-    })
-    .await;
+    let service = dev
+        .until("the first instance is ready", Duration::from_secs(30), |s| {
+            s["ready_replicas"] == 1
+        })
+        .await;
+    assert_eq!(
+        service["stable_window"], "5s",
+        "per-service autoscaler settings are visible: {service}"
+    );
 
     // --- concurrent load: it scales out, with shards on each instance
     let acked: Arc<Mutex<BTreeMap<String, i64>>> = Arc::default();

@@ -38,6 +38,8 @@ pub struct ServiceView {
     pub target_concurrency: u32,
     /// e.g. "30s"
     pub scale_to_zero_grace: String,
+    /// The autoscaler's stable window, e.g. "60s"; null: the platform's default.
+    pub stable_window: Option<String>,
     pub desired_replicas: u32,
     pub ready_replicas: u32,
     /// `ready`, `scaling`, `pending` or `scaled_to_zero`.
@@ -73,6 +75,8 @@ pub struct CreateService {
     pub target_concurrency: Option<i64>,
     /// e.g. "30s", "5m"
     pub scale_to_zero_grace: Option<String>,
+    /// e.g. "60s"; between 1s and 1h
+    pub stable_window: Option<String>,
     pub shard_count: Option<i64>,
 }
 
@@ -86,6 +90,7 @@ pub struct UpdateService {
     pub max_scale: Option<i64>,
     pub target_concurrency: Option<i64>,
     pub scale_to_zero_grace: Option<String>,
+    pub stable_window: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -133,6 +138,7 @@ pub(crate) fn service_view(registry: &Registry, service: &Service) -> ServiceVie
         max_scale: service.max_scale,
         target_concurrency: service.target_concurrency,
         scale_to_zero_grace: format_duration_ms(service.scale_to_zero_grace_ms),
+        stable_window: service.stable_window_ms.map(format_duration_ms),
         desired_replicas: service.desired_replicas,
         ready_replicas: registry.ready_replicas(&service.name),
         status: status.to_owned(),
@@ -180,10 +186,12 @@ fn count(field: &str, value: Option<i64>) -> Result<Option<u32>, ApiError> {
 }
 
 fn grace(value: Option<&str>) -> Result<Option<u64>, ApiError> {
+    duration("scale_to_zero_grace", value)
+}
+
+fn duration(field: &str, value: Option<&str>) -> Result<Option<u64>, ApiError> {
     value
-        .map(|text| {
-            parse_duration_ms(text).map_err(|message| ApiError::invalid(format!("scale_to_zero_grace: {message}")))
-        })
+        .map(|text| parse_duration_ms(text).map_err(|message| ApiError::invalid(format!("{field}: {message}"))))
         .transpose()
 }
 
@@ -230,6 +238,7 @@ pub(super) async fn create_service(
         max_scale: count("max_scale", body.max_scale)?,
         target_concurrency: count("target_concurrency", body.target_concurrency)?,
         scale_to_zero_grace_ms: grace(body.scale_to_zero_grace.as_deref())?,
+        stable_window_ms: duration("stable_window", body.stable_window.as_deref())?,
         shard_count: count("shard_count", body.shard_count)?,
     };
     let outcome = state.node.write(Command::CreateService(spec)).await?;
@@ -264,6 +273,7 @@ pub(super) async fn update_service(
         max_scale: count("max_scale", body.max_scale)?,
         target_concurrency: count("target_concurrency", body.target_concurrency)?,
         scale_to_zero_grace_ms: grace(body.scale_to_zero_grace.as_deref())?,
+        stable_window_ms: duration("stable_window", body.stable_window.as_deref())?,
     };
     let outcome = state.node.write(Command::UpdateService { name, patch }).await?;
     service_response(&state, outcome)

@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 
 use super::command::{Command, Effect, Outcome, RegistryError, ServicePatch, ServiceSpec};
 use super::{
-    rebalance, validate_name, validate_scaling, EntityInfo, Event, EventKind, Instance, InstanceState, Registry,
-    Service, Shard, DEFAULT_MAX_SCALE, DEFAULT_MIN_SCALE, DEFAULT_SCALE_TO_ZERO_GRACE_MS, DEFAULT_SHARD_COUNT,
-    DEFAULT_TARGET_CONCURRENCY, EVENT_HISTORY_LIMIT,
+    rebalance, validate_name, validate_scaling, validate_stable_window, EntityInfo, Event, EventKind, Instance,
+    InstanceState, Registry, Service, Shard, DEFAULT_MAX_SCALE, DEFAULT_MIN_SCALE, DEFAULT_SCALE_TO_ZERO_GRACE_MS,
+    DEFAULT_SHARD_COUNT, DEFAULT_TARGET_CONCURRENCY, EVENT_HISTORY_LIMIT,
 };
 
 /// Largest shard count a service may ask for; keeps the shard map (replicated in full) small.
@@ -84,6 +84,7 @@ impl Tx<'_> {
         let max_scale = spec.max_scale.unwrap_or(DEFAULT_MAX_SCALE.max(min_scale));
         let target_concurrency = spec.target_concurrency.unwrap_or(DEFAULT_TARGET_CONCURRENCY);
         validate_scaling(min_scale, max_scale, target_concurrency)?;
+        validate_stable_window(spec.stable_window_ms)?;
         validate_runtime(spec.command.as_deref(), spec.image.as_deref())?;
         let shard_count = spec.shard_count.unwrap_or(DEFAULT_SHARD_COUNT);
         if shard_count == 0 || shard_count > MAX_SHARD_COUNT {
@@ -109,6 +110,7 @@ impl Tx<'_> {
             max_scale,
             target_concurrency,
             scale_to_zero_grace_ms: spec.scale_to_zero_grace_ms.unwrap_or(DEFAULT_SCALE_TO_ZERO_GRACE_MS),
+            stable_window_ms: spec.stable_window_ms,
             descriptor_set: None,
             entities: Vec::new(),
             revision: 1,
@@ -141,6 +143,8 @@ impl Tx<'_> {
         updated.max_scale = patch.max_scale.unwrap_or(current.max_scale);
         updated.target_concurrency = patch.target_concurrency.unwrap_or(current.target_concurrency);
         updated.scale_to_zero_grace_ms = patch.scale_to_zero_grace_ms.unwrap_or(current.scale_to_zero_grace_ms);
+        updated.stable_window_ms = patch.stable_window_ms.or(current.stable_window_ms);
+        validate_stable_window(updated.stable_window_ms)?;
         validate_scaling(updated.min_scale, updated.max_scale, updated.target_concurrency)?;
         validate_runtime(updated.command.as_deref(), updated.image.as_deref())?;
         if updated == current {

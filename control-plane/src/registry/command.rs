@@ -81,6 +81,7 @@ pub struct ServiceSpec {
     pub max_scale: Option<u32>,
     pub target_concurrency: Option<u32>,
     pub scale_to_zero_grace_ms: Option<u64>,
+    pub stable_window_ms: Option<u64>,
     pub shard_count: Option<u32>,
 }
 
@@ -93,6 +94,7 @@ pub struct ServicePatch {
     pub max_scale: Option<u32>,
     pub target_concurrency: Option<u32>,
     pub scale_to_zero_grace_ms: Option<u64>,
+    pub stable_window_ms: Option<u64>,
 }
 
 impl ServicePatch {

@@ -19,7 +19,7 @@ pub use apply::{apply, Applied};
 pub use command::{Command, Effect, Outcome, RegistryError, Request, ServicePatch, ServiceSpec};
 pub use duration::{format_duration_ms, parse_duration_ms};
 pub use shard_map::{rebalance, ShardMove};
-pub use validate::{validate_name, validate_scaling};
+pub use validate::{validate_name, validate_scaling, validate_stable_window};
 
 /// Shards per service unless a service asks for another count.
 pub const DEFAULT_SHARD_COUNT: u32 = 64;
@@ -49,6 +49,9 @@ pub struct Service {
     pub max_scale: u32,
     pub target_concurrency: u32,
     pub scale_to_zero_grace_ms: u64,
+    /// The autoscaler's stable window; `None` takes the platform's default.
+    #[serde(default)]
+    pub stable_window_ms: Option<u64>,
     /// Serialized `FileDescriptorSet` (base64) learned from discovery, once an instance is ready.
     pub descriptor_set: Option<String>,
     pub entities: Vec<EntityInfo>,

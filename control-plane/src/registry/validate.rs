@@ -44,6 +44,18 @@ pub fn validate_scaling(min_scale: u32, max_scale: u32, target_concurrency: u32)
     Ok(())
 }
 
+/// Knative's bounds for a stable window: long enough to average over, short
+/// enough to react within the hour.
+pub fn validate_stable_window(stable_window_ms: Option<u64>) -> Result<(), RegistryError> {
+    match stable_window_ms {
+        Some(ms) if !(1_000..=3_600_000).contains(&ms) => Err(RegistryError::invalid(
+            "stable_window",
+            format!("stable_window must be between 1s and 1h (got {ms}ms)"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

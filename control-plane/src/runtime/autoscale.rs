@@ -93,7 +93,9 @@ pub async fn run(node: Arc<ControlPlane>, config: AutoscaleConfig, stop: impl st
                         min_scale: service.min_scale,
                         max_scale: service.max_scale,
                         scale_to_zero_grace: Duration::from_millis(service.scale_to_zero_grace_ms),
-                        stable_window: config.stable_window,
+                        stable_window: service
+                            .stable_window_ms
+                            .map_or(config.stable_window, Duration::from_millis),
                         ..ScalingSettings::default()
                     };
                     (service.name.clone(), (settings, targets, service.desired_replicas))

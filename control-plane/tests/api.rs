@@ -138,7 +138,11 @@ async fn service_lifecycle_has_the_documented_shapes() {
         (Some(2), Some(2))
     );
     assert_eq!(patched["scale_to_zero_grace"], "5m");
-    assert_eq!(patched["stable_window"], serde_json::Value::Null, "unset: the platform's default");
+    assert_eq!(
+        patched["stable_window"],
+        serde_json::Value::Null,
+        "unset: the platform's default"
+    );
 
     let (status, shards) = admin(&h.app, "GET", "/api/v1/services/cart/shards", None).await;
     assert_eq!(status, StatusCode::OK);

@@ -437,4 +437,16 @@ async fn broken_commands_back_off_and_say_why() {
     );
     let sleepy_service = dev.api("/services/sleepy").await;
     assert_eq!(sleepy_service["ready_replicas"], 0, "{sleepy_service}");
+
+    // --- requests for services nobody deployed: 404 / UNIMPLEMENTED from the gateway
+    let response = reqwest::get(dev.url("/nothing/here")).await.unwrap();
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "UNIMPLEMENTED", "{body}");
+    let mut grpc = strata_e2e::cart_client(dev.gateway).await;
+    let status = grpc
+        .get_cart(strata_e2e::shoppingcart::GetShoppingCart { user_id: "x".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
 }

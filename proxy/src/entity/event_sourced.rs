@@ -4,22 +4,16 @@
 //! they are durable.
 
 use prost_types::Any;
-use strata_proto::cloudstate::{
-    eventsourced::{
-        event_sourced_stream_in, event_sourced_stream_out, EventSourcedEvent, EventSourcedInit, EventSourcedSnapshot,
-        EventSourcedStreamIn, EventSourcedStreamOut,
-    },
-    Command,
+use strata_proto::cloudstate::eventsourced::{
+    event_sourced_stream_in, event_sourced_stream_out, EventSourcedEvent, EventSourcedInit, EventSourcedSnapshot,
+    EventSourcedStreamIn, EventSourcedStreamOut,
 };
 use strata_store::EntityKey;
 
 use super::{
     actor::After,
     pipeline::WritePipeline,
-    protocol::{
-        client_answer, entity_stream, round_trip, store_unavailable, stream_closed, stream_failure, violation,
-        ToFunction,
-    },
+    protocol::{client_answer, entity_stream, store_unavailable, stream_failure, violation, Conversation},
     EntityCommand, Shared,
 };
 use crate::{error::ProxyError, model::EntityModel};
@@ -27,9 +21,7 @@ use crate::{error::ProxyError, model::EntityModel};
 const EVENT_SOURCED_HANDLE: &str = "/cloudstate.eventsourced.EventSourced/handle";
 
 pub(in crate::entity) struct EventSourcedSession {
-    to_function: ToFunction<EventSourcedStreamIn>,
-    from_function: crate::function::EntityStream<EventSourcedStreamOut>,
-    next_command_id: i64,
+    conversation: Conversation<EventSourcedStreamIn, EventSourcedStreamOut>,
     pub(in crate::entity) journal: WritePipeline,
 }
 
@@ -119,41 +111,40 @@ impl EventSourcedSession {
         }
         let from_function = shared.function.open_entity_stream(EVENT_SOURCED_HANDLE, inbound);
         Ok(Self {
-            to_function,
-            from_function,
-            next_command_id: 1,
+            conversation: Conversation::new(to_function, from_function),
             journal: WritePipeline::new(key, entity.service_name.clone(), seq_nr),
         })
     }
 
     pub(in crate::entity) fn is_closed(&mut self) -> bool {
-        stream_closed(&mut self.from_function)
+        self.conversation.is_closed()
     }
 
     pub(in crate::entity) async fn run(&mut self, shared: &Shared, command: EntityCommand, entity_id: &str) -> After {
-        let id = self.next_command_id;
-        self.next_command_id += 1;
-        let message = EventSourcedStreamIn {
-            message: Some(event_sourced_stream_in::Message::Command(Command {
-                entity_id: entity_id.to_string(),
-                id,
-                name: command.method.name().to_string(),
-                payload: Some(command.payload),
-                streamed: false,
-                metadata: command.metadata,
-            })),
+        let EntityCommand {
+            method,
+            payload,
+            metadata,
+            reply,
+        } = command;
+        let wrap = |command| EventSourcedStreamIn {
+            message: Some(event_sourced_stream_in::Message::Command(command)),
         };
-        let out = match round_trip(shared, &self.to_function, &mut self.from_function, message).await {
-            Ok(out) => out,
+        let answer = self
+            .conversation
+            .command(shared, entity_id, method.name(), payload, metadata, wrap)
+            .await;
+        let (id, out) = match answer {
+            Ok(answer) => answer,
             Err(error) => {
-                let _ = command.reply.send(Err(error));
+                let _ = reply.send(Err(error));
                 return After::Restart;
             }
         };
         match decide(id, out) {
             Decision::Violation(what) => {
-                let error = violation(shared, &command.method.entity.service_name, entity_id, &what);
-                let _ = command.reply.send(Err(error));
+                let error = violation(shared, &method.entity.service_name, entity_id, &what);
+                let _ = reply.send(Err(error));
                 After::Restart
             }
             Decision::Persist {
@@ -162,7 +153,7 @@ impl EventSourcedSession {
                 answer,
                 restart,
             } => {
-                self.journal.push(shared, command.reply, answer, events, snapshot);
+                self.journal.push(shared, reply, answer, events, snapshot);
                 if restart {
                     After::Restart
                 } else {

@@ -2,7 +2,7 @@
 //! on an entity stream, reading a client action, and handling a violation.
 
 use prost_types::Any;
-use strata_proto::cloudstate::{client_action::Action, ClientAction, Failure};
+use strata_proto::cloudstate::{client_action::Action, ClientAction, Command, Failure, Metadata};
 use strata_store::StoreError;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -27,30 +27,61 @@ pub(super) fn entity_stream<In: Send + 'static>() -> (ToFunction<In>, impl futur
     )
 }
 
-/// Sends one message on an entity stream and waits for the function's next one.
-pub(super) async fn round_trip<In, Out>(
-    shared: &Shared,
-    to_function: &ToFunction<In>,
-    from_function: &mut EntityStream<Out>,
-    message: In,
-) -> Result<Out, ProxyError> {
-    if to_function.send(Box::new(message)).is_ok() {
-        match from_function.message().await {
-            Ok(Some(out)) => return Ok(out),
-            Ok(None) => {}
-            Err(status) => return Err(function_unavailable(shared, &status)),
-        }
-    }
-    Err(ProxyError::Unavailable(
-        "the user function closed the entity's stream before answering; retry".into(),
-    ))
+/// One entity's protocol stream: what goes to the function, what comes back, and
+/// the command ids (from 1 on every stream).
+pub(super) struct Conversation<In, Out> {
+    to_function: ToFunction<In>,
+    from_function: EntityStream<Out>,
+    next_command_id: i64,
 }
 
-/// Whether the function has ended the stream while nothing was in flight: polls
-/// it once without waiting. Anything but "no message yet" means the stream is over
-/// (an unsolicited message is a violation too; the stream is replaced either way).
-pub(super) fn stream_closed<Out>(from_function: &mut EntityStream<Out>) -> bool {
-    from_function.is_closed()
+impl<In, Out> Conversation<In, Out> {
+    pub(super) fn new(to_function: ToFunction<In>, from_function: EntityStream<Out>) -> Self {
+        Self {
+            to_function,
+            from_function,
+            next_command_id: 1,
+        }
+    }
+
+    /// Whether the function has ended the stream while nothing was in flight.
+    pub(super) fn is_closed(&mut self) -> bool {
+        self.from_function.is_closed()
+    }
+
+    /// Sends the next command and waits for the function's answer to it; returns
+    /// the command's id with the answer. `wrap` puts the command into the entity
+    /// type's stream message.
+    pub(super) async fn command(
+        &mut self,
+        shared: &Shared,
+        entity_id: &str,
+        name: &str,
+        payload: Any,
+        metadata: Option<Metadata>,
+        wrap: impl FnOnce(Command) -> In,
+    ) -> Result<(i64, Out), ProxyError> {
+        let id = self.next_command_id;
+        self.next_command_id += 1;
+        let message = wrap(Command {
+            entity_id: entity_id.to_string(),
+            id,
+            name: name.to_string(),
+            payload: Some(payload),
+            streamed: false,
+            metadata,
+        });
+        if self.to_function.send(Box::new(message)).is_ok() {
+            match self.from_function.message().await {
+                Ok(Some(out)) => return Ok((id, out)),
+                Ok(None) => {}
+                Err(status) => return Err(function_unavailable(shared, &status)),
+            }
+        }
+        Err(ProxyError::Unavailable(
+            "the user function closed the entity's stream before answering; retry".into(),
+        ))
+    }
 }
 
 /// The client's answer from a reply's client action, and whether to restart.

@@ -3,20 +3,17 @@
 //! released.
 
 use prost_types::Any;
-use strata_proto::cloudstate::{
-    valueentity::{
-        value_entity_action, value_entity_stream_in, value_entity_stream_out, ValueEntityInit, ValueEntityInitState,
-        ValueEntityStreamIn, ValueEntityStreamOut,
-    },
-    Command,
+use strata_proto::cloudstate::valueentity::{
+    value_entity_action, value_entity_stream_in, value_entity_stream_out, ValueEntityInit, ValueEntityInitState,
+    ValueEntityStreamIn, ValueEntityStreamOut,
 };
 use strata_store::EntityKey;
 
 use super::{
     actor::After,
     protocol::{
-        client_answer, entity_stream, persist_timed, round_trip, store_failed, store_unavailable, stream_closed,
-        stream_failure, violation, ToFunction,
+        client_answer, entity_stream, persist_timed, store_failed, store_unavailable, stream_failure, violation,
+        Conversation,
     },
     EntityCommand, Shared,
 };
@@ -26,9 +23,7 @@ const VALUE_ENTITY_HANDLE: &str = "/cloudstate.valueentity.ValueEntity/handle";
 
 pub(in crate::entity) struct ValueSession {
     key: EntityKey,
-    to_function: ToFunction<ValueEntityStreamIn>,
-    from_function: crate::function::EntityStream<ValueEntityStreamOut>,
-    next_command_id: i64,
+    conversation: Conversation<ValueEntityStreamIn, ValueEntityStreamOut>,
 }
 
 /// What to do with the stored value after a command.
@@ -113,40 +108,39 @@ impl ValueSession {
         let from_function = shared.function.open_entity_stream(VALUE_ENTITY_HANDLE, inbound);
         Ok(Self {
             key,
-            to_function,
-            from_function,
-            next_command_id: 1,
+            conversation: Conversation::new(to_function, from_function),
         })
     }
 
     pub(in crate::entity) fn is_closed(&mut self) -> bool {
-        stream_closed(&mut self.from_function)
+        self.conversation.is_closed()
     }
 
     pub(in crate::entity) async fn run(&mut self, shared: &Shared, command: EntityCommand, entity_id: &str) -> After {
-        let id = self.next_command_id;
-        self.next_command_id += 1;
-        let message = ValueEntityStreamIn {
-            message: Some(value_entity_stream_in::Message::Command(Command {
-                entity_id: entity_id.to_string(),
-                id,
-                name: command.method.name().to_string(),
-                payload: Some(command.payload),
-                streamed: false,
-                metadata: command.metadata,
-            })),
+        let EntityCommand {
+            method,
+            payload,
+            metadata,
+            reply,
+        } = command;
+        let wrap = |command| ValueEntityStreamIn {
+            message: Some(value_entity_stream_in::Message::Command(command)),
         };
-        let out = match round_trip(shared, &self.to_function, &mut self.from_function, message).await {
-            Ok(out) => out,
+        let answer = self
+            .conversation
+            .command(shared, entity_id, method.name(), payload, metadata, wrap)
+            .await;
+        let (id, out) = match answer {
+            Ok(answer) => answer,
             Err(error) => {
-                let _ = command.reply.send(Err(error));
+                let _ = reply.send(Err(error));
                 return After::Restart;
             }
         };
         match decide(id, out) {
             Decision::Violation(what) => {
-                let error = violation(shared, &command.method.entity.service_name, entity_id, &what);
-                let _ = command.reply.send(Err(error));
+                let error = violation(shared, &method.entity.service_name, entity_id, &what);
+                let _ = reply.send(Err(error));
                 After::Restart
             }
             Decision::Persist {
@@ -162,15 +156,15 @@ impl ValueSession {
                 let saved = match value {
                     None => Ok(()),
                     Some(value) => {
-                        let service = command.method.entity.service_name.as_str();
+                        let service = method.entity.service_name.as_str();
                         persist_timed(shared, service, shared.store.save_value(&self.key, value)).await
                     }
                 };
                 if let Err(error) = saved {
-                    let _ = command.reply.send(Err(store_failed(error)));
+                    let _ = reply.send(Err(store_failed(error)));
                     return After::Restart;
                 }
-                let _ = command.reply.send(answer);
+                let _ = reply.send(answer);
                 if restart {
                     After::Restart
                 } else {

@@ -35,6 +35,10 @@ pub struct Args {
     /// Leader kills to time (the median is reported).
     #[arg(long, default_value_t = 7)]
     failovers: usize,
+    /// Run this program instead of the `strata` binary beside `strata-bench`, with the
+    /// same arguments (e.g. a wrapper that makes fsync slower, see docs/benchmarks.md).
+    #[arg(long)]
+    strata: Option<PathBuf>,
 }
 
 /// One throughput measurement.
@@ -49,13 +53,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let duration = Duration::from_secs(args.seconds);
     let root = std::env::temp_dir().join(format!("strata-registry-bench-{}", std::process::id()));
     let http = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
+    let strata = args.strata.clone().unwrap_or_else(|| binary("strata"));
 
     // samples[cluster size index][clients index] over repeats; sizes 1 (baseline) and 3.
     let sizes = [1usize, 3];
     let mut samples: Vec<Vec<Vec<Sample>>> = vec![vec![Vec::new(); args.clients.len()]; sizes.len()];
     for round in 0..args.repeats {
         for (size_index, size) in sizes.iter().enumerate() {
-            let mut cluster = Cluster::start(&root.join(format!("r{round}-n{size}")), *size, &http).await?;
+            let mut cluster = Cluster::start(&strata, &root.join(format!("r{round}-n{size}")), *size, &http).await?;
             let leader_api = cluster.leader_api().await?;
             let services = cluster
                 .create_services(&leader_api, *args.clients.iter().max().unwrap_or(&1))
@@ -73,7 +78,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     println!("\nfailover: kill -9 of the leader of a three-node cluster, until a write succeeds again");
-    let mut cluster = Cluster::start(&root.join("failover"), 3, &http).await?;
+    let mut cluster = Cluster::start(&strata, &root.join("failover"), 3, &http).await?;
     let leader_api = cluster.leader_api().await?;
     cluster.create_services(&leader_api, 1).await?;
     let mut failovers = Vec::new();
@@ -167,6 +172,7 @@ async fn drive(http: &reqwest::Client, api: &str, services: &[String], duration:
 
 struct Node {
     id: u64,
+    program: PathBuf,
     dir: PathBuf,
     api: String,
     process: Option<Process>,
@@ -174,7 +180,7 @@ struct Node {
 
 impl Node {
     fn spawn(&mut self, args: &[String]) {
-        let mut command = Command::new(binary("strata"));
+        let mut command = Command::new(&self.program);
         command
             .arg("control-plane")
             .arg("--data-dir")
@@ -195,11 +201,12 @@ struct Cluster {
 
 impl Cluster {
     /// Node 1 bootstraps; the others join through its API. Returns once all are voters.
-    async fn start(dir: &Path, size: usize, http: &reqwest::Client) -> anyhow::Result<Cluster> {
+    async fn start(program: &Path, dir: &Path, size: usize, http: &reqwest::Client) -> anyhow::Result<Cluster> {
         std::fs::create_dir_all(dir)?;
         let mut nodes: Vec<Node> = (1..=size as u64)
             .map(|id| Node {
                 id,
+                program: program.to_owned(),
                 dir: dir.join(format!("node-{id}")),
                 api: format!("127.0.0.1:{}", free_port()),
                 process: None,

@@ -2,10 +2,11 @@
 //! purges, votes, committed ids) in the node's data directory. An append is acknowledged
 //! to openraft only after `fsync`; a torn tail left by a crash is cut off on reopening.
 //!
-//! Group commit: appends are written at once but made durable by one flusher thread, so
-//! every append queued during an `fsync` shares the next one (openraft 0.9 appends each
-//! client write separately). Votes, truncations and purges are synced before returning;
-//! the committed id is a hint (openraft re-learns it) and rides on the next sync.
+//! Entries, votes, truncations and purges are synced before the call returns. The
+//! committed id is only a hint (openraft re-learns it from the leader or a new commit),
+//! so it is written without a sync and becomes durable with the next synced record:
+//! one `fsync` per append instead of two. (openraft 0.9 awaits each append's flush
+//! before it takes the next client write, so a flusher thread could not group commits.)
 //!
 //! Why a hand-written file rather than an embedded database: the log is written in
 //! order and read mostly from memory (the registry is small), so a write-ahead file with
@@ -19,7 +20,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -48,14 +48,6 @@ enum Record {
     Committed(Option<LogId>),
 }
 
-/// Durability work for the flusher thread, in file order.
-enum Flush {
-    /// Records written before this was sent must be synced, then openraft told.
-    Appended(LogFlushed<TypeConfig>),
-    /// Compaction replaced the file: sync this one from now on.
-    Reopened(File),
-}
-
 /// The log store handed to openraft; clones share one file.
 #[derive(Clone)]
 pub struct LogStore {
@@ -71,8 +63,6 @@ struct LogFile {
     committed: Option<LogId>,
     /// Records in the file, live or dead: decides when to compact.
     records: usize,
-    /// Ends the flusher thread when the last clone of the store is dropped.
-    flusher: Sender<Flush>,
 }
 
 impl LogStore {
@@ -81,11 +71,6 @@ impl LogStore {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(LOG_FILE);
         let mut file = OpenOptions::new().read(true).append(true).create(true).open(&path)?;
-        let (flusher, queue) = std::sync::mpsc::channel();
-        let flushed_file = file.try_clone()?;
-        std::thread::Builder::new()
-            .name("raft-log-flusher".into())
-            .spawn(move || flush_appends(flushed_file, queue))?;
         let mut log = LogFile {
             path,
             file: file.try_clone()?,
@@ -94,7 +79,6 @@ impl LogStore {
             vote: None,
             committed: None,
             records: 0,
-            flusher,
         };
         let mut bytes = Vec::new();
         file.seek(SeekFrom::Start(0))?;
@@ -162,8 +146,7 @@ impl LogFile {
         self.applied(records)
     }
 
-    /// Appends records without waiting for the disk; they are readable at once and
-    /// durable after the flusher's next sync (or any synced write after them).
+    /// Appends records without waiting for the disk: durable with the next synced write.
     fn write_unsynced(&mut self, records: Vec<Record>) -> std::io::Result<()> {
         let buffer = encode_all(&records)?;
         self.file.write_all(&buffer)?;
@@ -201,9 +184,6 @@ impl LogFile {
         }
         blocking(|| write_atomically(&self.path, &buffer))?;
         self.file = OpenOptions::new().append(true).open(&self.path)?;
-        // Appends still queued were written to the old file; their records are in the
-        // new one, which `write_atomically` synced. Later appends go to the new file.
-        let _ = self.flusher.send(Flush::Reopened(self.file.try_clone()?));
         self.records = records;
         tracing::debug!(records, "compacted the raft log");
         Ok(())
@@ -215,38 +195,6 @@ impl LogFile {
             .next_back()
             .map(|entry| entry.log_id)
             .or(self.last_purged)
-    }
-}
-
-/// The flusher thread: one `fsync` for every append queued since the last one, then
-/// openraft hears that they are durable. Ends when the store is dropped.
-fn flush_appends(mut file: File, queue: Receiver<Flush>) {
-    while let Ok(first) = queue.recv() {
-        let mut appended = Vec::new();
-        let mut next = Some(first);
-        while let Some(item) = next {
-            match item {
-                Flush::Appended(callback) => appended.push(callback),
-                Flush::Reopened(reopened) => file = reopened,
-            }
-            next = queue.try_recv().ok();
-        }
-        if appended.is_empty() {
-            continue;
-        }
-        match file.sync_data() {
-            Ok(()) => {
-                for callback in appended {
-                    callback.log_io_completed(Ok(()));
-                }
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot sync the raft log");
-                for callback in appended {
-                    callback.log_io_completed(Err(std::io::Error::new(error.kind(), error.to_string())));
-                }
-            }
-        }
     }
 }
 
@@ -343,14 +291,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let records: Vec<Record> = entries.into_iter().map(Record::Entry).collect();
-        let mut log = self.lock();
-        // Readable as soon as this returns; durable (and reported) after the next sync.
-        let result = log.write_unsynced(records).and_then(|()| {
-            log.flusher
-                .send(Flush::Appended(callback))
-                .map_err(|_| std::io::Error::other("the raft log flusher has stopped"))
-        });
-        result.map_err(write_error)
+        // The write is synchronous, so the entries are both readable and durable here.
+        let result = self.lock().write(records);
+        match result {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(error) => {
+                let message = error.to_string();
+                callback.log_io_completed(Err(error));
+                Err(write_error(std::io::Error::other(message)))
+            }
+        }
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {

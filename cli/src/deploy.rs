@@ -13,14 +13,16 @@ pub struct DeployArgs {
     /// It runs in the directory strata dev was started in.
     #[arg(long)]
     command: String,
+    /// Fewest instances (0 allows scale to zero; default 0).
     #[arg(long)]
     min_scale: Option<u32>,
+    /// Most instances (default 10).
     #[arg(long)]
     max_scale: Option<u32>,
-    /// Concurrent requests one instance should handle.
+    /// Concurrent requests one instance should handle (default 100).
     #[arg(long)]
     target_concurrency: Option<u32>,
-    /// Idle time before the service scales to zero (e.g. 30s, 2m).
+    /// Idle time before the service scales to zero (e.g. 30s, 2m; default 30s).
     #[arg(long)]
     scale_to_zero_grace: Option<String>,
     /// How far back the autoscaler averages load (e.g. 60s; 1s to 1h). Default:

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub cold_start_seconds: HistogramVec,
     /// Gateway: requests waiting for a service to scale from zero.
     pub held: IntGaugeVec,
+    /// Gateway: commands routed again, by why (`not_owner`, `unreachable`, `no_owner`).
+    pub reroutes: IntCounterVec,
     store_writes: IntGauge,
     store_transactions: IntGauge,
     store_conflicts: IntGauge,
@@ -103,6 +105,14 @@ impl Metrics {
                 &["service"],
             )
             .expect("valid metric"),
+            reroutes: IntCounterVec::new(
+                Opts::new(
+                    "strata_gateway_reroutes_total",
+                    "Commands routed again after a routing miss",
+                ),
+                &["service", "reason"],
+            )
+            .expect("valid metric"),
             store_writes: IntGauge::new("strata_store_writes_committed", "Writes committed by the store")
                 .expect("valid metric"),
             store_transactions: IntGauge::new("strata_store_transactions", "Transactions (batches) committed")
@@ -122,6 +132,7 @@ impl Metrics {
             Box::new(metrics.persist_seconds.clone()),
             Box::new(metrics.cold_start_seconds.clone()),
             Box::new(metrics.held.clone()),
+            Box::new(metrics.reroutes.clone()),
             Box::new(metrics.store_writes.clone()),
             Box::new(metrics.store_transactions.clone()),
             Box::new(metrics.store_conflicts.clone()),

@@ -68,6 +68,7 @@ pub enum GatewayError {
 /// Routes commands to owners; the [`Commands`] of the gateway's ingress.
 pub struct Gateway {
     routes: watch::Receiver<Arc<RouteTable>>,
+    metrics: Arc<Metrics>,
     forwarder: Forwarder,
     holds: Holds,
     poke: Box<dyn Fn(String) + Send + Sync>,
@@ -76,11 +77,13 @@ pub struct Gateway {
 impl Gateway {
     fn new(
         routes: watch::Receiver<Arc<RouteTable>>,
+        metrics: Arc<Metrics>,
         holds: Holds,
         poke: impl Fn(String) + Send + Sync + 'static,
     ) -> Self {
         Self {
             routes,
+            metrics,
             forwarder: Forwarder::default(),
             holds,
             poke: Box::new(poke),
@@ -118,6 +121,7 @@ impl Commands for Gateway {
             }
             let shard = shard_of(&entity_id, service.shard_count());
             let Some(owner) = service.owner(shard).cloned() else {
+                self.rerouted(&service.name, "no_owner");
                 wait_for_new_routes(&mut routes).await;
                 continue;
             };
@@ -134,10 +138,14 @@ impl Commands for Gateway {
                 }
                 Err(status) => match ProxyError::from_status(&status) {
                     // The shard moved (or has not arrived yet): re-read the routes.
-                    ProxyError::NotOwner(_) => wait_for_new_routes(&mut routes).await,
+                    ProxyError::NotOwner(_) => {
+                        self.rerouted(&service.name, "not_owner");
+                        wait_for_new_routes(&mut routes).await
+                    }
                     // The owner is not reachable at all, so it never saw the
                     // command: safe to route it again once the routes change.
                     ProxyError::Unavailable(message) if message.starts_with(forward::UNREACHABLE) => {
+                        self.rerouted(&service.name, "unreachable");
                         self.forwarder.forget(&owner.address);
                         wait_for_new_routes(&mut routes).await;
                     }
@@ -148,6 +156,12 @@ impl Commands for Gateway {
         Err(ProxyError::Unavailable(format!(
             "the owner of entity {entity_id:?} could not be reached after {MAX_ATTEMPTS} attempts; retry"
         )))
+    }
+}
+
+impl Gateway {
+    fn rerouted(&self, service: &str, reason: &str) {
+        self.metrics.reroutes.with_label_values(&[service, reason]).inc();
     }
 }
 
@@ -206,6 +220,7 @@ pub async fn run(
     let poke_client = client.clone();
     let gateway = Arc::new(Gateway::new(
         routes.clone(),
+        metrics.clone(),
         Holds::new(config.hold_capacity, config.hold_timeout, metrics.clone()),
         move |service| {
             let mut client = poke_client.clone();

@@ -23,6 +23,27 @@ pub(crate) enum Step<Out> {
     Close(Out),
 }
 
+/// An entity protocol's outbound message that can carry a stream-level failure.
+pub(crate) trait FailureMessage {
+    fn failure(failure: strata_proto::cloudstate::Failure) -> Self;
+}
+
+/// A stream-level failure for the command in flight (0: the stream itself).
+pub(crate) fn stream_failure<O: FailureMessage>(command_id: i64, description: String, restart: bool) -> O {
+    O::failure(strata_proto::cloudstate::Failure {
+        command_id,
+        description,
+        restart,
+    })
+}
+
+/// The proxy broke the protocol: end the stream.
+pub(crate) fn protocol_error<O: FailureMessage>(command_id: i64, description: impl Into<String>) -> Step<O> {
+    let description = format!("protocol error: {}", description.into());
+    tracing::warn!(command_id, %description, "failing the entity stream");
+    Step::Close(stream_failure(command_id, description, false))
+}
+
 /// One entity's side of a protocol stream, free of I/O so it can be tested directly.
 pub(crate) trait Session: Send + 'static {
     type In: Send + 'static;

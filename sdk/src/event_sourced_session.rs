@@ -11,10 +11,10 @@ use strata_proto::cloudstate::{
         EventSourcedInit, EventSourcedReply, EventSourcedStreamIn, EventSourcedStreamOut,
     },
 };
-use tracing::{debug, error, warn, Span};
+use tracing::{debug, error, Span};
 
 use crate::{
-    entity_stream::{Session, Step},
+    entity_stream::{protocol_error, stream_failure, FailureMessage, Session, Step},
     event_sourced::{run_command, DynEventSourced},
     registry::Registry,
     Command,
@@ -157,25 +157,16 @@ impl Session for EventSourcedSession {
     }
 }
 
-/// The proxy broke the protocol: end the stream.
-fn protocol_error(command_id: i64, description: impl Into<String>) -> Step<EventSourcedStreamOut> {
-    let description = format!("protocol error: {}", description.into());
-    warn!(command_id, %description, "failing the entity stream");
-    Step::Close(stream_failure(command_id, description, false))
-}
-
 /// The entity cannot go on: end the stream so the proxy restarts it from its journal.
 fn entity_error(command_id: i64, description: String) -> Step<EventSourcedStreamOut> {
     error!(command_id, %description, "failing the entity stream");
     Step::Close(stream_failure(command_id, description, true))
 }
 
-fn stream_failure(command_id: i64, description: String, restart: bool) -> EventSourcedStreamOut {
-    EventSourcedStreamOut {
-        message: Some(Out::Failure(pb::Failure {
-            command_id,
-            description,
-            restart,
-        })),
+impl FailureMessage for EventSourcedStreamOut {
+    fn failure(failure: pb::Failure) -> Self {
+        EventSourcedStreamOut {
+            message: Some(Out::Failure(failure)),
+        }
     }
 }

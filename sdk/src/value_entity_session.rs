@@ -11,10 +11,10 @@ use strata_proto::cloudstate::{
         ValueEntityReply, ValueEntityStreamIn, ValueEntityStreamOut,
     },
 };
-use tracing::{debug, error, warn, Span};
+use tracing::{debug, error, Span};
 
 use crate::{
-    entity_stream::{Session, Step},
+    entity_stream::{protocol_error, stream_failure, FailureMessage, Session, Step},
     registry::Registry,
     value_entity::DynValueEntity,
     Command,
@@ -125,18 +125,10 @@ impl Session for ValueEntitySession {
     }
 }
 
-fn protocol_error(command_id: i64, description: impl Into<String>) -> Step<ValueEntityStreamOut> {
-    let description = format!("protocol error: {}", description.into());
-    warn!(command_id, %description, "failing the entity stream");
-    Step::Close(stream_failure(command_id, description, false))
-}
-
-fn stream_failure(command_id: i64, description: String, restart: bool) -> ValueEntityStreamOut {
-    ValueEntityStreamOut {
-        message: Some(Out::Failure(pb::Failure {
-            command_id,
-            description,
-            restart,
-        })),
+impl FailureMessage for ValueEntityStreamOut {
+    fn failure(failure: pb::Failure) -> Self {
+        ValueEntityStreamOut {
+            message: Some(Out::Failure(failure)),
+        }
     }
 }

@@ -13,7 +13,7 @@ use strata_store::EntityKey;
 use super::{
     actor::After,
     pipeline::WritePipeline,
-    protocol::{client_answer, entity_stream, store_unavailable, stream_failure, violation, Conversation},
+    protocol::{client_answer, entity_stream, store_unavailable, stream_failure, violation, Asked, Conversation},
     EntityCommand, Shared,
 };
 use crate::{error::ProxyError, model::EntityModel};
@@ -121,32 +121,15 @@ impl EventSourcedSession {
     }
 
     pub(in crate::entity) async fn run(&mut self, shared: &Shared, command: EntityCommand, entity_id: &str) -> After {
-        let EntityCommand {
-            method,
-            payload,
-            metadata,
-            reply,
-        } = command;
         let wrap = |command| EventSourcedStreamIn {
             message: Some(event_sourced_stream_in::Message::Command(command)),
         };
-        let answer = self
-            .conversation
-            .command(shared, entity_id, method.name(), payload, metadata, wrap)
-            .await;
-        let (id, out) = match answer {
-            Ok(answer) => answer,
-            Err(error) => {
-                let _ = reply.send(Err(error));
-                return After::Restart;
-            }
+        let Some(Asked { method, reply, id, out }) = self.conversation.ask(shared, command, entity_id, wrap).await
+        else {
+            return After::Restart;
         };
         match decide(id, out) {
-            Decision::Violation(what) => {
-                let error = violation(shared, &method.entity.service_name, entity_id, &what);
-                let _ = reply.send(Err(error));
-                After::Restart
-            }
+            Decision::Violation(what) => violation(shared, (&method, reply), entity_id, &what),
             Decision::Persist {
                 events,
                 snapshot,

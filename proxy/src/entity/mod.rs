@@ -23,12 +23,15 @@ use crate::{error::ProxyError, function::FunctionClient, metrics::Metrics, model
 /// How many commands may wait for one entity before callers wait to enqueue.
 const MAILBOX: usize = 1024;
 
+/// Where a command's answer goes.
+pub(crate) type ReplyTo = oneshot::Sender<Result<Any, ProxyError>>;
+
 /// One command for one entity, with the channel its answer goes back on.
 pub struct EntityCommand {
     pub method: Arc<MethodModel>,
     pub payload: Any,
     pub metadata: Option<Metadata>,
-    pub reply: oneshot::Sender<Result<Any, ProxyError>>,
+    pub reply: ReplyTo,
 }
 
 type ActorKey = (String, String);

@@ -8,12 +8,10 @@ use std::time::Instant;
 
 use prost_types::Any;
 use strata_store::{EntityKey, JournalWrite, Snapshot, StoreError};
-use tokio::{sync::oneshot, task::JoinHandle};
+use tokio::task::JoinHandle;
 
-use super::{protocol::store_failed, Shared};
+use super::{protocol::store_failed, ReplyTo, Shared};
 use crate::error::ProxyError;
-
-type ReplyTo = oneshot::Sender<Result<Any, ProxyError>>;
 
 /// A reply held back until the write carrying its events is durable.
 struct Held {

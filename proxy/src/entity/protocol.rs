@@ -2,14 +2,17 @@
 //! on an entity stream, reading a client action, and handling a violation.
 
 use prost_types::Any;
-use strata_proto::cloudstate::{client_action::Action, ClientAction, Command, Failure, Metadata};
+use strata_proto::cloudstate::{client_action::Action, ClientAction, Command, Failure};
 use strata_store::StoreError;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use super::Shared;
+use std::sync::Arc;
+
+use super::{actor::After, EntityCommand, ReplyTo, Shared};
 use crate::error::{code_name, ProxyError};
 use crate::function::EntityStream;
+use crate::model::MethodModel;
 
 /// The sending half of an entity stream. Messages travel boxed: a channel
 /// allocates slots in blocks, and with one channel per active entity, slots the
@@ -49,38 +52,46 @@ impl<In, Out> Conversation<In, Out> {
         self.from_function.is_closed()
     }
 
-    /// Sends the next command and waits for the function's answer to it; returns
-    /// the command's id with the answer. `wrap` puts the command into the entity
-    /// type's stream message.
-    pub(super) async fn command(
+    /// Sends the next command and waits for the function's answer to it. `wrap`
+    /// puts the command into the entity type's stream message. When the stream
+    /// fails, the caller is answered here and `None` means: restart the entity.
+    pub(super) async fn ask(
         &mut self,
         shared: &Shared,
+        command: EntityCommand,
         entity_id: &str,
-        name: &str,
-        payload: Any,
-        metadata: Option<Metadata>,
         wrap: impl FnOnce(Command) -> In,
-    ) -> Result<(i64, Out), ProxyError> {
+    ) -> Option<Asked<Out>> {
+        let EntityCommand {
+            method,
+            payload,
+            metadata,
+            reply,
+        } = command;
         let id = self.next_command_id;
         self.next_command_id += 1;
         let message = wrap(Command {
             entity_id: entity_id.to_string(),
             id,
-            name: name.to_string(),
+            name: method.name().to_string(),
             payload: Some(payload),
             streamed: false,
             metadata,
         });
-        if self.to_function.send(Box::new(message)).is_ok() {
+        let error = if self.to_function.send(Box::new(message)).is_ok() {
             match self.from_function.message().await {
-                Ok(Some(out)) => return Ok((id, out)),
-                Ok(None) => {}
-                Err(status) => return Err(function_unavailable(shared, &status)),
+                Ok(Some(out)) => return Some(Asked { method, reply, id, out }),
+                Ok(None) => None,
+                Err(status) => Some(function_unavailable(shared, &status)),
             }
-        }
-        Err(ProxyError::Unavailable(
-            "the user function closed the entity's stream before answering; retry".into(),
-        ))
+        } else {
+            None
+        };
+        let error = error.unwrap_or_else(|| {
+            ProxyError::Unavailable("the user function closed the entity's stream before answering; retry".into())
+        });
+        let _ = reply.send(Err(error));
+        None
     }
 }
 
@@ -113,14 +124,27 @@ pub(super) fn stream_failure(command_id: i64, failure: Failure) -> Result<(Resul
     }
 }
 
-/// Reports a protocol violation to the function and the error for the caller.
-pub(super) fn violation(shared: &Shared, service: &str, entity_id: &str, what: &str) -> ProxyError {
+/// A command the function answered: its method, its id, the answer, and where
+/// the client's answer goes.
+pub(super) struct Asked<Out> {
+    pub method: Arc<MethodModel>,
+    pub reply: ReplyTo,
+    pub id: i64,
+    pub out: Out,
+}
+
+/// Reports a protocol violation to the function, fails the command, and restarts
+/// the entity.
+pub(super) fn violation(shared: &Shared, asked_for: (&MethodModel, ReplyTo), entity_id: &str, what: &str) -> After {
+    let (method, reply) = asked_for;
+    let service = &method.entity.service_name;
     shared
         .function
         .report_error(format!("protocol violation by entity {entity_id} of {service}: {what}"));
-    ProxyError::Internal(format!(
+    let _ = reply.send(Err(ProxyError::Internal(format!(
         "the user function broke the protocol ({what}); the entity was restarted"
-    ))
+    ))));
+    After::Restart
 }
 
 /// Runs one store write, recording how long it took to become durable.

@@ -12,7 +12,7 @@ use strata_store::EntityKey;
 use super::{
     actor::After,
     protocol::{
-        client_answer, entity_stream, persist_timed, store_failed, store_unavailable, stream_failure, violation,
+        client_answer, entity_stream, persist_timed, store_failed, store_unavailable, stream_failure, violation, Asked,
         Conversation,
     },
     EntityCommand, Shared,
@@ -117,32 +117,15 @@ impl ValueSession {
     }
 
     pub(in crate::entity) async fn run(&mut self, shared: &Shared, command: EntityCommand, entity_id: &str) -> After {
-        let EntityCommand {
-            method,
-            payload,
-            metadata,
-            reply,
-        } = command;
         let wrap = |command| ValueEntityStreamIn {
             message: Some(value_entity_stream_in::Message::Command(command)),
         };
-        let answer = self
-            .conversation
-            .command(shared, entity_id, method.name(), payload, metadata, wrap)
-            .await;
-        let (id, out) = match answer {
-            Ok(answer) => answer,
-            Err(error) => {
-                let _ = reply.send(Err(error));
-                return After::Restart;
-            }
+        let Some(Asked { method, reply, id, out }) = self.conversation.ask(shared, command, entity_id, wrap).await
+        else {
+            return After::Restart;
         };
         match decide(id, out) {
-            Decision::Violation(what) => {
-                let error = violation(shared, &method.entity.service_name, entity_id, &what);
-                let _ = reply.send(Err(error));
-                After::Restart
-            }
+            Decision::Violation(what) => violation(shared, (&method, reply), entity_id, &what),
             Decision::Persist {
                 change,
                 answer,

@@ -85,8 +85,15 @@ impl JournalWrite {
         self.first_seq_nr + self.events.len() as i64 - 1
     }
 
-    /// A snapshot must be taken at one of the write's own events; nothing of a
-    /// write that breaks this is stored.
+    /// Whether the write has anything to store (`Ok(false)`: nothing, done), after
+    /// checking it: a snapshot must be taken at one of the write's own events, and
+    /// nothing of a write that breaks this is stored. Every store applies this
+    /// rule before queueing a write.
+    fn needs_storing(&self) -> Result<bool, StoreError> {
+        self.check()?;
+        Ok(!(self.events.is_empty() && self.snapshot.is_none()))
+    }
+
     fn check(&self) -> Result<(), StoreError> {
         match &self.snapshot {
             Some(snapshot)

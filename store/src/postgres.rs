@@ -177,8 +177,7 @@ impl Store for PostgresStore {
     }
 
     async fn append(&self, write: JournalWrite) -> Result<(), StoreError> {
-        write.check()?;
-        if write.events.is_empty() && write.snapshot.is_none() {
+        if !write.needs_storing()? {
             return Ok(());
         }
         self.writes.submit(WriteOp::Append(write)).await

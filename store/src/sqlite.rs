@@ -148,8 +148,7 @@ impl Store for SqliteStore {
     }
 
     async fn append(&self, write: JournalWrite) -> Result<(), StoreError> {
-        write.check()?;
-        if write.events.is_empty() && write.snapshot.is_none() {
+        if !write.needs_storing()? {
             return Ok(());
         }
         self.writes.submit(WriteOp::Append(write)).await

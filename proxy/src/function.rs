@@ -9,6 +9,13 @@ use strata_proto::cloudstate::{
 use strata_proto::{entity_types, PROTOCOL_MAJOR_VERSION, PROTOCOL_MINOR_VERSION};
 use tonic::transport::{Channel, Endpoint};
 
+/// Every entity type this proxy serves, as discovery tells the function.
+pub const SUPPORTED_ENTITY_TYPES: [&str; 3] = [
+    entity_types::EVENT_SOURCED,
+    entity_types::VALUE_ENTITY,
+    entity_types::ACTION,
+];
+
 /// Where and how to reach the user function.
 #[derive(Clone)]
 pub struct FunctionClient {
@@ -102,7 +109,7 @@ impl FunctionClient {
                 protocol_minor_version: PROTOCOL_MINOR_VERSION,
                 proxy_name: "strata".into(),
                 proxy_version: env!("CARGO_PKG_VERSION").into(),
-                supported_entity_types: vec![entity_types::EVENT_SOURCED.into(), entity_types::VALUE_ENTITY.into()],
+                supported_entity_types: SUPPORTED_ENTITY_TYPES.iter().map(|t| t.to_string()).collect(),
             };
             let error = match EntityDiscoveryClient::new(self.channel.clone()).discover(info).await {
                 Ok(spec) => {

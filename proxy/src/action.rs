@@ -7,19 +7,20 @@
 
 use std::{sync::Arc, time::Duration};
 
-use futures::{stream::BoxStream, FutureExt, Stream, StreamExt};
+use futures::{stream::BoxStream, FutureExt, StreamExt};
+use http::uri::PathAndQuery;
 use strata_proto::cloudstate::action::{
     action_protocol_client::ActionProtocolClient, action_response::Response, ActionCommand, ActionResponse,
 };
 
 use crate::{
     call::{
-        guard_requests, resolve_effects, resolve_target, Answer, Call, CallContext, Next, Outcome, Requests,
-        StreamedCall, TargetKind, Targets,
+        resolve_effects, resolve_target, Answer, Call, CallContext, Next, Outcome, StreamedCall, TargetKind, Targets,
     },
     error::{code_name, ProxyError},
     function::FunctionClient,
     model::MethodModel,
+    passing::{holding, pass_on, Abortable, Prost},
 };
 
 /// Outcomes of a streamed call, as the function sends them.
@@ -103,21 +104,37 @@ impl Actions {
                 .map_err(|s| function_failed(&s))?;
             stream.into_inner().map(|r| r.map_err(|s| function_failed(&s))).boxed()
         } else {
-            let (commands, refused) = commands_of(header, requests);
+            // The answers' end (or their reader's leaving) cancels the call.
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let (payloads, refused) = pass_on(requests, stopped);
+            let commands = futures::stream::once(async move { Some(header) }).chain(payloads.map(|payload| {
+                payload.map(|payload| ActionCommand {
+                    payload: Some(payload),
+                    ..Default::default()
+                })
+            }));
+            let mut grpc = tonic::client::Grpc::new(self.function.channel());
+            grpc.ready()
+                .await
+                .map_err(|e| ProxyError::Unavailable(format!("the user function is unreachable ({e}); retry")))?;
+            let codec = Abortable(Prost::<ActionCommand, ActionResponse>::default());
+            let request = tonic::Request::new(commands);
             let responses = if streams_out {
-                let stream = client
-                    .handle_streamed(commands)
+                let path = PathAndQuery::from_static("/cloudstate.action.ActionProtocol/handleStreamed");
+                let stream = grpc
+                    .streaming(request, path, codec)
                     .await
                     .map_err(|s| function_failed(&s))?;
                 stream.into_inner().map(|r| r.map_err(|s| function_failed(&s))).boxed()
             } else {
-                async move { client.handle_streamed_in(commands).await }
+                let path = PathAndQuery::from_static("/cloudstate.action.ActionProtocol/handleStreamedIn");
+                async move { grpc.client_streaming(request, path, codec).await }
                     .map(|r| r.map(tonic::Response::into_inner).map_err(|s| function_failed(&s)))
                     .into_stream()
                     .boxed()
             };
             // A request the proxy refused ends the call with its error.
-            futures::stream::select(responses, refused).boxed()
+            holding(futures::stream::select(responses, refused.map(Err)).boxed(), stop)
         };
         let actions = ActionOutcomes {
             targets: self.targets.clone(),
@@ -178,24 +195,6 @@ pub fn outcome_of(from: &MethodModel, targets: &dyn Targets, response: ActionRes
         next,
         effects: resolve_effects(from, targets, response.side_effects)?,
     })
-}
-
-/// The commands of a client-streamed call: the header, then one per request;
-/// and the error of a request the proxy refused, which ends the call.
-fn commands_of(
-    header: ActionCommand,
-    requests: Requests,
-) -> (
-    impl Stream<Item = ActionCommand> + Send + 'static,
-    BoxStream<'static, Result<ActionResponse, ProxyError>>,
-) {
-    let (good, refused) = guard_requests(requests);
-    let body = good.map(|payload| ActionCommand {
-        payload: Some(payload),
-        ..Default::default()
-    });
-    let commands = futures::stream::once(async move { header }).chain(body);
-    (commands, refused.map(Err).boxed())
 }
 
 /// Ends `outcomes` with DEADLINE_EXCEEDED when the client's deadline passes.

@@ -124,29 +124,6 @@ pub struct StreamedCall {
 pub type Requests = BoxStream<'static, Result<Any, ProxyError>>;
 pub type Answers = BoxStream<'static, Result<Answer, ProxyError>>;
 
-/// Splits a client's request stream for passing on: the good requests, and the
-/// error that ends it early, if any. After an error the first stream never ends
-/// (whoever reads it must not mistake the error for the end of the requests);
-/// the second yields the error, so the call can be ended with it.
-pub fn guard_requests(requests: Requests) -> (BoxStream<'static, Any>, BoxStream<'static, ProxyError>) {
-    use futures::StreamExt;
-    let (refuse, refused) = tokio::sync::oneshot::channel::<ProxyError>();
-    let good = futures::stream::unfold((requests, Some(refuse)), |(mut requests, mut refuse)| async move {
-        match requests.next().await {
-            Some(Ok(payload)) => Some((payload, (requests, refuse))),
-            Some(Err(error)) => {
-                if let Some(refuse) = refuse.take() {
-                    let _ = refuse.send(error);
-                }
-                std::future::pending().await
-            }
-            None => None,
-        }
-    });
-    let refused = futures::stream::once(refused).filter_map(|error| async move { error.ok() });
-    (good.boxed(), refused.boxed())
-}
-
 /// What the client gets: a reply message and the metadata the function attached.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {

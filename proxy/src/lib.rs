@@ -22,6 +22,7 @@ pub mod membership;
 pub mod metadata;
 pub mod metrics;
 pub mod model;
+pub mod passing;
 pub mod path_template;
 pub mod reflection;
 pub mod shard;

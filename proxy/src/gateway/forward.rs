@@ -7,6 +7,8 @@ use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use bytes::{Buf, BufMut, Bytes};
 use http::uri::PathAndQuery;
+
+use crate::passing::Abortable;
 use tonic::{
     codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
     transport::{Channel, Endpoint},
@@ -75,7 +77,7 @@ impl Forwarder {
         &self,
         address: &str,
         path: &str,
-        requests: impl futures::Stream<Item = Bytes> + Send + 'static,
+        requests: impl futures::Stream<Item = Option<Bytes>> + Send + 'static,
         headers: tonic::metadata::MetadataMap,
         timeout: Option<Duration>,
     ) -> Result<tonic::Response<tonic::Streaming<Bytes>>, Status> {
@@ -85,7 +87,7 @@ impl Forwarder {
         if let Some(timeout) = timeout {
             call.set_timeout(timeout);
         }
-        grpc.streaming(call, path, RawCodec).await
+        grpc.streaming(call, path, Abortable(RawCodec)).await
     }
 
     /// Forgets the channel of a sidecar that went away.

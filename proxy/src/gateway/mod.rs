@@ -36,13 +36,14 @@ use self::{
     spread::{Spread, Ticket},
 };
 use crate::{
-    call::{guard_requests, Answer, Answers, Call, CallContext, Commands, StreamedCall, Targets},
+    call::{Answer, Answers, Call, CallContext, Commands, StreamedCall, Targets},
     error::ProxyError,
     ingress::{self, Ingress},
     membership::{data_plane_client, DataPlane, MembershipError},
     metadata::{context_headers, headers_of, metadata_of},
     metrics::Metrics,
     model::MethodModel,
+    passing::{holding, pass_on},
     shard::shard_of,
 };
 
@@ -250,14 +251,16 @@ impl Commands for Gateway {
                 method.entity.service_name
             )));
         };
-        // A stream cannot be sent twice, so it gets one attempt.
-        let (requests, refused) = guard_requests(requests);
+        // A stream cannot be sent twice, so it gets one attempt. The answers'
+        // end (or their reader's leaving) cancels the call.
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (requests, refused) = pass_on(requests, stopped);
         let response = self
             .forwarder
             .stream(
                 &destination.target.address,
                 &method.path(),
-                requests.map(|payload| Bytes::from(payload.value)),
+                requests.map(|payload| payload.map(|payload| Bytes::from(payload.value))),
                 outgoing(metadata.as_ref(), &context),
                 remaining(&context)?,
             )
@@ -276,7 +279,10 @@ impl Commands for Gateway {
                 })
                 .map_err(|status| ProxyError::from_status(&status))
         });
-        Ok(futures::stream::select(answers, refused.map(Err)).boxed())
+        Ok(holding(
+            futures::stream::select(answers, refused.map(Err)).boxed(),
+            stop,
+        ))
     }
 }
 

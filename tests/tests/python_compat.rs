@@ -1,7 +1,9 @@
 //! CloudState compatibility with a real non-Rust SDK: the shopping cart of
 //! `examples/python-shopping-cart`, written for CloudState's own Python support
 //! library (`cloudstate` 0.1.1 from PyPI, unmodified), runs behind `strata proxy`
-//! with the same protos and public API as the Rust cart.
+//! with the same protos and public API as the Rust cart; and
+//! `examples/python-orders`, two entities from one `.proto` (which that SDK sends
+//! once per entity) with a side effect between them.
 //!
 //! It needs the virtualenv made by `scripts/python-cart-env.sh`, whose interpreter
 //! goes in `STRATA_TEST_PYTHON_CART`. Without it the test is skipped, unless
@@ -84,6 +86,10 @@ fn python_interpreter() -> Option<PathBuf> {
 
 fn example_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python-shopping-cart")
+}
+
+fn orders_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python-orders")
 }
 
 /// Waits until the process serves on `port`; fails at once if it exits first.
@@ -359,16 +365,103 @@ async fn python_sdk_cart_runs_behind_the_proxy() {
     assert!(recovery.events.is_empty());
 
     // --- SDK 0.1.1 cannot load a snapshot back (its get_payload asks the snapshot's
-    // Any for a `.payload`): after kill -9 of both, ann is unavailable, not lost
+    // Any for a `.payload`): after kill -9 of both, ann fails with the SDK's own
+    // error (500 / INTERNAL, the function broke), but is not lost
     proxy.kill();
     function.kill();
     let _function = start_python_cart(&python, function_port, None);
     let _proxy = start_proxy(function_port, http_port, &store_url);
     let (status, body) = http.get("/carts/ann").await;
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["error"]["code"], "UNAVAILABLE", "{body}");
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"]["code"], "INTERNAL", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("has no attribute 'payload'"), "{body}");
     assert_eq!(cart_everywhere(&http, http_port, "kim").await, kim);
     let recovery = store.recover(&ann_key).await.expect("recover ann");
     assert_eq!(recovery.snapshot.map(|s| s.seq_nr), Some(6));
     assert_eq!(store.events(&ann_key, 1).await.expect("events").len(), 6);
+}
+
+/// `python function.py` in examples/python-orders, on `port`.
+fn start_python_orders(python: &Path, port: u16) -> Process {
+    let mut command = Command::new(python);
+    command
+        .arg("function.py")
+        .current_dir(orders_dir())
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PYTHONUNBUFFERED", "1");
+    let mut process = Process::spawn("the Python orders function", command);
+    wait_until_serving(&mut process, port, Duration::from_secs(30));
+    process
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_sdk_two_entities_from_one_proto() {
+    let Some(python) = python_interpreter() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store_url = format!("sqlite://{}", dir.path().join("strata.db").display());
+    let function_port = free_port();
+    let http_port = free_port();
+
+    // --- the SDK sends orders/orders.proto once per entity: discovery accepts it
+    let _function = start_python_orders(&python, function_port);
+    let _proxy = start_proxy(function_port, http_port, &store_url);
+    let http = Http::new(http_port);
+
+    // --- an order reserves its stock (a synchronous side effect on the other
+    // entity) before the client hears back
+    let (status, body) = http
+        .post("/orders/o-1", json!({"productId": "apple", "quantity": 2}))
+        .await;
+    assert_eq!(status, 200, "Place: {body}");
+    let (status, body) = http.get("/stock/apple").await;
+    assert_eq!(status, 200, "Stock.Get: {body}");
+    assert_eq!(body, json!({"reserved": 2}));
+    let (status, body) = http
+        .post("/orders/o-2", json!({"productId": "apple", "quantity": 3}))
+        .await;
+    assert_eq!(status, 200, "Place: {body}");
+    let (_, body) = http.get("/stock/apple").await;
+    assert_eq!(body, json!({"reserved": 5}));
+    let (status, body) = http.get("/orders/o-1").await;
+    assert_eq!(status, 200, "Orders.Get: {body}");
+    assert_eq!(body, json!({"productId": "apple", "quantity": 2}));
+
+    // --- both entities' events are in the store, each under its persistence id
+    let store = strata_store::open(&store_url).await.expect("open the store");
+    assert_eq!(
+        store.events(&EntityKey::new("orders", "o-1"), 1).await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        store.events(&EntityKey::new("stock", "apple"), 1).await.unwrap().len(),
+        2
+    );
+
+    // --- a failed order reserves nothing
+    let (status, body) = http
+        .post("/orders/o-3", json!({"productId": "apple", "quantity": 0}))
+        .await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"]["code"], "UNKNOWN", "{body}");
+    let (_, body) = http.get("/stock/apple").await;
+    assert_eq!(body, json!({"reserved": 5}));
+
+    // --- a command that both forwards and replies: the SDK refuses it, and the
+    // client hears why (500 / INTERNAL with the SDK's message)
+    let (status, body) = http.post("/orders/o-1/confused", json!({})).await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"]["code"], "INTERNAL", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("Both a reply was returned, and a forward message was sent"),
+        "{body}"
+    );
+    // The entity is served again afterwards.
+    let (status, body) = http.get("/orders/o-1").await;
+    assert_eq!(status, 200, "{body}");
 }

@@ -220,8 +220,24 @@ pub(super) fn store_failed(error: StoreError) -> ProxyError {
     }
 }
 
+/// The function's stream broke. A status the function sent itself (say, an SDK
+/// that raised an exception) is its failure; a broken connection means it is
+/// unavailable (crashed, restarting), and retrying may work.
 pub(super) fn function_unavailable(ctx: &SessionContext, status: &tonic::Status) -> ProxyError {
+    use std::error::Error;
     tracing::debug!(address = ctx.function.address(), error = %status.message(), "user function call failed");
+    let sent_by_function = status.source().is_none()
+        && !matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+        );
+    if sent_by_function {
+        return ProxyError::Internal(format!(
+            "the user function failed the entity's stream ({}): {}",
+            code_name(status.code()),
+            status.message()
+        ));
+    }
     ProxyError::Unavailable(format!(
         "the user function is unavailable ({}); retry",
         code_name(status.code()).to_lowercase()

@@ -55,11 +55,12 @@ impl Actions {
             metadata: call.metadata,
         };
         let deadline = call.context.deadline_within(self.command_timeout);
+        let too_late = call.context.timeout_reason(call.method.name(), self.command_timeout);
         let mut client = self.client();
         let response = match tokio::time::timeout_at(deadline, client.handle_unary(command)).await {
             Ok(Ok(response)) => response.into_inner(),
             Ok(Err(status)) => return Err(function_failed(&status)),
-            Err(_) => return Err(too_late(&call.method)),
+            Err(_) => return Err(ProxyError::DeadlineExceeded(too_late)),
         };
         self.outcome(&call.method, response)
     }
@@ -209,15 +210,17 @@ fn within(outcomes: Outcomes, context: CallContext, method: Arc<MethodModel>) ->
             let (mut outcomes, mut timer) = state?;
             tokio::select! {
                 item = outcomes.next() => item.map(|item| (item, Some((outcomes, timer)))),
-                () = &mut timer => Some((Err(too_late(&method)), None)),
+                () = &mut timer => Some((
+                    Err(ProxyError::DeadlineExceeded(format!(
+                        "the client's deadline passed before the user function finished {}",
+                        method.name()
+                    ))),
+                    None,
+                )),
             }
         }
     })
     .boxed()
-}
-
-fn too_late(method: &MethodModel) -> ProxyError {
-    ProxyError::DeadlineExceeded(format!("the user function did not answer {} in time", method.name()))
 }
 
 /// A failed gRPC call to the function, as the client should see it.

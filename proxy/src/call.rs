@@ -49,6 +49,17 @@ impl CallContext {
         self.deadline.map_or(own, |client| client.min(own))
     }
 
+    /// What ran out when `limit` (the proxy's own) or the client's deadline
+    /// passes, whichever is first: for the error message.
+    pub fn timeout_reason(&self, method: &str, limit: Duration) -> String {
+        match self.deadline {
+            Some(client) if client < Instant::now() + limit => {
+                format!("the client's deadline passed before the user function answered {method}")
+            }
+            _ => format!("the user function did not answer {method} within {limit:?}"),
+        }
+    }
+
     /// Whether the client's deadline has passed already.
     pub fn expired(&self) -> bool {
         self.deadline.is_some_and(|deadline| deadline <= Instant::now())
@@ -292,4 +303,37 @@ impl TargetKind {
 /// The message name of a type URL (what follows the last '/').
 pub fn type_name(type_url: &str) -> &str {
     type_url.rsplit('/').next().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_earlier_deadline_wins() {
+        let limit = Duration::from_secs(60);
+        let now = Instant::now();
+        assert_eq!(CallContext::default().deadline_within(limit), now + limit);
+        let client = CallContext {
+            deadline: Some(now + Duration::from_millis(300)),
+            hops: 0,
+        };
+        assert_eq!(client.deadline_within(limit), now + Duration::from_millis(300));
+        assert_eq!(
+            client.deadline_within(Duration::from_millis(100)),
+            now + Duration::from_millis(100)
+        );
+        assert!(!client.expired());
+        tokio::time::advance(Duration::from_millis(300)).await;
+        assert!(client.expired());
+        // Side effects after the reply do not inherit the client's deadline.
+        assert_eq!(
+            client.next_hop(false),
+            CallContext {
+                deadline: None,
+                hops: 1
+            }
+        );
+        assert_eq!(client.next_hop(true).deadline, client.deadline);
+    }
 }

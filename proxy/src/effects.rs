@@ -58,7 +58,13 @@ impl Effects {
             self.count_effect(&target, "synchronous", &result);
             if let Err(error) = result {
                 tracing::warn!(%target, %error, "synchronous side effect failed; failing the request");
-                return Err(error.prefixed(&format!("the synchronous side effect {target} failed: ")));
+                // Named once, where the client's request began, not at every hop
+                // of a chain.
+                return Err(if context.hops == 0 {
+                    error.prefixed(&format!("the synchronous side effect {target} failed: "))
+                } else {
+                    error
+                });
             }
         }
         let answer = match next {

@@ -83,7 +83,7 @@ impl FunctionClient {
             grpc.ready()
                 .await
                 .map_err(|e| tonic::Status::unavailable(format!("the user function is unreachable: {e}")))?;
-            let codec = SmallBuffers::<In, Out>(std::marker::PhantomData);
+            let codec = crate::passing::Prost::<In, Out>::with_buffers(stream_buffers());
             let response = grpc
                 .streaming(
                     tonic::Request::new(input),
@@ -228,31 +228,9 @@ impl<Out> Drop for EntityStream<Out> {
     }
 }
 
-/// Prost encoding with buffers sized for small protocol messages; they still grow
-/// for a large one.
-struct SmallBuffers<In, Out>(std::marker::PhantomData<(In, Out)>);
-
+/// Buffers sized for small protocol messages; they still grow for a large one.
 fn stream_buffers() -> tonic::codec::BufferSettings {
     tonic::codec::BufferSettings::new(512, 32 * 1024)
-}
-
-impl<In, Out> tonic::codec::Codec for SmallBuffers<In, Out>
-where
-    In: prost::Message + Send + 'static,
-    Out: prost::Message + Default + Send + 'static,
-{
-    type Encode = In;
-    type Decode = Out;
-    type Encoder = tonic_prost::ProstEncoder<In>;
-    type Decoder = tonic_prost::ProstDecoder<Out>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        tonic_prost::ProstEncoder::new(stream_buffers())
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        tonic_prost::ProstDecoder::new(stream_buffers())
-    }
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use prost_types::Any;
 use crate::{
     call::{Answer, Call, StreamedCall},
     error::ProxyError,
-    ingress::{check_reply_type, one_or_many, read_body, Ingress, Measure},
+    ingress::{check_reply_type, measured, one_or_many, read_body, Ingress, Measure},
     metadata::{context_of, headers_of, metadata_of},
     model::{HttpRoute, MethodModel},
     transcode,
@@ -166,25 +166,22 @@ async fn stream(
         }
         first => first,
     };
-    measure.finish(None);
+    let answers = measured(futures::stream::iter(first).chain(answers).boxed(), measure);
     // Each answer is one event or line; nothing follows an error.
-    let lines = futures::stream::iter(first)
-        .chain(answers)
-        .scan(false, move |stopped, answer| {
-            if *stopped {
-                return std::future::ready(None);
-            }
-            let line = answer.and_then(|answer| Ok(render(&route, &method, &answer.payload)?.1));
-            measure.observe(line.as_ref().err());
-            *stopped = line.is_err();
-            let bytes = match (line, events) {
-                (Ok(json), true) => [b"data: ".as_slice(), &json, b"\n\n"].concat(),
-                (Ok(json), false) => [json.as_slice(), b"\n"].concat(),
-                (Err(error), true) => format!("event: error\ndata: {}\n\n", error.json_body()).into_bytes(),
-                (Err(error), false) => format!("{}\n", error.json_body()).into_bytes(),
-            };
-            std::future::ready(Some(Ok::<_, std::convert::Infallible>(Bytes::from(bytes))))
-        });
+    let lines = answers.scan(false, move |stopped, answer| {
+        if *stopped {
+            return std::future::ready(None);
+        }
+        let line = answer.and_then(|answer| Ok(render(&route, &method, &answer.payload)?.1));
+        *stopped = line.is_err();
+        let bytes = match (line, events) {
+            (Ok(json), true) => [b"data: ".as_slice(), &json, b"\n\n"].concat(),
+            (Ok(json), false) => [json.as_slice(), b"\n"].concat(),
+            (Err(error), true) => format!("event: error\ndata: {}\n\n", error.json_body()).into_bytes(),
+            (Err(error), false) => format!("{}\n", error.json_body()).into_bytes(),
+        };
+        std::future::ready(Some(Ok::<_, std::convert::Infallible>(Bytes::from(bytes))))
+    });
     let content_type = if events {
         "text/event-stream"
     } else {

@@ -127,17 +127,32 @@ async fn serve_grpc_stream(
             return grpc::error_response(flavor, &error);
         }
     };
-    // A stream that ends, or is cancelled by the client, without an error is OK.
-    measure.finish(None);
-    let messages = one_or_many(&method, answers).map(move |answer| {
-        let answer = answer.and_then(|answer| {
-            check_reply_type(&method, &answer.payload)?;
-            Ok((Bytes::from(answer.payload.value), headers_of(answer.metadata.as_ref())))
-        });
-        measure.observe(answer.as_ref().err());
-        answer
+    let messages = measured(one_or_many(&method, answers), measure).map(move |answer| {
+        let answer = answer?;
+        check_reply_type(&method, &answer.payload)?;
+        Ok((Bytes::from(answer.payload.value), headers_of(answer.metadata.as_ref())))
     });
     grpc::stream_response(flavor, messages)
+}
+
+/// `answers`, counted by how the stream ends: OK when it ends normally, the
+/// first error's code, or CANCELLED when the client leaves first.
+pub(crate) fn measured(
+    answers: futures::stream::BoxStream<'static, Result<Answer, ProxyError>>,
+    mut measure: Measure,
+) -> futures::stream::BoxStream<'static, Result<Answer, ProxyError>> {
+    answers
+        .map(Some)
+        .chain(futures::stream::once(async { None }))
+        .filter_map(move |answer| {
+            match &answer {
+                Some(Err(error)) => measure.observe(Some(error)),
+                Some(Ok(_)) => {}
+                None => measure.observe(None),
+            }
+            std::future::ready(answer)
+        })
+        .boxed()
 }
 
 /// A client-streamed method answers with exactly one message (the empty one if
@@ -203,9 +218,9 @@ impl Measure {
         self.code = Some(error.map_or("OK", |e| code_name(e.grpc_code())));
     }
 
-    /// One answer of a stream: an error is the stream's outcome.
+    /// How a stream went: its first error, or (at its end) OK.
     pub(crate) fn observe(&mut self, error: Option<&ProxyError>) {
-        if error.is_some() {
+        if self.code.is_none() {
             self.finish(error);
         }
     }

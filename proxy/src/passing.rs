@@ -96,13 +96,24 @@ impl<E: Encoder<Error = Status>> Encoder for AbortableEncoder<E> {
     }
 }
 
-/// Prost messages, as tonic's generated clients encode them.
-#[derive(Clone)]
-pub struct Prost<In, Out>(std::marker::PhantomData<(In, Out)>);
+/// Prost messages with the given buffer sizes (tonic's defaults unless set).
+pub struct Prost<In, Out> {
+    buffers: tonic::codec::BufferSettings,
+    types: std::marker::PhantomData<(In, Out)>,
+}
+
+impl<In, Out> Prost<In, Out> {
+    pub fn with_buffers(buffers: tonic::codec::BufferSettings) -> Self {
+        Self {
+            buffers,
+            types: std::marker::PhantomData,
+        }
+    }
+}
 
 impl<In, Out> Default for Prost<In, Out> {
     fn default() -> Self {
-        Self(std::marker::PhantomData)
+        Self::with_buffers(tonic::codec::BufferSettings::default())
     }
 }
 
@@ -117,11 +128,11 @@ where
     type Decoder = tonic_prost::ProstDecoder<Out>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        tonic_prost::ProstEncoder::new(tonic::codec::BufferSettings::default())
+        tonic_prost::ProstEncoder::new(self.buffers)
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        tonic_prost::ProstDecoder::new(tonic::codec::BufferSettings::default())
+        tonic_prost::ProstDecoder::new(self.buffers)
     }
 }
 

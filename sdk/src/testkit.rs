@@ -1,6 +1,7 @@
 //! Runs an event-sourced entity's commands in process, the way the protocol session
 //! does (events applied only on success, snapshots on cadence), so entity logic can be
-//! unit tested without a proxy or a socket. Test tooling: it panics on broken entities.
+//! unit tested without a proxy or a socket; and builds the commands an action's
+//! handlers get. Test tooling: it panics on broken entities.
 
 use prost::{Message, Name};
 use prost_types::Any;
@@ -9,6 +10,12 @@ use crate::{
     event_sourced::{run_command, DEFAULT_SNAPSHOT_EVERY},
     payload, Command, EntityError, EventSourcedEntity, Failure, Metadata, Reply, ServiceCall, SideEffect,
 };
+
+/// A command for an action's handler, as the SDK hands it over: the method `name`
+/// called with `message` (and no entity).
+pub fn action_command<M: Message + Name>(name: &str, message: &M) -> Command {
+    Command::new(String::new(), 0, name.to_owned(), payload::pack(message))
+}
 
 /// An event-sourced entity under test.
 ///

@@ -9,10 +9,20 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod dev;
+
 /// The shopping cart's gRPC client and messages, generated from its public protos.
 pub mod shoppingcart {
     include!(concat!(env!("OUT_DIR"), "/com.example.shoppingcart.rs"));
 }
+
+/// Messages and client of the streamer test function (`tests/proto/streamer.proto`).
+pub mod streamer {
+    include!(concat!(env!("OUT_DIR"), "/strata.test.streamer.rs"));
+}
+
+/// The streamer's `FileDescriptorSet`, imports included.
+pub const STREAMER_DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/streamer.bin"));
 
 /// Messages of the value cart test function (`tests/proto/value_cart.proto`).
 pub mod valuecart {

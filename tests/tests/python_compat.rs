@@ -108,23 +108,30 @@ fn wait_until_serving(process: &mut Process, port: u16, timeout: Duration) {
     panic!("{} did not serve on {port} within {timeout:?}", process.name());
 }
 
-/// The Python cart, as a user runs it: `python main.py` in its folder with HOST and
-/// PORT, the way the SDK reads them; `snapshot_every` sets CART_SNAPSHOT_EVERY.
-fn start_python_cart(python: &Path, port: u16, snapshot_every: Option<u32>) -> Process {
+/// A Python example, as a user runs it: `python SCRIPT` in its folder with HOST
+/// and PORT, the way the SDK reads them, plus `env`.
+fn start_python(python: &Path, dir: PathBuf, script: &str, port: u16, env: &[(&str, String)]) -> Process {
     let mut command = Command::new(python);
     command
-        .arg("main.py")
-        .current_dir(example_dir())
+        .arg(script)
+        .current_dir(dir)
         .env("HOST", "127.0.0.1")
         .env("PORT", port.to_string())
         .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("PYTHONUNBUFFERED", "1");
-    if let Some(every) = snapshot_every {
-        command.env("CART_SNAPSHOT_EVERY", every.to_string());
-    }
-    let mut process = Process::spawn("the Python shopping cart", command);
+        .env("PYTHONUNBUFFERED", "1")
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    let mut process = Process::spawn(&format!("python {script}"), command);
     wait_until_serving(&mut process, port, Duration::from_secs(30));
     process
+}
+
+/// The Python cart; `snapshot_every` sets CART_SNAPSHOT_EVERY.
+fn start_python_cart(python: &Path, port: u16, snapshot_every: Option<u32>) -> Process {
+    let env: Vec<(&str, String)> = snapshot_every
+        .map(|every| ("CART_SNAPSHOT_EVERY", every.to_string()))
+        .into_iter()
+        .collect();
+    start_python(python, example_dir(), "main.py", port, &env)
 }
 
 /// `strata proxy` for the function on `function_port`, like `start_proxy` but
@@ -382,21 +389,6 @@ async fn python_sdk_cart_runs_behind_the_proxy() {
     assert_eq!(store.events(&ann_key, 1).await.expect("events").len(), 6);
 }
 
-/// `python function.py` in examples/python-orders, on `port`.
-fn start_python_orders(python: &Path, port: u16) -> Process {
-    let mut command = Command::new(python);
-    command
-        .arg("function.py")
-        .current_dir(orders_dir())
-        .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("PYTHONUNBUFFERED", "1");
-    let mut process = Process::spawn("the Python orders function", command);
-    wait_until_serving(&mut process, port, Duration::from_secs(30));
-    process
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn python_sdk_two_entities_from_one_proto() {
     let Some(python) = python_interpreter() else {
@@ -408,7 +400,7 @@ async fn python_sdk_two_entities_from_one_proto() {
     let http_port = free_port();
 
     // --- the SDK sends orders/orders.proto once per entity: discovery accepts it
-    let _function = start_python_orders(&python, function_port);
+    let _function = start_python(&python, orders_dir(), "function.py", function_port, &[]);
     let _proxy = start_proxy(function_port, http_port, &store_url);
     let http = Http::new(http_port);
 

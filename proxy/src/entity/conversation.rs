@@ -85,20 +85,16 @@ impl<In, Out> Conversation<In, Out> {
             metadata: call.metadata.clone(),
         });
         let deadline = call.context.deadline_within(ctx.command_timeout);
+        let too_late = call.context.timeout_reason(call.method.name(), ctx.command_timeout);
         let error = if self.to_function.send(Box::new(message)).is_ok() {
             match tokio::time::timeout_at(deadline, self.from_function.message()).await {
                 Ok(Ok(Some(out))) => return Ok(Asked { call, reply, id, out }),
                 Ok(Ok(None)) => None,
                 Ok(Err(status)) => Some(function_unavailable(ctx, &status)),
                 Err(_) => {
-                    tracing::warn!(
-                        command_id = id,
-                        method = call.method.name(),
-                        "the user function did not answer in time; restarting the entity"
-                    );
+                    tracing::warn!(command_id = id, %too_late, "restarting the entity");
                     Some(ProxyError::DeadlineExceeded(format!(
-                        "the user function did not answer {} in time; the entity was restarted",
-                        call.method.name()
+                        "{too_late}; the entity was restarted"
                     )))
                 }
             }

@@ -1,0 +1,134 @@
+//! `strata dev` as one real process for end-to-end tests: started on free ports
+//! with a fixed admin token, services deployed through the CLI, the management
+//! API read, conditions polled with a limit.
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use crate::{binary, free_port, wait_for_port, Process};
+
+/// The admin token every test's `strata dev` runs with.
+pub const TOKEN: &str = "e2e-admin-token";
+
+pub struct Dev {
+    pub dir: tempfile::TempDir,
+    pub process: Process,
+    pub gateway: u16,
+    pub api: u16,
+}
+
+pub fn start_dev(dir: tempfile::TempDir, extra: &[&str]) -> Dev {
+    start_dev_on(dir, free_port(), free_port(), extra)
+}
+
+pub fn start_dev_on(dir: tempfile::TempDir, gateway: u16, api: u16, extra: &[&str]) -> Dev {
+    let mut command = Command::new(binary("strata"));
+    command
+        .arg("dev")
+        .args(["--data-dir", &dir.path().join("strata").display().to_string()])
+        .args(["--listen", &format!("127.0.0.1:{gateway}")])
+        .args(["--api-listen", &format!("127.0.0.1:{api}")])
+        .args(["--token", TOKEN])
+        .args(["--stable-window", "6s"])
+        .args(extra)
+        .current_dir(dir.path());
+    let process = Process::spawn("strata dev", command);
+    assert!(
+        wait_for_port(gateway, Duration::from_secs(30)),
+        "strata dev did not start its gateway"
+    );
+    assert!(
+        wait_for_port(api, Duration::from_secs(30)),
+        "strata dev did not start its API"
+    );
+    Dev {
+        dir,
+        process,
+        gateway,
+        api,
+    }
+}
+
+impl Dev {
+    pub fn deploy(&self, args: &[&str]) {
+        self.deploy_command("cart", &binary("shopping-cart").display().to_string(), args);
+    }
+
+    pub fn deploy_command(&self, name: &str, command: &str, args: &[&str]) {
+        let status = Command::new(binary("strata"))
+            .args(["deploy", name, "--command", command])
+            .args(args)
+            .args(["--api", &format!("http://127.0.0.1:{}", self.api)])
+            .env("STRATA_TOKEN", TOKEN)
+            .status()
+            .expect("strata deploy");
+        assert!(status.success(), "strata deploy failed");
+    }
+
+    pub async fn api(&self, path: &str) -> Value {
+        reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}/api/v1{path}", self.api))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("API")
+            .json()
+            .await
+            .expect("JSON")
+    }
+
+    /// The cart service (what `deploy` deploys).
+    pub async fn service(&self) -> Value {
+        self.api("/services/cart").await
+    }
+
+    /// The event history so far (the SSE stream's retained part, read briefly).
+    pub async fn events(&self) -> Vec<Value> {
+        let mut response = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}/api/v1/events", self.api))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("events");
+        let mut text = String::new();
+        while let Ok(Ok(Some(chunk))) = tokio::time::timeout(Duration::from_millis(500), response.chunk()).await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|d| serde_json::from_str(d.trim()).ok())
+            .collect()
+    }
+
+    /// Polls the cart service until `check` holds, failing after `limit`.
+    pub async fn until(&self, what: &str, limit: Duration, check: impl Fn(&Value) -> bool) -> Value {
+        self.until_service("cart", what, limit, check).await
+    }
+
+    /// Polls the service `name` until `check` holds, failing after `limit`.
+    pub async fn until_service(
+        &self,
+        name: &str,
+        what: &str,
+        limit: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let service = self.api(&format!("/services/{name}")).await;
+            if check(&service) {
+                return service;
+            }
+            assert!(Instant::now() < deadline, "{what}: never happened; last seen {service}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.gateway)
+    }
+}

@@ -1,17 +1,16 @@
-//! `strata dev` as one real process for end-to-end tests: started on free ports
-//! with a fixed admin token, services deployed through the CLI, the management
-//! API read, conditions polled with a limit.
+//! `strata dev` as a test subject: the whole platform as one real process on free
+//! loopback ports, with the CLI to deploy, the REST API to watch it, and the
+//! shopping cart's HTTP API to load it.
 
 use std::{
     process::Command,
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::{binary, free_port, wait_for_port, Process};
 
-/// The admin token every test's `strata dev` runs with.
 pub const TOKEN: &str = "e2e-admin-token";
 
 pub struct Dev {
@@ -26,16 +25,7 @@ pub fn start_dev(dir: tempfile::TempDir, extra: &[&str]) -> Dev {
 }
 
 pub fn start_dev_on(dir: tempfile::TempDir, gateway: u16, api: u16, extra: &[&str]) -> Dev {
-    let mut command = Command::new(binary("strata"));
-    command
-        .arg("dev")
-        .args(["--data-dir", &dir.path().join("strata").display().to_string()])
-        .args(["--listen", &format!("127.0.0.1:{gateway}")])
-        .args(["--api-listen", &format!("127.0.0.1:{api}")])
-        .args(["--token", TOKEN])
-        .args(["--stable-window", "6s"])
-        .args(extra)
-        .current_dir(dir.path());
+    let command = dev_command(&dir, gateway, api, extra);
     let process = Process::spawn("strata dev", command);
     assert!(
         wait_for_port(gateway, Duration::from_secs(30)),
@@ -51,6 +41,22 @@ pub fn start_dev_on(dir: tempfile::TempDir, gateway: u16, api: u16, extra: &[&st
         gateway,
         api,
     }
+}
+
+/// The `strata dev` command line the harness runs: data in `dir`, the given
+/// ports, the test's admin token, a short stable window.
+pub fn dev_command(dir: &tempfile::TempDir, gateway: u16, api: u16, extra: &[&str]) -> Command {
+    let mut command = Command::new(binary("strata"));
+    command
+        .arg("dev")
+        .args(["--data-dir", &dir.path().join("strata").display().to_string()])
+        .args(["--listen", &format!("127.0.0.1:{gateway}")])
+        .args(["--api-listen", &format!("127.0.0.1:{api}")])
+        .args(["--token", TOKEN])
+        .args(["--stable-window", "6s"])
+        .args(extra)
+        .current_dir(dir.path());
+    command
 }
 
 impl Dev {
@@ -81,7 +87,6 @@ impl Dev {
             .expect("JSON")
     }
 
-    /// The cart service (what `deploy` deploys).
     pub async fn service(&self) -> Value {
         self.api("/services/cart").await
     }
@@ -131,4 +136,26 @@ impl Dev {
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.gateway)
     }
+}
+
+pub async fn add(http: &reqwest::Client, dev: &Dev, user: &str, quantity: i64) -> reqwest::Response {
+    http.post(dev.url(&format!("/cart/{user}/items/add")))
+        .json(&json!({"productId": "p", "name": "Thing", "quantity": quantity}))
+        .send()
+        .await
+        .expect("request")
+}
+
+pub async fn total(http: &reqwest::Client, dev: &Dev, user: &str) -> i64 {
+    let cart: Value = http
+        .get(dev.url(&format!("/carts/{user}")))
+        .send()
+        .await
+        .expect("GetCart")
+        .json()
+        .await
+        .expect("JSON");
+    cart["items"].as_array().map_or(0, |items| {
+        items.iter().map(|i| i["quantity"].as_i64().unwrap_or(0)).sum()
+    })
 }

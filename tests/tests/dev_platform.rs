@@ -15,29 +15,7 @@ use std::{
 };
 
 use serde_json::{json, Value};
-use strata_e2e::dev::{start_dev, start_dev_on, Dev};
-
-async fn add(http: &reqwest::Client, dev: &Dev, user: &str, quantity: i64) -> reqwest::Response {
-    http.post(dev.url(&format!("/cart/{user}/items/add")))
-        .json(&json!({"productId": "p", "name": "Thing", "quantity": quantity}))
-        .send()
-        .await
-        .expect("request")
-}
-
-async fn total(http: &reqwest::Client, dev: &Dev, user: &str) -> i64 {
-    let cart: Value = http
-        .get(dev.url(&format!("/carts/{user}")))
-        .send()
-        .await
-        .expect("GetCart")
-        .json()
-        .await
-        .expect("JSON");
-    cart["items"].as_array().map_or(0, |items| {
-        items.iter().map(|i| i["quantity"].as_i64().unwrap_or(0)).sum()
-    })
-}
+use strata_e2e::dev::{add, start_dev, start_dev_on, total};
 
 /// A sidecar run by `strata dev` (pid `parent`): its pid and instance id.
 fn sidecar_with_id(parent: u32) -> (u32, String) {

@@ -181,3 +181,7 @@ impl Actor {
         self.ctx.metrics.entities_active.dec();
     }
 }
+
+#[cfg(test)]
+#[path = "actor_tests.rs"]
+mod tests;

@@ -66,55 +66,52 @@ impl Protocol {
 
     pub fn event_sourced(&self) -> Connection<EventSourcedStreamIn, EventSourcedStreamOut> {
         let mut client = EventSourcedClient::new(self.channel.clone());
-        let (recorder, answers) = probe("the function's event-sourced answers");
-        let requests = call(
-            move |requests| async move { Ok(client.handle(requests).await?.into_inner().boxed()) },
-            recorder,
-        );
-        Connection {
-            requests: Some(requests),
-            answers,
-        }
+        connection("the function's event-sourced answers", move |requests| async move {
+            Ok(client.handle(requests).await?.into_inner().boxed())
+        })
     }
 
     pub fn value_entity(&self) -> Connection<ValueEntityStreamIn, ValueEntityStreamOut> {
         let mut client = ValueEntityClient::new(self.channel.clone());
-        let (recorder, answers) = probe("the function's value entity answers");
-        let requests = call(
-            move |requests| async move { Ok(client.handle(requests).await?.into_inner().boxed()) },
-            recorder,
-        );
-        Connection {
-            requests: Some(requests),
-            answers,
-        }
+        connection("the function's value entity answers", move |requests| async move {
+            Ok(client.handle(requests).await?.into_inner().boxed())
+        })
     }
 
     /// An action call of the given shape; the first request sent is its command.
     pub fn action(&self, shape: Shape) -> Connection<ActionCommand, ActionResponse> {
         let mut client = ActionProtocolClient::new(self.channel.clone());
-        let (recorder, answers) = probe("the function's action answers");
-        let requests = call(
-            move |mut requests| async move {
-                Ok(match shape {
-                    Shape::Unary => {
-                        let command = requests.next().await.ok_or_else(no_command)?;
-                        once(client.handle_unary(command).await?)
-                    }
-                    Shape::StreamedIn => once(client.handle_streamed_in(requests).await?),
-                    Shape::StreamedOut => {
-                        let command = requests.next().await.ok_or_else(no_command)?;
-                        client.handle_streamed_out(command).await?.into_inner().boxed()
-                    }
-                    Shape::Streamed => client.handle_streamed(requests).await?.into_inner().boxed(),
-                })
-            },
-            recorder,
-        );
-        Connection {
-            requests: Some(requests),
-            answers,
-        }
+        connection("the function's action answers", move |mut requests| async move {
+            Ok(match shape {
+                Shape::Unary => {
+                    let command = requests.next().await.ok_or_else(no_command)?;
+                    once(client.handle_unary(command).await?)
+                }
+                Shape::StreamedIn => once(client.handle_streamed_in(requests).await?),
+                Shape::StreamedOut => {
+                    let command = requests.next().await.ok_or_else(no_command)?;
+                    client.handle_streamed_out(command).await?.into_inner().boxed()
+                }
+                Shape::Streamed => client.handle_streamed(requests).await?.into_inner().boxed(),
+            })
+        })
+    }
+}
+
+/// A call made by `open`, its answers watched under the name `what`.
+fn connection<In, Out, F, Fut>(what: &'static str, open: F) -> Connection<In, Out>
+where
+    In: Send + 'static,
+    Out: Send + 'static,
+    F: FnOnce(tokio_stream::wrappers::UnboundedReceiverStream<In>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<futures::stream::BoxStream<'static, Result<Out, Status>>, Status>>
+        + Send
+        + 'static,
+{
+    let (recorder, answers) = probe(what);
+    Connection {
+        requests: Some(call(open, recorder)),
+        answers,
     }
 }
 

@@ -4,31 +4,14 @@
 //! HTTP, cancellation reaching the function, and the per-command deadline. Behind
 //! `strata proxy`, and the shapes and streams again behind `strata dev`'s gateway.
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use strata_e2e::{binary, dev::start_dev, free_port, start_proxy, wait_for_port, Process};
+use strata_e2e::{binary, dev::start_dev, free_port, start_function, start_proxy};
 use strata_tck::model::action::{
     action_tck_model_client::ActionTckModelClient, process_step::Step, ProcessGroup, ProcessStep, Reply, Request,
 };
 
 const STREAMED_OUT: &str = "/cloudstate.tck.model.action.ActionTckModel/ProcessStreamedOut";
-
-fn start_function(name: &str, port: u16, env: &[(&str, &str)]) -> Process {
-    let mut command = Command::new(binary(name));
-    command
-        .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        .envs(env.iter().copied());
-    let process = Process::spawn(name, command);
-    assert!(
-        wait_for_port(port, Duration::from_secs(20)),
-        "{name} did not start on {port}"
-    );
-    process
-}
 
 fn reply(message: &str) -> Request {
     Request {

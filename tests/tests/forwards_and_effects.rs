@@ -3,95 +3,11 @@
 //! gateway, the checkout action forwarding to the cart deployed as another
 //! service, and the bad ones: targets that do not exist and a side-effect loop.
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use strata_e2e::{binary, dev::start_dev, free_port, start_proxy, wait_for_port, Process};
+use strata_e2e::{binary, dev::start_dev, free_port, start_function, start_proxy, Http};
 use strata_store::EntityKey;
-
-/// A JSON client for one base URL.
-struct Http {
-    client: reqwest::Client,
-    base: String,
-}
-
-impl Http {
-    fn new(base: String) -> Self {
-        Self {
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .expect("HTTP client"),
-            base,
-        }
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .json(&body)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
-        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn text(&self, path: &str) -> String {
-        self.client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
-            .text()
-            .await
-            .unwrap_or_default()
-    }
-
-    /// GETs `path` until `check` holds (side effects after the answer land
-    /// soon, not at once), failing after a while.
-    async fn get_until(&self, path: &str, check: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let (status, body) = self.get(path).await;
-            if status == 200 && check(&body) {
-                return body;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "GET {path} never satisfied the check: {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-fn start_function(name: &str, port: u16, env: &[(&str, &str)]) -> Process {
-    let mut command = Command::new(binary(name));
-    command
-        .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        .envs(env.iter().copied());
-    let process = Process::spawn(name, command);
-    assert!(
-        wait_for_port(port, Duration::from_secs(20)),
-        "{name} did not start on {port}"
-    );
-    process
-}
 
 fn amounts(statement: &Value) -> Vec<i64> {
     statement["entries"]
@@ -177,7 +93,7 @@ async fn forwards_and_side_effects_behind_strata_proxy() {
     let (function_port, http_port) = (free_port(), free_port());
     let _function = start_function("transfers", function_port, &[]);
     let _proxy = start_proxy(function_port, http_port, &store, &[]);
-    let http = Http::new(format!("http://127.0.0.1:{http_port}"));
+    let http = Http::new(http_port);
 
     transfer_between_accounts(&http, "proxy").await;
 
@@ -200,7 +116,7 @@ async fn unknown_targets_and_loops_fail_the_command() {
     let (function_port, http_port) = (free_port(), free_port());
     let _rogue = start_function("rogue-function", function_port, &[("ROGUE_LOG", log.to_str().unwrap())]);
     let _proxy = start_proxy(function_port, http_port, &store_url, &[]);
-    let http = Http::new(format!("http://127.0.0.1:{http_port}"));
+    let http = Http::new(http_port);
     let store = strata_store::open(&store_url).await.unwrap();
     let add = |user: &str| {
         (
@@ -287,7 +203,7 @@ async fn forwards_and_side_effects_through_strata_dev() {
         })
         .await;
     }
-    let http = Http::new(dev.url(""));
+    let http = Http::new(dev.gateway);
 
     // --- two entities of one deployed function, through the gateway
     transfer_between_accounts(&http, "dev").await;

@@ -25,7 +25,7 @@ use std::{
 
 use prost::Message;
 use serde_json::{json, Value};
-use strata_e2e::{binary, cart_client, free_port, shoppingcart, wait_for_port, Process};
+use strata_e2e::{binary, cart_client, free_port, shoppingcart, wait_for_port, Http, Process};
 use strata_store::EntityKey;
 
 /// The cart's persisted messages (`examples/shopping-cart/proto/domain.proto`), to
@@ -148,49 +148,10 @@ fn start_proxy(function_port: u16, http_port: u16, store: &str) -> Process {
     process
 }
 
-struct Http {
-    client: reqwest::Client,
-    base: String,
-}
-
-impl Http {
-    fn new(port: u16) -> Http {
-        Http {
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(20))
-                .build()
-                .expect("HTTP client"),
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .json(&body)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn add(&self, user: &str, product: &str, name: &str, quantity: i32) -> (u16, Value) {
-        let body = json!({"productId": product, "name": name, "quantity": quantity});
-        self.post(&format!("/cart/{user}/items/add"), body).await
-    }
+/// Adds `quantity` of a product to `user`'s cart over HTTP+JSON.
+async fn add(http: &Http, user: &str, product: &str, name: &str, quantity: i32) -> (u16, Value) {
+    let body = json!({"productId": product, "name": name, "quantity": quantity});
+    http.post(&format!("/cart/{user}/items/add"), body).await
 }
 
 /// A cart's items as (product, name, quantity), in the order of the answer.
@@ -265,7 +226,7 @@ async fn python_sdk_cart_runs_behind_the_proxy() {
     // (grpcio sends the stream's response headers only with its first reply, so
     // the proxy must send the first command without waiting for them.)
     for (product, name, quantity) in [("apple", "Apple", 3), ("pear", "Pear", 2), ("fig", "Fig", 1)] {
-        let (status, body) = http.add("ann", product, name, quantity).await;
+        let (status, body) = add(&http, "ann", product, name, quantity).await;
         assert_eq!(status, 200, "AddItem {product}: {body}");
         assert_eq!(body, json!({}));
     }
@@ -279,7 +240,7 @@ async fn python_sdk_cart_runs_behind_the_proxy() {
     // --- quantity 0 fails with the SDK's message (a Python list of the messages
     // given to ctx.fail), over HTTP and gRPC, and stores nothing
     let sdk_message = "['Quantity for item kiwi must be greater than zero.']";
-    let (status, body) = http.add("ann", "kiwi", "Kiwi", 0).await;
+    let (status, body) = add(&http, "ann", "kiwi", "Kiwi", 0).await;
     assert_eq!(status, 500, "{body}");
     assert_eq!(body["error"]["code"], "UNKNOWN", "{body}");
     assert_eq!(body["error"]["message"], sdk_message, "{body}");
@@ -310,7 +271,7 @@ async fn python_sdk_cart_runs_behind_the_proxy() {
     let mut kim = Items::new();
     for i in 1..=7 {
         let (product, name) = (format!("p{i}"), format!("Thing {i}"));
-        let (status, body) = http.add("kim", &product, &name, i).await;
+        let (status, body) = add(&http, "kim", &product, &name, i).await;
         assert_eq!(status, 200, "AddItem {product}: {body}");
         kim.push((product, name, i));
     }
@@ -353,7 +314,7 @@ async fn python_sdk_cart_runs_behind_the_proxy() {
     function.kill();
     let mut function = start_python_cart(&python, function_port, Some(5));
     for (product, name, quantity) in [("date", "Date", 2), ("apple", "Apple", 1)] {
-        let (status, body) = http.add("ann", product, name, quantity).await;
+        let (status, body) = add(&http, "ann", product, name, quantity).await;
         assert_eq!(status, 200, "AddItem {product}: {body}");
     }
     let ann = items(&[("apple", "Apple", 4), ("fig", "Fig", 1), ("date", "Date", 2)]);

@@ -146,6 +146,87 @@ async fn streamed(kit: &Kit, exchanges: Vec<(Request, Vec<ActionResponse>)>) -> 
     c.passivate().await
 }
 
+/// The kind of answer a group of steps asks for.
+#[derive(Debug, Clone, Copy)]
+enum Answering {
+    Reply,
+    Nothing,
+    Forward,
+    Failure,
+}
+
+impl Answering {
+    /// The step that asks for it, named `name`.
+    fn steps(self, name: &str) -> Vec<ProcessStep> {
+        match self {
+            Answering::Reply => vec![reply_with(name)],
+            Answering::Nothing => vec![],
+            Answering::Forward => vec![forward_to(name)],
+            Answering::Failure => vec![fail_with(name)],
+        }
+    }
+
+    /// The response it makes, with `side_effects`.
+    fn response(self, name: &str, side_effects: Vec<SideEffect>) -> ActionResponse {
+        match self {
+            Answering::Reply => replied(name, side_effects),
+            Answering::Nothing => nothing(side_effects),
+            Answering::Forward => forwarded(name, side_effects),
+            Answering::Failure => failed(name, side_effects),
+        }
+    }
+
+    /// CloudState's kit's four groups of this kind (alone, with a side effect,
+    /// with a synchronous one, with three) and their responses.
+    fn four_groups(self) -> Vec<(ProcessGroup, ActionResponse)> {
+        let with = |name: &str, extra: Vec<ProcessStep>| group([self.steps(name), extra].concat());
+        vec![
+            (with("one", vec![]), self.response("one", vec![])),
+            (
+                with("two", vec![effect_to("other", false)]),
+                self.response("two", effects(&["other"], false)),
+            ),
+            (
+                with("three", vec![effect_to("another", true)]),
+                self.response("three", effects(&["another"], true)),
+            ),
+            (
+                with("four", effects_to(&["a", "b", "c"])),
+                self.response("four", effects(&["a", "b", "c"], false)),
+            ),
+        ]
+    }
+}
+
+/// A streamed-out call of the four groups of `kind`.
+async fn streamed_out_of(kit: &Kit, kind: Answering) -> Check {
+    let (groups, answers): (Vec<_>, Vec<_>) = kind.four_groups().into_iter().unzip();
+    streamed_out(kit, Request { groups }, answers).await
+}
+
+/// A streamed call: the four groups of `kind` one request each, then one request
+/// of two groups.
+async fn streamed_of(kit: &Kit, kind: Answering) -> Check {
+    let mut exchanges: Vec<(Request, Vec<ActionResponse>)> = kind
+        .four_groups()
+        .into_iter()
+        .map(|(group, answer)| (Request { groups: vec![group] }, vec![answer]))
+        .collect();
+    exchanges.push((
+        Request {
+            groups: vec![
+                group(kind.steps("five")),
+                group([kind.steps("six"), vec![effect_to("other", false)]].concat()),
+            ],
+        },
+        vec![
+            kind.response("five", vec![]),
+            kind.response("six", effects(&["other"], false)),
+        ],
+    ));
+    streamed(kit, exchanges).await
+}
+
 macro_rules! model_case {
     ($name:expr, |$kit:ident| $body:expr) => {
         Case {
@@ -346,186 +427,29 @@ pub fn cases() -> Vec<Case> {
             )
         }),
         model_case!("verify streamed-out command replies and side effects", |kit| {
-            streamed_out(
-                kit,
-                Request {
-                    groups: vec![
-                        group(vec![reply_with("one")]),
-                        group(vec![reply_with("two"), effect_to("other", false)]),
-                        group(vec![reply_with("three"), effect_to("another", true)]),
-                        group([vec![reply_with("four")], effects_to(&["a", "b", "c"])].concat()),
-                    ],
-                },
-                vec![
-                    replied("one", vec![]),
-                    replied("two", effects(&["other"], false)),
-                    replied("three", effects(&["another"], true)),
-                    replied("four", effects(&["a", "b", "c"], false)),
-                ],
-            )
+            streamed_out_of(kit, Answering::Reply)
         }),
         model_case!("verify streamed-out command no replies and side effects", |kit| {
-            streamed_out(
-                kit,
-                Request {
-                    groups: vec![
-                        group(vec![]),
-                        group(vec![effect_to("other", false)]),
-                        group(vec![effect_to("another", true)]),
-                        group(effects_to(&["a", "b", "c"])),
-                    ],
-                },
-                vec![
-                    nothing(vec![]),
-                    nothing(effects(&["other"], false)),
-                    nothing(effects(&["another"], true)),
-                    nothing(effects(&["a", "b", "c"], false)),
-                ],
-            )
+            streamed_out_of(kit, Answering::Nothing)
         }),
         model_case!("verify streamed-out command forwards and side effects", |kit| {
-            streamed_out(
-                kit,
-                Request {
-                    groups: vec![
-                        group(vec![forward_to("one")]),
-                        group(vec![forward_to("two"), effect_to("other", false)]),
-                        group(vec![forward_to("three"), effect_to("another", true)]),
-                        group([vec![forward_to("four")], effects_to(&["a", "b", "c"])].concat()),
-                    ],
-                },
-                vec![
-                    forwarded("one", vec![]),
-                    forwarded("two", effects(&["other"], false)),
-                    forwarded("three", effects(&["another"], true)),
-                    forwarded("four", effects(&["a", "b", "c"], false)),
-                ],
-            )
+            streamed_out_of(kit, Answering::Forward)
         }),
         model_case!("verify streamed-out command failures and side effects", |kit| {
-            streamed_out(
-                kit,
-                Request {
-                    groups: vec![
-                        group(vec![fail_with("one")]),
-                        group(vec![fail_with("two"), effect_to("other", false)]),
-                        group(vec![fail_with("three"), effect_to("another", true)]),
-                        group([vec![fail_with("four")], effects_to(&["a", "b", "c"])].concat()),
-                    ],
-                },
-                vec![
-                    failed("one", vec![]),
-                    failed("two", effects(&["other"], false)),
-                    failed("three", effects(&["another"], true)),
-                    failed("four", effects(&["a", "b", "c"], false)),
-                ],
-            )
+            streamed_out_of(kit, Answering::Failure)
         }),
-        model_case!("verify streamed command replies and side effects", |kit| streamed(
-            kit,
-            vec![
-                (single(vec![reply_with("one")]), vec![replied("one", vec![])]),
-                (
-                    single(vec![reply_with("two"), effect_to("other", false)]),
-                    vec![replied("two", effects(&["other"], false))]
-                ),
-                (
-                    single(vec![reply_with("three"), effect_to("another", true)]),
-                    vec![replied("three", effects(&["another"], true))]
-                ),
-                (
-                    single([vec![reply_with("four")], effects_to(&["a", "b", "c"])].concat()),
-                    vec![replied("four", effects(&["a", "b", "c"], false))]
-                ),
-                (
-                    Request {
-                        groups: vec![
-                            group(vec![reply_with("five")]),
-                            group(vec![reply_with("six"), effect_to("other", false)])
-                        ]
-                    },
-                    vec![replied("five", vec![]), replied("six", effects(&["other"], false))]
-                ),
-            ]
-        )),
-        model_case!("verify streamed command no replies and side effects", |kit| streamed(
-            kit,
-            vec![
-                (single(vec![]), vec![nothing(vec![])]),
-                (
-                    single(vec![effect_to("other", false)]),
-                    vec![nothing(effects(&["other"], false))]
-                ),
-                (
-                    single(vec![effect_to("another", true)]),
-                    vec![nothing(effects(&["another"], true))]
-                ),
-                (
-                    single(effects_to(&["a", "b", "c"])),
-                    vec![nothing(effects(&["a", "b", "c"], false))]
-                ),
-                (
-                    Request {
-                        groups: vec![group(vec![]), group(vec![effect_to("other", false)])]
-                    },
-                    vec![nothing(vec![]), nothing(effects(&["other"], false))]
-                ),
-            ]
-        )),
-        model_case!("verify streamed command forwards and side effects", |kit| streamed(
-            kit,
-            vec![
-                (single(vec![forward_to("one")]), vec![forwarded("one", vec![])]),
-                (
-                    single(vec![forward_to("two"), effect_to("other", false)]),
-                    vec![forwarded("two", effects(&["other"], false))]
-                ),
-                (
-                    single(vec![forward_to("three"), effect_to("another", true)]),
-                    vec![forwarded("three", effects(&["another"], true))]
-                ),
-                (
-                    single([vec![forward_to("four")], effects_to(&["a", "b", "c"])].concat()),
-                    vec![forwarded("four", effects(&["a", "b", "c"], false))]
-                ),
-                (
-                    Request {
-                        groups: vec![
-                            group(vec![forward_to("five")]),
-                            group(vec![forward_to("six"), effect_to("other", false)])
-                        ]
-                    },
-                    vec![forwarded("five", vec![]), forwarded("six", effects(&["other"], false))]
-                ),
-            ]
-        )),
-        model_case!("verify streamed command failures and side effects", |kit| streamed(
-            kit,
-            vec![
-                (single(vec![fail_with("one")]), vec![failed("one", vec![])]),
-                (
-                    single(vec![fail_with("two"), effect_to("other", false)]),
-                    vec![failed("two", effects(&["other"], false))]
-                ),
-                (
-                    single(vec![fail_with("three"), effect_to("another", true)]),
-                    vec![failed("three", effects(&["another"], true))]
-                ),
-                (
-                    single([vec![fail_with("four")], effects_to(&["a", "b", "c"])].concat()),
-                    vec![failed("four", effects(&["a", "b", "c"], false))]
-                ),
-                (
-                    Request {
-                        groups: vec![
-                            group(vec![fail_with("five")]),
-                            group(vec![fail_with("six"), effect_to("other", false)])
-                        ]
-                    },
-                    vec![failed("five", vec![]), failed("six", effects(&["other"], false))]
-                ),
-            ]
-        )),
+        model_case!("verify streamed command replies and side effects", |kit| {
+            streamed_of(kit, Answering::Reply)
+        }),
+        model_case!("verify streamed command no replies and side effects", |kit| {
+            streamed_of(kit, Answering::Nothing)
+        }),
+        model_case!("verify streamed command forwards and side effects", |kit| {
+            streamed_of(kit, Answering::Forward)
+        }),
+        model_case!("verify streamed command failures and side effects", |kit| {
+            streamed_of(kit, Answering::Failure)
+        }),
     ];
     cases.extend(proxy_cases());
     cases
@@ -621,6 +545,24 @@ fn call_two(id: &str) -> ActionCommand {
     m::command(TWO, "Call", Some(any(&act::OtherRequest { id: id.into() })))
 }
 
+/// Every message of a streamed answer, until it ends.
+async fn messages_of(
+    answer: Result<tonic::Response<tonic::Streaming<act::Response>>, tonic::Status>,
+) -> Result<Vec<String>, String> {
+    let mut answers = answer
+        .map_err(|status| format!("the call failed: {status:?}"))?
+        .into_inner();
+    let mut messages = Vec::new();
+    while let Some(answer) = answers.next().await {
+        messages.push(
+            answer
+                .map_err(|status| format!("the stream failed: {status:?}"))?
+                .message,
+        );
+    }
+    Ok(messages)
+}
+
 fn message_of(answer: Result<tonic::Response<act::Response>, tonic::Status>) -> Result<String, String> {
     answer
         .map(|r| r.into_inner().message)
@@ -659,19 +601,7 @@ async fn streamed_out_processing(kit: &Kit) -> Check {
             group(vec![reply_with("C")]),
         ],
     };
-    let mut answers = client(kit)
-        .process_streamed_out(request.clone())
-        .await
-        .map_err(|status| format!("the call failed: {status:?}"))?
-        .into_inner();
-    let mut messages = Vec::new();
-    while let Some(answer) = answers.next().await {
-        messages.push(
-            answer
-                .map_err(|status| format!("the stream failed: {status:?}"))?
-                .message,
-        );
-    }
+    let messages = messages_of(client(kit).process_streamed_out(request.clone()).await).await?;
     expect_eq(
         "ProcessStreamedOut answered",
         vec!["A", "B", "C"],
@@ -687,19 +617,12 @@ async fn streamed_out_processing(kit: &Kit) -> Check {
 
 async fn streamed_processing(kit: &Kit) -> Check {
     let requests: Vec<Request> = ["X", "Y", "Z"].iter().map(|m| single(vec![reply_with(m)])).collect();
-    let mut answers = client(kit)
-        .process_streamed(futures::stream::iter(requests.clone()))
-        .await
-        .map_err(|status| format!("the call failed: {status:?}"))?
-        .into_inner();
-    let mut messages = Vec::new();
-    while let Some(answer) = answers.next().await {
-        messages.push(
-            answer
-                .map_err(|status| format!("the stream failed: {status:?}"))?
-                .message,
-        );
-    }
+    let messages = messages_of(
+        client(kit)
+            .process_streamed(futures::stream::iter(requests.clone()))
+            .await,
+    )
+    .await?;
     expect_eq(
         "ProcessStreamed answered",
         vec!["X", "Y", "Z"],

@@ -81,6 +81,30 @@ async fn four_shapes(port: u16) {
     );
 }
 
+/// Metadata both ways: a request header reaches the action, its reply metadata
+/// comes back as an HTTP response header and as gRPC metadata.
+async fn metadata_both_ways(port: u16) {
+    let response = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/greet"))
+        .header("x-caller", "ann")
+        .json(&serde_json::json!({"number": 7}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-greeting"], "hello ann");
+    assert_eq!(response.text().await.unwrap(), "{\"number\":7}");
+
+    let mut client = strata_e2e::streamer::streamer_client::StreamerClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(strata_e2e::streamer::Tick { number: 8 });
+    request.metadata_mut().insert("x-caller", "bob".parse().unwrap());
+    let response = client.greet(request).await.unwrap();
+    assert_eq!(response.metadata().get("x-greeting").unwrap(), "hello bob");
+    assert_eq!(response.into_inner().number, 8);
+}
+
 /// A server stream over HTTP: Server-Sent Events when asked for, else NDJSON.
 async fn server_streams_over_http(port: u16) {
     let http = reqwest::Client::new();
@@ -254,6 +278,8 @@ async fn a_cancelled_stream_reaches_the_function() {
         assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
     }
 
+    metadata_both_ways(http_port).await;
+
     // --- a client stream over HTTP: newline-delimited JSON requests
     let response = reqwest::Client::new()
         .post(format!(
@@ -326,12 +352,17 @@ async fn actions_and_streams_through_strata_dev() {
     let dev = start_dev(tempfile::tempdir().unwrap(), &[]);
     let command = binary("tck-model").display().to_string();
     dev.deploy_command("model", &command, &["--min-scale", "0", "--scale-to-zero-grace", "2s"]);
-    dev.until_service("model", "the model is ready", Duration::from_secs(60), |s| {
-        s["ready_replicas"] == 1
-    })
-    .await;
+    let streamer = binary("streamer").display().to_string();
+    dev.deploy_command("streamer", &streamer, &["--min-scale", "1"]);
+    for name in ["model", "streamer"] {
+        dev.until_service(name, &format!("{name} is ready"), Duration::from_secs(60), |s| {
+            s["ready_replicas"] == 1
+        })
+        .await;
+    }
     four_shapes(dev.gateway).await;
     server_streams_over_http(dev.gateway).await;
+    metadata_both_ways(dev.gateway).await;
 
     // --- idle, the action scales to zero like an entity; the next call wakes it
     dev.until_service("model", "scaled to zero", Duration::from_secs(90), |s| {

@@ -7,7 +7,7 @@ use std::io::Write;
 
 use futures::StreamExt;
 use strata_e2e::streamer::{Tick, TickRequest};
-use strata_sdk::{Action, ActionService, Command, CommandStream, Failure, Reply, ReplyStream, Service};
+use strata_sdk::{Action, ActionService, Command, CommandStream, Failure, Metadata, Reply, ReplyStream, Service};
 
 fn log(line: &str) {
     if let Some(path) = std::env::var_os("STREAMER_LOG") {
@@ -29,6 +29,12 @@ impl Drop for Cancelled {
 struct Streamer;
 
 impl Action for Streamer {
+    async fn handle_unary(&self, command: Command) -> Result<Reply, Failure> {
+        let tick: Tick = command.decode()?;
+        let caller = command.metadata().get("x-caller").unwrap_or("nobody");
+        Ok(Reply::message(&tick).with_metadata(Metadata::new().with("x-greeting", format!("hello {caller}"))))
+    }
+
     fn handle_streamed_out(&self, command: Command) -> ReplyStream {
         let count = command.decode::<TickRequest>().map(|r| r.count).unwrap_or_default();
         log(&format!("ticking {count}"));

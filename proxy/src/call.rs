@@ -86,16 +86,36 @@ impl Call {
         metadata: Option<Metadata>,
         context: CallContext,
     ) -> Result<Call, ProxyError> {
+        if method.entity.kind == EntityKind::Action {
+            return Ok(Call {
+                method,
+                entity_id: None,
+                payload,
+                metadata,
+                context,
+            });
+        }
+        let message = DynamicMessage::decode(method.input(), payload.value.as_slice()).map_err(|e| {
+            ProxyError::InvalidArgument(format!(
+                "the request is not a valid {}: {e}",
+                method.input().full_name()
+            ))
+        })?;
+        Call::from_message(method, &message, payload, metadata, context)
+    }
+
+    /// A call whose request is decoded already (`message`, encoded as `payload`).
+    pub fn from_message(
+        method: Arc<MethodModel>,
+        message: &DynamicMessage,
+        payload: Any,
+        metadata: Option<Metadata>,
+        context: CallContext,
+    ) -> Result<Call, ProxyError> {
         let entity_id = match method.entity.kind {
             EntityKind::Action => None,
             EntityKind::EventSourced | EntityKind::Value => {
-                let message = DynamicMessage::decode(method.input(), payload.value.as_slice()).map_err(|e| {
-                    ProxyError::InvalidArgument(format!(
-                        "the request is not a valid {}: {e}",
-                        method.input().full_name()
-                    ))
-                })?;
-                Some(method.entity_id(&message).map_err(ProxyError::InvalidArgument)?)
+                Some(method.entity_id(message).map_err(ProxyError::InvalidArgument)?)
             }
         };
         Ok(Call {

@@ -145,27 +145,39 @@ pub fn request_messages(flavor: Flavor, body: Body, limit: usize) -> BoxStream<'
                 reader
                     .text
                     .extend(chunk.iter().copied().filter(|b| !b.is_ascii_whitespace()));
-                let whole = reader.text.len() / 4 * 4;
-                let decoded = base64::engine::general_purpose::STANDARD.decode(&reader.text[..whole]);
-                match decoded {
-                    Ok(bytes) => reader.buffer.extend_from_slice(&bytes),
-                    Err(_) => {
-                        reader.failed = true;
-                        return Some((
-                            Err(ProxyError::InvalidArgument(
-                                "the gRPC-web text body is not valid base64".into(),
-                            )),
-                            reader,
-                        ));
-                    }
+                if decode_text(&mut reader.text, &mut reader.buffer).is_err() {
+                    reader.failed = true;
+                    return Some((
+                        Err(ProxyError::InvalidArgument(
+                            "the gRPC-web text body is not valid base64".into(),
+                        )),
+                        reader,
+                    ));
                 }
-                reader.text.drain(..whole);
             } else {
                 reader.buffer.extend_from_slice(&chunk);
             }
         }
     })
     .boxed()
+}
+
+/// Decodes the whole base64 groups of `text` into `buffer`, leaving the rest.
+/// Clients may encode each message on its own, so a padded group can end a piece
+/// in the middle of the body.
+fn decode_text(text: &mut Vec<u8>, buffer: &mut BytesMut) -> Result<(), base64::DecodeError> {
+    loop {
+        let whole = text.len() / 4 * 4;
+        let end = match text[..whole].iter().position(|b| *b == b'=') {
+            Some(padding) => (padding / 4 + 1) * 4,
+            None => whole,
+        };
+        if end == 0 {
+            return Ok(());
+        }
+        buffer.extend_from_slice(&base64::engine::general_purpose::STANDARD.decode(&text[..end])?);
+        text.drain(..end);
+    }
 }
 
 /// The next whole message frame at the start of `buffer`, if it is all there.
@@ -378,6 +390,19 @@ mod tests {
         let chunks: Vec<Vec<u8>> = text.as_bytes().chunks(3).map(<[u8]>::to_vec).collect();
         let (messages, error) = read(Flavor::GrpcWebText, chunks, 100);
         assert_eq!(messages.len(), 3);
+        assert!(error.is_none());
+
+        // ... and each message encoded on its own, padding and all.
+        let pieces: String = [frame(0, b"one"), frame(0, b"three")]
+            .iter()
+            .map(|f| base64::engine::general_purpose::STANDARD.encode(f))
+            .collect();
+        assert!(
+            pieces.trim_end_matches('=').contains('='),
+            "a padded piece in the middle"
+        );
+        let (messages, error) = read(Flavor::GrpcWebText, vec![pieces.into_bytes()], 100);
+        assert_eq!(messages, [Bytes::from("one"), Bytes::from("three")]);
         assert!(error.is_none());
     }
 

@@ -64,11 +64,9 @@ pub(crate) async fn serve(ingress: &Ingress, request: Request) -> Response {
     };
     if !method.is_streamed() {
         let answer = async {
-            let payload = requests.into_iter().next().unwrap_or_default();
-            let answer = ingress
-                .commands
-                .unary(Call::new(method.clone(), payload, metadata, context)?)
-                .await?;
+            let (message, payload) = requests.into_iter().next().expect("one request for a unary method");
+            let call = Call::from_message(method.clone(), &message, payload, metadata, context)?;
+            let answer = ingress.commands.unary(call).await?;
             document(route, &method, answer)
         }
         .await;
@@ -77,7 +75,7 @@ pub(crate) async fn serve(ingress: &Ingress, request: Request) -> Response {
     }
     let call = StreamedCall {
         method: method.clone(),
-        requests: futures::stream::iter(requests.into_iter().map(Ok)).boxed(),
+        requests: futures::stream::iter(requests.into_iter().map(|(_, payload)| Ok(payload))).boxed(),
         metadata,
         context,
     };
@@ -101,19 +99,21 @@ pub(crate) async fn serve(ingress: &Ingress, request: Request) -> Response {
     stream(route, method, answers, events, measure).await
 }
 
-/// The encoded request message for one body (or one line of a streamed body).
+/// The request message for one body (or one line of a streamed body), and its
+/// encoding.
 fn encode(
     route: &HttpRoute,
     bindings: Vec<crate::path_template::Binding>,
     query: Option<&str>,
     body: &[u8],
     content_type: Option<&str>,
-) -> Result<Any, ProxyError> {
+) -> Result<(DynamicMessage, Any), ProxyError> {
     let message = transcode::request_message(route, bindings, query, body, content_type)?;
-    Ok(Any {
+    let payload = Any {
         type_url: format!("type.googleapis.com/{}", route.target.input().full_name()),
         value: message.encode_to_vec(),
-    })
+    };
+    Ok((message, payload))
 }
 
 /// A reply as one HTTP answer, with its metadata as headers.

@@ -85,8 +85,8 @@ async fn serve_grpc(ingress: &Ingress, flavor: Flavor, request: Request) -> Resp
         let metadata = metadata_of(request.headers());
         let context = context_of(request.headers());
         let body = read_body(request.into_body(), ingress.max_body).await?;
-        let payload = request_payload(&method, grpc::unary_message(flavor, body)?)?;
-        let call = Call::new(method.clone(), payload, metadata, context)?;
+        let (payload, message) = decoded(&method, grpc::unary_message(flavor, body)?)?;
+        let call = Call::from_message(method.clone(), &message, payload, metadata, context)?;
         let answer = ingress.commands.unary(call).await?;
         check_reply_type(&method, &answer.payload)?;
         Ok::<_, ProxyError>(answer)
@@ -174,16 +174,22 @@ pub(crate) fn one_or_many(
 
 /// A request message of `method`, checked against its input type.
 pub(crate) fn request_payload(method: &MethodModel, bytes: Bytes) -> Result<Any, ProxyError> {
-    DynamicMessage::decode(method.input(), bytes.clone()).map_err(|e| {
+    Ok(decoded(method, bytes)?.0)
+}
+
+/// A request message of `method`: packed, and decoded.
+fn decoded(method: &MethodModel, bytes: Bytes) -> Result<(Any, DynamicMessage), ProxyError> {
+    let message = DynamicMessage::decode(method.input(), bytes.clone()).map_err(|e| {
         ProxyError::InvalidArgument(format!(
             "the request is not a valid {}: {e}",
             method.input().full_name()
         ))
     })?;
-    Ok(Any {
+    let payload = Any {
         type_url: format!("type.googleapis.com/{}", method.input().full_name()),
         value: bytes.to_vec(),
-    })
+    };
+    Ok((payload, message))
 }
 
 /// Counts a request in the in-flight gauge and times it until dropped; then

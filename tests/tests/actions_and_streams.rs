@@ -364,6 +364,39 @@ async fn actions_and_streams_through_strata_dev() {
     server_streams_over_http(dev.gateway).await;
     metadata_both_ways(dev.gateway).await;
 
+    // --- a client that leaves a stream through the gateway cancels it at the
+    // sidecar (which cancels it at the function, as behind strata proxy)
+    let mut response = reqwest::Client::new()
+        .post(dev.url("/ticks"))
+        .header("accept", "text/event-stream")
+        .json(&serde_json::json!({"count": 1}))
+        .send()
+        .await
+        .unwrap();
+    let first = response.chunk().await.unwrap().expect("a tick");
+    assert!(String::from_utf8_lossy(&first).starts_with("data: {\"number\":1}"));
+    drop(response);
+    let instances = dev.api("/services/streamer/instances").await;
+    let sidecar = instances["instances"][0]["address"].as_str().unwrap().to_string();
+    let cancelled = "strata_proxy_requests_total{code=\"CANCELLED\",method=\"Ticks\",protocol=\"grpc\",service=\"strata.test.streamer.Streamer\"} 1";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = reqwest::get(format!("http://{sidecar}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains(cancelled) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sidecar never saw the cancellation:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // --- idle, the action scales to zero like an entity; the next call wakes it
     dev.until_service("model", "scaled to zero", Duration::from_secs(90), |s| {
         s["ready_replicas"] == 0 && s["desired_replicas"] == 0

@@ -353,16 +353,58 @@ async fn actions_and_streams_through_strata_dev() {
     let command = binary("tck-model").display().to_string();
     dev.deploy_command("model", &command, &["--min-scale", "0", "--scale-to-zero-grace", "2s"]);
     let streamer = binary("streamer").display().to_string();
-    dev.deploy_command("streamer", &streamer, &["--min-scale", "1"]);
-    for name in ["model", "streamer"] {
-        dev.until_service(name, &format!("{name} is ready"), Duration::from_secs(60), |s| {
-            s["ready_replicas"] == 1
-        })
-        .await;
-    }
+    dev.deploy_command("streamer", &streamer, &["--min-scale", "2"]);
+    dev.until_service("model", "the model is ready", Duration::from_secs(60), |s| {
+        s["ready_replicas"] == 1
+    })
+    .await;
+    dev.until_service("streamer", "two streamers are ready", Duration::from_secs(60), |s| {
+        s["ready_replicas"] == 2
+    })
+    .await;
     four_shapes(dev.gateway).await;
     server_streams_over_http(dev.gateway).await;
     metadata_both_ways(dev.gateway).await;
+
+    // --- action calls are spread over the ready instances: one after another,
+    // each finds the other instance less busy, so both serve half
+    let http = reqwest::Client::new();
+    for number in 0..10 {
+        let response = http
+            .post(dev.url("/greet"))
+            .json(&serde_json::json!({"number": number}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let instances = dev.api("/services/streamer/instances").await;
+    let sidecars: Vec<String> = instances["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["address"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(sidecars.len(), 2, "{instances}");
+    let metrics_of = |sidecar: String| async move {
+        reqwest::get(format!("http://{sidecar}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    for sidecar in &sidecars {
+        let metrics = metrics_of(sidecar.clone()).await;
+        let served = "strata_proxy_requests_total{code=\"OK\",method=\"Greet\",protocol=\"grpc\",service=\"strata.test.streamer.Streamer\"}";
+        let count: u64 = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(served))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        // metadata_both_ways sent one more Greet before these ten.
+        assert!((5..=6).contains(&count), "{sidecar} served {count} of 11:\n{metrics}");
+    }
 
     // --- a client that leaves a stream through the gateway cancels it at the
     // sidecar (which cancels it at the function, as behind strata proxy)
@@ -376,28 +418,19 @@ async fn actions_and_streams_through_strata_dev() {
     let first = response.chunk().await.unwrap().expect("a tick");
     assert!(String::from_utf8_lossy(&first).starts_with("data: {\"number\":1}"));
     drop(response);
-    let instances = dev.api("/services/streamer/instances").await;
-    let sidecar = instances["instances"][0]["address"].as_str().unwrap().to_string();
     let cancelled = "strata_proxy_requests_total{code=\"CANCELLED\",method=\"Ticks\",protocol=\"grpc\",service=\"strata.test.streamer.Streamer\"} 1";
     let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let metrics = reqwest::get(format!("http://{sidecar}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if metrics.contains(cancelled) {
-            break;
+    'seen: loop {
+        for sidecar in &sidecars {
+            if metrics_of(sidecar.clone()).await.contains(cancelled) {
+                break 'seen;
+            }
         }
-        assert!(
-            Instant::now() < deadline,
-            "the sidecar never saw the cancellation:\n{metrics}"
-        );
+        assert!(Instant::now() < deadline, "no sidecar saw the cancellation");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    // --- idle, the action scales to zero like an entity; the next call wakes it
+    // --- idle, an action scales to zero like an entity; the next call wakes it
     dev.until_service("model", "scaled to zero", Duration::from_secs(90), |s| {
         s["ready_replicas"] == 0 && s["desired_replicas"] == 0
     })

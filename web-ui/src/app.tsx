@@ -28,13 +28,9 @@ export function App() {
     api.access().then(
       ({ access }) => setSession({ state: 'signed-in', access }),
       (error: unknown) => {
-        if (error instanceof ApiError && error.status === 401) {
-          setSession({ state: 'signed-out', refused: getToken() !== null });
-          setToken(null);
-        } else {
-          // Unreachable: try again until the API answers.
-          setTimeout(check, 2000);
-        }
+        // A 401 has already signed out (the API listener); anything else: try again
+        // until the API answers.
+        if (!(error instanceof ApiError && error.status === 401)) setTimeout(check, 2000);
       },
     );
 

@@ -28,7 +28,9 @@ export interface ChartProps {
   range: [number, number];
 }
 
-function options(props: ChartProps, width: number): uPlot.Options {
+/** Options read the latest props through `current`, so they never go stale. */
+function options(current: { current: ChartProps }, width: number): uPlot.Options {
+  const props = current.current;
   return {
     width,
     height: 170,
@@ -36,7 +38,7 @@ function options(props: ChartProps, width: number): uPlot.Options {
     cursor: { drag: { x: false, y: false } },
     legend: { live: true },
     scales: {
-      x: { time: true, range: () => props.range },
+      x: { time: true, range: () => current.current.range },
       y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] },
     },
     axes: [
@@ -45,8 +47,8 @@ function options(props: ChartProps, width: number): uPlot.Options {
         stroke: '#5b6472',
         grid: { stroke: '#eef0f4' },
         ticks: { stroke: '#d9dde5' },
-        size: 56,
-        values: (_u, values) => values.map((value) => props.format(value)),
+        size: 72,
+        values: (_u, values) => values.map((value) => current.current.format(value)),
       },
     ],
     series: [
@@ -59,7 +61,8 @@ function options(props: ChartProps, width: number): uPlot.Options {
         spanGaps: false,
         paths: line.stepped ? uPlot.paths.stepped!({ align: 1 }) : undefined,
         points: line.points ? { show: true, size: 7, fill: line.color } : { show: false },
-        value: (_u: uPlot, value: number | null) => (value === null || value === undefined ? '–' : props.format(value)),
+        value: (_u: uPlot, value: number | null) =>
+          value === null || value === undefined ? '–' : current.current.format(value),
         ...(line.points ? { paths: () => null } : {}),
       })),
     ],
@@ -76,7 +79,7 @@ export function Chart(props: ChartProps) {
     const element = container.current;
     if (!element) return;
     const width = () => Math.max(200, element.clientWidth);
-    plot.current = new uPlot(options(latest.current, width()), latest.current.data as uPlot.AlignedData, element);
+    plot.current = new uPlot(options(latest, width()), latest.current.data as uPlot.AlignedData, element);
     const observer = new ResizeObserver(() => plot.current?.setSize({ width: width(), height: 170 }));
     observer.observe(element);
     return () => {
@@ -89,8 +92,8 @@ export function Chart(props: ChartProps) {
   useEffect(() => {
     const chart = plot.current;
     if (!chart) return;
-    chart.setData(props.data as uPlot.AlignedData, false);
-    chart.setScale('x', { min: props.range[0], max: props.range[1] });
+    // Rescales y to the new data; x follows the window through its range function.
+    chart.setData(props.data as uPlot.AlignedData, true);
   }, [props.data, props.range[0], props.range[1]]);
 
   return (

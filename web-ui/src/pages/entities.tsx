@@ -135,7 +135,7 @@ function Entity({ service, id }: { service: string; id: string }) {
                     <span class="seq" aria-label={`sequence number ${event.seq_nr}`}>
                       #{event.seq_nr}
                     </span>
-                    <PayloadBlock payload={event} />
+                    <PayloadBlock payload={event} compact />
                   </li>
                 ))}
               </ol>
@@ -162,14 +162,14 @@ function Entity({ service, id }: { service: string; id: string }) {
   );
 }
 
-function PayloadBlock({ payload }: { payload: Payload }) {
+function PayloadBlock({ payload, compact }: { payload: Payload; compact?: boolean }) {
   return (
     <div class="payload">
       <div class="payload-type">{payload.type_name}</div>
       {payload.error ? (
         <p class="error-text">Cannot decode: {payload.error}</p>
       ) : (
-        <pre class="json">{JSON.stringify(payload.value, null, 2)}</pre>
+        <pre class={`json${compact ? ' json-compact' : ''}`}>{JSON.stringify(payload.value, null, compact ? undefined : 2)}</pre>
       )}
     </div>
   );

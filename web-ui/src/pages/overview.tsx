@@ -49,7 +49,7 @@ export function Overview() {
         ) : null}
       </div>
       <LoadError error={services.error} what="the services" />
-      <Card title="Services">
+      <Card title="Deployed services">
         {services.data === undefined ? (
           <p class="muted">Loading…</p>
         ) : services.data.services.length === 0 ? (

@@ -98,11 +98,7 @@ async fn get(app: &Router, path: &str, token: Option<&str>) -> Reply {
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
     }
-    let response = app
-        .clone()
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+    let response = app.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
     let body = response.into_body().collect().await.unwrap().to_bytes().to_vec();
@@ -112,8 +108,7 @@ async fn get(app: &Router, path: &str, token: Option<&str>) -> Reply {
 /// The shopping cart's descriptors, compiled like the example compiles them.
 fn cart_descriptors() -> Vec<u8> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut compiler =
-        protox::Compiler::new([root.join("examples/shopping-cart/proto"), root.join("proto")]).unwrap();
+    let mut compiler = protox::Compiler::new([root.join("examples/shopping-cart/proto"), root.join("proto")]).unwrap();
     compiler.include_imports(true);
     compiler.open_files(["shoppingcart.proto", "domain.proto"]).unwrap();
     compiler.encode_file_descriptor_set()
@@ -209,13 +204,20 @@ async fn entities_are_read_from_the_store_and_decoded() {
     assert_eq!(entity["grpc_service"], "com.example.shoppingcart.ShoppingCart");
     assert_eq!(entity["snapshot_seq_nr"], 5);
     assert_eq!(entity["last_seq_nr"], 7);
-    assert_eq!(entity["state"]["type_name"], "com.example.shoppingcart.persistence.Cart");
+    assert_eq!(
+        entity["state"]["type_name"],
+        "com.example.shoppingcart.persistence.Cart"
+    );
     assert_eq!(entity["state"]["value"]["items"][0]["quantity"], 15);
 
     // --- the journal, newest first, in pages
-    let page = get(&h.app, "/api/v1/services/cart/entities/alice/events?limit=3", Some(READER))
-        .await
-        .json();
+    let page = get(
+        &h.app,
+        "/api/v1/services/cart/entities/alice/events?limit=3",
+        Some(READER),
+    )
+    .await
+    .json();
     let seqs = |page: &Value| -> Vec<i64> {
         page["events"]
             .as_array()
@@ -225,7 +227,10 @@ async fn entities_are_read_from_the_store_and_decoded() {
             .collect()
     };
     assert_eq!(seqs(&page), vec![7, 6, 5]);
-    assert_eq!(page["events"][0]["type_name"], "com.example.shoppingcart.persistence.ItemAdded");
+    assert_eq!(
+        page["events"][0]["type_name"],
+        "com.example.shoppingcart.persistence.ItemAdded"
+    );
     assert_eq!(page["events"][0]["value"]["item"]["productId"], "p7");
     assert_eq!(page["next_before"], 5);
     let older = get(
@@ -326,7 +331,10 @@ async fn metric_series_cover_the_asked_window_and_refuse_others() {
     let reply = get(&h.app, "/api/v1/services/cart/metrics?window=30s", Some(READER)).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     let series = reply.json();
-    assert_eq!((series["service"].clone(), series["window"].clone()), (json!("cart"), json!("30s")));
+    assert_eq!(
+        (series["service"].clone(), series["window"].clone()),
+        (json!("cart"), json!("30s"))
+    );
     assert_eq!(series["interval_ms"], 1000);
     let samples = series["samples"].as_array().unwrap();
     assert!((19..=20).contains(&samples.len()), "{} samples", samples.len());
@@ -356,12 +364,18 @@ async fn metric_series_cover_the_asked_window_and_refuse_others() {
 #[tokio::test]
 async fn access_tells_the_dashboard_what_a_token_may_do() {
     let h = harness(false).await;
-    assert_eq!(get(&h.app, "/api/v1/access", Some(ADMIN)).await.json(), json!({"access": "admin"}));
+    assert_eq!(
+        get(&h.app, "/api/v1/access", Some(ADMIN)).await.json(),
+        json!({"access": "admin"})
+    );
     assert_eq!(
         get(&h.app, "/api/v1/access", Some(READER)).await.json(),
         json!({"access": "read_only"})
     );
-    assert_eq!(get(&h.app, "/api/v1/access", None).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(&h.app, "/api/v1/access", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(
         get(&h.app, "/api/v1/access", Some("wrong")).await.status,
         StatusCode::UNAUTHORIZED
@@ -386,7 +400,10 @@ async fn cluster_view_marks_the_leader_and_its_replication() {
         "/api/v1/services/{name}/entities/{entity_id}/events",
         "/api/v1/access",
     ] {
-        assert!(document["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
+        assert!(
+            document["paths"].get(path).is_some(),
+            "{path} missing from the OpenAPI document"
+        );
     }
 }
 
@@ -432,10 +449,7 @@ async fn metrics_exposition_passes_promtool() {
         })
         .await
         .unwrap();
-    let refused = h
-        .node
-        .write(Command::DeleteService { name: "nope".into() })
-        .await;
+    let refused = h.node.write(Command::DeleteService { name: "nope".into() }).await;
     assert!(refused.is_err());
 
     // The counters follow applied effects asynchronously: wait for them.
@@ -476,10 +490,16 @@ async fn metrics_exposition_passes_promtool() {
 async fn the_dashboard_is_served_at_ui() {
     let h = harness(false).await;
     if std::env::var_os("STRATA_REQUIRE_UI").is_some() {
-        assert!(ui_is_built(), "web-ui/dist was not built into this binary (scripts/web-ui.sh)");
+        assert!(
+            ui_is_built(),
+            "web-ui/dist was not built into this binary (scripts/web-ui.sh)"
+        );
     }
     let root = get(&h.app, "/", None).await;
-    assert_eq!((root.status, root.header("location")), (StatusCode::TEMPORARY_REDIRECT, "/ui/"));
+    assert_eq!(
+        (root.status, root.header("location")),
+        (StatusCode::TEMPORARY_REDIRECT, "/ui/")
+    );
     let bare = get(&h.app, "/ui", None).await;
     assert_eq!(bare.header("location"), "/ui/");
 

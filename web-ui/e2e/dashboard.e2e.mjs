@@ -274,6 +274,14 @@ try {
     await page.locator('.timeline').getByText(/desired replicas \d+ -> \d+: (stable|panic)/).first().waitFor();
     // Every shard has an owner among the ready instances.
     await until('shards spread over the instances', async () => (await page.locator('.legend li').count()) >= 2);
+    // Let the charts collect a little history for the screenshot: at least 15
+    // samples with requests in them (a condition on the API, not a fixed sleep).
+    await until('15 seconds of load on record', async () => {
+      const response = await fetch(`${API}/api/v1/services/cart/metrics?window=2m`, auth(READER));
+      const { samples } = await response.json();
+      return samples.filter((sample) => sample.requests_per_second > 0).length >= 15;
+    });
+    await until('the page draws them', async () => Number(await page.locator('.charts').getAttribute('data-samples')) >= 15);
     await checkAccessible(page, 'service');
     await shot(page, 'service-under-load');
     const { answered } = load.stats();

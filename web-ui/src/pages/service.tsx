@@ -135,7 +135,9 @@ function Summary({ service, samples }: { service: Service; samples: MetricSeries
 function Charts({ series, error }: { series: MetricSeries | undefined; error: Error | undefined }) {
   const samples = series?.samples ?? [];
   const now = Date.now() / 1000;
-  const range: [number, number] = [Math.floor(now - WINDOW_S), Math.ceil(now)];
+  // Up to 15 minutes; a younger series is shown from a little before its first sample.
+  const first = samples.length ? samples[0].at_ms / 1000 - 30 : now - 120;
+  const range: [number, number] = [Math.floor(Math.max(now - WINDOW_S, first)), Math.ceil(now)];
   const data = useMemo(
     () => ({
       requests: toColumns(samples, ['requests_per_second']),
@@ -148,7 +150,7 @@ function Charts({ series, error }: { series: MetricSeries | undefined; error: Er
   );
   const coldStarts = samples.reduce((sum, sample) => sum + sample.cold_starts, 0);
   return (
-    <section class="charts" aria-label="Metrics over the last 15 minutes">
+    <section class="charts" aria-label="Metrics over the last 15 minutes" data-samples={samples.length}>
       <LoadError error={error} what="the metrics" />
       <Chart
         title="Requests per second"

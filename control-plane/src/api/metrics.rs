@@ -74,7 +74,8 @@ pub(super) async fn service_metrics(
     if !state.node.is_leader() {
         // Only the leader scrapes, so only it has the series.
         let leader = leader_api(&state).ok_or_else(|| ApiError::from(NodeError::NoLeader))?;
-        return forward(&state, &leader, request).await.map_err(|error| {
+        let (parts, _) = request.into_parts();
+        return forward(&state, &leader, parts, axum::body::Bytes::new()).await.map_err(|error| {
             tracing::warn!(node_id = state.node.node_id, %error, "asking the leader for metrics failed");
             ApiError::unavailable("cannot reach the leader for metrics; retry shortly")
         });

@@ -104,7 +104,9 @@ fn parse_bound(text: &str) -> Option<f64> {
 /// bound. `None` when the histogram is empty.
 pub fn quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
     let total = buckets.last()?.1;
-    if !(total > 0.0) || !(0.0..=1.0).contains(&q) {
+    // NaN counts are no observations either.
+    let observed = total.is_finite() && total > 0.0;
+    if !observed || !(0.0..=1.0).contains(&q) {
         return None;
     }
     let rank = q * total;

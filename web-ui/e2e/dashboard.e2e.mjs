@@ -340,12 +340,44 @@ try {
     await shot(page, 'service-scaled-to-zero');
   });
 
-  await step('the cluster page names the leader', async () => {
+  await step('scaling settings are edited from the service page', async () => {
+    await page.getByLabel('Max scale').fill('4');
+    await page.getByRole('button', { name: 'Save scaling' }).click();
+    await page.getByText('Saved.').waitFor();
+    const service = await (await fetch(`${API}/api/v1/services/cart`, auth(READER))).json();
+    if (service.max_scale !== 4) throw new Error(`max_scale is ${service.max_scale} after saving 4`);
+  });
+
+  await step('a service that cannot start shows "failing" with its reason, and is deleted', async () => {
+    const created = await fetch(`${API}/api/v1/services`, {
+      method: 'POST',
+      headers: { ...auth(ADMIN).headers, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'broken', command: join(work, 'no-such-function'), min_scale: 1 }),
+    });
+    if (created.status !== 201) throw new Error(`creating broken: HTTP ${created.status}`);
+    await page.getByRole('link', { name: 'Services' }).click();
+    const row = page.locator('tr[data-service="broken"]');
+    await row.getByText('failing').waitFor({ timeout: LONG });
+    const reason = (await row.locator('.failure-reason').textContent()) ?? '';
+    if (reason.trim().length < 5) throw new Error(`no failure reason: "${reason}"`);
+    await shot(page, 'overview-failing');
+    await page.getByRole('link', { name: 'broken' }).click();
+    await page.getByRole('button', { name: 'Delete service…' }).click();
+    await page.getByRole('button', { name: 'Delete broken now' }).click();
+    await page.getByRole('heading', { level: 1, name: 'Services' }).waitFor();
+    await row.waitFor({ state: 'detached' });
+  });
+
+  await step('the cluster page names the leader and refuses to remove the last voter', async () => {
     await page.getByRole('link', { name: 'Cluster' }).click();
     await page.getByTestId('leader').getByText('node 1').waitFor();
     await page.locator('tr', { hasText: 'node 1' }).getByText('leader').waitFor();
     await checkAccessible(page, 'cluster');
     await shot(page, 'cluster');
+    await page.getByRole('button', { name: 'Remove…' }).click();
+    await page.getByRole('button', { name: 'Remove node 1' }).click();
+    await page.getByText('last voter').waitFor();
+    await page.getByRole('button', { name: 'Cancel' }).click();
   });
 
   await step('keyboard alone reaches the navigation and the deploy button', async () => {

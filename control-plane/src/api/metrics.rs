@@ -75,10 +75,12 @@ pub(super) async fn service_metrics(
         // Only the leader scrapes, so only it has the series.
         let leader = leader_api(&state).ok_or_else(|| ApiError::from(NodeError::NoLeader))?;
         let (parts, _) = request.into_parts();
-        return forward(&state, &leader, parts, axum::body::Bytes::new()).await.map_err(|error| {
-            tracing::warn!(node_id = state.node.node_id, %error, "asking the leader for metrics failed");
-            ApiError::unavailable("cannot reach the leader for metrics; retry shortly")
-        });
+        return forward(&state, &leader, parts, axum::body::Bytes::new())
+            .await
+            .map_err(|error| {
+                tracing::warn!(node_id = state.node.node_id, %error, "asking the leader for metrics failed");
+                ApiError::unavailable("cannot reach the leader for metrics; retry shortly")
+            });
     }
     if !state.node.read(|registry| registry.services.contains_key(&name)) {
         return Err(ApiError::not_found(format!("service {name:?} not found")));

@@ -15,6 +15,7 @@ export function formatRate(value: number | null | undefined): string {
 /** A latency in milliseconds: "0.42 ms", "12 ms", "1.5 s". */
 export function formatLatency(ms: number | null | undefined): string {
   if (ms === null || ms === undefined || !Number.isFinite(ms)) return '–';
+  if (ms === 0) return '0 ms';
   if (ms < 1) return `${ms.toFixed(2)} ms`;
   if (ms < 100) return `${ms.toFixed(1).replace(/\.0$/, '')} ms`;
   if (ms < 1000) return `${Math.round(ms)} ms`;

@@ -18,6 +18,7 @@ describe('formatRate', () => {
 
 describe('formatLatency', () => {
   it('picks a unit that reads well', () => {
+    expect(formatLatency(0)).toBe('0 ms');
     expect(formatLatency(0.42)).toBe('0.42 ms');
     expect(formatLatency(12)).toBe('12 ms');
     expect(formatLatency(12.34)).toBe('12.3 ms');

@@ -5,6 +5,7 @@ import { useEffect, useRef } from 'preact/hooks';
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 
+import { formatClock } from '../format';
 import type { Columns } from '../series';
 
 export interface Line {
@@ -42,7 +43,13 @@ function options(current: { current: ChartProps }, width: number): uPlot.Options
       y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] },
     },
     axes: [
-      { stroke: '#5b6472', grid: { stroke: '#eef0f4' }, ticks: { stroke: '#d9dde5' } },
+      {
+        stroke: '#5b6472',
+        grid: { stroke: '#eef0f4' },
+        ticks: { stroke: '#d9dde5' },
+        // Time of day only: the window is at most 15 minutes.
+        values: (_u, splits) => splits.map((seconds) => formatClock(seconds * 1000).slice(0, 5)),
+      },
       {
         stroke: '#5b6472',
         grid: { stroke: '#eef0f4' },

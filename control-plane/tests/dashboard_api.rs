@@ -551,3 +551,88 @@ async fn the_dashboard_is_served_at_ui() {
         "text/css; charset=utf-8"
     );
 }
+
+/// A sidecar's `/metrics` on loopback whose exposition the test sets.
+async fn exposition_server(text: Arc<std::sync::Mutex<String>>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let app = Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let text = text.lock().unwrap().clone();
+            async move { text }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{address}/metrics")
+}
+
+fn exposition(requests: u64, in_flight: u64, fast: u64, slow: u64) -> String {
+    format!(
+        "strata_proxy_requests_total{{service=\"com.example.shoppingcart.ShoppingCart\",method=\"AddItem\",protocol=\"http\",code=\"OK\"}} {requests}\n\
+         strata_proxy_in_flight_requests{{service=\"com.example.shoppingcart.ShoppingCart\"}} {in_flight}\n\
+         strata_proxy_request_duration_seconds_bucket{{service=\"com.example.shoppingcart.ShoppingCart\",method=\"AddItem\",le=\"0.001\"}} {fast}\n\
+         strata_proxy_request_duration_seconds_bucket{{service=\"com.example.shoppingcart.ShoppingCart\",method=\"AddItem\",le=\"0.01\"}} {}\n\
+         strata_proxy_request_duration_seconds_bucket{{service=\"com.example.shoppingcart.ShoppingCart\",method=\"AddItem\",le=\"+Inf\"}} {}\n",
+        fast + slow,
+        fast + slow
+    )
+}
+
+#[tokio::test]
+async fn every_autoscaler_scrape_becomes_a_sample() {
+    use strata_autoscaler::collector::{MetricsSource, PrometheusSource, SCRAPE_TIMEOUT};
+    use strata_autoscaler::window::Timestamp;
+    use strata_control_plane::metrics_history::RecordingSource;
+
+    let h = harness(false).await;
+    register_cart(&h.node, &cart_descriptors()).await;
+    let text = Arc::new(std::sync::Mutex::new(exposition(10, 2, 0, 0)));
+    let url = exposition_server(text.clone()).await;
+    // The cart's cold start (created, then its instance ready) is counted from the
+    // registry's effects, asynchronously: wait until it has been.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !h
+        .node
+        .telemetry
+        .render(&h.node)
+        .contains("strata_service_cold_start_seconds_count{service=\"cart\"} 1")
+    {
+        assert!(Instant::now() < deadline, "the cold start was never counted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The production wiring: the autoscaler's own Prometheus source, recorded.
+    let source = RecordingSource::new(PrometheusSource::new(SCRAPE_TIMEOUT).unwrap(), h.node.clone());
+
+    // --- first round: a concurrency, but no rate or latency yet (nothing to compare)
+    let load = source
+        .observe("cart", std::slice::from_ref(&url), Timestamp::from_secs(1))
+        .await
+        .expect("the instance was scraped");
+    assert_eq!(load.concurrency, 2.0);
+    // --- a second later: 20 more requests, 10 under 1 ms and 10 under 10 ms
+    *text.lock().unwrap() = exposition(30, 3, 10, 10);
+    let load = source
+        .observe("cart", std::slice::from_ref(&url), Timestamp::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!((load.concurrency, load.requests_per_second), (3.0, 20.0));
+
+    let samples = h.node.history.since("cart", 0);
+    assert_eq!(samples.len(), 2);
+    let (first, second) = (&samples[0], &samples[1]);
+    assert_eq!((first.concurrency, first.latency_p50_ms), (Some(2.0), None));
+    assert_eq!(second.requests_per_second, Some(20.0));
+    assert_eq!(second.concurrency, Some(3.0));
+    assert_eq!((second.desired_replicas, second.ready_replicas), (1, 1));
+    let close = |value: Option<f64>, expected: f64| value.is_some_and(|value| (value - expected).abs() < 1e-9);
+    assert!(close(second.latency_p50_ms, 1.0), "{:?}", second.latency_p50_ms);
+    assert!(close(second.latency_p99_ms, 9.82), "{:?}", second.latency_p99_ms);
+    // The cold start shows in the first sample after it.
+    assert_eq!((first.cold_starts, second.cold_starts), (1, 0));
+
+    // --- no instance at all: measured as idle, not as a gap
+    source.observe("cart", &[], Timestamp::from_secs(3)).await;
+    let idle = h.node.history.since("cart", 0).pop().unwrap();
+    assert_eq!((idle.requests_per_second, idle.concurrency), (Some(0.0), Some(0.0)));
+}

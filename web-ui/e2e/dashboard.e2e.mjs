@@ -195,6 +195,8 @@ const browser = await chromium.launch({
 
 let page;
 let load;
+/** A second control-plane node, for adding and removing a member. */
+let second = null;
 try {
   await startDev();
   const desktop = await browser.newContext({ viewport: { width: 1280, height: 800 } });
@@ -443,6 +445,38 @@ try {
     }
     await phone.close();
   });
+
+  await step('a second control-plane node is added from the cluster page, then removed', async () => {
+    const raftPort = await freePort();
+    const apiPort2 = await freePort();
+    const secret = readFileSync(join(work, 'strata', 'cluster-secret'), 'utf8').trim();
+    const { openSync } = await import('node:fs');
+    const log = openSync(join(work, 'node-2.log'), 'a');
+    second = spawn(
+      STRATA,
+      [
+        'control-plane',
+        '--node-id', '2',
+        '--data-dir', join(work, 'node-2'),
+        '--listen', `127.0.0.1:${raftPort}`,
+        '--api-listen', `127.0.0.1:${apiPort2}`,
+      ],
+      { cwd: work, stdio: ['ignore', log, log], env: { ...process.env, STRATA_CLUSTER_SECRET: secret, STRATA_ADMIN_TOKEN: ADMIN } },
+    );
+    await until('node 2 answers', async () => (await fetch(`http://127.0.0.1:${apiPort2}/api/v1/cluster`, auth(ADMIN)).catch(() => null))?.ok);
+    await page.goto(`${API}/ui/cluster`);
+    await page.getByLabel('Node id').fill('2');
+    await page.getByLabel('Raft address').fill(`127.0.0.1:${raftPort}`);
+    await page.getByLabel('API address').fill(`127.0.0.1:${apiPort2}`);
+    await page.getByRole('button', { name: 'Add member' }).click();
+    const row = page.locator('tr', { hasText: 'node 2' });
+    await row.getByText('voter').waitFor({ timeout: LONG });
+    await shot(page, 'cluster-two-nodes');
+    await row.getByRole('button', { name: 'Remove…' }).click();
+    await page.getByRole('button', { name: 'Remove node 2' }).click();
+    await row.waitFor({ state: 'detached', timeout: LONG });
+    await page.getByTestId('leader').getByText('node 1').waitFor();
+  });
 } catch (error) {
   if (page) await shot(page, 'failure').catch(() => {});
   console.log('--- strata dev log (last lines)');
@@ -454,6 +488,11 @@ try {
 } finally {
   await load?.stop().catch(() => {});
   await browser.close().catch(() => {});
+  if (second && second.exitCode === null) {
+    const exited = new Promise((done) => second.once('exit', done));
+    second.kill('SIGTERM');
+    await exited;
+  }
   await stopDev().catch(() => {});
   if (failed === 0) rmSync(work, { recursive: true, force: true });
   else console.log(`kept ${work} for inspection`);

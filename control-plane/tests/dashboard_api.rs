@@ -636,3 +636,58 @@ async fn every_autoscaler_scrape_becomes_a_sample() {
     let idle = h.node.history.since("cart", 0).pop().unwrap();
     assert_eq!((idle.requests_per_second, idle.concurrency), (Some(0.0), Some(0.0)));
 }
+
+#[tokio::test]
+async fn a_value_entity_shows_its_value_and_has_no_journal() {
+    let h = harness(true).await;
+    let descriptors = cart_descriptors();
+    let pool = DescriptorPool::decode(descriptors.as_slice()).unwrap();
+    h.node
+        .write(Command::CreateService(strata_control_plane::registry::ServiceSpec {
+            name: "values".into(),
+            command: Some("./values".into()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    h.node
+        .write(Command::RegisterInstance {
+            id: "values-1".into(),
+            service: "values".into(),
+            address: "127.0.0.1:1".into(),
+        })
+        .await
+        .unwrap();
+    h.node
+        .write(Command::InstanceReady {
+            id: "values-1".into(),
+            descriptor_set: Some(base64::engine::general_purpose::STANDARD.encode(&descriptors)),
+            entities: vec![EntityInfo {
+                entity_type: "cloudstate.valueentity.ValueEntity".into(),
+                service_name: "com.example.shoppingcart.ShoppingCart".into(),
+                persistence_id: "value-cart".into(),
+            }],
+        })
+        .await
+        .unwrap();
+    let value = message(
+        &pool,
+        "com.example.shoppingcart.persistence.Cart",
+        json!({"items": [{"productId": "apple", "name": "Apple", "quantity": 3}]}),
+    );
+    h.store
+        .save_value(&EntityKey::new("value-cart", "carol"), Some(value))
+        .await
+        .unwrap();
+
+    let entity = get(&h.app, "/api/v1/services/values/entities/carol", Some(READER)).await;
+    assert_eq!(entity.status, StatusCode::OK, "{}", entity.text());
+    let entity = entity.json();
+    assert_eq!(entity["entity_type"], "value");
+    assert_eq!(entity["state"]["value"]["items"][0]["productId"], "apple");
+    assert_eq!(entity["last_seq_nr"], Value::Null);
+    let events = get(&h.app, "/api/v1/services/values/entities/carol/events", Some(READER)).await;
+    assert_eq!(events.status, StatusCode::BAD_REQUEST, "{}", events.text());
+    let missing = get(&h.app, "/api/v1/services/values/entities/dave", Some(READER)).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}

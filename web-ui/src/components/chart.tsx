@@ -48,6 +48,7 @@ function options(current: { current: ChartProps }, width: number): uPlot.Options
         grid: { stroke: '#eef0f4' },
         ticks: { stroke: '#d9dde5' },
         // Time of day only: the window is at most 15 minutes.
+        space: 90,
         values: (_u, splits) => {
           const step = splits.length > 1 ? splits[1] - splits[0] : 60;
           return splits.map((seconds) => formatClock(seconds * 1000).slice(0, step < 60 ? 8 : 5));

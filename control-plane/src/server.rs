@@ -69,6 +69,9 @@ pub struct ServerConfig {
     /// They are not behind the API's bearer-token check, must not overlap `/api/v1`
     /// and must not set a fallback.
     pub extra_routes: Option<axum::Router>,
+    /// The entity store (`sqlite://PATH` or `postgres://...`) that the API reads
+    /// entities from for the dashboard's inspector; `None`: entity reads answer 501.
+    pub store_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -86,6 +89,7 @@ impl Default for ServerConfig {
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             extra_routes: None,
+            store_url: None,
         }
     }
 }
@@ -228,6 +232,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             "the heartbeat timeout must be longer than the (non-zero) heartbeat interval".into(),
         ));
     }
+    let store = match &config.store_url {
+        Some(url) => Some(
+            strata_store::open(url)
+                .await
+                .map_err(|error| ServerError::Config(format!("--store {url}: {error}")))?,
+        ),
+        None => None,
+    };
     let mut identity = resolve_identity(&config)?;
     let raft_listener = bind(&identity.listen).await?;
     let api_listener = bind(&identity.api_listen).await?;
@@ -293,7 +305,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             tracing::error!(%error, "the raft transport stopped serving");
         }
     });
-    let mut app = api::app(AppState::new(node.clone(), config.tokens.clone()).with_stopping(server.stopping()));
+    let mut app = api::app(
+        AppState::new(node.clone(), config.tokens.clone())
+            .with_stopping(server.stopping())
+            .with_store(store),
+    );
     if let Some(extra) = config.extra_routes.clone() {
         app = app.merge(extra);
     }

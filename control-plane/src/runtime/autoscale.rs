@@ -13,6 +13,7 @@ use strata_autoscaler::{
 };
 
 use crate::{
+    metrics_history::RecordingSource,
     node::ControlPlane,
     registry::{Command, InstanceState},
 };
@@ -60,6 +61,8 @@ pub async fn run(node: Arc<ControlPlane>, config: AutoscaleConfig, stop: impl st
             return;
         }
     };
+    // Every scrape also feeds the dashboard's metric series.
+    let source = RecordingSource::new(source, node.clone());
     let mut collector = Collector::new(source, RegistrySink { node: node.clone() });
     // What the collector last wrote (or adopted) per service.
     let mut known: BTreeMap<String, u32> = BTreeMap::new();

@@ -119,6 +119,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         max_body: strata_proxy::ingress::DEFAULT_MAX_BODY,
         hold_capacity: args.hold_capacity,
         hold_timeout: args.hold_timeout,
+        forward_timeout: strata_proxy::gateway::DEFAULT_FORWARD_TIMEOUT,
+        control_plane_timeout: strata_proxy::membership::DEFAULT_CONTROL_PLANE_TIMEOUT,
     };
     let gateway = tokio::spawn(gateway::run(gateway_config, stopping(stopped.clone())));
 

@@ -13,6 +13,13 @@ pub struct GatewayArgs {
     /// The control plane's data-plane address (a node's --listen), e.g. http://127.0.0.1:9101.
     #[arg(long, env = "STRATA_CONTROL_PLANE")]
     control_plane: String,
+    /// How long one call to the control plane may take (e.g. 10s).
+    #[arg(long, env = "STRATA_CONTROL_PLANE_TIMEOUT", default_value = "10s", value_parser = crate::duration::parse)]
+    control_plane_timeout: Duration,
+    /// How long a call passed on to a sidecar may take when the client set no
+    /// shorter grpc-timeout (then 504 / DEADLINE_EXCEEDED).
+    #[arg(long, env = "STRATA_FORWARD_TIMEOUT", default_value = "65s", value_parser = crate::duration::parse)]
+    forward_timeout: Duration,
     /// Bearer token for the control plane (the admin token).
     #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -36,6 +43,8 @@ impl GatewayArgs {
             max_body: self.max_body_bytes,
             hold_capacity: self.hold_capacity,
             hold_timeout: self.hold_timeout,
+            forward_timeout: self.forward_timeout,
+            control_plane_timeout: self.control_plane_timeout,
         }
     }
 }

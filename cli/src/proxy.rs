@@ -6,6 +6,7 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 use anyhow::Context;
 use clap::Args;
 use strata_proxy::{
+    entity::EntityLimits,
     membership::MembershipConfig,
     sidecar::{self, SidecarConfig},
 };
@@ -37,10 +38,20 @@ pub struct ProxyArgs {
     /// grpc-timeout wins. Past it: 504 / DEADLINE_EXCEEDED, and the entity restarts.
     #[arg(long, env = "STRATA_COMMAND_TIMEOUT", default_value = "60s", value_parser = crate::duration::parse)]
     command_timeout: Duration,
+    /// Commands that may wait for one entity; more are refused at once with
+    /// 429 / RESOURCE_EXHAUSTED and Retry-After.
+    #[arg(long, env = "STRATA_ENTITY_MAILBOX", default_value_t = EntityLimits::DEFAULT_MAILBOX)]
+    entity_mailbox: usize,
+    /// Entities active at once; admitting one more passivates the least recently used.
+    #[arg(long, env = "STRATA_MAX_ACTIVE_ENTITIES", default_value_t = EntityLimits::DEFAULT_MAX_ACTIVE)]
+    max_active_entities: usize,
     /// The control plane's data-plane address (e.g. http://127.0.0.1:9101). With
     /// it the sidecar joins a deployment: it owns only the shards it is given.
     #[arg(long, env = "STRATA_CONTROL_PLANE", requires_all = ["instance_id", "service"])]
     control_plane: Option<String>,
+    /// How long one call to the control plane may take (e.g. 10s).
+    #[arg(long, env = "STRATA_CONTROL_PLANE_TIMEOUT", default_value = "10s", value_parser = crate::duration::parse)]
+    control_plane_timeout: Duration,
     /// This instance's id in the registry (with --control-plane).
     #[arg(long, env = "STRATA_INSTANCE_ID")]
     instance_id: Option<String>,
@@ -70,6 +81,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
             instance_id,
             service,
             advertise: args.advertise.unwrap_or_else(|| listen.to_string()),
+            timeout: args.control_plane_timeout,
         }),
         _ => None,
     };
@@ -81,6 +93,10 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         max_body: args.max_body_bytes,
         discovery_patience: args.discovery_timeout,
         command_timeout: args.command_timeout,
+        entity_limits: EntityLimits {
+            mailbox: args.entity_mailbox,
+            max_active: args.max_active_entities,
+        },
         membership,
     };
     sidecar::run(config, crate::shutdown_signal()).await?;

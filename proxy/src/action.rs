@@ -223,15 +223,17 @@ fn within(outcomes: Outcomes, context: CallContext, method: Arc<MethodModel>) ->
     .boxed()
 }
 
-/// A failed gRPC call to the function, as the client should see it.
+/// A failed gRPC call to the function, as the client should see it: a broken
+/// connection (the function crashed or restarts) is an outage, never its failure.
 fn function_failed(status: &tonic::Status) -> ProxyError {
+    let broken = crate::error::transport_failed(status);
     match status.code() {
-        tonic::Code::Unavailable => ProxyError::Unavailable(format!(
+        tonic::Code::DeadlineExceeded => ProxyError::DeadlineExceeded(status.message().to_string()),
+        tonic::Code::Cancelled => ProxyError::Cancelled("the call was cancelled".into()),
+        code if broken || code == tonic::Code::Unavailable => ProxyError::Unavailable(format!(
             "the user function is unavailable ({}); retry",
             status.message()
         )),
-        tonic::Code::DeadlineExceeded => ProxyError::DeadlineExceeded(status.message().to_string()),
-        tonic::Code::Cancelled => ProxyError::Cancelled("the call was cancelled".into()),
         code => ProxyError::Internal(format!(
             "the user function failed the call ({}): {}",
             code_name(code),

@@ -17,9 +17,12 @@ pub enum ProxyError {
     /// No route for an HTTP path at all.
     #[error("{0}")]
     NotFound(String),
-    /// A body over the configured limit, or a full queue.
+    /// A body over the configured limit.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// Too much waiting already (a full entity mailbox): retry later.
+    #[error("{0}")]
+    Overloaded(String),
     /// The user function (or the store) cannot be reached; retrying may work.
     #[error("{0}")]
     Unavailable(String),
@@ -50,7 +53,7 @@ impl ProxyError {
         match self {
             ProxyError::InvalidArgument(_) => Code::InvalidArgument,
             ProxyError::Unimplemented(_) | ProxyError::NotFound(_) => Code::Unimplemented,
-            ProxyError::ResourceExhausted(_) => Code::ResourceExhausted,
+            ProxyError::ResourceExhausted(_) | ProxyError::Overloaded(_) => Code::ResourceExhausted,
             ProxyError::Unavailable(_) => Code::Unavailable,
             ProxyError::Aborted(_) => Code::Aborted,
             ProxyError::Failure(_) => Code::Unknown,
@@ -66,6 +69,7 @@ impl ProxyError {
             ProxyError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
             ProxyError::Unimplemented(_) | ProxyError::NotFound(_) => StatusCode::NOT_FOUND,
             ProxyError::ResourceExhausted(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Aborted(_) => StatusCode::CONFLICT,
             ProxyError::Failure(_) | ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -85,6 +89,7 @@ impl ProxyError {
             ProxyError::Unimplemented(m) => ProxyError::Unimplemented(wrap(m)),
             ProxyError::NotFound(m) => ProxyError::NotFound(wrap(m)),
             ProxyError::ResourceExhausted(m) => ProxyError::ResourceExhausted(wrap(m)),
+            ProxyError::Overloaded(m) => ProxyError::Overloaded(wrap(m)),
             ProxyError::Unavailable(m) => ProxyError::Unavailable(wrap(m)),
             ProxyError::Aborted(m) => ProxyError::Aborted(wrap(m)),
             ProxyError::Failure(m) => ProxyError::Failure(wrap(m)),
@@ -101,7 +106,9 @@ impl ProxyError {
         match status.code() {
             Code::InvalidArgument => ProxyError::InvalidArgument(message),
             Code::Unimplemented => ProxyError::Unimplemented(message),
-            Code::ResourceExhausted => ProxyError::ResourceExhausted(message),
+            // The gateway checked the body's size itself: a sidecar's
+            // RESOURCE_EXHAUSTED is a full queue there.
+            Code::ResourceExhausted => ProxyError::Overloaded(message),
             Code::Aborted => ProxyError::Aborted(message),
             Code::Unknown => ProxyError::Failure(message),
             Code::FailedPrecondition => ProxyError::NotOwner(message),
@@ -109,6 +116,12 @@ impl ProxyError {
             Code::Unavailable | Code::Cancelled => ProxyError::Unavailable(message),
             _ => ProxyError::Internal(message),
         }
+    }
+
+    /// Whether a client should come back shortly (the answer carries
+    /// `Retry-After`): an outage or a full queue.
+    pub fn retry_later(&self) -> bool {
+        matches!(self, ProxyError::Unavailable(_) | ProxyError::Overloaded(_))
     }
 
     /// The JSON error body of HTTP answers: `{"error": {"code", "status", "message"}}`.
@@ -127,6 +140,14 @@ impl PartialEq for ProxyError {
     fn eq(&self, other: &Self) -> bool {
         self.grpc_code() == other.grpc_code() && self.to_string() == other.to_string()
     }
+}
+
+/// Whether `status` was made on this side for a transport that broke (it
+/// carries its cause: a refused or reset connection, a timeout), rather than
+/// sent by the peer in its trailers. Only a peer's own status may become
+/// `UNKNOWN`/`INTERNAL`; a broken transport is an outage, retryable.
+pub fn transport_failed(status: &tonic::Status) -> bool {
+    std::error::Error::source(status).is_some()
 }
 
 /// The canonical upper-case name of a gRPC code, as in the gRPC spec.

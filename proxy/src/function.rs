@@ -9,6 +9,8 @@ use strata_proto::cloudstate::{
 use strata_proto::{entity_types, PROTOCOL_MAJOR_VERSION, PROTOCOL_MINOR_VERSION};
 use tonic::transport::{Channel, Endpoint};
 
+use crate::backoff::Backoff;
+
 /// Every entity type this proxy serves, as discovery tells the function.
 pub const SUPPORTED_ENTITY_TYPES: [&str; 3] = [
     entity_types::EVENT_SOURCED,
@@ -102,7 +104,7 @@ impl FunctionClient {
     /// function is not up, for at most `patience`.
     pub async fn discover(&self, patience: Duration) -> Result<EntitySpec, DiscoveryError> {
         let started = tokio::time::Instant::now();
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::default();
         loop {
             let info = ProxyInfo {
                 protocol_major_version: PROTOCOL_MAJOR_VERSION,
@@ -119,7 +121,7 @@ impl FunctionClient {
                 }
                 Err(status) => status,
             };
-            if started.elapsed() + backoff > patience {
+            if started.elapsed() + backoff.peek() > patience {
                 return Err(DiscoveryError::Unreachable {
                     address: self.address.clone(),
                     waited: started.elapsed(),
@@ -127,8 +129,7 @@ impl FunctionClient {
                 });
             }
             tracing::debug!(address = %self.address, error = %error.message(), "user function not ready, retrying discovery");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
+            backoff.wait().await;
         }
     }
 

@@ -203,9 +203,9 @@ pub(crate) fn json_error(error: &ProxyError) -> Response {
         error.json_body().to_string(),
     )
         .into_response();
-    if matches!(error, ProxyError::Unavailable(_)) {
-        // Every 503 here is worth retrying shortly: the function or the instance
-        // is coming (back), or a queue is full.
+    if error.retry_later() {
+        // Every 503 and 429 here is worth retrying shortly: the function or the
+        // instance is coming (back), or a queue is full.
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

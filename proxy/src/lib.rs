@@ -5,6 +5,7 @@
 //! role routes the same calls to the sidecars of a deployment.
 
 pub mod action;
+pub mod backoff;
 pub mod call;
 pub mod descriptors;
 pub mod dispatch;

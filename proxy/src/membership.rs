@@ -15,7 +15,7 @@ use strata_proto::strata::controlplane::v1::{
 use tokio::sync::watch;
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
-use crate::{entity::Entities, gateway::routes::RouteTable, shard::shard_of};
+use crate::{backoff::Backoff, entity::Entities, gateway::routes::RouteTable, shard::shard_of};
 
 /// How to reach the control plane and who this instance is.
 #[derive(Debug, Clone)]
@@ -28,7 +28,13 @@ pub struct MembershipConfig {
     pub service: String,
     /// Where gateways reach this sidecar (host:port).
     pub advertise: String,
+    /// How long one call to the control plane may take (register, ready,
+    /// heartbeat, drain, poke; a route watch until it starts).
+    pub timeout: Duration,
 }
+
+/// The default of [`MembershipConfig::timeout`] and of the gateway's.
+pub const DEFAULT_CONTROL_PLANE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The shards this instance owns, from the latest route snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -90,14 +96,16 @@ impl tonic::service::Interceptor for Bearer {
     }
 }
 
-/// A data-plane client for `address` (lazily connecting).
-pub fn data_plane_client(address: &str, token: Option<&str>) -> Result<DataPlane, MembershipError> {
+/// A data-plane client for `address` (lazily connecting) whose calls fail after
+/// `timeout` (a route watch: if it has not started by then).
+pub fn data_plane_client(address: &str, token: Option<&str>, timeout: Duration) -> Result<DataPlane, MembershipError> {
     let channel = tonic::transport::Endpoint::from_shared(address.to_string())
         .map_err(|e| MembershipError::Unreachable {
             address: address.to_string(),
             message: e.to_string(),
         })?
         .connect_timeout(Duration::from_secs(2))
+        .timeout(timeout)
         .connect_lazy();
     Ok(DataPlaneClient::with_interceptor(channel, Bearer::new(token)))
 }
@@ -116,9 +124,9 @@ impl Membership {
     /// Registers the instance (state: starting), retrying while the control plane
     /// is not reachable, for at most `patience`.
     pub async fn register(config: MembershipConfig, patience: Duration) -> Result<Self, MembershipError> {
-        let mut client = data_plane_client(&config.control_plane, config.token.as_deref())?;
+        let mut client = data_plane_client(&config.control_plane, config.token.as_deref(), config.timeout)?;
         let started = tokio::time::Instant::now();
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::default();
         let response = loop {
             let request = RegisterInstanceRequest {
                 instance_id: config.instance_id.clone(),
@@ -127,10 +135,9 @@ impl Membership {
             };
             match client.register_instance(request).await {
                 Ok(response) => break response.into_inner(),
-                Err(status) if is_transient(&status) && started.elapsed() + backoff < patience => {
+                Err(status) if is_transient(&status) && started.elapsed() + backoff.peek() < patience => {
                     tracing::debug!(error = %status.message(), "control plane not ready, retrying registration");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    backoff.wait().await;
                 }
                 Err(status) if is_transient(&status) => {
                     return Err(MembershipError::Unreachable {
@@ -224,11 +231,11 @@ impl Membership {
     /// Follows the route watch forever (reconnecting), publishing this instance's
     /// shards and passivating the entities of shards it no longer owns.
     pub async fn follow_routes(&self, entities: Arc<Entities>) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::default();
         loop {
             match self.client.clone().watch_routes(WatchRoutesRequest {}).await {
                 Ok(stream) => {
-                    backoff = Duration::from_millis(100);
+                    backoff.reset();
                     let mut stream = stream.into_inner();
                     loop {
                         match stream.message().await {
@@ -243,8 +250,7 @@ impl Membership {
                 }
                 Err(status) => tracing::warn!(error = %status.message(), "cannot watch routes"),
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
+            backoff.wait().await;
         }
     }
 

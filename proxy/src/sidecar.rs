@@ -16,7 +16,7 @@ use crate::{
     call::{Commands, Targets},
     dispatch::{Dispatcher, Owned},
     effects::{Effects, Router},
-    entity::{Entities, SessionContext, DEFAULT_COMMAND_TIMEOUT},
+    entity::{Entities, EntityLimits, SessionContext, DEFAULT_COMMAND_TIMEOUT},
     function::{DiscoveryError, FunctionClient},
     gateway::{Gateway, RoutedTargets},
     ingress::{self, Ingress},
@@ -43,6 +43,8 @@ pub struct SidecarConfig {
     /// How long the function may take to answer one command (a client's
     /// shorter `grpc-timeout` wins).
     pub command_timeout: Duration,
+    /// Bounds on entity mailboxes and on active entities.
+    pub entity_limits: EntityLimits,
     /// Set when the sidecar is part of a deployment run by a control plane;
     /// `None` for a standalone proxy, which owns every entity.
     pub membership: Option<MembershipConfig>,
@@ -58,6 +60,7 @@ impl Default for SidecarConfig {
             max_body: ingress::DEFAULT_MAX_BODY,
             discovery_patience: Duration::from_secs(60),
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            entity_limits: EntityLimits::default(),
             membership: None,
         }
     }
@@ -119,13 +122,16 @@ pub async fn run(
         ),
         None => (model.clone(), None),
     };
-    let entities = Arc::new(Entities::new(SessionContext {
-        function: function.clone(),
-        store: store.clone(),
-        metrics: metrics.clone(),
-        targets: targets.clone(),
-        command_timeout: config.command_timeout,
-    }));
+    let entities = Arc::new(Entities::with_limits(
+        SessionContext {
+            function: function.clone(),
+            store: store.clone(),
+            metrics: metrics.clone(),
+            targets: targets.clone(),
+            command_timeout: config.command_timeout,
+        },
+        config.entity_limits,
+    ));
     let owned = match (&membership, &config.membership) {
         (Some(membership), Some(settings)) => Some(Owned {
             ownership: membership.ownership(),

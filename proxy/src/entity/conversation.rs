@@ -220,9 +220,8 @@ pub(super) fn store_failed(error: StoreError) -> ProxyError {
 /// that raised an exception) is its failure; a broken connection means it is
 /// unavailable (crashed, restarting), and retrying may work.
 pub(super) fn function_unavailable(ctx: &SessionContext, status: &tonic::Status) -> ProxyError {
-    use std::error::Error;
     tracing::debug!(address = ctx.function.address(), error = %status.message(), "user function call failed");
-    let sent_by_function = status.source().is_none()
+    let sent_by_function = !crate::error::transport_failed(status)
         && !matches!(
             status.code(),
             tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded

@@ -6,6 +6,8 @@
 mod actor;
 mod conversation;
 mod event_sourced;
+#[cfg(test)]
+mod limits_tests;
 mod pipeline;
 mod registry;
 mod session;
@@ -24,20 +26,49 @@ use crate::{
     model::EntityKind,
 };
 
-/// How many commands may wait for one entity before callers wait to enqueue.
-const MAILBOX: usize = 1024;
+/// Bounds on one sidecar's entities, so a flood of commands or of distinct
+/// entity ids costs a clear answer instead of unbounded memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntityLimits {
+    /// Commands that may wait for one entity; one more is refused at once with
+    /// `RESOURCE_EXHAUSTED` (HTTP 429, `Retry-After`), never left blocking.
+    pub mailbox: usize,
+    /// Entities active at once; admitting one more passivates the least
+    /// recently used.
+    pub max_active: usize,
+}
+
+impl EntityLimits {
+    pub const DEFAULT_MAILBOX: usize = 1024;
+    pub const DEFAULT_MAX_ACTIVE: usize = 10_000;
+}
+
+impl Default for EntityLimits {
+    fn default() -> Self {
+        EntityLimits {
+            mailbox: Self::DEFAULT_MAILBOX,
+            max_active: Self::DEFAULT_MAX_ACTIVE,
+        }
+    }
+}
 
 /// The registry of active entities of one sidecar.
 pub struct Entities {
     ctx: Arc<SessionContext>,
     registry: Arc<ActorRegistry>,
+    mailbox: usize,
 }
 
 impl Entities {
     pub fn new(ctx: SessionContext) -> Self {
+        Self::with_limits(ctx, EntityLimits::default())
+    }
+
+    pub fn with_limits(ctx: SessionContext, limits: EntityLimits) -> Self {
         Self {
             ctx: Arc::new(ctx),
-            registry: Arc::default(),
+            registry: Arc::new(ActorRegistry::new(limits.max_active)),
+            mailbox: limits.mailbox.max(1),
         }
     }
 
@@ -54,13 +85,22 @@ impl Entities {
         let key = (call.method.entity.service_name.clone(), entity_id);
         let (reply, answer) = oneshot::channel();
         let mut command = Box::new(EntityCommand { call, reply });
-        // A send fails only when the actor passivated after we looked it up: start
-        // a fresh one and try again.
+        // A closed mailbox means the actor passivated after we looked it up:
+        // start a fresh one and try again. A full one is refused, not awaited.
         loop {
-            let mailbox = self.registry.mailbox(&key, || self.start(&key, &command));
-            match mailbox.send(command).await {
+            let (mailbox, evicted) = self.registry.mailbox(&key, || self.start(&key, &command));
+            if let Some((service, entity_id)) = evicted {
+                tracing::debug!(%service, %entity_id, "too many active entities: passivating the least recently used");
+            }
+            match mailbox.try_send(command) {
                 Ok(()) => break,
-                Err(mpsc::error::SendError(returned)) => {
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    return Err(ProxyError::Overloaded(format!(
+                        "entity {:?} already has {} commands waiting; retry later",
+                        key.1, self.mailbox
+                    )))
+                }
+                Err(mpsc::error::TrySendError::Closed(returned)) => {
                     self.registry.forget(&key, &mailbox);
                     command = returned;
                 }
@@ -74,7 +114,7 @@ impl Entities {
     }
 
     fn start(&self, key: &(String, String), command: &EntityCommand) -> mpsc::Sender<Box<EntityCommand>> {
-        let (tx, rx) = mpsc::channel(MAILBOX);
+        let (tx, rx) = mpsc::channel(self.mailbox);
         let actor = Actor {
             ctx: self.ctx.clone(),
             registry: self.registry.clone(),

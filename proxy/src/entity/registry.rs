@@ -1,5 +1,7 @@
 //! Which entities are active: a map from (service, entity id) to the mailbox of
-//! the entity's actor. Owns only the map; actors and sessions live elsewhere.
+//! the entity's actor, bounded in size. Admitting an entity beyond the bound
+//! lets go of the least recently used one (its actor finishes what it has and
+//! passivates). Owns only the map; actors and sessions live elsewhere.
 
 use std::{collections::HashMap, sync::Mutex};
 
@@ -13,31 +15,83 @@ pub(super) type ActorKey = (String, String);
 /// Commands travel boxed, so each entity's channel allocates small slots.
 pub(super) type Mailbox = mpsc::Sender<Box<EntityCommand>>;
 
+/// One active entity: its mailbox and when it was last asked for.
+struct Active {
+    mailbox: Mailbox,
+    used: u64,
+}
+
 #[derive(Default)]
+struct Actors {
+    map: HashMap<ActorKey, Active>,
+    /// Counts lookups: the "time" of each entity's last use.
+    clock: u64,
+}
+
 pub(super) struct ActorRegistry {
-    actors: Mutex<HashMap<ActorKey, Mailbox>>,
+    actors: Mutex<Actors>,
+    max_active: usize,
+}
+
+impl Default for ActorRegistry {
+    fn default() -> Self {
+        ActorRegistry::new(usize::MAX)
+    }
 }
 
 impl ActorRegistry {
-    /// The mailbox of the entity's actor; `start` starts one when there is none
-    /// (or the last one stopped).
-    pub(super) fn mailbox(&self, key: &ActorKey, start: impl FnOnce() -> Mailbox) -> Mailbox {
-        let mut actors = self.actors.lock().expect("entity registry poisoned");
-        if let Some(mailbox) = actors.get(key) {
-            if !mailbox.is_closed() {
-                return mailbox.clone();
-            }
+    /// A registry of at most `max_active` entities (at least one).
+    pub(super) fn new(max_active: usize) -> Self {
+        ActorRegistry {
+            actors: Mutex::default(),
+            max_active: max_active.max(1),
         }
+    }
+
+    /// The mailbox of the entity's actor; `start` starts one when there is none
+    /// (or the last one stopped), after letting go of the least recently used
+    /// entity if the registry is full. Returns the evicted entity, if any.
+    pub(super) fn mailbox(&self, key: &ActorKey, start: impl FnOnce() -> Mailbox) -> (Mailbox, Option<ActorKey>) {
+        let mut actors = self.actors.lock().expect("entity registry poisoned");
+        actors.clock += 1;
+        let now = actors.clock;
+        if let Some(active) = actors.map.get_mut(key) {
+            if !active.mailbox.is_closed() {
+                active.used = now;
+                return (active.mailbox.clone(), None);
+            }
+            actors.map.remove(key);
+        }
+        let evicted = if actors.map.len() >= self.max_active {
+            let oldest = actors
+                .map
+                .iter()
+                .min_by_key(|(_, active)| active.used)
+                .map(|(key, _)| key.clone());
+            // Dropping the registry's sender lets the actor finish its queue and
+            // passivate once no caller holds a sender any more.
+            oldest.inspect(|key| {
+                actors.map.remove(key);
+            })
+        } else {
+            None
+        };
         let mailbox = start();
-        actors.insert(key.clone(), mailbox.clone());
-        mailbox
+        actors.map.insert(
+            key.clone(),
+            Active {
+                mailbox: mailbox.clone(),
+                used: now,
+            },
+        );
+        (mailbox, evicted)
     }
 
     /// Forgets `mailbox` if it is still the entity's.
     pub(super) fn forget(&self, key: &ActorKey, mailbox: &Mailbox) {
         let mut actors = self.actors.lock().expect("entity registry poisoned");
-        if actors.get(key).is_some_and(|m| m.same_channel(mailbox)) {
-            actors.remove(key);
+        if actors.map.get(key).is_some_and(|a| a.mailbox.same_channel(mailbox)) {
+            actors.map.remove(key);
         }
     }
 
@@ -52,10 +106,11 @@ impl ActorRegistry {
         let mut actors = self.actors.lock().expect("entity registry poisoned");
         let ours = own.upgrade();
         if actors
+            .map
             .get(key)
-            .is_some_and(|m| ours.is_some_and(|o| m.same_channel(&o)))
+            .is_some_and(|a| ours.is_some_and(|o| a.mailbox.same_channel(&o)))
         {
-            actors.remove(key);
+            actors.map.remove(key);
         }
         mailbox.close();
     }
@@ -64,12 +119,50 @@ impl ActorRegistry {
     /// and passivate. Returns how many.
     pub(super) fn release(&self, which: impl Fn(&str, &str) -> bool) -> usize {
         let mut actors = self.actors.lock().expect("entity registry poisoned");
-        let before = actors.len();
-        actors.retain(|(service, entity_id), _| !which(service, entity_id));
-        before - actors.len()
+        let before = actors.map.len();
+        actors.map.retain(|(service, entity_id), _| !which(service, entity_id));
+        before - actors.map.len()
     }
 
     pub(super) fn len(&self) -> usize {
-        self.actors.lock().expect("entity registry poisoned").len()
+        self.actors.lock().expect("entity registry poisoned").map.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: &str) -> ActorKey {
+        ("test.Cart".into(), id.into())
+    }
+
+    #[test]
+    fn a_full_registry_lets_go_of_the_least_recently_used_entity() {
+        let registry = ActorRegistry::new(2);
+        let mut receivers = HashMap::new();
+        let mut start = |id: &str| {
+            let (tx, rx) = mpsc::channel(1);
+            receivers.insert(id.to_string(), rx);
+            tx
+        };
+        assert_eq!(registry.mailbox(&key("a"), || start("a")).1, None);
+        assert_eq!(registry.mailbox(&key("b"), || start("b")).1, None);
+        // --- a is used again, so b is now the least recently used
+        let (_, evicted) = registry.mailbox(&key("a"), || unreachable!("a is active"));
+        assert_eq!(evicted, None);
+        // --- admitting c lets go of b, not a
+        let (_, evicted) = registry.mailbox(&key("c"), || start("c"));
+        assert_eq!(evicted, Some(key("b")));
+        assert_eq!(registry.len(), 2);
+        // b's actor sees its mailbox end (it passivates); a's and c's stay open
+        assert!(matches!(
+            receivers.get_mut("b").unwrap().try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
+        assert!(matches!(
+            receivers.get_mut("a").unwrap().try_recv(),
+            Err(mpsc::error::TryRecvError::Empty)
+        ));
     }
 }

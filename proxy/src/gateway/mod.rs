@@ -7,6 +7,8 @@
 //! effects of its function the same way.
 
 mod forward;
+#[cfg(test)]
+mod gateway_tests;
 mod hold;
 pub(crate) use hold::Holds;
 pub mod routes;
@@ -31,11 +33,12 @@ use tokio::{net::TcpListener, sync::watch};
 use tower::{Service, ServiceExt};
 
 use self::{
-    forward::Forwarder,
+    forward::{ForwardError, Forwarder},
     routes::{RouteTable, Target},
     spread::{Spread, Ticket},
 };
 use crate::{
+    backoff::Backoff,
     call::{Answer, Answers, Call, CallContext, Commands, StreamedCall, Targets},
     error::ProxyError,
     ingress::{self, Ingress},
@@ -64,7 +67,17 @@ pub struct GatewayConfig {
     pub hold_capacity: usize,
     /// How long a request may wait for a service to scale from zero.
     pub hold_timeout: Duration,
+    /// How long a unary call passed on to a sidecar may take when the client set
+    /// no shorter deadline (then 504 / DEADLINE_EXCEEDED).
+    pub forward_timeout: Duration,
+    /// How long one call to the control plane may take.
+    pub control_plane_timeout: Duration,
 }
+
+/// The default of [`GatewayConfig::forward_timeout`]: a little over the
+/// sidecar's own command deadline, so a slow function is reported by the
+/// sidecar that saw it, and only a sidecar that stopped answering by this.
+pub const DEFAULT_FORWARD_TIMEOUT: Duration = Duration::from_secs(65);
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -85,6 +98,7 @@ pub struct Gateway {
     spread: Arc<Spread>,
     holds: Holds,
     poke: Box<dyn Fn(String) + Send + Sync>,
+    forward_timeout: Duration,
 }
 
 /// Where one call goes, and (for an action) its count on that instance.
@@ -105,10 +119,17 @@ impl Gateway {
             routes,
             metrics,
             forwarder: Forwarder::default(),
+            forward_timeout: DEFAULT_FORWARD_TIMEOUT,
             spread: Arc::default(),
             holds,
             poke: Box::new(poke),
         }
+    }
+
+    /// The same gateway with another limit on unary calls passed on.
+    pub(crate) fn with_forward_timeout(mut self, timeout: Duration) -> Self {
+        self.forward_timeout = timeout;
+        self
     }
 
     /// A gateway that pokes the control plane through `client` for a service
@@ -187,7 +208,10 @@ impl Commands for Gateway {
                 continue;
             };
             let address = &destination.target.address;
-            let timeout = remaining(&call.context)?;
+            // Never unbounded: a sidecar that stopped answering (frozen, cut
+            // off) costs the caller a 504 after the forward timeout at most.
+            let timeout =
+                Some(remaining(&call.context)?.map_or(self.forward_timeout, |left| left.min(self.forward_timeout)));
             match self
                 .forwarder
                 .call(address, &path, request.clone(), headers.clone(), timeout)
@@ -202,18 +226,23 @@ impl Commands for Gateway {
                         metadata: metadata_of(&metadata.into_headers()),
                     })
                 }
-                Err(status) => match ProxyError::from_status(&status) {
+                // The instance is not reachable at all, so it never saw the call:
+                // safe to route it again once the routes change.
+                Err(ForwardError::Unreachable(message)) => {
+                    tracing::debug!(service = %destination.service, %message, "re-routing");
+                    self.rerouted(&destination.service, "unreachable");
+                    self.forwarder.forget(address);
+                    wait_for_new_routes(&mut routes).await;
+                }
+                Err(ForwardError::Lost(message)) => {
+                    self.forwarder.forget(address);
+                    return Err(ForwardError::Lost(message).into());
+                }
+                Err(ForwardError::Answered(status)) => match ProxyError::from_status(&status) {
                     // The shard moved (or has not arrived yet): re-read the routes.
                     ProxyError::NotOwner(_) => {
                         self.rerouted(&destination.service, "not_owner");
                         wait_for_new_routes(&mut routes).await
-                    }
-                    // The instance is not reachable at all, so it never saw the
-                    // call: safe to route it again once the routes change.
-                    ProxyError::Unavailable(message) if message.starts_with(forward::UNREACHABLE) => {
-                        self.rerouted(&destination.service, "unreachable");
-                        self.forwarder.forget(address);
-                        wait_for_new_routes(&mut routes).await;
                     }
                     other => return Err(other),
                 },
@@ -265,7 +294,8 @@ impl Commands for Gateway {
                 remaining(&context)?,
             )
             .await
-            .map_err(|status| ProxyError::from_status(&status))?;
+            .map_err(ProxyError::from)?;
+        let address = destination.target.address.clone();
         let output = format!("type.googleapis.com/{}", method.output().full_name());
         let answers = response.into_inner().map(move |message| {
             // The instance stays counted while the stream is open.
@@ -277,7 +307,7 @@ impl Commands for Gateway {
                         value: bytes.to_vec(),
                     })
                 })
-                .map_err(|status| ProxyError::from_status(&status))
+                .map_err(|status| Forwarder::stream_error(&address, status))
         });
         Ok(holding(
             futures::stream::select(answers, refused.map(Err)).boxed(),
@@ -364,15 +394,22 @@ pub async fn run(
     config: GatewayConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
-    let client = data_plane_client(&config.control_plane, config.token.as_deref())?;
+    let client = data_plane_client(
+        &config.control_plane,
+        config.token.as_deref(),
+        config.control_plane_timeout,
+    )?;
     let metrics = Arc::new(Metrics::new());
     let (routes_tx, routes) = watch::channel(Arc::new(RouteTable::default()));
-    let gateway = Arc::new(Gateway::with_control_plane(
-        routes.clone(),
-        metrics.clone(),
-        Holds::new(config.hold_capacity, config.hold_timeout, metrics.clone()),
-        client.clone(),
-    ));
+    let gateway = Arc::new(
+        Gateway::with_control_plane(
+            routes.clone(),
+            metrics.clone(),
+            Holds::new(config.hold_capacity, config.hold_timeout, metrics.clone()),
+            client.clone(),
+        )
+        .with_forward_timeout(config.forward_timeout),
+    );
     let build = {
         let (gateway, metrics, max_body) = (gateway.clone(), metrics.clone(), config.max_body);
         move |table: &RouteTable| {
@@ -420,12 +457,12 @@ async fn follow_routes(
     live: LiveRouter,
     build: impl Fn(&RouteTable) -> Router,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::default();
     let mut first = true;
     loop {
         match client.clone().watch_routes(WatchRoutesRequest {}).await {
             Ok(stream) => {
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 let mut stream = stream.into_inner();
                 while let Ok(Some(snapshot)) = stream.message().await {
                     let previous = routes.borrow().clone();
@@ -452,7 +489,6 @@ async fn follow_routes(
             }
             Err(status) => tracing::warn!(error = %status.message(), "cannot watch routes"),
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        backoff.wait().await;
     }
 }

@@ -1,0 +1,67 @@
+//! The one pacing of the data plane's retry loops (discovery, registration, the
+//! route watches): 100 ms doubling to 2 s, back to the start after a success.
+//! Owns only the arithmetic and the pause; what to retry is the caller's.
+
+use std::time::Duration;
+
+/// Exponential backoff between a first and a largest pause.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    first: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Default for Backoff {
+    /// 100 ms doubling to 2 s.
+    fn default() -> Self {
+        Backoff::new(Duration::from_millis(100), Duration::from_secs(2))
+    }
+}
+
+impl Backoff {
+    pub fn new(first: Duration, max: Duration) -> Self {
+        debug_assert!(first <= max, "the first pause is the smallest");
+        Backoff {
+            first,
+            max,
+            next: first,
+        }
+    }
+
+    /// The pause the next [`Backoff::wait`] takes.
+    pub fn peek(&self) -> Duration {
+        self.next
+    }
+
+    /// The next pause, doubling the one after it (up to the largest).
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+
+    /// Sleeps for the next pause.
+    pub async fn wait(&mut self) {
+        tokio::time::sleep(self.next_delay()).await;
+    }
+
+    /// Starts again from the first pause (after a success).
+    pub fn reset(&mut self) {
+        self.next = self.first;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doubles_to_the_largest_and_resets() {
+        let mut backoff = Backoff::default();
+        let delays: Vec<u64> = (0..7).map(|_| backoff.next_delay().as_millis() as u64).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 2000, 2000]);
+        backoff.reset();
+        assert_eq!(backoff.peek(), Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,205 @@
+//! The gateway's forwarding over real loopback sockets: a sidecar that dies in
+//! the middle of a call, one that cannot be reached at all, and one that
+//! answers. Only the sidecars are stand-ins; the gateway, its forwarder and its
+//! routes are the real ones.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use prost::Message;
+use prost_types::Any;
+use strata_proto::cloudstate::Entity;
+use strata_proto::strata::controlplane::v1::{EntityRoute, InstanceRoute, RouteSnapshot, ServiceRoutes};
+use tokio::{io::AsyncReadExt, net::TcpListener, sync::watch};
+
+use super::{routes::RouteTable, Gateway, Holds};
+use crate::{
+    call::{Answer, Answers, Call, CallContext, Commands, StreamedCall},
+    error::ProxyError,
+    fixtures,
+    ingress::{self, Ingress},
+    metrics::Metrics,
+    model::Catalog,
+};
+
+const ECHO: &str = "/test.things.Clerk/Echo";
+
+/// Routes with one ready instance of the fixture's service at `address`.
+fn routes(version: u64, address: &str) -> Arc<RouteTable> {
+    let spec = fixtures::spec();
+    let snapshot = RouteSnapshot {
+        version,
+        services: vec![ServiceRoutes {
+            name: "things".into(),
+            descriptor_set: spec.proto.clone(),
+            entities: spec
+                .entities
+                .iter()
+                .map(
+                    |Entity {
+                         entity_type,
+                         service_name,
+                         persistence_id,
+                         ..
+                     }| EntityRoute {
+                        entity_type: entity_type.clone(),
+                        service_name: service_name.clone(),
+                        persistence_id: persistence_id.clone(),
+                    },
+                )
+                .collect(),
+            shards: Vec::new(),
+            instances: vec![InstanceRoute {
+                id: format!("things-{version}"),
+                address: address.into(),
+                state: "ready".into(),
+            }],
+            desired_replicas: 1,
+            revision: 1,
+        }],
+    };
+    Arc::new(RouteTable::build(&snapshot, &RouteTable::default()))
+}
+
+fn gateway(routes: watch::Receiver<Arc<RouteTable>>, metrics: Arc<Metrics>) -> Gateway {
+    let holds = Holds::new(4, std::time::Duration::from_secs(5), metrics.clone());
+    Gateway::new(routes, metrics, holds, |_| {})
+}
+
+fn echo_call(text: &str) -> Call {
+    let (_, method) = fixtures::method(ECHO);
+    let body = strata_proto::google::api::HttpBody {
+        content_type: "text/plain".into(),
+        data: text.as_bytes().to_vec(),
+        extensions: Vec::new(),
+    };
+    let payload = Any {
+        type_url: "type.googleapis.com/google.api.HttpBody".into(),
+        value: body.encode_to_vec(),
+    };
+    Call::new(method, payload, None, CallContext::default()).unwrap()
+}
+
+/// A "sidecar" that takes the connection, waits for the call's HEADERS frame
+/// (so the call was sent) and then dies: the socket closes with no answer.
+async fn dying_sidecar() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut preface = [0u8; 24];
+        socket.read_exact(&mut preface).await.unwrap();
+        loop {
+            let mut header = [0u8; 9];
+            socket.read_exact(&mut header).await.unwrap();
+            let length = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+            let mut payload = vec![0u8; length];
+            socket.read_exact(&mut payload).await.unwrap();
+            const HEADERS: u8 = 0x1;
+            if header[3] == HEADERS {
+                return; // dropped: the connection resets mid-call
+            }
+        }
+    });
+    address
+}
+
+/// A "sidecar" that takes calls and never answers (frozen, say).
+async fn silent_sidecar() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut sink = Vec::new();
+        let _ = socket.read_to_end(&mut sink).await;
+    });
+    address
+}
+
+/// An address nothing listens on.
+fn closed_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// Answers every call with its own payload.
+struct Echo;
+
+#[async_trait::async_trait]
+impl Commands for Echo {
+    async fn unary(&self, call: Call) -> Result<Answer, ProxyError> {
+        Ok(Answer::new(call.payload))
+    }
+
+    async fn streamed(&self, _: StreamedCall) -> Result<Answers, ProxyError> {
+        Err(ProxyError::Unimplemented("no streams here".into()))
+    }
+}
+
+/// A sidecar's real ingress over [`Echo`].
+async fn answering_sidecar() -> String {
+    let router = ingress::router(Ingress {
+        catalog: Arc::new(Catalog::new(vec![Arc::new(fixtures::model())])),
+        commands: Arc::new(Echo),
+        metrics: Arc::new(Metrics::new()),
+        store: None,
+        max_body: 1 << 20,
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    address
+}
+
+#[tokio::test]
+async fn a_sidecar_dying_mid_call_is_unavailable_never_unknown() {
+    let (_tx, rx) = watch::channel(routes(1, &dying_sidecar().await));
+    let gateway = gateway(rx, Arc::new(Metrics::new()));
+
+    let error = gateway.unary(echo_call("hello")).await.unwrap_err();
+
+    // UNKNOWN (500) is the function's own Failure; a lost connection is a
+    // retryable outage whose outcome the gateway cannot know.
+    assert!(matches!(error, ProxyError::Unavailable(_)), "{error:?}");
+    assert!(
+        error.to_string().contains("may or may not have been applied"),
+        "{error}"
+    );
+    let response = crate::http_json::json_error(&error);
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key(http::header::RETRY_AFTER));
+}
+
+#[tokio::test]
+async fn a_call_that_never_reached_its_instance_goes_to_the_next_one() {
+    let metrics = Arc::new(Metrics::new());
+    let (tx, rx) = watch::channel(routes(1, &closed_address()));
+    let gateway = Arc::new(gateway(rx, metrics.clone()));
+    let call = tokio::spawn({
+        let gateway = gateway.clone();
+        async move { gateway.unary(echo_call("hello")).await }
+    });
+
+    // --- the first instance refuses the connection: the call waits for routes
+    let rerouted = || metrics.reroutes.with_label_values(&["things", "unreachable"]).get();
+    while rerouted() == 0 {
+        assert!(!call.is_finished(), "not re-routed: {:?}", call.await.unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // --- a replacement is ready: the same call is answered there
+    tx.send(routes(2, &answering_sidecar().await)).unwrap();
+    let answer = call.await.unwrap().unwrap();
+    let body = strata_proto::google::api::HttpBody::decode(Bytes::from(answer.payload.value)).unwrap();
+    assert_eq!(body.data, b"hello");
+}
+
+#[tokio::test]
+async fn a_sidecar_that_never_answers_costs_a_504_not_a_hang() {
+    let (_tx, rx) = watch::channel(routes(1, &silent_sidecar().await));
+    let gateway = gateway(rx, Arc::new(Metrics::new())).with_forward_timeout(std::time::Duration::from_millis(200));
+
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(30), gateway.unary(echo_call("hello"))).await;
+
+    let error = answer.expect("the forward has a deadline of its own").unwrap_err();
+    assert!(matches!(error, ProxyError::DeadlineExceeded(_)), "{error:?}");
+}

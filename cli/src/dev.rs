@@ -15,7 +15,7 @@ use clap::Args;
 use strata_control_plane::{
     api::Tokens,
     runtime::{
-        autoscale::{self, AutoscaleConfig},
+        autoscale::AutoscaleConfig,
         local::{LocalRuntime, LocalRuntimeConfig},
     },
     server::{self, ServerConfig},
@@ -68,6 +68,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             admin: Some(token.clone()),
             read_only: None,
         },
+        autoscaler: Some(AutoscaleConfig {
+            stable_window: args.stable_window,
+        }),
         ..ServerConfig::default()
     })
     .await?;
@@ -99,13 +102,6 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         node.clone(),
     );
     let runtime = tokio::spawn(runtime.run(stopping(stopped.clone())));
-    let autoscaler = tokio::spawn(autoscale::run(
-        node.clone(),
-        AutoscaleConfig {
-            stable_window: args.stable_window,
-        },
-        stopping(stopped.clone()),
-    ));
     let gateway_config = GatewayConfig {
         listen: args.listen,
         control_plane,
@@ -140,7 +136,6 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     // still answers them, then stop the control plane.
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(30), runtime).await;
-    let _ = autoscaler.await;
     server.shutdown().await;
     Ok(())
 }

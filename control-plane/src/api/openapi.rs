@@ -33,6 +33,7 @@ use super::{ErrorBody, ErrorDetail};
         services::ShardView,
         services::ShardMapView,
         services::EntityView,
+        services::IdleTimesView,
         cluster::ClusterView,
         cluster::MemberView,
         cluster::AddMember,

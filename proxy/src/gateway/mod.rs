@@ -26,7 +26,11 @@ use strata_proto::strata::controlplane::v1::{PokeRequest, WatchRoutesRequest};
 use tokio::{net::TcpListener, sync::watch};
 use tower::{Service, ServiceExt};
 
-use self::{forward::Forwarder, hold::Holds, routes::RouteTable};
+use self::{
+    forward::Forwarder,
+    hold::{Holds, Poke},
+    routes::RouteTable,
+};
 use crate::{
     error::ProxyError,
     ingress::{self, Commands, Ingress},
@@ -71,22 +75,15 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     forwarder: Forwarder,
     holds: Holds,
-    poke: Box<dyn Fn(String) + Send + Sync>,
 }
 
 impl Gateway {
-    fn new(
-        routes: watch::Receiver<Arc<RouteTable>>,
-        metrics: Arc<Metrics>,
-        holds: Holds,
-        poke: impl Fn(String) + Send + Sync + 'static,
-    ) -> Self {
+    fn new(routes: watch::Receiver<Arc<RouteTable>>, metrics: Arc<Metrics>, holds: Holds) -> Self {
         Self {
             routes,
             metrics,
             forwarder: Forwarder::default(),
             holds,
-            poke: Box::new(poke),
         }
     }
 }
@@ -114,9 +111,7 @@ impl Commands for Gateway {
             };
             if service.ready.is_empty() {
                 let name = service.name.clone();
-                self.holds
-                    .hold(&name, &mut routes, || (self.poke)(name.clone()))
-                    .await?;
+                self.holds.hold(&name, &mut routes).await?;
                 continue;
             }
             let shard = shard_of(&entity_id, service.shard_count());
@@ -218,26 +213,26 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new());
     let (routes_tx, routes) = watch::channel(Arc::new(RouteTable::default()));
     let poke_client = client.clone();
+    let poke: Poke = Arc::new(move |service, held| {
+        let mut client = poke_client.clone();
+        Box::pin(async move {
+            let request = PokeRequest {
+                service: service.clone(),
+                held,
+            };
+            match client.poke(request).await {
+                Ok(answer) => {
+                    let desired = answer.get_ref().desired_replicas;
+                    tracing::info!(%service, held, desired, "poked: scale from zero")
+                }
+                Err(status) => tracing::warn!(%service, held, error = %status.message(), "poke failed"),
+            }
+        })
+    });
     let gateway = Arc::new(Gateway::new(
         routes.clone(),
         metrics.clone(),
-        Holds::new(config.hold_capacity, config.hold_timeout, metrics.clone()),
-        move |service| {
-            let mut client = poke_client.clone();
-            tokio::spawn(async move {
-                match client
-                    .poke(PokeRequest {
-                        service: service.clone(),
-                    })
-                    .await
-                {
-                    Ok(answer) => {
-                        tracing::info!(%service, desired = answer.get_ref().desired_replicas, "poked: scale from zero")
-                    }
-                    Err(status) => tracing::warn!(%service, error = %status.message(), "poke failed"),
-                }
-            });
-        },
+        Holds::new(config.hold_capacity, config.hold_timeout, metrics.clone(), poke),
     ));
     let build = {
         let (gateway, metrics, max_body) = (gateway.clone(), metrics.clone(), config.max_body);

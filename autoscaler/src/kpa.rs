@@ -82,9 +82,12 @@ impl Decision {
 /// registry and shown to users.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reason {
-    /// Requests are held at the gateway while nothing is ready: sized by how many.
+    /// Requests are held at the gateway while nothing is ready: sized by how many (the
+    /// latest report, and the window's average of the reports when it differs).
     FromZero {
         held: u32,
+        average: f64,
+        window: Duration,
         target: f64,
         limit: Option<Limit>,
     },
@@ -280,7 +283,7 @@ impl Kpa {
             self.inactive_since = None;
         }
         self.desired = count;
-        let reason = (count != previous).then(|| explain(basis, limit, settings, ready, observation.held, previous));
+        let reason = (count != previous).then(|| explain(basis, limit, settings, ready, observation.held));
         self.decision(previous, reason, stable_average, panic_average)
     }
 
@@ -479,18 +482,21 @@ fn bound(count: u32, settings: &ScalingSettings) -> (u32, Option<Limit>) {
     (count, None)
 }
 
-fn explain(
-    basis: Basis,
-    bound: Option<Limit>,
-    settings: &ScalingSettings,
-    ready: u32,
-    held: u32,
-    previous: u32,
-) -> Reason {
+fn explain(basis: Basis, bound: Option<Limit>, settings: &ScalingSettings, ready: u32, held: u32) -> Reason {
     let target = settings.target_concurrency;
     match basis {
-        Basis::Stable { limit, .. } | Basis::Panic { limit, .. } if previous == 0 && held > 0 => Reason::FromZero {
+        // Nothing is ready: the held requests are the load.
+        Basis::Stable { average, limit } if ready == 0 && held > 0 => Reason::FromZero {
             held,
+            average,
+            window: settings.effective_stable_window(),
+            target,
+            limit: bound.or(limit),
+        },
+        Basis::Panic { average, limit } if ready == 0 && held > 0 => Reason::FromZero {
+            held,
+            average,
+            window: settings.effective_panic_window(),
             target,
             limit: bound.or(limit),
         },
@@ -534,12 +540,19 @@ fn to_count(value: f64) -> u32 {
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Reason::FromZero { held, target, .. } => {
+            Reason::FromZero {
+                held,
+                average,
+                window,
+                target,
+                ..
+            } => {
                 let requests = if *held == 1 { "request" } else { "requests" };
-                write!(
-                    f,
-                    "scale from zero: {held} {requests} held at the gateway at target {target} per instance"
-                )?
+                write!(f, "scale from zero: {held} {requests} held at the gateway")?;
+                if (average - f64::from(*held)).abs() > f64::EPSILON {
+                    write!(f, ", {average:.1} on average over {},", Seconds(*window))?;
+                }
+                write!(f, " at target {target} per instance")?
             }
             Reason::Stable {
                 average,

@@ -500,7 +500,7 @@ fn five_times_the_target_from_zero_asks_for_five_at_once() {
             (
                 8,
                 6,
-                "panic: 60.0 in flight over 6s vs capacity 0 (0 ready x 10 per instance)"
+                "scale from zero: 80 requests held at the gateway, 60.0 on average over 6s, at target 10 per instance"
             ),
             (
                 9,

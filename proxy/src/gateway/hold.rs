@@ -24,7 +24,7 @@ use crate::{error::ProxyError, metrics::Metrics};
 const REPOKE: Duration = Duration::from_secs(1);
 /// More requests arriving are reported at most this often, so a large burst costs a
 /// handful of pokes, not one each.
-const FOLLOW_UP: Duration = Duration::from_millis(50);
+const FOLLOW_UP: Duration = Duration::from_millis(10);
 
 /// Tells the control plane that `service` has this many requests waiting.
 pub type Poke = Arc<dyn Fn(String, u32) -> BoxFuture<'static, ()> + Send + Sync>;

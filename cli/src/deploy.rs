@@ -1,9 +1,11 @@
 //! `strata deploy`: registers a service (or updates an existing one) through the
 //! management API. The local runtime runs its command; the autoscaler scales it.
 
-use anyhow::Context;
 use clap::Args;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
+
+use crate::api_client::ApiClient;
 
 #[derive(Args, Debug)]
 pub struct DeployArgs {
@@ -30,9 +32,10 @@ pub struct DeployArgs {
     /// strata dev's --stable-window.
     #[arg(long)]
     stable_window: Option<String>,
-    /// How the last instance is kept once traffic stops: "fixed" (the stable window,
-    /// then the grace; the default) or "histogram" (learned from the service's idle
-    /// times: kept, or started ahead, only where the next request is expected).
+    /// How the last instance is kept once traffic stops: "histogram" (the default:
+    /// learned from the service's idle times, kept or started ahead only where the next
+    /// request is expected; Knative's behaviour where it cannot pre-warm) or "fixed"
+    /// (Knative's: the stable window, then the grace).
     #[arg(long, value_parser = ["fixed", "histogram"])]
     keep_alive: Option<String>,
     /// With --keep-alive histogram: the idle-time percentile at which an instance is
@@ -82,44 +85,23 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
     if let Some(keep_alive) = &args.keep_alive {
         fields.insert("keep_alive".into(), json!(keep_alive));
     }
-    let api = args.api.trim_end_matches('/');
-    let client = reqwest::Client::new();
+    let api = ApiClient::new(&args.api, args.token.clone())?;
     let mut create = fields.clone();
     create.insert("name".into(), json!(args.name));
-    let (status, body) = send(client.post(format!("{api}/api/v1/services")).json(&create), &args).await?;
-    let (status, body) = if status == reqwest::StatusCode::CONFLICT {
+    let answer = api
+        .call(Method::POST, "/services", Some(&Value::Object(create)))
+        .await?;
+    let answer = if answer.status == StatusCode::CONFLICT {
         // Already deployed: update it in place.
-        send(
-            client
-                .patch(format!("{api}/api/v1/services/{}", args.name))
-                .json(&fields),
-            &args,
-        )
-        .await?
+        let path = format!("/services/{}", args.name);
+        api.call(Method::PATCH, &path, Some(&Value::Object(fields))).await?
     } else {
-        (status, body)
+        answer
     };
-    if !status.is_success() {
-        let message = body["error"]["message"].as_str().unwrap_or("no message").to_string();
-        anyhow::bail!("the API answered {status}: {message}");
-    }
+    let body = answer.success()?;
     println!(
         "deployed {} (revision {}, desired {} instance(s))",
         args.name, body["revision"], body["desired_replicas"]
     );
     Ok(())
-}
-
-async fn send(request: reqwest::RequestBuilder, args: &DeployArgs) -> anyhow::Result<(reqwest::StatusCode, Value)> {
-    let request = match &args.token {
-        Some(token) => request.bearer_auth(token),
-        None => request,
-    };
-    let reply = request
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the management API at {}", args.api))?;
-    let status = reply.status();
-    let body = reply.json().await.unwrap_or(Value::Null);
-    Ok((status, body))
 }

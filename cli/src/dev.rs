@@ -157,8 +157,41 @@ fn kept_secret(path: &Path, given: Option<String>) -> anyhow::Result<String> {
         .and_then(|mut f| f.read_exact(&mut bytes))
         .context("cannot read /dev/urandom for a new secret")?;
     let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::write(path, &secret).with_context(|| format!("cannot write {}", path.display()))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    write_private(path, &secret).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(secret)
+}
+
+/// Writes a secret that is never readable by others, not even for a moment: the
+/// file is created with mode 0600 under a temporary name, synced, then renamed.
+fn write_private(path: &Path, secret: &str) -> std::io::Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let temporary = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&temporary);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temporary)?;
+    file.write_all(secret.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn a_new_secret_is_private_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin-token");
+        let secret = kept_secret(&path, None).unwrap();
+        assert_eq!(secret.len(), 32);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(kept_secret(&path, None).unwrap(), secret, "the stored secret is reused");
+        assert_eq!(kept_secret(&path, Some("given".into())).unwrap(), "given");
+    }
 }

@@ -1,6 +1,7 @@
 //! `strata`: one thin binary for every role. This file only parses the command
 //! line, sets up logging, and hands over to the role's library code.
 
+mod api_client;
 mod control_plane;
 mod deploy;
 mod dev;

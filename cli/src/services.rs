@@ -5,6 +5,8 @@ use anyhow::Context;
 use clap::Args;
 use serde::Deserialize;
 
+use crate::api_client::ApiClient;
+
 #[derive(Args)]
 pub struct ServicesArgs {
     /// Management API of any control-plane node.
@@ -33,29 +35,13 @@ struct Service {
 }
 
 pub async fn run(args: ServicesArgs) -> anyhow::Result<()> {
-    let url = format!("{}/api/v1/services", args.api.trim_end_matches('/'));
-    let mut request = reqwest::Client::new().get(&url);
-    if let Some(token) = &args.token {
-        request = request.bearer_auth(token);
-    }
-    let reply = request
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the management API at {}", args.api))?;
-    let status = reply.status();
-    let body = reply.text().await.context("reading the API's answer")?;
-    if !status.is_success() {
-        let message = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|value| value["error"]["message"].as_str().map(str::to_owned))
-            .unwrap_or(body);
-        anyhow::bail!("the API answered {status}: {message}");
-    }
+    let api = ApiClient::new(&args.api, args.token.clone())?;
+    let body = api.call(reqwest::Method::GET, "/services", None).await?.success()?;
     if args.json {
         println!("{body}");
         return Ok(());
     }
-    let list: ServiceList = serde_json::from_str(&body).context("the API's answer is not a service list")?;
+    let list: ServiceList = serde_json::from_value(body).context("the API's answer is not a service list")?;
     println!(
         "{:<32} {:>7} {:>5} {:<15} {:>8}",
         "NAME", "DESIRED", "READY", "STATUS", "REVISION"

@@ -177,6 +177,10 @@ async fn service_lifecycle_has_the_documented_shapes() {
     h.node.shutdown().await;
 }
 
+/// A service spec whose command is over the API's 1 MiB body limit.
+static OVERSIZED: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!(r#"{{"name":"big","command":"{}"}}"#, "x".repeat(1024 * 1024 + 1)));
+
 #[tokio::test]
 async fn bad_input_gets_a_clear_status_and_code() {
     let h = harness().await;
@@ -208,6 +212,13 @@ async fn bad_input_gets_a_clear_status_and_code() {
             Some(r#"{"name":"x","command":"#),
             StatusCode::BAD_REQUEST,
             "malformed_json",
+        ),
+        (
+            "POST",
+            "/api/v1/services",
+            Some(OVERSIZED.as_str()),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
         ),
         (
             "POST",

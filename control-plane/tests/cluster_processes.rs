@@ -28,6 +28,24 @@ async fn three_processes_survive_leader_kill_and_full_restart() {
         assert_eq!(status, 201, "svc-{i} through {api}");
     }
 
+    println!("--- a body over the limit sent to a follower is 413, not forwarded empty");
+    let all: Vec<&Node> = nodes.iter().collect();
+    let leader = eventually("a leader", || leader_of(&client, &all)).await;
+    let follower = nodes.iter().find(|node| node.id != leader).unwrap();
+    let oversized = format!(r#"{{"name":"big","command":"{}"}}"#, "x".repeat(1024 * 1024 + 1));
+    let reply = client
+        .0
+        .post(format!("http://{}/api/v1/services", follower.api))
+        .bearer_auth(common::TOKEN)
+        .header("content-type", "application/json")
+        .body(oversized)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 413);
+    let body: serde_json::Value = reply.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+
     println!("--- kill -9 the leader");
     let all: Vec<&Node> = nodes.iter().collect();
     let leader = eventually("a leader", || leader_of(&client, &all)).await;

@@ -9,6 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod dev;
+
 /// The shopping cart's gRPC client and messages, generated from its public protos.
 pub mod shoppingcart {
     include!(concat!(env!("OUT_DIR"), "/com.example.shoppingcart.rs"));

@@ -49,6 +49,16 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
+    pub fn too_large() -> Self {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "the request body is over the API's limit of {} bytes",
+                super::MAX_BODY_BYTES
+            ),
+        )
+    }
     /// 503 for requests that were certainly not proposed to Raft.
     pub fn leader_unavailable(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "leader_unavailable", message)

@@ -1,5 +1,6 @@
 //! A JSON body extractor whose rejections use the API's error shape (400 for malformed
-//! JSON or unknown fields, 415 without a JSON content type).
+//! JSON or unknown fields, 413 for a body over the limit, 415 without a JSON content
+//! type).
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
@@ -25,6 +26,7 @@ where
                 "unsupported_media_type",
                 "send the body as JSON with `Content-Type: application/json`",
             )),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::too_large()),
             Err(rejection) => Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "malformed_json",

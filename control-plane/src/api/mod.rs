@@ -32,6 +32,9 @@ const FORWARDED_HEADER: &str = "x-strata-forwarded-by";
 const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// How long a follower waits to apply up to the leader's read index.
 const READ_WAIT: Duration = Duration::from_secs(5);
+/// How long a follower waits for the leader to answer a forwarded write or a read
+/// index request (a write's own Raft commit takes milliseconds).
+const LEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bearer tokens. With no admin token the API is open (only for `strata dev` on loopback).
 #[derive(Clone, Default)]
@@ -54,7 +57,11 @@ impl AppState {
         AppState {
             node,
             tokens,
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(LEADER_TIMEOUT)
+                .build()
+                .expect("an HTTP client with timeouts"),
             stopping: Stopping::never(),
         }
     }
@@ -127,7 +134,12 @@ async fn forward_writes_to_leader(State(state): State<AppState>, request: Reques
     let Some(leader_api) = leader_api(&state) else {
         return ApiError::from(NodeError::NoLeader).into_response();
     };
-    match forward(&state, &leader_api, request).await {
+    let (parts, body) = request.into_parts();
+    // A body over the limit is refused here, never forwarded cut or empty.
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        return ApiError::too_large().into_response();
+    };
+    match forward(&state, &leader_api, parts, body).await {
         Ok(response) => response,
         Err(error) => {
             tracing::warn!(node_id = state.node.node_id, leader = %leader_api, %error, "forwarding a write to the leader failed");
@@ -148,20 +160,23 @@ fn leader_api(state: &AppState) -> Option<String> {
     state.node.member(leader).map(|info| info.api_address)
 }
 
-async fn forward(state: &AppState, leader_api: &str, request: Request) -> Result<Response, reqwest::Error> {
-    let (parts, body) = request.into_parts();
+async fn forward(
+    state: &AppState,
+    leader_api: &str,
+    parts: axum::http::request::Parts,
+    body: axum::body::Bytes,
+) -> Result<Response, reqwest::Error> {
     // Inside the nested router the URI lacks its `/api/v1` prefix; forward the original.
     let uri = parts
         .extensions
         .get::<OriginalUri>()
         .map_or(&parts.uri, |original| &original.0);
     let path = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.unwrap_or_default();
     let mut outgoing = state
         .http
         .request(parts.method.clone(), format!("http://{leader_api}{path}"))
         .header(FORWARDED_HEADER, state.node.node_id.to_string())
-        .body(bytes.to_vec());
+        .body(body);
     for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
         if let Some(value) = parts.headers.get(&name) {
             outgoing = outgoing.header(name, value.clone());

@@ -14,7 +14,7 @@ use std::{
 
 use tokio::process::Command;
 
-use super::process::{command_line, free_port, ChildProcess};
+use super::process::{command_line, free_port, without_strata_environment, ChildProcess};
 use crate::{
     node::ControlPlane,
     registry::{Command as RegistryCommand, InstanceState},
@@ -262,7 +262,7 @@ impl LocalRuntime {
             }
         };
         let mut function = command_line(command);
-        function
+        without_strata_environment(&mut function)
             .current_dir(&self.config.work_dir)
             .env("HOST", "127.0.0.1")
             .env("PORT", function_port.to_string());

@@ -1,9 +1,19 @@
 //! Child processes of the local runtime: each in its own process group (so a
 //! terminal's Ctrl-C reaches only `strata dev`, which then stops them in order),
 //! killed by the kernel if `strata dev` dies (`PR_SET_PDEATHSIG`), with output in
-//! a log file.
+//! a log file, and started with no Strata credential in their environment.
+//!
+//! `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the
+//! process. Tokio's blocking threads retire after 10 s idle, and a worker that ran
+//! `block_in_place` can become one, so children are forked by one dedicated
+//! spawner thread that lives as long as the process.
 
-use std::{path::Path, process::Stdio, time::Duration};
+use std::{
+    path::Path,
+    process::Stdio,
+    sync::{mpsc, Mutex, OnceLock},
+    time::Duration,
+};
 
 use nix::{
     sys::signal::{killpg, Signal},
@@ -27,7 +37,7 @@ impl ChildProcess {
             .process_group(0)
             .kill_on_drop(true);
         die_with_parent(&mut command);
-        let child = command.spawn()?;
+        let child = spawn_from_spawner_thread(command)?;
         Ok(Self { child })
     }
 
@@ -66,9 +76,55 @@ impl ChildProcess {
     }
 }
 
+type SpawnRequest = (Command, tokio::runtime::Handle, mpsc::Sender<std::io::Result<Child>>);
+
+/// Forks `command` on the spawner thread (see the module comment). The caller
+/// waits for the fork and exec, as it would with `Command::spawn`.
+fn spawn_from_spawner_thread(command: Command) -> std::io::Result<Child> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (requests, inbox) = mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("strata-spawner".into())
+            .spawn(move || {
+                // Never returns while the process lives: the sender is in a static.
+                for (mut command, runtime, reply) in inbox {
+                    // The child is registered with the caller's runtime for reaping.
+                    let _entered = runtime.enter();
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .expect("cannot start the process spawner thread");
+        Mutex::new(requests)
+    });
+    let (reply, answer) = mpsc::channel();
+    let runtime = tokio::runtime::Handle::current();
+    spawner
+        .lock()
+        .expect("poisoned")
+        .send((command, runtime, reply))
+        .map_err(|_| std::io::Error::other("the process spawner thread is gone"))?;
+    answer
+        .recv()
+        .map_err(|_| std::io::Error::other("the process spawner thread is gone"))?
+}
+
+/// Removes every `STRATA_*` variable (tokens, cluster secret, store URLs) from
+/// what a user's function inherits: user code gets no Strata credential.
+pub fn without_strata_environment(command: &mut Command) -> &mut Command {
+    let inherited = std::env::vars_os().map(|(name, _)| name);
+    let explicit: Vec<_> = command.as_std().get_envs().map(|(name, _)| name.to_owned()).collect();
+    for name in inherited.chain(explicit) {
+        if name.to_string_lossy().starts_with("STRATA_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
 /// Asks the kernel to SIGKILL the child when its parent thread exits, so nothing
-/// outlives a `kill -9` of `strata dev`. Children are spawned from tokio worker
-/// threads, which live as long as the runtime.
+/// outlives a `kill -9` of `strata dev`. The parent thread is the spawner thread,
+/// which lives as long as the process.
 #[allow(unsafe_code)]
 fn die_with_parent(command: &mut Command) {
     // SAFETY: the closure runs in the forked child before exec and only calls
@@ -103,4 +159,58 @@ pub fn command_line(line: &str) -> Command {
 /// A free loopback port (bound, then released for a child to take).
 pub fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alive(child: &mut ChildProcess) -> bool {
+        child.exited().is_none()
+    }
+
+    /// The regression: a child forked from a thread that then exits was killed
+    /// at once by its death signal. Spawned from a short-lived thread, it must
+    /// outlive that thread.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_child_outlives_the_thread_that_asked_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("sleep.log");
+        let runtime = tokio::runtime::Handle::current();
+        let mut child = std::thread::spawn(move || {
+            let _entered = runtime.enter();
+            let mut command = Command::new("sleep");
+            command.arg("60");
+            ChildProcess::spawn(command, &log).unwrap()
+        })
+        .join()
+        .unwrap();
+        // The death signal is delivered as the thread exits; give the kernel a
+        // moment to have delivered it if it were going to.
+        for _ in 0..20 {
+            assert!(alive(&mut child), "the child died with the thread that spawned it");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        child.kill().await;
+        assert!(!alive(&mut child));
+    }
+
+    #[tokio::test]
+    async fn functions_get_no_strata_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("env.txt");
+        let mut command = command_line(&format!("env > {}", out.display()));
+        command.env("STRATA_TOKEN", "secret").env("KEEP_ME", "yes");
+        without_strata_environment(&mut command);
+        let mut child = ChildProcess::spawn(command, &dir.path().join("env.log")).unwrap();
+        while alive(&mut child) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let env = std::fs::read_to_string(&out).unwrap();
+        assert!(env.contains("KEEP_ME=yes"), "{env}");
+        assert!(
+            !env.contains("STRATA_"),
+            "a Strata variable reached the function: {env}"
+        );
+    }
 }

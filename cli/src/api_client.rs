@@ -1,0 +1,102 @@
+//! The CLI's client of the management API: one place for the base URL, the token,
+//! request timeouts, and waiting out a leaderless moment (a 503 while the cluster
+//! elects a leader, as right after `strata dev` starts), bounded and honouring
+//! `Retry-After`. Errors carry the API's own message.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+/// How long a command waits for the cluster to have a leader before giving up.
+const LEADER_PATIENCE: Duration = Duration::from_secs(30);
+/// Each request's own limit.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct ApiClient {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+/// An answer: its status and its JSON body (`Null` when it had none).
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl Answer {
+    /// The API's error message (`{"error": {"message"}}`), or the status alone.
+    pub fn error_message(&self) -> String {
+        self.body["error"]["message"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| "no message".to_owned())
+    }
+
+    /// Fails with the API's message unless the status is a success.
+    pub fn success(self) -> anyhow::Result<Value> {
+        if self.status.is_success() {
+            return Ok(self.body);
+        }
+        anyhow::bail!("the API answered {}: {}", self.status, self.error_message())
+    }
+}
+
+impl ApiClient {
+    pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .context("cannot build an HTTP client")?;
+        Ok(Self {
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            http,
+        })
+    }
+
+    /// Sends `method path` (under `/api/v1`) with an optional JSON body. A 503
+    /// (no leader yet) is retried until [`LEADER_PATIENCE`] has passed.
+    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<Answer> {
+        let url = format!("{}/api/v1{path}", self.base);
+        let deadline = tokio::time::Instant::now() + LEADER_PATIENCE;
+        loop {
+            let mut request = self.http.request(method.clone(), &url);
+            if let Some(token) = &self.token {
+                request = request.bearer_auth(token);
+            }
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let reply = request
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the management API at {}", self.base))?;
+            let status = reply.status();
+            let wait = retry_after(&reply);
+            let body = reply.json().await.unwrap_or(Value::Null);
+            let answer = Answer { status, body };
+            let now = tokio::time::Instant::now();
+            if status != StatusCode::SERVICE_UNAVAILABLE || now >= deadline {
+                return Ok(answer);
+            }
+            tracing::debug!(message = %answer.error_message(), "the API is unavailable; retrying");
+            tokio::time::sleep(wait.min(deadline - now)).await;
+        }
+    }
+}
+
+/// The server's `Retry-After` in seconds, kept between 100 ms and 2 s so a
+/// leaderless moment is waited out promptly.
+fn retry_after(reply: &reqwest::Response) -> Duration {
+    reply
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_millis(250))
+        .clamp(Duration::from_millis(100), Duration::from_secs(2))
+}

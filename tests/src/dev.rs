@@ -1,0 +1,150 @@
+//! `strata dev` as a test subject: the whole platform as one real process on free
+//! loopback ports, with the CLI to deploy, the REST API to watch it, and the
+//! shopping cart's HTTP API to load it.
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use serde_json::{json, Value};
+
+use crate::{binary, free_port, wait_for_port, Process};
+
+pub const TOKEN: &str = "e2e-admin-token";
+
+pub struct Dev {
+    pub dir: tempfile::TempDir,
+    pub process: Process,
+    pub gateway: u16,
+    pub api: u16,
+}
+
+pub fn start_dev(dir: tempfile::TempDir, extra: &[&str]) -> Dev {
+    start_dev_on(dir, free_port(), free_port(), extra)
+}
+
+pub fn start_dev_on(dir: tempfile::TempDir, gateway: u16, api: u16, extra: &[&str]) -> Dev {
+    let command = dev_command(&dir, gateway, api, extra);
+    let process = Process::spawn("strata dev", command);
+    assert!(
+        wait_for_port(gateway, Duration::from_secs(30)),
+        "strata dev did not start its gateway"
+    );
+    assert!(
+        wait_for_port(api, Duration::from_secs(30)),
+        "strata dev did not start its API"
+    );
+    Dev {
+        dir,
+        process,
+        gateway,
+        api,
+    }
+}
+
+/// The `strata dev` command line the harness runs: data in `dir`, the given
+/// ports, the test's admin token, a short stable window.
+pub fn dev_command(dir: &tempfile::TempDir, gateway: u16, api: u16, extra: &[&str]) -> Command {
+    let mut command = Command::new(binary("strata"));
+    command
+        .arg("dev")
+        .args(["--data-dir", &dir.path().join("strata").display().to_string()])
+        .args(["--listen", &format!("127.0.0.1:{gateway}")])
+        .args(["--api-listen", &format!("127.0.0.1:{api}")])
+        .args(["--token", TOKEN])
+        .args(["--stable-window", "6s"])
+        .args(extra)
+        .current_dir(dir.path());
+    command
+}
+
+impl Dev {
+    pub fn deploy(&self, args: &[&str]) {
+        self.deploy_command("cart", &binary("shopping-cart").display().to_string(), args);
+    }
+
+    pub fn deploy_command(&self, name: &str, command: &str, args: &[&str]) {
+        let status = Command::new(binary("strata"))
+            .args(["deploy", name, "--command", command])
+            .args(args)
+            .args(["--api", &format!("http://127.0.0.1:{}", self.api)])
+            .env("STRATA_TOKEN", TOKEN)
+            .status()
+            .expect("strata deploy");
+        assert!(status.success(), "strata deploy failed");
+    }
+
+    pub async fn api(&self, path: &str) -> Value {
+        reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}/api/v1{path}", self.api))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("API")
+            .json()
+            .await
+            .expect("JSON")
+    }
+
+    pub async fn service(&self) -> Value {
+        self.api("/services/cart").await
+    }
+
+    /// The event history so far (the SSE stream's retained part, read briefly).
+    pub async fn events(&self) -> Vec<Value> {
+        let mut response = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}/api/v1/events", self.api))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("events");
+        let mut text = String::new();
+        while let Ok(Ok(Some(chunk))) = tokio::time::timeout(Duration::from_millis(500), response.chunk()).await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|d| serde_json::from_str(d.trim()).ok())
+            .collect()
+    }
+
+    /// Polls the service until `check` holds, failing after `limit`.
+    pub async fn until(&self, what: &str, limit: Duration, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let service = self.service().await;
+            if check(&service) {
+                return service;
+            }
+            assert!(Instant::now() < deadline, "{what}: never happened; last seen {service}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.gateway)
+    }
+}
+
+pub async fn add(http: &reqwest::Client, dev: &Dev, user: &str, quantity: i64) -> reqwest::Response {
+    http.post(dev.url(&format!("/cart/{user}/items/add")))
+        .json(&json!({"productId": "p", "name": "Thing", "quantity": quantity}))
+        .send()
+        .await
+        .expect("request")
+}
+
+pub async fn total(http: &reqwest::Client, dev: &Dev, user: &str) -> i64 {
+    let cart: Value = http
+        .get(dev.url(&format!("/carts/{user}")))
+        .send()
+        .await
+        .expect("GetCart")
+        .json()
+        .await
+        .expect("JSON");
+    cart["items"].as_array().map_or(0, |items| {
+        items.iter().map(|i| i["quantity"].as_i64().unwrap_or(0)).sum()
+    })
+}

@@ -26,9 +26,11 @@ pub const MIN_SAMPLES: u64 = 10;
 /// bin counts must reach this. A pattern concentrated in a few bins passes; idle times
 /// spread over many bins (random arrivals) do not, and the fixed grace applies.
 pub const CV_THRESHOLD: f64 = 2.0;
-/// A pre-warm window shorter than this counts as none: the instance is kept rather than
-/// stopped and started again moments later (a timer every few seconds would otherwise
-/// restart its instance on every tick).
+/// The histogram decides only where the next request is expected at least this long
+/// after the last: only then is there an instance to stop and pre-warm. With a shorter
+/// head the histogram could only keep the instance for less time than the fixed policy
+/// does, saving little at the price of cold starts in the tail (a timer every few
+/// seconds would also restart its instance on every tick), so the fixed policy decides.
 pub const MIN_PREWARM: Duration = Duration::from_secs(10);
 /// Safety margin on both windows, as in the paper: pre-warm 10% earlier, keep alive 10% longer.
 pub const MARGIN: f64 = 0.1;
@@ -61,11 +63,12 @@ pub enum Prediction {
     /// The next invocation is expected `prewarm` to `prewarm + keep_alive` after the last
     /// one: no instance before, one instance during, none after.
     Windows { prewarm: Duration, keep_alive: Duration },
-    /// The pattern is not predictable; the fixed grace applies.
+    /// No windows (the pattern is not predictable, or there is nothing to pre-warm);
+    /// the fixed policy applies.
     Unpredictable(Unpredictable),
 }
 
-/// Why the histogram predicts nothing.
+/// Why the histogram sets no windows.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Unpredictable {
     TooFewSamples {
@@ -77,6 +80,10 @@ pub enum Unpredictable {
     },
     /// The percentile that sets a window lies beyond the histogram's range.
     OutOfBounds,
+    /// The next request is expected within [`MIN_PREWARM`]: nothing to pre-warm.
+    ShortIdle {
+        prewarm: Duration,
+    },
 }
 
 /// Counts of idle times per geometric bin, plus those beyond the range.
@@ -157,9 +164,10 @@ impl IdleHistogram {
         ) else {
             return Prediction::Unpredictable(Unpredictable::OutOfBounds);
         };
-        let prewarm = Some(lower_edge(head).mul_f64(1.0 - MARGIN))
-            .filter(|prewarm| *prewarm >= MIN_PREWARM)
-            .unwrap_or(Duration::ZERO);
+        let prewarm = lower_edge(head).mul_f64(1.0 - MARGIN);
+        if prewarm < MIN_PREWARM {
+            return Prediction::Unpredictable(Unpredictable::ShortIdle { prewarm });
+        }
         let keep_until = upper_edge(tail).mul_f64(1.0 + MARGIN);
         Prediction::Windows {
             prewarm,
@@ -336,17 +344,19 @@ mod tests {
     }
 
     #[test]
-    fn a_short_head_means_no_prewarm() {
+    fn a_short_head_leaves_it_to_the_fixed_policy() {
         // Most idle times are a few seconds: stopping the instance in between would cost
-        // a restart every time. It is kept instead, through the tail.
+        // a restart every time, and keeping it through the tail is what the fixed policy
+        // already does (for longer).
         let mut idle = vec![3.0; 9];
         idle.push(20.0);
         let chatty = histogram(&idle);
-        let Prediction::Windows { prewarm, keep_alive } = chatty.predict(&HistogramPolicy::default()) else {
-            panic!("{:?}", chatty.predict(&HistogramPolicy::default()));
-        };
-        assert_eq!(prewarm, Duration::ZERO);
-        assert_eq!(keep_alive, upper_edge(bin_of(secs(20.0))).mul_f64(1.1));
+        assert_eq!(
+            chatty.predict(&HistogramPolicy::default()),
+            Prediction::Unpredictable(Unpredictable::ShortIdle {
+                prewarm: lower_edge(bin_of(secs(3.0))).mul_f64(0.9)
+            })
+        );
     }
 
     #[test]

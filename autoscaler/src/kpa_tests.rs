@@ -99,10 +99,18 @@ impl Run {
     }
 }
 
+/// Knative's KPA: the defaults with the fixed keep-alive.
+fn knative() -> ScalingSettings {
+    ScalingSettings {
+        keep_alive: KeepAlive::Fixed,
+        ..Default::default()
+    }
+}
+
 fn target(concurrency: f64) -> ScalingSettings {
     ScalingSettings {
         target_concurrency: concurrency,
-        ..Default::default()
+        ..knative()
     }
 }
 
@@ -363,7 +371,7 @@ fn min_and_max_bound_the_count() {
 fn one_request_every_45_seconds_keeps_one_instance() {
     // Knative keeps the instance: a request every 45 s keeps the 60 s stable window's
     // average above zero, so the window never asks for zero and the grace never starts.
-    let mut run = Run::deployed(ScalingSettings::default());
+    let mut run = Run::deployed(knative());
     let mut cold = 0;
     for period in 1..=40 {
         run.idle_until(period * 45 - 1);
@@ -374,7 +382,7 @@ fn one_request_every_45_seconds_keeps_one_instance() {
 
     // Every 100 s is longer than window and grace: zero 90 s after each request, and each
     // request wakes it (one instance for one held request).
-    let mut sparse = Run::deployed(ScalingSettings::default());
+    let mut sparse = Run::deployed(knative());
     for period in 1..=3 {
         sparse.idle_until(period * 100 - 1);
         sparse.request();
@@ -669,7 +677,7 @@ fn the_histogram_policy_prewarms_a_periodic_service() {
 fn the_histogram_policy_falls_back_to_the_grace_when_idle_times_are_spread() {
     // Idle times from 2 s to 50 s, no two alike: the histogram is flat, so the fixed
     // window-and-grace policy decides, exactly as without the histogram.
-    let mut fixed = Run::deployed(ScalingSettings::default());
+    let mut fixed = Run::deployed(knative());
     let mut learned = Run::deployed(histogram_policy(ScalingSettings::default()));
     for run in [&mut fixed, &mut learned] {
         let mut at = 0;

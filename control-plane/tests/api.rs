@@ -117,8 +117,8 @@ async fn service_lifecycle_has_the_documented_shapes() {
     assert_eq!(created["scale_to_zero_grace"], "30s");
     assert_eq!(
         (&created["target_concurrency"], &created["keep_alive"]),
-        (&json!(70), &json!("fixed")),
-        "Knative's effective target; Knative's keep-alive"
+        (&json!(70), &json!("histogram")),
+        "Knative's effective target; the idle-time histogram"
     );
     assert_eq!(
         created["idle_times"],
@@ -139,7 +139,7 @@ async fn service_lifecycle_has_the_documented_shapes() {
         &h.app,
         "PATCH",
         "/api/v1/services/cart",
-        Some(r#"{"min_scale":2,"scale_to_zero_grace":"5m","keep_alive":"histogram","prewarm_percentile":10}"#),
+        Some(r#"{"min_scale":2,"scale_to_zero_grace":"5m","keep_alive":"fixed","prewarm_percentile":10}"#),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{patched}");
@@ -149,7 +149,7 @@ async fn service_lifecycle_has_the_documented_shapes() {
             &patched["prewarm_percentile"],
             &patched["keep_alive_percentile"]
         ),
-        (&json!("histogram"), &json!(10), &json!(99))
+        (&json!("fixed"), &json!(10), &json!(99))
     );
     assert_eq!(
         (patched["revision"].as_u64(), patched["desired_replicas"].as_u64()),

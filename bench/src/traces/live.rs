@@ -64,7 +64,12 @@ impl Dev {
     fn deploy(&self, keep_alive: &str) -> anyhow::Result<()> {
         let cart = binary("shopping-cart").display().to_string();
         let status = Command::new(binary("strata"))
-            .args(["deploy", "svc", "--command", &format!("sleep {FUNCTION_START}; exec {cart}")])
+            .args([
+                "deploy",
+                "svc",
+                "--command",
+                &format!("sleep {FUNCTION_START}; exec {cart}"),
+            ])
             .args(["--min-scale", "0", "--keep-alive", keep_alive])
             .args(["--api", &format!("http://127.0.0.1:{}", self.api)])
             .env("STRATA_TOKEN", TOKEN)
@@ -86,7 +91,11 @@ impl Dev {
     }
 
     async fn instances(&self) -> Option<usize> {
-        Some(self.api("/services/svc/instances").await?["instances"].as_array()?.len())
+        Some(
+            self.api("/services/svc/instances").await?["instances"]
+                .as_array()?
+                .len(),
+        )
     }
 }
 
@@ -130,7 +139,10 @@ pub async fn replay(label: &str, shape: Shape, keep_alive: &str, minutes: f64, s
     let mut requests = Vec::with_capacity(trace.len());
     for at in trace {
         tokio::time::sleep_until(started + Duration::from_secs_f64(at)).await;
-        let (http, url) = (dev.http.clone(), format!("http://127.0.0.1:{}/carts/bench", dev.gateway));
+        let (http, url) = (
+            dev.http.clone(),
+            format!("http://127.0.0.1:{}/carts/bench", dev.gateway),
+        );
         requests.push(tokio::spawn(async move {
             let sent = Instant::now();
             let ok = http

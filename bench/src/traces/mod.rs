@@ -57,7 +57,11 @@ struct Row {
 
 fn print_table(title: &str, rows: &[Row], unit_hours: bool) {
     println!("\n{title}\n");
-    let cost = if unit_hours { "idle instance-hours" } else { "idle instance-seconds" };
+    let cost = if unit_hours {
+        "idle instance-hours"
+    } else {
+        "idle instance-seconds"
+    };
     println!("| trace | requests | cold starts, fixed | cold starts, histogram | p99 ms, fixed | p99 ms, histogram | {cost}, fixed | {cost}, histogram |");
     println!("|---|---|---|---|---|---|---|---|");
     for row in rows {

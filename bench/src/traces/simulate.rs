@@ -194,7 +194,10 @@ mod tests {
     }
 
     fn policies() -> (ScalingSettings, ScalingSettings) {
-        let fixed = ScalingSettings::default();
+        let fixed = ScalingSettings {
+            keep_alive: KeepAlive::Fixed,
+            ..ScalingSettings::default()
+        };
         let histogram = ScalingSettings {
             keep_alive: KeepAlive::Histogram(HistogramPolicy::default()),
             ..ScalingSettings::default()
@@ -212,7 +215,11 @@ mod tests {
         // Knative's policy keeps the one instance the whole hour, and 90 s (window and
         // grace) after the last request at 3,600 s.
         assert_eq!((kept.requests, kept.cold), (80, 0));
-        assert!((kept.instance_seconds - 3_691.0).abs() < 1.0, "{}", kept.instance_seconds);
+        assert!(
+            (kept.instance_seconds - 3_691.0).abs() < 1.0,
+            "{}",
+            kept.instance_seconds
+        );
         // The histogram learns in ten idle times, then keeps an instance about 13 s of
         // every 45: no cold start, far fewer instance-seconds.
         assert_eq!((learned.requests, learned.cold), (80, 0));
@@ -246,6 +253,10 @@ mod tests {
         let burst: Vec<f64> = (0..20).map(|i| 3_600.0 + f64::from(i) * 0.001).collect();
         let outcome = replay(&burst, 3_700.0, &fixed, MODEL);
         assert_eq!(outcome.cold, 20);
-        assert!(outcome.latencies_ms.iter().all(|ms| *ms < 510.0), "{:?}", outcome.latencies_ms);
+        assert!(
+            outcome.latencies_ms.iter().all(|ms| *ms < 510.0),
+            "{:?}",
+            outcome.latencies_ms
+        );
     }
 }

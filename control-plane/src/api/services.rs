@@ -42,8 +42,9 @@ pub struct ServiceView {
     pub scale_to_zero_grace: String,
     /// The autoscaler's stable window, e.g. "60s"; null: the platform's default.
     pub stable_window: Option<String>,
-    /// How the last instance is kept after traffic stops: `fixed` (Knative's stable
-    /// window, then the grace) or `histogram` (learned from the service's idle times).
+    /// How the last instance is kept after traffic stops: `histogram` (the default:
+    /// learned from the service's idle times, Knative's behaviour where it cannot
+    /// pre-warm) or `fixed` (Knative's: the stable window, then the grace).
     pub keep_alive: String,
     /// With `histogram`: the idle-time percentile at which an instance is pre-warmed.
     pub prewarm_percentile: u32,
@@ -70,9 +71,11 @@ pub struct IdleTimesView {
     pub samples: u64,
     /// Idle times longer than the histogram's range (4h).
     pub out_of_bounds: u32,
-    /// Whether the pattern is predictable; if not, the fixed policy applies.
+    /// Whether the histogram sets the windows; if not, the fixed policy applies.
     pub predictable: bool,
-    /// Why not, when it is not: `too_few_samples`, `spread` or `out_of_bounds`.
+    /// Why not, when it does not: `too_few_samples`, `spread` (no pattern),
+    /// `out_of_bounds` (idle times beyond 4h) or `short_idle` (the next request is
+    /// expected within 10s: nothing to pre-warm).
     pub unpredictable: Option<String>,
     /// Idle time after which an instance is pre-warmed, e.g. "37s".
     pub prewarm: Option<String>,
@@ -107,7 +110,7 @@ pub struct CreateService {
     /// e.g. "60s"; between 1s and 1h
     pub stable_window: Option<String>,
     pub shard_count: Option<i64>,
-    /// `fixed` (default) or `histogram`
+    /// `histogram` (default) or `fixed`
     pub keep_alive: Option<String>,
     /// 0 to 50 (default 5)
     pub prewarm_percentile: Option<i64>,
@@ -177,7 +180,7 @@ pub(crate) fn service_view(registry: &Registry, service: &Service) -> ServiceVie
         target_concurrency: service.target_concurrency,
         scale_to_zero_grace: format_duration_ms(service.scale_to_zero_grace_ms),
         stable_window: service.stable_window_ms.map(format_duration_ms),
-        keep_alive: keep_alive_name(service.keep_alive).to_owned(),
+        keep_alive: keep_alive_name(service.keep_alive()).to_owned(),
         prewarm_percentile: service.prewarm_percentile,
         keep_alive_percentile: service.keep_alive_percentile,
         idle_times: idle_times_view(service),
@@ -232,6 +235,7 @@ fn idle_times_view(service: &Service) -> IdleTimesView {
                 Unpredictable::TooFewSamples { .. } => "too_few_samples",
                 Unpredictable::Spread { .. } => "spread",
                 Unpredictable::OutOfBounds => "out_of_bounds",
+                Unpredictable::ShortIdle { .. } => "short_idle",
             };
             (Some(why.to_owned()), None, None)
         }

@@ -116,7 +116,7 @@ impl Tx<'_> {
             target_concurrency,
             scale_to_zero_grace_ms: spec.scale_to_zero_grace_ms.unwrap_or(DEFAULT_SCALE_TO_ZERO_GRACE_MS),
             stable_window_ms: spec.stable_window_ms,
-            keep_alive: spec.keep_alive.unwrap_or_default(),
+            keep_alive: spec.keep_alive,
             prewarm_percentile,
             keep_alive_percentile,
             idle_times: IdleTimes::default(),
@@ -153,7 +153,7 @@ impl Tx<'_> {
         updated.target_concurrency = patch.target_concurrency.unwrap_or(current.target_concurrency);
         updated.scale_to_zero_grace_ms = patch.scale_to_zero_grace_ms.unwrap_or(current.scale_to_zero_grace_ms);
         updated.stable_window_ms = patch.stable_window_ms.or(current.stable_window_ms);
-        updated.keep_alive = patch.keep_alive.unwrap_or(current.keep_alive);
+        updated.keep_alive = patch.keep_alive.or(current.keep_alive);
         updated.prewarm_percentile = patch.prewarm_percentile.unwrap_or(current.prewarm_percentile);
         updated.keep_alive_percentile = patch.keep_alive_percentile.unwrap_or(current.keep_alive_percentile);
         validate_stable_window(updated.stable_window_ms)?;

@@ -86,11 +86,11 @@ fn create_service_fills_defaults_and_asks_for_one_instance() {
     );
     assert_eq!(
         (
-            service.keep_alive,
+            service.keep_alive(),
             service.prewarm_percentile,
             service.keep_alive_percentile
         ),
-        (KeepAlive::Fixed, 5, 99)
+        (KeepAlive::Histogram, 5, 99)
     );
     assert_eq!(
         (service.revision, service.desired_replicas, service.shards.len()),
@@ -580,7 +580,7 @@ fn idle_times_are_stored_silently() {
 fn the_keep_alive_policy_is_a_service_setting() {
     let mut registry = with_cart();
     let patch = ServicePatch {
-        keep_alive: Some(KeepAlive::Histogram),
+        keep_alive: Some(KeepAlive::Fixed),
         prewarm_percentile: Some(10),
         ..Default::default()
     };
@@ -594,12 +594,12 @@ fn the_keep_alive_policy_is_a_service_setting() {
     let cart = &registry.services["cart"];
     assert_eq!(
         (
-            cart.keep_alive,
+            cart.keep_alive(),
             cart.prewarm_percentile,
             cart.keep_alive_percentile,
             cart.revision
         ),
-        (KeepAlive::Histogram, 10, 99, 2)
+        (KeepAlive::Fixed, 10, 99, 2)
     );
 }
 
@@ -620,7 +620,7 @@ fn services_and_commands_written_before_the_keep_alive_fields_still_read() {
             service.keep_alive_percentile,
             service.idle_times
         ),
-        (KeepAlive::Fixed, 5, 99, IdleTimes::default())
+        (None, 5, 99, IdleTimes::default())
     );
     let old_command = serde_json::json!({
         "type": "create_service", "name": "cart", "command": "./cart", "image": null,

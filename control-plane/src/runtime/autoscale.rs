@@ -122,7 +122,7 @@ impl RegistrySink {
 
 /// How one registered service scales.
 pub fn scaling_settings(service: &Service, config: &AutoscaleConfig) -> ScalingSettings {
-    let keep_alive = match service.keep_alive {
+    let keep_alive = match service.keep_alive() {
         KeepAlive::Fixed => KeepAlivePolicy::Fixed,
         KeepAlive::Histogram => KeepAlivePolicy::Histogram(HistogramPolicy {
             prewarm_percentile: f64::from(service.prewarm_percentile),

@@ -389,7 +389,9 @@ impl Kpa {
             self.inactive_since = None;
             return (count, basis);
         }
-        if let Some(predicted) = self.predicted(settings, busy, now) {
+        // The histogram only ever moves the last instance: a step down from more goes
+        // through the windows and their rate limit first.
+        if let Some(predicted) = self.predicted(settings, busy, now).filter(|_| previous <= 1) {
             self.inactive_since = None;
             return predicted;
         }

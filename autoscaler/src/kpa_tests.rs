@@ -861,6 +861,12 @@ proptest! {
                         quiet >= settings.stable_window + settings.scale_to_zero_grace,
                         "to zero after {quiet:?} without traffic"
                     );
+                    // Only where the scale-down rate allows zero.
+                    let down_limit = (f64::from(ready.max(1)) / settings.max_scale_down_rate).floor() as u32;
+                    prop_assert_eq!(down_limit, 0, "to zero from {} ready", ready);
+                } else {
+                    // The histogram only moves the last instance.
+                    prop_assert!(previous == 1 || now.saturating_since(last_busy) >= settings.stable_window);
                 }
             }
             if tick.held > 0 {

@@ -44,6 +44,10 @@ pub struct ControlPlaneArgs {
     /// An instance silent this long is removed and its shards move.
     #[arg(long, default_value = "5s", value_parser = crate::duration::parse)]
     heartbeat_timeout: Duration,
+    /// The entity store the sidecars write (`sqlite://PATH` or `postgres://...`), read
+    /// by the API's entity inspector; without it, entity reads answer 501.
+    #[arg(long, env = "STRATA_STORE")]
+    store: Option<String>,
 }
 
 pub async fn run(args: ControlPlaneArgs) -> anyhow::Result<()> {
@@ -68,6 +72,7 @@ pub async fn run(args: ControlPlaneArgs) -> anyhow::Result<()> {
         },
         heartbeat_interval: args.heartbeat_interval,
         heartbeat_timeout: args.heartbeat_timeout,
+        store_url: args.store.filter(|store| !store.is_empty()),
         ..ServerConfig::default()
     };
     server::run(config, crate::shutdown_signal()).await?;

@@ -1,7 +1,7 @@
 //! `strata dev`: the whole platform in one process on this machine: a one-node
-//! control plane (REST API on 127.0.0.1:9100), the gateway (127.0.0.1:9000), the
-//! local runtime that runs each service's instances as processes, and the
-//! autoscaler. State lives in the data directory.
+//! control plane (REST API, dashboard and /metrics on 127.0.0.1:9100), the gateway
+//! (127.0.0.1:9000), the local runtime that runs each service's instances as
+//! processes, and the autoscaler. State lives in the data directory.
 
 use std::{
     io::Read,
@@ -30,12 +30,15 @@ pub struct DevArgs {
     /// The gateway: every deployed service, over gRPC, gRPC-web and HTTP+JSON.
     #[arg(long, default_value = "127.0.0.1:9000")]
     listen: SocketAddr,
-    /// The management REST API (/api/v1) and /metrics.
+    /// The management REST API (/api/v1), the dashboard (/ui/) and /metrics.
     #[arg(long, default_value = "127.0.0.1:9100")]
     api_listen: SocketAddr,
     /// The admin token for the API; generated (and kept in the data directory) if not given.
     #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A second token for the API that may only read (none unless given).
+    #[arg(long, env = "STRATA_READ_ONLY_TOKEN", hide_env_values = true)]
+    read_only_token: Option<String>,
     /// Autoscaler: how far back the stable window averages load (e.g. 60s).
     #[arg(long, default_value = "60s", value_parser = crate::duration::parse)]
     stable_window: Duration,
@@ -56,6 +59,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
     let cluster_secret = kept_secret(&data_dir.join("cluster-secret"), None)?;
     let token = kept_secret(&data_dir.join("admin-token"), args.token.clone())?;
+    let store_url = format!("sqlite://{}", data_dir.join("strata.db").display());
 
     let server = server::start(ServerConfig {
         node_id: Some(1),
@@ -66,11 +70,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         cluster_secret,
         tokens: Tokens {
             admin: Some(token.clone()),
-            read_only: None,
+            read_only: args.read_only_token.clone().filter(|token| !token.is_empty()),
         },
         autoscaler: Some(AutoscaleConfig {
             stable_window: args.stable_window,
         }),
+        // The same SQLite file the sidecars write: the dashboard reads entities from it.
+        store_url: Some(store_url.clone()),
         ..ServerConfig::default()
     })
     .await?;
@@ -94,7 +100,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             strata_binary: std::env::current_exe().context("cannot find the strata binary")?,
             control_plane: control_plane.clone(),
             token: Some(token.clone()),
-            store_url: format!("sqlite://{}", data_dir.join("strata.db").display()),
+            store_url,
             work_dir: std::env::current_dir()?,
             log_dir: data_dir.join("logs"),
             ready_timeout: args.ready_timeout,
@@ -112,10 +118,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     };
     let gateway = tokio::spawn(gateway::run(gateway_config, stopping(stopped.clone())));
 
+    let api = server.api_address();
+    let dashboard = if strata_control_plane::api::ui_is_built() {
+        format!("http://{api}/ui/")
+    } else {
+        format!("http://{api}/ui/   (not built: run `npm ci && npm run build` in web-ui/, then rebuild)")
+    };
     println!(
-        "\nStrata is running.\n\n  gateway         http://{}   (gRPC, gRPC-web, HTTP+JSON)\n  management API  http://{}/api/v1\n  admin token     {token}\n  data            {}\n\nDeploy a function:\n\n  STRATA_TOKEN={token} strata deploy cart --command \"target/release/shopping-cart\"\n  STRATA_TOKEN={token} strata services\n\nCtrl-C stops everything.\n",
+        "\nStrata is running.\n\n  dashboard       {dashboard}\n  gateway         http://{}   (gRPC, gRPC-web, HTTP+JSON)\n  management API  http://{api}/api/v1\n  metrics         http://{api}/metrics\n  admin token     {token}\n  data            {}\n\nDeploy a function:\n\n  STRATA_TOKEN={token} strata deploy cart --command \"target/release/shopping-cart\"\n  STRATA_TOKEN={token} strata services\n\nCtrl-C stops everything.\n",
         args.listen,
-        server.api_address(),
         data_dir.display()
     );
 

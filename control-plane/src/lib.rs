@@ -5,9 +5,11 @@
 pub mod api;
 pub mod auth;
 pub mod data_plane;
+pub mod metrics_history;
 pub mod node;
 pub mod raft;
 pub mod registry;
 pub mod runtime;
 pub mod server;
 pub mod tasks;
+pub mod telemetry;

@@ -13,11 +13,13 @@ use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, RaftNetworkFactory, ServerState};
 
 use crate::auth::ClusterSecret;
+use crate::metrics_history::MetricsHistory;
 use crate::raft::leader_lease::{self, Leadership};
 use crate::raft::log_store::LogStore;
 use crate::raft::state_machine::{AppliedEffects, StateMachine};
 use crate::raft::{network, NodeId, NodeInfo, Raft, Response, TypeConfig};
 use crate::registry::{Command, Outcome, Registry, RegistryError, Request};
+use crate::telemetry::{self, Telemetry};
 
 /// Why a node could not serve a write, a read or a membership change.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +79,10 @@ pub struct ControlPlane {
     pub state_machine: StateMachine,
     pub log: LogStore,
     pub secret: ClusterSecret,
+    /// This node's Prometheus metrics (`/metrics`).
+    pub telemetry: Arc<Telemetry>,
+    /// Per-service metric series, filled while this node leads (the dashboard's charts).
+    pub history: Arc<MetricsHistory>,
     /// Raft allows one membership change at a time; concurrent joins queue here.
     membership_change: tokio::sync::Mutex<()>,
     leadership: tokio::sync::watch::Receiver<Leadership>,
@@ -89,9 +95,11 @@ impl ControlPlane {
         network: N,
     ) -> Result<Arc<Self>, NodeError> {
         let dir = config.data_dir.join("raft");
-        let log = LogStore::open(&dir).map_err(|error| {
-            NodeError::Unavailable(format!("cannot open the raft log in {}: {error}", dir.display()))
-        })?;
+        let telemetry = Arc::new(Telemetry::new());
+        let history = Arc::new(MetricsHistory::default());
+        let log = LogStore::open(&dir)
+            .map_err(|error| NodeError::Unavailable(format!("cannot open the raft log in {}: {error}", dir.display())))?
+            .timing_appends(telemetry.raft_append_seconds.clone());
         let state_machine = StateMachine::open(&dir).map_err(|error| {
             NodeError::Unavailable(format!("cannot open the snapshot in {}: {error}", dir.display()))
         })?;
@@ -117,6 +125,13 @@ impl ControlPlane {
         let lease = Duration::from_millis(config.timing.election_timeout_max_ms);
         // Ends by itself when Raft shuts down.
         tokio::spawn(leader_lease::follow(raft.clone(), config.node_id, lease, publish));
+        // Also ends by itself when Raft shuts down.
+        tokio::spawn(telemetry::follow(
+            raft.clone(),
+            state_machine.subscribe(),
+            telemetry.clone(),
+            history.clone(),
+        ));
         Ok(Arc::new(ControlPlane {
             node_id: config.node_id,
             info: config.info,
@@ -124,6 +139,8 @@ impl ControlPlane {
             state_machine,
             log,
             secret: config.secret,
+            telemetry,
+            history,
             membership_change: tokio::sync::Mutex::new(()),
             leadership,
         }))
@@ -150,6 +167,19 @@ impl ControlPlane {
 
     /// Proposes a command and waits until it is committed and applied here.
     pub async fn write(&self, command: Command) -> Result<Outcome, NodeError> {
+        let kind = command.kind();
+        let result = self.propose(command).await;
+        let outcome = match &result {
+            Ok(_) => "applied",
+            Err(NodeError::Registry(_)) => "refused",
+            Err(NodeError::NotLeader { .. } | NodeError::NoLeader) => "not_leader",
+            Err(_) => "failed",
+        };
+        self.telemetry.registry_write(kind, outcome);
+        result
+    }
+
+    async fn propose(&self, command: Command) -> Result<Outcome, NodeError> {
         self.refuse_without_lease()?;
         let request = Request {
             at_ms: now_ms(),

@@ -73,6 +73,9 @@ pub struct ServerConfig {
     /// Run the autoscaler on this node (it acts while the node leads) and let it decide
     /// the gateway's pokes. `None`: no autoscaling, and a poke asks for one instance.
     pub autoscaler: Option<AutoscaleConfig>,
+    /// The entity store (`sqlite://PATH` or `postgres://...`) that the API reads
+    /// entities from for the dashboard's inspector; `None`: entity reads answer 501.
+    pub store_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -91,6 +94,7 @@ impl Default for ServerConfig {
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             extra_routes: None,
             autoscaler: None,
+            store_url: None,
         }
     }
 }
@@ -233,6 +237,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             "the heartbeat timeout must be longer than the (non-zero) heartbeat interval".into(),
         ));
     }
+    let store = match &config.store_url {
+        Some(url) => Some(
+            strata_store::open(url)
+                .await
+                .map_err(|error| ServerError::Config(format!("--store {url}: {error}")))?,
+        ),
+        None => None,
+    };
     let mut identity = resolve_identity(&config)?;
     let raft_listener = bind(&identity.listen).await?;
     let api_listener = bind(&identity.api_listen).await?;
@@ -306,7 +318,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             tracing::error!(%error, "the raft transport stopped serving");
         }
     });
-    let mut app = api::app(AppState::new(node.clone(), config.tokens.clone()).with_stopping(server.stopping()));
+    let mut app = api::app(
+        AppState::new(node.clone(), config.tokens.clone())
+            .with_stopping(server.stopping())
+            .with_store(store),
+    );
     if let Some(extra) = config.extra_routes.clone() {
         app = app.merge(extra);
     }

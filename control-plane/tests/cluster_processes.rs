@@ -46,6 +46,29 @@ async fn three_processes_survive_leader_kill_and_full_restart() {
     let body: serde_json::Value = reply.json().await.unwrap();
     assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
 
+    println!("--- a follower asks the leader for metric series; only the leader tracks replication");
+    let series = client
+        .get(&follower.api, "/api/v1/services/svc-0/metrics?window=1m")
+        .await
+        .expect("metric series through a follower");
+    assert_eq!(
+        (series["service"].clone(), series["window"].clone()),
+        ("svc-0".into(), "1m".into())
+    );
+    let leader_api = &nodes.iter().find(|node| node.id == leader).unwrap().api;
+    let matched = |cluster: serde_json::Value| -> Vec<bool> {
+        cluster["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|member| member["matched_index"].is_u64())
+            .collect()
+    };
+    let at_leader = eventually("the leader's view", || client.get(leader_api, "/api/v1/cluster")).await;
+    assert_eq!(matched(at_leader), vec![true; 3]);
+    let at_follower = client.get(&follower.api, "/api/v1/cluster").await.unwrap();
+    assert_eq!(matched(at_follower), vec![false; 3]);
+
     println!("--- kill -9 the leader");
     let all: Vec<&Node> = nodes.iter().collect();
     let leader = eventually("a leader", || leader_of(&client, &all)).await;

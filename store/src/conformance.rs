@@ -165,6 +165,40 @@ async fn append_and_recover(backend: &dyn Backend) {
     );
 }
 
+async fn journal_pages_newest_first(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let key = EntityKey::new("cart", "pages");
+    for seq_nr in 1..=7 {
+        store
+            .append(write(&key, seq_nr, &[&format!("p{seq_nr}")], None))
+            .await
+            .unwrap();
+    }
+    store
+        .append(write(&EntityKey::new("cart", "other"), 1, &["x1"], None))
+        .await
+        .unwrap();
+
+    let newest = store.events_before(&key, i64::MAX, 3).await.unwrap();
+    assert_eq!(
+        names(&newest),
+        vec![(7, "p7".into()), (6, "p6".into()), (5, "p5".into())]
+    );
+    let older = store.events_before(&key, 5, 3).await.unwrap();
+    assert_eq!(
+        names(&older),
+        vec![(4, "p4".into()), (3, "p3".into()), (2, "p2".into())]
+    );
+    let oldest = store.events_before(&key, 2, 3).await.unwrap();
+    assert_eq!(names(&oldest), vec![(1, "p1".into())]);
+    assert!(store.events_before(&key, 1, 3).await.unwrap().is_empty());
+    assert!(store
+        .events_before(&EntityKey::new("cart", "nobody"), i64::MAX, 3)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 async fn recovery_starts_at_latest_snapshot(backend: &dyn Backend) {
     let store = backend.open().await;
     let key = EntityKey::new("cart", "snapshots");
@@ -537,6 +571,7 @@ macro_rules! backend_tests {
                 append_and_recover,
                 recovery_starts_at_latest_snapshot,
                 snapshot_inside_a_multi_command_write,
+                journal_pages_newest_first,
                 duplicate_seq_nr_conflicts_and_stores_nothing,
                 conflict_in_a_batch_fails_alone,
                 concurrent_appends_to_many_entities,

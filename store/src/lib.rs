@@ -153,6 +153,23 @@ pub trait Store: Send + Sync + 'static {
     /// inspection; recovery uses [`Store::recover`]).
     async fn events(&self, key: &EntityKey, from_seq_nr: i64) -> Result<Vec<JournalEvent>, StoreError>;
 
+    /// Up to `limit` events with `seq_nr < before_seq_nr`, newest first: one page of the
+    /// journal for inspection (the dashboard's entity inspector), bounded however long
+    /// the journal is. Both real stores answer with one bounded query; the default
+    /// reads the whole journal and is only for test stores.
+    async fn events_before(
+        &self,
+        key: &EntityKey,
+        before_seq_nr: i64,
+        limit: u32,
+    ) -> Result<Vec<JournalEvent>, StoreError> {
+        let mut events = self.events(key, i64::MIN).await?;
+        events.retain(|event| event.seq_nr < before_seq_nr);
+        events.reverse();
+        events.truncate(limit as usize);
+        Ok(events)
+    }
+
     /// The latest snapshot, if any.
     async fn latest_snapshot(&self, key: &EntityKey) -> Result<Option<Snapshot>, StoreError>;
 

@@ -161,6 +161,30 @@ impl Store for PostgresStore {
         Ok(rows.iter().map(to_event).collect())
     }
 
+    async fn events_before(
+        &self,
+        key: &EntityKey,
+        before_seq_nr: i64,
+        limit: u32,
+    ) -> Result<Vec<JournalEvent>, StoreError> {
+        let limit = i64::from(limit);
+        let rows = self
+            .readers
+            .read("could not read the journal", |conn| {
+                let key = key.clone();
+                async move {
+                    conn.client
+                        .query(
+                            &conn.events_before,
+                            &[&key.persistence_id, &key.entity_id, &before_seq_nr, &limit],
+                        )
+                        .await
+                }
+            })
+            .await?;
+        Ok(rows.iter().map(to_event).collect())
+    }
+
     async fn latest_snapshot(&self, key: &EntityKey) -> Result<Option<Snapshot>, StoreError> {
         let row = self
             .readers
@@ -304,6 +328,7 @@ struct ReadConn {
     client: Client,
     latest_snapshot: Statement,
     events: Statement,
+    events_before: Statement,
     value: Statement,
 }
 
@@ -323,6 +348,13 @@ impl ReadConn {
                     "SELECT seq_nr, type_url, bytes FROM strata_journal
                      WHERE persistence_id = $1 AND entity_id = $2 AND seq_nr >= $3
                      ORDER BY seq_nr",
+                )
+                .await?,
+            events_before: client
+                .prepare(
+                    "SELECT seq_nr, type_url, bytes FROM strata_journal
+                     WHERE persistence_id = $1 AND entity_id = $2 AND seq_nr < $3
+                     ORDER BY seq_nr DESC LIMIT $4",
                 )
                 .await?,
             value: client

@@ -138,6 +138,29 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn events_before(
+        &self,
+        key: &EntityKey,
+        before_seq_nr: i64,
+        limit: u32,
+    ) -> Result<Vec<JournalEvent>, StoreError> {
+        let key = key.clone();
+        self.readers
+            .run("could not read the journal", move |conn| {
+                let mut select = conn.prepare_cached(
+                    "SELECT seq_nr, type_url, bytes FROM strata_journal
+                     WHERE persistence_id = ?1 AND entity_id = ?2 AND seq_nr < ?3
+                     ORDER BY seq_nr DESC LIMIT ?4",
+                )?;
+                let rows = select.query_map(
+                    params![key.persistence_id, key.entity_id, before_seq_nr, limit],
+                    journal_event,
+                )?;
+                rows.collect()
+            })
+            .await
+    }
+
     async fn latest_snapshot(&self, key: &EntityKey) -> Result<Option<Snapshot>, StoreError> {
         let key = key.clone();
         self.readers
@@ -493,16 +516,19 @@ fn read_events(conn: &Connection, key: &EntityKey, from_seq_nr: i64) -> rusqlite
          WHERE persistence_id = ?1 AND entity_id = ?2 AND seq_nr >= ?3
          ORDER BY seq_nr",
     )?;
-    let rows = select.query_map(params![key.persistence_id, key.entity_id, from_seq_nr], |row| {
-        Ok(JournalEvent {
-            seq_nr: row.get(0)?,
-            payload: Any {
-                type_url: row.get(1)?,
-                value: row.get(2)?,
-            },
-        })
-    })?;
+    let rows = select.query_map(params![key.persistence_id, key.entity_id, from_seq_nr], journal_event)?;
     rows.collect()
+}
+
+/// A journal row selected as `seq_nr, type_url, bytes`.
+fn journal_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<JournalEvent> {
+    Ok(JournalEvent {
+        seq_nr: row.get(0)?,
+        payload: Any {
+            type_url: row.get(1)?,
+            value: row.get(2)?,
+        },
+    })
 }
 
 fn is_primary_key_violation(e: &rusqlite::Error) -> bool {

@@ -27,6 +27,11 @@ pub struct MemberView {
     pub api_address: String,
     /// `voter` or `learner`.
     pub role: String,
+    /// Whether this member is the leader as the answering node knows it.
+    pub is_leader: bool,
+    /// The last log index the leader knows this member holds; only the leader tracks
+    /// it, so it is null when a follower answers.
+    pub matched_index: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -58,6 +63,8 @@ pub(crate) fn cluster_view(state: &AppState) -> ClusterView {
     let metrics = state.node.raft.metrics().borrow().clone();
     let membership = metrics.membership_config.membership();
     let voters: Vec<u64> = membership.voter_ids().collect();
+    let leader = state.node.current_leader();
+    let replication = metrics.replication.as_ref().filter(|_| state.node.is_leader());
     let members = membership
         .nodes()
         .map(|(node_id, info)| MemberView {
@@ -65,6 +72,10 @@ pub(crate) fn cluster_view(state: &AppState) -> ClusterView {
             address: info.address.clone(),
             api_address: info.api_address.clone(),
             role: if voters.contains(node_id) { "voter" } else { "learner" }.to_owned(),
+            is_leader: leader == Some(*node_id),
+            matched_index: replication
+                .and_then(|replication| replication.get(node_id).copied().flatten())
+                .map(|log_id| log_id.index),
         })
         .collect();
     let server_state = match metrics.state {
@@ -79,7 +90,7 @@ pub(crate) fn cluster_view(state: &AppState) -> ClusterView {
     ClusterView {
         node_id: state.node.node_id,
         state: server_state.to_owned(),
-        leader: state.node.current_leader(),
+        leader,
         term: metrics.current_term,
         last_log_index: metrics.last_log_index,
         committed_index: state.node.log.committed().map(|id| id.index),

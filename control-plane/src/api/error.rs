@@ -15,6 +15,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// The request field that was wrong, so a form can show the error beside it.
+    pub field: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -27,6 +29,9 @@ pub struct ErrorDetail {
     /// Stable machine-readable code, e.g. `not_found`, `invalid_argument`.
     pub code: String,
     pub message: String,
+    /// The request field that was wrong, when one was (e.g. `max_scale`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 impl ApiError {
@@ -35,10 +40,18 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            field: None,
         }
     }
     pub fn invalid(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", message)
+    }
+    /// A 400 about one field of the request.
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            field: Some(field.to_owned()),
+            ..ApiError::invalid(message)
+        }
     }
     pub fn unauthenticated(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
@@ -72,7 +85,7 @@ impl From<RegistryError> for ApiError {
     fn from(error: RegistryError) -> Self {
         let message = error.to_string();
         match error {
-            RegistryError::Invalid { .. } => ApiError::invalid(message),
+            RegistryError::Invalid { field, .. } => ApiError::invalid_field(&field, message),
             RegistryError::AlreadyExists { .. } => ApiError::new(StatusCode::CONFLICT, "already_exists", message),
             RegistryError::NotFound { .. } => ApiError::not_found(message),
             RegistryError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", message),
@@ -107,6 +120,7 @@ impl IntoResponse for ApiError {
             error: ErrorDetail {
                 code: self.code.to_owned(),
                 message: self.message,
+                field: self.field,
             },
         };
         (self.status, Json(body)).into_response()

@@ -1,13 +1,19 @@
-//! The REST management API under `/api/v1` (axum): services, instances, shards, the
-//! cluster and the event stream, with bearer-token auth, forwarding of writes from
-//! followers to the leader and linearizable reads. Raft itself lives in `crate::node`.
+//! The REST management API under `/api/v1` (axum): services, instances, shards, metric
+//! series, entities, the cluster and the event stream, with bearer-token auth,
+//! forwarding of writes from followers to the leader and linearizable reads; beside it
+//! on the same listener, the node's `/metrics` and the dashboard at `/ui/`. Raft itself
+//! lives in `crate::node`.
 
 mod cluster;
+mod entities;
 mod error;
 mod events;
 mod json;
+mod metrics;
 mod openapi;
+mod payload;
 mod services;
+mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,10 +27,12 @@ use axum::routing::get;
 use axum::{Json, Router};
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use ui::is_built as ui_is_built;
 
 use crate::auth::constant_time_eq;
 use crate::node::{ControlPlane, NodeError};
 use crate::tasks::Stopping;
+use strata_store::Store;
 
 /// Marks a request that a follower already forwarded, so it is never forwarded twice.
 const FORWARDED_HEADER: &str = "x-strata-forwarded-by";
@@ -50,6 +58,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// Ends long-lived responses (the event stream) when the server stops.
     pub stopping: Stopping,
+    /// Where entities' state is read from (`/services/{name}/entities/...`), if anywhere.
+    pub store: Option<Arc<dyn Store>>,
 }
 
 impl AppState {
@@ -63,7 +73,13 @@ impl AppState {
                 .build()
                 .expect("an HTTP client with timeouts"),
             stopping: Stopping::never(),
+            store: None,
         }
+    }
+
+    pub fn with_store(mut self, store: Option<Arc<dyn Store>>) -> Self {
+        self.store = store;
+        self
     }
 
     pub fn with_stopping(mut self, stopping: Stopping) -> Self {
@@ -78,20 +94,48 @@ pub fn app(state: AppState) -> Router {
         .merge(services::routes())
         .merge(cluster::routes())
         .merge(events::routes())
+        .merge(metrics::routes())
+        .merge(entities::routes())
+        .route("/access", get(access))
         .route("/internal/read-index", get(read_index))
         .layer(middleware::from_fn_with_state(state.clone(), forward_writes_to_leader))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route("/openapi.json", get(openapi::document));
     Router::new()
         .nest("/api/v1", api)
+        .route("/metrics", get(metrics::prometheus))
+        .merge(ui::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint; see /api/v1/openapi.json") })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
+/// What the presented token may do; `GET /access` tells the dashboard which controls to show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    /// Reads and writes.
+    Admin,
+    /// Reads only.
+    ReadOnly,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct AccessView {
+    pub access: Access,
+}
+
+#[utoipa::path(get, path = "/api/v1/access", tag = "access",
+    responses((status = 200, body = AccessView), (status = 401, body = ErrorBody)))]
+pub(crate) async fn access(request: Request) -> Json<AccessView> {
+    let access = request.extensions().get::<Access>().copied().unwrap_or(Access::Admin);
+    Json(AccessView { access })
+}
+
 /// Read-only tokens may GET; everything else needs the admin token.
-async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Result<Response, ApiError> {
     let Some(admin) = &state.tokens.admin else {
+        request.extensions_mut().insert(Access::Admin);
         return Ok(next.run(request).await);
     };
     let presented = request
@@ -120,6 +164,9 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
             "this token is read-only; writes need the admin token",
         ));
     }
+    request
+        .extensions_mut()
+        .insert(if is_admin { Access::Admin } else { Access::ReadOnly });
     Ok(next.run(request).await)
 }
 
@@ -152,7 +199,7 @@ async fn forward_writes_to_leader(State(state): State<AppState>, request: Reques
     }
 }
 
-fn leader_api(state: &AppState) -> Option<String> {
+pub(crate) fn leader_api(state: &AppState) -> Option<String> {
     let leader = state.node.current_leader()?;
     if leader == state.node.node_id {
         return None;
@@ -160,7 +207,7 @@ fn leader_api(state: &AppState) -> Option<String> {
     state.node.member(leader).map(|info| info.api_address)
 }
 
-async fn forward(
+pub(crate) async fn forward(
     state: &AppState,
     leader_api: &str,
     parts: axum::http::request::Parts,

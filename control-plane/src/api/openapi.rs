@@ -4,12 +4,12 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{cluster, events, services};
-use super::{ErrorBody, ErrorDetail};
+use super::{cluster, entities, events, metrics, payload, services};
+use super::{Access, AccessView, ErrorBody, ErrorDetail};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Strata management API", description = "Services, instances, shards and the control-plane cluster."),
+    info(title = "Strata management API", description = "Services, instances, shards, metric series, entities and the control-plane cluster."),
     paths(
         services::list_services,
         services::create_service,
@@ -18,6 +18,10 @@ use super::{ErrorBody, ErrorDetail};
         services::delete_service,
         services::list_instances,
         services::list_shards,
+        metrics::service_metrics,
+        entities::get_entity,
+        entities::list_events,
+        super::access,
         cluster::get_cluster,
         cluster::add_member,
         cluster::remove_member,
@@ -34,6 +38,15 @@ use super::{ErrorBody, ErrorDetail};
         services::ShardMapView,
         services::EntityView,
         services::IdleTimesView,
+        services::FailureView,
+        metrics::MetricSeries,
+        crate::metrics_history::Sample,
+        entities::EntityStateView,
+        entities::EventView,
+        entities::EventPage,
+        payload::PayloadView,
+        Access,
+        AccessView,
         cluster::ClusterView,
         cluster::MemberView,
         cluster::AddMember,

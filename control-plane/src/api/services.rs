@@ -14,8 +14,8 @@ use super::{linearizable, AppState};
 use strata_autoscaler::{HistogramPolicy, Prediction, Unpredictable};
 
 use crate::registry::{
-    format_duration_ms, parse_duration_ms, validate_name, Command, Instance, InstanceState, KeepAlive, Outcome,
-    Registry, RegistryError, Service, ServicePatch, ServiceSpec, ServiceStatus,
+    format_duration_ms, parse_duration_ms, validate_name, Command, EventKind, Instance, InstanceState, KeepAlive,
+    Outcome, Registry, RegistryError, Service, ServicePatch, ServiceSpec, ServiceStatus,
 };
 
 pub(super) fn routes() -> Router<AppState> {
@@ -61,6 +61,15 @@ pub struct ServiceView {
     pub entities: Vec<EntityView>,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
+    /// The latest instance failure, while no instance has become ready since.
+    pub failure: Option<FailureView>,
+}
+
+/// Why the service's instances are failing, as the runtime recorded it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct FailureView {
+    pub reason: String,
+    pub at_ms: u64,
 }
 
 /// The idle-time histogram in brief, and the windows it predicts with this service's
@@ -200,6 +209,7 @@ pub(crate) fn service_view(registry: &Registry, service: &Service) -> ServiceVie
             .collect(),
         created_at_ms: service.created_at_ms,
         updated_at_ms: service.updated_at_ms,
+        failure: current_failure(registry, &service.name),
     }
 }
 
@@ -250,6 +260,20 @@ fn idle_times_view(service: &Service) -> IdleTimesView {
     }
 }
 
+/// The newest failure of the service's instances, unless an instance became ready after it.
+fn current_failure(registry: &Registry, service: &str) -> Option<FailureView> {
+    let latest = registry
+        .events
+        .iter()
+        .rev()
+        .filter(|event| event.service.as_deref() == Some(service))
+        .find(|event| matches!(event.kind, EventKind::InstanceFailed | EventKind::InstanceReady))?;
+    (latest.kind == EventKind::InstanceFailed).then(|| FailureView {
+        reason: latest.reason.clone(),
+        at_ms: latest.at_ms,
+    })
+}
+
 fn instance_view(instance: &Instance) -> InstanceView {
     let state = match instance.state {
         InstanceState::Starting => "starting",
@@ -270,10 +294,13 @@ fn instance_view(instance: &Instance) -> InstanceView {
 fn count(field: &str, value: Option<i64>) -> Result<Option<u32>, ApiError> {
     match value {
         None => Ok(None),
-        Some(value) if value < 0 => Err(ApiError::invalid(format!("{field} must not be negative (got {value})"))),
+        Some(value) if value < 0 => Err(ApiError::invalid_field(
+            field,
+            format!("{field} must not be negative (got {value})"),
+        )),
         Some(value) => u32::try_from(value)
             .map(Some)
-            .map_err(|_| ApiError::invalid(format!("{field} is too large (got {value})"))),
+            .map_err(|_| ApiError::invalid_field(field, format!("{field} is too large (got {value})"))),
     }
 }
 
@@ -283,7 +310,9 @@ fn grace(value: Option<&str>) -> Result<Option<u64>, ApiError> {
 
 fn duration(field: &str, value: Option<&str>) -> Result<Option<u64>, ApiError> {
     value
-        .map(|text| parse_duration_ms(text).map_err(|message| ApiError::invalid(format!("{field}: {message}"))))
+        .map(|text| {
+            parse_duration_ms(text).map_err(|message| ApiError::invalid_field(field, format!("{field}: {message}")))
+        })
         .transpose()
 }
 

@@ -52,6 +52,8 @@ enum Record {
 #[derive(Clone)]
 pub struct LogStore {
     inner: Arc<Mutex<LogFile>>,
+    /// Observes how long each append takes to be written and synced.
+    append_seconds: Option<prometheus::Histogram>,
 }
 
 struct LogFile {
@@ -92,7 +94,14 @@ impl LogStore {
         }
         Ok(LogStore {
             inner: Arc::new(Mutex::new(log)),
+            append_seconds: None,
         })
+    }
+
+    /// Times every append into `histogram` (the node's `strata_raft_append_seconds`).
+    pub fn timing_appends(mut self, histogram: prometheus::Histogram) -> Self {
+        self.append_seconds = Some(histogram);
+        self
     }
 
     /// The last committed log id this node has persisted (for `GET /cluster`).
@@ -291,8 +300,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let records: Vec<Record> = entries.into_iter().map(Record::Entry).collect();
+        let timer = self.append_seconds.as_ref().map(prometheus::Histogram::start_timer);
         // The write is synchronous, so the entries are both readable and durable here.
         let result = self.lock().write(records);
+        drop(timer);
         match result {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));

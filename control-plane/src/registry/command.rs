@@ -77,6 +77,26 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The command's name, for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::CreateService(_) => "create_service",
+            Command::UpdateService { .. } => "update_service",
+            Command::DeleteService { .. } => "delete_service",
+            Command::SetDesiredReplicas { .. } => "set_desired_replicas",
+            Command::ScaleFromZero { .. } => "scale_from_zero",
+            Command::RecordIdleTimes { .. } => "record_idle_times",
+            Command::RegisterInstance { .. } => "register_instance",
+            Command::InstanceReady { .. } => "instance_ready",
+            Command::DrainInstance { .. } => "drain_instance",
+            Command::RemoveInstance { .. } => "remove_instance",
+            Command::RecordClusterEvent { .. } => "record_cluster_event",
+            Command::RecordInstanceFailure { .. } => "record_instance_failure",
+        }
+    }
+}
+
 /// A service as requested: unset fields take the registry's defaults.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceSpec {

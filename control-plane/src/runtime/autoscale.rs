@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::MissedTickBehavior;
 
 use crate::{
+    metrics_history::RecordingSource,
     node::ControlPlane,
     registry::{Command, IdleTimes, InstanceState, KeepAlive, Registry, Service},
 };
@@ -178,6 +179,8 @@ pub async fn run(
             return;
         }
     };
+    // Every scrape also feeds the dashboard's metric series.
+    let source = RecordingSource::new(source, node.clone());
     let mut collector = Collector::new(source, RegistrySink { node: node.clone() });
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);

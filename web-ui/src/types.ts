@@ -1,0 +1,130 @@
+// The shapes of the management API (/api/v1) that the dashboard reads; see
+// /api/v1/openapi.json for the whole document.
+
+export type Access = 'admin' | 'read_only';
+
+export interface Failure {
+  reason: string;
+  at_ms: number;
+}
+
+export interface Service {
+  name: string;
+  command: string | null;
+  image: string | null;
+  min_scale: number;
+  max_scale: number;
+  target_concurrency: number;
+  scale_to_zero_grace: string;
+  stable_window: string | null;
+  desired_replicas: number;
+  ready_replicas: number;
+  /** `ready`, `scaling`, `pending` or `scaled_to_zero`. */
+  status: string;
+  revision: number;
+  shard_count: number;
+  entities: { entity_type: string; service_name: string; persistence_id: string }[];
+  created_at_ms: number;
+  updated_at_ms: number;
+  failure: Failure | null;
+}
+
+export interface Instance {
+  id: string;
+  service: string;
+  address: string;
+  state: 'starting' | 'ready' | 'draining';
+  registered_at_ms: number;
+  state_changed_at_ms: number;
+}
+
+export interface ShardMap {
+  service: string;
+  shard_count: number;
+  shards: { shard: number; owner: string | null; epoch: number }[];
+}
+
+export interface Sample {
+  at_ms: number;
+  requests_per_second: number | null;
+  concurrency: number | null;
+  desired_replicas: number;
+  ready_replicas: number;
+  latency_p50_ms: number | null;
+  latency_p99_ms: number | null;
+  cold_starts: number;
+  cold_start_ms: number | null;
+}
+
+export interface MetricSeries {
+  service: string;
+  window: string;
+  interval_ms: number;
+  samples: Sample[];
+}
+
+export interface Member {
+  node_id: number;
+  address: string;
+  api_address: string;
+  role: string;
+  is_leader: boolean;
+  matched_index: number | null;
+}
+
+export interface Cluster {
+  node_id: number;
+  state: string;
+  leader: number | null;
+  term: number;
+  last_log_index: number | null;
+  committed_index: number | null;
+  applied_index: number | null;
+  members: Member[];
+}
+
+export interface Payload {
+  type_name: string;
+  value: unknown;
+  error?: string;
+}
+
+export interface EntityState {
+  service: string;
+  entity_id: string;
+  grpc_service: string;
+  persistence_id: string;
+  entity_type: 'event_sourced' | 'value';
+  state: Payload | null;
+  snapshot_seq_nr: number | null;
+  last_seq_nr: number | null;
+}
+
+export interface JournalEvent extends Payload {
+  seq_nr: number;
+}
+
+export interface EventPage {
+  events: JournalEvent[];
+  next_before: number | null;
+}
+
+/** One entry of the registry's history, as `/api/v1/events` sends it. */
+export interface RegistryEvent {
+  id: number;
+  at_ms: number;
+  kind:
+    | 'service_created'
+    | 'service_updated'
+    | 'service_deleted'
+    | 'scale'
+    | 'instance_registered'
+    | 'instance_ready'
+    | 'instance_draining'
+    | 'instance_removed'
+    | 'instance_failed'
+    | 'cluster';
+  service: string | null;
+  instance: string | null;
+  reason: string;
+}

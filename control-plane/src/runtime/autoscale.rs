@@ -3,8 +3,9 @@
 //! registry (settings, the `/metrics` of ready sidecars, counts written by others, the
 //! stored idle-time histogram), starts a round of scrapes, and hands the observations to
 //! the KPA decision, which writes changed desired counts (with their reasons) and
-//! idle-time histograms to the registry. Pokes from the gateway (requests held at zero)
-//! are decided as they come, even while a round's scrapes are in flight.
+//! idle-time histograms to the registry. Every scrape also feeds the dashboard's metric
+//! series (its source wraps the Prometheus source). Pokes from the gateway (requests
+//! held at zero) are decided as they come, even while a round's scrapes are in flight.
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 

@@ -60,14 +60,20 @@ impl Drop for Waiting<'_> {
 }
 
 impl Holds {
-    pub fn new(capacity: usize, max_wait: Duration, metrics: Arc<Metrics>, poke: Poke) -> Self {
+    /// Holds that poke no one; see [`Holds::poking`].
+    pub fn new(capacity: usize, max_wait: Duration, metrics: Arc<Metrics>) -> Self {
         Self {
             capacity,
             max_wait,
             services: Mutex::new(HashMap::new()),
-            poke,
+            poke: Arc::new(|_, _| Box::pin(async {})),
             metrics,
         }
+    }
+
+    /// Reports held requests through `poke`.
+    pub fn poking(self, poke: Poke) -> Self {
+        Holds { poke, ..self }
     }
 
     /// Waits until `service` has a ready instance.
@@ -191,7 +197,7 @@ mod tests {
             recorded.lock().unwrap().push((held, started.elapsed()));
             Box::pin(async {})
         });
-        let holds = Holds::new(capacity, max_wait, Arc::new(Metrics::new()), poke);
+        let holds = Holds::new(capacity, max_wait, Arc::new(Metrics::new())).poking(poke);
         (Arc::new(holds), pokes)
     }
 

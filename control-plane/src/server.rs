@@ -18,6 +18,7 @@ use crate::data_plane::{self, Credentials, DataPlaneService, HeartbeatSettings};
 use crate::node::{ControlPlane, NodeConfig, Timing};
 use crate::raft::network::GrpcNetwork;
 use crate::raft::{write_atomically, NodeId, NodeInfo};
+use crate::runtime::autoscale::{self, AutoscaleConfig};
 use crate::tasks::{Stopping, Tasks};
 
 const IDENTITY_FILE: &str = "node.json";
@@ -69,6 +70,9 @@ pub struct ServerConfig {
     /// They are not behind the API's bearer-token check, must not overlap `/api/v1`
     /// and must not set a fallback.
     pub extra_routes: Option<axum::Router>,
+    /// Run the autoscaler on this node (it acts while the node leads) and let it decide
+    /// the gateway's pokes. `None`: no autoscaling, and a poke asks for one instance.
+    pub autoscaler: Option<AutoscaleConfig>,
     /// The entity store (`sqlite://PATH` or `postgres://...`) that the API reads
     /// entities from for the dashboard's inspector; `None`: entity reads answer 501.
     pub store_url: Option<String>,
@@ -89,6 +93,7 @@ impl Default for ServerConfig {
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             extra_routes: None,
+            autoscaler: None,
             store_url: None,
         }
     }
@@ -277,7 +282,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
 
     let transport =
         crate::raft::transport::TransportService::server(identity.node_id, node.raft.clone(), secret.clone());
-    let data_plane = DataPlaneService::new(
+    let mut data_plane = DataPlaneService::new(
         node.clone(),
         Credentials {
             admin_token: config.tokens.admin.clone(),
@@ -289,6 +294,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         },
         server.tasks.clone(),
     );
+    if let Some(autoscale_config) = config.autoscaler.clone() {
+        let (pokes, receiver) = autoscale::pokes();
+        server.spawn(
+            "autoscaler",
+            autoscale::run(node.clone(), autoscale_config, receiver, server.stopping().wait()),
+        );
+        data_plane = data_plane.with_autoscaler(pokes);
+    }
     server.spawn(
         "instance-liveness",
         data_plane::reap_silent_instances(data_plane.clone(), server.stopping()),

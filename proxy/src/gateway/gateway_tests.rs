@@ -63,7 +63,7 @@ fn routes(version: u64, address: &str) -> Arc<RouteTable> {
 
 fn gateway(routes: watch::Receiver<Arc<RouteTable>>, metrics: Arc<Metrics>) -> Gateway {
     let holds = Holds::new(4, std::time::Duration::from_secs(5), metrics.clone());
-    Gateway::new(routes, metrics, holds, |_| {})
+    Gateway::new(routes, metrics, holds)
 }
 
 fn echo_call(text: &str) -> Call {

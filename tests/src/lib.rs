@@ -10,6 +10,7 @@ use std::{
 };
 
 pub mod dev;
+pub mod load;
 
 /// The shopping cart's gRPC client and messages, generated from its public protos.
 pub mod shoppingcart {

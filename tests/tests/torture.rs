@@ -20,7 +20,10 @@ use std::{
 };
 
 use serde_json::{json, Value};
-use strata_e2e::dev::{start_dev, start_dev_on, Dev};
+use strata_e2e::{
+    dev::{start_dev, start_dev_on, Dev},
+    load::{broken_journals, children, journals, seconds, seed, Dice},
+};
 
 const CARTS: usize = 16;
 const CLIENTS: usize = 8;
@@ -49,40 +52,8 @@ impl Ledger {
     }
 }
 
-/// A small deterministic generator, so a failing run can be replayed by its seed.
-struct Dice(u64);
-
-impl Dice {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn seed() -> u64 {
-    std::env::var("STRATA_TORTURE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64 | 1)
-                .unwrap_or(1)
-        })
-}
-
 fn chaos_duration() -> Duration {
-    let seconds = std::env::var("STRATA_TORTURE_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
-    Duration::from_secs(seconds)
+    seconds("STRATA_TORTURE_SECONDS", 20)
 }
 
 /// One client: AddItem of a new product (quantity 1) to a random cart, again and
@@ -92,7 +63,7 @@ async fn client(id: usize, gateway: u16, ledger: Arc<Ledger>, stop: Arc<AtomicBo
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap();
-    let mut dice = Dice(seed() ^ (id as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut dice = Dice(seed("STRATA_TORTURE_SEED") ^ (id as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
@@ -125,18 +96,6 @@ async fn client(id: usize, gateway: u16, ledger: Arc<Ledger>, stop: Arc<AtomicBo
     }
 }
 
-/// Children of `parent` whose command line matches `pattern`.
-fn children(parent: u32, pattern: &str) -> Vec<u32> {
-    let out = Command::new("pgrep")
-        .args(["-P", &parent.to_string(), "-f", pattern])
-        .output()
-        .expect("pgrep");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|line| line.trim().parse().ok())
-        .collect()
-}
-
 fn kill9(pid: u32) {
     let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
 }
@@ -147,26 +106,6 @@ struct Kills {
     sidecars: u32,
     functions: u32,
     platform: u32,
-}
-
-/// The journal of every cart in the SQLite file: (cart, sequence numbers in order).
-fn journals(db: &std::path::Path) -> BTreeMap<String, Vec<i64>> {
-    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-    let mut statement = conn
-        .prepare(
-            "SELECT entity_id, seq_nr FROM strata_journal WHERE persistence_id = 'shopping-cart' \
-             ORDER BY entity_id, seq_nr",
-        )
-        .unwrap();
-    let mut journals: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    let rows = statement
-        .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))
-        .unwrap();
-    for row in rows {
-        let (entity, seq) = row.unwrap();
-        journals.entry(entity).or_default().push(seq);
-    }
-    journals
 }
 
 /// The product ids in a cart, read through the gateway (retried while instances
@@ -196,7 +135,7 @@ async fn products(http: &reqwest::Client, dev: &Dev, cart: &str) -> BTreeSet<Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_writes_survive_kill_9_of_every_process() {
-    let seed = seed();
+    let seed = seed("STRATA_TORTURE_SEED");
     let chaos = chaos_duration();
     println!("--- seed {seed}, chaos for {chaos:?}");
     let mut dice = Dice(seed);
@@ -272,11 +211,9 @@ async fn acknowledged_writes_survive_kill_9_of_every_process() {
 
     println!("--- every journal counts 1, 2, 3... with no gap");
     let db = dev.dir.path().join("strata").join("strata.db");
-    let journals = journals(&db);
-    for (cart, seqs) in &journals {
-        let expected: Vec<i64> = (1..=seqs.len() as i64).collect();
-        assert_eq!(seqs, &expected, "cart {cart}'s journal has a gap or a fork");
-    }
+    let journals = journals(&db, "shopping-cart");
+    let broken = broken_journals(&journals);
+    assert!(broken.is_empty(), "journals with a gap or a fork: {broken:?}");
     let events: usize = journals.values().map(Vec::len).sum();
     assert!(
         events >= acked,

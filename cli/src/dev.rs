@@ -30,6 +30,10 @@ pub struct DevArgs {
     /// The gateway: every deployed service, over gRPC, gRPC-web and HTTP+JSON.
     #[arg(long, default_value = "127.0.0.1:9000")]
     listen: SocketAddr,
+    /// The gateway's /metrics and /healthz (never on --listen); port 0 picks a
+    /// free port, which the log names.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    gateway_admin_listen: SocketAddr,
     /// The management REST API (/api/v1), the dashboard (/ui/) and /metrics.
     #[arg(long, default_value = "127.0.0.1:9100")]
     api_listen: SocketAddr,
@@ -110,6 +114,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let runtime = tokio::spawn(runtime.run(stopping(stopped.clone())));
     let gateway_config = GatewayConfig {
         listen: args.listen,
+        admin_listen: args.gateway_admin_listen,
         control_plane,
         token: Some(token.clone()),
         max_body: strata_proxy::ingress::DEFAULT_MAX_BODY,

@@ -10,6 +10,10 @@ pub struct GatewayArgs {
     /// Address to serve every deployed service on (gRPC, gRPC-web, HTTP+JSON).
     #[arg(long, env = "STRATA_GATEWAY_LISTEN", default_value = "127.0.0.1:9000")]
     listen: SocketAddr,
+    /// Where /metrics and /healthz are served (never on --listen); port 0 picks
+    /// a free port, which the log names.
+    #[arg(long, env = "STRATA_GATEWAY_ADMIN_LISTEN", default_value = "127.0.0.1:0")]
+    admin_listen: SocketAddr,
     /// The control plane's data-plane address (a node's --listen), e.g. http://127.0.0.1:9101.
     #[arg(long, env = "STRATA_CONTROL_PLANE")]
     control_plane: String,
@@ -38,6 +42,7 @@ impl GatewayArgs {
     pub fn config(&self) -> GatewayConfig {
         GatewayConfig {
             listen: self.listen,
+            admin_listen: self.admin_listen,
             control_plane: self.control_plane.clone(),
             token: self.token.clone(),
             max_body: self.max_body_bytes,

@@ -25,6 +25,11 @@ pub struct ProxyArgs {
     /// Address to listen on; 0.0.0.0 to serve other machines.
     #[arg(long, env = "HTTP_HOST", default_value = "127.0.0.1")]
     http_host: std::net::IpAddr,
+    /// Port of the admin listener (/metrics, /healthz) on the same host, never
+    /// the HTTP port; 0 picks a free port, which the log names and a managed
+    /// sidecar reports to the control plane.
+    #[arg(long, env = "STRATA_ADMIN_PORT", default_value_t = 0)]
+    admin_port: u16,
     /// Where state lives: sqlite://PATH or postgres://USER@HOST/DB.
     #[arg(long, env = "STRATA_STORE", default_value = "sqlite://.strata/strata.db")]
     store: String,
@@ -81,6 +86,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
             instance_id,
             service,
             advertise: args.advertise.unwrap_or_else(|| listen.to_string()),
+            admin_advertise: String::new(),
             timeout: args.control_plane_timeout,
         }),
         _ => None,
@@ -89,6 +95,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         function_host: args.user_function_host,
         function_port: args.user_function_port,
         listen,
+        admin_listen: SocketAddr::new(args.http_host, args.admin_port),
         store_url: args.store,
         max_body: args.max_body_bytes,
         discovery_patience: args.discovery_timeout,

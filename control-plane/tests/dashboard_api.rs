@@ -136,6 +136,7 @@ async fn register_cart(node: &ControlPlane, descriptors: &[u8]) {
         id: "cart-1".into(),
         service: "cart".into(),
         address: "127.0.0.1:1".into(),
+        admin_address: String::new(),
     })
     .await
     .unwrap();
@@ -655,6 +656,7 @@ async fn a_value_entity_shows_its_value_and_has_no_journal() {
             id: "values-1".into(),
             service: "values".into(),
             address: "127.0.0.1:1".into(),
+            admin_address: String::new(),
         })
         .await
         .unwrap();

@@ -155,6 +155,7 @@ async fn register_and_ready(client: &mut Client, id: &str, service: &str) {
             instance_id: id.into(),
             service: service.into(),
             address: format!("127.0.0.1:{}", 10_000 + id.len()),
+            ..Default::default()
         })
         .await
         .expect("register")
@@ -547,6 +548,7 @@ async fn only_the_admin_token_or_the_cluster_secret_gets_in() {
             instance_id: "a".into(),
             service: "cart".into(),
             address: "127.0.0.1:1".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -572,6 +574,7 @@ async fn bad_calls_get_precise_codes() {
         instance_id: id.into(),
         service: service.into(),
         address: "127.0.0.1:1".into(),
+        ..Default::default()
     };
 
     assert_eq!(
@@ -712,6 +715,7 @@ async fn followers_relay_calls_to_the_leader_and_serve_the_watch() {
                     instance_id: "c".into(),
                     service: "nope".into(),
                     address: "127.0.0.1:3".into(),
+                    ..Default::default()
                 })
                 .await
         ),

@@ -18,7 +18,6 @@ use http::{header, HeaderMap, Method, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use prost_reflect::DynamicMessage;
 use prost_types::Any;
-use strata_store::Store;
 
 use crate::{
     call::{Answer, Call, Commands, Requests, StreamedCall},
@@ -40,25 +39,16 @@ pub struct Ingress {
     pub catalog: Arc<Catalog>,
     pub commands: Arc<dyn Commands>,
     pub metrics: Arc<Metrics>,
-    /// The store whose group-commit counters `/metrics` reports, if any.
-    pub store: Option<Arc<dyn Store>>,
     pub max_body: usize,
 }
 
-/// The whole public router of a sidecar (or a gateway).
+/// The whole public router of a sidecar (or a gateway): the users' services
+/// and reflection, nothing operational (that is on the admin listener, see
+/// [`crate::admin`]), so every path is the user's own.
 pub fn router(ingress: Ingress) -> Router {
     reflection::routes(&ingress.catalog)
-        .route("/metrics", axum::routing::get(render_metrics))
         .fallback(dispatch)
         .with_state(ingress)
-}
-
-async fn render_metrics(State(ingress): State<Ingress>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        ingress.metrics.render(ingress.store.as_deref()),
-    )
-        .into_response()
 }
 
 async fn dispatch(State(ingress): State<Ingress>, request: Request) -> Response {

@@ -5,6 +5,7 @@
 //! role routes the same calls to the sidecars of a deployment.
 
 pub mod action;
+pub mod admin;
 pub mod backoff;
 pub mod call;
 pub mod descriptors;

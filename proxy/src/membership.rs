@@ -28,6 +28,9 @@ pub struct MembershipConfig {
     pub service: String,
     /// Where gateways reach this sidecar (host:port).
     pub advertise: String,
+    /// Where the autoscaler reads its /metrics (host:port); set by the sidecar
+    /// once its admin listener is bound.
+    pub admin_advertise: String,
     /// How long one call to the control plane may take (register, ready,
     /// heartbeat, drain, poke; a route watch until it starts).
     pub timeout: Duration,
@@ -132,6 +135,7 @@ impl Membership {
                 instance_id: config.instance_id.clone(),
                 service: config.service.clone(),
                 address: config.advertise.clone(),
+                admin_address: config.admin_advertise.clone(),
             };
             match client.register_instance(request).await {
                 Ok(response) => break response.into_inner(),

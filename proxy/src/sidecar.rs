@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 
 use crate::{
     action::Actions,
+    admin,
     call::{Commands, Targets},
     dispatch::{Dispatcher, Owned},
     effects::{Effects, Router},
@@ -36,6 +37,9 @@ pub struct SidecarConfig {
     pub function_host: String,
     pub function_port: u16,
     pub listen: SocketAddr,
+    /// Where `/metrics` and `/healthz` are served (port 0: any free port),
+    /// never on `listen`.
+    pub admin_listen: SocketAddr,
     pub store_url: String,
     pub max_body: usize,
     /// How long to keep retrying discovery while the function starts.
@@ -56,6 +60,7 @@ impl Default for SidecarConfig {
             function_host: "127.0.0.1".into(),
             function_port: 8080,
             listen: SocketAddr::from(([127, 0, 0, 1], 9000)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             store_url: "sqlite://.strata/strata.db".into(),
             max_body: ingress::DEFAULT_MAX_BODY,
             discovery_patience: Duration::from_secs(60),
@@ -90,10 +95,21 @@ pub async fn run(
 ) -> Result<(), SidecarError> {
     let store = strata_store::open(&config.store_url).await?;
     let function = FunctionClient::new(&config.function_host, config.function_port)?;
+    let admin_listener = admin::bind(config.admin_listen)
+        .await
+        .map_err(|source| SidecarError::Listen {
+            addr: config.admin_listen,
+            source,
+        })?;
+    let admin_addr = admin_listener.local_addr().map_err(SidecarError::Serve)?;
+    tracing::info!(addr = %admin_addr, "admin listener (metrics, health) bound");
     let membership = match config.membership.clone() {
-        Some(membership) => Some(Arc::new(
-            Membership::register(membership, config.discovery_patience).await?,
-        )),
+        Some(mut settings) => {
+            settings.admin_advertise = admin::advertised_beside(&settings.advertise, admin_addr);
+            Some(Arc::new(
+                Membership::register(settings, config.discovery_patience).await?,
+            ))
+        }
         None => None,
     };
     let spec = function.discover(config.discovery_patience).await?;
@@ -154,10 +170,20 @@ pub async fn run(
     let app = ingress::router(Ingress {
         catalog: Arc::new(Catalog::new(vec![model.clone()])),
         commands: dispatcher,
-        metrics,
-        store: Some(store),
+        metrics: metrics.clone(),
         max_body: config.max_body,
     });
+    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        admin::Admin {
+            metrics,
+            store: Some(store),
+        },
+        async move {
+            let _ = admin_stopped.await;
+        },
+    ));
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| SidecarError::Listen {
@@ -191,10 +217,13 @@ pub async fn run(
                 .await;
         }
     };
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(stop)
         .await
-        .map_err(SidecarError::Serve)
+        .map_err(SidecarError::Serve);
+    let _ = admin_stop.send(());
+    let _ = admin_task.await;
+    served
 }
 
 /// The targets of a managed sidecar's function: its own methods first (known

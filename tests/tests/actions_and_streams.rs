@@ -213,9 +213,14 @@ async fn a_cancelled_stream_reaches_the_function() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("streamer.log");
     let store = format!("sqlite://{}", dir.path().join("s.db").display());
-    let (function_port, http_port) = (free_port(), free_port());
+    let (function_port, http_port, admin_port) = (free_port(), free_port(), free_port());
     let _function = start_function("streamer", function_port, &[("STREAMER_LOG", log.to_str().unwrap())]);
-    let _proxy = start_proxy(function_port, http_port, &store, &[]);
+    let _proxy = start_proxy(
+        function_port,
+        http_port,
+        &store,
+        &["--admin-port", &admin_port.to_string()],
+    );
     let logged = |needle: &'static str| {
         let log = log.clone();
         async move {
@@ -265,7 +270,7 @@ async fn a_cancelled_stream_reaches_the_function() {
     logged("cancelled after 3 ticks").await;
 
     // --- the proxy counts both as cancelled by the client
-    let metrics = reqwest::get(format!("http://127.0.0.1:{http_port}/metrics"))
+    let metrics = reqwest::get(format!("http://127.0.0.1:{admin_port}/metrics"))
         .await
         .unwrap()
         .text()
@@ -383,7 +388,7 @@ async fn actions_and_streams_through_strata_dev() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| i["address"].as_str().unwrap().to_string())
+        .map(|i| i["admin_address"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(sidecars.len(), 2, "{instances}");
     let metrics_of = |sidecar: String| async move {

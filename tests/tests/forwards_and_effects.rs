@@ -90,15 +90,31 @@ async fn transfer_between_accounts(http: &Http, prefix: &str) {
 async fn forwards_and_side_effects_behind_strata_proxy() {
     let dir = tempfile::tempdir().unwrap();
     let store = format!("sqlite://{}", dir.path().join("s.db").display());
-    let (function_port, http_port) = (free_port(), free_port());
+    let (function_port, http_port, admin_port) = (free_port(), free_port(), free_port());
     let _function = start_function("transfers", function_port, &[]);
-    let _proxy = start_proxy(function_port, http_port, &store, &[]);
+    let _proxy = start_proxy(
+        function_port,
+        http_port,
+        &store,
+        &["--admin-port", &admin_port.to_string()],
+    );
     let http = Http::new(http_port);
 
     transfer_between_accounts(&http, "proxy").await;
 
-    // --- every side effect and forward is counted
-    let metrics = http.text("/metrics").await;
+    // --- nothing operational on the port that serves users: /metrics there is
+    // an unknown route like any other
+    let public = reqwest::get(format!("http://127.0.0.1:{http_port}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(public.status(), 404);
+    let health = reqwest::get(format!("http://127.0.0.1:{admin_port}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+
+    // --- every side effect and forward is counted, on the admin port
+    let metrics = Http::new(admin_port).text("/metrics").await;
     for line in [
         r#"strata_proxy_side_effects_total{mode="synchronous",outcome="ok",target="com.example.transfers.Accounts.Deposit"} 2"#,
         r#"strata_proxy_side_effects_total{mode="asynchronous",outcome="ok",target="com.example.transfers.Statements.Record"} 4"#,

@@ -97,7 +97,8 @@ async fn value_is_updated_deleted_and_survives_kill_9() {
     assert_eq!(cart, json!({"items": []}));
 }
 
-/// Reads one unlabelled or summed metric from the proxy's /metrics.
+/// Reads one unlabelled or summed metric from the proxy's /metrics (on its
+/// admin port).
 async fn metric(http: &reqwest::Client, port: u16, name: &str) -> f64 {
     let text = http
         .get(format!("http://127.0.0.1:{port}/metrics"))
@@ -117,9 +118,14 @@ async fn metric(http: &reqwest::Client, port: u16, name: &str) -> f64 {
 async fn idle_entities_passivate_and_come_back() {
     let dir = tempfile::tempdir().unwrap();
     let store_url = format!("sqlite://{}", dir.path().join("v.db").display());
-    let (function_port, http_port) = (free_port(), free_port());
+    let (function_port, http_port, admin_port) = (free_port(), free_port(), free_port());
     let _function = start_value_cart_with(function_port, &[("PASSIVATION_MS", "300")]);
-    let _proxy = start_proxy(function_port, http_port, &store_url, &[]);
+    let _proxy = start_proxy(
+        function_port,
+        http_port,
+        &store_url,
+        &["--admin-port", &admin_port.to_string()],
+    );
     let http = reqwest::Client::new();
     let url = |path: &str| format!("http://127.0.0.1:{http_port}{path}");
 
@@ -132,20 +138,20 @@ async fn idle_entities_passivate_and_come_back() {
         .await;
         assert_eq!(status, 200);
     }
-    assert_eq!(metric(&http, http_port, "strata_entities_active").await, 3.0);
+    assert_eq!(metric(&http, admin_port, "strata_entities_active").await, 3.0);
 
     // --- idle past their timeout: all three passivate
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while metric(&http, http_port, "strata_entity_passivations_total").await < 3.0 {
+    while metric(&http, admin_port, "strata_entity_passivations_total").await < 3.0 {
         assert!(std::time::Instant::now() < deadline, "entities never passivated");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(metric(&http, http_port, "strata_entities_active").await, 0.0);
+    assert_eq!(metric(&http, admin_port, "strata_entities_active").await, 0.0);
 
     // --- the next command activates the entity again from the store
     let (status, cart) = call(http.get(url("/vcarts/b"))).await;
     assert_eq!(status, 200);
     assert_eq!(cart["items"][0]["quantity"], 1);
-    assert_eq!(metric(&http, http_port, "strata_entity_activations_total").await, 4.0);
-    assert!(metric(&http, http_port, "strata_proxy_requests_total").await >= 4.0);
+    assert_eq!(metric(&http, admin_port, "strata_entity_activations_total").await, 4.0);
+    assert!(metric(&http, admin_port, "strata_proxy_requests_total").await >= 4.0);
 }

@@ -148,6 +148,8 @@ pub struct InstanceView {
     pub id: String,
     pub service: String,
     pub address: String,
+    /// Where the sidecar serves /metrics and health (empty: at `address`).
+    pub admin_address: String,
     /// `starting`, `ready` or `draining`.
     pub state: String,
     pub registered_at_ms: u64,
@@ -284,6 +286,7 @@ fn instance_view(instance: &Instance) -> InstanceView {
         id: instance.id.clone(),
         service: instance.service.clone(),
         address: instance.address.clone(),
+        admin_address: instance.admin_address.clone(),
         state: state.to_owned(),
         registered_at_ms: instance.registered_at_ms,
         state_changed_at_ms: instance.state_changed_at_ms,

@@ -229,6 +229,7 @@ impl DataPlane for DataPlaneService {
             id: body.instance_id.clone(),
             service: body.service,
             address: body.address,
+            admin_address: body.admin_address,
         })
         .await?;
         self.liveness().seen(&body.instance_id, Instant::now());

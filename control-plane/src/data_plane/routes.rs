@@ -170,6 +170,7 @@ mod tests {
                 id: "a".into(),
                 service: "cart".into(),
                 address: "127.0.0.1:1".into(),
+                admin_address: String::new(),
             },
             at,
         );

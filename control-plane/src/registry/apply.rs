@@ -42,7 +42,12 @@ pub fn apply(registry: &mut Registry, command: Command, now_ms: u64) -> Applied 
         } => tx.set_desired(&service, replicas, &reason),
         Command::ScaleFromZero { service, reason } => tx.scale_from_zero(&service, &reason),
         Command::RecordIdleTimes { service, idle_times } => tx.record_idle_times(&service, idle_times),
-        Command::RegisterInstance { id, service, address } => tx.register_instance(id, service, address),
+        Command::RegisterInstance {
+            id,
+            service,
+            address,
+            admin_address,
+        } => tx.register_instance(id, service, address, admin_address),
         Command::InstanceReady {
             id,
             descriptor_set,
@@ -247,7 +252,13 @@ impl Tx<'_> {
         Ok(Outcome::Recorded)
     }
 
-    fn register_instance(&mut self, id: String, service: String, address: String) -> Result<Outcome, RegistryError> {
+    fn register_instance(
+        &mut self,
+        id: String,
+        service: String,
+        address: String,
+        admin_address: String,
+    ) -> Result<Outcome, RegistryError> {
         if id.is_empty() {
             return Err(RegistryError::invalid("id", "an instance id must not be empty"));
         }
@@ -266,6 +277,7 @@ impl Tx<'_> {
             id: id.clone(),
             service: service.clone(),
             address: address.clone(),
+            admin_address,
             state: InstanceState::Starting,
             registered_at_ms: self.now_ms,
             state_changed_at_ms: self.now_ms,

@@ -53,6 +53,7 @@ fn register(registry: &mut Registry, id: &str) -> Vec<Effect> {
             id: id.into(),
             service: "cart".into(),
             address: format!("{id}:1"),
+            admin_address: String::new(),
         },
     )
 }
@@ -189,6 +190,7 @@ fn refused_commands_change_nothing() {
                 id: "i1".into(),
                 service: "nope".into(),
                 address: "a".into(),
+                admin_address: String::new(),
             },
             "not found",
         ),
@@ -531,6 +533,7 @@ fn registration_is_idempotent_but_ids_are_unique() {
             id: "a".into(),
             service: "cart".into(),
             address: "elsewhere:1".into(),
+            admin_address: String::new(),
         },
         T0,
     );

@@ -47,6 +47,9 @@ pub enum Command {
         id: String,
         service: String,
         address: String,
+        /// Where the sidecar serves /metrics and health (empty: at `address`).
+        #[serde(default)]
+        admin_address: String,
     },
     /// The instance finished discovery; it may now own shards.
     InstanceReady {

@@ -161,9 +161,25 @@ pub struct Instance {
     pub id: String,
     pub service: String,
     pub address: String,
+    /// Where the sidecar serves /metrics and health; empty for sidecars that
+    /// serve them on `address` (older ones).
+    #[serde(default)]
+    pub admin_address: String,
     pub state: InstanceState,
     pub registered_at_ms: u64,
     pub state_changed_at_ms: u64,
+}
+
+impl Instance {
+    /// Where the instance's /metrics is served: its admin listener, or its
+    /// ingress for a sidecar that has none.
+    pub fn metrics_address(&self) -> &str {
+        if self.admin_address.is_empty() {
+            &self.address
+        } else {
+            &self.admin_address
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -245,5 +261,27 @@ impl Registry {
             .filter(|instance| instance.state == InstanceState::Ready)
             .map(|instance| instance.id.clone())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod instance_tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_read_on_the_admin_address_when_there_is_one() {
+        let mut instance = Instance {
+            id: "cart-1".into(),
+            service: "cart".into(),
+            address: "127.0.0.1:9000".into(),
+            admin_address: "127.0.0.1:9001".into(),
+            state: InstanceState::Ready,
+            registered_at_ms: 0,
+            state_changed_at_ms: 0,
+        };
+        assert_eq!(instance.metrics_address(), "127.0.0.1:9001");
+        // an older sidecar that registered no admin address
+        instance.admin_address.clear();
+        assert_eq!(instance.metrics_address(), "127.0.0.1:9000");
     }
 }

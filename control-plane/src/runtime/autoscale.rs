@@ -156,7 +156,7 @@ fn services(registry: &Registry, config: &AutoscaleConfig) -> Vec<ServiceState> 
             targets: registry
                 .instances_of(&service.name)
                 .filter(|instance| instance.state == InstanceState::Ready)
-                .map(|instance| format!("http://{}/metrics", instance.address))
+                .map(|instance| format!("http://{}/metrics", instance.metrics_address()))
                 .collect(),
             desired: service.desired_replicas,
             idle_times: service.idle_times.histogram(),

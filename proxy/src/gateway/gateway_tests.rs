@@ -142,7 +142,6 @@ async fn answering_sidecar() -> String {
         catalog: Arc::new(Catalog::new(vec![Arc::new(fixtures::model())])),
         commands: Arc::new(Echo),
         metrics: Arc::new(Metrics::new()),
-        store: None,
         max_body: 1 << 20,
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

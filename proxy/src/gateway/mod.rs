@@ -39,6 +39,7 @@ use self::{
     spread::{Spread, Ticket},
 };
 use crate::{
+    admin,
     backoff::Backoff,
     call::{Answer, Answers, Call, CallContext, Commands, StreamedCall, Targets},
     error::ProxyError,
@@ -60,6 +61,9 @@ const ROUTE_PATIENCE: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,
+    /// Where `/metrics` and `/healthz` are served (port 0: any free port),
+    /// never on `listen`.
+    pub admin_listen: SocketAddr,
     /// The control plane's data-plane address, e.g. `http://127.0.0.1:9101`.
     pub control_plane: String,
     pub token: Option<String>,
@@ -415,7 +419,6 @@ pub async fn run(
                 catalog: table.catalog.clone(),
                 commands: gateway.clone(),
                 metrics: metrics.clone(),
-                store: None,
                 max_body,
             })
         }
@@ -439,12 +442,30 @@ pub async fn run(
             source,
         })?;
     let addr = listener.local_addr().map_err(GatewayError::Serve)?;
-    tracing::info!(%addr, control_plane = %config.control_plane, "gateway ready");
+    let admin_listener = admin::bind(config.admin_listen)
+        .await
+        .map_err(|source| GatewayError::Listen {
+            addr: config.admin_listen,
+            source,
+        })?;
+    let admin_addr = admin_listener.local_addr().map_err(GatewayError::Serve)?;
+    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        admin::Admin { metrics, store: None },
+        async move {
+            let _ = admin_stopped.await;
+        },
+    ));
+    tracing::info!(%addr, admin = %admin_addr, control_plane = %config.control_plane, "gateway ready");
     let app = Router::new().fallback_service(live);
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(GatewayError::Serve)
+        .map_err(GatewayError::Serve);
+    let _ = admin_stop.send(());
+    let _ = admin_task.await;
+    served
 }
 
 /// Follows the route watch forever, reconnecting; rebuilds the table on every

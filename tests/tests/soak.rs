@@ -2,8 +2,9 @@
 //! sidecar may hold active (`STRATA_MAX_ACTIVE_ENTITIES`), so entities are
 //! passivated and activated again all the time. Resident memory of the
 //! sidecar and the function is sampled through the run and printed as a
-//! curve; at the end every journal counts 1, 2, 3... and sampled carts hold
-//! every acknowledged write.
+//! curve, with the active entities, which never exceed the cap; at the end
+//! every journal counts 1, 2, 3... and sampled carts hold every acknowledged
+//! write.
 //!
 //! `STRATA_SOAK_SECONDS` sets the length (default 15 s, the smoke run in
 //! `scripts/check`); `scripts/soak` runs the long one. Runs of 10 minutes or
@@ -76,9 +77,23 @@ async fn client(id: usize, gateway: u16, ledger: Arc<Ledger>, stop: Arc<AtomicBo
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     at: Duration,
+    active: u64,
     sidecar_kib: u64,
     function_kib: u64,
     acked: u64,
+}
+
+/// One unlabelled gauge from a sidecar's admin listener.
+async fn gauge(admin: &str, name: &str) -> u64 {
+    let text = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
 }
 
 fn mean(samples: &[Sample]) -> f64 {
@@ -112,6 +127,8 @@ async fn memory_stays_flat_under_entity_churn() {
         s["ready_replicas"] == 1
     })
     .await;
+    let instances = dev.api("/services/cart/instances").await;
+    let admin = instances["instances"][0]["admin_address"].as_str().unwrap().to_owned();
     let platform = dev.process.pid();
     let sidecar = *children(platform, "strata proxy").first().expect("a sidecar");
     let function = *children(platform, "shopping-cart").first().expect("a function");
@@ -130,13 +147,15 @@ async fn memory_stays_flat_under_entity_churn() {
         let acked = ledger.acked.lock().unwrap().values().map(|p| p.len() as u64).sum();
         let sample = Sample {
             at: started.elapsed(),
+            active: gauge(&admin, "strata_entities_active").await,
             sidecar_kib: rss_kib(sidecar).expect("the sidecar died during the soak"),
             function_kib: rss_kib(function).expect("the function died during the soak"),
             acked,
         };
         println!(
-            "soak: t={:>5}s sidecar_rss={} KiB function_rss={} KiB acked={}",
+            "soak: t={:>5}s active={} sidecar_rss={} KiB function_rss={} KiB acked={}",
             sample.at.as_secs(),
+            sample.active,
             sample.sidecar_kib,
             sample.function_kib,
             sample.acked
@@ -144,6 +163,9 @@ async fn memory_stays_flat_under_entity_churn() {
         curve.push(sample);
     }
     stop.store(true, Ordering::Relaxed);
+    let cap: u64 = MAX_ACTIVE.parse().unwrap();
+    let most = curve.iter().map(|s| s.active).max().unwrap_or(0);
+    assert!(most <= cap, "{most} entities were active at once; the cap is {cap}");
     for client in clients {
         client.await.unwrap();
     }

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use prost::Message;
 use prost_reflect::{DynamicMessage, Value};
 use prost_types::Any;
-use strata_proto::cloudstate::{Entity, EntitySpec};
-use strata_proto::entity_types;
+use strata_proto::cloudstate::EntitySpec;
 
 use crate::model::{MethodModel, ServiceModel};
 
@@ -22,21 +21,7 @@ pub(crate) fn descriptor_set() -> Vec<u8> {
 }
 
 pub(crate) fn spec() -> EntitySpec {
-    let entity = |entity_type: &str, service_name: &str, persistence_id: &str| Entity {
-        entity_type: entity_type.into(),
-        service_name: service_name.into(),
-        persistence_id: persistence_id.into(),
-        passivation_strategy: None,
-    };
-    EntitySpec {
-        proto: descriptor_set(),
-        entities: vec![
-            entity(entity_types::VALUE_ENTITY, "test.things.Warehouse", "things"),
-            entity(entity_types::EVENT_SOURCED, "test.things.Auditor", "audits"),
-            entity(entity_types::ACTION, "test.things.Clerk", ""),
-        ],
-        service_info: None,
-    }
+    crate::fuzzing::things_spec(descriptor_set())
 }
 
 pub(crate) fn model() -> ServiceModel {

@@ -16,6 +16,8 @@ pub mod error;
 #[cfg(test)]
 mod fixtures;
 pub mod function;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod grpc;
 pub mod http_json;

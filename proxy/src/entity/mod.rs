@@ -26,6 +26,23 @@ use crate::{
     model::EntityKind,
 };
 
+/// Decodes `bytes` as a hostile function's answer on an event-sourced and on
+/// a value-entity stream and decides what each means for command 1 of
+/// `method` (for fuzzing: whatever the bytes, a decision and never a panic).
+pub(crate) fn decide_untrusted_reply(
+    method: &crate::model::MethodModel,
+    targets: &dyn crate::call::Targets,
+    bytes: &[u8],
+) {
+    use prost::Message;
+    if let Ok(out) = strata_proto::cloudstate::eventsourced::EventSourcedStreamOut::decode(bytes) {
+        let _ = event_sourced::decide(method, targets, 1, out);
+    }
+    if let Ok(out) = strata_proto::cloudstate::valueentity::ValueEntityStreamOut::decode(bytes) {
+        let _ = value::decide(method, targets, 1, out);
+    }
+}
+
 /// Bounds on one sidecar's entities, so a flood of commands or of distinct
 /// entity ids costs a clear answer instead of unbounded memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,7 +14,8 @@ pub struct GatewayArgs {
     /// a free port, which the log names.
     #[arg(long, env = "STRATA_GATEWAY_ADMIN_LISTEN", default_value = "127.0.0.1:0")]
     admin_listen: SocketAddr,
-    /// The control plane's data-plane address (a node's --listen), e.g. http://127.0.0.1:9101.
+    /// The control plane's data-plane address (a node's --listen), e.g. http://127.0.0.1:9101,
+    /// or every node's, comma-separated (calls fail over between them).
     #[arg(long, env = "STRATA_CONTROL_PLANE")]
     control_plane: String,
     /// How long one call to the control plane may take (e.g. 10s).

@@ -50,8 +50,9 @@ pub struct ProxyArgs {
     /// Entities active at once; admitting one more passivates the least recently used.
     #[arg(long, env = "STRATA_MAX_ACTIVE_ENTITIES", default_value_t = EntityLimits::DEFAULT_MAX_ACTIVE)]
     max_active_entities: usize,
-    /// The control plane's data-plane address (e.g. http://127.0.0.1:9101). With
-    /// it the sidecar joins a deployment: it owns only the shards it is given.
+    /// The control plane's data-plane address (e.g. http://127.0.0.1:9101), or
+    /// every node's, comma-separated (calls fail over between them). With it the
+    /// sidecar joins a deployment: it owns only the shards it is given.
     #[arg(long, env = "STRATA_CONTROL_PLANE", requires_all = ["instance_id", "service"])]
     control_plane: Option<String>,
     /// How long one call to the control plane may take (e.g. 10s).

@@ -8,6 +8,7 @@ pub mod action;
 pub mod admin;
 pub mod backoff;
 pub mod call;
+pub mod control_plane;
 pub mod descriptors;
 pub mod dispatch;
 pub mod effects;

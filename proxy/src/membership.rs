@@ -15,12 +15,19 @@ use strata_proto::strata::controlplane::v1::{
 use tokio::sync::watch;
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
-use crate::{backoff::Backoff, entity::Entities, gateway::routes::RouteTable, shard::shard_of};
+use crate::{
+    backoff::Backoff,
+    control_plane::{fails_over, ControlPlaneClient},
+    entity::Entities,
+    gateway::routes::RouteTable,
+    shard::shard_of,
+};
 
 /// How to reach the control plane and who this instance is.
 #[derive(Debug, Clone)]
 pub struct MembershipConfig {
-    /// The control plane's data-plane address, e.g. `http://127.0.0.1:9101`.
+    /// The control plane's data-plane addresses, comma-separated, e.g.
+    /// `http://10.0.0.1:9101,http://10.0.0.2:9101` (calls fail over between them).
     pub control_plane: String,
     pub token: Option<String>,
     pub instance_id: String,
@@ -116,7 +123,7 @@ pub fn data_plane_client(address: &str, token: Option<&str>, timeout: Duration) 
 /// The live membership of a managed sidecar.
 pub struct Membership {
     config: MembershipConfig,
-    client: DataPlane,
+    client: ControlPlaneClient,
     ownership: watch::Receiver<Ownership>,
     ownership_tx: watch::Sender<Ownership>,
     routes: watch::Sender<Arc<RouteTable>>,
@@ -127,7 +134,7 @@ impl Membership {
     /// Registers the instance (state: starting), retrying while the control plane
     /// is not reachable, for at most `patience`.
     pub async fn register(config: MembershipConfig, patience: Duration) -> Result<Self, MembershipError> {
-        let mut client = data_plane_client(&config.control_plane, config.token.as_deref(), config.timeout)?;
+        let client = ControlPlaneClient::new(&config.control_plane, config.token.as_deref(), config.timeout)?;
         let started = tokio::time::Instant::now();
         let mut backoff = Backoff::default();
         let response = loop {
@@ -137,13 +144,19 @@ impl Membership {
                 address: config.advertise.clone(),
                 admin_address: config.admin_advertise.clone(),
             };
-            match client.register_instance(request).await {
-                Ok(response) => break response.into_inner(),
-                Err(status) if is_transient(&status) && started.elapsed() + backoff.peek() < patience => {
+            let registered = client
+                .call("register", |mut client| {
+                    let request = request.clone();
+                    async move { client.register_instance(request).await }
+                })
+                .await;
+            match registered {
+                Ok(response) => break response,
+                Err(status) if fails_over(&status) && started.elapsed() + backoff.peek() < patience => {
                     tracing::debug!(error = %status.message(), "control plane not ready, retrying registration");
                     backoff.wait().await;
                 }
-                Err(status) if is_transient(&status) => {
+                Err(status) if fails_over(&status) => {
                     return Err(MembershipError::Unreachable {
                         address: config.control_plane.clone(),
                         message: status.message().to_string(),
@@ -186,8 +199,10 @@ impl Membership {
                 .collect(),
         };
         self.client
-            .clone()
-            .report_ready(request)
+            .call("report ready", |mut client| {
+                let request = request.clone();
+                async move { client.report_ready(request).await }
+            })
             .await
             .map_err(|status| MembershipError::Refused {
                 what: "the ready report",
@@ -207,22 +222,28 @@ impl Membership {
     }
 
     /// The control plane's data-plane client.
-    pub fn client(&self) -> DataPlane {
+    pub fn client(&self) -> ControlPlaneClient {
         self.client.clone()
     }
 
     /// Heartbeats until the control plane forgets this instance; then resolves,
     /// so the sidecar can stop (its runtime starts a fresh instance).
     pub async fn heartbeat_until_forgotten(&self) {
-        let mut client = self.client.clone();
         let mut ticks = tokio::time::interval(self.heartbeat_interval);
         loop {
             ticks.tick().await;
             let request = HeartbeatRequest {
                 instance_id: self.config.instance_id.clone(),
             };
-            match client.heartbeat(request).await {
-                Ok(response) if !response.get_ref().known => {
+            let answer = self
+                .client
+                .call("heartbeat", |mut client| {
+                    let request = request.clone();
+                    async move { client.heartbeat(request).await }
+                })
+                .await;
+            match answer {
+                Ok(response) if !response.known => {
                     tracing::error!(instance = %self.config.instance_id, "the control plane no longer knows this instance; stopping");
                     return;
                 }
@@ -237,10 +258,15 @@ impl Membership {
     pub async fn follow_routes(&self, entities: Arc<Entities>) {
         let mut backoff = Backoff::default();
         loop {
-            match self.client.clone().watch_routes(WatchRoutesRequest {}).await {
-                Ok(stream) => {
+            let watch = self
+                .client
+                .call("watch routes", |mut client| async move {
+                    client.watch_routes(WatchRoutesRequest {}).await
+                })
+                .await;
+            match watch {
+                Ok(mut stream) => {
                     backoff.reset();
-                    let mut stream = stream.into_inner();
                     loop {
                         match stream.message().await {
                             Ok(Some(snapshot)) => self.apply(&snapshot, &entities),
@@ -286,18 +312,18 @@ impl Membership {
             instance_id: self.config.instance_id.clone(),
             reason: reason.to_string(),
         };
-        if let Err(status) = self.client.clone().drain(request).await {
+        let drained = self
+            .client
+            .call("drain", |mut client| {
+                let request = request.clone();
+                async move { client.drain(request).await }
+            })
+            .await;
+        if let Err(status) = drained {
             tracing::warn!(error = %status.message(), "drain request failed");
             return;
         }
         let mut ownership = self.ownership.clone();
         let _ = tokio::time::timeout(patience, ownership.wait_for(|o| o.owned.is_empty())).await;
     }
-}
-
-fn is_transient(status: &tonic::Status) -> bool {
-    matches!(
-        status.code(),
-        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
-    )
 }

@@ -42,9 +42,10 @@ use crate::{
     admin,
     backoff::Backoff,
     call::{Answer, Answers, Call, CallContext, Commands, StreamedCall, Targets},
+    control_plane::ControlPlaneClient,
     error::ProxyError,
     ingress::{self, Ingress},
-    membership::{data_plane_client, DataPlane, MembershipError},
+    membership::MembershipError,
     metadata::{context_headers, headers_of, metadata_of},
     metrics::Metrics,
     model::MethodModel,
@@ -64,7 +65,8 @@ pub struct GatewayConfig {
     /// Where `/metrics` and `/healthz` are served (port 0: any free port),
     /// never on `listen`.
     pub admin_listen: SocketAddr,
-    /// The control plane's data-plane address, e.g. `http://127.0.0.1:9101`.
+    /// The control plane's data-plane addresses, comma-separated, e.g.
+    /// `http://10.0.0.1:9101,http://10.0.0.2:9101` (calls fail over between them).
     pub control_plane: String,
     pub token: Option<String>,
     pub max_body: usize,
@@ -136,7 +138,7 @@ impl Gateway {
         routes: watch::Receiver<Arc<RouteTable>>,
         metrics: Arc<Metrics>,
         holds: Holds,
-        client: DataPlane,
+        client: ControlPlaneClient,
     ) -> Self {
         Self::new(routes, metrics, holds.poking(poke_through(client)))
     }
@@ -340,17 +342,23 @@ async fn wait_for_new_routes(routes: &mut watch::Receiver<Arc<RouteTable>>) {
 
 /// Tells the control plane how many requests wait for a service at zero, so it
 /// scales the service from zero now, sized by them.
-fn poke_through(client: DataPlane) -> Poke {
+fn poke_through(client: ControlPlaneClient) -> Poke {
     Arc::new(move |service, held| {
-        let mut client = client.clone();
+        let client = client.clone();
         Box::pin(async move {
             let request = PokeRequest {
                 service: service.clone(),
                 held,
             };
-            match client.poke(request).await {
+            let poked = client
+                .call("poke", |mut client| {
+                    let request = request.clone();
+                    async move { client.poke(request).await }
+                })
+                .await;
+            match poked {
                 Ok(answer) => {
-                    let desired = answer.get_ref().desired_replicas;
+                    let desired = answer.desired_replicas;
                     tracing::info!(%service, held, desired, "poked: scale from zero")
                 }
                 Err(status) => tracing::warn!(%service, held, error = %status.message(), "poke failed"),
@@ -396,7 +404,7 @@ pub async fn run(
     config: GatewayConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
-    let client = data_plane_client(
+    let client = ControlPlaneClient::new(
         &config.control_plane,
         config.token.as_deref(),
         config.control_plane_timeout,
@@ -471,7 +479,7 @@ pub async fn run(
 /// Follows the route watch forever, reconnecting; rebuilds the table on every
 /// snapshot and the router when the set of served services changes.
 async fn follow_routes(
-    client: DataPlane,
+    client: ControlPlaneClient,
     routes: watch::Sender<Arc<RouteTable>>,
     live: LiveRouter,
     build: impl Fn(&RouteTable) -> Router,
@@ -479,10 +487,14 @@ async fn follow_routes(
     let mut backoff = Backoff::default();
     let mut first = true;
     loop {
-        match client.clone().watch_routes(WatchRoutesRequest {}).await {
-            Ok(stream) => {
+        let watch = client
+            .call("watch routes", |mut client| async move {
+                client.watch_routes(WatchRoutesRequest {}).await
+            })
+            .await;
+        match watch {
+            Ok(mut stream) => {
                 backoff.reset();
-                let mut stream = stream.into_inner();
                 while let Ok(Some(snapshot)) = stream.message().await {
                     let previous = routes.borrow().clone();
                     let table = RouteTable::build(&snapshot, &previous);

@@ -4,6 +4,8 @@
 #   scripts/postgres.sh [start] [DIR]   start (or reuse) the server whose data lives in
 #                                       DIR (default target/pg); print its URL last
 #   scripts/postgres.sh stop [DIR]      stop it
+#   scripts/postgres.sh crash [DIR]     stop it the hard way (immediate shutdown: no
+#                                       checkpoint, crash recovery on the next start)
 #
 # The server listens on 127.0.0.1 only, trusts loopback connections, and keeps
 # fsync on. STRATA_PG_PORT picks the first port to try (default 54329).
@@ -15,7 +17,7 @@ die() { log "$*"; exit 1; }
 
 command=start
 case "${1:-}" in
-  start | stop) command=$1; shift ;;
+  start | stop | crash) command=$1; shift ;;
 esac
 dir=$(realpath -m "${1:-target/pg}")
 data=$dir/data
@@ -45,9 +47,11 @@ running() {
 
 url() { echo "postgres://postgres@127.0.0.1:$(cat "$dir/port")/postgres"; }
 
-if [ "$command" = stop ]; then
+if [ "$command" = stop ] || [ "$command" = crash ]; then
+  mode=fast
+  if [ "$command" = crash ]; then mode=immediate; fi
   if running; then
-    as_owner "$bin/pg_ctl" -D "$data" -m fast -w stop >&2
+    as_owner "$bin/pg_ctl" -D "$data" -m "$mode" -w stop >&2
   else
     log "no server running in $data"
   fi

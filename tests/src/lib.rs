@@ -9,7 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod cluster;
 pub mod dev;
+pub mod linearizability;
 pub mod load;
 
 /// The shopping cart's gRPC client and messages, generated from its public protos.

@@ -1,6 +1,7 @@
-//! What the long-running harnesses (torture, soak) share: a seeded dice so a
-//! run can be replayed, durations from the environment, the journals in a
-//! SQLite file, and a process's resident memory. No load logic of its own.
+//! What the long-running harnesses (torture, cluster torture, soak) share: a
+//! seeded dice so a run can be replayed, durations from the environment, the
+//! AddItem clients and their ledger of acknowledged writes, the journals in a
+//! SQLite file or a PostgreSQL database, and a process's resident memory.
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
@@ -94,6 +95,155 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// What AddItem clients were told: the product ids of every acknowledged
+/// AddItem per cart, and how the other requests failed ("STATUS CODE",
+/// "connect" or "transport").
+#[derive(Default)]
+pub struct Ledger {
+    pub acked: std::sync::Mutex<BTreeMap<String, std::collections::BTreeSet<String>>>,
+    pub attempts: std::sync::atomic::AtomicU64,
+    pub failures: std::sync::Mutex<BTreeMap<String, u64>>,
+}
+
+impl Ledger {
+    fn ack(&self, cart: &str, product: &str) {
+        let mut acked = self.acked.lock().unwrap();
+        acked.entry(cart.to_owned()).or_default().insert(product.to_owned());
+    }
+
+    fn fail(&self, kind: String) {
+        *self.failures.lock().unwrap().entry(kind).or_default() += 1;
+    }
+
+    pub fn acked_total(&self) -> usize {
+        self.acked
+            .lock()
+            .unwrap()
+            .values()
+            .map(std::collections::BTreeSet::len)
+            .sum()
+    }
+
+    /// The failures answered with a 500 (none are allowed while processes die:
+    /// a dying process is an outage, 503, never the function's own failure).
+    pub fn server_errors(&self) -> BTreeMap<String, u64> {
+        let failures = self.failures.lock().unwrap();
+        failures
+            .iter()
+            .filter(|(kind, _)| kind.starts_with("500"))
+            .map(|(kind, count)| (kind.clone(), *count))
+            .collect()
+    }
+}
+
+/// One AddItem client of the shopping cart served at `base` (e.g.
+/// `http://127.0.0.1:9000`): a new product (quantity 1) into one of `carts`
+/// random carts `t0`, `t1`..., again and again until `stop`, recording what
+/// was acknowledged. Its dice come from `seed` and its id.
+pub async fn add_items(
+    id: usize,
+    base: String,
+    carts: u64,
+    seed: u64,
+    ledger: std::sync::Arc<Ledger>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let mut dice = Dice(seed ^ (id as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let cart = format!("t{}", dice.below(carts));
+        let product = format!("c{id}-{n}");
+        ledger.attempts.fetch_add(1, Ordering::Relaxed);
+        let reply = http
+            .post(format!("{base}/cart/{cart}/items/add"))
+            .json(&serde_json::json!({"productId": product, "name": "Thing", "quantity": 1}))
+            .send()
+            .await;
+        match reply {
+            Ok(reply) if reply.status().is_success() => ledger.ack(&cart, &product),
+            Ok(reply) => {
+                let status = reply.status().as_u16();
+                let body: serde_json::Value = reply.json().await.unwrap_or(serde_json::Value::Null);
+                let code = body["error"]["code"].as_str().unwrap_or("?").to_owned();
+                ledger.fail(format!("{status} {code}"));
+            }
+            Err(error) => {
+                ledger.fail(if error.is_connect() {
+                    "connect".into()
+                } else {
+                    "transport".into()
+                });
+                // The entry point is down: do not spin.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// The product ids in `cart`, read at `base` (retried for up to a minute
+/// while instances come back).
+pub async fn cart_products(http: &reqwest::Client, base: &str, cart: &str) -> std::collections::BTreeSet<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let reply = http.get(format!("{base}/carts/{cart}")).send().await;
+        if let Ok(reply) = reply {
+            if reply.status().is_success() {
+                let body: serde_json::Value = reply.json().await.unwrap();
+                return body["items"]
+                    .as_array()
+                    .map(|items| {
+                        items
+                            .iter()
+                            .filter_map(|item| item["productId"].as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "cart {cart} never answered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The acknowledged products missing from their carts at `base`, as `cart/product`.
+pub async fn lost_writes(ledger: &Ledger, base: &str) -> Vec<String> {
+    let http = reqwest::Client::new();
+    let expected = ledger.acked.lock().unwrap().clone();
+    let mut lost = Vec::new();
+    for (cart, acked) in &expected {
+        let stored = cart_products(&http, base, cart).await;
+        lost.extend(acked.difference(&stored).map(|p| format!("{cart}/{p}")));
+    }
+    lost
+}
+
+/// The journal of every entity of `persistence_id` in the PostgreSQL database
+/// at `url`: entity id -> its sequence numbers in order.
+pub async fn postgres_journals(url: &str, persistence_id: &str) -> BTreeMap<String, Vec<i64>> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to PostgreSQL");
+    tokio::spawn(connection);
+    let rows = client
+        .query(
+            "SELECT entity_id, seq_nr FROM strata_journal WHERE persistence_id = $1 ORDER BY entity_id, seq_nr",
+            &[&persistence_id],
+        )
+        .await
+        .expect("read the journals");
+    let mut journals: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for row in rows {
+        journals.entry(row.get(0)).or_default().push(row.get(1));
+    }
+    journals
 }
 
 #[cfg(test)]

@@ -115,8 +115,13 @@ impl Postgres {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/postgres.sh")
     }
 
-    fn start(dir: PathBuf, port: u16) -> Postgres {
-        let (admin_url, port) = Postgres::run_script(&dir, port);
+    /// Starts a server whose data lives in `parent/pg`, on a free port.
+    pub fn start_in(parent: &Path) -> Postgres {
+        // PostgreSQL runs as its own user, which must reach its folder.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let dir = parent.join("pg");
+        let (admin_url, port) = Postgres::run_script(&dir, free_port());
         Postgres {
             dir,
             port,
@@ -173,6 +178,18 @@ impl Postgres {
         self.up
     }
 
+    /// Creates database `name`.
+    pub async fn create_database(&self, name: &str) {
+        let (client, connection) = tokio_postgres::connect(&self.admin_url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to PostgreSQL");
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create the database");
+    }
+
     /// A URL for database `name` on this server.
     pub fn url(&self, name: &str) -> String {
         let server = self
@@ -206,10 +223,7 @@ impl Cluster {
     /// others join through it). The rest starts once the service exists.
     pub fn start_control_plane() -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        // PostgreSQL runs as its own user, which must reach its folder.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let postgres = Postgres::start(dir.path().join("pg"), free_port());
+        let postgres = Postgres::start_in(dir.path());
         let mut nodes: Vec<ControlPlaneNode> = (1..=3)
             .map(|id| ControlPlaneNode {
                 id,
@@ -236,14 +250,7 @@ impl Cluster {
 
     /// Creates the sidecars' database (once PostgreSQL answers).
     pub async fn create_database(&self) {
-        let (client, connection) = tokio_postgres::connect(&self.postgres.admin_url, tokio_postgres::NoTls)
-            .await
-            .expect("connect to PostgreSQL");
-        tokio::spawn(connection);
-        client
-            .batch_execute("CREATE DATABASE strata")
-            .await
-            .expect("create the database");
+        self.postgres.create_database("strata").await;
     }
 
     /// Every node's data-plane address, comma-separated: what sidecars and the

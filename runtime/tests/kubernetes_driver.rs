@@ -15,6 +15,7 @@ use strata_control_plane::{
     server::{self, RunningServer, ServerConfig},
 };
 use strata_runtime::kubernetes::{
+    self,
     crd::StatefulService,
     objects::OperatorSettings,
     reconcile::{error_policy, reconcile, Context, FINALIZER},
@@ -851,4 +852,119 @@ async fn a_node_that_does_not_lead_makes_no_request() {
     api.expect_no_more().await;
     assert!(server.node().read(|r| r.services.is_empty()));
     server.shutdown().await;
+}
+
+/// The controller as `strata control-plane --runtime kubernetes` runs it: it lists and
+/// watches StatefulServices and Deployments (answered here; watches stay open), and
+/// every other request goes to the test in order. A reconcile happens for the listed
+/// resource, again when the autoscaler changes the desired count in the registry (the
+/// Deployment is scaled to it), and the controller stops when told to.
+#[tokio::test]
+async fn the_controller_reconciles_listed_resources_and_follows_the_registry() {
+    let cluster = Cluster::start().await;
+    let (outer, mut watches) = mock::pair::<Request<Body>, Response<Body>>();
+    let (inner, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let mut api = ApiServer(handle);
+    // Lists answer with the cart (and no Deployment); watches are held open; the rest
+    // is passed to `api`.
+    let dispatcher = tokio::spawn(async move {
+        let mut open_watches = Vec::new();
+        while let Some((request, respond)) = watches.next_request().await {
+            let path = request.uri().path().to_owned();
+            let watching = request.uri().query().unwrap_or_default().contains("watch=true");
+            let list = match path.as_str() {
+                SERVICES => Some(
+                    json!({"apiVersion": "strata.dev/v1alpha1", "kind": "StatefulServiceList",
+                                        "metadata": {"resourceVersion": "7"}, "items": [cart()]}),
+                ),
+                "/apis/apps/v1/namespaces/strata/deployments" => Some(json!({"apiVersion": "apps/v1",
+                    "kind": "DeploymentList", "metadata": {"resourceVersion": "7"}, "items": []})),
+                _ => None,
+            };
+            match (list, watching) {
+                (Some(_), true) => open_watches.push(respond),
+                (Some(list), false) => respond.send_response(
+                    Response::builder()
+                        .header("content-type", "application/json")
+                        .body(Body::from(serde_json::to_vec(&list).unwrap()))
+                        .unwrap(),
+                ),
+                (None, _) => {
+                    let inner = inner.clone();
+                    tokio::spawn(async move {
+                        match tower::ServiceExt::oneshot(inner, request).await {
+                            Ok(response) => respond.send_response(response),
+                            Err(error) => respond.send_error(error),
+                        }
+                    });
+                }
+            }
+        }
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(kubernetes::run(
+        cluster.node(),
+        Client::new(outer, NS),
+        settings(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    // --- the listed cart is reconciled
+    api.store_secret_exists().await;
+    api.objects_applied(1).await;
+    api.pods_listed(vec![]).await;
+    api.status_written(&cart()).await;
+    assert!(cluster.node().read(|r| r.services.contains_key("cart")));
+
+    // --- the autoscaler wants three: a reconcile scales the Deployment to three
+    set_desired(&cluster, 3).await;
+    let mut scaled = false;
+    for _ in 0..3 {
+        api.store_secret_exists().await;
+        api.objects_applied(1).await;
+        api.pods_listed(vec![]).await;
+        let next = api.0.next_request().await.unwrap();
+        let seen_path = next.0.uri().path().to_owned();
+        if seen_path == "/apis/apps/v1/namespaces/strata/deployments/cart/scale" {
+            let (request, respond) = next;
+            let body = request.into_body().collect_bytes().await.unwrap();
+            assert_eq!(
+                serde_json::from_slice::<Value>(&body).unwrap(),
+                json!({"spec": {"replicas": 3}})
+            );
+            respond.send_response(
+                Response::builder()
+                    .header("content-type", "application/json")
+                    .body(Body::from(
+                        serde_json::to_vec(&json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
+                            "metadata": {"name": "cart", "namespace": NS}, "spec": {"replicas": 3}}))
+                        .unwrap(),
+                    ))
+                    .unwrap(),
+            );
+            api.status_written(&cart()).await;
+            scaled = true;
+            break;
+        }
+        // A periodic reconcile that came before the registry change: its status.
+        assert_eq!(seen_path, format!("{SERVICES}/cart/status"));
+        let (_, respond) = next;
+        respond.send_response(
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&cart()).unwrap()))
+                .unwrap(),
+        );
+    }
+    assert!(scaled, "the registry change never reached the Deployment");
+
+    // --- told to stop, it stops
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), controller)
+        .await
+        .expect("the controller stops when told to")
+        .unwrap();
+    dispatcher.abort();
 }

@@ -712,7 +712,7 @@ async fn api_errors_are_retried_with_growing_backoff_and_a_success_resets_it() {
         Action::requeue(Duration::from_secs(1))
     );
 
-    // Then it cannot be reached at all.
+    // Then it cannot be reached at all. The first failure is in the service's history.
     let driver = tokio::spawn(reconcile(object.clone(), context.clone()));
     let (_, respond) = api.0.next_request().await.unwrap();
     respond.send_error(std::io::Error::new(
@@ -723,6 +723,23 @@ async fn api_errors_are_retried_with_growing_backoff_and_a_success_resets_it() {
     assert_eq!(
         error_policy(object.clone(), &error, context.clone()),
         Action::requeue(Duration::from_secs(2))
+    );
+    let events: Vec<(Option<String>, String)> = cluster.node().read(|r| {
+        r.events
+            .iter()
+            .map(|e| (e.instance.clone(), e.reason.clone()))
+            .collect()
+    });
+    let reported: Vec<_> = events
+        .iter()
+        .filter(|(_, reason)| reason.starts_with("the Kubernetes runtime"))
+        .collect();
+    assert_eq!(reported.len(), 1, "only the first failure of a streak: {events:?}");
+    assert_eq!(reported[0].0.as_deref(), Some("deployment/cart"));
+    assert!(
+        reported[0].1.contains("etcdserver: request timed out") && reported[0].1.ends_with("retrying in 1s"),
+        "{}",
+        reported[0].1
     );
 
     // It is back: the reconcile succeeds and the next failure starts from a second again.

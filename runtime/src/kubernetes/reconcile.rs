@@ -74,6 +74,8 @@ struct Memory {
     last_failure: BTreeMap<String, String>,
     /// Failed reconciles in a row per service, for the error policy's backoff.
     errors: BTreeMap<String, u32>,
+    /// The first failure of a streak, to put in the service's event history.
+    unreported: BTreeMap<String, String>,
 }
 
 /// What every reconcile shares.
@@ -116,6 +118,16 @@ pub async fn reconcile(service: Arc<StatefulService>, ctx: Arc<Context>) -> Resu
         return Ok(Action::requeue(FOLLOWER_RECHECK));
     }
     let name = service.name_any();
+    let unreported = ctx.memory().unreported.remove(&name);
+    if let Some(reason) = unreported {
+        // The registry, unlike the Kubernetes API, is there: users see it in the events.
+        let command = Command::RecordInstanceFailure {
+            service: name.clone(),
+            instance: format!("deployment/{name}"),
+            reason,
+        };
+        write_ignoring_missing(&ctx.node, command).await?;
+    }
     let api: Api<StatefulService> = ctx.api();
     let action = finalizer(&api, FINALIZER, service, |event| async {
         match event {
@@ -130,17 +142,20 @@ pub async fn reconcile(service: Arc<StatefulService>, ctx: Arc<Context>) -> Resu
 }
 
 /// A failed reconcile is retried, later each time it fails again (1 s doubling to a
-/// minute), and logged; the controller keeps running.
+/// minute), and logged; the first failure of a streak also goes in the service's
+/// event history (written by the next attempt). The controller keeps running.
 pub fn error_policy(service: Arc<StatefulService>, error: &Error, ctx: Arc<Context>) -> Action {
     let name = service.name_any();
-    let failures = {
-        let mut memory = ctx.memory();
-        let failures = memory.errors.entry(name.clone()).or_default();
-        *failures += 1;
-        *failures
-    };
+    let mut memory = ctx.memory();
+    let failures = memory.errors.entry(name.clone()).or_default();
+    *failures += 1;
+    let failures = *failures;
     let retry_in = backoff_delay(failures);
     tracing::warn!(service = %name, %error, failures, ?retry_in, "reconcile failed; retrying");
+    if failures == 1 {
+        let reason = format!("the Kubernetes runtime could not reconcile: {error}; retrying in {retry_in:?}");
+        memory.unreported.insert(name, reason);
+    }
     Action::requeue(retry_in)
 }
 

@@ -101,6 +101,16 @@ pub async fn run(args: ControlPlaneArgs) -> anyhow::Result<()> {
         .admin_token
         .filter(|token| !token.is_empty())
         .context("an admin token is required: set STRATA_ADMIN_TOKEN or --admin-token")?;
+    for (setting, value) in [
+        ("STRATA_CLUSTER_SECRET", &cluster_secret),
+        ("STRATA_ADMIN_TOKEN", &admin_token),
+    ] {
+        // deploy/secret.yaml's placeholders: a cluster must not run on a published secret.
+        anyhow::ensure!(
+            !value.starts_with("REPLACE"),
+            "{setting} is still the placeholder from deploy/secret.yaml: put a long random string there (openssl rand -hex 32)"
+        );
+    }
     let config = ServerConfig {
         node_id: args.node_id,
         data_dir: args.data_dir,

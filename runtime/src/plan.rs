@@ -165,8 +165,16 @@ pub fn plan(input: PlanInput<'_>) -> Vec<Action> {
     sorted.sort_by(|a, b| a.id.cmp(&b.id));
 
     // Failed instances are replaced and their service backs off; the rest live on.
+    // Instances of services that are no longer ours to run are stopped, failed or not.
     let mut live: Vec<&ObservedInstance> = Vec::new();
+    let mut unwanted: Vec<&ObservedInstance> = Vec::new();
     for instance in sorted.iter().copied() {
+        if !desired.contains_key(&instance.service) {
+            if instance.health != Health::Stopping {
+                unwanted.push(instance);
+            }
+            continue;
+        }
         let state = registered.get(&instance.id).map(|(_, state)| *state);
         let age = Duration::from_millis(now_ms.saturating_sub(instance.started_at_ms));
         let failure = match &instance.health {
@@ -257,14 +265,11 @@ pub fn plan(input: PlanInput<'_>) -> Vec<Action> {
         }
     }
 
-    // Instances of services that are no longer ours to run.
-    for instance in live {
-        if !desired.contains_key(&instance.service) {
-            actions.push(Action::Stop {
-                instance: instance.id.clone(),
-                reason: StopReason::ServiceDeleted,
-            });
-        }
+    for instance in unwanted {
+        actions.push(Action::Stop {
+            instance: instance.id.clone(),
+            reason: StopReason::ServiceDeleted,
+        });
     }
     actions
 }

@@ -2,6 +2,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
+use proptest::prelude::*;
 use strata_control_plane::registry::InstanceState;
 
 use super::plan::*;
@@ -311,14 +312,128 @@ fn registered_instances_nothing_runs_are_orphans() {
 
 #[test]
 fn instances_of_a_deleted_service_are_stopped() {
+    let mut crashed = running("gone-2", "gone", NOW - 5_000);
+    crashed.health = Health::Exited {
+        reason: "killed".into(),
+    };
     let case = Case::new(&[("cart", 0)])
         .with(running("cart-1", "cart", NOW - 5_000), Some(InstanceState::Ready))
-        .with(running("gone-1", "gone", NOW - 5_000), None);
+        .with(running("gone-1", "gone", NOW - 5_000), None)
+        .with(crashed, None);
+    // A crash of a deleted service's instance is no reason to back off: it just goes.
     assert_eq!(
         case.plan(),
         vec![
             stop("cart-1", StopReason::ScaledDown),
-            stop("gone-1", StopReason::ServiceDeleted)
+            stop("gone-1", StopReason::ServiceDeleted),
+            stop("gone-2", StopReason::ServiceDeleted),
         ]
     );
+}
+
+/// One random instance of "cart" or "gone": health 0 running, 1 exited, 2 stopping.
+fn any_instance() -> impl Strategy<Value = (ObservedInstance, Option<InstanceState>)> {
+    (
+        0u32..1000,
+        prop_oneof![Just("cart"), Just("gone")],
+        0u64..200_000,
+        0u8..3,
+        any::<bool>(),
+        prop_oneof![
+            Just(None),
+            Just(Some(InstanceState::Starting)),
+            Just(Some(InstanceState::Ready))
+        ],
+    )
+        .prop_map(|(n, service, age, health, tracked, state)| {
+            let health = match health {
+                0 => Health::Running,
+                1 => Health::Exited {
+                    reason: "crashed".into(),
+                },
+                _ => Health::Stopping,
+            };
+            let instance = ObservedInstance {
+                id: format!("{service}-{n}"),
+                service: service.into(),
+                started_at_ms: NOW - age,
+                health,
+                tracked,
+            };
+            (instance, state)
+        })
+}
+
+proptest! {
+    /// Whatever it sees, the plan keeps its promises: every failure of a wanted service
+    /// is replaced once,
+    /// nothing starts during a backoff, what runs after the plan is never more than
+    /// wanted (nor less, unless it is backing off), and only live instances are stopped.
+    #[test]
+    fn the_plan_keeps_its_promises(
+        instances in proptest::collection::vec(any_instance(), 0..12),
+        desired in 0u32..6,
+        failures in 0u32..4,
+        wait_ms in 0u64..3_000,
+    ) {
+        let mut case = Case::new(&[("cart", desired)]);
+        if failures > 0 {
+            case = case.paced("cart", failures, NOW + wait_ms - 1_000);
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (instance, state) in instances {
+            if seen.insert(instance.id.clone()) {
+                case = case.with(instance, state);
+            }
+        }
+        let actions = case.plan();
+
+        let exited: Vec<&str> = case.observed.iter()
+            .filter(|i| i.service == "cart" && matches!(i.health, Health::Exited { .. }))
+            .map(|i| i.id.as_str()).collect();
+        for id in &exited {
+            let replaced = actions.iter()
+                .filter(|a| matches!(a, Action::Replace { instance, .. } if instance == id))
+                .count();
+            prop_assert_eq!(replaced, 1, "{} exited", id);
+        }
+        let replaced: Vec<&str> = actions.iter().filter_map(|a| match a {
+            Action::Replace { instance, .. } => Some(instance.as_str()),
+            _ => None,
+        }).collect();
+        let live_after = |service: &str| case.observed.iter()
+            .filter(|i| i.service == service && i.health == Health::Running && !replaced.contains(&i.id.as_str()))
+            .count() as i64;
+        let started: i64 = actions.iter().map(|a| match a {
+            Action::Start { service, count } if service == "cart" => i64::from(*count),
+            _ => 0,
+        }).sum();
+        let stopped: Vec<&str> = actions.iter().filter_map(|a| match a {
+            Action::Stop { instance, .. } => Some(instance.as_str()),
+            _ => None,
+        }).collect();
+        for id in stopped.iter().filter(|id| id.starts_with("cart-")) {
+            let instance = case.observed.iter().find(|i| i.id == *id).unwrap();
+            prop_assert_eq!(&instance.health, &Health::Running, "stopped {}", id);
+            prop_assert!(!replaced.contains(id), "{} both stopped and replaced", id);
+        }
+        let cart_stopped = stopped.iter().filter(|id| id.starts_with("cart-")).count() as i64;
+        let running = live_after("cart") + started - cart_stopped;
+        let backing_off = actions.iter().any(|a| matches!(a, Action::BackOff { service, .. } if service == "cart"))
+            || (failures > 0 && wait_ms > 1_000);
+        if backing_off {
+            prop_assert_eq!(started, 0, "started during a backoff: {:?}", actions);
+            prop_assert!(running <= i64::from(desired).max(live_after("cart")));
+        } else if failures > 0 {
+            prop_assert!(started <= 1, "one at a time after failures: {:?}", actions);
+        } else {
+            prop_assert_eq!(running, i64::from(desired), "{:?}", actions);
+        }
+        prop_assert!(running <= i64::from(desired).max(live_after("cart") - cart_stopped), "{:?}", actions);
+        // Everything of the deleted service is stopped, crashed or not, and never paced.
+        let gone = case.observed.iter().filter(|i| i.service == "gone" && i.health != Health::Stopping).count();
+        prop_assert_eq!(stopped.iter().filter(|id| id.starts_with("gone-")).count(), gone);
+        let gone_paced = actions.iter().any(|a| matches!(a, Action::BackOff { service, .. } if service == "gone"));
+        prop_assert!(!gone_paced, "{:?}", actions);
+    }
 }

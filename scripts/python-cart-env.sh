@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The Python environment of examples/python-shopping-cart: a virtualenv with
-# CloudState's Python support library (cloudstate 0.1.1 from PyPI), and the cart's
-# shoppingcart_pb2 / domain_pb2 modules generated from the same protos as the Rust
-# cart.
+# The Python environment of the examples on CloudState's Python SDK: a virtualenv
+# with CloudState's Python support library (cloudstate 0.1.1 from PyPI), the
+# cart's shoppingcart_pb2 / domain_pb2 modules generated from the same protos as
+# the Rust cart (examples/python-shopping-cart), and the orders example's
+# orders/orders_pb2 (examples/python-orders).
 #
 #   scripts/python-cart-env.sh [DIR]   create or update the venv in DIR (default
 #                                      target/python-cart-venv); print its python last
@@ -68,6 +69,16 @@ find "$generated" -maxdepth 1 -name '*_pb2*.py' -delete
 
 # The cart must import with this interpreter, or nothing else will work.
 (cd "$example" && PYTHONDONTWRITEBYTECODE=1 "$python" -c 'import shopping_cart' >&2) || die "the cart does not import in $venv"
+
+orders=$root/examples/python-orders
+log "generating the orders example's protobuf modules into $orders/generated"
+find "$orders/generated" -name '*_pb2*.py' -delete
+"$python" -m grpc_tools.protoc \
+  -I "$orders/proto" \
+  -I "$root/proto" \
+  --python_out="$orders/generated" \
+  orders/orders.proto >&2
+(cd "$orders" && PYTHONDONTWRITEBYTECODE=1 "$python" -c 'import function' >&2) || die "the orders example does not import in $venv"
 
 log "ready"
 echo "$python"

@@ -1,6 +1,7 @@
 //! Compiles the protos the tests use: the shopping cart's public API into a gRPC
-//! client (and the descriptor set the rogue function serves), and the value cart
-//! test function's messages (with type names, for strata-sdk).
+//! client (and the descriptor set the rogue function serves), and the streamer's
+//! and the value cart's messages (with type names, for strata-sdk), the streamer's
+//! with a gRPC client.
 
 use std::{env, fs, path::PathBuf};
 
@@ -27,6 +28,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(false)
         .compile_fds(shopping_cart.file_descriptor_set())?;
+
+    let streamer = compile(&[own.clone(), strata.clone()], "streamer.proto")?;
+    fs::write(out.join("streamer.bin"), streamer.encode_file_descriptor_set())?;
+    let mut messages = streamer.file_descriptor_set();
+    messages.file.retain(|f| f.package() == "strata.test.streamer");
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(false)
+        .compile_fds_with_config(messages, {
+            let mut config = tonic_prost_build::Config::new();
+            config
+                .enable_type_names()
+                .type_name_domain(["."], "type.googleapis.com");
+            config
+        })?;
 
     let value_cart = compile(&[own, strata], "value_cart.proto")?;
     fs::write(out.join("value_cart.bin"), value_cart.encode_file_descriptor_set())?;

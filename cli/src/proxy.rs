@@ -33,6 +33,10 @@ pub struct ProxyArgs {
     /// How long to wait for the user function to answer discovery (e.g. 30s, 2m).
     #[arg(long, env = "STRATA_DISCOVERY_TIMEOUT", default_value = "60s", value_parser = crate::duration::parse)]
     discovery_timeout: Duration,
+    /// How long the function may take to answer one command; a client's shorter
+    /// grpc-timeout wins. Past it: 504 / DEADLINE_EXCEEDED, and the entity restarts.
+    #[arg(long, env = "STRATA_COMMAND_TIMEOUT", default_value = "60s", value_parser = crate::duration::parse)]
+    command_timeout: Duration,
     /// The control plane's data-plane address (e.g. http://127.0.0.1:9101). With
     /// it the sidecar joins a deployment: it owns only the shards it is given.
     #[arg(long, env = "STRATA_CONTROL_PLANE", requires_all = ["instance_id", "service"])]
@@ -76,6 +80,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         store_url: args.store,
         max_body: args.max_body_bytes,
         discovery_patience: args.discovery_timeout,
+        command_timeout: args.command_timeout,
         membership,
     };
     sidecar::run(config, crate::shutdown_signal()).await?;

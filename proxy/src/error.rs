@@ -36,6 +36,13 @@ pub enum ProxyError {
     /// yet): the gateway re-reads its routes and retries on the owner.
     #[error("{0}")]
     NotOwner(String),
+    /// The function did not answer within the command's deadline (the client's,
+    /// or the proxy's per-command limit).
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    /// The client went away before the answer.
+    #[error("{0}")]
+    Cancelled(String),
 }
 
 impl ProxyError {
@@ -49,6 +56,8 @@ impl ProxyError {
             ProxyError::Failure(_) => Code::Unknown,
             ProxyError::Internal(_) => Code::Internal,
             ProxyError::NotOwner(_) => Code::FailedPrecondition,
+            ProxyError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            ProxyError::Cancelled(_) => Code::Cancelled,
         }
     }
 
@@ -61,6 +70,28 @@ impl ProxyError {
             ProxyError::Aborted(_) => StatusCode::CONFLICT,
             ProxyError::Failure(_) | ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::NotOwner(_) => StatusCode::CONFLICT,
+            ProxyError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
+            // nginx's "client closed request": nobody is left to read it.
+            ProxyError::Cancelled(_) => StatusCode::from_u16(499).expect("valid status"),
+        }
+    }
+
+    /// The same error with `prefix` before its message (e.g. which side effect
+    /// it came from); the code stays.
+    pub fn prefixed(self, prefix: &str) -> Self {
+        let wrap = |message: String| format!("{prefix}{message}");
+        match self {
+            ProxyError::InvalidArgument(m) => ProxyError::InvalidArgument(wrap(m)),
+            ProxyError::Unimplemented(m) => ProxyError::Unimplemented(wrap(m)),
+            ProxyError::NotFound(m) => ProxyError::NotFound(wrap(m)),
+            ProxyError::ResourceExhausted(m) => ProxyError::ResourceExhausted(wrap(m)),
+            ProxyError::Unavailable(m) => ProxyError::Unavailable(wrap(m)),
+            ProxyError::Aborted(m) => ProxyError::Aborted(wrap(m)),
+            ProxyError::Failure(m) => ProxyError::Failure(wrap(m)),
+            ProxyError::Internal(m) => ProxyError::Internal(wrap(m)),
+            ProxyError::NotOwner(m) => ProxyError::NotOwner(wrap(m)),
+            ProxyError::DeadlineExceeded(m) => ProxyError::DeadlineExceeded(wrap(m)),
+            ProxyError::Cancelled(m) => ProxyError::Cancelled(wrap(m)),
         }
     }
 
@@ -74,7 +105,8 @@ impl ProxyError {
             Code::Aborted => ProxyError::Aborted(message),
             Code::Unknown => ProxyError::Failure(message),
             Code::FailedPrecondition => ProxyError::NotOwner(message),
-            Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded => ProxyError::Unavailable(message),
+            Code::DeadlineExceeded => ProxyError::DeadlineExceeded(message),
+            Code::Unavailable | Code::Cancelled => ProxyError::Unavailable(message),
             _ => ProxyError::Internal(message),
         }
     }

@@ -9,6 +9,13 @@ use strata_proto::cloudstate::{
 use strata_proto::{entity_types, PROTOCOL_MAJOR_VERSION, PROTOCOL_MINOR_VERSION};
 use tonic::transport::{Channel, Endpoint};
 
+/// Every entity type this proxy serves, as discovery tells the function.
+pub const SUPPORTED_ENTITY_TYPES: [&str; 3] = [
+    entity_types::EVENT_SOURCED,
+    entity_types::VALUE_ENTITY,
+    entity_types::ACTION,
+];
+
 /// Where and how to reach the user function.
 #[derive(Clone)]
 pub struct FunctionClient {
@@ -76,7 +83,7 @@ impl FunctionClient {
             grpc.ready()
                 .await
                 .map_err(|e| tonic::Status::unavailable(format!("the user function is unreachable: {e}")))?;
-            let codec = SmallBuffers::<In, Out>(std::marker::PhantomData);
+            let codec = crate::passing::Prost::<In, Out>::with_buffers(stream_buffers());
             let response = grpc
                 .streaming(
                     tonic::Request::new(input),
@@ -102,7 +109,7 @@ impl FunctionClient {
                 protocol_minor_version: PROTOCOL_MINOR_VERSION,
                 proxy_name: "strata".into(),
                 proxy_version: env!("CARGO_PKG_VERSION").into(),
-                supported_entity_types: vec![entity_types::EVENT_SOURCED.into(), entity_types::VALUE_ENTITY.into()],
+                supported_entity_types: SUPPORTED_ENTITY_TYPES.iter().map(|t| t.to_string()).collect(),
             };
             let error = match EntityDiscoveryClient::new(self.channel.clone()).discover(info).await {
                 Ok(spec) => {
@@ -221,31 +228,9 @@ impl<Out> Drop for EntityStream<Out> {
     }
 }
 
-/// Prost encoding with buffers sized for small protocol messages; they still grow
-/// for a large one.
-struct SmallBuffers<In, Out>(std::marker::PhantomData<(In, Out)>);
-
+/// Buffers sized for small protocol messages; they still grow for a large one.
 fn stream_buffers() -> tonic::codec::BufferSettings {
     tonic::codec::BufferSettings::new(512, 32 * 1024)
-}
-
-impl<In, Out> tonic::codec::Codec for SmallBuffers<In, Out>
-where
-    In: prost::Message + Send + 'static,
-    Out: prost::Message + Default + Send + 'static,
-{
-    type Encode = In;
-    type Decode = Out;
-    type Encoder = tonic_prost::ProstEncoder<In>;
-    type Decoder = tonic_prost::ProstDecoder<Out>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        tonic_prost::ProstEncoder::new(stream_buffers())
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        tonic_prost::ProstDecoder::new(stream_buffers())
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
-//! The sidecar's front door: one axum router that serves the function's services
-//! over gRPC, gRPC-web and HTTP+JSON, plus gRPC server reflection. Decodes the
-//! request, finds the entity key, and hands the command to [`Entities`].
+//! The front door of a sidecar or a gateway: one axum router that serves the
+//! function's services over gRPC and gRPC-web (unary and streamed), HTTP+JSON
+//! (see [`crate::http_json`]) and gRPC server reflection, and `/metrics`. Decodes
+//! requests, reads the call's metadata and context, and hands calls to the
+//! [`Commands`] it was built with.
 
 use std::{sync::Arc, time::Instant};
 
@@ -11,54 +13,27 @@ use axum::{
     Router,
 };
 use bytes::Bytes;
+use futures::StreamExt;
 use http::{header, HeaderMap, Method, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use prost::Message;
 use prost_reflect::DynamicMessage;
 use prost_types::Any;
-use strata_proto::cloudstate::{metadata_entry, Metadata, MetadataEntry};
-
 use strata_store::Store;
 
 use crate::{
-    entity::Entities,
+    call::{Answer, Call, Commands, Requests, StreamedCall},
     error::{code_name, ProxyError},
     grpc::{self, Flavor},
+    http_json,
+    metadata::{context_of, headers_of, metadata_of},
     metrics::Metrics,
     model::{Catalog, MethodModel},
-    transcode,
+    reflection,
 };
 
-/// Request bodies larger than this are refused unless configured otherwise.
+/// Request bodies (and each message of a stream) larger than this are refused
+/// unless configured otherwise.
 pub const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
-
-/// Where decoded commands go: the entity actors of a sidecar, or (in a gateway)
-/// the sidecar that owns the entity.
-#[async_trait::async_trait]
-pub trait Commands: Send + Sync + 'static {
-    /// Runs one command and returns the reply payload once any state it produced
-    /// is durable.
-    async fn run(
-        &self,
-        method: Arc<MethodModel>,
-        entity_id: String,
-        payload: Any,
-        metadata: Option<Metadata>,
-    ) -> Result<Any, ProxyError>;
-}
-
-#[async_trait::async_trait]
-impl Commands for Entities {
-    async fn run(
-        &self,
-        method: Arc<MethodModel>,
-        entity_id: String,
-        payload: Any,
-        metadata: Option<Metadata>,
-    ) -> Result<Any, ProxyError> {
-        self.handle(method, entity_id, payload, metadata).await
-    }
-}
 
 #[derive(Clone)]
 pub struct Ingress {
@@ -70,33 +45,9 @@ pub struct Ingress {
     pub max_body: usize,
 }
 
-/// The whole public router of a sidecar.
+/// The whole public router of a sidecar (or a gateway).
 pub fn router(ingress: Ingress) -> Router {
-    let reflection = || {
-        let mut builder = tonic_reflection::server::Builder::configure();
-        for model in ingress.catalog.models() {
-            builder = builder.register_encoded_file_descriptor_set(&model.descriptor_set);
-            for service in model.service_names() {
-                builder = builder.with_service_name(service);
-            }
-        }
-        builder
-    };
-    let mut router = Router::new();
-    match (reflection().build_v1(), reflection().build_v1alpha()) {
-        (Ok(v1), Ok(v1alpha)) => {
-            router = router
-                .route_service("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", v1)
-                .route_service(
-                    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-                    v1alpha,
-                );
-        }
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::warn!(error = %e, "gRPC reflection is off: the descriptors are incomplete")
-        }
-    }
-    router
+    reflection::routes(&ingress.catalog)
         .route("/metrics", axum::routing::get(render_metrics))
         .fallback(dispatch)
         .with_state(ingress)
@@ -114,142 +65,200 @@ async fn dispatch(State(ingress): State<Ingress>, request: Request) -> Response 
     match Flavor::of(request.headers()) {
         Some(flavor) => serve_grpc(&ingress, flavor, request).await,
         None if request.method() == Method::OPTIONS => preflight(request.headers()),
-        None => serve_http(&ingress, request).await,
+        None => http_json::serve(&ingress, request).await,
     }
 }
 
 async fn serve_grpc(ingress: &Ingress, flavor: Flavor, request: Request) -> Response {
     let method = ingress.catalog.method(request.uri().path()).cloned();
-    let _measure = method.as_ref().map(|m| Measure::start(ingress, m));
     let protocol = if flavor == Flavor::Grpc { "grpc" } else { "grpc-web" };
+    let mut measure = Measure::start(&ingress.metrics, method.clone(), protocol);
+    let Some(method) = method else {
+        let error = ProxyError::Unimplemented(format!("unknown gRPC method {}", request.uri().path()));
+        measure.finish(Some(&error));
+        return grpc::error_response(flavor, &error);
+    };
+    if method.is_streamed() {
+        return serve_grpc_stream(ingress, flavor, method, request, measure).await;
+    }
     let answer = async {
-        let method = method
-            .clone()
-            .ok_or_else(|| ProxyError::Unimplemented(format!("unknown gRPC method {}", request.uri().path())))?;
         let metadata = metadata_of(request.headers());
+        let context = context_of(request.headers());
         let body = read_body(request.into_body(), ingress.max_body).await?;
-        let bytes = grpc::unary_message(flavor, body)?;
-        let message = DynamicMessage::decode(method.input(), bytes.clone()).map_err(|e| {
-            ProxyError::InvalidArgument(format!(
-                "the request is not a valid {}: {e}",
-                method.input().full_name()
-            ))
-        })?;
-        let reply = run_command(ingress, &method, &message, bytes, metadata).await?;
-        check_reply_type(&method, &reply)?;
-        Ok::<_, ProxyError>(reply.value)
+        let (payload, message) = decoded(&method, grpc::unary_message(flavor, body)?)?;
+        let call = Call::from_message(method.clone(), &message, payload, metadata, context)?;
+        let answer = ingress.commands.unary(call).await?;
+        check_reply_type(&method, &answer.payload)?;
+        Ok::<_, ProxyError>(answer)
     }
     .await;
-    count(ingress, method.as_deref(), protocol, answer.as_ref().err());
+    measure.finish(answer.as_ref().err());
     match answer {
-        Ok(bytes) => grpc::ok_response(flavor, &bytes),
+        Ok(answer) => grpc::ok_response(flavor, &answer.payload.value, headers_of(answer.metadata.as_ref())),
         Err(error) => grpc::error_response(flavor, &error),
     }
 }
 
-async fn serve_http(ingress: &Ingress, request: Request) -> Response {
-    let route = ingress.catalog.route(request.method(), request.uri().path()).ok();
-    let method = route.as_ref().map(|(r, _)| r.target.clone());
-    let _measure = method.as_ref().map(|m| Measure::start(ingress, m));
-    let answer = answer_http(ingress, request).await;
-    count(ingress, method.as_deref(), "http", answer.as_ref().err());
-    answer.unwrap_or_else(|e| json_error(&e))
+/// A streamed gRPC call: request messages are passed on as they arrive, answers
+/// are sent as they come. The request is measured until the last answer.
+async fn serve_grpc_stream(
+    ingress: &Ingress,
+    flavor: Flavor,
+    method: Arc<MethodModel>,
+    request: Request,
+    mut measure: Measure,
+) -> Response {
+    let metadata = metadata_of(request.headers());
+    let context = context_of(request.headers());
+    let input = method.clone();
+    let requests: Requests = grpc::request_messages(flavor, request.into_body(), ingress.max_body)
+        .map(move |message| message.and_then(|bytes| request_payload(&input, bytes)))
+        .boxed();
+    let call = StreamedCall {
+        method: method.clone(),
+        requests,
+        metadata,
+        context,
+    };
+    let answers = match ingress.commands.streamed(call).await {
+        Ok(answers) => answers,
+        Err(error) => {
+            measure.finish(Some(&error));
+            return grpc::error_response(flavor, &error);
+        }
+    };
+    let messages = measured(one_or_many(&method, answers), measure).map(move |answer| {
+        let answer = answer?;
+        check_reply_type(&method, &answer.payload)?;
+        Ok((Bytes::from(answer.payload.value), headers_of(answer.metadata.as_ref())))
+    });
+    grpc::stream_response(flavor, messages)
 }
 
-async fn answer_http(ingress: &Ingress, request: Request) -> Result<Response, ProxyError> {
-    let (route, bindings) = ingress
-        .catalog
-        .route(request.method(), request.uri().path())
-        .map_err(|_| ProxyError::NotFound(format!("no route for {} {}", request.method(), request.uri().path())))?;
-    let query = request.uri().query().map(str::to_string);
-    let metadata = metadata_of(request.headers());
-    let body = read_body(request.into_body(), ingress.max_body).await?;
-    let message = transcode::request_message(route, bindings, query.as_deref(), &body)?;
-    let method = route.target.clone();
-    let reply = run_command(
-        ingress,
-        &method,
-        &message,
-        Bytes::from(message.encode_to_vec()),
-        metadata,
-    )
-    .await?;
-    check_reply_type(&method, &reply)?;
-    let reply = DynamicMessage::decode(method.output(), reply.value.as_slice()).map_err(|e| {
-        ProxyError::Internal(format!(
-            "the function's reply is not a valid {}: {e}",
-            method.output().full_name()
+/// `answers`, counted by how the stream ends: OK when it ends normally, the
+/// first error's code, or CANCELLED when the client leaves first.
+pub(crate) fn measured(
+    answers: futures::stream::BoxStream<'static, Result<Answer, ProxyError>>,
+    mut measure: Measure,
+) -> futures::stream::BoxStream<'static, Result<Answer, ProxyError>> {
+    answers
+        .map(Some)
+        .chain(futures::stream::once(async { None }))
+        .filter_map(move |answer| {
+            match &answer {
+                Some(Err(error)) => measure.observe(Some(error)),
+                Some(Ok(_)) => {}
+                None => measure.observe(None),
+            }
+            std::future::ready(answer)
+        })
+        .boxed()
+}
+
+/// A client-streamed method answers with exactly one message (the empty one if
+/// the function sent no reply); a server-streamed one with any number.
+pub(crate) fn one_or_many(
+    method: &Arc<MethodModel>,
+    answers: crate::call::Answers,
+) -> futures::stream::BoxStream<'static, Result<Answer, ProxyError>> {
+    if method.descriptor.is_server_streaming() {
+        return answers;
+    }
+    let method = method.clone();
+    futures::stream::once(async move {
+        let mut answers = answers;
+        answers.next().await.unwrap_or_else(|| Ok(Answer::empty(&method)))
+    })
+    .boxed()
+}
+
+/// A request message of `method`, checked against its input type.
+pub(crate) fn request_payload(method: &MethodModel, bytes: Bytes) -> Result<Any, ProxyError> {
+    Ok(decoded(method, bytes)?.0)
+}
+
+/// A request message of `method`: packed, and decoded.
+fn decoded(method: &MethodModel, bytes: Bytes) -> Result<(Any, DynamicMessage), ProxyError> {
+    let message = DynamicMessage::decode(method.input(), bytes.clone()).map_err(|e| {
+        ProxyError::InvalidArgument(format!(
+            "the request is not a valid {}: {e}",
+            method.input().full_name()
         ))
     })?;
-    let json = transcode::response_json(route, &reply)?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+    let payload = Any {
+        type_url: format!("type.googleapis.com/{}", method.input().full_name()),
+        value: bytes.to_vec(),
+    };
+    Ok((payload, message))
 }
 
-/// Keeps a request in the in-flight gauge and times it, until dropped.
-struct Measure<'a> {
-    ingress: &'a Ingress,
-    method: Arc<MethodModel>,
+/// Counts a request in the in-flight gauge and times it until dropped; then
+/// counts it by its outcome (CANCELLED if it never finished).
+pub(crate) struct Measure {
+    metrics: Arc<Metrics>,
+    method: Option<Arc<MethodModel>>,
+    protocol: &'static str,
     started: Instant,
+    code: Option<&'static str>,
 }
 
-impl<'a> Measure<'a> {
-    fn start(ingress: &'a Ingress, method: &Arc<MethodModel>) -> Self {
-        ingress
-            .metrics
-            .in_flight
-            .with_label_values(&[method.entity.service_name.as_str()])
-            .inc();
+impl Measure {
+    pub(crate) fn start(metrics: &Arc<Metrics>, method: Option<Arc<MethodModel>>, protocol: &'static str) -> Self {
+        if let Some(method) = &method {
+            metrics
+                .in_flight
+                .with_label_values(&[method.entity.service_name.as_str()])
+                .inc();
+        }
         Measure {
-            ingress,
-            method: method.clone(),
+            metrics: metrics.clone(),
+            method,
+            protocol,
             started: Instant::now(),
+            code: None,
+        }
+    }
+
+    /// The request's outcome: OK, or its error's code.
+    pub(crate) fn finish(&mut self, error: Option<&ProxyError>) {
+        self.code = Some(error.map_or("OK", |e| code_name(e.grpc_code())));
+    }
+
+    /// How a stream went: its first error, or (at its end) OK.
+    pub(crate) fn observe(&mut self, error: Option<&ProxyError>) {
+        if self.code.is_none() {
+            self.finish(error);
         }
     }
 }
 
-impl Drop for Measure<'_> {
+impl Drop for Measure {
     fn drop(&mut self) {
-        let service = self.method.entity.service_name.as_str();
-        let metrics = &self.ingress.metrics;
-        metrics.in_flight.with_label_values(&[service]).dec();
-        metrics
-            .request_seconds
-            .with_label_values(&[service, self.method.name()])
-            .observe(self.started.elapsed().as_secs_f64());
+        let (service, name) = self
+            .method
+            .as_deref()
+            .map_or(("", ""), |m| (m.entity.service_name.as_str(), m.name()));
+        let code = self.code.unwrap_or("CANCELLED");
+        self.metrics
+            .requests
+            .with_label_values(&[service, name, self.protocol, code])
+            .inc();
+        if self.method.is_some() {
+            self.metrics.in_flight.with_label_values(&[service]).dec();
+            self.metrics
+                .request_seconds
+                .with_label_values(&[service, name])
+                .observe(self.started.elapsed().as_secs_f64());
+        }
     }
-}
-
-fn count(ingress: &Ingress, method: Option<&MethodModel>, protocol: &str, error: Option<&ProxyError>) {
-    let (service, name) = method.map_or(("", ""), |m| (m.entity.service_name.as_str(), m.name()));
-    let code = error.map_or("OK", |e| code_name(e.grpc_code()));
-    ingress
-        .metrics
-        .requests
-        .with_label_values(&[service, name, protocol, code])
-        .inc();
-}
-
-async fn run_command(
-    ingress: &Ingress,
-    method: &Arc<MethodModel>,
-    message: &DynamicMessage,
-    encoded: Bytes,
-    metadata: Option<Metadata>,
-) -> Result<Any, ProxyError> {
-    let entity_id = method.entity_id(message).map_err(ProxyError::InvalidArgument)?;
-    let payload = Any {
-        type_url: format!("type.googleapis.com/{}", method.input().full_name()),
-        value: encoded.to_vec(),
-    };
-    ingress.commands.run(method.clone(), entity_id, payload, metadata).await
 }
 
 /// A reply of another type than the method's output would be decoded as garbage.
-fn check_reply_type(method: &MethodModel, reply: &Any) -> Result<(), ProxyError> {
+pub(crate) fn check_reply_type(method: &MethodModel, reply: &Any) -> Result<(), ProxyError> {
     if reply.type_url.is_empty() {
         return Ok(());
     }
-    let name = reply.type_url.rsplit('/').next().unwrap_or_default();
+    let name = crate::call::type_name(&reply.type_url);
     if name != method.output().full_name() {
         return Err(ProxyError::Internal(format!(
             "the function replied to {} with a {name}, not a {}",
@@ -260,7 +269,7 @@ fn check_reply_type(method: &MethodModel, reply: &Any) -> Result<(), ProxyError>
     Ok(())
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ProxyError> {
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ProxyError> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ProxyError::ResourceExhausted(format!(
@@ -268,29 +277,6 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ProxyError> {
         ))),
         Err(_) => Err(ProxyError::InvalidArgument("the request body could not be read".into())),
     }
-}
-
-/// Request headers become command metadata, as CloudState's proxy does; the
-/// transport's own headers are left out.
-fn metadata_of(headers: &HeaderMap) -> Option<Metadata> {
-    let entries: Vec<MetadataEntry> = headers
-        .iter()
-        .filter(|(name, _)| {
-            let name = name.as_str();
-            !(name.starts_with("grpc-")
-                || matches!(
-                    name,
-                    "content-type" | "content-length" | "te" | "host" | "user-agent" | "accept" | "connection"
-                ))
-        })
-        .filter_map(|(name, value)| {
-            Some(MetadataEntry {
-                key: name.as_str().to_string(),
-                value: Some(metadata_entry::Value::StringValue(value.to_str().ok()?.to_string())),
-            })
-        })
-        .collect();
-    (!entries.is_empty()).then_some(Metadata { entries })
 }
 
 fn preflight(headers: &HeaderMap) -> Response {
@@ -312,21 +298,4 @@ fn preflight(headers: &HeaderMap) -> Response {
         .header(header::ACCESS_CONTROL_MAX_AGE, "86400")
         .body(Body::empty())
         .expect("valid response")
-}
-
-fn json_error(error: &ProxyError) -> Response {
-    let mut response = (
-        error.http_status(),
-        [(header::CONTENT_TYPE, "application/json")],
-        error.json_body().to_string(),
-    )
-        .into_response();
-    if matches!(error, ProxyError::Unavailable(_)) {
-        // Every 503 here is worth retrying shortly: the function or the instance
-        // is coming (back), or a queue is full.
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
-    }
-    response
 }

@@ -1,13 +1,13 @@
 //! A sidecar's membership in a Strata deployment: it registers with the control
 //! plane, reports ready with the function's descriptors, heartbeats, and follows
-//! the route watch to learn which shards it owns. Commands for other shards are
+//! the route watch to learn which shards it owns (and every service's routes,
+//! for its function's forwards and side effects). Commands for other shards are
 //! refused as "not owner"; entities of shards it lost are passivated. Without a
 //! control plane (plain `strata proxy`) the sidecar owns everything.
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use prost_types::Any;
-use strata_proto::cloudstate::{EntitySpec, Metadata};
+use strata_proto::cloudstate::EntitySpec;
 use strata_proto::strata::controlplane::v1::{
     data_plane_client::DataPlaneClient, DrainRequest, EntityRoute, HeartbeatRequest, RegisterInstanceRequest,
     ReportReadyRequest, RouteSnapshot, WatchRoutesRequest,
@@ -15,7 +15,7 @@ use strata_proto::strata::controlplane::v1::{
 use tokio::sync::watch;
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
-use crate::{entity::Entities, error::ProxyError, ingress::Commands, model::MethodModel, shard::shard_of};
+use crate::{entity::Entities, gateway::routes::RouteTable, shard::shard_of};
 
 /// How to reach the control plane and who this instance is.
 #[derive(Debug, Clone)]
@@ -108,6 +108,7 @@ pub struct Membership {
     client: DataPlane,
     ownership: watch::Receiver<Ownership>,
     ownership_tx: watch::Sender<Ownership>,
+    routes: watch::Sender<Arc<RouteTable>>,
     heartbeat_interval: Duration,
 }
 
@@ -152,15 +153,17 @@ impl Membership {
             client,
             ownership,
             ownership_tx,
+            routes: watch::channel(Arc::new(RouteTable::default())).0,
             heartbeat_interval: Duration::from_millis(u64::from(response.heartbeat_interval_ms.max(100))),
         })
     }
 
-    /// Reports discovery done, with the function's descriptors and entities.
-    pub async fn report_ready(&self, spec: &EntitySpec) -> Result<(), MembershipError> {
+    /// Reports discovery done, with the function's descriptors (repeated files
+    /// merged) and entities.
+    pub async fn report_ready(&self, spec: &EntitySpec, descriptor_set: Vec<u8>) -> Result<(), MembershipError> {
         let request = ReportReadyRequest {
             instance_id: self.config.instance_id.clone(),
-            descriptor_set: spec.proto.clone(),
+            descriptor_set,
             entities: spec
                 .entities
                 .iter()
@@ -185,6 +188,16 @@ impl Membership {
 
     pub fn ownership(&self) -> watch::Receiver<Ownership> {
         self.ownership.clone()
+    }
+
+    /// Every deployed service's routes, as of the latest snapshot.
+    pub fn routes(&self) -> watch::Receiver<Arc<RouteTable>> {
+        self.routes.subscribe()
+    }
+
+    /// The control plane's data-plane client.
+    pub fn client(&self) -> DataPlane {
+        self.client.clone()
     }
 
     /// Heartbeats until the control plane forgets this instance; then resolves,
@@ -236,6 +249,8 @@ impl Membership {
     }
 
     fn apply(&self, snapshot: &RouteSnapshot, entities: &Entities) {
+        let table = RouteTable::build(snapshot, &self.routes.borrow());
+        self.routes.send_replace(Arc::new(table));
         let ownership = Ownership::from_snapshot(snapshot, &self.config.service, &self.config.instance_id);
         if ownership == *self.ownership.borrow() {
             return;
@@ -275,31 +290,4 @@ fn is_transient(status: &tonic::Status) -> bool {
         status.code(),
         tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
     )
-}
-
-/// The entities of a managed sidecar: commands for shards it does not own are
-/// refused, so the gateway re-routes them.
-pub struct OwnedEntities {
-    pub entities: Arc<Entities>,
-    pub ownership: watch::Receiver<Ownership>,
-    pub instance_id: String,
-}
-
-#[async_trait::async_trait]
-impl Commands for OwnedEntities {
-    async fn run(
-        &self,
-        method: Arc<MethodModel>,
-        entity_id: String,
-        payload: Any,
-        metadata: Option<Metadata>,
-    ) -> Result<Any, ProxyError> {
-        if !self.ownership.borrow().owns(&entity_id) {
-            return Err(ProxyError::NotOwner(format!(
-                "instance {} does not own entity {entity_id:?} of {}",
-                self.instance_id, method.entity.service_name
-            )));
-        }
-        self.entities.handle(method, entity_id, payload, metadata).await
-    }
 }

@@ -30,6 +30,11 @@ pub struct Metrics {
     pub held: IntGaugeVec,
     /// Gateway: commands routed again, by why (`not_owner`, `unreachable`, `no_owner`).
     pub reroutes: IntCounterVec,
+    /// Side effects performed for the function, by target (`service.Method`),
+    /// mode (`synchronous`, `asynchronous`) and outcome (`ok`, `failed`).
+    pub side_effects: IntCounterVec,
+    /// Forwards performed for the function, by target and outcome.
+    pub forwards: IntCounterVec,
     store_writes: IntGauge,
     store_transactions: IntGauge,
     store_conflicts: IntGauge,
@@ -113,6 +118,19 @@ impl Metrics {
                 &["service", "reason"],
             )
             .expect("valid metric"),
+            side_effects: IntCounterVec::new(
+                Opts::new(
+                    "strata_proxy_side_effects_total",
+                    "Side effects performed for the function",
+                ),
+                &["target", "mode", "outcome"],
+            )
+            .expect("valid metric"),
+            forwards: IntCounterVec::new(
+                Opts::new("strata_proxy_forwards_total", "Forwards performed for the function"),
+                &["target", "outcome"],
+            )
+            .expect("valid metric"),
             store_writes: IntGauge::new("strata_store_writes_committed", "Writes committed by the store")
                 .expect("valid metric"),
             store_transactions: IntGauge::new("strata_store_transactions", "Transactions (batches) committed")
@@ -133,6 +151,8 @@ impl Metrics {
             Box::new(metrics.cold_start_seconds.clone()),
             Box::new(metrics.held.clone()),
             Box::new(metrics.reroutes.clone()),
+            Box::new(metrics.side_effects.clone()),
+            Box::new(metrics.forwards.clone()),
             Box::new(metrics.store_writes.clone()),
             Box::new(metrics.store_transactions.clone()),
             Box::new(metrics.store_conflicts.clone()),

@@ -1,6 +1,8 @@
 //! What the user function serves, as the proxy sees it: built once from the
-//! discovered `EntitySpec`. Resolves every gRPC method to its entity, its input and
-//! output types, its entity key fields and its HTTP bindings. Pure data, no I/O.
+//! discovered `EntitySpec`. Resolves every gRPC method to its entity (or action),
+//! its input and output types, its entity key fields and its HTTP bindings (the
+//! `google.api.http` ones, else the default `POST /package.Service/Method`). Pure
+//! data, no I/O.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -9,18 +11,31 @@ use prost_reflect::{DescriptorPool, DynamicMessage, FieldDescriptor, MessageDesc
 use strata_proto::cloudstate::{entity_passivation_strategy::Strategy, EntitySpec};
 use strata_proto::entity_types;
 
-use crate::path_template::PathTemplate;
+use crate::{
+    call::Targets,
+    descriptors::{DescriptorError, DescriptorFiles},
+    path_template::PathTemplate,
+};
 
 /// How long an idle entity stays active when the function does not say.
 pub const DEFAULT_PASSIVATION: Duration = Duration::from_secs(30);
 
+/// What kind of thing serves a gRPC service of the function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntityKind {
     EventSourced,
     Value,
+    /// Stateless: no entity key, no store; calls may be streamed.
+    Action,
 }
 
-/// One entity the function serves.
+impl EntityKind {
+    pub fn is_entity(self) -> bool {
+        !matches!(self, EntityKind::Action)
+    }
+}
+
+/// One entity (or action) service the function serves.
 #[derive(Debug)]
 pub struct EntityModel {
     pub kind: EntityKind,
@@ -35,13 +50,25 @@ pub struct EntityModel {
 pub struct MethodModel {
     pub entity: Arc<EntityModel>,
     pub descriptor: MethodDescriptor,
-    /// Fields of the input message that together name the entity.
+    /// Fields of the input message that together name the entity (none for an
+    /// action).
     pub key_fields: Vec<FieldDescriptor>,
 }
+
+/// The message type of raw HTTP bodies (`google.api.HttpBody`).
+pub const HTTP_BODY: &str = "google.api.HttpBody";
 
 impl MethodModel {
     pub fn name(&self) -> &str {
         self.descriptor.name()
+    }
+    /// `/package.Service/Method`.
+    pub fn path(&self) -> String {
+        format!("/{}/{}", self.entity.service_name, self.name())
+    }
+    /// Whether the client sends a stream of messages, receives one, or both.
+    pub fn is_streamed(&self) -> bool {
+        self.descriptor.is_client_streaming() || self.descriptor.is_server_streaming()
     }
     pub fn input(&self) -> MessageDescriptor {
         self.descriptor.input()
@@ -90,7 +117,7 @@ pub enum BodyTarget {
 }
 
 /// One HTTP binding of a method (`google.api.http` or an additional binding).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct HttpRoute {
     pub method: Method,
     pub template: PathTemplate,
@@ -103,7 +130,9 @@ pub struct HttpRoute {
 #[derive(Debug)]
 pub struct ServiceModel {
     pub pool: DescriptorPool,
-    /// The discovered `FileDescriptorSet`, as sent (for gRPC reflection).
+    /// The discovered files, each once (repeats merged), as the function sent them.
+    pub files: DescriptorFiles,
+    /// The discovered `FileDescriptorSet` with repeated files merged.
     pub descriptor_set: Vec<u8>,
     pub entities: Vec<Arc<EntityModel>>,
     /// By gRPC path, `/package.Service/Method`.
@@ -118,18 +147,24 @@ pub struct ServiceModel {
 pub enum ModelError {
     #[error("the function's descriptors cannot be read: {0}")]
     Descriptors(String),
+    #[error("the function's descriptors cannot be read: {0}")]
+    Files(#[from] DescriptorError),
     #[error("entity {service}: {reason}")]
     Entity { service: String, reason: String },
 }
 
 impl ServiceModel {
     pub fn from_spec(spec: &EntitySpec) -> Result<Self, ModelError> {
-        let pool = DescriptorPool::decode(spec.proto.as_slice()).map_err(|e| ModelError::Descriptors(e.to_string()))?;
+        let files = DescriptorFiles::parse(&spec.proto)?;
+        let descriptor_set = files.encode();
+        let pool =
+            DescriptorPool::decode(descriptor_set.as_slice()).map_err(|e| ModelError::Descriptors(e.to_string()))?;
         let http_option = pool.get_extension_by_name("google.api.http");
 
         let mut model = ServiceModel {
             pool: pool.clone(),
-            descriptor_set: spec.proto.clone(),
+            files,
+            descriptor_set,
             entities: Vec::new(),
             methods: HashMap::new(),
             http_routes: Vec::new(),
@@ -143,6 +178,7 @@ impl ServiceModel {
             let kind = match entity.entity_type.as_str() {
                 entity_types::EVENT_SOURCED => EntityKind::EventSourced,
                 entity_types::VALUE_ENTITY => EntityKind::Value,
+                entity_types::ACTION => EntityKind::Action,
                 other => {
                     model.skipped.push(format!(
                         "entity {} has type {other}, which this proxy does not serve yet",
@@ -169,19 +205,23 @@ impl ServiceModel {
                 passivation,
             });
             for method in service.methods() {
-                if method.is_client_streaming() || method.is_server_streaming() {
+                let streamed = method.is_client_streaming() || method.is_server_streaming();
+                if streamed && kind.is_entity() {
                     model.skipped.push(format!(
-                        "method {} is streamed, which this proxy does not serve yet",
+                        "method {} is streamed, which only actions may be (entity commands are unary)",
                         method.full_name()
                     ));
                     continue;
                 }
-                let key_fields: Vec<FieldDescriptor> = method
-                    .input()
-                    .fields()
-                    .filter(|f| marks_entity_key(&f.options()))
-                    .collect();
-                if key_fields.is_empty() {
+                let key_fields: Vec<FieldDescriptor> = match kind {
+                    EntityKind::Action => Vec::new(),
+                    _ => method
+                        .input()
+                        .fields()
+                        .filter(|f| marks_entity_key(&f.options()))
+                        .collect(),
+                };
+                if key_fields.is_empty() && kind.is_entity() {
                     return Err(fail(format!(
                         "the input {} of method {} has no field marked (cloudstate.entity_key) = true",
                         method.input().full_name(),
@@ -197,13 +237,15 @@ impl ServiceModel {
                     format!("/{}/{}", service.full_name(), method.name()),
                     method_model.clone(),
                 );
-                if let Some(ext) = &http_option {
-                    let options = method.options();
-                    if options.has_extension(ext) {
-                        if let Value::Message(rule) = options.get_extension(ext).as_ref() {
-                            add_http_rule(&mut model.http_routes, rule, &method_model, true).map_err(fail)?;
-                        }
+                let rule = http_option
+                    .as_ref()
+                    .filter(|ext| method.options().has_extension(ext))
+                    .map(|ext| method.options().get_extension(ext).into_owned());
+                match rule {
+                    Some(Value::Message(rule)) => {
+                        add_http_rule(&mut model.http_routes, &rule, &method_model, true).map_err(fail)?
                     }
+                    _ => model.http_routes.push(default_route(&method_model).map_err(fail)?),
                 }
             }
             model.entities.push(entity_model);
@@ -238,6 +280,24 @@ impl ServiceModel {
     pub fn service_names(&self) -> impl Iterator<Item = &str> {
         self.entities.iter().map(|e| e.service_name.as_str())
     }
+}
+
+impl Targets for ServiceModel {
+    fn method(&self, service: &str, method: &str) -> Option<Arc<MethodModel>> {
+        self.methods.get(&format!("/{service}/{method}")).cloned()
+    }
+}
+
+/// The route of a method without a `google.api.http` option, as CloudState's
+/// proxy serves it: `POST /package.Service/Method` with the whole message as body.
+fn default_route(method: &Arc<MethodModel>) -> Result<HttpRoute, String> {
+    Ok(HttpRoute {
+        method: Method::POST,
+        template: PathTemplate::parse(&method.path()).map_err(|e| e.to_string())?,
+        body: BodyTarget::Whole,
+        response_body: None,
+        target: method.clone(),
+    })
 }
 
 /// Field option numbers that mark an entity key: `cloudstate.entity_key` (1080)
@@ -373,6 +433,18 @@ impl Catalog {
         self.models.iter().find_map(|m| m.method(path))
     }
 
+    /// Every service name served, sorted (for reflection).
+    pub fn service_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .models
+            .iter()
+            .flat_map(|m| m.service_names().map(str::to_string))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// The HTTP route for a method and path across every function; `Err(true)`
     /// when the path exists only for other HTTP methods.
     pub fn route(&self, method: &Method, path: &str) -> Result<(&HttpRoute, Vec<crate::path_template::Binding>), bool> {
@@ -384,5 +456,11 @@ impl Catalog {
             }
         }
         Err(path_matched)
+    }
+}
+
+impl Targets for Catalog {
+    fn method(&self, service: &str, method: &str) -> Option<Arc<MethodModel>> {
+        Catalog::method(self, &format!("/{service}/{method}")).cloned()
     }
 }

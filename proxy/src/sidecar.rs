@@ -1,19 +1,34 @@
 //! The sidecar role end to end: open the store, discover the function, build the
-//! service model, and serve until shutdown. `strata proxy` is a thin shell over
-//! [`run`].
+//! service model, wire entities, actions and the routing of forwards and side
+//! effects, and serve until shutdown. `strata proxy` is a thin shell over [`run`].
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{Arc, Weak},
+    time::Duration,
+};
 
 use tokio::net::TcpListener;
 
 use crate::{
-    entity::Entities,
+    action::Actions,
+    call::{Commands, Targets},
+    dispatch::{Dispatcher, Owned},
+    effects::{Effects, Router},
+    entity::{Entities, SessionContext, DEFAULT_COMMAND_TIMEOUT},
     function::{DiscoveryError, FunctionClient},
-    ingress::{self, Commands, Ingress},
-    membership::{Membership, MembershipConfig, MembershipError, OwnedEntities},
+    gateway::{Gateway, RoutedTargets},
+    ingress::{self, Ingress},
+    membership::{Membership, MembershipConfig, MembershipError},
     metrics::Metrics,
-    model::{Catalog, ModelError, ServiceModel},
+    model::{Catalog, MethodModel, ModelError, ServiceModel},
 };
+
+/// How many forwards and side effects to services at zero may wait for them, and
+/// for how long, in a managed sidecar.
+const HOLD_CAPACITY: usize = 1000;
+const HOLD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Everything the sidecar needs to start. Defaults follow CloudState's proxy.
 #[derive(Debug, Clone)]
@@ -25,6 +40,9 @@ pub struct SidecarConfig {
     pub max_body: usize,
     /// How long to keep retrying discovery while the function starts.
     pub discovery_patience: Duration,
+    /// How long the function may take to answer one command (a client's
+    /// shorter `grpc-timeout` wins).
+    pub command_timeout: Duration,
     /// Set when the sidecar is part of a deployment run by a control plane;
     /// `None` for a standalone proxy, which owns every entity.
     pub membership: Option<MembershipConfig>,
@@ -39,6 +57,7 @@ impl Default for SidecarConfig {
             store_url: "sqlite://.strata/strata.db".into(),
             max_body: ingress::DEFAULT_MAX_BODY,
             discovery_patience: Duration::from_secs(60),
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
             membership: None,
         }
     }
@@ -83,18 +102,52 @@ pub async fn run(
     tracing::info!(?services, function = function.address(), "discovered the user function");
     let model = Arc::new(model);
     let metrics = Arc::new(Metrics::new());
-    let entities = Arc::new(Entities::new(function, store.clone(), metrics.clone()));
-    let commands: Arc<dyn Commands> = match (&membership, &config.membership) {
-        (Some(membership), Some(settings)) => Arc::new(OwnedEntities {
-            entities: entities.clone(),
+    // Forwards and side effects: within the function for a standalone proxy;
+    // anywhere in the deployment (routed like the gateway does) for a managed one.
+    let (targets, deployment): (Arc<dyn Targets>, Option<Arc<dyn Commands>>) = match &membership {
+        Some(membership) => (
+            Arc::new(LocalThenRouted {
+                local: model.clone(),
+                routed: RoutedTargets(membership.routes()),
+            }),
+            Some(Arc::new(Gateway::with_control_plane(
+                membership.routes(),
+                metrics.clone(),
+                crate::gateway::Holds::new(HOLD_CAPACITY, HOLD_TIMEOUT, metrics.clone()),
+                membership.client(),
+            ))),
+        ),
+        None => (model.clone(), None),
+    };
+    let entities = Arc::new(Entities::new(SessionContext {
+        function: function.clone(),
+        store: store.clone(),
+        metrics: metrics.clone(),
+        targets: targets.clone(),
+        command_timeout: config.command_timeout,
+    }));
+    let owned = match (&membership, &config.membership) {
+        (Some(membership), Some(settings)) => Some(Owned {
             ownership: membership.ownership(),
             instance_id: settings.instance_id.clone(),
         }),
-        _ => entities.clone(),
+        _ => None,
     };
+    let dispatcher = Arc::new_cyclic(|own: &Weak<Dispatcher>| {
+        let router = match deployment {
+            Some(deployment) => Router::Shared(deployment),
+            None => Router::Owner(own.clone() as Weak<dyn Commands>),
+        };
+        Dispatcher {
+            entities: entities.clone(),
+            actions: Actions::new(function.clone(), targets, config.command_timeout),
+            owned,
+            effects: Effects::new(router, metrics.clone()),
+        }
+    });
     let app = ingress::router(Ingress {
-        catalog: Arc::new(Catalog::new(vec![model])),
-        commands,
+        catalog: Arc::new(Catalog::new(vec![model.clone()])),
+        commands: dispatcher,
         metrics,
         store: Some(store),
         max_body: config.max_body,
@@ -108,7 +161,7 @@ pub async fn run(
     let addr = listener.local_addr().map_err(SidecarError::Serve)?;
     // Only now is there something to route to: report ready, then follow routes.
     if let Some(membership) = &membership {
-        membership.report_ready(&spec).await?;
+        membership.report_ready(&spec, model.descriptor_set.clone()).await?;
         let follower = membership.clone();
         let entities = entities.clone();
         tokio::spawn(async move { follower.follow_routes(entities).await });
@@ -136,4 +189,17 @@ pub async fn run(
         .with_graceful_shutdown(stop)
         .await
         .map_err(SidecarError::Serve)
+}
+
+/// The targets of a managed sidecar's function: its own methods first (known
+/// before the routes list them), then every deployed service's.
+struct LocalThenRouted {
+    local: Arc<ServiceModel>,
+    routed: RoutedTargets,
+}
+
+impl Targets for LocalThenRouted {
+    fn method(&self, service: &str, method: &str) -> Option<Arc<MethodModel>> {
+        Targets::method(self.local.as_ref(), service, method).or_else(|| self.routed.method(service, method))
+    }
 }

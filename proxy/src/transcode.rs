@@ -1,6 +1,7 @@
 //! HTTP+JSON transcoding of gRPC methods (`google.api.http`): builds the request
-//! message from path variables, query parameters and the JSON body, and renders
-//! the reply (or its `response_body` field) as proto3 JSON.
+//! message from path variables, query parameters and the JSON body (or the raw
+//! body, for a `google.api.HttpBody`), and renders the reply (or its
+//! `response_body` field) as proto3 JSON (or as the raw body of an `HttpBody`).
 
 use prost_reflect::{
     DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage, SerializeOptions,
@@ -9,21 +10,31 @@ use prost_reflect::{
 
 use crate::{
     error::ProxyError,
-    model::{BodyTarget, HttpRoute},
+    model::{BodyTarget, HttpRoute, HTTP_BODY},
     path_template::{percent_decode, Binding},
 };
 
 /// Builds the request message of `route` from the bound path variables, the query
-/// string and the body.
+/// string and the body (of type `content_type`).
 pub fn request_message(
     route: &HttpRoute,
     bindings: Vec<Binding>,
     query: Option<&str>,
     body: &[u8],
+    content_type: Option<&str>,
 ) -> Result<DynamicMessage, ProxyError> {
     let input = route.target.input();
     let mut message = match &route.body {
+        BodyTarget::Whole if input.full_name() == HTTP_BODY => http_body(&input, body, content_type),
         BodyTarget::Whole => parse_json(&input, body)?,
+        BodyTarget::Field(field) if is_http_body(field) => {
+            let mut message = DynamicMessage::new(input.clone());
+            let Kind::Message(body_type) = field.kind() else {
+                unreachable!("is_http_body checked the kind")
+            };
+            message.set_field(field, Value::Message(http_body(&body_type, body, content_type)));
+            message
+        }
         BodyTarget::Field(field) => {
             // Parse `{"<field>": <body>}` so scalars, lists and messages all follow
             // the proto3 JSON rules of that field.
@@ -150,6 +161,47 @@ fn scalar(field: &FieldDescriptor, text: &str) -> Result<Value, ProxyError> {
             )))
         }
     })
+}
+
+/// A `google.api.HttpBody` holding a raw request body.
+fn http_body(descriptor: &MessageDescriptor, body: &[u8], content_type: Option<&str>) -> DynamicMessage {
+    let mut message = DynamicMessage::new(descriptor.clone());
+    message.set_field_by_name(
+        "content_type",
+        Value::String(content_type.unwrap_or_default().to_string()),
+    );
+    message.set_field_by_name("data", Value::Bytes(body.to_vec().into()));
+    message
+}
+
+fn is_http_body(field: &FieldDescriptor) -> bool {
+    matches!(field.kind(), Kind::Message(m) if m.full_name() == HTTP_BODY)
+}
+
+/// The HTTP answer for a reply: its content type and body. A reply (or
+/// `response_body` field) of type `google.api.HttpBody` is sent raw with its own
+/// content type; anything else as JSON.
+pub fn response_document(route: &HttpRoute, reply: &DynamicMessage) -> Result<(String, Vec<u8>), ProxyError> {
+    let raw = match &route.response_body {
+        Some(field) if is_http_body(field) => match reply.get_field(field).as_ref() {
+            Value::Message(body) => Some(body.clone()),
+            _ => None,
+        },
+        None if reply.descriptor().full_name() == HTTP_BODY => Some(reply.clone()),
+        _ => None,
+    };
+    let Some(body) = raw else {
+        return Ok(("application/json".into(), response_json(route, reply)?));
+    };
+    let content_type = match body.get_field_by_name("content_type").as_deref() {
+        Some(Value::String(text)) if !text.is_empty() => text.clone(),
+        _ => "application/octet-stream".into(),
+    };
+    let data = match body.get_field_by_name("data").as_deref() {
+        Some(Value::Bytes(bytes)) => bytes.to_vec(),
+        _ => Vec::new(),
+    };
+    Ok((content_type, data))
 }
 
 /// The JSON answer for a reply: the whole message, or its `response_body` field.

@@ -4,27 +4,12 @@
 use http::Method;
 use prost_reflect::{DynamicMessage, Value};
 use serde_json::json;
-use strata_proto::cloudstate::{Entity, EntitySpec};
 
 use super::*;
 use crate::{error::ProxyError, model::ServiceModel};
 
 fn model() -> ServiceModel {
-    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures");
-    let mut compiler = protox::Compiler::new([fixtures, strata_proto::PROTO_DIR]).unwrap();
-    compiler.include_imports(true);
-    compiler.open_files(["things.proto"]).unwrap();
-    let spec = EntitySpec {
-        proto: compiler.encode_file_descriptor_set(),
-        entities: vec![Entity {
-            entity_type: strata_proto::entity_types::VALUE_ENTITY.into(),
-            service_name: "test.things.Warehouse".into(),
-            persistence_id: "things".into(),
-            passivation_strategy: None,
-        }],
-        service_info: None,
-    };
-    ServiceModel::from_spec(&spec).unwrap()
+    crate::fixtures::model()
 }
 
 /// Transcodes one HTTP request into the JSON of the message it becomes.
@@ -33,7 +18,7 @@ fn transcode(model: &ServiceModel, method: Method, uri: &str, body: &str) -> Res
     let (route, bindings) = model
         .route(&method, path)
         .map_err(|_| ProxyError::NotFound(uri.into()))?;
-    let message = request_message(route, bindings, query, body.as_bytes())?;
+    let message = request_message(route, bindings, query, body.as_bytes(), Some("application/json"))?;
     let options = prost_reflect::SerializeOptions::new();
     let mut out = serde_json::Serializer::new(Vec::new());
     message.serialize_with_options(&mut out, &options).unwrap();
@@ -166,4 +151,67 @@ fn responses_render_proto3_json_with_defaults_and_response_body() {
     let body: serde_json::Value = serde_json::from_slice(&response_json(create, &empty).unwrap()).unwrap();
     assert_eq!(body["name"], "");
     assert_eq!(body["colour"], "COLOUR_UNSPECIFIED");
+}
+
+#[test]
+fn methods_without_an_http_option_get_the_default_route() {
+    let model = model();
+    let message = transcode(
+        &model,
+        Method::POST,
+        "/test.things.Auditor/Copy",
+        r#"{"shelf": "top", "thingId": "3"}"#,
+    )
+    .unwrap();
+    assert_eq!(message, json!({"shelf": "top", "thingId": "3"}));
+    // Only POST, and only for methods without an option of their own.
+    assert!(model.route(&Method::GET, "/test.things.Auditor/Copy").is_err());
+    assert!(model.route(&Method::POST, "/test.things.Warehouse/Create").is_err());
+    // Streamed action methods have one too.
+    assert!(model.route(&Method::POST, "/test.things.Clerk/Watch").is_ok());
+}
+
+#[test]
+fn http_body_requests_and_responses_are_raw() {
+    let model = model();
+    let (echo, bindings) = model.route(&Method::POST, "/v1/echo").unwrap();
+    let message = request_message(echo, bindings, None, b"<p>hi</p>", Some("text/html")).unwrap();
+    assert_eq!(
+        message.get_field_by_name("content_type").unwrap().as_str(),
+        Some("text/html")
+    );
+    assert_eq!(
+        message
+            .get_field_by_name("data")
+            .unwrap()
+            .as_bytes()
+            .map(|b| b.to_vec()),
+        Some(b"<p>hi</p>".to_vec())
+    );
+    assert_eq!(
+        response_document(echo, &message).unwrap(),
+        ("text/html".to_string(), b"<p>hi</p>".to_vec())
+    );
+
+    // A body field of type HttpBody takes the raw body; the rest comes from the path.
+    let (label, bindings) = model.route(&Method::PUT, "/v1/labels/red").unwrap();
+    let message = request_message(label, bindings, None, b"\x00\x01", None).unwrap();
+    assert_eq!(message.get_field_by_name("name").unwrap().as_str(), Some("red"));
+    let Value::Message(content) = message.get_field_by_name("content").unwrap().into_owned() else {
+        panic!("content is a message")
+    };
+    assert_eq!(
+        content
+            .get_field_by_name("data")
+            .unwrap()
+            .as_bytes()
+            .map(|b| b.to_vec()),
+        Some(vec![0, 1])
+    );
+    // A raw reply without a content type is an octet stream.
+    let empty = DynamicMessage::new(label.target.output());
+    assert_eq!(
+        response_document(label, &empty).unwrap(),
+        ("application/octet-stream".to_string(), Vec::new())
+    );
 }

@@ -1,20 +1,23 @@
-//! A command as an entity's handler sees it: which gRPC method was called, on which
-//! entity, with what payload. Decoding the payload into the method's input message is
-//! one call that fails the command cleanly when the payload is something else.
+//! A command as a handler sees it: which gRPC method was called, on which entity
+//! (none for an action), with what payload and metadata. Decoding the payload into
+//! the method's input message is one call that fails the command cleanly when the
+//! payload is something else.
 
 use prost::{Message, Name};
 use prost_types::Any;
 use strata_proto::cloudstate as pb;
 
-use crate::{payload, Failure};
+use crate::{payload, Failure, Metadata};
 
-/// One call of a gRPC method of the user's service, addressed to one entity.
+/// One call of a gRPC method of the user's service, addressed to one entity (or
+/// to an action).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Command {
     entity_id: String,
     id: i64,
     name: String,
     payload: Any,
+    metadata: Metadata,
 }
 
 impl Command {
@@ -24,7 +27,13 @@ impl Command {
             id,
             name,
             payload,
+            metadata: Metadata::new(),
         }
+    }
+
+    pub(crate) fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
     }
 
     pub(crate) fn from_proto(command: pb::Command) -> Self {
@@ -34,6 +43,7 @@ impl Command {
             command.name,
             command.payload.unwrap_or_default(),
         )
+        .with_metadata(Metadata::from_proto(command.metadata))
     }
 
     /// The name of the gRPC method, e.g. `AddItem`.
@@ -41,12 +51,19 @@ impl Command {
         &self.name
     }
 
-    /// The id of the entity the command is for (its entity key).
+    /// The id of the entity the command is for (its entity key); empty for an
+    /// action.
     pub fn entity_id(&self) -> &str {
         &self.entity_id
     }
 
-    /// The command's number in this entity's stream, counting from 1.
+    /// The metadata the caller sent (HTTP headers, gRPC metadata).
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// The command's number in this entity's stream, counting from 1 (0 for an
+    /// action).
     pub fn id(&self) -> i64 {
         self.id
     }

@@ -103,7 +103,7 @@ pub(crate) fn spawn<S: Session>(
     ReceiverStream::new(receiver)
 }
 
-fn panic_description(panic: &(dyn PanicPayload + Send)) -> String {
+pub(crate) fn panic_description(panic: &(dyn PanicPayload + Send)) -> String {
     if let Some(text) = panic.downcast_ref::<&str>() {
         (*text).to_owned()
     } else if let Some(text) = panic.downcast_ref::<String>() {

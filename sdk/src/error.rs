@@ -91,11 +91,14 @@ pub enum ServeError {
         /// The services the descriptors define, comma separated.
         known: String,
     },
-    /// Two entities were registered for the same gRPC service.
+    /// Two entities (or actions) were registered for the same gRPC service.
     #[error("service {0:?} is registered twice")]
     DuplicateService(String),
     /// Nothing to serve.
-    #[error("no entities registered: add one with Service::event_sourced or Service::value_entity")]
+    #[error(
+        "nothing registered: add an entity or action with Service::event_sourced, \
+         Service::value_entity or Service::action"
+    )]
     NoEntities,
     /// The listen address could not be bound.
     #[error("cannot listen on {address}: {reason}")]

@@ -161,6 +161,7 @@ pub(crate) fn run_command(
 ) -> Result<Result<Handled, Failure>, EntityError> {
     let mut ctx = EventContext::default();
     let reply = match entity.handle_command(command, &mut ctx) {
+        Ok(reply) if reply.is_none() => return Ok(Err(Reply::entities_must_answer(command.name()))),
         Ok(reply) => reply,
         Err(failure) => return Ok(Err(failure)),
     };

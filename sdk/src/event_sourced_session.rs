@@ -102,13 +102,16 @@ impl Active {
         let command = Command::from_proto(command);
         let outcome = run_command(self.entity.as_mut(), &command, &mut self.sequence, self.snapshot_every);
         let reply = match outcome {
-            Ok(Ok(handled)) => EventSourcedReply {
-                command_id,
-                client_action: Some(handled.reply.into_client_action()),
-                side_effects: Vec::new(),
-                events: handled.events,
-                snapshot: handled.snapshot,
-            },
+            Ok(Ok(handled)) => {
+                let (action, side_effects) = handled.reply.into_proto();
+                EventSourcedReply {
+                    command_id,
+                    client_action: Some(pb::ClientAction { action }),
+                    side_effects,
+                    events: handled.events,
+                    snapshot: handled.snapshot,
+                }
+            }
             Ok(Err(failure)) => {
                 debug!(command = command.name(), %failure, "command failed");
                 EventSourcedReply {

@@ -1,10 +1,13 @@
 //! Rust language support for Strata user functions: the function side of the CloudState
-//! 0.2 protocol (discovery, event-sourced and value entities) behind a small typed API.
-//! It owns no state storage; the proxy persists what entities emit.
+//! 0.2 protocol (discovery, event-sourced and value entities, actions) behind a small
+//! typed API. It owns no state storage; the proxy persists what entities emit.
 //!
 //! An entity is a trait implementation. Command handlers decode their input, emit
 //! events (or update a value) and answer with a [`Reply`] or a [`Failure`]; the SDK runs
 //! the protocol: initialization, journal replay, sequence numbers, snapshots, replies.
+//! A reply may instead forward to another method ([`Reply::forward`]), carry
+//! [`Metadata`] for the client, and ask for [`SideEffect`]s. An [`Action`] is a
+//! stateless service whose methods may stream in either direction.
 //!
 //! ```no_run
 //! use strata_sdk::{
@@ -68,6 +71,8 @@
 //! }
 //! ```
 
+mod action;
+mod action_protocol;
 mod command;
 mod config;
 mod discovery;
@@ -75,6 +80,7 @@ mod entity_stream;
 mod error;
 mod event_sourced;
 mod event_sourced_session;
+mod metadata;
 pub mod payload;
 mod registry;
 mod reply;
@@ -83,12 +89,14 @@ pub mod testkit;
 mod value_entity;
 mod value_entity_session;
 
+pub use action::{Action, ActionService, CommandStream, ReplyStream};
 pub use command::Command;
 pub use config::ListenConfig;
 pub use error::{ConfigError, EntityError, PayloadError, ServeError};
 pub use event_sourced::{EventContext, EventSourcedEntity, EventSourcedService, DEFAULT_SNAPSHOT_EVERY};
+pub use metadata::{Metadata, MetadataValue};
 pub use payload::{pack, unpack, unpack_if};
 pub use prost_types::Any;
-pub use reply::{Failure, Reply};
+pub use reply::{Failure, Reply, ServiceCall, SideEffect};
 pub use service::{Service, DEFAULT_SHUTDOWN_GRACE};
 pub use value_entity::{ValueContext, ValueEntity, ValueEntityService};

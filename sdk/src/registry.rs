@@ -1,6 +1,7 @@
-//! The entities this user function serves, checked against its descriptors once at
-//! start-up: discovery describes them to the proxy, and each new entity stream looks up
-//! its service here to create the entity and to know which commands exist.
+//! The entities and actions this user function serves, checked against its
+//! descriptors once at start-up: discovery describes them to the proxy, and each new
+//! entity stream (or action call) looks up its service here to create the entity
+//! (or find the action) and to know which commands exist.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -13,6 +14,7 @@ use prost_types::FileDescriptorSet;
 use strata_proto::{cloudstate as pb, entity_types};
 
 use crate::{
+    action::{Action, ActionService, DynAction},
     event_sourced::DynEventSourced,
     value_entity::{DynValueEntity, Hosted},
     EventSourcedEntity, EventSourcedService, ServeError, ValueEntity, ValueEntityService,
@@ -38,6 +40,9 @@ enum Kind {
     Value {
         factory: ValueFactory,
     },
+    Action {
+        action: Arc<dyn DynAction>,
+    },
 }
 
 impl Kind {
@@ -45,6 +50,7 @@ impl Kind {
         match self {
             Kind::EventSourced { .. } => entity_types::EVENT_SOURCED,
             Kind::Value { .. } => entity_types::VALUE_ENTITY,
+            Kind::Action { .. } => entity_types::ACTION,
         }
     }
 }
@@ -78,6 +84,17 @@ impl<E: ValueEntity> From<ValueEntityService<E>> for Registration {
     }
 }
 
+impl<A: Action> From<ActionService<A>> for Registration {
+    fn from(service: ActionService<A>) -> Self {
+        Self {
+            service_name: service.service_name,
+            persistence_id: String::new(),
+            passivation_timeout: None,
+            kind: Kind::Action { action: service.action },
+        }
+    }
+}
+
 /// A registered entity type with the commands (gRPC methods) of its service.
 struct Entry {
     registration: Registration,
@@ -94,6 +111,12 @@ pub(crate) struct OpenedEventSourced {
 /// A freshly created value entity and the commands its service has.
 pub(crate) struct OpenedValue {
     pub entity: Box<dyn DynValueEntity>,
+    pub commands: Arc<BTreeSet<String>>,
+}
+
+/// A registered action and the commands its service has.
+pub(crate) struct OpenedAction {
+    pub action: Arc<dyn DynAction>,
     pub commands: Arc<BTreeSet<String>>,
 }
 
@@ -180,6 +203,18 @@ impl Registry {
         };
         Ok(OpenedValue {
             entity: factory(entity_id),
+            commands: entry.commands.clone(),
+        })
+    }
+
+    /// The action serving `service_name`, or says why there is none.
+    pub(crate) fn open_action(&self, service_name: &str) -> Result<OpenedAction, String> {
+        let entry = self.entry(service_name, entity_types::ACTION)?;
+        let Kind::Action { action } = &entry.registration.kind else {
+            unreachable!("entry() checked the entity type");
+        };
+        Ok(OpenedAction {
+            action: action.clone(),
             commands: entry.commands.clone(),
         })
     }

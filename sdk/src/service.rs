@@ -1,11 +1,13 @@
-//! The user function as a whole: its descriptors, its entities, and the gRPC server for
-//! discovery and every entity protocol, listening on `HOST`/`PORT` and stopping on
-//! SIGTERM or Ctrl-C. What happens inside a stream belongs to the session modules.
+//! The user function as a whole: its descriptors, its entities and actions, and the
+//! gRPC server for discovery and every entity and action protocol, listening on
+//! `HOST`/`PORT` and stopping on SIGTERM or Ctrl-C. What happens inside a stream
+//! belongs to the session modules and `action_protocol`.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 use strata_proto::{
     cloudstate::{
+        action::action_protocol_server::ActionProtocolServer,
         entity_discovery_server::EntityDiscoveryServer,
         eventsourced::{
             event_sourced_server::{EventSourced, EventSourcedServer},
@@ -25,6 +27,8 @@ use tonic::{transport::Server, Request, Response, Status, Streaming};
 use tracing::{field::Empty, info, info_span, warn};
 
 use crate::{
+    action::{Action, ActionService},
+    action_protocol::ActionEndpoint,
     discovery::Discovery,
     entity_stream,
     event_sourced_session::EventSourcedSession,
@@ -93,6 +97,13 @@ impl Service {
     /// Serves a value entity type.
     #[must_use]
     pub fn value_entity<E: ValueEntity>(mut self, service: ValueEntityService<E>) -> Self {
+        self.registrations.push(service.into());
+        self
+    }
+
+    /// Serves an action.
+    #[must_use]
+    pub fn action<A: Action>(mut self, service: ActionService<A>) -> Self {
         self.registrations.push(service.into());
         self
     }
@@ -200,6 +211,9 @@ impl Prepared {
                 registry: self.registry.clone(),
             }))
             .add_service(ValueEntityServer::new(ValueEntityEndpoint {
+                registry: self.registry.clone(),
+            }))
+            .add_service(ActionProtocolServer::new(ActionEndpoint {
                 registry: self.registry,
             }))
             .serve_with_incoming_shutdown(incoming, signal);

@@ -1,14 +1,21 @@
 //! Runs an event-sourced entity's commands in process, the way the protocol session
 //! does (events applied only on success, snapshots on cadence), so entity logic can be
-//! unit tested without a proxy or a socket. Test tooling: it panics on broken entities.
+//! unit tested without a proxy or a socket; and builds the commands an action's
+//! handlers get. Test tooling: it panics on broken entities.
 
 use prost::{Message, Name};
 use prost_types::Any;
 
 use crate::{
     event_sourced::{run_command, DEFAULT_SNAPSHOT_EVERY},
-    payload, Command, EntityError, EventSourcedEntity, Failure,
+    payload, Command, EntityError, EventSourcedEntity, Failure, Metadata, Reply, ServiceCall, SideEffect,
 };
+
+/// A command for an action's handler, as the SDK hands it over: the method `name`
+/// called with `message` (and no entity).
+pub fn action_command<M: Message + Name>(name: &str, message: &M) -> Command {
+    Command::new(String::new(), 0, name.to_owned(), payload::pack(message))
+}
 
 /// An event-sourced entity under test.
 ///
@@ -79,7 +86,7 @@ impl<E: EventSourcedEntity> EventSourcedTestKit<E> {
         self.next_command_id += 1;
         match run_command(&mut self.entity, &command, &mut self.sequence, self.snapshot_every) {
             Ok(Ok(handled)) => Ok(Effects {
-                reply: handled.reply.payload().clone(),
+                reply: handled.reply,
                 events: handled.events,
                 snapshot: handled.snapshot,
             }),
@@ -102,7 +109,7 @@ impl<E: EventSourcedEntity> EventSourcedTestKit<E> {
 /// What one successful command produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Effects {
-    reply: Any,
+    reply: Reply,
     events: Vec<Any>,
     snapshot: Option<Any>,
 }
@@ -112,14 +119,35 @@ impl Effects {
     ///
     /// # Panics
     ///
-    /// If the reply is not an `M`.
+    /// If the reply is not an `M` (or is a forward).
     pub fn reply<M: Message + Name + Default>(&self) -> M {
-        payload::unpack(&self.reply).unwrap_or_else(|error| panic!("reply: {error}"))
+        payload::unpack(self.reply_payload()).unwrap_or_else(|error| panic!("reply: {error}"))
     }
 
     /// The reply, packed.
+    ///
+    /// # Panics
+    ///
+    /// If the command forwarded instead of replying.
     pub fn reply_payload(&self) -> &Any {
-        &self.reply
+        self.reply
+            .payload()
+            .unwrap_or_else(|| panic!("the command did not reply with a message: {:?}", self.reply))
+    }
+
+    /// The forward the command answered with, if it did.
+    pub fn forward(&self) -> Option<&ServiceCall> {
+        self.reply.forwarded()
+    }
+
+    /// The side effects the command asked for, in order.
+    pub fn side_effects(&self) -> &[SideEffect] {
+        self.reply.effects()
+    }
+
+    /// The metadata sent with the reply.
+    pub fn reply_metadata(&self) -> &Metadata {
+        self.reply.metadata()
     }
 
     /// The events emitted, in order, packed.

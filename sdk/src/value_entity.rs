@@ -130,6 +130,9 @@ impl<E: ValueEntity> DynValueEntity for Hosted<E> {
     fn handle_command(&mut self, command: &Command) -> Result<ValueHandled, Failure> {
         let mut ctx = ValueContext::new(self.state.as_ref());
         let reply = self.entity.handle_command(command, &mut ctx)?;
+        if reply.is_none() {
+            return Err(Reply::entities_must_answer(command.name()));
+        }
         let action = match ctx.change {
             None => None,
             Some(Change::Update(state)) => {

@@ -81,12 +81,15 @@ impl Active {
         }
         let command = Command::from_proto(command);
         let reply = match self.entity.handle_command(&command) {
-            Ok(handled) => ValueEntityReply {
-                command_id,
-                client_action: Some(handled.reply.into_client_action()),
-                side_effects: Vec::new(),
-                state_action: handled.state_action,
-            },
+            Ok(handled) => {
+                let (action, side_effects) = handled.reply.into_proto();
+                ValueEntityReply {
+                    command_id,
+                    client_action: Some(pb::ClientAction { action }),
+                    side_effects,
+                    state_action: handled.state_action,
+                }
+            }
             Err(failure) => {
                 debug!(command = command.name(), %failure, "command failed");
                 ValueEntityReply {

@@ -109,11 +109,22 @@ impl Dev {
             .collect()
     }
 
-    /// Polls the service until `check` holds, failing after `limit`.
+    /// Polls the cart service until `check` holds, failing after `limit`.
     pub async fn until(&self, what: &str, limit: Duration, check: impl Fn(&Value) -> bool) -> Value {
+        self.until_service("cart", what, limit, check).await
+    }
+
+    /// Polls the service `name` until `check` holds, failing after `limit`.
+    pub async fn until_service(
+        &self,
+        name: &str,
+        what: &str,
+        limit: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + limit;
         loop {
-            let service = self.service().await;
+            let service = self.api(&format!("/services/{name}")).await;
             if check(&service) {
                 return service;
             }

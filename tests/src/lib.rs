@@ -16,6 +16,14 @@ pub mod shoppingcart {
     include!(concat!(env!("OUT_DIR"), "/com.example.shoppingcart.rs"));
 }
 
+/// Messages and client of the streamer test function (`tests/proto/streamer.proto`).
+pub mod streamer {
+    include!(concat!(env!("OUT_DIR"), "/strata.test.streamer.rs"));
+}
+
+/// The streamer's `FileDescriptorSet`, imports included.
+pub const STREAMER_DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/streamer.bin"));
+
 /// Messages of the value cart test function (`tests/proto/value_cart.proto`).
 pub mod valuecart {
     include!(concat!(env!("OUT_DIR"), "/strata.test.valuecart.rs"));
@@ -109,6 +117,93 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Starts the workspace's user function binary `name` on `port` (HOST/PORT), with
+/// `env`, and waits until it serves.
+pub fn start_function(name: &str, port: u16, env: &[(&str, &str)]) -> Process {
+    let mut command = Command::new(binary(name));
+    command
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .envs(env.iter().copied());
+    let process = Process::spawn(name, command);
+    assert!(
+        wait_for_port(port, Duration::from_secs(20)),
+        "{name} did not start on {port}"
+    );
+    process
+}
+
+/// A JSON-over-HTTP client for one proxy or gateway: answers as (status, body).
+pub struct Http {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl Http {
+    /// A client for `http://127.0.0.1:{port}`.
+    pub fn new(port: u16) -> Http {
+        Http {
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("HTTP client"),
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// The body of `path` as text (e.g. `/metrics`).
+    pub async fn text(&self, path: &str) -> String {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+            .text()
+            .await
+            .unwrap_or_default()
+    }
+
+    /// GETs `path` until the answer is 200 and `check` holds (for what lands
+    /// after an answer, like asynchronous side effects), failing after 20 s.
+    pub async fn get_until(&self, path: &str, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, body) = self.get(path).await;
+            if status == 200 && check(&body) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "GET {path} never satisfied the check: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 

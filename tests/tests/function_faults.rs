@@ -116,3 +116,41 @@ async fn protocol_violations_fail_the_entity_not_the_proxy() {
         assert_eq!(status, 200, "{body}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn descriptors_that_conflict_are_refused_at_discovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let function_port = free_port();
+    let mut command = Command::new(binary("rogue-function"));
+    command
+        .env("PORT", function_port.to_string())
+        .env("ROGUE_CONFLICT", "1");
+    let _rogue = Process::spawn("rogue-function", command);
+    assert!(wait_for_port(function_port, Duration::from_secs(20)));
+
+    // --- the proxy refuses to serve a function that sends two different files
+    // under one name, and says which
+    let output = Command::new(binary("strata"))
+        .arg("proxy")
+        .env("USER_FUNCTION_PORT", function_port.to_string())
+        .env("HTTP_PORT", free_port().to_string())
+        .env(
+            "STRATA_STORE",
+            format!("sqlite://{}", dir.path().join("s.db").display()),
+        )
+        .output()
+        .expect("strata proxy");
+    assert!(
+        !output.status.success(),
+        "the proxy must not serve conflicting descriptors"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "the function's descriptors cannot be read: the descriptor set holds two different files named \
+             \"shoppingcart.proto\": one defines services com.example.shoppingcart.ShoppingCart, the other \
+             services com.example.shoppingcart.ShoppingBasket"
+        ),
+        "{stderr}"
+    );
+}

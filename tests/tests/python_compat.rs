@@ -1,7 +1,9 @@
 //! CloudState compatibility with a real non-Rust SDK: the shopping cart of
 //! `examples/python-shopping-cart`, written for CloudState's own Python support
 //! library (`cloudstate` 0.1.1 from PyPI, unmodified), runs behind `strata proxy`
-//! with the same protos and public API as the Rust cart.
+//! with the same protos and public API as the Rust cart; and
+//! `examples/python-orders`, two entities from one `.proto` (which that SDK sends
+//! once per entity) with a side effect between them.
 //!
 //! It needs the virtualenv made by `scripts/python-cart-env.sh`, whose interpreter
 //! goes in `STRATA_TEST_PYTHON_CART`. Without it the test is skipped, unless
@@ -23,7 +25,7 @@ use std::{
 
 use prost::Message;
 use serde_json::{json, Value};
-use strata_e2e::{binary, cart_client, free_port, shoppingcart, wait_for_port, Process};
+use strata_e2e::{binary, cart_client, free_port, shoppingcart, wait_for_port, Http, Process};
 use strata_store::EntityKey;
 
 /// The cart's persisted messages (`examples/shopping-cart/proto/domain.proto`), to
@@ -86,6 +88,10 @@ fn example_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python-shopping-cart")
 }
 
+fn orders_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python-orders")
+}
+
 /// Waits until the process serves on `port`; fails at once if it exits first.
 fn wait_until_serving(process: &mut Process, port: u16, timeout: Duration) {
     let deadline = Instant::now() + timeout;
@@ -102,23 +108,30 @@ fn wait_until_serving(process: &mut Process, port: u16, timeout: Duration) {
     panic!("{} did not serve on {port} within {timeout:?}", process.name());
 }
 
-/// The Python cart, as a user runs it: `python main.py` in its folder with HOST and
-/// PORT, the way the SDK reads them; `snapshot_every` sets CART_SNAPSHOT_EVERY.
-fn start_python_cart(python: &Path, port: u16, snapshot_every: Option<u32>) -> Process {
+/// A Python example, as a user runs it: `python SCRIPT` in its folder with HOST
+/// and PORT, the way the SDK reads them, plus `env`.
+fn start_python(python: &Path, dir: PathBuf, script: &str, port: u16, env: &[(&str, String)]) -> Process {
     let mut command = Command::new(python);
     command
-        .arg("main.py")
-        .current_dir(example_dir())
+        .arg(script)
+        .current_dir(dir)
         .env("HOST", "127.0.0.1")
         .env("PORT", port.to_string())
         .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("PYTHONUNBUFFERED", "1");
-    if let Some(every) = snapshot_every {
-        command.env("CART_SNAPSHOT_EVERY", every.to_string());
-    }
-    let mut process = Process::spawn("the Python shopping cart", command);
+        .env("PYTHONUNBUFFERED", "1")
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    let mut process = Process::spawn(&format!("python {script}"), command);
     wait_until_serving(&mut process, port, Duration::from_secs(30));
     process
+}
+
+/// The Python cart; `snapshot_every` sets CART_SNAPSHOT_EVERY.
+fn start_python_cart(python: &Path, port: u16, snapshot_every: Option<u32>) -> Process {
+    let env: Vec<(&str, String)> = snapshot_every
+        .map(|every| ("CART_SNAPSHOT_EVERY", every.to_string()))
+        .into_iter()
+        .collect();
+    start_python(python, example_dir(), "main.py", port, &env)
 }
 
 /// `strata proxy` for the function on `function_port`, like `start_proxy` but
@@ -135,49 +148,10 @@ fn start_proxy(function_port: u16, http_port: u16, store: &str) -> Process {
     process
 }
 
-struct Http {
-    client: reqwest::Client,
-    base: String,
-}
-
-impl Http {
-    fn new(port: u16) -> Http {
-        Http {
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(20))
-                .build()
-                .expect("HTTP client"),
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .json(&body)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn add(&self, user: &str, product: &str, name: &str, quantity: i32) -> (u16, Value) {
-        let body = json!({"productId": product, "name": name, "quantity": quantity});
-        self.post(&format!("/cart/{user}/items/add"), body).await
-    }
+/// Adds `quantity` of a product to `user`'s cart over HTTP+JSON.
+async fn add(http: &Http, user: &str, product: &str, name: &str, quantity: i32) -> (u16, Value) {
+    let body = json!({"productId": product, "name": name, "quantity": quantity});
+    http.post(&format!("/cart/{user}/items/add"), body).await
 }
 
 /// A cart's items as (product, name, quantity), in the order of the answer.
@@ -252,7 +226,7 @@ async fn python_sdk_cart_runs_behind_the_proxy() {
     // (grpcio sends the stream's response headers only with its first reply, so
     // the proxy must send the first command without waiting for them.)
     for (product, name, quantity) in [("apple", "Apple", 3), ("pear", "Pear", 2), ("fig", "Fig", 1)] {
-        let (status, body) = http.add("ann", product, name, quantity).await;
+        let (status, body) = add(&http, "ann", product, name, quantity).await;
         assert_eq!(status, 200, "AddItem {product}: {body}");
         assert_eq!(body, json!({}));
     }
@@ -266,7 +240,7 @@ async fn python_sdk_cart_runs_behind_the_proxy() {
     // --- quantity 0 fails with the SDK's message (a Python list of the messages
     // given to ctx.fail), over HTTP and gRPC, and stores nothing
     let sdk_message = "['Quantity for item kiwi must be greater than zero.']";
-    let (status, body) = http.add("ann", "kiwi", "Kiwi", 0).await;
+    let (status, body) = add(&http, "ann", "kiwi", "Kiwi", 0).await;
     assert_eq!(status, 500, "{body}");
     assert_eq!(body["error"]["code"], "UNKNOWN", "{body}");
     assert_eq!(body["error"]["message"], sdk_message, "{body}");
@@ -297,7 +271,7 @@ async fn python_sdk_cart_runs_behind_the_proxy() {
     let mut kim = Items::new();
     for i in 1..=7 {
         let (product, name) = (format!("p{i}"), format!("Thing {i}"));
-        let (status, body) = http.add("kim", &product, &name, i).await;
+        let (status, body) = add(&http, "kim", &product, &name, i).await;
         assert_eq!(status, 200, "AddItem {product}: {body}");
         kim.push((product, name, i));
     }
@@ -340,7 +314,7 @@ async fn python_sdk_cart_runs_behind_the_proxy() {
     function.kill();
     let mut function = start_python_cart(&python, function_port, Some(5));
     for (product, name, quantity) in [("date", "Date", 2), ("apple", "Apple", 1)] {
-        let (status, body) = http.add("ann", product, name, quantity).await;
+        let (status, body) = add(&http, "ann", product, name, quantity).await;
         assert_eq!(status, 200, "AddItem {product}: {body}");
     }
     let ann = items(&[("apple", "Apple", 4), ("fig", "Fig", 1), ("date", "Date", 2)]);
@@ -359,16 +333,88 @@ async fn python_sdk_cart_runs_behind_the_proxy() {
     assert!(recovery.events.is_empty());
 
     // --- SDK 0.1.1 cannot load a snapshot back (its get_payload asks the snapshot's
-    // Any for a `.payload`): after kill -9 of both, ann is unavailable, not lost
+    // Any for a `.payload`): after kill -9 of both, ann fails with the SDK's own
+    // error (500 / INTERNAL, the function broke), but is not lost
     proxy.kill();
     function.kill();
     let _function = start_python_cart(&python, function_port, None);
     let _proxy = start_proxy(function_port, http_port, &store_url);
     let (status, body) = http.get("/carts/ann").await;
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["error"]["code"], "UNAVAILABLE", "{body}");
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"]["code"], "INTERNAL", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("has no attribute 'payload'"), "{body}");
     assert_eq!(cart_everywhere(&http, http_port, "kim").await, kim);
     let recovery = store.recover(&ann_key).await.expect("recover ann");
     assert_eq!(recovery.snapshot.map(|s| s.seq_nr), Some(6));
     assert_eq!(store.events(&ann_key, 1).await.expect("events").len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_sdk_two_entities_from_one_proto() {
+    let Some(python) = python_interpreter() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store_url = format!("sqlite://{}", dir.path().join("strata.db").display());
+    let function_port = free_port();
+    let http_port = free_port();
+
+    // --- the SDK sends orders/orders.proto once per entity: discovery accepts it
+    let _function = start_python(&python, orders_dir(), "function.py", function_port, &[]);
+    let _proxy = start_proxy(function_port, http_port, &store_url);
+    let http = Http::new(http_port);
+
+    // --- an order reserves its stock (a synchronous side effect on the other
+    // entity) before the client hears back
+    let (status, body) = http
+        .post("/orders/o-1", json!({"productId": "apple", "quantity": 2}))
+        .await;
+    assert_eq!(status, 200, "Place: {body}");
+    let (status, body) = http.get("/stock/apple").await;
+    assert_eq!(status, 200, "Stock.Get: {body}");
+    assert_eq!(body, json!({"reserved": 2}));
+    let (status, body) = http
+        .post("/orders/o-2", json!({"productId": "apple", "quantity": 3}))
+        .await;
+    assert_eq!(status, 200, "Place: {body}");
+    let (_, body) = http.get("/stock/apple").await;
+    assert_eq!(body, json!({"reserved": 5}));
+    let (status, body) = http.get("/orders/o-1").await;
+    assert_eq!(status, 200, "Orders.Get: {body}");
+    assert_eq!(body, json!({"productId": "apple", "quantity": 2}));
+
+    // --- both entities' events are in the store, each under its persistence id
+    let store = strata_store::open(&store_url).await.expect("open the store");
+    assert_eq!(
+        store.events(&EntityKey::new("orders", "o-1"), 1).await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        store.events(&EntityKey::new("stock", "apple"), 1).await.unwrap().len(),
+        2
+    );
+
+    // --- a failed order reserves nothing
+    let (status, body) = http
+        .post("/orders/o-3", json!({"productId": "apple", "quantity": 0}))
+        .await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"]["code"], "UNKNOWN", "{body}");
+    let (_, body) = http.get("/stock/apple").await;
+    assert_eq!(body, json!({"reserved": 5}));
+
+    // --- a command that both forwards and replies: the SDK refuses it, and the
+    // client hears why (500 / INTERNAL with the SDK's message)
+    let (status, body) = http.post("/orders/o-1/confused", json!({})).await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"]["code"], "INTERNAL", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("Both a reply was returned, and a forward message was sent"),
+        "{body}"
+    );
+    // The entity is served again afterwards.
+    let (status, body) = http.get("/orders/o-1").await;
+    assert_eq!(status, 200, "{body}");
 }

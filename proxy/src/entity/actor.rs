@@ -1,218 +1,187 @@
 //! The life of one entity actor: activate on the first command, run commands one at
-//! a time in arrival order, restart after a failure that asks for it, and passivate
-//! when idle. The per-type protocol is a [`Session`].
+//! a time in arrival order, restart at once after a command that asks for it,
+//! fail what is queued when the function fails the whole stream, and passivate
+//! when idle. The protocol itself is the [`Session`] it is generic over.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
-use strata_store::StoreError;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use super::{event_sourced::EventSourcedSession, value::ValueSession, ActorKey, EntityCommand, Shared};
-use crate::{error::ProxyError, model::EntityKind};
+use super::{
+    registry::{ActorKey, ActorRegistry},
+    session::{After, EntityCommand, Session, SessionContext},
+};
+use crate::{error::ProxyError, model::EntityModel};
 
-/// What a command leaves behind for the session.
-pub(super) enum After {
-    /// Keep the stream open for the next command.
-    Continue,
-    /// Close the stream; the next command reloads state from the store.
-    Restart,
-}
-
-/// An open protocol stream to the function for one entity.
-pub(super) enum Session {
-    EventSourced(EventSourcedSession),
-    Value(ValueSession),
-}
-
-impl Session {
-    async fn activate(shared: &Shared, command: &EntityCommand, entity_id: &str) -> Result<Self, ProxyError> {
-        let entity = &command.method.entity;
-        Ok(match entity.kind {
-            EntityKind::EventSourced => {
-                Session::EventSourced(EventSourcedSession::activate(shared, entity, entity_id).await?)
-            }
-            EntityKind::Value => Session::Value(ValueSession::activate(shared, entity, entity_id).await?),
-        })
-    }
-
-    /// Whether the function already ended this stream (it restarted, or crashed)
-    /// while no command was in flight. Such a session is replaced before the next
-    /// command is sent, so that command does not fail for nothing.
-    fn is_closed(&mut self) -> bool {
-        match self {
-            Session::EventSourced(s) => s.is_closed(),
-            Session::Value(s) => s.is_closed(),
-        }
-    }
-
-    async fn run(&mut self, shared: &Shared, command: EntityCommand, entity_id: &str) -> After {
-        match self {
-            Session::EventSourced(s) => s.run(shared, command, entity_id).await,
-            Session::Value(s) => s.run(shared, command, entity_id).await,
-        }
-    }
-
-    /// Whether a journal write is in flight (value entities write inline).
-    fn writing(&self) -> bool {
-        match self {
-            Session::EventSourced(s) => s.journal.writing(),
-            Session::Value(_) => false,
-        }
-    }
-
-    async fn written(&mut self) -> Result<(), StoreError> {
-        match self {
-            Session::EventSourced(s) => s.journal.written().await,
-            Session::Value(_) => Ok(()),
-        }
-    }
-
-    /// `false` when a write failed and the session must be replaced.
-    fn complete(&mut self, shared: &Shared, result: Result<(), StoreError>) -> bool {
-        match self {
-            Session::EventSourced(s) => s.journal.complete(shared, result),
-            Session::Value(_) => true,
-        }
-    }
-
-    /// Lets every accepted write finish before the session goes away, so each
-    /// held reply is released or failed, and a new session recovers all of it.
-    async fn close(mut self, shared: &Shared) {
-        if let Session::EventSourced(s) = &mut self {
-            s.journal.drain(shared).await;
-        }
-        shared.metrics.entities_active.dec();
-    }
+/// One entity's actor: what it needs besides its mailbox.
+pub(super) struct Actor {
+    pub ctx: Arc<SessionContext>,
+    pub registry: Arc<ActorRegistry>,
+    pub entity: Arc<EntityModel>,
+    pub key: ActorKey,
 }
 
 enum Next {
     Command(Box<EntityCommand>),
-    Written(Result<(), StoreError>),
+    Settled(bool),
     Idle,
 }
 
-pub(super) async fn run(
-    shared: Arc<Shared>,
-    entity_id: String,
-    key: ActorKey,
-    mut mailbox: mpsc::Receiver<Box<EntityCommand>>,
-    own_mailbox: mpsc::WeakSender<Box<EntityCommand>>,
-) {
-    let span = tracing::debug_span!("entity", service = %key.0, entity_id = %entity_id);
-    async move {
-        let mut session: Option<Session> = None;
-        let mut passivation = None;
-        loop {
-            let next = match session.as_mut().filter(|s| s.writing()) {
-                // While a write is in flight, keep taking commands (pipelining) and
-                // watch for the write to finish.
-                Some(writing) => tokio::select! {
-                    biased;
-                    result = writing.written() => Next::Written(result),
-                    command = mailbox.recv() => command.map_or(Next::Idle, Next::Command),
-                },
-                None => {
-                    let command = match passivation {
-                        Some(idle) => tokio::time::timeout(idle, mailbox.recv()).await.unwrap_or_default(),
-                        None => mailbox.recv().await,
-                    };
-                    command.map_or(Next::Idle, Next::Command)
-                }
-            };
-            match next {
-                Next::Command(command) => {
-                    passivation = Some(command.method.entity.passivation);
-                    session = step(&shared, session, command, &entity_id).await;
-                }
-                Next::Written(result) => {
-                    if let Some(mut current) = session.take() {
-                        if current.complete(&shared, result) {
-                            session = Some(current);
-                        } else {
-                            current.close(&shared).await;
-                        }
-                    }
-                }
-                Next::Idle => {
-                    // Leave the registry, refuse new sends, and finish what was
-                    // already queued so no caller is left without an answer.
-                    {
-                        let mut actors = shared.actors.lock().expect("entity registry poisoned");
-                        // Only our own entry: after a release, a new actor may
-                        // already serve this entity.
-                        let ours = own_mailbox.upgrade();
-                        if actors
-                            .get(&key)
-                            .is_some_and(|m| ours.is_some_and(|o| m.same_channel(&o)))
-                        {
-                            actors.remove(&key);
-                        }
-                        mailbox.close();
-                    }
-                    while let Ok(command) = mailbox.try_recv() {
-                        session = step(&shared, session, command, &entity_id).await;
-                    }
-                    if let Some(current) = session.take() {
-                        current.close(&shared).await;
-                        shared.metrics.passivations.with_label_values(&[key.0.as_str()]).inc();
-                    }
-                    tracing::debug!("entity passivated");
-                    return;
-                }
-            }
-        }
+impl Actor {
+    fn entity_id(&self) -> &str {
+        &self.key.1
     }
-    .instrument(span)
-    .await
-}
 
-async fn step(
-    shared: &Shared,
-    session: Option<Session>,
-    command: Box<EntityCommand>,
-    entity_id: &str,
-) -> Option<Session> {
-    let command = *command;
-    let service = command.method.entity.service_name.clone();
-    let metrics = &shared.metrics;
-    let reusable = match session {
-        Some(mut current) => {
-            if current.is_closed() {
-                current.close(shared).await;
-                None
-            } else {
-                Some(current)
+    fn service(&self) -> &str {
+        &self.key.0
+    }
+
+    pub(super) async fn run<S: Session>(
+        self,
+        mut mailbox: mpsc::Receiver<Box<EntityCommand>>,
+        own_mailbox: mpsc::WeakSender<Box<EntityCommand>>,
+    ) {
+        let span = tracing::debug_span!("entity", service = %self.service(), entity_id = %self.entity_id());
+        async move {
+            let mut session: Option<S> = None;
+            loop {
+                let next = match session.as_mut().filter(|s| s.busy()) {
+                    // While a write is in flight, keep taking commands (pipelining)
+                    // and watch for the write to finish.
+                    Some(writing) => tokio::select! {
+                        biased;
+                        written = writing.settle(&self.ctx) => Next::Settled(written),
+                        command = mailbox.recv() => command.map_or(Next::Idle, Next::Command),
+                    },
+                    None => tokio::time::timeout(self.entity.passivation, mailbox.recv())
+                        .await
+                        .ok()
+                        .flatten()
+                        .map_or(Next::Idle, Next::Command),
+                };
+                match next {
+                    Next::Command(command) => session = self.step(session, command, &mut mailbox).await,
+                    Next::Settled(true) => {}
+                    Next::Settled(false) => {
+                        if let Some(failed) = session.take() {
+                            self.close(failed).await;
+                        }
+                    }
+                    Next::Idle => {
+                        // Leave the registry, refuse new sends, and finish what was
+                        // already queued so no caller is left without an answer.
+                        self.registry.leave(&self.key, &own_mailbox, &mut mailbox);
+                        while let Ok(command) = mailbox.try_recv() {
+                            session = self.step(session, command, &mut mailbox).await;
+                        }
+                        if let Some(current) = session.take() {
+                            self.close(current).await;
+                            self.ctx.metrics.passivations.with_label_values(&[self.service()]).inc();
+                        }
+                        tracing::debug!("entity passivated");
+                        return;
+                    }
+                }
             }
         }
-        None => None,
-    };
-    let mut session = match reusable {
-        Some(session) => session,
-        None => {
-            let started = std::time::Instant::now();
-            match Session::activate(shared, &command, entity_id).await {
-                Ok(session) => {
-                    metrics.entities_active.inc();
-                    metrics.activations.with_label_values(&[service.as_str()]).inc();
-                    metrics
-                        .activation_seconds
-                        .with_label_values(&[service.as_str()])
-                        .observe(started.elapsed().as_secs_f64());
-                    session
+        .instrument(span)
+        .await
+    }
+
+    /// Runs one command, on the current session or a fresh one.
+    async fn step<S: Session>(
+        &self,
+        session: Option<S>,
+        command: Box<EntityCommand>,
+        mailbox: &mut mpsc::Receiver<Box<EntityCommand>>,
+    ) -> Option<S> {
+        let command = *command;
+        if command.call.context.expired() {
+            let _ = command.reply.send(Err(ProxyError::DeadlineExceeded(
+                "the request's deadline passed while it waited for its entity".into(),
+            )));
+            return session;
+        }
+        let reusable = match session {
+            Some(mut current) => {
+                if current.is_closed() {
+                    self.close(current).await;
+                    None
+                } else {
+                    Some(current)
                 }
+            }
+            None => None,
+        };
+        let mut session = match reusable {
+            Some(session) => session,
+            None => match self.activate::<S>().await {
+                Ok(session) => session,
                 Err(error) => {
                     let _ = command.reply.send(Err(error));
                     return None;
                 }
+            },
+        };
+        match session.run(&self.ctx, command).await {
+            After::Continue => Some(session),
+            After::Restart => {
+                self.close(session).await;
+                self.restart().await
+            }
+            After::StreamFailed(reason) => {
+                self.close(session).await;
+                let mut failed = 0;
+                while let Ok(queued) = mailbox.try_recv() {
+                    failed += 1;
+                    let _ = queued.reply.send(Err(ProxyError::Unavailable(format!(
+                        "entity {} of {} failed ({reason}) before this command ran; retry",
+                        self.entity_id(),
+                        self.service()
+                    ))));
+                }
+                if failed > 0 {
+                    tracing::warn!(failed, "failed the commands queued behind a stream failure");
+                }
+                self.restart().await
             }
         }
-    };
-    match session.run(shared, command, entity_id).await {
-        After::Continue => Some(session),
-        After::Restart => {
-            session.close(shared).await;
-            None
+    }
+
+    /// Starts the entity over at once, so the function holds the stored state
+    /// again before the next command arrives.
+    async fn restart<S: Session>(&self) -> Option<S> {
+        match self.activate::<S>().await {
+            Ok(session) => Some(session),
+            Err(error) => {
+                tracing::warn!(%error, "cannot restart the entity now; the next command will try again");
+                None
+            }
         }
     }
+
+    async fn activate<S: Session>(&self) -> Result<S, ProxyError> {
+        let started = Instant::now();
+        let session = S::activate(&self.ctx, &self.entity, self.entity_id()).await?;
+        let metrics = &self.ctx.metrics;
+        metrics.entities_active.inc();
+        metrics.activations.with_label_values(&[self.service()]).inc();
+        metrics
+            .activation_seconds
+            .with_label_values(&[self.service()])
+            .observe(started.elapsed().as_secs_f64());
+        Ok(session)
+    }
+
+    /// Lets every accepted write finish before the session goes away, so each
+    /// held result is released or failed, and a new session recovers all of it.
+    async fn close<S: Session>(&self, session: S) {
+        session.close(&self.ctx).await;
+        self.ctx.metrics.entities_active.dec();
+    }
 }
+
+#[cfg(test)]
+#[path = "actor_tests.rs"]
+mod tests;

@@ -1,7 +1,7 @@
 //! The event-sourced entity protocol from the proxy's side: recover (snapshot plus
 //! later events), replay them into the function, then per command hand the emitted
-//! events (and snapshot) to the [`WritePipeline`], which releases the reply once
-//! they are durable.
+//! events (and snapshot) to the [`WritePipeline`], which releases the command's
+//! outcome once they are durable. A failed command stores nothing.
 
 use prost_types::Any;
 use strata_proto::cloudstate::eventsourced::{
@@ -11,46 +11,54 @@ use strata_proto::cloudstate::eventsourced::{
 use strata_store::EntityKey;
 
 use super::{
-    actor::After,
+    conversation::{
+        client_outcome, entity_stream, fail_stream, report_refused, store_unavailable, stream_failure, violation,
+        Asked, Conversation,
+    },
     pipeline::WritePipeline,
-    protocol::{client_answer, entity_stream, store_unavailable, stream_failure, violation, Asked, Conversation},
-    EntityCommand, Shared,
+    session::{After, EntityCommand, Session, SessionContext},
 };
-use crate::{error::ProxyError, model::EntityModel};
+use crate::{
+    call::{Outcome, Targets},
+    error::ProxyError,
+    model::{EntityModel, MethodModel},
+};
 
 const EVENT_SOURCED_HANDLE: &str = "/cloudstate.eventsourced.EventSourced/handle";
 
-pub(in crate::entity) struct EventSourcedSession {
+pub(super) struct EventSourcedSession {
     conversation: Conversation<EventSourcedStreamIn, EventSourcedStreamOut>,
-    pub(in crate::entity) journal: WritePipeline,
+    journal: WritePipeline,
 }
 
 /// What the proxy must do with one message from the function: the pure part of
 /// the protocol, tested without a function or a store.
 #[derive(Debug, PartialEq)]
-pub(in crate::entity) enum Decision {
-    /// Persist `events` (and `snapshot`), then answer the client with `answer`.
+pub(super) enum Decision {
+    /// Persist `events` (and `snapshot`), then release `answer`.
     Persist {
         events: Vec<Any>,
         snapshot: Option<Any>,
-        answer: Result<Any, ProxyError>,
+        answer: Result<Outcome, ProxyError>,
         restart: bool,
     },
+    /// The function failed the whole stream.
+    StreamFailure(String),
     /// The function broke the protocol: report it, fail the command, restart.
     Violation(String),
 }
 
-pub(in crate::entity) fn decide(command_id: i64, out: EventSourcedStreamOut) -> Decision {
+pub(super) fn decide(
+    from: &MethodModel,
+    targets: &dyn Targets,
+    command_id: i64,
+    out: EventSourcedStreamOut,
+) -> Decision {
     let reply = match out.message {
         Some(event_sourced_stream_out::Message::Reply(reply)) => reply,
         Some(event_sourced_stream_out::Message::Failure(failure)) => {
             return match stream_failure(command_id, failure) {
-                Ok((answer, restart)) => Decision::Persist {
-                    events: Vec::new(),
-                    snapshot: None,
-                    answer,
-                    restart,
-                },
+                Ok(description) => Decision::StreamFailure(description),
                 Err(what) => Decision::Violation(what),
             };
         }
@@ -65,15 +73,19 @@ pub(in crate::entity) fn decide(command_id: i64, out: EventSourcedStreamOut) -> 
     if reply.snapshot.is_some() && reply.events.is_empty() {
         return Decision::Violation(format!("reply to command {command_id} has a snapshot but no events"));
     }
-    if !reply.side_effects.is_empty() {
-        tracing::warn!(
-            count = reply.side_effects.len(),
-            "side effects are not supported yet and were dropped"
-        );
-    }
-    let Some((answer, restart)) = client_answer(reply.client_action) else {
+    let Some((answer, restart)) = client_outcome(from, targets, reply.client_action, reply.side_effects) else {
         return Decision::Violation(format!("reply to command {command_id} has no client action"));
     };
+    if answer.is_err() {
+        // Nothing of a failed command is stored. A function that applied events
+        // for it holds state the journal lacks, so it starts over from the journal.
+        return Decision::Persist {
+            restart: restart || !reply.events.is_empty(),
+            events: Vec::new(),
+            snapshot: None,
+            answer,
+        };
+    }
     Decision::Persist {
         events: reply.events,
         snapshot: reply.snapshot,
@@ -82,14 +94,10 @@ pub(in crate::entity) fn decide(command_id: i64, out: EventSourcedStreamOut) -> 
     }
 }
 
-impl EventSourcedSession {
-    pub(in crate::entity) async fn activate(
-        shared: &Shared,
-        entity: &EntityModel,
-        entity_id: &str,
-    ) -> Result<Self, ProxyError> {
+impl Session for EventSourcedSession {
+    async fn activate(ctx: &SessionContext, entity: &EntityModel, entity_id: &str) -> Result<Self, ProxyError> {
         let key = EntityKey::new(&entity.persistence_id, entity_id);
-        let recovery = shared.store.recover(&key).await.map_err(store_unavailable)?;
+        let recovery = ctx.store.recover(&key).await.map_err(store_unavailable)?;
         let seq_nr = recovery.last_seq_nr();
         let (to_function, inbound) = entity_stream();
         let send = |message| {
@@ -109,34 +117,36 @@ impl EventSourcedSession {
                 payload: Some(event.payload),
             }));
         }
-        let from_function = shared.function.open_entity_stream(EVENT_SOURCED_HANDLE, inbound);
+        let from_function = ctx.function.open_entity_stream(EVENT_SOURCED_HANDLE, inbound);
         Ok(Self {
             conversation: Conversation::new(to_function, from_function),
             journal: WritePipeline::new(key, entity.service_name.clone(), seq_nr),
         })
     }
 
-    pub(in crate::entity) fn is_closed(&mut self) -> bool {
+    fn is_closed(&mut self) -> bool {
         self.conversation.is_closed()
     }
 
-    pub(in crate::entity) async fn run(&mut self, shared: &Shared, command: EntityCommand, entity_id: &str) -> After {
+    async fn run(&mut self, ctx: &SessionContext, command: EntityCommand) -> After {
         let wrap = |command| EventSourcedStreamIn {
             message: Some(event_sourced_stream_in::Message::Command(command)),
         };
-        let Some(Asked { method, reply, id, out }) = self.conversation.ask(shared, command, entity_id, wrap).await
-        else {
-            return After::Restart;
+        let Asked { call, reply, id, out } = match self.conversation.ask(ctx, command, wrap).await {
+            Ok(asked) => asked,
+            Err(after) => return after,
         };
-        match decide(id, out) {
-            Decision::Violation(what) => violation(shared, (&method, reply), entity_id, &what),
+        match decide(&call.method, ctx.targets.as_ref(), id, out) {
+            Decision::Violation(what) => violation(ctx, &call, reply, &what),
+            Decision::StreamFailure(description) => fail_stream(reply, description),
             Decision::Persist {
                 events,
                 snapshot,
                 answer,
                 restart,
             } => {
-                self.journal.push(shared, reply, answer, events, snapshot);
+                report_refused(ctx, &answer);
+                self.journal.push(ctx, reply, answer, events, snapshot);
                 if restart {
                     After::Restart
                 } else {
@@ -145,28 +155,55 @@ impl EventSourcedSession {
             }
         }
     }
+
+    fn busy(&self) -> bool {
+        self.journal.writing()
+    }
+
+    async fn settle(&mut self, ctx: &SessionContext) -> bool {
+        let result = self.journal.written().await;
+        self.journal.complete(ctx, result)
+    }
+
+    async fn close(mut self, ctx: &SessionContext) {
+        self.journal.drain(ctx).await;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        call::{Answer, Next},
+        fixtures,
+    };
     use strata_proto::cloudstate::{
-        client_action::Action, eventsourced::EventSourcedReply, ClientAction, Failure, Reply,
+        client_action::Action, eventsourced::EventSourcedReply, ClientAction, Failure, Forward, Reply, SideEffect,
     };
 
     fn any(name: &str) -> Any {
         Any {
             type_url: format!("type.googleapis.com/{name}"),
-            value: vec![1, 2, 3],
+            value: vec![],
         }
     }
 
     fn reply(command_id: i64, action: Action, events: Vec<Any>, snapshot: Option<Any>) -> EventSourcedStreamOut {
+        reply_with_effects(command_id, action, events, snapshot, vec![])
+    }
+
+    fn reply_with_effects(
+        command_id: i64,
+        action: Action,
+        events: Vec<Any>,
+        snapshot: Option<Any>,
+        side_effects: Vec<SideEffect>,
+    ) -> EventSourcedStreamOut {
         EventSourcedStreamOut {
             message: Some(event_sourced_stream_out::Message::Reply(EventSourcedReply {
                 command_id,
                 client_action: Some(ClientAction { action: Some(action) }),
-                side_effects: vec![],
+                side_effects,
                 events,
                 snapshot,
             })),
@@ -180,29 +217,40 @@ mod tests {
         })
     }
 
+    fn thing() -> Any {
+        any("test.things.Thing")
+    }
+
     #[test]
     fn reply_with_events_and_snapshot_is_persisted_then_answered() {
-        let decision = decide(3, reply(3, ok(any("Empty")), vec![any("ItemAdded")], Some(any("Cart"))));
+        let (model, method) = fixtures::method("/test.things.Warehouse/Create");
+        let decision = decide(
+            &method,
+            &model,
+            3,
+            reply(3, ok(thing()), vec![any("Added")], Some(any("Snap"))),
+        );
         assert_eq!(
             decision,
             Decision::Persist {
-                events: vec![any("ItemAdded")],
-                snapshot: Some(any("Cart")),
-                answer: Ok(any("Empty")),
+                events: vec![any("Added")],
+                snapshot: Some(any("Snap")),
+                answer: Ok(Outcome::reply(Answer::new(thing()))),
                 restart: false,
             }
         );
     }
 
     #[test]
-    fn failure_action_reaches_the_client_and_may_restart() {
+    fn a_failure_stores_nothing_and_may_restart() {
+        let (model, method) = fixtures::method("/test.things.Warehouse/Create");
         let failure = Action::Failure(Failure {
             command_id: 1,
             description: "Quantity must be positive".into(),
             restart: true,
         });
         assert_eq!(
-            decide(1, reply(1, failure, vec![], None)),
+            decide(&method, &model, 1, reply(1, failure, vec![], None)),
             Decision::Persist {
                 events: vec![],
                 snapshot: None,
@@ -210,16 +258,107 @@ mod tests {
                 restart: true,
             }
         );
+        // Events sent with a failure are dropped, and the function starts over.
+        let failure = Action::Failure(Failure {
+            command_id: 2,
+            description: "no".into(),
+            restart: false,
+        });
+        let effect = SideEffect {
+            service_name: "test.things.Auditor".into(),
+            command_name: "Record".into(),
+            payload: None,
+            synchronous: true,
+            metadata: None,
+        };
+        assert_eq!(
+            decide(
+                &method,
+                &model,
+                2,
+                reply_with_effects(2, failure, vec![any("E")], Some(any("S")), vec![effect])
+            ),
+            Decision::Persist {
+                events: vec![],
+                snapshot: None,
+                answer: Err(ProxyError::Failure("no".into())),
+                restart: true,
+            }
+        );
+    }
+
+    #[test]
+    fn forwards_and_effects_are_resolved_before_anything_is_stored() {
+        let (model, method) = fixtures::method("/test.things.Warehouse/Create");
+        let forward = Action::Forward(Forward {
+            service_name: "test.things.Auditor".into(),
+            command_name: "Copy".into(),
+            payload: Some(fixtures::thing("top", 7)),
+            metadata: None,
+        });
+        let effect = SideEffect {
+            service_name: "test.things.Auditor".into(),
+            command_name: "Record".into(),
+            payload: Some(fixtures::thing_ref("top", 7)),
+            synchronous: true,
+            metadata: None,
+        };
+        let Decision::Persist {
+            events,
+            answer: Ok(outcome),
+            ..
+        } = decide(
+            &method,
+            &model,
+            1,
+            reply_with_effects(1, forward, vec![any("E")], None, vec![effect]),
+        )
+        else {
+            panic!("expected a persisted forward")
+        };
+        assert_eq!(events, vec![any("E")]);
+        let Next::Forward(call) = outcome.next else {
+            panic!("expected a forward")
+        };
+        assert_eq!(call.target_name(), "test.things.Auditor.Copy");
+        assert_eq!(call.entity_id.as_deref(), Some("top-7"));
+        assert_eq!(outcome.effects.len(), 1);
+        assert!(outcome.effects[0].synchronous);
+        assert_eq!(outcome.effects[0].call.target_name(), "test.things.Auditor.Record");
+
+        // --- an unknown target fails the command; its events are not stored
+        let forward = Action::Forward(Forward {
+            service_name: "test.things.Nowhere".into(),
+            command_name: "Call".into(),
+            payload: None,
+            metadata: None,
+        });
+        let Decision::Persist {
+            events,
+            snapshot: None,
+            answer: Err(ProxyError::Internal(message)),
+            restart: true,
+        } = decide(&method, &model, 1, reply(1, forward, vec![any("E")], None))
+        else {
+            panic!("expected a refused forward")
+        };
+        assert!(events.is_empty());
+        assert_eq!(
+            message,
+            "test.things.Warehouse.Create forwarded to test.things.Nowhere.Call, which is not a method of any known service"
+        );
     }
 
     #[test]
     fn protocol_violations() {
+        let (model, method) = fixtures::method("/test.things.Warehouse/Create");
+        let decide = |id, out| decide(&method, &model, id, out);
         assert!(matches!(
-            decide(2, reply(1, ok(any("E")), vec![], None)),
+            decide(2, reply(1, ok(thing()), vec![], None)),
             Decision::Violation(_)
         ));
         assert!(matches!(
-            decide(1, reply(1, ok(any("E")), vec![], Some(any("S")))),
+            decide(1, reply(1, ok(thing()), vec![], Some(any("S")))),
             Decision::Violation(_)
         ));
         assert!(matches!(
@@ -237,7 +376,8 @@ mod tests {
     }
 
     #[test]
-    fn stream_failure_for_the_command_fails_it_and_restarts() {
+    fn a_stream_failure_for_the_command_fails_the_stream() {
+        let (model, method) = fixtures::method("/test.things.Warehouse/Create");
         let failure = EventSourcedStreamOut {
             message: Some(event_sourced_stream_out::Message::Failure(Failure {
                 command_id: 4,
@@ -246,13 +386,8 @@ mod tests {
             })),
         };
         assert_eq!(
-            decide(4, failure),
-            Decision::Persist {
-                events: vec![],
-                snapshot: None,
-                answer: Err(ProxyError::Failure("boom".into())),
-                restart: true,
-            }
+            decide(&method, &model, 4, failure),
+            Decision::StreamFailure("boom".into())
         );
     }
 }

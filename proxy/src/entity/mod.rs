@@ -1,93 +1,67 @@
 //! Active entities: one single-writer actor per entity, found or started by
-//! [`Entities::handle`]. Owns the mailbox and lifecycle of actors; the protocol of
-//! each entity type lives in its own module.
+//! [`Entities::handle`]. Owns the mailboxes and picks each entity type's
+//! protocol session; the actor's life cycle and each protocol live in their own
+//! modules, which know nothing of this one.
 
 mod actor;
+mod conversation;
 mod event_sourced;
 mod pipeline;
-mod protocol;
+mod registry;
+mod session;
 mod value;
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::sync::Arc;
 
-use prost_types::Any;
-use strata_proto::cloudstate::Metadata;
-use strata_store::Store;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{error::ProxyError, function::FunctionClient, metrics::Metrics, model::MethodModel};
+pub use session::{EntityCommand, SessionContext, DEFAULT_COMMAND_TIMEOUT};
+
+use self::{actor::Actor, event_sourced::EventSourcedSession, registry::ActorRegistry, value::ValueSession};
+use crate::{
+    call::{Call, Outcome},
+    error::ProxyError,
+    model::EntityKind,
+};
 
 /// How many commands may wait for one entity before callers wait to enqueue.
 const MAILBOX: usize = 1024;
 
-/// Where a command's answer goes.
-pub(crate) type ReplyTo = oneshot::Sender<Result<Any, ProxyError>>;
-
-/// One command for one entity, with the channel its answer goes back on.
-pub struct EntityCommand {
-    pub method: Arc<MethodModel>,
-    pub payload: Any,
-    pub metadata: Option<Metadata>,
-    pub reply: ReplyTo,
-}
-
-type ActorKey = (String, String);
-
-/// Commands travel boxed, so each entity's channel allocates small slots.
-type Mailbox = mpsc::Sender<Box<EntityCommand>>;
-
 /// The registry of active entities of one sidecar.
 pub struct Entities {
-    shared: Arc<Shared>,
-}
-
-struct Shared {
-    function: FunctionClient,
-    store: Arc<dyn Store>,
-    metrics: Arc<Metrics>,
-    actors: Mutex<HashMap<ActorKey, Mailbox>>,
+    ctx: Arc<SessionContext>,
+    registry: Arc<ActorRegistry>,
 }
 
 impl Entities {
-    pub fn new(function: FunctionClient, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(ctx: SessionContext) -> Self {
         Self {
-            shared: Arc::new(Shared {
-                function,
-                store,
-                metrics,
-                actors: Mutex::new(HashMap::new()),
-            }),
+            ctx: Arc::new(ctx),
+            registry: Arc::default(),
         }
     }
 
-    /// Runs one command on its entity and returns the reply payload once any state
-    /// it produced is durable.
-    pub async fn handle(
-        &self,
-        method: Arc<MethodModel>,
-        entity_id: String,
-        payload: Any,
-        metadata: Option<Metadata>,
-    ) -> Result<Any, ProxyError> {
+    /// Runs one command on its entity and returns its outcome once any state it
+    /// produced is durable. The forward and side effects it asks for are the
+    /// caller's to perform.
+    pub async fn handle(&self, call: Call) -> Result<Outcome, ProxyError> {
+        let (true, Some(entity_id)) = (call.method.entity.kind.is_entity(), call.entity_id.clone()) else {
+            return Err(ProxyError::Internal(format!(
+                "{} is not an entity's method",
+                call.target_name()
+            )));
+        };
+        let key = (call.method.entity.service_name.clone(), entity_id);
         let (reply, answer) = oneshot::channel();
-        let key = (method.entity.service_name.clone(), entity_id);
-        let mut command = Box::new(EntityCommand {
-            method,
-            payload,
-            metadata,
-            reply,
-        });
+        let mut command = Box::new(EntityCommand { call, reply });
         // A send fails only when the actor passivated after we looked it up: start
         // a fresh one and try again.
         loop {
-            let mailbox = self.shared.mailbox(&key);
+            let mailbox = self.registry.mailbox(&key, || self.start(&key, &command));
             match mailbox.send(command).await {
                 Ok(()) => break,
                 Err(mpsc::error::SendError(returned)) => {
-                    self.shared.forget(&key, &mailbox);
+                    self.registry.forget(&key, &mailbox);
                     command = returned;
                 }
             }
@@ -99,39 +73,31 @@ impl Entities {
         })
     }
 
+    fn start(&self, key: &(String, String), command: &EntityCommand) -> mpsc::Sender<Box<EntityCommand>> {
+        let (tx, rx) = mpsc::channel(MAILBOX);
+        let actor = Actor {
+            ctx: self.ctx.clone(),
+            registry: self.registry.clone(),
+            entity: command.call.method.entity.clone(),
+            key: key.clone(),
+        };
+        let own = tx.downgrade();
+        match actor.entity.kind {
+            EntityKind::EventSourced => tokio::spawn(actor.run::<EventSourcedSession>(rx, own)),
+            EntityKind::Value => tokio::spawn(actor.run::<ValueSession>(rx, own)),
+            EntityKind::Action => unreachable!("actions have no entity actors (checked by handle)"),
+        };
+        tx
+    }
+
     /// Lets go of the entities `which` selects (e.g. of shards this instance lost):
     /// each finishes the commands it already has, then passivates. Returns how many.
     pub fn release(&self, which: impl Fn(&str, &str) -> bool) -> usize {
-        let mut actors = self.shared.actors.lock().expect("entity registry poisoned");
-        let before = actors.len();
-        actors.retain(|(service, entity_id), _| !which(service, entity_id));
-        before - actors.len()
+        self.registry.release(which)
     }
 
     /// How many entities are active now.
     pub fn active(&self) -> usize {
-        self.shared.actors.lock().expect("entity registry poisoned").len()
-    }
-}
-
-impl Shared {
-    fn mailbox(self: &Arc<Self>, key: &ActorKey) -> Mailbox {
-        let mut actors = self.actors.lock().expect("entity registry poisoned");
-        if let Some(mailbox) = actors.get(key) {
-            if !mailbox.is_closed() {
-                return mailbox.clone();
-            }
-        }
-        let (tx, rx) = mpsc::channel(MAILBOX);
-        actors.insert(key.clone(), tx.clone());
-        tokio::spawn(actor::run(self.clone(), key.1.clone(), key.clone(), rx, tx.downgrade()));
-        tx
-    }
-
-    fn forget(&self, key: &ActorKey, mailbox: &Mailbox) {
-        let mut actors = self.actors.lock().expect("entity registry poisoned");
-        if actors.get(key).is_some_and(|m| m.same_channel(mailbox)) {
-            actors.remove(key);
-        }
+        self.registry.len()
     }
 }

@@ -1,8 +1,9 @@
 //! Write pipelining for one event-sourced entity: while one journal write is in
 //! flight, later commands keep running and their events queue up; the queue goes
-//! out as the next single write. Replies are released strictly in command order
+//! out as the next single write. Outcomes are released strictly in command order
 //! and only once their events are durable, so a hot entity is not limited to one
-//! fsync per command and nothing unwritten is ever acknowledged.
+//! fsync per command and nothing unwritten is ever acknowledged (nor any forward
+//! or side effect started for it).
 
 use std::time::Instant;
 
@@ -10,13 +11,16 @@ use prost_types::Any;
 use strata_store::{EntityKey, JournalWrite, Snapshot, StoreError};
 use tokio::task::JoinHandle;
 
-use super::{protocol::store_failed, ReplyTo, Shared};
-use crate::error::ProxyError;
+use super::{
+    conversation::store_failed,
+    session::{ReplyTo, SessionContext},
+};
+use crate::{call::Outcome, error::ProxyError};
 
-/// A reply held back until the write carrying its events is durable.
+/// A result held back until the write carrying its events is durable.
 struct Held {
     reply: ReplyTo,
-    answer: Result<Any, ProxyError>,
+    answer: Result<Outcome, ProxyError>,
 }
 
 /// Commands whose events have not been handed to the store yet.
@@ -60,9 +64,9 @@ impl WritePipeline {
     /// its snapshot, and the answer to release once they are durable.
     pub(super) fn push(
         &mut self,
-        shared: &Shared,
+        ctx: &SessionContext,
         reply: ReplyTo,
-        answer: Result<Any, ProxyError>,
+        answer: Result<Outcome, ProxyError>,
         events: Vec<Any>,
         snapshot: Option<Any>,
     ) {
@@ -78,7 +82,7 @@ impl WritePipeline {
         self.queued.events.extend(events);
         self.queued.held.push(Held { reply, answer });
         if self.in_flight.is_none() {
-            self.start(shared);
+            self.start(ctx);
         }
     }
 
@@ -102,14 +106,14 @@ impl WritePipeline {
     /// Handles the outcome of the write in flight: releases its replies and sends
     /// the next batch, or fails every held reply. `false` means the entity must
     /// restart (the function holds events that are not in the store).
-    pub(super) fn complete(&mut self, shared: &Shared, result: Result<(), StoreError>) -> bool {
+    pub(super) fn complete(&mut self, ctx: &SessionContext, result: Result<(), StoreError>) -> bool {
         let Some(in_flight) = self.in_flight.take() else {
             return true;
         };
         match result {
             Ok(()) => {
                 release(in_flight.held);
-                self.start(shared);
+                self.start(ctx);
                 true
             }
             Err(error) => {
@@ -125,10 +129,10 @@ impl WritePipeline {
 
     /// Waits until everything accepted is durable (or failed). `false` if a write
     /// failed.
-    pub(super) async fn drain(&mut self, shared: &Shared) -> bool {
+    pub(super) async fn drain(&mut self, ctx: &SessionContext) -> bool {
         while self.writing() {
             let result = self.written().await;
-            if !self.complete(shared, result) {
+            if !self.complete(ctx, result) {
                 return false;
             }
         }
@@ -137,7 +141,7 @@ impl WritePipeline {
 
     /// Sends the queued batch as one write; a batch without events (reads,
     /// failures) is released at once, since nothing before it is pending.
-    fn start(&mut self, shared: &Shared) {
+    fn start(&mut self, ctx: &SessionContext) {
         debug_assert!(self.in_flight.is_none());
         let batch = std::mem::take(&mut self.queued);
         let first_seq_nr = self.queued_from;
@@ -152,11 +156,8 @@ impl WritePipeline {
             events: batch.events,
             snapshot: batch.snapshot,
         };
-        let store = shared.store.clone();
-        let histogram = shared
-            .metrics
-            .persist_seconds
-            .with_label_values(&[self.service.as_str()]);
+        let store = ctx.store.clone();
+        let histogram = ctx.metrics.persist_seconds.with_label_values(&[self.service.as_str()]);
         let task = tokio::spawn(async move {
             let started = Instant::now();
             let result = store.append(write).await;
@@ -175,14 +176,17 @@ fn release(held: Vec<Held>) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
     use async_trait::async_trait;
     use strata_store::{JournalEvent, Recovery, Store};
     use tokio::sync::{mpsc, oneshot};
 
     use super::*;
-    use crate::{function::FunctionClient, metrics::Metrics};
+    use crate::{
+        call::Answer, entity::session::DEFAULT_COMMAND_TIMEOUT, function::FunctionClient, metrics::Metrics,
+        model::Catalog,
+    };
 
     /// A store whose appends wait until the test lets each one finish, with the
     /// outcome the test chooses. Records every write it was given.
@@ -216,16 +220,17 @@ mod tests {
 
     type Writes = mpsc::UnboundedReceiver<(JournalWrite, oneshot::Sender<Result<(), StoreError>>)>;
 
-    fn setup() -> (Shared, Writes, WritePipeline) {
+    fn setup() -> (SessionContext, Writes, WritePipeline) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let shared = Shared {
+        let ctx = SessionContext {
             function: FunctionClient::new("127.0.0.1", 9).unwrap(),
             store: Arc::new(GatedStore { writes: tx }),
             metrics: Arc::new(Metrics::new()),
-            actors: Mutex::new(Default::default()),
+            targets: Arc::new(Catalog::default()),
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
         };
         let pipeline = WritePipeline::new(EntityKey::new("cart", "hot"), "Cart".into(), 10);
-        (shared, rx, pipeline)
+        (ctx, rx, pipeline)
     }
 
     fn any(name: &str) -> Any {
@@ -237,38 +242,42 @@ mod tests {
 
     fn command(
         pipeline: &mut WritePipeline,
-        shared: &Shared,
+        ctx: &SessionContext,
         answer: &str,
         events: &[&str],
         snapshot: Option<&str>,
-    ) -> oneshot::Receiver<Result<Any, ProxyError>> {
+    ) -> oneshot::Receiver<Result<Outcome, ProxyError>> {
         let (reply, released) = oneshot::channel();
         let events = events.iter().map(|e| any(e)).collect();
-        pipeline.push(shared, reply, Ok(any(answer)), events, snapshot.map(any));
+        pipeline.push(ctx, reply, Ok(reply_of(answer)), events, snapshot.map(any));
         released
+    }
+
+    fn reply_of(answer: &str) -> Outcome {
+        Outcome::reply(Answer::new(any(answer)))
     }
 
     #[tokio::test]
     async fn replies_wait_for_their_write_and_later_commands_share_the_next_one() {
-        let (shared, mut writes, mut pipeline) = setup();
+        let (ctx, mut writes, mut pipeline) = setup();
 
         // --- the first command's events go out at once, as seq 11
-        let mut a = command(&mut pipeline, &shared, "a", &["e1"], None);
+        let mut a = command(&mut pipeline, &ctx, "a", &["e1"], None);
         let (first, finish_first) = writes.recv().await.unwrap();
         assert_eq!((first.first_seq_nr, first.events.len()), (11, 1));
 
         // --- while it is in flight, two more commands and a read queue up
-        let mut b = command(&mut pipeline, &shared, "b", &["e2", "e3"], None);
-        let mut c = command(&mut pipeline, &shared, "c", &["e4"], Some("snap"));
-        let mut read = command(&mut pipeline, &shared, "read", &[], None);
+        let mut b = command(&mut pipeline, &ctx, "b", &["e2", "e3"], None);
+        let mut c = command(&mut pipeline, &ctx, "c", &["e4"], Some("snap"));
+        let mut read = command(&mut pipeline, &ctx, "read", &[], None);
         assert!(a.try_recv().is_err(), "nothing is released before it is durable");
         assert!(writes.try_recv().is_err(), "one write in flight at a time");
 
         // --- the first write lands: only its reply is released; the queue goes out as one write
         finish_first.send(Ok(())).unwrap();
         let result = pipeline.written().await;
-        assert!(pipeline.complete(&shared, result));
-        assert_eq!(a.try_recv().unwrap().unwrap(), any("a"));
+        assert!(pipeline.complete(&ctx, result));
+        assert_eq!(a.try_recv().unwrap().unwrap(), reply_of("a"));
         let (second, finish_second) = writes.recv().await.unwrap();
         assert_eq!(second.first_seq_nr, 12);
         assert_eq!(second.events, vec![any("e2"), any("e3"), any("e4")]);
@@ -278,23 +287,23 @@ mod tests {
 
         // --- the second write lands: the rest are released, in order
         finish_second.send(Ok(())).unwrap();
-        assert!(pipeline.drain(&shared).await);
-        assert_eq!(b.try_recv().unwrap().unwrap(), any("b"));
-        assert_eq!(c.try_recv().unwrap().unwrap(), any("c"));
-        assert_eq!(read.try_recv().unwrap().unwrap(), any("read"));
+        assert!(pipeline.drain(&ctx).await);
+        assert_eq!(b.try_recv().unwrap().unwrap(), reply_of("b"));
+        assert_eq!(c.try_recv().unwrap().unwrap(), reply_of("c"));
+        assert_eq!(read.try_recv().unwrap().unwrap(), reply_of("read"));
         assert!(!pipeline.writing());
 
         // --- with nothing pending, a read is answered at once
-        let mut idle_read = command(&mut pipeline, &shared, "r2", &[], None);
-        assert_eq!(idle_read.try_recv().unwrap().unwrap(), any("r2"));
+        let mut idle_read = command(&mut pipeline, &ctx, "r2", &[], None);
+        assert_eq!(idle_read.try_recv().unwrap().unwrap(), reply_of("r2"));
     }
 
     #[tokio::test]
     async fn a_failed_write_fails_every_held_reply() {
-        let (shared, mut writes, mut pipeline) = setup();
-        let mut a = command(&mut pipeline, &shared, "a", &["e1"], None);
-        let mut b = command(&mut pipeline, &shared, "b", &["e2"], None);
-        let mut read = command(&mut pipeline, &shared, "read", &[], None);
+        let (ctx, mut writes, mut pipeline) = setup();
+        let mut a = command(&mut pipeline, &ctx, "a", &["e1"], None);
+        let mut b = command(&mut pipeline, &ctx, "b", &["e2"], None);
+        let mut read = command(&mut pipeline, &ctx, "read", &[], None);
         let (_, finish) = writes.recv().await.unwrap();
         finish
             .send(Err(StoreError::Conflict {
@@ -302,7 +311,7 @@ mod tests {
                 seq_nr: 11,
             }))
             .unwrap();
-        assert!(!pipeline.drain(&shared).await, "the entity must restart");
+        assert!(!pipeline.drain(&ctx).await, "the entity must restart");
         for held in [&mut a, &mut b, &mut read] {
             assert!(matches!(held.try_recv().unwrap(), Err(ProxyError::Aborted(_))));
         }

@@ -1,6 +1,7 @@
 //! The value entity protocol from the proxy's side: load the stored value into
-//! Init, then per command persist the update or delete before the reply is
-//! released.
+//! `Init` (always with a state, empty when nothing is stored), then per command
+//! persist the update or delete before the outcome is released. A failed command
+//! changes nothing.
 
 use prost_types::Any;
 use strata_proto::cloudstate::valueentity::{
@@ -10,50 +11,55 @@ use strata_proto::cloudstate::valueentity::{
 use strata_store::EntityKey;
 
 use super::{
-    actor::After,
-    protocol::{
-        client_answer, entity_stream, persist_timed, store_failed, store_unavailable, stream_failure, violation, Asked,
-        Conversation,
+    conversation::{
+        client_outcome, entity_stream, fail_stream, persist_timed, report_refused, store_failed, store_unavailable,
+        stream_failure, violation, Asked, Conversation,
     },
-    EntityCommand, Shared,
+    session::{After, EntityCommand, Session, SessionContext},
 };
-use crate::{error::ProxyError, model::EntityModel};
+use crate::{
+    call::{Outcome, Targets},
+    error::ProxyError,
+    model::{EntityModel, MethodModel},
+};
 
 const VALUE_ENTITY_HANDLE: &str = "/cloudstate.valueentity.ValueEntity/handle";
 
-pub(in crate::entity) struct ValueSession {
+pub(super) struct ValueSession {
     key: EntityKey,
     conversation: Conversation<ValueEntityStreamIn, ValueEntityStreamOut>,
 }
 
 /// What to do with the stored value after a command.
 #[derive(Debug, PartialEq)]
-pub(in crate::entity) enum StateChange {
+pub(super) enum StateChange {
     Keep,
     Update(Any),
     Delete,
 }
 
 #[derive(Debug, PartialEq)]
-pub(in crate::entity) enum Decision {
+pub(super) enum Decision {
     Persist {
         change: StateChange,
-        answer: Result<Any, ProxyError>,
+        answer: Result<Outcome, ProxyError>,
         restart: bool,
     },
+    StreamFailure(String),
     Violation(String),
 }
 
-pub(in crate::entity) fn decide(command_id: i64, out: ValueEntityStreamOut) -> Decision {
+pub(super) fn decide(
+    from: &MethodModel,
+    targets: &dyn Targets,
+    command_id: i64,
+    out: ValueEntityStreamOut,
+) -> Decision {
     let reply = match out.message {
         Some(value_entity_stream_out::Message::Reply(reply)) => reply,
         Some(value_entity_stream_out::Message::Failure(failure)) => {
             return match stream_failure(command_id, failure) {
-                Ok((answer, restart)) => Decision::Persist {
-                    change: StateChange::Keep,
-                    answer,
-                    restart,
-                },
+                Ok(description) => Decision::StreamFailure(description),
                 Err(what) => Decision::Violation(what),
             };
         }
@@ -73,15 +79,18 @@ pub(in crate::entity) fn decide(command_id: i64, out: ValueEntityStreamOut) -> D
         },
         Some(value_entity_action::Action::Delete(_)) => StateChange::Delete,
     };
-    if !reply.side_effects.is_empty() {
-        tracing::warn!(
-            count = reply.side_effects.len(),
-            "side effects are not supported yet and were dropped"
-        );
-    }
-    let Some((answer, restart)) = client_answer(reply.client_action) else {
+    let Some((answer, restart)) = client_outcome(from, targets, reply.client_action, reply.side_effects) else {
         return Decision::Violation(format!("reply to command {command_id} has no client action"));
     };
+    if answer.is_err() {
+        // A function that changed its value for a failed command holds a value
+        // the store lacks, so it starts over from the store.
+        return Decision::Persist {
+            restart: restart || change != StateChange::Keep,
+            change: StateChange::Keep,
+            answer,
+        };
+    }
     Decision::Persist {
         change,
         answer,
@@ -89,128 +98,133 @@ pub(in crate::entity) fn decide(command_id: i64, out: ValueEntityStreamOut) -> D
     }
 }
 
-impl ValueSession {
-    pub(in crate::entity) async fn activate(
-        shared: &Shared,
-        entity: &EntityModel,
-        entity_id: &str,
-    ) -> Result<Self, ProxyError> {
+impl Session for ValueSession {
+    async fn activate(ctx: &SessionContext, entity: &EntityModel, entity_id: &str) -> Result<Self, ProxyError> {
         let key = EntityKey::new(&entity.persistence_id, entity_id);
-        let value = shared.store.load_value(&key).await.map_err(store_unavailable)?;
+        let value = ctx.store.load_value(&key).await.map_err(store_unavailable)?;
         let (to_function, inbound) = entity_stream();
         let _ = to_function.send(Box::new(ValueEntityStreamIn {
             message: Some(value_entity_stream_in::Message::Init(ValueEntityInit {
                 service_name: entity.service_name.clone(),
                 entity_id: entity_id.to_string(),
-                state: value.map(|v| ValueEntityInitState { value: Some(v) }),
+                // Always set, as CloudState's proxy does: SDKs read the state
+                // from it without checking that it is there.
+                state: Some(ValueEntityInitState { value }),
             })),
         }));
-        let from_function = shared.function.open_entity_stream(VALUE_ENTITY_HANDLE, inbound);
+        let from_function = ctx.function.open_entity_stream(VALUE_ENTITY_HANDLE, inbound);
         Ok(Self {
             key,
             conversation: Conversation::new(to_function, from_function),
         })
     }
 
-    pub(in crate::entity) fn is_closed(&mut self) -> bool {
+    fn is_closed(&mut self) -> bool {
         self.conversation.is_closed()
     }
 
-    pub(in crate::entity) async fn run(&mut self, shared: &Shared, command: EntityCommand, entity_id: &str) -> After {
+    async fn run(&mut self, ctx: &SessionContext, command: EntityCommand) -> After {
         let wrap = |command| ValueEntityStreamIn {
             message: Some(value_entity_stream_in::Message::Command(command)),
         };
-        let Some(Asked { method, reply, id, out }) = self.conversation.ask(shared, command, entity_id, wrap).await
-        else {
-            return After::Restart;
+        let Asked { call, reply, id, out } = match self.conversation.ask(ctx, command, wrap).await {
+            Ok(asked) => asked,
+            Err(after) => return after,
         };
-        match decide(id, out) {
-            Decision::Violation(what) => violation(shared, (&method, reply), entity_id, &what),
+        let (change, answer, restart) = match decide(&call.method, ctx.targets.as_ref(), id, out) {
+            Decision::Violation(what) => return violation(ctx, &call, reply, &what),
+            Decision::StreamFailure(description) => return fail_stream(reply, description),
             Decision::Persist {
                 change,
                 answer,
                 restart,
-            } => {
-                let value = match change {
-                    StateChange::Keep => None,
-                    StateChange::Update(value) => Some(Some(value)),
-                    StateChange::Delete => Some(None),
-                };
-                let saved = match value {
-                    None => Ok(()),
-                    Some(value) => {
-                        let service = method.entity.service_name.as_str();
-                        persist_timed(shared, service, shared.store.save_value(&self.key, value)).await
-                    }
-                };
-                if let Err(error) = saved {
-                    let _ = reply.send(Err(store_failed(error)));
-                    return After::Restart;
-                }
-                let _ = reply.send(answer);
-                if restart {
-                    After::Restart
-                } else {
-                    After::Continue
-                }
+            } => (change, answer, restart),
+        };
+        report_refused(ctx, &answer);
+        let value = match change {
+            StateChange::Keep => None,
+            StateChange::Update(value) => Some(Some(value)),
+            StateChange::Delete => Some(None),
+        };
+        if let Some(value) = value {
+            let service = call.method.entity.service_name.as_str();
+            if let Err(error) = persist_timed(ctx, service, ctx.store.save_value(&self.key, value)).await {
+                let _ = reply.send(Err(store_failed(error)));
+                return After::Restart;
             }
         }
+        let _ = reply.send(answer);
+        if restart {
+            After::Restart
+        } else {
+            After::Continue
+        }
     }
+
+    async fn close(self, _ctx: &SessionContext) {}
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        call::{Answer, Outcome},
+        fixtures,
+    };
     use strata_proto::cloudstate::{
         client_action::Action,
         valueentity::{ValueEntityAction, ValueEntityDelete, ValueEntityReply, ValueEntityUpdate},
-        ClientAction, Reply,
+        ClientAction, Failure, Reply,
     };
 
     fn any(name: &str) -> Any {
         Any {
             type_url: format!("type.googleapis.com/{name}"),
-            value: vec![7],
+            value: vec![],
         }
     }
 
-    fn reply(command_id: i64, state: Option<value_entity_action::Action>) -> ValueEntityStreamOut {
+    fn reply(command_id: i64, action: Action, state: Option<value_entity_action::Action>) -> ValueEntityStreamOut {
         ValueEntityStreamOut {
             message: Some(value_entity_stream_out::Message::Reply(ValueEntityReply {
                 command_id,
-                client_action: Some(ClientAction {
-                    action: Some(Action::Reply(Reply {
-                        payload: Some(any("Empty")),
-                        metadata: None,
-                    })),
-                }),
+                client_action: Some(ClientAction { action: Some(action) }),
                 side_effects: vec![],
                 state_action: state.map(|a| ValueEntityAction { action: Some(a) }),
             })),
         }
     }
 
+    fn ok() -> Action {
+        Action::Reply(Reply {
+            payload: Some(any("test.things.Thing")),
+            metadata: None,
+        })
+    }
+
     #[test]
     fn update_delete_and_keep() {
+        let (model, method) = fixtures::method("/test.things.Warehouse/Create");
+        let decide = |id, out| decide(&method, &model, id, out);
         let update = value_entity_action::Action::Update(ValueEntityUpdate { value: Some(any("V")) });
         assert_eq!(
-            decide(1, reply(1, Some(update))),
+            decide(1, reply(1, ok(), Some(update))),
             Decision::Persist {
                 change: StateChange::Update(any("V")),
-                answer: Ok(any("Empty")),
+                answer: Ok(Outcome::reply(Answer::new(any("test.things.Thing")))),
                 restart: false
             }
         );
         let delete = value_entity_action::Action::Delete(ValueEntityDelete {});
         assert!(matches!(
-            decide(2, reply(2, Some(delete))),
+            decide(2, reply(2, ok(), Some(delete))),
             Decision::Persist {
                 change: StateChange::Delete,
                 ..
             }
         ));
         assert!(matches!(
-            decide(3, reply(3, None)),
+            decide(3, reply(3, ok(), None)),
             Decision::Persist {
                 change: StateChange::Keep,
                 ..
@@ -219,7 +233,30 @@ mod tests {
     }
 
     #[test]
+    fn a_failure_changes_nothing() {
+        let (model, method) = fixtures::method("/test.things.Warehouse/Create");
+        let failure = Action::Failure(Failure {
+            command_id: 1,
+            description: "no".into(),
+            restart: false,
+        });
+        let update = value_entity_action::Action::Update(ValueEntityUpdate { value: Some(any("V")) });
+        assert_eq!(
+            decide(&method, &model, 1, reply(1, failure, Some(update))),
+            Decision::Persist {
+                change: StateChange::Keep,
+                answer: Err(ProxyError::Failure("no".into())),
+                restart: true,
+            }
+        );
+    }
+
+    #[test]
     fn wrong_command_id_is_a_violation() {
-        assert!(matches!(decide(2, reply(5, None)), Decision::Violation(_)));
+        let (model, method) = fixtures::method("/test.things.Warehouse/Create");
+        assert!(matches!(
+            decide(&method, &model, 2, reply(5, ok(), None)),
+            Decision::Violation(_)
+        ));
     }
 }

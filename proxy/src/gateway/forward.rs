@@ -1,10 +1,14 @@
-//! Forwarding a decoded command to the sidecar that owns it: a unary gRPC call of
-//! the user's own method, carrying the already-encoded request bytes as they are.
-//! One HTTP/2 channel per sidecar address, reused.
+//! Passing a decoded call on to the sidecar that serves it: a gRPC call of the
+//! user's own method (unary or streamed), carrying the already-encoded request
+//! bytes as they are, with the reply's metadata back. One HTTP/2 channel per
+//! sidecar address, reused.
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use bytes::{Buf, BufMut, Bytes};
+use http::uri::PathAndQuery;
+
+use crate::passing::Abortable;
 use tonic::{
     codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
     transport::{Channel, Endpoint},
@@ -35,24 +39,55 @@ impl Forwarder {
         Ok(channel)
     }
 
-    /// Calls `path` (`/package.Service/Method`) on the sidecar at `address`.
+    async fn ready(&self, address: &str, path: &str) -> Result<(tonic::client::Grpc<Channel>, PathAndQuery), Status> {
+        let mut grpc = tonic::client::Grpc::new(self.channel(address)?);
+        grpc.ready()
+            .await
+            .map_err(|e| Status::unavailable(format!("{UNREACHABLE}: {address}: {e}")))?;
+        let path: PathAndQuery = path
+            .parse()
+            .map_err(|_| Status::internal(format!("invalid method path {path:?}")))?;
+        Ok((grpc, path))
+    }
+
+    /// Calls the unary method `path` (`/package.Service/Method`) on the sidecar at
+    /// `address`; the answer and the metadata (headers and trailers) it came with.
     pub async fn call(
         &self,
         address: &str,
         path: &str,
         request: Bytes,
         headers: tonic::metadata::MetadataMap,
-    ) -> Result<Bytes, Status> {
-        let mut grpc = tonic::client::Grpc::new(self.channel(address)?);
-        grpc.ready()
-            .await
-            .map_err(|e| Status::unavailable(format!("{UNREACHABLE}: {address}: {e}")))?;
-        let path: http::uri::PathAndQuery = path
-            .parse()
-            .map_err(|_| Status::internal(format!("invalid method path {path:?}")))?;
+        timeout: Option<Duration>,
+    ) -> Result<(Bytes, tonic::metadata::MetadataMap), Status> {
+        let (mut grpc, path) = self.ready(address, path).await?;
         let mut call = tonic::Request::new(request);
         *call.metadata_mut() = headers;
-        Ok(grpc.unary(call, path, RawCodec).await?.into_inner())
+        if let Some(timeout) = timeout {
+            call.set_timeout(timeout);
+        }
+        let response = grpc.unary(call, path, RawCodec).await?;
+        let (metadata, message, _) = response.into_parts();
+        Ok((message, metadata))
+    }
+
+    /// Calls the streamed method `path` on the sidecar at `address`: requests go
+    /// as they come, answers come back as a stream.
+    pub async fn stream(
+        &self,
+        address: &str,
+        path: &str,
+        requests: impl futures::Stream<Item = Option<Bytes>> + Send + 'static,
+        headers: tonic::metadata::MetadataMap,
+        timeout: Option<Duration>,
+    ) -> Result<tonic::Response<tonic::Streaming<Bytes>>, Status> {
+        let (mut grpc, path) = self.ready(address, path).await?;
+        let mut call = tonic::Request::new(requests);
+        *call.metadata_mut() = headers;
+        if let Some(timeout) = timeout {
+            call.set_timeout(timeout);
+        }
+        grpc.streaming(call, path, Abortable(RawCodec)).await
     }
 
     /// Forgets the channel of a sidecar that went away.

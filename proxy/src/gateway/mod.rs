@@ -1,12 +1,16 @@
 //! The gateway role: the edge of a deployment. It follows the control plane's
 //! route watch, serves every deployed service (gRPC, gRPC-web, HTTP+JSON) with the
-//! same ingress as a sidecar, and forwards each command to the sidecar that owns
-//! its entity's shard; requests for a service with no ready instance are held
-//! while it scales from zero.
+//! same ingress as a sidecar, and passes each call on: an entity's command to the
+//! sidecar that owns its shard, an action's call to the ready instance with the
+//! fewest calls outstanding. Requests for a service with no ready instance are
+//! held while it scales from zero. A managed sidecar routes the forwards and side
+//! effects of its function the same way.
 
 mod forward;
 mod hold;
+pub(crate) use hold::Holds;
 pub mod routes;
+mod spread;
 
 use std::{
     convert::Infallible,
@@ -19,20 +23,27 @@ use std::{
 
 use axum::{body::Body, extract::Request, response::Response, Router};
 use bytes::Bytes;
-use futures::future::BoxFuture;
+use futures::{future::BoxFuture, StreamExt};
 use prost_types::Any;
-use strata_proto::cloudstate::{metadata_entry, Metadata};
+use strata_proto::cloudstate::Metadata;
 use strata_proto::strata::controlplane::v1::{PokeRequest, WatchRoutesRequest};
 use tokio::{net::TcpListener, sync::watch};
 use tower::{Service, ServiceExt};
 
-use self::{forward::Forwarder, hold::Holds, routes::RouteTable};
+use self::{
+    forward::Forwarder,
+    routes::{RouteTable, Target},
+    spread::{Spread, Ticket},
+};
 use crate::{
+    call::{Answer, Answers, Call, CallContext, Commands, StreamedCall, Targets},
     error::ProxyError,
-    ingress::{self, Commands, Ingress},
-    membership::{data_plane_client, MembershipError},
+    ingress::{self, Ingress},
+    membership::{data_plane_client, DataPlane, MembershipError},
+    metadata::{context_headers, headers_of, metadata_of},
     metrics::Metrics,
     model::MethodModel,
+    passing::{holding, pass_on},
     shard::shard_of,
 };
 
@@ -65,17 +76,26 @@ pub enum GatewayError {
     Serve(std::io::Error),
 }
 
-/// Routes commands to owners; the [`Commands`] of the gateway's ingress.
+/// Routes calls to the instances that serve them; the [`Commands`] of the
+/// gateway's ingress, and of a managed sidecar's forwards and side effects.
 pub struct Gateway {
     routes: watch::Receiver<Arc<RouteTable>>,
     metrics: Arc<Metrics>,
     forwarder: Forwarder,
+    spread: Arc<Spread>,
     holds: Holds,
     poke: Box<dyn Fn(String) + Send + Sync>,
 }
 
+/// Where one call goes, and (for an action) its count on that instance.
+struct Destination {
+    service: String,
+    target: Target,
+    _ticket: Option<Ticket>,
+}
+
 impl Gateway {
-    fn new(
+    pub(crate) fn new(
         routes: watch::Receiver<Arc<RouteTable>>,
         metrics: Arc<Metrics>,
         holds: Holds,
@@ -85,83 +105,204 @@ impl Gateway {
             routes,
             metrics,
             forwarder: Forwarder::default(),
+            spread: Arc::default(),
             holds,
             poke: Box::new(poke),
         }
+    }
+
+    /// A gateway that pokes the control plane through `client` for a service
+    /// at zero.
+    pub(crate) fn with_control_plane(
+        routes: watch::Receiver<Arc<RouteTable>>,
+        metrics: Arc<Metrics>,
+        holds: Holds,
+        client: DataPlane,
+    ) -> Self {
+        Self::new(routes, metrics, holds, move |service| poke(client.clone(), service))
+    }
+
+    /// The instance for a call of `method`: the owner of the entity's shard, or
+    /// (for an action) the ready instance with the fewest calls outstanding.
+    /// Waits while the service has no ready instance. `Ok(None)`: the routes
+    /// changed, look again.
+    async fn destination(
+        &self,
+        method: &MethodModel,
+        entity_id: Option<&str>,
+        routes: &mut watch::Receiver<Arc<RouteTable>>,
+    ) -> Result<Option<Destination>, ProxyError> {
+        let grpc_service = method.entity.service_name.as_str();
+        let table = routes.borrow_and_update().clone();
+        let Some(service) = table.service_for(grpc_service) else {
+            return Err(ProxyError::Unimplemented(format!(
+                "no deployed service serves {grpc_service}"
+            )));
+        };
+        if service.ready.is_empty() {
+            let name = service.name.clone();
+            self.holds.hold(&name, routes, || (self.poke)(name.clone())).await?;
+            return Ok(None);
+        }
+        let Some(entity_id) = entity_id else {
+            let (target, ticket) = self.spread.pick(&service.ready).expect("ready instances");
+            return Ok(Some(Destination {
+                service: service.name.clone(),
+                target,
+                _ticket: Some(ticket),
+            }));
+        };
+        let shard = shard_of(entity_id, service.shard_count());
+        match service.owner(shard).cloned() {
+            Some(target) => Ok(Some(Destination {
+                service: service.name.clone(),
+                target,
+                _ticket: None,
+            })),
+            None => {
+                self.rerouted(&service.name, "no_owner");
+                wait_for_new_routes(routes).await;
+                Ok(None)
+            }
+        }
+    }
+
+    fn rerouted(&self, service: &str, reason: &str) {
+        self.metrics.reroutes.with_label_values(&[service, reason]).inc();
     }
 }
 
 #[async_trait::async_trait]
 impl Commands for Gateway {
-    async fn run(
-        &self,
-        method: Arc<MethodModel>,
-        entity_id: String,
-        payload: Any,
-        metadata: Option<Metadata>,
-    ) -> Result<Any, ProxyError> {
-        let grpc_service = method.entity.service_name.as_str();
-        let path = format!("/{grpc_service}/{}", method.name());
-        let request = Bytes::from(payload.value);
-        let headers = metadata_map(metadata.as_ref());
+    async fn unary(&self, call: Call) -> Result<Answer, ProxyError> {
+        let path = call.method.path();
+        let request = Bytes::from(call.payload.value);
+        let headers = outgoing(call.metadata.as_ref(), &call.context);
         let mut routes = self.routes.clone();
         for _ in 0..MAX_ATTEMPTS {
-            let table = routes.borrow_and_update().clone();
-            let Some(service) = table.service_for(grpc_service) else {
-                return Err(ProxyError::Unimplemented(format!(
-                    "no deployed service serves {grpc_service}"
-                )));
-            };
-            if service.ready.is_empty() {
-                let name = service.name.clone();
-                self.holds
-                    .hold(&name, &mut routes, || (self.poke)(name.clone()))
-                    .await?;
-                continue;
-            }
-            let shard = shard_of(&entity_id, service.shard_count());
-            let Some(owner) = service.owner(shard).cloned() else {
-                self.rerouted(&service.name, "no_owner");
-                wait_for_new_routes(&mut routes).await;
+            let Some(destination) = self
+                .destination(&call.method, call.entity_id.as_deref(), &mut routes)
+                .await?
+            else {
                 continue;
             };
+            let address = &destination.target.address;
+            let timeout = remaining(&call.context)?;
             match self
                 .forwarder
-                .call(&owner.address, &path, request.clone(), headers.clone())
+                .call(address, &path, request.clone(), headers.clone(), timeout)
                 .await
             {
-                Ok(reply) => {
-                    return Ok(Any {
-                        type_url: format!("type.googleapis.com/{}", method.output().full_name()),
-                        value: reply.to_vec(),
+                Ok((reply, metadata)) => {
+                    return Ok(Answer {
+                        payload: Any {
+                            type_url: format!("type.googleapis.com/{}", call.method.output().full_name()),
+                            value: reply.to_vec(),
+                        },
+                        metadata: metadata_of(&metadata.into_headers()),
                     })
                 }
                 Err(status) => match ProxyError::from_status(&status) {
                     // The shard moved (or has not arrived yet): re-read the routes.
                     ProxyError::NotOwner(_) => {
-                        self.rerouted(&service.name, "not_owner");
+                        self.rerouted(&destination.service, "not_owner");
                         wait_for_new_routes(&mut routes).await
                     }
-                    // The owner is not reachable at all, so it never saw the
-                    // command: safe to route it again once the routes change.
+                    // The instance is not reachable at all, so it never saw the
+                    // call: safe to route it again once the routes change.
                     ProxyError::Unavailable(message) if message.starts_with(forward::UNREACHABLE) => {
-                        self.rerouted(&service.name, "unreachable");
-                        self.forwarder.forget(&owner.address);
+                        self.rerouted(&destination.service, "unreachable");
+                        self.forwarder.forget(address);
                         wait_for_new_routes(&mut routes).await;
                     }
                     other => return Err(other),
                 },
             }
         }
-        Err(ProxyError::Unavailable(format!(
-            "the owner of entity {entity_id:?} could not be reached after {MAX_ATTEMPTS} attempts; retry"
-        )))
+        Err(ProxyError::Unavailable(match &call.entity_id {
+            Some(entity_id) => {
+                format!("the owner of entity {entity_id:?} could not be reached after {MAX_ATTEMPTS} attempts; retry")
+            }
+            None => format!(
+                "no instance of {} could be reached after {MAX_ATTEMPTS} attempts; retry",
+                call.method.entity.service_name
+            ),
+        }))
+    }
+
+    async fn streamed(&self, call: StreamedCall) -> Result<Answers, ProxyError> {
+        let StreamedCall {
+            method,
+            requests,
+            metadata,
+            context,
+        } = call;
+        let mut routes = self.routes.clone();
+        let mut destination = None;
+        for _ in 0..MAX_ATTEMPTS {
+            destination = self.destination(&method, None, &mut routes).await?;
+            if destination.is_some() {
+                break;
+            }
+        }
+        let Some(destination) = destination else {
+            return Err(ProxyError::Unavailable(format!(
+                "no instance of {} could be reached; retry",
+                method.entity.service_name
+            )));
+        };
+        // A stream cannot be sent twice, so it gets one attempt. The answers'
+        // end (or their reader's leaving) cancels the call.
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (requests, refused) = pass_on(requests, stopped);
+        let response = self
+            .forwarder
+            .stream(
+                &destination.target.address,
+                &method.path(),
+                requests.map(|payload| payload.map(|payload| Bytes::from(payload.value))),
+                outgoing(metadata.as_ref(), &context),
+                remaining(&context)?,
+            )
+            .await
+            .map_err(|status| ProxyError::from_status(&status))?;
+        let output = format!("type.googleapis.com/{}", method.output().full_name());
+        let answers = response.into_inner().map(move |message| {
+            // The instance stays counted while the stream is open.
+            let _open = &destination;
+            message
+                .map(|bytes| {
+                    Answer::new(Any {
+                        type_url: output.clone(),
+                        value: bytes.to_vec(),
+                    })
+                })
+                .map_err(|status| ProxyError::from_status(&status))
+        });
+        Ok(holding(
+            futures::stream::select(answers, refused.map(Err)).boxed(),
+            stop,
+        ))
     }
 }
 
-impl Gateway {
-    fn rerouted(&self, service: &str, reason: &str) {
-        self.metrics.reroutes.with_label_values(&[service, reason]).inc();
+/// The metadata and context of a call as the headers of a call to an instance.
+fn outgoing(metadata: Option<&Metadata>, context: &CallContext) -> tonic::metadata::MetadataMap {
+    let mut headers = headers_of(metadata);
+    context_headers(context, &mut headers);
+    tonic::metadata::MetadataMap::from_headers(headers)
+}
+
+/// What is left of the client's deadline; an expired one is an error now.
+fn remaining(context: &CallContext) -> Result<Option<Duration>, ProxyError> {
+    match context.deadline {
+        None => Ok(None),
+        Some(deadline) => match deadline.checked_duration_since(tokio::time::Instant::now()) {
+            Some(left) if !left.is_zero() => Ok(Some(left)),
+            _ => Err(ProxyError::DeadlineExceeded(
+                "the request's deadline passed before it reached an instance".into(),
+            )),
+        },
     }
 }
 
@@ -169,22 +310,31 @@ async fn wait_for_new_routes(routes: &mut watch::Receiver<Arc<RouteTable>>) {
     let _ = tokio::time::timeout(ROUTE_PATIENCE, routes.changed()).await;
 }
 
-fn metadata_map(metadata: Option<&Metadata>) -> tonic::metadata::MetadataMap {
-    let mut map = tonic::metadata::MetadataMap::new();
-    for entry in metadata.map(|m| m.entries.as_slice()).unwrap_or_default() {
-        let Some(metadata_entry::Value::StringValue(value)) = &entry.value else {
-            continue;
-        };
-        if let (Ok(key), Ok(value)) = (
-            entry
-                .key
-                .parse::<tonic::metadata::MetadataKey<tonic::metadata::Ascii>>(),
-            value.parse(),
-        ) {
-            map.insert(key, value);
+/// Asks the control plane to scale `service` from zero now.
+fn poke(mut client: DataPlane, service: String) {
+    tokio::spawn(async move {
+        match client
+            .poke(PokeRequest {
+                service: service.clone(),
+            })
+            .await
+        {
+            Ok(answer) => {
+                tracing::info!(%service, desired = answer.get_ref().desired_replicas, "poked: scale from zero")
+            }
+            Err(status) => tracing::warn!(%service, error = %status.message(), "poke failed"),
         }
+    });
+}
+
+/// The methods of every deployed service, for a managed sidecar's forwards and
+/// side effects.
+pub struct RoutedTargets(pub watch::Receiver<Arc<RouteTable>>);
+
+impl Targets for RoutedTargets {
+    fn method(&self, service: &str, method: &str) -> Option<Arc<MethodModel>> {
+        Targets::method(self.0.borrow().catalog.as_ref(), service, method)
     }
-    map
 }
 
 /// The gateway's HTTP service: the ingress router of the current catalog,
@@ -217,27 +367,11 @@ pub async fn run(
     let client = data_plane_client(&config.control_plane, config.token.as_deref())?;
     let metrics = Arc::new(Metrics::new());
     let (routes_tx, routes) = watch::channel(Arc::new(RouteTable::default()));
-    let poke_client = client.clone();
-    let gateway = Arc::new(Gateway::new(
+    let gateway = Arc::new(Gateway::with_control_plane(
         routes.clone(),
         metrics.clone(),
         Holds::new(config.hold_capacity, config.hold_timeout, metrics.clone()),
-        move |service| {
-            let mut client = poke_client.clone();
-            tokio::spawn(async move {
-                match client
-                    .poke(PokeRequest {
-                        service: service.clone(),
-                    })
-                    .await
-                {
-                    Ok(answer) => {
-                        tracing::info!(%service, desired = answer.get_ref().desired_replicas, "poked: scale from zero")
-                    }
-                    Err(status) => tracing::warn!(%service, error = %status.message(), "poke failed"),
-                }
-            });
-        },
+        client.clone(),
     ));
     let build = {
         let (gateway, metrics, max_body) = (gateway.clone(), metrics.clone(), config.max_body);
@@ -254,15 +388,9 @@ pub async fn run(
     // Until the first route snapshot arrives nothing is known: answer 503 (retry
     // shortly), never a misleading 404.
     let starting = Router::new().fallback(|| async {
-        let error = ProxyError::Unavailable("the gateway is starting and has no routes yet; retry shortly".into());
-        (
-            error.http_status(),
-            [
-                (http::header::RETRY_AFTER, "1"),
-                (http::header::CONTENT_TYPE, "application/json"),
-            ],
-            error.json_body().to_string(),
-        )
+        crate::http_json::json_error(&ProxyError::Unavailable(
+            "the gateway is starting and has no routes yet; retry shortly".into(),
+        ))
     });
     let live = LiveRouter {
         current: Arc::new(RwLock::new(starting)),
@@ -287,7 +415,7 @@ pub async fn run(
 /// Follows the route watch forever, reconnecting; rebuilds the table on every
 /// snapshot and the router when the set of served services changes.
 async fn follow_routes(
-    client: crate::membership::DataPlane,
+    client: DataPlane,
     routes: watch::Sender<Arc<RouteTable>>,
     live: LiveRouter,
     build: impl Fn(&RouteTable) -> Router,

@@ -347,3 +347,55 @@ async fn a_replayed_event_the_entity_cannot_apply_fails_the_stream() {
     );
     stream.assert_closed().await;
 }
+
+#[tokio::test]
+async fn a_reply_carries_metadata_and_side_effects_and_entities_must_answer() {
+    let running = Running::start(service()).await;
+    let mut stream = open(&running).await;
+    stream.send(init(COUNTER, None)).await;
+    let mut notify = command(1, "Notify", 3);
+    if let Some(In::Command(command)) = &mut notify.message {
+        command.metadata = Some(strata_proto::cloudstate::Metadata {
+            entries: vec![strata_proto::cloudstate::MetadataEntry {
+                key: "x-trace".into(),
+                value: Some(strata_proto::cloudstate::metadata_entry::Value::StringValue(
+                    "t-9".into(),
+                )),
+            }],
+        });
+    }
+    stream.send(notify).await;
+    let Some(Out::Reply(answer)) = stream.recv().await.message else {
+        panic!("expected a reply")
+    };
+    assert_eq!(answer.events, vec![pack(&3_i64)]);
+    let Some(Action::Reply(reply)) = answer.client_action.and_then(|a| a.action) else {
+        panic!("expected a reply action")
+    };
+    let metadata = reply.metadata.expect("reply metadata");
+    assert_eq!(
+        metadata.entries[0].value,
+        Some(strata_proto::cloudstate::metadata_entry::Value::StringValue(
+            "t-9".into()
+        ))
+    );
+    assert_eq!(answer.side_effects.len(), 1);
+    let effect = &answer.side_effects[0];
+    assert_eq!(
+        (effect.service_name.as_str(), effect.command_name.as_str()),
+        (REGISTER, "Set")
+    );
+    assert!(effect.synchronous);
+
+    // --- Reply::none is for actions: the command fails and its event is not applied
+    stream.send(command(2, "Nothing", 0)).await;
+    let Some(Out::Reply(answer)) = stream.recv().await.message else {
+        panic!("expected a reply")
+    };
+    assert!(answer.events.is_empty());
+    assert!(matches!(
+        answer.client_action.and_then(|a| a.action),
+        Some(Action::Failure(f)) if f.description.contains("must reply, forward or fail")
+    ));
+    assert_eq!(get(&mut stream, 3).await, 3);
+}

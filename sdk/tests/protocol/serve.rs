@@ -26,7 +26,7 @@ async fn an_entity_for_a_service_missing_from_the_descriptors_is_refused() {
     assert_eq!(
         error.to_string(),
         "service \"test.Missing\" is not in the file descriptor set \
-         (it defines: test.Counter, test.Register)"
+         (it defines: test.Counter, test.Echo, test.Register)"
     );
 }
 

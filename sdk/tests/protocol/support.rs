@@ -3,11 +3,13 @@
 
 use std::{future::Future, time::Duration};
 
+use futures::StreamExt;
 use prost::Message;
 use prost_types::{FileDescriptorProto, FileDescriptorSet, MethodDescriptorProto, ServiceDescriptorProto};
 use strata_sdk::{
-    pack, unpack, unpack_if, Any, Command, EntityError, EventContext, EventSourcedEntity, EventSourcedService, Failure,
-    Reply, ServeError, Service, ValueContext, ValueEntity, ValueEntityService,
+    pack, unpack, unpack_if, Action, ActionService, Any, Command, CommandStream, EntityError, EventContext,
+    EventSourcedEntity, EventSourcedService, Failure, Metadata, Reply, ReplyStream, ServeError, Service, ServiceCall,
+    SideEffect, ValueContext, ValueEntity, ValueEntityService,
 };
 use tokio::{net::TcpListener, sync::mpsc, sync::oneshot, task::JoinHandle};
 use tokio_stream::wrappers::ReceiverStream;
@@ -15,11 +17,13 @@ use tonic::{transport::Channel, Streaming};
 
 pub const COUNTER: &str = "test.Counter";
 pub const REGISTER: &str = "test.Register";
+pub const ECHO: &str = "test.Echo";
 
 /// How long a test waits for any one message before failing.
 const PATIENCE: Duration = Duration::from_secs(10);
 
-/// `test.proto` with the services of the two test entities.
+/// `test.proto` with the services of the two test entities and the test action
+/// (whose methods take and return `StringValue`s, streamed as their names say).
 pub fn descriptors() -> Vec<u8> {
     let service = |name: &str, methods: &[&str]| ServiceDescriptorProto {
         name: Some(name.to_owned()),
@@ -34,6 +38,31 @@ pub fn descriptors() -> Vec<u8> {
             .collect(),
         ..Default::default()
     };
+    let action = ServiceDescriptorProto {
+        name: Some("Echo".to_owned()),
+        method: [
+            ("Shout", false, false),
+            ("Forward", false, false),
+            ("Quiet", false, false),
+            ("Refuse", false, false),
+            ("Panic", false, false),
+            ("Join", true, false),
+            ("Split", false, true),
+            ("Hold", false, true),
+            ("Upper", true, true),
+        ]
+        .into_iter()
+        .map(|(name, streams_in, streams_out)| MethodDescriptorProto {
+            name: Some(name.to_owned()),
+            input_type: Some(".google.protobuf.StringValue".to_owned()),
+            output_type: Some(".google.protobuf.StringValue".to_owned()),
+            client_streaming: Some(streams_in),
+            server_streaming: Some(streams_out),
+            ..Default::default()
+        })
+        .collect(),
+        ..Default::default()
+    };
     FileDescriptorSet {
         file: vec![FileDescriptorProto {
             name: Some("test.proto".to_owned()),
@@ -41,9 +70,19 @@ pub fn descriptors() -> Vec<u8> {
             service: vec![
                 service(
                     "Counter",
-                    &["Increase", "IncreaseTwice", "Get", "Fail", "Panic", "EmitJunk"],
+                    &[
+                        "Increase",
+                        "IncreaseTwice",
+                        "Get",
+                        "Fail",
+                        "Panic",
+                        "EmitJunk",
+                        "Notify",
+                        "Nothing",
+                    ],
                 ),
                 service("Register", &["Set", "Get", "Delete", "Fail"]),
+                action,
             ],
             ..Default::default()
         }],
@@ -87,6 +126,20 @@ impl EventSourcedEntity for Counter {
             "EmitJunk" => {
                 ctx.emit("junk".to_owned());
                 Ok(Reply::empty())
+            }
+            // Counts, tells the register (before the client hears back), and
+            // answers with the caller's trace id.
+            "Notify" => {
+                let amount = command.decode::<i64>()?;
+                ctx.emit(amount);
+                let trace = command.metadata().get("x-trace").unwrap_or("none").to_owned();
+                Ok(Reply::empty()
+                    .with_metadata(Metadata::new().with("x-trace", trace))
+                    .with_effect(SideEffect::synchronous(ServiceCall::new(REGISTER, "Set", &amount))))
+            }
+            "Nothing" => {
+                ctx.emit(1_i64);
+                Ok(Reply::none())
             }
             other => Err(Failure::new(format!("unknown command {other}"))),
         }
@@ -136,6 +189,95 @@ impl ValueEntity for Register {
             other => Err(Failure::new(format!("unknown command {other}"))),
         }
     }
+}
+
+/// The test action: `Shout` upper-cases (with metadata and a side effect),
+/// `Forward` forwards to the counter, `Quiet` sends no reply, `Refuse` fails with a
+/// side effect, `Panic` panics, `Join` joins a stream with commas, `Split` splits
+/// on spaces, `Hold` says "started" and then waits until cancelled (telling
+/// `cancelled`), `Upper` upper-cases each message, failing on "bad".
+pub struct Echo {
+    pub cancelled: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+}
+
+fn text(command: &Command) -> Result<String, Failure> {
+    command.decode::<String>()
+}
+
+/// Sends on the channel when dropped: how a cancelled call shows itself.
+struct OnDrop(Option<oneshot::Sender<()>>);
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        if let Some(tell) = self.0.take() {
+            let _ = tell.send(());
+        }
+    }
+}
+
+impl Action for Echo {
+    async fn handle_unary(&self, command: Command) -> Result<Reply, Failure> {
+        let effect = || SideEffect::asynchronous(ServiceCall::new(COUNTER, "Increase", &1_i64));
+        match command.name() {
+            "Shout" => Ok(Reply::message(&text(&command)?.to_uppercase())
+                .with_metadata(Metadata::new().with("x-loud", "yes"))
+                .with_effect(effect())),
+            "Forward" => Ok(Reply::forward(ServiceCall::new(COUNTER, "Get", &0_i64))),
+            "Quiet" => Ok(Reply::none().with_effect(effect())),
+            "Refuse" => Err(Failure::new("refused").with_effect(effect())),
+            "Panic" => panic!("action boom"),
+            other => Err(Failure::new(format!("unknown command {other}"))),
+        }
+    }
+
+    async fn handle_streamed_in(&self, call: Command, requests: CommandStream) -> Result<Reply, Failure> {
+        let parts: Vec<String> = requests.map(|c| text(&c).unwrap_or_default()).collect().await;
+        let origin = call.metadata().get("x-origin").unwrap_or("?").to_owned();
+        Ok(Reply::message(&format!("{origin}:{}", parts.join(","))))
+    }
+
+    fn handle_streamed_out(&self, command: Command) -> ReplyStream {
+        match command.name() {
+            "Split" => {
+                let words: Vec<String> = text(&command)
+                    .unwrap_or_default()
+                    .split(' ')
+                    .map(str::to_owned)
+                    .collect();
+                futures::stream::iter(words.into_iter().map(|w| Ok(Reply::message(&w)))).boxed()
+            }
+            _ => {
+                let guard = OnDrop(self.cancelled.lock().unwrap().take());
+                futures::stream::once(async { Ok(Reply::message(&"started".to_owned())) })
+                    .chain(futures::stream::once(async move {
+                        let _guard = guard;
+                        std::future::pending::<Result<Reply, Failure>>().await
+                    }))
+                    .boxed()
+            }
+        }
+    }
+
+    fn handle_streamed(&self, _call: Command, requests: CommandStream) -> ReplyStream {
+        requests
+            .map(|command| match text(&command) {
+                Ok(word) if word == "bad" => Err(Failure::new("bad word")),
+                Ok(word) => Ok(Reply::message(&word.to_uppercase())),
+                Err(failure) => Err(failure),
+            })
+            .boxed()
+    }
+}
+
+/// The function the tests talk to: both entities (the counter snapshotting every
+/// 5) and the echo action, whose cancellations are told on `cancelled`.
+pub fn service_with_action(cancelled: oneshot::Sender<()>) -> Service {
+    service().action(ActionService::new(
+        ECHO,
+        Echo {
+            cancelled: std::sync::Mutex::new(Some(cancelled)),
+        },
+    ))
 }
 
 /// The function the tests talk to: both entities, the counter snapshotting every 5.

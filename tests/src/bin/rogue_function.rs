@@ -2,15 +2,19 @@
 //! It serves the shopping cart's API; what it does depends on the entity id:
 //! `wrong-id` answers with the wrong command id, `snapshot-only` sends a snapshot
 //! without events, `hang` never answers when ROGUE_HANG is set (and notes the
-//! command in ROGUE_LOG),
-//! anything else answers correctly with empty replies. Errors the proxy reports
-//! are appended to ROGUE_LOG.
+//! command in ROGUE_LOG), `forward-nowhere` forwards to a service that does not
+//! exist, `effect-nowhere` asks for a side effect on a method that does not exist,
+//! `loop` asks for a synchronous side effect on its own AddItem (forever),
+//! anything else answers correctly with empty replies. Each answer carries one
+//! event. With ROGUE_CONFLICT set, discovery sends the cart's file twice, the
+//! second time changed. Errors the proxy reports are appended to ROGUE_LOG.
 
 use std::{io::Write, pin::Pin};
 
 use futures::Stream;
+use prost::Message;
 use prost_types::Any;
-use strata_e2e::SHOPPING_CART_DESCRIPTORS;
+use strata_e2e::{shoppingcart::AddLineItem, SHOPPING_CART_DESCRIPTORS};
 use strata_proto::cloudstate::{
     client_action::Action,
     entity_discovery_server::{EntityDiscovery, EntityDiscoveryServer},
@@ -19,7 +23,7 @@ use strata_proto::cloudstate::{
         event_sourced_stream_in, event_sourced_stream_out, EventSourcedReply, EventSourcedStreamIn,
         EventSourcedStreamOut,
     },
-    ClientAction, Entity, EntitySpec, ProxyInfo, Reply, ServiceInfo, UserFunctionError,
+    ClientAction, Entity, EntitySpec, Forward, ProxyInfo, Reply, ServiceInfo, SideEffect, UserFunctionError,
 };
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
@@ -37,8 +41,21 @@ struct Rogue;
 #[tonic::async_trait]
 impl EntityDiscovery for Rogue {
     async fn discover(&self, _: Request<ProxyInfo>) -> Result<Response<EntitySpec>, Status> {
+        let mut proto = SHOPPING_CART_DESCRIPTORS.to_vec();
+        if std::env::var_os("ROGUE_CONFLICT").is_some() {
+            // The cart's file again, with its service renamed: the same file name
+            // for two different files.
+            let set = prost_types::FileDescriptorSet::decode(SHOPPING_CART_DESCRIPTORS).expect("descriptors");
+            let mut changed = set
+                .file
+                .into_iter()
+                .find(|f| f.name() == "shoppingcart.proto")
+                .expect("the cart's file");
+            changed.service[0].name = Some("ShoppingBasket".into());
+            proto.extend(prost_types::FileDescriptorSet { file: vec![changed] }.encode_to_vec());
+        }
         Ok(Response::new(EntitySpec {
-            proto: SHOPPING_CART_DESCRIPTORS.to_vec(),
+            proto,
             entities: vec![Entity {
                 entity_type: "cloudstate.eventsourced.EventSourced".into(),
                 service_name: "com.example.shoppingcart.ShoppingCart".into(),
@@ -82,6 +99,42 @@ impl EventSourced for Rogue {
                             type_url: "type.googleapis.com/rogue.Event".into(),
                             value: b"e".to_vec(),
                         };
+                        let mut side_effects = Vec::new();
+                        let mut forward = None;
+                        match entity_id.as_str() {
+                            "forward-nowhere" => {
+                                forward = Some(Action::Forward(Forward {
+                                    service_name: "no.such.Service".into(),
+                                    command_name: "Call".into(),
+                                    payload: None,
+                                    metadata: None,
+                                }))
+                            }
+                            "effect-nowhere" => side_effects.push(SideEffect {
+                                service_name: "com.example.shoppingcart.ShoppingCart".into(),
+                                command_name: "Nope".into(),
+                                payload: None,
+                                synchronous: false,
+                                metadata: None,
+                            }),
+                            "loop" => side_effects.push(SideEffect {
+                                service_name: "com.example.shoppingcart.ShoppingCart".into(),
+                                command_name: "AddItem".into(),
+                                payload: Some(Any {
+                                    type_url: "type.googleapis.com/com.example.shoppingcart.AddLineItem".into(),
+                                    value: AddLineItem {
+                                        user_id: "loop".into(),
+                                        product_id: "p".into(),
+                                        name: "P".into(),
+                                        quantity: 1,
+                                    }
+                                    .encode_to_vec(),
+                                }),
+                                synchronous: true,
+                                metadata: None,
+                            }),
+                            _ => {}
+                        }
                         let (command_id, events, snapshot) = match entity_id.as_str() {
                             "wrong-id" => (command.id + 100, vec![event], None),
                             "snapshot-only" => (command.id, vec![], Some(event)),
@@ -100,15 +153,14 @@ impl EventSourced for Rogue {
                         } else {
                             empty
                         };
+                        let action = forward.unwrap_or(Action::Reply(Reply {
+                            payload: Some(payload),
+                            metadata: None,
+                        }));
                         let reply = EventSourcedReply {
                             command_id,
-                            client_action: Some(ClientAction {
-                                action: Some(Action::Reply(Reply {
-                                    payload: Some(payload),
-                                    metadata: None,
-                                })),
-                            }),
-                            side_effects: vec![],
+                            client_action: Some(ClientAction { action: Some(action) }),
+                            side_effects,
                             events,
                             snapshot,
                         };

@@ -1,0 +1,202 @@
+//! The function's `FileDescriptorSet` as bytes: split into its files without
+//! decoding them (decoding with prost would drop the custom options the proxy
+//! reads, such as `cloudstate.entity_key` and `google.api.http`), with files that
+//! appear more than once merged. Some SDKs put one file into the set once per
+//! entity; identical copies are one file, different ones are an error.
+
+use prost::{
+    bytes::Buf,
+    encoding::{decode_key, decode_varint, encode_key, encode_varint, skip_field, DecodeContext, WireType},
+    Message,
+};
+
+/// The files of a descriptor set, each once, in their first order.
+#[derive(Debug, Clone, Default)]
+pub struct DescriptorFiles {
+    files: Vec<RawFile>,
+}
+
+#[derive(Debug, Clone)]
+struct RawFile {
+    name: String,
+    bytes: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DescriptorError {
+    #[error("the descriptor set is not a serialized google.protobuf.FileDescriptorSet ({0})")]
+    Malformed(String),
+    #[error(
+        "the descriptor set holds two different files named {name:?}: one defines {first}, \
+         the other {second}; give each file its own name"
+    )]
+    Conflict {
+        name: String,
+        first: String,
+        second: String,
+    },
+}
+
+impl DescriptorFiles {
+    /// Splits a serialized `FileDescriptorSet` into files, merging identical
+    /// repeats of a file; a file name used for two different files is an error.
+    pub fn parse(set: &[u8]) -> Result<Self, DescriptorError> {
+        let mut files: Vec<RawFile> = Vec::new();
+        for bytes in length_delimited_fields(set, 1)? {
+            let name = file_name(&bytes)?;
+            match files.iter().find(|f| f.name == name) {
+                Some(known) if known.bytes == bytes => {}
+                Some(known) => {
+                    return Err(DescriptorError::Conflict {
+                        first: summary(&known.bytes),
+                        second: summary(&bytes),
+                        name,
+                    })
+                }
+                None => files.push(RawFile { name, bytes }),
+            }
+        }
+        Ok(Self { files })
+    }
+
+    /// Adds the files of another set that this one lacks (a file it has already
+    /// keeps its first version).
+    pub fn extend_from(&mut self, other: &DescriptorFiles) {
+        for file in &other.files {
+            if !self.files.iter().any(|f| f.name == file.name) {
+                self.files.push(file.clone());
+            }
+        }
+    }
+
+    /// The serialized `FileDescriptorSet` of the merged files.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for file in &self.files {
+            encode_key(1, WireType::LengthDelimited, &mut out);
+            encode_varint(file.bytes.len() as u64, &mut out);
+            out.extend_from_slice(&file.bytes);
+        }
+        out
+    }
+
+    /// The serialized `FileDescriptorProto` named `name`, as the function sent it.
+    pub fn file(&self, name: &str) -> Option<&[u8]> {
+        self.files.iter().find(|f| f.name == name).map(|f| f.bytes.as_slice())
+    }
+}
+
+/// The bytes of every length-delimited field `number` of a message.
+fn length_delimited_fields(mut buf: &[u8], number: u32) -> Result<Vec<Vec<u8>>, DescriptorError> {
+    let malformed = |e: prost::DecodeError| DescriptorError::Malformed(e.to_string());
+    let mut found = Vec::new();
+    while buf.has_remaining() {
+        let (field, wire_type) = decode_key(&mut buf).map_err(malformed)?;
+        if field == number && wire_type == WireType::LengthDelimited {
+            let len = decode_varint(&mut buf).map_err(malformed)? as usize;
+            if len > buf.remaining() {
+                return Err(DescriptorError::Malformed("a field runs past the end".into()));
+            }
+            found.push(buf[..len].to_vec());
+            buf.advance(len);
+        } else {
+            skip_field(wire_type, field, &mut buf, DecodeContext::default()).map_err(malformed)?;
+        }
+    }
+    Ok(found)
+}
+
+/// `FileDescriptorProto.name` (field 1).
+fn file_name(file: &[u8]) -> Result<String, DescriptorError> {
+    let name = length_delimited_fields(file, 1)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| DescriptorError::Malformed("a file has no name".into()))?;
+    String::from_utf8(name).map_err(|_| DescriptorError::Malformed("a file name is not UTF-8".into()))
+}
+
+/// What a file defines, for an error message: its services, else its messages.
+fn summary(file: &[u8]) -> String {
+    let Ok(proto) = prost_types::FileDescriptorProto::decode(file) else {
+        return "something unreadable".into();
+    };
+    let package = proto.package();
+    let qualify = |name: &str| {
+        if package.is_empty() {
+            name.to_string()
+        } else {
+            format!("{package}.{name}")
+        }
+    };
+    let (kind, names): (&str, Vec<String>) = if proto.service.is_empty() {
+        (
+            "messages",
+            proto.message_type.iter().map(|m| qualify(m.name())).collect(),
+        )
+    } else {
+        ("services", proto.service.iter().map(|s| qualify(s.name())).collect())
+    };
+    if names.is_empty() {
+        "nothing".into()
+    } else {
+        format!("{kind} {}", names.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost_types::{FileDescriptorProto, FileDescriptorSet, ServiceDescriptorProto};
+
+    fn file(name: &str, service: &str) -> FileDescriptorProto {
+        FileDescriptorProto {
+            name: Some(name.into()),
+            package: Some("orders".into()),
+            service: vec![ServiceDescriptorProto {
+                name: Some(service.into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn set(files: Vec<FileDescriptorProto>) -> Vec<u8> {
+        FileDescriptorSet { file: files }.encode_to_vec()
+    }
+
+    #[test]
+    fn identical_repeats_are_one_file() {
+        let orders = file("orders/orders.proto", "Orders");
+        let other = file("other.proto", "Other");
+        let files = DescriptorFiles::parse(&set(vec![orders.clone(), other.clone(), orders.clone()])).unwrap();
+        let merged = FileDescriptorSet::decode(files.encode().as_slice()).unwrap();
+        assert_eq!(merged.file, vec![orders.clone(), other]);
+        assert_eq!(
+            files.file("orders/orders.proto"),
+            Some(orders.encode_to_vec().as_slice())
+        );
+        assert_eq!(files.file("missing.proto"), None);
+    }
+
+    #[test]
+    fn a_name_for_two_different_files_is_an_error_naming_both() {
+        let error = DescriptorFiles::parse(&set(vec![
+            file("orders/orders.proto", "Orders"),
+            file("orders/orders.proto", "Stock"),
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the descriptor set holds two different files named \"orders/orders.proto\": one defines \
+             services orders.Orders, the other services orders.Stock; give each file its own name"
+        );
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        assert!(matches!(
+            DescriptorFiles::parse(&[0x0a, 0x05, 1]),
+            Err(DescriptorError::Malformed(_))
+        ));
+    }
+}

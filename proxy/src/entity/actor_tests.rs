@@ -1,0 +1,186 @@
+//! The actor's life cycle with a scripted session (no function, no store): a
+//! restart starts the entity over at once, a stream failure fails what is queued
+//! behind it, and a command whose client deadline passed while it waited is not
+//! sent.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use prost_types::Any;
+use strata_store::{EntityKey, JournalEvent, JournalWrite, Recovery, Snapshot, Store, StoreError};
+use tokio::sync::{mpsc, oneshot};
+
+use super::*;
+use crate::{
+    call::{Answer, Call, CallContext, Outcome},
+    entity::session::{EntityCommand, DEFAULT_COMMAND_TIMEOUT},
+    fixtures,
+    function::FunctionClient,
+    metrics::Metrics,
+    model::Catalog,
+};
+
+/// The entity ids the scripted session was activated for, in order (each test
+/// uses its own entity id).
+static ACTIVATIONS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn activations(entity_id: &str) -> usize {
+    ACTIVATIONS.lock().unwrap().iter().filter(|id| *id == entity_id).count()
+}
+
+/// Answers each command by its payload: "restart" and "fail-stream" fail it and
+/// ask for what they say; anything else is echoed.
+struct Scripted;
+
+impl Session for Scripted {
+    async fn activate(_: &SessionContext, _: &EntityModel, entity_id: &str) -> Result<Self, ProxyError> {
+        ACTIVATIONS.lock().unwrap().push(entity_id.to_string());
+        Ok(Scripted)
+    }
+
+    fn is_closed(&mut self) -> bool {
+        false
+    }
+
+    async fn run(&mut self, _: &SessionContext, command: EntityCommand) -> After {
+        let payload = command.call.payload.clone();
+        match payload.value.as_slice() {
+            b"restart" => {
+                let _ = command.reply.send(Err(ProxyError::Failure("restarting".into())));
+                After::Restart
+            }
+            b"fail-stream" => {
+                let _ = command.reply.send(Err(ProxyError::Failure("boom".into())));
+                After::StreamFailed("boom".into())
+            }
+            _ => {
+                let _ = command.reply.send(Ok(Outcome::reply(Answer::new(payload))));
+                After::Continue
+            }
+        }
+    }
+
+    async fn close(self, _: &SessionContext) {}
+}
+
+fn context() -> Arc<SessionContext> {
+    Arc::new(SessionContext {
+        function: FunctionClient::new("127.0.0.1", 9).unwrap(),
+        store: Arc::new(NoStore),
+        metrics: Arc::new(Metrics::new()),
+        targets: Arc::new(Catalog::default()),
+        command_timeout: DEFAULT_COMMAND_TIMEOUT,
+    })
+}
+
+type Answers = Vec<oneshot::Receiver<Result<Outcome, ProxyError>>>;
+
+/// Queues commands with these payloads for `entity_id`, runs its actor until the
+/// mailbox is drained, and returns the answers.
+async fn run(entity_id: &str, payloads: &[&str], context: CallContext) -> Answers {
+    let (_, method) = fixtures::method("/test.things.Warehouse/Create");
+    let (tx, rx) = mpsc::channel(16);
+    let mut answers = Vec::new();
+    for payload in payloads {
+        let (reply, answer) = oneshot::channel();
+        let call = Call {
+            method: method.clone(),
+            entity_id: Some(entity_id.into()),
+            payload: Any {
+                type_url: String::new(),
+                value: payload.as_bytes().to_vec(),
+            },
+            metadata: None,
+            context,
+        };
+        tx.send(Box::new(EntityCommand { call, reply })).await.unwrap();
+        answers.push(answer);
+    }
+    let own = tx.downgrade();
+    drop(tx);
+    let actor = Actor {
+        ctx: context_for_test(),
+        registry: Arc::default(),
+        entity: method.entity.clone(),
+        key: (method.entity.service_name.clone(), entity_id.into()),
+    };
+    actor.run::<Scripted>(rx, own).await;
+    answers
+}
+
+fn context_for_test() -> Arc<SessionContext> {
+    context()
+}
+
+/// The scripted session never touches the store.
+struct NoStore;
+
+#[async_trait]
+impl Store for NoStore {
+    async fn recover(&self, _: &EntityKey) -> Result<Recovery, StoreError> {
+        Err(StoreError::Unavailable("no store in this test".into()))
+    }
+    async fn events(&self, _: &EntityKey, _: i64) -> Result<Vec<JournalEvent>, StoreError> {
+        Err(StoreError::Unavailable("no store in this test".into()))
+    }
+    async fn latest_snapshot(&self, _: &EntityKey) -> Result<Option<Snapshot>, StoreError> {
+        Err(StoreError::Unavailable("no store in this test".into()))
+    }
+    async fn append(&self, _: JournalWrite) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("no store in this test".into()))
+    }
+    async fn load_value(&self, _: &EntityKey) -> Result<Option<Any>, StoreError> {
+        Err(StoreError::Unavailable("no store in this test".into()))
+    }
+    async fn save_value(&self, _: &EntityKey, _: Option<Any>) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("no store in this test".into()))
+    }
+}
+
+#[tokio::test]
+async fn a_restart_starts_the_entity_over_at_once() {
+    let mut answers = run("a", &["one", "restart"], CallContext::default()).await;
+    assert_eq!(
+        answers[0].try_recv().unwrap().unwrap(),
+        Outcome::reply(Answer::new(Any {
+            type_url: String::new(),
+            value: b"one".to_vec()
+        }))
+    );
+    assert_eq!(
+        answers[1].try_recv().unwrap(),
+        Err(ProxyError::Failure("restarting".into()))
+    );
+    // Activated for the first command, and again right after the restart, with
+    // no command waiting for it.
+    assert_eq!(activations("a"), 2);
+}
+
+#[tokio::test]
+async fn a_stream_failure_fails_the_commands_queued_behind_it() {
+    let mut answers = run("bb", &["fail-stream", "next", "last"], CallContext::default()).await;
+    assert_eq!(answers[0].try_recv().unwrap(), Err(ProxyError::Failure("boom".into())));
+    for queued in &mut answers[1..] {
+        assert_eq!(
+            queued.try_recv().unwrap(),
+            Err(ProxyError::Unavailable(
+                "entity bb of test.things.Warehouse failed (boom) before this command ran; retry".into()
+            ))
+        );
+    }
+    assert_eq!(activations("bb"), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_command_past_its_client_deadline_is_not_sent() {
+    let context = CallContext {
+        deadline: Some(tokio::time::Instant::now()),
+        hops: 0,
+    };
+    let mut answers = run("ccc", &["late"], context).await;
+    assert!(matches!(
+        answers[0].try_recv().unwrap(),
+        Err(ProxyError::DeadlineExceeded(_))
+    ));
+    assert_eq!(activations("ccc"), 0, "never activated for it");
+}

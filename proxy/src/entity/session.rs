@@ -1,0 +1,85 @@
+//! The one shape every entity protocol takes from the proxy's side: a [`Session`]
+//! is one open protocol stream for one entity, run by the actor. Sessions get a
+//! narrow [`SessionContext`] (the function, the store, the metrics, the targets of
+//! forwards) and say after each command what the actor must do next ([`After`]).
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use strata_store::Store;
+use tokio::sync::oneshot;
+
+use crate::{
+    call::{Call, Outcome, Targets},
+    error::ProxyError,
+    function::FunctionClient,
+    metrics::Metrics,
+    model::EntityModel,
+};
+
+/// How long the function may take to answer one command unless configured.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What an entity session may use: nothing more than it needs.
+pub struct SessionContext {
+    pub function: FunctionClient,
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+    /// The methods forwards and side effects may target.
+    pub targets: Arc<dyn Targets>,
+    /// How long the function may take to answer one command.
+    pub command_timeout: Duration,
+}
+
+/// Where a command's result goes.
+pub(crate) type ReplyTo = oneshot::Sender<Result<Outcome, ProxyError>>;
+
+/// One command for one entity, with the channel its result goes back on.
+pub struct EntityCommand {
+    pub call: Call,
+    pub reply: ReplyTo,
+}
+
+/// What a command leaves behind for the actor.
+#[derive(Debug, PartialEq)]
+pub(super) enum After {
+    /// Keep the stream open for the next command.
+    Continue,
+    /// Close the stream and start a new one at once (`Init`, then the state
+    /// from the store), so the function's state is the stored one again.
+    Restart,
+    /// The function failed the whole stream: fail the commands queued behind
+    /// this one with the reason, then restart.
+    StreamFailed(String),
+}
+
+/// One entity's open protocol stream. The actor calls these one at a time.
+pub(super) trait Session: Sized + Send + 'static {
+    /// Loads the entity's state and opens its stream (`Init` and any replay).
+    fn activate(
+        ctx: &SessionContext,
+        entity: &EntityModel,
+        entity_id: &str,
+    ) -> impl Future<Output = Result<Self, ProxyError>> + Send;
+
+    /// Whether the function already ended the stream while no command was in
+    /// flight; such a session is replaced before the next command.
+    fn is_closed(&mut self) -> bool;
+
+    /// Runs one command: sends it, reads the answer, hands the result on (now,
+    /// or once its state is durable).
+    fn run(&mut self, ctx: &SessionContext, command: EntityCommand) -> impl Future<Output = After> + Send;
+
+    /// Whether a write is in flight whose completion the actor must await.
+    fn busy(&self) -> bool {
+        false
+    }
+
+    /// Waits for the write in flight and releases what it held. Cancel-safe.
+    /// `false` means a write failed and the session must be replaced.
+    fn settle(&mut self, _ctx: &SessionContext) -> impl Future<Output = bool> + Send {
+        async { true }
+    }
+
+    /// Ends the stream once everything accepted is durable or failed.
+    fn close(self, ctx: &SessionContext) -> impl Future<Output = ()> + Send;
+}

@@ -1,0 +1,273 @@
+//! The conformance kit's model services written with strata-sdk: every service
+//! of `tck/proto`, implemented as each proto file says. `scripts/tck` runs the kit
+//! against it; it serves on HOST:PORT like any user function.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use strata_sdk::{
+    unpack, Action, ActionService, Any, Command, CommandStream, EntityError, EventContext, EventSourcedEntity,
+    EventSourcedService, Failure, Reply, ReplyStream, Service, ServiceCall, SideEffect, ValueContext, ValueEntity,
+    ValueEntityService,
+};
+use strata_tck::model::{action as act, es, ve, DESCRIPTORS};
+
+const ES_MODEL: &str = "cloudstate.tck.model.EventSourcedTckModel";
+const ES_TWO: &str = "cloudstate.tck.model.EventSourcedTwo";
+const ES_CONFIGURED: &str = "cloudstate.tck.model.EventSourcedConfigured";
+const VE_MODEL: &str = "cloudstate.tck.model.valueentity.ValueEntityTckModel";
+const VE_TWO: &str = "cloudstate.tck.model.valueentity.ValueEntityTwo";
+const VE_CONFIGURED: &str = "cloudstate.tck.model.valueentity.ValueEntityConfigured";
+const ACTION_MODEL: &str = "cloudstate.tck.model.action.ActionTckModel";
+const ACTION_TWO: &str = "cloudstate.tck.model.action.ActionTwo";
+
+/// The event-sourced model: the state is the concatenation of its events.
+#[derive(Default)]
+struct EventSourcedModel {
+    state: String,
+}
+
+impl EventSourcedEntity for EventSourcedModel {
+    type Snapshot = es::Persisted;
+
+    fn handle_command(&self, command: &Command, ctx: &mut EventContext) -> Result<Reply, Failure> {
+        let request: es::Request = command.decode()?;
+        let mut state = self.state.clone();
+        let mut forward = None;
+        let mut effects = Vec::new();
+        for action in request.actions.into_iter().filter_map(|a| a.action) {
+            match action {
+                es::request_action::Action::Emit(emit) => {
+                    state.push_str(&emit.value);
+                    ctx.emit(es::Persisted { value: emit.value });
+                }
+                es::request_action::Action::Forward(to) => {
+                    forward = Some(ServiceCall::new(
+                        ES_TWO,
+                        "Call",
+                        &es::Request {
+                            id: to.id,
+                            actions: vec![],
+                        },
+                    ))
+                }
+                es::request_action::Action::Effect(effect) => effects.push(side_effect(
+                    ServiceCall::new(
+                        ES_TWO,
+                        "Call",
+                        &es::Request {
+                            id: effect.id,
+                            actions: vec![],
+                        },
+                    ),
+                    effect.synchronous,
+                )),
+                es::request_action::Action::Fail(fail) => return Err(Failure::new(fail.message)),
+            }
+        }
+        let reply = match forward {
+            Some(call) => Reply::forward(call),
+            None => Reply::message(&es::Response { message: state }),
+        };
+        Ok(reply.with_effects(effects))
+    }
+
+    fn apply_event(&mut self, event: &Any) -> Result<(), EntityError> {
+        self.state.push_str(&unpack::<es::Persisted>(event)?.value);
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Option<es::Persisted> {
+        Some(es::Persisted {
+            value: self.state.clone(),
+        })
+    }
+
+    fn restore(&mut self, snapshot: es::Persisted) -> Result<(), EntityError> {
+        self.state = snapshot.value;
+        Ok(())
+    }
+}
+
+/// Answers every command with an empty `Response` (the "two" and "configured"
+/// services of each entity model).
+struct Quiet;
+
+impl EventSourcedEntity for Quiet {
+    type Snapshot = ();
+
+    fn handle_command(&self, _: &Command, _: &mut EventContext) -> Result<Reply, Failure> {
+        Ok(Reply::message(&es::Response::default()))
+    }
+
+    fn apply_event(&mut self, event: &Any) -> Result<(), EntityError> {
+        Err(EntityError::unknown_event(event))
+    }
+}
+
+impl ValueEntity for Quiet {
+    type State = ve::Persisted;
+
+    fn handle_command(&self, _: &Command, _: &mut ValueContext<'_, ve::Persisted>) -> Result<Reply, Failure> {
+        Ok(Reply::message(&ve::Response::default()))
+    }
+}
+
+/// The value entity model: the state is one string.
+struct ValueModel;
+
+impl ValueEntity for ValueModel {
+    type State = ve::Persisted;
+
+    fn handle_command(&self, command: &Command, ctx: &mut ValueContext<'_, ve::Persisted>) -> Result<Reply, Failure> {
+        let request: ve::Request = command.decode()?;
+        let mut forward = None;
+        let mut effects = Vec::new();
+        for action in request.actions.into_iter().filter_map(|a| a.action) {
+            match action {
+                ve::request_action::Action::Update(update) => ctx.update_state(ve::Persisted { value: update.value }),
+                ve::request_action::Action::Delete(_) => ctx.delete_state(),
+                ve::request_action::Action::Forward(to) => {
+                    forward = Some(ServiceCall::new(
+                        VE_TWO,
+                        "Call",
+                        &ve::Request {
+                            id: to.id,
+                            actions: vec![],
+                        },
+                    ))
+                }
+                ve::request_action::Action::Effect(effect) => effects.push(side_effect(
+                    ServiceCall::new(
+                        VE_TWO,
+                        "Call",
+                        &ve::Request {
+                            id: effect.id,
+                            actions: vec![],
+                        },
+                    ),
+                    effect.synchronous,
+                )),
+                ve::request_action::Action::Fail(fail) => return Err(Failure::new(fail.message)),
+            }
+        }
+        let reply = match forward {
+            Some(call) => Reply::forward(call),
+            None => Reply::message(&ve::Response {
+                message: ctx.state().map(|s| s.value.clone()).unwrap_or_default(),
+            }),
+        };
+        Ok(reply.with_effects(effects))
+    }
+}
+
+fn side_effect(call: ServiceCall, synchronous: bool) -> SideEffect {
+    if synchronous {
+        SideEffect::synchronous(call)
+    } else {
+        SideEffect::asynchronous(call)
+    }
+}
+
+/// The action model: steps grouped into responses.
+struct ActionModel;
+
+/// One group of steps as one answer: the last reply, forward or failure wins;
+/// side effects add up.
+fn answer(steps: impl IntoIterator<Item = act::ProcessStep>) -> Result<Reply, Failure> {
+    enum Last {
+        Nothing,
+        Reply(String),
+        Forward(String),
+        Fail(String),
+    }
+    let mut last = Last::Nothing;
+    let mut effects = Vec::new();
+    for step in steps.into_iter().filter_map(|s| s.step) {
+        match step {
+            act::process_step::Step::Reply(reply) => last = Last::Reply(reply.message),
+            act::process_step::Step::Forward(forward) => last = Last::Forward(forward.id),
+            act::process_step::Step::Fail(fail) => last = Last::Fail(fail.message),
+            act::process_step::Step::Effect(effect) => effects.push(side_effect(
+                ServiceCall::new(ACTION_TWO, "Call", &act::OtherRequest { id: effect.id }),
+                effect.synchronous,
+            )),
+        }
+    }
+    match last {
+        Last::Nothing => Ok(Reply::none().with_effects(effects)),
+        Last::Reply(message) => Ok(Reply::message(&act::Response { message }).with_effects(effects)),
+        Last::Forward(id) => {
+            Ok(Reply::forward(ServiceCall::new(ACTION_TWO, "Call", &act::OtherRequest { id })).with_effects(effects))
+        }
+        Last::Fail(message) => Err(effects
+            .into_iter()
+            .fold(Failure::new(message), |failure, effect| failure.with_effect(effect))),
+    }
+}
+
+fn request(command: &Command) -> act::Request {
+    command.decode().unwrap_or_default()
+}
+
+impl Action for ActionModel {
+    async fn handle_unary(&self, command: Command) -> Result<Reply, Failure> {
+        if command.name() == "Call" {
+            return Ok(Reply::message(&act::Response::default()));
+        }
+        answer(request(&command).groups.into_iter().flat_map(|g| g.steps))
+    }
+
+    async fn handle_streamed_in(&self, _call: Command, requests: CommandStream) -> Result<Reply, Failure> {
+        let steps: Vec<act::ProcessStep> = requests
+            .flat_map(|command| futures::stream::iter(request(&command).groups.into_iter().flat_map(|g| g.steps)))
+            .collect()
+            .await;
+        answer(steps)
+    }
+
+    fn handle_streamed_out(&self, command: Command) -> ReplyStream {
+        let answers: Vec<_> = request(&command).groups.into_iter().map(|g| answer(g.steps)).collect();
+        futures::stream::iter(answers).boxed()
+    }
+
+    fn handle_streamed(&self, _call: Command, requests: CommandStream) -> ReplyStream {
+        requests
+            .flat_map(|command| futures::stream::iter(request(&command).groups.into_iter().map(|g| answer(g.steps))))
+            .boxed()
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), strata_sdk::ServeError> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let configured = Duration::from_millis(100);
+    Service::new(DESCRIPTORS)
+        .service_name("strata-tck-model")
+        .event_sourced(
+            EventSourcedService::new(ES_MODEL, "event-sourced-tck-model", |_| EventSourcedModel::default())
+                .snapshot_every(5),
+        )
+        .event_sourced(EventSourcedService::new(ES_TWO, "event-sourced-tck-model-two", |_| {
+            Quiet
+        }))
+        .event_sourced(
+            EventSourcedService::new(ES_CONFIGURED, "event-sourced-configured", |_| Quiet)
+                .passivation_timeout(configured),
+        )
+        .value_entity(ValueEntityService::new(VE_MODEL, "value-entity-tck-model", |_| {
+            ValueModel
+        }))
+        .value_entity(ValueEntityService::new(VE_TWO, "value-entity-tck-model-two", |_| Quiet))
+        .value_entity(
+            ValueEntityService::new(VE_CONFIGURED, "value-entity-configured", |_| Quiet)
+                .passivation_timeout(configured),
+        )
+        .action(ActionService::new(ACTION_MODEL, ActionModel))
+        .action(ActionService::new(ACTION_TWO, ActionModel))
+        .serve()
+        .await
+}

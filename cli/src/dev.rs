@@ -14,13 +14,11 @@ use anyhow::Context;
 use clap::Args;
 use strata_control_plane::{
     api::Tokens,
-    runtime::{
-        autoscale::AutoscaleConfig,
-        local::{LocalRuntime, LocalRuntimeConfig},
-    },
+    runtime::autoscale::AutoscaleConfig,
     server::{self, ServerConfig},
 };
 use strata_proxy::gateway::{self, GatewayConfig};
+use strata_runtime::local::{LocalRuntime, LocalRuntimeConfig};
 
 #[derive(Args, Debug)]
 pub struct DevArgs {

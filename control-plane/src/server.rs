@@ -56,6 +56,11 @@ pub struct ServerConfig {
     pub listen: Option<String>,
     /// Management API address; port 0 picks a free port.
     pub api_listen: Option<String>,
+    /// The Raft and data-plane address peers and instances dial, when it is not the
+    /// bound one (a Kubernetes pod binds 0.0.0.0 but is reached by its stable name).
+    pub advertise: Option<String>,
+    /// The management API address peers forward to, when it is not the bound one.
+    pub api_advertise: Option<String>,
     pub bootstrap: bool,
     pub join: Option<String>,
     pub cluster_secret: String,
@@ -85,6 +90,8 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from(".strata/control-plane"),
             listen: None,
             api_listen: None,
+            advertise: None,
+            api_advertise: None,
             bootstrap: false,
             join: None,
             cluster_secret: String::new(),
@@ -256,8 +263,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
 
     let secret = ClusterSecret::new(config.cluster_secret.clone());
     let info = NodeInfo {
-        address: identity.listen.clone(),
-        api_address: identity.api_listen.clone(),
+        address: config.advertise.clone().unwrap_or_else(|| identity.listen.clone()),
+        api_address: config
+            .api_advertise
+            .clone()
+            .unwrap_or_else(|| identity.api_listen.clone()),
     };
     let node = ControlPlane::start(
         NodeConfig {

@@ -30,6 +30,7 @@ async fn settings_history_is_linearizable_across_a_leader_kill() {
         http: reqwest::Client::new(),
         service: "lin".into(),
         token: TOKEN.into(),
+        pause: std::time::Duration::ZERO,
     };
     let clients: Vec<_> = (0..4)
         .map(|id| {

@@ -315,6 +315,7 @@ async fn register_ready(cluster: &Cluster, pod: &str) {
         .write(Command::RegisterInstance {
             id: pod.into(),
             service: "cart".into(),
+            admin_address: "10.1.0.7:9090".into(),
             address: "10.1.0.7:9000".into(),
         })
         .await;

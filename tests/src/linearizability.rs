@@ -50,13 +50,43 @@ pub fn linearizable(history: &[Record], initial: u64) -> bool {
         .copied()
         .filter(|record| record.ret.is_some() || matches!(record.op, Op::Write(value) if observed.contains(&value)))
         .collect();
-    let mut seen: HashSet<(Vec<bool>, u64)> = HashSet::new();
-    let mut done = vec![false; history.len()];
-    search(&history, &mut done, initial, &mut seen)
+    // The search recurses once per operation: a long run's history needs a deep stack.
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("linearizability".into())
+            .stack_size(1 << 30)
+            .spawn_scoped(scope, || {
+                let mut seen = HashSet::new();
+                let mut done = Done(vec![0; history.len().div_ceil(64)]);
+                search(&history, &mut done, initial, &mut seen)
+            })
+            .expect("a thread for the search")
+            .join()
+            .expect("the search finished")
+    })
 }
 
-fn search(history: &[Record], done: &mut Vec<bool>, value: u64, seen: &mut HashSet<(Vec<bool>, u64)>) -> bool {
-    let pending: Vec<usize> = (0..history.len()).filter(|&i| !done[i]).collect();
+/// Which operations are linearized already, one bit each (a long run's
+/// history has tens of thousands, and every explored state is remembered).
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Done(Vec<u64>);
+
+impl Done {
+    fn get(&self, i: usize) -> bool {
+        self.0[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    fn set(&mut self, i: usize, on: bool) {
+        if on {
+            self.0[i / 64] |= 1 << (i % 64);
+        } else {
+            self.0[i / 64] &= !(1 << (i % 64));
+        }
+    }
+}
+
+fn search(history: &[Record], done: &mut Done, value: u64, seen: &mut HashSet<(Done, u64)>) -> bool {
+    let pending: Vec<usize> = (0..history.len()).filter(|&i| !done.get(i)).collect();
     // Finished when only unknown-outcome writes are left: they may never have happened.
     if pending.iter().all(|&i| history[i].ret.is_none()) {
         return true;
@@ -79,11 +109,11 @@ fn search(history: &[Record], done: &mut Vec<bool>, value: u64, seen: &mut HashS
             Op::Read(read) if read == value => value,
             Op::Read(_) => continue,
         };
-        done[i] = true;
+        done.set(i, true);
         if search(history, done, next, seen) {
             return true;
         }
-        done[i] = false;
+        done.set(i, false);
     }
     false
 }
@@ -167,6 +197,9 @@ pub struct SettingRegister {
     pub service: String,
     /// A token with write rights.
     pub token: String,
+    /// A pause between one client's operations (a long run's history stays
+    /// small enough to check).
+    pub pause: Duration,
 }
 
 impl SettingRegister {
@@ -254,6 +287,7 @@ impl SettingRegister {
                 });
             }
             seq += 1;
+            tokio::time::sleep(self.pause).await;
         }
         acknowledged
     }

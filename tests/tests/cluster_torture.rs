@@ -132,6 +132,7 @@ async fn acknowledged_writes_and_the_registry_survive_kill_9_of_any_process() {
         http: http.clone(),
         service: "lin".into(),
         token: TOKEN.into(),
+        pause: std::time::Duration::from_millis(20),
     };
     let initial = until("the setting's first value", || register.read(&apis[0])).await;
     let registry_clients: Vec<_> = (0..REGISTRY_CLIENTS)

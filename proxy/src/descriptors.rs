@@ -35,7 +35,14 @@ pub enum DescriptorError {
         first: String,
         second: String,
     },
+    #[error("the descriptor set's imports {0}; protobuf files may not import each other in a cycle")]
+    Imports(String),
 }
+
+/// How deep imports may nest. Descriptor libraries resolve imports
+/// recursively, so a hostile set must not reach them with a cycle or a chain
+/// deep enough to exhaust the stack (a fuzzing find).
+const MAX_IMPORT_DEPTH: usize = 64;
 
 impl DescriptorFiles {
     /// Splits a serialized `FileDescriptorSet` into files, merging identical
@@ -56,6 +63,7 @@ impl DescriptorFiles {
                 None => files.push(RawFile { name, bytes }),
             }
         }
+        check_imports(&files)?;
         Ok(Self { files })
     }
 
@@ -104,6 +112,62 @@ fn length_delimited_fields(mut buf: &[u8], number: u32) -> Result<Vec<Vec<u8>>, 
         }
     }
     Ok(found)
+}
+
+/// Refuses an import cycle, or imports nested deeper than [`MAX_IMPORT_DEPTH`]
+/// (without recursion: Kahn's order over the files, counting depth as it goes).
+fn check_imports(files: &[RawFile]) -> Result<(), DescriptorError> {
+    let index: std::collections::HashMap<&str, usize> =
+        files.iter().enumerate().map(|(i, f)| (f.name.as_str(), i)).collect();
+    // imports[i]: the files of the set that file i imports (FileDescriptorProto.dependency, field 3).
+    let mut imports = Vec::with_capacity(files.len());
+    for file in files {
+        let mut known = Vec::new();
+        for dependency in length_delimited_fields(&file.bytes, 3)? {
+            let name = String::from_utf8(dependency)
+                .map_err(|_| DescriptorError::Malformed("an import is not UTF-8".into()))?;
+            if let Some(&i) = index.get(name.as_str()) {
+                known.push(i);
+            }
+        }
+        imports.push(known);
+    }
+    let mut importers = vec![Vec::new(); files.len()];
+    let mut waiting: Vec<usize> = imports.iter().map(Vec::len).collect();
+    for (i, known) in imports.iter().enumerate() {
+        for &j in known {
+            importers[j].push(i);
+        }
+    }
+    let mut depth = vec![0usize; files.len()];
+    let mut ready: Vec<usize> = (0..files.len()).filter(|&i| waiting[i] == 0).collect();
+    let mut placed = 0;
+    while let Some(j) = ready.pop() {
+        placed += 1;
+        if depth[j] > MAX_IMPORT_DEPTH {
+            return Err(DescriptorError::Imports(format!(
+                "nest more than {MAX_IMPORT_DEPTH} deep (at {:?})",
+                files[j].name
+            )));
+        }
+        for &i in &importers[j] {
+            depth[i] = depth[i].max(depth[j] + 1);
+            waiting[i] -= 1;
+            if waiting[i] == 0 {
+                ready.push(i);
+            }
+        }
+    }
+    if placed < files.len() {
+        let cycle = (0..files.len())
+            .find(|&i| waiting[i] > 0)
+            .map(|i| files[i].name.clone());
+        return Err(DescriptorError::Imports(format!(
+            "form a cycle (through {:?})",
+            cycle.unwrap_or_default()
+        )));
+    }
+    Ok(())
 }
 
 /// `FileDescriptorProto.name` (field 1).
@@ -190,6 +254,41 @@ mod tests {
             "the descriptor set holds two different files named \"orders/orders.proto\": one defines \
              services orders.Orders, the other services orders.Stock; give each file its own name"
         );
+    }
+
+    #[test]
+    fn an_import_cycle_or_a_deep_chain_is_an_error_not_a_stack_overflow() {
+        // A file that publicly imports itself (what the fuzzer found), and two
+        // that import each other.
+        let mut selfish = file("a.proto", "A");
+        selfish.dependency = vec!["a.proto".into()];
+        selfish.public_dependency = vec![0];
+        let error = DescriptorFiles::parse(&set(vec![selfish])).unwrap_err();
+        assert!(error.to_string().contains("cycle"), "{error}");
+        let mut a = file("a.proto", "A");
+        a.dependency = vec!["b.proto".into()];
+        let mut b = file("b.proto", "B");
+        b.dependency = vec!["a.proto".into()];
+        assert!(matches!(
+            DescriptorFiles::parse(&set(vec![a, b])),
+            Err(DescriptorError::Imports(_))
+        ));
+
+        let chain = |length: usize| {
+            (0..length)
+                .map(|i| {
+                    let mut f = file(&format!("f{i}.proto"), &format!("S{i}"));
+                    if i > 0 {
+                        f.dependency = vec![format!("f{}.proto", i - 1)];
+                        f.public_dependency = vec![0];
+                    }
+                    f
+                })
+                .collect::<Vec<_>>()
+        };
+        assert!(DescriptorFiles::parse(&set(chain(MAX_IMPORT_DEPTH + 1))).is_ok());
+        let error = DescriptorFiles::parse(&set(chain(MAX_IMPORT_DEPTH + 2))).unwrap_err();
+        assert!(error.to_string().contains("deep"), "{error}");
     }
 
     #[test]

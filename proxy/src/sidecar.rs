@@ -159,12 +159,14 @@ pub async fn run(
             source,
         })?;
     let addr = listener.local_addr().map_err(SidecarError::Serve)?;
-    // Only now is there something to route to: report ready, then follow routes.
+    // Only now is there something to route to. Follow the routes first, so the
+    // shards this instance is given when it reports ready reach it as soon as
+    // they reach the gateways.
     if let Some(membership) = &membership {
-        membership.report_ready(&spec, model.descriptor_set.clone()).await?;
         let follower = membership.clone();
         let entities = entities.clone();
         tokio::spawn(async move { follower.follow_routes(entities).await });
+        membership.report_ready(&spec, model.descriptor_set.clone()).await?;
     }
     tracing::info!(%addr, "proxy ready");
     let stop = async move {

@@ -87,10 +87,12 @@ pub struct Gateway {
     poke: Box<dyn Fn(String) + Send + Sync>,
 }
 
-/// Where one call goes, and (for an action) its count on that instance.
+/// Where one call goes, the route version that said so, and (for an action)
+/// its count on that instance.
 struct Destination {
     service: String,
     target: Target,
+    version: u64,
     _ticket: Option<Ticket>,
 }
 
@@ -149,6 +151,7 @@ impl Gateway {
             return Ok(Some(Destination {
                 service: service.name.clone(),
                 target,
+                version: table.version,
                 _ticket: Some(ticket),
             }));
         };
@@ -157,6 +160,7 @@ impl Gateway {
             Some(target) => Ok(Some(Destination {
                 service: service.name.clone(),
                 target,
+                version: table.version,
                 _ticket: None,
             })),
             None => {
@@ -177,7 +181,6 @@ impl Commands for Gateway {
     async fn unary(&self, call: Call) -> Result<Answer, ProxyError> {
         let path = call.method.path();
         let request = Bytes::from(call.payload.value);
-        let headers = outgoing(call.metadata.as_ref(), &call.context);
         let mut routes = self.routes.clone();
         for _ in 0..MAX_ATTEMPTS {
             let Some(destination) = self
@@ -188,9 +191,15 @@ impl Commands for Gateway {
             };
             let address = &destination.target.address;
             let timeout = remaining(&call.context)?;
+            // The sidecar waits for this version of the routes before it says "not owner".
+            let context = CallContext {
+                routed_by: destination.version,
+                ..call.context
+            };
+            let headers = outgoing(call.metadata.as_ref(), &context);
             match self
                 .forwarder
-                .call(address, &path, request.clone(), headers.clone(), timeout)
+                .call(address, &path, request.clone(), headers, timeout)
                 .await
             {
                 Ok((reply, metadata)) => {

@@ -98,11 +98,13 @@ impl FunctionClient {
         }
     }
 
-    /// Calls `discover`, retrying with backoff (100 ms doubling to 2 s) while the
-    /// function is not up, for at most `patience`.
+    /// Calls `discover`, retrying with backoff (5 ms doubling to 2 s) while the
+    /// function is not up, for at most `patience`. A function usually listens
+    /// within milliseconds of its sidecar's start (both are spawned together on
+    /// a cold start), so the first retries come quickly.
     pub async fn discover(&self, patience: Duration) -> Result<EntitySpec, DiscoveryError> {
         let started = tokio::time::Instant::now();
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Duration::from_millis(5);
         loop {
             let info = ProxyInfo {
                 protocol_major_version: PROTOCOL_MAJOR_VERSION,

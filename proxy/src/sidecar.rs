@@ -187,7 +187,7 @@ pub async fn run(
                 .await;
         }
     };
-    axum::serve(listener, app)
+    axum::serve(ingress::without_delay(listener), app)
         .with_graceful_shutdown(stop)
         .await
         .map_err(SidecarError::Serve)

@@ -415,7 +415,7 @@ pub async fn run(
     let addr = listener.local_addr().map_err(GatewayError::Serve)?;
     tracing::info!(%addr, control_plane = %config.control_plane, "gateway ready");
     let app = Router::new().fallback_service(live);
-    axum::serve(listener, app)
+    axum::serve(ingress::without_delay(listener), app)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(GatewayError::Serve)

@@ -1,28 +1,37 @@
-//! The thin shell around the decision function: every second it observes each tracked
-//! service's load, feeds that service's [`Kpa`] and writes changed desired counts to a
-//! [`ScaleSink`]. Owns no policy; the control plane says which services exist and where
-//! their instances serve metrics, and implements the sink.
+//! The autoscaler's state for every service and the steps of its loop, with no loop of
+//! its own: the control plane's shell (`runtime/autoscale.rs`) calls [`Collector::sync`]
+//! with what the registry holds, starts a [`Collector::round`] of scrapes every tick,
+//! hands the observations to [`Collector::decide_all`], and passes the gateway's pokes to
+//! [`Collector::poke`]. Owns no policy (that is [`Kpa`]) and no I/O of its own beyond its
+//! [`MetricsSource`] and [`ScaleSink`].
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::join_all;
 use thiserror::Error;
-use tokio::sync::mpsc;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::kpa::{Kpa, Load, Observation, Reason};
+use crate::idle::IdleHistogram;
+use crate::kpa::{Decision, Kpa, Load, Observation};
 use crate::scrape::{CounterRate, ScrapeError, Scraper};
-use crate::settings::{ScalingSettings, SettingsError};
+use crate::settings::ScalingSettings;
 use crate::window::Timestamp;
 
 /// How often every service is scraped and decided.
 pub const TICK: Duration = Duration::from_secs(1);
 /// Bounds one scrape so a hung sidecar cannot stretch a tick.
 pub const SCRAPE_TIMEOUT: Duration = Duration::from_millis(800);
+/// How long a held-request count from the gateway stands: it reports every second while
+/// requests wait and stops once they are released.
+pub const HELD_FRESH: Duration = Duration::from_secs(2);
+/// A changed idle-time histogram is written at most this often per service; a new leader
+/// loses at most this much of it.
+pub const IDLE_TIMES_WRITE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The sink could not record a count; the collector retries on the next tick.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -39,11 +48,13 @@ impl SinkError {
     }
 }
 
-/// Where desired counts go: the registry, through Raft, in the control plane.
+/// Where decisions go: the registry, through Raft, in the control plane.
 #[async_trait]
 pub trait ScaleSink: Send + Sync + 'static {
     /// Records `replicas` as the service's desired count, with the reason users see.
     async fn set_desired(&self, service: &str, replicas: u32, reason: &str) -> Result<(), SinkError>;
+    /// Stores the service's idle-time histogram, so a new leader starts from it.
+    async fn record_idle_times(&self, service: &str, idle_times: &IdleHistogram) -> Result<(), SinkError>;
 }
 
 /// Where load comes from: the sidecars' `/metrics` in production, a script in tests.
@@ -54,25 +65,29 @@ pub trait MetricsSource: Send + Sync + 'static {
     async fn observe(&self, service: &str, targets: &[String], now: Timestamp) -> Option<Load>;
 }
 
-/// Changes to what the collector tracks, sent by the control plane.
+/// One service as the registry holds it.
 #[derive(Debug, Clone, PartialEq)]
-pub enum CollectorCommand {
-    /// Starts tracking a service, or updates its settings and targets (the metrics URLs of
-    /// its ready instances). `desired` is the count the registry holds; a service new to
-    /// this collector resumes from it, or with `None` (just deployed) gets its initial scale.
-    Track {
-        service: String,
-        settings: ScalingSettings,
-        targets: Vec<String>,
-        desired: Option<u32>,
-    },
-    Forget {
-        service: String,
-    },
-    /// A request is waiting for a service at zero: decide now, not on the next tick.
-    Poke {
-        service: String,
-    },
+pub struct ServiceState {
+    pub name: String,
+    pub settings: ScalingSettings,
+    /// The metrics URLs of its ready instances.
+    pub targets: Vec<String>,
+    /// The desired count the registry holds.
+    pub desired: u32,
+    /// The stored idle-time histogram; read only when the service starts being tracked.
+    pub idle_times: IdleHistogram,
+}
+
+/// Whether the registry holds a count this collector neither decided nor wrote, which it
+/// must then take over: someone else wrote it (an operator, the registry clamping it to
+/// new bounds). `decided` is the collector's count, `written` the one it last wrote (or
+/// took over); a registry that still shows `written` while `decided` differs is behind a
+/// write that failed and will be retried, not overruled.
+pub fn adoption(decided: u32, written: Option<u32>, registry: u32) -> Option<u32> {
+    if registry == decided || written == Some(registry) {
+        return None;
+    }
+    Some(registry)
 }
 
 pub struct Collector<M, S> {
@@ -86,10 +101,15 @@ struct Tracked {
     settings: ScalingSettings,
     targets: Vec<String>,
     kpa: Kpa,
-    /// The count the sink last accepted; differs from the decision's after a failed write.
+    /// The count the registry got from this collector (or had when it was taken over).
     written: Option<u32>,
     /// The reason of the latest change, sent again if its write has to be retried.
     reason: String,
+    /// The gateway's latest held-request count and when it came.
+    held: Option<(u32, Timestamp)>,
+    /// The histogram changed since it was last stored.
+    idle_times_dirty: bool,
+    idle_times_written_at: Option<Timestamp>,
 }
 
 impl<M: MetricsSource, S: ScaleSink> Collector<M, S> {
@@ -111,46 +131,64 @@ impl<M: MetricsSource, S: ScaleSink> Collector<M, S> {
         self.services.get(service).map(|tracked| tracked.kpa.desired())
     }
 
-    /// See [`CollectorCommand::Track`]; refuses invalid settings and keeps the old ones.
-    pub async fn track(
-        &mut self,
-        service: &str,
-        settings: ScalingSettings,
-        targets: Vec<String>,
-        desired: Option<u32>,
-    ) -> Result<(), SettingsError> {
-        settings.validate()?;
-        if let Some(tracked) = self.services.get_mut(service) {
-            tracked.settings = settings;
-            tracked.targets = targets;
-            return Ok(());
-        }
+    /// The tracked service's idle-time histogram.
+    pub fn idle_times(&self, service: &str) -> Option<&IdleHistogram> {
+        self.services.get(service).map(|tracked| tracked.kpa.idle_times())
+    }
+
+    /// Brings the tracked services in line with the registry: new ones resume from its
+    /// count and histogram, gone ones are forgotten, settings and targets are updated, and
+    /// a count someone else wrote is taken over ([`adoption`]). Services with invalid
+    /// settings are not scaled (and say so).
+    pub fn sync(&mut self, services: Vec<ServiceState>) {
         let now = self.now();
-        let tracked = match desired {
-            Some(desired) => Tracked {
-                kpa: Kpa::resume(desired, now),
-                settings,
-                targets,
-                written: Some(desired),
-                reason: String::new(),
-            },
-            None => {
-                let (kpa, _) = Kpa::deploy(&settings, now);
-                // Written even when the initial scale is 0, so the registry matches.
-                let reason = Reason::Initial { scale: kpa.desired() }.to_string();
-                Tracked {
-                    kpa,
-                    settings,
-                    targets,
-                    written: None,
-                    reason,
+        let listed: Vec<&str> = services.iter().map(|service| service.name.as_str()).collect();
+        let gone: Vec<String> = self
+            .services
+            .keys()
+            .filter(|name| !listed.contains(&name.as_str()))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.forget(&name);
+        }
+        for service in services {
+            if let Err(error) = service.settings.validate() {
+                warn!(service = service.name, %error, "invalid scaling settings; not autoscaling this service");
+                self.forget(&service.name);
+                continue;
+            }
+            match self.services.get_mut(&service.name) {
+                Some(tracked) => {
+                    tracked.settings = service.settings;
+                    tracked.targets = service.targets;
+                    if let Some(count) = adoption(tracked.kpa.desired(), tracked.written, service.desired) {
+                        info!(
+                            service = service.name,
+                            desired = count,
+                            "adopting a count written elsewhere"
+                        );
+                        tracked.kpa.adopt(count, now);
+                        tracked.written = Some(count);
+                    }
+                }
+                None => {
+                    info!(service = service.name, desired = service.desired, "tracking service");
+                    let kpa = Kpa::resume(service.desired, now).with_idle_times(service.idle_times);
+                    let tracked = Tracked {
+                        settings: service.settings,
+                        targets: service.targets,
+                        kpa,
+                        written: Some(service.desired),
+                        reason: String::new(),
+                        held: None,
+                        idle_times_dirty: false,
+                        idle_times_written_at: None,
+                    };
+                    self.services.insert(service.name, tracked);
                 }
             }
-        };
-        info!(service, desired = tracked.kpa.desired(), "tracking service");
-        self.services.insert(service.to_owned(), tracked);
-        self.write(service).await;
-        Ok(())
+        }
     }
 
     pub fn forget(&mut self, service: &str) {
@@ -159,94 +197,72 @@ impl<M: MetricsSource, S: ScaleSink> Collector<M, S> {
         }
     }
 
-    /// Decides `service` at once with a poke; `false` if the service is not tracked.
-    pub async fn poke(&mut self, service: &str) -> bool {
-        let Some(tracked) = self.services.get(service) else {
-            warn!(service, "poke for a service the autoscaler does not track");
-            return false;
-        };
-        let observation = Observation::unmeasured(ready_count(&tracked.targets)).with_poke();
-        self.decide(service, observation).await;
-        true
-    }
-
-    /// One round: observe every service, decide, write what changed.
-    pub async fn tick(&mut self) {
-        let observations = observe_all(self.source.clone(), self.snapshot(), self.now()).await;
-        self.decide_all(observations).await;
-    }
-
-    /// Runs until the command channel closes: a round every [`TICK`], commands as they come,
-    /// even while a round's scrapes are in flight, so a poke never waits for a slow sidecar.
-    pub async fn run(mut self, mut commands: mpsc::Receiver<CollectorCommand>) {
-        let mut interval = tokio::time::interval(TICK);
-        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = interval.tick() => {}
-                command = commands.recv() => match command {
-                    Some(command) => {
-                        self.apply(command).await;
-                        continue;
-                    }
-                    None => return,
-                },
-            }
-            let round = observe_all(self.source.clone(), self.snapshot(), self.now());
-            tokio::pin!(round);
-            let observations = loop {
-                tokio::select! {
-                    observations = &mut round => break observations,
-                    command = commands.recv() => match command {
-                        Some(command) => self.apply(command).await,
-                        None => return,
-                    },
-                }
-            };
-            self.decide_all(observations).await;
+    /// Drops every service (leadership moved: another node scales).
+    pub fn forget_all(&mut self) {
+        for service in std::mem::take(&mut self.services).into_keys() {
+            info!(service, "no longer tracking service");
         }
     }
 
-    async fn apply(&mut self, command: CollectorCommand) {
-        match command {
-            CollectorCommand::Track {
-                service,
-                settings,
-                targets,
-                desired,
-            } => {
-                if let Err(error) = self.track(&service, settings, targets, desired).await {
-                    warn!(service, %error, "refused autoscaling settings");
-                }
-            }
-            CollectorCommand::Forget { service } => self.forget(&service),
-            CollectorCommand::Poke { service } => {
-                self.poke(&service).await;
-            }
-        }
-    }
-
-    fn snapshot(&self) -> Vec<(String, Vec<String>)> {
-        self.services
-            .iter()
-            .map(|(service, tracked)| (service.clone(), tracked.targets.clone()))
-            .collect()
-    }
-
-    async fn decide_all(&mut self, observations: Vec<(String, Observation)>) {
-        for (service, observation) in observations {
-            self.decide(&service, observation).await;
-        }
-    }
-
-    async fn decide(&mut self, service: &str, observation: Observation) {
+    /// The gateway holds `held` requests for `service`, which has no ready instance:
+    /// decides at once with them as its load. `None` if the service is not tracked.
+    pub async fn poke(&mut self, service: &str, held: u32) -> Option<u32> {
         let now = self.now();
-        // Forgotten while its scrape was in flight.
         let Some(tracked) = self.services.get_mut(service) else {
-            return;
+            warn!(service, "poke for a service the autoscaler does not track");
+            return None;
         };
+        tracked.held = Some((held, now));
+        let observation = Observation::unmeasured(ready_count(&tracked.targets)).with_held(held);
+        self.decide(service, observation, now).await;
+        self.desired(service)
+    }
+
+    /// The observations of one round of scrapes, in a future that owns its inputs so the
+    /// shell can take pokes while the scrapes are in flight.
+    pub fn round(&self) -> impl Future<Output = Vec<(String, Observation)>> + Send + 'static {
+        let now = self.now();
+        let services: Vec<(String, Vec<String>, u32)> = self
+            .services
+            .iter()
+            .map(|(service, tracked)| {
+                let held = match tracked.held {
+                    // Held requests are released as soon as an instance is ready.
+                    Some((held, at)) if tracked.targets.is_empty() && now.saturating_since(at) < HELD_FRESH => held,
+                    _ => 0,
+                };
+                (service.clone(), tracked.targets.clone(), held)
+            })
+            .collect();
+        observe_all(self.source.clone(), services, now)
+    }
+
+    /// Decides every observed service, writes what changed, stores changed idle-time
+    /// histograms, and returns each decision.
+    pub async fn decide_all(&mut self, observations: Vec<(String, Observation)>) -> Vec<(String, Decision)> {
+        let now = self.now();
+        let mut decisions = Vec::with_capacity(observations.len());
+        for (service, observation) in observations {
+            if let Some(decision) = self.decide(&service, observation, now).await {
+                decisions.push((service, decision));
+            }
+        }
+        self.store_idle_times(now).await;
+        decisions
+    }
+
+    /// One round and its decisions, without taking pokes meanwhile.
+    pub async fn tick(&mut self) -> Vec<(String, Decision)> {
+        let observations = self.round().await;
+        self.decide_all(observations).await
+    }
+
+    async fn decide(&mut self, service: &str, observation: Observation, now: Timestamp) -> Option<Decision> {
+        // Forgotten while its scrape was in flight.
+        let tracked = self.services.get_mut(service)?;
         let was_panicking = tracked.kpa.is_panicking();
         let decision = tracked.kpa.decide(&observation, &tracked.settings, now);
+        tracked.idle_times_dirty |= tracked.kpa.take_idle_times_changed();
         if decision.panicking != was_panicking {
             let concurrency = decision.panic_concurrency;
             info!(
@@ -261,6 +277,7 @@ impl<M: MetricsSource, S: ScaleSink> Collector<M, S> {
             tracked.reason = reason.to_string();
         }
         self.write(service).await;
+        Some(decision)
     }
 
     /// Sends the decided count if the sink does not have it yet.
@@ -277,25 +294,43 @@ impl<M: MetricsSource, S: ScaleSink> Collector<M, S> {
             Err(error) => warn!(service, desired, %error, "could not record the desired count; retrying next tick"),
         }
     }
+
+    async fn store_idle_times(&mut self, now: Timestamp) {
+        for (service, tracked) in &mut self.services {
+            let due = tracked
+                .idle_times_written_at
+                .is_none_or(|at| now.saturating_since(at) >= IDLE_TIMES_WRITE_INTERVAL);
+            if !tracked.idle_times_dirty || !due {
+                continue;
+            }
+            match self.sink.record_idle_times(service, tracked.kpa.idle_times()).await {
+                Ok(()) => {
+                    tracked.idle_times_dirty = false;
+                    tracked.idle_times_written_at = Some(now);
+                }
+                Err(error) => warn!(service, %error, "could not store the idle-time histogram; retrying"),
+            }
+        }
+    }
 }
 
 fn ready_count(targets: &[String]) -> u32 {
     u32::try_from(targets.len()).unwrap_or(u32::MAX)
 }
 
-/// Observes every service concurrently. Owns its inputs so it can run beside commands.
+/// Observes every service concurrently. Owns its inputs so it can run beside pokes.
 async fn observe_all<M: MetricsSource>(
     source: Arc<M>,
-    services: Vec<(String, Vec<String>)>,
+    services: Vec<(String, Vec<String>, u32)>,
     now: Timestamp,
 ) -> Vec<(String, Observation)> {
     let source = &source;
-    join_all(services.into_iter().map(|(service, targets)| async move {
+    join_all(services.into_iter().map(|(service, targets, held)| async move {
         let load = source.observe(&service, &targets, now).await;
         let observation = Observation {
             load,
             ready_instances: ready_count(&targets),
-            poked: false,
+            held,
         };
         (service, observation)
     }))

@@ -33,13 +33,24 @@ impl MetricsSource for Arc<ScriptedSource> {
 }
 
 /// Sends every write to the test; fails the first `failures` of them.
+#[derive(Default)]
 struct RecordingSink {
-    writes: mpsc::UnboundedSender<(String, u32, String)>,
+    writes: StdMutex<Vec<(String, u32, String)>>,
+    idle_times: StdMutex<Vec<(String, u64)>>,
     failures: StdMutex<u32>,
 }
 
+impl RecordingSink {
+    fn failing(failures: u32) -> Self {
+        RecordingSink {
+            failures: StdMutex::new(failures),
+            ..Default::default()
+        }
+    }
+}
+
 #[async_trait]
-impl ScaleSink for RecordingSink {
+impl ScaleSink for Arc<RecordingSink> {
     async fn set_desired(&self, service: &str, replicas: u32, reason: &str) -> Result<(), SinkError> {
         let mut failures = self.failures.lock().unwrap();
         if *failures > 0 {
@@ -47,28 +58,33 @@ impl ScaleSink for RecordingSink {
             return Err(SinkError::new("not the leader"));
         }
         self.writes
-            .send((service.to_owned(), replicas, reason.to_owned()))
-            .unwrap();
+            .lock()
+            .unwrap()
+            .push((service.to_owned(), replicas, reason.to_owned()));
+        Ok(())
+    }
+
+    async fn record_idle_times(&self, service: &str, idle_times: &IdleHistogram) -> Result<(), SinkError> {
+        self.idle_times
+            .lock()
+            .unwrap()
+            .push((service.to_owned(), idle_times.samples()));
         Ok(())
     }
 }
 
-type Writes = mpsc::UnboundedReceiver<(String, u32, String)>;
+impl RecordingSink {
+    fn take_writes(&self) -> Vec<(String, u32, String)> {
+        std::mem::take(&mut *self.writes.lock().unwrap())
+    }
+}
 
-fn collector(
-    failures: u32,
-) -> (
-    Collector<Arc<ScriptedSource>, RecordingSink>,
-    Arc<ScriptedSource>,
-    Writes,
-) {
+type TestCollector = Collector<Arc<ScriptedSource>, Arc<RecordingSink>>;
+
+fn collector(failures: u32) -> (TestCollector, Arc<ScriptedSource>, Arc<RecordingSink>) {
     let source = Arc::new(ScriptedSource::default());
-    let (writes, received) = mpsc::unbounded_channel();
-    let sink = RecordingSink {
-        writes,
-        failures: StdMutex::new(failures),
-    };
-    (Collector::new(source.clone(), sink), source, received)
+    let sink = Arc::new(RecordingSink::failing(failures));
+    (Collector::new(source.clone(), sink.clone()), source, sink)
 }
 
 fn write(desired: u32, reason: &str) -> (String, u32, String) {
@@ -84,116 +100,169 @@ fn quick_settings() -> ScalingSettings {
     }
 }
 
-fn instance() -> Vec<String> {
-    vec!["http://127.0.0.1:1/metrics".to_owned()]
+fn instances(count: usize) -> Vec<String> {
+    vec!["http://127.0.0.1:1/metrics".to_owned(); count]
 }
 
-#[tokio::test(start_paused = true)]
-async fn scales_to_zero_and_wakes_at_once_on_a_poke() {
-    let (collector, source, mut writes) = collector(0);
-    source.set("cart", 0.0);
-    let (commands, received) = mpsc::channel(8);
-    let running = tokio::spawn(collector.run(received));
-    let track = |targets| CollectorCommand::Track {
-        service: "cart".into(),
+/// The cart as the registry holds it.
+fn cart(desired: u32, ready: usize) -> ServiceState {
+    ServiceState {
+        name: "cart".into(),
         settings: quick_settings(),
-        targets,
-        desired: None,
-    };
+        targets: instances(ready),
+        desired,
+        idle_times: IdleHistogram::new(),
+    }
+}
 
-    // --- deploy: the initial scale is written
-    commands.send(track(instance())).await.unwrap();
-    assert_eq!(writes.recv().await.unwrap(), write(1, "initial scale 1 on deploy"));
-
-    // --- no traffic: zero after the grace period, not before
-    let deployed = Instant::now();
-    assert_eq!(
-        writes.recv().await.unwrap(),
-        write(0, "scale to zero after 3s without traffic")
-    );
-    let idle = deployed.elapsed();
-    assert!(
-        idle >= Duration::from_secs(3) && idle < Duration::from_secs(5),
-        "{idle:?}"
-    );
-    commands.send(track(Vec::new())).await.unwrap();
-
-    // --- a request arrives at zero: one instance is asked for before the next tick
-    let poked = Instant::now();
-    commands
-        .send(CollectorCommand::Poke { service: "cart".into() })
-        .await
-        .unwrap();
-    assert_eq!(
-        writes.recv().await.unwrap(),
-        write(1, "request arrived at zero: scale from zero")
-    );
-    assert!(poked.elapsed() < TICK, "{:?}", poked.elapsed());
-
-    // --- shutdown: closing the channel stops the loop
-    drop(commands);
-    running.await.unwrap();
+#[test]
+fn a_count_written_elsewhere_is_adopted_and_a_pending_write_is_not() {
+    // In step with the registry.
+    assert_eq!(adoption(3, Some(3), 3), None);
+    // The collector decided 4 and its write failed: the registry still shows what it wrote
+    // last, and the write will be retried rather than overruled.
+    assert_eq!(adoption(4, Some(3), 3), None);
+    // Someone else wrote 5 (an operator, new bounds): take it over.
+    assert_eq!(adoption(3, Some(3), 5), Some(5));
+    assert_eq!(adoption(4, Some(3), 5), Some(5));
+    // Nothing written yet and the registry differs: take it over.
+    assert_eq!(adoption(2, None, 0), Some(0));
+    assert_eq!(adoption(2, None, 2), None);
 }
 
 #[tokio::test(start_paused = true)]
-async fn ticks_feed_the_decision() {
-    let (mut collector, source, mut writes) = collector(0);
-    collector
-        .track("cart", quick_settings(), instance(), None)
-        .await
-        .unwrap();
-    assert_eq!(writes.recv().await.unwrap(), write(1, "initial scale 1 on deploy"));
+async fn sync_tracks_adopts_and_forgets() {
+    let (mut collector, source, sink) = collector(0);
     source.set("cart", 40.0);
+    collector.sync(vec![cart(1, 1)]);
+    assert_eq!(collector.desired("cart"), Some(1));
     collector.tick().await;
     assert_eq!(
-        writes.recv().await.unwrap(),
-        write(
+        sink.take_writes(),
+        vec![write(
             4,
             "panic: 40.0 in flight over 1s vs capacity 10 (1 ready x 10 per instance)"
-        )
+        )]
     );
+
+    // --- the registry holds what was written: nothing to adopt
+    collector.sync(vec![cart(4, 4)]);
     assert_eq!(collector.desired("cart"), Some(4));
-    collector.forget("cart");
+
+    // --- an operator set 7: adopted, and not written back
+    collector.sync(vec![cart(7, 4)]);
+    assert_eq!(collector.desired("cart"), Some(7));
     collector.tick().await;
+    assert_eq!(sink.take_writes(), vec![]);
+
+    // --- the service is gone: forgotten, nothing decided for it
+    collector.sync(Vec::new());
     assert_eq!(collector.desired("cart"), None);
-    assert!(writes.try_recv().is_err());
+    assert!(collector.tick().await.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_poke_decides_at_once_with_the_held_requests() {
+    let (mut collector, _source, sink) = collector(0);
+    collector.sync(vec![cart(0, 0)]);
+    assert_eq!(collector.poke("cart", 50).await, Some(5));
+    assert_eq!(
+        sink.take_writes(),
+        vec![write(
+            5,
+            "scale from zero: 50 requests held at the gateway at target 10 per instance"
+        )]
+    );
+    assert_eq!(collector.poke("unknown", 1).await, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn held_counts_stand_while_fresh_and_nothing_is_ready() {
+    let (mut collector, _source, _sink) = collector(0);
+    collector.sync(vec![cart(0, 0)]);
+    collector.poke("cart", 3).await;
+    let held = |observations: Vec<(String, Observation)>| observations[0].1.held;
+    assert_eq!(held(collector.round().await), 3);
+    tokio::time::advance(HELD_FRESH).await;
+    assert_eq!(held(collector.round().await), 0, "stale after {HELD_FRESH:?}");
+
+    // An instance is ready: the gateway has released what it held.
+    collector.poke("cart", 3).await;
+    collector.sync(vec![cart(1, 1)]);
+    assert_eq!(held(collector.round().await), 0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn failed_writes_are_retried_next_tick() {
-    let (mut collector, source, mut writes) = collector(2);
-    source.set("cart", 5.0);
-    collector
-        .track("cart", quick_settings(), instance(), None)
-        .await
-        .unwrap();
+    let (mut collector, source, sink) = collector(2);
+    source.set("cart", 25.0);
+    collector.sync(vec![cart(1, 1)]);
     collector.tick().await;
-    assert!(writes.try_recv().is_err(), "both attempts so far failed");
     collector.tick().await;
-    assert_eq!(writes.recv().await.unwrap(), write(1, "initial scale 1 on deploy"));
+    assert_eq!(sink.take_writes(), vec![], "both attempts so far failed");
+    // The registry still shows 1: a write pending, not a count to adopt.
+    collector.sync(vec![cart(1, 1)]);
     collector.tick().await;
-    assert!(writes.try_recv().is_err(), "nothing changed, nothing written");
+    assert_eq!(
+        sink.take_writes(),
+        vec![write(
+            3,
+            "panic: 25.0 in flight over 1s vs capacity 10 (1 ready x 10 per instance)"
+        )]
+    );
+    collector.sync(vec![cart(3, 3)]);
+    collector.tick().await;
+    assert_eq!(sink.take_writes(), vec![], "nothing changed, nothing written");
 }
 
 #[tokio::test(start_paused = true)]
-async fn resumed_services_are_not_rewritten_and_bad_settings_are_refused() {
-    let (mut collector, source, mut writes) = collector(0);
-    source.set("cart", 30.0);
-    let targets = vec![instance()[0].clone(); 3];
-    collector
-        .track("cart", quick_settings(), targets, Some(3))
-        .await
-        .unwrap();
-    collector.tick().await;
-    assert!(writes.try_recv().is_err());
-
-    let invalid = ScalingSettings {
-        max_scale: 0,
-        ..quick_settings()
+async fn invalid_settings_are_not_scaled() {
+    let (mut collector, _source, _sink) = collector(0);
+    let invalid = ServiceState {
+        settings: ScalingSettings {
+            max_scale: 0,
+            ..quick_settings()
+        },
+        ..cart(1, 1)
     };
-    let error = collector.track("cart", invalid, Vec::new(), None).await.unwrap_err();
-    assert_eq!(error.setting, "max_scale");
-    assert!(!collector.poke("unknown").await);
+    collector.sync(vec![invalid]);
+    assert_eq!(collector.desired("cart"), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_times_start_from_the_registry_and_are_stored_when_they_change() {
+    let (mut collector, source, sink) = collector(0);
+    let mut stored = IdleHistogram::new();
+    stored.record(Duration::from_secs(45));
+    collector.sync(vec![ServiceState {
+        idle_times: stored,
+        ..cart(1, 1)
+    }]);
+    assert_eq!(collector.idle_times("cart").map(IdleHistogram::samples), Some(1));
+
+    // A request, a quiet second, a request: one idle time, stored at once.
+    let tick_with = |load: f64| source.set("cart", load);
+    tick_with(1.0);
+    collector.tick().await;
+    tokio::time::advance(TICK).await;
+    tick_with(0.0);
+    collector.tick().await;
+    tokio::time::advance(TICK).await;
+    tick_with(1.0);
+    collector.tick().await;
+    assert_eq!(*sink.idle_times.lock().unwrap(), vec![("cart".to_owned(), 2)]);
+
+    // Another one two seconds later is stored only once the write interval has passed.
+    for load in [0.0, 1.0] {
+        tokio::time::advance(TICK).await;
+        tick_with(load);
+        collector.tick().await;
+    }
+    assert_eq!(sink.idle_times.lock().unwrap().len(), 1);
+    tokio::time::advance(IDLE_TIMES_WRITE_INTERVAL).await;
+    tick_with(1.0);
+    collector.tick().await;
+    assert_eq!(sink.idle_times.lock().unwrap()[1], ("cart".to_owned(), 3));
 }
 
 #[tokio::test]

@@ -1,12 +1,15 @@
-//! The scaling decision, in the style of Knative's KPA: from one service's load (windowed
-//! in-flight requests), its ready instances and its settings to a desired instance count
-//! and the reason for it. Pure: no I/O and no clock; the collector feeds it and writes out
-//! its answers.
+//! The scaling decision, after Knative's KPA: from one service's load (windowed in-flight
+//! requests, plus the requests the gateway holds while nothing is ready), its ready
+//! instances and its settings to a desired instance count and the reason for it. It also
+//! owns the service's idle-time histogram and, with the histogram policy, keeps the last
+//! instance only where the next request is expected. Pure: no I/O and no clock; the
+//! collector feeds it and writes out its answers.
 
 use std::fmt;
 use std::time::Duration;
 
-use crate::settings::ScalingSettings;
+use crate::idle::{IdleHistogram, Prediction};
+use crate::settings::{KeepAlive, ScalingSettings};
 use crate::window::{Timestamp, Window};
 
 /// What the service's ready instances reported at one tick, summed over the instances.
@@ -18,14 +21,17 @@ pub struct Load {
     pub requests_per_second: f64,
 }
 
-/// One tick's input to [`Kpa::decide`].
+/// One tick's (or one poke's) input to [`Kpa::decide`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Observation {
     /// `None` when nothing could be measured: no instance is ready, or every scrape failed.
     pub load: Option<Load>,
     pub ready_instances: u32,
-    /// A request arrived while the service had no instance (the gateway holds it).
-    pub poked: bool,
+    /// Requests the gateway holds because no instance is ready to take them, as it last
+    /// reported (with its poke, then every second while they wait). They are in flight
+    /// as far as the client is concerned, so they count as concurrency, as the requests
+    /// Knative's activator buffers do.
+    pub held: u32,
 }
 
 impl Observation {
@@ -36,7 +42,7 @@ impl Observation {
                 requests_per_second,
             }),
             ready_instances,
-            poked: false,
+            held: 0,
         }
     }
 
@@ -44,12 +50,12 @@ impl Observation {
         Observation {
             load: None,
             ready_instances,
-            poked: false,
+            held: 0,
         }
     }
 
-    pub fn with_poke(self) -> Self {
-        Observation { poked: true, ..self }
+    pub fn with_held(self, held: u32) -> Self {
+        Observation { held, ..self }
     }
 }
 
@@ -76,13 +82,13 @@ impl Decision {
 /// registry and shown to users.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reason {
-    Initial {
-        scale: u32,
-    },
-    ScaleToZero {
-        grace: Duration,
-    },
-    Poke {
+    /// Requests are held at the gateway while nothing is ready: sized by how many (the
+    /// latest report, and the window's average of the reports when it differs).
+    FromZero {
+        held: u32,
+        average: f64,
+        window: Duration,
+        target: f64,
         limit: Option<Limit>,
     },
     Stable {
@@ -98,10 +104,16 @@ pub enum Reason {
         target: f64,
         limit: Option<Limit>,
     },
+    /// The stable window averaged zero and the grace after it passed.
+    ScaleToZero { window: Duration, grace: Duration },
+    /// The idle-time histogram expects no request before the pre-warm.
+    UntilPrewarm { prewarm: Duration },
+    /// The idle-time histogram expects a request soon: one instance, started ahead of it.
+    Prewarm { prewarm: Duration, keep_alive: Duration },
+    /// No request came within the histogram's keep-alive window.
+    KeepAliveEnded { idle: Duration },
     /// No measurement to go on; only the min/max bounds moved the count.
-    Bounds {
-        limit: Limit,
-    },
+    Bounds { limit: Limit },
 }
 
 /// The bound that settled the count when the load alone would have asked for another one.
@@ -111,63 +123,65 @@ pub enum Limit {
     ScaleDownRate(f64),
     MinScale(u32),
     MaxScale(u32),
-    /// Below one instance only through the grace period, never through a window average.
-    KeepOne {
+    /// The stable window still holds traffic, so its average (Knative's measure of
+    /// time-averaged concurrency) is above zero: one instance stays.
+    TrafficInWindow {
+        window: Duration,
+    },
+    /// The windows ask for zero; one instance stays through the grace.
+    Grace {
         grace: Duration,
     },
 }
 
 /// One service's autoscaler state: its window of samples, the count it last asked for,
-/// its panic mode and when it last saw traffic.
+/// its panic mode, when it last saw traffic, and its idle-time histogram.
 #[derive(Debug, Clone)]
 pub struct Kpa {
     window: Window,
     desired: u32,
     panic: Option<Panic>,
+    /// The last tick with traffic, or with an instance starting or not measurable.
     last_traffic: Timestamp,
+    /// The last tick that saw requests; `None` until one is seen.
+    last_invocation: Option<Timestamp>,
+    /// A tick without requests came after `last_invocation`: the next request ends an
+    /// idle time.
+    idle_since_invocation: bool,
+    /// Since when the windows have asked for zero (Knative: the revision went inactive);
+    /// the grace counts from here.
+    inactive_since: Option<Timestamp>,
+    idle_times: IdleHistogram,
+    idle_times_changed: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Panic {
-    /// The last tick whose panic window met the threshold; panic ends a stable window later.
+    /// The last tick whose panic window met the threshold; panic ends once a stable
+    /// window has passed since it.
     last_over: Timestamp,
     /// The highest count asked for during this panic: panic mode never scales down.
     max_desired: u32,
 }
 
-/// What the load asked for, before the poke, min and max bounds.
+/// What asked for the count, before the min and max bounds.
+#[derive(Debug, Clone, Copy)]
 enum Basis {
     Hold,
-    Poke,
     Stable { average: f64, limit: Option<Limit> },
     Panic { average: f64, limit: Option<Limit> },
+    ScaleToZero,
+    UntilPrewarm { prewarm: Duration },
+    Prewarm { prewarm: Duration, keep_alive: Duration },
+    KeepAliveEnded { idle: Duration },
 }
 
 impl Kpa {
-    /// A newly deployed service: the initial scale (clamped to min/max) so discovery can run.
-    pub fn deploy(settings: &ScalingSettings, now: Timestamp) -> (Kpa, Decision) {
-        let desired = settings.initial_scale.max(settings.min_scale).min(settings.max_scale);
-        let kpa = Kpa {
-            window: Window::new(),
-            desired,
-            panic: None,
-            last_traffic: now,
-        };
-        let decision = Decision {
-            desired,
-            previous: 0,
-            reason: (desired != 0).then_some(Reason::Initial { scale: desired }),
-            panicking: false,
-            stable_concurrency: None,
-            panic_concurrency: None,
-        };
-        (kpa, decision)
-    }
-
-    /// Picks up a service that already runs `desired` instances (a new Raft leader, a
-    /// restarted autoscaler). Like Knative, it starts in panic mode when more than one
-    /// instance runs: with no history the windows would read as idle and scale a loaded
-    /// service down, so the count is held for one stable window while history builds up.
+    /// Picks up a service that runs `desired` instances: a new deploy (the registry asks
+    /// for its initial scale), a new Raft leader, a restarted autoscaler. Like Knative, it
+    /// starts in panic mode when more than one instance runs: with no history the windows
+    /// would read as idle and scale a loaded service down, so the count is held for one
+    /// stable window while history builds up.
     pub fn resume(desired: u32, now: Timestamp) -> Kpa {
         let panic = (desired > 1).then_some(Panic {
             last_over: now,
@@ -178,7 +192,26 @@ impl Kpa {
             desired,
             panic,
             last_traffic: now,
+            last_invocation: None,
+            idle_since_invocation: false,
+            inactive_since: None,
+            idle_times: IdleHistogram::new(),
+            idle_times_changed: false,
         }
+    }
+
+    /// Starts from a stored idle-time histogram (kept in the registry across failovers).
+    pub fn with_idle_times(self, idle_times: IdleHistogram) -> Kpa {
+        Kpa { idle_times, ..self }
+    }
+
+    /// Takes over a count someone else wrote (an operator, a bounds change): as
+    /// [`Kpa::resume`], but the windows and the idle-time histogram are kept.
+    pub fn adopt(&mut self, desired: u32, now: Timestamp) {
+        let fresh = Kpa::resume(desired, now);
+        self.desired = fresh.desired;
+        self.panic = fresh.panic;
+        self.inactive_since = None;
     }
 
     pub fn desired(&self) -> u32 {
@@ -189,71 +222,88 @@ impl Kpa {
         self.panic.is_some()
     }
 
-    /// Records this tick's observation and decides the desired count. Expects settings that
+    pub fn idle_times(&self) -> &IdleHistogram {
+        &self.idle_times
+    }
+
+    /// Whether an idle time was recorded since the last call: the histogram needs storing.
+    pub fn take_idle_times_changed(&mut self) -> bool {
+        std::mem::take(&mut self.idle_times_changed)
+    }
+
+    /// Records this observation and decides the desired count. Expects settings that
     /// passed [`ScalingSettings::validate`]; with others the count is unspecified but the
     /// call still never panics.
     pub fn decide(&mut self, observation: &Observation, settings: &ScalingSettings, now: Timestamp) -> Decision {
         let previous = self.desired;
         let stable_window = settings.effective_stable_window();
         let panic_window = settings.effective_panic_window();
-        if let Some(load) = observation.load {
-            self.window.record(now, load.concurrency.max(0.0));
+        let held = f64::from(observation.held);
+        let concurrency = match observation.load {
+            Some(load) => Some(load.concurrency.max(0.0) + held),
+            None => (observation.held > 0).then_some(held),
+        };
+        if let Some(concurrency) = concurrency {
+            self.window.record(now, concurrency);
         }
         self.window.prune(now, stable_window);
         let stable_average = self.window.average(now, stable_window);
         let panic_average = self.window.average(now, panic_window);
 
         let ready = observation.ready_instances;
-        let busy = observation
-            .load
-            .is_some_and(|load| load.concurrency > 0.0 || load.requests_per_second > 0.0);
-        // An instance that is starting cannot report the requests the gateway holds for it,
-        // and a failed scrape says nothing: both count as traffic, so neither can send a
-        // service to zero.
+        let invoked = observation.held > 0
+            || observation
+                .load
+                .is_some_and(|load| load.concurrency > 0.0 || load.requests_per_second > 0.0);
+        // An instance that is starting cannot report the requests waiting for it, and a
+        // failed scrape says nothing: both count as traffic, so neither sends a service to
+        // zero.
         let starting = previous > 0 && ready == 0;
-        let unmeasured = previous > 0 && ready > 0 && observation.load.is_none();
-        let traffic = observation.poked || busy || starting || unmeasured;
-        if traffic {
+        let unmeasured = previous > 0 && ready > 0 && concurrency.is_none();
+        self.note_invocation(invoked, now);
+        if invoked || starting || unmeasured {
             self.last_traffic = now;
         }
 
-        let idle_for = now.saturating_since(self.last_traffic);
-        if settings.min_scale == 0 && !traffic && idle_for >= settings.scale_to_zero_grace {
-            // Idleness through the whole grace period is a stronger signal than any window
-            // average, so this bypasses the scale-down rate and ends a panic.
-            self.panic = None;
-            self.desired = 0;
-            let reason = (previous != 0).then_some(Reason::ScaleToZero {
-                grace: settings.scale_to_zero_grace,
-            });
-            return self.decision(previous, reason, stable_average, panic_average);
-        }
-
-        let (count, basis) = if previous == 0 && observation.poked {
-            // Wake at once with one instance; the windows hold history from before the
-            // service went idle, and take over once the instance reports its load.
-            (1, Basis::Poke)
-        } else if previous == 0 && !busy {
+        let (count, basis) = if previous == 0 && concurrency.is_none() {
             (0, Basis::Hold)
         } else if let Some(stable_average) = stable_average {
             self.windowed_count(stable_average, panic_average, previous, ready, settings, now)
         } else {
-            // No sample in the whole stable window (just deployed, every scrape failing): hold.
+            // No sample in the whole stable window (instances starting, every scrape
+            // failing): hold.
             (previous, Basis::Hold)
         };
-
-        let floor = if previous > 0 || traffic {
-            settings.min_scale.max(1)
-        } else {
-            settings.min_scale
-        };
-        let (count, limit) = bound(count, floor, settings);
+        let (count, basis) = self.last_instance(count, basis, previous, invoked || unmeasured, settings, now);
+        let (count, limit) = bound(count, settings);
+        if count == 0 && previous != 0 {
+            // What the windows held is over: the next request sizes the next step alone.
+            self.window = Window::new();
+            self.panic = None;
+            self.inactive_since = None;
+        }
         self.desired = count;
-        let reason = (count != previous).then(|| explain(basis, limit, settings, ready));
+        let reason = (count != previous).then(|| explain(basis, limit, settings, ready, observation.held));
         self.decision(previous, reason, stable_average, panic_average)
     }
 
-    /// The count the windows ask for, rate-limited, with panic mode entered, held or left.
+    /// Counts idle times for the histogram: a tick with requests after one without ends
+    /// an idle time.
+    fn note_invocation(&mut self, invoked: bool, now: Timestamp) {
+        if !invoked {
+            self.idle_since_invocation |= self.last_invocation.is_some();
+            return;
+        }
+        if let (Some(last), true) = (self.last_invocation, self.idle_since_invocation) {
+            self.idle_times.record(now.saturating_since(last));
+            self.idle_times_changed = true;
+        }
+        self.last_invocation = Some(now);
+        self.idle_since_invocation = false;
+    }
+
+    /// The count the windows ask for (Knative's decider): rate-limited, with panic mode
+    /// entered, held or left.
     fn windowed_count(
         &mut self,
         stable_average: f64,
@@ -295,7 +345,8 @@ impl Kpa {
                 last_over: now,
                 ..panic
             }),
-            Some(panic) if now.saturating_since(panic.last_over) >= stable_window => None,
+            // Strictly after a stable window, as Knative's `panicTime.Add(window).Before(now)`.
+            Some(panic) if now.saturating_since(panic.last_over) > stable_window => None,
             unchanged => unchanged,
         };
 
@@ -322,6 +373,76 @@ impl Kpa {
         (panic.max_desired, Basis::Panic { average, limit })
     }
 
+    /// The last instance: whether the service keeps one, goes to zero, or gets one ahead
+    /// of an expected request. Above one instance, in panic mode or with a min scale, the
+    /// windows' count stands.
+    fn last_instance(
+        &mut self,
+        count: u32,
+        basis: Basis,
+        previous: u32,
+        busy: bool,
+        settings: &ScalingSettings,
+        now: Timestamp,
+    ) -> (u32, Basis) {
+        if count > 1 || settings.min_scale > 0 || self.panic.is_some() {
+            self.inactive_since = None;
+            return (count, basis);
+        }
+        // The histogram only ever moves the last instance: a step down from more goes
+        // through the windows and their rate limit first.
+        if let Some(predicted) = self.predicted(settings, busy, now).filter(|_| previous <= 1) {
+            self.inactive_since = None;
+            return predicted;
+        }
+        if count == 1 || previous == 0 {
+            self.inactive_since = None;
+            return (count, basis);
+        }
+        // The windows ask for zero. Knative's stable average stays above zero while any
+        // traffic is in the window (its concurrency is time-averaged; a sampled gauge
+        // misses short requests), so the window must have seen none at all.
+        let window = settings.effective_stable_window();
+        if now.saturating_since(self.last_traffic) < window {
+            self.inactive_since = None;
+            return (1, with_limit(basis, Limit::TrafficInWindow { window }));
+        }
+        // Then Knative's grace, on top of the window.
+        let inactive_since = *self.inactive_since.get_or_insert(now);
+        if now.saturating_since(inactive_since) >= settings.scale_to_zero_grace {
+            return (0, Basis::ScaleToZero);
+        }
+        let grace = settings.scale_to_zero_grace;
+        (1, with_limit(basis, Limit::Grace { grace }))
+    }
+
+    /// The histogram policy's count for an idle service with a predictable pattern.
+    fn predicted(&self, settings: &ScalingSettings, busy: bool, now: Timestamp) -> Option<(u32, Basis)> {
+        let KeepAlive::Histogram(policy) = settings.keep_alive else {
+            return None;
+        };
+        if busy {
+            return None;
+        }
+        let last = self.last_invocation?;
+        let Prediction::Windows { prewarm, keep_alive } = self.idle_times.predict(&policy) else {
+            return None;
+        };
+        let idle = now.saturating_since(last);
+        Some(if idle < prewarm {
+            (0, Basis::UntilPrewarm { prewarm })
+        } else if idle < prewarm + keep_alive {
+            (1, Basis::Prewarm { prewarm, keep_alive })
+        } else {
+            (
+                0,
+                Basis::KeepAliveEnded {
+                    idle: prewarm + keep_alive,
+                },
+            )
+        })
+    }
+
     fn decision(
         &self,
         previous: u32,
@@ -341,28 +462,46 @@ impl Kpa {
     }
 }
 
-/// Applies the floor (min scale, or one while the service is awake) and max scale.
-fn bound(count: u32, floor: u32, settings: &ScalingSettings) -> (u32, Option<Limit>) {
+/// The windowed basis with the limit that kept one instance.
+fn with_limit(basis: Basis, limit: Limit) -> Basis {
+    match basis {
+        Basis::Stable { average, .. } => Basis::Stable {
+            average,
+            limit: Some(limit),
+        },
+        other => other,
+    }
+}
+
+/// Applies min and max scale.
+fn bound(count: u32, settings: &ScalingSettings) -> (u32, Option<Limit>) {
     if count > settings.max_scale {
         return (settings.max_scale, Some(Limit::MaxScale(settings.max_scale)));
     }
-    if count < floor {
-        let limit = if floor == settings.min_scale {
-            Limit::MinScale(floor)
-        } else {
-            Limit::KeepOne {
-                grace: settings.scale_to_zero_grace,
-            }
-        };
-        return (floor.min(settings.max_scale), Some(limit));
+    if count < settings.min_scale {
+        return (settings.min_scale, Some(Limit::MinScale(settings.min_scale)));
     }
     (count, None)
 }
 
-fn explain(basis: Basis, bound: Option<Limit>, settings: &ScalingSettings, ready: u32) -> Reason {
+fn explain(basis: Basis, bound: Option<Limit>, settings: &ScalingSettings, ready: u32, held: u32) -> Reason {
     let target = settings.target_concurrency;
     match basis {
-        Basis::Poke => Reason::Poke { limit: bound },
+        // Nothing is ready: the held requests are the load.
+        Basis::Stable { average, limit } if ready == 0 && held > 0 => Reason::FromZero {
+            held,
+            average,
+            window: settings.effective_stable_window(),
+            target,
+            limit: bound.or(limit),
+        },
+        Basis::Panic { average, limit } if ready == 0 && held > 0 => Reason::FromZero {
+            held,
+            average,
+            window: settings.effective_panic_window(),
+            target,
+            limit: bound.or(limit),
+        },
         Basis::Stable { average, limit } => Reason::Stable {
             average,
             window: settings.effective_stable_window(),
@@ -376,6 +515,13 @@ fn explain(basis: Basis, bound: Option<Limit>, settings: &ScalingSettings, ready
             target,
             limit: bound.or(limit),
         },
+        Basis::ScaleToZero => Reason::ScaleToZero {
+            window: settings.effective_stable_window(),
+            grace: settings.scale_to_zero_grace,
+        },
+        Basis::UntilPrewarm { prewarm } => Reason::UntilPrewarm { prewarm },
+        Basis::Prewarm { prewarm, keep_alive } => Reason::Prewarm { prewarm, keep_alive },
+        Basis::KeepAliveEnded { idle } => Reason::KeepAliveEnded { idle },
         // A hold changes the count only through a bound.
         Basis::Hold => Reason::Bounds {
             limit: bound.unwrap_or(Limit::MaxScale(settings.max_scale)),
@@ -396,9 +542,20 @@ fn to_count(value: f64) -> u32 {
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Reason::Initial { scale } => write!(f, "initial scale {scale} on deploy")?,
-            Reason::ScaleToZero { grace } => write!(f, "scale to zero after {} without traffic", Seconds(*grace))?,
-            Reason::Poke { .. } => write!(f, "request arrived at zero: scale from zero")?,
+            Reason::FromZero {
+                held,
+                average,
+                window,
+                target,
+                ..
+            } => {
+                let requests = if *held == 1 { "request" } else { "requests" };
+                write!(f, "scale from zero: {held} {requests} held at the gateway")?;
+                if (average - f64::from(*held)).abs() > f64::EPSILON {
+                    write!(f, ", {average:.1} on average over {},", Seconds(*window))?;
+                }
+                write!(f, " at target {target} per instance")?
+            }
             Reason::Stable {
                 average,
                 window,
@@ -421,10 +578,40 @@ impl fmt::Display for Reason {
                 Seconds(*window),
                 f64::from(*ready) * target,
             )?,
+            Reason::ScaleToZero { window, grace } => {
+                return write!(
+                    f,
+                    "scale to zero: no traffic over the {} stable window, then the {} grace",
+                    Seconds(*window),
+                    Seconds(*grace)
+                )
+            }
+            Reason::UntilPrewarm { prewarm } => {
+                return write!(
+                    f,
+                    "idle-time histogram: no instance until the pre-warm at {} idle",
+                    Seconds(*prewarm)
+                )
+            }
+            Reason::Prewarm { prewarm, keep_alive } => {
+                return write!(
+                    f,
+                    "idle-time histogram: pre-warm at {} idle, kept for {}",
+                    Seconds(*prewarm),
+                    Seconds(*keep_alive)
+                )
+            }
+            Reason::KeepAliveEnded { idle } => {
+                return write!(
+                    f,
+                    "idle-time histogram: no request within the {} keep-alive",
+                    Seconds(*idle)
+                )
+            }
             Reason::Bounds { limit } => return write!(f, "no load measured yet; {limit}"),
         }
         match self {
-            Reason::Poke { limit: Some(limit) }
+            Reason::FromZero { limit: Some(limit), .. }
             | Reason::Stable { limit: Some(limit), .. }
             | Reason::Panic { limit: Some(limit), .. } => write!(f, ", {limit}"),
             _ => Ok(()),
@@ -439,20 +626,24 @@ impl fmt::Display for Limit {
             Limit::ScaleDownRate(rate) => write!(f, "limited by max scale-down rate {rate}x"),
             Limit::MinScale(min) => write!(f, "raised to min scale {min}"),
             Limit::MaxScale(max) => write!(f, "capped at max scale {max}"),
-            Limit::KeepOne { grace } => write!(f, "kept at 1 until {} without traffic", Seconds(*grace)),
+            Limit::TrafficInWindow { window } => {
+                write!(f, "kept at 1: traffic within the {} stable window", Seconds(*window))
+            }
+            Limit::Grace { grace } => write!(f, "kept at 1 through the {} scale-to-zero grace", Seconds(*grace)),
         }
     }
 }
 
-/// A duration as users write it: "60s", "1.5s".
-struct Seconds(Duration);
+/// A duration as users write it, to a tenth of a second: "60s", "1.5s", "40.5s".
+pub(crate) struct Seconds(pub(crate) Duration);
 
 impl fmt::Display for Seconds {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.subsec_nanos() == 0 {
-            write!(f, "{}s", self.0.as_secs())
+        let tenths = (self.0.as_secs_f64() * 10.0).round() as u64;
+        if tenths % 10 == 0 {
+            write!(f, "{}s", tenths / 10)
         } else {
-            write!(f, "{}s", self.0.as_secs_f64())
+            write!(f, "{}.{}s", tenths / 10, tenths % 10)
         }
     }
 }

@@ -11,6 +11,7 @@ mod stats;
 mod suite;
 mod systems;
 mod throughput;
+mod traces;
 
 use clap::{Parser, Subcommand};
 
@@ -39,6 +40,10 @@ enum Scenario {
     /// `strata dev`: cold start from zero beside warm latency, and the time from a
     /// step in load until a new instance serves.
     Scaling(scaling::Args),
+    /// Invocation traces (timers, Poisson arrivals, bursts, a mix of many services)
+    /// under Knative's fixed keep-alive beside the idle-time histogram policy: cold
+    /// starts, p99 latency and idle instance-seconds, simulated and live.
+    Traces(traces::Args),
 }
 
 #[tokio::main]
@@ -49,5 +54,6 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Throughput(args) => throughput::run(args).await,
         Scenario::Registry(args) => registry::run(args).await,
         Scenario::Scaling(args) => scaling::run(args).await,
+        Scenario::Traces(args) => traces::run(args).await,
     }
 }

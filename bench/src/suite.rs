@@ -1011,6 +1011,8 @@ fn render(
         &groups,
     )?;
     writeln!(md, "![registry]({})\n", chart("registry"))?;
+    md.push_str(include_str!("../traces.md"));
+    md.push('\n');
     md.push_str(include_str!("../notes.md"));
     Ok(md)
 }

@@ -1,13 +1,26 @@
 //! `strata control-plane`: one node of the Raft-replicated control plane. A restarted
-//! node needs only `--data-dir`; its id and addresses are remembered there.
+//! node needs only `--data-dir`; its id and addresses are remembered there. With
+//! `--runtime kubernetes` it is also the operator for `StatefulService`s (only the
+//! leader acts) and runs the autoscaler.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use strata_control_plane::api::Tokens;
+use strata_control_plane::runtime::autoscale::AutoscaleConfig;
 use strata_control_plane::server::{self, ServerConfig};
+use strata_runtime::kubernetes::{self, objects::OperatorSettings};
+
+/// What runs the registered services' instances.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Runtime {
+    /// Nothing here: instances are started elsewhere and register themselves.
+    None,
+    /// Deployments in this node's Kubernetes namespace, from `StatefulService`s.
+    Kubernetes,
+}
 
 #[derive(Args)]
 pub struct ControlPlaneArgs {
@@ -48,6 +61,36 @@ pub struct ControlPlaneArgs {
     /// by the API's entity inspector; without it, entity reads answer 501.
     #[arg(long, env = "STRATA_STORE")]
     store: Option<String>,
+    /// The Raft and data-plane address others dial, if not the --listen address
+    /// (e.g. a pod's stable DNS name and port).
+    #[arg(long, env = "STRATA_ADVERTISE")]
+    advertise: Option<String>,
+    /// The API address peers forward to, if not the --api-listen address.
+    #[arg(long, env = "STRATA_API_ADVERTISE")]
+    api_advertise: Option<String>,
+    /// What runs the services: `none`, or `kubernetes` (this node becomes the operator
+    /// for StatefulServices; in-cluster config or KUBECONFIG).
+    #[arg(long, env = "STRATA_RUNTIME", value_enum, default_value = "none")]
+    runtime: Runtime,
+    /// Kubernetes: the namespace to run services in (default: the client's, i.e. the pod's).
+    #[arg(long, env = "STRATA_NAMESPACE")]
+    namespace: Option<String>,
+    /// Kubernetes: the image of the sidecar injected beside each function (a `strata` image).
+    #[arg(long, env = "STRATA_SIDECAR_IMAGE")]
+    sidecar_image: Option<String>,
+    /// Kubernetes: the data-plane URL sidecars reach the control plane at,
+    /// e.g. http://strata-control-plane:9200.
+    #[arg(long, env = "STRATA_SIDECAR_CONTROL_PLANE")]
+    sidecar_control_plane: Option<String>,
+    /// Kubernetes: the Secret whose `admin-token` key sidecars use for the control plane.
+    #[arg(long, env = "STRATA_SIDECAR_TOKEN_SECRET", default_value = "strata")]
+    sidecar_token_secret: String,
+    /// Kubernetes: how long a pod may take to become ready before it is replaced.
+    #[arg(long, default_value = "120s", value_parser = crate::duration::parse)]
+    ready_timeout: Duration,
+    /// Autoscaler: how far back the stable window averages load (e.g. 60s).
+    #[arg(long, default_value = "60s", value_parser = crate::duration::parse)]
+    stable_window: Duration,
 }
 
 pub async fn run(args: ControlPlaneArgs) -> anyhow::Result<()> {
@@ -58,6 +101,16 @@ pub async fn run(args: ControlPlaneArgs) -> anyhow::Result<()> {
         .admin_token
         .filter(|token| !token.is_empty())
         .context("an admin token is required: set STRATA_ADMIN_TOKEN or --admin-token")?;
+    for (setting, value) in [
+        ("STRATA_CLUSTER_SECRET", &cluster_secret),
+        ("STRATA_ADMIN_TOKEN", &admin_token),
+    ] {
+        // deploy/secret.yaml's placeholders: a cluster must not run on a published secret.
+        anyhow::ensure!(
+            !value.starts_with("REPLACE"),
+            "{setting} is still the placeholder from deploy/secret.yaml: put a long random string there (openssl rand -hex 32)"
+        );
+    }
     let config = ServerConfig {
         node_id: args.node_id,
         data_dir: args.data_dir,
@@ -73,8 +126,51 @@ pub async fn run(args: ControlPlaneArgs) -> anyhow::Result<()> {
         heartbeat_interval: args.heartbeat_interval,
         heartbeat_timeout: args.heartbeat_timeout,
         store_url: args.store.filter(|store| !store.is_empty()),
+        advertise: args.advertise.filter(|address| !address.is_empty()),
+        api_advertise: args.api_advertise.filter(|address| !address.is_empty()),
         ..ServerConfig::default()
     };
-    server::run(config, crate::shutdown_signal()).await?;
+    if args.runtime == Runtime::None {
+        server::run(config, crate::shutdown_signal()).await?;
+        return Ok(());
+    }
+
+    // Settings are checked and the cluster reached before the node starts.
+    let sidecar_image = args
+        .sidecar_image
+        .filter(|image| !image.is_empty())
+        .context("--runtime kubernetes needs --sidecar-image (STRATA_SIDECAR_IMAGE), the strata image")?;
+    let control_plane_url = args.sidecar_control_plane.filter(|url| !url.is_empty()).context(
+        "--runtime kubernetes needs --sidecar-control-plane (STRATA_SIDECAR_CONTROL_PLANE), e.g. http://strata-control-plane:9200",
+    )?;
+    let client = kubernetes::client().await?;
+    let settings = OperatorSettings {
+        namespace: args
+            .namespace
+            .filter(|namespace| !namespace.is_empty())
+            .unwrap_or_else(|| client.default_namespace().to_owned()),
+        sidecar_image,
+        control_plane_url,
+        token_secret: args.sidecar_token_secret,
+        token_key: "admin-token".into(),
+        ready_timeout: args.ready_timeout,
+    };
+    // With a runtime, the node also runs the autoscaler (it acts while it leads),
+    // which sizes scale from zero by the requests the gateways hold.
+    let config = ServerConfig {
+        autoscaler: Some(AutoscaleConfig {
+            stable_window: args.stable_window,
+        }),
+        ..config
+    };
+    let server = server::start(config).await?;
+    let node = server.node();
+    let stopping = server.stopping();
+    server.spawn(
+        "kubernetes-runtime",
+        kubernetes::run(node, client, settings, stopping.wait()),
+    );
+    crate::shutdown_signal().await;
+    server.shutdown().await;
     Ok(())
 }

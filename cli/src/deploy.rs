@@ -21,16 +21,31 @@ pub struct DeployArgs {
     /// Most instances (default 10).
     #[arg(long)]
     max_scale: Option<u32>,
-    /// Concurrent requests one instance should handle (default 100).
+    /// Concurrent requests one instance should handle (default 70).
     #[arg(long)]
     target_concurrency: Option<u32>,
-    /// Idle time before the service scales to zero (e.g. 30s, 2m; default 30s).
+    /// How long the last instance stays once the stable window has seen no traffic,
+    /// before the service scales to zero (e.g. 30s, 2m; default 30s).
     #[arg(long)]
     scale_to_zero_grace: Option<String>,
     /// How far back the autoscaler averages load (e.g. 60s; 1s to 1h). Default:
     /// strata dev's --stable-window.
     #[arg(long)]
     stable_window: Option<String>,
+    /// How the last instance is kept once traffic stops: "histogram" (the default:
+    /// learned from the service's idle times, kept or started ahead only where the next
+    /// request is expected; Knative's behaviour where it cannot pre-warm) or "fixed"
+    /// (Knative's: the stable window, then the grace).
+    #[arg(long, value_parser = ["fixed", "histogram"])]
+    keep_alive: Option<String>,
+    /// With --keep-alive histogram: the idle-time percentile at which an instance is
+    /// started ahead of the next request (0 to 50; default 5).
+    #[arg(long)]
+    prewarm_percentile: Option<u32>,
+    /// With --keep-alive histogram: the idle-time percentile until which it is kept
+    /// (50 to 100; default 99).
+    #[arg(long)]
+    keep_alive_percentile: Option<u32>,
     /// Management API of any control-plane node.
     #[arg(long, env = "STRATA_API", default_value = "http://127.0.0.1:9100")]
     api: String,
@@ -54,6 +69,8 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         ("min_scale", args.min_scale),
         ("max_scale", args.max_scale),
         ("target_concurrency", args.target_concurrency),
+        ("prewarm_percentile", args.prewarm_percentile),
+        ("keep_alive_percentile", args.keep_alive_percentile),
     ] {
         if let Some(value) = value {
             fields.insert(key.into(), json!(value));
@@ -64,6 +81,9 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
     }
     if let Some(window) = &args.stable_window {
         fields.insert("stable_window".into(), json!(window));
+    }
+    if let Some(keep_alive) = &args.keep_alive {
+        fields.insert("keep_alive".into(), json!(keep_alive));
     }
     let api = ApiClient::new(&args.api, args.token.clone())?;
     let mut create = fields.clone();

@@ -14,13 +14,11 @@ use anyhow::Context;
 use clap::Args;
 use strata_control_plane::{
     api::Tokens,
-    runtime::{
-        autoscale::{self, AutoscaleConfig},
-        local::{LocalRuntime, LocalRuntimeConfig},
-    },
+    runtime::autoscale::AutoscaleConfig,
     server::{self, ServerConfig},
 };
 use strata_proxy::gateway::{self, GatewayConfig};
+use strata_runtime::local::{LocalRuntime, LocalRuntimeConfig};
 
 #[derive(Args, Debug)]
 pub struct DevArgs {
@@ -80,6 +78,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             admin: Some(token.clone()),
             read_only: args.read_only_token.clone().filter(|token| !token.is_empty()),
         },
+        autoscaler: Some(AutoscaleConfig {
+            stable_window: args.stable_window,
+        }),
         // The same SQLite file the sidecars write: the dashboard reads entities from it.
         store_url: Some(store_url.clone()),
         ..ServerConfig::default()
@@ -113,13 +114,6 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         node.clone(),
     );
     let runtime = tokio::spawn(runtime.run(stopping(stopped.clone())));
-    let autoscaler = tokio::spawn(autoscale::run(
-        node.clone(),
-        AutoscaleConfig {
-            stable_window: args.stable_window,
-        },
-        stopping(stopped.clone()),
-    ));
     let gateway_config = GatewayConfig {
         listen: args.listen,
         control_plane,
@@ -159,7 +153,6 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     // still answers them, then stop the control plane.
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(30), runtime).await;
-    let _ = autoscaler.await;
     server.shutdown().await;
     Ok(())
 }

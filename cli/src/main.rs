@@ -3,6 +3,7 @@
 
 mod api_client;
 mod control_plane;
+mod crd;
 mod deploy;
 mod dev;
 mod duration;
@@ -34,9 +35,11 @@ enum Command {
     /// Run the gateway: serve every deployed service and route to its owners.
     Gateway(gateway::GatewayArgs),
     /// Run one node of the Raft-replicated control plane.
-    ControlPlane(control_plane::ControlPlaneArgs),
+    ControlPlane(Box<control_plane::ControlPlaneArgs>),
     /// List services with their desired and ready instances.
     Services(services::ServicesArgs),
+    /// Print the StatefulService CustomResourceDefinition (YAML) for Kubernetes.
+    Crd(crd::CrdArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -60,8 +63,9 @@ fn main() -> std::process::ExitCode {
             Command::Deploy(args) => deploy::run(args).await,
             Command::Proxy(args) => proxy::run(args).await,
             Command::Gateway(args) => gateway::run(args).await,
-            Command::ControlPlane(args) => control_plane::run(args).await,
+            Command::ControlPlane(args) => control_plane::run(*args).await,
             Command::Services(args) => services::run(args).await,
+            Command::Crd(args) => crd::run(args),
         }
     });
     match result {

@@ -18,6 +18,7 @@ use crate::data_plane::{self, Credentials, DataPlaneService, HeartbeatSettings};
 use crate::node::{ControlPlane, NodeConfig, Timing};
 use crate::raft::network::GrpcNetwork;
 use crate::raft::{write_atomically, NodeId, NodeInfo};
+use crate::runtime::autoscale::{self, AutoscaleConfig};
 use crate::tasks::{Stopping, Tasks};
 
 const IDENTITY_FILE: &str = "node.json";
@@ -55,6 +56,11 @@ pub struct ServerConfig {
     pub listen: Option<String>,
     /// Management API address; port 0 picks a free port.
     pub api_listen: Option<String>,
+    /// The Raft and data-plane address peers and instances dial, when it is not the
+    /// bound one (a Kubernetes pod binds 0.0.0.0 but is reached by its stable name).
+    pub advertise: Option<String>,
+    /// The management API address peers forward to, when it is not the bound one.
+    pub api_advertise: Option<String>,
     pub bootstrap: bool,
     pub join: Option<String>,
     pub cluster_secret: String,
@@ -69,6 +75,9 @@ pub struct ServerConfig {
     /// They are not behind the API's bearer-token check, must not overlap `/api/v1`
     /// and must not set a fallback.
     pub extra_routes: Option<axum::Router>,
+    /// Run the autoscaler on this node (it acts while the node leads) and let it decide
+    /// the gateway's pokes. `None`: no autoscaling, and a poke asks for one instance.
+    pub autoscaler: Option<AutoscaleConfig>,
     /// The entity store (`sqlite://PATH` or `postgres://...`) that the API reads
     /// entities from for the dashboard's inspector; `None`: entity reads answer 501.
     pub store_url: Option<String>,
@@ -81,6 +90,8 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from(".strata/control-plane"),
             listen: None,
             api_listen: None,
+            advertise: None,
+            api_advertise: None,
             bootstrap: false,
             join: None,
             cluster_secret: String::new(),
@@ -89,6 +100,7 @@ impl Default for ServerConfig {
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             extra_routes: None,
+            autoscaler: None,
             store_url: None,
         }
     }
@@ -251,8 +263,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
 
     let secret = ClusterSecret::new(config.cluster_secret.clone());
     let info = NodeInfo {
-        address: identity.listen.clone(),
-        api_address: identity.api_listen.clone(),
+        address: config.advertise.clone().unwrap_or_else(|| identity.listen.clone()),
+        api_address: config
+            .api_advertise
+            .clone()
+            .unwrap_or_else(|| identity.api_listen.clone()),
     };
     let node = ControlPlane::start(
         NodeConfig {
@@ -277,7 +292,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
 
     let transport =
         crate::raft::transport::TransportService::server(identity.node_id, node.raft.clone(), secret.clone());
-    let data_plane = DataPlaneService::new(
+    let mut data_plane = DataPlaneService::new(
         node.clone(),
         Credentials {
             admin_token: config.tokens.admin.clone(),
@@ -289,6 +304,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         },
         server.tasks.clone(),
     );
+    if let Some(autoscale_config) = config.autoscaler.clone() {
+        let (pokes, receiver) = autoscale::pokes();
+        server.spawn(
+            "autoscaler",
+            autoscale::run(node.clone(), autoscale_config, receiver, server.stopping().wait()),
+        );
+        data_plane = data_plane.with_autoscaler(pokes);
+    }
     server.spawn(
         "instance-liveness",
         data_plane::reap_silent_instances(data_plane.clone(), server.stopping()),

@@ -116,6 +116,16 @@ async fn service_lifecycle_has_the_documented_shapes() {
     }
     assert_eq!(created["scale_to_zero_grace"], "30s");
     assert_eq!(
+        (&created["target_concurrency"], &created["keep_alive"]),
+        (&json!(70), &json!("histogram")),
+        "Knative's effective target; the idle-time histogram"
+    );
+    assert_eq!(
+        created["idle_times"],
+        json!({"samples": 0, "out_of_bounds": 0, "predictable": false,
+               "unpredictable": "too_few_samples", "prewarm": null, "keep_alive": null})
+    );
+    assert_eq!(
         (created["desired_replicas"].as_u64(), created["ready_replicas"].as_u64()),
         (Some(1), Some(0))
     );
@@ -129,10 +139,18 @@ async fn service_lifecycle_has_the_documented_shapes() {
         &h.app,
         "PATCH",
         "/api/v1/services/cart",
-        Some(r#"{"min_scale":2,"scale_to_zero_grace":"5m"}"#),
+        Some(r#"{"min_scale":2,"scale_to_zero_grace":"5m","keep_alive":"fixed","prewarm_percentile":10}"#),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(
+        (
+            &patched["keep_alive"],
+            &patched["prewarm_percentile"],
+            &patched["keep_alive_percentile"]
+        ),
+        (&json!("fixed"), &json!(10), &json!(99))
+    );
     assert_eq!(
         (patched["revision"].as_u64(), patched["desired_replicas"].as_u64()),
         (Some(2), Some(2))
@@ -241,6 +259,20 @@ async fn bad_input_gets_a_clear_status_and_code() {
             "POST",
             "/api/v1/services",
             Some(r#"{"name":"x"}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        ),
+        (
+            "POST",
+            "/api/v1/services",
+            Some(r#"{"name":"x","command":"y","keep_alive":"sometimes"}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        ),
+        (
+            "PATCH",
+            "/api/v1/services/cart",
+            Some(r#"{"keep_alive_percentile":101}"#),
             StatusCode::BAD_REQUEST,
             "invalid_argument",
         ),

@@ -11,6 +11,7 @@ use prost::Message;
 use strata_control_plane::api::Tokens;
 use strata_control_plane::node::Timing;
 use strata_control_plane::registry::{Command, EventKind, ServiceSpec};
+use strata_control_plane::runtime::autoscale::AutoscaleConfig;
 use strata_control_plane::server::{self, RunningServer, ServerConfig};
 use strata_proto::strata::controlplane::v1::data_plane_client::DataPlaneClient;
 use strata_proto::strata::controlplane::v1::{
@@ -395,7 +396,10 @@ async fn a_poke_at_zero_asks_for_one_instance_with_its_reason() {
 
     println!("--- poke at zero");
     let poked = client
-        .poke(PokeRequest { service: "cart".into() })
+        .poke(PokeRequest {
+            service: "cart".into(),
+            held: 1,
+        })
         .await
         .expect("poke")
         .into_inner();
@@ -419,13 +423,103 @@ async fn a_poke_at_zero_asks_for_one_instance_with_its_reason() {
     println!("--- a second poke changes nothing; an unknown service is NOT_FOUND");
     let count = scale_reasons().len();
     let again = client
-        .poke(PokeRequest { service: "cart".into() })
+        .poke(PokeRequest {
+            service: "cart".into(),
+            held: 1,
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(again.desired_replicas, 1);
     assert_eq!(scale_reasons().len(), count);
-    let unknown = client.poke(PokeRequest { service: "nope".into() }).await.unwrap_err();
+    let unknown = client
+        .poke(PokeRequest {
+            service: "nope".into(),
+            held: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_autoscaler_a_poke_is_sized_by_the_requests_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server::start(ServerConfig {
+        bootstrap: true,
+        autoscaler: Some(AutoscaleConfig {
+            stable_window: Duration::from_secs(6),
+        }),
+        ..config(dir.path(), 1)
+    })
+    .await
+    .expect("node 1 starts");
+    eventually("node 1 to lead", || async { server.node().is_leader().then_some(()) }).await;
+    server
+        .node()
+        .write(Command::CreateService(ServiceSpec {
+            name: "cart".into(),
+            command: Some("./cart".into()),
+            target_concurrency: Some(1),
+            max_scale: Some(6),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let set = |replicas: u32, reason: &str| Command::SetDesiredReplicas {
+        service: "cart".into(),
+        replicas,
+        reason: reason.into(),
+    };
+    server.node().write(set(0, "idle")).await.unwrap();
+    let mut client = client(&server, Some(ADMIN));
+    let poke = |held: u32| PokeRequest {
+        service: "cart".into(),
+        held,
+    };
+
+    println!("--- three requests held at zero: three instances at once");
+    let poked = client.poke(poke(3)).await.expect("poke").into_inner();
+    assert_eq!(poked.desired_replicas, 3);
+    let last_scale = || {
+        server.node().read(|registry| {
+            registry
+                .events
+                .iter()
+                .rev()
+                .find(|event| event.kind == EventKind::Scale)
+                .map(|event| event.reason.clone())
+        })
+    };
+    assert_eq!(
+        last_scale().as_deref(),
+        Some("desired replicas 0 -> 3: scale from zero: 3 requests held at the gateway at target 1 per instance")
+    );
+
+    println!("--- an operator sets 4: the autoscaler takes it over instead of writing 3 back");
+    server.node().write(set(4, "operator")).await.unwrap();
+    let poked = client.poke(poke(1)).await.expect("poke").into_inner();
+    assert_eq!(poked.desired_replicas, 4);
+    assert_eq!(last_scale().as_deref(), Some("desired replicas 3 -> 4: operator"));
+
+    println!("--- many more held while they start: more asked, up to max scale");
+    let poked = client.poke(poke(40)).await.expect("poke").into_inner();
+    assert_eq!(poked.desired_replicas, 6);
+    assert!(
+        last_scale().is_some_and(|reason| reason.ends_with("capped at max scale 6")),
+        "{:?}",
+        last_scale()
+    );
+
+    println!("--- an unknown service is NOT_FOUND");
+    let unknown = client
+        .poke(PokeRequest {
+            service: "nope".into(),
+            held: 1,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
     server.shutdown().await;
 }
@@ -520,7 +614,14 @@ async fn bad_calls_get_precise_codes() {
     };
     assert_eq!(code_of(client.drain(drain).await), Code::NotFound);
     assert_eq!(
-        code_of(client.poke(PokeRequest { service: String::new() }).await),
+        code_of(
+            client
+                .poke(PokeRequest {
+                    service: String::new(),
+                    held: 1,
+                })
+                .await
+        ),
         Code::InvalidArgument
     );
     let unknown = client
@@ -584,7 +685,10 @@ async fn followers_relay_calls_to_the_leader_and_serve_the_watch() {
         .await
         .unwrap();
     let poked = on_follower
-        .poke(PokeRequest { service: "cart".into() })
+        .poke(PokeRequest {
+            service: "cart".into(),
+            held: 1,
+        })
         .await
         .expect("poke through a follower")
         .into_inner();

@@ -1,8 +1,9 @@
 //! `strata dev` end to end: the whole platform as one real process, the Rust cart
 //! deployed through the CLI, load through the gateway. It scales out with shards
 //! on every instance, loses nothing acknowledged when an instance is killed, goes
-//! to zero when idle, wakes on the next request, and refuses (never hangs) what
-//! overflows the hold queue. No orphaned process survives `kill -9` of strata dev.
+//! to zero when idle, wakes on the next request, answers a burst at zero by starting
+//! several instances together, and refuses (never hangs) what overflows the hold
+//! queue. No orphaned process survives `kill -9` of strata dev.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -15,6 +16,7 @@ use std::{
 };
 
 use serde_json::{json, Value};
+use strata_e2e::binary;
 use strata_e2e::dev::{add, start_dev, start_dev_on, total};
 
 /// A sidecar run by `strata dev` (pid `parent`): its pid and instance id.
@@ -161,6 +163,109 @@ async fn scale_out_kill_scale_to_zero_and_wake() {
         .expect("gRPC GetCart through the gateway")
         .into_inner();
     assert_eq!(cart.items.iter().map(|i| i.quantity as i64).sum::<i64>(), stored);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_at_zero_starts_several_instances_together_and_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = start_dev(dir, &[]);
+    let http = reqwest::Client::new();
+    // The function takes a second to start, so the first instance cannot be ready before
+    // the gateway has reported the whole burst: what is asked for is what the burst
+    // needs, not a race with the first cold start.
+    let cart = binary("shopping-cart").display().to_string();
+    dev.deploy_command(
+        "cart",
+        &format!("sleep 1; exec {cart}"),
+        &[
+            "--min-scale",
+            "0",
+            "--max-scale",
+            "4",
+            "--target-concurrency",
+            "1",
+            "--stable-window",
+            "2s",
+            "--scale-to-zero-grace",
+            "1s",
+        ],
+    );
+    dev.until("the first instance is ready", Duration::from_secs(60), |s| {
+        s["ready_replicas"] == 1
+    })
+    .await;
+
+    // --- no traffic: to zero once the 2 s window has seen none and the 1 s grace passed
+    dev.until("scaled to zero", Duration::from_secs(60), |s| {
+        s["desired_replicas"] == 0 && s["ready_replicas"] == 0
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dev.api("/services/cart/instances").await["instances"] != json!([]) {
+        assert!(Instant::now() < deadline, "the last instance was never removed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = dev
+        .events()
+        .await
+        .iter()
+        .filter_map(|e| e["id"].as_u64())
+        .max()
+        .unwrap_or(0);
+
+    // --- six requests at once at zero, target 1 per instance: all are held and served
+    let burst: Vec<_> = (0..6)
+        .map(|i| {
+            let (http, url) = (http.clone(), dev.url(&format!("/carts/burst-{i}")));
+            tokio::spawn(async move {
+                let response = http.get(url).send().await.expect("answered");
+                let status = response.status().as_u16();
+                (status, response.json::<Value>().await.unwrap_or(Value::Null))
+            })
+        })
+        .collect();
+    for call in burst {
+        let (status, body) = call.await.unwrap();
+        assert_eq!(status, 200, "no request of the burst is refused: {body}");
+        assert_eq!(body, json!({"items": []}));
+    }
+
+    // --- the history: sized by the held requests, several instances started before the
+    // first one was ready
+    let events: Vec<Value> = dev
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e["id"].as_u64().is_some_and(|id| id > before) && e["service"] == "cart")
+        .collect();
+    let scales: Vec<&str> = events
+        .iter()
+        .filter(|e| e["kind"] == "scale")
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    assert!(
+        scales.first().is_some_and(
+            |reason| reason.starts_with("desired replicas 0 -> ") && reason.contains("held at the gateway")
+        ),
+        "{scales:?}"
+    );
+    assert!(
+        scales.iter().any(|reason| reason.contains(" -> 4: ")),
+        "six held at target 1 ask for max scale 4: {scales:?}"
+    );
+    let first_ready = events
+        .iter()
+        .position(|e| e["kind"] == "instance_ready")
+        .expect("an instance became ready");
+    let starting_together = events[..first_ready]
+        .iter()
+        .filter(|e| e["kind"] == "instance_registered")
+        .count();
+    assert!(
+        starting_together >= 2,
+        "several instances start before the first is ready: {events:#?}"
+    );
+    eprintln!("{starting_together} instances registered before the first was ready; scale events {scales:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

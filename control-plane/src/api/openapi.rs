@@ -37,6 +37,7 @@ use super::{Access, AccessView, ErrorBody, ErrorDetail};
         services::ShardView,
         services::ShardMapView,
         services::EntityView,
+        services::IdleTimesView,
         services::FailureView,
         metrics::MetricSeries,
         crate::metrics_history::Sample,

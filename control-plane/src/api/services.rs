@@ -11,9 +11,11 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
 use super::{linearizable, AppState};
+use strata_autoscaler::{HistogramPolicy, Prediction, Unpredictable};
+
 use crate::registry::{
-    format_duration_ms, parse_duration_ms, validate_name, Command, EventKind, Instance, InstanceState, Outcome,
-    Registry, RegistryError, Service, ServicePatch, ServiceSpec, ServiceStatus,
+    format_duration_ms, parse_duration_ms, validate_name, Command, EventKind, Instance, InstanceState, KeepAlive,
+    Outcome, Registry, RegistryError, Service, ServicePatch, ServiceSpec, ServiceStatus,
 };
 
 pub(super) fn routes() -> Router<AppState> {
@@ -40,6 +42,16 @@ pub struct ServiceView {
     pub scale_to_zero_grace: String,
     /// The autoscaler's stable window, e.g. "60s"; null: the platform's default.
     pub stable_window: Option<String>,
+    /// How the last instance is kept after traffic stops: `histogram` (the default:
+    /// learned from the service's idle times, Knative's behaviour where it cannot
+    /// pre-warm) or `fixed` (Knative's: the stable window, then the grace).
+    pub keep_alive: String,
+    /// With `histogram`: the idle-time percentile at which an instance is pre-warmed.
+    pub prewarm_percentile: u32,
+    /// With `histogram`: the idle-time percentile until which the instance is kept.
+    pub keep_alive_percentile: u32,
+    /// What the autoscaler has learned of the idle times between requests.
+    pub idle_times: IdleTimesView,
     pub desired_replicas: u32,
     pub ready_replicas: u32,
     /// `ready`, `scaling`, `pending` or `scaled_to_zero`.
@@ -58,6 +70,26 @@ pub struct ServiceView {
 pub struct FailureView {
     pub reason: String,
     pub at_ms: u64,
+}
+
+/// The idle-time histogram in brief, and the windows it predicts with this service's
+/// percentiles (whether or not the histogram policy is switched on).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct IdleTimesView {
+    /// Idle times counted (older ones fade).
+    pub samples: u64,
+    /// Idle times longer than the histogram's range (4h).
+    pub out_of_bounds: u32,
+    /// Whether the histogram sets the windows; if not, the fixed policy applies.
+    pub predictable: bool,
+    /// Why not, when it does not: `too_few_samples`, `spread` (no pattern),
+    /// `out_of_bounds` (idle times beyond 4h) or `short_idle` (the next request is
+    /// expected within 10s: nothing to pre-warm).
+    pub unpredictable: Option<String>,
+    /// Idle time after which an instance is pre-warmed, e.g. "37s".
+    pub prewarm: Option<String>,
+    /// How long that instance is then kept, e.g. "13s".
+    pub keep_alive: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -87,6 +119,12 @@ pub struct CreateService {
     /// e.g. "60s"; between 1s and 1h
     pub stable_window: Option<String>,
     pub shard_count: Option<i64>,
+    /// `histogram` (default) or `fixed`
+    pub keep_alive: Option<String>,
+    /// 0 to 50 (default 5)
+    pub prewarm_percentile: Option<i64>,
+    /// 50 to 100 (default 99)
+    pub keep_alive_percentile: Option<i64>,
 }
 
 /// `PATCH /services/{name}`: every field optional; absent fields keep their value.
@@ -100,6 +138,9 @@ pub struct UpdateService {
     pub target_concurrency: Option<i64>,
     pub scale_to_zero_grace: Option<String>,
     pub stable_window: Option<String>,
+    pub keep_alive: Option<String>,
+    pub prewarm_percentile: Option<i64>,
+    pub keep_alive_percentile: Option<i64>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -148,6 +189,10 @@ pub(crate) fn service_view(registry: &Registry, service: &Service) -> ServiceVie
         target_concurrency: service.target_concurrency,
         scale_to_zero_grace: format_duration_ms(service.scale_to_zero_grace_ms),
         stable_window: service.stable_window_ms.map(format_duration_ms),
+        keep_alive: keep_alive_name(service.keep_alive()).to_owned(),
+        prewarm_percentile: service.prewarm_percentile,
+        keep_alive_percentile: service.keep_alive_percentile,
+        idle_times: idle_times_view(service),
         desired_replicas: service.desired_replicas,
         ready_replicas: registry.ready_replicas(&service.name),
         status: status.to_owned(),
@@ -165,6 +210,53 @@ pub(crate) fn service_view(registry: &Registry, service: &Service) -> ServiceVie
         created_at_ms: service.created_at_ms,
         updated_at_ms: service.updated_at_ms,
         failure: current_failure(registry, &service.name),
+    }
+}
+
+fn keep_alive_name(keep_alive: KeepAlive) -> &'static str {
+    match keep_alive {
+        KeepAlive::Fixed => "fixed",
+        KeepAlive::Histogram => "histogram",
+    }
+}
+
+fn keep_alive(value: Option<&str>) -> Result<Option<KeepAlive>, ApiError> {
+    match value {
+        None => Ok(None),
+        Some("fixed") => Ok(Some(KeepAlive::Fixed)),
+        Some("histogram") => Ok(Some(KeepAlive::Histogram)),
+        Some(other) => Err(ApiError::invalid(format!(
+            "keep_alive must be \"fixed\" or \"histogram\" (got {other:?})"
+        ))),
+    }
+}
+
+fn idle_times_view(service: &Service) -> IdleTimesView {
+    let histogram = service.idle_times.histogram();
+    let policy = HistogramPolicy {
+        prewarm_percentile: f64::from(service.prewarm_percentile),
+        keep_alive_percentile: f64::from(service.keep_alive_percentile),
+    };
+    let seconds = |duration: std::time::Duration| format_duration_ms(duration.as_secs_f64().round() as u64 * 1_000);
+    let (unpredictable, prewarm, keep_alive) = match histogram.predict(&policy) {
+        Prediction::Windows { prewarm, keep_alive } => (None, Some(seconds(prewarm)), Some(seconds(keep_alive))),
+        Prediction::Unpredictable(why) => {
+            let why = match why {
+                Unpredictable::TooFewSamples { .. } => "too_few_samples",
+                Unpredictable::Spread { .. } => "spread",
+                Unpredictable::OutOfBounds => "out_of_bounds",
+                Unpredictable::ShortIdle { .. } => "short_idle",
+            };
+            (Some(why.to_owned()), None, None)
+        }
+    };
+    IdleTimesView {
+        samples: histogram.samples(),
+        out_of_bounds: histogram.out_of_bounds(),
+        predictable: unpredictable.is_none(),
+        unpredictable,
+        prewarm,
+        keep_alive,
     }
 }
 
@@ -269,6 +361,9 @@ pub(super) async fn create_service(
         scale_to_zero_grace_ms: grace(body.scale_to_zero_grace.as_deref())?,
         stable_window_ms: duration("stable_window", body.stable_window.as_deref())?,
         shard_count: count("shard_count", body.shard_count)?,
+        keep_alive: keep_alive(body.keep_alive.as_deref())?,
+        prewarm_percentile: count("prewarm_percentile", body.prewarm_percentile)?,
+        keep_alive_percentile: count("keep_alive_percentile", body.keep_alive_percentile)?,
     };
     let outcome = state.node.write(Command::CreateService(spec)).await?;
     Ok((StatusCode::CREATED, service_response(&state, outcome)?))
@@ -303,6 +398,9 @@ pub(super) async fn update_service(
         target_concurrency: count("target_concurrency", body.target_concurrency)?,
         scale_to_zero_grace_ms: grace(body.scale_to_zero_grace.as_deref())?,
         stable_window_ms: duration("stable_window", body.stable_window.as_deref())?,
+        keep_alive: keep_alive(body.keep_alive.as_deref())?,
+        prewarm_percentile: count("prewarm_percentile", body.prewarm_percentile)?,
+        keep_alive_percentile: count("keep_alive_percentile", body.keep_alive_percentile)?,
     };
     let outcome = state.node.write(Command::UpdateService { name, patch }).await?;
     service_response(&state, outcome)

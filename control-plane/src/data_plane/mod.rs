@@ -31,6 +31,7 @@ pub use routes::{affects_routes, route_snapshot};
 use crate::auth::{constant_time_eq, ClusterSecret};
 use crate::node::{ControlPlane, NodeError};
 use crate::registry::{format_duration_ms, Command, EntityInfo, Outcome};
+use crate::runtime::autoscale::{PokeError, Pokes};
 use crate::tasks::{Stopping, Tasks};
 
 /// Marks a call that a follower already relayed, so it is never relayed twice.
@@ -83,6 +84,8 @@ pub struct DataPlaneService {
     /// A connection to the current leader, by its address, for relayed calls.
     leader: Arc<Mutex<Option<LeaderClient>>>,
     tasks: Tasks,
+    /// The autoscaler that decides pokes, when this node runs one.
+    autoscaler: Option<Pokes>,
 }
 
 type LeaderClient = (String, DataPlaneClient<Channel>);
@@ -103,6 +106,16 @@ impl DataPlaneService {
             liveness: Arc::new(Mutex::new(Liveness::new(heartbeats.timeout))),
             leader: Arc::default(),
             tasks,
+            autoscaler: None,
+        }
+    }
+
+    /// Pokes go to this autoscaler, which sizes the scale-from-zero by the held requests;
+    /// without one a poke asks the registry for one instance (or min scale).
+    pub fn with_autoscaler(self, pokes: Pokes) -> Self {
+        DataPlaneService {
+            autoscaler: Some(pokes),
+            ..self
         }
     }
 
@@ -346,7 +359,19 @@ impl DataPlane for DataPlaneService {
                 .await
                 .map_err(|status| relay_failed(self.node.node_id, status));
         }
-        let service = request.into_inner().service;
+        let PokeRequest { service, held } = request.into_inner();
+        if let Some(autoscaler) = &self.autoscaler {
+            // Gateways from before the held count send 0: one request at least waits.
+            let desired_replicas = autoscaler
+                .poke(&service, held.max(1))
+                .await
+                .map_err(|error| match error {
+                    PokeError::NotFound(_) => Status::not_found(error.to_string()),
+                    PokeError::NotScaled(_) => Status::failed_precondition(error.to_string()),
+                    PokeError::NotLeader | PokeError::Stopped => Status::unavailable(error.to_string()),
+                })?;
+            return Ok(Response::new(PokeResponse { desired_replicas }));
+        }
         let outcome = self
             .write(Command::ScaleFromZero {
                 service: service.clone(),

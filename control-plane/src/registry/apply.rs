@@ -6,8 +6,9 @@ use std::collections::BTreeSet;
 
 use super::command::{Command, Effect, Outcome, RegistryError, ServicePatch, ServiceSpec};
 use super::{
-    rebalance, validate_name, validate_scaling, validate_stable_window, EntityInfo, Event, EventKind, Instance,
-    InstanceState, Registry, Service, Shard, DEFAULT_MAX_SCALE, DEFAULT_MIN_SCALE, DEFAULT_SCALE_TO_ZERO_GRACE_MS,
+    rebalance, validate_keep_alive, validate_name, validate_scaling, validate_stable_window, EntityInfo, Event,
+    EventKind, IdleTimes, Instance, InstanceState, Registry, Service, Shard, DEFAULT_KEEP_ALIVE_PERCENTILE,
+    DEFAULT_MAX_SCALE, DEFAULT_MIN_SCALE, DEFAULT_PREWARM_PERCENTILE, DEFAULT_SCALE_TO_ZERO_GRACE_MS,
     DEFAULT_SHARD_COUNT, DEFAULT_TARGET_CONCURRENCY, EVENT_HISTORY_LIMIT,
 };
 
@@ -40,6 +41,7 @@ pub fn apply(registry: &mut Registry, command: Command, now_ms: u64) -> Applied 
             reason,
         } => tx.set_desired(&service, replicas, &reason),
         Command::ScaleFromZero { service, reason } => tx.scale_from_zero(&service, &reason),
+        Command::RecordIdleTimes { service, idle_times } => tx.record_idle_times(&service, idle_times),
         Command::RegisterInstance { id, service, address } => tx.register_instance(id, service, address),
         Command::InstanceReady {
             id,
@@ -85,6 +87,9 @@ impl Tx<'_> {
         let target_concurrency = spec.target_concurrency.unwrap_or(DEFAULT_TARGET_CONCURRENCY);
         validate_scaling(min_scale, max_scale, target_concurrency)?;
         validate_stable_window(spec.stable_window_ms)?;
+        let prewarm_percentile = spec.prewarm_percentile.unwrap_or(DEFAULT_PREWARM_PERCENTILE);
+        let keep_alive_percentile = spec.keep_alive_percentile.unwrap_or(DEFAULT_KEEP_ALIVE_PERCENTILE);
+        validate_keep_alive(prewarm_percentile, keep_alive_percentile)?;
         validate_runtime(spec.command.as_deref(), spec.image.as_deref())?;
         let shard_count = spec.shard_count.unwrap_or(DEFAULT_SHARD_COUNT);
         if shard_count == 0 || shard_count > MAX_SHARD_COUNT {
@@ -111,6 +116,10 @@ impl Tx<'_> {
             target_concurrency,
             scale_to_zero_grace_ms: spec.scale_to_zero_grace_ms.unwrap_or(DEFAULT_SCALE_TO_ZERO_GRACE_MS),
             stable_window_ms: spec.stable_window_ms,
+            keep_alive: spec.keep_alive,
+            prewarm_percentile,
+            keep_alive_percentile,
+            idle_times: IdleTimes::default(),
             descriptor_set: None,
             entities: Vec::new(),
             revision: 1,
@@ -144,7 +153,11 @@ impl Tx<'_> {
         updated.target_concurrency = patch.target_concurrency.unwrap_or(current.target_concurrency);
         updated.scale_to_zero_grace_ms = patch.scale_to_zero_grace_ms.unwrap_or(current.scale_to_zero_grace_ms);
         updated.stable_window_ms = patch.stable_window_ms.or(current.stable_window_ms);
+        updated.keep_alive = patch.keep_alive.or(current.keep_alive);
+        updated.prewarm_percentile = patch.prewarm_percentile.unwrap_or(current.prewarm_percentile);
+        updated.keep_alive_percentile = patch.keep_alive_percentile.unwrap_or(current.keep_alive_percentile);
         validate_stable_window(updated.stable_window_ms)?;
+        validate_keep_alive(updated.prewarm_percentile, updated.keep_alive_percentile)?;
         validate_scaling(updated.min_scale, updated.max_scale, updated.target_concurrency)?;
         validate_runtime(updated.command.as_deref(), updated.image.as_deref())?;
         if updated == current {
@@ -224,6 +237,14 @@ impl Tx<'_> {
         }
         let replicas = service.min_scale.max(1);
         self.set_desired(name, replicas, reason)
+    }
+
+    fn record_idle_times(&mut self, name: &str, idle_times: IdleTimes) -> Result<Outcome, RegistryError> {
+        self.service(name)?;
+        if let Some(service) = self.registry.services.get_mut(name) {
+            service.idle_times = idle_times;
+        }
+        Ok(Outcome::Recorded)
     }
 
     fn register_instance(&mut self, id: String, service: String, address: String) -> Result<Outcome, RegistryError> {

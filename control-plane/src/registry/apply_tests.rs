@@ -82,7 +82,15 @@ fn create_service_fills_defaults_and_asks_for_one_instance() {
             service.target_concurrency,
             service.scale_to_zero_grace_ms
         ),
-        (0, 10, 100, 30_000)
+        (0, 10, 70, 30_000)
+    );
+    assert_eq!(
+        (
+            service.keep_alive(),
+            service.prewarm_percentile,
+            service.keep_alive_percentile
+        ),
+        (KeepAlive::Histogram, 5, 99)
     );
     assert_eq!(
         (service.revision, service.desired_replicas, service.shards.len()),
@@ -131,6 +139,31 @@ fn refused_commands_change_nothing() {
                 ..spec("other")
             }),
             "shard_count",
+        ),
+        (
+            Command::CreateService(ServiceSpec {
+                prewarm_percentile: Some(60),
+                ..spec("other")
+            }),
+            "prewarm_percentile must be between 0 and 50",
+        ),
+        (
+            Command::UpdateService {
+                name: "cart".into(),
+                patch: ServicePatch {
+                    keep_alive: Some(KeepAlive::Histogram),
+                    keep_alive_percentile: Some(20),
+                    ..Default::default()
+                },
+            },
+            "keep_alive_percentile must be between 50 and 100",
+        ),
+        (
+            Command::RecordIdleTimes {
+                service: "nope".into(),
+                idle_times: IdleTimes::default(),
+            },
+            "not found",
         ),
         (Command::DeleteService { name: "nope".into() }, "not found"),
         (
@@ -521,4 +554,82 @@ fn event_history_is_bounded() {
         registry.events.back().map(|event| event.id),
         Some(EVENT_HISTORY_LIMIT as u64 + 5)
     );
+}
+
+#[test]
+fn idle_times_are_stored_silently() {
+    let mut registry = with_cart();
+    let idle_times = IdleTimes {
+        bins: vec![(40, 12), (41, 1)],
+        out_of_bounds: 2,
+    };
+    let effects = ok(
+        &mut registry,
+        Command::RecordIdleTimes {
+            service: "cart".into(),
+            idle_times: idle_times.clone(),
+        },
+    );
+    // No event, no route change, no new revision: the histogram is the autoscaler's memory.
+    assert_eq!(effects, vec![]);
+    let cart = &registry.services["cart"];
+    assert_eq!((&cart.idle_times, cart.revision), (&idle_times, 1));
+}
+
+#[test]
+fn the_keep_alive_policy_is_a_service_setting() {
+    let mut registry = with_cart();
+    let patch = ServicePatch {
+        keep_alive: Some(KeepAlive::Fixed),
+        prewarm_percentile: Some(10),
+        ..Default::default()
+    };
+    ok(
+        &mut registry,
+        Command::UpdateService {
+            name: "cart".into(),
+            patch,
+        },
+    );
+    let cart = &registry.services["cart"];
+    assert_eq!(
+        (
+            cart.keep_alive(),
+            cart.prewarm_percentile,
+            cart.keep_alive_percentile,
+            cart.revision
+        ),
+        (KeepAlive::Fixed, 10, 99, 2)
+    );
+}
+
+#[test]
+fn services_and_commands_written_before_the_keep_alive_fields_still_read() {
+    // A service as an older build stored it in a snapshot, and a create command from its log.
+    let old_service = serde_json::json!({
+        "name": "cart", "command": "./cart", "image": null, "min_scale": 0, "max_scale": 10,
+        "target_concurrency": 100, "scale_to_zero_grace_ms": 30000, "descriptor_set": null,
+        "entities": [], "revision": 3, "desired_replicas": 1, "created_at_ms": 1,
+        "updated_at_ms": 2, "shards": []
+    });
+    let service: Service = serde_json::from_value(old_service).unwrap();
+    assert_eq!(
+        (
+            service.keep_alive,
+            service.prewarm_percentile,
+            service.keep_alive_percentile,
+            service.idle_times
+        ),
+        (None, 5, 99, IdleTimes::default())
+    );
+    let old_command = serde_json::json!({
+        "type": "create_service", "name": "cart", "command": "./cart", "image": null,
+        "min_scale": null, "max_scale": null, "target_concurrency": null,
+        "scale_to_zero_grace_ms": null, "stable_window_ms": null, "shard_count": null
+    });
+    let command: Command = serde_json::from_value(old_command).unwrap();
+    assert!(matches!(
+        command,
+        Command::CreateService(ServiceSpec { keep_alive: None, .. })
+    ));
 }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{EntityInfo, Event, Instance, Service};
+use super::{EntityInfo, Event, IdleTimes, Instance, KeepAlive, Service};
 
 /// One Raft log entry's payload. The leader stamps `at_ms` when it proposes, so every
 /// replica applies the same time and the state machine stays deterministic.
@@ -32,10 +32,16 @@ pub enum Command {
     },
     /// A request arrived while the service had no instance wanted: ask for one (or
     /// `min_scale`) now. Only acts when the desired count is zero, so it never undoes
-    /// a scale-up that was decided meanwhile.
+    /// a scale-up that was decided meanwhile. What a poke does on a control plane that
+    /// runs no autoscaler; with one, the autoscaler decides and writes the count.
     ScaleFromZero {
         service: String,
         reason: String,
+    },
+    /// The autoscaler stores a service's idle-time histogram. No event, no effect.
+    RecordIdleTimes {
+        service: String,
+        idle_times: IdleTimes,
     },
     RegisterInstance {
         id: String,
@@ -80,6 +86,7 @@ impl Command {
             Command::DeleteService { .. } => "delete_service",
             Command::SetDesiredReplicas { .. } => "set_desired_replicas",
             Command::ScaleFromZero { .. } => "scale_from_zero",
+            Command::RecordIdleTimes { .. } => "record_idle_times",
             Command::RegisterInstance { .. } => "register_instance",
             Command::InstanceReady { .. } => "instance_ready",
             Command::DrainInstance { .. } => "drain_instance",
@@ -102,6 +109,12 @@ pub struct ServiceSpec {
     pub scale_to_zero_grace_ms: Option<u64>,
     pub stable_window_ms: Option<u64>,
     pub shard_count: Option<u32>,
+    #[serde(default)]
+    pub keep_alive: Option<KeepAlive>,
+    #[serde(default)]
+    pub prewarm_percentile: Option<u32>,
+    #[serde(default)]
+    pub keep_alive_percentile: Option<u32>,
 }
 
 /// The fields of a service that an update may change; `None` keeps the current value.
@@ -114,6 +127,12 @@ pub struct ServicePatch {
     pub target_concurrency: Option<u32>,
     pub scale_to_zero_grace_ms: Option<u64>,
     pub stable_window_ms: Option<u64>,
+    #[serde(default)]
+    pub keep_alive: Option<KeepAlive>,
+    #[serde(default)]
+    pub prewarm_percentile: Option<u32>,
+    #[serde(default)]
+    pub keep_alive_percentile: Option<u32>,
 }
 
 impl ServicePatch {

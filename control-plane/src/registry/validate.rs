@@ -56,6 +56,23 @@ pub fn validate_stable_window(stable_window_ms: Option<u64>) -> Result<(), Regis
     }
 }
 
+/// The histogram policy's percentiles: a head in the lower half, a tail in the upper.
+pub fn validate_keep_alive(prewarm_percentile: u32, keep_alive_percentile: u32) -> Result<(), RegistryError> {
+    if prewarm_percentile > 50 {
+        return Err(RegistryError::invalid(
+            "prewarm_percentile",
+            format!("prewarm_percentile must be between 0 and 50 (got {prewarm_percentile})"),
+        ));
+    }
+    if !(50..=100).contains(&keep_alive_percentile) {
+        return Err(RegistryError::invalid(
+            "keep_alive_percentile",
+            format!("keep_alive_percentile must be between 50 and 100 (got {keep_alive_percentile})"),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +93,14 @@ mod tests {
         assert!(validate_scaling(2, 1, 1).is_err());
         assert!(validate_scaling(0, 0, 1).is_err());
         assert!(validate_scaling(0, 1, 0).is_err());
+    }
+
+    #[test]
+    fn keep_alive_percentiles() {
+        assert!(validate_keep_alive(5, 99).is_ok());
+        assert!(validate_keep_alive(0, 100).is_ok());
+        assert!(validate_keep_alive(51, 99).is_err());
+        assert!(validate_keep_alive(5, 49).is_err());
+        assert!(validate_keep_alive(5, 101).is_err());
     }
 }

@@ -1,7 +1,5 @@
-//! Runtime drivers: what turns the registry's desired scale into running
-//! instances. `local` runs them as processes on this machine (`strata dev`);
-//! `autoscale` decides the desired scale from live metrics on the leader.
+//! The control plane's side of running services: `autoscale` decides each service's
+//! desired scale from live metrics on the leader. The drivers that turn desired
+//! scale into instances (local processes, Kubernetes) live in `strata-runtime`.
 
 pub mod autoscale;
-pub mod local;
-mod process;

@@ -32,6 +32,7 @@ use tower::{Service, ServiceExt};
 
 use self::{
     forward::Forwarder,
+    hold::Poke,
     routes::{RouteTable, Target},
     spread::{Spread, Ticket},
 };
@@ -84,7 +85,6 @@ pub struct Gateway {
     forwarder: Forwarder,
     spread: Arc<Spread>,
     holds: Holds,
-    poke: Box<dyn Fn(String) + Send + Sync>,
 }
 
 /// Where one call goes, the route version that said so, and (for an action)
@@ -97,19 +97,13 @@ struct Destination {
 }
 
 impl Gateway {
-    pub(crate) fn new(
-        routes: watch::Receiver<Arc<RouteTable>>,
-        metrics: Arc<Metrics>,
-        holds: Holds,
-        poke: impl Fn(String) + Send + Sync + 'static,
-    ) -> Self {
+    pub(crate) fn new(routes: watch::Receiver<Arc<RouteTable>>, metrics: Arc<Metrics>, holds: Holds) -> Self {
         Self {
             routes,
             metrics,
             forwarder: Forwarder::default(),
             spread: Arc::default(),
             holds,
-            poke: Box::new(poke),
         }
     }
 
@@ -121,7 +115,7 @@ impl Gateway {
         holds: Holds,
         client: DataPlane,
     ) -> Self {
-        Self::new(routes, metrics, holds, move |service| poke(client.clone(), service))
+        Self::new(routes, metrics, holds.poking(poke_through(client)))
     }
 
     /// The instance for a call of `method`: the owner of the entity's shard, or
@@ -143,7 +137,7 @@ impl Gateway {
         };
         if service.ready.is_empty() {
             let name = service.name.clone();
-            self.holds.hold(&name, routes, || (self.poke)(name.clone())).await?;
+            self.holds.hold(&name, routes).await?;
             return Ok(None);
         }
         let Some(entity_id) = entity_id else {
@@ -319,21 +313,25 @@ async fn wait_for_new_routes(routes: &mut watch::Receiver<Arc<RouteTable>>) {
     let _ = tokio::time::timeout(ROUTE_PATIENCE, routes.changed()).await;
 }
 
-/// Asks the control plane to scale `service` from zero now.
-fn poke(mut client: DataPlane, service: String) {
-    tokio::spawn(async move {
-        match client
-            .poke(PokeRequest {
+/// Tells the control plane how many requests wait for a service at zero, so it
+/// scales the service from zero now, sized by them.
+fn poke_through(client: DataPlane) -> Poke {
+    Arc::new(move |service, held| {
+        let mut client = client.clone();
+        Box::pin(async move {
+            let request = PokeRequest {
                 service: service.clone(),
-            })
-            .await
-        {
-            Ok(answer) => {
-                tracing::info!(%service, desired = answer.get_ref().desired_replicas, "poked: scale from zero")
+                held,
+            };
+            match client.poke(request).await {
+                Ok(answer) => {
+                    let desired = answer.get_ref().desired_replicas;
+                    tracing::info!(%service, held, desired, "poked: scale from zero")
+                }
+                Err(status) => tracing::warn!(%service, held, error = %status.message(), "poke failed"),
             }
-            Err(status) => tracing::warn!(%service, error = %status.message(), "poke failed"),
-        }
-    });
+        })
+    })
 }
 
 /// The methods of every deployed service, for a managed sidecar's forwards and

@@ -1,24 +1,28 @@
-//! The local runtime driver: turns each service's desired replica count into
-//! instances on this machine. An instance is the user function (its command, with
-//! `HOST`/`PORT`) plus its `strata proxy` sidecar, which registers itself with the
-//! control plane. Crashed instances are replaced with backoff; scale-down drains
-//! an instance (the sidecar hands its shards back and finishes in-flight work)
-//! before it stops; instances that never become ready are stopped with a reason.
+//! The local runtime driver: carries out the plan with processes on this machine.
+//! An instance is the user function (its command, with `HOST`/`PORT`) plus its
+//! `strata proxy` sidecar, which registers itself with the control plane. What to
+//! start, replace, pace or stop is the plan's decision (`crate::plan`); this module
+//! observes its children and does what the plan says: crashed instances are killed
+//! and reported, scale-down drains an instance (the sidecar hands its shards back
+//! and finishes in-flight work) before it stops.
+
+mod process;
 
 use std::{
     collections::{BTreeMap, HashMap},
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use tokio::process::Command;
-
-use super::process::{command_line, free_port, without_strata_environment, ChildProcess};
-use crate::{
+use strata_control_plane::{
     node::ControlPlane,
     registry::{Command as RegistryCommand, InstanceState},
 };
+use tokio::process::Command;
+
+use crate::plan::{plan, Action, Failure, Health, ObservedInstance, Pacing, PlanInput, PlanSettings};
+use process::{command_line, free_port, without_strata_environment, ChildProcess};
 
 #[derive(Debug, Clone)]
 pub struct LocalRuntimeConfig {
@@ -42,37 +46,23 @@ struct Running {
     service: String,
     function: ChildProcess,
     sidecar: ChildProcess,
-    started: Instant,
+    started_at_ms: u64,
 }
 
-/// Restart pacing for a service whose instances keep failing.
-#[derive(Default)]
-struct Backoff {
-    failures: u32,
-    not_before: Option<Instant>,
-}
-
-impl Backoff {
-    fn record_failure(&mut self) -> Duration {
-        self.failures += 1;
-        let delay = Duration::from_millis(500 * 2u64.saturating_pow(self.failures.min(7)));
-        let delay = delay.min(Duration::from_secs(60));
-        self.not_before = Some(Instant::now() + delay);
-        delay
-    }
-
-    fn ready(&self) -> bool {
-        self.not_before.is_none_or(|at| Instant::now() >= at)
-    }
+/// An instance being drained and stopped in the background.
+struct Stopping {
+    service: String,
+    task: tokio::task::JoinHandle<()>,
 }
 
 pub struct LocalRuntime {
     config: LocalRuntimeConfig,
     node: Arc<ControlPlane>,
+    /// The plan's clock: milliseconds since this runtime began.
+    epoch: Instant,
     running: HashMap<String, Running>,
-    backoff: HashMap<String, Backoff>,
-    /// Instances being drained and stopped in the background.
-    stopping: Arc<std::sync::Mutex<HashMap<String, tokio::task::JoinHandle<()>>>>,
+    pacing: BTreeMap<String, Pacing>,
+    stopping: Arc<std::sync::Mutex<HashMap<String, Stopping>>>,
 }
 
 impl LocalRuntime {
@@ -80,8 +70,9 @@ impl LocalRuntime {
         Self {
             config,
             node,
+            epoch: Instant::now(),
             running: HashMap::new(),
-            backoff: HashMap::new(),
+            pacing: BTreeMap::new(),
             stopping: Arc::default(),
         }
     }
@@ -107,134 +98,149 @@ impl LocalRuntime {
         self.stop_all().await;
     }
 
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Observes (the registry first, then the processes, so an instance that
+    /// registered is always seen), plans, and carries the plan out.
     async fn converge(&mut self) {
-        self.reap().await;
-        let (services, instances) = self.node.read(|registry| {
-            let services: BTreeMap<String, (Option<String>, u32)> = registry
+        let (commands, desired, registered) = self.node.read(|registry| {
+            let commands: BTreeMap<String, String> = registry
                 .services
                 .values()
-                .map(|s| (s.name.clone(), (s.command.clone(), s.desired_replicas)))
+                .filter_map(|s| Some((s.name.clone(), s.command.clone()?)))
                 .collect();
-            let instances: BTreeMap<String, (String, InstanceState)> = registry
+            // Only services with a command are this driver's to run.
+            let desired: BTreeMap<String, u32> = registry
+                .services
+                .values()
+                .filter(|s| s.command.is_some())
+                .map(|s| (s.name.clone(), s.desired_replicas))
+                .collect();
+            let registered: BTreeMap<String, (String, InstanceState)> = registry
                 .instances
                 .values()
                 .map(|i| (i.id.clone(), (i.service.clone(), i.state)))
                 .collect();
-            (services, instances)
+            (commands, desired, registered)
         });
-
-        // Instances the registry lists but nobody here runs (left by an earlier
-        // run of strata dev that was killed) will never heartbeat: remove them now.
-        let stopping: Vec<String> = self.stopping.lock().expect("poisoned").keys().cloned().collect();
-        for (id, (service, _)) in &instances {
-            let ours = services.get(service).is_some_and(|(command, _)| command.is_some());
-            if ours && !self.running.contains_key(id) && !stopping.contains(id) {
-                self.remove(id, "no longer running on this machine").await;
-            }
-        }
-
-        // An instance that made it to ready clears its service's failure pacing.
-        for running in self.running.values() {
-            let ready = instances
-                .values()
-                .any(|(service, state)| *service == running.service && *state == InstanceState::Ready);
-            if ready && running.started.elapsed() > Duration::from_secs(10) {
-                self.backoff.remove(&running.service);
-            }
-        }
-
-        // Instances that never became ready.
-        let overdue: Vec<String> = self
-            .running
-            .iter()
-            .filter(|(id, r)| {
-                r.started.elapsed() > self.config.ready_timeout
-                    && instances
-                        .get(*id)
-                        .is_none_or(|(_, state)| *state == InstanceState::Starting)
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in overdue {
-            let reason = format!(
-                "did not become ready within {:?}; see {}",
-                self.config.ready_timeout,
-                self.log_path(&id, "function").display()
-            );
-            self.fail(&id, &reason).await;
-        }
-
-        for (service, (command, desired)) in &services {
-            let Some(command) = command else { continue };
-            let mine: Vec<String> = self
-                .running
-                .iter()
-                .filter(|(_, r)| &r.service == service)
-                .map(|(id, _)| id.clone())
-                .collect();
-            let count = mine.len() as u32;
-            if count < *desired && self.backoff.entry(service.clone()).or_default().ready() {
-                // One at a time per round after failures, all at once otherwise.
-                let starts = if self.backoff[service].failures > 0 {
-                    1
-                } else {
-                    desired - count
-                };
-                for _ in 0..starts {
-                    self.start(service, command).await;
-                }
-            } else if count > *desired {
-                // Stop the youngest first: the oldest hold the warmest entities.
-                let mut victims = mine;
-                victims.sort_by_key(|id| std::cmp::Reverse(self.running[id].started));
-                for id in victims.into_iter().take((count - desired) as usize) {
-                    self.drain_and_stop(&id, "scaled down").await;
-                }
-            }
-        }
-
-        // Services that were deleted.
-        let orphaned: Vec<String> = self
-            .running
-            .iter()
-            .filter(|(_, r)| !services.contains_key(&r.service))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in orphaned {
-            self.drain_and_stop(&id, "the service was deleted").await;
+        let observed = self.observe();
+        let actions = plan(PlanInput {
+            desired: &desired,
+            observed: &observed,
+            registered: &registered,
+            pacing: &self.pacing,
+            now_ms: self.now_ms(),
+            settings: PlanSettings {
+                ready_timeout: self.config.ready_timeout,
+                ..PlanSettings::default()
+            },
+        });
+        for action in actions {
+            self.carry_out(action, &commands).await;
         }
     }
 
-    /// Replaces crashed instances: an exit of either process ends the instance.
-    async fn reap(&mut self) {
-        let mut dead = Vec::new();
+    /// The instances this runtime started: running, exited (either process's exit
+    /// ends the instance) or being stopped.
+    fn observe(&mut self) -> Vec<ObservedInstance> {
+        let mut observed = Vec::new();
         for (id, running) in &mut self.running {
-            if let Some(status) = running.function.exited() {
-                dead.push((id.clone(), format!("the function exited ({status})"), "function"));
-            } else if let Some(status) = running.sidecar.exited() {
-                dead.push((id.clone(), format!("the sidecar exited ({status})"), "sidecar"));
-            }
+            let exited = if let Some(status) = running.function.exited() {
+                Some((format!("the function exited ({status})"), "function"))
+            } else {
+                running
+                    .sidecar
+                    .exited()
+                    .map(|status| (format!("the sidecar exited ({status})"), "sidecar"))
+            };
+            let health = match exited {
+                Some((reason, process)) => Health::Exited {
+                    reason: format!(
+                        "{reason}; see {}",
+                        log_path(&self.config.log_dir, id, process).display()
+                    ),
+                },
+                None => Health::Running,
+            };
+            observed.push(ObservedInstance {
+                id: id.clone(),
+                service: running.service.clone(),
+                started_at_ms: running.started_at_ms,
+                health,
+                tracked: true,
+            });
         }
-        for (id, reason, process) in dead {
-            let reason = format!("{reason}; see {}", self.log_path(&id, process).display());
-            self.fail(&id, &reason).await;
+        let stopping = self.stopping.lock().expect("poisoned");
+        for (id, stopping) in stopping.iter() {
+            observed.push(ObservedInstance {
+                id: id.clone(),
+                service: stopping.service.clone(),
+                started_at_ms: 0,
+                health: Health::Stopping,
+                tracked: true,
+            });
+        }
+        observed
+    }
+
+    async fn carry_out(&mut self, action: Action, commands: &BTreeMap<String, String>) {
+        match action {
+            // Only this runtime's children are observed, and they are all tracked.
+            Action::Adopt { instance } => tracing::debug!(%instance, "nothing to adopt locally"),
+            Action::Replace {
+                instance,
+                failure,
+                retry_in,
+                ..
+            } => {
+                let reason = match failure {
+                    Failure::Exited { reason } => reason,
+                    Failure::NotReady { waited } => format!(
+                        "did not become ready within {waited:?}; see {}",
+                        log_path(&self.config.log_dir, &instance, "function").display()
+                    ),
+                };
+                self.fail(&instance, &reason, retry_in).await;
+            }
+            Action::BackOff {
+                service,
+                failures,
+                until_ms,
+            } => {
+                self.pacing.insert(
+                    service,
+                    Pacing {
+                        failures,
+                        not_before_ms: until_ms,
+                    },
+                );
+            }
+            Action::Recovered { service } => {
+                self.pacing.remove(&service);
+            }
+            // Left by an earlier run of strata dev that was killed: it will never heartbeat.
+            Action::Orphan { instance } => self.remove(&instance, "no longer running on this machine").await,
+            Action::Start { service, count } => {
+                let Some(command) = commands.get(&service) else { return };
+                for _ in 0..count {
+                    self.start(&service, command).await;
+                }
+            }
+            Action::Stop { instance, reason } => self.drain_and_stop(&instance, reason.as_str()).await,
         }
     }
 
-    /// Ends an instance that failed and paces the service's next start.
-    async fn fail(&mut self, id: &str, reason: &str) {
+    /// Ends an instance that failed; the plan has already paced the service's next start.
+    async fn fail(&mut self, id: &str, reason: &str, retry_in: Duration) {
         let Some(mut running) = self.running.remove(id) else {
             return;
         };
         running.sidecar.kill().await;
         running.function.kill().await;
-        let delay = self
-            .backoff
-            .entry(running.service.clone())
-            .or_default()
-            .record_failure();
-        tracing::warn!(instance = id, service = %running.service, %reason, retry_in = ?delay, "instance failed");
-        let reason = format!("{reason}; restarting in {delay:?}");
+        tracing::warn!(instance = id, service = %running.service, %reason, ?retry_in, "instance failed");
+        let reason = format!("{reason}; restarting in {retry_in:?}");
         self.record_failure(&running.service, id, &reason).await;
         self.remove(id, &reason).await;
     }
@@ -286,17 +292,18 @@ impl LocalRuntime {
         if let Some(token) = &self.config.token {
             sidecar.env("STRATA_TOKEN", token);
         }
-        let function = match ChildProcess::spawn(function, &self.log_path(&id, "function")) {
+        let function = match ChildProcess::spawn(function, &log_path(&self.config.log_dir, &id, "function")) {
             Ok(child) => child,
             Err(error) => {
-                let delay = self.backoff.entry(service.to_string()).or_default().record_failure();
+                let now_ms = self.now_ms();
+                let delay = self.pacing.entry(service.to_string()).or_default().fail(now_ms);
                 tracing::error!(service, %error, retry_in = ?delay, "cannot start the function");
                 let reason = format!("cannot start the command {command:?}: {error}; retrying in {delay:?}");
                 self.record_failure(service, &id, &reason).await;
                 return;
             }
         };
-        let sidecar = match ChildProcess::spawn(sidecar, &self.log_path(&id, "sidecar")) {
+        let sidecar = match ChildProcess::spawn(sidecar, &log_path(&self.config.log_dir, &id, "sidecar")) {
             Ok(child) => child,
             Err(error) => {
                 let mut function = function;
@@ -319,7 +326,7 @@ impl LocalRuntime {
                 service: service.to_string(),
                 function,
                 sidecar,
-                started: Instant::now(),
+                started_at_ms: self.now_ms(),
             },
         );
     }
@@ -334,17 +341,16 @@ impl LocalRuntime {
         tracing::info!(instance = id, service = %running.service, reason, "stopping an instance");
         let (node, stopping) = (self.node.clone(), self.stopping.clone());
         let (id, reason) = (id.to_string(), reason.to_string());
+        let service = running.service.clone();
         let mut table = self.stopping.lock().expect("poisoned");
         let key = id.clone();
-        table.insert(
-            key,
-            tokio::spawn(async move {
-                running.sidecar.stop(Duration::from_secs(15)).await;
-                running.function.stop(Duration::from_secs(5)).await;
-                remove_instance(&node, &id, &reason).await;
-                stopping.lock().expect("poisoned").remove(&id);
-            }),
-        );
+        let task = tokio::spawn(async move {
+            running.sidecar.stop(Duration::from_secs(15)).await;
+            running.function.stop(Duration::from_secs(5)).await;
+            remove_instance(&node, &id, &reason).await;
+            stopping.lock().expect("poisoned").remove(&id);
+        });
+        table.insert(key, Stopping { service, task });
     }
 
     async fn remove(&self, id: &str, reason: &str) {
@@ -361,16 +367,16 @@ impl LocalRuntime {
             .lock()
             .expect("poisoned")
             .drain()
-            .map(|(_, task)| task)
+            .map(|(_, stopping)| stopping.task)
             .collect();
         for task in tasks {
             let _ = task.await;
         }
     }
+}
 
-    fn log_path(&self, id: &str, process: &str) -> PathBuf {
-        self.config.log_dir.join(format!("{id}.{process}.log"))
-    }
+fn log_path(log_dir: &Path, id: &str, process: &str) -> PathBuf {
+    log_dir.join(format!("{id}.{process}.log"))
 }
 
 async fn remove_instance(node: &ControlPlane, id: &str, reason: &str) {

@@ -1,0 +1,12 @@
+//! `strata crd`: prints the `StatefulService` CustomResourceDefinition that
+//! `deploy/crd/statefulservice.yaml` commits (`strata crd > deploy/crd/statefulservice.yaml`).
+
+use clap::Args;
+
+#[derive(Args, Debug)]
+pub struct CrdArgs {}
+
+pub fn run(_args: CrdArgs) -> anyhow::Result<()> {
+    print!("{}", strata_runtime::kubernetes::crd::crd_yaml());
+    Ok(())
+}

@@ -1,0 +1,332 @@
+//! What the operator asks Kubernetes for, as pure functions of a `StatefulService`
+//! and the operator's settings: the checked spec, the Deployment with the Strata
+//! sidecar injected, its headless Service, and the status with its conditions.
+
+use std::time::Duration;
+
+use k8s_openapi::{
+    api::{apps::v1::Deployment, core::v1::Service},
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    chrono::{DateTime, Utc},
+};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use strata_control_plane::registry::{
+    parse_duration_ms, validate_name, validate_scaling, validate_stable_window, ServicePatch, ServiceSpec,
+    DEFAULT_MAX_SCALE, DEFAULT_MIN_SCALE, DEFAULT_TARGET_CONCURRENCY,
+};
+
+use super::crd::{StatefulService, StatefulServiceStatus, DEFAULT_FUNCTION_PORT};
+
+/// The label that ties pods, Deployments and Services to their service.
+pub const SERVICE_LABEL: &str = "strata.dev/service";
+/// The sidecar's port: gRPC, gRPC-web, HTTP+JSON and `/metrics`.
+pub const SIDECAR_PORT: u16 = 9000;
+pub const SIDECAR_CONTAINER: &str = "strata-sidecar";
+pub const FUNCTION_CONTAINER: &str = "function";
+/// How long the function keeps running after its pod is told to stop, so the sidecar
+/// can hand its shards back and finish the commands in flight first.
+pub const FUNCTION_DRAIN_SECONDS: i64 = 15;
+/// Time a pod gets to stop before it is killed: the drain and a margin.
+pub const TERMINATION_GRACE_SECONDS: i64 = 30;
+
+/// The operator's own settings, the same for every service.
+#[derive(Debug, Clone)]
+pub struct OperatorSettings {
+    /// The namespace whose `StatefulService`s this operator runs (and where it creates things).
+    pub namespace: String,
+    /// The `strata` image, run as `strata proxy` beside each function.
+    pub sidecar_image: String,
+    /// Where sidecars reach the control plane's data-plane API, e.g.
+    /// `http://strata-control-plane:9200`.
+    pub control_plane_url: String,
+    /// The Secret and key holding the token sidecars present to the control plane.
+    pub token_secret: String,
+    pub token_key: String,
+    /// An instance not ready this long after it started is replaced.
+    pub ready_timeout: Duration,
+}
+
+/// Why a spec cannot be run, in the words the `Failing` condition shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// A CamelCase reason, e.g. `InvalidSpec`, `UnknownStoreSecret`.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Invalid {
+    pub fn spec(message: impl Into<String>) -> Self {
+        Invalid {
+            reason: "InvalidSpec",
+            message: message.into(),
+        }
+    }
+}
+
+/// Checks a spec the way the registry would, and says what to register.
+pub fn registry_spec(service: &StatefulService) -> Result<ServiceSpec, Invalid> {
+    let name = service.name_any();
+    let spec = &service.spec;
+    validate_name(&name).map_err(|error| Invalid::spec(format!("metadata.name: {error}")))?;
+    if spec.image.trim().is_empty() {
+        return Err(Invalid::spec(
+            "spec.image is missing: name the function's container image",
+        ));
+    }
+    let min_scale = spec.min_scale.unwrap_or(DEFAULT_MIN_SCALE);
+    let max_scale = spec.max_scale.unwrap_or(DEFAULT_MAX_SCALE);
+    let target_concurrency = spec.target_concurrency.unwrap_or(DEFAULT_TARGET_CONCURRENCY);
+    validate_scaling(min_scale, max_scale, target_concurrency)
+        .map_err(|error| Invalid::spec(format!("spec: {error}")))?;
+    let duration = |field: &str, value: &Option<String>| -> Result<Option<u64>, Invalid> {
+        value
+            .as_deref()
+            .map(|text| {
+                if text.trim_start().starts_with('-') {
+                    return Err(Invalid::spec(format!(
+                        "spec.{field} must not be negative (got {text:?})"
+                    )));
+                }
+                parse_duration_ms(text).map_err(|error| Invalid::spec(format!("spec.{field}: {error}")))
+            })
+            .transpose()
+    };
+    let scale_to_zero_grace_ms = duration("scaleToZeroGrace", &spec.scale_to_zero_grace)?;
+    let stable_window_ms = duration("stableWindow", &spec.stable_window)?;
+    validate_stable_window(stable_window_ms).map_err(|error| Invalid::spec(format!("spec: {error}")))?;
+    if spec.port == Some(SIDECAR_PORT) || spec.port == Some(0) {
+        return Err(Invalid::spec(format!(
+            "spec.port must be between 1 and 65535 and not {SIDECAR_PORT}, the sidecar's"
+        )));
+    }
+    match &spec.store_secret {
+        None => {
+            return Err(Invalid::spec(
+                "spec.storeSecret is missing: name the Secret that holds the store's URL",
+            ))
+        }
+        Some(secret) if secret.name.trim().is_empty() => {
+            return Err(Invalid::spec("spec.storeSecret.name is empty"));
+        }
+        Some(_) => {}
+    }
+    Ok(ServiceSpec {
+        name,
+        image: Some(spec.image.clone()),
+        min_scale: Some(min_scale),
+        max_scale: Some(max_scale),
+        target_concurrency: Some(target_concurrency),
+        scale_to_zero_grace_ms,
+        stable_window_ms,
+        ..ServiceSpec::default()
+    })
+}
+
+/// The update that brings a registered service to `spec` (the registry ignores a
+/// patch that changes nothing).
+pub fn registry_patch(spec: &ServiceSpec) -> ServicePatch {
+    ServicePatch {
+        image: spec.image.clone(),
+        min_scale: spec.min_scale,
+        max_scale: spec.max_scale,
+        target_concurrency: spec.target_concurrency,
+        scale_to_zero_grace_ms: spec.scale_to_zero_grace_ms,
+        stable_window_ms: spec.stable_window_ms,
+        ..ServicePatch::default()
+    }
+}
+
+fn labels(name: &str) -> serde_json::Value {
+    json!({
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/component": "function",
+        "app.kubernetes.io/managed-by": "strata",
+        SERVICE_LABEL: name,
+    })
+}
+
+fn owner_references(service: &StatefulService) -> serde_json::Value {
+    json!(service.controller_owner_ref(&()).into_iter().collect::<Vec<_>>())
+}
+
+/// The Deployment that runs a service: the function and the Strata sidecar in each
+/// pod. Its replica count is left out: the scale subresource owns it, so applying a
+/// changed spec never undoes the autoscaler.
+pub fn deployment(service: &StatefulService, settings: &OperatorSettings) -> Deployment {
+    let name = service.name_any();
+    let spec = &service.spec;
+    let port = spec.port.unwrap_or(DEFAULT_FUNCTION_PORT);
+    let store = spec.store_secret.clone().unwrap_or_default();
+    let mut function_env = vec![
+        json!({"name": "HOST", "value": "127.0.0.1"}),
+        json!({"name": "PORT", "value": port.to_string()}),
+    ];
+    function_env.extend(spec.env.iter().map(|var| json!(var)));
+    let mut function = json!({
+        "name": FUNCTION_CONTAINER,
+        "image": spec.image,
+        "env": function_env,
+        // The sidecar drains first (it gets SIGTERM at once); the function stops after.
+        "lifecycle": {"preStop": {"sleep": {"seconds": FUNCTION_DRAIN_SECONDS}}},
+    });
+    if !spec.command.is_empty() {
+        function["command"] = json!(spec.command);
+    }
+    if !spec.args.is_empty() {
+        function["args"] = json!(spec.args);
+    }
+    if let Some(resources) = &spec.resources {
+        function["resources"] = json!(resources);
+    }
+    let probe = |period: u32, failures: u32| {
+        json!({
+            "httpGet": {"path": "/metrics", "port": "http"},
+            "periodSeconds": period,
+            "failureThreshold": failures,
+        })
+    };
+    // Discovery may take the whole ready timeout; the plan replaces a pod that is
+    // not ready by then, before the kubelet would restart its sidecar.
+    let startup_checks = (settings.ready_timeout.as_secs() / 2 + 5).max(1) as u32;
+    let sidecar = json!({
+        "name": SIDECAR_CONTAINER,
+        "image": settings.sidecar_image,
+        "args": ["proxy"],
+        "ports": [{"name": "http", "containerPort": SIDECAR_PORT}],
+        "env": [
+            {"name": "USER_FUNCTION_HOST", "value": "127.0.0.1"},
+            {"name": "USER_FUNCTION_PORT", "value": port.to_string()},
+            {"name": "HTTP_HOST", "value": "0.0.0.0"},
+            {"name": "HTTP_PORT", "value": SIDECAR_PORT.to_string()},
+            {"name": "STRATA_STORE", "valueFrom": {"secretKeyRef": {"name": store.name, "key": store.key()}}},
+            {"name": "STRATA_CONTROL_PLANE", "value": settings.control_plane_url},
+            {"name": "STRATA_TOKEN", "valueFrom": {"secretKeyRef": {"name": settings.token_secret, "key": settings.token_key}}},
+            {"name": "STRATA_SERVICE", "value": name},
+            {"name": "STRATA_INSTANCE_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "STRATA_ADVERTISE", "value": format!("$(POD_IP):{SIDECAR_PORT}")},
+            {"name": "STRATA_DISCOVERY_TIMEOUT", "value": format!("{}s", settings.ready_timeout.as_secs() + 10)},
+        ],
+        "startupProbe": probe(2, startup_checks),
+        "readinessProbe": probe(2, 2),
+        "livenessProbe": probe(10, 3),
+        "securityContext": {
+            "runAsNonRoot": true,
+            "allowPrivilegeEscalation": false,
+            "readOnlyRootFilesystem": true,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    });
+    let object = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": settings.namespace,
+            "labels": labels(&name),
+            "ownerReferences": owner_references(service),
+        },
+        "spec": {
+            "selector": {"matchLabels": {SERVICE_LABEL: name}},
+            "template": {
+                "metadata": {"labels": labels(&name)},
+                "spec": {
+                    // Functions get no Kubernetes credentials and no service links.
+                    "automountServiceAccountToken": false,
+                    "enableServiceLinks": false,
+                    "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+                    "containers": [function, sidecar],
+                },
+            },
+        },
+    });
+    serde_json::from_value(object).unwrap_or_else(|error| panic!("the Deployment is well formed: {error}"))
+}
+
+/// A headless Service over the service's ready sidecars: stable DNS for its pods.
+/// Gateways route to instances by the addresses they register, not through it.
+pub fn service(service: &StatefulService, settings: &OperatorSettings) -> Service {
+    let name = service.name_any();
+    let object = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": settings.namespace,
+            "labels": labels(&name),
+            "ownerReferences": owner_references(service),
+        },
+        "spec": {
+            "clusterIP": "None",
+            "selector": {SERVICE_LABEL: name},
+            "ports": [{"name": "http", "port": SIDECAR_PORT, "targetPort": "http"}],
+        },
+    });
+    serde_json::from_value(object).unwrap_or_else(|error| panic!("the Service is well formed: {error}"))
+}
+
+/// What the status reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation {
+    pub desired: u32,
+    pub ready: u32,
+    /// Why the service cannot run (or keeps failing), if it cannot.
+    pub failing: Option<Invalid>,
+}
+
+/// The status for `observation`; a condition keeps its transition time while its
+/// status stays the same.
+pub fn status(service: &StatefulService, observation: &Observation, now: DateTime<Utc>) -> StatefulServiceStatus {
+    let generation = service.meta().generation;
+    let previous = service
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let Observation { desired, ready, .. } = *observation;
+    let (ready_status, ready_reason, ready_message) = match (desired, ready) {
+        (0, 0) => ("False", "ScaledToZero", "no instance is wanted".to_string()),
+        (_, 0) => ("False", "Pending", format!("0 of {desired} instances ready")),
+        (desired, ready) if ready < desired => ("False", "Scaling", format!("{ready} of {desired} instances ready")),
+        _ => ("True", "Ready", format!("{ready} of {desired} instances ready")),
+    };
+    let zero = desired == 0 && ready == 0;
+    let (failing_status, failing_reason, failing_message) = match &observation.failing {
+        Some(invalid) => ("True", invalid.reason, invalid.message.clone()),
+        None => ("False", "Running", "no failure".to_string()),
+    };
+    let conditions = [
+        ("Ready", ready_status, ready_reason, ready_message),
+        (
+            "ScaledToZero",
+            if zero { "True" } else { "False" },
+            if zero { "NoTraffic" } else { "Running" },
+            if zero {
+                "scaled to zero; the first request starts an instance".to_string()
+            } else {
+                format!("{desired} instances wanted")
+            },
+        ),
+        ("Failing", failing_status, failing_reason, failing_message),
+    ]
+    .into_iter()
+    .map(|(kind, status, reason, message)| {
+        let unchanged = previous.iter().find(|c| c.type_ == kind && c.status == status);
+        Condition {
+            type_: kind.to_string(),
+            status: status.to_string(),
+            reason: reason.to_string(),
+            message,
+            observed_generation: generation,
+            last_transition_time: unchanged.map_or(Time(now), |c| c.last_transition_time.clone()),
+        }
+    })
+    .collect();
+    StatefulServiceStatus {
+        conditions,
+        desired_replicas: desired,
+        ready_replicas: ready,
+        observed_generation: generation,
+    }
+}

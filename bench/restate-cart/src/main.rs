@@ -39,7 +39,11 @@ impl Cart {
         if item.quantity <= 0 {
             return Err(TerminalError::new(format!("cannot add {} items", item.quantity)).into());
         }
-        let mut cart = ctx.get::<Json<CartState>>(CART).await?.map(|Json(cart)| cart).unwrap_or_default();
+        let mut cart = ctx
+            .get::<Json<CartState>>(CART)
+            .await?
+            .map(|Json(cart)| cart)
+            .unwrap_or_default();
         match cart.items.iter_mut().find(|line| line.product_id == item.product_id) {
             Some(line) => line.quantity += item.quantity,
             None => cart.items.push(LineItem {

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{register_font, FontStyle};
 
 const FONTS: &[&str] = &[
@@ -58,21 +59,23 @@ pub fn bars(path: &Path, title: &str, unit: &str, series: &[String], groups: &[G
         .x_label_area_size(32)
         .y_label_area_size(70)
         .build_cartesian_2d(0.0..(groups.len() * slots) as f64, 0.0..top)?;
-    let labels: Vec<String> = groups.iter().map(|g| g.label.clone()).collect();
+    // Group names go under each group's middle, drawn here: the mesh's own x
+    // labels fall on "nice" numbers and skip groups.
     chart
         .configure_mesh()
         .disable_x_mesh()
         .y_desc(unit)
-        .x_labels(groups.len() * slots)
-        .x_label_formatter(&|x| {
-            let slot = *x as usize;
-            if slot % slots == series.len() / 2 && (*x - slot as f64) < 1e-9 {
-                labels.get(slot / slots).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        })
+        .x_label_formatter(&|_| String::new())
         .draw()?;
+    let below = ("sans-serif", 14)
+        .into_font()
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Center, VPos::Top));
+    for (g, group) in groups.iter().enumerate() {
+        let middle = (g * slots) as f64 + series.len() as f64 / 2.0;
+        let (x, y) = chart.backend_coord(&(middle, 0.0));
+        root.draw(&Text::new(group.label.clone(), (x, y + 8), below.clone()))?;
+    }
     for (s, name) in series.iter().enumerate() {
         let color = PALETTE[s % PALETTE.len()];
         chart

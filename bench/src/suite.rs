@@ -551,13 +551,14 @@ fn render(
     writeln!(md, "# Benchmarks\n")?;
     writeln!(
         md,
-        "Written by `{command}` on {} in {:.0} s, on {}. Release builds; load from another process on \
+        "Written by `{command}` on {} in {:.0} s, on {}. {} builds; load from another process on \
          loopback sharing the same cores, so every figure includes the client's cost. Machines here are \
          noisy: each figure is the median of {} round(s), and every baseline ran in the same invocation, \
          alternating with Strata within each round. Targets come from issue 11.\n",
         today(),
         took.as_secs_f64(),
         machine(),
+        if args.quick { "Debug" } else { "Release" },
         settings.rounds
     )?;
     if args.quick {

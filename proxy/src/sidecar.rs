@@ -87,13 +87,18 @@ pub async fn run(
 ) -> Result<(), SidecarError> {
     let store = strata_store::open(&config.store_url).await?;
     let function = FunctionClient::new(&config.function_host, config.function_port)?;
-    let membership = match config.membership.clone() {
-        Some(membership) => Some(Arc::new(
-            Membership::register(membership, config.discovery_patience).await?,
-        )),
-        None => None,
+    // Registering and discovering wait on two other processes (the control
+    // plane, the function), and a cold start waits for both: side by side.
+    let register = async {
+        Ok::<_, SidecarError>(match config.membership.clone() {
+            Some(membership) => Some(Arc::new(
+                Membership::register(membership, config.discovery_patience).await?,
+            )),
+            None => None,
+        })
     };
-    let spec = function.discover(config.discovery_patience).await?;
+    let discover = async { Ok::<_, SidecarError>(function.discover(config.discovery_patience).await?) };
+    let (membership, spec) = tokio::try_join!(register, discover)?;
     let model = ServiceModel::from_spec(&spec)?;
     for reason in &model.skipped {
         function.report_error(reason.clone());

@@ -261,7 +261,7 @@ impl Cluster {
             }
             node.spawn(&args);
         }
-        let cluster = Cluster {
+        let mut cluster = Cluster {
             nodes,
             http: http.clone(),
             killed: None,
@@ -277,7 +277,22 @@ impl Cluster {
                 return Ok(cluster);
             }
             if Instant::now() > deadline {
-                bail!("the {size}-node cluster did not form within {STARTUP:?}");
+                // Which nodes gave up (a refused join ends the process) tells a
+                // port taken between free_port and the node's bind from a slow join.
+                let exited: Vec<String> = cluster
+                    .nodes
+                    .iter_mut()
+                    .filter_map(|node| node.process.as_mut()?.exited().then(|| node.id.to_string()))
+                    .collect();
+                bail!(
+                    "the {size}-node cluster did not form within {STARTUP:?} (nodes that exited: {}; \
+                     STRATA_TEST_LOGS=1 shows their logs)",
+                    if exited.is_empty() {
+                        "none".to_string()
+                    } else {
+                        exited.join(", ")
+                    }
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

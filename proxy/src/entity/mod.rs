@@ -5,6 +5,7 @@
 
 mod actor;
 mod conversation;
+mod crdt;
 mod event_sourced;
 mod pipeline;
 mod registry;

@@ -41,10 +41,6 @@ impl<P: Clone + PartialEq> DotStore<P> {
         &self.context
     }
 
-    pub(crate) fn contains(&self, key: &Element) -> bool {
-        self.entries.contains_key(key)
-    }
-
     pub(crate) fn get(&self, key: &Element) -> Option<&Dots<P>> {
         self.entries.get(key)
     }

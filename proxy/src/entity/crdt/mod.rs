@@ -25,7 +25,7 @@ use strata_proto::cloudstate::crdt::{crdt_delta::Delta, CrdtDelta};
 
 pub(crate) use self::{
     counter::{GCounter, PnCounter},
-    encoding::{decode, encode, DecodeError, STATE_TYPE_URL},
+    encoding::{decode, encode},
     flag::Flag,
     map::OrMap,
     register::LwwRegister,

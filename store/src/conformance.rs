@@ -944,6 +944,40 @@ async fn sqlite_refuses_a_newer_schema() {
     }
 }
 
+/// A database of schema 1 (before CRDT states and the event log) upgrades in
+/// place: its journals enter the event log, before anything written later.
+#[tokio::test]
+async fn sqlite_upgrades_schema_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("strata.db");
+    let old = EntityKey::new("cart", "old");
+    {
+        let store = crate::SqliteStore::open(&path).await.unwrap();
+        store.append(write(&old, 1, &["o1", "o2"], None)).await.unwrap();
+    }
+    // Back to schema 1 as that code left it: no new tables, version 1.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "DROP TABLE strata_crdts; DROP TABLE strata_event_log; DROP TABLE strata_subscriber_offsets;
+             DELETE FROM strata_schema_version; INSERT INTO strata_schema_version (version) VALUES (1);",
+        )
+        .unwrap();
+    let store = crate::SqliteStore::open(&path).await.unwrap();
+    assert_eq!(store.recover(&old).await.unwrap().last_seq_nr(), 2);
+    let new = EntityKey::new("cart", "new");
+    store.append(write(&new, 1, &["n1"], None)).await.unwrap();
+    let log = store.event_log("cart", LogOffset::START, 10).await.unwrap();
+    let seen: Vec<(&str, i64)> = log.iter().map(|e| (e.entity_id.as_str(), e.seq_nr)).collect();
+    assert_eq!(seen, vec![("old", 1), ("old", 2), ("new", 1)]);
+    store.save_crdt(crdt(&new, 1, Some("c"))).await.unwrap();
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT max(version) FROM strata_schema_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+}
+
 #[tokio::test]
 async fn sqlite_reports_an_unusable_path() {
     let dir = tempfile::tempdir().unwrap();

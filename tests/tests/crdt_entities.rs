@@ -1,6 +1,7 @@
-//! CRDT entities end to end through `strata dev`: the likes example (a
-//! PNCounter per post) keeps its count across `kill -9` of the sidecar and
-//! across scale to zero and back.
+//! CRDT entities end to end: the likes example (a PNCounter per post) keeps its
+//! count across `kill -9` of the sidecar and across scale to zero and back
+//! (through `strata dev`, SQLite), and across `kill -9` of a standalone proxy
+//! and the function on PostgreSQL.
 
 use std::{
     process::Command,
@@ -8,7 +9,7 @@ use std::{
 };
 
 use serde_json::{json, Value};
-use strata_e2e::{binary, dev::start_dev, Http};
+use strata_e2e::{binary, dev::start_dev, free_port, start_function, start_proxy, Http};
 
 /// The pid of the one sidecar `strata dev` (pid `parent`) runs.
 fn sidecar_pid(parent: u32) -> u32 {
@@ -106,4 +107,29 @@ async fn likes_survive_kill_9_of_the_sidecar_and_scale_to_zero() {
         http.post("/posts/p2/unlike", json!({})).await,
         (200, json!({"likes": 0}))
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn likes_on_postgres_survive_kill_9_of_proxy_and_function() {
+    let Some(store) = strata_e2e::fresh_postgres_database("likes_e2e").await else {
+        return;
+    };
+    let (function_port, http_port) = (free_port(), free_port());
+    let mut function = start_function("likes", function_port, &[]);
+    let mut proxy = start_proxy(function_port, http_port, &store, &[]);
+    let http = Http::new(http_port);
+    for expected in 1..=4 {
+        assert_eq!(
+            http.post("/posts/pg/like", json!({})).await,
+            (200, json!({"likes": expected}))
+        );
+    }
+    assert_eq!(http.post("/posts/pg/unlike", json!({})).await, (200, json!({"likes": 3})));
+
+    proxy.kill();
+    function.kill();
+    let _function = start_function("likes", function_port, &[]);
+    let _proxy = start_proxy(function_port, http_port, &store, &[]);
+    assert_eq!(likes_when_served(&http, "pg").await, json!({"likes": 3}));
+    assert_eq!(http.post("/posts/pg/like", json!({})).await, (200, json!({"likes": 4})));
 }

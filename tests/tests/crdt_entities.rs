@@ -1,7 +1,8 @@
 //! CRDT entities end to end: the likes example (a PNCounter per post) keeps its
 //! count across `kill -9` of the sidecar and across scale to zero and back
 //! (through `strata dev`, SQLite), and across `kill -9` of a standalone proxy
-//! and the function on PostgreSQL.
+//! and the function on PostgreSQL. Bad deltas from a function (`rogue-crdt`)
+//! get their status and code and cost no data.
 
 use std::{
     process::Command,
@@ -124,7 +125,10 @@ async fn likes_on_postgres_survive_kill_9_of_proxy_and_function() {
             (200, json!({"likes": expected}))
         );
     }
-    assert_eq!(http.post("/posts/pg/unlike", json!({})).await, (200, json!({"likes": 3})));
+    assert_eq!(
+        http.post("/posts/pg/unlike", json!({})).await,
+        (200, json!({"likes": 3}))
+    );
 
     proxy.kill();
     function.kill();
@@ -132,4 +136,85 @@ async fn likes_on_postgres_survive_kill_9_of_proxy_and_function() {
     let _proxy = start_proxy(function_port, http_port, &store, &[]);
     assert_eq!(likes_when_served(&http, "pg").await, json!({"likes": 3}));
     assert_eq!(http.post("/posts/pg/like", json!({})).await, (200, json!({"likes": 4})));
+}
+
+async fn add(http: &Http, cart: &str, product: &str, quantity: i32) -> (u16, Value) {
+    http.post(
+        &format!("/cart/{cart}/items/add"),
+        json!({"productId": product, "name": "Thing", "quantity": quantity}),
+    )
+    .await
+}
+
+/// Waits until the rogue function's log has a line containing `text`.
+async fn logged(log: &std::path::Path, text: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let content = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = content.lines().rev().find(|l| l.contains(text)) {
+            return line.to_string();
+        }
+        assert!(Instant::now() < deadline, "never logged {text:?}: {content}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_deltas_are_refused_with_their_codes_and_cost_no_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("rogue.log");
+    let store = format!("sqlite://{}", dir.path().join("crdt.db").display());
+    let (function_port, http_port) = (free_port(), free_port());
+    let _function = start_function("rogue-crdt", function_port, &[("ROGUE_LOG", log.to_str().unwrap())]);
+    let _proxy = start_proxy(function_port, http_port, &store, &[]);
+    let http = Http::new(http_port);
+
+    // --- a counter, then a GSet delta for it: 500 INTERNAL, reported to the
+    // function, the entity restarted with the stored counter
+    assert_eq!(add(&http, "c1", "p", 5).await.0, 200);
+    let (status, body) = add(&http, "c1", "gset", 1).await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"]["code"], "INTERNAL", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("GSet delta cannot change a PNCounter"), "{message}");
+    logged(&log, "reported: protocol violation by entity c1").await;
+    assert_eq!(add(&http, "c1", "p", 2).await.0, 200);
+    let init = logged(&log, "init c1 Some").await;
+    assert!(init.contains("change: 5"), "restarted with the stored counter: {init}");
+
+    // --- an ORMap keyed by a double: refused, nothing stored
+    let (status, body) = add(&http, "m1", "float-key", 1).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("floating-point"),
+        "{body}"
+    );
+    logged(&log, "init m1 None").await;
+
+    // --- deleted for good: changes get 410 NOT_FOUND
+    assert_eq!(add(&http, "d1", "p", 1).await.0, 200);
+    assert_eq!(http.post("/cart/d1/items/p/remove", json!({})).await.0, 200);
+    let (status, body) = add(&http, "d1", "p", 1).await;
+    assert_eq!(status, 410, "{body}");
+    assert_eq!(body["error"]["code"], "NOT_FOUND", "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("was deleted"),
+        "{body}"
+    );
+
+    // --- in the store: the good writes only; the refused ones stored nothing
+    let stored = strata_store::open(&store).await.unwrap();
+    let load = |id: &'static str| {
+        let stored = stored.clone();
+        async move {
+            stored
+                .load_crdt(&strata_store::EntityKey::new("rogue-crdt", id))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(load("c1").await.unwrap().seq_nr, 2, "two good writes to c1");
+    assert_eq!(load("m1").await, None, "nothing of the refused map");
+    let deleted = load("d1").await.unwrap();
+    assert_eq!((deleted.seq_nr, deleted.state), (2, None), "d1 is a tombstone");
 }

@@ -4,13 +4,17 @@
 //! action. The proxy keeps the replicated state and persists every delta before
 //! the reply. The protocol stream lives in `crdt_session`.
 
-use std::{collections::BTreeSet, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use prost::Message;
 use prost_types::Any;
 use strata_proto::cloudstate::crdt::{
-    self as pb, crdt_delta::Delta, CrdtClock, FlagDelta, GCounterDelta, GSetDelta, LwwRegisterDelta, OrSetDelta,
-    PnCounterDelta, VoteDelta,
+    self as pb, crdt_delta::Delta, CrdtClock, FlagDelta, GCounterDelta, GSetDelta, LwwRegisterDelta, OrMapDelta,
+    OrMapEntryDelta, OrSetDelta, PnCounterDelta, VoteDelta,
 };
 
 use crate::{Command, EntityError, Failure, Reply};
@@ -62,6 +66,9 @@ mod private {
     pub trait Replicated {
         fn apply(&mut self, delta: &super::pb::CrdtDelta) -> Result<(), crate::EntityError>;
         fn take_delta(&mut self) -> Option<super::pb::CrdtDelta>;
+        /// The delta that gives a replica with nothing this value (a map
+        /// entry's addition).
+        fn full_delta(&self) -> super::pb::CrdtDelta;
     }
 }
 
@@ -70,6 +77,24 @@ pub trait Crdt: private::Replicated + Clone + Default + Send + 'static {}
 
 fn delta(delta: Delta) -> Option<pb::CrdtDelta> {
     Some(pb::CrdtDelta { delta: Some(delta) })
+}
+
+fn whole(delta: Delta) -> pb::CrdtDelta {
+    pb::CrdtDelta { delta: Some(delta) }
+}
+
+fn register_delta<T: CrdtElement>(value: Option<&T>, clock: Clock) -> pb::CrdtDelta {
+    let (clock, custom_clock_value) = match clock {
+        Clock::Default => (CrdtClock::Default, 0),
+        Clock::Reverse => (CrdtClock::Reverse, 0),
+        Clock::Custom(v) => (CrdtClock::Custom, v),
+        Clock::CustomAutoIncrement(v) => (CrdtClock::CustomAutoIncrement, v),
+    };
+    whole(Delta::Lwwregister(LwwRegisterDelta {
+        value: value.map(T::to_any),
+        clock: clock as i32,
+        custom_clock_value,
+    }))
 }
 
 fn wrong(expected: &str, got: &pb::CrdtDelta) -> EntityError {
@@ -108,6 +133,9 @@ impl private::Replicated for GCounter {
         }
         Ok(())
     }
+    fn full_delta(&self) -> pb::CrdtDelta {
+        whole(Delta::Gcounter(GCounterDelta { increment: self.value }))
+    }
     fn take_delta(&mut self) -> Option<pb::CrdtDelta> {
         let increment = std::mem::take(&mut self.pending);
         (increment > 0).then(|| delta(Delta::Gcounter(GCounterDelta { increment })))?
@@ -145,6 +173,9 @@ impl private::Replicated for PnCounter {
             _ => return Err(wrong("PNCounter", d)),
         }
         Ok(())
+    }
+    fn full_delta(&self) -> pb::CrdtDelta {
+        whole(Delta::Pncounter(PnCounterDelta { change: self.value }))
     }
     fn take_delta(&mut self) -> Option<pb::CrdtDelta> {
         let change = std::mem::take(&mut self.pending);
@@ -199,6 +230,11 @@ impl<T: CrdtElement> private::Replicated for GSet<T> {
             _ => return Err(wrong("GSet", d)),
         }
         Ok(())
+    }
+    fn full_delta(&self) -> pb::CrdtDelta {
+        whole(Delta::Gset(GSetDelta {
+            added: self.elements.iter().map(T::to_any).collect(),
+        }))
     }
     fn take_delta(&mut self) -> Option<pb::CrdtDelta> {
         let added = std::mem::take(&mut self.added);
@@ -287,6 +323,13 @@ impl<T: CrdtElement> private::Replicated for OrSet<T> {
         self.elements.extend(added);
         Ok(())
     }
+    fn full_delta(&self) -> pb::CrdtDelta {
+        whole(Delta::Orset(OrSetDelta {
+            cleared: false,
+            removed: vec![],
+            added: self.elements.iter().map(T::to_any).collect(),
+        }))
+    }
     fn take_delta(&mut self) -> Option<pb::CrdtDelta> {
         let cleared = std::mem::take(&mut self.cleared);
         let (added, removed) = (std::mem::take(&mut self.added), std::mem::take(&mut self.removed));
@@ -355,19 +398,13 @@ impl<T: CrdtElement> private::Replicated for LwwRegister<T> {
         }
         Ok(())
     }
+    fn full_delta(&self) -> pb::CrdtDelta {
+        let clock = self.pending.as_ref().map_or(Clock::Default, |(_, clock)| *clock);
+        register_delta(self.value.as_ref(), clock)
+    }
     fn take_delta(&mut self) -> Option<pb::CrdtDelta> {
         let (value, clock) = self.pending.take()?;
-        let (clock, custom_clock_value) = match clock {
-            Clock::Default => (CrdtClock::Default, 0),
-            Clock::Reverse => (CrdtClock::Reverse, 0),
-            Clock::Custom(v) => (CrdtClock::Custom, v),
-            Clock::CustomAutoIncrement(v) => (CrdtClock::CustomAutoIncrement, v),
-        };
-        delta(Delta::Lwwregister(LwwRegisterDelta {
-            value: Some(value.to_any()),
-            clock: clock as i32,
-            custom_clock_value,
-        }))
+        Some(register_delta(Some(&value), clock))
     }
 }
 
@@ -398,6 +435,9 @@ impl private::Replicated for Flag {
             _ => return Err(wrong("Flag", d)),
         }
         Ok(())
+    }
+    fn full_delta(&self) -> pb::CrdtDelta {
+        whole(Delta::Flag(FlagDelta { value: self.enabled }))
     }
     fn take_delta(&mut self) -> Option<pb::CrdtDelta> {
         std::mem::take(&mut self.pending).then(|| delta(Delta::Flag(FlagDelta { value: true })))?
@@ -466,6 +506,13 @@ impl private::Replicated for Vote {
         }
         Ok(())
     }
+    fn full_delta(&self) -> pb::CrdtDelta {
+        whole(Delta::Vote(VoteDelta {
+            self_vote: self.self_vote,
+            votes_for: 0,
+            total_voters: 0,
+        }))
+    }
     fn take_delta(&mut self) -> Option<pb::CrdtDelta> {
         let self_vote = self.pending.take()?;
         delta(Delta::Vote(VoteDelta {
@@ -476,10 +523,144 @@ impl private::Replicated for Vote {
     }
 }
 
+/// A map from keys to CRDTs of one type (an observed-remove map: a key's
+/// value merges the writes of every replica; a removal takes away what it saw).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrMap<K: CrdtElement, V: Crdt> {
+    entries: BTreeMap<K, V>,
+    cleared: bool,
+    removed: BTreeSet<K>,
+    added: BTreeSet<K>,
+}
+
+impl<K: CrdtElement, V: Crdt> Default for OrMap<K, V> {
+    fn default() -> Self {
+        Self {
+            entries: BTreeMap::new(),
+            cleared: false,
+            removed: BTreeSet::new(),
+            added: BTreeSet::new(),
+        }
+    }
+}
+
+impl<K: CrdtElement, V: Crdt> OrMap<K, V> {
+    pub fn get(&self, key: &K) -> Option<&V> {
+        self.entries.get(key)
+    }
+    /// The value of `key` to change in place.
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        self.entries.get_mut(key)
+    }
+    /// The value of `key`, added empty if the map does not hold it.
+    pub fn get_or_insert(&mut self, key: K) -> &mut V {
+        if !self.entries.contains_key(&key) {
+            self.added.insert(key.clone());
+        }
+        self.entries.entry(key).or_default()
+    }
+    /// Removes `key`; `false` if the map did not hold it.
+    pub fn remove(&mut self, key: &K) -> bool {
+        if self.entries.remove(key).is_none() {
+            return false;
+        }
+        if !self.added.remove(key) {
+            self.removed.insert(key.clone());
+        }
+        true
+    }
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.added.clear();
+        self.removed.clear();
+        self.cleared = true;
+    }
+    pub fn contains_key(&self, key: &K) -> bool {
+        self.entries.contains_key(key)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.entries.iter()
+    }
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+fn map_entry<K: CrdtElement>(key: &K, delta: pb::CrdtDelta) -> OrMapEntryDelta {
+    OrMapEntryDelta {
+        key: Some(key.to_any()),
+        delta: Some(delta),
+    }
+}
+
+impl<K: CrdtElement, V: Crdt> Crdt for OrMap<K, V> {}
+impl<K: CrdtElement, V: Crdt> private::Replicated for OrMap<K, V> {
+    fn apply(&mut self, d: &pb::CrdtDelta) -> Result<(), EntityError> {
+        let Some(Delta::Ormap(m)) = &d.delta else {
+            return Err(wrong("ORMap", d));
+        };
+        let mut next = self.entries.clone();
+        if m.cleared {
+            next.clear();
+        }
+        for key in &m.removed {
+            next.remove(&K::from_any(key)?);
+        }
+        for entry in m.updated.iter().chain(&m.added) {
+            let key = K::from_any(
+                entry
+                    .key
+                    .as_ref()
+                    .ok_or_else(|| EntityError::new("an ORMap entry without a key"))?,
+            )?;
+            let change = entry
+                .delta
+                .as_ref()
+                .ok_or_else(|| EntityError::new("an ORMap entry without a delta"))?;
+            next.entry(key).or_default().apply(change)?;
+        }
+        self.entries = next;
+        Ok(())
+    }
+    fn take_delta(&mut self) -> Option<pb::CrdtDelta> {
+        let cleared = std::mem::take(&mut self.cleared);
+        let removed = std::mem::take(&mut self.removed);
+        let added_keys = std::mem::take(&mut self.added);
+        let (mut added, mut updated) = (Vec::new(), Vec::new());
+        for (key, value) in &mut self.entries {
+            if added_keys.contains(key) {
+                value.take_delta();
+                added.push(map_entry(key, value.full_delta()));
+            } else if let Some(change) = value.take_delta() {
+                updated.push(map_entry(key, change));
+            }
+        }
+        (cleared || !removed.is_empty() || !added.is_empty() || !updated.is_empty()).then(|| {
+            delta(Delta::Ormap(OrMapDelta {
+                cleared,
+                removed: removed.iter().map(K::to_any).collect(),
+                updated,
+                added,
+            }))
+        })?
+    }
+    fn full_delta(&self) -> pb::CrdtDelta {
+        whole(Delta::Ormap(OrMapDelta {
+            cleared: false,
+            removed: vec![],
+            updated: vec![],
+            added: self.entries.iter().map(|(k, v)| map_entry(k, v.full_delta())).collect(),
+        }))
+    }
+}
+
 /// An entity whose state is a CRDT that the proxy replicates and persists.
 pub trait CrdtEntity: Send + 'static {
     /// The entity's CRDT: [`GCounter`], [`PnCounter`], [`GSet`], [`OrSet`],
-    /// [`LwwRegister`], [`Flag`] or [`Vote`].
+    /// [`LwwRegister`], [`Flag`], [`OrMap`] or [`Vote`].
     type Crdt: Crdt;
 
     /// Handles one command: reads and changes `ctx.state()`, or deletes the
@@ -656,6 +837,49 @@ mod tests {
             }))
         );
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn an_ormap_adds_new_keys_whole_and_updates_known_ones() {
+        let mut m = OrMap::<String, PnCounter>::default();
+        m.apply(&whole(Delta::Ormap(OrMapDelta {
+            added: vec![map_entry(
+                &"a".to_string(),
+                whole(Delta::Pncounter(PnCounterDelta { change: 2 })),
+            )],
+            ..Default::default()
+        })))
+        .unwrap();
+        assert_eq!(m.get(&"a".into()).unwrap().value(), 2);
+        m.get_mut(&"a".into()).unwrap().increment(1);
+        m.get_or_insert("b".into()).increment(5);
+        m.get_or_insert("c".into());
+        assert!(m.remove(&"c".into()));
+        assert_eq!(
+            m.take_delta(),
+            delta(Delta::Ormap(OrMapDelta {
+                cleared: false,
+                removed: vec![],
+                updated: vec![map_entry(
+                    &"a".to_string(),
+                    whole(Delta::Pncounter(PnCounterDelta { change: 1 }))
+                )],
+                added: vec![map_entry(
+                    &"b".to_string(),
+                    whole(Delta::Pncounter(PnCounterDelta { change: 5 }))
+                )],
+            }))
+        );
+        assert_eq!(m.take_delta(), None);
+        assert!(m.remove(&"a".into()));
+        assert_eq!(
+            m.take_delta(),
+            delta(Delta::Ormap(OrMapDelta {
+                removed: vec!["a".to_string().to_any()],
+                ..Default::default()
+            }))
+        );
+        assert_eq!(m.len(), 1);
     }
 
     #[test]

@@ -95,7 +95,7 @@ pub use action::{Action, ActionService, CommandStream, ReplyStream};
 pub use command::Command;
 pub use config::ListenConfig;
 pub use crdt::{
-    Clock, Crdt, CrdtContext, CrdtElement, CrdtEntity, CrdtService, Flag, GCounter, GSet, LwwRegister, OrSet,
+    Clock, Crdt, CrdtContext, CrdtElement, CrdtEntity, CrdtService, Flag, GCounter, GSet, LwwRegister, OrMap, OrSet,
     PnCounter, Vote,
 };
 pub use error::{ConfigError, EntityError, PayloadError, ServeError};

@@ -337,12 +337,13 @@ pub mod crdt {
         command_id: i64,
         client_action: Option<pb::ClientAction>,
         state_action: Option<CrdtStateAction>,
+        side_effects: Vec<pb::SideEffect>,
     ) -> CrdtStreamOut {
         CrdtStreamOut {
             message: Some(Out::Reply(CrdtReply {
                 command_id,
                 client_action,
-                side_effects: vec![],
+                side_effects,
                 state_action,
                 streamed: false,
             })),
@@ -350,11 +351,38 @@ pub mod crdt {
     }
 
     pub fn reply(command_id: i64, payload: Any, state_action: Option<CrdtStateAction>) -> CrdtStreamOut {
-        reply_with(command_id, reply_action(payload), state_action)
+        reply_with(command_id, reply_action(payload), state_action, vec![])
+    }
+
+    /// A reply with side effects (an `Effects`' state action is a value
+    /// entity's; the CRDT's is `state_action`).
+    pub fn reply_effects(
+        command_id: i64,
+        payload: Any,
+        state_action: Option<CrdtStateAction>,
+        effects: Effects,
+    ) -> CrdtStreamOut {
+        reply_with(command_id, reply_action(payload), state_action, effects.side_effects)
+    }
+
+    pub fn forward(
+        command_id: i64,
+        service: &str,
+        name: &str,
+        payload: Any,
+        state_action: Option<CrdtStateAction>,
+        effects: Effects,
+    ) -> CrdtStreamOut {
+        reply_with(
+            command_id,
+            forward_action(service, name, payload),
+            state_action,
+            effects.side_effects,
+        )
     }
 
     pub fn action_failure(command_id: i64, description: &str) -> CrdtStreamOut {
-        reply_with(command_id, failure_action(command_id, description, false), None)
+        reply_with(command_id, failure_action(command_id, description, false), None, vec![])
     }
 }
 

@@ -27,6 +27,7 @@ const CRDT_LWWREGISTER: &str = "cloudstate.tck.model.crdt.LWWRegisterTckModel";
 const CRDT_FLAG: &str = "cloudstate.tck.model.crdt.FlagTckModel";
 const CRDT_ORMAP: &str = "cloudstate.tck.model.crdt.ORMapTckModel";
 const CRDT_VOTE: &str = "cloudstate.tck.model.crdt.VoteTckModel";
+const CRDT_TWO: &str = "cloudstate.tck.model.crdt.CrdtTwo";
 const ACTION_MODEL: &str = "cloudstate.tck.model.action.ActionTckModel";
 const ACTION_TWO: &str = "cloudstate.tck.model.action.ActionTwo";
 
@@ -99,7 +100,7 @@ impl EventSourcedEntity for EventSourcedModel {
 }
 
 /// Answers every command with an empty `Response` (the "two" and "configured"
-/// services of each entity model).
+/// services of each entity model, and the CRDT model's CrdtTwo).
 struct Quiet;
 
 impl EventSourcedEntity for Quiet {
@@ -272,6 +273,8 @@ fn action_name(action: &crdt::request_action::Action) -> &'static str {
         A::MapIncrement(_) => "MapIncrement",
         A::Delete(_) => "Delete",
         A::Fail(_) => "Fail",
+        A::Forward(_) => "Forward",
+        A::Effect(_) => "Effect",
     }
 }
 
@@ -404,6 +407,14 @@ impl ModelCrdt for Vote {
     }
 }
 
+impl CrdtEntity for Quiet {
+    type Crdt = GCounter;
+
+    fn handle_command(&self, _: &Command, _: &mut CrdtContext<'_, GCounter>) -> Result<Reply, Failure> {
+        Ok(Reply::message(&crdt::Response::default()))
+    }
+}
+
 /// The CRDT model: Process applies its actions to the entity's CRDT of type `C`.
 struct CrdtModel<C>(std::marker::PhantomData<C>);
 
@@ -412,19 +423,30 @@ impl<C: ModelCrdt> CrdtEntity for CrdtModel<C> {
 
     fn handle_command(&self, command: &Command, ctx: &mut CrdtContext<'_, C>) -> Result<Reply, Failure> {
         let request: crdt::Request = command.decode()?;
+        let two = |id: String| ServiceCall::new(CRDT_TWO, "Call", &crdt::Request { id, actions: vec![] });
+        let mut forward = None;
+        let mut effects = Vec::new();
         for action in request.actions.into_iter().filter_map(|a| a.action) {
             match action {
                 crdt::request_action::Action::Delete(_) => ctx.delete(),
                 crdt::request_action::Action::Fail(fail) => return Err(Failure::new(fail.message)),
+                crdt::request_action::Action::Forward(to) => forward = Some(two(to.id)),
+                crdt::request_action::Action::Effect(effect) => {
+                    effects.push(side_effect(two(effect.id), effect.synchronous))
+                }
                 change => ctx
                     .state_mut()
                     .change(change)
                     .map_err(|name| Failure::new(format!("{name} is not a {} change", C::NAME)))?,
             }
         }
-        Ok(Reply::message(&crdt::Response {
-            state: ctx.state().render(),
-        }))
+        let reply = match forward {
+            Some(call) => Reply::forward(call),
+            None => Reply::message(&crdt::Response {
+                state: ctx.state().render(),
+            }),
+        };
+        Ok(reply.with_effects(effects))
     }
 }
 
@@ -468,6 +490,7 @@ async fn main() -> Result<(), strata_sdk::ServeError> {
         .crdt(crdt_model::<Flag>(CRDT_FLAG))
         .crdt(crdt_model::<OrMap<String, GCounter>>(CRDT_ORMAP))
         .crdt(crdt_model::<Vote>(CRDT_VOTE))
+        .crdt(CrdtService::new(CRDT_TWO, |_| Quiet))
         .action(ActionService::new(ACTION_MODEL, ActionModel))
         .action(ActionService::new(ACTION_TWO, ActionModel))
         .serve()

@@ -21,7 +21,7 @@ use super::{expect_eq, grpc_failure};
 use crate::{
     intercept::Intercepted,
     kit::{Case, Kit, Pending},
-    messages::{any, crdt as m},
+    messages::{any, crdt as m, side_effect, Effects},
     model::crdt::{self as model, request_action::Action, RequestAction},
     probe::Check,
 };
@@ -34,7 +34,8 @@ pub const LWWREGISTER: &str = "cloudstate.tck.model.crdt.LWWRegisterTckModel";
 pub const FLAG: &str = "cloudstate.tck.model.crdt.FlagTckModel";
 pub const ORMAP: &str = "cloudstate.tck.model.crdt.ORMapTckModel";
 pub const VOTE: &str = "cloudstate.tck.model.crdt.VoteTckModel";
-const SERVICES: [&str; 8] = [GCOUNTER, PNCOUNTER, GSET, ORSET, LWWREGISTER, FLAG, ORMAP, VOTE];
+pub const TWO: &str = "cloudstate.tck.model.crdt.CrdtTwo";
+const SERVICES: [&str; 9] = [GCOUNTER, PNCOUNTER, GSET, ORSET, LWWREGISTER, FLAG, ORMAP, VOTE, TWO];
 const PROTOCOL: &str = "cloudstate.crdt.Crdt";
 
 const MODEL_SECTION: &str = "model: CRDT entity";
@@ -90,6 +91,26 @@ fn fail_with(message: &str) -> RequestAction {
     act(Action::Fail(model::Fail {
         message: message.into(),
     }))
+}
+
+fn forward_to(id: &str) -> RequestAction {
+    act(Action::Forward(model::Forward { id: id.into() }))
+}
+
+fn effect_to(id: &str, synchronous: bool) -> RequestAction {
+    act(Action::Effect(model::Effect {
+        id: id.into(),
+        synchronous,
+    }))
+}
+
+/// What the model sends to CrdtTwo for a forward or a side effect.
+fn two_call(id: &str) -> Any {
+    any(&request(id, vec![]))
+}
+
+fn side_effects(ids: &[&str], synchronous: bool) -> Effects {
+    Effects::side_effects(ids.iter().map(|id| side_effect(TWO, "Call", two_call(id), synchronous)))
 }
 
 fn request(id: &str, actions: Vec<RequestAction>) -> model::Request {
@@ -552,7 +573,7 @@ macro_rules! model_case {
         Case {
             section: MODEL_SECTION,
             name: $name,
-            requires: &[GCOUNTER],
+            requires: &[GCOUNTER, TWO],
             run: |$kit| -> BoxFuture<'_, Check> {
                 Box::pin(async move {
                     let $id = $kit.next_id();
@@ -589,6 +610,78 @@ pub fn cases() -> Vec<Case> {
     .partition(|case| case.section == MODEL_SECTION);
     cases.append(&mut model);
     cases.extend([
+        model_case!("verify forward to second service", |kit, id, c| {
+            c.exchange(
+                process(1, id, vec![increment(1)]),
+                m::reply(1, response("1"), m::update(gcounter(1))),
+            )
+            .await?;
+            c.exchange(
+                process(2, id, vec![forward_to(id)]),
+                m::forward(2, TWO, "Call", two_call(id), None, Effects::none()),
+            )
+            .await?;
+            c.passivate().await
+        }),
+        model_case!("verify forward with state changes", |kit, id, c| {
+            c.exchange(
+                process(1, id, vec![increment(1), forward_to(id)]),
+                m::forward(1, TWO, "Call", two_call(id), m::update(gcounter(1)), Effects::none()),
+            )
+            .await?;
+            c.passivate().await
+        }),
+        model_case!("verify reply with side effect to second service", |kit, id, c| {
+            c.exchange(
+                process(1, id, vec![effect_to(id, false)]),
+                m::reply_effects(1, response("0"), None, side_effects(&[id], false)),
+            )
+            .await?;
+            c.passivate().await
+        }),
+        model_case!("verify synchronous side effect to second service", |kit, id, c| {
+            c.exchange(
+                process(1, id, vec![effect_to(id, true)]),
+                m::reply_effects(1, response("0"), None, side_effects(&[id], true)),
+            )
+            .await?;
+            c.passivate().await
+        }),
+        model_case!("verify forward and side effect to second service", |kit, id, c| {
+            c.exchange(
+                process(1, id, vec![effect_to(id, false), forward_to(id)]),
+                m::forward(1, TWO, "Call", two_call(id), None, side_effects(&[id], false)),
+            )
+            .await?;
+            c.passivate().await
+        }),
+        model_case!("verify reply with multiple side effects", |kit, id, c| {
+            let effects = ["1", "2", "3"].iter().map(|i| effect_to(i, false)).collect();
+            c.exchange(
+                process(1, id, effects),
+                m::reply_effects(1, response("0"), None, side_effects(&["1", "2", "3"], false)),
+            )
+            .await?;
+            c.passivate().await
+        }),
+        model_case!(
+            "verify reply with multiple side effects and state changes",
+            |kit, id, c| {
+                let mut actions = vec![increment(1), increment(2), increment(3)];
+                actions.extend(["1", "2", "3"].iter().map(|i| effect_to(i, false)));
+                c.exchange(
+                    process(1, id, actions),
+                    m::reply_effects(
+                        1,
+                        response("6"),
+                        m::update(gcounter(6)),
+                        side_effects(&["1", "2", "3"], false),
+                    ),
+                )
+                .await?;
+                c.passivate().await
+            }
+        ),
         model_case!("verify failure action", |kit, id, c| {
             c.exchange(
                 process(1, id, vec![increment(1), fail_with("expected failure")]),
@@ -634,6 +727,12 @@ pub fn cases() -> Vec<Case> {
             name: "verify state changes",
             requires: &[PNCOUNTER],
             run: |kit| Box::pin(proxy_state_changes(kit)),
+        },
+        Case {
+            section: PROXY_SECTION,
+            name: "verify forwards and side effects",
+            requires: &[GCOUNTER, TWO],
+            run: |kit| Box::pin(forwards_and_side_effects(kit)),
         },
         Case {
             section: PROXY_SECTION,
@@ -807,6 +906,34 @@ async fn proxy_state_changes(kit: &Kit) -> Check {
         .await?;
     c.expect_closed().await?;
     reopened(kit, PNCOUNTER, id, None).await.map(drop)
+}
+
+async fn forwards_and_side_effects(kit: &Kit) -> Check {
+    let id = &kit.next_id();
+    call_ok(kit, GCOUNTER, id, vec![increment(1)], "1").await?;
+    let mut c = kit.interceptor.crdt().await?;
+    c.expect_incoming(m::init(GCOUNTER, id)).await?;
+    c.expect_incoming(process(1, id, vec![increment(1)])).await?;
+    c.expect_outgoing(m::reply(1, response("1"), m::update(gcounter(1))))
+        .await?;
+
+    // CrdtTwo's answer is the client's.
+    call_ok(kit, GCOUNTER, id, vec![forward_to(id)], "").await?;
+    c.expect_incoming(process(2, id, vec![forward_to(id)])).await?;
+    c.expect_outgoing(m::forward(2, TWO, "Call", two_call(id), None, Effects::none()))
+        .await?;
+    let mut two = kit.interceptor.crdt().await?;
+    two.expect_incoming(m::init(TWO, id)).await?;
+    two.expect_incoming(m::command(1, id, "Call", two_call(id))).await?;
+    two.expect_outgoing(m::reply(1, response(""), None)).await?;
+
+    call_ok(kit, GCOUNTER, id, vec![effect_to(id, false)], "1").await?;
+    c.expect_incoming(process(3, id, vec![effect_to(id, false)])).await?;
+    c.expect_outgoing(m::reply_effects(3, response("1"), None, side_effects(&[id], false)))
+        .await?;
+    two.expect_incoming(m::command(2, id, "Call", two_call(id))).await?;
+    two.expect_outgoing(m::reply(2, response(""), None)).await?;
+    stop(kit, GCOUNTER, id, 4, c).await
 }
 
 async fn proxy_failures(kit: &Kit) -> Check {

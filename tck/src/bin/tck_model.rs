@@ -28,6 +28,7 @@ const CRDT_FLAG: &str = "cloudstate.tck.model.crdt.FlagTckModel";
 const CRDT_ORMAP: &str = "cloudstate.tck.model.crdt.ORMapTckModel";
 const CRDT_VOTE: &str = "cloudstate.tck.model.crdt.VoteTckModel";
 const CRDT_TWO: &str = "cloudstate.tck.model.crdt.CrdtTwo";
+const CRDT_CONFIGURED: &str = "cloudstate.tck.model.crdt.CrdtConfigured";
 const ACTION_MODEL: &str = "cloudstate.tck.model.action.ActionTckModel";
 const ACTION_TWO: &str = "cloudstate.tck.model.action.ActionTwo";
 
@@ -491,6 +492,7 @@ async fn main() -> Result<(), strata_sdk::ServeError> {
         .crdt(crdt_model::<OrMap<String, GCounter>>(CRDT_ORMAP))
         .crdt(crdt_model::<Vote>(CRDT_VOTE))
         .crdt(CrdtService::new(CRDT_TWO, |_| Quiet))
+        .crdt(CrdtService::new(CRDT_CONFIGURED, |_| Quiet).passivation_timeout(configured))
         .action(ActionService::new(ACTION_MODEL, ActionModel))
         .action(ActionService::new(ACTION_TWO, ActionModel))
         .serve()

@@ -35,6 +35,7 @@ pub const FLAG: &str = "cloudstate.tck.model.crdt.FlagTckModel";
 pub const ORMAP: &str = "cloudstate.tck.model.crdt.ORMapTckModel";
 pub const VOTE: &str = "cloudstate.tck.model.crdt.VoteTckModel";
 pub const TWO: &str = "cloudstate.tck.model.crdt.CrdtTwo";
+pub const CONFIGURED: &str = "cloudstate.tck.model.crdt.CrdtConfigured";
 const SERVICES: [&str; 9] = [GCOUNTER, PNCOUNTER, GSET, ORSET, LWWREGISTER, FLAG, ORMAP, VOTE, TWO];
 const PROTOCOL: &str = "cloudstate.crdt.Crdt";
 
@@ -588,12 +589,20 @@ macro_rules! model_case {
 }
 
 pub fn cases() -> Vec<Case> {
-    let mut cases = vec![Case {
-        section: MODEL_SECTION,
-        name: "verify CRDT entity discovery",
-        requires: &SERVICES,
-        run: |kit| Box::pin(discovery(kit)),
-    }];
+    let mut cases = vec![
+        Case {
+            section: MODEL_SECTION,
+            name: "verify CRDT entity discovery",
+            requires: &SERVICES,
+            run: |kit| Box::pin(discovery(kit)),
+        },
+        Case {
+            section: MODEL_SECTION,
+            name: "verify CRDT configured entity",
+            requires: &[CONFIGURED],
+            run: |kit| Box::pin(async move { super::configured_entity(kit, CONFIGURED, PROTOCOL, None) }),
+        },
+    ];
     // The type cases' proxy case runs with the model cases of its type.
     let (mut model, mut proxy): (Vec<Case>, Vec<Case>) = [
         type_cases!("GCounter", GCOUNTER_CASE),
@@ -736,6 +745,12 @@ pub fn cases() -> Vec<Case> {
         },
         Case {
             section: PROXY_SECTION,
+            name: "verify passivation timeout",
+            requires: &[CONFIGURED],
+            run: |kit| Box::pin(passivation(kit)),
+        },
+        Case {
+            section: PROXY_SECTION,
             name: "verify failures",
             requires: &[GCOUNTER],
             run: |kit| Box::pin(proxy_failures(kit)),
@@ -797,7 +812,18 @@ async fn discovery(kit: &Kit) -> Check {
 // --- proxy cases
 
 async fn call(kit: &Kit, service: &str, id: &str, actions: Vec<RequestAction>) -> Result<String, tonic::Status> {
-    let path = format!("/{service}/Process");
+    call_method(kit, service, "Process", id, actions).await
+}
+
+/// `service`'s `method` through the proxy; the answer's state.
+async fn call_method(
+    kit: &Kit,
+    service: &str,
+    method: &str,
+    id: &str,
+    actions: Vec<RequestAction>,
+) -> Result<String, tonic::Status> {
+    let path = format!("/{service}/{method}");
     let mut client = tonic::client::Grpc::new(kit.grpc.clone());
     client
         .ready()
@@ -1051,4 +1077,18 @@ async fn float_key(kit: &Kit) -> Check {
     c.expect_incoming(process(1, id, vec![])).await?;
     c.expect_outgoing(m::reply(1, response("a=1"), None)).await?;
     stop(kit, ORMAP, id, 2, c).await
+}
+
+async fn passivation(kit: &Kit) -> Check {
+    let id = &kit.next_id();
+    let state = call_method(kit, CONFIGURED, "Call", id, vec![])
+        .await
+        .map_err(|status| format!("Call failed: {status:?}"))?;
+    expect_eq("Call answer", "", state.as_str())?;
+    let mut c = kit.interceptor.crdt().await?;
+    c.expect_incoming(m::init(CONFIGURED, id)).await?;
+    c.expect_incoming(m::command(1, id, "Call", any(&request(id, vec![]))))
+        .await?;
+    c.expect_outgoing(m::reply(1, response(""), None)).await?;
+    c.expect_closed_within(std::time::Duration::from_secs(2)).await
 }

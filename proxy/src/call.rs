@@ -121,7 +121,7 @@ impl Call {
     ) -> Result<Call, ProxyError> {
         let entity_id = match method.entity.kind {
             EntityKind::Action => None,
-            EntityKind::EventSourced | EntityKind::Value => {
+            EntityKind::EventSourced | EntityKind::Value | EntityKind::Crdt => {
                 Some(method.entity_id(message).map_err(ProxyError::InvalidArgument)?)
             }
         };

@@ -10,9 +10,10 @@ use strata_proto::{entity_types, PROTOCOL_MAJOR_VERSION, PROTOCOL_MINOR_VERSION}
 use tonic::transport::{Channel, Endpoint};
 
 /// Every entity type this proxy serves, as discovery tells the function.
-pub const SUPPORTED_ENTITY_TYPES: [&str; 3] = [
+pub const SUPPORTED_ENTITY_TYPES: [&str; 4] = [
     entity_types::EVENT_SOURCED,
     entity_types::VALUE_ENTITY,
+    entity_types::CRDT,
     entity_types::ACTION,
 ];
 

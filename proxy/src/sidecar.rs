@@ -130,6 +130,11 @@ pub async fn run(
         metrics: metrics.clone(),
         targets: targets.clone(),
         command_timeout: config.command_timeout,
+        // A standalone sidecar is the one replica of everything it serves.
+        instance_id: config
+            .membership
+            .as_ref()
+            .map_or_else(|| "standalone".to_owned(), |m| m.instance_id.clone()),
     }));
     let owned = match (&membership, &config.membership) {
         (Some(membership), Some(settings)) => Some(Owned {

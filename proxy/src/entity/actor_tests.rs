@@ -70,6 +70,7 @@ fn context() -> Arc<SessionContext> {
         metrics: Arc::new(Metrics::new()),
         targets: Arc::new(Catalog::default()),
         command_timeout: DEFAULT_COMMAND_TIMEOUT,
+        instance_id: "test".into(),
     })
 }
 

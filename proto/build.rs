@@ -17,6 +17,7 @@ const PROTOS: &[&str] = &[
     "google/api/httpbody.proto",
     "strata/control_plane.proto",
     "strata/data_plane.proto",
+    "strata/crdt_state.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -8,6 +8,7 @@ const MODELS: &[&str] = &[
     "cloudstate/tck/model/eventsourced.proto",
     "cloudstate/tck/model/valueentity.proto",
     "cloudstate/tck/model/action.proto",
+    "cloudstate/tck/model/crdt.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

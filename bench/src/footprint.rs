@@ -68,32 +68,78 @@ fn start_proxy(function_port: u16, http_port: u16, store: &str) -> (Process, Dur
     (process, started.elapsed())
 }
 
+/// What the footprint scenario measured.
+pub struct Footprint {
+    /// Start-up to ready, in milliseconds, per run.
+    pub function_start_ms: Vec<f64>,
+    pub proxy_start_ms: Vec<f64>,
+    /// Resident memory in KiB: (proxy, function), idle and with `carts` active.
+    pub idle_kib: (u64, u64),
+    pub loaded_kib: (u64, u64),
+    pub carts: usize,
+    pub activations_per_second: f64,
+}
+
+impl Footprint {
+    /// Resident memory per active cart in KiB: (proxy, function).
+    pub fn per_cart_kib(&self) -> (f64, f64) {
+        (
+            self.loaded_kib.0.saturating_sub(self.idle_kib.0) as f64 / self.carts as f64,
+            self.loaded_kib.1.saturating_sub(self.idle_kib.1) as f64 / self.carts as f64,
+        )
+    }
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let footprint = measure(args.runs, args.carts, args.concurrency).await?;
+    let (function_ms, proxy_ms) = (&footprint.function_start_ms, &footprint.proxy_start_ms);
+    println!("startup to ready, {} runs (ms):", args.runs);
+    println!(
+        "  function (baseline)  median {:.1}  p90 {:.1}",
+        median(function_ms),
+        percentile(function_ms, 90.0)
+    );
+    println!(
+        "  strata proxy         median {:.1}  p90 {:.1}   ratio {:.2}",
+        median(proxy_ms),
+        percentile(proxy_ms, 90.0),
+        median(proxy_ms) / median(function_ms)
+    );
+    let (idle, loaded) = (footprint.idle_kib, footprint.loaded_kib);
+    let per_cart = footprint.per_cart_kib();
+    println!("resident memory (MiB):");
+    println!(
+        "  idle                 proxy {:.1}  function {:.1}",
+        idle.0 as f64 / 1024.0,
+        idle.1 as f64 / 1024.0
+    );
+    println!(
+        "  {} active carts   proxy {:.1}  function {:.1}   per cart: proxy {:.2} KiB, function {:.2} KiB",
+        args.carts,
+        loaded.0 as f64 / 1024.0,
+        loaded.1 as f64 / 1024.0,
+        per_cart.0,
+        per_cart.1,
+    );
+    println!("  ({:.0} new carts/s)", footprint.activations_per_second);
+    Ok(())
+}
+
+/// Start-up times over `runs`, then memory idle and with `carts` carts active.
+pub async fn measure(runs: usize, carts: usize, concurrency: usize) -> anyhow::Result<Footprint> {
     let dir = tempfile_dir()?;
     let store = format!("sqlite://{}/bench.db", dir.display());
 
     // --- start-up: function (baseline) and proxy (to ready: store open, discovery, listening)
     let mut function_ms = Vec::new();
     let mut proxy_ms = Vec::new();
-    for _ in 0..args.runs {
+    for _ in 0..runs {
         let (function_port, http_port) = (free_port(), free_port());
         let (_function, f) = start_function(function_port);
         let (_proxy, p) = start_proxy(function_port, http_port, &store);
         function_ms.push(f.as_secs_f64() * 1000.0);
         proxy_ms.push(p.as_secs_f64() * 1000.0);
     }
-    println!("startup to ready, {} runs (ms):", args.runs);
-    println!(
-        "  function (baseline)  median {:.1}  p90 {:.1}",
-        median(&function_ms),
-        percentile(&function_ms, 90.0)
-    );
-    println!(
-        "  strata proxy         median {:.1}  p90 {:.1}   ratio {:.2}",
-        median(&proxy_ms),
-        percentile(&proxy_ms, 90.0),
-        median(&proxy_ms) / median(&function_ms)
-    );
 
     // --- memory: idle, then with `carts` distinct active carts
     let (function_port, http_port) = (free_port(), free_port());
@@ -104,11 +150,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let client = cart_client(http_port).await;
     let started = Instant::now();
-    let per_client = args.carts.div_ceil(args.concurrency);
+    let per_client = carts.div_ceil(concurrency);
     let mut tasks = Vec::new();
-    for c in 0..args.concurrency {
+    for c in 0..concurrency {
         let mut client = client.clone();
-        let carts = args.carts;
         tasks.push(tokio::spawn(async move {
             for i in (c * per_client)..((c + 1) * per_client).min(carts) {
                 client
@@ -129,31 +174,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
     let loaded = (rss_kib(proxy.pid()), rss_kib(function.pid()));
-    println!("resident memory (MiB):");
-    println!(
-        "  idle                 proxy {:.1}  function {:.1}",
-        idle.0 as f64 / 1024.0,
-        idle.1 as f64 / 1024.0
-    );
-    println!(
-        "  {} active carts   proxy {:.1}  function {:.1}   per cart: proxy {:.2} KiB, function {:.2} KiB",
-        args.carts,
-        loaded.0 as f64 / 1024.0,
-        loaded.1 as f64 / 1024.0,
-        (loaded.0.saturating_sub(idle.0)) as f64 / args.carts as f64,
-        (loaded.1.saturating_sub(idle.1)) as f64 / args.carts as f64,
-    );
-    println!(
-        "  (activating {} carts with {} clients took {:.2}s: {:.0} new carts/s)",
-        args.carts,
-        args.concurrency,
-        elapsed.as_secs_f64(),
-        args.carts as f64 / elapsed.as_secs_f64()
-    );
     drop(proxy);
     drop(function);
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+    Ok(Footprint {
+        function_start_ms: function_ms,
+        proxy_start_ms: proxy_ms,
+        idle_kib: idle,
+        loaded_kib: loaded,
+        carts,
+        activations_per_second: carts as f64 / elapsed.as_secs_f64(),
+    })
 }
 
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {

@@ -2,10 +2,14 @@
 //! measures Strata beside a baseline in the same run, on this machine, and prints
 //! medians and ratios (machines here are noisy; single numbers lie).
 
+mod charts;
 mod footprint;
+mod load;
 mod registry;
 mod scaling;
 mod stats;
+mod suite;
+mod systems;
 mod throughput;
 mod traces;
 
@@ -20,6 +24,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Scenario {
+    /// Every scenario of docs/benchmarks.md beside its baselines in one run, and
+    /// the file rewritten with tables and charts (what `scripts/bench` runs).
+    All(suite::Args),
     /// Proxy startup time to ready and resident memory, idle and with many active
     /// carts; the baseline is the user function itself (a plain tonic server).
     Footprint(footprint::Args),
@@ -42,6 +49,7 @@ enum Scenario {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().scenario {
+        Scenario::All(args) => suite::run(args).await,
         Scenario::Footprint(args) => footprint::run(args).await,
         Scenario::Throughput(args) => throughput::run(args).await,
         Scenario::Registry(args) => registry::run(args).await,

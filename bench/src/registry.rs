@@ -25,31 +25,79 @@ const STARTUP: Duration = Duration::from_secs(60);
 pub struct Args {
     /// Seconds per throughput measurement.
     #[arg(long, default_value_t = 5)]
-    seconds: u64,
+    pub seconds: u64,
     /// Concurrent clients, one measurement each.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
-    clients: Vec<usize>,
+    pub clients: Vec<usize>,
     /// Fresh clusters per throughput measurement (the median is reported).
     #[arg(long, default_value_t = 3)]
-    repeats: usize,
+    pub repeats: usize,
     /// Leader kills to time (the median is reported).
     #[arg(long, default_value_t = 7)]
-    failovers: usize,
+    pub failovers: usize,
     /// Run this program instead of the `strata` binary beside `strata-bench`, with the
     /// same arguments (e.g. a wrapper that makes fsync slower, see docs/benchmarks.md).
     #[arg(long)]
-    strata: Option<PathBuf>,
+    pub strata: Option<PathBuf>,
 }
 
 /// One throughput measurement.
 #[derive(Debug, Clone, Copy)]
-struct Sample {
-    writes_per_second: f64,
-    p50_ms: f64,
-    p99_ms: f64,
+pub struct Sample {
+    pub writes_per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// What the registry scenario measured: per client count, the median sample of
+/// one node and of three; the failover times; elections during the loaded runs.
+pub struct RegistryResults {
+    pub clients: Vec<usize>,
+    pub one_node: Vec<Sample>,
+    pub three_nodes: Vec<Sample>,
+    pub failovers_ms: Vec<f64>,
+    /// Leader elections in the three-node clusters while they were under write load.
+    pub elections_under_load: u64,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let results = measure(&args).await?;
+    println!(
+        "\nregistry writes (PATCH to the leader), median of {} x {}s per row:",
+        args.repeats, args.seconds
+    );
+    println!("| clients | 1 node: writes/s | p50 | p99 | 3 nodes: writes/s | p50 | p99 | 3 nodes vs 1 |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (i, clients) in results.clients.iter().enumerate() {
+        let (one, three) = (results.one_node[i], results.three_nodes[i]);
+        println!(
+            "| {clients} | {:.0} | {:.2} ms | {:.2} ms | {:.0} | {:.2} ms | {:.2} ms | {:.2}x |",
+            one.writes_per_second,
+            one.p50_ms,
+            one.p99_ms,
+            three.writes_per_second,
+            three.p50_ms,
+            three.p99_ms,
+            three.writes_per_second / one.writes_per_second
+        );
+    }
+    let failovers = &results.failovers_ms;
+    println!(
+        "\nfailover (kill -9 of the leader until a write succeeds), {} runs: median {:.0} ms, min {:.0} ms, max {:.0} ms",
+        failovers.len(),
+        median(failovers),
+        percentile(failovers, 0.0),
+        percentile(failovers, 100.0)
+    );
+    println!(
+        "elections in three-node clusters under write load: {}",
+        results.elections_under_load
+    );
+    Ok(())
+}
+
+/// Runs the scenario: throughput rounds on fresh clusters, then the failovers.
+pub async fn measure(args: &Args) -> anyhow::Result<RegistryResults> {
     let duration = Duration::from_secs(args.seconds);
     let root = std::env::temp_dir().join(format!("strata-registry-bench-{}", std::process::id()));
     let http = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
@@ -58,6 +106,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // samples[cluster size index][clients index] over repeats; sizes 1 (baseline) and 3.
     let sizes = [1usize, 3];
     let mut samples: Vec<Vec<Vec<Sample>>> = vec![vec![Vec::new(); args.clients.len()]; sizes.len()];
+    let mut elections = 0;
     for round in 0..args.repeats {
         for (size_index, size) in sizes.iter().enumerate() {
             let mut cluster = Cluster::start(&strata, &root.join(format!("r{round}-n{size}")), *size, &http).await?;
@@ -66,7 +115,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .create_services(&leader_api, *args.clients.iter().max().unwrap_or(&1))
                 .await?;
             for (clients_index, clients) in args.clients.iter().enumerate() {
+                let term_before = cluster.term(&leader_api).await;
                 let sample = drive(&http, &leader_api, &services[..*clients], duration).await?;
+                if *size > 1 {
+                    elections += cluster.term(&leader_api).await.saturating_sub(term_before);
+                }
                 println!(
                     "  round {round}: {size} node(s), {clients:>2} clients: {:>7.0} writes/s, p50 {:.2} ms, p99 {:.2} ms",
                     sample.writes_per_second, sample.p50_ms, sample.p99_ms
@@ -91,34 +144,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     cluster.stop();
     let _ = std::fs::remove_dir_all(&root);
 
-    println!(
-        "\nregistry writes (PATCH to the leader), median of {} x {}s per row:",
-        args.repeats, args.seconds
-    );
-    println!("| clients | 1 node: writes/s | p50 | p99 | 3 nodes: writes/s | p50 | p99 | 3 nodes vs 1 |");
-    println!("|---|---|---|---|---|---|---|---|");
-    for (clients_index, clients) in args.clients.iter().enumerate() {
-        let one = summarize(&samples[0][clients_index]);
-        let three = summarize(&samples[1][clients_index]);
-        println!(
-            "| {clients} | {:.0} | {:.2} ms | {:.2} ms | {:.0} | {:.2} ms | {:.2} ms | {:.2}x |",
-            one.writes_per_second,
-            one.p50_ms,
-            one.p99_ms,
-            three.writes_per_second,
-            three.p50_ms,
-            three.p99_ms,
-            three.writes_per_second / one.writes_per_second
-        );
-    }
-    println!(
-        "\nfailover (kill -9 of the leader until a write succeeds), {} runs: median {:.0} ms, min {:.0} ms, max {:.0} ms",
-        failovers.len(),
-        median(&failovers),
-        percentile(&failovers, 0.0),
-        percentile(&failovers, 100.0)
-    );
-    Ok(())
+    Ok(RegistryResults {
+        clients: args.clients.clone(),
+        one_node: samples[0].iter().map(|s| summarize(s)).collect(),
+        three_nodes: samples[1].iter().map(|s| summarize(s)).collect(),
+        failovers_ms: failovers,
+        elections_under_load: elections,
+    })
 }
 
 /// The median of each figure over repeats.
@@ -229,7 +261,7 @@ impl Cluster {
             }
             node.spawn(&args);
         }
-        let cluster = Cluster {
+        let mut cluster = Cluster {
             nodes,
             http: http.clone(),
             killed: None,
@@ -245,7 +277,22 @@ impl Cluster {
                 return Ok(cluster);
             }
             if Instant::now() > deadline {
-                bail!("the {size}-node cluster did not form within {STARTUP:?}");
+                // Which nodes gave up (a refused join ends the process) tells a
+                // port taken between free_port and the node's bind from a slow join.
+                let exited: Vec<String> = cluster
+                    .nodes
+                    .iter_mut()
+                    .filter_map(|node| node.process.as_mut()?.exited().then(|| node.id.to_string()))
+                    .collect();
+                bail!(
+                    "the {size}-node cluster did not form within {STARTUP:?} (nodes that exited: {}; \
+                     STRATA_TEST_LOGS=1 shows their logs)",
+                    if exited.is_empty() {
+                        "none".to_string()
+                    } else {
+                        exited.join(", ")
+                    }
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -279,6 +326,14 @@ impl Cluster {
             }
         }
         None
+    }
+
+    /// The Raft term a node reports (0 if it cannot be read).
+    async fn term(&self, api: &str) -> u64 {
+        self.get(api, "/api/v1/cluster")
+            .await
+            .and_then(|cluster| cluster["term"].as_u64())
+            .unwrap_or(0)
     }
 
     async fn leader_api(&self) -> anyhow::Result<String> {

@@ -53,6 +53,11 @@ pub struct DevArgs {
     /// How long an instance may take to become ready before it is replaced.
     #[arg(long, default_value = "60s", value_parser = crate::duration::parse)]
     ready_timeout: Duration,
+    /// The entity store every sidecar writes (and the dashboard reads):
+    /// `sqlite://PATH` or `postgres://USER@HOST/DB`; default a SQLite file in the
+    /// data directory.
+    #[arg(long, env = "STRATA_STORE")]
+    store: Option<String>,
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -61,7 +66,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
     let cluster_secret = kept_secret(&data_dir.join("cluster-secret"), None)?;
     let token = kept_secret(&data_dir.join("admin-token"), args.token.clone())?;
-    let store_url = format!("sqlite://{}", data_dir.join("strata.db").display());
+    let store_url = args
+        .store
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("strata.db").display()));
 
     let server = server::start(ServerConfig {
         node_id: Some(1),

@@ -52,12 +52,18 @@ pub struct Timing {
     pub election_timeout_max_ms: u64,
 }
 
+/// A leader's `kill -9` costs about `election_timeout_max` (followers honour the
+/// old leader's lease) plus one randomized election timeout plus a heartbeat:
+/// about 0.75 s with these defaults. An election timeout is four to eight
+/// heartbeats, so a follower on a loaded machine that misses a few heartbeats
+/// does not start an election (`strata-bench registry` counts elections under
+/// load; see docs/benchmarks.md).
 impl Default for Timing {
     fn default() -> Self {
         Timing {
-            heartbeat_interval_ms: 100,
-            election_timeout_min_ms: 600,
-            election_timeout_max_ms: 1200,
+            heartbeat_interval_ms: 50,
+            election_timeout_min_ms: 200,
+            election_timeout_max_ms: 400,
         }
     }
 }

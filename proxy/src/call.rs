@@ -25,12 +25,18 @@ pub const MAX_HOPS: u32 = 16;
 /// The header that carries a call's hop count between Strata processes.
 pub const HOPS_HEADER: &str = "strata-hops";
 
-/// Where a call stands: its deadline (the client's, if it gave one) and how many
-/// forwards or side effects led to it.
+/// The header that carries the route version a gateway routed a call by, so the
+/// sidecar it chose can catch up with that version before refusing the call.
+pub const ROUTES_HEADER: &str = "strata-routes";
+
+/// Where a call stands: its deadline (the client's, if it gave one), how many
+/// forwards or side effects led to it, and the route version it was routed by
+/// (0 when it did not come through a gateway's routing).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CallContext {
     pub deadline: Option<Instant>,
     pub hops: u32,
+    pub routed_by: u64,
 }
 
 impl CallContext {
@@ -40,6 +46,7 @@ impl CallContext {
         CallContext {
             deadline: if keep_deadline { self.deadline } else { None },
             hops: self.hops + 1,
+            routed_by: 0,
         }
     }
 
@@ -114,7 +121,7 @@ impl Call {
     ) -> Result<Call, ProxyError> {
         let entity_id = match method.entity.kind {
             EntityKind::Action => None,
-            EntityKind::EventSourced | EntityKind::Value => {
+            EntityKind::EventSourced | EntityKind::Value | EntityKind::Crdt => {
                 Some(method.entity_id(message).map_err(ProxyError::InvalidArgument)?)
             }
         };
@@ -337,6 +344,7 @@ mod tests {
         let client = CallContext {
             deadline: Some(now + Duration::from_millis(300)),
             hops: 0,
+            routed_by: 0,
         };
         assert_eq!(client.deadline_within(limit), now + Duration::from_millis(300));
         assert_eq!(
@@ -351,7 +359,8 @@ mod tests {
             client.next_hop(false),
             CallContext {
                 deadline: None,
-                hops: 1
+                hops: 1,
+                routed_by: 0,
             }
         );
         assert_eq!(client.next_hop(true).deadline, client.deadline);

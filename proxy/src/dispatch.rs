@@ -3,19 +3,24 @@
 //! function asks for next (a forward, side effects) is then performed by
 //! [`Effects`]. The [`Commands`] a sidecar's ingress serves.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use tokio::sync::watch;
 
 use crate::{
     action::Actions,
-    call::{Answer, Answers, Call, Commands, StreamedCall},
+    call::{Answer, Answers, Call, CallContext, Commands, StreamedCall},
     effects::Effects,
     entity::Entities,
     error::ProxyError,
     membership::Ownership,
 };
+
+/// How long a sidecar waits for its own routes to reach the version a call was
+/// routed by before refusing it. A gateway learns of a new instance's shards at
+/// the same moment as the instance itself; this closes that race.
+const CATCH_UP: Duration = Duration::from_secs(1);
 
 /// The shards a managed sidecar owns; a standalone one owns everything.
 pub struct Owned {
@@ -33,11 +38,11 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// Refuses a command for a shard this instance does not own, so the gateway
     /// routes it again.
-    fn check_owner(&self, call: &Call) -> Result<(), ProxyError> {
+    async fn check_owner(&self, call: &Call) -> Result<(), ProxyError> {
         let (Some(owned), Some(entity_id)) = (&self.owned, &call.entity_id) else {
             return Ok(());
         };
-        if owned.ownership.borrow().owns(entity_id) {
+        if owns(&owned.ownership, entity_id, &call.context).await {
             return Ok(());
         }
         Err(ProxyError::NotOwner(format!(
@@ -47,13 +52,36 @@ impl Dispatcher {
     }
 }
 
+/// Whether this instance owns `entity_id`. A call routed by a newer route version
+/// than this instance has seen waits (bounded) for that version first.
+async fn owns(ownership: &watch::Receiver<Ownership>, entity_id: &str, context: &CallContext) -> bool {
+    let (owned, version) = {
+        let current = ownership.borrow();
+        (current.owns(entity_id), current.version)
+    };
+    if owned || context.routed_by <= version {
+        return owned;
+    }
+    let mut ownership = ownership.clone();
+    let caught_up = async {
+        ownership
+            .wait_for(|o| o.version >= context.routed_by)
+            .await
+            .map(|o| o.owns(entity_id))
+            .unwrap_or(false)
+    };
+    tokio::time::timeout_at(context.deadline_within(CATCH_UP), caught_up)
+        .await
+        .unwrap_or(false)
+}
+
 #[async_trait::async_trait]
 impl Commands for Dispatcher {
     async fn unary(&self, call: Call) -> Result<Answer, ProxyError> {
         let method = call.method.clone();
         let context = call.context;
         let outcome = if method.entity.kind.is_entity() {
-            self.check_owner(&call)?;
+            self.check_owner(&call).await?;
             self.entities.handle(call).await?
         } else {
             self.actions.unary(call).await?
@@ -81,5 +109,58 @@ impl Commands for Dispatcher {
             })
             .filter_map(|answer| std::future::ready(answer.transpose()));
         Ok(answers.boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::shard_of;
+
+    fn owning(version: u64, entity_id: &str) -> Ownership {
+        Ownership {
+            version,
+            shard_count: 64,
+            owned: [shard_of(entity_id, 64)].into(),
+        }
+    }
+
+    fn routed_by(version: u64) -> CallContext {
+        CallContext {
+            routed_by: version,
+            ..CallContext::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_routed_by_newer_routes_waits_for_them() {
+        let (tx, rx) = watch::channel(Ownership::default());
+        // --- the gateway routed by version 7; this sidecar has seen nothing yet
+        let waiting = tokio::spawn({
+            let rx = rx.clone();
+            async move { owns(&rx, "z1", &routed_by(7)).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "it waits for version 7");
+        // --- an older snapshot is not enough; version 7 with the shard is
+        tx.send_replace(owning(6, "z1"));
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        tx.send_replace(owning(7, "z1"));
+        assert!(waiting.await.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn not_owning_at_the_routed_version_is_refused_at_once_and_waits_are_bounded() {
+        let (tx, rx) = watch::channel(owning(9, "z1"));
+        // Caught up, and another entity's shard: no wait.
+        assert!(!owns(&rx, "someone-else", &routed_by(9)).await);
+        assert!(!owns(&rx, "someone-else", &CallContext::default()).await);
+        assert!(owns(&rx, "z1", &routed_by(3)).await);
+        // A version that never comes: refused after the bounded wait.
+        let started = tokio::time::Instant::now();
+        assert!(!owns(&rx, "someone-else", &routed_by(12)).await);
+        assert_eq!(started.elapsed(), CATCH_UP);
+        drop(tx);
     }
 }

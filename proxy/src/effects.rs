@@ -202,6 +202,7 @@ mod tests {
         let context = CallContext {
             deadline: None,
             hops: 2,
+            routed_by: 0,
         };
         let answer = effects.settle(outcome, &context).await.unwrap().unwrap();
         assert_eq!(answer.payload.value, b"forwarded");
@@ -252,6 +253,7 @@ mod tests {
         let context = CallContext {
             deadline: None,
             hops: MAX_HOPS,
+            routed_by: 0,
         };
         let error = effects.settle(outcome, &context).await.unwrap_err();
         assert!(
@@ -267,6 +269,7 @@ mod tests {
         let context = CallContext {
             deadline: None,
             hops: MAX_HOPS - 1,
+            routed_by: 0,
         };
         assert_eq!(effects.settle(outcome, &context).await, Ok(None));
     }

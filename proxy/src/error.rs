@@ -46,6 +46,9 @@ pub enum ProxyError {
     /// The client went away before the answer.
     #[error("{0}")]
     Cancelled(String),
+    /// The entity was deleted for good (a CRDT entity cannot change again).
+    #[error("{0}")]
+    Gone(String),
 }
 
 impl ProxyError {
@@ -61,6 +64,7 @@ impl ProxyError {
             ProxyError::NotOwner(_) => Code::FailedPrecondition,
             ProxyError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             ProxyError::Cancelled(_) => Code::Cancelled,
+            ProxyError::Gone(_) => Code::NotFound,
         }
     }
 
@@ -77,6 +81,7 @@ impl ProxyError {
             ProxyError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
             // nginx's "client closed request": nobody is left to read it.
             ProxyError::Cancelled(_) => StatusCode::from_u16(499).expect("valid status"),
+            ProxyError::Gone(_) => StatusCode::GONE,
         }
     }
 
@@ -97,6 +102,7 @@ impl ProxyError {
             ProxyError::NotOwner(m) => ProxyError::NotOwner(wrap(m)),
             ProxyError::DeadlineExceeded(m) => ProxyError::DeadlineExceeded(wrap(m)),
             ProxyError::Cancelled(m) => ProxyError::Cancelled(wrap(m)),
+            ProxyError::Gone(m) => ProxyError::Gone(wrap(m)),
         }
     }
 
@@ -114,6 +120,7 @@ impl ProxyError {
             Code::FailedPrecondition => ProxyError::NotOwner(message),
             Code::DeadlineExceeded => ProxyError::DeadlineExceeded(message),
             Code::Unavailable | Code::Cancelled => ProxyError::Unavailable(message),
+            Code::NotFound => ProxyError::Gone(message),
             _ => ProxyError::Internal(message),
         }
     }

@@ -12,9 +12,10 @@ use tonic::transport::{Channel, Endpoint};
 use crate::backoff::Backoff;
 
 /// Every entity type this proxy serves, as discovery tells the function.
-pub const SUPPORTED_ENTITY_TYPES: [&str; 3] = [
+pub const SUPPORTED_ENTITY_TYPES: [&str; 4] = [
     entity_types::EVENT_SOURCED,
     entity_types::VALUE_ENTITY,
+    entity_types::CRDT,
     entity_types::ACTION,
 ];
 
@@ -100,11 +101,13 @@ impl FunctionClient {
         }
     }
 
-    /// Calls `discover`, retrying with backoff (100 ms doubling to 2 s) while the
-    /// function is not up, for at most `patience`.
+    /// Calls `discover`, retrying with backoff (5 ms doubling to 2 s) while the
+    /// function is not up, for at most `patience`. A function usually listens
+    /// within milliseconds of its sidecar's start (both are spawned together on
+    /// a cold start), so the first retries come quickly.
     pub async fn discover(&self, patience: Duration) -> Result<EntitySpec, DiscoveryError> {
         let started = tokio::time::Instant::now();
-        let mut backoff = Backoff::default();
+        let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_secs(2));
         loop {
             let info = ProxyInfo {
                 protocol_major_version: PROTOCOL_MAJOR_VERSION,

@@ -289,3 +289,18 @@ fn preflight(headers: &HeaderMap) -> Response {
         .body(Body::empty())
         .expect("valid response")
 }
+
+/// An ingress listener whose connections send at once: answers are small and
+/// latency-bound, and with Nagle's algorithm meeting the peer's delayed ACKs
+/// some would wait 40 ms (the first call on a new connection, after a cold
+/// start, always did).
+pub fn without_delay(
+    listener: tokio::net::TcpListener,
+) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
+    fn no_delay(stream: &mut tokio::net::TcpStream) {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY on a connection");
+        }
+    }
+    axum::serve::ListenerExt::tap_io(listener, no_delay as fn(&mut tokio::net::TcpStream))
+}

@@ -46,9 +46,10 @@ pub struct MembershipConfig {
 /// The default of [`MembershipConfig::timeout`] and of the gateway's.
 pub const DEFAULT_CONTROL_PLANE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The shards this instance owns, from the latest route snapshot.
+/// The shards this instance owns, from the route snapshot of `version`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ownership {
+    pub version: u64,
     pub shard_count: u32,
     pub owned: HashSet<u32>,
 }
@@ -58,12 +59,21 @@ impl Ownership {
         self.shard_count > 0 && self.owned.contains(&shard_of(entity_id, self.shard_count))
     }
 
+    /// Whether the same shards are owned (whatever the versions).
+    fn same_shards(&self, other: &Ownership) -> bool {
+        self.shard_count == other.shard_count && self.owned == other.owned
+    }
+
     /// This instance's shards in a snapshot of every service's routes.
     pub fn from_snapshot(snapshot: &RouteSnapshot, service: &str, instance_id: &str) -> Self {
         let Some(routes) = snapshot.services.iter().find(|s| s.name == service) else {
-            return Ownership::default();
+            return Ownership {
+                version: snapshot.version,
+                ..Ownership::default()
+            };
         };
         Ownership {
+            version: snapshot.version,
             shard_count: routes.shards.len() as u32,
             owned: routes
                 .shards
@@ -288,7 +298,9 @@ impl Membership {
         let table = RouteTable::build(snapshot, &self.routes.borrow());
         self.routes.send_replace(Arc::new(table));
         let ownership = Ownership::from_snapshot(snapshot, &self.config.service, &self.config.instance_id);
-        if ownership == *self.ownership.borrow() {
+        if ownership.same_shards(&self.ownership.borrow()) {
+            // Nothing moved, but the version advanced: calls routed by it may go on.
+            self.ownership_tx.send_replace(ownership);
             return;
         }
         tracing::info!(
@@ -302,7 +314,7 @@ impl Membership {
         if released > 0 {
             tracing::info!(released, "passivating entities of shards this instance lost");
         }
-        let _ = self.ownership_tx.send(ownership);
+        self.ownership_tx.send_replace(ownership);
     }
 
     /// Gives the shards up before stopping, and waits (bounded) until the

@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use strata_proto::cloudstate::{metadata_entry, Metadata, MetadataEntry};
 use tokio::time::Instant;
 
-use crate::call::{CallContext, HOPS_HEADER};
+use crate::call::{CallContext, HOPS_HEADER, ROUTES_HEADER};
 
 /// Headers that belong to the transport, not to the call: never passed to the
 /// function, never taken from it.
@@ -33,6 +33,7 @@ fn is_transport_header(name: &str) -> bool {
                 | "date"
                 | "server"
                 | HOPS_HEADER
+                | ROUTES_HEADER
         )
 }
 
@@ -102,25 +103,31 @@ pub fn headers_of(metadata: Option<&Metadata>) -> HeaderMap {
 }
 
 /// The call's context from its headers: the deadline of a `grpc-timeout`, and the
-/// hop count another Strata process sent.
+/// hop count and route version another Strata process sent.
 pub fn context_of(headers: &HeaderMap) -> CallContext {
     let deadline = headers
         .get("grpc-timeout")
         .and_then(|v| v.to_str().ok())
         .and_then(parse_grpc_timeout)
         .map(|timeout| Instant::now() + timeout);
-    let hops = headers
-        .get(HOPS_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    CallContext { deadline, hops }
+    CallContext {
+        deadline,
+        hops: number(headers, HOPS_HEADER).unwrap_or(0),
+        routed_by: number(headers, ROUTES_HEADER).unwrap_or(0),
+    }
+}
+
+fn number<T: std::str::FromStr>(headers: &HeaderMap, name: &str) -> Option<T> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
 /// The context as headers for a call to another Strata process.
 pub fn context_headers(context: &CallContext, headers: &mut HeaderMap) {
     if context.hops > 0 {
         headers.insert(HOPS_HEADER, HeaderValue::from(context.hops));
+    }
+    if context.routed_by > 0 {
+        headers.insert(ROUTES_HEADER, HeaderValue::from(context.routed_by));
     }
 }
 
@@ -205,8 +212,13 @@ mod tests {
         assert_eq!(context_of(&headers), CallContext::default());
         headers.insert("grpc-timeout", HeaderValue::from_static("10S"));
         headers.insert(HOPS_HEADER, HeaderValue::from_static("3"));
+        headers.insert(ROUTES_HEADER, HeaderValue::from_static("42"));
         let context = context_of(&headers);
         assert_eq!(context.hops, 3);
+        assert_eq!(context.routed_by, 42);
+        let mut back = HeaderMap::new();
+        context_headers(&context, &mut back);
+        assert_eq!(back.get(ROUTES_HEADER).unwrap(), "42");
         assert!(context.deadline.is_some_and(|d| d > Instant::now()));
         assert!(metadata_of(&headers).is_none(), "transport headers are not metadata");
     }

@@ -25,6 +25,8 @@ pub const DEFAULT_PASSIVATION: Duration = Duration::from_secs(30);
 pub enum EntityKind {
     EventSourced,
     Value,
+    /// A replicated data type (`cloudstate.crdt.Crdt`).
+    Crdt,
     /// Stateless: no entity key, no store; calls may be streamed.
     Action,
 }
@@ -178,6 +180,7 @@ impl ServiceModel {
             let kind = match entity.entity_type.as_str() {
                 entity_types::EVENT_SOURCED => EntityKind::EventSourced,
                 entity_types::VALUE_ENTITY => EntityKind::Value,
+                entity_types::CRDT => EntityKind::Crdt,
                 entity_types::ACTION => EntityKind::Action,
                 other => {
                     model.skipped.push(format!(

@@ -103,16 +103,21 @@ pub async fn run(
         })?;
     let admin_addr = admin_listener.local_addr().map_err(SidecarError::Serve)?;
     tracing::info!(addr = %admin_addr, "admin listener (metrics, health) bound");
-    let membership = match config.membership.clone() {
-        Some(mut settings) => {
-            settings.admin_advertise = admin::advertised_beside(&settings.advertise, admin_addr);
-            Some(Arc::new(
-                Membership::register(settings, config.discovery_patience).await?,
-            ))
-        }
-        None => None,
+    // Registering and discovering wait on two other processes (the control
+    // plane, the function), and a cold start waits for both: side by side.
+    let register = async {
+        Ok::<_, SidecarError>(match config.membership.clone() {
+            Some(mut membership) => {
+                membership.admin_advertise = admin::advertised_beside(&membership.advertise, admin_addr);
+                Some(Arc::new(
+                    Membership::register(membership, config.discovery_patience).await?,
+                ))
+            }
+            None => None,
+        })
     };
-    let spec = function.discover(config.discovery_patience).await?;
+    let discover = async { Ok::<_, SidecarError>(function.discover(config.discovery_patience).await?) };
+    let (membership, spec) = tokio::try_join!(register, discover)?;
     let model = ServiceModel::from_spec(&spec)?;
     for reason in &model.skipped {
         function.report_error(reason.clone());
@@ -145,6 +150,11 @@ pub async fn run(
             metrics: metrics.clone(),
             targets: targets.clone(),
             command_timeout: config.command_timeout,
+            // A standalone sidecar is the one replica of everything it serves.
+            instance_id: config
+                .membership
+                .as_ref()
+                .map_or_else(|| "standalone".to_owned(), |m| m.instance_id.clone()),
         },
         config.entity_limits,
     ));
@@ -191,12 +201,14 @@ pub async fn run(
             source,
         })?;
     let addr = listener.local_addr().map_err(SidecarError::Serve)?;
-    // Only now is there something to route to: report ready, then follow routes.
+    // Only now is there something to route to. Follow the routes first, so the
+    // shards this instance is given when it reports ready reach it as soon as
+    // they reach the gateways.
     if let Some(membership) = &membership {
-        membership.report_ready(&spec, model.descriptor_set.clone()).await?;
         let follower = membership.clone();
         let entities = entities.clone();
         tokio::spawn(async move { follower.follow_routes(entities).await });
+        membership.report_ready(&spec, model.descriptor_set.clone()).await?;
     }
     tracing::info!(%addr, "proxy ready");
     let stop = async move {
@@ -217,7 +229,7 @@ pub async fn run(
                 .await;
         }
     };
-    let served = axum::serve(listener, app)
+    let served = axum::serve(ingress::without_delay(listener), app)
         .with_graceful_shutdown(stop)
         .await
         .map_err(SidecarError::Serve);

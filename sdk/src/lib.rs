@@ -75,6 +75,8 @@ mod action;
 mod action_protocol;
 mod command;
 mod config;
+mod crdt;
+mod crdt_session;
 mod discovery;
 mod entity_stream;
 mod error;
@@ -92,6 +94,10 @@ mod value_entity_session;
 pub use action::{Action, ActionService, CommandStream, ReplyStream};
 pub use command::Command;
 pub use config::ListenConfig;
+pub use crdt::{
+    Clock, Crdt, CrdtContext, CrdtElement, CrdtEntity, CrdtService, Flag, GCounter, GSet, LwwRegister, OrMap, OrSet,
+    PnCounter, Vote,
+};
 pub use error::{ConfigError, EntityError, PayloadError, ServeError};
 pub use event_sourced::{EventContext, EventSourcedEntity, EventSourcedService, DEFAULT_SNAPSHOT_EVERY};
 pub use metadata::{Metadata, MetadataValue};

@@ -15,6 +15,7 @@ use strata_proto::{cloudstate as pb, entity_types};
 
 use crate::{
     action::{Action, ActionService, DynAction},
+    crdt::{self, CrdtEntity, CrdtService, DynCrdtEntity},
     event_sourced::DynEventSourced,
     value_entity::{DynValueEntity, Hosted},
     EventSourcedEntity, EventSourcedService, ServeError, ValueEntity, ValueEntityService,
@@ -22,6 +23,7 @@ use crate::{
 
 type EventSourcedFactory = Arc<dyn Fn(&str) -> Box<dyn DynEventSourced> + Send + Sync>;
 type ValueFactory = Arc<dyn Fn(&str) -> Box<dyn DynValueEntity> + Send + Sync>;
+type CrdtFactory = Arc<dyn Fn(&str) -> Box<dyn DynCrdtEntity> + Send + Sync>;
 
 /// One registered entity type, not yet checked against the descriptors.
 pub(crate) struct Registration {
@@ -40,6 +42,9 @@ enum Kind {
     Value {
         factory: ValueFactory,
     },
+    Crdt {
+        factory: CrdtFactory,
+    },
     Action {
         action: Arc<dyn DynAction>,
     },
@@ -50,6 +55,7 @@ impl Kind {
         match self {
             Kind::EventSourced { .. } => entity_types::EVENT_SOURCED,
             Kind::Value { .. } => entity_types::VALUE_ENTITY,
+            Kind::Crdt { .. } => entity_types::CRDT,
             Kind::Action { .. } => entity_types::ACTION,
         }
     }
@@ -84,6 +90,20 @@ impl<E: ValueEntity> From<ValueEntityService<E>> for Registration {
     }
 }
 
+impl<E: CrdtEntity> From<CrdtService<E>> for Registration {
+    fn from(service: CrdtService<E>) -> Self {
+        let factory = service.factory;
+        Self {
+            persistence_id: service.service_name.clone(),
+            service_name: service.service_name,
+            passivation_timeout: service.passivation_timeout,
+            kind: Kind::Crdt {
+                factory: Arc::new(move |entity_id| Box::new(crdt::Hosted::new(factory(entity_id)))),
+            },
+        }
+    }
+}
+
 impl<A: Action> From<ActionService<A>> for Registration {
     fn from(service: ActionService<A>) -> Self {
         Self {
@@ -111,6 +131,12 @@ pub(crate) struct OpenedEventSourced {
 /// A freshly created value entity and the commands its service has.
 pub(crate) struct OpenedValue {
     pub entity: Box<dyn DynValueEntity>,
+    pub commands: Arc<BTreeSet<String>>,
+}
+
+/// A freshly created CRDT entity and the commands its service has.
+pub(crate) struct OpenedCrdt {
+    pub entity: Box<dyn DynCrdtEntity>,
     pub commands: Arc<BTreeSet<String>>,
 }
 
@@ -202,6 +228,18 @@ impl Registry {
             unreachable!("entry() checked the entity type");
         };
         Ok(OpenedValue {
+            entity: factory(entity_id),
+            commands: entry.commands.clone(),
+        })
+    }
+
+    /// Creates the CRDT entity `entity_id` of `service_name`, or says why not.
+    pub(crate) fn open_crdt(&self, service_name: &str, entity_id: &str) -> Result<OpenedCrdt, String> {
+        let entry = self.entry(service_name, entity_types::CRDT)?;
+        let Kind::Crdt { factory } = &entry.registration.kind else {
+            unreachable!("entry() checked the entity type");
+        };
+        Ok(OpenedCrdt {
             entity: factory(entity_id),
             commands: entry.commands.clone(),
         })

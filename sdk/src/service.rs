@@ -8,6 +8,10 @@ use std::{future::Future, sync::Arc, time::Duration};
 use strata_proto::{
     cloudstate::{
         action::action_protocol_server::ActionProtocolServer,
+        crdt::{
+            crdt_server::{Crdt as CrdtProtocol, CrdtServer},
+            CrdtStreamIn, CrdtStreamOut,
+        },
         entity_discovery_server::EntityDiscoveryServer,
         eventsourced::{
             event_sourced_server::{EventSourced, EventSourcedServer},
@@ -29,6 +33,8 @@ use tracing::{field::Empty, info, info_span, warn};
 use crate::{
     action::{Action, ActionService},
     action_protocol::ActionEndpoint,
+    crdt::{CrdtEntity, CrdtService},
+    crdt_session::CrdtSession,
     discovery::Discovery,
     entity_stream,
     event_sourced_session::EventSourcedSession,
@@ -97,6 +103,13 @@ impl Service {
     /// Serves a value entity type.
     #[must_use]
     pub fn value_entity<E: ValueEntity>(mut self, service: ValueEntityService<E>) -> Self {
+        self.registrations.push(service.into());
+        self
+    }
+
+    /// Serves a CRDT entity type.
+    #[must_use]
+    pub fn crdt<E: CrdtEntity>(mut self, service: CrdtService<E>) -> Self {
         self.registrations.push(service.into());
         self
     }
@@ -213,6 +226,9 @@ impl Prepared {
             .add_service(ValueEntityServer::new(ValueEntityEndpoint {
                 registry: self.registry.clone(),
             }))
+            .add_service(CrdtServer::new(CrdtEndpoint {
+                registry: self.registry.clone(),
+            }))
             .add_service(ActionProtocolServer::new(ActionEndpoint {
                 registry: self.registry,
             }))
@@ -267,6 +283,22 @@ impl ValueEntityProtocol for ValueEntityEndpoint {
     ) -> Result<Response<Self::handleStream>, Status> {
         let span = info_span!("value_entity", service = Empty, entity_id = Empty);
         let session = ValueEntitySession::new(self.registry.clone());
+        Ok(Response::new(entity_stream::spawn(session, request.into_inner(), span)))
+    }
+}
+
+/// Serves `cloudstate.crdt.Crdt`: one session per stream.
+struct CrdtEndpoint {
+    registry: Arc<Registry>,
+}
+
+#[tonic::async_trait]
+impl CrdtProtocol for CrdtEndpoint {
+    type handleStream = ReceiverStream<Result<CrdtStreamOut, Status>>;
+
+    async fn handle(&self, request: Request<Streaming<CrdtStreamIn>>) -> Result<Response<Self::handleStream>, Status> {
+        let span = info_span!("crdt", service = Empty, entity_id = Empty);
+        let session = CrdtSession::new(self.registry.clone());
         Ok(Response::new(entity_stream::spawn(session, request.into_inner(), span)))
     }
 }

@@ -11,7 +11,10 @@ use async_trait::async_trait;
 use prost_types::Any;
 use tokio::task::JoinSet;
 
-use crate::{EntityKey, JournalEvent, JournalWrite, Recovery, Snapshot, Store, StoreError, StoreStats};
+use crate::{
+    CrdtRecord, CrdtWrite, EntityKey, JournalEvent, JournalWrite, LogOffset, Recovery, Snapshot, Store, StoreError,
+    StoreStats,
+};
 
 /// Where a store under test keeps its data, so a test can open it again (as a
 /// restarted or second process would) and interfere with it from outside.
@@ -90,6 +93,25 @@ async fn queued(store: &dyn Store, before: StoreStats, n: u64) {
             store.stats()
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// The event log of `persistence_id` after `after` once it shows at least `n`
+/// events. A log may hold back writes while older transactions anywhere on the
+/// server are still open (PostgreSQL), so a test awaits what it wrote.
+async fn log_with(store: &dyn Store, persistence_id: &str, after: LogOffset, n: usize) -> Vec<crate::LoggedEvent> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = store.event_log(persistence_id, after, 1000).await.unwrap();
+        if log.len() >= n {
+            return log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the event log shows {} of {n} events",
+            log.len()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -562,6 +584,231 @@ async fn two_stores_share_data(backend: &dyn Backend) {
     }
 }
 
+fn crdt(key: &EntityKey, seq_nr: i64, name: Option<&str>) -> CrdtWrite {
+    CrdtWrite {
+        key: key.clone(),
+        seq_nr,
+        state: name.map(state),
+    }
+}
+
+/// A CRDT's state is replaced write by write, each fenced by its sequence
+/// number; a deletion keeps the number so it is fenced too.
+async fn crdt_lifecycle_and_fencing(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let key = EntityKey::new("likes", "post-1");
+    let other = EntityKey::new("likes", "post-2");
+    assert_eq!(store.load_crdt(&key).await.unwrap(), None);
+
+    store.save_crdt(crdt(&key, 1, Some("one"))).await.unwrap();
+    store.save_crdt(crdt(&key, 2, Some("two"))).await.unwrap();
+    assert_eq!(
+        store.load_crdt(&key).await.unwrap(),
+        Some(CrdtRecord {
+            seq_nr: 2,
+            state: Some(state("two"))
+        })
+    );
+    assert_eq!(store.load_crdt(&other).await.unwrap(), None);
+
+    // A second first write, a repeated number and a gap all conflict and store nothing.
+    for seq_nr in [1, 2, 4] {
+        match store.save_crdt(crdt(&key, seq_nr, Some("stale"))).await {
+            Err(StoreError::Conflict {
+                entity_id,
+                seq_nr: refused,
+            }) => {
+                assert_eq!(entity_id, "post-1");
+                assert_eq!(refused, seq_nr);
+            }
+            other => panic!("expected a conflict at {seq_nr}, got {other:?}"),
+        }
+    }
+    assert_eq!(store.load_crdt(&key).await.unwrap().unwrap().state, Some(state("two")));
+    // A sequence number below 1 is bad input, not a conflict.
+    assert!(matches!(
+        store.save_crdt(crdt(&key, 0, Some("zero"))).await,
+        Err(StoreError::Config(_))
+    ));
+
+    // Deleted: no state, the number stays and still fences.
+    store.save_crdt(crdt(&key, 3, None)).await.unwrap();
+    assert_eq!(
+        store.load_crdt(&key).await.unwrap(),
+        Some(CrdtRecord { seq_nr: 3, state: None })
+    );
+    assert!(matches!(
+        store.save_crdt(crdt(&key, 3, Some("late"))).await,
+        Err(StoreError::Conflict { seq_nr: 3, .. })
+    ));
+    // Empty bytes are a state, not an absence.
+    let empty = Any {
+        type_url: "type.googleapis.com/test.Empty".into(),
+        value: vec![],
+    };
+    store
+        .save_crdt(CrdtWrite {
+            key: key.clone(),
+            seq_nr: 4,
+            state: Some(empty.clone()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.load_crdt(&key).await.unwrap().unwrap().state, Some(empty));
+}
+
+/// Two owners of one CRDT (a shard that moved while the old owner still
+/// runs): the stale one is refused, so the state can never fork; and the
+/// state survives reopening.
+async fn crdt_two_owners_cannot_fork(backend: &dyn Backend) {
+    let first = backend.open().await;
+    let second = backend.open().await;
+    let key = EntityKey::new("presence", "room-1");
+    first.save_crdt(crdt(&key, 1, Some("a"))).await.unwrap();
+    let seen = second.load_crdt(&key).await.unwrap().unwrap();
+    second.save_crdt(crdt(&key, seen.seq_nr + 1, Some("ab"))).await.unwrap();
+    assert!(matches!(
+        first.save_crdt(crdt(&key, 2, Some("ac"))).await,
+        Err(StoreError::Conflict { seq_nr: 2, .. })
+    ));
+
+    // Many concurrent saves of one state from one number: exactly one wins.
+    let mut tasks = JoinSet::new();
+    for i in 0..10 {
+        let store = if i % 2 == 0 { first.clone() } else { second.clone() };
+        let key = key.clone();
+        tasks.spawn(async move { store.save_crdt(crdt(&key, 3, Some(&format!("w{i}")))).await });
+    }
+    let mut won = 0;
+    while let Some(joined) = tasks.join_next().await {
+        match joined.unwrap() {
+            Ok(()) => won += 1,
+            Err(StoreError::Conflict { seq_nr: 3, .. }) => {}
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!(won, 1);
+    drop((first, second));
+    let reopened = backend.open().await;
+    assert_eq!(reopened.load_crdt(&key).await.unwrap().unwrap().seq_nr, 3);
+}
+
+/// Every journal write enters its persistence id's event log in commit order;
+/// a reader pages through it from any offset and sees each event once.
+async fn event_log_in_commit_order(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let a = EntityKey::new("cart", "a");
+    let b = EntityKey::new("cart", "b");
+    let elsewhere = EntityKey::new("other", "a");
+    assert!(store.event_log("cart", LogOffset::START, 10).await.unwrap().is_empty());
+
+    store.append(write(&a, 1, &["a1", "a2"], None)).await.unwrap();
+    store.append(write(&b, 1, &["b1"], Some("sb1"))).await.unwrap();
+    store.append(write(&elsewhere, 1, &["x1"], None)).await.unwrap();
+    store.append(write(&a, 3, &["a3"], None)).await.unwrap();
+    // Refused and empty writes leave no trace in the log.
+    assert!(store.append(write(&a, 3, &["refused"], None)).await.is_err());
+    store.append(write(&b, 2, &[], None)).await.unwrap();
+
+    let all = log_with(&*store, "cart", LogOffset::START, 4).await;
+    assert_eq!(all.len(), 4);
+    let seen: Vec<(String, i64, String)> = all
+        .iter()
+        .map(|e| {
+            (
+                e.entity_id.clone(),
+                e.seq_nr,
+                String::from_utf8(e.payload.value.clone()).unwrap(),
+            )
+        })
+        .collect();
+    let expected = [("a", 1, "a1"), ("a", 2, "a2"), ("b", 1, "b1"), ("a", 3, "a3")];
+    assert_eq!(
+        seen,
+        expected
+            .iter()
+            .map(|(e, s, n)| (e.to_string(), *s, n.to_string()))
+            .collect::<Vec<_>>()
+    );
+    // One offset per write: a multi-event write shares it, later writes are later.
+    assert_eq!(all[0].offset, all[1].offset);
+    assert!(all[1].offset < all[2].offset && all[2].offset < all[3].offset);
+    assert!(all[0].offset > LogOffset::START);
+
+    // Paging: the limit counts writes, and a page resumes after its last offset.
+    let page = store.event_log("cart", LogOffset::START, 1).await.unwrap();
+    assert_eq!(page.len(), 2);
+    let rest = store.event_log("cart", page[1].offset, 100).await.unwrap();
+    assert_eq!(rest, all[2..].to_vec());
+    assert!(store.event_log("cart", all[3].offset, 100).await.unwrap().is_empty());
+    assert_eq!(log_with(&*store, "other", LogOffset::START, 1).await.len(), 1);
+
+    // Concurrent writers: every event appears exactly once, each entity's in order.
+    let mut tasks = JoinSet::new();
+    for i in 0..20 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let key = EntityKey::new("busy", format!("e{}", i % 4));
+            for attempt in 0.. {
+                let next = store.recover(&key).await.unwrap().last_seq_nr() + 1;
+                match store.append(write(&key, next, &[&format!("w{i}")], None)).await {
+                    Ok(()) => return,
+                    Err(StoreError::Conflict { .. }) if attempt < 100 => continue,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.unwrap();
+    }
+    log_with(&*store, "busy", LogOffset::START, 20).await;
+    let mut after = LogOffset::START;
+    let mut seen = Vec::new();
+    loop {
+        let page = store.event_log("busy", after, 3).await.unwrap();
+        let Some(last) = page.last() else { break };
+        assert!(last.offset > after);
+        after = last.offset;
+        seen.extend(page);
+    }
+    assert_eq!(seen.len(), 20);
+    for entity in 0..4 {
+        let seqs: Vec<i64> = seen
+            .iter()
+            .filter(|e| e.entity_id == format!("e{entity}"))
+            .map(|e| e.seq_nr)
+            .collect();
+        assert_eq!(seqs, (1..=5).collect::<Vec<_>>());
+    }
+}
+
+/// A subscriber's offset is kept per persistence id, survives reopening, and
+/// only moves forward.
+async fn subscriber_offsets(backend: &dyn Backend) {
+    let key = EntityKey::new("cart", "c");
+    {
+        let store = backend.open().await;
+        assert_eq!(store.load_offset("totals", "cart").await.unwrap(), LogOffset::START);
+        store.append(write(&key, 1, &["e1"], None)).await.unwrap();
+        store.append(write(&key, 2, &["e2"], None)).await.unwrap();
+        let log = log_with(&*store, "cart", LogOffset::START, 2).await;
+        store.save_offset("totals", "cart", log[1].offset).await.unwrap();
+        // A lagging runner saving an earlier offset does not move it back.
+        store.save_offset("totals", "cart", log[0].offset).await.unwrap();
+        assert_eq!(store.load_offset("totals", "cart").await.unwrap(), log[1].offset);
+        assert_eq!(store.load_offset("totals", "other").await.unwrap(), LogOffset::START);
+        assert_eq!(store.load_offset("audit", "cart").await.unwrap(), LogOffset::START);
+    }
+    let store = backend.open().await;
+    let offset = store.load_offset("totals", "cart").await.unwrap();
+    assert!(store.event_log("cart", offset, 10).await.unwrap().is_empty());
+    store.append(write(&key, 3, &["e3"], None)).await.unwrap();
+    let next = log_with(&*store, "cart", offset, 1).await;
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].seq_nr, 3);
+}
+
 /// Instantiates every check of the suite as a test against one backend.
 macro_rules! backend_tests {
     ($module:ident, $backend:path) => {
@@ -579,6 +826,10 @@ macro_rules! backend_tests {
                 values_lifecycle,
                 data_survives_reopening,
                 two_stores_share_data,
+                crdt_lifecycle_and_fencing,
+                crdt_two_owners_cannot_fork,
+                event_log_in_commit_order,
+                subscriber_offsets,
             );
         }
     };
@@ -673,9 +924,9 @@ async fn sqlite_opens_through_a_url_and_uses_wal() {
     let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
     let version: i64 = conn
-        .query_row("SELECT version FROM strata_schema_version", [], |r| r.get(0))
+        .query_row("SELECT max(version) FROM strata_schema_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
 }
 
 #[tokio::test]
@@ -691,6 +942,40 @@ async fn sqlite_refuses_a_newer_schema() {
         Err(StoreError::Config(message)) => assert!(message.contains("99"), "{message}"),
         other => panic!("expected a configuration error, got {other:?}"),
     }
+}
+
+/// A database of schema 1 (before CRDT states and the event log) upgrades in
+/// place: its journals enter the event log, before anything written later.
+#[tokio::test]
+async fn sqlite_upgrades_schema_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("strata.db");
+    let old = EntityKey::new("cart", "old");
+    {
+        let store = crate::SqliteStore::open(&path).await.unwrap();
+        store.append(write(&old, 1, &["o1", "o2"], None)).await.unwrap();
+    }
+    // Back to schema 1 as that code left it: no new tables, version 1.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "DROP TABLE strata_crdts; DROP TABLE strata_event_log; DROP TABLE strata_subscriber_offsets;
+             DELETE FROM strata_schema_version; INSERT INTO strata_schema_version (version) VALUES (1);",
+        )
+        .unwrap();
+    let store = crate::SqliteStore::open(&path).await.unwrap();
+    assert_eq!(store.recover(&old).await.unwrap().last_seq_nr(), 2);
+    let new = EntityKey::new("cart", "new");
+    store.append(write(&new, 1, &["n1"], None)).await.unwrap();
+    let log = store.event_log("cart", LogOffset::START, 10).await.unwrap();
+    let seen: Vec<(&str, i64)> = log.iter().map(|e| (e.entity_id.as_str(), e.seq_nr)).collect();
+    assert_eq!(seen, vec![("old", 1), ("old", 2), ("new", 1)]);
+    store.save_crdt(crdt(&new, 1, Some("c"))).await.unwrap();
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT max(version) FROM strata_schema_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use prost_types::Any;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{EntityKey, JournalWrite, StoreError, StoreStats};
+use crate::{CrdtWrite, EntityKey, JournalWrite, LogOffset, StoreError, StoreStats};
 
 /// The most writes one transaction carries: large enough that one fsync serves
 /// hundreds of commands, small enough that one transaction stays short.
@@ -21,7 +21,16 @@ const QUEUE_CAPACITY: usize = 4096;
 #[derive(Debug)]
 pub(crate) enum WriteOp {
     Append(JournalWrite),
-    SaveValue { key: EntityKey, value: Option<Any> },
+    SaveValue {
+        key: EntityKey,
+        value: Option<Any>,
+    },
+    SaveCrdt(CrdtWrite),
+    SaveOffset {
+        subscriber: String,
+        persistence_id: String,
+        offset: LogOffset,
+    },
 }
 
 /// A write waiting in the queue with the way back to its caller.

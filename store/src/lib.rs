@@ -1,4 +1,6 @@
-//! Persistence of entity state: event journals with snapshots, and values.
+//! Persistence of entity state: event journals with snapshots, values, and
+//! CRDT states; the event log that orders every persistence id's journal writes
+//! for subscribers, and the subscribers' offsets in it.
 //!
 //! One trait, [`Store`], with two real implementations: SQLite (the embedded
 //! default) and PostgreSQL. Both batch concurrent writes into one transaction
@@ -111,6 +113,62 @@ impl JournalWrite {
     }
 }
 
+/// The stored state of a CRDT entity: its latest state (`None` once the entity
+/// was deleted) at a sequence number that every save moves on by one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrdtRecord {
+    pub seq_nr: i64,
+    pub state: Option<Any>,
+}
+
+/// Replaces a CRDT entity's state, fenced like a journal append: `seq_nr` must
+/// be one past the stored one (1 for an entity with none), else the save fails
+/// with [`StoreError::Conflict`] and stores nothing, so two owners of one
+/// entity can never both write on from the same state. `state: None` deletes
+/// (the entity's sequence number stays, so a deletion is fenced too).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrdtWrite {
+    pub key: EntityKey,
+    pub seq_nr: i64,
+    pub state: Option<Any>,
+}
+
+impl CrdtWrite {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.seq_nr < 1 {
+            return Err(StoreError::Config(format!(
+                "a CRDT state's sequence number starts at 1, not {}",
+                self.seq_nr
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A position in a persistence id's event log: one per journal write, in the
+/// order the writes committed, so a subscriber that has seen a position never
+/// meets an earlier one later. Opaque apart from its order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct LogOffset {
+    pub tx: i64,
+    pub ord: i64,
+}
+
+impl LogOffset {
+    /// Before every write.
+    pub const START: LogOffset = LogOffset { tx: 0, ord: 0 };
+}
+
+/// One event as the event log hands it to a subscriber: where its write sits in
+/// the log, and the event with its entity and sequence number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedEvent {
+    pub offset: LogOffset,
+    pub entity_id: String,
+    pub seq_nr: i64,
+    pub payload: Any,
+}
+
 /// Counters of a store's group-commit writer, for metrics and tests. Every
 /// counter only grows for the life of the store handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -183,10 +241,56 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces the value of a value entity; `None` deletes it.
     async fn save_value(&self, key: &EntityKey, value: Option<Any>) -> Result<(), StoreError>;
 
+    /// The stored state of a CRDT entity (`None`: never saved). The default is
+    /// for test stores that keep no CRDTs.
+    async fn load_crdt(&self, key: &EntityKey) -> Result<Option<CrdtRecord>, StoreError> {
+        let _ = key;
+        Err(unsupported("CRDT states"))
+    }
+
+    /// Replaces a CRDT entity's state; see [`CrdtWrite`] for the fencing.
+    async fn save_crdt(&self, write: CrdtWrite) -> Result<(), StoreError> {
+        let _ = write;
+        Err(unsupported("CRDT states"))
+    }
+
+    /// The events of up to `limit` journal writes of `persistence_id` after
+    /// `after`, in log order (each write's events in sequence order). A write
+    /// whose transaction may still commit before an earlier one is not handed
+    /// out yet, so positions only ever grow.
+    async fn event_log(
+        &self,
+        persistence_id: &str,
+        after: LogOffset,
+        limit: u32,
+    ) -> Result<Vec<LoggedEvent>, StoreError> {
+        let _ = (persistence_id, after, limit);
+        Err(unsupported("an event log"))
+    }
+
+    /// How far `subscriber` has handled the event log of `persistence_id`
+    /// ([`LogOffset::START`] if it has not begun).
+    async fn load_offset(&self, subscriber: &str, persistence_id: &str) -> Result<LogOffset, StoreError> {
+        let _ = (subscriber, persistence_id);
+        Err(unsupported("subscriber offsets"))
+    }
+
+    /// Records that `subscriber` has handled the event log of `persistence_id`
+    /// up to `offset`. An offset only moves forward: saving an earlier one (a
+    /// second runner that lagged) leaves the later one.
+    async fn save_offset(&self, subscriber: &str, persistence_id: &str, offset: LogOffset) -> Result<(), StoreError> {
+        let _ = (subscriber, persistence_id, offset);
+        Err(unsupported("subscriber offsets"))
+    }
+
     /// Counters of the group-commit writer (all zero for a store that keeps none).
     fn stats(&self) -> StoreStats {
         StoreStats::default()
     }
+}
+
+fn unsupported(what: &str) -> StoreError {
+    StoreError::Config(format!("this store keeps no {what}"))
 }
 
 /// Opens a store from a URL: `sqlite://PATH` (a file, created if missing) or

@@ -14,10 +14,14 @@ use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 use tracing::{debug, info, warn};
 
 use crate::group_commit::{self, BatchOutcome, PendingWrite, WriteOp, WriteQueue, WriteReceiver};
-use crate::{EntityKey, JournalEvent, JournalWrite, Recovery, Snapshot, Store, StoreError, StoreStats};
+use crate::{
+    CrdtRecord, CrdtWrite, EntityKey, JournalEvent, JournalWrite, LogOffset, LoggedEvent, Recovery, Snapshot, Store,
+    StoreError, StoreStats,
+};
 
 /// The schema this code reads and writes; recorded in `strata_schema_version`.
-const SCHEMA_VERSION: i32 = 1;
+/// Version 2 added CRDT states, the event log and subscriber offsets.
+const SCHEMA_VERSION: i32 = 2;
 
 /// How long to wait for a connection when the URL does not say.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -57,6 +61,42 @@ CREATE TABLE IF NOT EXISTS strata_values (
     bytes BYTEA NOT NULL,
     PRIMARY KEY (persistence_id, entity_id)
 );
+CREATE TABLE IF NOT EXISTS strata_crdts (
+    persistence_id TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    seq_nr BIGINT NOT NULL,
+    type_url TEXT,
+    bytes BYTEA,
+    PRIMARY KEY (persistence_id, entity_id)
+);
+-- Each journal write's place in its persistence id's log: ordered by the
+-- writing transaction's id, then by a sequence. Readers only take writes of
+-- transactions older than any still running (txid_snapshot_xmin), so a write
+-- that commits late can never land behind a position already handed out.
+CREATE TABLE IF NOT EXISTS strata_event_log (
+    persistence_id TEXT NOT NULL,
+    tx BIGINT NOT NULL,
+    ord BIGSERIAL,
+    entity_id TEXT NOT NULL,
+    first_seq_nr BIGINT NOT NULL,
+    last_seq_nr BIGINT NOT NULL,
+    PRIMARY KEY (persistence_id, tx, ord)
+);
+CREATE TABLE IF NOT EXISTS strata_subscriber_offsets (
+    subscriber TEXT NOT NULL,
+    persistence_id TEXT NOT NULL,
+    tx BIGINT NOT NULL,
+    ord BIGINT NOT NULL,
+    PRIMARY KEY (subscriber, persistence_id)
+);
+";
+
+/// Journals written before the event log existed (schema 1) enter it as one
+/// write per entity, before anything newer (transaction 0).
+const LOG_EXISTING_JOURNALS: &str = "
+INSERT INTO strata_event_log (persistence_id, tx, entity_id, first_seq_nr, last_seq_nr)
+SELECT persistence_id, 0, entity_id, min(seq_nr), max(seq_nr) FROM strata_journal
+GROUP BY persistence_id, entity_id ORDER BY persistence_id, entity_id;
 ";
 
 /// Entity state in a PostgreSQL database (the tables live in the first schema of
@@ -234,6 +274,99 @@ impl Store for PostgresStore {
             .await
     }
 
+    async fn load_crdt(&self, key: &EntityKey) -> Result<Option<CrdtRecord>, StoreError> {
+        let row = self
+            .readers
+            .read("could not read the CRDT state", |conn| {
+                let key = key.clone();
+                async move {
+                    conn.client
+                        .query_opt(&conn.crdt, &[&key.persistence_id, &key.entity_id])
+                        .await
+                }
+            })
+            .await?;
+        Ok(row.map(|row| {
+            let type_url: Option<String> = row.get(1);
+            let bytes: Option<Vec<u8>> = row.get(2);
+            CrdtRecord {
+                seq_nr: row.get(0),
+                state: type_url.map(|type_url| Any {
+                    type_url,
+                    value: bytes.unwrap_or_default(),
+                }),
+            }
+        }))
+    }
+
+    async fn save_crdt(&self, write: CrdtWrite) -> Result<(), StoreError> {
+        write.check()?;
+        self.writes.submit(WriteOp::SaveCrdt(write)).await
+    }
+
+    async fn event_log(
+        &self,
+        persistence_id: &str,
+        after: LogOffset,
+        limit: u32,
+    ) -> Result<Vec<LoggedEvent>, StoreError> {
+        let limit = i64::from(limit);
+        let rows = self
+            .readers
+            .read("could not read the event log", |conn| {
+                let persistence_id = persistence_id.to_string();
+                async move {
+                    conn.client
+                        .query(&conn.event_log, &[&persistence_id, &after.tx, &after.ord, &limit])
+                        .await
+                }
+            })
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| LoggedEvent {
+                offset: LogOffset {
+                    tx: row.get(0),
+                    ord: row.get(1),
+                },
+                entity_id: row.get(2),
+                seq_nr: row.get(3),
+                payload: Any {
+                    type_url: row.get(4),
+                    value: row.get(5),
+                },
+            })
+            .collect())
+    }
+
+    async fn load_offset(&self, subscriber: &str, persistence_id: &str) -> Result<LogOffset, StoreError> {
+        let row = self
+            .readers
+            .read("could not read the subscriber's offset", |conn| {
+                let (subscriber, persistence_id) = (subscriber.to_string(), persistence_id.to_string());
+                async move {
+                    conn.client
+                        .query_opt(&conn.offset, &[&subscriber, &persistence_id])
+                        .await
+                }
+            })
+            .await?;
+        Ok(row.map_or(LogOffset::START, |row| LogOffset {
+            tx: row.get(0),
+            ord: row.get(1),
+        }))
+    }
+
+    async fn save_offset(&self, subscriber: &str, persistence_id: &str, offset: LogOffset) -> Result<(), StoreError> {
+        self.writes
+            .submit(WriteOp::SaveOffset {
+                subscriber: subscriber.to_string(),
+                persistence_id: persistence_id.to_string(),
+                offset,
+            })
+            .await
+    }
+
     fn stats(&self) -> StoreStats {
         self.writes.stats()
     }
@@ -300,6 +433,16 @@ async fn try_create_schema(client: &Client) -> Result<(), SchemaError> {
             .get(0);
         match version {
             Some(v) if v > SCHEMA_VERSION => return Err(SchemaError::TooNew(v)),
+            Some(v) if v < SCHEMA_VERSION => {
+                client.batch_execute(SCHEMA).await?;
+                client.batch_execute(LOG_EXISTING_JOURNALS).await?;
+                client
+                    .execute(
+                        "INSERT INTO strata_schema_version (version) VALUES ($1)",
+                        &[&SCHEMA_VERSION],
+                    )
+                    .await?;
+            }
             Some(_) => client.batch_execute(SCHEMA).await?,
             None => {
                 client.batch_execute(SCHEMA).await?;
@@ -330,6 +473,9 @@ struct ReadConn {
     events: Statement,
     events_before: Statement,
     value: Statement,
+    crdt: Statement,
+    event_log: Statement,
+    offset: Statement,
 }
 
 impl ReadConn {
@@ -361,6 +507,31 @@ impl ReadConn {
                 .prepare(
                     "SELECT type_url, bytes FROM strata_values
                      WHERE persistence_id = $1 AND entity_id = $2",
+                )
+                .await?,
+            crdt: client
+                .prepare(
+                    "SELECT seq_nr, type_url, bytes FROM strata_crdts
+                     WHERE persistence_id = $1 AND entity_id = $2",
+                )
+                .await?,
+            event_log: client
+                .prepare(
+                    "SELECT l.tx, l.ord, j.entity_id, j.seq_nr, j.type_url, j.bytes
+                     FROM (SELECT tx, ord, entity_id, first_seq_nr, last_seq_nr FROM strata_event_log
+                           WHERE persistence_id = $1 AND (tx, ord) > ($2, $3)
+                             AND tx < txid_snapshot_xmin(txid_current_snapshot())
+                           ORDER BY tx, ord LIMIT $4) l
+                     JOIN strata_journal j
+                       ON j.persistence_id = $1 AND j.entity_id = l.entity_id
+                      AND j.seq_nr BETWEEN l.first_seq_nr AND l.last_seq_nr
+                     ORDER BY l.tx, l.ord, j.seq_nr",
+                )
+                .await?,
+            offset: client
+                .prepare(
+                    "SELECT tx, ord FROM strata_subscriber_offsets
+                     WHERE subscriber = $1 AND persistence_id = $2",
                 )
                 .await?,
             client,
@@ -413,6 +584,10 @@ struct WriteConn {
     upsert_snapshot: Statement,
     upsert_value: Statement,
     delete_value: Statement,
+    log_write: Statement,
+    insert_crdt: Statement,
+    update_crdt: Statement,
+    save_offset: Statement,
 }
 
 impl WriteConn {
@@ -456,6 +631,33 @@ impl WriteConn {
                 .await?,
             delete_value: client
                 .prepare("DELETE FROM strata_values WHERE persistence_id = $1 AND entity_id = $2")
+                .await?,
+            log_write: client
+                .prepare(
+                    "INSERT INTO strata_event_log (persistence_id, tx, entity_id, first_seq_nr, last_seq_nr)
+                     VALUES ($1, txid_current(), $2, $3, $4)",
+                )
+                .await?,
+            insert_crdt: client
+                .prepare(
+                    "INSERT INTO strata_crdts (persistence_id, entity_id, seq_nr, type_url, bytes)
+                     VALUES ($1, $2, 1, $3, $4)
+                     ON CONFLICT DO NOTHING",
+                )
+                .await?,
+            update_crdt: client
+                .prepare(
+                    "UPDATE strata_crdts SET seq_nr = $3::BIGINT, type_url = $4, bytes = $5
+                     WHERE persistence_id = $1 AND entity_id = $2 AND seq_nr = $3::BIGINT - 1",
+                )
+                .await?,
+            save_offset: client
+                .prepare(
+                    "INSERT INTO strata_subscriber_offsets AS o (subscriber, persistence_id, tx, ord)
+                     VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (subscriber, persistence_id) DO UPDATE SET tx = EXCLUDED.tx, ord = EXCLUDED.ord
+                     WHERE (EXCLUDED.tx, EXCLUDED.ord) > (o.tx, o.ord)",
+                )
                 .await?,
             client,
         })
@@ -544,7 +746,50 @@ async fn apply(conn: &WriteConn, op: &WriteOp) -> Result<(), StoreError> {
             };
             saved.map(drop).map_err(|e| pg_error("could not save the value", &e))
         }
+        WriteOp::SaveCrdt(write) => save_crdt(conn, write).await,
+        WriteOp::SaveOffset {
+            subscriber,
+            persistence_id,
+            offset,
+        } => conn
+            .client
+            .execute(
+                &conn.save_offset,
+                &[subscriber, persistence_id, &offset.tx, &offset.ord],
+            )
+            .await
+            .map(drop)
+            .map_err(|e| pg_error("could not save the offset", &e)),
     }
+}
+
+async fn save_crdt(conn: &WriteConn, write: &CrdtWrite) -> Result<(), StoreError> {
+    let key = &write.key;
+    let type_url = write.state.as_ref().map(|s| s.type_url.as_str());
+    let bytes = write.state.as_ref().map(|s| s.value.as_slice());
+    let saved = if write.seq_nr == 1 {
+        conn.client
+            .execute(
+                &conn.insert_crdt,
+                &[&key.persistence_id, &key.entity_id, &type_url, &bytes],
+            )
+            .await
+    } else {
+        conn.client
+            .execute(
+                &conn.update_crdt,
+                &[&key.persistence_id, &key.entity_id, &write.seq_nr, &type_url, &bytes],
+            )
+            .await
+    }
+    .map_err(|e| pg_error("could not save the CRDT state", &e))?;
+    if saved == 0 {
+        return Err(StoreError::Conflict {
+            entity_id: key.entity_id.clone(),
+            seq_nr: write.seq_nr,
+        });
+    }
+    Ok(())
 }
 
 async fn append(conn: &WriteConn, write: &JournalWrite) -> Result<(), StoreError> {
@@ -572,6 +817,20 @@ async fn append(conn: &WriteConn, write: &JournalWrite) -> Result<(), StoreError
             entity_id: key.entity_id.clone(),
             seq_nr: taken,
         });
+    }
+    if !write.events.is_empty() {
+        conn.client
+            .execute(
+                &conn.log_write,
+                &[
+                    &key.persistence_id,
+                    &key.entity_id,
+                    &write.first_seq_nr,
+                    &write.last_seq_nr(),
+                ],
+            )
+            .await
+            .map_err(|e| pg_error(what, &e))?;
     }
     if let Some(snapshot) = &write.snapshot {
         conn.client

@@ -13,10 +13,14 @@ use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use crate::group_commit::{self, BatchOutcome, PendingWrite, WriteOp, WriteQueue, WriteReceiver};
-use crate::{EntityKey, JournalEvent, JournalWrite, Recovery, Snapshot, Store, StoreError, StoreStats};
+use crate::{
+    CrdtRecord, CrdtWrite, EntityKey, JournalEvent, JournalWrite, LogOffset, LoggedEvent, Recovery, Snapshot, Store,
+    StoreError, StoreStats,
+};
 
 /// The schema this code reads and writes; recorded in `strata_schema_version`.
-const SCHEMA_VERSION: i64 = 1;
+/// Version 2 added CRDT states, the event log and subscriber offsets.
+const SCHEMA_VERSION: i64 = 2;
 
 /// How long SQLite itself retries a lock held by another connection or process.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,6 +56,37 @@ CREATE TABLE IF NOT EXISTS strata_values (
     bytes BLOB NOT NULL,
     PRIMARY KEY (persistence_id, entity_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS strata_crdts (
+    persistence_id TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    seq_nr INTEGER NOT NULL,
+    type_url TEXT,
+    bytes BLOB,
+    PRIMARY KEY (persistence_id, entity_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS strata_event_log (
+    ord INTEGER PRIMARY KEY AUTOINCREMENT,
+    persistence_id TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    first_seq_nr INTEGER NOT NULL,
+    last_seq_nr INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS strata_event_log_by_persistence_id ON strata_event_log (persistence_id, ord);
+CREATE TABLE IF NOT EXISTS strata_subscriber_offsets (
+    subscriber TEXT NOT NULL,
+    persistence_id TEXT NOT NULL,
+    tx INTEGER NOT NULL,
+    ord INTEGER NOT NULL,
+    PRIMARY KEY (subscriber, persistence_id)
+) WITHOUT ROWID;
+";
+
+/// Journals written before the event log existed (schema 1) enter it as one
+/// write per entity, in entity order, before anything newer.
+const LOG_EXISTING_JOURNALS: &str = "
+INSERT INTO strata_event_log (persistence_id, entity_id, first_seq_nr, last_seq_nr)
+SELECT persistence_id, entity_id, min(seq_nr), max(seq_nr) FROM strata_journal
+GROUP BY persistence_id, entity_id ORDER BY persistence_id, entity_id;
 ";
 
 /// Entity state in one SQLite file (WAL mode, `synchronous=FULL`).
@@ -205,6 +240,105 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn load_crdt(&self, key: &EntityKey) -> Result<Option<CrdtRecord>, StoreError> {
+        let key = key.clone();
+        self.readers
+            .run("could not read the CRDT state", move |conn| {
+                conn.prepare_cached(
+                    "SELECT seq_nr, type_url, bytes FROM strata_crdts
+                     WHERE persistence_id = ?1 AND entity_id = ?2",
+                )?
+                .query_row(params![key.persistence_id, key.entity_id], |row| {
+                    let type_url: Option<String> = row.get(1)?;
+                    let bytes: Option<Vec<u8>> = row.get(2)?;
+                    Ok(CrdtRecord {
+                        seq_nr: row.get(0)?,
+                        state: type_url.map(|type_url| Any {
+                            type_url,
+                            value: bytes.unwrap_or_default(),
+                        }),
+                    })
+                })
+                .optional()
+            })
+            .await
+    }
+
+    async fn save_crdt(&self, write: CrdtWrite) -> Result<(), StoreError> {
+        write.check()?;
+        self.writes.submit(WriteOp::SaveCrdt(write)).await
+    }
+
+    async fn event_log(
+        &self,
+        persistence_id: &str,
+        after: LogOffset,
+        limit: u32,
+    ) -> Result<Vec<LoggedEvent>, StoreError> {
+        let persistence_id = persistence_id.to_string();
+        // One writer at a time commits, so the log's order is the commit order
+        // and every position is final once visible; `tx` is always 0 here.
+        let after = after.ord;
+        self.readers
+            .run("could not read the event log", move |conn| {
+                let mut select = conn.prepare_cached(
+                    "SELECT l.ord, j.entity_id, j.seq_nr, j.type_url, j.bytes
+                     FROM (SELECT ord, entity_id, first_seq_nr, last_seq_nr FROM strata_event_log
+                           WHERE persistence_id = ?1 AND ord > ?2 ORDER BY ord LIMIT ?3) l
+                     JOIN strata_journal j
+                       ON j.persistence_id = ?1 AND j.entity_id = l.entity_id
+                      AND j.seq_nr BETWEEN l.first_seq_nr AND l.last_seq_nr
+                     ORDER BY l.ord, j.seq_nr",
+                )?;
+                let rows = select.query_map(params![persistence_id, after, limit], |row| {
+                    Ok(LoggedEvent {
+                        offset: LogOffset {
+                            tx: 0,
+                            ord: row.get(0)?,
+                        },
+                        entity_id: row.get(1)?,
+                        seq_nr: row.get(2)?,
+                        payload: Any {
+                            type_url: row.get(3)?,
+                            value: row.get(4)?,
+                        },
+                    })
+                })?;
+                rows.collect()
+            })
+            .await
+    }
+
+    async fn load_offset(&self, subscriber: &str, persistence_id: &str) -> Result<LogOffset, StoreError> {
+        let (subscriber, persistence_id) = (subscriber.to_string(), persistence_id.to_string());
+        self.readers
+            .run("could not read the subscriber's offset", move |conn| {
+                conn.prepare_cached(
+                    "SELECT tx, ord FROM strata_subscriber_offsets
+                     WHERE subscriber = ?1 AND persistence_id = ?2",
+                )?
+                .query_row(params![subscriber, persistence_id], |row| {
+                    Ok(LogOffset {
+                        tx: row.get(0)?,
+                        ord: row.get(1)?,
+                    })
+                })
+                .optional()
+                .map(Option::unwrap_or_default)
+            })
+            .await
+    }
+
+    async fn save_offset(&self, subscriber: &str, persistence_id: &str, offset: LogOffset) -> Result<(), StoreError> {
+        self.writes
+            .submit(WriteOp::SaveOffset {
+                subscriber: subscriber.to_string(),
+                persistence_id: persistence_id.to_string(),
+                offset,
+            })
+            .await
+    }
+
     fn stats(&self) -> StoreStats {
         self.writes.stats()
     }
@@ -313,6 +447,14 @@ fn create_schema(conn: &Connection) -> Result<(), SchemaError> {
             conn.query_row("SELECT max(version) FROM strata_schema_version", [], |r| r.get(0))?;
         match version {
             Some(v) if v > SCHEMA_VERSION => return Err(SchemaError::TooNew(v)),
+            Some(v) if v < SCHEMA_VERSION => {
+                conn.execute_batch(SCHEMA)?;
+                conn.execute_batch(LOG_EXISTING_JOURNALS)?;
+                conn.execute(
+                    "INSERT INTO strata_schema_version (version) VALUES (?1)",
+                    [SCHEMA_VERSION],
+                )?;
+            }
             Some(_) => conn.execute_batch(SCHEMA)?,
             None => {
                 conn.execute_batch(SCHEMA)?;
@@ -408,11 +550,17 @@ impl WriteError {
                 entity_id: write.key.entity_id.clone(),
                 seq_nr,
             },
-            (Self::Conflict(_), WriteOp::SaveValue { .. }) => {
-                unreachable!("value writes replace and never conflict")
+            (Self::Conflict(seq_nr), WriteOp::SaveCrdt(write)) => StoreError::Conflict {
+                entity_id: write.key.entity_id.clone(),
+                seq_nr,
+            },
+            (Self::Conflict(_), WriteOp::SaveValue { .. } | WriteOp::SaveOffset { .. }) => {
+                unreachable!("value and offset writes never conflict")
             }
             (Self::Sqlite(e), WriteOp::Append(_)) => unavailable("could not append events", &e),
             (Self::Sqlite(e), WriteOp::SaveValue { .. }) => unavailable("could not save the value", &e),
+            (Self::Sqlite(e), WriteOp::SaveCrdt(_)) => unavailable("could not save the CRDT state", &e),
+            (Self::Sqlite(e), WriteOp::SaveOffset { .. }) => unavailable("could not save the offset", &e),
         }
     }
 }
@@ -421,7 +569,61 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<(), WriteError> {
     match op {
         WriteOp::Append(write) => append(conn, write),
         WriteOp::SaveValue { key, value } => save_value(conn, key, value.as_ref()).map_err(WriteError::Sqlite),
+        WriteOp::SaveCrdt(write) => save_crdt(conn, write),
+        WriteOp::SaveOffset {
+            subscriber,
+            persistence_id,
+            offset,
+        } => save_offset(conn, subscriber, persistence_id, *offset).map_err(WriteError::Sqlite),
     }
+}
+
+fn save_crdt(conn: &Connection, write: &CrdtWrite) -> Result<(), WriteError> {
+    let key = &write.key;
+    let type_url = write.state.as_ref().map(|s| s.type_url.as_str());
+    let bytes = write.state.as_ref().map(|s| s.value.as_slice());
+    let saved = if write.seq_nr == 1 {
+        match conn
+            .prepare_cached(
+                "INSERT INTO strata_crdts (persistence_id, entity_id, seq_nr, type_url, bytes)
+                 VALUES (?1, ?2, 1, ?3, ?4)",
+            )
+            .and_then(|mut s| s.execute(params![key.persistence_id, key.entity_id, type_url, bytes]))
+        {
+            Err(e) if is_primary_key_violation(&e) => 0,
+            other => other.map_err(WriteError::Sqlite)?,
+        }
+    } else {
+        conn.prepare_cached(
+            "UPDATE strata_crdts SET seq_nr = ?3, type_url = ?4, bytes = ?5
+             WHERE persistence_id = ?1 AND entity_id = ?2 AND seq_nr = ?3 - 1",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                key.persistence_id,
+                key.entity_id,
+                write.seq_nr,
+                type_url,
+                bytes
+            ])
+        })
+        .map_err(WriteError::Sqlite)?
+    };
+    if saved == 0 {
+        return Err(WriteError::Conflict(write.seq_nr));
+    }
+    Ok(())
+}
+
+fn save_offset(conn: &Connection, subscriber: &str, persistence_id: &str, offset: LogOffset) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO strata_subscriber_offsets (subscriber, persistence_id, tx, ord)
+         VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (subscriber, persistence_id) DO UPDATE SET tx = excluded.tx, ord = excluded.ord
+         WHERE (excluded.tx, excluded.ord) > (tx, ord)",
+    )?
+    .execute(params![subscriber, persistence_id, offset.tx, offset.ord])
+    .map(drop)
 }
 
 fn append(conn: &Connection, write: &JournalWrite) -> Result<(), WriteError> {
@@ -445,6 +647,22 @@ fn append(conn: &Connection, write: &JournalWrite) -> Result<(), WriteError> {
             Err(e) if is_primary_key_violation(&e) => return Err(WriteError::Conflict(seq_nr)),
             Err(e) => return Err(WriteError::Sqlite(e)),
         }
+    }
+    if !write.events.is_empty() {
+        // The write's place in its persistence id's event log, in commit order.
+        conn.prepare_cached(
+            "INSERT INTO strata_event_log (persistence_id, entity_id, first_seq_nr, last_seq_nr)
+             VALUES (?1, ?2, ?3, ?4)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                key.persistence_id,
+                key.entity_id,
+                write.first_seq_nr,
+                write.last_seq_nr()
+            ])
+        })
+        .map_err(WriteError::Sqlite)?;
     }
     if let Some(snapshot) = &write.snapshot {
         let seq_nr = snapshot.seq_nr;

@@ -13,6 +13,11 @@ use strata_proto::cloudstate::{
         action_protocol_server::{ActionProtocol, ActionProtocolServer},
         ActionCommand, ActionResponse,
     },
+    crdt::{
+        crdt_client::CrdtClient,
+        crdt_server::{Crdt, CrdtServer},
+        CrdtStreamIn, CrdtStreamOut,
+    },
     entity_discovery_client::EntityDiscoveryClient,
     entity_discovery_server::{EntityDiscovery, EntityDiscoveryServer},
     eventsourced::{
@@ -73,12 +78,20 @@ pub struct Discovery {
 
 type Queue<T> = Mutex<mpsc::UnboundedReceiver<T>>;
 
+/// A change the interceptor makes to the function's next CRDT answer, so a
+/// case can hand the proxy what a faulty function would send.
+pub type Tamper = Box<dyn FnOnce(CrdtStreamOut) -> CrdtStreamOut + Send>;
+
+type TamperSlot = Arc<std::sync::Mutex<Option<Tamper>>>;
+
 /// The calls the proxy made, for the cases to take in order.
 pub struct Interceptor {
     pub address: SocketAddr,
     discoveries: Queue<Discovery>,
     event_sourced: Queue<Intercepted<EventSourcedStreamIn, EventSourcedStreamOut>>,
     value: Queue<Intercepted<ValueEntityStreamIn, ValueEntityStreamOut>>,
+    crdt: Queue<Intercepted<CrdtStreamIn, CrdtStreamOut>>,
+    crdt_tamper: TamperSlot,
     actions: Queue<(Shape, Intercepted<ActionCommand, ActionResponse>)>,
 }
 
@@ -102,12 +115,16 @@ impl Interceptor {
         let (discoveries, discovered) = mpsc::unbounded_channel();
         let (event_sourced, event_sourced_calls) = mpsc::unbounded_channel();
         let (value, value_calls) = mpsc::unbounded_channel();
+        let (crdt, crdt_calls) = mpsc::unbounded_channel();
+        let crdt_tamper = TamperSlot::default();
         let (actions, action_calls) = mpsc::unbounded_channel();
         let relay = Relay {
             function: channel,
             discoveries,
             event_sourced,
             value,
+            crdt,
+            crdt_tamper: crdt_tamper.clone(),
             actions,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -116,6 +133,7 @@ impl Interceptor {
             .add_service(EntityDiscoveryServer::new(relay.clone()))
             .add_service(EventSourcedServer::new(relay.clone()))
             .add_service(ValueEntityServer::new(relay.clone()))
+            .add_service(CrdtServer::new(relay.clone()))
             .add_service(ActionProtocolServer::new(relay))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
         tokio::spawn(async move {
@@ -128,6 +146,8 @@ impl Interceptor {
             discoveries: Mutex::new(discovered),
             event_sourced: Mutex::new(event_sourced_calls),
             value: Mutex::new(value_calls),
+            crdt: Mutex::new(crdt_calls),
+            crdt_tamper,
             actions: Mutex::new(action_calls),
         }))
     }
@@ -144,6 +164,19 @@ impl Interceptor {
 
     pub async fn value_entity(&self) -> Result<Intercepted<ValueEntityStreamIn, ValueEntityStreamOut>, String> {
         take(&self.value, "value entity stream").await
+    }
+
+    pub async fn crdt(&self) -> Result<Intercepted<CrdtStreamIn, CrdtStreamOut>, String> {
+        take(&self.crdt, "CRDT entity stream").await
+    }
+
+    /// Changes the function's next CRDT answer (on any stream) with `tamper`
+    /// before the proxy gets it; the recorded answer is the changed one.
+    pub fn tamper_next_crdt_answer(&self, tamper: Tamper) {
+        *self
+            .crdt_tamper
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tamper);
     }
 
     /// The next action call, which must have the given shape.
@@ -166,6 +199,9 @@ impl Interceptor {
         if self.value.lock().await.try_recv().is_ok() {
             stray.push("a value entity stream");
         }
+        if self.crdt.lock().await.try_recv().is_ok() {
+            stray.push("a CRDT entity stream");
+        }
         if self.actions.lock().await.try_recv().is_ok() {
             stray.push("an action call");
         }
@@ -184,6 +220,8 @@ struct Relay {
     discoveries: mpsc::UnboundedSender<Discovery>,
     event_sourced: mpsc::UnboundedSender<Intercepted<EventSourcedStreamIn, EventSourcedStreamOut>>,
     value: mpsc::UnboundedSender<Intercepted<ValueEntityStreamIn, ValueEntityStreamOut>>,
+    crdt: mpsc::UnboundedSender<Intercepted<CrdtStreamIn, CrdtStreamOut>>,
+    crdt_tamper: TamperSlot,
     actions: mpsc::UnboundedSender<(Shape, Intercepted<ActionCommand, ActionResponse>)>,
 }
 
@@ -360,6 +398,33 @@ impl ValueEntity for Relay {
             move |requests| async move { Ok(client.handle(requests).await?.into_inner().boxed()) },
         );
         let _ = self.value.send(intercepted);
+        Ok(Response::new(answers))
+    }
+}
+
+#[tonic::async_trait]
+impl Crdt for Relay {
+    type handleStream = Answers<CrdtStreamOut>;
+
+    async fn handle(&self, request: Request<Streaming<CrdtStreamIn>>) -> Result<Response<Self::handleStream>, Status> {
+        let mut client = CrdtClient::new(self.function.clone());
+        let slot = self.crdt_tamper.clone();
+        let tamper = move |answer: Result<CrdtStreamOut, Status>| {
+            let change = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            match (answer, change) {
+                (Ok(out), Some(change)) => Ok(change(out)),
+                (answer, change) => {
+                    *slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = change;
+                    answer
+                }
+            }
+        };
+        let (intercepted, answers) = relay(
+            streamed(request),
+            ("the proxy's CRDT messages", "the function's CRDT answers"),
+            move |requests| async move { Ok(client.handle(requests).await?.into_inner().map(tamper).boxed()) },
+        );
+        let _ = self.crdt.send(intercepted);
         Ok(Response::new(answers))
     }
 }

@@ -99,6 +99,14 @@ pub struct Case {
     pub run: for<'a> fn(&'a Kit) -> BoxFuture<'a, Check>,
 }
 
+/// A case of CloudState's kit that cannot run against Strata yet (the proxy
+/// does not serve what it needs): always reported pending, with why.
+pub struct Pending {
+    pub section: &'static str,
+    pub name: &'static str,
+    pub why: &'static str,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     Passed,
@@ -147,14 +155,14 @@ pub async fn run_case(kit: &Kit, case: &Case) -> Verdict {
 }
 
 /// Runs `cases` (those whose name or section contains `filter`, if given) in
-/// order, printing each verdict; returns the tally.
-pub async fn run_all(kit: &Kit, cases: &[Case], filter: Option<&str>) -> Summary {
+/// order, printing each verdict, then lists the `pending` ones; returns the
+/// tally.
+pub async fn run_all(kit: &Kit, cases: &[Case], pending: &[Pending], filter: Option<&str>) -> Summary {
+    let selected = |section: &str, name: &str| filter.is_none_or(|f| section.contains(f) || name.contains(f));
     let mut summary = Summary::default();
     for case in cases {
-        if let Some(filter) = filter {
-            if !case.name.contains(filter) && !case.section.contains(filter) {
-                continue;
-            }
+        if !selected(case.section, case.name) {
+            continue;
         }
         let verdict = run_case(kit, case).await;
         match &verdict {
@@ -176,6 +184,10 @@ pub async fn run_all(kit: &Kit, cases: &[Case], filter: Option<&str>) -> Summary
                 println!("pending  {}: {} ({why})", case.section, case.name);
             }
         }
+    }
+    for case in pending.iter().filter(|case| selected(case.section, case.name)) {
+        summary.pending += 1;
+        println!("pending  {}: {} ({})", case.section, case.name, case.why);
     }
     summary
 }
@@ -206,6 +218,14 @@ mod tests {
                 case.name
             );
         }
-        assert!(cases.len() > 90, "{} cases", cases.len());
+        for case in crate::cases::pending() {
+            assert!(
+                seen.insert((case.section, case.name)),
+                "{}: {} twice",
+                case.section,
+                case.name
+            );
+        }
+        assert!(cases.len() > 170, "{} cases", cases.len());
     }
 }

@@ -20,6 +20,8 @@ pub mod model {
     pub use self::cloudstate::tck::model as es;
     /// The action model's package.
     pub use self::cloudstate::tck::model::action;
+    /// The CRDT model's package.
+    pub use self::cloudstate::tck::model::crdt;
     /// The value entity model's package.
     pub use self::cloudstate::tck::model::valueentity as ve;
 

@@ -272,6 +272,120 @@ pub mod ve {
     }
 }
 
+/// The CRDT protocol.
+pub mod crdt {
+    use super::*;
+    use pb::crdt::{
+        crdt_state_action::Action as StateAction, crdt_stream_in::Message as In, crdt_stream_out::Message as Out,
+        CrdtDelete, CrdtDelta, CrdtInit, CrdtReply, CrdtStateAction, CrdtStreamIn, CrdtStreamOut, CrdtWriteConsistency,
+    };
+
+    /// `CrdtInit` for an entity with no state stored.
+    pub fn init(service: &str, entity_id: &str) -> CrdtStreamIn {
+        init_with(service, entity_id, None)
+    }
+
+    /// `CrdtInit` carrying the stored state as a delta.
+    pub fn init_with(service: &str, entity_id: &str, delta: Option<CrdtDelta>) -> CrdtStreamIn {
+        CrdtStreamIn {
+            message: Some(In::Init(CrdtInit {
+                service_name: service.into(),
+                entity_id: entity_id.into(),
+                delta,
+            })),
+        }
+    }
+
+    /// A change another replica made, as the proxy passes it on.
+    pub fn delta(delta: CrdtDelta) -> CrdtStreamIn {
+        CrdtStreamIn {
+            message: Some(In::Delta(delta)),
+        }
+    }
+
+    /// The entity was deleted (by another replica).
+    pub fn delete() -> CrdtStreamIn {
+        CrdtStreamIn {
+            message: Some(In::Delete(CrdtDelete {})),
+        }
+    }
+
+    pub fn command(id: i64, entity_id: &str, name: &str, payload: Any) -> CrdtStreamIn {
+        CrdtStreamIn {
+            message: Some(In::Command(super::command(id, entity_id, name, payload))),
+        }
+    }
+
+    /// The function's change of the state, with local write consistency (what
+    /// strata-sdk sends).
+    pub fn update(delta: CrdtDelta) -> Option<CrdtStateAction> {
+        Some(CrdtStateAction {
+            action: Some(StateAction::Update(delta)),
+            write_consistency: CrdtWriteConsistency::Local as i32,
+        })
+    }
+
+    /// The function deletes the entity, with local write consistency.
+    pub fn deleted() -> Option<CrdtStateAction> {
+        Some(CrdtStateAction {
+            action: Some(StateAction::Delete(CrdtDelete {})),
+            write_consistency: CrdtWriteConsistency::Local as i32,
+        })
+    }
+
+    fn reply_with(
+        command_id: i64,
+        client_action: Option<pb::ClientAction>,
+        state_action: Option<CrdtStateAction>,
+        side_effects: Vec<pb::SideEffect>,
+    ) -> CrdtStreamOut {
+        CrdtStreamOut {
+            message: Some(Out::Reply(CrdtReply {
+                command_id,
+                client_action,
+                side_effects,
+                state_action,
+                streamed: false,
+            })),
+        }
+    }
+
+    pub fn reply(command_id: i64, payload: Any, state_action: Option<CrdtStateAction>) -> CrdtStreamOut {
+        reply_with(command_id, reply_action(payload), state_action, vec![])
+    }
+
+    /// A reply with side effects (an `Effects`' state action is a value
+    /// entity's; the CRDT's is `state_action`).
+    pub fn reply_effects(
+        command_id: i64,
+        payload: Any,
+        state_action: Option<CrdtStateAction>,
+        effects: Effects,
+    ) -> CrdtStreamOut {
+        reply_with(command_id, reply_action(payload), state_action, effects.side_effects)
+    }
+
+    pub fn forward(
+        command_id: i64,
+        service: &str,
+        name: &str,
+        payload: Any,
+        state_action: Option<CrdtStateAction>,
+        effects: Effects,
+    ) -> CrdtStreamOut {
+        reply_with(
+            command_id,
+            forward_action(service, name, payload),
+            state_action,
+            effects.side_effects,
+        )
+    }
+
+    pub fn action_failure(command_id: i64, description: &str) -> CrdtStreamOut {
+        reply_with(command_id, failure_action(command_id, description, false), None, vec![])
+    }
+}
+
 /// The action protocol.
 pub mod action {
     use super::*;

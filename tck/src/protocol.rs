@@ -7,6 +7,7 @@ use std::fmt::Debug;
 use futures::StreamExt;
 use strata_proto::cloudstate::{
     action::{action_protocol_client::ActionProtocolClient, ActionCommand, ActionResponse},
+    crdt::{crdt_client::CrdtClient, CrdtStreamIn, CrdtStreamOut},
     eventsourced::{event_sourced_client::EventSourcedClient, EventSourcedStreamIn, EventSourcedStreamOut},
     valueentity::{value_entity_client::ValueEntityClient, ValueEntityStreamIn, ValueEntityStreamOut},
 };
@@ -74,6 +75,13 @@ impl Protocol {
     pub fn value_entity(&self) -> Connection<ValueEntityStreamIn, ValueEntityStreamOut> {
         let mut client = ValueEntityClient::new(self.channel.clone());
         connection("the function's value entity answers", move |requests| async move {
+            Ok(client.handle(requests).await?.into_inner().boxed())
+        })
+    }
+
+    pub fn crdt(&self) -> Connection<CrdtStreamIn, CrdtStreamOut> {
+        let mut client = CrdtClient::new(self.channel.clone());
+        connection("the function's CRDT answers", move |requests| async move {
             Ok(client.handle(requests).await?.into_inner().boxed())
         })
     }

@@ -70,6 +70,7 @@ fn context() -> Arc<SessionContext> {
         metrics: Arc::new(Metrics::new()),
         targets: Arc::new(Catalog::default()),
         command_timeout: DEFAULT_COMMAND_TIMEOUT,
+        instance_id: "test".into(),
     })
 }
 
@@ -176,6 +177,7 @@ async fn a_command_past_its_client_deadline_is_not_sent() {
     let context = CallContext {
         deadline: Some(tokio::time::Instant::now()),
         hops: 0,
+        routed_by: 0,
     };
     let mut answers = run("ccc", &["late"], context).await;
     assert!(matches!(

@@ -58,6 +58,12 @@ impl<In, Out> Conversation<In, Out> {
         }
     }
 
+    /// Sends the function a message that is not a command (`false`: the stream
+    /// is gone, and the next command will find out).
+    pub(super) fn send(&self, message: Box<In>) -> bool {
+        self.to_function.send(message).is_ok()
+    }
+
     /// Whether the function has ended the stream while nothing was in flight.
     pub(super) fn is_closed(&mut self) -> bool {
         self.from_function.is_closed()

@@ -5,6 +5,8 @@
 
 mod actor;
 mod conversation;
+mod crdt;
+mod crdt_session;
 mod event_sourced;
 #[cfg(test)]
 mod limits_tests;
@@ -19,7 +21,10 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use session::{EntityCommand, SessionContext, DEFAULT_COMMAND_TIMEOUT};
 
-use self::{actor::Actor, event_sourced::EventSourcedSession, registry::ActorRegistry, value::ValueSession};
+use self::{
+    actor::Actor, crdt_session::CrdtSession, event_sourced::EventSourcedSession, registry::ActorRegistry,
+    value::ValueSession,
+};
 use crate::{
     call::{Call, Outcome},
     error::ProxyError,
@@ -142,6 +147,7 @@ impl Entities {
         match actor.entity.kind {
             EntityKind::EventSourced => tokio::spawn(actor.run::<EventSourcedSession>(rx, own)),
             EntityKind::Value => tokio::spawn(actor.run::<ValueSession>(rx, own)),
+            EntityKind::Crdt => tokio::spawn(actor.run::<CrdtSession>(rx, own)),
             EntityKind::Action => unreachable!("actions have no entity actors (checked by handle)"),
         };
         tx

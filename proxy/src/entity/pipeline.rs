@@ -228,6 +228,7 @@ mod tests {
             metrics: Arc::new(Metrics::new()),
             targets: Arc::new(Catalog::default()),
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            instance_id: "test".into(),
         };
         let pipeline = WritePipeline::new(EntityKey::new("cart", "hot"), "Cart".into(), 10);
         (ctx, rx, pipeline)

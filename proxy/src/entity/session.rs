@@ -28,6 +28,8 @@ pub struct SessionContext {
     pub targets: Arc<dyn Targets>,
     /// How long the function may take to answer one command.
     pub command_timeout: Duration,
+    /// This sidecar's identity as a CRDT replica (and a vote's voter).
+    pub instance_id: String,
 }
 
 /// Where a command's result goes.

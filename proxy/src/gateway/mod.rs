@@ -107,10 +107,12 @@ pub struct Gateway {
     forward_timeout: Duration,
 }
 
-/// Where one call goes, and (for an action) its count on that instance.
+/// Where one call goes, the route version that said so, and (for an action)
+/// its count on that instance.
 struct Destination {
     service: String,
     target: Target,
+    version: u64,
     _ticket: Option<Ticket>,
 }
 
@@ -170,6 +172,7 @@ impl Gateway {
             return Ok(Some(Destination {
                 service: service.name.clone(),
                 target,
+                version: table.version,
                 _ticket: Some(ticket),
             }));
         };
@@ -178,6 +181,7 @@ impl Gateway {
             Some(target) => Ok(Some(Destination {
                 service: service.name.clone(),
                 target,
+                version: table.version,
                 _ticket: None,
             })),
             None => {
@@ -198,7 +202,6 @@ impl Commands for Gateway {
     async fn unary(&self, call: Call) -> Result<Answer, ProxyError> {
         let path = call.method.path();
         let request = Bytes::from(call.payload.value);
-        let headers = outgoing(call.metadata.as_ref(), &call.context);
         let mut routes = self.routes.clone();
         for _ in 0..MAX_ATTEMPTS {
             let Some(destination) = self
@@ -212,9 +215,15 @@ impl Commands for Gateway {
             // off) costs the caller a 504 after the forward timeout at most.
             let timeout =
                 Some(remaining(&call.context)?.map_or(self.forward_timeout, |left| left.min(self.forward_timeout)));
+            // The sidecar waits for this version of the routes before it says "not owner".
+            let context = CallContext {
+                routed_by: destination.version,
+                ..call.context
+            };
+            let headers = outgoing(call.metadata.as_ref(), &context);
             match self
                 .forwarder
-                .call(address, &path, request.clone(), headers.clone(), timeout)
+                .call(address, &path, request.clone(), headers, timeout)
                 .await
             {
                 Ok((reply, metadata)) => {
@@ -467,7 +476,7 @@ pub async fn run(
     ));
     tracing::info!(%addr, admin = %admin_addr, control_plane = %config.control_plane, "gateway ready");
     let app = Router::new().fallback_service(live);
-    let served = axum::serve(listener, app)
+    let served = axum::serve(ingress::without_delay(listener), app)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(GatewayError::Serve);

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use strata_sdk::{
-    unpack, Action, ActionService, Any, Command, CommandStream, EntityError, EventContext, EventSourcedEntity,
-    EventSourcedService, Failure, Reply, ReplyStream, Service, ServiceCall, SideEffect, ValueContext, ValueEntity,
-    ValueEntityService,
+    unpack, Action, ActionService, Any, Command, CommandStream, Crdt, CrdtContext, CrdtEntity, CrdtService,
+    EntityError, EventContext, EventSourcedEntity, EventSourcedService, Failure, Flag, GCounter, GSet, LwwRegister,
+    OrMap, OrSet, PnCounter, Reply, ReplyStream, Service, ServiceCall, SideEffect, ValueContext, ValueEntity,
+    ValueEntityService, Vote,
 };
-use strata_tck::model::{action as act, es, ve, DESCRIPTORS};
+use strata_tck::model::{action as act, crdt, es, ve, DESCRIPTORS};
 
 const ES_MODEL: &str = "cloudstate.tck.model.EventSourcedTckModel";
 const ES_TWO: &str = "cloudstate.tck.model.EventSourcedTwo";
@@ -18,6 +19,16 @@ const ES_CONFIGURED: &str = "cloudstate.tck.model.EventSourcedConfigured";
 const VE_MODEL: &str = "cloudstate.tck.model.valueentity.ValueEntityTckModel";
 const VE_TWO: &str = "cloudstate.tck.model.valueentity.ValueEntityTwo";
 const VE_CONFIGURED: &str = "cloudstate.tck.model.valueentity.ValueEntityConfigured";
+const CRDT_GCOUNTER: &str = "cloudstate.tck.model.crdt.GCounterTckModel";
+const CRDT_PNCOUNTER: &str = "cloudstate.tck.model.crdt.PNCounterTckModel";
+const CRDT_GSET: &str = "cloudstate.tck.model.crdt.GSetTckModel";
+const CRDT_ORSET: &str = "cloudstate.tck.model.crdt.ORSetTckModel";
+const CRDT_LWWREGISTER: &str = "cloudstate.tck.model.crdt.LWWRegisterTckModel";
+const CRDT_FLAG: &str = "cloudstate.tck.model.crdt.FlagTckModel";
+const CRDT_ORMAP: &str = "cloudstate.tck.model.crdt.ORMapTckModel";
+const CRDT_VOTE: &str = "cloudstate.tck.model.crdt.VoteTckModel";
+const CRDT_TWO: &str = "cloudstate.tck.model.crdt.CrdtTwo";
+const CRDT_CONFIGURED: &str = "cloudstate.tck.model.crdt.CrdtConfigured";
 const ACTION_MODEL: &str = "cloudstate.tck.model.action.ActionTckModel";
 const ACTION_TWO: &str = "cloudstate.tck.model.action.ActionTwo";
 
@@ -90,7 +101,7 @@ impl EventSourcedEntity for EventSourcedModel {
 }
 
 /// Answers every command with an empty `Response` (the "two" and "configured"
-/// services of each entity model).
+/// services of each entity model, and the CRDT model's CrdtTwo).
 struct Quiet;
 
 impl EventSourcedEntity for Quiet {
@@ -238,6 +249,212 @@ impl Action for ActionModel {
     }
 }
 
+/// One CRDT type as the CRDT model uses it: the actions it takes and how its
+/// state reads in a `Response`.
+trait ModelCrdt: Crdt {
+    const NAME: &'static str;
+
+    /// Applies a change action; `Err` with the action's name if the type has no
+    /// such change.
+    fn change(&mut self, action: crdt::request_action::Action) -> Result<(), &'static str>;
+
+    fn render(&self) -> String;
+}
+
+fn action_name(action: &crdt::request_action::Action) -> &'static str {
+    use crdt::request_action::Action as A;
+    match action {
+        A::Increment(_) => "Increment",
+        A::Decrement(_) => "Decrement",
+        A::Add(_) => "Add",
+        A::Remove(_) => "Remove",
+        A::Set(_) => "Set",
+        A::Enable(_) => "Enable",
+        A::Vote(_) => "Vote",
+        A::MapIncrement(_) => "MapIncrement",
+        A::Delete(_) => "Delete",
+        A::Fail(_) => "Fail",
+        A::Forward(_) => "Forward",
+        A::Effect(_) => "Effect",
+    }
+}
+
+fn joined<'a>(items: impl Iterator<Item = &'a String>) -> String {
+    items.map(String::as_str).collect::<Vec<_>>().join(",")
+}
+
+impl ModelCrdt for GCounter {
+    const NAME: &'static str = "GCounter";
+    fn change(&mut self, action: crdt::request_action::Action) -> Result<(), &'static str> {
+        match action {
+            crdt::request_action::Action::Increment(by) => {
+                self.increment(u64::try_from(by.value).map_err(|_| "Increment (negative)")?);
+                Ok(())
+            }
+            other => Err(action_name(&other)),
+        }
+    }
+    fn render(&self) -> String {
+        self.value().to_string()
+    }
+}
+
+impl ModelCrdt for PnCounter {
+    const NAME: &'static str = "PNCounter";
+    fn change(&mut self, action: crdt::request_action::Action) -> Result<(), &'static str> {
+        match action {
+            crdt::request_action::Action::Increment(by) => self.increment(by.value),
+            crdt::request_action::Action::Decrement(by) => self.decrement(by.value),
+            other => return Err(action_name(&other)),
+        };
+        Ok(())
+    }
+    fn render(&self) -> String {
+        self.value().to_string()
+    }
+}
+
+impl ModelCrdt for GSet<String> {
+    const NAME: &'static str = "GSet";
+    fn change(&mut self, action: crdt::request_action::Action) -> Result<(), &'static str> {
+        match action {
+            crdt::request_action::Action::Add(add) => self.add(add.element),
+            other => return Err(action_name(&other)),
+        };
+        Ok(())
+    }
+    fn render(&self) -> String {
+        joined(self.iter())
+    }
+}
+
+impl ModelCrdt for OrSet<String> {
+    const NAME: &'static str = "ORSet";
+    fn change(&mut self, action: crdt::request_action::Action) -> Result<(), &'static str> {
+        match action {
+            crdt::request_action::Action::Add(add) => self.add(add.element),
+            crdt::request_action::Action::Remove(remove) => self.remove(&remove.element),
+            other => return Err(action_name(&other)),
+        };
+        Ok(())
+    }
+    fn render(&self) -> String {
+        joined(self.iter())
+    }
+}
+
+impl ModelCrdt for LwwRegister<String> {
+    const NAME: &'static str = "LWWRegister";
+    fn change(&mut self, action: crdt::request_action::Action) -> Result<(), &'static str> {
+        match action {
+            crdt::request_action::Action::Set(set) => self.set(set.value),
+            other => return Err(action_name(&other)),
+        };
+        Ok(())
+    }
+    fn render(&self) -> String {
+        self.get().cloned().unwrap_or_default()
+    }
+}
+
+impl ModelCrdt for Flag {
+    const NAME: &'static str = "Flag";
+    fn change(&mut self, action: crdt::request_action::Action) -> Result<(), &'static str> {
+        match action {
+            crdt::request_action::Action::Enable(_) => self.enable(),
+            other => return Err(action_name(&other)),
+        };
+        Ok(())
+    }
+    fn render(&self) -> String {
+        self.is_enabled().to_string()
+    }
+}
+
+impl ModelCrdt for OrMap<String, GCounter> {
+    const NAME: &'static str = "ORMap";
+    fn change(&mut self, action: crdt::request_action::Action) -> Result<(), &'static str> {
+        match action {
+            crdt::request_action::Action::MapIncrement(inc) => {
+                let by = u64::try_from(inc.value).map_err(|_| "MapIncrement (negative)")?;
+                self.get_or_insert(inc.key).increment(by);
+            }
+            crdt::request_action::Action::Remove(remove) => {
+                self.remove(&remove.element);
+            }
+            other => return Err(action_name(&other)),
+        };
+        Ok(())
+    }
+    fn render(&self) -> String {
+        self.iter()
+            .map(|(key, counter)| format!("{key}={}", counter.value()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl ModelCrdt for Vote {
+    const NAME: &'static str = "Vote";
+    fn change(&mut self, action: crdt::request_action::Action) -> Result<(), &'static str> {
+        match action {
+            crdt::request_action::Action::Vote(vote) => self.vote(vote.value),
+            other => return Err(action_name(&other)),
+        };
+        Ok(())
+    }
+    fn render(&self) -> String {
+        format!("{}/{}/{}", self.self_vote(), self.votes_for(), self.total_voters())
+    }
+}
+
+impl CrdtEntity for Quiet {
+    type Crdt = GCounter;
+
+    fn handle_command(&self, _: &Command, _: &mut CrdtContext<'_, GCounter>) -> Result<Reply, Failure> {
+        Ok(Reply::message(&crdt::Response::default()))
+    }
+}
+
+/// The CRDT model: Process applies its actions to the entity's CRDT of type `C`.
+struct CrdtModel<C>(std::marker::PhantomData<C>);
+
+impl<C: ModelCrdt> CrdtEntity for CrdtModel<C> {
+    type Crdt = C;
+
+    fn handle_command(&self, command: &Command, ctx: &mut CrdtContext<'_, C>) -> Result<Reply, Failure> {
+        let request: crdt::Request = command.decode()?;
+        let two = |id: String| ServiceCall::new(CRDT_TWO, "Call", &crdt::Request { id, actions: vec![] });
+        let mut forward = None;
+        let mut effects = Vec::new();
+        for action in request.actions.into_iter().filter_map(|a| a.action) {
+            match action {
+                crdt::request_action::Action::Delete(_) => ctx.delete(),
+                crdt::request_action::Action::Fail(fail) => return Err(Failure::new(fail.message)),
+                crdt::request_action::Action::Forward(to) => forward = Some(two(to.id)),
+                crdt::request_action::Action::Effect(effect) => {
+                    effects.push(side_effect(two(effect.id), effect.synchronous))
+                }
+                change => ctx
+                    .state_mut()
+                    .change(change)
+                    .map_err(|name| Failure::new(format!("{name} is not a {} change", C::NAME)))?,
+            }
+        }
+        let reply = match forward {
+            Some(call) => Reply::forward(call),
+            None => Reply::message(&crdt::Response {
+                state: ctx.state().render(),
+            }),
+        };
+        Ok(reply.with_effects(effects))
+    }
+}
+
+fn crdt_model<C: ModelCrdt>(service: &str) -> CrdtService<CrdtModel<C>> {
+    CrdtService::new(service, |_| CrdtModel(std::marker::PhantomData))
+}
+
 #[tokio::main]
 async fn main() -> Result<(), strata_sdk::ServeError> {
     tracing_subscriber::fmt()
@@ -266,6 +483,16 @@ async fn main() -> Result<(), strata_sdk::ServeError> {
             ValueEntityService::new(VE_CONFIGURED, "value-entity-configured", |_| Quiet)
                 .passivation_timeout(configured),
         )
+        .crdt(crdt_model::<GCounter>(CRDT_GCOUNTER))
+        .crdt(crdt_model::<PnCounter>(CRDT_PNCOUNTER))
+        .crdt(crdt_model::<GSet<String>>(CRDT_GSET))
+        .crdt(crdt_model::<OrSet<String>>(CRDT_ORSET))
+        .crdt(crdt_model::<LwwRegister<String>>(CRDT_LWWREGISTER))
+        .crdt(crdt_model::<Flag>(CRDT_FLAG))
+        .crdt(crdt_model::<OrMap<String, GCounter>>(CRDT_ORMAP))
+        .crdt(crdt_model::<Vote>(CRDT_VOTE))
+        .crdt(CrdtService::new(CRDT_TWO, |_| Quiet))
+        .crdt(CrdtService::new(CRDT_CONFIGURED, |_| Quiet).passivation_timeout(configured))
         .action(ActionService::new(ACTION_MODEL, ActionModel))
         .action(ActionService::new(ACTION_TWO, ActionModel))
         .serve()

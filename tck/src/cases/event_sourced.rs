@@ -481,7 +481,7 @@ async fn discovery(kit: &Kit) -> Check {
 }
 
 async fn configured(kit: &Kit) -> Check {
-    super::configured_entity(kit, CONFIGURED, PROTOCOL, "event-sourced-configured")
+    super::configured_entity(kit, CONFIGURED, PROTOCOL, Some("event-sourced-configured"))
 }
 
 fn proxy_cases() -> Vec<Case> {

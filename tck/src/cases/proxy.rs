@@ -17,10 +17,10 @@ use crate::{
     probe::{Check, PATIENCE},
 };
 
-/// The entity types Strata serves: CloudState's proxy also lists
-/// `cloudstate.crdt.Crdt`, which has its own issue.
-const SUPPORTED: [&str; 3] = [
+/// The entity types Strata serves, as CloudState's proxy lists them.
+const SUPPORTED: [&str; 4] = [
     "cloudstate.action.ActionProtocol",
+    "cloudstate.crdt.Crdt",
     "cloudstate.valueentity.ValueEntity",
     "cloudstate.eventsourced.EventSourced",
 ];
@@ -28,7 +28,7 @@ const SUPPORTED: [&str; 3] = [
 pub fn discovery_cases() -> Vec<Case> {
     vec![Case {
         section: "discovery protocol",
-        name: "verify proxy info and entity discovery (Strata: no CRDT entities yet)",
+        name: "verify proxy info and entity discovery",
         requires: &[],
         run: |kit| Box::pin(discovery(kit)),
     }]

@@ -129,7 +129,9 @@ pub fn cases() -> Vec<Case> {
             name: "verify configured entity",
             requires: &[CONFIGURED],
             run: |kit| {
-                Box::pin(async move { super::configured_entity(kit, CONFIGURED, PROTOCOL, "value-entity-configured") })
+                Box::pin(
+                    async move { super::configured_entity(kit, CONFIGURED, PROTOCOL, Some("value-entity-configured")) },
+                )
             },
         },
         model_case!("verify initial empty state", BOTH, |kit, id, c| {

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, AppState, Tokens};
 use crate::auth::ClusterSecret;
-use crate::data_plane::{self, Credentials, DataPlaneService, HeartbeatSettings};
+use crate::data_plane::{self, DataPlaneService, HeartbeatSettings};
 use crate::node::{ControlPlane, NodeConfig, Timing};
 use crate::raft::network::GrpcNetwork;
 use crate::raft::{write_atomically, NodeId, NodeInfo};
@@ -65,6 +65,9 @@ pub struct ServerConfig {
     pub join: Option<String>,
     pub cluster_secret: String,
     pub tokens: Tokens,
+    /// The token gateways present to the data-plane API: it may watch routes and poke
+    /// services, nothing else. `None`: only the admin token serves gateways.
+    pub gateway_token: Option<String>,
     /// Raft heartbeat and election timeouts.
     pub raft_timing: Timing,
     /// How often instances should heartbeat (told to them when they register).
@@ -96,6 +99,7 @@ impl Default for ServerConfig {
             join: None,
             cluster_secret: String::new(),
             tokens: Tokens::default(),
+            gateway_token: None,
             raft_timing: Timing::default(),
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
@@ -262,6 +266,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     record_identity(&config.data_dir, &identity)?;
 
     let secret = ClusterSecret::new(config.cluster_secret.clone());
+    let auth = config
+        .tokens
+        .authenticator()
+        .with_gateway_token(config.gateway_token.as_deref())
+        .with_cluster_secret(secret.clone());
     let info = NodeInfo {
         address: config.advertise.clone().unwrap_or_else(|| identity.listen.clone()),
         api_address: config
@@ -294,10 +303,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         crate::raft::transport::TransportService::server(identity.node_id, node.raft.clone(), secret.clone());
     let mut data_plane = DataPlaneService::new(
         node.clone(),
-        Credentials {
-            admin_token: config.tokens.admin.clone(),
-            cluster_secret: secret,
-        },
+        auth.clone(),
         HeartbeatSettings {
             interval: config.heartbeat_interval,
             timeout: config.heartbeat_timeout,
@@ -330,6 +336,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     });
     let mut app = api::app(
         AppState::new(node.clone(), config.tokens.clone())
+            .with_authenticator(auth)
             .with_stopping(server.stopping())
             .with_store(store),
     );

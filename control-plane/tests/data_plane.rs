@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use prost::Message;
 use strata_control_plane::api::Tokens;
+use strata_control_plane::auth::ClusterSecret;
 use strata_control_plane::node::Timing;
-use strata_control_plane::registry::{Command, EventKind, ServiceSpec};
+use strata_control_plane::registry::{Command, EventKind, InstanceState, ServiceSpec};
 use strata_control_plane::runtime::autoscale::AutoscaleConfig;
 use strata_control_plane::server::{self, RunningServer, ServerConfig};
 use strata_proto::strata::controlplane::v1::data_plane_client::DataPlaneClient;
@@ -24,6 +25,7 @@ use tonic::{Code, Streaming};
 
 const SECRET: &str = "data-plane-test-secret";
 const ADMIN: &str = "data-plane-test-admin";
+const GATEWAY: &str = "data-plane-test-gateway";
 const DEADLINE: Duration = Duration::from_secs(30);
 const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -42,6 +44,7 @@ fn config(dir: &Path, node_id: u64) -> ServerConfig {
             admin: Some(ADMIN.into()),
             read_only: None,
         },
+        gateway_token: Some(GATEWAY.into()),
         raft_timing: Timing {
             heartbeat_interval_ms: 50,
             election_timeout_min_ms: 300,
@@ -560,6 +563,180 @@ async fn only_the_admin_token_or_the_cluster_secret_gets_in() {
         assert!(answer.is_ok(), "token {token}: {answer:?}");
     }
     server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_credential_does_only_its_own_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let servers = three_nodes(dir.path()).await;
+    let leader = &servers[0];
+    // Every call goes to a follower, which relays it: the leader checks the scope.
+    let follower = &servers[1];
+    create_service(leader, "cart", 0).await;
+    create_service(leader, "shop", 0).await;
+    let secret = ClusterSecret::new(SECRET);
+    let own = secret.instance_credential("cart", Some("cart-a"));
+    let register = |id: &str, service: &str| RegisterInstanceRequest {
+        instance_id: id.into(),
+        service: service.into(),
+        address: format!("127.0.0.1:{}", 20_000 + id.len()),
+    };
+    let drain = |id: &str| DrainRequest {
+        instance_id: id.into(),
+        reason: "scale down".into(),
+    };
+
+    // --- an instance registers, reports ready and heartbeats as itself
+    let mut instance = client(follower, Some(&own));
+    instance
+        .register_instance(register("cart-a", "cart"))
+        .await
+        .expect("register itself");
+    instance
+        .report_ready(ReportReadyRequest {
+            instance_id: "cart-a".into(),
+            descriptor_set: descriptors(),
+            entities: vec![cart_entity()],
+        })
+        .await
+        .expect("report itself ready");
+    let beat = instance
+        .heartbeat(HeartbeatRequest {
+            instance_id: "cart-a".into(),
+        })
+        .await
+        .expect("heartbeat itself");
+    assert!(beat.into_inner().known);
+
+    // --- but nothing for anyone else
+    client(leader, Some(ADMIN))
+        .register_instance(register("cart-b", "cart"))
+        .await
+        .unwrap();
+    let denied = [
+        (
+            "register another instance",
+            code_of(instance.register_instance(register("cart-c", "cart")).await),
+        ),
+        (
+            "register under another service",
+            code_of(instance.register_instance(register("cart-a", "shop")).await),
+        ),
+        ("drain another instance", code_of(instance.drain(drain("cart-b")).await)),
+        (
+            "heartbeat for another instance",
+            code_of(
+                instance
+                    .heartbeat(HeartbeatRequest {
+                        instance_id: "cart-b".into(),
+                    })
+                    .await,
+            ),
+        ),
+        (
+            "watch routes",
+            code_of(instance.watch_routes(WatchRoutesRequest {}).await),
+        ),
+        (
+            "poke",
+            code_of(
+                instance
+                    .poke(PokeRequest {
+                        service: "cart".into(),
+                        held: 1,
+                    })
+                    .await,
+            ),
+        ),
+    ];
+    for (what, code) in denied {
+        assert_eq!(code, Code::PermissionDenied, "an instance credential may not {what}");
+    }
+    let registry = leader.node().read(|registry| registry.instances.clone());
+    assert!(
+        !registry.contains_key("cart-c"),
+        "a refused registration left an instance"
+    );
+    assert_eq!(registry["cart-a"].service, "cart");
+    assert_eq!(
+        registry["cart-b"].state,
+        InstanceState::Starting,
+        "a refused drain changed the instance"
+    );
+
+    // --- a service-bound credential (Kubernetes pods) serves any instance of its service only
+    let any_cart = client(follower, Some(&secret.instance_credential("cart", None)));
+    assert_eq!(
+        code_of(any_cart.clone().register_instance(register("shop-x", "shop")).await),
+        Code::PermissionDenied
+    );
+    any_cart
+        .clone()
+        .register_instance(register("cart-pod", "cart"))
+        .await
+        .expect("any cart pod");
+
+    // --- the gateway watches and pokes, and may not touch instances
+    let mut gateway = client(follower, Some(GATEWAY));
+    let mut routes = watch(&mut gateway).await;
+    assert!(
+        routes.message().await.unwrap().is_some(),
+        "the gateway gets route snapshots"
+    );
+    gateway
+        .poke(PokeRequest {
+            service: "cart".into(),
+            held: 1,
+        })
+        .await
+        .expect("the gateway pokes");
+    assert_eq!(
+        code_of(gateway.register_instance(register("cart-g", "cart")).await),
+        Code::PermissionDenied
+    );
+    assert_eq!(code_of(gateway.drain(drain("cart-b")).await), Code::PermissionDenied);
+
+    // --- a credential minted with another cluster's secret is nobody
+    let forged = ClusterSecret::new("another cluster").instance_credential("cart", Some("cart-a"));
+    assert_eq!(
+        code_of(client(follower, Some(&forged)).drain(drain("cart-a")).await),
+        Code::Unauthenticated
+    );
+
+    // --- nor may data-plane credentials use the management API
+    let http = reqwest::Client::new();
+    let services = format!("http://{}/api/v1/services", follower.api_address());
+    for (token, status) in [
+        (own.as_str(), 403),
+        (GATEWAY, 403),
+        (forged.as_str(), 401),
+        ("wrong", 401),
+    ] {
+        let read = http.get(&services).bearer_auth(token).send().await.unwrap();
+        assert_eq!(read.status().as_u16(), status, "GET with {token}");
+        let write = http
+            .post(&services)
+            .bearer_auth(token)
+            .json(&serde_json::json!({"name": "evil", "command": "./evil"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(write.status().as_u16(), status, "POST with {token}");
+    }
+    assert!(leader.node().read(|registry| !registry.services.contains_key("evil")));
+
+    // --- and an instance drains itself
+    instance.drain(drain("cart-a")).await.expect("drain itself");
+    eventually("cart-a to drain", || async {
+        let state = leader
+            .node()
+            .read(|registry| registry.instances.get("cart-a").map(|i| i.state));
+        (state == Some(InstanceState::Draining)).then_some(())
+    })
+    .await;
+    for server in servers {
+        server.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,12 +4,12 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{cluster, entities, events, metrics, payload, services};
+use super::{audit, cluster, entities, events, metrics, payload, services};
 use super::{Access, AccessView, ErrorBody, ErrorDetail};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Strata management API", description = "Services, instances, shards, metric series, entities and the control-plane cluster."),
+    info(title = "Strata management API", description = "Services, instances, shards, metric series, entities, the control-plane cluster and the audit log of management writes."),
     paths(
         services::list_services,
         services::create_service,
@@ -26,6 +26,7 @@ use super::{Access, AccessView, ErrorBody, ErrorDetail};
         cluster::add_member,
         cluster::remove_member,
         events::events,
+        audit::list_audit,
     ),
     components(schemas(
         services::ServiceView,
@@ -50,6 +51,8 @@ use super::{Access, AccessView, ErrorBody, ErrorDetail};
         cluster::ClusterView,
         cluster::MemberView,
         cluster::AddMember,
+        audit::AuditRecordView,
+        audit::AuditPage,
         ErrorBody,
         ErrorDetail,
     )),

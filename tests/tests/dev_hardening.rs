@@ -75,4 +75,35 @@ async fn functions_start_without_strata_credentials() {
     let leaked: Vec<&str> = env.lines().filter(|l| l.starts_with("STRATA_")).collect();
     assert!(leaked.is_empty(), "Strata settings reached user code: {leaked:?}");
     assert!(!env.contains(TOKEN), "the admin token reached user code");
+
+    // The sidecar that registered this ready instance holds its own credential only.
+    let sidecars = Command::new("pgrep")
+        .args(["-P", &dev.process.pid().to_string(), "-f", "strata proxy --user-function-port"])
+        .output()
+        .expect("pgrep");
+    let sidecar = String::from_utf8_lossy(&sidecars.stdout)
+        .lines()
+        .next()
+        .expect("a running sidecar")
+        .trim()
+        .to_owned();
+    let environ = std::fs::read(format!("/proc/{sidecar}/environ")).expect("the sidecar's environment");
+    let sidecar_env: Vec<String> = environ
+        .split(|byte| *byte == 0)
+        .map(|entry| String::from_utf8_lossy(entry).into_owned())
+        .collect();
+    let token = sidecar_env
+        .iter()
+        .find_map(|entry| entry.strip_prefix("STRATA_TOKEN="))
+        .expect("the sidecar has a credential");
+    assert!(
+        token.starts_with("strata-instance.v1."),
+        "the sidecar holds something other than an instance credential"
+    );
+    let joined = sidecar_env.join("\n");
+    assert!(!joined.contains(TOKEN), "the admin token reached the sidecar");
+    assert!(
+        !joined.contains("cluster-secret-from-the-environment"),
+        "the cluster secret reached the sidecar"
+    );
 }

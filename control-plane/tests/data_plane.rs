@@ -937,3 +937,45 @@ async fn a_new_leader_keeps_live_instances_and_removes_silent_ones() {
 fn code_of<T: std::fmt::Debug>(result: Result<T, tonic::Status>) -> Code {
     result.unwrap_err().code()
 }
+
+/// Found by schemathesis: a member added under a new id at an existing node's address
+/// passed the ping (that node answered) and left a one-node cluster without a quorum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_at_another_nodes_address_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = one_node(dir.path()).await;
+    let http = reqwest::Client::new();
+    let members = format!("http://{}/api/v1/cluster/members", server.api_address());
+    let reply = http
+        .post(&members)
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({
+            "node_id": 100,
+            "address": server.raft_address().to_string(),
+            "api_address": server.api_address().to_string(),
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status().as_u16(), 400);
+    let body: serde_json::Value = reply.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("is node 1, not node 100"),
+        "{body}"
+    );
+    assert_eq!(server.node().voters().into_iter().collect::<Vec<_>>(), vec![1]);
+
+    let reply = http
+        .delete(format!("{members}/-1"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status().as_u16(), 400);
+    let body: serde_json::Value = reply.json().await.unwrap();
+    assert_eq!(body["error"]["field"], "node_id", "a JSON error body: {body}");
+    server.shutdown().await;
+}

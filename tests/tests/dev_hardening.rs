@@ -78,7 +78,12 @@ async fn functions_start_without_strata_credentials() {
 
     // The sidecar that registered this ready instance holds its own credential only.
     let sidecars = Command::new("pgrep")
-        .args(["-P", &dev.process.pid().to_string(), "-f", "strata proxy --user-function-port"])
+        .args([
+            "-P",
+            &dev.process.pid().to_string(),
+            "-f",
+            "strata proxy --user-function-port",
+        ])
         .output()
         .expect("pgrep");
     let sidecar = String::from_utf8_lossy(&sidecars.stdout)

@@ -52,6 +52,7 @@ pub struct AuditQuery {
     /// Only records with a larger id (the previous page's `next_after`); from the oldest kept if absent.
     pub after: Option<u64>,
     /// Records per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 

@@ -174,7 +174,11 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     } else {
         Access::Admin
     };
-    if !writes || !state.node.is_leader() {
+    let audited = matches!(
+        *request.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
+    if !audited || !state.node.is_leader() {
         if let Err(denied) = principal.may_call_api(writes) {
             return ApiError::forbidden(denied.0).into_response();
         }

@@ -180,6 +180,10 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     );
     if !audited || !state.node.is_leader() {
         if let Err(denied) = principal.may_call_api(writes) {
+            if audited {
+                // The leader never sees this one, so it is not in the audit log.
+                tracing::info!(node_id = state.node.node_id, principal = %principal.name(), method = %request.method(), path = %request.uri().path(), "refused a write on a follower");
+            }
             return ApiError::forbidden(denied.0).into_response();
         }
         request.extensions_mut().insert(access);

@@ -35,6 +35,25 @@ fn a_deploy_right_after_start_succeeds() {
             "round {round}: strata deploy failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
+        // `strata audit` shows the deploy: who, what, the outcome.
+        let audit = Command::new(binary("strata"))
+            .args(["audit", "--api", &format!("http://127.0.0.1:{api}")])
+            .env("STRATA_TOKEN", TOKEN)
+            .output()
+            .expect("strata audit");
+        let table = String::from_utf8_lossy(&audit.stdout);
+        assert!(
+            audit.status.success(),
+            "strata audit failed: {}",
+            String::from_utf8_lossy(&audit.stderr)
+        );
+        assert!(
+            table.lines().any(|line| line.contains("admin token")
+                && line.contains("POST")
+                && line.contains("/api/v1/services")
+                && line.trim_end().ends_with("201")),
+            "round {round}: the deploy is not in the audit log:\n{table}"
+        );
     }
 }
 

@@ -301,6 +301,57 @@ async fn a_cut_off_leader_refuses_writes_and_nothing_acknowledged_is_lost() {
         })
         .await;
     }
+    println!("--- cut off a follower: it refuses writes, the leader's side goes on");
+    let current = eventually("a leader after healing", || leader(&client, &net, &everyone)).await;
+    let follower = everyone.into_iter().find(|node| *node != current).unwrap();
+    net.cut(follower);
+    let mut attempt = 0;
+    eventually("a 503 from the cut-off follower", || {
+        attempt += 1;
+        let (http, api) = (&http, net.api(follower));
+        let name = format!("cut-follower-{attempt}");
+        async move {
+            match create(http, &api, &name).await {
+                Some((503, _)) => Some(()),
+                Some((201, _)) => panic!("the cut-off follower acknowledged {name}"),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    for i in 0..5 {
+        let name = format!("after-{i}");
+        eventually("a write on the leader's side", || {
+            let (http, name) = (&http, name.clone());
+            let apis: Vec<String> = everyone
+                .iter()
+                .filter(|node| **node != follower)
+                .map(|node| net.api(*node))
+                .collect();
+            async move {
+                for api in &apis {
+                    if let Some((201 | 409, _)) = create(http, api, &name).await {
+                        return Some(());
+                    }
+                }
+                None
+            }
+        })
+        .await;
+        acknowledged.insert(name);
+    }
+    net.heal(follower);
+    for node in everyone {
+        let api = net.api(node);
+        eventually("every acknowledged write after the second heal", || async {
+            client
+                .service_names(&api)
+                .await
+                .filter(|names| acknowledged.is_subset(names))
+        })
+        .await;
+    }
+
     let leaders: Vec<u32> = {
         let mut found = Vec::new();
         for node in everyone {

@@ -56,6 +56,15 @@ pub struct ControlPlaneArgs {
     /// poke services at zero, nothing else.
     #[arg(long, env = "STRATA_GATEWAY_TOKEN", hide_env_values = true)]
     gateway_token: Option<String>,
+    /// Serve the management API over TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "STRATA_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "STRATA_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// A private CA (PEM) to trust when calling other nodes' APIs over TLS.
+    #[arg(long, env = "STRATA_TLS_CA")]
+    tls_ca: Option<std::path::PathBuf>,
     /// How often function instances heartbeat to the leader.
     #[arg(long, default_value = "1s", value_parser = crate::duration::parse)]
     heartbeat_interval: Duration,
@@ -125,6 +134,11 @@ pub async fn run(args: ControlPlaneArgs) -> anyhow::Result<()> {
         join: args.join,
         cluster_secret: cluster_secret.clone(),
         gateway_token,
+        tls: args
+            .tls_cert
+            .zip(args.tls_key)
+            .map(|(cert, key)| strata_control_plane::tls::TlsFiles { cert, key }),
+        tls_ca: args.tls_ca,
         tokens: Tokens {
             admin: Some(admin_token),
             read_only: args.read_only_token.filter(|token| !token.is_empty()),

@@ -67,6 +67,8 @@ pub struct AppState {
     /// their holders are told 403 (not theirs to call) rather than 401.
     pub auth: Arc<Authenticator>,
     pub http: reqwest::Client,
+    /// How this node reaches other nodes' APIs: `https` when the API serves TLS.
+    pub peer_scheme: &'static str,
     /// Ends long-lived responses (the event stream) when the server stops.
     pub stopping: Stopping,
     /// Where entities' state is read from (`/services/{name}/entities/...`), if anywhere.
@@ -78,11 +80,8 @@ impl AppState {
         AppState {
             node,
             auth: Arc::new(tokens.authenticator()),
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(2))
-                .timeout(LEADER_TIMEOUT)
-                .build()
-                .expect("an HTTP client with timeouts"),
+            http: peer_client(&[]),
+            peer_scheme: "http",
             stopping: Stopping::never(),
             store: None,
         }
@@ -90,6 +89,14 @@ impl AppState {
 
     pub fn with_store(mut self, store: Option<Arc<dyn Store>>) -> Self {
         self.store = store;
+        self
+    }
+
+    /// Other nodes' APIs serve TLS too: call them over `https`, trusting `roots` (a
+    /// private CA) beside the public roots.
+    pub fn with_peer_tls(mut self, roots: Vec<reqwest::Certificate>) -> Self {
+        self.http = peer_client(&roots);
+        self.peer_scheme = "https";
         self
     }
 
@@ -102,6 +109,19 @@ impl AppState {
         self.stopping = stopping;
         self
     }
+}
+
+/// The client for calls to other nodes' APIs.
+fn peer_client(roots: &[reqwest::Certificate]) -> reqwest::Client {
+    roots
+        .iter()
+        .fold(reqwest::Client::builder(), |builder, root| {
+            builder.add_root_certificate(root.clone())
+        })
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(LEADER_TIMEOUT)
+        .build()
+        .expect("an HTTP client with timeouts")
 }
 
 /// The whole management API, ready to serve or to drive with `oneshot` in tests.
@@ -266,7 +286,10 @@ pub(crate) async fn forward(
     let path = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
     let mut outgoing = state
         .http
-        .request(parts.method.clone(), format!("http://{leader_api}{path}"))
+        .request(
+            parts.method.clone(),
+            format!("{}://{leader_api}{path}", state.peer_scheme),
+        )
         .header(FORWARDED_HEADER, state.node.node_id.to_string())
         .body(body);
     for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
@@ -294,9 +317,10 @@ pub(crate) async fn linearizable(state: &AppState, headers: &HeaderMap) -> Resul
         Err(NodeError::NotLeader {
             leader: Some(leader), ..
         }) => {
-            let mut request = state
-                .http
-                .get(format!("http://{}/api/v1/internal/read-index", leader.api_address));
+            let mut request = state.http.get(format!(
+                "{}://{}/api/v1/internal/read-index",
+                state.peer_scheme, leader.api_address
+            ));
             if let Some(value) = headers.get(header::AUTHORIZATION) {
                 request = request.header(header::AUTHORIZATION, value.clone());
             }

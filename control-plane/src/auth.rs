@@ -181,6 +181,8 @@ impl Principal {
         match (self, call) {
             (Principal::Admin | Principal::Cluster, _) => Ok(()),
             (Principal::Gateway, DataPlaneCall::WatchRoutes | DataPlaneCall::Poke) => Ok(()),
+            // A sidecar learns its own shards, and where to forward, from the route watch.
+            (Principal::Instance(_), DataPlaneCall::WatchRoutes) => Ok(()),
             (Principal::Instance(scope), DataPlaneCall::Register { service, instance }) => {
                 scope.covers(service, instance)
             }
@@ -245,7 +247,7 @@ impl DataPlaneCall<'_> {
         match self {
             DataPlaneCall::Register { instance, .. } => format!("register instance {instance}"),
             DataPlaneCall::OwnInstance { instance, .. } => format!("act for instance {instance}"),
-            DataPlaneCall::WatchRoutes => "watch routes (that needs the gateway token)".into(),
+            DataPlaneCall::WatchRoutes => "watch routes".into(),
             DataPlaneCall::Poke => "poke a service (that needs the gateway token)".into(),
         }
     }
@@ -456,7 +458,11 @@ mod tests {
         assert_eq!(own.may(&act("cart-1", None)), Ok(()));
         assert!(own.may(&act("cart-2", Some("cart"))).is_err());
         assert!(own.may(&act("cart-2", None)).is_err());
-        assert!(own.may(&DataPlaneCall::WatchRoutes).is_err());
+        assert_eq!(
+            own.may(&DataPlaneCall::WatchRoutes),
+            Ok(()),
+            "sidecars learn their shards from it"
+        );
         assert!(own.may(&DataPlaneCall::Poke).is_err());
 
         let any_cart = Principal::Instance(InstanceScope {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use strata_control_plane::api::Tokens;
+use strata_control_plane::auth::ClusterSecret;
 use strata_control_plane::runtime::autoscale::AutoscaleConfig;
 use strata_control_plane::server::{self, ServerConfig};
 use strata_runtime::kubernetes::{self, objects::OperatorSettings};
@@ -51,6 +52,19 @@ pub struct ControlPlaneArgs {
     /// Bearer token for the management API that may only read.
     #[arg(long, env = "STRATA_READ_ONLY_TOKEN", hide_env_values = true)]
     read_only_token: Option<String>,
+    /// Bearer token gateways present to the data-plane API: it may watch routes and
+    /// poke services at zero, nothing else.
+    #[arg(long, env = "STRATA_GATEWAY_TOKEN", hide_env_values = true)]
+    gateway_token: Option<String>,
+    /// Serve the management API over TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "STRATA_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "STRATA_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// A private CA (PEM) to trust when calling other nodes' APIs over TLS.
+    #[arg(long, env = "STRATA_TLS_CA")]
+    tls_ca: Option<std::path::PathBuf>,
     /// How often function instances heartbeat to the leader.
     #[arg(long, default_value = "1s", value_parser = crate::duration::parse)]
     heartbeat_interval: Duration,
@@ -82,9 +96,6 @@ pub struct ControlPlaneArgs {
     /// e.g. http://strata-control-plane:9200.
     #[arg(long, env = "STRATA_SIDECAR_CONTROL_PLANE")]
     sidecar_control_plane: Option<String>,
-    /// Kubernetes: the Secret whose `admin-token` key sidecars use for the control plane.
-    #[arg(long, env = "STRATA_SIDECAR_TOKEN_SECRET", default_value = "strata")]
-    sidecar_token_secret: String,
     /// Kubernetes: how long a pod may take to become ready before it is replaced.
     #[arg(long, default_value = "120s", value_parser = crate::duration::parse)]
     ready_timeout: Duration,
@@ -101,10 +112,13 @@ pub async fn run(args: ControlPlaneArgs) -> anyhow::Result<()> {
         .admin_token
         .filter(|token| !token.is_empty())
         .context("an admin token is required: set STRATA_ADMIN_TOKEN or --admin-token")?;
+    let gateway_token = args.gateway_token.filter(|token| !token.is_empty());
     for (setting, value) in [
-        ("STRATA_CLUSTER_SECRET", &cluster_secret),
-        ("STRATA_ADMIN_TOKEN", &admin_token),
+        ("STRATA_CLUSTER_SECRET", Some(&cluster_secret)),
+        ("STRATA_ADMIN_TOKEN", Some(&admin_token)),
+        ("STRATA_GATEWAY_TOKEN", gateway_token.as_ref()),
     ] {
+        let Some(value) = value else { continue };
         // deploy/secret.yaml's placeholders: a cluster must not run on a published secret.
         anyhow::ensure!(
             !value.starts_with("REPLACE"),
@@ -118,7 +132,13 @@ pub async fn run(args: ControlPlaneArgs) -> anyhow::Result<()> {
         api_listen: args.api_listen,
         bootstrap: args.bootstrap,
         join: args.join,
-        cluster_secret,
+        cluster_secret: cluster_secret.clone(),
+        gateway_token,
+        tls: args
+            .tls_cert
+            .zip(args.tls_key)
+            .map(|(cert, key)| strata_control_plane::tls::TlsFiles { cert, key }),
+        tls_ca: args.tls_ca,
         tokens: Tokens {
             admin: Some(admin_token),
             read_only: args.read_only_token.filter(|token| !token.is_empty()),
@@ -151,8 +171,7 @@ pub async fn run(args: ControlPlaneArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| client.default_namespace().to_owned()),
         sidecar_image,
         control_plane_url,
-        token_secret: args.sidecar_token_secret,
-        token_key: "admin-token".into(),
+        cluster_secret: ClusterSecret::new(cluster_secret.clone()),
         ready_timeout: args.ready_timeout,
     };
     // With a runtime, the node also runs the autoscaler (it acts while it leads),

@@ -14,6 +14,7 @@ use anyhow::Context;
 use clap::Args;
 use strata_control_plane::{
     api::Tokens,
+    auth::ClusterSecret,
     runtime::autoscale::AutoscaleConfig,
     server::{self, ServerConfig},
 };
@@ -66,6 +67,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
     let cluster_secret = kept_secret(&data_dir.join("cluster-secret"), None)?;
     let token = kept_secret(&data_dir.join("admin-token"), args.token.clone())?;
+    // The in-process gateway's own token, new on every start: it watches and pokes only.
+    let gateway_token = random_token()?;
     let store_url = args
         .store
         .clone()
@@ -77,7 +80,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         listen: Some("127.0.0.1:0".into()),
         api_listen: Some(args.api_listen.to_string()),
         bootstrap: true,
-        cluster_secret,
+        cluster_secret: cluster_secret.clone(),
+        gateway_token: Some(gateway_token.clone()),
         tokens: Tokens {
             admin: Some(token.clone()),
             read_only: args.read_only_token.clone().filter(|token| !token.is_empty()),
@@ -109,7 +113,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         LocalRuntimeConfig {
             strata_binary: std::env::current_exe().context("cannot find the strata binary")?,
             control_plane: control_plane.clone(),
-            token: Some(token.clone()),
+            cluster_secret: ClusterSecret::new(cluster_secret.clone()),
             store_url,
             work_dir: std::env::current_dir()?,
             log_dir: data_dir.join("logs"),
@@ -122,7 +126,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         listen: args.listen,
         admin_listen: args.gateway_admin_listen,
         control_plane,
-        token: Some(token.clone()),
+        token: Some(gateway_token),
         max_body: strata_proxy::ingress::DEFAULT_MAX_BODY,
         hold_capacity: args.hold_capacity,
         hold_timeout: args.hold_timeout,
@@ -176,13 +180,18 @@ fn kept_secret(path: &Path, given: Option<String>) -> anyhow::Result<String> {
             return Ok(stored);
         }
     }
+    let secret = random_token()?;
+    write_private(path, &secret).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(secret)
+}
+
+/// 128 random bits, hex.
+fn random_token() -> anyhow::Result<String> {
     let mut bytes = [0u8; 16];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
         .context("cannot read /dev/urandom for a new secret")?;
-    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    write_private(path, &secret).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(secret)
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Writes a secret that is never readable by others, not even for a moment: the

@@ -2,6 +2,7 @@
 //! line, sets up logging, and hands over to the role's library code.
 
 mod api_client;
+mod audit;
 mod control_plane;
 mod crd;
 mod deploy;
@@ -38,6 +39,8 @@ enum Command {
     ControlPlane(Box<control_plane::ControlPlaneArgs>),
     /// List services with their desired and ready instances.
     Services(services::ServicesArgs),
+    /// Print the audit log: every management write, who made it, and its outcome.
+    Audit(audit::AuditArgs),
     /// Print the StatefulService CustomResourceDefinition (YAML) for Kubernetes.
     Crd(crd::CrdArgs),
 }
@@ -65,6 +68,7 @@ fn main() -> std::process::ExitCode {
             Command::Gateway(args) => gateway::run(args).await,
             Command::ControlPlane(args) => control_plane::run(*args).await,
             Command::Services(args) => services::run(args).await,
+            Command::Audit(args) => audit::run(args).await,
             Command::Crd(args) => crd::run(args),
         }
     });

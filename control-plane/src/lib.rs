@@ -13,3 +13,4 @@ pub mod runtime;
 pub mod server;
 pub mod tasks;
 pub mod telemetry;
+pub mod tls;

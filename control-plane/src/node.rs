@@ -287,7 +287,7 @@ impl ControlPlane {
         if !self.is_leader() {
             return Err(self.leader_error());
         }
-        network::ping(&info.address, self.node_id, &self.secret)
+        network::ping(&info.address, self.node_id, &self.secret, node_id)
             .await
             .map_err(NodeError::Invalid)?;
         let _serialized = self.membership_change.lock().await;

@@ -14,12 +14,13 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, AppState, Tokens};
 use crate::auth::ClusterSecret;
-use crate::data_plane::{self, Credentials, DataPlaneService, HeartbeatSettings};
+use crate::data_plane::{self, DataPlaneService, HeartbeatSettings};
 use crate::node::{ControlPlane, NodeConfig, Timing};
 use crate::raft::network::GrpcNetwork;
 use crate::raft::{write_atomically, NodeId, NodeInfo};
 use crate::runtime::autoscale::{self, AutoscaleConfig};
 use crate::tasks::{Stopping, Tasks};
+use crate::tls::{self, TlsFiles};
 
 const IDENTITY_FILE: &str = "node.json";
 /// How often instances heartbeat unless configured otherwise.
@@ -65,6 +66,14 @@ pub struct ServerConfig {
     pub join: Option<String>,
     pub cluster_secret: String,
     pub tokens: Tokens,
+    /// Serve the management API over TLS with this certificate and key; `None`: plain TCP.
+    pub tls: Option<TlsFiles>,
+    /// A private CA (PEM) that this node trusts when it calls another node's API
+    /// (joining, forwarding writes, read indexes), beside the public roots.
+    pub tls_ca: Option<PathBuf>,
+    /// The token gateways present to the data-plane API: it may watch routes and poke
+    /// services, nothing else. `None`: only the admin token serves gateways.
+    pub gateway_token: Option<String>,
     /// Raft heartbeat and election timeouts.
     pub raft_timing: Timing,
     /// How often instances should heartbeat (told to them when they register).
@@ -96,6 +105,9 @@ impl Default for ServerConfig {
             join: None,
             cluster_secret: String::new(),
             tokens: Tokens::default(),
+            gateway_token: None,
+            tls: None,
+            tls_ca: None,
             raft_timing: Timing::default(),
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
@@ -244,6 +256,16 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             "the heartbeat timeout must be longer than the (non-zero) heartbeat interval".into(),
         ));
     }
+    let tls_acceptor = match &config.tls {
+        Some(files) => {
+            Some(tls::acceptor(files).map_err(|error| ServerError::Config(format!("--tls-cert/--tls-key: {error}")))?)
+        }
+        None => None,
+    };
+    let peer_roots = match &config.tls_ca {
+        Some(path) => tls::trusted_ca(path).map_err(|error| ServerError::Config(format!("--tls-ca: {error}")))?,
+        None => Vec::new(),
+    };
     let store = match &config.store_url {
         Some(url) => Some(
             strata_store::open(url)
@@ -262,6 +284,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     record_identity(&config.data_dir, &identity)?;
 
     let secret = ClusterSecret::new(config.cluster_secret.clone());
+    let auth = config
+        .tokens
+        .authenticator()
+        .with_gateway_token(config.gateway_token.as_deref())
+        .with_cluster_secret(secret.clone());
     let info = NodeInfo {
         address: config.advertise.clone().unwrap_or_else(|| identity.listen.clone()),
         api_address: config
@@ -294,10 +321,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         crate::raft::transport::TransportService::server(identity.node_id, node.raft.clone(), secret.clone());
     let mut data_plane = DataPlaneService::new(
         node.clone(),
-        Credentials {
-            admin_token: config.tokens.admin.clone(),
-            cluster_secret: secret,
-        },
+        auth.clone(),
         HeartbeatSettings {
             interval: config.heartbeat_interval,
             timeout: config.heartbeat_timeout,
@@ -338,28 +362,52 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             tracing::error!(%error, "the raft transport stopped serving");
         }
     });
-    let mut app = api::app(
-        AppState::new(node.clone(), config.tokens.clone())
-            .with_stopping(server.stopping())
-            .with_store(store),
-    );
+    let mut state = AppState::new(node.clone(), config.tokens.clone())
+        .with_authenticator(auth)
+        .with_stopping(server.stopping())
+        .with_store(store);
+    if config.tls.is_some() {
+        state = state.with_peer_tls(peer_roots.clone());
+    }
+    let mut app = api::app(state);
     if let Some(extra) = config.extra_routes.clone() {
         app = app.merge(extra);
     }
     let stopping = server.stopping();
-    server.spawn("api-http-server", async move {
-        let api_listener = axum::serve::ListenerExt::tap_io(api_listener, |stream: &mut tokio::net::TcpStream| {
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY on an API connection");
+    match tls_acceptor {
+        None => server.spawn("api-http-server", async move {
+            let api_listener = axum::serve::ListenerExt::tap_io(api_listener, |stream: &mut tokio::net::TcpStream| {
+                if let Err(error) = stream.set_nodelay(true) {
+                    tracing::debug!(%error, "cannot set TCP_NODELAY on an API connection");
+                }
+            });
+            let served = axum::serve(api_listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(stopping.wait())
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "the management api stopped serving");
             }
-        });
-        let served = axum::serve(api_listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(stopping.wait())
-            .await;
-        if let Err(error) = served {
-            tracing::error!(%error, "the management api stopped serving");
+        }),
+        Some(acceptor) => {
+            let (listener, accept_loop) =
+                tls::listen(api_listener, acceptor, server.stopping()).map_err(|source| ServerError::Bind {
+                    address: identity.api_listen.clone(),
+                    source,
+                })?;
+            server.spawn("api-tls-accept", accept_loop);
+            server.spawn("api-https-server", async move {
+                use axum::serve::ListenerExt;
+                // `tap_io` only to get axum's `ConnectInfo<SocketAddr>` for a custom listener.
+                let listener = listener.tap_io(|_| ());
+                let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                    .with_graceful_shutdown(stopping.wait())
+                    .await;
+                if let Err(error) = served {
+                    tracing::error!(%error, "the management api stopped serving");
+                }
+            });
         }
-    });
+    }
     tracing::info!(node_id = identity.node_id, raft = %raft_address, api = %api_address, "control plane listening");
 
     let membership = if config.bootstrap {
@@ -372,7 +420,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             );
             Ok(())
         } else {
-            join(url, identity.node_id, &info, config.tokens.admin.as_deref()).await
+            join(
+                url,
+                identity.node_id,
+                &info,
+                config.tokens.admin.as_deref(),
+                &peer_roots,
+            )
+            .await
         }
     } else {
         Ok(())
@@ -405,8 +460,20 @@ fn local_address(listener: &TcpListener, requested: &str) -> Result<SocketAddr, 
 }
 
 /// Asks a member to add this node; retries while the cluster elects a leader.
-async fn join(url: &str, node_id: NodeId, info: &NodeInfo, token: Option<&str>) -> Result<(), ServerError> {
-    let client = reqwest::Client::new();
+async fn join(
+    url: &str,
+    node_id: NodeId,
+    info: &NodeInfo,
+    token: Option<&str>,
+    roots: &[reqwest::Certificate],
+) -> Result<(), ServerError> {
+    let client = roots
+        .iter()
+        .fold(reqwest::Client::builder(), |builder, root| {
+            builder.add_root_certificate(root.clone())
+        })
+        .build()
+        .map_err(|error| ServerError::Config(format!("an HTTP client for joining: {error}")))?;
     let endpoint = format!("{}/api/v1/cluster/members", url.trim_end_matches('/'));
     let body = serde_json::json!({ "node_id": node_id, "address": info.address, "api_address": info.api_address });
     let mut delay = Duration::from_millis(200);

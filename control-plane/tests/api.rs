@@ -447,3 +447,74 @@ async fn events_stream_replays_history_as_server_sent_events() {
     }
     h.node.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_audit_log_records_every_write_with_who_and_outcome() {
+    let h = harness().await;
+    let (status, _) = admin(
+        &h.app,
+        "POST",
+        "/api/v1/services",
+        Some(r#"{"name":"cart","command":"./cart"}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = admin(&h.app, "PATCH", "/api/v1/services/cart", Some(r#"{"max_scale":0}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = call(&h.app, "DELETE", "/api/v1/services/cart", Some(READER), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = call(&h.app, "DELETE", "/api/v1/services/cart", Some("wrong"), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = admin(&h.app, "GET", "/api/v1/services", None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Reads are not audited; a token nobody holds is not a principal (and could flood the log).
+    let (status, page) = call(&h.app, "GET", "/api/v1/audit", Some(READER), None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let seen: Vec<(String, String, String, Value, u64)> = page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|record| {
+            (
+                record["principal"].as_str().unwrap().to_owned(),
+                record["method"].as_str().unwrap().to_owned(),
+                record["path"].as_str().unwrap().to_owned(),
+                record["target"].clone(),
+                record["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("admin token", "POST", "/api/v1/services", json!("cart"), 201),
+        ("admin token", "PATCH", "/api/v1/services/cart", json!("cart"), 400),
+        ("read-only token", "DELETE", "/api/v1/services/cart", json!("cart"), 403),
+    ]
+    .map(|(who, method, path, target, status)| (who.to_owned(), method.to_owned(), path.to_owned(), target, status));
+    assert_eq!(seen, expected);
+    assert_eq!(page["next_after"], Value::Null);
+    let at_ms = page["records"][0]["at_ms"].as_u64().unwrap();
+    assert!(at_ms > 1_600_000_000_000, "at_ms is wall-clock milliseconds: {at_ms}");
+    assert_eq!(h.node.read(|registry| registry.audit.len()), 3, "kept in the registry");
+
+    // --- paged
+    let (_, first) = admin(&h.app, "GET", "/api/v1/audit?limit=2", None).await;
+    assert_eq!(first["records"].as_array().unwrap().len(), 2);
+    let after = first["next_after"].as_u64().expect("a next page");
+    let (_, rest) = admin(&h.app, "GET", &format!("/api/v1/audit?after={after}"), None).await;
+    assert_eq!(rest["records"][0]["status"], 403);
+    assert_eq!(rest["next_after"], Value::Null);
+    for bad in ["limit=0", "limit=1001", "after=-1", "limit=x"] {
+        let (status, _) = admin(&h.app, "GET", &format!("/api/v1/audit?{bad}"), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let (status, _) = call(&h.app, "GET", "/api/v1/audit", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // --- documented
+    let (_, document) = call(&h.app, "GET", "/api/v1/openapi.json", None, None).await;
+    assert!(
+        document["paths"]["/api/v1/audit"]["get"].is_object(),
+        "not in the OpenAPI document"
+    );
+}

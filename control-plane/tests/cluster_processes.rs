@@ -142,4 +142,23 @@ async fn three_processes_survive_leader_kill_and_full_restart() {
         .await;
         assert_eq!(names, expected, "registry on node {}", node.id);
     }
+
+    println!("--- the audit log kept every acknowledged write through the kill -9 and the restarts");
+    let audit = eventually("the audit log", || {
+        client.get(&nodes[0].api, "/api/v1/audit?limit=1000")
+    })
+    .await;
+    let audited: BTreeSet<String> = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|record| record["method"] == "POST" && record["status"] == 201 && record["principal"] == "admin token")
+        .filter_map(|record| record["target"].as_str().map(str::to_owned))
+        .collect();
+    let created_before_the_kill: BTreeSet<String> = (0..100).map(|i| format!("svc-{i}")).collect();
+    assert!(
+        created_before_the_kill.is_subset(&audited),
+        "missing from the audit log: {:?}",
+        created_before_the_kill.difference(&audited).collect::<Vec<_>>()
+    );
 }

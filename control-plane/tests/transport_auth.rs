@@ -52,11 +52,19 @@ async fn only_peers_with_the_cluster_secret_are_served() {
     );
 
     println!("--- a peer with the secret is answered");
-    ping(&address, 2, &secret).await.expect("the right secret is accepted");
+    ping(&address, 2, &secret, 1)
+        .await
+        .expect("the right secret is accepted");
+
+    println!("--- the node says who it is, so it cannot be added under another id");
+    let mistaken = ping(&address, 2, &secret, 100)
+        .await
+        .expect_err("node 1 is not node 100");
+    assert!(mistaken.contains("is node 1, not node 100"), "{mistaken}");
 
     println!("--- a stranger is refused");
     let stranger = ClusterSecret::new("wrong");
-    let refusal = ping(&address, 9, &stranger)
+    let refusal = ping(&address, 9, &stranger, 1)
         .await
         .expect_err("a wrong secret is refused");
     assert!(refusal.contains("secret"), "{refusal}");

@@ -10,6 +10,7 @@ use http::{Request, Response, StatusCode};
 use kube::{client::Body, runtime::controller::Action, Client};
 use serde_json::{json, Value};
 use strata_control_plane::{
+    auth::{Authenticator, ClusterSecret, InstanceScope, Principal},
     node::ControlPlane,
     registry::Command,
     server::{self, RunningServer, ServerConfig},
@@ -23,6 +24,7 @@ use strata_runtime::kubernetes::{
 use tower_test::mock::{self, Handle, SendResponse};
 
 const NS: &str = "strata";
+const SIDECAR_SECRET: &str = "driver-test";
 const SERVICES: &str = "/apis/strata.dev/v1alpha1/namespaces/strata/statefulservices";
 
 // --- the harness
@@ -72,8 +74,7 @@ fn settings() -> OperatorSettings {
         namespace: NS.into(),
         sidecar_image: "strata:test".into(),
         control_plane_url: "http://strata-control-plane:9200".into(),
-        token_secret: "strata".into(),
-        token_key: "admin-token".into(),
+        cluster_secret: ClusterSecret::new(SIDECAR_SECRET),
         ready_timeout: Duration::from_secs(120),
     }
 }
@@ -466,9 +467,20 @@ fn check_deployment(deployment: &Value) {
         env["STRATA_STORE"]["valueFrom"],
         json!({"secretKeyRef": {"name": "cart-store", "key": "url"}})
     );
+    // The sidecars' credential acts for instances of this service only; no admin token.
+    let credential = env["STRATA_TOKEN"]["value"].as_str().unwrap();
     assert_eq!(
-        env["STRATA_TOKEN"]["valueFrom"],
-        json!({"secretKeyRef": {"name": "strata", "key": "admin-token"}})
+        Authenticator::default()
+            .with_cluster_secret(ClusterSecret::new(SIDECAR_SECRET))
+            .identify(Some(credential)),
+        Ok(Principal::Instance(InstanceScope {
+            service: "cart".into(),
+            instance: None
+        }))
+    );
+    assert!(
+        !deployment.to_string().contains("admin-token"),
+        "a sidecar reaches for the admin token"
     );
     assert_eq!(
         env["STRATA_INSTANCE_ID"]["valueFrom"],

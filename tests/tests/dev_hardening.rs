@@ -35,6 +35,25 @@ fn a_deploy_right_after_start_succeeds() {
             "round {round}: strata deploy failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
+        // `strata audit` shows the deploy: who, what, the outcome.
+        let audit = Command::new(binary("strata"))
+            .args(["audit", "--api", &format!("http://127.0.0.1:{api}")])
+            .env("STRATA_TOKEN", TOKEN)
+            .output()
+            .expect("strata audit");
+        let table = String::from_utf8_lossy(&audit.stdout);
+        assert!(
+            audit.status.success(),
+            "strata audit failed: {}",
+            String::from_utf8_lossy(&audit.stderr)
+        );
+        assert!(
+            table.lines().any(|line| line.contains("admin token")
+                && line.contains("POST")
+                && line.contains("/api/v1/services")
+                && line.trim_end().ends_with("201")),
+            "round {round}: the deploy is not in the audit log:\n{table}"
+        );
     }
 }
 
@@ -75,4 +94,40 @@ async fn functions_start_without_strata_credentials() {
     let leaked: Vec<&str> = env.lines().filter(|l| l.starts_with("STRATA_")).collect();
     assert!(leaked.is_empty(), "Strata settings reached user code: {leaked:?}");
     assert!(!env.contains(TOKEN), "the admin token reached user code");
+
+    // The sidecar that registered this ready instance holds its own credential only.
+    let sidecars = Command::new("pgrep")
+        .args([
+            "-P",
+            &dev.process.pid().to_string(),
+            "-f",
+            "strata proxy --user-function-port",
+        ])
+        .output()
+        .expect("pgrep");
+    let sidecar = String::from_utf8_lossy(&sidecars.stdout)
+        .lines()
+        .next()
+        .expect("a running sidecar")
+        .trim()
+        .to_owned();
+    let environ = std::fs::read(format!("/proc/{sidecar}/environ")).expect("the sidecar's environment");
+    let sidecar_env: Vec<String> = environ
+        .split(|byte| *byte == 0)
+        .map(|entry| String::from_utf8_lossy(entry).into_owned())
+        .collect();
+    let token = sidecar_env
+        .iter()
+        .find_map(|entry| entry.strip_prefix("STRATA_TOKEN="))
+        .expect("the sidecar has a credential");
+    assert!(
+        token.starts_with("strata-instance.v1."),
+        "the sidecar holds something other than an instance credential"
+    );
+    let joined = sidecar_env.join("\n");
+    assert!(!joined.contains(TOKEN), "the admin token reached the sidecar");
+    assert!(
+        !joined.contains("cluster-secret-from-the-environment"),
+        "the cluster secret reached the sidecar"
+    );
 }

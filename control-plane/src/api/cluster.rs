@@ -126,8 +126,11 @@ pub(super) async fn add_member(
     responses((status = 200, body = ClusterView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(super) async fn remove_member(
     State(state): State<AppState>,
-    Path(node_id): Path<u64>,
+    Path(node_id): Path<String>,
 ) -> Result<Json<ClusterView>, ApiError> {
+    let node_id: u64 = node_id
+        .parse()
+        .map_err(|_| ApiError::invalid_field("node_id", format!("{node_id:?} is not a node id (a whole number)")))?;
     state.node.remove_member(node_id).await?;
     Ok(Json(cluster_view(&state)))
 }

@@ -4,6 +4,7 @@
 //! on the same listener, the node's `/metrics` and the dashboard at `/ui/`. Raft itself
 //! lives in `crate::node`.
 
+mod audit;
 mod cluster;
 mod entities;
 mod error;
@@ -26,10 +27,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
+pub use audit::{AuditPage, AuditRecordView};
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use ui::is_built as ui_is_built;
 
-use crate::auth::constant_time_eq;
+use crate::auth::{bearer, Authenticator, Principal};
 use crate::node::{ControlPlane, NodeError};
 use crate::tasks::Stopping;
 use strata_store::Store;
@@ -44,18 +46,29 @@ const READ_WAIT: Duration = Duration::from_secs(5);
 /// index request (a write's own Raft commit takes milliseconds).
 const LEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Bearer tokens. With no admin token the API is open (only for `strata dev` on loopback).
+/// Bearer tokens as configured. With no admin token the API is open (only for `strata
+/// dev` on loopback). The API keeps only their digests (`auth::Authenticator`).
 #[derive(Clone, Default)]
 pub struct Tokens {
     pub admin: Option<String>,
     pub read_only: Option<String>,
 }
 
+impl Tokens {
+    pub fn authenticator(&self) -> Authenticator {
+        Authenticator::new(self.admin.as_deref(), self.read_only.as_deref())
+    }
+}
+
 #[derive(Clone)]
 pub struct AppState {
     pub node: Arc<ControlPlane>,
-    pub tokens: Tokens,
+    /// Who may call; the server adds the cluster secret and the gateway token, so that
+    /// their holders are told 403 (not theirs to call) rather than 401.
+    pub auth: Arc<Authenticator>,
     pub http: reqwest::Client,
+    /// How this node reaches other nodes' APIs: `https` when the API serves TLS.
+    pub peer_scheme: &'static str,
     /// Ends long-lived responses (the event stream) when the server stops.
     pub stopping: Stopping,
     /// Where entities' state is read from (`/services/{name}/entities/...`), if anywhere.
@@ -66,12 +79,9 @@ impl AppState {
     pub fn new(node: Arc<ControlPlane>, tokens: Tokens) -> Self {
         AppState {
             node,
-            tokens,
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(2))
-                .timeout(LEADER_TIMEOUT)
-                .build()
-                .expect("an HTTP client with timeouts"),
+            auth: Arc::new(tokens.authenticator()),
+            http: peer_client(&[]),
+            peer_scheme: "http",
             stopping: Stopping::never(),
             store: None,
         }
@@ -82,10 +92,36 @@ impl AppState {
         self
     }
 
+    /// Other nodes' APIs serve TLS too: call them over `https`, trusting `roots` (a
+    /// private CA) beside the public roots.
+    pub fn with_peer_tls(mut self, roots: Vec<reqwest::Certificate>) -> Self {
+        self.http = peer_client(&roots);
+        self.peer_scheme = "https";
+        self
+    }
+
+    pub fn with_authenticator(mut self, auth: Authenticator) -> Self {
+        self.auth = Arc::new(auth);
+        self
+    }
+
     pub fn with_stopping(mut self, stopping: Stopping) -> Self {
         self.stopping = stopping;
         self
     }
+}
+
+/// The client for calls to other nodes' APIs.
+fn peer_client(roots: &[reqwest::Certificate]) -> reqwest::Client {
+    roots
+        .iter()
+        .fold(reqwest::Client::builder(), |builder, root| {
+            builder.add_root_certificate(root.clone())
+        })
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(LEADER_TIMEOUT)
+        .build()
+        .expect("an HTTP client with timeouts")
 }
 
 /// The whole management API, ready to serve or to drive with `oneshot` in tests.
@@ -96,6 +132,7 @@ pub fn app(state: AppState) -> Router {
         .merge(events::routes())
         .merge(metrics::routes())
         .merge(entities::routes())
+        .merge(audit::routes())
         .route("/access", get(access))
         .route("/internal/read-index", get(read_index))
         .layer(middleware::from_fn_with_state(state.clone(), forward_writes_to_leader))
@@ -132,42 +169,70 @@ pub(crate) async fn access(request: Request) -> Json<AccessView> {
     Json(AccessView { access })
 }
 
-/// Read-only tokens may GET; everything else needs the admin token.
-async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Result<Response, ApiError> {
-    let Some(admin) = &state.tokens.admin else {
-        request.extensions_mut().insert(Access::Admin);
-        return Ok(next.run(request).await);
+/// Read-only tokens may GET; everything else needs the admin token. Data-plane
+/// credentials (gateway, instance) are refused with 403. The leader records every
+/// write it answers, refused ones included, in the audit log; a follower leaves that
+/// to the leader it forwards to.
+async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let principal = if state.auth.is_open() {
+        Principal::Open
+    } else {
+        let presented = bearer(
+            request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|value| value.to_str().ok()),
+        );
+        match state.auth.identify(presented) {
+            Ok(principal) => principal,
+            Err(error) => return ApiError::unauthenticated(error.to_string()).into_response(),
+        }
     };
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim);
-    let Some(presented) = presented else {
-        return Err(ApiError::unauthenticated(
-            "missing bearer token: send `Authorization: Bearer <token>`",
-        ));
-    };
-    let is_admin = constant_time_eq(presented.as_bytes(), admin.as_bytes());
-    let is_reader = state
-        .tokens
-        .read_only
-        .as_ref()
-        .is_some_and(|token| constant_time_eq(presented.as_bytes(), token.as_bytes()));
-    if !is_admin && !is_reader {
-        return Err(ApiError::unauthenticated("invalid bearer token"));
-    }
     let writes = !matches!(*request.method(), Method::GET | Method::HEAD);
-    if writes && !is_admin {
-        return Err(ApiError::forbidden(
-            "this token is read-only; writes need the admin token",
-        ));
+    let access = if matches!(principal, Principal::ReadOnly) {
+        Access::ReadOnly
+    } else {
+        Access::Admin
+    };
+    let audited = matches!(
+        *request.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
+    if !audited || !state.node.is_leader() {
+        if let Err(denied) = principal.may_call_api(writes) {
+            if audited {
+                // The leader never sees this one, so it is not in the audit log.
+                tracing::info!(node_id = state.node.node_id, principal = %principal.name(), method = %request.method(), path = %request.uri().path(), "refused a write on a follower");
+            }
+            return ApiError::forbidden(denied.0).into_response();
+        }
+        request.extensions_mut().insert(access);
+        request.extensions_mut().insert(principal);
+        return next.run(request).await;
     }
-    request
-        .extensions_mut()
-        .insert(if is_admin { Access::Admin } else { Access::ReadOnly });
-    Ok(next.run(request).await)
+
+    let method = request.method().clone();
+    let path = request.extensions().get::<OriginalUri>().map_or_else(
+        || request.uri().path().to_owned(),
+        |original| original.0.path().to_owned(),
+    );
+    let (parts, body) = request.into_parts();
+    // The body is read here to name the write's target; over the limit is refused as before.
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        return ApiError::too_large().into_response();
+    };
+    let target = audit::target(&path, &body);
+    let response = match principal.may_call_api(true) {
+        Err(denied) => ApiError::forbidden(denied.0).into_response(),
+        Ok(()) => {
+            let mut request = Request::from_parts(parts, Body::from(body));
+            request.extensions_mut().insert(access);
+            request.extensions_mut().insert(principal.clone());
+            next.run(request).await
+        }
+    };
+    audit::record(&state, &principal, &method, &path, target, response.status().as_u16()).await;
+    response
 }
 
 /// A follower relays writes to the leader as they are, so clients may use any node.
@@ -221,7 +286,10 @@ pub(crate) async fn forward(
     let path = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
     let mut outgoing = state
         .http
-        .request(parts.method.clone(), format!("http://{leader_api}{path}"))
+        .request(
+            parts.method.clone(),
+            format!("{}://{leader_api}{path}", state.peer_scheme),
+        )
         .header(FORWARDED_HEADER, state.node.node_id.to_string())
         .body(body);
     for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
@@ -249,9 +317,10 @@ pub(crate) async fn linearizable(state: &AppState, headers: &HeaderMap) -> Resul
         Err(NodeError::NotLeader {
             leader: Some(leader), ..
         }) => {
-            let mut request = state
-                .http
-                .get(format!("http://{}/api/v1/internal/read-index", leader.api_address));
+            let mut request = state.http.get(format!(
+                "{}://{}/api/v1/internal/read-index",
+                state.peer_scheme, leader.api_address
+            ));
             if let Some(value) = headers.get(header::AUTHORIZATION) {
                 request = request.header(header::AUTHORIZATION, value.clone());
             }

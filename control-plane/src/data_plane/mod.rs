@@ -28,7 +28,7 @@ pub use error::status_of;
 pub use liveness::Liveness;
 pub use routes::{affects_routes, route_snapshot};
 
-use crate::auth::{constant_time_eq, ClusterSecret};
+use crate::auth::{bearer, Authenticator, DataPlaneCall, Principal};
 use crate::node::{ControlPlane, NodeError};
 use crate::registry::{format_duration_ms, Command, EntityInfo, Outcome};
 use crate::runtime::autoscale::{PokeError, Pokes};
@@ -48,37 +48,26 @@ pub struct HeartbeatSettings {
     pub timeout: Duration,
 }
 
-/// Who may call the data-plane API: the admin token or the cluster secret.
-#[derive(Clone)]
-pub struct Credentials {
-    pub admin_token: Option<String>,
-    pub cluster_secret: ClusterSecret,
+/// Who presented the call's bearer token (401 when nobody the cluster knows).
+fn principal(auth: &Authenticator, metadata: &MetadataMap) -> Result<Principal, Status> {
+    let presented = bearer(metadata.get("authorization").and_then(|value| value.to_str().ok()));
+    auth.identify(presented)
+        .map_err(|error| Status::unauthenticated(error.to_string()))
 }
 
-impl Credentials {
-    fn admits(&self, metadata: &MetadataMap) -> Result<(), Status> {
-        let presented = metadata
-            .get("authorization")
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or_else(|| Status::unauthenticated("missing bearer token: send `authorization: Bearer <token>`"))?;
-        let admin = self
-            .admin_token
-            .as_ref()
-            .is_some_and(|token| constant_time_eq(presented.as_bytes(), token.as_bytes()));
-        if admin || self.cluster_secret.matches(presented.as_bytes()) {
-            return Ok(());
-        }
-        Err(Status::unauthenticated("invalid bearer token"))
-    }
+fn authorize(principal: &Principal, call: DataPlaneCall<'_>) -> Result<(), Status> {
+    principal
+        .may(&call)
+        .map_err(|denied| Status::permission_denied(denied.0))
 }
 
 /// The server half of `DataPlane`. Clones share the liveness table.
 #[derive(Clone)]
 pub struct DataPlaneService {
     node: Arc<ControlPlane>,
-    credentials: Credentials,
+    /// The admin token and cluster secret may do anything here; the gateway token
+    /// watches and pokes; an instance credential acts for its own instance only.
+    auth: Arc<Authenticator>,
     heartbeats: HeartbeatSettings,
     liveness: Arc<Mutex<Liveness>>,
     /// A connection to the current leader, by its address, for relayed calls.
@@ -98,10 +87,10 @@ enum Route {
 
 impl DataPlaneService {
     /// `tasks` runs the route watchers (they end when the tasks stop).
-    pub fn new(node: Arc<ControlPlane>, credentials: Credentials, heartbeats: HeartbeatSettings, tasks: Tasks) -> Self {
+    pub fn new(node: Arc<ControlPlane>, auth: Authenticator, heartbeats: HeartbeatSettings, tasks: Tasks) -> Self {
         DataPlaneService {
             node,
-            credentials,
+            auth: Arc::new(auth),
             heartbeats,
             liveness: Arc::new(Mutex::new(Liveness::new(heartbeats.timeout))),
             leader: Arc::default(),
@@ -177,6 +166,25 @@ impl DataPlaneService {
         relayed
     }
 
+    /// The service the registry has `instance` under (this node's copy: called where
+    /// the call is served, on the leader).
+    fn registered_service(&self, instance: &str) -> Option<String> {
+        self.node
+            .read(|registry| registry.instances.get(instance).map(|known| known.service.clone()))
+    }
+
+    /// Whether the caller may act for `instance` (report ready, heartbeat, drain).
+    fn may_act_for(&self, principal: &Principal, instance: &str) -> Result<(), Status> {
+        let registered_service = self.registered_service(instance);
+        authorize(
+            principal,
+            DataPlaneCall::OwnInstance {
+                instance,
+                registered_service: registered_service.as_deref(),
+            },
+        )
+    }
+
     async fn write(&self, command: Command) -> Result<Outcome, Status> {
         self.node.write(command).await.map_err(status_of)
     }
@@ -212,11 +220,18 @@ impl DataPlane for DataPlaneService {
         &self,
         request: Request<RegisterInstanceRequest>,
     ) -> Result<Response<RegisterInstanceResponse>, Status> {
-        self.credentials.admits(request.metadata())?;
+        let principal = principal(&self.auth, request.metadata())?;
         let body = request.get_ref();
         required("instance_id", &body.instance_id)?;
         required("service", &body.service)?;
         required("address", &body.address)?;
+        authorize(
+            &principal,
+            DataPlaneCall::Register {
+                service: &body.service,
+                instance: &body.instance_id,
+            },
+        )?;
         if let Route::Leader(mut leader) = self.route(request.metadata())? {
             let relayed = self.relayed(request);
             return leader
@@ -243,7 +258,7 @@ impl DataPlane for DataPlaneService {
         &self,
         request: Request<ReportReadyRequest>,
     ) -> Result<Response<ReportReadyResponse>, Status> {
-        self.credentials.admits(request.metadata())?;
+        let principal = principal(&self.auth, request.metadata())?;
         let body = request.get_ref();
         required("instance_id", &body.instance_id)?;
         if !body.descriptor_set.is_empty()
@@ -270,6 +285,7 @@ impl DataPlane for DataPlaneService {
                 .await
                 .map_err(|status| relay_failed(self.node.node_id, status));
         }
+        self.may_act_for(&principal, &request.get_ref().instance_id)?;
         let body = request.into_inner();
         let descriptor_set = (!body.descriptor_set.is_empty())
             .then(|| base64::engine::general_purpose::STANDARD.encode(&body.descriptor_set));
@@ -293,7 +309,7 @@ impl DataPlane for DataPlaneService {
     }
 
     async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
-        self.credentials.admits(request.metadata())?;
+        let principal = principal(&self.auth, request.metadata())?;
         required("instance_id", &request.get_ref().instance_id)?;
         if let Route::Leader(mut leader) = self.route(request.metadata())? {
             let relayed = self.relayed(request);
@@ -302,6 +318,7 @@ impl DataPlane for DataPlaneService {
                 .await
                 .map_err(|status| relay_failed(self.node.node_id, status));
         }
+        self.may_act_for(&principal, &request.get_ref().instance_id)?;
         let instance = request.into_inner().instance_id;
         let known = self.node.read(|registry| registry.instances.contains_key(&instance));
         if known {
@@ -311,7 +328,7 @@ impl DataPlane for DataPlaneService {
     }
 
     async fn drain(&self, request: Request<DrainRequest>) -> Result<Response<DrainResponse>, Status> {
-        self.credentials.admits(request.metadata())?;
+        let principal = principal(&self.auth, request.metadata())?;
         required("instance_id", &request.get_ref().instance_id)?;
         if let Route::Leader(mut leader) = self.route(request.metadata())? {
             let relayed = self.relayed(request);
@@ -320,6 +337,7 @@ impl DataPlane for DataPlaneService {
                 .await
                 .map_err(|status| relay_failed(self.node.node_id, status));
         }
+        self.may_act_for(&principal, &request.get_ref().instance_id)?;
         let body = request.into_inner();
         let reason = if body.reason.trim().is_empty() {
             "the instance is shutting down".to_owned()
@@ -340,7 +358,7 @@ impl DataPlane for DataPlaneService {
         &self,
         request: Request<WatchRoutesRequest>,
     ) -> Result<Response<Self::WatchRoutesStream>, Status> {
-        self.credentials.admits(request.metadata())?;
+        authorize(&principal(&self.auth, request.metadata())?, DataPlaneCall::WatchRoutes)?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         // One task per watcher; it ends when the watcher hangs up or the node stops.
         self.tasks.spawn(
@@ -351,7 +369,7 @@ impl DataPlane for DataPlaneService {
     }
 
     async fn poke(&self, request: Request<PokeRequest>) -> Result<Response<PokeResponse>, Status> {
-        self.credentials.admits(request.metadata())?;
+        authorize(&principal(&self.auth, request.metadata())?, DataPlaneCall::Poke)?;
         required("service", &request.get_ref().service)?;
         if let Route::Leader(mut leader) = self.route(request.metadata())? {
             let relayed = self.relayed(request);

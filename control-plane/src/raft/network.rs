@@ -129,7 +129,9 @@ impl RaftNetwork<TypeConfig> for GrpcConnection {
 
 /// Asks the node at `address` to verify our cluster secret: used before a join, so a
 /// node with the wrong secret is refused with a clear message instead of never catching up.
-pub async fn ping(address: &str, node_id: NodeId, secret: &ClusterSecret) -> Result<(), String> {
+/// Checks that `address` is a node of this cluster (it proves the secret) and that it
+/// is node `expected` (nodes from before the id was in the answer send none).
+pub async fn ping(address: &str, node_id: NodeId, secret: &ClusterSecret, expected: NodeId) -> Result<(), String> {
     let endpoint = Endpoint::from_shared(format!("http://{address}")).map_err(|error| error.to_string())?;
     let channel = endpoint
         .connect_timeout(std::time::Duration::from_secs(5))
@@ -144,7 +146,17 @@ pub async fn ping(address: &str, node_id: NodeId, secret: &ClusterSecret) -> Res
         from_node_id: node_id,
     };
     match RaftTransportClient::new(channel).ping(envelope).await {
-        Ok(_) => Ok(()),
+        Ok(reply) => {
+            let answered = serde_json::from_slice::<serde_json::Value>(&reply.into_inner().payload)
+                .ok()
+                .and_then(|value| value["node_id"].as_u64());
+            match answered {
+                Some(answered) if answered != expected => Err(format!(
+                    "{address} is node {answered}, not node {expected}: give each node its own address"
+                )),
+                _ => Ok(()),
+            }
+        }
         Err(status) if status.code() == tonic::Code::Unauthenticated => {
             Err("the node does not share this cluster's secret (STRATA_CLUSTER_SECRET)".into())
         }

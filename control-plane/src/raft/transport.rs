@@ -75,6 +75,8 @@ impl RaftTransport for TransportService {
             Err(status) if status.code() == tonic::Code::InvalidArgument => serde_json::Value::Null,
             Err(status) => return Err(status),
         };
-        Ok(tonic::Response::new(RaftReply { payload: Vec::new() }))
+        // Who answers, so a node being added under one id at another node's address is caught.
+        let payload = serde_json::to_vec(&serde_json::json!({ "node_id": self.node_id })).unwrap_or_default();
+        Ok(tonic::Response::new(RaftReply { payload }))
     }
 }

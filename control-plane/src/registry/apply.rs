@@ -6,10 +6,10 @@ use std::collections::BTreeSet;
 
 use super::command::{Command, Effect, Outcome, RegistryError, ServicePatch, ServiceSpec};
 use super::{
-    rebalance, validate_keep_alive, validate_name, validate_scaling, validate_stable_window, EntityInfo, Event,
-    EventKind, IdleTimes, Instance, InstanceState, Registry, Service, Shard, DEFAULT_KEEP_ALIVE_PERCENTILE,
-    DEFAULT_MAX_SCALE, DEFAULT_MIN_SCALE, DEFAULT_PREWARM_PERCENTILE, DEFAULT_SCALE_TO_ZERO_GRACE_MS,
-    DEFAULT_SHARD_COUNT, DEFAULT_TARGET_CONCURRENCY, EVENT_HISTORY_LIMIT,
+    rebalance, validate_keep_alive, validate_name, validate_scaling, validate_stable_window, AuditRecord, EntityInfo,
+    Event, EventKind, IdleTimes, Instance, InstanceState, Registry, Service, Shard, AUDIT_HISTORY_LIMIT,
+    DEFAULT_KEEP_ALIVE_PERCENTILE, DEFAULT_MAX_SCALE, DEFAULT_MIN_SCALE, DEFAULT_PREWARM_PERCENTILE,
+    DEFAULT_SCALE_TO_ZERO_GRACE_MS, DEFAULT_SHARD_COUNT, DEFAULT_TARGET_CONCURRENCY, EVENT_HISTORY_LIMIT,
 };
 
 /// Largest shard count a service may ask for; keeps the shard map (replicated in full) small.
@@ -70,6 +70,10 @@ pub fn apply(registry: &mut Registry, command: Command, now_ms: u64) -> Applied 
                 tx.event(EventKind::InstanceFailed, Some(&service), Some(&instance), reason);
                 Ok(Outcome::Recorded)
             }
+        }
+        Command::RecordAudit(record) => {
+            tx.audit(record);
+            Ok(Outcome::Recorded)
         }
     };
     if response.is_err() {
@@ -418,6 +422,20 @@ impl Tx<'_> {
             service: service.to_owned(),
             from,
             to,
+        });
+    }
+
+    /// No effect: the audit log is read, never acted upon.
+    fn audit(&mut self, record: AuditRecord) {
+        let registry = &mut *self.registry;
+        registry.next_audit_id += 1;
+        if registry.audit.len() >= AUDIT_HISTORY_LIMIT {
+            registry.audit.pop_front();
+        }
+        registry.audit.push_back(AuditRecord {
+            id: registry.next_audit_id,
+            at_ms: self.now_ms,
+            ..record
         });
     }
 

@@ -560,6 +560,44 @@ fn event_history_is_bounded() {
 }
 
 #[test]
+fn audit_records_are_numbered_stamped_bounded_and_silent() {
+    let mut registry = Registry::default();
+    let record = |path: &str| AuditRecord {
+        id: 999,
+        at_ms: 1,
+        principal: "admin token".into(),
+        method: "POST".into(),
+        path: path.into(),
+        target: Some("cart".into()),
+        status: 201,
+    };
+    let applied = apply(&mut registry, Command::RecordAudit(record("/api/v1/services")), T0);
+    assert_eq!(applied.response, Ok(Outcome::Recorded));
+    assert_eq!(applied.effects, vec![], "the audit log is not acted upon");
+    assert_eq!(
+        registry.audit.back(),
+        Some(&AuditRecord {
+            id: 1,
+            at_ms: T0,
+            ..record("/api/v1/services")
+        })
+    );
+    for i in 0..AUDIT_HISTORY_LIMIT {
+        ok(
+            &mut registry,
+            Command::RecordAudit(record(&format!("/api/v1/services/{i}"))),
+        );
+    }
+    assert_eq!(registry.audit.len(), AUDIT_HISTORY_LIMIT);
+    assert_eq!(registry.audit.front().map(|record| record.id), Some(2));
+    assert_eq!(
+        registry.audit.back().map(|record| record.id),
+        Some(AUDIT_HISTORY_LIMIT as u64 + 1)
+    );
+    assert!(registry.events.is_empty());
+}
+
+#[test]
 fn idle_times_are_stored_silently() {
     let mut registry = with_cart();
     let idle_times = IdleTimes {

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{EntityInfo, Event, IdleTimes, Instance, KeepAlive, Service};
+use super::{AuditRecord, EntityInfo, Event, IdleTimes, Instance, KeepAlive, Service};
 
 /// One Raft log entry's payload. The leader stamps `at_ms` when it proposes, so every
 /// replica applies the same time and the state machine stays deterministic.
@@ -78,6 +78,8 @@ pub enum Command {
         instance: String,
         reason: String,
     },
+    /// A management write, for the audit log (`id` and `at_ms` are assigned here).
+    RecordAudit(AuditRecord),
 }
 
 impl Command {
@@ -96,6 +98,7 @@ impl Command {
             Command::RemoveInstance { .. } => "remove_instance",
             Command::RecordClusterEvent { .. } => "record_cluster_event",
             Command::RecordInstanceFailure { .. } => "record_instance_failure",
+            Command::RecordAudit(_) => "record_audit",
         }
     }
 }

@@ -26,6 +26,9 @@ pub use validate::{validate_keep_alive, validate_name, validate_scaling, validat
 pub const DEFAULT_SHARD_COUNT: u32 = 64;
 /// How many events the registry keeps; older ones are dropped first.
 pub const EVENT_HISTORY_LIMIT: usize = 1000;
+/// How many audit records the registry keeps; older ones are dropped first. About
+/// 200 bytes each, so the snapshot carries at most a few MiB of them.
+pub const AUDIT_HISTORY_LIMIT: usize = 10_000;
 pub const DEFAULT_MIN_SCALE: u32 = 0;
 pub const DEFAULT_MAX_SCALE: u32 = 10;
 /// Knative's effective target: its default of 100 at its default 70% utilisation.
@@ -47,6 +50,11 @@ pub struct Registry {
     pub instances: BTreeMap<String, Instance>,
     pub events: VecDeque<Event>,
     pub next_event_id: u64,
+    /// Every management write: who, what, the outcome, when (bounded, oldest dropped).
+    #[serde(default)]
+    pub audit: VecDeque<AuditRecord>,
+    #[serde(default)]
+    pub next_audit_id: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -206,6 +214,22 @@ pub struct Event {
     pub service: Option<String>,
     pub instance: Option<String>,
     pub reason: String,
+}
+
+/// One management write as the audit log keeps it. `id` and `at_ms` are set by
+/// `apply`; the API fills in the rest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub id: u64,
+    pub at_ms: u64,
+    /// Who: the principal's name (e.g. `admin token`), never the token.
+    pub principal: String,
+    pub method: String,
+    pub path: String,
+    /// What the write names: a service, a member, or `None` when neither path nor body says.
+    pub target: Option<String>,
+    /// The HTTP status it was answered with.
+    pub status: u16,
 }
 
 /// The service's condition as users see it, derived from desired and ready counts.

@@ -11,6 +11,7 @@ use k8s_openapi::{
 };
 use kube::{Resource, ResourceExt};
 use serde_json::json;
+use strata_control_plane::auth::ClusterSecret;
 use strata_control_plane::registry::{
     parse_duration_ms, validate_name, validate_scaling, validate_stable_window, ServicePatch, ServiceSpec,
     DEFAULT_MAX_SCALE, DEFAULT_MIN_SCALE, DEFAULT_TARGET_CONCURRENCY,
@@ -40,9 +41,10 @@ pub struct OperatorSettings {
     /// Where sidecars reach the control plane's data-plane API, e.g.
     /// `http://strata-control-plane:9200`.
     pub control_plane_url: String,
-    /// The Secret and key holding the token sidecars present to the control plane.
-    pub token_secret: String,
-    pub token_key: String,
+    /// Mints the credential each service's sidecars present to the control plane:
+    /// bound to the service (a pod's name is not known when its Deployment is
+    /// written), never the admin token.
+    pub cluster_secret: ClusterSecret,
     /// An instance not ready this long after it started is replaced.
     pub ready_timeout: Duration,
 }
@@ -201,7 +203,7 @@ pub fn deployment(service: &StatefulService, settings: &OperatorSettings) -> Dep
             {"name": "HTTP_PORT", "value": SIDECAR_PORT.to_string()},
             {"name": "STRATA_STORE", "valueFrom": {"secretKeyRef": {"name": store.name, "key": store.key()}}},
             {"name": "STRATA_CONTROL_PLANE", "value": settings.control_plane_url},
-            {"name": "STRATA_TOKEN", "valueFrom": {"secretKeyRef": {"name": settings.token_secret, "key": settings.token_key}}},
+            {"name": "STRATA_TOKEN", "value": settings.cluster_secret.instance_credential(&name, None)},
             {"name": "STRATA_SERVICE", "value": name},
             {"name": "STRATA_INSTANCE_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},

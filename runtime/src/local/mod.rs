@@ -16,6 +16,7 @@ use std::{
 };
 
 use strata_control_plane::{
+    auth::ClusterSecret,
     node::ControlPlane,
     registry::{Command as RegistryCommand, InstanceState},
 };
@@ -30,7 +31,9 @@ pub struct LocalRuntimeConfig {
     pub strata_binary: PathBuf,
     /// The control plane's data-plane address, for sidecars.
     pub control_plane: String,
-    pub token: Option<String>,
+    /// Mints each sidecar's instance credential (bound to its service and instance id):
+    /// sidecars never hold the admin token.
+    pub cluster_secret: ClusterSecret,
     /// The store every sidecar uses (one shared SQLite file by default).
     pub store_url: String,
     /// Where functions run (their working directory).
@@ -287,11 +290,12 @@ impl LocalRuntime {
                 "--discovery-timeout",
                 &format!("{}s", self.config.ready_timeout.as_secs() + 10),
             ])
-            .current_dir(&self.config.work_dir)
-            .env_remove("STRATA_TOKEN");
-        if let Some(token) = &self.config.token {
-            sidecar.env("STRATA_TOKEN", token);
-        }
+            .current_dir(&self.config.work_dir);
+        // Nothing of `strata dev`'s own credentials reaches the sidecar: only its own.
+        without_strata_environment(&mut sidecar).env(
+            "STRATA_TOKEN",
+            self.config.cluster_secret.instance_credential(service, Some(&id)),
+        );
         let function = match ChildProcess::spawn(function, &log_path(&self.config.log_dir, &id, "function")) {
             Ok(child) => child,
             Err(error) => {

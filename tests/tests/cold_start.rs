@@ -7,12 +7,20 @@
 
 use std::time::Duration;
 
-use strata_e2e::dev::{add, start_dev, total, Dev};
+use strata_e2e::{
+    dev::{add, start_dev, total, Dev},
+    free_port,
+};
 
 /// How often the gateway re-routed calls to `service` because an instance
-/// said "not owner", from the gateway's Prometheus metrics.
-async fn not_owner_reroutes(http: &reqwest::Client, dev: &Dev, service: &str) -> u64 {
-    let response = http.get(dev.url("/metrics")).send().await.expect("gateway metrics");
+/// said "not owner", from the gateway's Prometheus metrics on its admin
+/// listener (`admin`, never the port that serves users).
+async fn not_owner_reroutes(http: &reqwest::Client, admin: u16, service: &str) -> u64 {
+    let response = http
+        .get(format!("http://127.0.0.1:{admin}/metrics"))
+        .send()
+        .await
+        .expect("gateway metrics");
     assert!(response.status().is_success(), "gateway metrics: {}", response.status());
     let text = response.text().await.expect("metrics text");
     assert!(
@@ -36,7 +44,8 @@ async fn wait_for_zero(dev: &Dev) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_request_after_zero_is_answered_without_rerouting() {
     let dir = tempfile::tempdir().unwrap();
-    let dev = start_dev(dir, &[]);
+    let admin = free_port();
+    let dev = start_dev(dir, &["--gateway-admin-listen", &format!("127.0.0.1:{admin}")]);
     let http = reqwest::Client::new();
 
     // --- deploy as the user did; the first instance runs discovery
@@ -66,5 +75,5 @@ async fn the_first_request_after_zero_is_answered_without_rerouting() {
     assert_eq!(total(&http, &dev, "z1").await, 5);
 
     // --- no request waited for the new instance to learn its own shards
-    assert_eq!(not_owner_reroutes(&http, &dev, "cart").await, 0);
+    assert_eq!(not_owner_reroutes(&http, admin, "cart").await, 0);
 }

@@ -23,7 +23,7 @@ use strata_control_plane::{
 use tokio::process::Command;
 
 use crate::plan::{plan, Action, Failure, Health, ObservedInstance, Pacing, PlanInput, PlanSettings};
-use process::{command_line, free_port, without_strata_environment, ChildProcess};
+use process::{command_line, free_port, without_strata_credentials, without_strata_environment, ChildProcess};
 
 #[derive(Debug, Clone)]
 pub struct LocalRuntimeConfig {
@@ -292,7 +292,7 @@ impl LocalRuntime {
             ])
             .current_dir(&self.config.work_dir);
         // Nothing of `strata dev`'s own credentials reaches the sidecar: only its own.
-        without_strata_environment(&mut sidecar).env(
+        without_strata_credentials(&mut sidecar).env(
             "STRATA_TOKEN",
             self.config.cluster_secret.instance_credential(service, Some(&id)),
         );

@@ -122,6 +122,27 @@ pub fn without_strata_environment(command: &mut Command) -> &mut Command {
     command
 }
 
+/// The variables that hold a credential (or name one instance's port) in
+/// `strata dev`'s environment: a sidecar gets its own credential instead, and
+/// keeps the rest of its settings (`STRATA_MAX_ACTIVE_ENTITIES`, timeouts, ...).
+const NOT_FOR_SIDECARS: [&str; 6] = [
+    "STRATA_TOKEN",
+    "STRATA_ADMIN_TOKEN",
+    "STRATA_READ_ONLY_TOKEN",
+    "STRATA_GATEWAY_TOKEN",
+    "STRATA_CLUSTER_SECRET",
+    "STRATA_ADMIN_PORT",
+];
+
+/// Removes `strata dev`'s credentials from what a sidecar inherits, keeping
+/// the sidecar settings a user gave `strata dev` through its environment.
+pub fn without_strata_credentials(command: &mut Command) -> &mut Command {
+    for name in NOT_FOR_SIDECARS {
+        command.env_remove(name);
+    }
+    command
+}
+
 /// Asks the kernel to SIGKILL the child when its parent thread exits, so nothing
 /// outlives a `kill -9` of `strata dev`. The parent thread is the spawner thread,
 /// which lives as long as the process.
@@ -212,5 +233,24 @@ mod tests {
             !env.contains("STRATA_"),
             "a Strata variable reached the function: {env}"
         );
+    }
+
+    #[tokio::test]
+    async fn sidecars_keep_their_settings_but_no_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("env.txt");
+        let mut command = command_line(&format!("env > {}", out.display()));
+        command
+            .env("STRATA_ADMIN_TOKEN", "secret")
+            .env("STRATA_CLUSTER_SECRET", "secret")
+            .env("STRATA_MAX_ACTIVE_ENTITIES", "200");
+        without_strata_credentials(&mut command);
+        let mut child = ChildProcess::spawn(command, &dir.path().join("env.log")).unwrap();
+        while alive(&mut child) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let env = std::fs::read_to_string(&out).unwrap();
+        assert!(env.contains("STRATA_MAX_ACTIVE_ENTITIES=200"), "{env}");
+        assert!(!env.contains("secret"), "a credential reached the sidecar: {env}");
     }
 }

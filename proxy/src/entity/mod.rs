@@ -118,6 +118,7 @@ impl Entities {
             )));
         };
         let key = (call.method.entity.service_name.clone(), entity_id);
+        let deadline = call.context.deadline;
         let (reply, answer) = oneshot::channel();
         let mut command = Box::new(EntityCommand { call, reply });
         // A closed mailbox means the actor passivated after we looked it up:
@@ -144,7 +145,23 @@ impl Entities {
                 }
             }
         }
-        answer.await.unwrap_or_else(|_| {
+        // The client's deadline bounds the whole command: waiting for the
+        // entity, loading its state, the function, and storing the result (a
+        // slow store must not keep a client past the time it gave).
+        let answered = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, answer).await {
+                Ok(answered) => answered,
+                Err(_) => {
+                    return Err(ProxyError::DeadlineExceeded(
+                        "the client's deadline passed before the entity finished the command (its state loaded, \
+                         run and stored); it may or may not have been applied"
+                            .into(),
+                    ))
+                }
+            },
+            None => answer.await,
+        };
+        answered.unwrap_or_else(|_| {
             Err(ProxyError::Unavailable(
                 "the entity stopped before answering; retry".into(),
             ))

@@ -13,4 +13,3 @@ pub mod runtime;
 pub mod server;
 pub mod tasks;
 pub mod telemetry;
-pub mod tls;

@@ -349,3 +349,41 @@ async fn watch_routes(address: &str, tls: &ClientTls) -> Result<(), String> {
         .map(|_| ())
         .map_err(|status| status.to_string())
 }
+
+/// `strata dev --tls-cert --tls-key` serves its gateway over TLS: the cart
+/// deployed through it answers HTTPS (HTTP/1.1 JSON), and plain HTTP gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strata_dev_passes_its_certificate_to_its_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::create(dir.path());
+    let (cert, key) = (
+        pki.server_cert.display().to_string(),
+        pki.server_key.display().to_string(),
+    );
+    let dev = strata_e2e::dev::start_dev(dir, &["--tls-cert", &cert, "--tls-key", &key]);
+    dev.deploy(&[]);
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let gateway = format!("https://127.0.0.1:{}", dev.gateway);
+    until("strata dev's gateway serves the cart over HTTPS", || async {
+        let reply = https
+            .post(format!("{gateway}/cart/bo/items/add"))
+            .json(&json!({"productId": "tea", "name": "Tea", "quantity": 1}))
+            .send()
+            .await
+            .ok()?;
+        reply.status().is_success().then_some(())
+    })
+    .await;
+    let plain = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    assert!(
+        plain.get(dev.url("/carts/bo")).send().await.is_err(),
+        "plain HTTP to strata dev's TLS gateway got an answer"
+    );
+}

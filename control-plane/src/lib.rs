@@ -11,5 +11,5 @@ pub mod raft;
 pub mod registry;
 pub mod runtime;
 pub mod server;
-pub mod tasks;
+pub use strata_tasks as tasks;
 pub mod telemetry;

@@ -30,6 +30,7 @@ use prost_types::Any;
 use strata_proto::cloudstate::Metadata;
 use strata_proto::strata::controlplane::v1::{PokeRequest, WatchRoutesRequest};
 use strata_tasks::Tasks;
+use strata_tls::{ClientTls, TlsFiles};
 use tokio::{net::TcpListener, sync::watch};
 use tower::{Service, ServiceExt};
 
@@ -80,6 +81,12 @@ pub struct GatewayConfig {
     pub forward_timeout: Duration,
     /// How long one call to the control plane may take.
     pub control_plane_timeout: Duration,
+    /// Serve `listen` over TLS (HTTP/2 and HTTP/1.1 by ALPN) with this
+    /// certificate and key; `None`: plain TCP.
+    pub tls: Option<TlsFiles>,
+    /// The CA to trust and the certificate to present at `https://` control-plane
+    /// addresses.
+    pub control_plane_tls: ClientTls,
 }
 
 /// The default of [`GatewayConfig::forward_timeout`]: a little over the
@@ -93,6 +100,8 @@ pub enum GatewayError {
     ControlPlane(#[from] MembershipError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("--tls-cert/--tls-key: {0}")]
+    Tls(#[from] strata_tls::TlsError),
     #[error("the server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -414,10 +423,13 @@ pub async fn run(
     config: GatewayConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
-    let client = ControlPlaneClient::new(
+    // Checked before anything is bound, so bad files fail the start.
+    let acceptor = config.tls.as_ref().map(strata_tls::acceptor).transpose()?;
+    let client = ControlPlaneClient::with_tls(
         &config.control_plane,
         config.token.as_deref(),
         config.control_plane_timeout,
+        &config.control_plane_tls,
     )?;
     let metrics = Arc::new(Metrics::new());
     let (routes_tx, routes) = watch::channel(Arc::new(RouteTable::default()));
@@ -482,12 +494,24 @@ pub async fn run(
             tasks.stopping().wait(),
         ),
     );
-    tracing::info!(%addr, admin = %admin_addr, control_plane = %config.control_plane, "gateway ready");
+    tracing::info!(%addr, admin = %admin_addr, control_plane = %config.control_plane, tls = acceptor.is_some(), "gateway ready");
     let app = Router::new().fallback_service(live);
-    let served = axum::serve(ingress::without_delay(listener), app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(GatewayError::Serve);
+    let served = match acceptor {
+        None => axum::serve(ingress::without_delay(listener), app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(GatewayError::Serve),
+        Some(acceptor) => {
+            // Handshakes go on until the tasks stop, just after the server.
+            let (listener, accept_loop) =
+                strata_tls::listen(listener, acceptor, tasks.stopping().wait()).map_err(GatewayError::Serve)?;
+            tasks.spawn("tls accept loop", accept_loop);
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(GatewayError::Serve)
+        }
+    };
     tasks.stop(crate::sidecar::TASKS_GRACE).await;
     served
 }

@@ -33,6 +33,8 @@ fn activations(entity_id: &str) -> usize {
 struct Scripted;
 
 impl Session for Scripted {
+    type Heard = std::convert::Infallible;
+
     async fn activate(_: &SessionContext, _: &EntityModel, entity_id: &str) -> Result<Self, ProxyError> {
         ACTIVATIONS.lock().unwrap().push(entity_id.to_string());
         Ok(Scripted)
@@ -65,6 +67,7 @@ impl Session for Scripted {
 
 fn context() -> Arc<SessionContext> {
     Arc::new(SessionContext {
+        detached: tokio::sync::mpsc::unbounded_channel().0,
         function: FunctionClient::new("127.0.0.1", 9).unwrap(),
         store: Arc::new(NoStore),
         metrics: Arc::new(Metrics::new()),
@@ -94,7 +97,13 @@ async fn run(entity_id: &str, payloads: &[&str], context: CallContext) -> Answer
             metadata: None,
             context,
         };
-        tx.send(Box::new(EntityCommand { call, reply })).await.unwrap();
+        tx.send(Box::new(EntityCommand {
+            call,
+            reply,
+            stream: None,
+        }))
+        .await
+        .unwrap();
         answers.push(answer);
     }
     let own = tx.downgrade();

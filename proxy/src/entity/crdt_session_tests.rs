@@ -58,7 +58,7 @@ const REPLICA: Replica<'static> = Replica {
 
 fn decide_on(held: &Held, out: CrdtStreamOut) -> Decision {
     let (model, method) = fixtures::method("/test.things.Warehouse/Create");
-    decide(&method, &model, 1, held, &REPLICA, out)
+    decide(&method, &model, 1, false, held, &REPLICA, out)
 }
 
 fn counter(value: i64) -> Held {
@@ -83,6 +83,7 @@ fn the_first_delta_creates_the_state_and_later_ones_change_it() {
             answer: Ok(Outcome::reply(Answer::new(any("test.things.Thing")))),
             correction: None,
             restart: false,
+            keep_open: false,
         }
     );
     let Decision::Persist {
@@ -196,6 +197,7 @@ fn a_failed_command_changes_nothing_and_restarts_the_function() {
             answer: Err(ProxyError::Failure("no".into())),
             correction: None,
             restart: true,
+            keep_open: false,
         }
     );
 }

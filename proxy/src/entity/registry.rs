@@ -1,9 +1,17 @@
 //! Which entities are active: a map from (service, entity id) to the mailbox of
 //! the entity's actor, bounded in size. Admitting an entity beyond the bound
 //! lets go of the least recently used one (its actor finishes what it has and
-//! passivates). Owns only the map; actors and sessions live elsewhere.
+//! passivates); an entity with open streamed commands is never let go of this
+//! way, and when every active entity has one, a new entity is refused. Owns
+//! only the map; actors and sessions live elsewhere.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+};
 
 use tokio::sync::mpsc;
 
@@ -15,10 +23,18 @@ pub(super) type ActorKey = (String, String);
 /// Commands travel boxed, so each entity's channel allocates small slots.
 pub(super) type Mailbox = mpsc::Sender<Box<EntityCommand>>;
 
-/// One active entity: its mailbox and when it was last asked for.
+/// One active entity: its mailbox, when it was last asked for, and how many
+/// streams it has open (kept up to date by its actor).
 struct Active {
     mailbox: Mailbox,
     used: u64,
+    streams: Arc<AtomicUsize>,
+}
+
+/// Every active entity has open streams, so none can make room for another.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Full {
+    pub active: usize,
 }
 
 #[derive(Default)]
@@ -50,15 +66,20 @@ impl ActorRegistry {
 
     /// The mailbox of the entity's actor; `start` starts one when there is none
     /// (or the last one stopped), after letting go of the least recently used
-    /// entity if the registry is full. Returns the evicted entity, if any.
-    pub(super) fn mailbox(&self, key: &ActorKey, start: impl FnOnce() -> Mailbox) -> (Mailbox, Option<ActorKey>) {
+    /// entity without open streams if the registry is full. Returns the evicted
+    /// entity, if any.
+    pub(super) fn mailbox(
+        &self,
+        key: &ActorKey,
+        start: impl FnOnce() -> (Mailbox, Arc<AtomicUsize>),
+    ) -> Result<(Mailbox, Option<ActorKey>), Full> {
         let mut actors = self.actors.lock().expect("entity registry poisoned");
         actors.clock += 1;
         let now = actors.clock;
         if let Some(active) = actors.map.get_mut(key) {
             if !active.mailbox.is_closed() {
                 active.used = now;
-                return (active.mailbox.clone(), None);
+                return Ok((active.mailbox.clone(), None));
             }
             actors.map.remove(key);
         }
@@ -66,25 +87,31 @@ impl ActorRegistry {
             let oldest = actors
                 .map
                 .iter()
+                .filter(|(_, active)| active.streams.load(Ordering::Relaxed) == 0)
                 .min_by_key(|(_, active)| active.used)
                 .map(|(key, _)| key.clone());
+            let Some(oldest) = oldest else {
+                return Err(Full {
+                    active: actors.map.len(),
+                });
+            };
             // Dropping the registry's sender lets the actor finish its queue and
             // passivate once no caller holds a sender any more.
-            oldest.inspect(|key| {
-                actors.map.remove(key);
-            })
+            actors.map.remove(&oldest);
+            Some(oldest)
         } else {
             None
         };
-        let mailbox = start();
+        let (mailbox, streams) = start();
         actors.map.insert(
             key.clone(),
             Active {
                 mailbox: mailbox.clone(),
                 used: now,
+                streams,
             },
         );
-        (mailbox, evicted)
+        Ok((mailbox, evicted))
     }
 
     /// Forgets `mailbox` if it is still the entity's.
@@ -144,15 +171,15 @@ mod tests {
         let mut start = |id: &str| {
             let (tx, rx) = mpsc::channel(1);
             receivers.insert(id.to_string(), rx);
-            tx
+            (tx, Arc::default())
         };
-        assert_eq!(registry.mailbox(&key("a"), || start("a")).1, None);
-        assert_eq!(registry.mailbox(&key("b"), || start("b")).1, None);
+        assert_eq!(registry.mailbox(&key("a"), || start("a")).unwrap().1, None);
+        assert_eq!(registry.mailbox(&key("b"), || start("b")).unwrap().1, None);
         // --- a is used again, so b is now the least recently used
-        let (_, evicted) = registry.mailbox(&key("a"), || unreachable!("a is active"));
+        let (_, evicted) = registry.mailbox(&key("a"), || unreachable!("a is active")).unwrap();
         assert_eq!(evicted, None);
         // --- admitting c lets go of b, not a
-        let (_, evicted) = registry.mailbox(&key("c"), || start("c"));
+        let (_, evicted) = registry.mailbox(&key("c"), || start("c")).unwrap();
         assert_eq!(evicted, Some(key("b")));
         assert_eq!(registry.len(), 2);
         // b's actor sees its mailbox end (it passivates); a's and c's stay open
@@ -164,5 +191,28 @@ mod tests {
             receivers.get_mut("a").unwrap().try_recv(),
             Err(mpsc::error::TryRecvError::Empty)
         ));
+    }
+
+    #[test]
+    fn entities_with_open_streams_are_never_evicted_and_count_against_the_cap() {
+        let registry = ActorRegistry::new(2);
+        let mut receivers = Vec::new();
+        let mut start = |streams: usize| {
+            let (tx, rx) = mpsc::channel(1);
+            receivers.push(rx);
+            (tx, Arc::new(AtomicUsize::new(streams)))
+        };
+        // --- a (least recently used) watches a stream, b does not
+        registry.mailbox(&key("a"), || start(1)).unwrap();
+        registry.mailbox(&key("b"), || start(0)).unwrap();
+        // --- c evicts b, skipping a
+        let (_, evicted) = registry.mailbox(&key("c"), || start(1)).unwrap();
+        assert_eq!(evicted, Some(key("b")));
+        // --- with a and c both streaming, d is refused and nothing is evicted
+        assert_eq!(
+            registry.mailbox(&key("d"), || start(0)).unwrap_err(),
+            Full { active: 2 }
+        );
+        assert_eq!(registry.len(), 2);
     }
 }

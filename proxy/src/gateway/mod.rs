@@ -269,6 +269,21 @@ impl Commands for Gateway {
     }
 
     async fn streamed(&self, call: StreamedCall) -> Result<Answers, ProxyError> {
+        // An entity's streamed command goes to the entity's owner, found from
+        // its one request.
+        let (call, entity_id) = if call.method.entity.kind.is_entity() {
+            let call = crate::dispatch::entity_call(call).await?;
+            let entity_id = call.entity_id.clone();
+            let streamed = StreamedCall {
+                method: call.method,
+                requests: futures::stream::once(async move { Ok(call.payload) }).boxed(),
+                metadata: call.metadata,
+                context: call.context,
+            };
+            (streamed, entity_id)
+        } else {
+            (call, None)
+        };
         let StreamedCall {
             method,
             requests,
@@ -278,7 +293,7 @@ impl Commands for Gateway {
         let mut routes = self.routes.clone();
         let mut destination = None;
         for _ in 0..MAX_ATTEMPTS {
-            destination = self.destination(&method, None, &mut routes).await?;
+            destination = self.destination(&method, entity_id.as_deref(), &mut routes).await?;
             if destination.is_some() {
                 break;
             }

@@ -113,6 +113,7 @@ async fn run(entity_id: &str, payloads: &[&str], context: CallContext) -> Answer
         registry: Arc::default(),
         entity: method.entity.clone(),
         key: (method.entity.service_name.clone(), entity_id.into()),
+        streams: Arc::default(),
     };
     actor.run::<Scripted>(rx, own).await;
     answers

@@ -100,7 +100,7 @@ struct Open {
 
 /// What the session heard between commands.
 pub(super) enum Heard {
-    Function(Result<Option<CrdtStreamOut>, tonic::Status>),
+    Function(Box<Result<Option<CrdtStreamOut>, tonic::Status>>),
     /// The client of this streamed command left.
     Left(i64),
 }
@@ -647,7 +647,7 @@ impl Session for CrdtSession {
             })
             .collect();
         tokio::select! {
-            message = self.conversation.heard() => Heard::Function(message),
+            message = self.conversation.heard() => Heard::Function(Box::new(message)),
             Some(id) = gone.next() => Heard::Left(id),
         }
     }
@@ -658,17 +658,19 @@ impl Session for CrdtSession {
                 self.cancel(command_id);
                 After::Continue
             }
-            Heard::Function(Ok(Some(out))) => self.unasked(ctx, out).await,
-            Heard::Function(ended) => {
-                // The function ended its stream: the next command opens another.
-                self.ended = true;
-                let error = match ended {
-                    Err(status) => function_unavailable(ctx, &status),
-                    Ok(_) => ProxyError::Unavailable("the user function ended the entity's stream; retry".into()),
-                };
-                self.end_streams(&error);
-                After::Continue
-            }
+            Heard::Function(heard) => match *heard {
+                Ok(Some(out)) => self.unasked(ctx, out).await,
+                ended => {
+                    // The function ended its stream: the next command opens another.
+                    self.ended = true;
+                    let error = match ended {
+                        Err(status) => function_unavailable(ctx, &status),
+                        Ok(_) => ProxyError::Unavailable("the user function ended the entity's stream; retry".into()),
+                    };
+                    self.end_streams(&error);
+                    After::Continue
+                }
+            },
         }
     }
 

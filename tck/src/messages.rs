@@ -336,7 +336,11 @@ pub mod crdt {
     }
 
     /// The reply that keeps a streamed command open (`None`: no message yet).
-    pub fn streamed_reply(command_id: i64, payload: Option<Any>, state_action: Option<CrdtStateAction>) -> CrdtStreamOut {
+    pub fn streamed_reply(
+        command_id: i64,
+        payload: Option<Any>,
+        state_action: Option<CrdtStateAction>,
+    ) -> CrdtStreamOut {
         let mut out = reply_with(command_id, payload.and_then(reply_action), state_action, vec![]);
         if let Some(Out::Reply(reply)) = &mut out.message {
             reply.streamed = true;

@@ -471,7 +471,14 @@ fn streamed<C: ModelCrdt>(command: &Command, ctx: &mut CrdtContext<'_, C>) -> Re
         .effects
         .iter()
         .map(|effect| {
-            let call = ServiceCall::new(CRDT_TWO, "Call", &crdt::Request { id: effect.id.clone(), actions: vec![] });
+            let call = ServiceCall::new(
+                CRDT_TWO,
+                "Call",
+                &crdt::Request {
+                    id: effect.id.clone(),
+                    actions: vec![],
+                },
+            );
             side_effect(call, effect.synchronous)
         })
         .collect();

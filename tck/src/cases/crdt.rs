@@ -734,6 +734,12 @@ pub fn cases() -> Vec<Case> {
     cases.extend([
         Case {
             section: PROXY_SECTION,
+            name: "verify streamed responses for connection tracking",
+            requires: &[VOTE],
+            run: |kit| Box::pin(connection_tracking(kit)),
+        },
+        Case {
+            section: PROXY_SECTION,
             name: "verify state changes",
             requires: &[PNCOUNTER],
             run: |kit| Box::pin(proxy_state_changes(kit)),
@@ -772,14 +778,9 @@ pub fn cases() -> Vec<Case> {
     cases
 }
 
-/// CloudState's proxy case for streamed CRDT commands (connection tracking
-/// through the proxy with an interceptor) is not written yet.
+/// Every CRDT case is written; nothing is pending.
 pub fn pending() -> Vec<Pending> {
-    vec![Pending {
-        section: PROXY_SECTION,
-        name: "verify streamed responses for connection tracking",
-        why: "the kit's interceptor does not follow a streamed CRDT call yet (the model cases cover the messages)",
-    }]
+    Vec::new()
 }
 
 // --- streamed commands
@@ -828,71 +829,108 @@ fn streamed_cases() -> Vec<Case> {
                     m::reply(n, response(state), m::update(gcounter(by as u64))),
                 )
                 .await?;
-                c.expect(m::streamed(1, response(state), Effects::none(), false)).await?;
+                c.expect(m::streamed(1, response(state), Effects::none(), false))
+                    .await?;
             }
             c.passivate().await
         }),
-        streamed_case!("verify streamed responses with stream ending action", GCOUNTER, |kit, id, c| {
-            let request = model::StreamedRequest {
-                end_state: "3".into(),
-                ..streamed_request(id)
-            };
-            c.exchange(process_streamed(1, &request), m::streamed_reply(1, Some(response("0")), None))
-                .await?;
-            c.exchange(process(2, id, vec![increment(1)]), m::reply(2, response("1"), m::update(gcounter(1))))
-                .await?;
-            c.expect(m::streamed(1, response("1"), Effects::none(), false)).await?;
-            c.exchange(process(3, id, vec![increment(2)]), m::reply(3, response("3"), m::update(gcounter(2))))
-                .await?;
-            c.expect(m::streamed(1, response("3"), Effects::none(), true)).await?;
-            // The stream is over: the next change sends it nothing.
-            c.exchange(process(4, id, vec![increment(3)]), m::reply(4, response("6"), m::update(gcounter(3))))
-                .await?;
-            c.passivate().await
-        }),
-        streamed_case!("verify streamed responses with cancellation", PNCOUNTER, |kit, id, c| {
-            let request = model::StreamedRequest {
-                on_cancel: vec![decrement(42)],
-                ..streamed_request(id)
-            };
-            c.exchange(process_streamed(1, &request), m::streamed_reply(1, Some(response("0")), None))
-                .await?;
-            for (n, by, state) in [(2, 10, "10"), (3, 20, "30")] {
+        streamed_case!(
+            "verify streamed responses with stream ending action",
+            GCOUNTER,
+            |kit, id, c| {
+                let request = model::StreamedRequest {
+                    end_state: "3".into(),
+                    ..streamed_request(id)
+                };
                 c.exchange(
-                    process(n, id, vec![increment(by)]),
-                    m::reply(n, response(state), m::update(pncounter(by))),
+                    process_streamed(1, &request),
+                    m::streamed_reply(1, Some(response("0")), None),
                 )
                 .await?;
-                c.expect(m::streamed(1, response(state), Effects::none(), false)).await?;
+                c.exchange(
+                    process(2, id, vec![increment(1)]),
+                    m::reply(2, response("1"), m::update(gcounter(1))),
+                )
+                .await?;
+                c.expect(m::streamed(1, response("1"), Effects::none(), false)).await?;
+                c.exchange(
+                    process(3, id, vec![increment(2)]),
+                    m::reply(3, response("3"), m::update(gcounter(2))),
+                )
+                .await?;
+                c.expect(m::streamed(1, response("3"), Effects::none(), true)).await?;
+                // The stream is over: the next change sends it nothing.
+                c.exchange(
+                    process(4, id, vec![increment(3)]),
+                    m::reply(4, response("6"), m::update(gcounter(3))),
+                )
+                .await?;
+                c.passivate().await
             }
-            c.exchange(
-                m::stream_cancelled(1, id),
-                m::stream_cancelled_response(1, m::update(pncounter(-42))),
-            )
-            .await?;
-            c.exchange(process(4, id, vec![]), m::reply(4, response("-12"), None)).await?;
-            c.exchange(process(5, id, vec![increment(30)]), m::reply(5, response("18"), m::update(pncounter(30))))
+        ),
+        streamed_case!(
+            "verify streamed responses with cancellation",
+            PNCOUNTER,
+            |kit, id, c| {
+                let request = model::StreamedRequest {
+                    on_cancel: vec![decrement(42)],
+                    ..streamed_request(id)
+                };
+                c.exchange(
+                    process_streamed(1, &request),
+                    m::streamed_reply(1, Some(response("0")), None),
+                )
                 .await?;
-            c.passivate().await
-        }),
-        streamed_case!("verify empty streamed responses with cancellation", PNCOUNTER, |kit, id, c| {
-            c.exchange(process(1, id, vec![increment(10)]), m::reply(1, response("10"), m::update(pncounter(10))))
+                for (n, by, state) in [(2, 10, "10"), (3, 20, "30")] {
+                    c.exchange(
+                        process(n, id, vec![increment(by)]),
+                        m::reply(n, response(state), m::update(pncounter(by))),
+                    )
+                    .await?;
+                    c.expect(m::streamed(1, response(state), Effects::none(), false))
+                        .await?;
+                }
+                c.exchange(
+                    m::stream_cancelled(1, id),
+                    m::stream_cancelled_response(1, m::update(pncounter(-42))),
+                )
                 .await?;
-            let request = model::StreamedRequest {
-                on_cancel: vec![decrement(42)],
-                empty: true,
-                ..streamed_request(id)
-            };
-            c.exchange(process_streamed(2, &request), m::streamed_reply(2, None, None))
+                c.exchange(process(4, id, vec![]), m::reply(4, response("-12"), None))
+                    .await?;
+                c.exchange(
+                    process(5, id, vec![increment(30)]),
+                    m::reply(5, response("18"), m::update(pncounter(30))),
+                )
                 .await?;
-            c.exchange(
-                m::stream_cancelled(2, id),
-                m::stream_cancelled_response(2, m::update(pncounter(-42))),
-            )
-            .await?;
-            c.exchange(process(3, id, vec![]), m::reply(3, response("-32"), None)).await?;
-            c.passivate().await
-        }),
+                c.passivate().await
+            }
+        ),
+        streamed_case!(
+            "verify empty streamed responses with cancellation",
+            PNCOUNTER,
+            |kit, id, c| {
+                c.exchange(
+                    process(1, id, vec![increment(10)]),
+                    m::reply(1, response("10"), m::update(pncounter(10))),
+                )
+                .await?;
+                let request = model::StreamedRequest {
+                    on_cancel: vec![decrement(42)],
+                    empty: true,
+                    ..streamed_request(id)
+                };
+                c.exchange(process_streamed(2, &request), m::streamed_reply(2, None, None))
+                    .await?;
+                c.exchange(
+                    m::stream_cancelled(2, id),
+                    m::stream_cancelled_response(2, m::update(pncounter(-42))),
+                )
+                .await?;
+                c.exchange(process(3, id, vec![]), m::reply(3, response("-32"), None))
+                    .await?;
+                c.passivate().await
+            }
+        ),
         streamed_case!("verify streamed responses with side effects", GSET, |kit, id, c| {
             let request = model::StreamedRequest {
                 effects: vec![
@@ -915,13 +953,22 @@ fn streamed_cases() -> Vec<Case> {
                         .chain(side_effects(&["two"], true).side_effects),
                 )
             };
-            c.exchange(process_streamed(1, &request), m::streamed_reply(1, Some(response("")), None))
-                .await?;
-            c.exchange(process(2, id, vec![add("a")]), m::reply(2, response("a"), m::update(gset(&["a"]))))
-                .await?;
+            c.exchange(
+                process_streamed(1, &request),
+                m::streamed_reply(1, Some(response("")), None),
+            )
+            .await?;
+            c.exchange(
+                process(2, id, vec![add("a")]),
+                m::reply(2, response("a"), m::update(gset(&["a"]))),
+            )
+            .await?;
             c.expect(m::streamed(1, response("a"), effects(), false)).await?;
-            c.exchange(process(3, id, vec![add("b")]), m::reply(3, response("a,b"), m::update(gset(&["b"]))))
-                .await?;
+            c.exchange(
+                process(3, id, vec![add("b")]),
+                m::reply(3, response("a,b"), m::update(gset(&["b"]))),
+            )
+            .await?;
             c.expect(m::streamed(1, response("a,b"), effects(), false)).await?;
             c.passivate().await
         }),
@@ -1027,6 +1074,74 @@ async fn new_and_existing(kit: &Kit, t: &TypeCase) -> Check {
     c.expect_incoming(process(1, id, vec![])).await?;
     c.expect_outgoing(m::reply(1, response(first.state), None)).await?;
     stop(kit, t.service, id, 2, c).await
+}
+
+/// `ProcessStreamed` of `service` through the proxy: its answers as they come.
+async fn watch(
+    kit: &Kit,
+    service: &str,
+    request: model::StreamedRequest,
+) -> Result<tonic::codec::Streaming<model::Response>, String> {
+    let path = format!("/{service}/ProcessStreamed");
+    let mut client = tonic::client::Grpc::new(kit.grpc.clone());
+    client.ready().await.map_err(|e| e.to_string())?;
+    let codec = tonic_prost::ProstCodec::<model::StreamedRequest, model::Response>::default();
+    client
+        .server_streaming(tonic::Request::new(request), path.parse().expect("a path"), codec)
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|status| format!("ProcessStreamed failed: {status:?}"))
+}
+
+async fn next_state(stream: &mut tonic::codec::Streaming<model::Response>, expected: &str) -> Check {
+    let message = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+        .await
+        .map_err(|_| format!("no streamed answer (expected {expected:?})"))?
+        .map_err(|status| format!("the stream failed: {status:?}"))?
+        .ok_or_else(|| format!("the stream ended (expected {expected:?})"))?;
+    expect_eq("streamed answer", expected, message.state.as_str())
+}
+
+/// A watcher of a vote sees a second client's vote while that client is
+/// connected, and its withdrawal when the client goes: the cancel's change is
+/// the function's, applied and passed on by the proxy.
+async fn connection_tracking(kit: &Kit) -> Check {
+    let id = &kit.next_id();
+    let (state0, state1) = ("false/0/1", "true/1/1");
+    let mut monitor = watch(kit, VOTE, streamed_request(id)).await?;
+    next_state(&mut monitor, state0).await?;
+    let mut c = kit.interceptor.crdt().await?;
+    c.expect_incoming(m::init(VOTE, id)).await?;
+    c.expect_incoming(process_streamed(1, &streamed_request(id))).await?;
+    c.expect_outgoing(m::streamed_reply(1, Some(response(state0)), None))
+        .await?;
+
+    let connect_request = model::StreamedRequest {
+        initial: vec![vote(true)],
+        on_cancel: vec![vote(false)],
+        empty: true,
+        ..streamed_request(id)
+    };
+    let connect = watch(kit, VOTE, connect_request.clone()).await?;
+    next_state(&mut monitor, state1).await?;
+    c.expect_incoming(process_streamed(2, &connect_request)).await?;
+    c.expect_outgoing(m::streamed_reply(2, None, m::update(vote_delta(true, 0, 0))))
+        .await?;
+    c.expect_outgoing(m::streamed(1, response(state1), Effects::none(), false))
+        .await?;
+
+    drop(connect);
+    next_state(&mut monitor, state0).await?;
+    c.expect_incoming(m::stream_cancelled(2, id)).await?;
+    c.expect_outgoing(m::stream_cancelled_response(2, m::update(vote_delta(false, 0, 0))))
+        .await?;
+    c.expect_outgoing(m::streamed(1, response(state0), Effects::none(), false))
+        .await?;
+
+    drop(monitor);
+    c.expect_incoming(m::stream_cancelled(1, id)).await?;
+    c.expect_outgoing(m::stream_cancelled_response(1, None)).await?;
+    stop(kit, VOTE, id, 3, c).await
 }
 
 async fn proxy_state_changes(kit: &Kit) -> Check {

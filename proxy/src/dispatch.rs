@@ -96,7 +96,9 @@ impl Commands for Dispatcher {
         let outcomes = if call.method.entity.kind.is_entity() {
             let call = entity_call(call).await?;
             self.check_owner(&call).await?;
-            self.entities.streamed(call).await?
+            let method = call.method.clone();
+            // The stream lasts until the client's deadline, if it gave one.
+            crate::action::within(self.entities.streamed(call).await?, context, method)
         } else {
             self.actions.streamed(call).await?
         };

@@ -3,8 +3,9 @@
 //! streaming sees joins and leaves made by other clients; a gRPC watcher that
 //! names a user keeps that user online, and its disconnect reaches the
 //! function as a cancel whose state change is persisted and seen by the other
-//! watcher. A function that sends a streamed message for a command that is
-//! not streaming (`rogue-crdt`) is reported and restarted.
+//! watcher; a watch with a client deadline ends with DEADLINE_EXCEEDED. A
+//! function that sends a streamed message for a command that is not
+//! streaming (`rogue-crdt`) is reported and restarted.
 
 use std::time::{Duration, Instant};
 
@@ -96,6 +97,16 @@ mod api {
 }
 
 async fn grpc_watch(port: u16, room: &str, user: &str) -> tonic::codec::Streaming<api::Online> {
+    grpc_watch_within(port, room, user, None).await.expect("a gRPC watch")
+}
+
+/// A gRPC watch, with the client's deadline if `timeout` is given.
+async fn grpc_watch_within(
+    port: u16,
+    room: &str,
+    user: &str,
+    timeout: Option<Duration>,
+) -> Result<tonic::codec::Streaming<api::Online>, tonic::Status> {
     let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
         .unwrap()
         .connect()
@@ -103,17 +114,20 @@ async fn grpc_watch(port: u16, room: &str, user: &str) -> tonic::codec::Streamin
         .unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
+    let mut request = tonic::Request::new(api::WatchRoom {
+        room: room.into(),
+        user: user.into(),
+    });
+    if let Some(timeout) = timeout {
+        request.set_timeout(timeout);
+    }
     grpc.server_streaming(
-        tonic::Request::new(api::WatchRoom {
-            room: room.into(),
-            user: user.into(),
-        }),
+        request,
         "/com.example.presence.Presence/Watch".parse().unwrap(),
         tonic_prost::ProstCodec::<api::WatchRoom, api::Online>::default(),
     )
     .await
-    .expect("a gRPC watch")
-    .into_inner()
+    .map(tonic::Response::into_inner)
 }
 
 async fn next_grpc(stream: &mut tonic::codec::Streaming<api::Online>) -> Vec<String> {
@@ -186,6 +200,32 @@ async fn presence_watchers_see_joins_leaves_and_cancels_over_sse_and_grpc() {
         "{body}"
     );
     watcher.until(&["bob", "dan"]).await;
+
+    // --- a watch with a client deadline ends with DEADLINE_EXCEEDED, and
+    // its user leaves as for any client that goes
+    let ended = async {
+        let mut erin = grpc_watch_within(dev.gateway, "lobby", "erin", Some(Duration::from_millis(500))).await?;
+        while erin.message().await?.is_some() {}
+        Ok::<_, tonic::Status>(())
+    };
+    let status = tokio::time::timeout(PATIENCE, ended)
+        .await
+        .expect("the watch ends at its deadline")
+        .expect_err("a watch does not end by itself");
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    watcher.until(&["bob", "dan"]).await;
+
+    // --- the sidecar counted carol's watch as cancelled by its client
+    let instances = dev.api("/services/presence/instances").await;
+    let sidecar = instances["instances"][0]["admin_address"].as_str().unwrap().to_string();
+    let metrics = reqwest::get(format!("http://{sidecar}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let cancelled = "strata_proxy_requests_total{code=\"CANCELLED\",method=\"Watch\",protocol=\"grpc\",service=\"com.example.presence.Presence\"}";
+    assert!(metrics.contains(cancelled), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

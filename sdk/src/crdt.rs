@@ -1099,4 +1099,71 @@ mod tests {
         assert_eq!(String::from_any(&any).unwrap(), "x");
         assert!(i64::from_any(&any).is_err());
     }
+
+    /// Watches a counter: streams its value, ends at 9, and takes 1 off when
+    /// the client cancels.
+    struct Watcher;
+
+    impl CrdtEntity for Watcher {
+        type Crdt = PnCounter;
+
+        fn handle_command(&self, command: &Command, ctx: &mut CrdtContext<'_, PnCounter>) -> Result<Reply, Failure> {
+            if command.name() == "Watch" && ctx.is_streamed() {
+                ctx.state_mut().increment(1);
+                ctx.on_change(|counter, stream| {
+                    if counter.value() >= 9 {
+                        stream.end_stream();
+                    }
+                    Ok(Reply::any(counter.value().to_any()))
+                });
+                ctx.on_cancel(|gone| {
+                    gone.state_mut().decrement(1);
+                });
+                ctx.write_consistency(WriteConsistency::All);
+                return Ok(Reply::none());
+            }
+            ctx.state_mut().increment(4);
+            Ok(Reply::any(ctx.state().value().to_any()))
+        }
+    }
+
+    fn command(id: i64, name: &str) -> Command {
+        Command::new("e".into(), id, name.into(), Any::default())
+    }
+
+    #[test]
+    fn a_streamed_command_hears_every_change_until_it_ends_or_its_client_cancels() {
+        let mut hosted = Hosted::new(Watcher);
+        // --- the watch opens (no message yet) with its own change, at the consistency asked for
+        let opened = hosted.handle_command(&command(1, "Watch"), true).unwrap();
+        assert!(opened.streamed && opened.reply.is_none());
+        let action = opened.state_action.unwrap();
+        assert_eq!(action.write_consistency, pb::CrdtWriteConsistency::All as i32);
+        // --- not streamed, the same method keeps nothing open
+        let unary = hosted.handle_command(&command(2, "Add"), false).unwrap();
+        assert!(!unary.streamed);
+        // --- a change: the open stream hears the value; the command that made it is skipped
+        assert!(hosted.changed(Some(1)).is_empty());
+        let heard = hosted.changed(None);
+        assert_eq!(heard.len(), 1);
+        assert_eq!((heard[0].command_id, heard[0].end_stream), (1, false));
+        // --- a second watcher, cancelled: its change comes back with the response
+        hosted.handle_command(&command(3, "Watch"), true).unwrap();
+        let response = hosted.cancelled(3);
+        assert_eq!(response.command_id, 3);
+        assert_eq!(
+            response.state_action.unwrap().action,
+            Some(pb::crdt_state_action::Action::Update(pb::CrdtDelta {
+                delta: Some(Delta::Pncounter(PnCounterDelta { change: -1 }))
+            }))
+        );
+        // --- at 9 the first stream ends, and hears nothing after
+        hosted.handle_command(&command(4, "Add"), false).unwrap();
+        let last = hosted.changed(None);
+        assert_eq!((last[0].command_id, last[0].end_stream), (1, true));
+        hosted.handle_command(&command(5, "Add"), false).unwrap();
+        assert!(hosted.changed(None).is_empty());
+        // --- a cancel for a stream that is over is still answered, with no change
+        assert_eq!(hosted.cancelled(1).state_action, None);
+    }
 }

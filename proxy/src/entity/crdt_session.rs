@@ -80,8 +80,10 @@ pub(super) struct CrdtSession {
     /// Streamed commands the function keeps open, by command id.
     streams: HashMap<i64, Open>,
     /// Streamed commands whose client left: the function owes a
-    /// `CrdtStreamCancelledResponse` for each.
-    cancelling: HashMap<i64, Caller>,
+    /// `CrdtStreamCancelledResponse` for each, by the time given.
+    cancelling: HashMap<i64, Owed>,
+    /// How long the function may take to answer a cancellation.
+    answer_within: std::time::Duration,
     /// The function ended the stream while nothing was in flight.
     ended: bool,
 }
@@ -90,6 +92,12 @@ pub(super) struct CrdtSession {
 struct Caller {
     method: Arc<MethodModel>,
     context: CallContext,
+}
+
+/// A cancelled streamed command whose response the function owes.
+struct Owed {
+    caller: Caller,
+    by: tokio::time::Instant,
 }
 
 /// An open streamed command.
@@ -103,6 +111,8 @@ pub(super) enum Heard {
     Function(Box<Result<Option<CrdtStreamOut>, tonic::Status>>),
     /// The client of this streamed command left.
     Left(i64),
+    /// The function did not answer this command's cancellation in time.
+    Overdue(i64),
 }
 
 /// What a reply means for the entity.
@@ -387,7 +397,13 @@ impl CrdtSession {
                 entity_id: self.key.entity_id.clone(),
                 id: command_id,
             }));
-            self.cancelling.insert(command_id, open.caller);
+            self.cancelling.insert(
+                command_id,
+                Owed {
+                    caller: open.caller,
+                    by: tokio::time::Instant::now() + self.answer_within,
+                },
+            );
         }
     }
 
@@ -404,7 +420,7 @@ impl CrdtSession {
         let replica = replica(&ctx.instance_id);
         let decision = {
             let open = |id| self.streams.get(&id).map(|o: &Open| o.caller.method.clone());
-            let cancelling = |id| self.cancelling.get(&id).map(|c: &Caller| c.method.clone());
+            let cancelling = |id| self.cancelling.get(&id).map(|c: &Owed| c.caller.method.clone());
             decide_unasked(ctx.targets.as_ref(), &self.held, &replica, &open, &cancelling, out)
         };
         match decision {
@@ -447,7 +463,7 @@ impl CrdtSession {
                 correction,
                 outcome,
             } => {
-                let Some(caller) = self.cancelling.remove(&command_id) else {
+                let Some(Owed { caller, .. }) = self.cancelling.remove(&command_id) else {
                     return After::Continue;
                 };
                 if let Some(change) = change {
@@ -534,6 +550,7 @@ impl Session for CrdtSession {
             conversation: Conversation::new(to_function, from_function),
             streams: HashMap::new(),
             cancelling: HashMap::new(),
+            answer_within: ctx.command_timeout,
             ended: false,
         })
     }
@@ -646,9 +663,20 @@ impl Session for CrdtSession {
                 *id
             })
             .collect();
+        let overdue = self.cancelling.iter().map(|(id, owed)| (owed.by, *id)).min();
+        let overdue = async {
+            match overdue {
+                Some((by, id)) => {
+                    tokio::time::sleep_until(by).await;
+                    id
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             message = self.conversation.heard() => Heard::Function(Box::new(message)),
             Some(id) = gone.next() => Heard::Left(id),
+            id = overdue => Heard::Overdue(id),
         }
     }
 
@@ -656,6 +684,19 @@ impl Session for CrdtSession {
         match heard {
             Heard::Left(command_id) => {
                 self.cancel(command_id);
+                After::Continue
+            }
+            Heard::Overdue(command_id) => {
+                // Not waited for any longer: the entity may passivate again.
+                self.cancelling.remove(&command_id);
+                tracing::warn!(
+                    command_id,
+                    "no answer to a stream's cancellation; its change (if any) is lost"
+                );
+                ctx.function.report_error(format!(
+                    "entity {} of {} did not answer the cancellation of streamed command {command_id} within {:?}",
+                    self.key.entity_id, self.service, self.answer_within
+                ));
                 After::Continue
             }
             Heard::Function(heard) => match *heard {

@@ -3,7 +3,9 @@
 //! streaming sees joins and leaves made by other clients; a gRPC watcher that
 //! names a user keeps that user online, and its disconnect reaches the
 //! function as a cancel whose state change is persisted and seen by the other
-//! watcher; a watch with a client deadline ends with DEADLINE_EXCEEDED. A
+//! watcher; a watch with a client deadline ends with DEADLINE_EXCEEDED; after
+//! `kill -9` of the sidecar the watch ends and a new one sees the persisted
+//! room. A
 //! function that sends a streamed message for a command that is not
 //! streaming (`rogue-crdt`) is reported and restarted.
 
@@ -31,17 +33,55 @@ struct Events {
 
 impl Events {
     async fn open(url: String) -> Events {
+        Self::try_open(&url)
+            .await
+            .unwrap_or_else(|status| panic!("watch: {status}"))
+    }
+
+    async fn try_open(url: &str) -> Result<Events, u16> {
         let response = reqwest::Client::new()
             .get(url)
             .header("accept", "text/event-stream")
             .send()
             .await
             .expect("watch");
-        assert_eq!(response.status(), 200);
+        if response.status() != 200 {
+            return Err(response.status().as_u16());
+        }
         assert_eq!(response.headers()["content-type"], "text/event-stream");
-        Events {
+        Ok(Events {
             response,
             buffer: String::new(),
+        })
+    }
+
+    /// Opens a watch, asking again while the gateway cannot serve it yet (an
+    /// instance is being replaced).
+    async fn open_when_served(url: String) -> Events {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            match Self::try_open(&url).await {
+                Ok(events) => return events,
+                Err(status) => assert!(Instant::now() < deadline, "never served again: {status}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Reads until the stream ends; returns the error event it ended with, if any
+    /// (`None`: it just ended).
+    async fn end(mut self) -> Option<String> {
+        loop {
+            if let Some(start) = self.buffer.find("event: error") {
+                return Some(self.buffer[start..].to_string());
+            }
+            let chunk = tokio::time::timeout(PATIENCE, self.response.chunk())
+                .await
+                .expect("the stream ends in time");
+            match chunk {
+                Ok(Some(chunk)) => self.buffer.push_str(&String::from_utf8_lossy(&chunk)),
+                Ok(None) | Err(_) => return None,
+            }
         }
     }
 
@@ -226,6 +266,28 @@ async fn presence_watchers_see_joins_leaves_and_cancels_over_sse_and_grpc() {
         .unwrap();
     let cancelled = "strata_proxy_requests_total{code=\"CANCELLED\",method=\"Watch\",protocol=\"grpc\",service=\"com.example.presence.Presence\"}";
     assert!(metrics.contains(cancelled), "{metrics}");
+
+    // --- kill -9 the sidecar: the watch ends (it is not left hanging); a new
+    // watch on the replacement sees the persisted room
+    let pid = sidecar_pid(dev.process.pid());
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    let error = watcher.end().await.expect("the watch ends with an error event");
+    assert!(error.contains("\"code\":\"UNAVAILABLE\""), "{error}");
+    let mut again = Events::open_when_served(dev.url("/rooms/lobby/watch")).await;
+    assert_eq!(users(&again.next().await), ["bob", "dan"]);
+}
+
+/// The pid of the one sidecar `strata dev` (pid `parent`) runs.
+fn sidecar_pid(parent: u32) -> u32 {
+    let out = std::process::Command::new("pgrep")
+        .args(["-P", &parent.to_string(), "-f", "strata proxy --user-function-port"])
+        .output()
+        .expect("pgrep");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.lines().next().expect("a running sidecar").trim().parse().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,10 +1,11 @@
-//! Streamed CRDT commands end to end, through `strata dev` (SQLite): the
+//! Streamed CRDT commands end to end, through `strata dev` (SQLite, two
+//! instances, so the gateway must route each call to the room's owner): the
 //! presence example's `Watch` over Server-Sent Events and over gRPC server
 //! streaming sees joins and leaves made by other clients; a gRPC watcher that
 //! names a user keeps that user online, and its disconnect reaches the
 //! function as a cancel whose state change is persisted and seen by the other
 //! watcher; a watch with a client deadline ends with DEADLINE_EXCEEDED; after
-//! `kill -9` of the sidecar the watch ends and a new one sees the persisted
+//! `kill -9` of the sidecars the watch ends and a new one sees the persisted
 //! room. A
 //! function that sends a streamed message for a command that is not
 //! streaming (`rogue-crdt`) is reported and restarted.
@@ -186,10 +187,12 @@ async fn presence_watchers_see_joins_leaves_and_cancels_over_sse_and_grpc() {
     dev.deploy_command(
         "presence",
         &binary("presence").display().to_string(),
-        &["--min-scale", "1", "--max-scale", "1"],
+        &["--min-scale", "2", "--max-scale", "2"],
     );
-    dev.until_service("presence", "the first instance is ready", PATIENCE, |s| {
-        s["ready_replicas"] == 1
+    // Two instances: the gateway must route each watch and each change to
+    // the room's owner (a sidecar refuses entities it does not own).
+    dev.until_service("presence", "both instances are ready", PATIENCE, |s| {
+        s["ready_replicas"] == 2
     })
     .await;
     let http = Http::new(dev.gateway);
@@ -255,39 +258,51 @@ async fn presence_watchers_see_joins_leaves_and_cancels_over_sse_and_grpc() {
     assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
     watcher.until(&["bob", "dan"]).await;
 
-    // --- the sidecar counted carol's watch as cancelled by its client
+    // --- the room's sidecar counted carol's watch as cancelled by its client
     let instances = dev.api("/services/presence/instances").await;
-    let sidecar = instances["instances"][0]["admin_address"].as_str().unwrap().to_string();
-    let metrics = reqwest::get(format!("http://{sidecar}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
     let cancelled = "strata_proxy_requests_total{code=\"CANCELLED\",method=\"Watch\",protocol=\"grpc\",service=\"com.example.presence.Presence\"}";
-    assert!(metrics.contains(cancelled), "{metrics}");
+    let mut counted = Vec::new();
+    for instance in instances["instances"].as_array().unwrap() {
+        let sidecar = instance["admin_address"].as_str().unwrap();
+        let metrics = reqwest::get(format!("http://{sidecar}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        counted.push(metrics.contains(cancelled));
+    }
+    assert!(
+        counted.contains(&true),
+        "no sidecar counted the cancelled watch: {instances}"
+    );
 
-    // --- kill -9 the sidecar: the watch ends (it is not left hanging); a new
-    // watch on the replacement sees the persisted room
-    let pid = sidecar_pid(dev.process.pid());
-    std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap();
+    // --- kill -9 the sidecars: the watch ends (it is not left hanging); a new
+    // watch on a replacement sees the persisted room
+    for pid in sidecar_pids(dev.process.pid()) {
+        std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+    }
     let error = watcher.end().await.expect("the watch ends with an error event");
     assert!(error.contains("\"code\":\"UNAVAILABLE\""), "{error}");
     let mut again = Events::open_when_served(dev.url("/rooms/lobby/watch")).await;
     assert_eq!(users(&again.next().await), ["bob", "dan"]);
 }
 
-/// The pid of the one sidecar `strata dev` (pid `parent`) runs.
-fn sidecar_pid(parent: u32) -> u32 {
+/// The pids of the sidecars `strata dev` (pid `parent`) runs.
+fn sidecar_pids(parent: u32) -> Vec<u32> {
     let out = std::process::Command::new("pgrep")
         .args(["-P", &parent.to_string(), "-f", "strata proxy --user-function-port"])
         .output()
         .expect("pgrep");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    text.lines().next().expect("a running sidecar").trim().parse().unwrap()
+    let pids: Vec<u32> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| line.trim().parse().unwrap())
+        .collect();
+    assert!(!pids.is_empty(), "no running sidecar");
+    pids
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,8 +6,7 @@
 //! function as a cancel whose state change is persisted and seen by the other
 //! watcher; a watch with a client deadline ends with DEADLINE_EXCEEDED; after
 //! `kill -9` of the sidecars the watch ends and a new one sees the persisted
-//! room. A
-//! function that sends a streamed message for a command that is not
+//! room. A function that sends a streamed message for a command that is not
 //! streaming (`rogue-crdt`) is reported and restarted.
 
 use std::time::{Duration, Instant};

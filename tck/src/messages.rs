@@ -362,10 +362,19 @@ pub mod crdt {
 
     /// The function's answer to a cancelled stream.
     pub fn stream_cancelled_response(command_id: i64, state_action: Option<CrdtStateAction>) -> CrdtStreamOut {
+        stream_cancelled_effects(command_id, state_action, Effects::none())
+    }
+
+    /// The function's answer to a cancelled stream, with side effects.
+    pub fn stream_cancelled_effects(
+        command_id: i64,
+        state_action: Option<CrdtStateAction>,
+        effects: Effects,
+    ) -> CrdtStreamOut {
         CrdtStreamOut {
             message: Some(Out::StreamCancelledResponse(pb::crdt::CrdtStreamCancelledResponse {
                 command_id,
-                side_effects: vec![],
+                side_effects: effects.side_effects,
                 state_action,
             })),
         }

@@ -467,21 +467,20 @@ fn streamed<C: ModelCrdt>(command: &Command, ctx: &mut CrdtContext<'_, C>) -> Re
         Ok::<_, Failure>(())
     };
     change(ctx.state_mut(), request.initial)?;
-    let effects: Vec<SideEffect> = request
-        .effects
-        .iter()
-        .map(|effect| {
-            let call = ServiceCall::new(
-                CRDT_TWO,
-                "Call",
-                &crdt::Request {
+    let two = |effects: &[crdt::Effect]| -> Vec<SideEffect> {
+        effects
+            .iter()
+            .map(|effect| {
+                let request = crdt::Request {
                     id: effect.id.clone(),
                     actions: vec![],
-                },
-            );
-            side_effect(call, effect.synchronous)
-        })
-        .collect();
+                };
+                side_effect(ServiceCall::new(CRDT_TWO, "Call", &request), effect.synchronous)
+            })
+            .collect()
+    };
+    let effects = two(&request.effects);
+    let cancel_effects = two(&request.cancel_effects);
     let end_state = request.end_state;
     ctx.on_change(move |state: &C, stream| {
         let rendered = state.render();
@@ -491,10 +490,13 @@ fn streamed<C: ModelCrdt>(command: &Command, ctx: &mut CrdtContext<'_, C>) -> Re
         Ok(Reply::message(&crdt::Response { state: rendered }).with_effects(effects.clone()))
     });
     let on_cancel = request.on_cancel;
-    if !on_cancel.is_empty() {
+    if !on_cancel.is_empty() || !cancel_effects.is_empty() {
         ctx.on_cancel(move |cancelled| {
             if let Err(failure) = change(cancelled.state_mut(), on_cancel) {
                 tracing::warn!(%failure, "the cancel change does not apply");
+            }
+            for effect in cancel_effects {
+                cancelled.effect(effect);
             }
         });
     }

@@ -740,6 +740,12 @@ pub fn cases() -> Vec<Case> {
         },
         Case {
             section: PROXY_SECTION,
+            name: "verify the side effects of a cancelled stream's response are performed (Strata)",
+            requires: &[GCOUNTER, TWO],
+            run: |kit| Box::pin(cancelled_side_effects(kit)),
+        },
+        Case {
+            section: PROXY_SECTION,
             name: "verify state changes",
             requires: &[PNCOUNTER],
             run: |kit| Box::pin(proxy_state_changes(kit)),
@@ -1142,6 +1148,35 @@ async fn connection_tracking(kit: &Kit) -> Check {
     c.expect_incoming(m::stream_cancelled(1, id)).await?;
     c.expect_outgoing(m::stream_cancelled_response(1, None)).await?;
     stop(kit, VOTE, id, 3, c).await
+}
+
+/// Strata: the side effects of a cancelled stream's response are performed
+/// (no client waits for them).
+async fn cancelled_side_effects(kit: &Kit) -> Check {
+    let id = &kit.next_id();
+    let request = model::StreamedRequest {
+        cancel_effects: vec![model::Effect {
+            id: id.to_string(),
+            synchronous: false,
+        }],
+        ..streamed_request(id)
+    };
+    let mut watching = watch(kit, GCOUNTER, request.clone()).await?;
+    next_state(&mut watching, "0").await?;
+    let mut c = kit.interceptor.crdt().await?;
+    c.expect_incoming(m::init(GCOUNTER, id)).await?;
+    c.expect_incoming(process_streamed(1, &request)).await?;
+    c.expect_outgoing(m::streamed_reply(1, Some(response("0")), None))
+        .await?;
+    drop(watching);
+    c.expect_incoming(m::stream_cancelled(1, id)).await?;
+    c.expect_outgoing(m::stream_cancelled_effects(1, None, side_effects(&[id], false)))
+        .await?;
+    let mut two = kit.interceptor.crdt().await?;
+    two.expect_incoming(m::init(TWO, id)).await?;
+    two.expect_incoming(m::command(1, id, "Call", two_call(id))).await?;
+    two.expect_outgoing(m::reply(1, response(""), None)).await?;
+    stop(kit, GCOUNTER, id, 2, c).await
 }
 
 async fn proxy_state_changes(kit: &Kit) -> Check {

@@ -44,6 +44,10 @@ impl Session for Scripted {
         false
     }
 
+    fn state_bytes(&self) -> usize {
+        0
+    }
+
     async fn run(&mut self, _: &SessionContext, command: EntityCommand) -> After {
         let payload = command.call.payload.clone();
         match payload.value.as_slice() {
@@ -226,6 +230,10 @@ impl Session for Watching {
 
     fn streams(&self) -> usize {
         self.open
+    }
+
+    fn state_bytes(&self) -> usize {
+        0
     }
 
     async fn close(self, _: &SessionContext) {}

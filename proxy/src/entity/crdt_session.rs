@@ -76,6 +76,8 @@ pub(super) struct CrdtSession {
     held: Held,
     /// The stored state's sequence number (0: nothing stored).
     seq_nr: i64,
+    /// The encoded size of the stored state.
+    bytes: usize,
     conversation: Conversation<CrdtStreamIn, CrdtStreamOut>,
     /// Streamed commands the function keeps open, by command id.
     streams: HashMap<i64, Open>,
@@ -376,8 +378,10 @@ impl CrdtSession {
                 Held::Absent | Held::Deleted => None,
             },
         };
+        let bytes = stored_size(write.state.as_ref());
         persist_timed(ctx, &self.service, ctx.store.save_crdt(write)).await?;
         self.seq_nr += 1;
+        self.bytes = bytes;
         self.held = change;
         Ok(())
     }
@@ -517,6 +521,7 @@ impl Session for CrdtSession {
     async fn activate(ctx: &SessionContext, entity: &EntityModel, entity_id: &str) -> Result<Self, ProxyError> {
         let key = EntityKey::new(&entity.persistence_id, entity_id);
         let record = ctx.store.load_crdt(&key).await.map_err(store_unavailable)?;
+        let bytes = stored_size(record.as_ref().and_then(|r| r.state.as_ref()));
         let (held, seq_nr) = match record {
             None => (Held::Absent, 0),
             Some(record) => match record.state {
@@ -547,6 +552,7 @@ impl Session for CrdtSession {
             service: entity.service_name.clone(),
             held,
             seq_nr,
+            bytes,
             conversation: Conversation::new(to_function, from_function),
             streams: HashMap::new(),
             cancelling: HashMap::new(),
@@ -715,6 +721,10 @@ impl Session for CrdtSession {
         }
     }
 
+    fn state_bytes(&self) -> usize {
+        self.bytes
+    }
+
     fn streams(&self) -> usize {
         self.streams.len() + self.cancelling.len()
     }
@@ -724,6 +734,10 @@ impl Session for CrdtSession {
             "the entity's stream on this instance ended (it was restarted, moved or shut down); open it again".into(),
         ));
     }
+}
+
+fn stored_size(state: Option<&prost_types::Any>) -> usize {
+    state.map_or(0, prost::Message::encoded_len)
 }
 
 #[cfg(test)]

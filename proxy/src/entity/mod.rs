@@ -25,7 +25,10 @@ pub use client_stream::{client_stream, StreamTo, STREAM_BUFFER};
 pub use session::{Detached, EntityCommand, SessionContext, DEFAULT_COMMAND_TIMEOUT};
 
 use self::{
-    actor::Actor, crdt_session::CrdtSession, event_sourced::EventSourcedSession, registry::ActorRegistry,
+    actor::Actor,
+    crdt_session::CrdtSession,
+    event_sourced::EventSourcedSession,
+    registry::{ActorRegistry, Bounds},
     value::ValueSession,
 };
 use crate::{
@@ -62,11 +65,17 @@ pub struct EntityLimits {
     /// Entities active at once; admitting one more passivates the least
     /// recently used.
     pub max_active: usize,
+    /// Estimated bytes of state the active entities may hold together (what
+    /// the sidecar loaded and last sent for each: snapshot and events, value,
+    /// CRDT state); past it the least recently used others are passivated.
+    /// One entity larger than the budget alone stays active.
+    pub max_active_bytes: usize,
 }
 
 impl EntityLimits {
     pub const DEFAULT_MAILBOX: usize = 1024;
     pub const DEFAULT_MAX_ACTIVE: usize = 10_000;
+    pub const DEFAULT_MAX_ACTIVE_BYTES: usize = 256 * 1024 * 1024;
 }
 
 impl Default for EntityLimits {
@@ -74,6 +83,7 @@ impl Default for EntityLimits {
         EntityLimits {
             mailbox: Self::DEFAULT_MAILBOX,
             max_active: Self::DEFAULT_MAX_ACTIVE,
+            max_active_bytes: Self::DEFAULT_MAX_ACTIVE_BYTES,
         }
     }
 }
@@ -93,7 +103,10 @@ impl Entities {
     pub fn with_limits(ctx: SessionContext, limits: EntityLimits) -> Self {
         Self {
             ctx: Arc::new(ctx),
-            registry: Arc::new(ActorRegistry::new(limits.max_active)),
+            registry: Arc::new(ActorRegistry::new(Bounds {
+                count: limits.max_active,
+                bytes: limits.max_active_bytes,
+            })),
             mailbox: limits.mailbox.max(1),
         }
     }
@@ -102,13 +115,14 @@ impl Entities {
     /// produced is durable. The forward and side effects it asks for are the
     /// caller's to perform.
     pub async fn handle(&self, call: Call) -> Result<Outcome, ProxyError> {
+        let deadline = call.context.deadline;
         let (reply, answer) = oneshot::channel();
         self.send(EntityCommand {
             call,
             reply,
             stream: None,
         })?;
-        answer.await.unwrap_or_else(|_| Err(stopped()))
+        answered(deadline, answer).await
     }
 
     /// Runs one streamed command (a CRDT entity's server-streamed method): the
@@ -116,6 +130,7 @@ impl Entities {
     /// it, each released once the state it depends on is durable. The stream
     /// ends when the function ends it; dropping it cancels the command.
     pub async fn streamed(&self, call: Call) -> Result<Outcomes, ProxyError> {
+        let deadline = call.context.deadline;
         let (reply, answer) = oneshot::channel();
         let (stream, later) = client_stream(STREAM_BUFFER);
         self.send(EntityCommand {
@@ -123,7 +138,7 @@ impl Entities {
             reply,
             stream: Some(stream),
         })?;
-        let first = answer.await.unwrap_or_else(|_| Err(stopped()))?;
+        let first = answered(deadline, answer).await?;
         Ok(futures::stream::once(async { Ok(first) }).chain(later).boxed())
     }
 
@@ -150,7 +165,10 @@ impl Entities {
                         full.active, key.1
                     ))
                 })?;
-            if let Some((service, entity_id)) = evicted {
+            if !evicted.is_empty() {
+                self.ctx.metrics.entity_bytes.set(self.registry.bytes() as i64);
+            }
+            for (service, entity_id) in evicted {
                 tracing::debug!(%service, %entity_id, "too many active entities: passivating the least recently used");
             }
             match mailbox.try_send(command) {
@@ -203,8 +221,34 @@ impl Entities {
     pub fn active(&self) -> usize {
         self.registry.len()
     }
+
+    /// The estimated bytes of state the active entities hold now.
+    pub fn active_bytes(&self) -> usize {
+        self.registry.bytes()
+    }
 }
 
-fn stopped() -> ProxyError {
-    ProxyError::Unavailable("the entity stopped before answering; retry".into())
+/// The entity's answer to a command. The client's deadline bounds the whole
+/// command: waiting for the entity, loading its state, the function, and
+/// storing the result (a slow store must not keep a client past the time it
+/// gave).
+async fn answered(
+    deadline: Option<tokio::time::Instant>,
+    answer: oneshot::Receiver<Result<Outcome, ProxyError>>,
+) -> Result<Outcome, ProxyError> {
+    let answered = match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, answer).await.map_err(|_| {
+            ProxyError::DeadlineExceeded(
+                "the client's deadline passed before the entity finished the command (its state loaded, run and \
+                 stored); it may or may not have been applied"
+                    .into(),
+            )
+        })?,
+        None => answer.await,
+    };
+    answered.unwrap_or_else(|_| {
+        Err(ProxyError::Unavailable(
+            "the entity stopped before answering; retry".into(),
+        ))
+    })
 }

@@ -279,16 +279,55 @@ impl Commands for Gateway {
     }
 
     async fn streamed(&self, call: StreamedCall) -> Result<Answers, ProxyError> {
+        let mut routes = self.routes.clone();
+        if !call.method.entity.kind.is_entity() {
+            return self.stream_to(call, None, &mut routes).await;
+        }
+        // An entity's streamed command goes to the entity's owner, found from
+        // its one request. Like a unary call, it is asked again when the
+        // instance does not own the entity (the routes are changing).
+        let call = crate::dispatch::entity_call(call).await?;
+        for _ in 0..MAX_ATTEMPTS {
+            let payload = call.payload.clone();
+            let attempt = StreamedCall {
+                method: call.method.clone(),
+                requests: futures::stream::once(async move { Ok(payload) }).boxed(),
+                metadata: call.metadata.clone(),
+                context: call.context,
+            };
+            match self.stream_to(attempt, call.entity_id.as_deref(), &mut routes).await {
+                Err(ProxyError::NotOwner(message)) => {
+                    tracing::debug!(%message, "re-routing a streamed entity command");
+                    wait_for_new_routes(&mut routes).await;
+                }
+                other => return other,
+            }
+        }
+        Err(ProxyError::Unavailable(format!(
+            "the owner of entity {:?} could not be reached after {MAX_ATTEMPTS} attempts; retry",
+            call.entity_id.unwrap_or_default()
+        )))
+    }
+}
+
+impl Gateway {
+    /// One attempt at a streamed call, to the instance that serves `entity_id`
+    /// (any instance for an action).
+    async fn stream_to(
+        &self,
+        call: StreamedCall,
+        entity_id: Option<&str>,
+        routes: &mut watch::Receiver<Arc<RouteTable>>,
+    ) -> Result<Answers, ProxyError> {
         let StreamedCall {
             method,
             requests,
             metadata,
             context,
         } = call;
-        let mut routes = self.routes.clone();
         let mut destination = None;
         for _ in 0..MAX_ATTEMPTS {
-            destination = self.destination(&method, None, &mut routes).await?;
+            destination = self.destination(&method, entity_id, routes).await?;
             if destination.is_some() {
                 break;
             }

@@ -16,7 +16,10 @@ mod registry;
 mod session;
 mod value;
 
-use std::sync::{atomic::AtomicUsize, Arc};
+use std::{
+    sync::{atomic::AtomicUsize, Arc},
+    time::Duration,
+};
 
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
@@ -228,22 +231,31 @@ impl Entities {
     }
 }
 
+/// How long past the client's deadline [`answered`] waits for the entity's own
+/// answer to it. The session enforces the same deadline on the function's reply
+/// and answers with what it knows (which command, that the entity restarted);
+/// this bound is the backstop for the rest of the command (a slow load or store),
+/// and must not win the race against that more precise answer.
+const DEADLINE_BACKSTOP_GRACE: Duration = Duration::from_millis(100);
+
 /// The entity's answer to a command. The client's deadline bounds the whole
 /// command: waiting for the entity, loading its state, the function, and
 /// storing the result (a slow store must not keep a client past the time it
-/// gave).
+/// gave, beyond [`DEADLINE_BACKSTOP_GRACE`]).
 async fn answered(
     deadline: Option<tokio::time::Instant>,
     answer: oneshot::Receiver<Result<Outcome, ProxyError>>,
 ) -> Result<Outcome, ProxyError> {
     let answered = match deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline, answer).await.map_err(|_| {
-            ProxyError::DeadlineExceeded(
-                "the client's deadline passed before the entity finished the command (its state loaded, run and \
+        Some(deadline) => tokio::time::timeout_at(deadline + DEADLINE_BACKSTOP_GRACE, answer)
+            .await
+            .map_err(|_| {
+                ProxyError::DeadlineExceeded(
+                    "the client's deadline passed before the entity finished the command (its state loaded, run and \
                  stored); it may or may not have been applied"
-                    .into(),
-            )
-        })?,
+                        .into(),
+                )
+            })?,
         None => answer.await,
     };
     answered.unwrap_or_else(|_| {

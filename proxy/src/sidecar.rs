@@ -17,6 +17,7 @@ use crate::{
     call::{Commands, Targets},
     dispatch::{Dispatcher, Owned},
     effects::{Effects, Router},
+    eventing::{Eventing, Pacing},
     entity::{Entities, EntityLimits, SessionContext, DEFAULT_COMMAND_TIMEOUT},
     function::{DiscoveryError, FunctionClient},
     gateway::{Gateway, RoutedTargets},
@@ -177,6 +178,13 @@ pub async fn run(
             effects: Effects::new(router, metrics.clone()),
         }
     });
+    let eventing = Arc::new(Eventing {
+        store: store.clone(),
+        commands: dispatcher.clone(),
+        metrics: metrics.clone(),
+        ownership: membership.as_ref().map(|m| m.ownership()),
+        pacing: Pacing::default(),
+    });
     let app = ingress::router(Ingress {
         catalog: Arc::new(Catalog::new(vec![model.clone()])),
         commands: dispatcher,
@@ -210,6 +218,9 @@ pub async fn run(
         tokio::spawn(async move { follower.follow_routes(entities).await });
         membership.report_ready(&spec, model.descriptor_set.clone()).await?;
     }
+    // Subscriptions start once the function is served: their runner waits for
+    // shard 0 in a deployment (see `eventing`).
+    eventing.spawn(&model.subscriptions);
     tracing::info!(%addr, "proxy ready");
     let stop = async move {
         let forgotten = async {

@@ -81,6 +81,7 @@ mod discovery;
 mod entity_stream;
 mod error;
 mod event_sourced;
+pub mod eventing;
 mod event_sourced_session;
 mod metadata;
 pub mod payload;
@@ -99,6 +100,7 @@ pub use crdt::{
     PnCounter, Vote,
 };
 pub use error::{ConfigError, EntityError, PayloadError, ServeError};
+pub use eventing::EventSource;
 pub use event_sourced::{EventContext, EventSourcedEntity, EventSourcedService, DEFAULT_SNAPSHOT_EVERY};
 pub use metadata::{Metadata, MetadataValue};
 pub use payload::{pack, unpack, unpack_if};

@@ -137,7 +137,9 @@ impl Eventing {
         let event_log = subscription.event_log.as_str();
         let mut pacing = self.pacing.clone();
         let mut offset = self
-            .store_retrying(&subscriber, &mut pacing.retry, || self.store.load_offset(&subscriber, event_log))
+            .store_retrying(&subscriber, &mut pacing.retry, || {
+                self.store.load_offset(&subscriber, event_log)
+            })
             .await;
         tracing::debug!(%subscriber, ?offset, "resuming from the stored offset");
         loop {
@@ -258,7 +260,10 @@ pub fn event_metadata(persistence_id: &str, event: &LoggedEvent) -> Metadata {
         .map_or(event.payload.type_url.as_str(), |(_, name)| name);
     let entries = [
         (keys::SPEC_VERSION, "1.0".to_owned()),
-        (keys::ID, format!("{persistence_id}/{}/{}", event.entity_id, event.seq_nr)),
+        (
+            keys::ID,
+            format!("{persistence_id}/{}/{}", event.entity_id, event.seq_nr),
+        ),
         (keys::SOURCE, persistence_id.to_owned()),
         (keys::TYPE, type_name.to_owned()),
         (keys::SUBJECT, event.entity_id.clone()),

@@ -80,7 +80,12 @@ fn the_option_subscribes_unary_actions_and_topics_are_reported() {
 
 #[test]
 fn events_are_grouped_into_their_journal_writes() {
-    let writes = journal_writes(vec![event(1, "a", 1), event(1, "a", 2), event(2, "b", 1), event(3, "a", 3)]);
+    let writes = journal_writes(vec![
+        event(1, "a", 1),
+        event(1, "a", 2),
+        event(2, "b", 1),
+        event(3, "a", 3),
+    ]);
     let shape: Vec<(i64, Vec<i64>)> = writes
         .iter()
         .map(|w| (w.offset.ord, w.events.iter().map(|e| e.seq_nr).collect()))
@@ -154,10 +159,14 @@ impl Commands for Subscriber {
     async fn unary(&self, call: Call) -> Result<Answer, ProxyError> {
         let metadata = call.metadata.clone().unwrap_or_default();
         let value = |key: &str| {
-            metadata.entries.iter().find(|e| e.key == key).and_then(|e| match &e.value {
-                Some(metadata_entry::Value::StringValue(v)) => Some(v.clone()),
-                _ => None,
-            })
+            metadata
+                .entries
+                .iter()
+                .find(|e| e.key == key)
+                .and_then(|e| match &e.value {
+                    Some(metadata_entry::Value::StringValue(v)) => Some(v.clone()),
+                    _ => None,
+                })
         };
         let name = format!("{}:{}", value(keys::SUBJECT).unwrap(), value(keys::SEQUENCE).unwrap());
         let refused = {
@@ -208,7 +217,11 @@ async fn append(store: &SqliteStore, entity: &str, first_seq_nr: i64, events: us
         .unwrap();
 }
 
-fn runner(store: &Arc<SqliteStore>, subscriber: &Arc<Subscriber>, ownership: Option<watch::Receiver<Ownership>>) -> Arc<Eventing> {
+fn runner(
+    store: &Arc<SqliteStore>,
+    subscriber: &Arc<Subscriber>,
+    ownership: Option<watch::Receiver<Ownership>>,
+) -> Arc<Eventing> {
     Arc::new(Eventing {
         store: store.clone(),
         commands: subscriber.clone(),
@@ -237,10 +250,19 @@ async fn delivers_in_journal_order_retries_without_skipping_and_resumes_from_the
         async move { eventing.run(subscription).await }
     });
     let seen = subscriber.until_taken(4).await;
-    let order: Vec<String> = seen.iter().map(|(n, t)| format!("{n}{}", if *t { "" } else { "!" })).collect();
+    let order: Vec<String> = seen
+        .iter()
+        .map(|(n, t)| format!("{n}{}", if *t { "" } else { "!" }))
+        .collect();
     assert_eq!(order, ["a:1", "a:2", "b:1!", "b:1!", "b:1", "a:3"]);
     // The offset is saved after the last write's delivery; await it.
-    let last = store.event_log("audits", LogOffset::START, 10).await.unwrap().last().unwrap().offset;
+    let last = store
+        .event_log("audits", LogOffset::START, 10)
+        .await
+        .unwrap()
+        .last()
+        .unwrap()
+        .offset;
     while store.load_offset(&name, "audits").await.unwrap() != last {
         tokio::task::yield_now().await;
     }

@@ -350,9 +350,7 @@ fn event_log_of(eventing: &DynamicMessage, method: &MethodModel) -> Result<Optio
             .and_then(|v| v.as_str().map(str::to_string))
     };
     let message_field = |field: &str| match eventing.has_field_by_name(field) {
-        true => eventing
-            .get_field_by_name(field)
-            .and_then(|v| v.as_message().cloned()),
+        true => eventing.get_field_by_name(field).and_then(|v| v.as_message().cloned()),
         false => None,
     };
     if let Some(topic) = message_field("out").and_then(|out| text(&out, "topic")) {
@@ -374,7 +372,9 @@ fn event_log_of(eventing: &DynamicMessage, method: &MethodModel) -> Result<Optio
         return Ok(None);
     };
     if event_log.is_empty() {
-        return Err(format!("method {name} subscribes to an event log with an empty persistence id"));
+        return Err(format!(
+            "method {name} subscribes to an event log with an empty persistence id"
+        ));
     }
     if method.entity.kind.is_entity() {
         return Err(format!(

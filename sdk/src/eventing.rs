@@ -58,8 +58,7 @@ struct JsonText {
 pub fn pack_json(type_name: &str, json: &str) -> Any {
     Any {
         type_url: format!("{JSON_TYPE_URL_PREFIX}{type_name}"),
-        value: JsonText { json: json.to_string() }
-        .encode_to_vec(),
+        value: JsonText { json: json.to_string() }.encode_to_vec(),
     }
 }
 

@@ -81,8 +81,8 @@ mod discovery;
 mod entity_stream;
 mod error;
 mod event_sourced;
-pub mod eventing;
 mod event_sourced_session;
+pub mod eventing;
 mod metadata;
 pub mod payload;
 mod registry;
@@ -100,8 +100,8 @@ pub use crdt::{
     PnCounter, Vote,
 };
 pub use error::{ConfigError, EntityError, PayloadError, ServeError};
-pub use eventing::EventSource;
 pub use event_sourced::{EventContext, EventSourcedEntity, EventSourcedService, DEFAULT_SNAPSHOT_EVERY};
+pub use eventing::EventSource;
 pub use metadata::{Metadata, MetadataValue};
 pub use payload::{pack, unpack, unpack_if};
 pub use prost_types::Any;

@@ -250,3 +250,32 @@ async fn a_failing_subscriber_is_retried_never_skips_and_its_offset_survives_kil
     }
     assert!(count("c1:4") >= 1 && count("c1:5") == 1, "{lines:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_postgres_a_standalone_projection_resumes_after_kill_9_of_proxy_and_function() {
+    let Some(store) = strata_e2e::fresh_postgres_database("eventing_e2e").await else {
+        return;
+    };
+    use strata_e2e::{free_port, start_function, start_proxy};
+    // Two functions, two proxies, one PostgreSQL database.
+    let (cart_function, cart_http) = (free_port(), free_port());
+    let _cart = start_function("shopping-cart", cart_function, &[]);
+    let _cart_proxy = start_proxy(cart_function, cart_http, &store, &[]);
+    let (totals_function, totals_http) = (free_port(), free_port());
+    let mut totals = start_function("cart-totals", totals_function, &[]);
+    let mut totals_proxy = start_proxy(totals_function, totals_http, &store, &[]);
+    let (carts, products) = (Http::new(cart_http), Http::new(totals_http));
+
+    add(&carts, "pg1", "apple", 2).await;
+    add(&carts, "pg2", "apple", 5).await;
+    totals_until(&products, &[("apple", 7)]).await;
+
+    totals_proxy.kill();
+    totals.kill();
+    remove(&carts, "pg2", "apple").await;
+    add(&carts, "pg1", "apple", 1).await;
+    add(&carts, "pg1", "pear", 4).await;
+    let _totals = start_function("cart-totals", totals_function, &[]);
+    let _totals_proxy = start_proxy(totals_function, totals_http, &store, &[]);
+    totals_until(&products, &[("apple", 3), ("pear", 4)]).await;
+}

@@ -3,6 +3,11 @@
 //! entity type, as the method's input, in the order the journal writes committed
 //! (so in sequence order per entity), at least once.
 //!
+//! A method takes the events of its input type, or every event if its input is
+//! `google.protobuf.Any` (the only way to take JSON events), so several methods
+//! may share one event log, each with its own offset. A server-streamed method
+//! is called with the one event and its answers are drained.
+//!
 //! One runner per subscription reads the store's event log after the
 //! subscriber's stored offset, calls the method through the sidecar's own
 //! dispatcher (so a forward or side effects the action asks for are performed
@@ -20,13 +25,15 @@
 
 use std::{sync::Arc, time::Duration};
 
+use futures::StreamExt;
 use strata_proto::cloudstate::{metadata_entry, Metadata, MetadataEntry};
 use strata_store::{LogOffset, LoggedEvent, Store, StoreError};
 use tokio::sync::watch;
 
 use crate::{
     backoff::Backoff,
-    call::{Call, CallContext, Commands},
+    call::{Call, CallContext, Commands, StreamedCall},
+    error::ProxyError,
     membership::Ownership,
     metrics::Metrics,
     model::Subscription,
@@ -154,7 +161,11 @@ impl Eventing {
             }
             pacing.idle.reset();
             for write in journal_writes(events) {
-                for event in &write.events {
+                for event in write
+                    .events
+                    .iter()
+                    .filter(|e| subscription.accepts(&e.payload.type_url))
+                {
                     self.deliver(subscription, event, &mut pacing.retry).await;
                 }
                 self.store_retrying(&subscriber, &mut pacing.retry, || {
@@ -170,8 +181,8 @@ impl Eventing {
     async fn deliver(&self, subscription: &Subscription, event: &LoggedEvent, retry: &mut Backoff) {
         let subscriber = subscription.subscriber();
         loop {
-            match self.commands.unary(delivery(subscription, event)).await {
-                Ok(_) => {
+            match self.call(delivery(subscription, event)).await {
+                Ok(()) => {
                     self.metrics.events_delivered.with_label_values(&[&subscriber]).inc();
                     retry.reset();
                     return;
@@ -190,6 +201,34 @@ impl Eventing {
                 }
             }
         }
+    }
+
+    /// One call of the subscriber: unary, or server-streamed (every answer is
+    /// settled, and the call succeeds once its stream ends without an error).
+    async fn call(&self, call: Call) -> Result<(), ProxyError> {
+        if !call.method.descriptor.is_server_streaming() {
+            return self.commands.unary(call).await.map(drop);
+        }
+        let Call {
+            method,
+            payload,
+            metadata,
+            context,
+            ..
+        } = call;
+        let mut answers = self
+            .commands
+            .streamed(StreamedCall {
+                method,
+                requests: futures::stream::once(async move { Ok(payload) }).boxed(),
+                metadata,
+                context,
+            })
+            .await?;
+        while let Some(answer) = answers.next().await {
+            answer?;
+        }
+        Ok(())
     }
 
     /// Runs one store call until it succeeds, logging each failure.

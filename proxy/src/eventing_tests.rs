@@ -68,7 +68,7 @@ fn the_option_subscribes_unary_actions_and_topics_are_reported() {
     for expected in [
         "method test.subscribers.Projector.OnTopic subscribes to topic \"notes\": topic eventing is not supported",
         "method test.subscribers.Projector.Publish publishes to topic \"published\": topic eventing is not supported",
-        "method test.subscribers.Projector.Streamed subscribes to event log \"audits\", but it is streamed",
+        "method test.subscribers.Projector.Streamed subscribes to event log \"audits\", but it takes a stream",
         "method test.subscribers.Ledger.Record subscribes to event log \"audits\", but only action methods",
     ] {
         assert!(reported.contains(expected), "{expected:?} not in:\n{reported}");
@@ -76,6 +76,22 @@ fn the_option_subscribes_unary_actions_and_topics_are_reported() {
     assert_eq!(model.skipped.len(), 4, "{reported}");
     // The methods are still served as plain calls.
     assert!(model.method("/test.subscribers.Projector/OnTopic").is_some());
+}
+
+#[test]
+fn a_method_takes_the_events_of_its_input_type_or_every_event_as_any() {
+    let model = subscribers_model();
+    let any = model.subscriptions[0].clone();
+    assert!(any.accepts("type.googleapis.com/test.subscribers.Note"));
+    assert!(any.accepts("json.cloudstate.io/JsonEvent"));
+    let typed = Subscription {
+        method: model.method("/test.subscribers.Projector/Plain").unwrap().clone(),
+        event_log: "audits".into(),
+    };
+    assert!(typed.accepts("type.googleapis.com/test.subscribers.Note"));
+    assert!(!typed.accepts("type.googleapis.com/test.subscribers.Other"));
+    assert!(!typed.accepts("json.cloudstate.io/test.subscribers.Note.x"));
+    assert!(!typed.accepts("test.subscribers.Note"));
 }
 
 #[test]

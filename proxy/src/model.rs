@@ -160,6 +160,18 @@ impl Subscription {
     pub fn subscriber(&self) -> String {
         format!("{}.{}", self.method.entity.service_name, self.method.name())
     }
+
+    /// Whether the method takes an event with this type URL: an event of its
+    /// input type, or any event if its input is `google.protobuf.Any` (JSON
+    /// events, `json.cloudstate.io/...`, only so). Several methods may
+    /// subscribe to one event log, each to the events of its own type.
+    pub fn accepts(&self, type_url: &str) -> bool {
+        let input = self.method.input();
+        input.full_name() == "google.protobuf.Any"
+            || type_url
+                .rsplit_once('/')
+                .is_some_and(|(_, name)| name == input.full_name())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -381,10 +393,10 @@ fn event_log_of(eventing: &DynamicMessage, method: &MethodModel) -> Result<Optio
             "method {name} subscribes to event log {event_log:?}, but only action methods can consume events"
         ));
     }
-    if method.is_streamed() {
+    if method.descriptor.is_client_streaming() {
         return Err(format!(
-            "method {name} subscribes to event log {event_log:?}, but it is streamed; \
-             a subscriber must be unary (one event in, one answer)"
+            "method {name} subscribes to event log {event_log:?}, but it takes a stream; \
+             a subscriber takes one event per call"
         ));
     }
     Ok(Some(event_log))

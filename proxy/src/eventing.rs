@@ -107,20 +107,23 @@ impl Eventing {
     /// Consumes while this instance runs subscriptions; waits while it does not.
     pub async fn run(&self, subscription: Subscription) {
         let subscriber = subscription.subscriber();
+        let running = self.metrics.subscriptions_running.with_label_values(&[&subscriber]);
+        running.set(0);
         loop {
             if !self.wait_to_lead(true).await {
                 return;
             }
             tracing::info!(%subscriber, "this instance runs the subscription");
-            tokio::select! {
-                () = self.consume(&subscription) => {}
-                led = self.wait_to_lead(false) => {
-                    if !led {
-                        return;
-                    }
-                    tracing::info!(%subscriber, "the subscription moved to another instance");
-                }
+            running.set(1);
+            let still_led = tokio::select! {
+                () = self.consume(&subscription) => true,
+                led = self.wait_to_lead(false) => led,
+            };
+            running.set(0);
+            if !still_led {
+                return;
             }
+            tracing::info!(%subscriber, "the subscription moved to another instance");
         }
     }
 

@@ -327,7 +327,11 @@ async fn only_the_owner_of_the_subscription_shard_consumes() {
         owned: [0, 1].into(),
     });
     assert_eq!(subscriber.until_taken(1).await, [("a:1".to_string(), true)]);
+    let name = subscribers_model().subscriptions[0].subscriber();
+    let gauge = eventing.metrics.subscriptions_running.with_label_values(&[&name]);
+    assert_eq!(gauge.get(), 1);
     // --- the sidecar shutting down (the ownership gone) ends the runner
     drop(tx);
     running.await.unwrap();
+    assert_eq!(gauge.get(), 0);
 }

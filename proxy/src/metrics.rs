@@ -39,6 +39,8 @@ pub struct Metrics {
     pub events_delivered: IntCounterVec,
     /// Deliveries of an event that failed (each retried), by subscriber.
     pub event_failures: IntCounterVec,
+    /// 1 while this instance runs the subscription, by subscriber.
+    pub subscriptions_running: IntGaugeVec,
     store_writes: IntGauge,
     store_transactions: IntGauge,
     store_conflicts: IntGauge,
@@ -151,6 +153,14 @@ impl Metrics {
                 &["subscriber"],
             )
             .expect("valid metric"),
+            subscriptions_running: IntGaugeVec::new(
+                Opts::new(
+                    "strata_eventing_subscription_running",
+                    "1 while this instance consumes the subscription's event log",
+                ),
+                &["subscriber"],
+            )
+            .expect("valid metric"),
             store_writes: IntGauge::new("strata_store_writes_committed", "Writes committed by the store")
                 .expect("valid metric"),
             store_transactions: IntGauge::new("strata_store_transactions", "Transactions (batches) committed")
@@ -175,6 +185,7 @@ impl Metrics {
             Box::new(metrics.forwards.clone()),
             Box::new(metrics.events_delivered.clone()),
             Box::new(metrics.event_failures.clone()),
+            Box::new(metrics.subscriptions_running.clone()),
             Box::new(metrics.store_writes.clone()),
             Box::new(metrics.store_transactions.clone()),
             Box::new(metrics.store_conflicts.clone()),

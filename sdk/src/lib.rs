@@ -7,7 +7,10 @@
 //! the protocol: initialization, journal replay, sequence numbers, snapshots, replies.
 //! A reply may instead forward to another method ([`Reply::forward`]), carry
 //! [`Metadata`] for the client, and ask for [`SideEffect`]s. An [`Action`] is a
-//! stateless service whose methods may stream in either direction.
+//! stateless service whose methods may stream in either direction; an action
+//! method subscribed to an event log in the proto is fed the events of an entity
+//! type, and [`EventSource`] says which entity and sequence number each came from
+//! (see [`eventing`]).
 //!
 //! ```no_run
 //! use strata_sdk::{

@@ -227,6 +227,16 @@ async fn a_failing_subscriber_is_retried_never_skips_and_its_offset_survives_kil
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Logged by the sidecar with the function's description.
+    let logged: String = walk(dev.dir.path())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".sidecar.log") && p.to_string_lossy().contains("subscriber-"))
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+        .collect();
+    assert!(
+        logged.contains("the subscriber failed on an event; retrying it") && logged.contains("told to fail on c1:3"),
+        "the failure is not in the sidecar's log:\n{logged}"
+    );
     std::fs::remove_file(&fail).unwrap();
     let lines = log_until(&log, "c1:4 delivered", |l| l.iter().any(|line| line == "ok c1:4")).await;
     let delivered: Vec<&String> = lines.iter().filter(|l| l.starts_with("ok ")).collect();

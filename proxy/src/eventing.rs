@@ -28,6 +28,7 @@ use std::{sync::Arc, time::Duration};
 use futures::StreamExt;
 use strata_proto::cloudstate::{metadata_entry, Metadata, MetadataEntry};
 use strata_store::{LogOffset, LoggedEvent, Store, StoreError};
+use strata_tasks::Tasks;
 use tokio::sync::watch;
 
 use crate::{
@@ -90,17 +91,22 @@ pub struct Eventing {
 }
 
 impl Eventing {
-    /// Starts one runner per subscription; they run for the life of the process.
-    pub fn spawn(self: &Arc<Self>, subscriptions: &[Subscription]) {
+    /// Starts one runner per subscription on `tasks`; each stops with them (a
+    /// delivery cut short comes again: at least once).
+    pub fn spawn(self: &Arc<Self>, subscriptions: &[Subscription], tasks: &Tasks) {
         for subscription in subscriptions {
             tracing::info!(
                 subscriber = %subscription.subscriber(),
                 event_log = %subscription.event_log,
                 "subscribing to an event log"
             );
-            let eventing = self.clone();
-            let subscription = subscription.clone();
-            tokio::spawn(async move { eventing.run(subscription).await });
+            let (eventing, subscription, stopping) = (self.clone(), subscription.clone(), tasks.stopping());
+            tasks.spawn("event log subscription", async move {
+                tokio::select! {
+                    () = stopping.wait() => {}
+                    () = eventing.run(subscription) => {}
+                }
+            });
         }
     }
 

@@ -9,6 +9,7 @@ const MODELS: &[&str] = &[
     "cloudstate/tck/model/valueentity.proto",
     "cloudstate/tck/model/action.proto",
     "cloudstate/tck/model/crdt.proto",
+    "cloudstate/tck/model/eventlogeventing.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -44,6 +44,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             config
         })?;
 
+    let subscriber = compile(&[own.clone(), strata.clone()], "subscriber.proto")?;
+    fs::write(out.join("subscriber.bin"), subscriber.encode_file_descriptor_set())?;
+
     let value_cart = compile(&[own, strata], "value_cart.proto")?;
     fs::write(out.join("value_cart.bin"), value_cart.encode_file_descriptor_set())?;
     let mut messages = value_cart.file_descriptor_set();

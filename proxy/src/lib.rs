@@ -14,6 +14,7 @@ pub mod dispatch;
 pub mod effects;
 pub mod entity;
 pub mod error;
+pub mod eventing;
 #[cfg(test)]
 mod fixtures;
 pub mod function;

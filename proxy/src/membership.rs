@@ -62,6 +62,11 @@ impl Ownership {
         self.shard_count > 0 && self.owned.contains(&shard_of(entity_id, self.shard_count))
     }
 
+    /// Whether this instance owns shard `shard` (of however many there are).
+    pub fn owns_shard(&self, shard: u32) -> bool {
+        self.owned.contains(&shard)
+    }
+
     /// Whether the same shards are owned (whatever the versions).
     fn same_shards(&self, other: &Ownership) -> bool {
         self.shard_count == other.shard_count && self.owned == other.owned

@@ -38,6 +38,12 @@ pub struct Metrics {
     pub side_effects: IntCounterVec,
     /// Forwards performed for the function, by target and outcome.
     pub forwards: IntCounterVec,
+    /// Events an event-log subscriber handled, by subscriber (`service.Method`).
+    pub events_delivered: IntCounterVec,
+    /// Deliveries of an event that failed (each retried), by subscriber.
+    pub event_failures: IntCounterVec,
+    /// 1 while this instance runs the subscription, by subscriber.
+    pub subscriptions_running: IntGaugeVec,
     store_writes: IntGauge,
     store_transactions: IntGauge,
     store_conflicts: IntGauge,
@@ -139,6 +145,30 @@ impl Metrics {
                 &["target", "outcome"],
             )
             .expect("valid metric"),
+            events_delivered: IntCounterVec::new(
+                Opts::new(
+                    "strata_eventing_events_delivered_total",
+                    "Events an event-log subscriber handled",
+                ),
+                &["subscriber"],
+            )
+            .expect("valid metric"),
+            event_failures: IntCounterVec::new(
+                Opts::new(
+                    "strata_eventing_delivery_failures_total",
+                    "Deliveries of an event to its subscriber that failed and are retried",
+                ),
+                &["subscriber"],
+            )
+            .expect("valid metric"),
+            subscriptions_running: IntGaugeVec::new(
+                Opts::new(
+                    "strata_eventing_subscription_running",
+                    "1 while this instance consumes the subscription's event log",
+                ),
+                &["subscriber"],
+            )
+            .expect("valid metric"),
             store_writes: IntGauge::new("strata_store_writes_committed", "Writes committed by the store")
                 .expect("valid metric"),
             store_transactions: IntGauge::new("strata_store_transactions", "Transactions (batches) committed")
@@ -162,6 +192,9 @@ impl Metrics {
             Box::new(metrics.reroutes.clone()),
             Box::new(metrics.side_effects.clone()),
             Box::new(metrics.forwards.clone()),
+            Box::new(metrics.events_delivered.clone()),
+            Box::new(metrics.event_failures.clone()),
+            Box::new(metrics.subscriptions_running.clone()),
             Box::new(metrics.store_writes.clone()),
             Box::new(metrics.store_transactions.clone()),
             Box::new(metrics.store_conflicts.clone()),

@@ -143,6 +143,35 @@ pub struct ServiceModel {
     pub http_routes: Vec<HttpRoute>,
     /// Entities the proxy skipped, with why (reported to the function).
     pub skipped: Vec<String>,
+    /// Action methods fed by an event log (`(cloudstate.eventing).in.event_log`).
+    pub subscriptions: Vec<Subscription>,
+}
+
+/// An action method that consumes the events of one persistence id.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub method: Arc<MethodModel>,
+    /// The persistence id whose journal writes the method receives.
+    pub event_log: String,
+}
+
+impl Subscription {
+    /// The subscriber's name for its stored offsets: `package.Service.Method`.
+    pub fn subscriber(&self) -> String {
+        format!("{}.{}", self.method.entity.service_name, self.method.name())
+    }
+
+    /// Whether the method takes an event with this type URL: an event of its
+    /// input type, or any event if its input is `google.protobuf.Any` (JSON
+    /// events, `json.cloudstate.io/...`, only so). Several methods may
+    /// subscribe to one event log, each to the events of its own type.
+    pub fn accepts(&self, type_url: &str) -> bool {
+        let input = self.method.input();
+        input.full_name() == "google.protobuf.Any"
+            || type_url
+                .rsplit_once('/')
+                .is_some_and(|(_, name)| name == input.full_name())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,7 +200,9 @@ impl ServiceModel {
             methods: HashMap::new(),
             http_routes: Vec::new(),
             skipped: Vec::new(),
+            subscriptions: Vec::new(),
         };
+        let eventing_option = pool.get_extension_by_name("cloudstate.eventing");
         for entity in &spec.entities {
             let fail = |reason: String| ModelError::Entity {
                 service: entity.service_name.clone(),
@@ -244,6 +275,20 @@ impl ServiceModel {
                     format!("/{}/{}", service.full_name(), method.name()),
                     method_model.clone(),
                 );
+                let eventing = eventing_option
+                    .as_ref()
+                    .filter(|ext| method.options().has_extension(ext))
+                    .map(|ext| method.options().get_extension(ext).into_owned());
+                if let Some(Value::Message(eventing)) = eventing {
+                    match event_log_of(&eventing, &method_model) {
+                        Ok(Some(event_log)) => model.subscriptions.push(Subscription {
+                            method: method_model.clone(),
+                            event_log,
+                        }),
+                        Ok(None) => {}
+                        Err(reason) => model.skipped.push(reason),
+                    }
+                }
                 let rule = http_option
                     .as_ref()
                     .filter(|ext| method.options().has_extension(ext))
@@ -305,6 +350,60 @@ fn default_route(method: &Arc<MethodModel>) -> Result<HttpRoute, String> {
         response_body: None,
         target: method.clone(),
     })
+}
+
+/// The event log a method's `(cloudstate.eventing)` option subscribes it to
+/// (`None`: the option names no source), or why the proxy cannot honour the
+/// option: topics (brokers) are out of scope, and only a unary action method
+/// can consume events.
+fn event_log_of(eventing: &DynamicMessage, method: &MethodModel) -> Result<Option<String>, String> {
+    let name = format!("{}.{}", method.entity.service_name, method.name());
+    let text = |message: &DynamicMessage, field: &str| {
+        message
+            .has_field_by_name(field)
+            .then(|| message.get_field_by_name(field))
+            .flatten()
+            .and_then(|v| v.as_str().map(str::to_string))
+    };
+    let message_field = |field: &str| match eventing.has_field_by_name(field) {
+        true => eventing.get_field_by_name(field).and_then(|v| v.as_message().cloned()),
+        false => None,
+    };
+    if let Some(topic) = message_field("out").and_then(|out| text(&out, "topic")) {
+        return Err(format!(
+            "method {name} publishes to topic {topic:?}: topic eventing is not supported by this proxy \
+             (only event log sources are); the method is served without it"
+        ));
+    }
+    let Some(source) = message_field("in") else {
+        return Ok(None);
+    };
+    if let Some(topic) = text(&source, "topic") {
+        return Err(format!(
+            "method {name} subscribes to topic {topic:?}: topic eventing is not supported by this proxy \
+             (only event log sources are); the method is served but receives nothing"
+        ));
+    }
+    let Some(event_log) = text(&source, "event_log") else {
+        return Ok(None);
+    };
+    if event_log.is_empty() {
+        return Err(format!(
+            "method {name} subscribes to an event log with an empty persistence id"
+        ));
+    }
+    if method.entity.kind.is_entity() {
+        return Err(format!(
+            "method {name} subscribes to event log {event_log:?}, but only action methods can consume events"
+        ));
+    }
+    if method.descriptor.is_client_streaming() {
+        return Err(format!(
+            "method {name} subscribes to event log {event_log:?}, but it takes a stream; \
+             a subscriber takes one event per call"
+        ));
+    }
+    Ok(Some(event_log))
 }
 
 /// Field option numbers that mark an entity key: `cloudstate.entity_key` (1080)

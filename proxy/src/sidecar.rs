@@ -19,6 +19,7 @@ use crate::{
     dispatch::{Dispatcher, Owned},
     effects::{Effects, Router},
     entity::{Entities, EntityLimits, SessionContext, DEFAULT_COMMAND_TIMEOUT},
+    eventing::{Eventing, Pacing},
     function::{DiscoveryError, FunctionClient},
     gateway::{Gateway, RoutedTargets},
     ingress::{self, Ingress},
@@ -184,6 +185,13 @@ pub async fn run(
             effects: Effects::new(router, metrics.clone()),
         }
     });
+    let eventing = Arc::new(Eventing {
+        store: store.clone(),
+        commands: dispatcher.clone(),
+        metrics: metrics.clone(),
+        ownership: membership.as_ref().map(|m| m.ownership()),
+        pacing: Pacing::default(),
+    });
     crate::dispatch::perform_detached(dispatcher.effects.clone(), detached_outcomes);
     let app = ingress::router(Ingress {
         catalog: Arc::new(Catalog::new(vec![model.clone()])),
@@ -223,6 +231,9 @@ pub async fn run(
         });
         membership.report_ready(&spec, model.descriptor_set.clone()).await?;
     }
+    // Subscriptions start once the function is served: their runner waits for
+    // shard 0 in a deployment (see `eventing`).
+    eventing.spawn(&model.subscriptions, &tasks);
     tracing::info!(%addr, "proxy ready");
     let stop = async move {
         let forgotten = async {

@@ -7,7 +7,10 @@
 //! the protocol: initialization, journal replay, sequence numbers, snapshots, replies.
 //! A reply may instead forward to another method ([`Reply::forward`]), carry
 //! [`Metadata`] for the client, and ask for [`SideEffect`]s. An [`Action`] is a
-//! stateless service whose methods may stream in either direction.
+//! stateless service whose methods may stream in either direction; an action
+//! method subscribed to an event log in the proto is fed the events of an entity
+//! type, and [`EventSource`] says which entity and sequence number each came from
+//! (see [`eventing`]).
 //!
 //! ```no_run
 //! use strata_sdk::{
@@ -82,6 +85,7 @@ mod entity_stream;
 mod error;
 mod event_sourced;
 mod event_sourced_session;
+pub mod eventing;
 mod metadata;
 pub mod payload;
 mod registry;
@@ -100,6 +104,7 @@ pub use crdt::{
 };
 pub use error::{ConfigError, EntityError, PayloadError, ServeError};
 pub use event_sourced::{EventContext, EventSourcedEntity, EventSourcedService, DEFAULT_SNAPSHOT_EVERY};
+pub use eventing::EventSource;
 pub use metadata::{Metadata, MetadataValue};
 pub use payload::{pack, unpack, unpack_if};
 pub use prost_types::Any;

@@ -22,6 +22,8 @@ pub mod model {
     pub use self::cloudstate::tck::model::action;
     /// The CRDT model's package.
     pub use self::cloudstate::tck::model::crdt;
+    /// The event log eventing model's package.
+    pub use self::cloudstate::tck::model::eventlogeventing as ev;
     /// The value entity model's package.
     pub use self::cloudstate::tck::model::valueentity as ve;
 

@@ -39,6 +39,9 @@ pub mod valuecart {
 /// The value cart's `FileDescriptorSet`, imports included.
 pub const VALUE_CART_DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/value_cart.bin"));
 
+/// The flaky subscriber's `FileDescriptorSet` (`tests/proto/subscriber.proto`).
+pub const SUBSCRIBER_DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/subscriber.bin"));
+
 /// The shopping cart's `FileDescriptorSet`, imports included.
 pub const SHOPPING_CART_DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/shoppingcart.bin"));
 

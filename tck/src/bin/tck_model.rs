@@ -2,6 +2,9 @@
 //! of `tck/proto`, implemented as each proto file says. `scripts/tck` runs the kit
 //! against it; it serves on HOST:PORT like any user function.
 
+#[path = "tck_model/eventing.rs"]
+mod eventing;
+
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -519,7 +522,7 @@ async fn main() -> Result<(), strata_sdk::ServeError> {
         .with_writer(std::io::stderr)
         .init();
     let configured = Duration::from_millis(100);
-    Service::new(DESCRIPTORS)
+    eventing::serve(Service::new(DESCRIPTORS))
         .service_name("strata-tck-model")
         .event_sourced(
             EventSourcedService::new(ES_MODEL, "event-sourced-tck-model", |_| EventSourcedModel::default())

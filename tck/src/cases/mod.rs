@@ -7,6 +7,7 @@
 pub mod action;
 pub mod crdt;
 pub mod event_sourced;
+pub mod eventing;
 pub mod proxy;
 pub mod value_entity;
 
@@ -26,6 +27,7 @@ pub fn all() -> Vec<Case> {
     cases.extend(value_entity::cases());
     cases.extend(event_sourced::cases());
     cases.extend(crdt::cases());
+    cases.extend(eventing::cases());
     cases.extend(proxy::reflection_cases());
     cases
 }

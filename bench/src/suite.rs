@@ -471,20 +471,6 @@ async fn cold_starts(dir: &Path, trials: usize) -> anyhow::Result<(Vec<f64>, usi
     )?;
     dev.until_service("cart", |s| s["ready_replicas"] == 1).await?;
     let request = Api::Cart.get("z1");
-    // The gateway learns a new service's routes from the control plane's route
-    // watch, a moment after the registry counts the instance ready; on a loaded
-    // machine a request in that moment is answered 404 "no route" (seen once in
-    // the gate). The warm figures start once the gateway knows the service.
-    let knows = Instant::now() + Duration::from_secs(30);
-    loop {
-        match load::once(dev.gateway, &request).await?.1 {
-            Ok(_) => break,
-            Err(error) if error.contains("no route") && Instant::now() < knows => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(error) => bail!("first GetCart through the gateway: {error}"),
-        }
-    }
     let mut warm = Vec::new();
     for _ in 0..trials.max(5) {
         let (took, answer) = load::once(dev.gateway, &request).await?;

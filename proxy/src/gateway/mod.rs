@@ -203,7 +203,7 @@ impl Gateway {
 #[async_trait::async_trait]
 impl Commands for Gateway {
     async fn unary(&self, call: Call) -> Result<Answer, ProxyError> {
-        let path = call.method.path();
+        let path = call.method.request_path();
         let request = Bytes::from(call.payload.value);
         let mut routes = self.routes.clone();
         for _ in 0..MAX_ATTEMPTS {
@@ -226,13 +226,13 @@ impl Commands for Gateway {
             let headers = outgoing(call.metadata.as_ref(), &context);
             match self
                 .forwarder
-                .call(address, &path, request.clone(), headers, timeout)
+                .call(address, path.clone(), request.clone(), headers, timeout)
                 .await
             {
                 Ok((reply, metadata)) => {
                     return Ok(Answer {
                         payload: Any {
-                            type_url: format!("type.googleapis.com/{}", call.method.output().full_name()),
+                            type_url: call.method.output_type_url().to_string(),
                             value: reply.to_vec(),
                         },
                         metadata: metadata_of(&metadata.into_headers()),
@@ -300,7 +300,7 @@ impl Commands for Gateway {
             .forwarder
             .stream(
                 &destination.target.address,
-                &method.path(),
+                method.request_path(),
                 requests.map(|payload| payload.map(|payload| Bytes::from(payload.value))),
                 outgoing(metadata.as_ref(), &context),
                 remaining(&context)?,
@@ -308,7 +308,7 @@ impl Commands for Gateway {
             .await
             .map_err(ProxyError::from)?;
         let address = destination.target.address.clone();
-        let output = format!("type.googleapis.com/{}", method.output().full_name());
+        let output = method.output_type_url().to_string();
         let answers = response.into_inner().map(move |message| {
             // The instance stays counted while the stream is open.
             let _open = &destination;

@@ -99,6 +99,11 @@ pub struct ControlPlaneArgs {
     /// Kubernetes: how long a pod may take to become ready before it is replaced.
     #[arg(long, default_value = "120s", value_parser = crate::duration::parse)]
     ready_timeout: Duration,
+    /// How often the Raft leader sends heartbeats (e.g. 50ms); followers start an
+    /// election after four to eight are missed. Each replication RPC must finish
+    /// within one interval, so raise it where nodes' round trip nears 50 ms.
+    #[arg(long, env = "STRATA_RAFT_HEARTBEAT", default_value = "50ms", value_parser = crate::duration::parse)]
+    raft_heartbeat: Duration,
     /// Autoscaler: how far back the stable window averages load (e.g. 60s).
     #[arg(long, default_value = "60s", value_parser = crate::duration::parse)]
     stable_window: Duration,
@@ -148,6 +153,7 @@ pub async fn run(args: ControlPlaneArgs) -> anyhow::Result<()> {
         store_url: args.store.filter(|store| !store.is_empty()),
         advertise: args.advertise.filter(|address| !address.is_empty()),
         api_advertise: args.api_advertise.filter(|address| !address.is_empty()),
+        raft_timing: strata_control_plane::node::Timing::with_heartbeat(args.raft_heartbeat.as_millis() as u64),
         ..ServerConfig::default()
     };
     if args.runtime == Runtime::None {

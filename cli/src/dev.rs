@@ -20,6 +20,11 @@ use strata_control_plane::{
 };
 use strata_proxy::gateway::{self, GatewayConfig};
 use strata_runtime::local::{LocalRuntime, LocalRuntimeConfig};
+use strata_tasks::Tasks;
+
+/// How long stopping waits for the gateway and the local runtime (which drains
+/// and stops every instance) before aborting them.
+const STOP_GRACE: Duration = Duration::from_secs(30);
 
 #[derive(Args, Debug)]
 pub struct DevArgs {
@@ -104,10 +109,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let control_plane = format!("http://{}", server.raft_address());
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let stopping = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
+    let tasks = Tasks::default();
 
     let runtime = LocalRuntime::new(
         LocalRuntimeConfig {
@@ -121,7 +123,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         },
         node.clone(),
     );
-    let runtime = tokio::spawn(runtime.run(stopping(stopped.clone())));
+    tasks.spawn("local runtime", runtime.run(tasks.stopping().wait()));
     let gateway_config = GatewayConfig {
         listen: args.listen,
         admin_listen: args.gateway_admin_listen,
@@ -133,7 +135,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         forward_timeout: strata_proxy::gateway::DEFAULT_FORWARD_TIMEOUT,
         control_plane_timeout: strata_proxy::membership::DEFAULT_CONTROL_PLANE_TIMEOUT,
     };
-    let gateway = tokio::spawn(gateway::run(gateway_config, stopping(stopped.clone())));
+    let (gateway_ended, gateway) = tokio::sync::oneshot::channel();
+    let stopping = tasks.stopping();
+    tasks.spawn("gateway", async move {
+        let _ = gateway_ended.send(gateway::run(gateway_config, stopping.wait()).await);
+    });
 
     let api = server.api_address();
     let dashboard = if strata_control_plane::api::ui_is_built() {
@@ -150,20 +156,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     tokio::select! {
         () = crate::shutdown_signal() => {}
         result = gateway => {
-            let _ = stop.send(true);
-            let _ = runtime.await;
+            tasks.stop(STOP_GRACE).await;
             server.shutdown().await;
             return match result {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(error)) => Err(error.into()),
-                Err(error) => Err(error.into()),
+                Ok(result) => result.map_err(Into::into),
+                Err(_) => Err(anyhow::anyhow!("the gateway stopped without saying why")),
             };
         }
     }
     // Stop taking requests, drain and stop every instance while the control plane
     // still answers them, then stop the control plane.
-    let _ = stop.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(30), runtime).await;
+    tasks.stop(STOP_GRACE).await;
     server.shutdown().await;
     Ok(())
 }

@@ -50,6 +50,11 @@ pub struct ProxyArgs {
     /// Entities active at once; admitting one more passivates the least recently used.
     #[arg(long, env = "STRATA_MAX_ACTIVE_ENTITIES", default_value_t = EntityLimits::DEFAULT_MAX_ACTIVE)]
     max_active_entities: usize,
+    /// Estimated bytes of state the active entities may hold together (their
+    /// snapshots and events, values, CRDT states); past it the least recently
+    /// used are passivated.
+    #[arg(long, env = "STRATA_MAX_ACTIVE_BYTES", default_value_t = EntityLimits::DEFAULT_MAX_ACTIVE_BYTES)]
+    max_active_bytes: usize,
     /// The control plane's data-plane address (e.g. http://127.0.0.1:9101), or
     /// every node's, comma-separated (calls fail over between them). With it the
     /// sidecar joins a deployment: it owns only the shards it is given.
@@ -104,6 +109,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         entity_limits: EntityLimits {
             mailbox: args.entity_mailbox,
             max_active: args.max_active_entities,
+            max_active_bytes: args.max_active_bytes,
         },
         membership,
     };

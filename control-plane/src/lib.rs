@@ -11,6 +11,6 @@ pub mod raft;
 pub mod registry;
 pub mod runtime;
 pub mod server;
-pub mod tasks;
+pub use strata_tasks as tasks;
 pub mod telemetry;
 pub mod tls;

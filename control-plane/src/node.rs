@@ -60,10 +60,23 @@ pub struct Timing {
 /// load; see docs/benchmarks.md).
 impl Default for Timing {
     fn default() -> Self {
+        Timing::with_heartbeat(Timing::DEFAULT_HEARTBEAT_MS)
+    }
+}
+
+impl Timing {
+    pub const DEFAULT_HEARTBEAT_MS: u64 = 50;
+
+    /// Heartbeats every `heartbeat_ms`, elections after four to eight of them
+    /// are missed. openraft gives every replication RPC one heartbeat interval
+    /// to complete, so links whose round trip approaches it stall the cluster
+    /// (no leader keeps its followers) even far below the election timeout.
+    pub fn with_heartbeat(heartbeat_ms: u64) -> Timing {
+        let heartbeat_ms = heartbeat_ms.max(1);
         Timing {
-            heartbeat_interval_ms: 50,
-            election_timeout_min_ms: 200,
-            election_timeout_max_ms: 400,
+            heartbeat_interval_ms: heartbeat_ms,
+            election_timeout_min_ms: 4 * heartbeat_ms,
+            election_timeout_max_ms: 8 * heartbeat_ms,
         }
     }
 }

@@ -6,8 +6,9 @@
 //!
 //! Each node has a second, point-to-point link to the test (the management side),
 //! so the test can still ask the isolated node while it cannot reach its peers.
-//! Delay and loss are not tested: `tc netem` is not available on the machines this
-//! runs on. Needs the `strata` binary: `cargo build -p strata` first.
+//! `tc netem` is not available on the machines this runs on, so delay and loss are
+//! tested through userspace relays instead (`lossy_links.rs`). Needs the `strata`
+//! binary: `cargo build -p strata` first.
 
 mod common;
 

@@ -17,6 +17,9 @@ pub struct Metrics {
     /// Requests being handled now, by service (what the autoscaler scales on).
     pub in_flight: IntGaugeVec,
     pub entities_active: IntGauge,
+    /// The estimated bytes of state the active entities hold (the registry's
+    /// byte budget counts these).
+    pub entity_bytes: IntGauge,
     pub activations: IntCounterVec,
     pub passivations: IntCounterVec,
     /// Time to load an entity's state and replay it into the function.
@@ -62,6 +65,11 @@ impl Metrics {
             .expect("valid metric"),
             entities_active: IntGauge::new("strata_entities_active", "Entities with an open stream to the function")
                 .expect("valid metric"),
+            entity_bytes: IntGauge::new(
+                "strata_entities_active_bytes",
+                "Estimated bytes of state held by the active entities",
+            )
+            .expect("valid metric"),
             activations: IntCounterVec::new(
                 Opts::new("strata_entity_activations_total", "Entities loaded and started"),
                 &["service"],
@@ -144,6 +152,7 @@ impl Metrics {
             Box::new(metrics.request_seconds.clone()),
             Box::new(metrics.in_flight.clone()),
             Box::new(metrics.entities_active.clone()),
+            Box::new(metrics.entity_bytes.clone()),
             Box::new(metrics.activations.clone()),
             Box::new(metrics.passivations.clone()),
             Box::new(metrics.activation_seconds.clone()),

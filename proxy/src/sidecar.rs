@@ -9,6 +9,7 @@ use std::{
     time::Duration,
 };
 
+use strata_tasks::Tasks;
 use tokio::net::TcpListener;
 
 use crate::{
@@ -28,6 +29,10 @@ use crate::{
 
 /// How many forwards and side effects to services at zero may wait for them, and
 /// for how long, in a managed sidecar.
+/// How long a stopping sidecar or gateway waits for its background tasks
+/// (admin listener, route follower) before aborting them.
+pub(crate) const TASKS_GRACE: Duration = Duration::from_secs(5);
+
 const HOLD_CAPACITY: usize = 1000;
 const HOLD_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -183,17 +188,18 @@ pub async fn run(
         metrics: metrics.clone(),
         max_body: config.max_body,
     });
-    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin_task = tokio::spawn(admin::serve(
-        admin_listener,
-        admin::Admin {
-            metrics,
-            store: Some(store),
-        },
-        async move {
-            let _ = admin_stopped.await;
-        },
-    ));
+    let tasks = Tasks::default();
+    tasks.spawn(
+        "admin listener",
+        admin::serve(
+            admin_listener,
+            admin::Admin {
+                metrics,
+                store: Some(store),
+            },
+            tasks.stopping().wait(),
+        ),
+    );
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| SidecarError::Listen {
@@ -205,9 +211,13 @@ pub async fn run(
     // shards this instance is given when it reports ready reach it as soon as
     // they reach the gateways.
     if let Some(membership) = &membership {
-        let follower = membership.clone();
-        let entities = entities.clone();
-        tokio::spawn(async move { follower.follow_routes(entities).await });
+        let (follower, entities, stopping) = (membership.clone(), entities.clone(), tasks.stopping());
+        tasks.spawn("route follower", async move {
+            tokio::select! {
+                () = stopping.wait() => {}
+                () = follower.follow_routes(entities) => {}
+            }
+        });
         membership.report_ready(&spec, model.descriptor_set.clone()).await?;
     }
     tracing::info!(%addr, "proxy ready");
@@ -233,8 +243,7 @@ pub async fn run(
         .with_graceful_shutdown(stop)
         .await
         .map_err(SidecarError::Serve);
-    let _ = admin_stop.send(());
-    let _ = admin_task.await;
+    tasks.stop(TASKS_GRACE).await;
     served
 }
 

@@ -9,7 +9,7 @@ use std::{
 
 use serde_json::{json, Value};
 
-use crate::{binary, free_port, wait_for_port, Process};
+use crate::{binary, free_port, Process};
 
 pub const TOKEN: &str = "e2e-admin-token";
 
@@ -26,15 +26,9 @@ pub fn start_dev(dir: tempfile::TempDir, extra: &[&str]) -> Dev {
 
 pub fn start_dev_on(dir: tempfile::TempDir, gateway: u16, api: u16, extra: &[&str]) -> Dev {
     let command = dev_command(&dir, gateway, api, extra);
-    let process = Process::spawn("strata dev", command);
-    assert!(
-        wait_for_port(gateway, Duration::from_secs(30)),
-        "strata dev did not start its gateway"
-    );
-    assert!(
-        wait_for_port(api, Duration::from_secs(30)),
-        "strata dev did not start its API"
-    );
+    let mut process = Process::spawn("strata dev", command);
+    process.wait_serving(gateway, Duration::from_secs(30));
+    process.wait_serving(api, Duration::from_secs(30));
     Dev {
         dir,
         process,

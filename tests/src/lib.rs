@@ -3,16 +3,19 @@
 //! The binaries come from the workspace's target folder (`cargo build` first).
 
 use std::{
+    fs::File,
     net::{SocketAddr, TcpListener, TcpStream},
     path::PathBuf,
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 pub mod cluster;
 pub mod dev;
 pub mod linearizability;
 pub mod load;
+pub mod relay;
 
 /// The shopping cart's gRPC client and messages, generated from its public protos.
 pub mod shoppingcart {
@@ -52,12 +55,37 @@ pub fn binary(name: &str) -> PathBuf {
     })
 }
 
-/// A free loopback port (bound, then released for the child to take).
+/// A free loopback port (bound, then released for the child to take), chosen
+/// below the kernel's ephemeral range: a port from that range can be taken, in
+/// the moment between release and the child's bind, as the local end of any
+/// outgoing connection on the machine (or of the harness's own probe), and the
+/// child then fails to bind. Each test process starts at its own offset.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    const LOWEST: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral_start.saturating_sub(LOWEST);
+    if span < 1_000 {
+        return TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+    }
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let offset = std::process::id().wrapping_mul(7_919).wrapping_add(nanos) % span;
+    for _ in 0..span {
+        let port = LOWEST + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
+    panic!("no free loopback port between {LOWEST} and {ephemeral_start}")
 }
 
 /// Waits until something accepts connections on the port.
@@ -74,22 +102,66 @@ pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
 }
 
 /// A child process that is killed (SIGKILL) when dropped or on [`Process::kill`].
+/// Its output goes to a log file (or to the test's own output with
+/// `STRATA_TEST_LOGS=1`), whose tail a failed start prints.
 pub struct Process {
     name: String,
     child: Option<Child>,
+    log: Option<tempfile::NamedTempFile>,
 }
 
 impl Process {
     pub fn spawn(name: &str, mut command: Command) -> Process {
-        let quiet = std::env::var_os("STRATA_TEST_LOGS").is_none();
-        if quiet {
-            command.stdout(Stdio::null()).stderr(Stdio::null());
-        }
+        let log = if std::env::var_os("STRATA_TEST_LOGS").is_none() {
+            let log = tempfile::Builder::new()
+                .prefix("strata-e2e-")
+                .suffix(".log")
+                .tempfile()
+                .unwrap_or_else(|e| panic!("cannot create a log file for {name}: {e}"));
+            let out = log.reopen().and_then(|out| Ok((out.try_clone()?, out)));
+            let (stdout, stderr): (File, File) = out.unwrap_or_else(|e| panic!("cannot open {name}'s log: {e}"));
+            command.stdout(Stdio::from(stdout)).stderr(Stdio::from(stderr));
+            Some(log)
+        } else {
+            None
+        };
         let child = command.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         Process {
             name: name.to_string(),
             child: Some(child),
+            log,
         }
+    }
+
+    /// Waits until the process serves on `port`; panics with how it ended (if it
+    /// did) and the tail of its output when it does not within `timeout`.
+    pub fn wait_serving(&mut self, port: u16, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if wait_for_port(port, Duration::from_millis(200)) {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!(
+                    "{} exited ({status}) before serving on {port}; its output ends:\n{}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+        }
+        panic!(
+            "{} did not start serving on {port} within {timeout:?}; its output ends:\n{}",
+            self.name,
+            self.log_tail()
+        );
+    }
+
+    /// The last lines of the process's output (empty when it went to the test's own).
+    pub fn log_tail(&self) -> String {
+        let Some(log) = &self.log else { return String::new() };
+        let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
     /// `kill -9`: no chance to flush or clean up.
@@ -131,11 +203,8 @@ pub fn start_function(name: &str, port: u16, env: &[(&str, &str)]) -> Process {
         .env("HOST", "127.0.0.1")
         .env("PORT", port.to_string())
         .envs(env.iter().copied());
-    let process = Process::spawn(name, command);
-    assert!(
-        wait_for_port(port, Duration::from_secs(20)),
-        "{name} did not start on {port}"
-    );
+    let mut process = Process::spawn(name, command);
+    process.wait_serving(port, Duration::from_secs(20));
     process
 }
 
@@ -214,11 +283,8 @@ impl Http {
 pub fn start_shopping_cart(port: u16) -> Process {
     let mut command = Command::new(binary("shopping-cart"));
     command.env("HOST", "127.0.0.1").env("PORT", port.to_string());
-    let process = Process::spawn("shopping-cart", command);
-    assert!(
-        wait_for_port(port, Duration::from_secs(20)),
-        "the shopping cart did not start on {port}"
-    );
+    let mut process = Process::spawn("shopping-cart", command);
+    process.wait_serving(port, Duration::from_secs(20));
     process
 }
 
@@ -232,11 +298,8 @@ pub fn start_proxy(function_port: u16, http_port: u16, store: &str, extra: &[&st
         .env("USER_FUNCTION_PORT", function_port.to_string())
         .env("HTTP_PORT", http_port.to_string())
         .env("STRATA_STORE", store);
-    let process = Process::spawn("strata proxy", command);
-    assert!(
-        wait_for_port(http_port, Duration::from_secs(30)),
-        "the proxy did not start serving on {http_port}"
-    );
+    let mut process = Process::spawn("strata proxy", command);
+    process.wait_serving(http_port, Duration::from_secs(30));
     process
 }
 

@@ -1,7 +1,8 @@
 //! What the long-running harnesses (torture, cluster torture, soak) share: a
 //! seeded dice so a run can be replayed, durations from the environment, the
 //! AddItem clients and their ledger of acknowledged writes, the journals in a
-//! SQLite file or a PostgreSQL database, and a process's resident memory.
+//! SQLite file or a PostgreSQL database, a process's resident memory and a
+//! sidecar's gauges.
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
@@ -90,10 +91,34 @@ pub fn children(parent: u32, pattern: &str) -> Vec<u32> {
 
 /// Resident memory of process `pid` in KiB (VmRSS), if it is alive.
 pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS")
+}
+
+/// One unlabelled metric from a sidecar's or gateway's admin listener
+/// (`host:port`).
+pub async fn gauge(admin: &str, name: &str) -> u64 {
+    let text = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// The anonymous part of `pid`'s resident memory in KiB (RssAnon: heap and
+/// stacks, without the mapped binary and libraries), if it is alive.
+pub fn rss_anon_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "RssAnon")
+}
+
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
@@ -264,6 +289,7 @@ mod tests {
 
     #[test]
     fn reads_this_process_resident_memory() {
-        assert!(rss_kib(std::process::id()).is_some_and(|kib| kib > 0));
+        let (rss, anon) = (rss_kib(std::process::id()), rss_anon_kib(std::process::id()));
+        assert!(rss.is_some_and(|kib| kib > 0) && anon.is_some_and(|kib| kib > 0 && Some(kib) <= rss));
     }
 }

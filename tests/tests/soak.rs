@@ -3,9 +3,11 @@
 //! passivated and activated again all the time. Resident memory of the
 //! sidecar and the function is sampled through the run and printed as a
 //! curve, with the active entities, which never exceed the cap plus the
-//! commands in flight (an evicted entity finishes those first); at the end
-//! every journal counts 1, 2, 3... and sampled carts hold every acknowledged
-//! write.
+//! commands in flight (an evicted entity finishes those first). Once the load
+//! stops, every entity passivates: the sidecar's count of open streams and its
+//! estimate of the state they hold return to zero (state kept for an entity
+//! after its passivation would show here). At the end every journal counts 1,
+//! 2, 3... and sampled carts hold every acknowledged write.
 //!
 //! `STRATA_SOAK_SECONDS` sets the length (default 15 s, the smoke run in
 //! `scripts/check`); `scripts/soak` runs the long one. Runs of 10 minutes or
@@ -25,7 +27,7 @@ use serde_json::{json, Value};
 use strata_e2e::{
     dev::{dev_command, Dev},
     free_port,
-    load::{broken_journals, children, journals, rss_kib, seconds, seed, Dice},
+    load::{broken_journals, children, gauge, journals, rss_anon_kib, rss_kib, seconds, seed, Dice},
     wait_for_port, Process,
 };
 
@@ -80,21 +82,10 @@ struct Sample {
     at: Duration,
     active: u64,
     sidecar_kib: u64,
+    /// The sidecar's heap and stacks (RssAnon), without its mapped binary.
+    sidecar_anon_kib: u64,
     function_kib: u64,
     acked: u64,
-}
-
-/// One unlabelled gauge from a sidecar's admin listener.
-async fn gauge(admin: &str, name: &str) -> u64 {
-    let text = reqwest::get(format!("http://{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
 }
 
 fn mean(samples: &[Sample]) -> f64 {
@@ -150,14 +141,16 @@ async fn memory_stays_flat_under_entity_churn() {
             at: started.elapsed(),
             active: gauge(&admin, "strata_entities_active").await,
             sidecar_kib: rss_kib(sidecar).expect("the sidecar died during the soak"),
+            sidecar_anon_kib: rss_anon_kib(sidecar).unwrap_or_default(),
             function_kib: rss_kib(function).expect("the function died during the soak"),
             acked,
         };
         println!(
-            "soak: t={:>5}s active={} sidecar_rss={} KiB function_rss={} KiB acked={}",
+            "soak: t={:>5}s active={} sidecar_rss={} KiB (anon {} KiB) function_rss={} KiB acked={}",
             sample.at.as_secs(),
             sample.active,
             sample.sidecar_kib,
+            sample.sidecar_anon_kib,
             sample.function_kib,
             sample.acked
         );
@@ -195,6 +188,28 @@ async fn memory_stays_flat_under_entity_churn() {
     assert!(
         unexpected.is_empty(),
         "failures without any fault injected: {unexpected:?}"
+    );
+
+    println!("--- idle: every entity passivates, and nothing of them stays counted");
+    let idle_by = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (active, bytes) = (
+            gauge(&admin, "strata_entities_active").await,
+            gauge(&admin, "strata_entities_active_bytes").await,
+        );
+        if (active, bytes) == (0, 0) {
+            break;
+        }
+        assert!(
+            Instant::now() < idle_by,
+            "{active} entities with open streams and {bytes} bytes of their state still counted two minutes after the load stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!(
+        "soak: idle sidecar_rss={} KiB (anon {} KiB)",
+        rss_kib(sidecar).unwrap_or_default(),
+        rss_anon_kib(sidecar).unwrap_or_default()
     );
 
     println!("--- every journal counts 1, 2, 3...");

@@ -1,8 +1,9 @@
 //! The store fails under a running sidecar: SQLite on a full disk (a small
-//! tmpfs, filled), PostgreSQL crashed and started again. Every refused write is
-//! a clear 503 UNAVAILABLE (never a 500, never a hang), nothing acknowledged is
-//! lost, and once the store is back the same sidecar serves again, without a
-//! restart.
+//! tmpfs, filled), PostgreSQL crashed and started again, PostgreSQL slow (every
+//! packet delayed by a relay in the test). Every refused write is a clear 503
+//! UNAVAILABLE, or 504 DEADLINE_EXCEEDED at the client's deadline (never a 500,
+//! never a hang), nothing acknowledged is lost, and once the store is back (or
+//! fast again) the same sidecar serves again, without a restart.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -17,6 +18,7 @@ use strata_e2e::{
     cluster::Postgres,
     free_port,
     load::{broken_journals, journals, postgres_journals},
+    relay::Relay,
     start_proxy, start_shopping_cart,
 };
 
@@ -88,6 +90,49 @@ impl Told {
             *self.refused.entry(status).or_default() += 1;
         }
         status
+    }
+
+    /// AddItem of `product` to `cart` with a `grpc-timeout` of `deadline`: the
+    /// answer's status and code, and how long it took. A 200 is recorded as
+    /// acknowledged; any other answer must be 503 UNAVAILABLE or 504
+    /// DEADLINE_EXCEEDED.
+    async fn add_within(
+        &mut self,
+        http: &reqwest::Client,
+        port: u16,
+        cart: &str,
+        product: &str,
+        deadline: Duration,
+    ) -> (u16, Duration) {
+        let started = Instant::now();
+        let reply = http
+            .post(format!("http://127.0.0.1:{port}/cart/{cart}/items/add"))
+            .header("grpc-timeout", format!("{}m", deadline.as_millis()))
+            .json(&json!({"productId": product, "name": "Thing", "quantity": 1}))
+            // Far past the deadline: hitting it means the sidecar hung.
+            .timeout(deadline + Duration::from_secs(60))
+            .send()
+            .await
+            .expect("the sidecar answers before the client gives up");
+        let status = reply.status().as_u16();
+        if status == 200 {
+            self.acked
+                .entry(cart.to_owned())
+                .or_default()
+                .insert(product.to_owned());
+        } else {
+            let body: Value = reply.json().await.unwrap_or(Value::Null);
+            let code = body["error"]["code"].as_str();
+            assert!(
+                matches!(
+                    (status, code),
+                    (503, Some("UNAVAILABLE")) | (504, Some("DEADLINE_EXCEEDED"))
+                ),
+                "a slow store is a clear 503 or 504: {status} {body}"
+            );
+            *self.refused.entry(status).or_default() += 1;
+        }
+        (status, started.elapsed())
     }
 
     /// Adds to `cart` until one is acknowledged (the store is back), within a
@@ -219,5 +264,88 @@ async fn postgresql_crashed_under_load_costs_clear_errors_and_recovers_without_a
     let lost = told.lost(&http, http_port).await;
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
     let broken = broken_journals(&postgres_journals(&store, "shopping-cart").await);
+    assert!(broken.is_empty(), "journals with a gap or a fork: {broken:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_postgresql_costs_deadline_errors_not_hangs_and_recovers_when_fast_again() {
+    if std::env::var_os("STRATA_REQUIRE_POSTGRES").is_none() && std::env::var_os("STRATA_TEST_POSTGRES_URL").is_none() {
+        eprintln!("skipping: runs with PostgreSQL (STRATA_TEST_POSTGRES_URL or STRATA_REQUIRE_POSTGRES)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let postgres = Postgres::start_in(dir.path());
+    postgres.create_database("strata").await;
+    let direct = postgres.url("strata");
+    // The sidecar reaches PostgreSQL only through the relay.
+    let (server, database) = direct.rsplit_once('/').unwrap();
+    let (credentials, host) = server.rsplit_once('@').unwrap();
+    let target: std::net::SocketAddr = host.parse().expect("PostgreSQL on a numeric address");
+    let relay = Relay::start("127.0.0.1", target, 13).await;
+    let store = format!("{credentials}@{}/{database}", relay.address);
+    let function_port = free_port();
+    let http_port = free_port();
+    let _function = start_shopping_cart(function_port);
+    let _proxy = start_proxy(function_port, http_port, &store, &[]);
+    let http = reqwest::Client::new();
+    let mut told = Told::default();
+    let deadline = Duration::from_secs(2);
+
+    println!("--- writes while PostgreSQL is fast");
+    for n in 0..5 {
+        let (status, _) = told
+            .add_within(
+                &http,
+                http_port,
+                &format!("cart-{}", n % 2),
+                &format!("fast-{n}"),
+                deadline,
+            )
+            .await;
+        assert_eq!(status, 200, "{told:?}");
+    }
+
+    println!("--- every packet to and from PostgreSQL held 1 s: clear answers by the deadline");
+    relay.set_delay(Duration::from_secs(1));
+    let writes = (0..12).map(|n| {
+        let (http, mut mine) = (http.clone(), Told::default());
+        async move {
+            let answer = mine
+                .add_within(
+                    &http,
+                    http_port,
+                    &format!("cart-{}", n % 4),
+                    &format!("slow-{n}"),
+                    deadline,
+                )
+                .await;
+            (mine, answer)
+        }
+    });
+    for (mine, (status, took)) in futures::future::join_all(writes).await {
+        // A store round trip is 2 s now, and a write takes several: only the
+        // deadline can answer this soon.
+        assert!(
+            took < deadline + Duration::from_secs(5),
+            "an answer ({status}) took {took:?}, far past the client's {deadline:?} deadline"
+        );
+        for (cart, products) in mine.acked {
+            told.acked.entry(cart).or_default().extend(products);
+        }
+        for (status, count) in mine.refused {
+            *told.refused.entry(status).or_default() += count;
+        }
+    }
+    println!("while slow: {told:?}");
+    assert!(!told.refused.is_empty(), "a store this slow refused nothing: {told:?}");
+
+    println!("--- PostgreSQL is fast again; the same sidecar writes again");
+    relay.set_delay(Duration::ZERO);
+    for cart in ["cart-0", "cart-1", "cart-2", "cart-3"] {
+        told.until_acked(&http, http_port, cart, "after").await;
+    }
+    let lost = told.lost(&http, http_port).await;
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    let broken = broken_journals(&postgres_journals(&direct, "shopping-cart").await);
     assert!(broken.is_empty(), "journals with a gap or a fork: {broken:?}");
 }

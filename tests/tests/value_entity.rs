@@ -97,8 +97,9 @@ async fn value_is_updated_deleted_and_survives_kill_9() {
     assert_eq!(cart, json!({"items": []}));
 }
 
-/// Reads one unlabelled or summed metric from the proxy's /metrics (on its
-/// admin port).
+/// Reads one metric from the proxy's /metrics (on its admin port), summed over
+/// its labels; `name` is matched whole (`strata_entities_active` is not
+/// `strata_entities_active_bytes`).
 async fn metric(http: &reqwest::Client, port: u16, name: &str) -> f64 {
     let text = http
         .get(format!("http://127.0.0.1:{port}/metrics"))
@@ -109,7 +110,7 @@ async fn metric(http: &reqwest::Client, port: u16, name: &str) -> f64 {
         .await
         .unwrap();
     text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }

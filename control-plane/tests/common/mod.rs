@@ -171,26 +171,51 @@ pub async fn voters(client: &Client, api: &str) -> Option<usize> {
     )
 }
 
+/// Where one node of a test cluster listens (Raft and data plane; management
+/// API), and any further arguments (e.g. addresses it advertises instead).
+pub struct Listen {
+    pub raft: String,
+    pub api: String,
+    pub extra: Vec<String>,
+}
+
+impl Listen {
+    /// Free loopback ports, nothing advertised.
+    pub fn loopback() -> Listen {
+        Listen {
+            raft: format!("127.0.0.1:{}", free_port()),
+            api: format!("127.0.0.1:{}", free_port()),
+            extra: Vec::new(),
+        }
+    }
+}
+
 /// Starts three nodes: node 1 bootstraps, nodes 2 and 3 join through it; returns once
 /// all three are voters.
 pub async fn start_cluster(dir: &Path, client: &Client) -> Vec<Node> {
+    start_cluster_on(dir, client, (1..=3).map(|_| Listen::loopback()).collect()).await
+}
+
+/// [`start_cluster`] with each node's [`Listen`].
+pub async fn start_cluster_on(dir: &Path, client: &Client, listens: Vec<Listen>) -> Vec<Node> {
     let mut nodes: Vec<Node> = (1..=3)
         .map(|id| Node {
             id,
             dir: dir.join(format!("node-{id}")),
-            api: format!("127.0.0.1:{}", free_port()),
+            api: listens[id as usize - 1].api.clone(),
             child: None,
         })
         .collect();
     let first_api = nodes[0].api.clone();
-    for node in nodes.iter_mut() {
+    for (node, listen) in nodes.iter_mut().zip(&listens) {
         let mut args = vec![
             "--node-id".to_owned(),
             node.id.to_string(),
             "--listen".to_owned(),
-            format!("127.0.0.1:{}", free_port()),
+            listen.raft.clone(),
         ];
         args.extend(["--api-listen".to_owned(), node.api.clone()]);
+        args.extend(listen.extra.iter().cloned());
         if node.id == 1 {
             args.push("--bootstrap".into());
         } else {

@@ -61,7 +61,12 @@ impl Actor {
                         .map_or(Next::Idle, Next::Command),
                 };
                 match next {
-                    Next::Command(command) => session = self.step(session, command, &mut mailbox).await,
+                    Next::Command(command) => {
+                        session = self.step(session, command, &mut mailbox).await;
+                        if let Some(current) = &session {
+                            self.weigh(&own_mailbox, current.state_bytes());
+                        }
+                    }
                     Next::Settled(true) => {}
                     Next::Settled(false) => {
                         if let Some(failed) = session.take() {
@@ -72,6 +77,7 @@ impl Actor {
                         // Leave the registry, refuse new sends, and finish what was
                         // already queued so no caller is left without an answer.
                         self.registry.leave(&self.key, &own_mailbox, &mut mailbox);
+                        self.ctx.metrics.entity_bytes.set(self.registry.bytes() as i64);
                         while let Ok(command) = mailbox.try_recv() {
                             session = self.step(session, command, &mut mailbox).await;
                         }
@@ -87,6 +93,15 @@ impl Actor {
         }
         .instrument(span)
         .await
+    }
+
+    /// Records the entity's state size; past the byte budget the least
+    /// recently used other entities are let go (they passivate).
+    fn weigh(&self, own: &mpsc::WeakSender<Box<EntityCommand>>, bytes: usize) {
+        for (service, entity_id) in self.registry.weigh(&self.key, own, bytes) {
+            tracing::debug!(%service, %entity_id, "active entities over their byte budget: passivating the least recently used");
+        }
+        self.ctx.metrics.entity_bytes.set(self.registry.bytes() as i64);
     }
 
     /// Runs one command, on the current session or a fresh one.

@@ -42,6 +42,10 @@ impl Session for Scripted {
         false
     }
 
+    fn state_bytes(&self) -> usize {
+        0
+    }
+
     async fn run(&mut self, _: &SessionContext, command: EntityCommand) -> After {
         let payload = command.call.payload.clone();
         match payload.value.as_slice() {

@@ -55,6 +55,8 @@ pub(super) struct CrdtSession {
     held: Held,
     /// The stored state's sequence number (0: nothing stored).
     seq_nr: i64,
+    /// The encoded size of the stored state.
+    bytes: usize,
     conversation: Conversation<CrdtStreamIn, CrdtStreamOut>,
 }
 
@@ -192,6 +194,7 @@ impl Session for CrdtSession {
     async fn activate(ctx: &SessionContext, entity: &EntityModel, entity_id: &str) -> Result<Self, ProxyError> {
         let key = EntityKey::new(&entity.persistence_id, entity_id);
         let record = ctx.store.load_crdt(&key).await.map_err(store_unavailable)?;
+        let bytes = stored_size(record.as_ref().and_then(|r| r.state.as_ref()));
         let (held, seq_nr) = match record {
             None => (Held::Absent, 0),
             Some(record) => match record.state {
@@ -221,6 +224,7 @@ impl Session for CrdtSession {
             key,
             held,
             seq_nr,
+            bytes,
             conversation: Conversation::new(to_function, from_function),
         })
     }
@@ -260,11 +264,13 @@ impl Session for CrdtSession {
                 },
             };
             let service = call.method.entity.service_name.as_str();
+            let bytes = stored_size(write.state.as_ref());
             if let Err(error) = persist_timed(ctx, service, ctx.store.save_crdt(write)).await {
                 let _ = reply.send(Err(store_failed(error)));
                 return After::Restart;
             }
             self.seq_nr += 1;
+            self.bytes = bytes;
             self.held = change;
         }
         if let Some(delta) = correction {
@@ -280,7 +286,15 @@ impl Session for CrdtSession {
         }
     }
 
+    fn state_bytes(&self) -> usize {
+        self.bytes
+    }
+
     async fn close(self, _ctx: &SessionContext) {}
+}
+
+fn stored_size(state: Option<&prost_types::Any>) -> usize {
+    state.map_or(0, prost::Message::encoded_len)
 }
 
 #[cfg(test)]

@@ -29,6 +29,14 @@ const EVENT_SOURCED_HANDLE: &str = "/cloudstate.eventsourced.EventSourced/handle
 pub(super) struct EventSourcedSession {
     conversation: Conversation<EventSourcedStreamIn, EventSourcedStreamOut>,
     journal: WritePipeline,
+    /// The encoded size of the snapshot and events the function was given or
+    /// emitted since its last snapshot.
+    bytes: usize,
+}
+
+/// The encoded size of `payloads`.
+fn size<'a>(payloads: impl IntoIterator<Item = &'a Any>) -> usize {
+    payloads.into_iter().map(prost::Message::encoded_len).sum()
 }
 
 /// What the proxy must do with one message from the function: the pure part of
@@ -99,6 +107,8 @@ impl Session for EventSourcedSession {
         let key = EntityKey::new(&entity.persistence_id, entity_id);
         let recovery = ctx.store.recover(&key).await.map_err(store_unavailable)?;
         let seq_nr = recovery.last_seq_nr();
+        let bytes =
+            size(recovery.snapshot.iter().map(|s| &s.payload)) + size(recovery.events.iter().map(|e| &e.payload));
         let (to_function, inbound) = entity_stream();
         let send = |message| {
             let _ = to_function.send(Box::new(EventSourcedStreamIn { message: Some(message) }));
@@ -121,6 +131,7 @@ impl Session for EventSourcedSession {
         Ok(Self {
             conversation: Conversation::new(to_function, from_function),
             journal: WritePipeline::new(key, entity.service_name.clone(), seq_nr),
+            bytes,
         })
     }
 
@@ -146,6 +157,10 @@ impl Session for EventSourcedSession {
                 restart,
             } => {
                 report_refused(ctx, &answer);
+                self.bytes = match &snapshot {
+                    Some(snapshot) => size([snapshot]),
+                    None => self.bytes + size(&events),
+                };
                 self.journal.push(ctx, reply, answer, events, snapshot);
                 if restart {
                     After::Restart
@@ -154,6 +169,10 @@ impl Session for EventSourcedSession {
                 }
             }
         }
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.bytes
     }
 
     fn busy(&self) -> bool {

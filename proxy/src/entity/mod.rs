@@ -22,7 +22,10 @@ use tokio::sync::{mpsc, oneshot};
 pub use session::{EntityCommand, SessionContext, DEFAULT_COMMAND_TIMEOUT};
 
 use self::{
-    actor::Actor, crdt_session::CrdtSession, event_sourced::EventSourcedSession, registry::ActorRegistry,
+    actor::Actor,
+    crdt_session::CrdtSession,
+    event_sourced::EventSourcedSession,
+    registry::{ActorRegistry, Bounds},
     value::ValueSession,
 };
 use crate::{
@@ -58,11 +61,17 @@ pub struct EntityLimits {
     /// Entities active at once; admitting one more passivates the least
     /// recently used.
     pub max_active: usize,
+    /// Estimated bytes of state the active entities may hold together (what
+    /// the sidecar loaded and last sent for each: snapshot and events, value,
+    /// CRDT state); past it the least recently used others are passivated.
+    /// One entity larger than the budget alone stays active.
+    pub max_active_bytes: usize,
 }
 
 impl EntityLimits {
     pub const DEFAULT_MAILBOX: usize = 1024;
     pub const DEFAULT_MAX_ACTIVE: usize = 10_000;
+    pub const DEFAULT_MAX_ACTIVE_BYTES: usize = 256 * 1024 * 1024;
 }
 
 impl Default for EntityLimits {
@@ -70,6 +79,7 @@ impl Default for EntityLimits {
         EntityLimits {
             mailbox: Self::DEFAULT_MAILBOX,
             max_active: Self::DEFAULT_MAX_ACTIVE,
+            max_active_bytes: Self::DEFAULT_MAX_ACTIVE_BYTES,
         }
     }
 }
@@ -89,7 +99,10 @@ impl Entities {
     pub fn with_limits(ctx: SessionContext, limits: EntityLimits) -> Self {
         Self {
             ctx: Arc::new(ctx),
-            registry: Arc::new(ActorRegistry::new(limits.max_active)),
+            registry: Arc::new(ActorRegistry::new(Bounds {
+                count: limits.max_active,
+                bytes: limits.max_active_bytes,
+            })),
             mailbox: limits.mailbox.max(1),
         }
     }
@@ -105,13 +118,17 @@ impl Entities {
             )));
         };
         let key = (call.method.entity.service_name.clone(), entity_id);
+        let deadline = call.context.deadline;
         let (reply, answer) = oneshot::channel();
         let mut command = Box::new(EntityCommand { call, reply });
         // A closed mailbox means the actor passivated after we looked it up:
         // start a fresh one and try again. A full one is refused, not awaited.
         loop {
             let (mailbox, evicted) = self.registry.mailbox(&key, || self.start(&key, &command));
-            if let Some((service, entity_id)) = evicted {
+            if !evicted.is_empty() {
+                self.ctx.metrics.entity_bytes.set(self.registry.bytes() as i64);
+            }
+            for (service, entity_id) in evicted {
                 tracing::debug!(%service, %entity_id, "too many active entities: passivating the least recently used");
             }
             match mailbox.try_send(command) {
@@ -128,7 +145,23 @@ impl Entities {
                 }
             }
         }
-        answer.await.unwrap_or_else(|_| {
+        // The client's deadline bounds the whole command: waiting for the
+        // entity, loading its state, the function, and storing the result (a
+        // slow store must not keep a client past the time it gave).
+        let answered = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, answer).await {
+                Ok(answered) => answered,
+                Err(_) => {
+                    return Err(ProxyError::DeadlineExceeded(
+                        "the client's deadline passed before the entity finished the command (its state loaded, \
+                         run and stored); it may or may not have been applied"
+                            .into(),
+                    ))
+                }
+            },
+            None => answer.await,
+        };
+        answered.unwrap_or_else(|_| {
             Err(ProxyError::Unavailable(
                 "the entity stopped before answering; retry".into(),
             ))
@@ -162,5 +195,10 @@ impl Entities {
     /// How many entities are active now.
     pub fn active(&self) -> usize {
         self.registry.len()
+    }
+
+    /// The estimated bytes of state the active entities hold now.
+    pub fn active_bytes(&self) -> usize {
+        self.registry.bytes()
     }
 }

@@ -1,7 +1,9 @@
 //! Which entities are active: a map from (service, entity id) to the mailbox of
-//! the entity's actor, bounded in size. Admitting an entity beyond the bound
-//! lets go of the least recently used one (its actor finishes what it has and
-//! passivates). Owns only the map; actors and sessions live elsewhere.
+//! the entity's actor, bounded by count and by the estimated bytes of state the
+//! active entities hold. Admitting an entity beyond either bound, or an entity
+//! growing past the byte budget, lets go of the least recently used others (each
+//! actor finishes what it has and passivates). Owns only the map; actors and
+//! sessions live elsewhere.
 
 use std::{collections::HashMap, sync::Mutex};
 
@@ -15,10 +17,12 @@ pub(super) type ActorKey = (String, String);
 /// Commands travel boxed, so each entity's channel allocates small slots.
 pub(super) type Mailbox = mpsc::Sender<Box<EntityCommand>>;
 
-/// One active entity: its mailbox and when it was last asked for.
+/// One active entity: its mailbox, when it was last asked for, and the bytes
+/// of state its actor last reported holding.
 struct Active {
     mailbox: Mailbox,
     used: u64,
+    bytes: usize,
 }
 
 #[derive(Default)]
@@ -26,72 +30,135 @@ struct Actors {
     map: HashMap<ActorKey, Active>,
     /// Counts lookups: the "time" of each entity's last use.
     clock: u64,
+    /// The sum of every active entity's `bytes`.
+    bytes: usize,
+}
+
+impl Actors {
+    fn remove(&mut self, key: &ActorKey) -> Option<Active> {
+        let active = self.map.remove(key)?;
+        self.bytes -= active.bytes;
+        Some(active)
+    }
+
+    /// Lets go of the least recently used entity other than `keep`.
+    fn evict_oldest(&mut self, keep: Option<&ActorKey>) -> Option<ActorKey> {
+        let oldest = self
+            .map
+            .iter()
+            .filter(|(key, _)| Some(*key) != keep)
+            .min_by_key(|(_, active)| active.used)
+            .map(|(key, _)| key.clone())?;
+        // Dropping the registry's sender lets the actor finish its queue and
+        // passivate once no caller holds a sender any more.
+        self.remove(&oldest);
+        Some(oldest)
+    }
+}
+
+/// How many entities, and how many estimated bytes of their state, a registry
+/// holds at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Bounds {
+    pub count: usize,
+    pub bytes: usize,
 }
 
 pub(super) struct ActorRegistry {
     actors: Mutex<Actors>,
-    max_active: usize,
+    bounds: Bounds,
 }
 
 impl Default for ActorRegistry {
     fn default() -> Self {
-        ActorRegistry::new(usize::MAX)
+        ActorRegistry::new(Bounds {
+            count: usize::MAX,
+            bytes: usize::MAX,
+        })
     }
 }
 
 impl ActorRegistry {
-    /// A registry of at most `max_active` entities (at least one).
-    pub(super) fn new(max_active: usize) -> Self {
+    /// A registry within `bounds` (at least one entity, whatever its size).
+    pub(super) fn new(bounds: Bounds) -> Self {
         ActorRegistry {
             actors: Mutex::default(),
-            max_active: max_active.max(1),
+            bounds: Bounds {
+                count: bounds.count.max(1),
+                bytes: bounds.bytes,
+            },
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Actors> {
+        self.actors.lock().expect("entity registry poisoned")
+    }
+
     /// The mailbox of the entity's actor; `start` starts one when there is none
-    /// (or the last one stopped), after letting go of the least recently used
-    /// entity if the registry is full. Returns the evicted entity, if any.
-    pub(super) fn mailbox(&self, key: &ActorKey, start: impl FnOnce() -> Mailbox) -> (Mailbox, Option<ActorKey>) {
-        let mut actors = self.actors.lock().expect("entity registry poisoned");
+    /// (or the last one stopped), after letting go of least recently used
+    /// entities while the registry is full by count or over its byte budget.
+    /// Returns the evicted entities.
+    pub(super) fn mailbox(&self, key: &ActorKey, start: impl FnOnce() -> Mailbox) -> (Mailbox, Vec<ActorKey>) {
+        let mut actors = self.lock();
         actors.clock += 1;
         let now = actors.clock;
         if let Some(active) = actors.map.get_mut(key) {
             if !active.mailbox.is_closed() {
                 active.used = now;
-                return (active.mailbox.clone(), None);
+                return (active.mailbox.clone(), Vec::new());
             }
-            actors.map.remove(key);
+            actors.remove(key);
         }
-        let evicted = if actors.map.len() >= self.max_active {
-            let oldest = actors
-                .map
-                .iter()
-                .min_by_key(|(_, active)| active.used)
-                .map(|(key, _)| key.clone());
-            // Dropping the registry's sender lets the actor finish its queue and
-            // passivate once no caller holds a sender any more.
-            oldest.inspect(|key| {
-                actors.map.remove(key);
-            })
-        } else {
-            None
-        };
+        let mut evicted = Vec::new();
+        while actors.map.len() >= self.bounds.count || actors.bytes > self.bounds.bytes {
+            match actors.evict_oldest(None) {
+                Some(oldest) => evicted.push(oldest),
+                None => break,
+            }
+        }
         let mailbox = start();
         actors.map.insert(
             key.clone(),
             Active {
                 mailbox: mailbox.clone(),
                 used: now,
+                bytes: 0,
             },
         );
         (mailbox, evicted)
     }
 
+    /// Records that the actor behind `own` now holds `bytes` of state (if it
+    /// is still the entity's), then lets go of least recently used others
+    /// while the active entities hold more than the budget. Returns them.
+    pub(super) fn weigh(
+        &self,
+        key: &ActorKey,
+        own: &mpsc::WeakSender<Box<EntityCommand>>,
+        bytes: usize,
+    ) -> Vec<ActorKey> {
+        let mut actors = self.lock();
+        let Some(ours) = own.upgrade() else { return Vec::new() };
+        let Some(active) = actors.map.get_mut(key).filter(|a| a.mailbox.same_channel(&ours)) else {
+            return Vec::new();
+        };
+        let before = std::mem::replace(&mut active.bytes, bytes);
+        actors.bytes = actors.bytes - before + bytes;
+        let mut evicted = Vec::new();
+        while actors.bytes > self.bounds.bytes {
+            match actors.evict_oldest(Some(key)) {
+                Some(oldest) => evicted.push(oldest),
+                None => break,
+            }
+        }
+        evicted
+    }
+
     /// Forgets `mailbox` if it is still the entity's.
     pub(super) fn forget(&self, key: &ActorKey, mailbox: &Mailbox) {
-        let mut actors = self.actors.lock().expect("entity registry poisoned");
+        let mut actors = self.lock();
         if actors.map.get(key).is_some_and(|a| a.mailbox.same_channel(mailbox)) {
-            actors.map.remove(key);
+            actors.remove(key);
         }
     }
 
@@ -103,14 +170,14 @@ impl ActorRegistry {
         own: &mpsc::WeakSender<Box<EntityCommand>>,
         mailbox: &mut mpsc::Receiver<Box<EntityCommand>>,
     ) {
-        let mut actors = self.actors.lock().expect("entity registry poisoned");
+        let mut actors = self.lock();
         let ours = own.upgrade();
         if actors
             .map
             .get(key)
             .is_some_and(|a| ours.is_some_and(|o| a.mailbox.same_channel(&o)))
         {
-            actors.map.remove(key);
+            actors.remove(key);
         }
         mailbox.close();
     }
@@ -118,14 +185,26 @@ impl ActorRegistry {
     /// Forgets the entities `which` selects; their actors finish what they have
     /// and passivate. Returns how many.
     pub(super) fn release(&self, which: impl Fn(&str, &str) -> bool) -> usize {
-        let mut actors = self.actors.lock().expect("entity registry poisoned");
-        let before = actors.map.len();
-        actors.map.retain(|(service, entity_id), _| !which(service, entity_id));
-        before - actors.map.len()
+        let mut actors = self.lock();
+        let chosen: Vec<ActorKey> = actors
+            .map
+            .keys()
+            .filter(|(service, entity_id)| which(service, entity_id))
+            .cloned()
+            .collect();
+        for key in &chosen {
+            actors.remove(key);
+        }
+        chosen.len()
     }
 
     pub(super) fn len(&self) -> usize {
-        self.actors.lock().expect("entity registry poisoned").map.len()
+        self.lock().map.len()
+    }
+
+    /// The estimated bytes of state the active entities hold.
+    pub(super) fn bytes(&self) -> usize {
+        self.lock().bytes
     }
 }
 
@@ -137,32 +216,94 @@ mod tests {
         ("test.Cart".into(), id.into())
     }
 
+    fn by_count(count: usize) -> Bounds {
+        Bounds {
+            count,
+            bytes: usize::MAX,
+        }
+    }
+
+    /// Mailboxes started for the test, whose receiving ends it keeps.
+    #[derive(Default)]
+    struct Started(HashMap<String, mpsc::Receiver<Box<EntityCommand>>>);
+
+    impl Started {
+        fn start(&mut self, id: &str) -> Mailbox {
+            let (tx, rx) = mpsc::channel(1);
+            self.0.insert(id.to_string(), rx);
+            tx
+        }
+
+        /// Whether the entity's actor would see its mailbox end (and passivate).
+        fn let_go(&mut self, id: &str) -> bool {
+            matches!(
+                self.0.get_mut(id).unwrap().try_recv(),
+                Err(mpsc::error::TryRecvError::Disconnected)
+            )
+        }
+    }
+
     #[test]
     fn a_full_registry_lets_go_of_the_least_recently_used_entity() {
-        let registry = ActorRegistry::new(2);
-        let mut receivers = HashMap::new();
-        let mut start = |id: &str| {
-            let (tx, rx) = mpsc::channel(1);
-            receivers.insert(id.to_string(), rx);
-            tx
-        };
-        assert_eq!(registry.mailbox(&key("a"), || start("a")).1, None);
-        assert_eq!(registry.mailbox(&key("b"), || start("b")).1, None);
+        let registry = ActorRegistry::new(by_count(2));
+        let mut started = Started::default();
+        assert_eq!(registry.mailbox(&key("a"), || started.start("a")).1, vec![]);
+        assert_eq!(registry.mailbox(&key("b"), || started.start("b")).1, vec![]);
         // --- a is used again, so b is now the least recently used
         let (_, evicted) = registry.mailbox(&key("a"), || unreachable!("a is active"));
-        assert_eq!(evicted, None);
+        assert_eq!(evicted, vec![]);
         // --- admitting c lets go of b, not a
-        let (_, evicted) = registry.mailbox(&key("c"), || start("c"));
-        assert_eq!(evicted, Some(key("b")));
+        let (_, evicted) = registry.mailbox(&key("c"), || started.start("c"));
+        assert_eq!(evicted, vec![key("b")]);
         assert_eq!(registry.len(), 2);
         // b's actor sees its mailbox end (it passivates); a's and c's stay open
-        assert!(matches!(
-            receivers.get_mut("b").unwrap().try_recv(),
-            Err(mpsc::error::TryRecvError::Disconnected)
-        ));
-        assert!(matches!(
-            receivers.get_mut("a").unwrap().try_recv(),
-            Err(mpsc::error::TryRecvError::Empty)
-        ));
+        assert!(started.let_go("b"));
+        assert!(!started.let_go("a"));
+    }
+
+    #[test]
+    fn entities_over_the_byte_budget_let_go_of_the_least_recently_used_others() {
+        let registry = ActorRegistry::new(Bounds {
+            count: 100,
+            bytes: 1000,
+        });
+        let mut started = Started::default();
+        let mut own = HashMap::new();
+        for id in ["a", "b", "c"] {
+            let (mailbox, evicted) = registry.mailbox(&key(id), || started.start(id));
+            assert_eq!(evicted, vec![]);
+            own.insert(id, mailbox.downgrade());
+        }
+        assert_eq!(registry.weigh(&key("a"), &own["a"], 400), vec![]);
+        assert_eq!(registry.weigh(&key("b"), &own["b"], 400), vec![]);
+        assert_eq!(registry.bytes(), 800);
+        // --- c grows past the budget: a, the least recently used, goes
+        assert_eq!(registry.weigh(&key("c"), &own["c"], 300), vec![key("a")]);
+        assert_eq!(registry.bytes(), 700);
+        assert!(started.let_go("a"));
+        // --- one entity larger than the budget alone stays; all others go
+        assert_eq!(registry.weigh(&key("c"), &own["c"], 5000), vec![key("b")]);
+        assert_eq!((registry.len(), registry.bytes()), (1, 5000));
+        // --- admitting another while over the budget lets go of it too
+        let (_, evicted) = registry.mailbox(&key("d"), || started.start("d"));
+        assert_eq!(evicted, vec![key("c")]);
+        assert_eq!((registry.len(), registry.bytes()), (1, 0));
+        // --- an evicted actor's report changes nothing any more
+        assert_eq!(registry.weigh(&key("a"), &own["a"], 999), vec![]);
+        assert_eq!(registry.bytes(), 0);
+    }
+
+    #[test]
+    fn leaving_and_releasing_give_back_the_bytes() {
+        let registry = ActorRegistry::default();
+        let mut started = Started::default();
+        let (a, _) = registry.mailbox(&key("a"), || started.start("a"));
+        let (b, _) = registry.mailbox(&key("b"), || started.start("b"));
+        registry.weigh(&key("a"), &a.downgrade(), 10);
+        registry.weigh(&key("b"), &b.downgrade(), 20);
+        registry.forget(&key("a"), &a);
+        assert_eq!(registry.bytes(), 20);
+        assert_eq!(registry.release(|_, id| id == "b"), 1);
+        assert_eq!((registry.len(), registry.bytes()), (0, 0));
     }
 }

@@ -71,6 +71,11 @@ pub(super) trait Session: Sized + Send + 'static {
     /// or once its state is durable).
     fn run(&mut self, ctx: &SessionContext, command: EntityCommand) -> impl Future<Output = After> + Send;
 
+    /// An estimate of the entity's state in bytes: what the sidecar loaded and
+    /// has sent or stored since (snapshot and events, value, CRDT state). The
+    /// registry's byte budget is made of these.
+    fn state_bytes(&self) -> usize;
+
     /// Whether a write is in flight whose completion the actor must await.
     fn busy(&self) -> bool {
         false

@@ -27,6 +27,8 @@ const VALUE_ENTITY_HANDLE: &str = "/cloudstate.valueentity.ValueEntity/handle";
 
 pub(super) struct ValueSession {
     key: EntityKey,
+    /// The encoded size of the value the function holds.
+    bytes: usize,
     conversation: Conversation<ValueEntityStreamIn, ValueEntityStreamOut>,
 }
 
@@ -102,6 +104,7 @@ impl Session for ValueSession {
     async fn activate(ctx: &SessionContext, entity: &EntityModel, entity_id: &str) -> Result<Self, ProxyError> {
         let key = EntityKey::new(&entity.persistence_id, entity_id);
         let value = ctx.store.load_value(&key).await.map_err(store_unavailable)?;
+        let bytes = value.as_ref().map_or(0, prost::Message::encoded_len);
         let (to_function, inbound) = entity_stream();
         let _ = to_function.send(Box::new(ValueEntityStreamIn {
             message: Some(value_entity_stream_in::Message::Init(ValueEntityInit {
@@ -115,6 +118,7 @@ impl Session for ValueSession {
         let from_function = ctx.function.open_entity_stream(VALUE_ENTITY_HANDLE, inbound);
         Ok(Self {
             key,
+            bytes,
             conversation: Conversation::new(to_function, from_function),
         })
     }
@@ -148,10 +152,12 @@ impl Session for ValueSession {
         };
         if let Some(value) = value {
             let service = call.method.entity.service_name.as_str();
+            let bytes = value.as_ref().map_or(0, prost::Message::encoded_len);
             if let Err(error) = persist_timed(ctx, service, ctx.store.save_value(&self.key, value)).await {
                 let _ = reply.send(Err(store_failed(error)));
                 return After::Restart;
             }
+            self.bytes = bytes;
         }
         let _ = reply.send(answer);
         if restart {
@@ -159,6 +165,10 @@ impl Session for ValueSession {
         } else {
             After::Continue
         }
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.bytes
     }
 
     async fn close(self, _ctx: &SessionContext) {}

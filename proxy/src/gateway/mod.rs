@@ -30,6 +30,7 @@ use futures::{future::BoxFuture, StreamExt};
 use prost_types::Any;
 use strata_proto::cloudstate::Metadata;
 use strata_proto::strata::controlplane::v1::{PokeRequest, WatchRoutesRequest};
+use strata_tasks::Tasks;
 use tokio::{net::TcpListener, sync::watch};
 use tower::{Service, ServiceExt};
 
@@ -512,7 +513,14 @@ pub async fn run(
             current_routes(client.clone()),
         )),
     };
-    tokio::spawn(follow_routes(client, routes_tx, live.clone(), build));
+    let tasks = Tasks::default();
+    let (follower, stopping) = (follow_routes(client, routes_tx, live.clone(), build), tasks.stopping());
+    tasks.spawn("route follower", async move {
+        tokio::select! {
+            () = stopping.wait() => {}
+            () = follower => {}
+        }
+    });
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -528,22 +536,21 @@ pub async fn run(
             source,
         })?;
     let admin_addr = admin_listener.local_addr().map_err(GatewayError::Serve)?;
-    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin_task = tokio::spawn(admin::serve(
-        admin_listener,
-        admin::Admin { metrics, store: None },
-        async move {
-            let _ = admin_stopped.await;
-        },
-    ));
+    tasks.spawn(
+        "admin listener",
+        admin::serve(
+            admin_listener,
+            admin::Admin { metrics, store: None },
+            tasks.stopping().wait(),
+        ),
+    );
     tracing::info!(%addr, admin = %admin_addr, control_plane = %config.control_plane, "gateway ready");
     let app = Router::new().fallback_service(live);
     let served = axum::serve(ingress::without_delay(listener), app)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(GatewayError::Serve);
-    let _ = admin_stop.send(());
-    let _ = admin_task.await;
+    tasks.stop(crate::sidecar::TASKS_GRACE).await;
     served
 }
 

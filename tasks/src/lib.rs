@@ -1,6 +1,8 @@
-//! The one place where a node's background tasks are spawned: each has a name, sees the
-//! node's stop signal, and is awaited (then aborted after a grace period) on shutdown.
-//! What the tasks do lives with their owners (servers, liveness, embedders' drivers).
+//! The one task tracker of Strata's processes (control-plane nodes, sidecars,
+//! gateways, `strata dev`): background tasks are spawned here, each with a name,
+//! each sees the process's stop signal, and each is awaited (then aborted after a
+//! grace period) on shutdown. What the tasks do lives with their owners (servers,
+//! route followers, liveness, embedders' drivers).
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -79,5 +81,37 @@ impl Tasks {
                 handle.abort();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn stop_signals_every_task_awaits_them_and_aborts_one_that_does_not_stop() {
+        let tasks = Tasks::default();
+        let finished = Arc::new(AtomicUsize::new(0));
+        for name in ["first", "second"] {
+            let (stopping, finished) = (tasks.stopping(), finished.clone());
+            tasks.spawn(name, async move {
+                stopping.wait().await;
+                finished.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        let (stubborn, aborted) = tokio::sync::oneshot::channel::<()>();
+        tasks.spawn("stubborn", async move {
+            let _kept = stubborn;
+            std::future::pending::<()>().await;
+        });
+        assert!(!tasks.stopping().is_stopping());
+        tasks.stop(Duration::from_millis(100)).await;
+        // Both well-behaved tasks ran to their end before `stop` returned...
+        assert_eq!(finished.load(Ordering::SeqCst), 2);
+        // ...and the one that ignored the signal was aborted (its sender dropped).
+        assert!(aborted.await.is_err());
+        assert!(tasks.stopping().is_stopping());
     }
 }

@@ -1,31 +1,20 @@
 //! Passing a decoded call on to the sidecar that serves it: a gRPC call of the
 //! user's own method (unary or streamed), carrying the already-encoded request
-//! bytes as they are, with the reply's metadata back. One HTTP client for every
-//! sidecar, keeping one HTTP/2 connection per sidecar that all calls to it share
-//! (no buffer task between a call and its connection). Says whether a failed
-//! call reached the sidecar at all ([`ForwardError`]): the gateway may send only
-//! an unseen call elsewhere.
+//! bytes as they are, with the reply's metadata back. One HTTP/2 channel per
+//! sidecar address, reused. Says whether a failed call reached the sidecar at
+//! all ([`ForwardError`]): the gateway may send only an unseen call elsewhere.
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use bytes::{Buf, BufMut, Bytes};
-use http::{uri::PathAndQuery, Uri};
-use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
-    rt::TokioExecutor,
-};
+use http::uri::PathAndQuery;
 
 use crate::{error::ProxyError, passing::Abortable};
 use tonic::{
     codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
+    transport::{Channel, Endpoint},
     Status,
 };
-
-/// How long making a connection to a sidecar may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The client every call goes through.
-type Http2 = Client<HttpConnector, tonic::body::Body>;
 
 /// How a call to a sidecar failed.
 #[derive(Debug)]
@@ -49,10 +38,13 @@ impl ForwardError {
         }
         let mut cause = std::error::Error::source(&status);
         while let Some(error) = cause {
-            if let Some(failed) = error.downcast_ref::<hyper_util::client::legacy::Error>() {
-                if failed.is_connect() {
-                    return ForwardError::Unreachable(format!("sidecar {address} unreachable: {error}"));
-                }
+            if error.downcast_ref::<tonic::ConnectError>().is_some() {
+                return ForwardError::Unreachable(format!("sidecar {address} unreachable: {error}"));
+            }
+            if error.downcast_ref::<tonic::TimeoutExpired>().is_some() {
+                return ForwardError::Answered(Status::deadline_exceeded(
+                    "the request's deadline passed while its instance was handling it",
+                ));
             }
             cause = error.source();
         }
@@ -61,49 +53,35 @@ impl ForwardError {
             status.message()
         ))
     }
-
-    /// The client's deadline passed while the sidecar had the call.
-    fn deadline() -> ForwardError {
-        ForwardError::Answered(Status::deadline_exceeded(
-            "the request's deadline passed while its instance was handling it",
-        ))
-    }
 }
 
-/// The HTTP/2 client of every sidecar, and each sidecar's address as a URI.
+/// Channels to sidecars, by address.
+#[derive(Default)]
 pub struct Forwarder {
-    client: Http2,
-    origins: Mutex<HashMap<String, Uri>>,
-}
-
-impl Default for Forwarder {
-    fn default() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        connector.enforce_http(true);
-        Self {
-            client: Client::builder(TokioExecutor::new()).http2_only(true).build(connector),
-            origins: Mutex::default(),
-        }
-    }
+    channels: Mutex<HashMap<String, Channel>>,
 }
 
 impl Forwarder {
-    /// A gRPC client of the sidecar at `address`, sharing the one connection to it.
-    fn grpc(&self, address: &str) -> Result<tonic::client::Grpc<Http2>, ForwardError> {
-        let mut origins = self.origins.lock().expect("origin cache poisoned");
-        let origin = match origins.get(address) {
-            Some(origin) => origin.clone(),
-            None => {
-                let origin: Uri = format!("http://{address}").parse().map_err(|_| {
-                    ForwardError::Answered(Status::internal(format!("invalid sidecar address {address:?}")))
-                })?;
-                origins.insert(address.to_string(), origin.clone());
-                origin
-            }
-        };
-        Ok(tonic::client::Grpc::with_origin(self.client.clone(), origin))
+    fn channel(&self, address: &str) -> Result<Channel, Status> {
+        let mut channels = self.channels.lock().expect("channel cache poisoned");
+        if let Some(channel) = channels.get(address) {
+            return Ok(channel.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|_| Status::internal(format!("invalid sidecar address {address:?}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(address.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    async fn ready(&self, address: &str) -> Result<tonic::client::Grpc<Channel>, ForwardError> {
+        let mut grpc = tonic::client::Grpc::new(self.channel(address).map_err(ForwardError::Answered)?);
+        grpc.ready()
+            .await
+            .map_err(|e| ForwardError::Unreachable(format!("sidecar {address} unreachable: {e}")))?;
+        Ok(grpc)
     }
 
     /// Calls the unary method `path` (`/package.Service/Method`) on the sidecar at
@@ -116,14 +94,15 @@ impl Forwarder {
         headers: tonic::metadata::MetadataMap,
         timeout: Option<Duration>,
     ) -> Result<(Bytes, tonic::metadata::MetadataMap), ForwardError> {
-        let mut grpc = self.grpc(address)?;
+        let mut grpc = self.ready(address).await?;
         let mut call = tonic::Request::new(request);
         *call.metadata_mut() = headers;
         if let Some(timeout) = timeout {
             call.set_timeout(timeout);
         }
-        let response = within(timeout, grpc.unary(call, path, RawCodec))
-            .await?
+        let response = grpc
+            .unary(call, path, RawCodec)
+            .await
             .map_err(|status| ForwardError::classify(address, status))?;
         let (metadata, message, _) = response.into_parts();
         Ok((message, metadata))
@@ -139,14 +118,14 @@ impl Forwarder {
         headers: tonic::metadata::MetadataMap,
         timeout: Option<Duration>,
     ) -> Result<tonic::Response<tonic::Streaming<Bytes>>, ForwardError> {
-        let mut grpc = self.grpc(address)?;
+        let mut grpc = self.ready(address).await?;
         let mut call = tonic::Request::new(requests);
         *call.metadata_mut() = headers;
         if let Some(timeout) = timeout {
             call.set_timeout(timeout);
         }
-        within(timeout, grpc.streaming(call, path, Abortable(RawCodec)))
-            .await?
+        grpc.streaming(call, path, Abortable(RawCodec))
+            .await
             .map_err(|status| ForwardError::classify(address, status))
     }
 
@@ -155,20 +134,9 @@ impl Forwarder {
         ForwardError::classify(address, status).into()
     }
 
-    /// Forgets a sidecar that went away. Its connection, once broken, leaves
-    /// the client's pool by itself.
+    /// Forgets the channel of a sidecar that went away.
     pub fn forget(&self, address: &str) {
-        self.origins.lock().expect("origin cache poisoned").remove(address);
-    }
-}
-
-/// `call`'s answer (its headers, for a stream), unless `timeout` passes first.
-async fn within<T>(timeout: Option<Duration>, call: impl std::future::Future<Output = T>) -> Result<T, ForwardError> {
-    match timeout {
-        None => Ok(call.await),
-        Some(timeout) => tokio::time::timeout(timeout, call)
-            .await
-            .map_err(|_| ForwardError::deadline()),
+        self.channels.lock().expect("channel cache poisoned").remove(address);
     }
 }
 

@@ -9,6 +9,8 @@ use anyhow::Context;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
+use crate::tls::ApiTlsArgs;
+
 /// How long a command waits for the cluster to have a leader before giving up.
 const LEADER_PATIENCE: Duration = Duration::from_secs(30);
 /// Each request's own limit.
@@ -45,11 +47,35 @@ impl Answer {
 }
 
 impl ApiClient {
-    pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .context("cannot build an HTTP client")?;
+    /// Why a request got no answer; a server certificate this client does not trust
+    /// says so and how to trust it, instead of a bare transport error.
+    fn unreachable(&self, error: reqwest::Error) -> anyhow::Error {
+        let mut chain = String::new();
+        let mut source: Option<&dyn std::error::Error> = Some(&error);
+        while let Some(cause) = source {
+            chain.push_str(&cause.to_string());
+            chain.push('\n');
+            source = cause.source();
+        }
+        if chain.contains("invalid peer certificate") || chain.contains("UnknownIssuer") {
+            return anyhow::anyhow!(
+                "the management API at {} presented a TLS certificate this client does not trust ({}); \
+                 if it is signed by a private CA, pass that CA with --tls-ca or STRATA_TLS_CA",
+                self.base,
+                chain.lines().last().unwrap_or_default()
+            );
+        }
+        anyhow::Error::new(error).context(format!("cannot reach the management API at {}", self.base))
+    }
+
+    pub fn new(base: &str, token: Option<String>, tls: &ApiTlsArgs) -> anyhow::Result<Self> {
+        let mut http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT);
+        if let Some(path) = &tls.tls_ca {
+            for certificate in strata_tls::trusted_ca(path).context("--tls-ca")? {
+                http = http.add_root_certificate(certificate);
+            }
+        }
+        let http = http.build().context("cannot build an HTTP client")?;
         Ok(Self {
             base: base.trim_end_matches('/').to_owned(),
             token,
@@ -70,10 +96,7 @@ impl ApiClient {
             if let Some(body) = body {
                 request = request.json(body);
             }
-            let reply = request
-                .send()
-                .await
-                .with_context(|| format!("cannot reach the management API at {}", self.base))?;
+            let reply = request.send().await.map_err(|error| self.unreachable(error))?;
             let status = reply.status();
             let wait = retry_after(&reply);
             let body = reply.json().await.unwrap_or(Value::Null);

@@ -15,6 +15,8 @@ pub struct AuditArgs {
     /// Bearer token (admin or read-only).
     #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    #[command(flatten)]
+    tls: crate::tls::ApiTlsArgs,
     /// Only records after this id (as printed in the first column).
     #[arg(long, default_value_t = 0)]
     after: u64,
@@ -30,7 +32,7 @@ struct Page {
 }
 
 pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
-    let api = ApiClient::new(&args.api, args.token.clone())?;
+    let api = ApiClient::new(&args.api, args.token.clone(), &args.tls)?;
     if !args.json {
         println!(
             "{:>6} {:>13} {:<20} {:<6} {:<40} {:>6}",

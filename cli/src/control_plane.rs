@@ -56,15 +56,21 @@ pub struct ControlPlaneArgs {
     /// poke services at zero, nothing else.
     #[arg(long, env = "STRATA_GATEWAY_TOKEN", hide_env_values = true)]
     gateway_token: Option<String>,
-    /// Serve the management API over TLS with this certificate chain (PEM); needs --tls-key.
+    /// Serve the management API and the Raft / data-plane port over TLS with this
+    /// certificate chain (PEM); needs --tls-key. Peers, sidecars and gateways then
+    /// dial this node with https://.
     #[arg(long, env = "STRATA_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<std::path::PathBuf>,
     /// The private key (PEM) of --tls-cert.
     #[arg(long, env = "STRATA_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
-    /// A private CA (PEM) to trust when calling other nodes' APIs over TLS.
+    /// A private CA (PEM) to trust when calling other nodes over TLS.
     #[arg(long, env = "STRATA_TLS_CA")]
     tls_ca: Option<std::path::PathBuf>,
+    /// Mutual TLS on the Raft / data-plane port: every peer, sidecar and gateway
+    /// must present a certificate this CA (PEM) signed. Needs --tls-cert.
+    #[arg(long, env = "STRATA_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<std::path::PathBuf>,
     /// How often function instances heartbeat to the leader.
     #[arg(long, default_value = "1s", value_parser = crate::duration::parse)]
     heartbeat_interval: Duration,
@@ -142,8 +148,9 @@ pub async fn run(args: ControlPlaneArgs) -> anyhow::Result<()> {
         tls: args
             .tls_cert
             .zip(args.tls_key)
-            .map(|(cert, key)| strata_control_plane::tls::TlsFiles { cert, key }),
+            .map(|(cert, key)| strata_tls::TlsFiles { cert, key }),
         tls_ca: args.tls_ca,
+        tls_client_ca: args.tls_client_ca,
         tokens: Tokens {
             admin: Some(admin_token),
             read_only: args.read_only_token.filter(|token| !token.is_empty()),

@@ -52,6 +52,8 @@ pub struct DeployArgs {
     /// Admin token.
     #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    #[command(flatten)]
+    tls: crate::tls::ApiTlsArgs,
 }
 
 pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
@@ -85,7 +87,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
     if let Some(keep_alive) = &args.keep_alive {
         fields.insert("keep_alive".into(), json!(keep_alive));
     }
-    let api = ApiClient::new(&args.api, args.token.clone())?;
+    let api = ApiClient::new(&args.api, args.token.clone(), &args.tls)?;
     let mut create = fields.clone();
     create.insert("name".into(), json!(args.name));
     let answer = api

@@ -64,6 +64,9 @@ pub struct DevArgs {
     /// data directory.
     #[arg(long, env = "STRATA_STORE")]
     store: Option<String>,
+    /// The gateway's TLS (its --tls-cert and --tls-key).
+    #[command(flatten)]
+    gateway_tls: crate::tls::IngressTlsArgs,
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -134,6 +137,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         hold_timeout: args.hold_timeout,
         forward_timeout: strata_proxy::gateway::DEFAULT_FORWARD_TIMEOUT,
         control_plane_timeout: strata_proxy::membership::DEFAULT_CONTROL_PLANE_TIMEOUT,
+        tls: args.gateway_tls.files(),
+        // The one-node control plane's port is plain TCP on loopback.
+        control_plane_tls: Default::default(),
     };
     let (gateway_ended, gateway) = tokio::sync::oneshot::channel();
     let stopping = tasks.stopping();
@@ -142,13 +148,18 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     });
 
     let api = server.api_address();
+    let gateway_scheme = if args.gateway_tls.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let dashboard = if strata_control_plane::api::ui_is_built() {
         format!("http://{api}/ui/")
     } else {
         format!("http://{api}/ui/   (not built: run `npm ci && npm run build` in web-ui/, then rebuild)")
     };
     println!(
-        "\nStrata is running.\n\n  dashboard       {dashboard}\n  gateway         http://{}   (gRPC, gRPC-web, HTTP+JSON)\n  management API  http://{api}/api/v1\n  metrics         http://{api}/metrics\n  admin token     {token}\n  data            {}\n\nDeploy a function:\n\n  STRATA_TOKEN={token} strata deploy cart --command \"target/release/shopping-cart\"\n  STRATA_TOKEN={token} strata services\n\nCtrl-C stops everything.\n",
+        "\nStrata is running.\n\n  dashboard       {dashboard}\n  gateway         {gateway_scheme}://{}   (gRPC, gRPC-web, HTTP+JSON)\n  management API  http://{api}/api/v1\n  metrics         http://{api}/metrics\n  admin token     {token}\n  data            {}\n\nDeploy a function:\n\n  STRATA_TOKEN={token} strata deploy cart --command \"target/release/shopping-cart\"\n  STRATA_TOKEN={token} strata services\n\nCtrl-C stops everything.\n",
         args.listen,
         data_dir.display()
     );

@@ -5,6 +5,8 @@ use std::{net::SocketAddr, time::Duration};
 use clap::Args;
 use strata_proxy::gateway::{self, GatewayConfig};
 
+use crate::tls::{ControlPlaneTlsArgs, IngressTlsArgs};
+
 #[derive(Args, Debug)]
 pub struct GatewayArgs {
     /// Address to serve every deployed service on (gRPC, gRPC-web, HTTP+JSON).
@@ -37,6 +39,10 @@ pub struct GatewayArgs {
     /// How long a request may wait for a service to scale from zero (then 503).
     #[arg(long, env = "STRATA_HOLD_TIMEOUT", default_value = "30s", value_parser = crate::duration::parse)]
     hold_timeout: Duration,
+    #[command(flatten)]
+    ingress_tls: IngressTlsArgs,
+    #[command(flatten)]
+    control_plane_tls: ControlPlaneTlsArgs,
 }
 
 impl GatewayArgs {
@@ -51,6 +57,8 @@ impl GatewayArgs {
             hold_timeout: self.hold_timeout,
             forward_timeout: self.forward_timeout,
             control_plane_timeout: self.control_plane_timeout,
+            tls: self.ingress_tls.files(),
+            control_plane_tls: self.control_plane_tls.client_tls(),
         }
     }
 }

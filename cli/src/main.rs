@@ -11,6 +11,7 @@ mod duration;
 mod gateway;
 mod proxy;
 mod services;
+mod tls;
 
 use clap::{Parser, Subcommand};
 

@@ -75,6 +75,8 @@ pub struct ProxyArgs {
     /// Bearer token for the control plane.
     #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    #[command(flatten)]
+    control_plane_tls: crate::tls::ControlPlaneTlsArgs,
 }
 
 pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
@@ -94,6 +96,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
             advertise: args.advertise.unwrap_or_else(|| listen.to_string()),
             admin_advertise: String::new(),
             timeout: args.control_plane_timeout,
+            tls: args.control_plane_tls.client_tls(),
         }),
         _ => None,
     };

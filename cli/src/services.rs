@@ -15,6 +15,8 @@ pub struct ServicesArgs {
     /// Bearer token (admin or read-only).
     #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    #[command(flatten)]
+    tls: crate::tls::ApiTlsArgs,
     /// Print the API's JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -35,7 +37,7 @@ struct Service {
 }
 
 pub async fn run(args: ServicesArgs) -> anyhow::Result<()> {
-    let api = ApiClient::new(&args.api, args.token.clone())?;
+    let api = ApiClient::new(&args.api, args.token.clone(), &args.tls)?;
     let body = api.call(reqwest::Method::GET, "/services", None).await?.success()?;
     if args.json {
         println!("{body}");

@@ -13,4 +13,3 @@ pub mod runtime;
 pub mod server;
 pub use strata_tasks as tasks;
 pub mod telemetry;
-pub mod tls;

@@ -16,8 +16,9 @@ use crate::auth::ClusterSecret;
 use crate::metrics_history::MetricsHistory;
 use crate::raft::leader_lease::{self, Leadership};
 use crate::raft::log_store::LogStore;
+use crate::raft::network::{self, PeerTls};
 use crate::raft::state_machine::{AppliedEffects, StateMachine};
-use crate::raft::{network, NodeId, NodeInfo, Raft, Response, TypeConfig};
+use crate::raft::{NodeId, NodeInfo, Raft, Response, TypeConfig};
 use crate::registry::{Command, Outcome, Registry, RegistryError, Request};
 use crate::telemetry::{self, Telemetry};
 
@@ -88,6 +89,8 @@ pub struct NodeConfig {
     pub info: NodeInfo,
     pub secret: ClusterSecret,
     pub timing: Timing,
+    /// How this node dials its peers (joining members, relaying to the leader).
+    pub peer_tls: PeerTls,
 }
 
 /// A running control-plane node. Cheap to share behind an `Arc`.
@@ -98,6 +101,8 @@ pub struct ControlPlane {
     pub state_machine: StateMachine,
     pub log: LogStore,
     pub secret: ClusterSecret,
+    /// How this node dials its peers' Raft and data-plane port.
+    pub peer_tls: PeerTls,
     /// This node's Prometheus metrics (`/metrics`).
     pub telemetry: Arc<Telemetry>,
     /// Per-service metric series, filled while this node leads (the dashboard's charts).
@@ -158,6 +163,7 @@ impl ControlPlane {
             state_machine,
             log,
             secret: config.secret,
+            peer_tls: config.peer_tls,
             telemetry,
             history,
             membership_change: tokio::sync::Mutex::new(()),
@@ -300,7 +306,7 @@ impl ControlPlane {
         if !self.is_leader() {
             return Err(self.leader_error());
         }
-        network::ping(&info.address, self.node_id, &self.secret, node_id)
+        network::ping(&info.address, self.node_id, &self.secret, node_id, &self.peer_tls)
             .await
             .map_err(NodeError::Invalid)?;
         let _serialized = self.membership_change.lock().await;

@@ -16,11 +16,11 @@ use crate::api::{self, AppState, Tokens};
 use crate::auth::ClusterSecret;
 use crate::data_plane::{self, DataPlaneService, HeartbeatSettings};
 use crate::node::{ControlPlane, NodeConfig, Timing};
-use crate::raft::network::GrpcNetwork;
+use crate::raft::network::{GrpcNetwork, PeerTls};
 use crate::raft::{write_atomically, NodeId, NodeInfo};
 use crate::runtime::autoscale::{self, AutoscaleConfig};
 use crate::tasks::{Stopping, Tasks};
-use crate::tls::{self, TlsFiles};
+use strata_tls::{self as tls, ClientTls, TlsFiles};
 
 const IDENTITY_FILE: &str = "node.json";
 /// How often instances heartbeat unless configured otherwise.
@@ -66,11 +66,16 @@ pub struct ServerConfig {
     pub join: Option<String>,
     pub cluster_secret: String,
     pub tokens: Tokens,
-    /// Serve the management API over TLS with this certificate and key; `None`: plain TCP.
+    /// Serve the management API and the Raft / data-plane port over TLS with this
+    /// certificate and key (also presented to peers when a cluster requires client
+    /// certificates); `None`: plain TCP.
     pub tls: Option<TlsFiles>,
-    /// A private CA (PEM) that this node trusts when it calls another node's API
-    /// (joining, forwarding writes, read indexes), beside the public roots.
+    /// A private CA (PEM) that this node trusts when it calls another node (joining,
+    /// forwarding writes, read indexes, Raft), beside the public roots.
     pub tls_ca: Option<PathBuf>,
+    /// Require a client certificate signed by this CA (PEM) on the Raft and
+    /// data-plane port (mutual TLS: peers, sidecars, gateways). Needs `tls`.
+    pub tls_client_ca: Option<PathBuf>,
     /// The token gateways present to the data-plane API: it may watch routes and poke
     /// services, nothing else. `None`: only the admin token serves gateways.
     pub gateway_token: Option<String>,
@@ -108,6 +113,7 @@ impl Default for ServerConfig {
             gateway_token: None,
             tls: None,
             tls_ca: None,
+            tls_client_ca: None,
             raft_timing: Timing::default(),
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
@@ -262,6 +268,29 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         }
         None => None,
     };
+    if config.tls_client_ca.is_some() && config.tls.is_none() {
+        return Err(ServerError::Config(
+            "--tls-client-ca needs --tls-cert and --tls-key (mutual TLS on a port that serves TLS)".into(),
+        ));
+    }
+    let internal_tls = match &config.tls {
+        Some(files) => Some(
+            tls::grpc_server(files, config.tls_client_ca.as_deref())
+                .map_err(|error| ServerError::Config(format!("--tls-cert/--tls-key/--tls-client-ca: {error}")))?,
+        ),
+        None => None,
+    };
+    let peer_tls = match &config.tls {
+        Some(files) => PeerTls::new(Some(
+            ClientTls {
+                ca: config.tls_ca.clone(),
+                identity: Some(files.clone()),
+            }
+            .grpc()
+            .map_err(|error| ServerError::Config(format!("--tls-ca: {error}")))?,
+        )),
+        None => PeerTls::default(),
+    };
     let peer_roots = match &config.tls_ca {
         Some(path) => tls::trusted_ca(path).map_err(|error| ServerError::Config(format!("--tls-ca: {error}")))?,
         None => Vec::new(),
@@ -303,10 +332,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             info: info.clone(),
             secret: secret.clone(),
             timing: config.raft_timing.clone(),
+            peer_tls: peer_tls.clone(),
         },
         GrpcNetwork {
             node_id: identity.node_id,
             secret: secret.clone(),
+            tls: peer_tls,
         },
     )
     .await?;
@@ -340,6 +371,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         "instance-liveness",
         data_plane::reap_silent_instances(data_plane.clone(), server.stopping()),
     );
+    let mut internal_server = tonic::transport::Server::builder();
+    if let Some(config) = internal_tls {
+        internal_server = internal_server
+            .tls_config(config)
+            .map_err(|error| ServerError::Config(format!("--tls-cert/--tls-key: {error}")))?;
+    }
     let stopping = server.stopping();
     server.spawn("raft-grpc-server", async move {
         // Raft and data-plane answers are small and latency-bound: without
@@ -353,7 +390,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 })
             },
         );
-        let served = tonic::transport::Server::builder()
+        let served = internal_server
             .add_service(transport)
             .add_service(data_plane.server())
             .serve_with_incoming_shutdown(incoming, stopping.wait())
@@ -390,7 +427,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         }),
         Some(acceptor) => {
             let (listener, accept_loop) =
-                tls::listen(api_listener, acceptor, server.stopping()).map_err(|source| ServerError::Bind {
+                tls::listen(api_listener, acceptor, server.stopping().wait()).map_err(|source| ServerError::Bind {
                     address: identity.api_listen.clone(),
                     source,
                 })?;

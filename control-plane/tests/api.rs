@@ -37,6 +37,7 @@ async fn harness() -> Harness {
         data_dir: dir.path().to_owned(),
         info,
         secret: ClusterSecret::new("test"),
+        peer_tls: Default::default(),
         timing: Timing {
             heartbeat_interval_ms: 50,
             election_timeout_min_ms: 150,

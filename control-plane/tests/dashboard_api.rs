@@ -47,6 +47,7 @@ async fn harness(with_store: bool) -> Harness {
             api_address: "mem-1-api".into(),
         },
         secret: ClusterSecret::new("test"),
+        peer_tls: Default::default(),
         timing: Timing {
             heartbeat_interval_ms: 50,
             election_timeout_min_ms: 150,

@@ -36,6 +36,7 @@ async fn start(router: &MemRouter, node_id: NodeId, dir: &std::path::Path) -> Ar
         data_dir: dir.join(format!("node-{node_id}")),
         info: info(node_id),
         secret: ClusterSecret::new("test"),
+        peer_tls: Default::default(),
         timing: Timing {
             heartbeat_interval_ms: 50,
             election_timeout_min_ms: 300,

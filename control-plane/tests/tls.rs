@@ -7,27 +7,16 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use strata_control_plane::api::Tokens;
 use strata_control_plane::node::Timing;
 use strata_control_plane::server::{self, RunningServer, ServerConfig, ServerError};
-use strata_control_plane::tls::TlsFiles;
+use strata_tls::TlsFiles;
 
 const ADMIN: &str = "tls-test-admin";
 
 /// Writes `ca.pem`, `server.pem` and `server.key` (for 127.0.0.1 and localhost) into `dir`.
 fn throwaway_pki(dir: &Path) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, "strata test CA");
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let server_key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
-    let server_cert = server.signed_by(&server_key, &ca_cert, &ca_key).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
-    std::fs::write(dir.join("server.pem"), server_cert.pem()).unwrap();
-    std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
+    strata_e2e::pki::Pki::create(dir);
 }
 
 fn config(dir: &Path, node_id: u64) -> ServerConfig {

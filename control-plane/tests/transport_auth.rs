@@ -29,11 +29,13 @@ async fn only_peers_with_the_cluster_secret_are_served() {
             data_dir: dir.path().to_owned(),
             info,
             secret: secret.clone(),
+            peer_tls: Default::default(),
             timing: Timing::default(),
         },
         GrpcNetwork {
             node_id: 1,
             secret: secret.clone(),
+            tls: Default::default(),
         },
     )
     .await
@@ -52,19 +54,19 @@ async fn only_peers_with_the_cluster_secret_are_served() {
     );
 
     println!("--- a peer with the secret is answered");
-    ping(&address, 2, &secret, 1)
+    ping(&address, 2, &secret, 1, &Default::default())
         .await
         .expect("the right secret is accepted");
 
     println!("--- the node says who it is, so it cannot be added under another id");
-    let mistaken = ping(&address, 2, &secret, 100)
+    let mistaken = ping(&address, 2, &secret, 100, &Default::default())
         .await
         .expect_err("node 1 is not node 100");
     assert!(mistaken.contains("is node 1, not node 100"), "{mistaken}");
 
     println!("--- a stranger is refused");
     let stranger = ClusterSecret::new("wrong");
-    let refusal = ping(&address, 9, &stranger, 1)
+    let refusal = ping(&address, 9, &stranger, 1, &Default::default())
         .await
         .expect_err("a wrong secret is refused");
     assert!(refusal.contains("secret"), "{refusal}");
@@ -73,6 +75,7 @@ async fn only_peers_with_the_cluster_secret_are_served() {
     let mut network = GrpcNetwork {
         node_id: 9,
         secret: stranger,
+        tls: Default::default(),
     };
     let mut connection = network
         .new_client(

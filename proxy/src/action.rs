@@ -199,7 +199,7 @@ pub fn outcome_of(from: &MethodModel, targets: &dyn Targets, response: ActionRes
 }
 
 /// Ends `outcomes` with DEADLINE_EXCEEDED when the client's deadline passes.
-fn within(outcomes: Outcomes, context: CallContext, method: Arc<MethodModel>) -> Outcomes {
+pub(crate) fn within(outcomes: Outcomes, context: CallContext, method: Arc<MethodModel>) -> Outcomes {
     let Some(deadline) = context.deadline else {
         return outcomes;
     };

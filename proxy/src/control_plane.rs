@@ -19,6 +19,8 @@ use std::{
     time::Duration,
 };
 
+use strata_tls::ClientTls;
+
 use crate::membership::{data_plane_client, DataPlane, MembershipError};
 
 /// A cheaply cloned client of every node of the control plane.
@@ -39,6 +41,24 @@ impl ControlPlaneClient {
     /// `http://10.0.0.1:9101,http://10.0.0.2:9101`), each call bounded by
     /// `timeout` (a route watch: until it starts).
     pub fn new(addresses: &str, token: Option<&str>, timeout: Duration) -> Result<Self, MembershipError> {
+        Self::with_tls(addresses, token, timeout, &ClientTls::default())
+    }
+
+    /// The same, dialling `https://` addresses with `tls` (a private CA, a client
+    /// certificate).
+    pub fn with_tls(
+        addresses: &str,
+        token: Option<&str>,
+        timeout: Duration,
+        tls: &ClientTls,
+    ) -> Result<Self, MembershipError> {
+        let config = match (&tls.ca, &tls.identity) {
+            (None, None) => None,
+            _ => Some(tls.grpc().map_err(|error| MembershipError::Unreachable {
+                address: addresses.to_string(),
+                message: error.to_string(),
+            })?),
+        };
         let nodes = addresses
             .split(',')
             .map(str::trim)
@@ -46,7 +66,7 @@ impl ControlPlaneClient {
             .map(|address| {
                 Ok(Node {
                     address: address.to_string(),
-                    client: data_plane_client(address, token, timeout)?,
+                    client: data_plane_client(address, token, timeout, config.as_ref())?,
                 })
             })
             .collect::<Result<Vec<_>, MembershipError>>()?;

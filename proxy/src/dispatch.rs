@@ -91,15 +91,17 @@ impl Commands for Dispatcher {
     }
 
     async fn streamed(&self, call: StreamedCall) -> Result<Answers, ProxyError> {
-        if call.method.entity.kind.is_entity() {
-            return Err(ProxyError::Unimplemented(format!(
-                "{} is an entity's method, and entity commands are unary",
-                call.method.path()
-            )));
-        }
         let context = call.context;
         let effects = self.effects.clone();
-        let outcomes = self.actions.streamed(call).await?;
+        let outcomes = if call.method.entity.kind.is_entity() {
+            let call = entity_call(call).await?;
+            self.check_owner(&call).await?;
+            let method = call.method.clone();
+            // The stream lasts until the client's deadline, if it gave one.
+            crate::action::within(self.entities.streamed(call).await?, context, method)
+        } else {
+            self.actions.streamed(call).await?
+        };
         // Each response is settled (its effects performed) before the next; a
         // response without a reply sends the client nothing.
         let answers = outcomes
@@ -110,6 +112,42 @@ impl Commands for Dispatcher {
             .filter_map(|answer| std::future::ready(answer.transpose()));
         Ok(answers.boxed())
     }
+}
+
+/// The one request of an entity's server-streamed command, as a call.
+pub(crate) async fn entity_call(call: StreamedCall) -> Result<Call, ProxyError> {
+    let StreamedCall {
+        method,
+        mut requests,
+        metadata,
+        context,
+    } = call;
+    if method.descriptor.is_client_streaming() {
+        return Err(ProxyError::Unimplemented(format!(
+            "{} streams requests, and entity commands take one request",
+            method.path()
+        )));
+    }
+    let payload = requests
+        .next()
+        .await
+        .ok_or_else(|| ProxyError::InvalidArgument(format!("no request message for {}", method.path())))??;
+    Call::new(method, payload, metadata, context)
+}
+
+/// Performs the side effects of outcomes no client waits for (a cancelled
+/// stream's last word), until the sending side goes away.
+pub fn perform_detached(
+    effects: Effects,
+    mut detached: tokio::sync::mpsc::UnboundedReceiver<(crate::call::Outcome, CallContext)>,
+) {
+    tokio::spawn(async move {
+        while let Some((outcome, context)) = detached.recv().await {
+            if let Err(error) = effects.settle(outcome, &context.next_hop(false)).await {
+                tracing::warn!(%error, "side effects of a cancelled stream failed");
+            }
+        }
+    });
 }
 
 #[cfg(test)]

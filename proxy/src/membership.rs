@@ -12,6 +12,7 @@ use strata_proto::strata::controlplane::v1::{
     data_plane_client::DataPlaneClient, DrainRequest, EntityRoute, HeartbeatRequest, RegisterInstanceRequest,
     ReportReadyRequest, RouteSnapshot, WatchRoutesRequest,
 };
+use strata_tls::ClientTls;
 use tokio::sync::watch;
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
@@ -41,6 +42,8 @@ pub struct MembershipConfig {
     /// How long one call to the control plane may take (register, ready,
     /// heartbeat, drain, poke; a route watch until it starts).
     pub timeout: Duration,
+    /// The CA to trust and the certificate to present at `https://` addresses.
+    pub tls: ClientTls,
 }
 
 /// The default of [`MembershipConfig::timeout`] and of the gateway's.
@@ -117,9 +120,15 @@ impl tonic::service::Interceptor for Bearer {
 }
 
 /// A data-plane client for `address` (lazily connecting) whose calls fail after
-/// `timeout` (a route watch: if it has not started by then).
-pub fn data_plane_client(address: &str, token: Option<&str>, timeout: Duration) -> Result<DataPlane, MembershipError> {
-    let channel = tonic::transport::Endpoint::from_shared(address.to_string())
+/// `timeout` (a route watch: if it has not started by then); an `https://`
+/// address is dialled with `tls` (without it, trusting the public roots).
+pub fn data_plane_client(
+    address: &str,
+    token: Option<&str>,
+    timeout: Duration,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
+) -> Result<DataPlane, MembershipError> {
+    let channel = strata_tls::endpoint(address, tls)
         .map_err(|e| MembershipError::Unreachable {
             address: address.to_string(),
             message: e.to_string(),
@@ -144,7 +153,12 @@ impl Membership {
     /// Registers the instance (state: starting), retrying while the control plane
     /// is not reachable, for at most `patience`.
     pub async fn register(config: MembershipConfig, patience: Duration) -> Result<Self, MembershipError> {
-        let client = ControlPlaneClient::new(&config.control_plane, config.token.as_deref(), config.timeout)?;
+        let client = ControlPlaneClient::with_tls(
+            &config.control_plane,
+            config.token.as_deref(),
+            config.timeout,
+            &config.tls,
+        )?;
         let started = tokio::time::Instant::now();
         let mut backoff = Backoff::default();
         let response = loop {

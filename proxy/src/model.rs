@@ -225,10 +225,14 @@ impl ServiceModel {
                 passivation,
             });
             for method in service.methods() {
+                // CRDT entities may have server-streamed commands (a client
+                // watching the state); any other entity command is unary.
                 let streamed = method.is_client_streaming() || method.is_server_streaming();
-                if streamed && kind.is_entity() {
+                let crdt_stream = kind == EntityKind::Crdt && !method.is_client_streaming();
+                if streamed && kind.is_entity() && !crdt_stream {
                     model.skipped.push(format!(
-                        "method {} is streamed, which only actions may be (entity commands are unary)",
+                        "method {} is streamed, which only actions and a CRDT entity's server-streamed \
+                         commands may be (other entity commands are unary)",
                         method.full_name()
                     ));
                     continue;

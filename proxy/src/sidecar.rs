@@ -148,8 +148,10 @@ pub async fn run(
         ),
         None => (model.clone(), None),
     };
+    let (detached, detached_outcomes) = tokio::sync::mpsc::unbounded_channel();
     let entities = Arc::new(Entities::with_limits(
         SessionContext {
+            detached,
             function: function.clone(),
             store: store.clone(),
             metrics: metrics.clone(),
@@ -182,6 +184,7 @@ pub async fn run(
             effects: Effects::new(router, metrics.clone()),
         }
     });
+    crate::dispatch::perform_detached(dispatcher.effects.clone(), detached_outcomes);
     let app = ingress::router(Ingress {
         catalog: Arc::new(Catalog::new(vec![model.clone()])),
         commands: dispatcher,

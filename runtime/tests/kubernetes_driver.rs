@@ -187,11 +187,17 @@ impl ApiServer {
             }));
     }
 
-    /// The Service and Deployment are applied; the Deployment answers with `replicas`.
+    /// The Service, the credential's Secret and the Deployment are applied; the
+    /// Deployment answers with `replicas`.
     async fn objects_applied(&mut self, replicas: i32) -> Value {
         self.server_side_apply("/api/v1/namespaces/strata/services/cart")
             .await
             .echo();
+        let secret = self
+            .server_side_apply("/api/v1/namespaces/strata/secrets/cart-strata-credential")
+            .await;
+        check_credential_secret(&secret.body);
+        secret.echo();
         let seen = self
             .server_side_apply("/apis/apps/v1/namespaces/strata/deployments/cart")
             .await;
@@ -467,16 +473,14 @@ fn check_deployment(deployment: &Value) {
         env["STRATA_STORE"]["valueFrom"],
         json!({"secretKeyRef": {"name": "cart-store", "key": "url"}})
     );
-    // The sidecars' credential acts for instances of this service only; no admin token.
-    let credential = env["STRATA_TOKEN"]["value"].as_str().unwrap();
+    // The credential is in the service's own Secret, not inline in the pod template.
     assert_eq!(
-        Authenticator::default()
-            .with_cluster_secret(ClusterSecret::new(SIDECAR_SECRET))
-            .identify(Some(credential)),
-        Ok(Principal::Instance(InstanceScope {
-            service: "cart".into(),
-            instance: None
-        }))
+        env["STRATA_TOKEN"],
+        &json!({"name": "STRATA_TOKEN", "valueFrom": {"secretKeyRef": {"name": "cart-strata-credential", "key": "token"}}})
+    );
+    assert!(
+        !deployment.to_string().contains("strata-instance"),
+        "a credential inline in the Deployment"
     );
     assert!(
         !deployment.to_string().contains("admin-token"),
@@ -494,6 +498,27 @@ fn check_deployment(deployment: &Value) {
             "{probe}"
         );
     }
+}
+
+/// The sidecars' credential: in a Secret the StatefulService owns, acting for
+/// instances of this service only.
+fn check_credential_secret(secret: &Value) {
+    assert_eq!(secret["metadata"]["namespace"], NS);
+    let owner = &secret["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (&owner["kind"], &owner["name"], &owner["controller"]),
+        (&json!("StatefulService"), &json!("cart"), &json!(true))
+    );
+    let credential = secret["stringData"]["token"].as_str().unwrap();
+    assert_eq!(
+        Authenticator::default()
+            .with_cluster_secret(ClusterSecret::new(SIDECAR_SECRET))
+            .identify(Some(credential)),
+        Ok(Principal::Instance(InstanceScope {
+            service: "cart".into(),
+            instance: None
+        }))
+    );
 }
 
 #[tokio::test]
@@ -709,6 +734,9 @@ async fn api_errors_are_retried_with_growing_backoff_and_a_success_resets_it() {
     let driver = tokio::spawn(reconcile(object.clone(), context.clone()));
     api.store_secret_exists().await;
     api.server_side_apply("/api/v1/namespaces/strata/services/cart")
+        .await
+        .echo();
+    api.server_side_apply("/api/v1/namespaces/strata/secrets/cart-strata-credential")
         .await
         .echo();
     api.server_side_apply("/apis/apps/v1/namespaces/strata/deployments/cart")

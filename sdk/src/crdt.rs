@@ -2,7 +2,10 @@
 //! its own API, recording the delta its changes make), the trait users
 //! implement, and the pure step that turns a command into a reply and a state
 //! action. The proxy keeps the replicated state and persists every delta before
-//! the reply. The protocol stream lives in `crdt_session`.
+//! the reply. Streamed commands register callbacks on their context: one run
+//! whenever the state changes (its reply goes to the streaming client), one
+//! run when the client cancels (it may change the state and ask for side
+//! effects). The protocol stream lives in `crdt_session`.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -17,7 +20,7 @@ use strata_proto::cloudstate::crdt::{
     OrMapEntryDelta, OrSetDelta, PnCounterDelta, VoteDelta,
 };
 
-use crate::{Command, EntityError, Failure, Reply};
+use crate::{Command, EntityError, Failure, Reply, SideEffect};
 
 /// A value a set holds or a register keeps, sent to the proxy as an `Any` that
 /// equal values encode to equal bytes.
@@ -668,14 +671,101 @@ pub trait CrdtEntity: Send + 'static {
     fn handle_command(&self, command: &Command, ctx: &mut CrdtContext<'_, Self::Crdt>) -> Result<Reply, Failure>;
 }
 
+/// How many replicas must hold a change before the client hears of it. With
+/// one sidecar owning the entity all three mean the same: the change is durable
+/// in the store before the reply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WriteConsistency {
+    #[default]
+    Local,
+    Majority,
+    All,
+}
+
+impl WriteConsistency {
+    fn into_proto(self) -> pb::CrdtWriteConsistency {
+        match self {
+            WriteConsistency::Local => pb::CrdtWriteConsistency::Local,
+            WriteConsistency::Majority => pb::CrdtWriteConsistency::Majority,
+            WriteConsistency::All => pb::CrdtWriteConsistency::All,
+        }
+    }
+}
+
+/// Runs when the state of an entity with a streamed command changes; its reply
+/// goes to that command's client ([`Reply::none`]: nothing this time).
+pub type OnChange<C> = Box<dyn FnMut(&C, &mut StreamContext) -> Result<Reply, Failure> + Send>;
+
+/// Runs when a streamed command's client cancels.
+pub type OnCancel<C> = Box<dyn FnOnce(&mut CancelContext<'_, C>) + Send>;
+
+/// A streamed command's stream, while a change callback runs.
+#[derive(Debug, Default)]
+pub struct StreamContext {
+    end: bool,
+}
+
+impl StreamContext {
+    /// Ends the stream after this message (or now, with [`Reply::none`]).
+    pub fn end_stream(&mut self) {
+        self.end = true;
+    }
+}
+
+/// The entity's CRDT while a cancelled stream's callback runs.
+pub struct CancelContext<'a, C> {
+    state: &'a mut C,
+    effects: Vec<SideEffect>,
+}
+
+impl<C> CancelContext<'_, C> {
+    pub fn state(&self) -> &C {
+        self.state
+    }
+
+    /// The CRDT to change; the proxy persists the change.
+    pub fn state_mut(&mut self) -> &mut C {
+        self.state
+    }
+
+    /// Asks the proxy to perform a side effect.
+    pub fn effect(&mut self, effect: SideEffect) {
+        self.effects.push(effect);
+    }
+}
+
 /// The entity's CRDT during one command.
-#[derive(Debug)]
 pub struct CrdtContext<'a, C> {
     state: &'a mut C,
     delete: bool,
+    consistency: WriteConsistency,
+    streamed: bool,
+    on_change: Option<OnChange<C>>,
+    on_cancel: Option<OnCancel<C>>,
 }
 
-impl<C> CrdtContext<'_, C> {
+impl<C> std::fmt::Debug for CrdtContext<'_, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CrdtContext")
+            .field("delete", &self.delete)
+            .field("consistency", &self.consistency)
+            .field("streamed", &self.streamed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, C> CrdtContext<'a, C> {
+    fn new(state: &'a mut C, streamed: bool) -> Self {
+        Self {
+            state,
+            delete: false,
+            consistency: WriteConsistency::Local,
+            streamed,
+            on_change: None,
+            on_cancel: None,
+        }
+    }
+
     pub fn state(&self) -> &C {
         self.state
     }
@@ -689,6 +779,32 @@ impl<C> CrdtContext<'_, C> {
     /// Deletes the entity for good once the command succeeds.
     pub fn delete(&mut self) {
         self.delete = true;
+    }
+
+    /// How many replicas must hold this command's change before the reply.
+    pub fn write_consistency(&mut self, consistency: WriteConsistency) {
+        self.consistency = consistency;
+    }
+
+    /// Whether the client asked for a stream (a server-streamed method).
+    pub fn is_streamed(&self) -> bool {
+        self.streamed
+    }
+
+    /// Keeps a streamed command open: `callback` runs every time the state
+    /// changes afterwards, and its reply goes to the client. Ignored for a
+    /// command that is not streamed.
+    pub fn on_change(
+        &mut self,
+        callback: impl FnMut(&C, &mut StreamContext) -> Result<Reply, Failure> + Send + 'static,
+    ) {
+        self.on_change = Some(Box::new(callback));
+    }
+
+    /// Keeps a streamed command open and runs `callback` when its client
+    /// cancels. Ignored for a command that is not streamed.
+    pub fn on_cancel(&mut self, callback: impl FnOnce(&mut CancelContext<'_, C>) + Send + 'static) {
+        self.on_cancel = Some(Box::new(callback));
     }
 }
 
@@ -723,6 +839,8 @@ impl<E: CrdtEntity> CrdtService<E> {
 pub(crate) struct CrdtHandled {
     pub reply: Reply,
     pub state_action: Option<pb::CrdtStateAction>,
+    /// The command is streamed and stays open.
+    pub streamed: bool,
 }
 
 /// A CRDT entity together with its CRDT, without the CRDT's type.
@@ -731,12 +849,24 @@ pub(crate) trait DynCrdtEntity: Send {
     fn apply(&mut self, delta: &pb::CrdtDelta) -> Result<(), EntityError>;
     /// The proxy deleted the entity.
     fn deleted(&mut self);
-    fn handle_command(&mut self, command: &Command) -> Result<CrdtHandled, Failure>;
+    fn handle_command(&mut self, command: &Command, streamed: bool) -> Result<CrdtHandled, Failure>;
+    /// Runs the change callbacks of the open streams (except `skip`'s), after
+    /// the state changed.
+    fn changed(&mut self, skip: Option<i64>) -> Vec<pb::CrdtStreamedMessage>;
+    /// The client of streamed command `command_id` cancelled.
+    fn cancelled(&mut self, command_id: i64) -> pb::CrdtStreamCancelledResponse;
+}
+
+/// An open streamed command's callbacks.
+struct Subscription<C> {
+    on_change: Option<OnChange<C>>,
+    on_cancel: Option<OnCancel<C>>,
 }
 
 pub(crate) struct Hosted<E: CrdtEntity> {
     entity: E,
     state: E::Crdt,
+    subscriptions: BTreeMap<i64, Subscription<E::Crdt>>,
 }
 
 impl<E: CrdtEntity> Hosted<E> {
@@ -744,8 +874,19 @@ impl<E: CrdtEntity> Hosted<E> {
         Self {
             entity,
             state: E::Crdt::default(),
+            subscriptions: BTreeMap::new(),
         }
     }
+}
+
+fn state_action(
+    action: Option<pb::crdt_state_action::Action>,
+    consistency: WriteConsistency,
+) -> Option<pb::CrdtStateAction> {
+    action.map(|action| pb::CrdtStateAction {
+        action: Some(action),
+        write_consistency: consistency.into_proto() as i32,
+    })
 }
 
 impl<E: CrdtEntity> DynCrdtEntity for Hosted<E> {
@@ -757,16 +898,21 @@ impl<E: CrdtEntity> DynCrdtEntity for Hosted<E> {
         self.state = E::Crdt::default();
     }
 
-    fn handle_command(&mut self, command: &Command) -> Result<CrdtHandled, Failure> {
+    fn handle_command(&mut self, command: &Command, streamed: bool) -> Result<CrdtHandled, Failure> {
         let before = self.state.clone();
-        let mut ctx = CrdtContext {
-            state: &mut self.state,
-            delete: false,
-        };
+        let mut ctx = CrdtContext::new(&mut self.state, streamed);
         let result = self.entity.handle_command(command, &mut ctx);
-        let delete = ctx.delete;
+        let CrdtContext {
+            delete,
+            consistency,
+            on_change,
+            on_cancel,
+            ..
+        } = ctx;
+        let keeps_open = streamed && (on_change.is_some() || on_cancel.is_some());
         let reply = match result {
-            Ok(reply) if !reply.is_none() => reply,
+            // A streamed command may send nothing yet.
+            Ok(reply) if !reply.is_none() || keeps_open => reply,
             Ok(_) => {
                 self.state = before;
                 return Err(Reply::entities_must_answer(command.name()));
@@ -782,14 +928,78 @@ impl<E: CrdtEntity> DynCrdtEntity for Hosted<E> {
         } else {
             private::Replicated::take_delta(&mut self.state).map(pb::crdt_state_action::Action::Update)
         };
+        if keeps_open {
+            self.subscriptions
+                .insert(command.id(), Subscription { on_change, on_cancel });
+        }
         Ok(CrdtHandled {
             reply,
-            state_action: action.map(|action| pb::CrdtStateAction {
-                action: Some(action),
-                write_consistency: pb::CrdtWriteConsistency::Local as i32,
-            }),
+            state_action: state_action(action, consistency),
+            streamed: keeps_open,
         })
     }
+
+    fn changed(&mut self, skip: Option<i64>) -> Vec<pb::CrdtStreamedMessage> {
+        let mut messages = Vec::new();
+        let mut ended = Vec::new();
+        for (&command_id, subscription) in &mut self.subscriptions {
+            let Some(on_change) = subscription.on_change.as_mut().filter(|_| Some(command_id) != skip) else {
+                continue;
+            };
+            let mut stream = StreamContext::default();
+            let (client_action, side_effects) = match on_change(&self.state, &mut stream) {
+                Ok(reply) => {
+                    let (action, side_effects) = reply.into_proto();
+                    (action.map(|action| pb_client_action(Some(action))), side_effects)
+                }
+                Err(failure) => {
+                    // A failed change callback ends its stream with the failure.
+                    stream.end = true;
+                    (Some(failure.into_client_action(command_id)), Vec::new())
+                }
+            };
+            if stream.end {
+                ended.push(command_id);
+            }
+            if client_action.is_some() || !side_effects.is_empty() || stream.end {
+                messages.push(pb::CrdtStreamedMessage {
+                    command_id,
+                    client_action,
+                    side_effects,
+                    end_stream: stream.end,
+                });
+            }
+        }
+        for command_id in ended {
+            self.subscriptions.remove(&command_id);
+        }
+        messages
+    }
+
+    fn cancelled(&mut self, command_id: i64) -> pb::CrdtStreamCancelledResponse {
+        let on_cancel = self.subscriptions.remove(&command_id).and_then(|s| s.on_cancel);
+        let mut effects = Vec::new();
+        if let Some(on_cancel) = on_cancel {
+            let mut ctx = CancelContext {
+                state: &mut self.state,
+                effects: Vec::new(),
+            };
+            on_cancel(&mut ctx);
+            effects = ctx.effects;
+        }
+        let action = private::Replicated::take_delta(&mut self.state).map(pb::crdt_state_action::Action::Update);
+        pb::CrdtStreamCancelledResponse {
+            command_id,
+            side_effects: effects.into_iter().map(SideEffect::into_proto).collect(),
+            state_action: state_action(action, WriteConsistency::Local),
+        }
+    }
+}
+
+fn pb_client_action(
+    action: Option<strata_proto::cloudstate::client_action::Action>,
+) -> strata_proto::cloudstate::ClientAction {
+    strata_proto::cloudstate::ClientAction { action }
 }
 
 #[cfg(test)]
@@ -888,5 +1098,72 @@ mod tests {
         assert_eq!(any.type_url, "p.cloudstate.io/string");
         assert_eq!(String::from_any(&any).unwrap(), "x");
         assert!(i64::from_any(&any).is_err());
+    }
+
+    /// Watches a counter: streams its value, ends at 9, and takes 1 off when
+    /// the client cancels.
+    struct Watcher;
+
+    impl CrdtEntity for Watcher {
+        type Crdt = PnCounter;
+
+        fn handle_command(&self, command: &Command, ctx: &mut CrdtContext<'_, PnCounter>) -> Result<Reply, Failure> {
+            if command.name() == "Watch" && ctx.is_streamed() {
+                ctx.state_mut().increment(1);
+                ctx.on_change(|counter, stream| {
+                    if counter.value() >= 9 {
+                        stream.end_stream();
+                    }
+                    Ok(Reply::any(counter.value().to_any()))
+                });
+                ctx.on_cancel(|gone| {
+                    gone.state_mut().decrement(1);
+                });
+                ctx.write_consistency(WriteConsistency::All);
+                return Ok(Reply::none());
+            }
+            ctx.state_mut().increment(4);
+            Ok(Reply::any(ctx.state().value().to_any()))
+        }
+    }
+
+    fn command(id: i64, name: &str) -> Command {
+        Command::new("e".into(), id, name.into(), Any::default())
+    }
+
+    #[test]
+    fn a_streamed_command_hears_every_change_until_it_ends_or_its_client_cancels() {
+        let mut hosted = Hosted::new(Watcher);
+        // --- the watch opens (no message yet) with its own change, at the consistency asked for
+        let opened = hosted.handle_command(&command(1, "Watch"), true).unwrap();
+        assert!(opened.streamed && opened.reply.is_none());
+        let action = opened.state_action.unwrap();
+        assert_eq!(action.write_consistency, pb::CrdtWriteConsistency::All as i32);
+        // --- not streamed, the same method keeps nothing open
+        let unary = hosted.handle_command(&command(2, "Add"), false).unwrap();
+        assert!(!unary.streamed);
+        // --- a change: the open stream hears the value; the command that made it is skipped
+        assert!(hosted.changed(Some(1)).is_empty());
+        let heard = hosted.changed(None);
+        assert_eq!(heard.len(), 1);
+        assert_eq!((heard[0].command_id, heard[0].end_stream), (1, false));
+        // --- a second watcher, cancelled: its change comes back with the response
+        hosted.handle_command(&command(3, "Watch"), true).unwrap();
+        let response = hosted.cancelled(3);
+        assert_eq!(response.command_id, 3);
+        assert_eq!(
+            response.state_action.unwrap().action,
+            Some(pb::crdt_state_action::Action::Update(pb::CrdtDelta {
+                delta: Some(Delta::Pncounter(PnCounterDelta { change: -1 }))
+            }))
+        );
+        // --- at 9 the first stream ends, and hears nothing after
+        hosted.handle_command(&command(4, "Add"), false).unwrap();
+        let last = hosted.changed(None);
+        assert_eq!((last[0].command_id, last[0].end_stream), (1, true));
+        hosted.handle_command(&command(5, "Add"), false).unwrap();
+        assert!(hosted.changed(None).is_empty());
+        // --- a cancel for a stream that is over is still answered, with no change
+        assert_eq!(hosted.cancelled(1).state_action, None);
     }
 }

@@ -1,6 +1,10 @@
 //! The CRDT protocol for one entity: `CrdtInit` with the state as a delta, the
 //! proxy's deltas and deletes, then commands answered with a reply and the
-//! delta or delete they made. A state machine from message to step; user
+//! delta or delete they made. A streamed command stays open while it has
+//! callbacks: after every change of the state (a command's, the proxy's) each
+//! open stream's change callback may send a `CrdtStreamedMessage`, and a
+//! `StreamCancelled` runs its cancel callback and is always answered with a
+//! `CrdtStreamCancelledResponse`. A state machine from message to step; user
 //! errors become command failures, protocol errors end it.
 
 use std::{collections::BTreeSet, sync::Arc};
@@ -8,8 +12,8 @@ use std::{collections::BTreeSet, sync::Arc};
 use strata_proto::cloudstate::{
     self as pb,
     crdt::{
-        crdt_stream_in::Message as In, crdt_stream_out::Message as Out, CrdtInit, CrdtReply, CrdtStreamIn,
-        CrdtStreamOut,
+        crdt_state_action, crdt_stream_in::Message as In, crdt_stream_out::Message as Out, CrdtInit, CrdtReply,
+        CrdtStreamIn, CrdtStreamOut, CrdtStreamedMessage,
     },
 };
 use tracing::{debug, error, Span};
@@ -80,34 +84,68 @@ impl Active {
                 format!("unknown command {:?} for service {:?}", command.name, self.service_name),
             );
         }
-        if command.streamed {
-            return protocol_error(command_id, "streamed CRDT commands are not supported by this SDK yet");
-        }
+        let streamed = command.streamed;
         let command = Command::from_proto(command);
-        let reply = match self.entity.handle_command(&command) {
+        let (reply, changed) = match self.entity.handle_command(&command, streamed) {
             Ok(handled) => {
+                let changed = handled
+                    .state_action
+                    .as_ref()
+                    .is_some_and(|a| matches!(a.action, Some(crdt_state_action::Action::Update(_))));
                 let (action, side_effects) = handled.reply.into_proto();
-                CrdtReply {
+                let reply = CrdtReply {
                     command_id,
-                    client_action: Some(pb::ClientAction { action }),
+                    client_action: action.map(|action| pb::ClientAction { action: Some(action) }),
                     side_effects,
                     state_action: handled.state_action,
-                    streamed: false,
-                }
+                    streamed: handled.streamed,
+                };
+                (reply, changed)
             }
             Err(failure) => {
                 debug!(command = command.name(), %failure, "command failed");
-                CrdtReply {
+                let reply = CrdtReply {
                     command_id,
                     client_action: Some(failure.into_client_action(command_id)),
                     ..Default::default()
-                }
+                };
+                (reply, false)
             }
         };
-        Step::Send(CrdtStreamOut {
+        let mut out = vec![CrdtStreamOut {
             message: Some(Out::Reply(reply)),
-        })
+        }];
+        if changed {
+            out.extend(streamed_messages(self.entity.changed(Some(command_id))));
+        }
+        Step::SendAll(out)
     }
+
+    /// The proxy changed the state: the open streams hear of it.
+    fn delta(&mut self, delta: &pb::crdt::CrdtDelta) -> Step<CrdtStreamOut> {
+        match self.entity.apply(delta) {
+            Ok(()) => Step::SendAll(streamed_messages(self.entity.changed(None)).collect()),
+            Err(error) => protocol_error(0, format!("cannot apply the proxy's delta: {error}")),
+        }
+    }
+
+    fn cancelled(&mut self, command_id: i64) -> Step<CrdtStreamOut> {
+        let response = self.entity.cancelled(command_id);
+        let changed = response.state_action.is_some();
+        let mut out = vec![CrdtStreamOut {
+            message: Some(Out::StreamCancelledResponse(response)),
+        }];
+        if changed {
+            out.extend(streamed_messages(self.entity.changed(None)));
+        }
+        Step::SendAll(out)
+    }
+}
+
+fn streamed_messages(messages: Vec<CrdtStreamedMessage>) -> impl Iterator<Item = CrdtStreamOut> {
+    messages.into_iter().map(|message| CrdtStreamOut {
+        message: Some(Out::StreamedMessage(message)),
+    })
 }
 
 impl Session for CrdtSession {
@@ -123,16 +161,12 @@ impl Session for CrdtSession {
                 self.current_command = command.id;
                 active.command(command)
             }
-            (Some(In::Delta(delta)), Some(active)) => match active.entity.apply(&delta) {
-                Ok(()) => Step::Nothing,
-                Err(error) => protocol_error(0, format!("cannot apply the proxy's delta: {error}")),
-            },
+            (Some(In::Delta(delta)), Some(active)) => active.delta(&delta),
             (Some(In::Delete(_)), Some(active)) => {
                 active.entity.deleted();
                 Step::Nothing
             }
-            // No streamed commands are open, so there is nothing to cancel.
-            (Some(In::StreamCancelled(_)), Some(_)) => Step::Nothing,
+            (Some(In::StreamCancelled(cancelled)), Some(active)) => active.cancelled(cancelled.id),
             (Some(In::Command(command)), None) => protocol_error(command.id, "received a command before init"),
             (Some(_), None) => protocol_error(0, "received a message before init"),
             (None, _) => protocol_error(0, "received an empty message"),

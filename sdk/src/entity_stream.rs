@@ -19,6 +19,8 @@ pub(crate) enum Step<Out> {
     Nothing,
     /// Send this and carry on.
     Send(Out),
+    /// Send these, in order, and carry on.
+    SendAll(Vec<Out>),
     /// Send this failure and end the stream: the entity is unusable.
     Close(Out),
 }
@@ -90,6 +92,14 @@ pub(crate) fn spawn<S: Session>(
                     if outbound.send(Ok(out)).await.is_err() {
                         debug!("proxy stopped reading the entity stream");
                         break;
+                    }
+                }
+                Step::SendAll(all) => {
+                    for out in all {
+                        if outbound.send(Ok(out)).await.is_err() {
+                            debug!("proxy stopped reading the entity stream");
+                            return;
+                        }
                     }
                 }
                 Step::Close(out) => {

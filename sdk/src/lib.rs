@@ -95,8 +95,8 @@ pub use action::{Action, ActionService, CommandStream, ReplyStream};
 pub use command::Command;
 pub use config::ListenConfig;
 pub use crdt::{
-    Clock, Crdt, CrdtContext, CrdtElement, CrdtEntity, CrdtService, Flag, GCounter, GSet, LwwRegister, OrMap, OrSet,
-    PnCounter, Vote,
+    CancelContext, Clock, Crdt, CrdtContext, CrdtElement, CrdtEntity, CrdtService, Flag, GCounter, GSet, LwwRegister,
+    OnCancel, OnChange, OrMap, OrSet, PnCounter, StreamContext, Vote, WriteConsistency,
 };
 pub use error::{ConfigError, EntityError, PayloadError, ServeError};
 pub use event_sourced::{EventContext, EventSourcedEntity, EventSourcedService, DEFAULT_SNAPSHOT_EVERY};

@@ -92,7 +92,7 @@ impl SideEffect {
         self.synchronous
     }
 
-    fn into_proto(self) -> pb::SideEffect {
+    pub(crate) fn into_proto(self) -> pb::SideEffect {
         let ServiceCall {
             service,
             method,

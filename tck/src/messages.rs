@@ -316,6 +316,70 @@ pub mod crdt {
         }
     }
 
+    /// A streamed command (the client asked for a stream).
+    pub fn streamed_command(id: i64, entity_id: &str, name: &str, payload: Any) -> CrdtStreamIn {
+        let mut command = super::command(id, entity_id, name, payload);
+        command.streamed = true;
+        CrdtStreamIn {
+            message: Some(In::Command(command)),
+        }
+    }
+
+    /// The client of streamed command `id` cancelled.
+    pub fn stream_cancelled(id: i64, entity_id: &str) -> CrdtStreamIn {
+        CrdtStreamIn {
+            message: Some(In::StreamCancelled(pb::StreamCancelled {
+                entity_id: entity_id.into(),
+                id,
+            })),
+        }
+    }
+
+    /// The reply that keeps a streamed command open (`None`: no message yet).
+    pub fn streamed_reply(
+        command_id: i64,
+        payload: Option<Any>,
+        state_action: Option<CrdtStateAction>,
+    ) -> CrdtStreamOut {
+        let mut out = reply_with(command_id, payload.and_then(reply_action), state_action, vec![]);
+        if let Some(Out::Reply(reply)) = &mut out.message {
+            reply.streamed = true;
+        }
+        out
+    }
+
+    /// A later message of a streamed command.
+    pub fn streamed(command_id: i64, payload: Any, effects: Effects, end_stream: bool) -> CrdtStreamOut {
+        CrdtStreamOut {
+            message: Some(Out::StreamedMessage(pb::crdt::CrdtStreamedMessage {
+                command_id,
+                client_action: reply_action(payload),
+                side_effects: effects.side_effects,
+                end_stream,
+            })),
+        }
+    }
+
+    /// The function's answer to a cancelled stream.
+    pub fn stream_cancelled_response(command_id: i64, state_action: Option<CrdtStateAction>) -> CrdtStreamOut {
+        stream_cancelled_effects(command_id, state_action, Effects::none())
+    }
+
+    /// The function's answer to a cancelled stream, with side effects.
+    pub fn stream_cancelled_effects(
+        command_id: i64,
+        state_action: Option<CrdtStateAction>,
+        effects: Effects,
+    ) -> CrdtStreamOut {
+        CrdtStreamOut {
+            message: Some(Out::StreamCancelledResponse(pb::crdt::CrdtStreamCancelledResponse {
+                command_id,
+                side_effects: effects.side_effects,
+                state_action,
+            })),
+        }
+    }
+
     /// The function's change of the state, with local write consistency (what
     /// strata-sdk sends).
     pub fn update(delta: CrdtDelta) -> Option<CrdtStateAction> {

@@ -1,10 +1,16 @@
 //! The audit log: every management write (who, what, the outcome, when) recorded in the
 //! replicated registry by the node that serves it, and `GET /api/v1/audit` to page
-//! through it. Which principal may write is `crate::auth`'s decision; this module
-//! only records and reads.
+//! through it. A write that reaches the registry carries its record in the same Raft
+//! entry ([`write`]), so an acknowledged write has its record whatever crashes after;
+//! a write answered without reaching it (refused before, a membership change) is
+//! recorded on its own once answered. Which principal may write is `crate::auth`'s
+//! decision; this module only records and reads.
+
+use std::cell::RefCell;
+use std::future::Future;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, Method};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -13,7 +19,14 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorBody};
 use super::{linearizable, AppState};
 use crate::auth::Principal;
-use crate::registry::{AuditRecord, Command};
+use crate::node::NodeError;
+use crate::registry::{AuditRecord, Command, Outcome};
+
+tokio::task_local! {
+    /// The record of the write the current request makes, until a registry write
+    /// takes it into its entry.
+    static PENDING: RefCell<Option<AuditRecord>>;
+}
 
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
@@ -93,25 +106,60 @@ fn view(record: &AuditRecord) -> AuditRecordView {
     }
 }
 
-/// Writes the record through Raft. A record that cannot be written is logged: the
-/// write it describes has already been answered, so failing it now would mislead.
-pub(super) async fn record(
-    state: &AppState,
-    principal: &Principal,
-    method: &Method,
-    path: &str,
-    target: Option<String>,
-    status: u16,
-) {
-    let record = AuditRecord {
+/// The record of a write not yet answered (its status comes later).
+pub(super) fn pending(principal: &Principal, method: &Method, path: &str, target: Option<String>) -> AuditRecord {
+    AuditRecord {
         principal: principal.name(),
         method: method.to_string(),
         path: path.to_owned(),
         target,
-        status,
         ..AuditRecord::default()
+    }
+}
+
+/// Runs a request's handler with `record` pending; returns its answer and the
+/// record if no registry write took it.
+pub(super) async fn with_pending<T>(record: AuditRecord, handler: impl Future<Output = T>) -> (T, Option<AuditRecord>) {
+    PENDING
+        .scope(RefCell::new(Some(record)), async {
+            let answer = handler.await;
+            (answer, PENDING.with(|pending| pending.borrow_mut().take()))
+        })
+        .await
+}
+
+/// Writes `command` through Raft with the request's pending record in the same
+/// entry, answered `success` if the registry applies it (a refusal records its
+/// own status). A write that did not reach the registry leaves the record
+/// pending, for the answer to be recorded on its own.
+pub(super) async fn write(state: &AppState, command: Command, success: StatusCode) -> Result<Outcome, NodeError> {
+    let Some(record) = PENDING.try_with(|pending| pending.borrow_mut().take()).ok().flatten() else {
+        return state.node.write(command).await;
     };
-    if let Err(error) = state.node.write(Command::RecordAudit(record)).await {
+    let audited = Command::Audited {
+        command: Box::new(command),
+        record: AuditRecord {
+            status: success.as_u16(),
+            ..record.clone()
+        },
+    };
+    let written = state.node.write(audited).await;
+    if !matches!(written, Ok(_) | Err(NodeError::Registry(_))) {
+        let _ = PENDING.try_with(|pending| *pending.borrow_mut() = Some(record));
+    }
+    written
+}
+
+/// Writes the record of a write that did not reach the registry through Raft. A
+/// record that cannot be written is logged: the write it describes has already
+/// been answered, so failing it now would mislead.
+pub(super) async fn record(state: &AppState, record: AuditRecord, status: u16) {
+    let (method, path) = (record.method.clone(), record.path.clone());
+    if let Err(error) = state
+        .node
+        .write(Command::RecordAudit(AuditRecord { status, ..record }))
+        .await
+    {
         tracing::warn!(node_id = state.node.node_id, %method, path, status, %error, "could not record a write in the audit log");
     }
 }

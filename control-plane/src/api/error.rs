@@ -126,3 +126,26 @@ impl IntoResponse for ApiError {
         (self.status, Json(body)).into_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The audit log records a refusal applied in the registry with the status the
+    /// API answers it with: the two mappings must agree.
+    #[test]
+    fn registry_refusals_are_audited_with_the_status_they_are_answered_with() {
+        for error in [
+            RegistryError::invalid("min_scale", "too big"),
+            RegistryError::not_found("service", "cart"),
+            RegistryError::AlreadyExists {
+                what: "service".into(),
+                name: "cart".into(),
+            },
+            RegistryError::Conflict { message: "busy".into() },
+        ] {
+            let status = error.http_status();
+            assert_eq!(ApiError::from(error).status.as_u16(), status);
+        }
+    }
+}

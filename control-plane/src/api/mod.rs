@@ -221,17 +221,19 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
         return ApiError::too_large().into_response();
     };
-    let target = audit::target(&path, &body);
-    let response = match principal.may_call_api(true) {
-        Err(denied) => ApiError::forbidden(denied.0).into_response(),
+    let record = audit::pending(&principal, &method, &path, audit::target(&path, &body));
+    let (response, unwritten) = match principal.may_call_api(true) {
+        Err(denied) => (ApiError::forbidden(denied.0).into_response(), Some(record)),
         Ok(()) => {
             let mut request = Request::from_parts(parts, Body::from(body));
             request.extensions_mut().insert(access);
             request.extensions_mut().insert(principal.clone());
-            next.run(request).await
+            audit::with_pending(record, next.run(request)).await
         }
     };
-    audit::record(&state, &principal, &method, &path, target, response.status().as_u16()).await;
+    if let Some(record) = unwritten {
+        audit::record(&state, record, response.status().as_u16()).await;
+    }
     response
 }
 

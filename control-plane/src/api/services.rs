@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
-use super::{linearizable, AppState};
+use super::{audit, linearizable, AppState};
 use strata_autoscaler::{HistogramPolicy, Prediction, Unpredictable};
 
 use crate::registry::{
@@ -368,7 +368,7 @@ pub(super) async fn create_service(
         prewarm_percentile: count("prewarm_percentile", body.prewarm_percentile)?,
         keep_alive_percentile: count("keep_alive_percentile", body.keep_alive_percentile)?,
     };
-    let outcome = state.node.write(Command::CreateService(spec)).await?;
+    let outcome = audit::write(&state, Command::CreateService(spec), StatusCode::CREATED).await?;
     Ok((StatusCode::CREATED, service_response(&state, outcome)?))
 }
 
@@ -405,7 +405,7 @@ pub(super) async fn update_service(
         prewarm_percentile: count("prewarm_percentile", body.prewarm_percentile)?,
         keep_alive_percentile: count("keep_alive_percentile", body.keep_alive_percentile)?,
     };
-    let outcome = state.node.write(Command::UpdateService { name, patch }).await?;
+    let outcome = audit::write(&state, Command::UpdateService { name, patch }, StatusCode::OK).await?;
     service_response(&state, outcome)
 }
 
@@ -415,7 +415,7 @@ pub(super) async fn delete_service(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.node.write(Command::DeleteService { name }).await?;
+    audit::write(&state, Command::DeleteService { name }, StatusCode::NO_CONTENT).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

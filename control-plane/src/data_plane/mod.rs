@@ -21,7 +21,7 @@ use strata_proto::strata::controlplane::v1::{
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataMap;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 pub use error::status_of;
@@ -143,7 +143,10 @@ impl DataPlaneService {
                 return Ok(Route::Leader(client.clone()));
             }
         }
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        let endpoint = self
+            .node
+            .peer_tls
+            .endpoint(&address)
             .map_err(|_| Status::unavailable("the leader's address is invalid; retry shortly"))?
             .connect_timeout(Duration::from_secs(2))
             .timeout(FORWARD_TIMEOUT);

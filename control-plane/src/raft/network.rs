@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use strata_proto::strata::controlplane::v1::raft_transport_client::RaftTransportClient;
 use strata_proto::strata::controlplane::v1::RaftEnvelope;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::{NodeId, NodeInfo, TypeConfig};
 use crate::auth::ClusterSecret;
@@ -22,6 +22,29 @@ use crate::auth::ClusterSecret;
 pub struct GrpcNetwork {
     pub node_id: NodeId,
     pub secret: ClusterSecret,
+    pub tls: PeerTls,
+}
+
+/// How a node dials its peers' Raft and data-plane port: plain `http://`, or
+/// `https://` trusting the cluster's CA and presenting the node's own certificate
+/// (for a cluster that requires client certificates). Every node of a cluster is
+/// configured alike, so a node that serves TLS dials TLS.
+#[derive(Debug, Clone, Default)]
+pub struct PeerTls(Option<ClientTlsConfig>);
+
+impl PeerTls {
+    pub fn new(config: Option<ClientTlsConfig>) -> Self {
+        PeerTls(config)
+    }
+
+    /// The endpoint of a peer's `host:port`.
+    pub fn endpoint(&self, address: &str) -> Result<Endpoint, String> {
+        let url = match &self.0 {
+            Some(_) => format!("https://{address}"),
+            None => format!("http://{address}"),
+        };
+        strata_tls::endpoint(&url, self.0.as_ref()).map_err(|error| error.to_string())
+    }
 }
 
 pub struct GrpcConnection {
@@ -36,7 +59,9 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
     type Network = GrpcConnection;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> GrpcConnection {
-        let client = Endpoint::from_shared(format!("http://{}", node.address))
+        let client = self
+            .tls
+            .endpoint(&node.address)
             .ok()
             .map(|endpoint| RaftTransportClient::new(endpoint.connect_lazy()));
         if client.is_none() {
@@ -131,8 +156,14 @@ impl RaftNetwork<TypeConfig> for GrpcConnection {
 /// node with the wrong secret is refused with a clear message instead of never catching up.
 /// Checks that `address` is a node of this cluster (it proves the secret) and that it
 /// is node `expected` (nodes from before the id was in the answer send none).
-pub async fn ping(address: &str, node_id: NodeId, secret: &ClusterSecret, expected: NodeId) -> Result<(), String> {
-    let endpoint = Endpoint::from_shared(format!("http://{address}")).map_err(|error| error.to_string())?;
+pub async fn ping(
+    address: &str,
+    node_id: NodeId,
+    secret: &ClusterSecret,
+    expected: NodeId,
+    tls: &PeerTls,
+) -> Result<(), String> {
+    let endpoint = tls.endpoint(address)?;
     let channel = endpoint
         .connect_timeout(std::time::Duration::from_secs(5))
         .connect()

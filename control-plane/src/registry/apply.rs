@@ -75,6 +75,16 @@ pub fn apply(registry: &mut Registry, command: Command, now_ms: u64) -> Applied 
             tx.audit(record);
             Ok(Outcome::Recorded)
         }
+        Command::Audited { command, record } => {
+            let applied = apply(tx.registry, *command, now_ms);
+            tx.effects.extend(applied.effects);
+            let status = match &applied.response {
+                Ok(_) => record.status,
+                Err(error) => error.http_status(),
+            };
+            tx.audit(AuditRecord { status, ..record });
+            applied.response
+        }
     };
     if response.is_err() {
         debug_assert!(effects.is_empty(), "a refused command must not have effects");

@@ -598,6 +598,34 @@ fn audit_records_are_numbered_stamped_bounded_and_silent() {
 }
 
 #[test]
+fn an_audited_write_and_its_record_apply_as_one() {
+    let mut registry = Registry::default();
+    let audited = |command: Command| Command::Audited {
+        command: Box::new(command),
+        record: AuditRecord {
+            principal: "admin token".into(),
+            method: "POST".into(),
+            path: "/api/v1/services".into(),
+            target: Some("cart".into()),
+            status: 201,
+            ..AuditRecord::default()
+        },
+    };
+    let plain = apply(&mut Registry::default(), Command::CreateService(spec("cart")), T0);
+    let applied = apply(&mut registry, audited(Command::CreateService(spec("cart"))), T0);
+    assert_eq!(applied, plain, "the write applies as it would alone");
+    let created = registry.audit.back().expect("a record").clone();
+    assert_eq!((created.id, created.at_ms, created.status), (1, T0, 201));
+
+    // Refused by the registry: the record says how it was answered.
+    let refused = apply(&mut registry, audited(Command::CreateService(spec("cart"))), T0 + 1);
+    assert!(matches!(refused.response, Err(RegistryError::AlreadyExists { .. })));
+    assert_eq!(refused.effects, vec![]);
+    let record = registry.audit.back().expect("a record");
+    assert_eq!((record.id, record.at_ms, record.status), (2, T0 + 1, 409));
+}
+
+#[test]
 fn idle_times_are_stored_silently() {
     let mut registry = with_cart();
     let idle_times = IdleTimes {

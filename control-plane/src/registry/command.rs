@@ -80,6 +80,13 @@ pub enum Command {
     },
     /// A management write, for the audit log (`id` and `at_ms` are assigned here).
     RecordAudit(AuditRecord),
+    /// A management write and its audit record in one entry, so the record is
+    /// committed with the write or not at all. The record's `status` is the
+    /// answer on success; a refusal records the refusal's status instead.
+    Audited {
+        command: Box<Command>,
+        record: AuditRecord,
+    },
 }
 
 impl Command {
@@ -99,6 +106,7 @@ impl Command {
             Command::RecordClusterEvent { .. } => "record_cluster_event",
             Command::RecordInstanceFailure { .. } => "record_instance_failure",
             Command::RecordAudit(_) => "record_audit",
+            Command::Audited { command, .. } => command.kind(),
         }
     }
 }
@@ -173,6 +181,15 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
+    /// The HTTP status the management API answers this refusal with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            RegistryError::Invalid { .. } => 400,
+            RegistryError::NotFound { .. } => 404,
+            RegistryError::AlreadyExists { .. } | RegistryError::Conflict { .. } => 409,
+        }
+    }
+
     pub(crate) fn invalid(field: &str, message: impl Into<String>) -> Self {
         RegistryError::Invalid {
             field: field.to_owned(),

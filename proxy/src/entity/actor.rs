@@ -1,9 +1,17 @@
 //! The life of one entity actor: activate on the first command, run commands one at
 //! a time in arrival order, restart at once after a command that asks for it,
 //! fail what is queued when the function fails the whole stream, and passivate
-//! when idle. The protocol itself is the [`Session`] it is generic over.
+//! when idle. Between commands it listens to the session (the function's
+//! messages for streamed commands, clients leaving), and an entity with open
+//! streams is not idle. The protocol itself is the [`Session`] it is generic over.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Instant,
+};
 
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -20,11 +28,15 @@ pub(super) struct Actor {
     pub registry: Arc<ActorRegistry>,
     pub entity: Arc<EntityModel>,
     pub key: ActorKey,
+    /// How many streamed commands this entity has open (read by the registry,
+    /// which never evicts an entity with open streams).
+    pub streams: Arc<AtomicUsize>,
 }
 
-enum Next {
+enum Next<H> {
     Command(Box<EntityCommand>),
     Settled(bool),
+    Heard(H),
     Idle,
 }
 
@@ -46,14 +58,25 @@ impl Actor {
         async move {
             let mut session: Option<S> = None;
             loop {
-                let next = match session.as_mut().filter(|s| s.busy()) {
+                let next = match session.as_mut() {
                     // While a write is in flight, keep taking commands (pipelining)
                     // and watch for the write to finish.
-                    Some(writing) => tokio::select! {
+                    Some(writing) if writing.busy() => tokio::select! {
                         biased;
                         written = writing.settle(&self.ctx) => Next::Settled(written),
                         command = mailbox.recv() => command.map_or(Next::Idle, Next::Command),
                     },
+                    // Between commands, hear what the function says unasked; an
+                    // entity with open streams does not passivate.
+                    Some(open) => {
+                        let streaming = open.streams() > 0;
+                        tokio::select! {
+                            biased;
+                            command = mailbox.recv() => command.map_or(Next::Idle, Next::Command),
+                            heard = open.listen() => Next::Heard(heard),
+                            () = tokio::time::sleep(self.entity.passivation), if !streaming => Next::Idle,
+                        }
+                    }
                     None => tokio::time::timeout(self.entity.passivation, mailbox.recv())
                         .await
                         .ok()
@@ -65,6 +88,15 @@ impl Actor {
                         session = self.step(session, command, &mut mailbox).await;
                         if let Some(current) = &session {
                             self.weigh(&own_mailbox, current.state_bytes());
+                        }
+                    }
+                    Next::Heard(heard) => {
+                        if let Some(mut open) = session.take() {
+                            let after = open.on_heard(&self.ctx, heard).await;
+                            session = self.after(open, after, &mut mailbox).await;
+                            if let Some(current) = &session {
+                                self.weigh(&own_mailbox, current.state_bytes());
+                            }
                         }
                     }
                     Next::Settled(true) => {}
@@ -85,10 +117,13 @@ impl Actor {
                             self.close(current).await;
                             self.ctx.metrics.passivations.with_label_values(&[self.service()]).inc();
                         }
+                        self.streams.store(0, Ordering::Relaxed);
                         tracing::debug!("entity passivated");
                         return;
                     }
                 }
+                let open = session.as_ref().map_or(0, S::streams);
+                self.streams.store(open, Ordering::Relaxed);
             }
         }
         .instrument(span)
@@ -139,7 +174,18 @@ impl Actor {
                 }
             },
         };
-        match session.run(&self.ctx, command).await {
+        let after = session.run(&self.ctx, command).await;
+        self.after(session, after, mailbox).await
+    }
+
+    /// Does what the session asked for after a command or something it heard.
+    async fn after<S: Session>(
+        &self,
+        session: S,
+        after: After,
+        mailbox: &mut mpsc::Receiver<Box<EntityCommand>>,
+    ) -> Option<S> {
+        match after {
             After::Continue => Some(session),
             After::Restart => {
                 self.close(session).await;

@@ -1,7 +1,7 @@
 //! The actor's life cycle with a scripted session (no function, no store): a
 //! restart starts the entity over at once, a stream failure fails what is queued
-//! behind it, and a command whose client deadline passed while it waited is not
-//! sent.
+//! behind it, a command whose client deadline passed while it waited is not
+//! sent, and an entity with an open stream does not passivate.
 
 use std::sync::{Arc, Mutex};
 
@@ -33,6 +33,8 @@ fn activations(entity_id: &str) -> usize {
 struct Scripted;
 
 impl Session for Scripted {
+    type Heard = std::convert::Infallible;
+
     async fn activate(_: &SessionContext, _: &EntityModel, entity_id: &str) -> Result<Self, ProxyError> {
         ACTIVATIONS.lock().unwrap().push(entity_id.to_string());
         Ok(Scripted)
@@ -69,6 +71,7 @@ impl Session for Scripted {
 
 fn context() -> Arc<SessionContext> {
     Arc::new(SessionContext {
+        detached: tokio::sync::mpsc::unbounded_channel().0,
         function: FunctionClient::new("127.0.0.1", 9).unwrap(),
         store: Arc::new(NoStore),
         metrics: Arc::new(Metrics::new()),
@@ -98,7 +101,13 @@ async fn run(entity_id: &str, payloads: &[&str], context: CallContext) -> Answer
             metadata: None,
             context,
         };
-        tx.send(Box::new(EntityCommand { call, reply })).await.unwrap();
+        tx.send(Box::new(EntityCommand {
+            call,
+            reply,
+            stream: None,
+        }))
+        .await
+        .unwrap();
         answers.push(answer);
     }
     let own = tx.downgrade();
@@ -108,6 +117,7 @@ async fn run(entity_id: &str, payloads: &[&str], context: CallContext) -> Answer
         registry: Arc::default(),
         entity: method.entity.clone(),
         key: (method.entity.service_name.clone(), entity_id.into()),
+        streams: Arc::default(),
     };
     actor.run::<Scripted>(rx, own).await;
     answers
@@ -189,4 +199,98 @@ async fn a_command_past_its_client_deadline_is_not_sent() {
         Err(ProxyError::DeadlineExceeded(_))
     ));
     assert_eq!(activations("ccc"), 0, "never activated for it");
+}
+
+/// A session whose commands "watch" and "unwatch" open and close a stream.
+struct Watching {
+    open: usize,
+}
+
+impl Session for Watching {
+    type Heard = std::convert::Infallible;
+
+    async fn activate(_: &SessionContext, _: &EntityModel, _: &str) -> Result<Self, ProxyError> {
+        Ok(Watching { open: 0 })
+    }
+
+    fn is_closed(&mut self) -> bool {
+        false
+    }
+
+    async fn run(&mut self, _: &SessionContext, command: EntityCommand) -> After {
+        match command.call.payload.value.as_slice() {
+            b"watch" => self.open += 1,
+            _ => self.open -= 1,
+        }
+        let _ = command
+            .reply
+            .send(Ok(Outcome::reply(Answer::new(command.call.payload))));
+        After::Continue
+    }
+
+    fn streams(&self) -> usize {
+        self.open
+    }
+
+    fn state_bytes(&self) -> usize {
+        0
+    }
+
+    async fn close(self, _: &SessionContext) {}
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_entity_with_an_open_stream_is_not_idle() {
+    let (_, method) = fixtures::method("/test.things.Warehouse/Create");
+    let (tx, rx) = mpsc::channel(4);
+    let streams = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let actor = Actor {
+        ctx: context_for_test(),
+        registry: Arc::default(),
+        entity: method.entity.clone(),
+        key: (method.entity.service_name.clone(), "w".into()),
+        streams: streams.clone(),
+    };
+    let running = tokio::spawn(actor.run::<Watching>(rx, tx.downgrade()));
+    let send = |what: &str| {
+        let (reply, answer) = oneshot::channel();
+        let call = Call {
+            method: method.clone(),
+            entity_id: Some("w".into()),
+            payload: Any {
+                type_url: String::new(),
+                value: what.as_bytes().to_vec(),
+            },
+            metadata: None,
+            context: CallContext::default(),
+        };
+        (
+            EntityCommand {
+                call,
+                reply,
+                stream: None,
+            },
+            answer,
+        )
+    };
+    let (watch, answer) = send("watch");
+    tx.send(Box::new(watch)).await.unwrap();
+    answer.await.unwrap().unwrap();
+    // --- long past its passivation timeout, the watched entity is still active
+    tokio::time::sleep(method.entity.passivation * 5).await;
+    assert!(!running.is_finished(), "an entity with an open stream passivated");
+    assert_eq!(
+        streams.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "the registry sees the stream"
+    );
+    // --- once the stream closes, it passivates as usual
+    let (unwatch, answer) = send("unwatch");
+    tx.send(Box::new(unwatch)).await.unwrap();
+    answer.await.unwrap().unwrap();
+    assert_eq!(streams.load(std::sync::atomic::Ordering::Relaxed), 0);
+    tokio::time::timeout(method.entity.passivation * 5, running)
+        .await
+        .expect("passivated once idle")
+        .unwrap();
 }

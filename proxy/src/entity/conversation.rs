@@ -45,6 +45,8 @@ pub(super) struct Conversation<In, Out> {
 pub(super) struct Asked<Out> {
     pub call: Call,
     pub reply: ReplyTo,
+    /// The client stream of a streamed command.
+    pub stream: Option<super::client_stream::StreamTo>,
     pub id: i64,
     pub out: Out,
 }
@@ -64,6 +66,12 @@ impl<In, Out> Conversation<In, Out> {
         self.to_function.send(message).is_ok()
     }
 
+    /// The function's next message while no command is in flight (`None`: it
+    /// ended the stream). Cancel-safe.
+    pub(super) async fn heard(&mut self) -> Result<Option<Out>, tonic::Status> {
+        self.from_function.message().await
+    }
+
     /// Whether the function has ended the stream while nothing was in flight.
     pub(super) fn is_closed(&mut self) -> bool {
         self.from_function.is_closed()
@@ -79,7 +87,20 @@ impl<In, Out> Conversation<In, Out> {
         command: EntityCommand,
         wrap: impl FnOnce(Command) -> In,
     ) -> Result<Asked<Out>, After> {
-        let EntityCommand { call, reply } = command;
+        self.ask_with(ctx, command, wrap, Some).await
+    }
+
+    /// [`Conversation::ask`] on a stream where the function may also send
+    /// messages that are not the answer (a CRDT's streamed messages for other
+    /// commands): `aside` keeps those (returning `None`) and gives back the rest.
+    pub(super) async fn ask_with(
+        &mut self,
+        ctx: &SessionContext,
+        command: EntityCommand,
+        wrap: impl FnOnce(Command) -> In,
+        mut aside: impl FnMut(Out) -> Option<Out>,
+    ) -> Result<Asked<Out>, After> {
+        let EntityCommand { call, reply, stream } = command;
         let id = self.next_command_id;
         self.next_command_id += 1;
         let message = wrap(Command {
@@ -87,14 +108,33 @@ impl<In, Out> Conversation<In, Out> {
             id,
             name: call.method.name().to_string(),
             payload: Some(call.payload.clone()),
-            streamed: false,
+            streamed: stream.is_some(),
             metadata: call.metadata.clone(),
         });
         let deadline = call.context.deadline_within(ctx.command_timeout);
         let too_late = call.context.timeout_reason(call.method.name(), ctx.command_timeout);
         let error = if self.to_function.send(Box::new(message)).is_ok() {
-            match tokio::time::timeout_at(deadline, self.from_function.message()).await {
-                Ok(Ok(Some(out))) => return Ok(Asked { call, reply, id, out }),
+            let answer = async {
+                loop {
+                    match self.from_function.message().await {
+                        Ok(Some(out)) => match aside(out) {
+                            Some(out) => return Ok(Some(out)),
+                            None => continue,
+                        },
+                        other => return other,
+                    }
+                }
+            };
+            match tokio::time::timeout_at(deadline, answer).await {
+                Ok(Ok(Some(out))) => {
+                    return Ok(Asked {
+                        call,
+                        reply,
+                        stream,
+                        id,
+                        out,
+                    })
+                }
                 Ok(Ok(None)) => None,
                 Ok(Err(status)) => Some(function_unavailable(ctx, &status)),
                 Err(_) => {
@@ -125,13 +165,26 @@ pub(super) fn client_outcome(
     action: Option<ClientAction>,
     side_effects: Vec<SideEffect>,
 ) -> Option<(Result<Outcome, ProxyError>, bool)> {
-    let next = match action.and_then(|a| a.action)? {
-        Action::Failure(f) => return Some((Err(ProxyError::Failure(f.description)), f.restart)),
-        Action::Reply(r) => Ok(Next::Reply(Answer {
+    action.as_ref().and_then(|a| a.action.as_ref())?;
+    Some(optional_client_outcome(from, targets, action, side_effects))
+}
+
+/// [`client_outcome`] where the client action may be missing (a message of a
+/// streamed command that sends the client nothing, only side effects).
+pub(super) fn optional_client_outcome(
+    from: &MethodModel,
+    targets: &dyn Targets,
+    action: Option<ClientAction>,
+    side_effects: Vec<SideEffect>,
+) -> (Result<Outcome, ProxyError>, bool) {
+    let next = match action.and_then(|a| a.action) {
+        None => Ok(Next::Nothing),
+        Some(Action::Failure(f)) => return (Err(ProxyError::Failure(f.description)), f.restart),
+        Some(Action::Reply(r)) => Ok(Next::Reply(Answer {
             payload: r.payload.unwrap_or_default(),
             metadata: r.metadata,
         })),
-        Action::Forward(f) => resolve_target(
+        Some(Action::Forward(f)) => resolve_target(
             targets,
             from,
             TargetKind::Forward,
@@ -148,7 +201,7 @@ pub(super) fn client_outcome(
             effects: resolve_effects(from, targets, side_effects)?,
         })
     });
-    Some((outcome, false))
+    (outcome, false)
 }
 
 /// A stream-level `Failure`: fails the command in flight (or the whole stream,

@@ -58,7 +58,7 @@ const REPLICA: Replica<'static> = Replica {
 
 fn decide_on(held: &Held, out: CrdtStreamOut) -> Decision {
     let (model, method) = fixtures::method("/test.things.Warehouse/Create");
-    decide(&method, &model, 1, held, &REPLICA, out)
+    decide(&method, &model, 1, false, held, &REPLICA, out)
 }
 
 fn counter(value: i64) -> Held {
@@ -83,6 +83,7 @@ fn the_first_delta_creates_the_state_and_later_ones_change_it() {
             answer: Ok(Outcome::reply(Answer::new(any("test.things.Thing")))),
             correction: None,
             restart: false,
+            keep_open: false,
         }
     );
     let Decision::Persist {
@@ -196,6 +197,7 @@ fn a_failed_command_changes_nothing_and_restarts_the_function() {
             answer: Err(ProxyError::Failure("no".into())),
             correction: None,
             restart: true,
+            keep_open: false,
         }
     );
 }
@@ -247,4 +249,82 @@ fn protocol_slips_are_violations() {
         decide_on(&Held::Absent, CrdtStreamOut { message: None }),
         Decision::Violation(_)
     ));
+}
+
+fn unasked(out: crdt_stream_out::Message, open: Option<i64>, cancelling: Option<i64>) -> Unasked {
+    let (model, method) = fixtures::method("/test.things.Warehouse/Create");
+    let open_method = method.clone();
+    let open = move |id| (Some(id) == open).then(|| open_method.clone());
+    let cancelling = move |id| (Some(id) == cancelling).then(|| method.clone());
+    decide_unasked(
+        &model,
+        &counter(2),
+        &REPLICA,
+        &open,
+        &cancelling,
+        CrdtStreamOut { message: Some(out) },
+    )
+}
+
+fn streamed_message(command_id: i64, end_stream: bool) -> crdt_stream_out::Message {
+    crdt_stream_out::Message::StreamedMessage(CrdtStreamedMessage {
+        command_id,
+        client_action: Some(ClientAction { action: Some(ok()) }),
+        side_effects: vec![],
+        end_stream,
+    })
+}
+
+#[test]
+fn streamed_messages_go_to_open_streams_only() {
+    // --- for an open stream: the client's message, and the end when asked
+    assert_eq!(
+        unasked(streamed_message(3, true), Some(3), None),
+        Unasked::Stream {
+            command_id: 3,
+            outcome: Ok(Outcome::reply(Answer::new(any("test.things.Thing")))),
+            end: true,
+        }
+    );
+    // --- for a stream whose client just left: dropped
+    assert_eq!(unasked(streamed_message(3, false), None, Some(3)), Unasked::Late);
+    // --- for a command that is not streaming: a violation
+    match unasked(streamed_message(4, false), Some(3), None) {
+        Unasked::Violation(what) => assert!(what.contains("command 4, which is not streaming"), "{what}"),
+        other => panic!("expected a violation, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_cancelled_streams_response_changes_the_state_and_nothing_else_may() {
+    let response = |command_id| {
+        crdt_stream_out::Message::StreamCancelledResponse(strata_proto::cloudstate::crdt::CrdtStreamCancelledResponse {
+            command_id,
+            side_effects: vec![],
+            state_action: Some(CrdtStateAction {
+                action: Some(update(change(-5))),
+                write_consistency: CrdtWriteConsistency::Local as i32,
+            }),
+        })
+    };
+    match unasked(response(7), None, Some(7)) {
+        Unasked::Cancelled {
+            command_id: 7,
+            change: Some(Held::Live(crdt)),
+            outcome: Ok(_),
+            ..
+        } => assert_eq!(crdt.view(&Voters::alone("instance-1")), View::PnCounter(-3)),
+        other => panic!("expected the cancel's change, got {other:?}"),
+    }
+    assert!(matches!(unasked(response(8), Some(8), None), Unasked::Violation(_)));
+    // --- a failure of the whole stream between commands; one for a command is a violation
+    let failure = |command_id| {
+        crdt_stream_out::Message::Failure(Failure {
+            command_id,
+            description: "gone".into(),
+            restart: false,
+        })
+    };
+    assert_eq!(unasked(failure(0), None, None), Unasked::StreamFailure("gone".into()));
+    assert!(matches!(unasked(failure(2), None, None), Unasked::Violation(_)));
 }

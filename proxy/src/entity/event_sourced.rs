@@ -103,6 +103,8 @@ pub(super) fn decide(
 }
 
 impl Session for EventSourcedSession {
+    type Heard = std::convert::Infallible;
+
     async fn activate(ctx: &SessionContext, entity: &EntityModel, entity_id: &str) -> Result<Self, ProxyError> {
         let key = EntityKey::new(&entity.persistence_id, entity_id);
         let recovery = ctx.store.recover(&key).await.map_err(store_unavailable)?;
@@ -143,7 +145,9 @@ impl Session for EventSourcedSession {
         let wrap = |command| EventSourcedStreamIn {
             message: Some(event_sourced_stream_in::Message::Command(command)),
         };
-        let Asked { call, reply, id, out } = match self.conversation.ask(ctx, command, wrap).await {
+        let Asked {
+            call, reply, id, out, ..
+        } = match self.conversation.ask(ctx, command, wrap).await {
             Ok(asked) => asked,
             Err(after) => return after,
         };

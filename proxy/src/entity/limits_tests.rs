@@ -51,6 +51,7 @@ fn record(shelf: &str) -> Call {
 #[tokio::test]
 async fn a_full_mailbox_is_refused_at_once_never_awaited() {
     let entities = Entities::new(SessionContext {
+        detached: tokio::sync::mpsc::unbounded_channel().0,
         function: FunctionClient::new("127.0.0.1", 9).unwrap(),
         store: Arc::new(StuckStore),
         metrics: Arc::new(Metrics::new()),

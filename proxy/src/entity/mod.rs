@@ -4,6 +4,7 @@
 //! modules, which know nothing of this one.
 
 mod actor;
+mod client_stream;
 mod conversation;
 mod crdt;
 mod crdt_session;
@@ -15,11 +16,13 @@ mod registry;
 mod session;
 mod value;
 
-use std::sync::Arc;
+use std::sync::{atomic::AtomicUsize, Arc};
 
+use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
-pub use session::{EntityCommand, SessionContext, DEFAULT_COMMAND_TIMEOUT};
+pub use client_stream::{client_stream, StreamTo, STREAM_BUFFER};
+pub use session::{Detached, EntityCommand, SessionContext, DEFAULT_COMMAND_TIMEOUT};
 
 use self::{
     actor::Actor,
@@ -29,6 +32,7 @@ use self::{
     value::ValueSession,
 };
 use crate::{
+    action::Outcomes,
     call::{Call, Outcome},
     error::ProxyError,
     model::EntityKind,
@@ -111,6 +115,36 @@ impl Entities {
     /// produced is durable. The forward and side effects it asks for are the
     /// caller's to perform.
     pub async fn handle(&self, call: Call) -> Result<Outcome, ProxyError> {
+        let deadline = call.context.deadline;
+        let (reply, answer) = oneshot::channel();
+        self.send(EntityCommand {
+            call,
+            reply,
+            stream: None,
+        })?;
+        answered(deadline, answer).await
+    }
+
+    /// Runs one streamed command (a CRDT entity's server-streamed method): the
+    /// outcomes of the function's reply and of every message it streams after
+    /// it, each released once the state it depends on is durable. The stream
+    /// ends when the function ends it; dropping it cancels the command.
+    pub async fn streamed(&self, call: Call) -> Result<Outcomes, ProxyError> {
+        let deadline = call.context.deadline;
+        let (reply, answer) = oneshot::channel();
+        let (stream, later) = client_stream(STREAM_BUFFER);
+        self.send(EntityCommand {
+            call,
+            reply,
+            stream: Some(stream),
+        })?;
+        let first = answered(deadline, answer).await?;
+        Ok(futures::stream::once(async { Ok(first) }).chain(later).boxed())
+    }
+
+    /// Puts a command in its entity's mailbox, starting the entity if needed.
+    fn send(&self, command: EntityCommand) -> Result<(), ProxyError> {
+        let call = &command.call;
         let (true, Some(entity_id)) = (call.method.entity.kind.is_entity(), call.entity_id.clone()) else {
             return Err(ProxyError::Internal(format!(
                 "{} is not an entity's method",
@@ -118,13 +152,19 @@ impl Entities {
             )));
         };
         let key = (call.method.entity.service_name.clone(), entity_id);
-        let deadline = call.context.deadline;
-        let (reply, answer) = oneshot::channel();
-        let mut command = Box::new(EntityCommand { call, reply });
+        let mut command = Box::new(command);
         // A closed mailbox means the actor passivated after we looked it up:
         // start a fresh one and try again. A full one is refused, not awaited.
         loop {
-            let (mailbox, evicted) = self.registry.mailbox(&key, || self.start(&key, &command));
+            let (mailbox, evicted) = self
+                .registry
+                .mailbox(&key, || self.start(&key, &command))
+                .map_err(|full| {
+                    ProxyError::Overloaded(format!(
+                        "all {} active entities have open streams, so entity {:?} cannot start; retry later",
+                        full.active, key.1
+                    ))
+                })?;
             if !evicted.is_empty() {
                 self.ctx.metrics.entity_bytes.set(self.registry.bytes() as i64);
             }
@@ -132,7 +172,7 @@ impl Entities {
                 tracing::debug!(%service, %entity_id, "too many active entities: passivating the least recently used");
             }
             match mailbox.try_send(command) {
-                Ok(()) => break,
+                Ok(()) => return Ok(()),
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     return Err(ProxyError::Overloaded(format!(
                         "entity {:?} already has {} commands waiting; retry later",
@@ -145,36 +185,21 @@ impl Entities {
                 }
             }
         }
-        // The client's deadline bounds the whole command: waiting for the
-        // entity, loading its state, the function, and storing the result (a
-        // slow store must not keep a client past the time it gave).
-        let answered = match deadline {
-            Some(deadline) => match tokio::time::timeout_at(deadline, answer).await {
-                Ok(answered) => answered,
-                Err(_) => {
-                    return Err(ProxyError::DeadlineExceeded(
-                        "the client's deadline passed before the entity finished the command (its state loaded, \
-                         run and stored); it may or may not have been applied"
-                            .into(),
-                    ))
-                }
-            },
-            None => answer.await,
-        };
-        answered.unwrap_or_else(|_| {
-            Err(ProxyError::Unavailable(
-                "the entity stopped before answering; retry".into(),
-            ))
-        })
     }
 
-    fn start(&self, key: &(String, String), command: &EntityCommand) -> mpsc::Sender<Box<EntityCommand>> {
+    fn start(
+        &self,
+        key: &(String, String),
+        command: &EntityCommand,
+    ) -> (mpsc::Sender<Box<EntityCommand>>, Arc<AtomicUsize>) {
         let (tx, rx) = mpsc::channel(self.mailbox);
+        let streams = Arc::new(AtomicUsize::new(0));
         let actor = Actor {
             ctx: self.ctx.clone(),
             registry: self.registry.clone(),
             entity: command.call.method.entity.clone(),
             key: key.clone(),
+            streams: streams.clone(),
         };
         let own = tx.downgrade();
         match actor.entity.kind {
@@ -183,7 +208,7 @@ impl Entities {
             EntityKind::Crdt => tokio::spawn(actor.run::<CrdtSession>(rx, own)),
             EntityKind::Action => unreachable!("actions have no entity actors (checked by handle)"),
         };
-        tx
+        (tx, streams)
     }
 
     /// Lets go of the entities `which` selects (e.g. of shards this instance lost):
@@ -201,4 +226,29 @@ impl Entities {
     pub fn active_bytes(&self) -> usize {
         self.registry.bytes()
     }
+}
+
+/// The entity's answer to a command. The client's deadline bounds the whole
+/// command: waiting for the entity, loading its state, the function, and
+/// storing the result (a slow store must not keep a client past the time it
+/// gave).
+async fn answered(
+    deadline: Option<tokio::time::Instant>,
+    answer: oneshot::Receiver<Result<Outcome, ProxyError>>,
+) -> Result<Outcome, ProxyError> {
+    let answered = match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, answer).await.map_err(|_| {
+            ProxyError::DeadlineExceeded(
+                "the client's deadline passed before the entity finished the command (its state loaded, run and \
+                 stored); it may or may not have been applied"
+                    .into(),
+            )
+        })?,
+        None => answer.await,
+    };
+    answered.unwrap_or_else(|_| {
+        Err(ProxyError::Unavailable(
+            "the entity stopped before answering; retry".into(),
+        ))
+    })
 }

@@ -223,6 +223,7 @@ mod tests {
     fn setup() -> (SessionContext, Writes, WritePipeline) {
         let (tx, rx) = mpsc::unbounded_channel();
         let ctx = SessionContext {
+            detached: tokio::sync::mpsc::unbounded_channel().0,
             function: FunctionClient::new("127.0.0.1", 9).unwrap(),
             store: Arc::new(GatedStore { writes: tx }),
             metrics: Arc::new(Metrics::new()),

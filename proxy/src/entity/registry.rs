@@ -2,10 +2,18 @@
 //! the entity's actor, bounded by count and by the estimated bytes of state the
 //! active entities hold. Admitting an entity beyond either bound, or an entity
 //! growing past the byte budget, lets go of the least recently used others (each
-//! actor finishes what it has and passivates). Owns only the map; actors and
-//! sessions live elsewhere.
+//! actor finishes what it has and passivates). An entity with open streamed
+//! commands is never let go of this way, and when every active entity has one,
+//! a new entity is refused. Owns only the map; actors and sessions live
+//! elsewhere.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+};
 
 use tokio::sync::mpsc;
 
@@ -17,12 +25,20 @@ pub(super) type ActorKey = (String, String);
 /// Commands travel boxed, so each entity's channel allocates small slots.
 pub(super) type Mailbox = mpsc::Sender<Box<EntityCommand>>;
 
-/// One active entity: its mailbox, when it was last asked for, and the bytes
-/// of state its actor last reported holding.
+/// One active entity: its mailbox, when it was last asked for, the bytes of
+/// state its actor last reported holding, and how many streams it has open
+/// (kept up to date by its actor).
 struct Active {
     mailbox: Mailbox,
     used: u64,
     bytes: usize,
+    streams: Arc<AtomicUsize>,
+}
+
+/// Every active entity has open streams, so none can make room for another.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Full {
+    pub active: usize,
 }
 
 #[derive(Default)]
@@ -41,12 +57,13 @@ impl Actors {
         Some(active)
     }
 
-    /// Lets go of the least recently used entity other than `keep`.
+    /// Lets go of the least recently used entity other than `keep` and those
+    /// with open streams.
     fn evict_oldest(&mut self, keep: Option<&ActorKey>) -> Option<ActorKey> {
         let oldest = self
             .map
             .iter()
-            .filter(|(key, _)| Some(*key) != keep)
+            .filter(|(key, active)| Some(*key) != keep && active.streams.load(Ordering::Relaxed) == 0)
             .min_by_key(|(_, active)| active.used)
             .map(|(key, _)| key.clone())?;
         // Dropping the registry's sender lets the actor finish its queue and
@@ -96,16 +113,21 @@ impl ActorRegistry {
 
     /// The mailbox of the entity's actor; `start` starts one when there is none
     /// (or the last one stopped), after letting go of least recently used
-    /// entities while the registry is full by count or over its byte budget.
-    /// Returns the evicted entities.
-    pub(super) fn mailbox(&self, key: &ActorKey, start: impl FnOnce() -> Mailbox) -> (Mailbox, Vec<ActorKey>) {
+    /// entities (without open streams) while the registry is full by count or
+    /// over its byte budget. Returns the evicted entities; refuses the entity
+    /// when the registry is full by count of entities that all have streams.
+    pub(super) fn mailbox(
+        &self,
+        key: &ActorKey,
+        start: impl FnOnce() -> (Mailbox, Arc<AtomicUsize>),
+    ) -> Result<(Mailbox, Vec<ActorKey>), Full> {
         let mut actors = self.lock();
         actors.clock += 1;
         let now = actors.clock;
         if let Some(active) = actors.map.get_mut(key) {
             if !active.mailbox.is_closed() {
                 active.used = now;
-                return (active.mailbox.clone(), Vec::new());
+                return Ok((active.mailbox.clone(), Vec::new()));
             }
             actors.remove(key);
         }
@@ -116,16 +138,22 @@ impl ActorRegistry {
                 None => break,
             }
         }
-        let mailbox = start();
+        if actors.map.len() >= self.bounds.count {
+            return Err(Full {
+                active: actors.map.len(),
+            });
+        }
+        let (mailbox, streams) = start();
         actors.map.insert(
             key.clone(),
             Active {
                 mailbox: mailbox.clone(),
                 used: now,
                 bytes: 0,
+                streams,
             },
         );
-        (mailbox, evicted)
+        Ok((mailbox, evicted))
     }
 
     /// Records that the actor behind `own` now holds `bytes` of state (if it
@@ -228,10 +256,15 @@ mod tests {
     struct Started(HashMap<String, mpsc::Receiver<Box<EntityCommand>>>);
 
     impl Started {
-        fn start(&mut self, id: &str) -> Mailbox {
+        fn start(&mut self, id: &str) -> (Mailbox, Arc<AtomicUsize>) {
+            self.start_streaming(id, 0)
+        }
+
+        /// An entity whose actor has `streams` open.
+        fn start_streaming(&mut self, id: &str, streams: usize) -> (Mailbox, Arc<AtomicUsize>) {
             let (tx, rx) = mpsc::channel(1);
             self.0.insert(id.to_string(), rx);
-            tx
+            (tx, Arc::new(AtomicUsize::new(streams)))
         }
 
         /// Whether the entity's actor would see its mailbox end (and passivate).
@@ -247,13 +280,13 @@ mod tests {
     fn a_full_registry_lets_go_of_the_least_recently_used_entity() {
         let registry = ActorRegistry::new(by_count(2));
         let mut started = Started::default();
-        assert_eq!(registry.mailbox(&key("a"), || started.start("a")).1, vec![]);
-        assert_eq!(registry.mailbox(&key("b"), || started.start("b")).1, vec![]);
+        assert_eq!(registry.mailbox(&key("a"), || started.start("a")).unwrap().1, vec![]);
+        assert_eq!(registry.mailbox(&key("b"), || started.start("b")).unwrap().1, vec![]);
         // --- a is used again, so b is now the least recently used
-        let (_, evicted) = registry.mailbox(&key("a"), || unreachable!("a is active"));
+        let (_, evicted) = registry.mailbox(&key("a"), || unreachable!("a is active")).unwrap();
         assert_eq!(evicted, vec![]);
         // --- admitting c lets go of b, not a
-        let (_, evicted) = registry.mailbox(&key("c"), || started.start("c"));
+        let (_, evicted) = registry.mailbox(&key("c"), || started.start("c")).unwrap();
         assert_eq!(evicted, vec![key("b")]);
         assert_eq!(registry.len(), 2);
         // b's actor sees its mailbox end (it passivates); a's and c's stay open
@@ -270,7 +303,7 @@ mod tests {
         let mut started = Started::default();
         let mut own = HashMap::new();
         for id in ["a", "b", "c"] {
-            let (mailbox, evicted) = registry.mailbox(&key(id), || started.start(id));
+            let (mailbox, evicted) = registry.mailbox(&key(id), || started.start(id)).unwrap();
             assert_eq!(evicted, vec![]);
             own.insert(id, mailbox.downgrade());
         }
@@ -285,7 +318,7 @@ mod tests {
         assert_eq!(registry.weigh(&key("c"), &own["c"], 5000), vec![key("b")]);
         assert_eq!((registry.len(), registry.bytes()), (1, 5000));
         // --- admitting another while over the budget lets go of it too
-        let (_, evicted) = registry.mailbox(&key("d"), || started.start("d"));
+        let (_, evicted) = registry.mailbox(&key("d"), || started.start("d")).unwrap();
         assert_eq!(evicted, vec![key("c")]);
         assert_eq!((registry.len(), registry.bytes()), (1, 0));
         // --- an evicted actor's report changes nothing any more
@@ -297,13 +330,32 @@ mod tests {
     fn leaving_and_releasing_give_back_the_bytes() {
         let registry = ActorRegistry::default();
         let mut started = Started::default();
-        let (a, _) = registry.mailbox(&key("a"), || started.start("a"));
-        let (b, _) = registry.mailbox(&key("b"), || started.start("b"));
+        let (a, _) = registry.mailbox(&key("a"), || started.start("a")).unwrap();
+        let (b, _) = registry.mailbox(&key("b"), || started.start("b")).unwrap();
         registry.weigh(&key("a"), &a.downgrade(), 10);
         registry.weigh(&key("b"), &b.downgrade(), 20);
         registry.forget(&key("a"), &a);
         assert_eq!(registry.bytes(), 20);
         assert_eq!(registry.release(|_, id| id == "b"), 1);
         assert_eq!((registry.len(), registry.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn entities_with_open_streams_are_never_evicted_and_count_against_the_cap() {
+        let registry = ActorRegistry::new(by_count(2));
+        let mut started = Started::default();
+        // --- a (least recently used) watches a stream, b does not
+        registry.mailbox(&key("a"), || started.start_streaming("a", 1)).unwrap();
+        registry.mailbox(&key("b"), || started.start("b")).unwrap();
+        // --- c evicts b, skipping a
+        let (_, evicted) = registry.mailbox(&key("c"), || started.start_streaming("c", 1)).unwrap();
+        assert_eq!(evicted, vec![key("b")]);
+        assert!(!started.let_go("a"));
+        // --- with a and c both streaming, d is refused and nothing is evicted
+        assert_eq!(
+            registry.mailbox(&key("d"), || started.start("d")).unwrap_err(),
+            Full { active: 2 }
+        );
+        assert_eq!(registry.len(), 2);
     }
 }

@@ -6,10 +6,10 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use strata_store::Store;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    call::{Call, Outcome, Targets},
+    call::{Call, CallContext, Outcome, Targets},
     error::ProxyError,
     function::FunctionClient,
     metrics::Metrics,
@@ -30,15 +30,24 @@ pub struct SessionContext {
     pub command_timeout: Duration,
     /// This sidecar's identity as a CRDT replica (and a vote's voter).
     pub instance_id: String,
+    /// Where outcomes no client waits for go to have their side effects
+    /// performed (those of a cancelled stream's last word).
+    pub detached: Detached,
 }
+
+/// Outcomes whose side effects the dispatcher performs with no one to answer.
+pub type Detached = mpsc::UnboundedSender<(Outcome, CallContext)>;
 
 /// Where a command's result goes.
 pub(crate) type ReplyTo = oneshot::Sender<Result<Outcome, ProxyError>>;
 
-/// One command for one entity, with the channel its result goes back on.
+/// One command for one entity, with the channel its result goes back on. A
+/// streamed command also carries its client stream: the first result goes to
+/// `reply`, later ones (if the function keeps the stream open) to `stream`.
 pub struct EntityCommand {
     pub call: Call,
     pub reply: ReplyTo,
+    pub stream: Option<super::client_stream::StreamTo>,
 }
 
 /// What a command leaves behind for the actor.
@@ -56,6 +65,10 @@ pub(super) enum After {
 
 /// One entity's open protocol stream. The actor calls these one at a time.
 pub(super) trait Session: Sized + Send + 'static {
+    /// What the function (or a client stream) said while no command was in
+    /// flight; only sessions with streamed commands hear anything.
+    type Heard: Send;
+
     /// Loads the entity's state and opens its stream (`Init` and any replay).
     fn activate(
         ctx: &SessionContext,
@@ -85,6 +98,24 @@ pub(super) trait Session: Sized + Send + 'static {
     /// `false` means a write failed and the session must be replaced.
     fn settle(&mut self, _ctx: &SessionContext) -> impl Future<Output = bool> + Send {
         async { true }
+    }
+
+    /// Waits, cancel-safe, for the function to send something unasked or for a
+    /// streamed command's client to leave. Never resolves for sessions without
+    /// streamed commands.
+    fn listen(&mut self) -> impl Future<Output = Self::Heard> + Send {
+        std::future::pending()
+    }
+
+    /// Acts on what [`Session::listen`] heard (persisting before releasing, as
+    /// for a command).
+    fn on_heard(&mut self, _ctx: &SessionContext, _heard: Self::Heard) -> impl Future<Output = After> + Send {
+        async { After::Continue }
+    }
+
+    /// How many streamed commands are open: an entity with any is not idle.
+    fn streams(&self) -> usize {
+        0
     }
 
     /// Ends the stream once everything accepted is durable or failed.

@@ -101,6 +101,8 @@ pub(super) fn decide(
 }
 
 impl Session for ValueSession {
+    type Heard = std::convert::Infallible;
+
     async fn activate(ctx: &SessionContext, entity: &EntityModel, entity_id: &str) -> Result<Self, ProxyError> {
         let key = EntityKey::new(&entity.persistence_id, entity_id);
         let value = ctx.store.load_value(&key).await.map_err(store_unavailable)?;
@@ -131,7 +133,9 @@ impl Session for ValueSession {
         let wrap = |command| ValueEntityStreamIn {
             message: Some(value_entity_stream_in::Message::Command(command)),
         };
-        let Asked { call, reply, id, out } = match self.conversation.ask(ctx, command, wrap).await {
+        let Asked {
+            call, reply, id, out, ..
+        } = match self.conversation.ask(ctx, command, wrap).await {
             Ok(asked) => asked,
             Err(after) => return after,
         };

@@ -31,6 +31,7 @@ use prost_types::Any;
 use strata_proto::cloudstate::Metadata;
 use strata_proto::strata::controlplane::v1::{PokeRequest, WatchRoutesRequest};
 use strata_tasks::Tasks;
+use strata_tls::{ClientTls, TlsFiles};
 use tokio::{net::TcpListener, sync::watch};
 use tower::{Service, ServiceExt};
 
@@ -83,6 +84,12 @@ pub struct GatewayConfig {
     pub forward_timeout: Duration,
     /// How long one call to the control plane may take.
     pub control_plane_timeout: Duration,
+    /// Serve `listen` over TLS (HTTP/2 and HTTP/1.1 by ALPN) with this
+    /// certificate and key; `None`: plain TCP.
+    pub tls: Option<TlsFiles>,
+    /// The CA to trust and the certificate to present at `https://` control-plane
+    /// addresses.
+    pub control_plane_tls: ClientTls,
 }
 
 /// The default of [`GatewayConfig::forward_timeout`]: a little over the
@@ -96,6 +103,8 @@ pub enum GatewayError {
     ControlPlane(#[from] MembershipError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("--tls-cert/--tls-key: {0}")]
+    Tls(#[from] strata_tls::TlsError),
     #[error("the server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -273,16 +282,55 @@ impl Commands for Gateway {
     }
 
     async fn streamed(&self, call: StreamedCall) -> Result<Answers, ProxyError> {
+        let mut routes = self.routes.clone();
+        if !call.method.entity.kind.is_entity() {
+            return self.stream_to(call, None, &mut routes).await;
+        }
+        // An entity's streamed command goes to the entity's owner, found from
+        // its one request. Like a unary call, it is asked again when the
+        // instance does not own the entity (the routes are changing).
+        let call = crate::dispatch::entity_call(call).await?;
+        for _ in 0..MAX_ATTEMPTS {
+            let payload = call.payload.clone();
+            let attempt = StreamedCall {
+                method: call.method.clone(),
+                requests: futures::stream::once(async move { Ok(payload) }).boxed(),
+                metadata: call.metadata.clone(),
+                context: call.context,
+            };
+            match self.stream_to(attempt, call.entity_id.as_deref(), &mut routes).await {
+                Err(ProxyError::NotOwner(message)) => {
+                    tracing::debug!(%message, "re-routing a streamed entity command");
+                    wait_for_new_routes(&mut routes).await;
+                }
+                other => return other,
+            }
+        }
+        Err(ProxyError::Unavailable(format!(
+            "the owner of entity {:?} could not be reached after {MAX_ATTEMPTS} attempts; retry",
+            call.entity_id.unwrap_or_default()
+        )))
+    }
+}
+
+impl Gateway {
+    /// One attempt at a streamed call, to the instance that serves `entity_id`
+    /// (any instance for an action).
+    async fn stream_to(
+        &self,
+        call: StreamedCall,
+        entity_id: Option<&str>,
+        routes: &mut watch::Receiver<Arc<RouteTable>>,
+    ) -> Result<Answers, ProxyError> {
         let StreamedCall {
             method,
             requests,
             metadata,
             context,
         } = call;
-        let mut routes = self.routes.clone();
         let mut destination = None;
         for _ in 0..MAX_ATTEMPTS {
-            destination = self.destination(&method, None, &mut routes).await?;
+            destination = self.destination(&method, entity_id, routes).await?;
             if destination.is_some() {
                 break;
             }
@@ -470,10 +518,13 @@ pub async fn run(
     config: GatewayConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
-    let client = ControlPlaneClient::new(
+    // Checked before anything is bound, so bad files fail the start.
+    let acceptor = config.tls.as_ref().map(strata_tls::acceptor).transpose()?;
+    let client = ControlPlaneClient::with_tls(
         &config.control_plane,
         config.token.as_deref(),
         config.control_plane_timeout,
+        &config.control_plane_tls,
     )?;
     let metrics = Arc::new(Metrics::new());
     let (routes_tx, routes) = watch::channel(Arc::new(RouteTable::default()));
@@ -544,12 +595,24 @@ pub async fn run(
             tasks.stopping().wait(),
         ),
     );
-    tracing::info!(%addr, admin = %admin_addr, control_plane = %config.control_plane, "gateway ready");
+    tracing::info!(%addr, admin = %admin_addr, control_plane = %config.control_plane, tls = acceptor.is_some(), "gateway ready");
     let app = Router::new().fallback_service(live);
-    let served = axum::serve(ingress::without_delay(listener), app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(GatewayError::Serve);
+    let served = match acceptor {
+        None => axum::serve(ingress::without_delay(listener), app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(GatewayError::Serve),
+        Some(acceptor) => {
+            // Handshakes go on until the tasks stop, just after the server.
+            let (listener, accept_loop) =
+                strata_tls::listen(listener, acceptor, tasks.stopping().wait()).map_err(GatewayError::Serve)?;
+            tasks.spawn("tls accept loop", accept_loop);
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(GatewayError::Serve)
+        }
+    };
     tasks.stop(crate::sidecar::TASKS_GRACE).await;
     served
 }

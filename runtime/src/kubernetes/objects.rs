@@ -1,11 +1,15 @@
 //! What the operator asks Kubernetes for, as pure functions of a `StatefulService`
-//! and the operator's settings: the checked spec, the Deployment with the Strata
-//! sidecar injected, its headless Service, and the status with its conditions.
+//! and the operator's settings: the checked spec, the Secret holding the service's
+//! sidecar credential, the Deployment with the Strata sidecar injected, its headless
+//! Service, and the status with its conditions.
 
 use std::time::Duration;
 
 use k8s_openapi::{
-    api::{apps::v1::Deployment, core::v1::Service},
+    api::{
+        apps::v1::Deployment,
+        core::v1::{Secret, Service},
+    },
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
     chrono::{DateTime, Utc},
 };
@@ -203,7 +207,7 @@ pub fn deployment(service: &StatefulService, settings: &OperatorSettings) -> Dep
             {"name": "HTTP_PORT", "value": SIDECAR_PORT.to_string()},
             {"name": "STRATA_STORE", "valueFrom": {"secretKeyRef": {"name": store.name, "key": store.key()}}},
             {"name": "STRATA_CONTROL_PLANE", "value": settings.control_plane_url},
-            {"name": "STRATA_TOKEN", "value": settings.cluster_secret.instance_credential(&name, None)},
+            {"name": "STRATA_TOKEN", "valueFrom": {"secretKeyRef": {"name": credential_secret_name(&name), "key": CREDENTIAL_KEY}}},
             {"name": "STRATA_SERVICE", "value": name},
             {"name": "STRATA_INSTANCE_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
@@ -244,6 +248,35 @@ pub fn deployment(service: &StatefulService, settings: &OperatorSettings) -> Dep
         },
     });
     serde_json::from_value(object).unwrap_or_else(|error| panic!("the Deployment is well formed: {error}"))
+}
+
+/// The name of the Secret that holds a service's sidecar credential.
+pub fn credential_secret_name(service: &str) -> String {
+    format!("{service}-strata-credential")
+}
+
+/// The key of the credential in that Secret.
+pub const CREDENTIAL_KEY: &str = "token";
+
+/// The Secret holding the credential a service's sidecars present to the control
+/// plane (bound to the service, see `OperatorSettings::cluster_secret`). The pod
+/// template refers to it, so the credential is readable by those who may read
+/// Secrets, not by everyone who may read Deployments; it goes with the resource.
+pub fn credential_secret(service: &StatefulService, settings: &OperatorSettings) -> Secret {
+    let name = service.name_any();
+    let object = json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": credential_secret_name(&name),
+            "namespace": settings.namespace,
+            "labels": labels(&name),
+            "ownerReferences": owner_references(service),
+        },
+        "type": "Opaque",
+        "stringData": {CREDENTIAL_KEY: settings.cluster_secret.instance_credential(&name, None)},
+    });
+    serde_json::from_value(object).unwrap_or_else(|error| panic!("the Secret is well formed: {error}"))
 }
 
 /// A headless Service over the service's ready sidecars: stable DNS for its pods.

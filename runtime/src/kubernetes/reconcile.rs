@@ -180,6 +180,14 @@ async fn apply(service: &StatefulService, ctx: &Context) -> Result<Action, Error
     ctx.api::<Service>()
         .patch(&name, &apply, &Patch::Apply(objects::service(service, settings)))
         .await?;
+    // Before the Deployment, whose pods refer to it.
+    ctx.api::<Secret>()
+        .patch(
+            &objects::credential_secret_name(&name),
+            &apply,
+            &Patch::Apply(objects::credential_secret(service, settings)),
+        )
+        .await?;
     let deployment = ctx
         .api::<Deployment>()
         .patch(&name, &apply, &Patch::Apply(objects::deployment(service, settings)))

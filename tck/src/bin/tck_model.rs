@@ -423,6 +423,9 @@ impl<C: ModelCrdt> CrdtEntity for CrdtModel<C> {
     type Crdt = C;
 
     fn handle_command(&self, command: &Command, ctx: &mut CrdtContext<'_, C>) -> Result<Reply, Failure> {
+        if command.name() == "ProcessStreamed" {
+            return streamed(command, ctx);
+        }
         let request: crdt::Request = command.decode()?;
         let two = |id: String| ServiceCall::new(CRDT_TWO, "Call", &crdt::Request { id, actions: vec![] });
         let mut forward = None;
@@ -449,6 +452,60 @@ impl<C: ModelCrdt> CrdtEntity for CrdtModel<C> {
         };
         Ok(reply.with_effects(effects))
     }
+}
+
+/// ProcessStreamed: the initial change, the state now (unless `empty`), then
+/// the state after every change until it reads `end_state`; the cancel change.
+fn streamed<C: ModelCrdt>(command: &Command, ctx: &mut CrdtContext<'_, C>) -> Result<Reply, Failure> {
+    let request: crdt::StreamedRequest = command.decode()?;
+    let change = |state: &mut C, actions: Vec<crdt::RequestAction>| {
+        for action in actions.into_iter().filter_map(|a| a.action) {
+            state
+                .change(action)
+                .map_err(|name| Failure::new(format!("{name} is not a {} change", C::NAME)))?;
+        }
+        Ok::<_, Failure>(())
+    };
+    change(ctx.state_mut(), request.initial)?;
+    let two = |effects: &[crdt::Effect]| -> Vec<SideEffect> {
+        effects
+            .iter()
+            .map(|effect| {
+                let request = crdt::Request {
+                    id: effect.id.clone(),
+                    actions: vec![],
+                };
+                side_effect(ServiceCall::new(CRDT_TWO, "Call", &request), effect.synchronous)
+            })
+            .collect()
+    };
+    let effects = two(&request.effects);
+    let cancel_effects = two(&request.cancel_effects);
+    let end_state = request.end_state;
+    ctx.on_change(move |state: &C, stream| {
+        let rendered = state.render();
+        if !end_state.is_empty() && rendered == end_state {
+            stream.end_stream();
+        }
+        Ok(Reply::message(&crdt::Response { state: rendered }).with_effects(effects.clone()))
+    });
+    let on_cancel = request.on_cancel;
+    if !on_cancel.is_empty() || !cancel_effects.is_empty() {
+        ctx.on_cancel(move |cancelled| {
+            if let Err(failure) = change(cancelled.state_mut(), on_cancel) {
+                tracing::warn!(%failure, "the cancel change does not apply");
+            }
+            for effect in cancel_effects {
+                cancelled.effect(effect);
+            }
+        });
+    }
+    if request.empty {
+        return Ok(Reply::none());
+    }
+    Ok(Reply::message(&crdt::Response {
+        state: ctx.state().render(),
+    }))
 }
 
 fn crdt_model<C: ModelCrdt>(service: &str) -> CrdtService<CrdtModel<C>> {

@@ -4,9 +4,9 @@
 //! rehydration and deletes; failures) and the proxy cases (the exact messages
 //! the proxy exchanges with the function for unary commands: `CrdtInit` empty
 //! for a new entity and carrying the stored state for an existing one, deltas
-//! persisted, deletes for good, and what the proxy refuses). Streamed CRDT
-//! commands are not served by Strata's proxy yet: their cases are listed as
-//! pending.
+//! persisted, deletes for good, and what the proxy refuses), and streamed
+//! commands (`ProcessStreamed`: the open reply, a message after each change,
+//! the stream's end, cancellation and its response, side effects).
 
 use futures::future::BoxFuture;
 use prost::Message;
@@ -618,6 +618,7 @@ pub fn cases() -> Vec<Case> {
     .flatten()
     .partition(|case| case.section == MODEL_SECTION);
     cases.append(&mut model);
+    cases.extend(streamed_cases());
     cases.extend([
         model_case!("verify forward to second service", |kit, id, c| {
             c.exchange(
@@ -733,6 +734,18 @@ pub fn cases() -> Vec<Case> {
     cases.extend([
         Case {
             section: PROXY_SECTION,
+            name: "verify streamed responses for connection tracking",
+            requires: &[VOTE],
+            run: |kit| Box::pin(connection_tracking(kit)),
+        },
+        Case {
+            section: PROXY_SECTION,
+            name: "verify the side effects of a cancelled stream's response are performed (Strata)",
+            requires: &[GCOUNTER, TWO],
+            run: |kit| Box::pin(cancelled_side_effects(kit)),
+        },
+        Case {
+            section: PROXY_SECTION,
             name: "verify state changes",
             requires: &[PNCOUNTER],
             run: |kit| Box::pin(proxy_state_changes(kit)),
@@ -771,30 +784,201 @@ pub fn cases() -> Vec<Case> {
     cases
 }
 
-/// CloudState's streamed CRDT cases: Strata's proxy serves unary CRDT commands
-/// only, so these cannot run yet.
+/// Every CRDT case is written; nothing is pending.
 pub fn pending() -> Vec<Pending> {
-    const WHY: &str = "streamed CRDT commands are not built in Strata's proxy";
-    let model = [
-        "verify streamed responses",
-        "verify streamed responses with stream ending action",
-        "verify streamed responses with cancellation",
-        "verify empty streamed responses with cancellation",
-        "verify streamed responses with side effects",
-    ];
-    model
-        .into_iter()
-        .map(|name| Pending {
+    Vec::new()
+}
+
+// --- streamed commands
+
+fn streamed_request(id: &str) -> model::StreamedRequest {
+    model::StreamedRequest {
+        id: id.into(),
+        ..Default::default()
+    }
+}
+
+fn process_streamed(n: i64, request: &model::StreamedRequest) -> CrdtStreamIn {
+    m::streamed_command(n, &request.id, "ProcessStreamed", any(request))
+}
+
+macro_rules! streamed_case {
+    ($name:expr, $service:expr, |$kit:ident, $id:ident, $c:ident| $body:block) => {
+        Case {
             section: MODEL_SECTION,
-            name,
-            why: WHY,
-        })
-        .chain([Pending {
-            section: PROXY_SECTION,
-            name: "verify streamed responses for connection tracking",
-            why: WHY,
-        }])
-        .collect()
+            name: $name,
+            requires: &[$service, TWO],
+            run: |$kit| -> BoxFuture<'_, Check> {
+                Box::pin(async move {
+                    let $id = $kit.next_id();
+                    let mut $c = $kit.protocol.crdt();
+                    let $id = $id.as_str();
+                    $c.send(m::init($service, $id))?;
+                    $body
+                })
+            },
+        }
+    };
+}
+
+fn streamed_cases() -> Vec<Case> {
+    vec![
+        streamed_case!("verify streamed responses", GCOUNTER, |kit, id, c| {
+            c.exchange(
+                process_streamed(1, &streamed_request(id)),
+                m::streamed_reply(1, Some(response("0")), None),
+            )
+            .await?;
+            for (n, by, state) in [(2, 1, "1"), (3, 2, "3"), (4, 3, "6")] {
+                c.exchange(
+                    process(n, id, vec![increment(by)]),
+                    m::reply(n, response(state), m::update(gcounter(by as u64))),
+                )
+                .await?;
+                c.expect(m::streamed(1, response(state), Effects::none(), false))
+                    .await?;
+            }
+            c.passivate().await
+        }),
+        streamed_case!(
+            "verify streamed responses with stream ending action",
+            GCOUNTER,
+            |kit, id, c| {
+                let request = model::StreamedRequest {
+                    end_state: "3".into(),
+                    ..streamed_request(id)
+                };
+                c.exchange(
+                    process_streamed(1, &request),
+                    m::streamed_reply(1, Some(response("0")), None),
+                )
+                .await?;
+                c.exchange(
+                    process(2, id, vec![increment(1)]),
+                    m::reply(2, response("1"), m::update(gcounter(1))),
+                )
+                .await?;
+                c.expect(m::streamed(1, response("1"), Effects::none(), false)).await?;
+                c.exchange(
+                    process(3, id, vec![increment(2)]),
+                    m::reply(3, response("3"), m::update(gcounter(2))),
+                )
+                .await?;
+                c.expect(m::streamed(1, response("3"), Effects::none(), true)).await?;
+                // The stream is over: the next change sends it nothing.
+                c.exchange(
+                    process(4, id, vec![increment(3)]),
+                    m::reply(4, response("6"), m::update(gcounter(3))),
+                )
+                .await?;
+                c.passivate().await
+            }
+        ),
+        streamed_case!(
+            "verify streamed responses with cancellation",
+            PNCOUNTER,
+            |kit, id, c| {
+                let request = model::StreamedRequest {
+                    on_cancel: vec![decrement(42)],
+                    ..streamed_request(id)
+                };
+                c.exchange(
+                    process_streamed(1, &request),
+                    m::streamed_reply(1, Some(response("0")), None),
+                )
+                .await?;
+                for (n, by, state) in [(2, 10, "10"), (3, 20, "30")] {
+                    c.exchange(
+                        process(n, id, vec![increment(by)]),
+                        m::reply(n, response(state), m::update(pncounter(by))),
+                    )
+                    .await?;
+                    c.expect(m::streamed(1, response(state), Effects::none(), false))
+                        .await?;
+                }
+                c.exchange(
+                    m::stream_cancelled(1, id),
+                    m::stream_cancelled_response(1, m::update(pncounter(-42))),
+                )
+                .await?;
+                c.exchange(process(4, id, vec![]), m::reply(4, response("-12"), None))
+                    .await?;
+                c.exchange(
+                    process(5, id, vec![increment(30)]),
+                    m::reply(5, response("18"), m::update(pncounter(30))),
+                )
+                .await?;
+                c.passivate().await
+            }
+        ),
+        streamed_case!(
+            "verify empty streamed responses with cancellation",
+            PNCOUNTER,
+            |kit, id, c| {
+                c.exchange(
+                    process(1, id, vec![increment(10)]),
+                    m::reply(1, response("10"), m::update(pncounter(10))),
+                )
+                .await?;
+                let request = model::StreamedRequest {
+                    on_cancel: vec![decrement(42)],
+                    empty: true,
+                    ..streamed_request(id)
+                };
+                c.exchange(process_streamed(2, &request), m::streamed_reply(2, None, None))
+                    .await?;
+                c.exchange(
+                    m::stream_cancelled(2, id),
+                    m::stream_cancelled_response(2, m::update(pncounter(-42))),
+                )
+                .await?;
+                c.exchange(process(3, id, vec![]), m::reply(3, response("-32"), None))
+                    .await?;
+                c.passivate().await
+            }
+        ),
+        streamed_case!("verify streamed responses with side effects", GSET, |kit, id, c| {
+            let request = model::StreamedRequest {
+                effects: vec![
+                    model::Effect {
+                        id: "one".into(),
+                        synchronous: false,
+                    },
+                    model::Effect {
+                        id: "two".into(),
+                        synchronous: true,
+                    },
+                ],
+                ..streamed_request(id)
+            };
+            let effects = || {
+                Effects::side_effects(
+                    side_effects(&["one"], false)
+                        .side_effects
+                        .into_iter()
+                        .chain(side_effects(&["two"], true).side_effects),
+                )
+            };
+            c.exchange(
+                process_streamed(1, &request),
+                m::streamed_reply(1, Some(response("")), None),
+            )
+            .await?;
+            c.exchange(
+                process(2, id, vec![add("a")]),
+                m::reply(2, response("a"), m::update(gset(&["a"]))),
+            )
+            .await?;
+            c.expect(m::streamed(1, response("a"), effects(), false)).await?;
+            c.exchange(
+                process(3, id, vec![add("b")]),
+                m::reply(3, response("a,b"), m::update(gset(&["b"]))),
+            )
+            .await?;
+            c.expect(m::streamed(1, response("a,b"), effects(), false)).await?;
+            c.passivate().await
+        }),
+    ]
 }
 
 async fn discovery(kit: &Kit) -> Check {
@@ -896,6 +1080,103 @@ async fn new_and_existing(kit: &Kit, t: &TypeCase) -> Check {
     c.expect_incoming(process(1, id, vec![])).await?;
     c.expect_outgoing(m::reply(1, response(first.state), None)).await?;
     stop(kit, t.service, id, 2, c).await
+}
+
+/// `ProcessStreamed` of `service` through the proxy: its answers as they come.
+async fn watch(
+    kit: &Kit,
+    service: &str,
+    request: model::StreamedRequest,
+) -> Result<tonic::codec::Streaming<model::Response>, String> {
+    let path = format!("/{service}/ProcessStreamed");
+    let mut client = tonic::client::Grpc::new(kit.grpc.clone());
+    client.ready().await.map_err(|e| e.to_string())?;
+    let codec = tonic_prost::ProstCodec::<model::StreamedRequest, model::Response>::default();
+    client
+        .server_streaming(tonic::Request::new(request), path.parse().expect("a path"), codec)
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|status| format!("ProcessStreamed failed: {status:?}"))
+}
+
+async fn next_state(stream: &mut tonic::codec::Streaming<model::Response>, expected: &str) -> Check {
+    let message = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+        .await
+        .map_err(|_| format!("no streamed answer (expected {expected:?})"))?
+        .map_err(|status| format!("the stream failed: {status:?}"))?
+        .ok_or_else(|| format!("the stream ended (expected {expected:?})"))?;
+    expect_eq("streamed answer", expected, message.state.as_str())
+}
+
+/// A watcher of a vote sees a second client's vote while that client is
+/// connected, and its withdrawal when the client goes: the cancel's change is
+/// the function's, applied and passed on by the proxy.
+async fn connection_tracking(kit: &Kit) -> Check {
+    let id = &kit.next_id();
+    let (state0, state1) = ("false/0/1", "true/1/1");
+    let mut monitor = watch(kit, VOTE, streamed_request(id)).await?;
+    next_state(&mut monitor, state0).await?;
+    let mut c = kit.interceptor.crdt().await?;
+    c.expect_incoming(m::init(VOTE, id)).await?;
+    c.expect_incoming(process_streamed(1, &streamed_request(id))).await?;
+    c.expect_outgoing(m::streamed_reply(1, Some(response(state0)), None))
+        .await?;
+
+    let connect_request = model::StreamedRequest {
+        initial: vec![vote(true)],
+        on_cancel: vec![vote(false)],
+        empty: true,
+        ..streamed_request(id)
+    };
+    let connect = watch(kit, VOTE, connect_request.clone()).await?;
+    next_state(&mut monitor, state1).await?;
+    c.expect_incoming(process_streamed(2, &connect_request)).await?;
+    c.expect_outgoing(m::streamed_reply(2, None, m::update(vote_delta(true, 0, 0))))
+        .await?;
+    c.expect_outgoing(m::streamed(1, response(state1), Effects::none(), false))
+        .await?;
+
+    drop(connect);
+    next_state(&mut monitor, state0).await?;
+    c.expect_incoming(m::stream_cancelled(2, id)).await?;
+    c.expect_outgoing(m::stream_cancelled_response(2, m::update(vote_delta(false, 0, 0))))
+        .await?;
+    c.expect_outgoing(m::streamed(1, response(state0), Effects::none(), false))
+        .await?;
+
+    drop(monitor);
+    c.expect_incoming(m::stream_cancelled(1, id)).await?;
+    c.expect_outgoing(m::stream_cancelled_response(1, None)).await?;
+    stop(kit, VOTE, id, 3, c).await
+}
+
+/// Strata: the side effects of a cancelled stream's response are performed
+/// (no client waits for them).
+async fn cancelled_side_effects(kit: &Kit) -> Check {
+    let id = &kit.next_id();
+    let request = model::StreamedRequest {
+        cancel_effects: vec![model::Effect {
+            id: id.to_string(),
+            synchronous: false,
+        }],
+        ..streamed_request(id)
+    };
+    let mut watching = watch(kit, GCOUNTER, request.clone()).await?;
+    next_state(&mut watching, "0").await?;
+    let mut c = kit.interceptor.crdt().await?;
+    c.expect_incoming(m::init(GCOUNTER, id)).await?;
+    c.expect_incoming(process_streamed(1, &request)).await?;
+    c.expect_outgoing(m::streamed_reply(1, Some(response("0")), None))
+        .await?;
+    drop(watching);
+    c.expect_incoming(m::stream_cancelled(1, id)).await?;
+    c.expect_outgoing(m::stream_cancelled_effects(1, None, side_effects(&[id], false)))
+        .await?;
+    let mut two = kit.interceptor.crdt().await?;
+    two.expect_incoming(m::init(TWO, id)).await?;
+    two.expect_incoming(m::command(1, id, "Call", two_call(id))).await?;
+    two.expect_outgoing(m::reply(1, response(""), None)).await?;
+    stop(kit, GCOUNTER, id, 2, c).await
 }
 
 async fn proxy_state_changes(kit: &Kit) -> Check {

@@ -19,7 +19,7 @@ use strata_proto::cloudstate::{
         crdt_delta::Delta,
         crdt_server::{Crdt, CrdtServer},
         crdt_state_action, crdt_stream_in, crdt_stream_out, CrdtDelete, CrdtDelta, CrdtReply, CrdtStateAction,
-        CrdtStreamIn, CrdtStreamOut, GSetDelta, OrMapDelta, OrMapEntryDelta, PnCounterDelta,
+        CrdtStreamIn, CrdtStreamOut, CrdtStreamedMessage, GSetDelta, OrMapDelta, OrMapEntryDelta, PnCounterDelta,
     },
     entity_discovery_server::{EntityDiscovery, EntityDiscoveryServer},
     ClientAction, Entity, EntitySpec, ProxyInfo, Reply, ServiceInfo, UserFunctionError,
@@ -146,6 +146,24 @@ impl Crdt for Rogue {
                         };
                         if tx.send(Ok(out)).await.is_err() {
                             break;
+                        }
+                        // A streamed message for a command that is not streaming.
+                        let rogue = command
+                            .payload
+                            .as_ref()
+                            .and_then(|p| AddLineItem::decode(p.value.as_slice()).ok());
+                        if rogue.is_some_and(|item| item.product_id == "stream-rogue") {
+                            let out = CrdtStreamOut {
+                                message: Some(crdt_stream_out::Message::StreamedMessage(CrdtStreamedMessage {
+                                    command_id: command.id,
+                                    client_action: None,
+                                    side_effects: vec![],
+                                    end_stream: false,
+                                })),
+                            };
+                            if tx.send(Ok(out)).await.is_err() {
+                                break;
+                            }
                         }
                     }
                     _ => {}

@@ -1,10 +1,13 @@
-//! TLS (rustls) for the management API: the server's certificate chain and key read
-//! from PEM files, a listener that completes handshakes off the accept loop (one slow
-//! client does not hold up the others) and offers HTTP/2 and HTTP/1.1 by ALPN, and
-//! the client trust of a private CA for the calls one node makes to another's API.
-//! With no certificate configured the API is plain TCP. The Raft and data-plane port
-//! is not covered here (see docs/security.md).
+//! TLS (rustls, `ring` provider) for every Strata port, in one place: the server's
+//! certificate chain and key read from PEM files; for HTTP servers (the management
+//! API, the gateway's ingress) a listener that completes handshakes off the accept
+//! loop (one slow client does not hold up the others) and offers HTTP/2 and HTTP/1.1
+//! by ALPN; for the gRPC port of the control plane (Raft and data plane) tonic's
+//! server configuration, optionally requiring client certificates from a CA (mutual
+//! TLS); and for clients the trust of a private CA beside the public roots, with an
+//! optional client certificate. With nothing configured every port is plain TCP.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,8 +19,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
-
-use crate::tasks::Stopping;
 
 /// How long a client may take to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,6 +38,8 @@ pub enum TlsError {
     Read { path: PathBuf, message: String },
     #[error("{0} holds no PEM certificate")]
     NoCertificate(PathBuf),
+    #[error("{address}: {message}")]
+    Address { address: String, message: String },
     #[error("the certificate {cert} and key {key} do not form a usable TLS identity: {message}")]
     Identity {
         cert: PathBuf,
@@ -77,7 +80,7 @@ pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// The PEM certificates of a private CA, for clients (`reqwest`) that must trust it.
+/// The PEM certificates of a private CA, for `reqwest` clients that must trust it.
 pub fn trusted_ca(path: &Path) -> Result<Vec<reqwest::Certificate>, TlsError> {
     certificates(path)?
         .into_iter()
@@ -97,16 +100,15 @@ pub struct TlsListener {
 }
 
 /// Wraps `listener`: returns the listener to serve and the accept loop to run (it
-/// ends when `stopping` fires). A failed handshake is logged and dropped.
+/// ends when `stop` resolves). A failed handshake is logged and dropped.
 pub fn listen(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    stopping: Stopping,
-) -> std::io::Result<(TlsListener, impl std::future::Future<Output = ()> + Send)> {
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(TlsListener, impl Future<Output = ()> + Send)> {
     let local = listener.local_addr()?;
     let (sender, accepted) = mpsc::channel(ACCEPTED_BACKLOG);
     let accept_loop = async move {
-        let stop = stopping.wait();
         tokio::pin!(stop);
         loop {
             let (stream, peer) = tokio::select! {
@@ -114,14 +116,14 @@ pub fn listen(
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(error) => {
-                        tracing::warn!(%error, "accepting a management API connection failed");
+                        tracing::warn!(%error, "accepting a TLS connection failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 },
             };
             if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY on an API connection");
+                tracing::debug!(%error, "cannot set TCP_NODELAY on a connection");
             }
             let (acceptor, sender) = (acceptor.clone(), sender.clone());
             // Short-lived (bounded by the handshake timeout), so not a named task.
@@ -154,4 +156,89 @@ impl axum::serve::Listener for TlsListener {
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.local)
     }
+}
+
+/// The gRPC server configuration of the control plane's Raft and data-plane port:
+/// `files` is its identity; with `client_ca`, every client must present a
+/// certificate that CA signed (mutual TLS), or its handshake fails.
+pub fn grpc_server(files: &TlsFiles, client_ca: Option<&Path>) -> Result<tonic::transport::ServerTlsConfig, TlsError> {
+    // Checked here, so a bad pair is refused at start with the files' names, not at
+    // the first handshake.
+    acceptor(files)?;
+    let mut config = tonic::transport::ServerTlsConfig::new()
+        .identity(identity(files)?)
+        .timeout(HANDSHAKE_TIMEOUT);
+    if let Some(path) = client_ca {
+        certificates(path)?;
+        config = config.client_ca_root(tonic::transport::Certificate::from_pem(read(path)?));
+    }
+    Ok(config)
+}
+
+/// How a gRPC client reaches an `https://` address: which CA it trusts beside the
+/// public roots and which certificate, if any, it presents (mutual TLS).
+#[derive(Debug, Clone, Default)]
+pub struct ClientTls {
+    /// A private CA's PEM certificates.
+    pub ca: Option<PathBuf>,
+    /// The client's own certificate and key.
+    pub identity: Option<TlsFiles>,
+}
+
+impl ClientTls {
+    /// tonic's configuration for these files, read and checked now.
+    pub fn grpc(&self) -> Result<tonic::transport::ClientTlsConfig, TlsError> {
+        let mut config = tonic::transport::ClientTlsConfig::new()
+            .with_webpki_roots()
+            .timeout(HANDSHAKE_TIMEOUT);
+        if let Some(path) = &self.ca {
+            certificates(path)?;
+            config = config.ca_certificate(tonic::transport::Certificate::from_pem(read(path)?));
+        }
+        if let Some(files) = &self.identity {
+            config = config.identity(identity(files)?);
+        }
+        Ok(config)
+    }
+}
+
+/// An endpoint for `address` (`http://` or `https://host:port`): TLS for `https`
+/// with `tls` (without one, the public roots alone), plain TCP for `http`.
+pub fn endpoint(
+    address: &str,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
+) -> Result<tonic::transport::Endpoint, TlsError> {
+    let invalid = |error: &dyn std::fmt::Display| TlsError::Address {
+        address: address.to_owned(),
+        message: error.to_string(),
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(address.to_owned()).map_err(|error| invalid(&error))?;
+    if !address.starts_with("https://") {
+        return Ok(endpoint);
+    }
+    let config = match tls {
+        Some(config) => config.clone(),
+        None => tonic::transport::ClientTlsConfig::new().with_webpki_roots(),
+    };
+    endpoint.tls_config(config).map_err(|error| invalid(&error))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|error| TlsError::Read {
+        path: path.to_owned(),
+        message: error.to_string(),
+    })
+}
+
+/// A certificate chain and key as tonic's identity, checked to parse.
+fn identity(files: &TlsFiles) -> Result<tonic::transport::Identity, TlsError> {
+    certificates(&files.cert)?;
+    PrivateKeyDer::from_pem_file(&files.key).map_err(|error| TlsError::Read {
+        path: files.key.clone(),
+        message: error.to_string(),
+    })?;
+    Ok(tonic::transport::Identity::from_pem(
+        read(&files.cert)?,
+        read(&files.key)?,
+    ))
 }

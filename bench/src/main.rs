@@ -44,6 +44,9 @@ enum Scenario {
     /// under Knative's fixed keep-alive beside the idle-time histogram policy: cold
     /// starts, p99 latency and idle instance-seconds, simulated and live.
     Traces(traces::Args),
+    /// The gateway hop alone: one client and many, through the gateway beside
+    /// straight to the sidecar, then the gRPC chain; for profiling the hop.
+    Hop(suite::HopArgs),
 }
 
 #[tokio::main]
@@ -55,5 +58,6 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Registry(args) => registry::run(args).await,
         Scenario::Scaling(args) => scaling::run(args).await,
         Scenario::Traces(args) => traces::run(args).await,
+        Scenario::Hop(args) => suite::hop(args).await,
     }
 }

@@ -345,6 +345,75 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long and how hard `strata-bench hop` runs.
+#[derive(clap::Args)]
+pub struct HopArgs {
+    /// Seconds per run.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Rounds, alternating gateway and sidecar within each.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Clients of the loaded run.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+}
+
+/// The gateway hop alone, for profiling it (`perf record` beside it): one
+/// `strata dev` (SQLite) with the cart; `GetCart` of one warm cart over
+/// HTTP+JSON through the gateway and straight to its sidecar, with one client
+/// and with `--clients`, alternating, then the gRPC chain (function, sidecar,
+/// gateway). Prints each run and the medians.
+pub async fn hop(args: HopArgs) -> anyhow::Result<()> {
+    let root = std::env::temp_dir().join(format!("strata-bench-hop-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root)?;
+    let dev = StrataDev::with_cart(&root.join("dev"), None).await?;
+    let sidecar = dev.sidecar("cart").await?;
+    let targets = [(GATEWAY_SQLITE, dev.gateway), (SIDECAR, sidecar)];
+    let (_, answer) = load::once(dev.gateway, &Api::Cart.add("solo", "p")).await?;
+    answer.map_err(|e| anyhow::anyhow!("AddItem: {e}"))?;
+    let duration = Duration::from_secs(args.seconds);
+    for clients in [1, args.clients] {
+        let mut p50s: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        let mut rates: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        for round in 0..args.rounds {
+            for (name, addr) in targets {
+                let plan: Plan = Arc::new(|_, _| Api::Cart.get("solo"));
+                let outcome = load::closed(addr, clients, duration, plan).await?;
+                eprintln!(
+                    "hop: {clients} clients round {round}: {name:<36} {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  refused {}",
+                    outcome.per_second(),
+                    outcome.ms(50.0),
+                    outcome.ms(99.0),
+                    outcome.refused
+                );
+                p50s.entry(name).or_default().push(outcome.ms(50.0));
+                rates.entry(name).or_default().push(outcome.per_second());
+            }
+        }
+        let (gateway, direct) = (median(&p50s[GATEWAY_SQLITE]), median(&p50s[SIDECAR]));
+        println!(
+            "{clients} clients, GetCart over HTTP+JSON: p50 gateway {gateway:.3} ms, sidecar {direct:.3} ms \
+             (+{:.3} ms); {:.0} vs {:.0} req/s",
+            gateway - direct,
+            median(&rates[GATEWAY_SQLITE]),
+            median(&rates[SIDECAR])
+        );
+    }
+    let settings = Settings {
+        single_seconds: args.seconds,
+        rounds: args.rounds,
+        ..Settings::new(false)
+    };
+    for (path, latencies) in grpc_overhead(&dev, sidecar, &settings).await? {
+        println!("gRPC GetCart, {path}: p50 {:.3} ms", median(&latencies));
+    }
+    drop(dev);
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(())
+}
+
 /// A cart for a client's n-th request, spread over `keys` carts.
 fn cart_key(client: usize, n: u64, keys: usize) -> String {
     let mixed = (client as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ n.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
@@ -471,20 +540,6 @@ async fn cold_starts(dir: &Path, trials: usize) -> anyhow::Result<(Vec<f64>, usi
     )?;
     dev.until_service("cart", |s| s["ready_replicas"] == 1).await?;
     let request = Api::Cart.get("z1");
-    // The gateway learns a new service's routes from the control plane's route
-    // watch, a moment after the registry counts the instance ready; on a loaded
-    // machine a request in that moment is answered 404 "no route" (seen once in
-    // the gate). The warm figures start once the gateway knows the service.
-    let knows = Instant::now() + Duration::from_secs(30);
-    loop {
-        match load::once(dev.gateway, &request).await?.1 {
-            Ok(_) => break,
-            Err(error) if error.contains("no route") && Instant::now() < knows => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(error) => bail!("first GetCart through the gateway: {error}"),
-        }
-    }
     let mut warm = Vec::new();
     for _ in 0..trials.max(5) {
         let (took, answer) = load::once(dev.gateway, &request).await?;

@@ -181,7 +181,7 @@ impl Answer {
     /// sends no reply to a unary call).
     pub fn empty(method: &MethodModel) -> Answer {
         Answer::new(Any {
-            type_url: format!("type.googleapis.com/{}", method.output().full_name()),
+            type_url: method.output_type_url().to_string(),
             value: Vec::new(),
         })
     }

@@ -110,7 +110,7 @@ fn encode(
 ) -> Result<(DynamicMessage, Any), ProxyError> {
     let message = transcode::request_message(route, bindings, query, body, content_type)?;
     let payload = Any {
-        type_url: format!("type.googleapis.com/{}", route.target.input().full_name()),
+        type_url: route.target.input_type_url().to_string(),
         value: message.encode_to_vec(),
     };
     Ok((message, payload))

@@ -176,7 +176,7 @@ fn decoded(method: &MethodModel, bytes: Bytes) -> Result<(Any, DynamicMessage), 
         ))
     })?;
     let payload = Any {
-        type_url: format!("type.googleapis.com/{}", method.input().full_name()),
+        type_url: method.input_type_url().to_string(),
         value: bytes.to_vec(),
     };
     Ok((payload, message))

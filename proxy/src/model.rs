@@ -6,7 +6,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use http::Method;
+use http::{uri::PathAndQuery, Method};
 use prost_reflect::{DescriptorPool, DynamicMessage, FieldDescriptor, MessageDescriptor, MethodDescriptor, Value};
 use strata_proto::cloudstate::{entity_passivation_strategy::Strategy, EntitySpec};
 use strata_proto::entity_types;
@@ -55,6 +55,11 @@ pub struct MethodModel {
     /// Fields of the input message that together name the entity (none for an
     /// action).
     pub key_fields: Vec<FieldDescriptor>,
+    /// `/package.Service/Method`, made once: every call passed on carries it.
+    path: PathAndQuery,
+    /// The `Any` type URLs of the input and output messages.
+    input_type_url: String,
+    output_type_url: String,
 }
 
 /// The message type of raw HTTP bodies (`google.api.HttpBody`).
@@ -65,8 +70,20 @@ impl MethodModel {
         self.descriptor.name()
     }
     /// `/package.Service/Method`.
-    pub fn path(&self) -> String {
-        format!("/{}/{}", self.entity.service_name, self.name())
+    pub fn path(&self) -> &str {
+        self.path.as_str()
+    }
+    /// [`MethodModel::path`] as a request target (a cheap clone).
+    pub fn request_path(&self) -> PathAndQuery {
+        self.path.clone()
+    }
+    /// `type.googleapis.com/` and the input message's full name.
+    pub fn input_type_url(&self) -> &str {
+        &self.input_type_url
+    }
+    /// `type.googleapis.com/` and the output message's full name.
+    pub fn output_type_url(&self) -> &str {
+        &self.output_type_url
     }
     /// Whether the client sends a stream of messages, receives one, or both.
     pub fn is_streamed(&self) -> bool {
@@ -266,15 +283,17 @@ impl ServiceModel {
                         method.name()
                     )));
                 }
+                let path = format!("/{}/{}", service.full_name(), method.name());
                 let method_model = Arc::new(MethodModel {
                     entity: entity_model.clone(),
                     descriptor: method.clone(),
                     key_fields,
+                    path: PathAndQuery::try_from(path.as_str())
+                        .map_err(|e| fail(format!("the method path {path} is not a valid request path: {e}")))?,
+                    input_type_url: format!("type.googleapis.com/{}", method.input().full_name()),
+                    output_type_url: format!("type.googleapis.com/{}", method.output().full_name()),
                 });
-                model.methods.insert(
-                    format!("/{}/{}", service.full_name(), method.name()),
-                    method_model.clone(),
-                );
+                model.methods.insert(path, method_model.clone());
                 let eventing = eventing_option
                     .as_ref()
                     .filter(|ext| method.options().has_extension(ext))
@@ -345,7 +364,7 @@ impl Targets for ServiceModel {
 fn default_route(method: &Arc<MethodModel>) -> Result<HttpRoute, String> {
     Ok(HttpRoute {
         method: Method::POST,
-        template: PathTemplate::parse(&method.path()).map_err(|e| e.to_string())?,
+        template: PathTemplate::parse(method.path()).map_err(|e| e.to_string())?,
         body: BodyTarget::Whole,
         response_body: None,
         target: method.clone(),

@@ -693,7 +693,46 @@ async fn run_writer(config: Arc<Config>, mut conn: Option<WriteConn>, mut receiv
     debug!("postgres writer stopped");
 }
 
+/// One batch in one transaction. First optimistically, every write sent at
+/// once (pipelined on the connection: the batch costs about one round trip,
+/// not four per write); if any write fails, that transaction is rolled back and
+/// the batch is written again one write at a time, each in a savepoint, so a
+/// conflicting write fails alone.
 async fn commit_batch(conn: &WriteConn, batch: &[PendingWrite]) -> BatchOutcome {
+    if batch.len() > 1 {
+        if let Some(outcome) = commit_pipelined(conn, batch).await {
+            return outcome;
+        }
+    }
+    commit_one_by_one(conn, batch).await
+}
+
+/// Every write of `batch` at once; `None` when one failed (nothing was kept).
+async fn commit_pipelined(conn: &WriteConn, batch: &[PendingWrite]) -> Option<BatchOutcome> {
+    let client = &conn.client;
+    if let Err(e) = client.batch_execute("BEGIN").await {
+        return Some(BatchOutcome::Failed(pg_error(
+            "could not start a write transaction",
+            &e,
+        )));
+    }
+    // Polled together, the statements go out without waiting for each other's
+    // answers; the server runs them in the order they were sent.
+    let results = futures::future::join_all(batch.iter().map(|write| apply(conn, &write.op))).await;
+    if results.iter().all(Result::is_ok) {
+        return Some(match client.batch_execute("COMMIT").await {
+            Ok(()) => BatchOutcome::Committed(results),
+            Err(e) => BatchOutcome::Failed(pg_error("could not commit the batch", &e)),
+        });
+    }
+    match client.batch_execute("ROLLBACK").await {
+        Ok(()) => None,
+        Err(e) => Some(BatchOutcome::Failed(pg_error("could not roll the batch back", &e))),
+    }
+}
+
+/// `batch` one write after another, each in a savepoint.
+async fn commit_one_by_one(conn: &WriteConn, batch: &[PendingWrite]) -> BatchOutcome {
     let client = &conn.client;
     if let Err(e) = client.batch_execute("BEGIN").await {
         return BatchOutcome::Failed(pg_error("could not start a write transaction", &e));

@@ -76,19 +76,12 @@ impl Forwarder {
         Ok(channel)
     }
 
-    async fn ready(
-        &self,
-        address: &str,
-        path: &str,
-    ) -> Result<(tonic::client::Grpc<Channel>, PathAndQuery), ForwardError> {
+    async fn ready(&self, address: &str) -> Result<tonic::client::Grpc<Channel>, ForwardError> {
         let mut grpc = tonic::client::Grpc::new(self.channel(address).map_err(ForwardError::Answered)?);
         grpc.ready()
             .await
             .map_err(|e| ForwardError::Unreachable(format!("sidecar {address} unreachable: {e}")))?;
-        let path: PathAndQuery = path
-            .parse()
-            .map_err(|_| ForwardError::Answered(Status::internal(format!("invalid method path {path:?}"))))?;
-        Ok((grpc, path))
+        Ok(grpc)
     }
 
     /// Calls the unary method `path` (`/package.Service/Method`) on the sidecar at
@@ -96,12 +89,12 @@ impl Forwarder {
     pub async fn call(
         &self,
         address: &str,
-        path: &str,
+        path: PathAndQuery,
         request: Bytes,
         headers: tonic::metadata::MetadataMap,
         timeout: Option<Duration>,
     ) -> Result<(Bytes, tonic::metadata::MetadataMap), ForwardError> {
-        let (mut grpc, path) = self.ready(address, path).await?;
+        let mut grpc = self.ready(address).await?;
         let mut call = tonic::Request::new(request);
         *call.metadata_mut() = headers;
         if let Some(timeout) = timeout {
@@ -120,12 +113,12 @@ impl Forwarder {
     pub async fn stream(
         &self,
         address: &str,
-        path: &str,
+        path: PathAndQuery,
         requests: impl futures::Stream<Item = Option<Bytes>> + Send + 'static,
         headers: tonic::metadata::MetadataMap,
         timeout: Option<Duration>,
     ) -> Result<tonic::Response<tonic::Streaming<Bytes>>, ForwardError> {
-        let (mut grpc, path) = self.ready(address, path).await?;
+        let mut grpc = self.ready(address).await?;
         let mut call = tonic::Request::new(requests);
         *call.metadata_mut() = headers;
         if let Some(timeout) = timeout {

@@ -6,6 +6,7 @@
 //! held while it scales from zero. A managed sidecar routes the forwards and side
 //! effects of its function the same way.
 
+mod catchup;
 mod forward;
 #[cfg(test)]
 mod gateway_tests;
@@ -35,6 +36,7 @@ use tokio::{net::TcpListener, sync::watch};
 use tower::{Service, ServiceExt};
 
 use self::{
+    catchup::{Catchup, Probe, Wanted},
     forward::{ForwardError, Forwarder},
     hold::Poke,
     routes::{RouteTable, Target},
@@ -46,6 +48,7 @@ use crate::{
     call::{Answer, Answers, Call, CallContext, Commands, StreamedCall, Targets},
     control_plane::ControlPlaneClient,
     error::ProxyError,
+    grpc::Flavor,
     ingress::{self, Ingress},
     membership::MembershipError,
     metadata::{context_headers, headers_of, metadata_of},
@@ -210,7 +213,7 @@ impl Gateway {
 #[async_trait::async_trait]
 impl Commands for Gateway {
     async fn unary(&self, call: Call) -> Result<Answer, ProxyError> {
-        let path = call.method.path();
+        let path = call.method.request_path();
         let request = Bytes::from(call.payload.value);
         let mut routes = self.routes.clone();
         for _ in 0..MAX_ATTEMPTS {
@@ -233,13 +236,13 @@ impl Commands for Gateway {
             let headers = outgoing(call.metadata.as_ref(), &context);
             match self
                 .forwarder
-                .call(address, &path, request.clone(), headers, timeout)
+                .call(address, path.clone(), request.clone(), headers, timeout)
                 .await
             {
                 Ok((reply, metadata)) => {
                     return Ok(Answer {
                         payload: Any {
-                            type_url: format!("type.googleapis.com/{}", call.method.output().full_name()),
+                            type_url: call.method.output_type_url().to_string(),
                             value: reply.to_vec(),
                         },
                         metadata: metadata_of(&metadata.into_headers()),
@@ -346,7 +349,7 @@ impl Gateway {
             .forwarder
             .stream(
                 &destination.target.address,
-                &method.path(),
+                method.request_path(),
                 requests.map(|payload| payload.map(|payload| Bytes::from(payload.value))),
                 outgoing(metadata.as_ref(), &context),
                 remaining(&context)?,
@@ -354,7 +357,7 @@ impl Gateway {
             .await
             .map_err(ProxyError::from)?;
         let address = destination.target.address.clone();
-        let output = format!("type.googleapis.com/{}", method.output().full_name());
+        let output = method.output_type_url().to_string();
         let answers = response.into_inner().map(move |message| {
             // The instance stays counted while the stream is open.
             let _open = &destination;
@@ -425,6 +428,28 @@ fn poke_through(client: ControlPlaneClient) -> Poke {
     })
 }
 
+/// Asks the control plane for its current routes: the first snapshot of a
+/// route watch of its own.
+fn current_routes(client: ControlPlaneClient) -> Probe {
+    Arc::new(move || {
+        let client = client.clone();
+        Box::pin(async move {
+            let asked = client
+                .call("current routes", |mut client| async move {
+                    client.watch_routes(WatchRoutesRequest {}).await
+                })
+                .await;
+            match asked {
+                Ok(mut stream) => stream.message().await.ok().flatten(),
+                Err(status) => {
+                    tracing::debug!(error = %status.message(), "cannot ask for the current routes");
+                    None
+                }
+            }
+        })
+    })
+}
+
 /// The methods of every deployed service, for a managed sidecar's forwards and
 /// side effects.
 pub struct RoutedTargets(pub watch::Receiver<Arc<RouteTable>>);
@@ -436,10 +461,13 @@ impl Targets for RoutedTargets {
 }
 
 /// The gateway's HTTP service: the ingress router of the current catalog,
-/// swapped whenever the deployed services change.
+/// swapped whenever the deployed services change. A request for a path the
+/// routes do not know yet waits for them to catch up first (see [`catchup`]).
 #[derive(Clone)]
 struct LiveRouter {
     current: Arc<RwLock<Router>>,
+    routes: watch::Receiver<Arc<RouteTable>>,
+    catchup: Arc<Catchup>,
 }
 
 impl Service<Request> for LiveRouter {
@@ -453,7 +481,35 @@ impl Service<Request> for LiveRouter {
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let router = self.current.read().expect("router lock poisoned").clone();
-        Box::pin(router.oneshot(request))
+        let wanted = Wanted {
+            method: request.method(),
+            path: request.uri().path(),
+            headers: request.headers(),
+        };
+        let table = self.routes.borrow();
+        // Before the first snapshot the router answers "starting" to everything.
+        if table.version == 0 || wanted.known(&table.catalog) {
+            drop(table);
+            return Box::pin(router.oneshot(request));
+        }
+        drop(table);
+        let (live, mut routes) = (self.clone(), self.routes.clone());
+        Box::pin(async move {
+            let wanted = Wanted {
+                method: request.method(),
+                path: request.uri().path(),
+                headers: request.headers(),
+            };
+            let deadline = crate::metadata::context_of(request.headers()).deadline;
+            if let Err(error) = live.catchup.wait(&wanted, deadline, &mut routes).await {
+                return Ok(match Flavor::of(request.headers()) {
+                    Some(flavor) => crate::grpc::error_response(flavor, &error),
+                    None => crate::http_json::json_error(&error),
+                });
+            }
+            let router = live.current.read().expect("router lock poisoned").clone();
+            router.oneshot(request).await
+        })
     }
 }
 
@@ -501,6 +557,12 @@ pub async fn run(
     });
     let live = LiveRouter {
         current: Arc::new(RwLock::new(starting)),
+        routes: routes.clone(),
+        catchup: Arc::new(Catchup::new(
+            config.hold_capacity,
+            config.hold_timeout,
+            current_routes(client.clone()),
+        )),
     };
     let tasks = Tasks::default();
     let (follower, stopping) = (follow_routes(client, routes_tx, live.clone(), build), tasks.stopping());

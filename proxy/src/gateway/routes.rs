@@ -121,6 +121,25 @@ impl RouteTable {
         table
     }
 
+    /// Whether a deployed service has no descriptors yet (its first instance
+    /// is starting): its paths are not known until it is ready.
+    pub fn has_pending(&self) -> bool {
+        self.services.values().any(|service| service.descriptor_set.is_empty())
+    }
+
+    /// Whether `heard` (the control plane's routes, asked directly) is newer and
+    /// holds a service, or descriptors, that this table does not.
+    pub fn is_behind(&self, heard: &RouteSnapshot) -> bool {
+        heard.version > self.version
+            && heard
+                .services
+                .iter()
+                .any(|routes| match self.services.get(&routes.name) {
+                    None => true,
+                    Some(known) => known.descriptor_set != routes.descriptor_set,
+                })
+    }
+
     /// The deployed service serving a gRPC service.
     pub fn service_for(&self, grpc_service: &str) -> Option<&ServiceTable> {
         self.services.get(self.deployment_of.get(grpc_service)?)

@@ -159,41 +159,38 @@ async fn effect_call(kit: &Kit, id: &str, message: &str) -> Check {
     .await
 }
 
-async fn consume_an_event(kit: &Kit) -> Check {
+/// Emits an `EventOne` carrying `step` on a new entity, and checks that the
+/// subscriber gets it as the log's first event and answers `answer(id)`;
+/// returns the entity's id.
+async fn deliver_event_one(
+    kit: &Kit,
+    step: ev::ProcessStep,
+    answer: impl FnOnce(&str) -> ActionResponse,
+) -> Result<String, String> {
     let id = format!("eventlogeventing:{}", kit.next_id());
-    let event = ev::EventOne {
-        step: Some(reply("some message")),
-    };
+    let event = ev::EventOne { step: Some(step) };
     let emitted = emit_one(kit, &id, ev::emit_event_request::Event::EventOne(event)).await?;
     let metadata = first_event_metadata(
         "eventlogeventing-one",
         &id,
         "cloudstate.tck.model.eventlogeventing.EventOne",
     );
-    subscriber_call(
-        kit,
-        delivered("ProcessEventOne", emitted, metadata),
-        act::reply(response(&id, "some message"), vec![]),
-    )
+    subscriber_call(kit, delivered("ProcessEventOne", emitted, metadata), answer(&id)).await?;
+    Ok(id)
+}
+
+async fn consume_an_event(kit: &Kit) -> Check {
+    deliver_event_one(kit, reply("some message"), |id| {
+        act::reply(response(id, "some message"), vec![])
+    })
     .await
+    .map(drop)
 }
 
 async fn forward_a_consumed_event(kit: &Kit) -> Check {
-    let id = format!("eventlogeventing:{}", kit.next_id());
-    let event = ev::EventOne {
-        step: Some(forward("some message")),
-    };
-    let emitted = emit_one(kit, &id, ev::emit_event_request::Event::EventOne(event)).await?;
-    let metadata = first_event_metadata(
-        "eventlogeventing-one",
-        &id,
-        "cloudstate.tck.model.eventlogeventing.EventOne",
-    );
-    subscriber_call(
-        kit,
-        delivered("ProcessEventOne", emitted, metadata),
-        act::forward(SUBSCRIBER, "Effect", effect(&id, "some message"), vec![]),
-    )
+    let id = deliver_event_one(kit, forward("some message"), |id| {
+        act::forward(SUBSCRIBER, "Effect", effect(id, "some message"), vec![])
+    })
     .await?;
     effect_call(kit, &id, "some message").await
 }

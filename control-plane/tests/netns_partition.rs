@@ -200,6 +200,20 @@ async fn create(http: &reqwest::Client, api: &str, name: &str) -> Option<(u16, s
     Some((status, reply.json().await.unwrap_or_default()))
 }
 
+/// Creates service `name` through the first of `apis` that takes it, until one
+/// does (`what` names the wait in a failure) (409 counts: an earlier attempt committed but its answer was lost).
+async fn create_on_any(what: &str, http: &reqwest::Client, apis: &[String], name: &str) {
+    eventually(what, || async {
+        for api in apis {
+            if let Some((201 | 409, _)) = create(http, api, name).await {
+                return Some(());
+            }
+        }
+        None
+    })
+    .await
+}
+
 async fn leader(client: &Client, net: &Net, among: &[u32]) -> Option<u32> {
     for &node in among {
         if let Some(cluster) = client.get(&net.api(node), "/api/v1/cluster").await {
@@ -271,22 +285,10 @@ async fn a_cut_off_leader_refuses_writes_and_nothing_acknowledged_is_lost() {
     println!("--- the majority elects a leader and keeps writing");
     let new = eventually("a leader on the majority side", || leader(&client, &net, &majority)).await;
     assert_ne!(new, old);
+    let apis: Vec<String> = majority.iter().map(|node| net.api(*node)).collect();
     for i in 0..10 {
         let name = format!("during-{i}");
-        eventually("a write on the majority side", || {
-            let (http, name) = (&http, name.clone());
-            let apis: Vec<String> = majority.iter().map(|node| net.api(*node)).collect();
-            async move {
-                for api in &apis {
-                    // 409: an earlier attempt committed but its answer was lost.
-                    if let Some((201 | 409, _)) = create(http, api, &name).await {
-                        return Some(());
-                    }
-                }
-                None
-            }
-        })
-        .await;
+        create_on_any("a write on the majority side", &http, &apis, &name).await;
         acknowledged.insert(name);
     }
 
@@ -320,25 +322,14 @@ async fn a_cut_off_leader_refuses_writes_and_nothing_acknowledged_is_lost() {
         }
     })
     .await;
+    let apis: Vec<String> = everyone
+        .iter()
+        .filter(|node| **node != follower)
+        .map(|node| net.api(*node))
+        .collect();
     for i in 0..5 {
         let name = format!("after-{i}");
-        eventually("a write on the leader's side", || {
-            let (http, name) = (&http, name.clone());
-            let apis: Vec<String> = everyone
-                .iter()
-                .filter(|node| **node != follower)
-                .map(|node| net.api(*node))
-                .collect();
-            async move {
-                for api in &apis {
-                    if let Some((201 | 409, _)) = create(http, api, &name).await {
-                        return Some(());
-                    }
-                }
-                None
-            }
-        })
-        .await;
+        create_on_any("a write on the leader's side", &http, &apis, &name).await;
         acknowledged.insert(name);
     }
     net.heal(follower);

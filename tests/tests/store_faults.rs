@@ -64,6 +64,17 @@ struct Told {
 }
 
 impl Told {
+    /// Five AddItems over two carts while the store is healthy, each acknowledged.
+    async fn add_while_healthy(&mut self, http: &reqwest::Client, port: u16) {
+        for n in 0..5 {
+            assert_eq!(
+                self.add(http, port, &format!("cart-{}", n % 2), &format!("before-{n}"))
+                    .await,
+                200
+            );
+        }
+    }
+
     /// AddItem of `product` (with a large name, so each write needs new pages)
     /// to `cart`; the answer's status.
     async fn add(&mut self, http: &reqwest::Client, port: u16, cart: &str, product: &str) -> u16 {
@@ -184,13 +195,7 @@ async fn sqlite_on_a_full_disk_refuses_writes_clearly_and_recovers_without_a_res
     let mut told = Told::default();
 
     println!("--- writes while there is room");
-    for n in 0..5 {
-        assert_eq!(
-            told.add(&http, http_port, &format!("cart-{}", n % 2), &format!("before-{n}"))
-                .await,
-            200
-        );
-    }
+    told.add_while_healthy(&http, http_port).await;
 
     println!("--- fill the disk; writes are refused with 503");
     fill(&disk.0.join("filler"));
@@ -240,13 +245,7 @@ async fn postgresql_crashed_under_load_costs_clear_errors_and_recovers_without_a
     let mut told = Told::default();
 
     println!("--- writes while PostgreSQL is up");
-    for n in 0..5 {
-        assert_eq!(
-            told.add(&http, http_port, &format!("cart-{}", n % 2), &format!("before-{n}"))
-                .await,
-            200
-        );
-    }
+    told.add_while_healthy(&http, http_port).await;
 
     println!("--- PostgreSQL crashes: writes are refused with 503, at once");
     postgres.crash();

@@ -37,6 +37,8 @@ pub enum DescriptorError {
     },
     #[error("the descriptor set's imports {0}; protobuf files may not import each other in a cycle")]
     Imports(String),
+    #[error("file {name:?} declares syntax {syntax:?}; Strata reads \"proto2\" and \"proto3\" files")]
+    Syntax { name: String, syntax: String },
 }
 
 /// How deep imports may nest. Descriptor libraries resolve imports
@@ -51,6 +53,7 @@ impl DescriptorFiles {
         let mut files: Vec<RawFile> = Vec::new();
         for bytes in length_delimited_fields(set, 1)? {
             let name = file_name(&bytes)?;
+            check_syntax(&name, &bytes)?;
             match files.iter().find(|f| f.name == name) {
                 Some(known) if known.bytes == bytes => {}
                 Some(known) => {
@@ -170,6 +173,21 @@ fn check_imports(files: &[RawFile]) -> Result<(), DescriptorError> {
     Ok(())
 }
 
+/// Refuses a `FileDescriptorProto.syntax` (field 12) other than none,
+/// "proto2" or "proto3". The descriptor library refuses it too, but panics
+/// while it builds that error message (a fuzzing find), so it must not see one.
+fn check_syntax(name: &str, file: &[u8]) -> Result<(), DescriptorError> {
+    for syntax in length_delimited_fields(file, 12)? {
+        if syntax != b"proto2" && syntax != b"proto3" {
+            return Err(DescriptorError::Syntax {
+                name: name.to_string(),
+                syntax: String::from_utf8_lossy(&syntax).into_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// `FileDescriptorProto.name` (field 1).
 fn file_name(file: &[u8]) -> Result<String, DescriptorError> {
     let name = length_delimited_fields(file, 1)?
@@ -254,6 +272,30 @@ mod tests {
             "the descriptor set holds two different files named \"orders/orders.proto\": one defines \
              services orders.Orders, the other services orders.Stock; give each file its own name"
         );
+    }
+
+    #[test]
+    fn an_unknown_syntax_is_an_error_naming_the_file() {
+        let mut editions = file("orders/orders.proto", "Orders");
+        editions.syntax = Some("editions".into());
+        let error = DescriptorFiles::parse(&set(vec![editions])).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "file \"orders/orders.proto\" declares syntax \"editions\"; Strata reads \"proto2\" and \"proto3\" files"
+        );
+        let mut proto3 = file("orders/orders.proto", "Orders");
+        proto3.syntax = Some("proto3".into());
+        DescriptorFiles::parse(&set(vec![proto3])).unwrap();
+        // The fuzzing find (the descriptor set of its EntitySpec): a file with a
+        // garbled syntax and a public import index that points nowhere.
+        let found = [
+            0x0a, 0x14, 0x0a, 0x07, b'a', b'.', b'p', b'r', b'o', b't', b'o', 0x62, 0x07, b'.', b'a', b'p', b'r', b'o',
+            b't', b'o', 0x50, 0x00,
+        ];
+        assert!(matches!(
+            DescriptorFiles::parse(&found),
+            Err(DescriptorError::Syntax { .. })
+        ));
     }
 
     #[test]

@@ -170,6 +170,7 @@ async fn register_and_ready(client: &mut Client, id: &str, service: &str) {
             instance_id: id.into(),
             descriptor_set: descriptors(),
             entities: vec![cart_entity()],
+            ..Default::default()
         })
         .await
         .expect("report ready");
@@ -403,6 +404,7 @@ async fn a_poke_at_zero_asks_for_one_instance_with_its_reason() {
         .poke(PokeRequest {
             service: "cart".into(),
             held: 1,
+            ..Default::default()
         })
         .await
         .expect("poke")
@@ -430,6 +432,7 @@ async fn a_poke_at_zero_asks_for_one_instance_with_its_reason() {
         .poke(PokeRequest {
             service: "cart".into(),
             held: 1,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -440,6 +443,7 @@ async fn a_poke_at_zero_asks_for_one_instance_with_its_reason() {
         .poke(PokeRequest {
             service: "nope".into(),
             held: 1,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -481,6 +485,7 @@ async fn with_an_autoscaler_a_poke_is_sized_by_the_requests_held() {
     let poke = |held: u32| PokeRequest {
         service: "cart".into(),
         held,
+        ..Default::default()
     };
 
     println!("--- three requests held at zero: three instances at once");
@@ -521,6 +526,7 @@ async fn with_an_autoscaler_a_poke_is_sized_by_the_requests_held() {
         .poke(PokeRequest {
             service: "nope".into(),
             held: 1,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -600,6 +606,7 @@ async fn each_credential_does_only_its_own_part() {
             instance_id: "cart-a".into(),
             descriptor_set: descriptors(),
             entities: vec![cart_entity()],
+            ..Default::default()
         })
         .await
         .expect("report itself ready");
@@ -643,6 +650,7 @@ async fn each_credential_does_only_its_own_part() {
                     .poke(PokeRequest {
                         service: "cart".into(),
                         held: 1,
+                        ..Default::default()
                     })
                     .await,
             ),
@@ -692,6 +700,7 @@ async fn each_credential_does_only_its_own_part() {
         .poke(PokeRequest {
             service: "cart".into(),
             held: 1,
+            ..Default::default()
         })
         .await
         .expect("the gateway pokes");
@@ -782,6 +791,7 @@ async fn bad_calls_get_precise_codes() {
         instance_id: id.into(),
         descriptor_set,
         entities: vec![cart_entity()],
+        ..Default::default()
     };
     assert_eq!(
         code_of(client.report_ready(ready("ghost", descriptors())).await),
@@ -802,6 +812,7 @@ async fn bad_calls_get_precise_codes() {
                 .poke(PokeRequest {
                     service: String::new(),
                     held: 1,
+                    ..Default::default()
                 })
                 .await
         ),
@@ -871,6 +882,7 @@ async fn followers_relay_calls_to_the_leader_and_serve_the_watch() {
         .poke(PokeRequest {
             service: "cart".into(),
             held: 1,
+            ..Default::default()
         })
         .await
         .expect("poke through a follower")

@@ -659,6 +659,71 @@ async fn each_credential_does_only_its_own_part() {
     for (what, code) in denied {
         assert_eq!(code, Code::PermissionDenied, "an instance credential may not {what}");
     }
+
+    // --- it may wake a service that subscribes to its own service's event log, only that
+    let mut admin = client(leader, Some(ADMIN));
+    admin
+        .register_instance(register("shop-1", "shop"))
+        .await
+        .expect("register a shop instance");
+    admin
+        .report_ready(ReportReadyRequest {
+            instance_id: "shop-1".into(),
+            descriptor_set: descriptors(),
+            entities: vec![EntityRoute {
+                entity_type: "cloudstate.action.ActionProtocol".into(),
+                service_name: "com.example.shop.CartEvents".into(),
+                persistence_id: String::new(),
+            }],
+            subscriptions: vec!["shopping-cart".into(), "shopping-cart".into()],
+        })
+        .await
+        .expect("the shop reports its subscription");
+    assert_eq!(
+        leader
+            .node()
+            .read(|registry| registry.services["shop"].subscriptions.clone()),
+        ["shopping-cart"]
+    );
+    let wake = |service: &str, event_log: &str| PokeRequest {
+        service: service.into(),
+        held: 1,
+        event_log: event_log.into(),
+    };
+    instance
+        .poke(wake("shop", "shopping-cart"))
+        .await
+        .expect("the cart's events wake the shop");
+    let mut shop = client(follower, Some(&secret.instance_credential("shop", Some("shop-1"))));
+    for (what, code) in [
+        (
+            "wake for a log its service does not write",
+            code_of(instance.poke(wake("shop", "orders")).await),
+        ),
+        (
+            "wake a service that does not subscribe to the log",
+            code_of(instance.poke(wake("cart", "shopping-cart")).await),
+        ),
+        (
+            "wake for another service's log",
+            code_of(shop.poke(wake("shop", "shopping-cart")).await),
+        ),
+    ] {
+        assert_eq!(code, Code::PermissionDenied, "an instance credential may not {what}");
+    }
+    assert_eq!(
+        code_of(
+            admin
+                .report_ready(ReportReadyRequest {
+                    instance_id: "shop-1".into(),
+                    subscriptions: vec![" ".into()],
+                    ..Default::default()
+                })
+                .await
+        ),
+        Code::InvalidArgument,
+        "a subscription names its event log"
+    );
     // It learns its own shards (and where to forward) from the route watch.
     let mut own_routes = watch(&mut instance).await;
     assert!(

@@ -133,7 +133,8 @@ async fn the_projection_catches_up_after_kill_9_and_scale_to_zero_counting_each_
     add(&http, "u3", "pear", 2).await;
     totals_until(&http, &[("apple", 6), ("pear", 3)]).await;
 
-    // --- at zero nothing consumes; woken, it catches up with what was written
+    // --- at zero nothing consumes; woken (by the events, or by a request), it
+    // catches up with what was written
     dev.until_service("cart-totals", "scaled to zero", Duration::from_secs(120), |s| {
         s["desired_replicas"] == 0 && s["ready_replicas"] == 0
     })
@@ -142,7 +143,7 @@ async fn the_projection_catches_up_after_kill_9_and_scale_to_zero_counting_each_
     remove(&http, "u1", "pear").await;
     add(&http, "u2", "fig", 7).await;
     add(&http, "u2", "fig", 1).await;
-    // The first total asked for wakes the service.
+    // Whichever woke it first, the totals are exact.
     totals_until(&http, &[("apple", 7), ("pear", 2), ("fig", 8)]).await;
 }
 

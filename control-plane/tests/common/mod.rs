@@ -25,13 +25,7 @@ pub fn strata_binary() -> PathBuf {
     binary
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use strata_e2e::free_port;
 
 pub struct Node {
     pub id: u64,

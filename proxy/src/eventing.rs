@@ -21,8 +21,8 @@
 //! them and they move with that shard (a shard move may let two overlap for a
 //! moment: at least once, and offsets only move forward). A service at zero
 //! instances consumes nothing; the sidecars that write its event logs wake it
-//! (`wake`: one poke per subscriber a second), and it catches up from its
-//! offset. Each delivery counts as a request of the subscriber's service (in
+//! (`wake`: one poke per subscriber a second, and a sweep for one left
+//! behind), and it catches up from its offset. Each delivery counts as a request of the subscriber's service (in
 //! flight while it runs, then `strata_proxy_requests_total` with protocol
 //! `event_log`), so the autoscaler keeps a subscriber that is catching up and
 //! lets it go back to zero after its windows once it has.

@@ -26,7 +26,7 @@ use crate::{
     membership::{Membership, MembershipConfig, MembershipError},
     metrics::Metrics,
     model::{Catalog, MethodModel, ModelError, ServiceModel},
-    wake::{Waker, WakingStore},
+    wake::{spawn_sweeps, Waker, WakingStore},
 };
 
 /// How many forwards and side effects to services at zero may wait for them, and
@@ -136,10 +136,17 @@ pub async fn run(
     let tasks = Tasks::default();
     // In a deployment, events this sidecar commits wake their subscribers at zero.
     let store: Arc<dyn strata_store::Store> = match &membership {
-        Some(membership) => Arc::new(WakingStore {
-            inner: store,
-            waker: Waker::start(membership.routes(), membership.client(), &tasks),
-        }),
+        Some(membership) => {
+            let waker = Waker::start(membership.routes(), membership.client(), &tasks);
+            spawn_sweeps(
+                waker.clone(),
+                store.clone(),
+                model.event_logs(),
+                membership.ownership(),
+                &tasks,
+            );
+            Arc::new(WakingStore { inner: store, waker })
+        }
         None => store,
     };
     // Forwards and side effects: within the function for a standalone proxy;
@@ -238,11 +245,8 @@ pub async fn run(
                 () = follower.follow_routes(entities) => {}
             }
         });
-        let mut subscriptions: Vec<String> = model.subscriptions.iter().map(|s| s.event_log.clone()).collect();
-        subscriptions.sort();
-        subscriptions.dedup();
         membership
-            .report_ready(&spec, model.descriptor_set.clone(), subscriptions)
+            .report_ready(&spec, model.descriptor_set.clone(), model.subscribed_logs())
             .await?;
     }
     // Subscriptions start once the function is served: their runner waits for

@@ -4,8 +4,14 @@
 //! [`WAKE_INTERVAL`] however many events it writes, so events wake a projection
 //! as a request would (Knative eventing's answer: delivering an event is a request).
 //!
+//! A poke can be lost (the control plane between leaders) and a write can land
+//! just as a subscriber's last instance goes away (it was ready, so nobody
+//! poked). So the writing service's owner of shard 0 also sweeps every
+//! [`SWEEP_INTERVAL`]: a subscriber at zero whose stored offset lags behind a log
+//! this service writes is poked through the same pacer.
+//!
 //! Owns the rule (which subscribers, how often) and its shell: a store that
-//! notices committed journal writes and one task that pokes. Not the delivery
+//! notices committed journal writes, the sweep, and one task that pokes. Not the delivery
 //! (`eventing`, run by the woken subscriber from its stored offset) nor the
 //! scaling (the control plane's autoscaler, which counts deliveries as requests
 //! and so keeps the subscriber while it catches up and lets it go after).
@@ -29,11 +35,16 @@ use tokio::{
     time::Instant,
 };
 
-use crate::{control_plane::ControlPlaneClient, gateway::routes::RouteTable};
+use crate::{
+    control_plane::ControlPlaneClient, eventing::runs_subscriptions, gateway::routes::RouteTable, membership::Ownership,
+};
 
 /// How often one subscriber is poked at most while events for it keep coming (the
 /// gateway's held requests are reported at the same pace).
 pub const WAKE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often the writing service looks for subscribers at zero left behind.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The deployed services that subscribe to `event_log` and have no ready
 /// instance, by the routes (their models list their subscriptions). A service
@@ -54,6 +65,39 @@ pub fn subscribers_at_zero<'a>(routes: &'a RouteTable, event_log: &str) -> Vec<&
         .collect();
     subscribers.sort_unstable();
     subscribers
+}
+
+/// One subscription of a service at zero to an event log: the service, the
+/// subscriber's offset name (`package.Service.Method`) and the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sleeping {
+    pub service: String,
+    pub subscriber: String,
+    pub event_log: String,
+}
+
+/// The subscriptions of services with no ready instance to any of `logs` (the
+/// event logs this sidecar's service writes), by the routes.
+pub fn sleeping_subscriptions(routes: &RouteTable, logs: &[String]) -> Vec<Sleeping> {
+    let mut sleeping: Vec<Sleeping> = routes
+        .services
+        .values()
+        .filter(|service| service.ready.is_empty())
+        .flat_map(|service| {
+            let subscriptions = service.model.as_ref().map(|model| model.subscriptions.as_slice());
+            subscriptions
+                .unwrap_or_default()
+                .iter()
+                .filter(|subscription| logs.contains(&subscription.event_log))
+                .map(|subscription| Sleeping {
+                    service: service.name.clone(),
+                    subscriber: subscription.subscriber(),
+                    event_log: subscription.event_log.clone(),
+                })
+        })
+        .collect();
+    sleeping.sort_by(|a, b| (&a.service, &a.subscriber).cmp(&(&b.service, &b.subscriber)));
+    sleeping
 }
 
 /// When each subscriber was last poked: one poke per subscriber per interval.
@@ -131,12 +175,19 @@ impl Waker {
     /// A journal write to `event_log` committed: wake its subscribers at zero
     /// that were not poked within the interval. Never waits.
     pub fn written(&self, event_log: &str) {
-        let due = {
+        let subscribers: Vec<String> = {
             let routes = self.routes.borrow();
-            let subscribers = subscribers_at_zero(&routes, event_log);
-            if subscribers.is_empty() {
-                return;
-            }
+            subscribers_at_zero(&routes, event_log)
+                .into_iter()
+                .map(str::to_owned)
+                .collect()
+        };
+        self.wake(subscribers.iter().map(String::as_str), event_log);
+    }
+
+    /// Pokes those of `subscribers` not poked within the interval, for `event_log`.
+    fn wake<'a>(&self, subscribers: impl IntoIterator<Item = &'a str>, event_log: &str) {
+        let due = {
             let mut pacer = self.pacer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             pacer.due(subscribers, Instant::now())
         };
@@ -144,6 +195,64 @@ impl Waker {
             let _ = self.pokes.send((subscriber, event_log.to_owned()));
         }
     }
+
+    /// One sweep: wakes each subscriber at zero whose stored offset lags
+    /// behind one of `logs` (the event logs this service writes). A store
+    /// error skips that subscription until the next sweep.
+    pub async fn sweep(&self, store: &dyn Store, logs: &[String]) {
+        let sleeping = sleeping_subscriptions(&self.routes.borrow(), logs);
+        for Sleeping {
+            service,
+            subscriber,
+            event_log,
+        } in sleeping
+        {
+            let behind = async {
+                let offset = store.load_offset(&subscriber, &event_log).await?;
+                Ok::<_, StoreError>(!store.event_log(&event_log, offset, 1).await?.is_empty())
+            };
+            match behind.await {
+                Ok(true) => {
+                    tracing::debug!(%service, %subscriber, %event_log, "a subscriber at zero lags behind its log");
+                    self.wake([service.as_str()], &event_log);
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(%service, %subscriber, %event_log, %error, "cannot tell whether a subscriber at zero lags");
+                }
+            }
+        }
+    }
+}
+
+/// Sweeps every [`SWEEP_INTERVAL`] while this instance owns shard 0 of its
+/// service (one instance of the writing service does it), until `tasks` stop.
+pub fn spawn_sweeps(
+    waker: Arc<Waker>,
+    store: Arc<dyn Store>,
+    logs: Vec<String>,
+    ownership: watch::Receiver<Ownership>,
+    tasks: &Tasks,
+) {
+    if logs.is_empty() {
+        return;
+    }
+    let stopping = tasks.stopping();
+    tasks.spawn("event-log lag sweep", async move {
+        let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stop = stopping.wait();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
+                _ = ticks.tick() => {}
+            }
+            if runs_subscriptions(Some(&ownership.borrow())) {
+                waker.sweep(store.as_ref(), &logs).await;
+            }
+        }
+    });
 }
 
 /// Sends each poke in turn. A failed one is logged and not retried: the next

@@ -156,3 +156,52 @@ async fn committed_writes_wake_each_subscriber_once_per_interval_and_failed_ones
         ("late-projector".to_owned(), "audits".to_owned())
     );
 }
+
+#[test]
+fn the_sweep_looks_at_subscriptions_at_zero_to_the_logs_this_service_writes() {
+    let table = routes(vec![service("projector", true, 0), service("busy-projector", true, 1)]);
+    assert_eq!(
+        sleeping_subscriptions(&table, &["audits".to_owned(), "ledger".to_owned()]),
+        vec![Sleeping {
+            service: "projector".into(),
+            subscriber: "test.subscribers.Projector.OnAudit".into(),
+            event_log: "audits".into(),
+        }]
+    );
+    assert!(sleeping_subscriptions(&table, &["ledger".to_owned()]).is_empty());
+}
+
+#[tokio::test]
+async fn a_sweep_wakes_a_subscriber_at_zero_whose_offset_lags_and_leaves_one_caught_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("log.db")).await.unwrap());
+    let table = routes(vec![service("projector", true, 0)]);
+    let logs = ["audits".to_owned()];
+    let subscriber = "test.subscribers.Projector.OnAudit";
+
+    // --- nothing written: nothing to catch up
+    let (waker, mut due) = Waker::new(watch::channel(table.clone()).1, Duration::from_secs(3600));
+    waker.sweep(store.as_ref(), &logs).await;
+    assert!(due.try_recv().is_err());
+
+    // --- written without a poke (one lost, or the last instance leaving as it came)
+    store.append(write("e1", 1, 2, "audits")).await.unwrap();
+    waker.sweep(store.as_ref(), &logs).await;
+    assert_eq!(due.try_recv().unwrap(), ("projector".to_owned(), "audits".to_owned()));
+    // Within the interval the pacer holds the next sweep's poke back.
+    waker.sweep(store.as_ref(), &logs).await;
+    assert!(due.try_recv().is_err());
+
+    // --- caught up (its offset at the log's end): left alone
+    let end = store
+        .event_log("audits", LogOffset::START, 10)
+        .await
+        .unwrap()
+        .last()
+        .unwrap()
+        .offset;
+    store.save_offset(subscriber, "audits", end).await.unwrap();
+    let (waker, mut due) = Waker::new(watch::channel(table).1, Duration::from_secs(3600));
+    waker.sweep(store.as_ref(), &logs).await;
+    assert!(due.try_recv().is_err(), "a subscriber that has caught up stays at zero");
+}

@@ -203,7 +203,7 @@ impl DataPlaneService {
             let writers: Vec<String> = registry
                 .services
                 .values()
-                .filter(|writer| writer.entities.iter().any(|entity| entity.persistence_id == event_log))
+                .filter(|writer| writer.entities.iter().any(|entity| writes_log(entity, event_log)))
                 .map(|writer| writer.name.clone())
                 .collect();
             (subscribed, writers)
@@ -222,6 +222,22 @@ impl DataPlaneService {
 
     async fn write(&self, command: Command) -> Result<Outcome, Status> {
         self.node.write(command).await.map_err(status_of)
+    }
+}
+
+/// Actions keep no state, so they write no event log.
+const ACTION_PROTOCOL: &str = "cloudstate.action.ActionProtocol";
+
+/// Whether `entity` journals to `event_log`: its persistence id, which defaults to its
+/// gRPC service name when discovery reports none (as the sidecar's model does).
+fn writes_log(entity: &EntityInfo, event_log: &str) -> bool {
+    if entity.entity_type == ACTION_PROTOCOL {
+        return false;
+    }
+    if entity.persistence_id.is_empty() {
+        entity.service_name == event_log
+    } else {
+        entity.persistence_id == event_log
     }
 }
 

@@ -11,10 +11,11 @@
 //! this service writes is poked through the same pacer.
 //!
 //! Owns the rule (which subscribers, how often) and its shell: a store that
-//! notices committed journal writes, the sweep, and one task that pokes. Not the delivery
-//! (`eventing`, run by the woken subscriber from its stored offset) nor the
-//! scaling (the control plane's autoscaler, which counts deliveries as requests
-//! and so keeps the subscriber while it catches up and lets it go after).
+//! notices committed journal writes, the sweep, and one task that pokes. Not
+//! the delivery (`eventing`, run by the woken subscriber from its stored
+//! offset) nor the scaling (the control plane's autoscaler, which counts
+//! deliveries as requests and so keeps the subscriber while it catches up and
+//! lets it go after).
 
 use std::{
     collections::HashMap,
@@ -36,7 +37,11 @@ use tokio::{
 };
 
 use crate::{
-    control_plane::ControlPlaneClient, eventing::runs_subscriptions, gateway::routes::RouteTable, membership::Ownership,
+    control_plane::ControlPlaneClient,
+    eventing::runs_subscriptions,
+    gateway::routes::{RouteTable, ServiceTable},
+    membership::Ownership,
+    model::Subscription,
 };
 
 /// How often one subscriber is poked at most while events for it keep coming (the
@@ -46,24 +51,32 @@ pub const WAKE_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the writing service looks for subscribers at zero left behind.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The deployed services that subscribe to `event_log` and have no ready
-/// instance, by the routes (their models list their subscriptions). A service
-/// with a ready instance consumes already; one still starting is poked again,
-/// which changes nothing.
-pub fn subscribers_at_zero<'a>(routes: &'a RouteTable, event_log: &str) -> Vec<&'a str> {
-    let mut subscribers: Vec<&str> = routes
+/// Every subscription of a deployed service with no ready instance, by the
+/// routes (their models list their subscriptions). A service with a ready
+/// instance consumes already; one still starting is poked again, which
+/// changes nothing; one whose first instance never reported has told nobody.
+fn asleep(routes: &RouteTable) -> impl Iterator<Item = (&ServiceTable, &Subscription)> {
+    routes
         .services
         .values()
         .filter(|service| service.ready.is_empty())
-        .filter(|service| {
-            service
-                .model
-                .as_ref()
-                .is_some_and(|model| model.subscriptions.iter().any(|s| s.event_log == event_log))
+        .flat_map(|service| {
+            let subscriptions = service.model.as_ref().map(|model| model.subscriptions.as_slice());
+            subscriptions
+                .unwrap_or_default()
+                .iter()
+                .map(move |subscription| (service, subscription))
         })
-        .map(|service| service.name.as_str())
+}
+
+/// The deployed services at zero that subscribe to `event_log`, sorted, each once.
+pub fn subscribers_at_zero<'a>(routes: &'a RouteTable, event_log: &str) -> Vec<&'a str> {
+    let mut subscribers: Vec<&str> = asleep(routes)
+        .filter(|(_, subscription)| subscription.event_log == event_log)
+        .map(|(service, _)| service.name.as_str())
         .collect();
     subscribers.sort_unstable();
+    subscribers.dedup();
     subscribers
 }
 
@@ -76,24 +89,15 @@ pub struct Sleeping {
     pub event_log: String,
 }
 
-/// The subscriptions of services with no ready instance to any of `logs` (the
-/// event logs this sidecar's service writes), by the routes.
+/// The subscriptions of services at zero to any of `logs` (the event logs this
+/// sidecar's service writes), sorted.
 pub fn sleeping_subscriptions(routes: &RouteTable, logs: &[String]) -> Vec<Sleeping> {
-    let mut sleeping: Vec<Sleeping> = routes
-        .services
-        .values()
-        .filter(|service| service.ready.is_empty())
-        .flat_map(|service| {
-            let subscriptions = service.model.as_ref().map(|model| model.subscriptions.as_slice());
-            subscriptions
-                .unwrap_or_default()
-                .iter()
-                .filter(|subscription| logs.contains(&subscription.event_log))
-                .map(|subscription| Sleeping {
-                    service: service.name.clone(),
-                    subscriber: subscription.subscriber(),
-                    event_log: subscription.event_log.clone(),
-                })
+    let mut sleeping: Vec<Sleeping> = asleep(routes)
+        .filter(|(_, subscription)| logs.contains(&subscription.event_log))
+        .map(|(service, subscription)| Sleeping {
+            service: service.name.clone(),
+            subscriber: subscription.subscriber(),
+            event_log: subscription.event_log.clone(),
         })
         .collect();
     sleeping.sort_by(|a, b| (&a.service, &a.subscriber).cmp(&(&b.service, &b.subscriber)));

@@ -207,6 +207,7 @@ async fn events_wake_the_projection_from_zero_it_catches_up_uncalled_and_returns
     assert_eq!(stored_total(&dev, "apple").await, None, "nothing was ever added");
 
     // --- carts change; the projection is never called
+    let written = Instant::now();
     add(&http, "u1", "apple", 2).await;
     add(&http, "u2", "apple", 3).await;
     add(&http, "u1", "pear", 1).await;
@@ -236,6 +237,10 @@ async fn events_wake_the_projection_from_zero_it_catches_up_uncalled_and_returns
     // --- it catches up on its own: the stored projection holds the new totals
     stored_total_until(&dev, "apple", 5).await;
     stored_total_until(&dev, "pear", 1).await;
+    println!(
+        "woken from zero and caught up {:?} after the first write",
+        written.elapsed()
+    );
 
     // --- caught up, its deliveries stop and it goes back to zero after its windows
     dev.until_service("cart-totals", "back to zero", Duration::from_secs(120), |s| {

@@ -48,25 +48,35 @@ pub fn is_built() -> bool {
 }
 
 fn serve(path: &str) -> Response {
+    serve_from(path, |name| {
+        Dist::get(name).map(|file| (file.metadata.mimetype().to_owned(), file.data))
+    })
+}
+
+/// A file of the dashboard: its content type and its bytes.
+type File = (String, Cow<'static, [u8]>);
+
+/// Answers `path` from the files `lookup` finds (the embedded ones, in production).
+fn serve_from(path: &str, lookup: impl Fn(&str) -> Option<File>) -> Response {
     if path.split('/').any(|segment| segment == ".." || segment == ".") || path.contains('\\') {
         return not_found();
     }
     let path = if path.is_empty() { INDEX } else { path };
-    if let Some(file) = Dist::get(path) {
+    if let Some((content_type, data)) = lookup(path) {
         let cache = if path.starts_with(HASHED_ASSETS) {
             "public, max-age=31536000, immutable"
         } else {
             "no-cache"
         };
-        return file_response(file.metadata.mimetype(), cache, file.data);
+        return file_response(&content_type, cache, data);
     }
     let last = path.rsplit('/').next().unwrap_or(path);
-    if last.contains('.') {
+    if last.contains('.') && path != INDEX {
         // A file that does not exist, not a route of the app.
         return not_found();
     }
-    match Dist::get(INDEX) {
-        Some(index) => file_response("text/html; charset=utf-8", "no-cache", index.data),
+    match lookup(INDEX) {
+        Some((_, index)) => file_response("text/html; charset=utf-8", "no-cache", index),
         None => (StatusCode::SERVICE_UNAVAILABLE, Html(NOT_BUILT)).into_response(),
     }
 }
@@ -90,4 +100,39 @@ fn file_response(content_type: &str, cache: &'static str, body: Cow<'static, [u8
 
 fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "no such file in the dashboard\n").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Built without Node: the front page and every client-side route say how to
+    /// build the dashboard (it answered 404 "no such file" at `/ui/`); a missing
+    /// file is still 404.
+    #[test]
+    fn without_the_ui_its_pages_say_how_to_build_it() {
+        for path in ["", "index.html", "services/cart"] {
+            let reply = serve_from(path, |_| None);
+            assert_eq!(reply.status(), StatusCode::SERVICE_UNAVAILABLE, "{path:?}");
+        }
+        for path in ["app.js", "assets/index-1234.css", "../Cargo.toml"] {
+            assert_eq!(serve_from(path, |_| None).status(), StatusCode::NOT_FOUND, "{path:?}");
+        }
+    }
+
+    #[test]
+    fn with_the_ui_routes_get_the_index_and_files_their_type() {
+        let lookup = |name: &str| match name {
+            "index.html" => Some(("text/html".to_owned(), Cow::Borrowed(&b"<html>"[..]))),
+            "assets/app-1.js" => Some(("text/javascript".to_owned(), Cow::Borrowed(&b"x"[..]))),
+            _ => None,
+        };
+        let route = serve_from("services/cart", lookup);
+        assert_eq!(route.status(), StatusCode::OK);
+        assert_eq!(route.headers()[header::CACHE_CONTROL], "no-cache");
+        let asset = serve_from("assets/app-1.js", lookup);
+        assert_eq!(asset.headers()[header::CONTENT_TYPE], "text/javascript; charset=utf-8");
+        assert_eq!(asset.headers()[header::CACHE_CONTROL], "public, max-age=31536000, immutable");
+        assert_eq!(serve_from("missing.js", lookup).status(), StatusCode::NOT_FOUND);
+    }
 }

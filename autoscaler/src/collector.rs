@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::idle::IdleHistogram;
-use crate::kpa::{Decision, Kpa, Load, Observation};
+use crate::kpa::{Decision, Kpa, Load, Observation, Wake};
 use crate::scrape::{CounterRate, ScrapeError, Scraper};
 use crate::settings::ScalingSettings;
 use crate::window::Timestamp;
@@ -105,8 +105,8 @@ struct Tracked {
     written: Option<u32>,
     /// The reason of the latest change, sent again if its write has to be retried.
     reason: String,
-    /// The gateway's latest held-request count and when it came.
-    held: Option<(u32, Timestamp)>,
+    /// The latest poke's held work (requests at the gateway, or events), and when it came.
+    held: Option<(u32, Wake, Timestamp)>,
     /// The histogram changed since it was last stored.
     idle_times_dirty: bool,
     idle_times_written_at: Option<Timestamp>,
@@ -204,16 +204,19 @@ impl<M: MetricsSource, S: ScaleSink> Collector<M, S> {
         }
     }
 
-    /// The gateway holds `held` requests for `service`, which has no ready instance:
-    /// decides at once with them as its load. `None` if the service is not tracked.
-    pub async fn poke(&mut self, service: &str, held: u32) -> Option<u32> {
+    /// `held` units of work wait for `service`, which has no ready instance (requests the
+    /// gateway holds, or events for its subscriptions): decides at once with them as its
+    /// load. `None` if the service is not tracked.
+    pub async fn poke(&mut self, service: &str, held: u32, wake: Wake) -> Option<u32> {
         let now = self.now();
         let Some(tracked) = self.services.get_mut(service) else {
             warn!(service, "poke for a service the autoscaler does not track");
             return None;
         };
-        tracked.held = Some((held, now));
-        let observation = Observation::unmeasured(ready_count(&tracked.targets)).with_held(held);
+        tracked.held = Some((held, wake, now));
+        let observation = Observation::unmeasured(ready_count(&tracked.targets))
+            .with_held(held)
+            .with_wake(wake);
         self.decide(service, observation, now).await;
         self.desired(service)
     }
@@ -222,14 +225,16 @@ impl<M: MetricsSource, S: ScaleSink> Collector<M, S> {
     /// shell can take pokes while the scrapes are in flight.
     pub fn round(&self) -> impl Future<Output = Vec<(String, Observation)>> + Send + 'static {
         let now = self.now();
-        let services: Vec<(String, Vec<String>, u32)> = self
+        let services: Vec<(String, Vec<String>, (u32, Wake))> = self
             .services
             .iter()
             .map(|(service, tracked)| {
                 let held = match tracked.held {
                     // Held requests are released as soon as an instance is ready.
-                    Some((held, at)) if tracked.targets.is_empty() && now.saturating_since(at) < HELD_FRESH => held,
-                    _ => 0,
+                    Some((held, wake, at)) if tracked.targets.is_empty() && now.saturating_since(at) < HELD_FRESH => {
+                        (held, wake)
+                    }
+                    _ => (0, Wake::Requests),
                 };
                 (service.clone(), tracked.targets.clone(), held)
             })
@@ -321,16 +326,17 @@ fn ready_count(targets: &[String]) -> u32 {
 /// Observes every service concurrently. Owns its inputs so it can run beside pokes.
 async fn observe_all<M: MetricsSource>(
     source: Arc<M>,
-    services: Vec<(String, Vec<String>, u32)>,
+    services: Vec<(String, Vec<String>, (u32, Wake))>,
     now: Timestamp,
 ) -> Vec<(String, Observation)> {
     let source = &source;
-    join_all(services.into_iter().map(|(service, targets, held)| async move {
+    join_all(services.into_iter().map(|(service, targets, (held, wake))| async move {
         let load = source.observe(&service, &targets, now).await;
         let observation = Observation {
             load,
             ready_instances: ready_count(&targets),
             held,
+            wake,
         };
         (service, observation)
     }))

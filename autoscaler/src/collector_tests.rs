@@ -165,7 +165,7 @@ async fn sync_tracks_adopts_and_forgets() {
 async fn a_poke_decides_at_once_with_the_held_requests() {
     let (mut collector, _source, sink) = collector(0);
     collector.sync(vec![cart(0, 0)]);
-    assert_eq!(collector.poke("cart", 50).await, Some(5));
+    assert_eq!(collector.poke("cart", 50, Wake::Requests).await, Some(5));
     assert_eq!(
         sink.take_writes(),
         vec![write(
@@ -173,21 +173,21 @@ async fn a_poke_decides_at_once_with_the_held_requests() {
             "scale from zero: 50 requests held at the gateway at target 10 per instance"
         )]
     );
-    assert_eq!(collector.poke("unknown", 1).await, None);
+    assert_eq!(collector.poke("unknown", 1, Wake::Requests).await, None);
 }
 
 #[tokio::test(start_paused = true)]
 async fn held_counts_stand_while_fresh_and_nothing_is_ready() {
     let (mut collector, _source, _sink) = collector(0);
     collector.sync(vec![cart(0, 0)]);
-    collector.poke("cart", 3).await;
+    collector.poke("cart", 3, Wake::Requests).await;
     let held = |observations: Vec<(String, Observation)>| observations[0].1.held;
     assert_eq!(held(collector.round().await), 3);
     tokio::time::advance(HELD_FRESH).await;
     assert_eq!(held(collector.round().await), 0, "stale after {HELD_FRESH:?}");
 
     // An instance is ready: the gateway has released what it held.
-    collector.poke("cart", 3).await;
+    collector.poke("cart", 3, Wake::Requests).await;
     collector.sync(vec![cart(1, 1)]);
     assert_eq!(held(collector.round().await), 0);
 }

@@ -32,6 +32,20 @@ pub struct Observation {
     /// as far as the client is concerned, so they count as concurrency, as the requests
     /// Knative's activator buffers do.
     pub held: u32,
+    /// What the held work is: requests at the gateway, or events for the service's
+    /// event-log subscriptions (one unit of work, however many events).
+    pub wake: Wake,
+}
+
+/// What wakes a service at zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Wake {
+    /// Requests held at the gateway.
+    #[default]
+    Requests,
+    /// Events written to an event log the service subscribes to: delivering them is
+    /// work, as a request is (Knative's eventing delivers each event as a request).
+    Events,
 }
 
 impl Observation {
@@ -43,6 +57,7 @@ impl Observation {
             }),
             ready_instances,
             held: 0,
+            wake: Wake::Requests,
         }
     }
 
@@ -51,11 +66,16 @@ impl Observation {
             load: None,
             ready_instances,
             held: 0,
+            wake: Wake::Requests,
         }
     }
 
     pub fn with_held(self, held: u32) -> Self {
         Observation { held, ..self }
+    }
+
+    pub fn with_wake(self, wake: Wake) -> Self {
+        Observation { wake, ..self }
     }
 }
 
@@ -86,6 +106,7 @@ pub enum Reason {
     /// latest report, and the window's average of the reports when it differs).
     FromZero {
         held: u32,
+        wake: Wake,
         average: f64,
         window: Duration,
         target: f64,
@@ -283,7 +304,7 @@ impl Kpa {
             self.inactive_since = None;
         }
         self.desired = count;
-        let reason = (count != previous).then(|| explain(basis, limit, settings, ready, observation.held));
+        let reason = (count != previous).then(|| explain(basis, limit, settings, ready, observation));
         self.decision(previous, reason, stable_average, panic_average)
     }
 
@@ -484,12 +505,20 @@ fn bound(count: u32, settings: &ScalingSettings) -> (u32, Option<Limit>) {
     (count, None)
 }
 
-fn explain(basis: Basis, bound: Option<Limit>, settings: &ScalingSettings, ready: u32, held: u32) -> Reason {
+fn explain(
+    basis: Basis,
+    bound: Option<Limit>,
+    settings: &ScalingSettings,
+    ready: u32,
+    observation: &Observation,
+) -> Reason {
     let target = settings.target_concurrency;
+    let Observation { held, wake, .. } = *observation;
     match basis {
         // Nothing is ready: the held requests are the load.
         Basis::Stable { average, limit } if ready == 0 && held > 0 => Reason::FromZero {
             held,
+            wake,
             average,
             window: settings.effective_stable_window(),
             target,
@@ -497,6 +526,7 @@ fn explain(basis: Basis, bound: Option<Limit>, settings: &ScalingSettings, ready
         },
         Basis::Panic { average, limit } if ready == 0 && held > 0 => Reason::FromZero {
             held,
+            wake,
             average,
             window: settings.effective_panic_window(),
             target,
@@ -542,6 +572,9 @@ fn to_count(value: f64) -> u32 {
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Reason::FromZero { wake: Wake::Events, .. } => {
+                return f.write_str("scale from zero: events arrived for its event-log subscriptions")
+            }
             Reason::FromZero {
                 held,
                 average,

@@ -484,6 +484,27 @@ fn a_10x_burst_that_ends_steps_down_by_the_rate_then_reaches_zero_after_window_a
 }
 
 #[test]
+fn events_for_a_subscription_wake_a_service_at_zero_and_it_returns_to_zero_after_its_windows() {
+    // A sidecar that wrote events the service subscribes to pokes it with one unit of
+    // work: one instance, and the reason says events, not requests.
+    let mut run = Run::resume(knative(), 0);
+    run.idle_until(5);
+    let decision = run.tick(Observation::unmeasured(0).with_held(1).with_wake(Wake::Events));
+    assert_eq!((decision.previous, decision.desired), (0, 1));
+    // Its deliveries are requests to the scraper: while it catches up it stays.
+    run.serve_until(20, 1.0);
+    // Caught up: no traffic for the stable window, then the grace, then zero.
+    run.idle_until(120);
+    assert_eq!(
+        run.changes(),
+        vec![
+            (6, 1, "scale from zero: events arrived for its event-log subscriptions"),
+            (110, 0, TO_ZERO),
+        ]
+    );
+}
+
+#[test]
 fn five_times_the_target_from_zero_asks_for_five_at_once() {
     let mut run = Run::resume(target(10.0), 0);
     run.idle_until(5);
@@ -844,7 +865,7 @@ proptest! {
             if tick.held > 0 || load.is_some_and(|load| load.concurrency > 0.0 || load.requests_per_second > 0.0) {
                 last_busy = now;
             }
-            let observation = Observation { load, ready_instances: ready, held: tick.held };
+            let observation = Observation { load, ready_instances: ready, held: tick.held, wake: Wake::Requests };
             let decision = kpa.decide(&observation, &settings, now);
             let desired = decision.desired;
 

@@ -15,7 +15,7 @@ mod test_server;
 
 pub use collector::{adoption, Collector, MetricsSource, PrometheusSource, ScaleSink, ServiceState, SinkError};
 pub use idle::{HistogramPolicy, IdleHistogram, Prediction, Unpredictable};
-pub use kpa::{Decision, Kpa, Limit, Load, Observation, Reason};
+pub use kpa::{Decision, Kpa, Limit, Load, Observation, Reason, Wake};
 pub use scrape::{CounterRate, InstanceMetrics, ParseError, ScrapeError, Scraper, ServiceCounts};
 pub use settings::{KeepAlive, PanicWindow, ScalingSettings, SettingsError};
 pub use window::{Timestamp, Window};

@@ -180,7 +180,37 @@ impl Principal {
     pub fn may(&self, call: &DataPlaneCall<'_>) -> Result<(), Denied> {
         match (self, call) {
             (Principal::Admin | Principal::Cluster, _) => Ok(()),
-            (Principal::Gateway, DataPlaneCall::WatchRoutes | DataPlaneCall::Poke) => Ok(()),
+            (
+                Principal::Gateway,
+                DataPlaneCall::WatchRoutes | DataPlaneCall::Poke | DataPlaneCall::WakeSubscriber { .. },
+            ) => Ok(()),
+            // Events its own service wrote wake the services subscribed to them, and
+            // only those (knowing the subscribers from the routes, a sidecar could
+            // otherwise wake any service it likes).
+            (
+                Principal::Instance(scope),
+                DataPlaneCall::WakeSubscriber {
+                    service,
+                    event_log,
+                    subscribed,
+                    writers,
+                },
+            ) => {
+                if !writers.iter().any(|writer| *writer == scope.service) {
+                    Err(Denied(format!(
+                        "the {} may not wake {service} for event log {event_log:?}: no entity of {} writes it",
+                        self.name(),
+                        scope.service
+                    )))
+                } else if !subscribed {
+                    Err(Denied(format!(
+                        "the {} may not wake {service}: it does not subscribe to event log {event_log:?}",
+                        self.name()
+                    )))
+                } else {
+                    Ok(())
+                }
+            }
             // A sidecar learns its own shards, and where to forward, from the route watch.
             (Principal::Instance(_), DataPlaneCall::WatchRoutes) => Ok(()),
             (Principal::Instance(scope), DataPlaneCall::Register { service, instance }) => {
@@ -240,6 +270,15 @@ pub enum DataPlaneCall<'a> {
     },
     WatchRoutes,
     Poke,
+    /// Wake `service` from zero for events written to `event_log` (a persistence id).
+    WakeSubscriber {
+        service: &'a str,
+        event_log: &'a str,
+        /// Whether the registry has `service` subscribed to `event_log`.
+        subscribed: bool,
+        /// The services whose entities write `event_log`, by the registry.
+        writers: &'a [&'a str],
+    },
 }
 
 impl DataPlaneCall<'_> {
@@ -249,6 +288,9 @@ impl DataPlaneCall<'_> {
             DataPlaneCall::OwnInstance { instance, .. } => format!("act for instance {instance}"),
             DataPlaneCall::WatchRoutes => "watch routes".into(),
             DataPlaneCall::Poke => "poke a service (that needs the gateway token)".into(),
+            DataPlaneCall::WakeSubscriber { service, event_log, .. } => {
+                format!("wake {service} for event log {event_log:?}")
+            }
         }
     }
 }
@@ -473,6 +515,46 @@ mod tests {
         assert_eq!(any_cart.may(&act("cart-pod-y", Some("cart"))), Ok(()));
         assert!(any_cart.may(&act("shop-1", Some("shop"))).is_err());
         assert!(any_cart.may(&act("ghost", None)).is_err());
+    }
+
+    #[test]
+    fn an_instance_wakes_only_the_subscribers_of_its_own_services_event_logs() {
+        let cart = Principal::Instance(InstanceScope {
+            service: "cart".into(),
+            instance: Some("cart-1".into()),
+        });
+        let wake = |subscribed, writers| DataPlaneCall::WakeSubscriber {
+            service: "cart-totals",
+            event_log: "shopping-cart",
+            subscribed,
+            writers,
+        };
+        assert_eq!(cart.may(&wake(true, &["cart"])), Ok(()));
+        assert_eq!(
+            cart.may(&wake(true, &["orders", "cart"])),
+            Ok(()),
+            "two services may write one log"
+        );
+        assert_eq!(
+            cart.may(&wake(false, &["cart"])),
+            Err(Denied(
+                "the instance cart-1 of cart may not wake cart-totals: it does not subscribe to event log \"shopping-cart\"".into()
+            ))
+        );
+        assert_eq!(
+            cart.may(&wake(true, &["orders"])),
+            Err(Denied(
+                "the instance cart-1 of cart may not wake cart-totals for event log \"shopping-cart\": no entity of cart writes it".into()
+            ))
+        );
+        assert!(cart.may(&wake(true, &[])).is_err(), "nobody writes the log");
+        assert_eq!(
+            Principal::Gateway.may(&wake(false, &[])),
+            Ok(()),
+            "the gateway may poke anything"
+        );
+        assert!(Principal::ReadOnly.may(&wake(true, &["cart"])).is_err());
+        assert!(Principal::Open.may(&wake(true, &["cart"])).is_err());
     }
 
     #[test]

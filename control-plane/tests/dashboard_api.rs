@@ -144,6 +144,7 @@ async fn register_cart(node: &ControlPlane, descriptors: &[u8]) {
     node.write(Command::InstanceReady {
         id: "cart-1".into(),
         descriptor_set: Some(base64::engine::general_purpose::STANDARD.encode(descriptors)),
+        subscriptions: vec![],
         entities: vec![EntityInfo {
             entity_type: "cloudstate.eventsourced.EventSourced".into(),
             service_name: "com.example.shoppingcart.ShoppingCart".into(),
@@ -665,6 +666,7 @@ async fn a_value_entity_shows_its_value_and_has_no_journal() {
         .write(Command::InstanceReady {
             id: "values-1".into(),
             descriptor_set: Some(base64::engine::general_purpose::STANDARD.encode(&descriptors)),
+            subscriptions: vec![],
             entities: vec![EntityInfo {
                 entity_type: "cloudstate.valueentity.ValueEntity".into(),
                 service_name: "com.example.shoppingcart.ShoppingCart".into(),

@@ -170,6 +170,7 @@ async fn register_and_ready(client: &mut Client, id: &str, service: &str) {
             instance_id: id.into(),
             descriptor_set: descriptors(),
             entities: vec![cart_entity()],
+            ..Default::default()
         })
         .await
         .expect("report ready");
@@ -403,6 +404,7 @@ async fn a_poke_at_zero_asks_for_one_instance_with_its_reason() {
         .poke(PokeRequest {
             service: "cart".into(),
             held: 1,
+            ..Default::default()
         })
         .await
         .expect("poke")
@@ -430,6 +432,7 @@ async fn a_poke_at_zero_asks_for_one_instance_with_its_reason() {
         .poke(PokeRequest {
             service: "cart".into(),
             held: 1,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -440,6 +443,7 @@ async fn a_poke_at_zero_asks_for_one_instance_with_its_reason() {
         .poke(PokeRequest {
             service: "nope".into(),
             held: 1,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -481,6 +485,7 @@ async fn with_an_autoscaler_a_poke_is_sized_by_the_requests_held() {
     let poke = |held: u32| PokeRequest {
         service: "cart".into(),
         held,
+        ..Default::default()
     };
 
     println!("--- three requests held at zero: three instances at once");
@@ -521,6 +526,7 @@ async fn with_an_autoscaler_a_poke_is_sized_by_the_requests_held() {
         .poke(PokeRequest {
             service: "nope".into(),
             held: 1,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -600,6 +606,7 @@ async fn each_credential_does_only_its_own_part() {
             instance_id: "cart-a".into(),
             descriptor_set: descriptors(),
             entities: vec![cart_entity()],
+            ..Default::default()
         })
         .await
         .expect("report itself ready");
@@ -643,6 +650,7 @@ async fn each_credential_does_only_its_own_part() {
                     .poke(PokeRequest {
                         service: "cart".into(),
                         held: 1,
+                        ..Default::default()
                     })
                     .await,
             ),
@@ -651,6 +659,71 @@ async fn each_credential_does_only_its_own_part() {
     for (what, code) in denied {
         assert_eq!(code, Code::PermissionDenied, "an instance credential may not {what}");
     }
+
+    // --- it may wake a service that subscribes to its own service's event log, only that
+    let mut admin = client(leader, Some(ADMIN));
+    admin
+        .register_instance(register("shop-1", "shop"))
+        .await
+        .expect("register a shop instance");
+    admin
+        .report_ready(ReportReadyRequest {
+            instance_id: "shop-1".into(),
+            descriptor_set: descriptors(),
+            entities: vec![EntityRoute {
+                entity_type: "cloudstate.action.ActionProtocol".into(),
+                service_name: "com.example.shop.CartEvents".into(),
+                persistence_id: String::new(),
+            }],
+            subscriptions: vec!["shopping-cart".into(), "shopping-cart".into()],
+        })
+        .await
+        .expect("the shop reports its subscription");
+    assert_eq!(
+        leader
+            .node()
+            .read(|registry| registry.services["shop"].subscriptions.clone()),
+        ["shopping-cart"]
+    );
+    let wake = |service: &str, event_log: &str| PokeRequest {
+        service: service.into(),
+        held: 1,
+        event_log: event_log.into(),
+    };
+    instance
+        .poke(wake("shop", "shopping-cart"))
+        .await
+        .expect("the cart's events wake the shop");
+    let mut shop = client(follower, Some(&secret.instance_credential("shop", Some("shop-1"))));
+    for (what, code) in [
+        (
+            "wake for a log its service does not write",
+            code_of(instance.poke(wake("shop", "orders")).await),
+        ),
+        (
+            "wake a service that does not subscribe to the log",
+            code_of(instance.poke(wake("cart", "shopping-cart")).await),
+        ),
+        (
+            "wake for another service's log",
+            code_of(shop.poke(wake("shop", "shopping-cart")).await),
+        ),
+    ] {
+        assert_eq!(code, Code::PermissionDenied, "an instance credential may not {what}");
+    }
+    assert_eq!(
+        code_of(
+            admin
+                .report_ready(ReportReadyRequest {
+                    instance_id: "shop-1".into(),
+                    subscriptions: vec![" ".into()],
+                    ..Default::default()
+                })
+                .await
+        ),
+        Code::InvalidArgument,
+        "a subscription names its event log"
+    );
     // It learns its own shards (and where to forward) from the route watch.
     let mut own_routes = watch(&mut instance).await;
     assert!(
@@ -692,6 +765,7 @@ async fn each_credential_does_only_its_own_part() {
         .poke(PokeRequest {
             service: "cart".into(),
             held: 1,
+            ..Default::default()
         })
         .await
         .expect("the gateway pokes");
@@ -782,6 +856,7 @@ async fn bad_calls_get_precise_codes() {
         instance_id: id.into(),
         descriptor_set,
         entities: vec![cart_entity()],
+        ..Default::default()
     };
     assert_eq!(
         code_of(client.report_ready(ready("ghost", descriptors())).await),
@@ -802,6 +877,7 @@ async fn bad_calls_get_precise_codes() {
                 .poke(PokeRequest {
                     service: String::new(),
                     held: 1,
+                    ..Default::default()
                 })
                 .await
         ),
@@ -871,6 +947,7 @@ async fn followers_relay_calls_to_the_leader_and_serve_the_watch() {
         .poke(PokeRequest {
             service: "cart".into(),
             held: 1,
+            ..Default::default()
         })
         .await
         .expect("poke through a follower")

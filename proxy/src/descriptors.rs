@@ -188,11 +188,13 @@ fn check_syntax(name: &str, file: &[u8]) -> Result<(), DescriptorError> {
     Ok(())
 }
 
-/// `FileDescriptorProto.name` (field 1).
+/// `FileDescriptorProto.name` (field 1). Where the field is repeated the last
+/// one counts, as in every protobuf decoder (reading the first let a file that
+/// imports itself under its second name past the cycle check: a fuzzing find).
 fn file_name(file: &[u8]) -> Result<String, DescriptorError> {
     let name = length_delimited_fields(file, 1)?
         .into_iter()
-        .next()
+        .next_back()
         .ok_or_else(|| DescriptorError::Malformed("a file has no name".into()))?;
     String::from_utf8(name).map_err(|_| DescriptorError::Malformed("a file name is not UTF-8".into()))
 }
@@ -272,6 +274,25 @@ mod tests {
             "the descriptor set holds two different files named \"orders/orders.proto\": one defines \
              services orders.Orders, the other services orders.Stock; give each file its own name"
         );
+    }
+
+    #[test]
+    fn a_file_is_named_by_its_last_name_field() {
+        // Named "x.proto" then "a.proto", importing (publicly) "a.proto": itself.
+        let mut file = Vec::new();
+        for (field, value) in [(1u32, "x.proto"), (1, "a.proto"), (3, "a.proto")] {
+            encode_key(field, WireType::LengthDelimited, &mut file);
+            encode_varint(value.len() as u64, &mut file);
+            file.extend_from_slice(value.as_bytes());
+        }
+        encode_key(10, WireType::Varint, &mut file);
+        encode_varint(0, &mut file);
+        let mut set = Vec::new();
+        encode_key(1, WireType::LengthDelimited, &mut set);
+        encode_varint(file.len() as u64, &mut set);
+        set.extend_from_slice(&file);
+        let error = DescriptorFiles::parse(&set).unwrap_err();
+        assert!(matches!(error, DescriptorError::Imports(_)), "{error}");
     }
 
     #[test]

@@ -20,8 +20,12 @@
 //! [`SUBSCRIPTION_SHARD`] of its service does, so exactly one instance runs
 //! them and they move with that shard (a shard move may let two overlap for a
 //! moment: at least once, and offsets only move forward). A service at zero
-//! instances consumes nothing; it catches up from its offset when it scales
-//! back up.
+//! instances consumes nothing; the sidecars that write its event logs wake it
+//! (`wake`: one poke per subscriber a second, and a sweep for one left
+//! behind), and it catches up from its offset. Each delivery counts as a request of the subscriber's service (in
+//! flight while it runs, then `strata_proxy_requests_total` with protocol
+//! `event_log`), so the autoscaler keeps a subscriber that is catching up and
+//! lets it go back to zero after its windows once it has.
 
 use std::{sync::Arc, time::Duration};
 
@@ -35,6 +39,7 @@ use crate::{
     backoff::Backoff,
     call::{Call, CallContext, Commands, StreamedCall},
     error::ProxyError,
+    ingress::Measure,
     membership::Ownership,
     metrics::Metrics,
     model::Subscription,
@@ -42,6 +47,9 @@ use crate::{
 
 /// The shard of the subscribing service whose owner runs its subscriptions.
 pub const SUBSCRIPTION_SHARD: u32 = 0;
+
+/// The `protocol` label of deliveries in the request metrics.
+pub const DELIVERY_PROTOCOL: &str = "event_log";
 
 /// How many journal writes one read of the event log takes.
 const BATCH_WRITES: u32 = 100;
@@ -190,7 +198,14 @@ impl Eventing {
     async fn deliver(&self, subscription: &Subscription, event: &LoggedEvent, retry: &mut Backoff) {
         let subscriber = subscription.subscriber();
         loop {
-            match self.call(delivery(subscription, event)).await {
+            // A delivery is a request of the subscriber's service to the autoscaler
+            // (in flight while it runs, then counted by outcome), so a subscriber
+            // that was woken to catch up is kept until it has.
+            let mut measure = Measure::start(&self.metrics, Some(subscription.method.clone()), DELIVERY_PROTOCOL);
+            let delivered = self.call(delivery(subscription, event)).await;
+            measure.finish(delivered.as_ref().err());
+            drop(measure);
+            match delivered {
                 Ok(()) => {
                     self.metrics.events_delivered.with_label_values(&[&subscriber]).inc();
                     retry.reset();

@@ -284,6 +284,19 @@ async fn delivers_in_journal_order_retries_without_skipping_and_resumes_from_the
     }
     assert_eq!(eventing.metrics.event_failures.with_label_values(&[&name]).get(), 2);
     assert_eq!(eventing.metrics.events_delivered.with_label_values(&[&name]).get(), 4);
+    // Every delivery is a request of the subscriber's service to the autoscaler, by
+    // its outcome, and none stays in flight.
+    let service = subscription.method.entity.service_name.as_str();
+    let method = subscription.method.name();
+    let requests = |code: &str| {
+        eventing
+            .metrics
+            .requests
+            .with_label_values(&[service, method, DELIVERY_PROTOCOL, code])
+            .get()
+    };
+    assert_eq!((requests("OK"), requests("UNKNOWN")), (4, 2));
+    assert_eq!(eventing.metrics.in_flight.with_label_values(&[service]).get(), 0);
     running.abort();
     let _ = running.await;
 

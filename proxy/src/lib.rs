@@ -34,3 +34,4 @@ pub mod reflection;
 pub mod shard;
 pub mod sidecar;
 pub mod transcode;
+pub mod wake;

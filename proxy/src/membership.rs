@@ -213,7 +213,15 @@ impl Membership {
 
     /// Reports discovery done, with the function's descriptors (repeated files
     /// merged) and entities.
-    pub async fn report_ready(&self, spec: &EntitySpec, descriptor_set: Vec<u8>) -> Result<(), MembershipError> {
+    /// Reports the instance ready with what discovery found: the descriptors, the
+    /// entities, and the event logs its actions subscribe to (so their writers
+    /// may wake it from zero).
+    pub async fn report_ready(
+        &self,
+        spec: &EntitySpec,
+        descriptor_set: Vec<u8>,
+        subscriptions: Vec<String>,
+    ) -> Result<(), MembershipError> {
         let request = ReportReadyRequest {
             instance_id: self.config.instance_id.clone(),
             descriptor_set,
@@ -226,6 +234,7 @@ impl Membership {
                     persistence_id: e.persistence_id.clone(),
                 })
                 .collect(),
+            subscriptions,
         };
         self.client
             .call("report ready", |mut client| {

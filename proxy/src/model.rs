@@ -351,6 +351,28 @@ impl ServiceModel {
     pub fn service_names(&self) -> impl Iterator<Item = &str> {
         self.entities.iter().map(|e| e.service_name.as_str())
     }
+
+    /// The event logs the function's event-sourced entities write (their
+    /// persistence ids), sorted, each once.
+    pub fn event_logs(&self) -> Vec<String> {
+        let mut logs: Vec<String> = self
+            .entities
+            .iter()
+            .filter(|e| e.kind == EntityKind::EventSourced)
+            .map(|e| e.persistence_id.clone())
+            .collect();
+        logs.sort();
+        logs.dedup();
+        logs
+    }
+
+    /// The event logs the function's actions subscribe to, sorted, each once.
+    pub fn subscribed_logs(&self) -> Vec<String> {
+        let mut logs: Vec<String> = self.subscriptions.iter().map(|s| s.event_log.clone()).collect();
+        logs.sort();
+        logs.dedup();
+        logs
+    }
 }
 
 impl Targets for ServiceModel {

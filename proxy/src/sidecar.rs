@@ -26,6 +26,7 @@ use crate::{
     membership::{Membership, MembershipConfig, MembershipError},
     metrics::Metrics,
     model::{Catalog, MethodModel, ModelError, ServiceModel},
+    wake::{spawn_sweeps, Waker, WakingStore},
 };
 
 /// How many forwards and side effects to services at zero may wait for them, and
@@ -132,6 +133,22 @@ pub async fn run(
     tracing::info!(?services, function = function.address(), "discovered the user function");
     let model = Arc::new(model);
     let metrics = Arc::new(Metrics::new());
+    let tasks = Tasks::default();
+    // In a deployment, events this sidecar commits wake their subscribers at zero.
+    let store: Arc<dyn strata_store::Store> = match &membership {
+        Some(membership) => {
+            let waker = Waker::start(membership.routes(), membership.client(), &tasks);
+            spawn_sweeps(
+                waker.clone(),
+                store.clone(),
+                model.event_logs(),
+                membership.ownership(),
+                &tasks,
+            );
+            Arc::new(WakingStore { inner: store, waker })
+        }
+        None => store,
+    };
     // Forwards and side effects: within the function for a standalone proxy;
     // anywhere in the deployment (routed like the gateway does) for a managed one.
     let (targets, deployment): (Arc<dyn Targets>, Option<Arc<dyn Commands>>) = match &membership {
@@ -199,7 +216,6 @@ pub async fn run(
         metrics: metrics.clone(),
         max_body: config.max_body,
     });
-    let tasks = Tasks::default();
     tasks.spawn(
         "admin listener",
         admin::serve(
@@ -229,7 +245,9 @@ pub async fn run(
                 () = follower.follow_routes(entities) => {}
             }
         });
-        membership.report_ready(&spec, model.descriptor_set.clone()).await?;
+        membership
+            .report_ready(&spec, model.descriptor_set.clone(), model.subscribed_logs())
+            .await?;
     }
     // Subscriptions start once the function is served: their runner waits for
     // shard 0 in a deployment (see `eventing`).

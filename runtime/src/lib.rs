@@ -8,6 +8,7 @@
 pub mod kubernetes;
 pub mod local;
 pub mod plan;
+pub mod ports;
 
 #[cfg(test)]
 mod plan_tests;

@@ -330,6 +330,7 @@ async fn register_ready(cluster: &Cluster, pod: &str) {
         .write(Command::InstanceReady {
             id: pod.into(),
             descriptor_set: None,
+            subscriptions: vec![],
             entities: vec![],
         })
         .await;

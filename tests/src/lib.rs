@@ -4,11 +4,10 @@
 
 use std::{
     fs::File,
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpStream},
     path::PathBuf,
     process::{Child, Command, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 pub mod cluster;
@@ -59,37 +58,11 @@ pub fn binary(name: &str) -> PathBuf {
     })
 }
 
-/// A free loopback port (bound, then released for the child to take), chosen
-/// below the kernel's ephemeral range: a port from that range can be taken, in
-/// the moment between release and the child's bind, as the local end of any
-/// outgoing connection on the machine (or of the harness's own probe), and the
-/// child then fails to bind. Each test process starts at its own offset.
+/// A free loopback port (bound, then released for the child to take), below the
+/// kernel's ephemeral range (see `strata_runtime::ports`): the same chooser
+/// `strata dev` uses for its instances.
 pub fn free_port() -> u16 {
-    const LOWEST: u32 = 10_000;
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32_768);
-    let span = ephemeral_start.saturating_sub(LOWEST);
-    if span < 1_000 {
-        return TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-    }
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let offset = std::process::id().wrapping_mul(7_919).wrapping_add(nanos) % span;
-    for _ in 0..span {
-        let port = LOWEST + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
-        if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
-            return port as u16;
-        }
-    }
-    panic!("no free loopback port between {LOWEST} and {ephemeral_start}")
+    strata_runtime::ports::free_loopback_port().expect("a free loopback port")
 }
 
 /// Waits until something accepts connections on the port.

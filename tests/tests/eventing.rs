@@ -5,7 +5,9 @@
 //! example ignores an event it has applied). A subscriber that fails on an
 //! event is retried, counted in its sidecar's metrics and never skips it; its
 //! offset survives `kill -9`. Of two instances only the owner of shard 0
-//! consumes, and the subscription moves with that shard.
+//! consumes, and the subscription moves with that shard. At zero, the cart's
+//! events wake the projection without anyone calling it; it catches up and goes
+//! back to zero after its windows.
 
 use std::{
     collections::BTreeMap,
@@ -131,7 +133,8 @@ async fn the_projection_catches_up_after_kill_9_and_scale_to_zero_counting_each_
     add(&http, "u3", "pear", 2).await;
     totals_until(&http, &[("apple", 6), ("pear", 3)]).await;
 
-    // --- at zero nothing consumes; woken, it catches up with what was written
+    // --- at zero nothing consumes; woken (by the events, or by a request), it
+    // catches up with what was written
     dev.until_service("cart-totals", "scaled to zero", Duration::from_secs(120), |s| {
         s["desired_replicas"] == 0 && s["ready_replicas"] == 0
     })
@@ -140,8 +143,116 @@ async fn the_projection_catches_up_after_kill_9_and_scale_to_zero_counting_each_
     remove(&http, "u1", "pear").await;
     add(&http, "u2", "fig", 7).await;
     add(&http, "u2", "fig", 1).await;
-    // The first total asked for wakes the service.
+    // Whichever woke it first, the totals are exact.
     totals_until(&http, &[("apple", 7), ("pear", 2), ("fig", 8)]).await;
+}
+
+/// The total of `product` in the projection's stored state, read from the store
+/// through the management API (never through the function, so reading it
+/// neither wakes nor calls the projection); `None` while nothing is stored.
+async fn stored_total(dev: &Dev, product: &str) -> Option<i64> {
+    let entity = dev.api(&format!("/services/cart-totals/entities/{product}")).await;
+    let carts = entity["state"]["value"]["carts"].as_object()?;
+    Some(carts.values().map(|line| line["quantity"].as_i64().unwrap_or(0)).sum())
+}
+
+async fn stored_total_until(dev: &Dev, product: &str, expected: i64) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let total = stored_total(dev, product).await;
+        if total == Some(expected) {
+            return;
+        }
+        let service = dev.api("/services/cart-totals").await;
+        assert!(
+            Instant::now() < deadline,
+            "the projection never stored {product}'s total {expected}: it holds {total:?}; the service: {service}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_wake_the_projection_from_zero_it_catches_up_uncalled_and_returns_to_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = start_dev(dir, &[]);
+    dev.deploy_command(
+        "cart",
+        &binary("shopping-cart").display().to_string(),
+        &["--min-scale", "1"],
+    );
+    // The defaults (min scale 0) with short windows.
+    dev.deploy_command(
+        "cart-totals",
+        &binary("cart-totals").display().to_string(),
+        &["--scale-to-zero-grace", "1s", "--stable-window", "2s"],
+    );
+    ready(&dev, "cart").await;
+    let totals = dev
+        .until_service(
+            "cart-totals",
+            "the projection ran discovery and reported its subscription",
+            Duration::from_secs(60),
+            |s| s["ready_replicas"] == 1,
+        )
+        .await;
+    assert_eq!(totals["subscriptions"], json!(["shopping-cart"]), "{totals}");
+    let http = Http::new(dev.gateway);
+
+    // --- nobody calls the projection: it goes to zero
+    dev.until_service("cart-totals", "scaled to zero", Duration::from_secs(120), |s| {
+        s["desired_replicas"] == 0 && s["ready_replicas"] == 0
+    })
+    .await;
+    assert_eq!(stored_total(&dev, "apple").await, None, "nothing was ever added");
+
+    // --- carts change; the projection is never called
+    let written = Instant::now();
+    add(&http, "u1", "apple", 2).await;
+    add(&http, "u2", "apple", 3).await;
+    add(&http, "u1", "pear", 1).await;
+
+    // --- the cart's events wake it, and the scale history says so
+    dev.until_service(
+        "cart-totals",
+        "woken by the cart's events",
+        Duration::from_secs(60),
+        |s| s["ready_replicas"] == 1,
+    )
+    .await;
+    let woken: Vec<String> = dev
+        .events()
+        .await
+        .iter()
+        .filter(|e| e["service"] == "cart-totals")
+        .filter_map(|e| e["reason"].as_str().map(str::to_string))
+        .filter(|reason| reason.contains("events arrived for its event-log subscriptions"))
+        .collect();
+    assert_eq!(
+        woken,
+        ["desired replicas 0 -> 1: scale from zero: events arrived for its event-log subscriptions"],
+        "one wake for three writes"
+    );
+
+    // --- it catches up on its own: the stored projection holds the new totals
+    stored_total_until(&dev, "apple", 5).await;
+    stored_total_until(&dev, "pear", 1).await;
+    println!(
+        "woken from zero and caught up {:?} after the first write",
+        written.elapsed()
+    );
+
+    // --- caught up, its deliveries stop and it goes back to zero after its windows
+    dev.until_service("cart-totals", "back to zero", Duration::from_secs(120), |s| {
+        s["desired_replicas"] == 0 && s["ready_replicas"] == 0
+    })
+    .await;
+    assert_eq!(stored_total(&dev, "apple").await, Some(5));
+
+    // --- the next change wakes it again, and a client then reads the exact totals
+    remove(&http, "u2", "apple").await;
+    stored_total_until(&dev, "apple", 2).await;
+    totals_until(&http, &[("apple", 2), ("pear", 1)]).await;
 }
 
 /// The flaky subscriber's log: `ok cart:seq` and `failed cart:seq` lines.

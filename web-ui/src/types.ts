@@ -24,6 +24,8 @@ export interface Service {
   revision: number;
   shard_count: number;
   entities: { entity_type: string; service_name: string; persistence_id: string }[];
+  /** The event logs its actions subscribe to: events written to them wake it from zero. */
+  subscriptions?: string[];
   created_at_ms: number;
   updated_at_ms: number;
   failure: Failure | null;

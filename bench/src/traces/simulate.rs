@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use strata_autoscaler::{Kpa, Load, Observation, ScalingSettings, Timestamp};
+use strata_autoscaler::{Kpa, Load, Observation, ScalingSettings, Timestamp, Wake};
 
 /// How the simulated platform behaves.
 #[derive(Debug, Clone, Copy)]
@@ -123,6 +123,7 @@ impl Platform {
             load,
             ready_instances: ready,
             held,
+            wake: Wake::Requests,
         };
         self.decide(observation, now);
     }

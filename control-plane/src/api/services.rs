@@ -59,6 +59,9 @@ pub struct ServiceView {
     pub revision: u64,
     pub shard_count: usize,
     pub entities: Vec<EntityView>,
+    /// The event logs (persistence ids) its actions subscribe to: events written to
+    /// them wake it from zero.
+    pub subscriptions: Vec<String>,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
     /// The latest instance failure, while no instance has become ready since.
@@ -209,6 +212,7 @@ pub(crate) fn service_view(registry: &Registry, service: &Service) -> ServiceVie
                 persistence_id: entity.persistence_id.clone(),
             })
             .collect(),
+        subscriptions: service.subscriptions.clone(),
         created_at_ms: service.created_at_ms,
         updated_at_ms: service.updated_at_ms,
         failure: current_failure(registry, &service.name),

@@ -33,6 +33,7 @@ use crate::node::{ControlPlane, NodeError};
 use crate::registry::{format_duration_ms, Command, EntityInfo, Outcome};
 use crate::runtime::autoscale::{PokeError, Pokes};
 use crate::tasks::{Stopping, Tasks};
+use strata_autoscaler::Wake;
 
 /// Marks a call that a follower already relayed, so it is never relayed twice.
 const FORWARDED: &str = "x-strata-forwarded-by";
@@ -40,6 +41,8 @@ const FORWARDED: &str = "x-strata-forwarded-by";
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 /// The reason a poke writes into the scale history.
 pub const SCALE_FROM_ZERO_REASON: &str = "request arrived at zero: scale from zero";
+/// The reason an events poke writes into the scale history (without an autoscaler).
+pub const EVENTS_WAKE_REASON: &str = "events arrived for its event-log subscriptions: scale from zero";
 
 /// Heartbeat timing that instances are told and the leader enforces.
 #[derive(Debug, Clone, Copy)]
@@ -66,7 +69,8 @@ fn authorize(principal: &Principal, call: DataPlaneCall<'_>) -> Result<(), Statu
 pub struct DataPlaneService {
     node: Arc<ControlPlane>,
     /// The admin token and cluster secret may do anything here; the gateway token
-    /// watches and pokes; an instance credential acts for its own instance only.
+    /// watches and pokes; an instance credential acts for its own instance only, and
+    /// wakes the subscribers of its own service's event logs.
     auth: Arc<Authenticator>,
     heartbeats: HeartbeatSettings,
     liveness: Arc<Mutex<Liveness>>,
@@ -188,8 +192,52 @@ impl DataPlaneService {
         )
     }
 
+    /// Whether the caller may wake `service` for events written to `event_log`: by the
+    /// registry, who subscribes to it and whose entities write it (on the leader).
+    fn may_wake(&self, principal: &Principal, service: &str, event_log: &str) -> Result<(), Status> {
+        let (subscribed, writers) = self.node.read(|registry| {
+            let subscribed = registry
+                .services
+                .get(service)
+                .is_some_and(|subscriber| subscriber.subscriptions.iter().any(|log| log == event_log));
+            let writers: Vec<String> = registry
+                .services
+                .values()
+                .filter(|writer| writer.entities.iter().any(|entity| writes_log(entity, event_log)))
+                .map(|writer| writer.name.clone())
+                .collect();
+            (subscribed, writers)
+        });
+        let writers: Vec<&str> = writers.iter().map(String::as_str).collect();
+        authorize(
+            principal,
+            DataPlaneCall::WakeSubscriber {
+                service,
+                event_log,
+                subscribed,
+                writers: &writers,
+            },
+        )
+    }
+
     async fn write(&self, command: Command) -> Result<Outcome, Status> {
         self.node.write(command).await.map_err(status_of)
+    }
+}
+
+/// Actions keep no state, so they write no event log.
+const ACTION_PROTOCOL: &str = "cloudstate.action.ActionProtocol";
+
+/// Whether `entity` journals to `event_log`: its persistence id, which defaults to its
+/// gRPC service name when discovery reports none (as the sidecar's model does).
+fn writes_log(entity: &EntityInfo, event_log: &str) -> bool {
+    if entity.entity_type == ACTION_PROTOCOL {
+        return false;
+    }
+    if entity.persistence_id.is_empty() {
+        entity.service_name == event_log
+    } else {
+        entity.persistence_id == event_log
     }
 }
 
@@ -281,6 +329,11 @@ impl DataPlane for DataPlaneService {
                 entity.entity_type
             )));
         }
+        if body.subscriptions.iter().any(|event_log| event_log.trim().is_empty()) {
+            return Err(Status::invalid_argument(
+                "every subscription names an event log (a persistence id); one is empty",
+            ));
+        }
         if let Route::Leader(mut leader) = self.route(request.metadata())? {
             let relayed = self.relayed(request);
             return leader
@@ -301,10 +354,14 @@ impl DataPlane for DataPlaneService {
                 persistence_id: entity.persistence_id,
             })
             .collect();
+        let mut subscriptions = body.subscriptions;
+        subscriptions.sort();
+        subscriptions.dedup();
         self.write(Command::InstanceReady {
             id: body.instance_id.clone(),
             descriptor_set,
             entities,
+            subscriptions,
         })
         .await?;
         self.liveness().seen(&body.instance_id, Instant::now());
@@ -372,7 +429,11 @@ impl DataPlane for DataPlaneService {
     }
 
     async fn poke(&self, request: Request<PokeRequest>) -> Result<Response<PokeResponse>, Status> {
-        authorize(&principal(&self.auth, request.metadata())?, DataPlaneCall::Poke)?;
+        let principal = principal(&self.auth, request.metadata())?;
+        let for_events = !request.get_ref().event_log.is_empty();
+        if !for_events {
+            authorize(&principal, DataPlaneCall::Poke)?;
+        }
         required("service", &request.get_ref().service)?;
         if let Route::Leader(mut leader) = self.route(request.metadata())? {
             let relayed = self.relayed(request);
@@ -381,11 +442,22 @@ impl DataPlane for DataPlaneService {
                 .await
                 .map_err(|status| relay_failed(self.node.node_id, status));
         }
-        let PokeRequest { service, held } = request.into_inner();
-        if let Some(autoscaler) = &self.autoscaler {
+        let PokeRequest {
+            service,
+            held,
+            event_log,
+        } = request.into_inner();
+        // Events are one unit of work however many wait; requests are counted.
+        let (held, wake, reason) = if for_events {
+            self.may_wake(&principal, &service, &event_log)?;
+            (1, Wake::Events, EVENTS_WAKE_REASON)
+        } else {
             // Gateways from before the held count send 0: one request at least waits.
+            (held.max(1), Wake::Requests, SCALE_FROM_ZERO_REASON)
+        };
+        if let Some(autoscaler) = &self.autoscaler {
             let desired_replicas = autoscaler
-                .poke(&service, held.max(1))
+                .poke(&service, held, wake)
                 .await
                 .map_err(|error| match error {
                     PokeError::NotFound(_) => Status::not_found(error.to_string()),
@@ -397,7 +469,7 @@ impl DataPlane for DataPlaneService {
         let outcome = self
             .write(Command::ScaleFromZero {
                 service: service.clone(),
-                reason: SCALE_FROM_ZERO_REASON.to_owned(),
+                reason: reason.to_owned(),
             })
             .await?;
         let Outcome::Service(service) = outcome else {

@@ -196,6 +196,7 @@ mod tests {
             Command::InstanceReady {
                 id: "a".into(),
                 descriptor_set: Some(descriptors),
+                subscriptions: vec![],
                 entities: vec![],
             },
             at,

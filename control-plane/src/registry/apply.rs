@@ -52,7 +52,8 @@ pub fn apply(registry: &mut Registry, command: Command, now_ms: u64) -> Applied 
             id,
             descriptor_set,
             entities,
-        } => tx.instance_ready(&id, descriptor_set, entities),
+            subscriptions,
+        } => tx.instance_ready(&id, descriptor_set, entities, subscriptions),
         Command::DrainInstance { id, reason } => tx.drain_instance(&id, &reason),
         Command::RemoveInstance { id, reason } => tx.remove_instance(&id, &reason),
         Command::RecordClusterEvent { reason } => {
@@ -141,6 +142,7 @@ impl Tx<'_> {
             idle_times: IdleTimes::default(),
             descriptor_set: None,
             entities: Vec::new(),
+            subscriptions: Vec::new(),
             revision: 1,
             desired_replicas,
             created_at_ms: self.now_ms,
@@ -311,6 +313,7 @@ impl Tx<'_> {
         id: &str,
         descriptor_set: Option<String>,
         entities: Vec<EntityInfo>,
+        subscriptions: Vec<String>,
     ) -> Result<Outcome, RegistryError> {
         let instance = self.instance(id)?.clone();
         match instance.state {
@@ -326,9 +329,14 @@ impl Tx<'_> {
         if let Some(service) = self.registry.services.get_mut(&service_name) {
             // Descriptors change only with a new function revision; a new revision of the
             // descriptors is a new revision of the service.
-            if descriptor_set.is_some() && (service.descriptor_set != descriptor_set || service.entities != entities) {
+            if descriptor_set.is_some()
+                && (service.descriptor_set != descriptor_set
+                    || service.entities != entities
+                    || service.subscriptions != subscriptions)
+            {
                 service.descriptor_set = descriptor_set;
                 service.entities = entities;
+                service.subscriptions = subscriptions;
                 service.revision += 1;
                 service.updated_at_ms = self.now_ms;
             }

@@ -64,6 +64,7 @@ fn ready(registry: &mut Registry, id: &str) -> Vec<Effect> {
         Command::InstanceReady {
             id: id.into(),
             descriptor_set: None,
+            subscriptions: vec![],
             entities: vec![],
         },
     )
@@ -198,6 +199,7 @@ fn refused_commands_change_nothing() {
             Command::InstanceReady {
                 id: "nope".into(),
                 descriptor_set: None,
+                subscriptions: vec![],
                 entities: vec![],
             },
             "not found",
@@ -436,6 +438,7 @@ fn draining_and_removal_move_shards_to_the_remaining_instances() {
         Command::InstanceReady {
             id: "b".into(),
             descriptor_set: None,
+            subscriptions: vec![],
             entities: vec![],
         },
         T0,
@@ -490,6 +493,7 @@ fn first_ready_report_records_descriptors_as_a_new_revision() {
         Command::InstanceReady {
             id: "a".into(),
             descriptor_set: Some("AAAA".into()),
+            subscriptions: vec![],
             entities: vec![entity.clone()],
         },
     );

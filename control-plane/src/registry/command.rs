@@ -56,6 +56,9 @@ pub enum Command {
         id: String,
         descriptor_set: Option<String>,
         entities: Vec<EntityInfo>,
+        /// Persistence ids the function's actions subscribe to.
+        #[serde(default)]
+        subscriptions: Vec<String>,
     },
     /// The instance is going away: it gives up its shards but is still known.
     DrainInstance {

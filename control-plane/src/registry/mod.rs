@@ -86,6 +86,10 @@ pub struct Service {
     /// Serialized `FileDescriptorSet` (base64) learned from discovery, once an instance is ready.
     pub descriptor_set: Option<String>,
     pub entities: Vec<EntityInfo>,
+    /// The persistence ids whose event logs the service's actions subscribe to, as
+    /// discovery reported them: the sidecars writing those logs may wake it from zero.
+    #[serde(default)]
+    pub subscriptions: Vec<String>,
     /// Increases on every change of the spec or of the discovered descriptors.
     pub revision: u64,
     pub desired_replicas: u32,

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use strata_autoscaler::{
     collector::{Collector, PrometheusSource, ScaleSink, ServiceState, SinkError, SCRAPE_TIMEOUT, TICK},
     settings::{KeepAlive as KeepAlivePolicy, ScalingSettings},
-    HistogramPolicy, IdleHistogram, Observation,
+    HistogramPolicy, IdleHistogram, Observation, Wake,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::MissedTickBehavior;
@@ -54,10 +54,12 @@ pub enum PokeError {
     Stopped,
 }
 
-/// A gateway's poke on its way to the autoscaler.
+/// A poke (a gateway's held requests, or a sidecar's events for a subscriber) on its
+/// way to the autoscaler.
 pub struct Poke {
     service: String,
     held: u32,
+    wake: Wake,
     answer: oneshot::Sender<Result<u32, PokeError>>,
 }
 
@@ -66,12 +68,14 @@ pub struct Poke {
 pub struct Pokes(mpsc::Sender<Poke>);
 
 impl Pokes {
-    /// `held` requests wait for `service`: the desired count the autoscaler decided.
-    pub async fn poke(&self, service: &str, held: u32) -> Result<u32, PokeError> {
+    /// `held` units of work (`wake` says what) wait for `service`: the desired count
+    /// the autoscaler decided.
+    pub async fn poke(&self, service: &str, held: u32, wake: Wake) -> Result<u32, PokeError> {
         let (answer, answered) = oneshot::channel();
         let poke = Poke {
             service: service.to_owned(),
             held,
+            wake,
             answer,
         };
         self.0.send(poke).await.map_err(|_| PokeError::Stopped)?;
@@ -194,7 +198,7 @@ pub async fn run(
                 let answer = if node.is_leader() {
                     // A service deployed since the last tick is tracked from now on.
                     collector.sync(node.read(|registry| services(registry, &config)));
-                    match collector.poke(&poke.service, poke.held.max(1)).await {
+                    match collector.poke(&poke.service, poke.held.max(1), poke.wake).await {
                         Some(desired) => Ok(desired),
                         None if node.read(|registry| registry.services.contains_key(&poke.service)) => {
                             Err(PokeError::NotScaled(poke.service))

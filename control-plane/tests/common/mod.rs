@@ -25,13 +25,7 @@ pub fn strata_binary() -> PathBuf {
     binary
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use strata_e2e::free_port;
 
 pub struct Node {
     pub id: u64,
@@ -61,6 +55,14 @@ impl Node {
             .spawn()
             .expect("start strata control-plane");
         self.child = Some(child);
+    }
+
+    /// The last lines the node logged, for a failure message.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+        format!("--- node {} (api {}), the end of its log:\n{tail}", self.id, self.api)
     }
 
     /// `kill -9`: no chance to flush or say goodbye.
@@ -223,9 +225,13 @@ pub async fn start_cluster_on(dir: &Path, client: &Client, listens: Vec<Listen>)
         }
         node.spawn(&args);
     }
-    eventually("three voters", || async {
-        voters(client, &first_api).await.filter(|count| *count == 3)
-    })
-    .await;
+    let deadline = Instant::now() + DEADLINE;
+    while voters(client, &first_api).await != Some(3) {
+        if Instant::now() > deadline {
+            let logs: Vec<String> = nodes.iter().map(Node::log_tail).collect();
+            panic!("timed out waiting for three voters\n{}", logs.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     nodes
 }

@@ -410,6 +410,7 @@ fn poke_through(client: ControlPlaneClient) -> Poke {
             let request = PokeRequest {
                 service: service.clone(),
                 held,
+                ..Default::default()
             };
             let poked = client
                 .call("poke", |mut client| {

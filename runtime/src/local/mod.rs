@@ -22,8 +22,10 @@ use strata_control_plane::{
 };
 use tokio::process::Command;
 
+use crate::ports::free_loopback_port;
+
 use crate::plan::{plan, Action, Failure, Health, ObservedInstance, Pacing, PlanInput, PlanSettings};
-use process::{command_line, free_port, without_strata_credentials, without_strata_environment, ChildProcess};
+use process::{command_line, without_strata_credentials, without_strata_environment, ChildProcess};
 
 #[derive(Debug, Clone)]
 pub struct LocalRuntimeConfig {
@@ -263,7 +265,7 @@ impl LocalRuntime {
 
     async fn start(&mut self, service: &str, command: &str) {
         let id = format!("{service}-{:08x}", rand_suffix());
-        let (function_port, sidecar_port) = match (free_port(), free_port()) {
+        let (function_port, sidecar_port) = match (free_loopback_port(), free_loopback_port()) {
             (Ok(f), Ok(s)) => (f, s),
             (Err(error), _) | (_, Err(error)) => {
                 tracing::error!(%error, "no free port for a new instance");

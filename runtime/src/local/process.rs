@@ -177,11 +177,6 @@ pub fn command_line(line: &str) -> Command {
     }
 }
 
-/// A free loopback port (bound, then released for a child to take).
-pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -128,6 +128,12 @@ function Summary({ service, samples }: { service: Service; samples: MetricSeries
           </dd>
         </div>
       ) : null}
+      {service.subscriptions?.length ? (
+        <div>
+          <dt>Subscribes to</dt>
+          <dd>{service.subscriptions.join(', ')}</dd>
+        </div>
+      ) : null}
     </dl>
   );
 }

@@ -150,6 +150,26 @@ pub fn parse_grpc_timeout(text: &str) -> Option<Duration> {
     })
 }
 
+/// The `grpc-timeout` value of `timeout`: its count in the finest unit that
+/// fits the protocol's eight digits (rounded down).
+pub fn grpc_timeout(timeout: Duration) -> HeaderValue {
+    const MAX: u128 = 99_999_999;
+    let nanos = timeout.as_nanos();
+    let (count, unit) = [
+        (1, 'n'),
+        (1_000, 'u'),
+        (1_000_000, 'm'),
+        (1_000_000_000, 'S'),
+        (60_000_000_000, 'M'),
+        (3_600_000_000_000, 'H'),
+    ]
+    .into_iter()
+    .map(|(per, unit)| (nanos / per, unit))
+    .find(|(count, _)| *count <= MAX)
+    .unwrap_or((MAX, 'H'));
+    HeaderValue::try_from(format!("{count}{unit}")).expect("digits and a unit are a valid header value")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +182,26 @@ mod tests {
         assert_eq!(parse_grpc_timeout("1x"), None);
         assert_eq!(parse_grpc_timeout("S"), None);
         assert_eq!(parse_grpc_timeout("123456789S"), None);
+    }
+
+    #[test]
+    fn grpc_timeouts_written_read_back() {
+        for timeout in [
+            Duration::from_nanos(1),
+            Duration::from_micros(1500),
+            Duration::from_millis(250),
+            Duration::from_secs(65),
+            Duration::from_secs(99_999_999),
+        ] {
+            let written = grpc_timeout(timeout);
+            let text = written.to_str().unwrap();
+            assert!(text.len() <= 9, "{text}");
+            let read = parse_grpc_timeout(text).unwrap();
+            assert!(
+                read <= timeout && timeout - read < timeout / 1000 + Duration::from_nanos(1),
+                "{timeout:?} -> {text}"
+            );
+        }
     }
 
     #[test]

@@ -136,18 +136,57 @@ impl Commands for Echo {
     }
 }
 
-/// A sidecar's real ingress over [`Echo`].
-async fn answering_sidecar() -> String {
+/// Refuses every call as invalid.
+struct Refuse;
+
+#[async_trait::async_trait]
+impl Commands for Refuse {
+    async fn unary(&self, _: Call) -> Result<Answer, ProxyError> {
+        Err(ProxyError::InvalidArgument("the thing is not valid".into()))
+    }
+
+    async fn streamed(&self, _: StreamedCall) -> Result<Answers, ProxyError> {
+        Err(ProxyError::Unimplemented("no streams here".into()))
+    }
+}
+
+/// A sidecar's real ingress over `commands` on `listener`; it stops (closing
+/// its connections) when the sender is used or dropped.
+fn serve_sidecar(
+    listener: TcpListener,
+    commands: Arc<dyn Commands>,
+) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let router = ingress::router(Ingress {
         catalog: Arc::new(Catalog::new(vec![Arc::new(fixtures::model())])),
-        commands: Arc::new(Echo),
+        commands,
         metrics: Arc::new(Metrics::new()),
         max_body: 1 << 20,
     });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap()
+    });
+    (stop, served)
+}
+
+/// A sidecar's real ingress over [`Echo`].
+async fn answering_sidecar() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let (stop, _) = serve_sidecar(listener, Arc::new(Echo));
+    std::mem::forget(stop);
     address
+}
+
+fn echoed(answer: Answer) -> Vec<u8> {
+    strata_proto::google::api::HttpBody::decode(Bytes::from(answer.payload.value))
+        .unwrap()
+        .data
 }
 
 #[tokio::test]
@@ -187,9 +226,7 @@ async fn a_call_that_never_reached_its_instance_goes_to_the_next_one() {
     }
     // --- a replacement is ready: the same call is answered there
     tx.send(routes(2, &answering_sidecar().await)).unwrap();
-    let answer = call.await.unwrap().unwrap();
-    let body = strata_proto::google::api::HttpBody::decode(Bytes::from(answer.payload.value)).unwrap();
-    assert_eq!(body.data, b"hello");
+    assert_eq!(echoed(call.await.unwrap().unwrap()), b"hello");
 }
 
 #[tokio::test]
@@ -201,4 +238,41 @@ async fn a_sidecar_that_never_answers_costs_a_504_not_a_hang() {
 
     let error = answer.expect("the forward has a deadline of its own").unwrap_err();
     assert!(matches!(error, ProxyError::DeadlineExceeded(_)), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_sidecars_error_reaches_the_caller_with_its_code_and_message() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let (_stop, _) = serve_sidecar(listener, Arc::new(Refuse));
+    let (_tx, rx) = watch::channel(routes(1, &address));
+
+    let error = gateway(rx, Arc::new(Metrics::new()))
+        .unary(echo_call("hello"))
+        .await
+        .unwrap_err();
+
+    assert!(matches!(error, ProxyError::InvalidArgument(_)), "{error:?}");
+    assert!(error.to_string().contains("the thing is not valid"), "{error}");
+}
+
+#[tokio::test]
+async fn a_sidecar_restarted_at_the_same_address_is_called_on_a_new_connection() {
+    let metrics = Arc::new(Metrics::new());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, served) = serve_sidecar(listener, Arc::new(Echo));
+    let (_tx, rx) = watch::channel(routes(1, &address.to_string()));
+    let gateway = gateway(rx, metrics.clone());
+    assert_eq!(echoed(gateway.unary(echo_call("first")).await.unwrap()), b"first");
+
+    // --- the sidecar stops (its connections close) and a new one takes its address
+    stop.send(()).unwrap();
+    served.await.unwrap();
+    let (_stop, _) = serve_sidecar(TcpListener::bind(address).await.unwrap(), Arc::new(Echo));
+
+    // --- the call goes over a new connection, with no re-routing
+    assert_eq!(echoed(gateway.unary(echo_call("second")).await.unwrap()), b"second");
+    let rerouted = metrics.reroutes.with_label_values(&["things", "unreachable"]).get();
+    assert_eq!(rerouted, 0);
 }

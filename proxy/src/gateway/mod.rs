@@ -245,7 +245,7 @@ impl Commands for Gateway {
                             type_url: call.method.output_type_url().to_string(),
                             value: reply.to_vec(),
                         },
-                        metadata: metadata_of(&metadata.into_headers()),
+                        metadata: metadata_of(&metadata),
                     })
                 }
                 // The instance is not reachable at all, so it never saw the call:
@@ -351,7 +351,7 @@ impl Gateway {
                 &destination.target.address,
                 method.request_path(),
                 requests.map(|payload| payload.map(|payload| Bytes::from(payload.value))),
-                outgoing(metadata.as_ref(), &context),
+                tonic::metadata::MetadataMap::from_headers(outgoing(metadata.as_ref(), &context)),
                 remaining(&context)?,
             )
             .await
@@ -378,10 +378,10 @@ impl Gateway {
 }
 
 /// The metadata and context of a call as the headers of a call to an instance.
-fn outgoing(metadata: Option<&Metadata>, context: &CallContext) -> tonic::metadata::MetadataMap {
+fn outgoing(metadata: Option<&Metadata>, context: &CallContext) -> http::HeaderMap {
     let mut headers = headers_of(metadata);
     context_headers(context, &mut headers);
-    tonic::metadata::MetadataMap::from_headers(headers)
+    headers
 }
 
 /// What is left of the client's deadline; an expired one is an error now.

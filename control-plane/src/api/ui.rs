@@ -132,7 +132,10 @@ mod tests {
         assert_eq!(route.headers()[header::CACHE_CONTROL], "no-cache");
         let asset = serve_from("assets/app-1.js", lookup);
         assert_eq!(asset.headers()[header::CONTENT_TYPE], "text/javascript; charset=utf-8");
-        assert_eq!(asset.headers()[header::CACHE_CONTROL], "public, max-age=31536000, immutable");
+        assert_eq!(
+            asset.headers()[header::CACHE_CONTROL],
+            "public, max-age=31536000, immutable"
+        );
         assert_eq!(serve_from("missing.js", lookup).status(), StatusCode::NOT_FOUND);
     }
 }

@@ -10,7 +10,10 @@
 use std::{
     io,
     net::TcpListener,
-    sync::atomic::{AtomicU32, Ordering},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        OnceLock,
+    },
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -24,12 +27,17 @@ pub fn free_loopback_port() -> io::Result<u16> {
     if span < 1_000 {
         return Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port());
     }
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    // Processes that choose at the same time start far apart.
-    let offset = std::process::id().wrapping_mul(7_919).wrapping_add(nanos) % span;
+    // Chosen once: each process walks the range from its own starting point, so
+    // its ports are distinct until it has used the whole range, and processes
+    // that start at the same time start far apart.
+    static OFFSET: OnceLock<u32> = OnceLock::new();
+    let offset = *OFFSET.get_or_init(|| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        std::process::id().wrapping_mul(7_919).wrapping_add(nanos)
+    }) % span;
     for _ in 0..span {
         let port = (LOWEST + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {

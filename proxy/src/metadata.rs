@@ -29,6 +29,7 @@ fn is_transport_header(name: &str) -> bool {
                 | "accept"
                 | "connection"
                 | "keep-alive"
+                | "proxy-connection"
                 | "upgrade"
                 | "date"
                 | "server"

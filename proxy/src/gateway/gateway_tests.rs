@@ -276,3 +276,25 @@ async fn a_sidecar_restarted_at_the_same_address_is_called_on_a_new_connection()
     let rerouted = metrics.reroutes.with_label_values(&["things", "unreachable"]).get();
     assert_eq!(rerouted, 0);
 }
+
+/// Hop-by-hop headers an HTTP/1.1 client may send (`Proxy-Connection` among
+/// them) are not passed on: HTTP/2 forbids them, and a call carrying one could
+/// not be sent to the sidecar at all.
+#[tokio::test]
+async fn a_clients_hop_by_hop_headers_stay_at_the_gateway() {
+    let (_tx, rx) = watch::channel(routes(1, &answering_sidecar().await));
+    let gateway = gateway(rx, Arc::new(Metrics::new()));
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in [
+        ("proxy-connection", "keep-alive"),
+        ("connection", "keep-alive"),
+        ("keep-alive", "timeout=5"),
+        ("x-user", "ann"),
+    ] {
+        headers.insert(name, value.parse().unwrap());
+    }
+    let mut call = echo_call("hello");
+    call.metadata = crate::metadata::metadata_of(&headers);
+
+    assert_eq!(echoed(gateway.unary(call).await.unwrap()), b"hello");
+}

@@ -17,7 +17,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -258,6 +258,10 @@ struct Sidecar {
     link: Mutex<Option<Link>>,
     /// Held while a connection is being made, so concurrent calls make one.
     connecting: tokio::sync::Mutex<()>,
+    /// When the last attempt to connect failed, and why: calls that waited
+    /// for that attempt take its answer instead of each trying again in turn
+    /// (behind a sidecar that drops packets, the k-th would wait k attempts).
+    failed: Mutex<Option<(Instant, String)>>,
 }
 
 impl Sidecar {
@@ -272,16 +276,31 @@ impl Sidecar {
         if let Some(link) = self.open_link() {
             return Ok(link);
         }
+        let waiting_since = Instant::now();
         let _connecting = self.connecting.lock().await;
         if let Some(link) = self.open_link() {
             return Ok(link);
         }
-        let link = tokio::time::timeout(CONNECT_TIMEOUT, Link::connect(address))
+        let unreachable = |error: &str| ForwardError::Unreachable(format!("sidecar {address} unreachable: {error}"));
+        if let Some((at, error)) = &*self.failed.lock().expect("sidecar connection poisoned") {
+            if *at >= waiting_since {
+                return Err(unreachable(error));
+            }
+        }
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, Link::connect(address))
             .await
-            .unwrap_or_else(|_| Err(format!("no connection within {CONNECT_TIMEOUT:?}")))
-            .map_err(|error| ForwardError::Unreachable(format!("sidecar {address} unreachable: {error}")))?;
-        *self.link.lock().expect("sidecar connection poisoned") = Some(link.clone());
-        Ok(link)
+            .unwrap_or_else(|_| Err(format!("no connection within {CONNECT_TIMEOUT:?}")));
+        match connected {
+            Ok(link) => {
+                *self.link.lock().expect("sidecar connection poisoned") = Some(link.clone());
+                Ok(link)
+            }
+            Err(error) => {
+                let answer = unreachable(&error);
+                *self.failed.lock().expect("sidecar connection poisoned") = Some((Instant::now(), error));
+                Err(answer)
+            }
+        }
     }
 }
 

@@ -213,6 +213,14 @@ impl<M: MetricsSource, S: ScaleSink> Collector<M, S> {
             warn!(service, "poke for a service the autoscaler does not track");
             return None;
         };
+        // Requests the gateway holds are the larger and more precise count: an
+        // events poke (always one unit) does not replace a fresh one.
+        let (held, wake) = match tracked.held {
+            Some((requests, Wake::Requests, at)) if wake == Wake::Events && now.saturating_since(at) < HELD_FRESH => {
+                (requests.max(held), Wake::Requests)
+            }
+            _ => (held, wake),
+        };
         tracked.held = Some((held, wake, now));
         let observation = Observation::unmeasured(ready_count(&tracked.targets))
             .with_held(held)

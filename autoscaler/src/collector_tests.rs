@@ -193,6 +193,21 @@ async fn held_counts_stand_while_fresh_and_nothing_is_ready() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_events_poke_does_not_replace_the_requests_the_gateway_holds() {
+    let (mut collector, _source, _sink) = collector(0);
+    collector.sync(vec![cart(0, 0)]);
+    collector.poke("cart", 50, Wake::Requests).await;
+    collector.poke("cart", 1, Wake::Events).await;
+    let observations = collector.round().await;
+    assert_eq!((observations[0].1.held, observations[0].1.wake), (50, Wake::Requests));
+    // Once the gateway's count is stale, the events stand alone.
+    tokio::time::advance(HELD_FRESH).await;
+    collector.poke("cart", 1, Wake::Events).await;
+    let observations = collector.round().await;
+    assert_eq!((observations[0].1.held, observations[0].1.wake), (1, Wake::Events));
+}
+
+#[tokio::test(start_paused = true)]
 async fn failed_writes_are_retried_next_tick() {
     let (mut collector, source, sink) = collector(2);
     source.set("cart", 25.0);

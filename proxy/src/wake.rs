@@ -51,6 +51,9 @@ pub const WAKE_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the writing service looks for subscribers at zero left behind.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How many pokes may wait to be sent.
+const POKE_QUEUE: usize = 64;
+
 /// Every subscription of a deployed service with no ready instance, by the
 /// routes (their models list their subscriptions). A service with a ready
 /// instance consumes already; one still starting is poked again, which
@@ -144,7 +147,7 @@ pub type Wake = (String, String);
 pub struct Waker {
     routes: watch::Receiver<Arc<RouteTable>>,
     pacer: Mutex<WakePacer>,
-    pokes: mpsc::UnboundedSender<Wake>,
+    pokes: mpsc::Sender<Wake>,
 }
 
 impl Waker {
@@ -162,12 +165,12 @@ impl Waker {
     }
 
     /// A waker and the pokes it finds due, for a task to send.
-    pub fn new(
-        routes: watch::Receiver<Arc<RouteTable>>,
-        interval: Duration,
-    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Wake>) {
-        // Unbounded, yet bounded by the pacer: one message per subscriber per interval.
-        let (pokes, due) = mpsc::unbounded_channel();
+    pub fn new(routes: watch::Receiver<Arc<RouteTable>>, interval: Duration) -> (Arc<Self>, mpsc::Receiver<Wake>) {
+        // The pacer lets one message per subscriber per interval through, but
+        // while the control plane is slow to answer they would pile up: the
+        // queue is bounded, and a poke that finds it full is dropped (the
+        // next write after the interval, or the sweep, pokes again).
+        let (pokes, due) = mpsc::channel(POKE_QUEUE);
         let waker = Arc::new(Waker {
             routes,
             pacer: Mutex::new(WakePacer::new(interval)),
@@ -186,6 +189,10 @@ impl Waker {
                 .map(str::to_owned)
                 .collect()
         };
+        // Nearly always: nobody subscribed is asleep, and the pacer's lock is not taken.
+        if subscribers.is_empty() {
+            return;
+        }
         self.wake(subscribers.iter().map(String::as_str), event_log);
     }
 
@@ -196,7 +203,9 @@ impl Waker {
             pacer.due(subscribers, Instant::now())
         };
         for subscriber in due {
-            let _ = self.pokes.send((subscriber, event_log.to_owned()));
+            if self.pokes.try_send((subscriber, event_log.to_owned())).is_err() {
+                tracing::debug!(%event_log, "the wake queue is full; a later write or sweep pokes again");
+            }
         }
     }
 
@@ -261,7 +270,7 @@ pub fn spawn_sweeps(
 
 /// Sends each poke in turn. A failed one is logged and not retried: the next
 /// write to the log after the interval pokes again.
-async fn poke_each(client: ControlPlaneClient, mut due: mpsc::UnboundedReceiver<Wake>) {
+async fn poke_each(client: ControlPlaneClient, mut due: mpsc::Receiver<Wake>) {
     while let Some((subscriber, event_log)) = due.recv().await {
         let request = PokeRequest {
             service: subscriber.clone(),

@@ -225,13 +225,11 @@ impl DataPlaneService {
     }
 }
 
-/// Actions keep no state, so they write no event log.
-const ACTION_PROTOCOL: &str = "cloudstate.action.ActionProtocol";
-
-/// Whether `entity` journals to `event_log`: its persistence id, which defaults to its
-/// gRPC service name when discovery reports none (as the sidecar's model does).
+/// Whether `entity` journals to `event_log`: only event-sourced entities write event
+/// logs, under their persistence id, which defaults to their gRPC service name when
+/// discovery reports none (as the sidecar's model does).
 fn writes_log(entity: &EntityInfo, event_log: &str) -> bool {
-    if entity.entity_type == ACTION_PROTOCOL {
+    if entity.entity_type != strata_proto::entity_types::EVENT_SOURCED {
         return false;
     }
     if entity.persistence_id.is_empty() {

@@ -18,6 +18,16 @@ pub const PROTOCOL_MAJOR_VERSION: i32 = 0;
 /// See [`PROTOCOL_MAJOR_VERSION`].
 pub const PROTOCOL_MINOR_VERSION: i32 = 2;
 
+/// The persistence id an entity journals under: the one it declares, or its
+/// gRPC service name when it declares none (as CloudState's proxy did).
+pub fn persistence_id<'a>(declared: &'a str, service_name: &'a str) -> &'a str {
+    if declared.is_empty() {
+        service_name
+    } else {
+        declared
+    }
+}
+
 /// Entity type names as they appear in `Entity.entity_type`.
 pub mod entity_types {
     pub const EVENT_SOURCED: &str = "cloudstate.eventsourced.EventSourced";

@@ -248,11 +248,7 @@ impl ServiceModel {
             let entity_model = Arc::new(EntityModel {
                 kind,
                 service_name: entity.service_name.clone(),
-                persistence_id: if entity.persistence_id.is_empty() {
-                    entity.service_name.clone()
-                } else {
-                    entity.persistence_id.clone()
-                },
+                persistence_id: strata_proto::persistence_id(&entity.persistence_id, &entity.service_name).to_owned(),
                 passivation,
             });
             for method in service.methods() {

@@ -229,14 +229,8 @@ impl DataPlaneService {
 /// logs, under their persistence id, which defaults to their gRPC service name when
 /// discovery reports none (as the sidecar's model does).
 fn writes_log(entity: &EntityInfo, event_log: &str) -> bool {
-    if entity.entity_type != strata_proto::entity_types::EVENT_SOURCED {
-        return false;
-    }
-    if entity.persistence_id.is_empty() {
-        entity.service_name == event_log
-    } else {
-        entity.persistence_id == event_log
-    }
+    entity.entity_type == strata_proto::entity_types::EVENT_SOURCED
+        && strata_proto::persistence_id(&entity.persistence_id, &entity.service_name) == event_log
 }
 
 /// A relayed call's failure: the leader's own answer as it is, or UNAVAILABLE when the

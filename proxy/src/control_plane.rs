@@ -19,6 +19,7 @@ use std::{
     time::Duration,
 };
 
+use strata_proto::strata::controlplane::v1::{PokeRequest, PokeResponse};
 use strata_tls::ClientTls;
 
 use crate::membership::{data_plane_client, DataPlane, MembershipError};
@@ -122,6 +123,16 @@ impl ControlPlaneClient {
         // before the one tried first.
         self.current.store((first + 1) % self.nodes.len(), Ordering::Relaxed);
         Err(failure.expect("at least one node"))
+    }
+
+    /// Asks for `request.service` to be scaled from zero (for the requests the
+    /// gateway holds, or for events written for its subscriptions).
+    pub async fn poke(&self, request: PokeRequest) -> Result<PokeResponse, tonic::Status> {
+        self.call("poke", |mut client| {
+            let request = request.clone();
+            async move { client.poke(request).await }
+        })
+        .await
     }
 }
 

@@ -277,13 +277,7 @@ async fn poke_each(client: ControlPlaneClient, mut due: mpsc::Receiver<Wake>) {
             held: 1,
             event_log: event_log.clone(),
         };
-        let answer = client
-            .call("wake a subscriber", |mut client| {
-                let request = request.clone();
-                async move { client.poke(request).await }
-            })
-            .await;
-        match answer {
+        match client.poke(request).await {
             Ok(answer) => tracing::info!(
                 %subscriber,
                 %event_log,

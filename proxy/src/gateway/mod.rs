@@ -412,13 +412,7 @@ fn poke_through(client: ControlPlaneClient) -> Poke {
                 held,
                 ..Default::default()
             };
-            let poked = client
-                .call("poke", |mut client| {
-                    let request = request.clone();
-                    async move { client.poke(request).await }
-                })
-                .await;
-            match poked {
+            match client.poke(request).await {
                 Ok(answer) => {
                     let desired = answer.desired_replicas;
                     tracing::info!(%service, held, desired, "poked: scale from zero")

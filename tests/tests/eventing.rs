@@ -84,6 +84,23 @@ async fn totals_until(http: &Http, expected: &[(&str, i64)]) {
     }
 }
 
+/// `strata dev` with the cart (always one instance) and cart-totals deployed
+/// with `totals_flags`.
+fn cart_and_totals(totals_flags: &[&str]) -> Dev {
+    let dev = start_dev(tempfile::tempdir().unwrap(), &[]);
+    dev.deploy_command(
+        "cart",
+        &binary("shopping-cart").display().to_string(),
+        &["--min-scale", "1"],
+    );
+    dev.deploy_command(
+        "cart-totals",
+        &binary("cart-totals").display().to_string(),
+        totals_flags,
+    );
+    dev
+}
+
 async fn ready(dev: &Dev, service: &str) {
     dev.until_service(service, &format!("{service} is ready"), Duration::from_secs(60), |s| {
         s["ready_replicas"] == 1
@@ -93,27 +110,16 @@ async fn ready(dev: &Dev, service: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_projection_catches_up_after_kill_9_and_scale_to_zero_counting_each_event_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let dev = start_dev(dir, &[]);
-    dev.deploy_command(
-        "cart",
-        &binary("shopping-cart").display().to_string(),
-        &["--min-scale", "1"],
-    );
-    dev.deploy_command(
-        "cart-totals",
-        &binary("cart-totals").display().to_string(),
-        &[
-            "--min-scale",
-            "0",
-            "--max-scale",
-            "1",
-            "--scale-to-zero-grace",
-            "2s",
-            "--stable-window",
-            "4s",
-        ],
-    );
+    let dev = cart_and_totals(&[
+        "--min-scale",
+        "0",
+        "--max-scale",
+        "1",
+        "--scale-to-zero-grace",
+        "2s",
+        "--stable-window",
+        "4s",
+    ]);
     ready(&dev, "cart").await;
     ready(&dev, "cart-totals").await;
     let http = Http::new(dev.gateway);
@@ -174,19 +180,8 @@ async fn stored_total_until(dev: &Dev, product: &str, expected: i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn events_wake_the_projection_from_zero_it_catches_up_uncalled_and_returns_to_zero() {
-    let dir = tempfile::tempdir().unwrap();
-    let dev = start_dev(dir, &[]);
-    dev.deploy_command(
-        "cart",
-        &binary("shopping-cart").display().to_string(),
-        &["--min-scale", "1"],
-    );
     // The defaults (min scale 0) with short windows.
-    dev.deploy_command(
-        "cart-totals",
-        &binary("cart-totals").display().to_string(),
-        &["--scale-to-zero-grace", "1s", "--stable-window", "2s"],
-    );
+    let dev = cart_and_totals(&["--scale-to-zero-grace", "1s", "--stable-window", "2s"]);
     ready(&dev, "cart").await;
     let totals = dev
         .until_service(

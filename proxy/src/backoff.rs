@@ -1,6 +1,8 @@
 //! The one pacing of the data plane's retry loops (discovery, registration, the
-//! route watches): 100 ms doubling to 2 s, back to the start after a success.
-//! Owns only the arithmetic and the pause; what to retry is the caller's.
+//! route watches): 100 ms doubling to 2 s, back to the start after a success;
+//! optionally a number of equal short pauses first, for something expected any
+//! moment (a function spawned beside its sidecar). Owns only the arithmetic and
+//! the pause; what to retry is the caller's.
 
 use std::time::Duration;
 
@@ -10,6 +12,10 @@ pub struct Backoff {
     first: Duration,
     max: Duration,
     next: Duration,
+    /// Pauses of `first` still to take before doubling starts.
+    steady: u32,
+    /// `steady` as configured, for [`Backoff::reset`].
+    steady_from: u32,
 }
 
 impl Default for Backoff {
@@ -26,6 +32,18 @@ impl Backoff {
             first,
             max,
             next: first,
+            steady: 0,
+            steady_from: 0,
+        }
+    }
+
+    /// The same backoff, holding the first pause for `pauses` pauses before the
+    /// doubling starts from it.
+    pub fn steady_for(self, pauses: u32) -> Self {
+        Backoff {
+            steady: pauses,
+            steady_from: pauses,
+            ..self
         }
     }
 
@@ -37,7 +55,11 @@ impl Backoff {
     /// The next pause, doubling the one after it (up to the largest).
     pub fn next_delay(&mut self) -> Duration {
         let delay = self.next;
-        self.next = (self.next * 2).min(self.max);
+        if self.steady > 0 {
+            self.steady -= 1;
+        } else {
+            self.next = (self.next * 2).min(self.max);
+        }
         delay
     }
 
@@ -49,6 +71,7 @@ impl Backoff {
     /// Starts again from the first pause (after a success).
     pub fn reset(&mut self) {
         self.next = self.first;
+        self.steady = self.steady_from;
     }
 }
 
@@ -63,5 +86,15 @@ mod tests {
         assert_eq!(delays, [100, 200, 400, 800, 1600, 2000, 2000]);
         backoff.reset();
         assert_eq!(backoff.peek(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn steady_pauses_come_before_the_doubling_and_again_after_a_reset() {
+        let mut backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(10)).steady_for(3);
+        let delays =
+            |backoff: &mut Backoff| -> Vec<u64> { (0..8).map(|_| backoff.next_delay().as_millis() as u64).collect() };
+        assert_eq!(delays(&mut backoff), [1, 1, 1, 1, 2, 4, 8, 10]);
+        backoff.reset();
+        assert_eq!(delays(&mut backoff), [1, 1, 1, 1, 2, 4, 8, 10]);
     }
 }

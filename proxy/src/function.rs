@@ -101,13 +101,15 @@ impl FunctionClient {
         }
     }
 
-    /// Calls `discover`, retrying with backoff (5 ms doubling to 2 s) while the
-    /// function is not up, for at most `patience`. A function usually listens
-    /// within milliseconds of its sidecar's start (both are spawned together on
-    /// a cold start), so the first retries come quickly.
+    /// Calls `discover`, retrying while the function is not up, for at most
+    /// `patience`: every millisecond for the first tenth of a second, then
+    /// doubling to 2 s. A function usually listens within milliseconds of its
+    /// sidecar's start (both are spawned together on a cold start, the sidecar
+    /// first), and a refused connection on loopback costs next to nothing, so
+    /// discovery follows the function's start closely.
     pub async fn discover(&self, patience: Duration) -> Result<EntitySpec, DiscoveryError> {
         let started = tokio::time::Instant::now();
-        let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_secs(2));
+        let mut backoff = discovery_backoff();
         loop {
             let info = ProxyInfo {
                 protocol_major_version: PROTOCOL_MAJOR_VERSION,
@@ -149,6 +151,11 @@ impl FunctionClient {
             }
         });
     }
+}
+
+/// The pace of discovery's retries (see [`FunctionClient::discover`]).
+fn discovery_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(1), Duration::from_secs(2)).steady_for(100)
 }
 
 /// A function that states no version is taken to speak 0.x (CloudState's SDKs
@@ -251,6 +258,15 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn discovery_retries_every_millisecond_for_a_tenth_of_a_second_then_backs_off() {
+        let mut backoff = discovery_backoff();
+        let steady: Vec<Duration> = (0..100).map(|_| backoff.next_delay()).collect();
+        assert!(steady.iter().all(|delay| *delay == Duration::from_millis(1)));
+        let later: Vec<u64> = (0..14).map(|_| backoff.next_delay().as_millis() as u64).collect();
+        assert_eq!(later, [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2000, 2000, 2000]);
     }
 
     #[test]

@@ -5,7 +5,11 @@
 //! refused as "not owner"; entities of shards it lost are passivated. Without a
 //! control plane (plain `strata proxy`) the sidecar owns everything.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{
+    collections::HashSet,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use strata_proto::cloudstate::EntitySpec;
 use strata_proto::strata::controlplane::v1::{
@@ -151,6 +155,9 @@ pub struct Membership {
     ownership: watch::Receiver<Ownership>,
     ownership_tx: watch::Sender<Ownership>,
     routes: watch::Sender<Arc<RouteTable>>,
+    /// The entities to passivate when their shards move away; set once the
+    /// sidecar serves (before that none is active).
+    entities: OnceLock<Arc<Entities>>,
     heartbeat_interval: Duration,
 }
 
@@ -207,6 +214,7 @@ impl Membership {
             ownership,
             ownership_tx,
             routes: watch::channel(Arc::new(RouteTable::default())).0,
+            entities: OnceLock::new(),
             heartbeat_interval: Duration::from_millis(u64::from(response.heartbeat_interval_ms.max(100))),
         })
     }
@@ -291,9 +299,15 @@ impl Membership {
         }
     }
 
+    /// From now on, the entities of shards this instance loses are passivated.
+    pub fn passivate_lost_shards(&self, entities: Arc<Entities>) {
+        let _ = self.entities.set(entities);
+    }
+
     /// Follows the route watch forever (reconnecting), publishing this instance's
-    /// shards and passivating the entities of shards it no longer owns.
-    pub async fn follow_routes(&self, entities: Arc<Entities>) {
+    /// shards and passivating the entities of shards it no longer owns (see
+    /// [`Membership::passivate_lost_shards`]).
+    pub async fn follow_routes(&self) {
         let mut backoff = Backoff::default();
         loop {
             let watch = self
@@ -307,7 +321,7 @@ impl Membership {
                     backoff.reset();
                     loop {
                         match stream.message().await {
-                            Ok(Some(snapshot)) => self.apply(&snapshot, &entities),
+                            Ok(Some(snapshot)) => self.apply(&snapshot),
                             Ok(None) => break,
                             Err(status) => {
                                 tracing::warn!(error = %status.message(), "route watch ended");
@@ -322,7 +336,7 @@ impl Membership {
         }
     }
 
-    fn apply(&self, snapshot: &RouteSnapshot, entities: &Entities) {
+    fn apply(&self, snapshot: &RouteSnapshot) {
         let table = RouteTable::build(snapshot, &self.routes.borrow());
         self.routes.send_replace(Arc::new(table));
         let ownership = Ownership::from_snapshot(snapshot, &self.config.service, &self.config.instance_id);
@@ -338,7 +352,9 @@ impl Membership {
             version = snapshot.version,
             "shard ownership changed"
         );
-        let released = entities.release(|_, entity_id| !ownership.owns(entity_id));
+        let released = self.entities.get().map_or(0, |entities| {
+            entities.release(|_, entity_id| !ownership.owns(entity_id))
+        });
         if released > 0 {
             tracing::info!(released, "passivating entities of shards this instance lost");
         }

@@ -100,8 +100,8 @@ pub async fn run(
     config: SidecarConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), SidecarError> {
-    let store = strata_store::open(&config.store_url).await?;
     let function = FunctionClient::new(&config.function_host, config.function_port)?;
+    let tasks = Tasks::default();
     let admin_listener = admin::bind(config.admin_listen)
         .await
         .map_err(|source| SidecarError::Listen {
@@ -110,22 +110,51 @@ pub async fn run(
         })?;
     let admin_addr = admin_listener.local_addr().map_err(SidecarError::Serve)?;
     tracing::info!(addr = %admin_addr, "admin listener (metrics, health) bound");
-    // Registering and discovering wait on two other processes (the control
-    // plane, the function), and a cold start waits for both: side by side.
+    // Opening the store, registering and discovering (and building the model from
+    // what the function declares) wait on the disk and on two other processes (the
+    // control plane, the function); a cold start waits for all three: side by
+    // side. Once registered, the sidecar follows the routes at once, so the
+    // snapshot that gives it its shards finds the watch open and the routes it
+    // already holds up to date.
+    let open = async { Ok::<_, SidecarError>(strata_store::open(&config.store_url).await?) };
     let register = async {
         Ok::<_, SidecarError>(match config.membership.clone() {
             Some(mut membership) => {
                 membership.admin_advertise = admin::advertised_beside(&membership.advertise, admin_addr);
-                Some(Arc::new(
-                    Membership::register(membership, config.discovery_patience).await?,
-                ))
+                let membership = Arc::new(Membership::register(membership, config.discovery_patience).await?);
+                let (follower, stopping) = (membership.clone(), tasks.stopping());
+                tasks.spawn("route follower", async move {
+                    tokio::select! {
+                        () = stopping.wait() => {}
+                        () = follower.follow_routes() => {}
+                    }
+                });
+                Some(membership)
             }
             None => None,
         })
     };
-    let discover = async { Ok::<_, SidecarError>(function.discover(config.discovery_patience).await?) };
-    let (membership, spec) = tokio::try_join!(register, discover)?;
-    let model = ServiceModel::from_spec(&spec)?;
+    let discover = async {
+        let spec = function.discover(config.discovery_patience).await?;
+        let model = ServiceModel::from_spec(&spec)?;
+        Ok::<_, SidecarError>((spec, model))
+    };
+    let (store, membership, (spec, model)) = tokio::try_join!(open, register, discover)?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| SidecarError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(SidecarError::Serve)?;
+    // There is something to route to as soon as the listener is bound: connections
+    // wait in its backlog until it is served, just below, and commands wait for
+    // the shards anyway. So the ready report (a registry write) travels while the
+    // rest is wired.
+    let ready = membership.clone().map(|membership| {
+        let (spec, descriptor_set, logs) = (spec.clone(), model.descriptor_set.clone(), model.subscribed_logs());
+        tokio::spawn(async move { membership.report_ready(&spec, descriptor_set, logs).await })
+    });
     for reason in &model.skipped {
         function.report_error(reason.clone());
     }
@@ -133,7 +162,6 @@ pub async fn run(
     tracing::info!(?services, function = function.address(), "discovered the user function");
     let model = Arc::new(model);
     let metrics = Arc::new(Metrics::new());
-    let tasks = Tasks::default();
     // In a deployment, events this sidecar commits wake their subscribers at zero.
     let store: Arc<dyn strata_store::Store> = match &membership {
         Some(membership) => {
@@ -227,27 +255,14 @@ pub async fn run(
             tasks.stopping().wait(),
         ),
     );
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| SidecarError::Listen {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(SidecarError::Serve)?;
-    // Only now is there something to route to. Follow the routes first, so the
-    // shards this instance is given when it reports ready reach it as soon as
-    // they reach the gateways.
     if let Some(membership) = &membership {
-        let (follower, entities, stopping) = (membership.clone(), entities.clone(), tasks.stopping());
-        tasks.spawn("route follower", async move {
-            tokio::select! {
-                () = stopping.wait() => {}
-                () = follower.follow_routes(entities) => {}
-            }
-        });
-        membership
-            .report_ready(&spec, model.descriptor_set.clone(), model.subscribed_logs())
-            .await?;
+        membership.passivate_lost_shards(entities.clone());
+    }
+    if let Some(ready) = ready {
+        let reported = ready
+            .await
+            .unwrap_or_else(|failed| std::panic::resume_unwind(failed.into_panic()));
+        reported?;
     }
     // Subscriptions start once the function is served: their runner waits for
     // shard 0 in a deployment (see `eventing`).

@@ -298,23 +298,35 @@ impl LocalRuntime {
             "STRATA_TOKEN",
             self.config.cluster_secret.instance_credential(service, Some(&id)),
         );
-        let function = match ChildProcess::spawn(function, &log_path(&self.config.log_dir, &id, "function")) {
-            Ok(child) => child,
-            Err(error) => {
+        // Both go to the spawner at once, the sidecar first: its way to ready (store,
+        // registration, discovery, the ready report) is the longer, and it retries
+        // discovery until the function listens.
+        let logs = (
+            log_path(&self.config.log_dir, &id, "sidecar"),
+            log_path(&self.config.log_dir, &id, "function"),
+        );
+        let (sidecar, function) = tokio::join!(
+            ChildProcess::spawn(sidecar, &logs.0),
+            ChildProcess::spawn(function, &logs.1),
+        );
+        let (sidecar, function) = match (sidecar, function) {
+            (Ok(sidecar), Ok(function)) => (sidecar, function),
+            (Err(error), function) => {
+                if let Ok(mut function) = function {
+                    function.kill().await;
+                }
+                tracing::error!(service, %error, "cannot start the sidecar");
+                return;
+            }
+            (Ok(mut sidecar), Err(error)) => {
+                sidecar.kill().await;
                 let now_ms = self.now_ms();
                 let delay = self.pacing.entry(service.to_string()).or_default().fail(now_ms);
                 tracing::error!(service, %error, retry_in = ?delay, "cannot start the function");
                 let reason = format!("cannot start the command {command:?}: {error}; retrying in {delay:?}");
                 self.record_failure(service, &id, &reason).await;
-                return;
-            }
-        };
-        let sidecar = match ChildProcess::spawn(sidecar, &log_path(&self.config.log_dir, &id, "sidecar")) {
-            Ok(child) => child,
-            Err(error) => {
-                let mut function = function;
-                function.kill().await;
-                tracing::error!(service, %error, "cannot start the sidecar");
+                // The sidecar may have registered before it was killed.
+                self.remove(&id, "its function could not be started").await;
                 return;
             }
         };

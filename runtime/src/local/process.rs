@@ -19,7 +19,10 @@ use nix::{
     sys::signal::{killpg, Signal},
     unistd::Pid,
 };
-use tokio::process::{Child, Command};
+use tokio::{
+    process::{Child, Command},
+    sync::oneshot,
+};
 
 /// A spawned child of the runtime.
 pub struct ChildProcess {
@@ -28,7 +31,7 @@ pub struct ChildProcess {
 
 impl ChildProcess {
     /// Spawns `command` with its output appended to `log`.
-    pub fn spawn(mut command: Command, log: &Path) -> std::io::Result<Self> {
+    pub async fn spawn(mut command: Command, log: &Path) -> std::io::Result<Self> {
         let file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
         command
             .stdin(Stdio::null())
@@ -37,7 +40,7 @@ impl ChildProcess {
             .process_group(0)
             .kill_on_drop(true);
         die_with_parent(&mut command);
-        let child = spawn_from_spawner_thread(command)?;
+        let child = spawn_from_spawner_thread(command).await?;
         Ok(Self { child })
     }
 
@@ -76,11 +79,13 @@ impl ChildProcess {
     }
 }
 
-type SpawnRequest = (Command, tokio::runtime::Handle, mpsc::Sender<std::io::Result<Child>>);
+type SpawnRequest = (Command, tokio::runtime::Handle, oneshot::Sender<std::io::Result<Child>>);
 
 /// Forks `command` on the spawner thread (see the module comment). The caller
-/// waits for the fork and exec, as it would with `Command::spawn`.
-fn spawn_from_spawner_thread(command: Command) -> std::io::Result<Child> {
+/// waits for the fork and exec, as it would with `Command::spawn`, but without
+/// holding up its thread: in `strata dev` the control plane and the gateway
+/// share the runtime, and a cold start needs both while its processes start.
+async fn spawn_from_spawner_thread(command: Command) -> std::io::Result<Child> {
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {
         let (requests, inbox) = mpsc::channel::<SpawnRequest>();
@@ -97,7 +102,7 @@ fn spawn_from_spawner_thread(command: Command) -> std::io::Result<Child> {
             .expect("cannot start the process spawner thread");
         Mutex::new(requests)
     });
-    let (reply, answer) = mpsc::channel();
+    let (reply, answer) = oneshot::channel();
     let runtime = tokio::runtime::Handle::current();
     spawner
         .lock()
@@ -105,7 +110,7 @@ fn spawn_from_spawner_thread(command: Command) -> std::io::Result<Child> {
         .send((command, runtime, reply))
         .map_err(|_| std::io::Error::other("the process spawner thread is gone"))?;
     answer
-        .recv()
+        .await
         .map_err(|_| std::io::Error::other("the process spawner thread is gone"))?
 }
 
@@ -194,10 +199,9 @@ mod tests {
         let log = dir.path().join("sleep.log");
         let runtime = tokio::runtime::Handle::current();
         let mut child = std::thread::spawn(move || {
-            let _entered = runtime.enter();
             let mut command = Command::new("sleep");
             command.arg("60");
-            ChildProcess::spawn(command, &log).unwrap()
+            runtime.block_on(ChildProcess::spawn(command, &log)).unwrap()
         })
         .join()
         .unwrap();
@@ -218,7 +222,7 @@ mod tests {
         let mut command = command_line(&format!("env > {}", out.display()));
         command.env("STRATA_TOKEN", "secret").env("KEEP_ME", "yes");
         without_strata_environment(&mut command);
-        let mut child = ChildProcess::spawn(command, &dir.path().join("env.log")).unwrap();
+        let mut child = ChildProcess::spawn(command, &dir.path().join("env.log")).await.unwrap();
         while alive(&mut child) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -240,7 +244,7 @@ mod tests {
             .env("STRATA_CLUSTER_SECRET", "secret")
             .env("STRATA_MAX_ACTIVE_ENTITIES", "200");
         without_strata_credentials(&mut command);
-        let mut child = ChildProcess::spawn(command, &dir.path().join("env.log")).unwrap();
+        let mut child = ChildProcess::spawn(command, &dir.path().join("env.log")).await.unwrap();
         while alive(&mut child) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

@@ -241,6 +241,31 @@ impl Forwarder {
         ForwardError::classify(address, status).into()
     }
 
+    /// Forgets the connections to every sidecar for which `wanted` says no.
+    /// Calls under way on them finish; their connections close after them.
+    pub fn keep_only(&self, wanted: impl Fn(&str) -> bool) {
+        self.sidecars
+            .lock()
+            .expect("sidecar connections poisoned")
+            .retain(|address, _| wanted(address));
+        self.channels
+            .lock()
+            .expect("channel cache poisoned")
+            .retain(|address, _| wanted(address));
+    }
+
+    /// How many sidecars this forwarder holds connections (or their state) for.
+    #[cfg(test)]
+    pub fn known(&self) -> usize {
+        let sidecars = self.sidecars.lock().expect("sidecar connections poisoned");
+        let channels = self.channels.lock().expect("channel cache poisoned");
+        sidecars
+            .keys()
+            .chain(channels.keys())
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    }
+
     /// Forgets the connections to a sidecar that went away.
     pub fn forget(&self, address: &str) {
         self.sidecars

@@ -298,3 +298,29 @@ async fn a_clients_hop_by_hop_headers_stay_at_the_gateway() {
 
     assert_eq!(echoed(gateway.unary(call).await.unwrap()), b"hello");
 }
+
+/// Instances come and go (scaling, restarts on new ports): the gateway keeps
+/// connections only to the sidecars its current routes name.
+#[tokio::test]
+async fn connections_to_sidecars_the_routes_dropped_are_let_go() {
+    let (first, second) = (answering_sidecar().await, answering_sidecar().await);
+    let (tx, rx) = watch::channel(routes(1, &first));
+    let gateway = gateway(rx, Arc::new(Metrics::new()));
+    assert_eq!(echoed(gateway.unary(echo_call("one")).await.unwrap()), b"one");
+    assert_eq!(gateway.forwarder.known(), 1);
+
+    // --- the instance is replaced by one at another address
+    tx.send(routes(2, &second)).unwrap();
+    assert_eq!(echoed(gateway.unary(echo_call("two")).await.unwrap()), b"two");
+    assert_eq!(
+        gateway.forwarder.known(),
+        1,
+        "only the live sidecar's connection is kept"
+    );
+
+    // --- calls under one version do not trim again, and a newer version keeps what it names
+    assert_eq!(echoed(gateway.unary(echo_call("three")).await.unwrap()), b"three");
+    tx.send(routes(3, &second)).unwrap();
+    assert_eq!(echoed(gateway.unary(echo_call("four")).await.unwrap()), b"four");
+    assert_eq!(gateway.forwarder.known(), 1);
+}

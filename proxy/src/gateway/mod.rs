@@ -19,7 +19,10 @@ use std::{
     convert::Infallible,
     future::Future,
     net::SocketAddr,
-    sync::{Arc, RwLock},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, RwLock,
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -118,6 +121,8 @@ pub struct Gateway {
     spread: Arc<Spread>,
     holds: Holds,
     forward_timeout: Duration,
+    /// The route version whose sidecars the forwarder was last trimmed to.
+    trimmed: AtomicU64,
 }
 
 /// Where one call goes, the route version that said so, and (for an action)
@@ -138,6 +143,7 @@ impl Gateway {
             forward_timeout: DEFAULT_FORWARD_TIMEOUT,
             spread: Arc::default(),
             holds,
+            trimmed: AtomicU64::new(0),
         }
     }
 
@@ -170,6 +176,7 @@ impl Gateway {
     ) -> Result<Option<Destination>, ProxyError> {
         let grpc_service = method.entity.service_name.as_str();
         let table = routes.borrow_and_update().clone();
+        self.trim_connections(&table);
         let Some(service) = table.service_for(grpc_service) else {
             return Err(ProxyError::Unimplemented(format!(
                 "no deployed service serves {grpc_service}"
@@ -203,6 +210,22 @@ impl Gateway {
                 Ok(None)
             }
         }
+    }
+
+    /// Once per route version: drops the connections to sidecars the routes no
+    /// longer name (instances that stopped, or moved), so a gateway that sees
+    /// instances come and go for months holds connections only to live ones.
+    fn trim_connections(&self, table: &RouteTable) {
+        let trimmed = self.trimmed.load(Ordering::Relaxed);
+        if trimmed == table.version
+            || self
+                .trimmed
+                .compare_exchange(trimmed, table.version, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        self.forwarder.keep_only(|address| table.routes_to(address));
     }
 
     fn rerouted(&self, service: &str, reason: &str) {

@@ -140,6 +140,15 @@ impl RouteTable {
                 })
     }
 
+    /// Whether any call could be routed to `address` (a shard's owner or a
+    /// ready instance of some service).
+    pub fn routes_to(&self, address: &str) -> bool {
+        self.services.values().any(|service| {
+            service.ready.iter().any(|target| target.address == address)
+                || service.shards.iter().flatten().any(|target| target.address == address)
+        })
+    }
+
     /// The deployed service serving a gRPC service.
     pub fn service_for(&self, grpc_service: &str) -> Option<&ServiceTable> {
         self.services.get(self.deployment_of.get(grpc_service)?)

@@ -22,6 +22,7 @@ use strata_e2e::{cart_client, free_port, shoppingcart::GetShoppingCart, start_sh
 
 use crate::{
     charts::{self, Group},
+    cpu,
     footprint::{self, Footprint},
     load::{self, Outcome, Plan},
     registry::{self, RegistryResults},
@@ -151,8 +152,15 @@ struct Results {
     warm_ms: Vec<f64>,
     footprint: Footprint,
     registry: RegistryResults,
+    /// CPU per request by part, per (scenario, system), every round.
+    cpu_use: CpuUse,
     problems: Vec<String>,
 }
+
+type CpuUse = BTreeMap<(&'static str, String), Vec<cpu::PerRequest>>;
+
+/// The one-client scenario's key in [`Results::cpu_use`].
+const ONE_CLIENT: &str = "one client";
 
 const GATEWAY_SQLITE: &str = "Strata gateway (SQLite)";
 const GATEWAY_PG: &str = "Strata gateway (PostgreSQL)";
@@ -245,6 +253,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ),
     ];
     let mut closed = Vec::new();
+    let mut cpu_use: CpuUse = BTreeMap::new();
     for (name, title, request) in scenarios {
         let mut runs = Runs::new();
         for round in 0..settings.rounds {
@@ -252,9 +261,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 let api = target.api;
                 let request = request.clone();
                 let plan: Plan = Arc::new(move |client, n| request(api, client, n));
+                let before = cpu::Snapshot::take();
                 let outcome = load::closed(target.addr, settings.clients, duration, plan)
                     .await
                     .with_context(|| format!("{name} against {}", target.name))?;
+                cpu_use
+                    .entry((name, target.name.clone()))
+                    .or_default()
+                    .push(cpu::Snapshot::take().since(&before, outcome.answered));
                 eprintln!(
                     "bench: {name} round {round}: {:<36} {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  refused {}",
                     target.name,
@@ -292,7 +306,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         for target in &single {
             let api = target.api;
             let plan: Plan = Arc::new(move |_, _| api.get("solo"));
+            let before = cpu::Snapshot::take();
             let outcome = load::closed(target.addr, 1, Duration::from_secs(settings.single_seconds), plan).await?;
+            cpu_use
+                .entry((ONE_CLIENT, target.name.clone()))
+                .or_default()
+                .push(cpu::Snapshot::take().since(&before, outcome.answered));
             note_refusals(&mut problems, "one client", &target.name, &outcome);
             singles.entry(target.name.clone()).or_default().push(outcome);
         }
@@ -327,6 +346,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         warm_ms,
         footprint,
         registry,
+        cpu_use,
         problems,
     };
     let charts_dir = args.out.with_file_name("benchmarks");
@@ -811,10 +831,11 @@ fn render(
          connection, for {} s per round. Ratios are against the stateless function + PostgreSQL.\n",
         settings.seconds
     )?;
-    for (_, title, runs) in &results.closed {
+    for (name, title, runs) in &results.closed {
         writeln!(md, "### {title}\n")?;
         table(&mut md, runs, Some(PG_CART))?;
         writeln!(md)?;
+        cpu_table(&mut md, &results.cpu_use, name)?;
     }
     // One bar per system in each scenario, of one figure of its summary.
     let closed_groups = |figure: fn(&Summary) -> f64| -> Vec<Group> {
@@ -871,6 +892,7 @@ fn render(
     )?;
     table(&mut md, &results.single, Some(PG_CART))?;
     writeln!(md)?;
+    cpu_table(&mut md, &results.cpu_use, ONE_CLIENT)?;
     let names: Vec<String> = results.single.keys().cloned().collect();
     charts::bars(
         &charts_dir.join("one-client.png"),
@@ -1096,6 +1118,47 @@ fn short(name: &str) -> String {
         PG_CART => "function + PostgreSQL".into(),
         other => other.into(),
     }
+}
+
+/// Where the CPU went in `scenario`: per system, the microseconds of CPU each
+/// part of the machine used per request answered (median of rounds).
+fn cpu_table(md: &mut String, cpu_use: &CpuUse, scenario: &str) -> anyhow::Result<()> {
+    let rows: Vec<(&String, cpu::PerRequest)> = cpu_use
+        .iter()
+        .filter(|((name, _), _)| *name == scenario)
+        .map(|((_, system), runs)| (system, cpu::median(runs)))
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    // Only the parts some system used.
+    let parts: Vec<&str> = cpu::PARTS
+        .into_iter()
+        .filter(|part| rows.iter().any(|(_, used)| used[part] >= 0.5))
+        .collect();
+    writeln!(
+        md,
+        "CPU per request (µs of processor time, median of rounds): every process on the machine during \
+         the run, by what it is; the total leaves out \"{}\" (the rest of the machine).\n",
+        cpu::ELSEWHERE
+    )?;
+    writeln!(
+        md,
+        "| system | total | {} |\n|---|---|{}",
+        parts.join(" | "),
+        "---|".repeat(parts.len())
+    )?;
+    for (system, used) in rows {
+        let total: f64 = used
+            .iter()
+            .filter(|(part, _)| **part != cpu::ELSEWHERE)
+            .map(|(_, us)| us)
+            .sum();
+        let cells: Vec<String> = parts.iter().map(|part| format!("{:.0}", used[part])).collect();
+        writeln!(md, "| {system} | {total:.0} | {} |", cells.join(" | "))?;
+    }
+    writeln!(md)?;
+    Ok(())
 }
 
 /// One row per system: throughput, latency percentiles, refusals, ratio to `baseline`.

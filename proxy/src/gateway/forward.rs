@@ -266,6 +266,15 @@ impl Forwarder {
             .len()
     }
 
+    /// Whether this forwarder holds a connection (or its state) for `address`.
+    #[cfg(test)]
+    pub fn holds(&self, address: &str) -> bool {
+        self.sidecars
+            .lock()
+            .expect("sidecar connections poisoned")
+            .contains_key(address)
+    }
+
     /// Forgets the connections to a sidecar that went away.
     pub fn forget(&self, address: &str) {
         self.sidecars

@@ -323,4 +323,9 @@ async fn connections_to_sidecars_the_routes_dropped_are_let_go() {
     tx.send(routes(3, &second)).unwrap();
     assert_eq!(echoed(gateway.unary(echo_call("four")).await.unwrap()), b"four");
     assert_eq!(gateway.forwarder.known(), 1);
+
+    // --- a call still holding an older table does not undo the newer trim
+    gateway.trim_connections(&routes(1, &first));
+    assert_eq!(gateway.forwarder.known(), 1);
+    assert!(gateway.forwarder.holds(&second));
 }

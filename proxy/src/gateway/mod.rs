@@ -216,8 +216,10 @@ impl Gateway {
     /// longer name (instances that stopped, or moved), so a gateway that sees
     /// instances come and go for months holds connections only to live ones.
     fn trim_connections(&self, table: &RouteTable) {
+        // Only forward: a call still holding an older table must not undo a
+        // newer one's trim.
         let trimmed = self.trimmed.load(Ordering::Relaxed);
-        if trimmed == table.version
+        if table.version <= trimmed
             || self
                 .trimmed
                 .compare_exchange(trimmed, table.version, Ordering::Relaxed, Ordering::Relaxed)

@@ -400,13 +400,21 @@ pub async fn hop(args: HopArgs) -> anyhow::Result<()> {
         for round in 0..args.rounds {
             for (name, addr) in targets {
                 let plan: Plan = Arc::new(|_, _| Api::Cart.get("solo"));
+                let before = cpu::Snapshot::take();
                 let outcome = load::closed(addr, clients, duration, plan).await?;
+                let used = cpu::Snapshot::take().since(&before, outcome.answered);
+                let used: Vec<String> = used
+                    .iter()
+                    .filter(|(_, us)| **us >= 0.5)
+                    .map(|(part, us)| format!("{part} {us:.0}"))
+                    .collect();
                 eprintln!(
-                    "hop: {clients} clients round {round}: {name:<36} {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  refused {}",
+                    "hop: {clients} clients round {round}: {name:<36} {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  refused {}\n     CPU µs per request: {}",
                     outcome.per_second(),
                     outcome.ms(50.0),
                     outcome.ms(99.0),
-                    outcome.refused
+                    outcome.refused,
+                    used.join(", ")
                 );
                 p50s.entry(name).or_default().push(outcome.ms(50.0));
                 rates.entry(name).or_default().push(outcome.per_second());

@@ -1,9 +1,10 @@
 //! Where the CPU goes: the processor time every process on the machine used
-//! during a run, read from `/proc` before and after it and grouped by the part
-//! of a system each process is (the load generator, Strata's gateway, its
-//! sidecar, the function, PostgreSQL, ...), per request answered. Only one
-//! system is loaded at a time, so the parts busy in a run are that system's;
-//! "anything else" is the rest of the machine (other builds, kernel threads).
+//! during a run, read from `/proc` before and after it, per request answered,
+//! grouped by the part of the loaded system each process is (its gateway, its
+//! sidecar, the function, PostgreSQL, ...). A system is the process trees it
+//! started (and the PostgreSQL server, for the systems that use it); the load
+//! generator is this process; every other process on the machine, the idle
+//! systems beside the loaded one included, is "anything else".
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -13,10 +14,12 @@ const TICKS_PER_SECOND: f64 = 100.0;
 
 /// The part for every process that belongs to no system under test.
 pub const ELSEWHERE: &str = "anything else";
+/// The part for this process, the benchmark's client.
+pub const LOAD_GENERATOR: &str = "load generator";
 
 /// The parts, in the order the report shows them.
 pub const PARTS: [&str; 8] = [
-    "load generator",
+    LOAD_GENERATOR,
     "strata dev (gateway, control plane)",
     "sidecar",
     "function",
@@ -26,8 +29,24 @@ pub const PARTS: [&str; 8] = [
     ELSEWHERE,
 ];
 
-/// CPU ticks used so far by every process, with the part it belongs to.
-pub struct Snapshot(HashMap<u32, (&'static str, u64)>);
+/// The processes a system runs: the trees under `roots`, and PostgreSQL's
+/// server processes when it uses them.
+#[derive(Debug, Clone, Default)]
+pub struct System {
+    pub roots: Vec<u32>,
+    pub postgres: bool,
+}
+
+/// One process as `/proc` shows it.
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    parent: u32,
+    part: &'static str,
+    ticks: u64,
+}
+
+/// CPU ticks used so far by every process.
+pub struct Snapshot(HashMap<u32, Seen>);
 
 /// Microseconds of CPU per request answered, by part.
 pub type PerRequest = BTreeMap<&'static str, f64>;
@@ -46,49 +65,97 @@ impl Snapshot {
             let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
                 continue;
             };
-            let Some((command, ticks)) = parse_stat(&stat) else {
+            let Some(stat) = parse_stat(&stat) else {
                 continue;
             };
             let part = if pid == me {
-                "load generator"
+                LOAD_GENERATOR
             } else {
-                part_of(command, || {
+                part_of(stat.command, || {
                     std::fs::read(format!("/proc/{pid}/cmdline"))
                         .ok()
                         .and_then(|line| line.split(|b| *b == 0).nth(1).map(<[u8]>::to_vec))
                         .map(|arg| String::from_utf8_lossy(&arg).into_owned())
                 })
             };
-            processes.insert(pid, (part, ticks));
+            processes.insert(
+                pid,
+                Seen {
+                    parent: stat.parent,
+                    part,
+                    ticks: stat.ticks,
+                },
+            );
         }
         Snapshot(processes)
     }
 
-    /// What every part used since `before`, per request of `requests`.
-    pub fn since(&self, before: &Snapshot, requests: u64) -> PerRequest {
+    /// What every part of `system` used since `before`, per request of
+    /// `requests`; the rest of the machine is "anything else".
+    pub fn since(&self, before: &Snapshot, requests: u64, system: &System) -> PerRequest {
         let mut used: PerRequest = BTreeMap::new();
-        for (pid, (part, ticks)) in &self.0 {
+        for (pid, seen) in &self.0 {
             // A process that started during the run used all of its ticks in it.
-            let earlier = before.0.get(pid).filter(|(was, _)| was == part).map_or(0, |(_, t)| *t);
-            *used.entry(part).or_default() += ticks.saturating_sub(earlier) as f64;
+            let earlier = before
+                .0
+                .get(pid)
+                .filter(|was| was.part == seen.part)
+                .map_or(0, |was| was.ticks);
+            let part = match seen.part {
+                LOAD_GENERATOR => LOAD_GENERATOR,
+                "PostgreSQL" if system.postgres => "PostgreSQL",
+                part if self.descends(*pid, &system.roots) => part,
+                _ => ELSEWHERE,
+            };
+            *used.entry(part).or_default() += seen.ticks.saturating_sub(earlier) as f64;
         }
         for ticks in used.values_mut() {
             *ticks = *ticks / TICKS_PER_SECOND * 1e6 / requests.max(1) as f64;
         }
         used
     }
+
+    /// Whether `pid` is one of `roots` or runs under one of them.
+    fn descends(&self, mut pid: u32, roots: &[u32]) -> bool {
+        // Bounded: a parent link always points to an older process, but a
+        // snapshot read while processes come and go may hold a stale one.
+        for _ in 0..64 {
+            if roots.contains(&pid) {
+                return true;
+            }
+            match self.0.get(&pid) {
+                Some(seen) if seen.parent != 0 && seen.parent != pid => pid = seen.parent,
+                _ => return false,
+            }
+        }
+        false
+    }
 }
 
-/// The command name and the user plus system ticks of a `/proc/PID/stat` line.
-fn parse_stat(stat: &str) -> Option<(&str, u64)> {
+/// What a `/proc/PID/stat` line says of its process.
+#[derive(Debug, PartialEq)]
+struct Stat<'a> {
+    command: &'a str,
+    parent: u32,
+    /// User plus system time.
+    ticks: u64,
+}
+
+fn parse_stat(stat: &str) -> Option<Stat<'_>> {
     // The name is in parentheses and may itself hold spaces or parentheses.
     let (open, close) = (stat.find('(')?, stat.rfind(')')?);
     let command = stat.get(open + 1..close)?;
-    // After the name: state is field 3; utime and stime are fields 14 and 15.
-    let mut fields = stat.get(close + 2..)?.split_whitespace();
-    let utime: u64 = fields.nth(11)?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some((command, utime + stime))
+    // After the name: state is field 3, the parent 4; utime and stime are
+    // fields 14 and 15.
+    let fields: Vec<&str> = stat.get(close + 2..)?.split_whitespace().collect();
+    let parent = fields.get(1)?.parse().ok()?;
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Stat {
+        command,
+        parent,
+        ticks: utime + stime,
+    })
 }
 
 /// The part a process is, from its command name (and, for `strata`, its
@@ -124,12 +191,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_stat_line_gives_its_name_and_cpu_ticks() {
+    fn a_stat_line_gives_its_name_parent_and_cpu_ticks() {
         let line = "4242 (shopping-cart) S 1 4242 4242 0 -1 4194560 900 0 0 0 1500 250 0 0 20 0 3 0 100 \
                     1000000 500 18446744073709551615";
-        assert_eq!(parse_stat(line), Some(("shopping-cart", 1750)));
-        let odd = "7 (a (b) c) R 1 7 7 0 -1 0 0 0 0 0 3 4 0 0 20 0 1 0 1 1 1 1";
-        assert_eq!(parse_stat(odd), Some(("a (b) c", 7)));
+        let stat = parse_stat(line).unwrap();
+        assert_eq!((stat.command, stat.parent, stat.ticks), ("shopping-cart", 1, 1750));
+        let odd = "7 (a (b) c) R 3 7 7 0 -1 0 0 0 0 0 3 4 0 0 20 0 1 0 1 1 1 1";
+        let stat = parse_stat(odd).unwrap();
+        assert_eq!((stat.command, stat.parent, stat.ticks), ("a (b) c", 3, 7));
         assert_eq!(parse_stat("garbage"), None);
     }
 
@@ -146,27 +215,58 @@ mod tests {
         assert_eq!(part_of("rustc", || unreachable!()), "anything else");
     }
 
+    fn seen(parent: u32, part: &'static str, ticks: u64) -> Seen {
+        Seen { parent, part, ticks }
+    }
+
     #[test]
-    fn use_is_what_each_part_added_per_request() {
-        let before = Snapshot(HashMap::from([(1, ("sidecar", 100)), (2, ("function", 50))]));
-        let after = Snapshot(HashMap::from([
-            (1, ("sidecar", 150)),
-            (2, ("function", 60)),
-            // started during the run
-            (3, ("PostgreSQL", 5)),
+    fn use_is_what_each_part_of_the_system_added_per_request() {
+        // 10: strata dev, with its sidecar (11) and function (12); 20: an idle
+        // system beside it; 30: PostgreSQL; 40: this process.
+        let before = Snapshot(HashMap::from([
+            (10, seen(1, "strata dev (gateway, control plane)", 0)),
+            (11, seen(10, "sidecar", 100)),
+            (12, seen(10, "function", 50)),
+            (20, seen(1, "stateless function", 0)),
+            (40, seen(1, "load generator", 0)),
         ]));
-        let used = after.since(&before, 1000);
+        let after = Snapshot(HashMap::from([
+            (10, seen(1, "strata dev (gateway, control plane)", 20)),
+            (11, seen(10, "sidecar", 150)),
+            (12, seen(10, "function", 60)),
+            (20, seen(1, "stateless function", 3)),
+            // started during the run
+            (30, seen(1, "PostgreSQL", 5)),
+            (40, seen(1, "load generator", 8)),
+        ]));
+        let strata = System {
+            roots: vec![10],
+            postgres: false,
+        };
+        let used = after.since(&before, 1000, &strata);
         // 50 ticks = 0.5 s over 1000 requests = 500 us each.
         assert_eq!(used["sidecar"], 500.0);
         assert_eq!(used["function"], 100.0);
+        assert_eq!(used["strata dev (gateway, control plane)"], 200.0);
+        assert_eq!(used["load generator"], 80.0);
+        // The idle system and the PostgreSQL this one does not use.
+        assert_eq!(used[ELSEWHERE], 80.0);
+
+        let with_postgres = System {
+            roots: vec![20],
+            postgres: true,
+        };
+        let used = after.since(&before, 1000, &with_postgres);
         assert_eq!(used["PostgreSQL"], 50.0);
+        assert_eq!(used["stateless function"], 30.0);
+        assert_eq!(used[ELSEWHERE], 20.0 * 10.0 + 500.0 + 100.0);
     }
 
     #[test]
     fn this_process_is_the_load_generator() {
         let snapshot = Snapshot::take();
         assert_eq!(
-            snapshot.0.get(&std::process::id()).map(|(part, _)| *part),
+            snapshot.0.get(&std::process::id()).map(|seen| seen.part),
             Some("load generator")
         );
     }

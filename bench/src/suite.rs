@@ -199,27 +199,29 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Err(reason) = &restate {
         problems.push(format!("Restate: {reason}"));
     }
-    let endpoint = |name: &str, addr: SocketAddr, api: Api| Endpoint {
+    let endpoint = |name: &str, addr: SocketAddr, api: Api, roots: Vec<u32>, postgres: bool| Endpoint {
         name: name.into(),
         addr,
         api,
+        system: cpu::System { roots, postgres },
     };
     let sidecar = dev_sqlite.sidecar("cart").await?;
+    let strata_sqlite = || vec![dev_sqlite.pid()];
     let mut loaded = vec![
-        endpoint(GATEWAY_SQLITE, dev_sqlite.gateway, Api::Cart),
-        endpoint(GATEWAY_PG, dev_pg.gateway, Api::Cart),
-        endpoint(PG_CART, pg_cart.addr, Api::Cart),
+        endpoint(GATEWAY_SQLITE, dev_sqlite.gateway, Api::Cart, strata_sqlite(), false),
+        endpoint(GATEWAY_PG, dev_pg.gateway, Api::Cart, vec![dev_pg.pid()], true),
+        endpoint(PG_CART, pg_cart.addr, Api::Cart, vec![pg_cart.pid()], true),
     ];
     if let Ok(restate) = &restate {
-        loaded.push(endpoint(RESTATE, restate.ingress, Api::Restate));
+        loaded.push(endpoint(RESTATE, restate.ingress, Api::Restate, restate.pids(), false));
     }
     let mut single = vec![
-        endpoint(GATEWAY_SQLITE, dev_sqlite.gateway, Api::Cart),
-        endpoint(SIDECAR, sidecar, Api::Cart),
-        endpoint(PG_CART, pg_cart.addr, Api::Cart),
+        endpoint(GATEWAY_SQLITE, dev_sqlite.gateway, Api::Cart, strata_sqlite(), false),
+        endpoint(SIDECAR, sidecar, Api::Cart, strata_sqlite(), false),
+        endpoint(PG_CART, pg_cart.addr, Api::Cart, vec![pg_cart.pid()], true),
     ];
     if let Ok(restate) = &restate {
-        single.push(endpoint(RESTATE, restate.ingress, Api::Restate));
+        single.push(endpoint(RESTATE, restate.ingress, Api::Restate, restate.pids(), false));
     }
 
     // --- closed loop: hot cart, many carts, read-mostly
@@ -268,7 +270,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 cpu_use
                     .entry((name, target.name.clone()))
                     .or_default()
-                    .push(cpu::Snapshot::take().since(&before, outcome.answered));
+                    .push(cpu::Snapshot::take().since(&before, outcome.answered, &target.system));
                 eprintln!(
                     "bench: {name} round {round}: {:<36} {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  refused {}",
                     target.name,
@@ -311,7 +313,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             cpu_use
                 .entry((ONE_CLIENT, target.name.clone()))
                 .or_default()
-                .push(cpu::Snapshot::take().since(&before, outcome.answered));
+                .push(cpu::Snapshot::take().since(&before, outcome.answered, &target.system));
             note_refusals(&mut problems, "one client", &target.name, &outcome);
             singles.entry(target.name.clone()).or_default().push(outcome);
         }
@@ -391,6 +393,10 @@ pub async fn hop(args: HopArgs) -> anyhow::Result<()> {
     let dev = StrataDev::with_cart(&root.join("dev"), None).await?;
     let sidecar = dev.sidecar("cart").await?;
     let targets = [(GATEWAY_SQLITE, dev.gateway), (SIDECAR, sidecar)];
+    let system = cpu::System {
+        roots: vec![dev.pid()],
+        postgres: false,
+    };
     let (_, answer) = load::once(dev.gateway, &Api::Cart.add("solo", "p")).await?;
     answer.map_err(|e| anyhow::anyhow!("AddItem: {e}"))?;
     let duration = Duration::from_secs(args.seconds);
@@ -402,7 +408,7 @@ pub async fn hop(args: HopArgs) -> anyhow::Result<()> {
                 let plan: Plan = Arc::new(|_, _| Api::Cart.get("solo"));
                 let before = cpu::Snapshot::take();
                 let outcome = load::closed(addr, clients, duration, plan).await?;
-                let used = cpu::Snapshot::take().since(&before, outcome.answered);
+                let used = cpu::Snapshot::take().since(&before, outcome.answered, &system);
                 let used: Vec<String> = used
                     .iter()
                     .filter(|(_, us)| **us >= 0.5)
@@ -1146,8 +1152,9 @@ fn cpu_table(md: &mut String, cpu_use: &CpuUse, scenario: &str) -> anyhow::Resul
         .collect();
     writeln!(
         md,
-        "CPU per request (µs of processor time, median of rounds): every process on the machine during \
-         the run, by what it is; the total leaves out \"{}\" (the rest of the machine).\n",
+        "CPU per request (µs of processor time, median of rounds), by process, every process on the \
+         machine during the run: the system's own (its total), the load generator (the client, this \
+         benchmark), and \"{}\" (the rest of the machine, the idle systems beside included).\n",
         cpu::ELSEWHERE
     )?;
     writeln!(
@@ -1159,7 +1166,7 @@ fn cpu_table(md: &mut String, cpu_use: &CpuUse, scenario: &str) -> anyhow::Resul
     for (system, used) in rows {
         let total: f64 = used
             .iter()
-            .filter(|(part, _)| **part != cpu::ELSEWHERE)
+            .filter(|(part, _)| !matches!(**part, cpu::ELSEWHERE | cpu::LOAD_GENERATOR))
             .map(|(_, us)| us)
             .sum();
         let cells: Vec<String> = parts.iter().map(|part| format!("{:.0}", used[part])).collect();

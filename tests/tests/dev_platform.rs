@@ -433,7 +433,11 @@ async fn broken_commands_back_off_and_say_why() {
 async fn a_scale_down_under_load_fails_no_request() {
     let dir = tempfile::tempdir().unwrap();
     let dev = start_dev(dir, &[]);
-    let http = reqwest::Client::new();
+    // A call stuck on the leaving instance is a failure, never a hung test.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
     let fixed = |n: &str| ["--min-scale", n, "--max-scale", n].map(str::to_string);
     dev.deploy(&fixed("2").iter().map(String::as_str).collect::<Vec<_>>());
     dev.until("two instances ready", Duration::from_secs(60), |s| {

@@ -80,6 +80,19 @@ impl ForwardError {
         ))
     }
 
+    /// A call whose answer never came: the sidecar refused it unseen (it
+    /// reset the stream with REFUSED_STREAM, or said GOAWAY naming an earlier
+    /// last stream: draining, it runs nothing new), so it may go elsewhere;
+    /// otherwise it was lost.
+    fn unanswered(address: &str, error: h2::Error) -> ForwardError {
+        let refused = error.is_remote()
+            && (error.is_go_away() || (error.is_reset() && error.reason() == Some(h2::Reason::REFUSED_STREAM)));
+        if refused {
+            return ForwardError::Unreachable(format!("sidecar {address} refused the call unseen: {error}"));
+        }
+        ForwardError::lost(address, error)
+    }
+
     fn lost(address: &str, error: h2::Error) -> ForwardError {
         ForwardError::Lost(format!("the connection to sidecar {address} broke: {error}"))
     }
@@ -172,7 +185,7 @@ impl Forwarder {
                 }
             }
         };
-        let response = response.await.map_err(|e| ForwardError::lost(address, e))?;
+        let response = response.await.map_err(|e| ForwardError::unanswered(address, e))?;
         let (head, mut body) = response.into_parts();
         if head.status != StatusCode::OK {
             return Err(ForwardError::Answered(

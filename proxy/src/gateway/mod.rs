@@ -21,7 +21,7 @@ use std::{
     net::SocketAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, RwLock,
+        Arc, Mutex, RwLock,
     },
     task::{Context, Poll},
     time::Duration,
@@ -123,6 +123,8 @@ pub struct Gateway {
     forward_timeout: Duration,
     /// The route version whose sidecars the forwarder was last trimmed to.
     trimmed: AtomicU64,
+    /// Held while trimming, so trims of two versions never interleave.
+    trimming: Mutex<()>,
 }
 
 /// Where one call goes, the route version that said so, and (for an action)
@@ -144,6 +146,7 @@ impl Gateway {
             spread: Arc::default(),
             holds,
             trimmed: AtomicU64::new(0),
+            trimming: Mutex::new(()),
         }
     }
 
@@ -215,19 +218,19 @@ impl Gateway {
     /// Once per route version: drops the connections to sidecars the routes no
     /// longer name (instances that stopped, or moved), so a gateway that sees
     /// instances come and go for months holds connections only to live ones.
+    /// Only forward: a call still holding an older table never undoes a newer
+    /// one's trim.
     fn trim_connections(&self, table: &RouteTable) {
-        // Only forward: a call still holding an older table must not undo a
-        // newer one's trim.
-        let trimmed = self.trimmed.load(Ordering::Relaxed);
-        if table.version <= trimmed
-            || self
-                .trimmed
-                .compare_exchange(trimmed, table.version, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
+        if table.version <= self.trimmed.load(Ordering::Acquire) {
             return;
         }
-        self.forwarder.keep_only(|address| table.routes_to(address));
+        let _trimming = self.trimming.lock().expect("trim lock poisoned");
+        if table.version <= self.trimmed.load(Ordering::Acquire) {
+            return;
+        }
+        let named = table.addresses();
+        self.forwarder.keep_only(|address| named.contains(address));
+        self.trimmed.store(table.version, Ordering::Release);
     }
 
     fn rerouted(&self, service: &str, reason: &str) {

@@ -2,7 +2,10 @@
 //! control plane sends: every service's model (for decoding and transcoding) and
 //! who owns each of its shards. Pure data; building it does no I/O.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use strata_proto::cloudstate::{Entity, EntitySpec};
 use strata_proto::strata::controlplane::v1::{RouteSnapshot, ServiceRoutes};
@@ -140,13 +143,14 @@ impl RouteTable {
                 })
     }
 
-    /// Whether any call could be routed to `address` (a shard's owner or a
-    /// ready instance of some service).
-    pub fn routes_to(&self, address: &str) -> bool {
-        self.services.values().any(|service| {
-            service.ready.iter().any(|target| target.address == address)
-                || service.shards.iter().flatten().any(|target| target.address == address)
-        })
+    /// Every address a call could be routed to: the shards' owners and the
+    /// ready instances of every service.
+    pub fn addresses(&self) -> HashSet<&str> {
+        self.services
+            .values()
+            .flat_map(|service| service.ready.iter().chain(service.shards.iter().flatten()))
+            .map(|target| target.address.as_str())
+            .collect()
     }
 
     /// The deployed service serving a gRPC service.

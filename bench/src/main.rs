@@ -3,6 +3,7 @@
 //! medians and ratios (machines here are noisy; single numbers lie).
 
 mod charts;
+mod cpu;
 mod footprint;
 mod load;
 mod registry;

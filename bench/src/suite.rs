@@ -22,6 +22,7 @@ use strata_e2e::{cart_client, free_port, shoppingcart::GetShoppingCart, start_sh
 
 use crate::{
     charts::{self, Group},
+    cpu,
     footprint::{self, Footprint},
     load::{self, Outcome, Plan},
     registry::{self, RegistryResults},
@@ -151,8 +152,15 @@ struct Results {
     warm_ms: Vec<f64>,
     footprint: Footprint,
     registry: RegistryResults,
+    /// CPU per request by part, per (scenario, system), every round.
+    cpu_use: CpuUse,
     problems: Vec<String>,
 }
+
+type CpuUse = BTreeMap<(&'static str, String), Vec<cpu::PerRequest>>;
+
+/// The one-client scenario's key in [`Results::cpu_use`].
+const ONE_CLIENT: &str = "one client";
 
 const GATEWAY_SQLITE: &str = "Strata gateway (SQLite)";
 const GATEWAY_PG: &str = "Strata gateway (PostgreSQL)";
@@ -191,27 +199,29 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Err(reason) = &restate {
         problems.push(format!("Restate: {reason}"));
     }
-    let endpoint = |name: &str, addr: SocketAddr, api: Api| Endpoint {
+    let endpoint = |name: &str, addr: SocketAddr, api: Api, roots: Vec<u32>, postgres: bool| Endpoint {
         name: name.into(),
         addr,
         api,
+        system: cpu::System { roots, postgres },
     };
     let sidecar = dev_sqlite.sidecar("cart").await?;
+    let strata_sqlite = || vec![dev_sqlite.pid()];
     let mut loaded = vec![
-        endpoint(GATEWAY_SQLITE, dev_sqlite.gateway, Api::Cart),
-        endpoint(GATEWAY_PG, dev_pg.gateway, Api::Cart),
-        endpoint(PG_CART, pg_cart.addr, Api::Cart),
+        endpoint(GATEWAY_SQLITE, dev_sqlite.gateway, Api::Cart, strata_sqlite(), false),
+        endpoint(GATEWAY_PG, dev_pg.gateway, Api::Cart, vec![dev_pg.pid()], true),
+        endpoint(PG_CART, pg_cart.addr, Api::Cart, vec![pg_cart.pid()], true),
     ];
     if let Ok(restate) = &restate {
-        loaded.push(endpoint(RESTATE, restate.ingress, Api::Restate));
+        loaded.push(endpoint(RESTATE, restate.ingress, Api::Restate, restate.pids(), false));
     }
     let mut single = vec![
-        endpoint(GATEWAY_SQLITE, dev_sqlite.gateway, Api::Cart),
-        endpoint(SIDECAR, sidecar, Api::Cart),
-        endpoint(PG_CART, pg_cart.addr, Api::Cart),
+        endpoint(GATEWAY_SQLITE, dev_sqlite.gateway, Api::Cart, strata_sqlite(), false),
+        endpoint(SIDECAR, sidecar, Api::Cart, strata_sqlite(), false),
+        endpoint(PG_CART, pg_cart.addr, Api::Cart, vec![pg_cart.pid()], true),
     ];
     if let Ok(restate) = &restate {
-        single.push(endpoint(RESTATE, restate.ingress, Api::Restate));
+        single.push(endpoint(RESTATE, restate.ingress, Api::Restate, restate.pids(), false));
     }
 
     // --- closed loop: hot cart, many carts, read-mostly
@@ -245,6 +255,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ),
     ];
     let mut closed = Vec::new();
+    let mut cpu_use: CpuUse = BTreeMap::new();
     for (name, title, request) in scenarios {
         let mut runs = Runs::new();
         for round in 0..settings.rounds {
@@ -252,9 +263,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 let api = target.api;
                 let request = request.clone();
                 let plan: Plan = Arc::new(move |client, n| request(api, client, n));
+                let before = cpu::Snapshot::take();
                 let outcome = load::closed(target.addr, settings.clients, duration, plan)
                     .await
                     .with_context(|| format!("{name} against {}", target.name))?;
+                cpu_use
+                    .entry((name, target.name.clone()))
+                    .or_default()
+                    .push(cpu::Snapshot::take().since(&before, outcome.answered, &target.system));
                 eprintln!(
                     "bench: {name} round {round}: {:<36} {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  refused {}",
                     target.name,
@@ -292,7 +308,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         for target in &single {
             let api = target.api;
             let plan: Plan = Arc::new(move |_, _| api.get("solo"));
+            let before = cpu::Snapshot::take();
             let outcome = load::closed(target.addr, 1, Duration::from_secs(settings.single_seconds), plan).await?;
+            cpu_use
+                .entry((ONE_CLIENT, target.name.clone()))
+                .or_default()
+                .push(cpu::Snapshot::take().since(&before, outcome.answered, &target.system));
             note_refusals(&mut problems, "one client", &target.name, &outcome);
             singles.entry(target.name.clone()).or_default().push(outcome);
         }
@@ -327,6 +348,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         warm_ms,
         footprint,
         registry,
+        cpu_use,
         problems,
     };
     let charts_dir = args.out.with_file_name("benchmarks");
@@ -371,6 +393,10 @@ pub async fn hop(args: HopArgs) -> anyhow::Result<()> {
     let dev = StrataDev::with_cart(&root.join("dev"), None).await?;
     let sidecar = dev.sidecar("cart").await?;
     let targets = [(GATEWAY_SQLITE, dev.gateway), (SIDECAR, sidecar)];
+    let system = cpu::System {
+        roots: vec![dev.pid()],
+        postgres: false,
+    };
     let (_, answer) = load::once(dev.gateway, &Api::Cart.add("solo", "p")).await?;
     answer.map_err(|e| anyhow::anyhow!("AddItem: {e}"))?;
     let duration = Duration::from_secs(args.seconds);
@@ -380,13 +406,21 @@ pub async fn hop(args: HopArgs) -> anyhow::Result<()> {
         for round in 0..args.rounds {
             for (name, addr) in targets {
                 let plan: Plan = Arc::new(|_, _| Api::Cart.get("solo"));
+                let before = cpu::Snapshot::take();
                 let outcome = load::closed(addr, clients, duration, plan).await?;
+                let used = cpu::Snapshot::take().since(&before, outcome.answered, &system);
+                let used: Vec<String> = used
+                    .iter()
+                    .filter(|(_, us)| **us >= 0.5)
+                    .map(|(part, us)| format!("{part} {us:.0}"))
+                    .collect();
                 eprintln!(
-                    "hop: {clients} clients round {round}: {name:<36} {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  refused {}",
+                    "hop: {clients} clients round {round}: {name:<36} {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  refused {}\n     CPU µs per request: {}",
                     outcome.per_second(),
                     outcome.ms(50.0),
                     outcome.ms(99.0),
-                    outcome.refused
+                    outcome.refused,
+                    used.join(", ")
                 );
                 p50s.entry(name).or_default().push(outcome.ms(50.0));
                 rates.entry(name).or_default().push(outcome.per_second());
@@ -811,10 +845,11 @@ fn render(
          connection, for {} s per round. Ratios are against the stateless function + PostgreSQL.\n",
         settings.seconds
     )?;
-    for (_, title, runs) in &results.closed {
+    for (name, title, runs) in &results.closed {
         writeln!(md, "### {title}\n")?;
         table(&mut md, runs, Some(PG_CART))?;
         writeln!(md)?;
+        cpu_table(&mut md, &results.cpu_use, name)?;
     }
     // One bar per system in each scenario, of one figure of its summary.
     let closed_groups = |figure: fn(&Summary) -> f64| -> Vec<Group> {
@@ -871,6 +906,7 @@ fn render(
     )?;
     table(&mut md, &results.single, Some(PG_CART))?;
     writeln!(md)?;
+    cpu_table(&mut md, &results.cpu_use, ONE_CLIENT)?;
     let names: Vec<String> = results.single.keys().cloned().collect();
     charts::bars(
         &charts_dir.join("one-client.png"),
@@ -1096,6 +1132,48 @@ fn short(name: &str) -> String {
         PG_CART => "function + PostgreSQL".into(),
         other => other.into(),
     }
+}
+
+/// Where the CPU went in `scenario`: per system, the microseconds of CPU each
+/// part of the machine used per request answered (median of rounds).
+fn cpu_table(md: &mut String, cpu_use: &CpuUse, scenario: &str) -> anyhow::Result<()> {
+    let rows: Vec<(&String, cpu::PerRequest)> = cpu_use
+        .iter()
+        .filter(|((name, _), _)| *name == scenario)
+        .map(|((_, system), runs)| (system, cpu::median(runs)))
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    // Only the parts some system used.
+    let parts: Vec<&str> = cpu::PARTS
+        .into_iter()
+        .filter(|part| rows.iter().any(|(_, used)| used[part] >= 0.5))
+        .collect();
+    writeln!(
+        md,
+        "CPU per request (µs of processor time, median of rounds), by process, every process on the \
+         machine during the run: the system's own (its total), the load generator (the client, this \
+         benchmark), and \"{}\" (the rest of the machine, the idle systems beside included).\n",
+        cpu::ELSEWHERE
+    )?;
+    writeln!(
+        md,
+        "| system | total | {} |\n|---|---|{}",
+        parts.join(" | "),
+        "---|".repeat(parts.len())
+    )?;
+    for (system, used) in rows {
+        let total: f64 = used
+            .iter()
+            .filter(|(part, _)| !matches!(**part, cpu::ELSEWHERE | cpu::LOAD_GENERATOR))
+            .map(|(_, us)| us)
+            .sum();
+        let cells: Vec<String> = parts.iter().map(|part| format!("{:.0}", used[part])).collect();
+        writeln!(md, "| {system} | {total:.0} | {} |", cells.join(" | "))?;
+    }
+    writeln!(md)?;
+    Ok(())
 }
 
 /// One row per system: throughput, latency percentiles, refusals, ratio to `baseline`.

@@ -52,6 +52,8 @@ pub struct Endpoint {
     pub name: String,
     pub addr: SocketAddr,
     pub api: Api,
+    /// Its processes, for the CPU they use.
+    pub system: crate::cpu::System,
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -73,13 +75,18 @@ async fn until<T>(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> O
 
 /// `strata dev` with the cart deployed.
 pub struct StrataDev {
-    _process: Process,
+    process: Process,
     pub gateway: SocketAddr,
     pub api: u16,
     http: reqwest::Client,
 }
 
 impl StrataDev {
+    /// `strata dev`'s process: its sidecars and functions run under it.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// Starts `strata dev` in `dir` with `store` (`None`: its SQLite file).
     pub async fn start(dir: &Path, store: Option<&str>) -> anyhow::Result<StrataDev> {
         std::fs::create_dir_all(dir)?;
@@ -101,7 +108,7 @@ impl StrataDev {
             bail!("strata dev did not open its gateway");
         }
         Ok(StrataDev {
-            _process: process,
+            process,
             gateway: loopback(gateway),
             api,
             http: reqwest::Client::new(),
@@ -179,11 +186,15 @@ impl StrataDev {
 
 /// The stateless PostgreSQL cart.
 pub struct PgCart {
-    _process: Process,
+    process: Process,
     pub addr: SocketAddr,
 }
 
 impl PgCart {
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     pub fn start(database_url: &str) -> anyhow::Result<PgCart> {
         let port = free_port();
         let mut command = Command::new(binary("pg-cart"));
@@ -193,7 +204,7 @@ impl PgCart {
             bail!("pg-cart did not start (is PostgreSQL at {database_url} up?)");
         }
         Ok(PgCart {
-            _process: process,
+            process,
             addr: loopback(port),
         })
     }
@@ -208,12 +219,17 @@ pub struct RestatePrograms {
 
 /// A one-node Restate server with the cart registered.
 pub struct Restate {
-    _server: Process,
-    _cart: Process,
+    server: Process,
+    cart: Process,
     pub ingress: SocketAddr,
 }
 
 impl Restate {
+    /// The server's and the cart's processes.
+    pub fn pids(&self) -> Vec<u32> {
+        vec![self.server.pid(), self.cart.pid()]
+    }
+
     pub async fn start(programs: &RestatePrograms, dir: &Path) -> anyhow::Result<Restate> {
         std::fs::create_dir_all(dir)?;
         let (ingress, admin, node, cart) = (free_port(), free_port(), free_port(), free_port());
@@ -249,8 +265,8 @@ impl Restate {
             bail!("Restate's ingress did not open");
         }
         let restate = Restate {
-            _server: server,
-            _cart: cart_process,
+            server,
+            cart: cart_process,
             ingress: loopback(ingress),
         };
         // The ingress may answer 404 until the registration has reached it.

@@ -5,12 +5,7 @@
 //! runs every case, and ends with the line `N passed, M failed, P pending`. Exits
 //! non-zero if a case failed.
 
-use std::{
-    net::{SocketAddr, TcpListener},
-    path::PathBuf,
-    process::Stdio,
-    time::Duration,
-};
+use std::{net::SocketAddr, path::PathBuf, process::Stdio, time::Duration};
 
 use anyhow::{bail, Context};
 use clap::Parser;
@@ -67,7 +62,7 @@ async fn run(args: Args) -> anyhow::Result<kit::Summary> {
     let function = match &args.function {
         Some(function) => function.clone(),
         None => {
-            let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            let port = strata_runtime::ports::free_loopback_port()?;
             let mut command = tokio::process::Command::new(beside("tck-model")?);
             command
                 .env("HOST", "127.0.0.1")
@@ -90,7 +85,7 @@ async fn run(args: Args) -> anyhow::Result<kit::Summary> {
     // --- the interceptor in front of the function, the proxy in front of both
     let interceptor = Interceptor::start(function).await?;
     let store = tempfile::tempdir()?;
-    let http_port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let http_port = strata_runtime::ports::free_loopback_port()?;
     let mut command = tokio::process::Command::new(&strata);
     command
         .arg("proxy")

@@ -1,6 +1,7 @@
 //! `strata dev` end to end: the whole platform as one real process, the Rust cart
 //! deployed through the CLI, load through the gateway. It scales out with shards
-//! on every instance, loses nothing acknowledged when an instance is killed, goes
+//! on every instance, scales down under load failing no request, loses nothing
+//! acknowledged when an instance is killed, goes
 //! to zero when idle, wakes on the next request, answers a burst at zero by starting
 //! several instances together, and refuses (never hangs) what overflows the hold
 //! queue. No orphaned process survives `kill -9` of strata dev.
@@ -423,4 +424,110 @@ async fn broken_commands_back_off_and_say_why() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+}
+
+/// Scaling down while requests flow: the leaving instance's shards move to the
+/// one that stays and the calls under way finish, so no client sees an error
+/// and every acknowledged write is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scale_down_under_load_fails_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = start_dev(dir, &[]);
+    // A call stuck on the leaving instance is a failure, never a hung test.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let fixed = |n: &str| ["--min-scale", n, "--max-scale", n].map(str::to_string);
+    dev.deploy(&fixed("2").iter().map(String::as_str).collect::<Vec<_>>());
+    dev.until("two instances ready", Duration::from_secs(60), |s| {
+        s["ready_replicas"] == 2
+    })
+    .await;
+
+    let acked: Arc<Mutex<BTreeMap<String, i64>>> = Arc::default();
+    let failures: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for c in 0..16 {
+        let (http, acked, failures, stop) = (http.clone(), acked.clone(), failures.clone(), stop.clone());
+        let url = dev.url("");
+        clients.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let user = format!("down-{c}-{}", n % 7);
+                let response = http
+                    .post(format!("{url}/cart/{user}/items/add"))
+                    .json(&json!({"productId": "p", "name": "Thing", "quantity": 1}))
+                    .send()
+                    .await;
+                match response {
+                    Ok(r) if r.status().is_success() => *acked.lock().unwrap().entry(user).or_default() += 1,
+                    Ok(r) => {
+                        let status = r.status();
+                        let body = r.text().await.unwrap_or_default();
+                        failures.lock().unwrap().push(format!("{status}: {body}"))
+                    }
+                    Err(error) => failures.lock().unwrap().push(error.to_string()),
+                }
+            }
+        }));
+    }
+    let acked_so_far = || acked.lock().unwrap().values().sum::<i64>();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked_so_far() < 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the load does not get through: {}",
+            acked_so_far()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // --- down to one instance, the load still running, until the other's
+    // sidecar process has exited
+    let sidecars = || {
+        let out = Command::new("pgrep")
+            .args([
+                "-P",
+                &dev.process.pid().to_string(),
+                "-f",
+                "strata proxy --user-function-port",
+            ])
+            .output()
+            .expect("pgrep");
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    assert_eq!(sidecars(), 2);
+    dev.deploy(&fixed("1").iter().map(String::as_str).collect::<Vec<_>>());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sidecars() > 1 {
+        assert!(Instant::now() < deadline, "no sidecar stopped: {}", dev.service().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("scaled down with {} writes acknowledged", acked_so_far());
+    let after = acked_so_far();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked_so_far() < after + 200 {
+        assert!(Instant::now() < deadline, "the load stopped after the scale-down");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+
+    let failures = failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{} requests failed, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    let acked = acked.lock().unwrap().clone();
+    for (user, count) in &acked {
+        let stored = total(&http, &dev, user).await;
+        assert_eq!(stored, *count, "cart {user}: {count} acknowledged, {stored} stored");
+    }
 }

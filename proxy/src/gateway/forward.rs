@@ -80,6 +80,19 @@ impl ForwardError {
         ))
     }
 
+    /// A call whose answer never came: the sidecar refused it unseen (it
+    /// reset the stream with REFUSED_STREAM, or said GOAWAY naming an earlier
+    /// last stream: draining, it runs nothing new), so it may go elsewhere;
+    /// otherwise it was lost.
+    fn unanswered(address: &str, error: h2::Error) -> ForwardError {
+        let refused = error.is_remote()
+            && (error.is_go_away() || (error.is_reset() && error.reason() == Some(h2::Reason::REFUSED_STREAM)));
+        if refused {
+            return ForwardError::Unreachable(format!("sidecar {address} refused the call unseen: {error}"));
+        }
+        ForwardError::lost(address, error)
+    }
+
     fn lost(address: &str, error: h2::Error) -> ForwardError {
         ForwardError::Lost(format!("the connection to sidecar {address} broke: {error}"))
     }
@@ -172,7 +185,7 @@ impl Forwarder {
                 }
             }
         };
-        let response = response.await.map_err(|e| ForwardError::lost(address, e))?;
+        let response = response.await.map_err(|e| ForwardError::unanswered(address, e))?;
         let (head, mut body) = response.into_parts();
         if head.status != StatusCode::OK {
             return Err(ForwardError::Answered(
@@ -239,6 +252,40 @@ impl Forwarder {
     /// The error of a streamed call's answer stream that ended in `status`.
     pub fn stream_error(address: &str, status: Status) -> ProxyError {
         ForwardError::classify(address, status).into()
+    }
+
+    /// Forgets the connections to every sidecar for which `wanted` says no.
+    /// Calls under way on them finish; their connections close after them.
+    pub fn keep_only(&self, wanted: impl Fn(&str) -> bool) {
+        self.sidecars
+            .lock()
+            .expect("sidecar connections poisoned")
+            .retain(|address, _| wanted(address));
+        self.channels
+            .lock()
+            .expect("channel cache poisoned")
+            .retain(|address, _| wanted(address));
+    }
+
+    /// How many sidecars this forwarder holds connections (or their state) for.
+    #[cfg(test)]
+    pub fn known(&self) -> usize {
+        let sidecars = self.sidecars.lock().expect("sidecar connections poisoned");
+        let channels = self.channels.lock().expect("channel cache poisoned");
+        sidecars
+            .keys()
+            .chain(channels.keys())
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    }
+
+    /// Whether this forwarder holds a connection (or its state) for `address`.
+    #[cfg(test)]
+    pub fn holds(&self, address: &str) -> bool {
+        self.sidecars
+            .lock()
+            .expect("sidecar connections poisoned")
+            .contains_key(address)
     }
 
     /// Forgets the connections to a sidecar that went away.

@@ -116,6 +116,21 @@ async fn silent_sidecar() -> String {
     address
 }
 
+/// A "sidecar" that refuses every call unseen, as a draining HTTP/2 server
+/// does: each stream is reset with REFUSED_STREAM.
+async fn refusing_sidecar() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        let mut connection = h2::server::handshake(socket).await.unwrap();
+        while let Some(Ok((_, mut respond))) = connection.accept().await {
+            respond.send_reset(h2::Reason::REFUSED_STREAM);
+        }
+    });
+    address
+}
+
 /// An address nothing listens on.
 fn closed_address() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -230,6 +245,26 @@ async fn a_call_that_never_reached_its_instance_goes_to_the_next_one() {
 }
 
 #[tokio::test]
+async fn a_call_a_sidecar_refused_unseen_goes_to_the_next_one() {
+    let metrics = Arc::new(Metrics::new());
+    let (tx, rx) = watch::channel(routes(1, &refusing_sidecar().await));
+    let gateway = Arc::new(gateway(rx, metrics.clone()));
+    let call = tokio::spawn({
+        let gateway = gateway.clone();
+        async move { gateway.unary(echo_call("hello")).await }
+    });
+
+    // --- refused, not lost: the call waits for routes instead of failing
+    let rerouted = || metrics.reroutes.with_label_values(&["things", "unreachable"]).get();
+    while rerouted() == 0 {
+        assert!(!call.is_finished(), "not re-routed: {:?}", call.await.unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    tx.send(routes(2, &answering_sidecar().await)).unwrap();
+    assert_eq!(echoed(call.await.unwrap().unwrap()), b"hello");
+}
+
+#[tokio::test]
 async fn a_sidecar_that_never_answers_costs_a_504_not_a_hang() {
     let (_tx, rx) = watch::channel(routes(1, &silent_sidecar().await));
     let gateway = gateway(rx, Arc::new(Metrics::new())).with_forward_timeout(std::time::Duration::from_millis(200));
@@ -297,4 +332,35 @@ async fn a_clients_hop_by_hop_headers_stay_at_the_gateway() {
     call.metadata = crate::metadata::metadata_of(&headers);
 
     assert_eq!(echoed(gateway.unary(call).await.unwrap()), b"hello");
+}
+
+/// Instances come and go (scaling, restarts on new ports): the gateway keeps
+/// connections only to the sidecars its current routes name.
+#[tokio::test]
+async fn connections_to_sidecars_the_routes_dropped_are_let_go() {
+    let (first, second) = (answering_sidecar().await, answering_sidecar().await);
+    let (tx, rx) = watch::channel(routes(1, &first));
+    let gateway = gateway(rx, Arc::new(Metrics::new()));
+    assert_eq!(echoed(gateway.unary(echo_call("one")).await.unwrap()), b"one");
+    assert!(gateway.forwarder.holds(&first));
+    assert_eq!(gateway.forwarder.known(), 1);
+
+    // --- the instance is replaced by one at another address
+    tx.send(routes(2, &second)).unwrap();
+    assert_eq!(echoed(gateway.unary(echo_call("two")).await.unwrap()), b"two");
+    assert_eq!(
+        gateway.forwarder.known(),
+        1,
+        "only the live sidecar's connection is kept"
+    );
+
+    // --- a newer version keeps the connections it names
+    gateway.trim_connections(&routes(3, &second));
+    assert!(gateway.forwarder.holds(&second));
+    assert_eq!(gateway.forwarder.known(), 1);
+
+    // --- a call still holding an older table does not undo the newer trim
+    gateway.trim_connections(&routes(1, &first));
+    assert_eq!(gateway.forwarder.known(), 1);
+    assert!(gateway.forwarder.holds(&second));
 }

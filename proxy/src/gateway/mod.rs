@@ -19,7 +19,10 @@ use std::{
     convert::Infallible,
     future::Future,
     net::SocketAddr,
-    sync::{Arc, RwLock},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, RwLock,
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -118,6 +121,10 @@ pub struct Gateway {
     spread: Arc<Spread>,
     holds: Holds,
     forward_timeout: Duration,
+    /// The route version whose sidecars the forwarder was last trimmed to.
+    trimmed: AtomicU64,
+    /// Held while trimming, so trims of two versions never interleave.
+    trimming: Mutex<()>,
 }
 
 /// Where one call goes, the route version that said so, and (for an action)
@@ -138,6 +145,8 @@ impl Gateway {
             forward_timeout: DEFAULT_FORWARD_TIMEOUT,
             spread: Arc::default(),
             holds,
+            trimmed: AtomicU64::new(0),
+            trimming: Mutex::new(()),
         }
     }
 
@@ -170,6 +179,7 @@ impl Gateway {
     ) -> Result<Option<Destination>, ProxyError> {
         let grpc_service = method.entity.service_name.as_str();
         let table = routes.borrow_and_update().clone();
+        self.trim_connections(&table);
         let Some(service) = table.service_for(grpc_service) else {
             return Err(ProxyError::Unimplemented(format!(
                 "no deployed service serves {grpc_service}"
@@ -203,6 +213,24 @@ impl Gateway {
                 Ok(None)
             }
         }
+    }
+
+    /// Once per route version: drops the connections to sidecars the routes no
+    /// longer name (instances that stopped, or moved), so a gateway that sees
+    /// instances come and go for months holds connections only to live ones.
+    /// Only forward: a call still holding an older table never undoes a newer
+    /// one's trim.
+    fn trim_connections(&self, table: &RouteTable) {
+        if table.version <= self.trimmed.load(Ordering::Acquire) {
+            return;
+        }
+        let _trimming = self.trimming.lock().expect("trim lock poisoned");
+        if table.version <= self.trimmed.load(Ordering::Acquire) {
+            return;
+        }
+        let named = table.addresses();
+        self.forwarder.keep_only(|address| named.contains(address));
+        self.trimmed.store(table.version, Ordering::Release);
     }
 
     fn rerouted(&self, service: &str, reason: &str) {

@@ -2,7 +2,10 @@
 //! control plane sends: every service's model (for decoding and transcoding) and
 //! who owns each of its shards. Pure data; building it does no I/O.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use strata_proto::cloudstate::{Entity, EntitySpec};
 use strata_proto::strata::controlplane::v1::{RouteSnapshot, ServiceRoutes};
@@ -138,6 +141,16 @@ impl RouteTable {
                     None => true,
                     Some(known) => known.descriptor_set != routes.descriptor_set,
                 })
+    }
+
+    /// Every address a call could be routed to: the shards' owners and the
+    /// ready instances of every service.
+    pub fn addresses(&self) -> HashSet<&str> {
+        self.services
+            .values()
+            .flat_map(|service| service.ready.iter().chain(service.shards.iter().flatten()))
+            .map(|target| target.address.as_str())
+            .collect()
     }
 
     /// The deployed service serving a gRPC service.

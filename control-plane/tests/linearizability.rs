@@ -21,7 +21,6 @@ async fn settings_history_is_linearizable_across_a_leader_kill() {
     println!("--- start three nodes and create the service");
     let mut nodes: Vec<Node> = start_cluster(temp.path(), &client).await;
     assert_eq!(client.create(&nodes[0].api, "lin").await, Ok(201));
-    let initial = 100; // the default target concurrency
 
     println!("--- four clients write and read while the leader is killed");
     let apis: Vec<String> = nodes.iter().map(|node| node.api.clone()).collect();
@@ -32,6 +31,9 @@ async fn settings_history_is_linearizable_across_a_leader_kill() {
         token: TOKEN.into(),
         pause: std::time::Duration::ZERO,
     };
+    // The register starts at the service's default, read rather than assumed: a
+    // read that comes before every write returns it.
+    let initial = eventually("the setting's first value", || register.read(&apis[0])).await;
     let clients: Vec<_> = (0..4)
         .map(|id| {
             let (register, apis, recorder) = (register.clone(), apis.clone(), Arc::clone(&recorder));

@@ -53,7 +53,62 @@ pub fn dev_command(dir: &tempfile::TempDir, gateway: u16, api: u16, extra: &[&st
     command
 }
 
+/// A sidecar `strata dev` runs: its process and its command line.
+#[derive(Debug, Clone)]
+pub struct Sidecar {
+    pub pid: u32,
+    pub args: Vec<String>,
+}
+
+impl Sidecar {
+    /// The value of `flag` on its command line (`--instance-id`, `--service`, ...).
+    pub fn arg(&self, flag: &str) -> Option<&str> {
+        let at = self.args.iter().position(|arg| arg == flag)?;
+        self.args.get(at + 1).map(String::as_str)
+    }
+}
+
 impl Dev {
+    /// The sidecars (`strata proxy` children) running now, read from `/proc`.
+    pub fn sidecars(&self) -> Vec<Sidecar> {
+        let parent = self.process.pid();
+        let mut sidecars = Vec::new();
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else {
+                continue;
+            };
+            // The parent is the field after the command name, which is in
+            // parentheses and may hold spaces.
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let child_of_dev = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .is_some_and(|ppid| ppid == parent.to_string());
+            if !child_of_dev {
+                continue;
+            }
+            let args: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .unwrap_or_default()
+                .split(|byte| *byte == 0)
+                .filter(|arg| !arg.is_empty())
+                .map(|arg| String::from_utf8_lossy(arg).into_owned())
+                .collect();
+            if args.get(1).map(String::as_str) == Some("proxy") {
+                sidecars.push(Sidecar { pid, args });
+            }
+        }
+        sidecars.sort_by_key(|sidecar| sidecar.pid);
+        sidecars
+    }
+
+    /// The sidecar of `service` (the first, if it runs several).
+    pub fn sidecar_of(&self, service: &str) -> Sidecar {
+        self.sidecars()
+            .into_iter()
+            .find(|sidecar| sidecar.arg("--service") == Some(service))
+            .unwrap_or_else(|| panic!("no running sidecar of {service}"))
+    }
+
     pub fn deploy(&self, args: &[&str]) {
         self.deploy_command("cart", &binary("shopping-cart").display().to_string(), args);
     }

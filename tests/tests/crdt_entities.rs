@@ -12,16 +12,6 @@ use std::{
 use serde_json::{json, Value};
 use strata_e2e::{binary, dev::start_dev, free_port, start_function, start_proxy, Http};
 
-/// The pid of the one sidecar `strata dev` (pid `parent`) runs.
-fn sidecar_pid(parent: u32) -> u32 {
-    let out = Command::new("pgrep")
-        .args(["-P", &parent.to_string(), "-f", "strata proxy --user-function-port"])
-        .output()
-        .expect("pgrep");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    text.lines().next().expect("a running sidecar").trim().parse().unwrap()
-}
-
 /// Asks until the gateway answers 200 (an instance is being replaced or woken
 /// meanwhile), then returns that answer.
 async fn likes_when_served(http: &Http, post: &str) -> Value {
@@ -91,7 +81,7 @@ async fn likes_survive_kill_9_of_the_sidecar_and_scale_to_zero() {
     );
 
     // --- kill -9 the sidecar: the replacement serves the persisted counts
-    let pid = sidecar_pid(dev.process.pid());
+    let pid = dev.sidecar_of("likes").pid;
     Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
     assert_eq!(likes_when_served(&http, "p1").await, json!({"likes": 2}));
     assert_eq!(http.get("/posts/p2/likes").await, (200, json!({"likes": 1})));

@@ -278,7 +278,9 @@ async fn presence_watchers_see_joins_leaves_and_cancels_over_sse_and_grpc() {
 
     // --- kill -9 the sidecars: the watch ends (it is not left hanging); a new
     // watch on a replacement sees the persisted room
-    for pid in sidecar_pids(dev.process.pid()) {
+    let sidecars = dev.sidecars();
+    assert!(!sidecars.is_empty(), "no running sidecar");
+    for pid in sidecars.iter().map(|sidecar| sidecar.pid) {
         std::process::Command::new("kill")
             .args(["-9", &pid.to_string()])
             .status()
@@ -288,20 +290,6 @@ async fn presence_watchers_see_joins_leaves_and_cancels_over_sse_and_grpc() {
     assert!(error.contains("\"code\":\"UNAVAILABLE\""), "{error}");
     let mut again = Events::open_when_served(dev.url("/rooms/lobby/watch")).await;
     assert_eq!(users(&again.next().await), ["bob", "dan"]);
-}
-
-/// The pids of the sidecars `strata dev` (pid `parent`) runs.
-fn sidecar_pids(parent: u32) -> Vec<u32> {
-    let out = std::process::Command::new("pgrep")
-        .args(["-P", &parent.to_string(), "-f", "strata proxy --user-function-port"])
-        .output()
-        .expect("pgrep");
-    let pids: Vec<u32> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|line| line.trim().parse().unwrap())
-        .collect();
-    assert!(!pids.is_empty(), "no running sidecar");
-    pids
 }
 
 #[tokio::test(flavor = "multi_thread")]

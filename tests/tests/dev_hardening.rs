@@ -96,21 +96,7 @@ async fn functions_start_without_strata_credentials() {
     assert!(!env.contains(TOKEN), "the admin token reached user code");
 
     // The sidecar that registered this ready instance holds its own credential only.
-    let sidecars = Command::new("pgrep")
-        .args([
-            "-P",
-            &dev.process.pid().to_string(),
-            "-f",
-            "strata proxy --user-function-port",
-        ])
-        .output()
-        .expect("pgrep");
-    let sidecar = String::from_utf8_lossy(&sidecars.stdout)
-        .lines()
-        .next()
-        .expect("a running sidecar")
-        .trim()
-        .to_owned();
+    let sidecar = dev.sidecars().into_iter().next().expect("a running sidecar").pid;
     let environ = std::fs::read(format!("/proc/{sidecar}/environ")).expect("the sidecar's environment");
     let sidecar_env: Vec<String> = environ
         .split(|byte| *byte == 0)

@@ -20,24 +20,6 @@ use serde_json::{json, Value};
 use strata_e2e::binary;
 use strata_e2e::dev::{add, start_dev, start_dev_on, total};
 
-/// A sidecar run by `strata dev` (pid `parent`): its pid and instance id.
-fn sidecar_with_id(parent: u32) -> (u32, String) {
-    let out = Command::new("pgrep")
-        .args(["-P", &parent.to_string(), "-af", "strata proxy --user-function-port"])
-        .output()
-        .expect("pgrep");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let line = text.lines().next().expect("a running sidecar");
-    let pid = line.split_whitespace().next().unwrap().parse().unwrap();
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let id = words
-        .iter()
-        .position(|w| *w == "--instance-id")
-        .map(|i| words[i + 1].to_string())
-        .expect("an instance id");
-    (pid, id)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scale_out_kill_scale_to_zero_and_wake() {
     let dir = tempfile::tempdir().unwrap();
@@ -104,7 +86,11 @@ async fn scale_out_kill_scale_to_zero_and_wake() {
     assert!(owners.len() >= 2, "shards should spread over the instances: {shards}");
 
     // --- kill -9 one instance's sidecar under load: it is replaced
-    let (pid, victim) = sidecar_with_id(dev.process.pid());
+    let sidecar = dev.sidecars().into_iter().next().expect("a running sidecar");
+    let (pid, victim) = (
+        sidecar.pid,
+        sidecar.arg("--instance-id").expect("an instance id").to_string(),
+    );
     Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -487,18 +473,7 @@ async fn a_scale_down_under_load_fails_no_request() {
 
     // --- down to one instance, the load still running, until the other's
     // sidecar process has exited
-    let sidecars = || {
-        let out = Command::new("pgrep")
-            .args([
-                "-P",
-                &dev.process.pid().to_string(),
-                "-f",
-                "strata proxy --user-function-port",
-            ])
-            .output()
-            .expect("pgrep");
-        String::from_utf8_lossy(&out.stdout).lines().count()
-    };
+    let sidecars = || dev.sidecars().len();
     assert_eq!(sidecars(), 2);
     dev.deploy(&fixed("1").iter().map(String::as_str).collect::<Vec<_>>());
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -19,21 +19,6 @@ use std::{
 use serde_json::json;
 use strata_e2e::{binary, dev::start_dev, dev::Dev, Http};
 
-/// The pid of the sidecar `strata dev` (pid `parent`) runs for `service`.
-fn sidecar_pid(parent: u32, service: &str) -> u32 {
-    let out = Command::new("pgrep")
-        .args([
-            "-P",
-            &parent.to_string(),
-            "-f",
-            &format!("strata proxy .*--service {service}( |$)"),
-        ])
-        .output()
-        .expect("pgrep");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    text.lines().next().expect("a running sidecar").trim().parse().unwrap()
-}
-
 fn kill_9(pid: u32) {
     assert!(Command::new("kill")
         .args(["-9", &pid.to_string()])
@@ -133,7 +118,7 @@ async fn the_projection_catches_up_after_kill_9_and_scale_to_zero_counting_each_
     assert_eq!(http.get("/products/kiwi/total").await, (200, json!({"total": 0})));
 
     // --- kill -9 the projection's sidecar and write on: the replacement resumes
-    kill_9(sidecar_pid(dev.process.pid(), "cart-totals"));
+    kill_9(dev.sidecar_of("cart-totals").pid);
     add(&http, "u1", "apple", 4).await;
     remove(&http, "u2", "apple").await;
     add(&http, "u3", "pear", 2).await;
@@ -354,7 +339,7 @@ async fn a_failing_subscriber_is_retried_never_skips_and_its_offset_survives_kil
 
     // --- kill -9 the sidecar: the replacement resumes after the saved offset
     // (c1:4 may come again if its offset was not saved yet: at least once).
-    kill_9(sidecar_pid(dev.process.pid(), "subscriber"));
+    kill_9(dev.sidecar_of("subscriber").pid);
     add(&http, "c1", "plum", 1).await;
     let lines = log_until(&log, "c1:5 delivered", |l| l.iter().any(|line| line == "ok c1:5")).await;
     let count = |event: &str| lines.iter().filter(|l| *l == &format!("ok {event}")).count();
@@ -486,17 +471,12 @@ async fn of_two_instances_only_the_owner_of_shard_0_consumes() {
         .find(|i| i["admin_address"] == leader.as_str())
         .map(|i| i["id"].as_str().unwrap().to_string())
         .expect("the consuming instance");
-    let out = Command::new("pgrep")
-        .args(["-f", &format!("strata proxy .*--instance-id {leader_id}( |$)")])
-        .output()
-        .unwrap();
-    let pid: u32 = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = dev
+        .sidecars()
+        .into_iter()
+        .find(|sidecar| sidecar.arg("--instance-id") == Some(leader_id.as_str()))
+        .expect("the consuming instance's sidecar")
+        .pid;
     kill_9(pid);
     add(&http, "c9", "e", 1).await;
     add(&http, "c9", "f", 1).await;

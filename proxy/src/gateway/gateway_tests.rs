@@ -223,45 +223,36 @@ async fn a_sidecar_dying_mid_call_is_unavailable_never_unknown() {
     assert!(response.headers().contains_key(http::header::RETRY_AFTER));
 }
 
-#[tokio::test]
-async fn a_call_that_never_reached_its_instance_goes_to_the_next_one() {
+/// A call routed first to the sidecar at `first`, which never runs it: the
+/// call waits for new routes (it is not failed), and when a replacement is
+/// ready the same call is answered there.
+async fn goes_to_the_next_one(first: String) {
     let metrics = Arc::new(Metrics::new());
-    let (tx, rx) = watch::channel(routes(1, &closed_address()));
+    let (tx, rx) = watch::channel(routes(1, &first));
     let gateway = Arc::new(gateway(rx, metrics.clone()));
     let call = tokio::spawn({
         let gateway = gateway.clone();
         async move { gateway.unary(echo_call("hello")).await }
     });
-
-    // --- the first instance refuses the connection: the call waits for routes
     let rerouted = || metrics.reroutes.with_label_values(&["things", "unreachable"]).get();
     while rerouted() == 0 {
         assert!(!call.is_finished(), "not re-routed: {:?}", call.await.unwrap());
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    // --- a replacement is ready: the same call is answered there
     tx.send(routes(2, &answering_sidecar().await)).unwrap();
     assert_eq!(echoed(call.await.unwrap().unwrap()), b"hello");
 }
 
 #[tokio::test]
-async fn a_call_a_sidecar_refused_unseen_goes_to_the_next_one() {
-    let metrics = Arc::new(Metrics::new());
-    let (tx, rx) = watch::channel(routes(1, &refusing_sidecar().await));
-    let gateway = Arc::new(gateway(rx, metrics.clone()));
-    let call = tokio::spawn({
-        let gateway = gateway.clone();
-        async move { gateway.unary(echo_call("hello")).await }
-    });
+async fn a_call_that_never_reached_its_instance_goes_to_the_next_one() {
+    // The first instance refuses the connection.
+    goes_to_the_next_one(closed_address()).await;
+}
 
-    // --- refused, not lost: the call waits for routes instead of failing
-    let rerouted = || metrics.reroutes.with_label_values(&["things", "unreachable"]).get();
-    while rerouted() == 0 {
-        assert!(!call.is_finished(), "not re-routed: {:?}", call.await.unwrap());
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    tx.send(routes(2, &answering_sidecar().await)).unwrap();
-    assert_eq!(echoed(call.await.unwrap().unwrap()), b"hello");
+#[tokio::test]
+async fn a_call_a_sidecar_refused_unseen_goes_to_the_next_one() {
+    // The first instance resets the stream with REFUSED_STREAM: refused, not lost.
+    goes_to_the_next_one(refusing_sidecar().await).await;
 }
 
 #[tokio::test]

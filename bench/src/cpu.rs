@@ -8,6 +8,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use strata_e2e::procfs;
+
 /// Linux reports process times in ticks of `USER_HZ`, 100 a second on every
 /// architecture it runs this on.
 const TICKS_PER_SECOND: f64 = 100.0;
@@ -55,28 +57,14 @@ impl Snapshot {
     pub fn take() -> Snapshot {
         let me = std::process::id();
         let mut processes = HashMap::new();
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return Snapshot(processes);
-        };
-        for entry in entries.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            let Some(stat) = parse_stat(&stat) else {
+        for pid in procfs::pids() {
+            let Some(stat) = procfs::stat(pid) else {
                 continue;
             };
             let part = if pid == me {
                 LOAD_GENERATOR
             } else {
-                part_of(stat.command, || {
-                    std::fs::read(format!("/proc/{pid}/cmdline"))
-                        .ok()
-                        .and_then(|line| line.split(|b| *b == 0).nth(1).map(<[u8]>::to_vec))
-                        .map(|arg| String::from_utf8_lossy(&arg).into_owned())
-                })
+                part_of(&stat.command, || procfs::cmdline(pid).into_iter().nth(1))
             };
             processes.insert(
                 pid,
@@ -132,32 +120,6 @@ impl Snapshot {
     }
 }
 
-/// What a `/proc/PID/stat` line says of its process.
-#[derive(Debug, PartialEq)]
-struct Stat<'a> {
-    command: &'a str,
-    parent: u32,
-    /// User plus system time.
-    ticks: u64,
-}
-
-fn parse_stat(stat: &str) -> Option<Stat<'_>> {
-    // The name is in parentheses and may itself hold spaces or parentheses.
-    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
-    let command = stat.get(open + 1..close)?;
-    // After the name: state is field 3, the parent 4; utime and stime are
-    // fields 14 and 15.
-    let fields: Vec<&str> = stat.get(close + 2..)?.split_whitespace().collect();
-    let parent = fields.get(1)?.parse().ok()?;
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(Stat {
-        command,
-        parent,
-        ticks: utime + stime,
-    })
-}
-
 /// The part a process is, from its command name (and, for `strata`, its
 /// subcommand, read only when needed).
 fn part_of(command: &str, subcommand: impl FnOnce() -> Option<String>) -> &'static str {
@@ -189,18 +151,6 @@ pub fn median(runs: &[PerRequest]) -> PerRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_stat_line_gives_its_name_parent_and_cpu_ticks() {
-        let line = "4242 (shopping-cart) S 1 4242 4242 0 -1 4194560 900 0 0 0 1500 250 0 0 20 0 3 0 100 \
-                    1000000 500 18446744073709551615";
-        let stat = parse_stat(line).unwrap();
-        assert_eq!((stat.command, stat.parent, stat.ticks), ("shopping-cart", 1, 1750));
-        let odd = "7 (a (b) c) R 3 7 7 0 -1 0 0 0 0 0 3 4 0 0 20 0 1 0 1 1 1 1";
-        let stat = parse_stat(odd).unwrap();
-        assert_eq!((stat.command, stat.parent, stat.ticks), ("a (b) c", 3, 7));
-        assert_eq!(parse_stat("garbage"), None);
-    }
 
     #[test]
     fn processes_are_grouped_by_what_they_are() {

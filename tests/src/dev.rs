@@ -9,7 +9,7 @@ use std::{
 
 use serde_json::{json, Value};
 
-use crate::{binary, free_port, Process};
+use crate::{binary, free_port, procfs, Process};
 
 pub const TOKEN: &str = "e2e-admin-token";
 
@@ -72,31 +72,15 @@ impl Dev {
     /// The sidecars (`strata proxy` children) running now, read from `/proc`.
     pub fn sidecars(&self) -> Vec<Sidecar> {
         let parent = self.process.pid();
-        let mut sidecars = Vec::new();
-        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else {
-                continue;
-            };
-            // The parent is the field after the command name, which is in
-            // parentheses and may hold spaces.
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let child_of_dev = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .is_some_and(|ppid| ppid == parent.to_string());
-            if !child_of_dev {
-                continue;
-            }
-            let args: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
-                .unwrap_or_default()
-                .split(|byte| *byte == 0)
-                .filter(|arg| !arg.is_empty())
-                .map(|arg| String::from_utf8_lossy(arg).into_owned())
-                .collect();
-            if args.get(1).map(String::as_str) == Some("proxy") {
-                sidecars.push(Sidecar { pid, args });
-            }
-        }
+        let mut sidecars: Vec<Sidecar> = procfs::pids()
+            .into_iter()
+            .filter(|pid| procfs::stat(*pid).is_some_and(|stat| stat.parent == parent))
+            .map(|pid| Sidecar {
+                pid,
+                args: procfs::cmdline(pid),
+            })
+            .filter(|sidecar| sidecar.args.get(1).map(String::as_str) == Some("proxy"))
+            .collect();
         sidecars.sort_by_key(|sidecar| sidecar.pid);
         sidecars
     }

@@ -15,6 +15,7 @@ pub mod dev;
 pub mod linearizability;
 pub mod load;
 pub mod pki;
+pub mod procfs;
 pub mod relay;
 
 /// The shopping cart's gRPC client and messages, generated from its public protos.

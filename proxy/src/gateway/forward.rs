@@ -290,11 +290,7 @@ impl Forwarder {
 
     /// Forgets the connections to a sidecar that went away.
     pub fn forget(&self, address: &str) {
-        self.sidecars
-            .lock()
-            .expect("sidecar connections poisoned")
-            .remove(address);
-        self.channels.lock().expect("channel cache poisoned").remove(address);
+        self.keep_only(|other| other != address);
     }
 }
 

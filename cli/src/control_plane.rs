@@ -102,7 +102,8 @@ pub struct ControlPlaneArgs {
     /// e.g. http://strata-control-plane:9200.
     #[arg(long, env = "STRATA_SIDECAR_CONTROL_PLANE")]
     sidecar_control_plane: Option<String>,
-    /// Kubernetes: how long a pod may take to become ready before it is replaced.
+    /// Kubernetes: how long a pod may take to become ready, counted from its
+    /// containers' start (scheduling and image pulls do not count), before it is replaced.
     #[arg(long, default_value = "120s", value_parser = crate::duration::parse)]
     ready_timeout: Duration,
     /// How often the Raft leader sends heartbeats (e.g. 50ms); followers start an

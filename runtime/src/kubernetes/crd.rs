@@ -4,7 +4,7 @@
 //! `deploy/crd/statefulservice.yaml` commits it.
 
 use k8s_openapi::{
-    api::core::v1::{EnvVar, ResourceRequirements},
+    api::core::v1::{EnvVar, LocalObjectReference, ResourceRequirements},
     apimachinery::pkg::apis::meta::v1::Condition,
 };
 use kube::{CustomResource, CustomResourceExt};
@@ -52,6 +52,17 @@ pub struct StatefulServiceSpec {
     /// CPU and memory of the function container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// CPU and memory of the injected Strata sidecar (default: requests 50m CPU and
+    /// 64Mi memory, a 256Mi memory limit), so a ResourceQuota can admit its pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar_resources: Option<ResourceRequirements>,
+    /// Secrets (in the resource's namespace) to pull the function's image with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// The service account the function's pods run as (default: the namespace's
+    /// `default`). Its token is not mounted unless the account asks for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
     /// The port the function's gRPC server listens on (default 8080), given to it
     /// as `PORT` and to the sidecar as `USER_FUNCTION_PORT`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -97,7 +108,10 @@ impl StoreSecret {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatefulServiceStatus {
-    /// `Ready`, `ScaledToZero` and `Failing`, each with a reason.
+    /// `Ready`, `ScaledToZero` and `Failing`, each with a reason (`Failing`'s:
+    /// `InvalidSpec`, `UnknownStoreSecret`, `ResourceNotOwned`,
+    /// `OutsideOperatorNamespace`, `InstanceFailing`, `ReplicaFailure`,
+    /// `ProgressDeadlineExceeded`, `Unschedulable`).
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// Instances the autoscaler wants.

@@ -22,6 +22,7 @@ use strata_control_plane::registry::{
 };
 
 use super::crd::{StatefulService, StatefulServiceStatus, DEFAULT_FUNCTION_PORT};
+use super::names::check_name;
 
 /// The label that ties pods, Deployments and Services to their service.
 pub const SERVICE_LABEL: &str = "strata.dev/service";
@@ -34,6 +35,10 @@ pub const FUNCTION_CONTAINER: &str = "function";
 pub const FUNCTION_DRAIN_SECONDS: i64 = 15;
 /// Time a pod gets to stop before it is killed: the drain and a margin.
 pub const TERMINATION_GRACE_SECONDS: i64 = 30;
+/// The sidecar's resources unless the spec says otherwise ([`default_sidecar_resources`]).
+pub const DEFAULT_SIDECAR_CPU_REQUEST: &str = "50m";
+pub const DEFAULT_SIDECAR_MEMORY_REQUEST: &str = "64Mi";
+pub const DEFAULT_SIDECAR_MEMORY_LIMIT: &str = "256Mi";
 
 /// The operator's own settings, the same for every service.
 #[derive(Debug, Clone)]
@@ -74,6 +79,7 @@ impl Invalid {
 pub fn registry_spec(service: &StatefulService) -> Result<ServiceSpec, Invalid> {
     let name = service.name_any();
     let spec = &service.spec;
+    check_name(&name)?;
     validate_name(&name).map_err(|error| Invalid::spec(format!("metadata.name: {error}")))?;
     if spec.image.trim().is_empty() {
         return Err(Invalid::spec(
@@ -143,7 +149,7 @@ pub fn registry_patch(spec: &ServiceSpec) -> ServicePatch {
     }
 }
 
-fn labels(name: &str) -> serde_json::Value {
+pub(crate) fn labels(name: &str) -> serde_json::Value {
     json!({
         "app.kubernetes.io/name": name,
         "app.kubernetes.io/component": "function",
@@ -152,8 +158,19 @@ fn labels(name: &str) -> serde_json::Value {
     })
 }
 
-fn owner_references(service: &StatefulService) -> serde_json::Value {
-    json!(service.controller_owner_ref(&()).into_iter().collect::<Vec<_>>())
+/// The metadata of an object made for `service`: in the operator's namespace,
+/// labelled as the service's, and controlled by the resource (so it goes with it).
+pub(crate) fn metadata(name: &str, service: &StatefulService, settings: &OperatorSettings) -> serde_json::Value {
+    let mut metadata = json!({
+        "name": name,
+        "namespace": settings.namespace,
+        "labels": labels(&service.name_any()),
+    });
+    // A resource read from a file (`strata render`) has no uid to be owned by.
+    if let Some(owner) = service.controller_owner_ref(&()) {
+        metadata["ownerReferences"] = json!([owner]);
+    }
+    metadata
 }
 
 /// The Deployment that runs a service: the function and the Strata sidecar in each
@@ -223,31 +240,44 @@ pub fn deployment(service: &StatefulService, settings: &OperatorSettings) -> Dep
             "readOnlyRootFilesystem": true,
             "capabilities": {"drop": ["ALL"]},
         },
+        "resources": spec.sidecar_resources.as_ref().map_or_else(default_sidecar_resources, |r| json!(r)),
     });
+    let mut pod = json!({
+        "enableServiceLinks": false,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "containers": [function, sidecar],
+    });
+    match &spec.service_account_name {
+        // The account's own automount setting decides whether its token is mounted.
+        Some(account) => pod["serviceAccountName"] = json!(account),
+        // Functions get no Kubernetes credentials unless given an account.
+        None => pod["automountServiceAccountToken"] = json!(false),
+    }
+    if !spec.image_pull_secrets.is_empty() {
+        pod["imagePullSecrets"] = json!(spec.image_pull_secrets);
+    }
     let object = json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {
-            "name": name,
-            "namespace": settings.namespace,
-            "labels": labels(&name),
-            "ownerReferences": owner_references(service),
-        },
+        "metadata": metadata(&name, service, settings),
         "spec": {
             "selector": {"matchLabels": {SERVICE_LABEL: name}},
             "template": {
                 "metadata": {"labels": labels(&name)},
-                "spec": {
-                    // Functions get no Kubernetes credentials and no service links.
-                    "automountServiceAccountToken": false,
-                    "enableServiceLinks": false,
-                    "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
-                    "containers": [function, sidecar],
-                },
+                "spec": pod,
             },
         },
     });
     serde_json::from_value(object).unwrap_or_else(|error| panic!("the Deployment is well formed: {error}"))
+}
+
+/// The sidecar's CPU and memory unless the spec sets `sidecarResources`: enough for
+/// a sidecar at rest, so a namespace with a ResourceQuota admits the pod.
+pub fn default_sidecar_resources() -> serde_json::Value {
+    json!({
+        "requests": {"cpu": DEFAULT_SIDECAR_CPU_REQUEST, "memory": DEFAULT_SIDECAR_MEMORY_REQUEST},
+        "limits": {"memory": DEFAULT_SIDECAR_MEMORY_LIMIT},
+    })
 }
 
 /// The name of the Secret that holds a service's sidecar credential.
@@ -267,12 +297,7 @@ pub fn credential_secret(service: &StatefulService, settings: &OperatorSettings)
     let object = json!({
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {
-            "name": credential_secret_name(&name),
-            "namespace": settings.namespace,
-            "labels": labels(&name),
-            "ownerReferences": owner_references(service),
-        },
+        "metadata": metadata(&credential_secret_name(&name), service, settings),
         "type": "Opaque",
         "stringData": {CREDENTIAL_KEY: settings.cluster_secret.instance_credential(&name, None)},
     });
@@ -286,12 +311,7 @@ pub fn service(service: &StatefulService, settings: &OperatorSettings) -> Servic
     let object = json!({
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {
-            "name": name,
-            "namespace": settings.namespace,
-            "labels": labels(&name),
-            "ownerReferences": owner_references(service),
-        },
+        "metadata": metadata(&name, service, settings),
         "spec": {
             "clusterIP": "None",
             "selector": {SERVICE_LABEL: name},

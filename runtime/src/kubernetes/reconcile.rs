@@ -1,10 +1,13 @@
 //! The operator's reconcile, in kube-rs's controller style: for one `StatefulService`
-//! it registers the service, applies its Deployment and Service (server-side apply,
-//! owned by the resource), carries out the plan over the service's pods (adopt,
-//! replace, back off, stop youngest first, scale through the Deployment's scale
-//! subresource) and reports the status. A finalizer deregisters the service when
-//! the resource is deleted. Only the Raft leader reconciles; errors are retried
-//! with backoff by [`error_policy`].
+//! it registers the service, applies its objects (server-side apply, owned by the
+//! resource, after checking that none of them belongs to someone else), carries out
+//! the plan over the service's pods (adopt, replace, back off, stop youngest first,
+//! scale through the Deployment's scale subresource) and reports the status and
+//! Events. What did not change is not written: no Raft write, no apply, no Secret
+//! read and no status patch for a resource reconciled again as it was. Only the Raft
+//! leader reconciles; errors are retried with backoff by [`error_policy`]. There is
+//! no finalizer: a deleted resource's objects go with it (owner references) and
+//! `sweep` deregisters it, so no uninstall order can leave anything stuck.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -16,33 +19,39 @@ use k8s_openapi::{
     api::{
         apps::v1::Deployment,
         core::v1::{Pod, Secret, Service},
+        networking::v1::NetworkPolicy,
     },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
     chrono::Utc,
 };
 use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams},
-    runtime::{
-        controller::Action,
-        finalizer::{finalizer, Event},
-    },
-    Api, Client, ResourceExt,
+    runtime::controller::Action,
+    Api, Client, Resource, ResourceExt,
 };
 use serde_json::json;
 use strata_control_plane::{
     node::{ControlPlane, NodeError},
-    registry::{Command, InstanceState, RegistryError, ServiceSpec},
+    registry::{
+        apply as registry_apply, Command, EventKind, InstanceState, Outcome, Registry, RegistryError, ServiceSpec,
+    },
 };
 
 use super::{
-    crd::StatefulService,
+    crd::{StatefulService, StatefulServiceStatus},
+    events::{Events, Notice},
     objects::{self, Invalid, Observation, OperatorSettings, SERVICE_LABEL},
+    observe::{deployment_failure, observe, unschedulable},
+    render::{render, Rendered},
 };
 use crate::plan::{
     backoff_delay, plan, Action as Step, Failure, Health, ObservedInstance, Pacing, PlanInput, PlanSettings,
 };
 
-/// Added to every `StatefulService`; removed once the service is deregistered.
-pub const FINALIZER: &str = "strata.dev/deregister";
+/// The finalizer earlier versions added. It is removed wherever it is found: a
+/// finalizer only the control plane removes kept resources (and their namespace)
+/// from ever going once the control plane was uninstalled first.
+pub const LEGACY_FINALIZER: &str = "strata.dev/deregister";
 /// The field manager of everything the operator applies.
 pub const FIELD_MANAGER: &str = "strata-control-plane";
 /// The annotation that makes the ReplicaSet remove the pods the plan chose first.
@@ -53,6 +62,9 @@ const FOLLOWER_RECHECK: Duration = Duration::from_secs(5);
 const RESYNC: Duration = Duration::from_secs(30);
 /// Waiting replicas are reconciled sooner, to notice overdue pods in time.
 const RESYNC_WHILE_SCALING: Duration = Duration::from_secs(5);
+/// Objects whose digest is unchanged are applied again this often anyway, to put
+/// back a Service, Secret or NetworkPolicy deleted or edited by hand.
+const REAPPLY_EVERY_MS: u64 = 10 * 60 * 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -60,8 +72,6 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("the control plane: {0}")]
     Registry(#[from] NodeError),
-    #[error("{0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
 /// What the reconciler remembers between rounds while this node leads.
@@ -76,6 +86,14 @@ struct Memory {
     errors: BTreeMap<String, u32>,
     /// The first failure of a streak, to put in the service's event history.
     unreported: BTreeMap<String, String>,
+    /// Per service: the resource (uid, generation) whose store secret was found.
+    secret_checked: BTreeMap<String, (String, i64)>,
+    /// Per service: the digest this leader last applied, and when.
+    applied: BTreeMap<String, (String, u64)>,
+    /// Per service: the resource's uid and the status this leader last wrote. The
+    /// controller's cache may not hold it yet when the next reconcile comes; this
+    /// leader is the status's only writer.
+    reported: BTreeMap<String, (String, StatefulServiceStatus)>,
 }
 
 /// What every reconcile shares.
@@ -83,15 +101,18 @@ pub struct Context {
     client: Client,
     node: Arc<ControlPlane>,
     settings: OperatorSettings,
+    events: Events,
     memory: Mutex<Memory>,
 }
 
 impl Context {
     pub fn new(client: Client, node: Arc<ControlPlane>, settings: OperatorSettings) -> Self {
+        let events = Events::new(client.clone(), std::env::var("POD_NAME").ok());
         Context {
             client,
             node,
             settings,
+            events,
             memory: Mutex::default(),
         }
     }
@@ -107,10 +128,33 @@ impl Context {
     {
         Api::namespaced(self.client.clone(), &self.settings.namespace)
     }
+
+    pub(crate) fn node(&self) -> &ControlPlane {
+        &self.node
+    }
+
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub(crate) fn settings(&self) -> &OperatorSettings {
+        &self.settings
+    }
+
+    /// Forgets a service that is gone.
+    pub(crate) fn forget(&self, service: &str) {
+        let mut memory = self.memory();
+        memory.pacing.remove(service);
+        memory.last_failure.remove(service);
+        memory.secret_checked.remove(service);
+        memory.applied.remove(service);
+        memory.reported.remove(service);
+        memory.errors.remove(service);
+    }
 }
 
 /// Reconciles one `StatefulService` (the controller calls it on every change of the
-/// resource, of its Deployment, of the registry, and on requeue).
+/// resource, of its Deployment, of the registry's record of it, and on requeue).
 pub async fn reconcile(service: Arc<StatefulService>, ctx: Arc<Context>) -> Result<Action, Error> {
     if !ctx.node.is_leader() {
         // A new leader adopts what it finds, so forget what this node knew.
@@ -124,26 +168,29 @@ pub async fn reconcile(service: Arc<StatefulService>, ctx: Arc<Context>) -> Resu
         let command = Command::RecordInstanceFailure {
             service: name.clone(),
             instance: format!("deployment/{name}"),
-            reason,
+            reason: reason.clone(),
         };
         write_ignoring_missing(&ctx.node, command).await?;
+        ctx.events
+            .publish(&service, Notice::ReconcileFailed { error: reason })
+            .await;
     }
-    let api: Api<StatefulService> = ctx.api();
-    let action = finalizer(&api, FINALIZER, service, |event| async {
-        match event {
-            Event::Apply(service) => apply(&service, &ctx).await,
-            Event::Cleanup(service) => deregister(&service, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|error| Error::Finalizer(Box::new(error)))?;
+    if service.finalizers().iter().any(|f| f == LEGACY_FINALIZER) {
+        release_legacy_finalizer(&service, &ctx).await?;
+    }
+    if service.meta().deletion_timestamp.is_some() {
+        // Being deleted (another controller's finalizer holds it): nothing to run.
+        return Ok(Action::await_change());
+    }
+    let action = apply(&service, &ctx).await?;
     ctx.memory().errors.remove(&name);
     Ok(action)
 }
 
 /// A failed reconcile is retried, later each time it fails again (1 s doubling to a
 /// minute), and logged; the first failure of a streak also goes in the service's
-/// event history (written by the next attempt). The controller keeps running.
+/// event history and its Events (written by the next attempt). The controller keeps
+/// running.
 pub fn error_policy(service: Arc<StatefulService>, error: &Error, ctx: Arc<Context>) -> Action {
     let name = service.name_any();
     let mut memory = ctx.memory();
@@ -159,39 +206,47 @@ pub fn error_policy(service: Arc<StatefulService>, error: &Error, ctx: Arc<Conte
     Action::requeue(retry_in)
 }
 
+/// Removes the finalizer of earlier versions (deregistering first if the resource
+/// is being deleted); from here on `sweep` deregisters deleted resources.
+async fn release_legacy_finalizer(service: &StatefulService, ctx: &Context) -> Result<(), Error> {
+    let name = service.name_any();
+    if service.meta().deletion_timestamp.is_some() {
+        write_ignoring_missing(&ctx.node, Command::DeleteService { name: name.clone() }).await?;
+        ctx.forget(&name);
+    }
+    let finalizers: Vec<&String> = service.finalizers().iter().filter(|f| *f != LEGACY_FINALIZER).collect();
+    // The resource version makes it a compare-and-swap: a concurrent change fails it
+    // with a conflict, and the retry reads the resource again.
+    let patch = json!({"metadata": {"resourceVersion": service.resource_version(), "finalizers": finalizers}});
+    tracing::info!(service = %name, "removing the finalizer of an earlier version");
+    match ctx
+        .api::<StatefulService>()
+        .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
+        Err(error) if !is_not_found(&error) => Err(error.into()),
+        _ => Ok(()),
+    }
+}
+
 async fn apply(service: &StatefulService, ctx: &Context) -> Result<Action, Error> {
     let name = service.name_any();
-    let spec = match registry_spec(service, ctx).await? {
+    let spec = match checked_spec(service, ctx).await? {
         Ok(spec) => spec,
-        Err(invalid) => {
-            tracing::info!(service = %name, reason = invalid.reason, message = %invalid.message, "cannot run the service");
-            report(service, ctx, Some(invalid)).await?;
-            // Nothing to retry until the spec (or the secret) changes.
-            return Ok(Action::requeue(RESYNC));
-        }
+        Err(invalid) => return refuse(service, ctx, invalid).await,
     };
-    if let Some(invalid) = register(&ctx.node, spec).await? {
-        report(service, ctx, Some(invalid)).await?;
-        return Ok(Action::requeue(RESYNC));
+    match register(ctx, spec).await? {
+        Registration::Refused(invalid) => return refuse(service, ctx, invalid).await,
+        Registration::Unchanged => {}
+        Registration::Created(revision) => ctx.events.publish(service, Notice::Registered { revision }).await,
+        Registration::Updated(revision) => ctx.events.publish(service, Notice::Updated { revision }).await,
     }
 
-    let apply = PatchParams::apply(FIELD_MANAGER).force();
-    let settings = &ctx.settings;
-    ctx.api::<Service>()
-        .patch(&name, &apply, &Patch::Apply(objects::service(service, settings)))
-        .await?;
-    // Before the Deployment, whose pods refer to it.
-    ctx.api::<Secret>()
-        .patch(
-            &objects::credential_secret_name(&name),
-            &apply,
-            &Patch::Apply(objects::credential_secret(service, settings)),
-        )
-        .await?;
-    let deployment = ctx
-        .api::<Deployment>()
-        .patch(&name, &apply, &Patch::Apply(objects::deployment(service, settings)))
-        .await?;
+    let rendered = render(service, &ctx.settings);
+    let deployment = match apply_objects(service, ctx, &rendered).await? {
+        Ok(deployment) => deployment,
+        Err(invalid) => return refuse(service, ctx, invalid).await,
+    };
 
     // The registry first, then the pods: a pod whose sidecar registered is always listed.
     let (desired, registered) = ctx.node.read(|registry| {
@@ -206,13 +261,13 @@ async fn apply(service: &StatefulService, ctx: &Context) -> Result<Action, Error
         .api::<Pod>()
         .list(&ListParams::default().labels(&format!("{SERVICE_LABEL}={name}")))
         .await?;
-    let now_ms = u64::try_from(Utc::now().timestamp_millis()).unwrap_or_default();
+    let now_ms = now_ms();
     let (observed, steps) = {
         let memory = ctx.memory();
         let observed: Vec<ObservedInstance> = pods
             .items
             .iter()
-            .map(|pod| observe(pod, &name, &memory.tracked))
+            .map(|pod| observe(pod, &name, &memory.tracked, now_ms))
             .collect();
         let steps = plan(PlanInput {
             desired: &BTreeMap::from([(name.clone(), desired)]),
@@ -221,7 +276,7 @@ async fn apply(service: &StatefulService, ctx: &Context) -> Result<Action, Error
             pacing: &memory.pacing,
             now_ms,
             settings: PlanSettings {
-                ready_timeout: settings.ready_timeout,
+                ready_timeout: ctx.settings.ready_timeout,
                 ..PlanSettings::default()
             },
         });
@@ -234,10 +289,11 @@ async fn apply(service: &StatefulService, ctx: &Context) -> Result<Action, Error
     }
     let mut replicas = observed.iter().filter(|o| o.health == Health::Running).count() as i32;
     for step in steps {
-        replicas += carry_out(step, &name, ctx).await?;
+        replicas += carry_out(step, service, ctx).await?;
     }
-    if deployment.spec.as_ref().and_then(|spec| spec.replicas) != Some(replicas) {
-        tracing::info!(service = %name, replicas, "scaling the deployment");
+    let current = deployment.spec.as_ref().and_then(|spec| spec.replicas).unwrap_or(1);
+    if current != replicas {
+        tracing::info!(service = %name, from = current, to = replicas, "scaling the deployment");
         ctx.api::<Deployment>()
             .patch_scale(
                 &name,
@@ -245,17 +301,39 @@ async fn apply(service: &StatefulService, ctx: &Context) -> Result<Action, Error
                 &Patch::Merge(json!({"spec": {"replicas": replicas}})),
             )
             .await?;
+        let why = ctx.node.read(|registry| last_scale_reason(registry, &name));
+        let notice = Notice::Scaled {
+            from: current,
+            to: replicas,
+            why,
+        };
+        ctx.events.publish(service, notice).await;
     }
-    let failing = ctx.memory().last_failure.get(&name).map(|message| Invalid {
-        reason: "InstanceFailing",
-        message: message.clone(),
-    });
+    let failing = ctx
+        .memory()
+        .last_failure
+        .get(&name)
+        .map(|message| Invalid {
+            reason: "InstanceFailing",
+            message: message.clone(),
+        })
+        .or_else(|| deployment_failure(&deployment))
+        .or_else(|| unschedulable(&pods.items));
     let ready = report(service, ctx, failing).await?;
     Ok(Action::requeue(if ready { RESYNC } else { RESYNC_WHILE_SCALING }))
 }
 
-/// The spec as the registry should hold it, or why it cannot run.
-async fn registry_spec(service: &StatefulService, ctx: &Context) -> Result<Result<ServiceSpec, Invalid>, Error> {
+/// Reports why the service cannot run and applies nothing; nothing to retry until
+/// the spec (or what it refers to) changes.
+async fn refuse(service: &StatefulService, ctx: &Context, invalid: Invalid) -> Result<Action, Error> {
+    tracing::info!(service = %service.name_any(), reason = invalid.reason, message = %invalid.message, "cannot run the service");
+    report(service, ctx, Some(invalid)).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+/// The spec as the registry should hold it, or why it cannot run. The store Secret
+/// is read once per generation of the resource (and again after it was missing).
+async fn checked_spec(service: &StatefulService, ctx: &Context) -> Result<Result<ServiceSpec, Invalid>, Error> {
     let spec = match objects::registry_spec(service) {
         Ok(spec) => spec,
         Err(invalid) => return Ok(Err(invalid)),
@@ -263,6 +341,14 @@ async fn registry_spec(service: &StatefulService, ctx: &Context) -> Result<Resul
     let Some(store) = &service.spec.store_secret else {
         return Ok(Err(Invalid::spec("spec.storeSecret is missing")));
     };
+    let name = service.name_any();
+    let this = (
+        service.uid().unwrap_or_default(),
+        service.meta().generation.unwrap_or_default(),
+    );
+    if ctx.memory().secret_checked.get(&name) == Some(&this) {
+        return Ok(Ok(spec));
+    }
     let unknown = |message: String| {
         Ok(Err(Invalid {
             reason: "UnknownStoreSecret",
@@ -287,32 +373,158 @@ async fn registry_spec(service: &StatefulService, ctx: &Context) -> Result<Resul
             store.key()
         ));
     }
+    ctx.memory().secret_checked.insert(name, this);
     Ok(Ok(spec))
 }
 
-/// Creates or updates the registry's service; an answer of "invalid" is the user's to fix.
-async fn register(node: &ControlPlane, spec: ServiceSpec) -> Result<Option<Invalid>, Error> {
-    let exists = node.read(|registry| registry.services.contains_key(&spec.name));
-    let command = if exists {
-        Command::UpdateService {
-            name: spec.name.clone(),
-            patch: objects::registry_patch(&spec),
-        }
-    } else {
-        Command::CreateService(spec)
+/// What registering a spec came to.
+enum Registration {
+    Unchanged,
+    Created(u64),
+    Updated(u64),
+    /// The registry's answer of "invalid", the user's to fix.
+    Refused(Invalid),
+}
+
+/// Creates or updates the registry's service, writing to Raft only when the
+/// registry's own `apply`, tried on a copy of the service, says something changes.
+async fn register(ctx: &Context, spec: ServiceSpec) -> Result<Registration, Error> {
+    let name = spec.name.clone();
+    let update = Command::UpdateService {
+        name: name.clone(),
+        patch: objects::registry_patch(&spec),
     };
-    match node.write(command).await {
-        Ok(_) => Ok(None),
-        Err(NodeError::Registry(RegistryError::Invalid { message, .. })) => Ok(Some(Invalid::spec(message))),
+    let current = ctx.node.read(|registry| registry.services.get(&name).cloned());
+    let command = match current {
+        None => Command::CreateService(spec),
+        Some(current) => {
+            let mut copy = Registry::default();
+            copy.services.insert(name.clone(), current);
+            let tried = registry_apply(&mut copy, update.clone(), now_ms());
+            if tried.response.is_ok() && tried.effects.is_empty() {
+                return Ok(Registration::Unchanged);
+            }
+            update
+        }
+    };
+    let creating = matches!(command, Command::CreateService(_));
+    match ctx.node.write(command).await {
+        Ok(Outcome::Service(service)) if creating => Ok(Registration::Created(service.revision)),
+        Ok(Outcome::Service(service)) => Ok(Registration::Updated(service.revision)),
+        Ok(_) => Ok(Registration::Updated(0)),
+        Err(NodeError::Registry(RegistryError::Invalid { message, .. })) => {
+            Ok(Registration::Refused(Invalid::spec(message)))
+        }
         Err(error) => Err(error.into()),
     }
 }
 
+/// Applies the rendered objects unless the Deployment already carries their digest
+/// (and this leader applied them lately), after checking that every one of them is
+/// absent or controlled by this resource. Returns the Deployment as it is.
+async fn apply_objects(
+    service: &StatefulService,
+    ctx: &Context,
+    rendered: &Rendered,
+) -> Result<Result<Deployment, Invalid>, Error> {
+    let name = service.name_any();
+    let digest = rendered.digest();
+    let live = ctx.api::<Deployment>().get_opt(&name).await?;
+    let applied_lately = ctx
+        .memory()
+        .applied
+        .get(&name)
+        .is_some_and(|(applied, at)| *applied == digest && now_ms().saturating_sub(*at) < REAPPLY_EVERY_MS);
+    if let Some(live) = &live {
+        let unchanged = controlled_by(&live.metadata, service) && Rendered::deployment_digest(live) == Some(&digest);
+        if unchanged && applied_lately {
+            return Ok(Ok(live.clone()));
+        }
+    }
+
+    // Never take over what is someone else's (Knative's `NotOwned`).
+    let secret_name = rendered.credential_secret.name_any();
+    let existing = [
+        (
+            "Service",
+            ctx.api::<Service>().get_opt(&name).await?.map(|o| o.metadata),
+        ),
+        (
+            "Secret",
+            ctx.api::<Secret>().get_opt(&secret_name).await?.map(|o| o.metadata),
+        ),
+        (
+            "NetworkPolicy",
+            ctx.api::<NetworkPolicy>().get_opt(&name).await?.map(|o| o.metadata),
+        ),
+        ("Deployment", live.map(|d| d.metadata)),
+    ];
+    for (kind, meta) in existing {
+        let Some(meta) = meta else { continue };
+        if !controlled_by(&meta, service) {
+            return Ok(Err(Invalid {
+                reason: "ResourceNotOwned",
+                message: format!(
+                    "there is already a {kind} {:?} in namespace {:?} that this StatefulService does not own; \
+                     rename the StatefulService, or delete the {kind} if it is left over",
+                    meta.name.unwrap_or_default(),
+                    ctx.settings.namespace
+                ),
+            }));
+        }
+    }
+
+    tracing::info!(service = %name, %digest, "applying the service's objects");
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+    ctx.api::<Service>()
+        .patch(&name, &apply, &Patch::Apply(&rendered.service))
+        .await?;
+    // Before the Deployment, whose pods refer to it.
+    ctx.api::<Secret>()
+        .patch(&secret_name, &apply, &Patch::Apply(&rendered.credential_secret))
+        .await?;
+    ctx.api::<NetworkPolicy>()
+        .patch(&name, &apply, &Patch::Apply(&rendered.network_policy))
+        .await?;
+    let deployment = ctx
+        .api::<Deployment>()
+        .patch(&name, &apply, &Patch::Apply(&rendered.deployment))
+        .await?;
+    ctx.memory().applied.insert(name, (digest, now_ms()));
+    Ok(Ok(deployment))
+}
+
+/// Whether `meta`'s controller is `service` (the same uid: a resource deleted and
+/// made again under the same name owns nothing of its predecessor's).
+fn controlled_by(meta: &ObjectMeta, service: &StatefulService) -> bool {
+    let uid = service.uid();
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|owner| owner.controller == Some(true) && Some(&owner.uid) == uid.as_ref())
+}
+
+/// The autoscaler's (or the registry's) words for the latest change of the service's
+/// desired count.
+fn last_scale_reason(registry: &Registry, service: &str) -> String {
+    registry
+        .events
+        .iter()
+        .rev()
+        .find(|event| event.kind == EventKind::Scale && event.service.as_deref() == Some(service))
+        .map_or_else(
+            || "the plan converged on the desired count".to_owned(),
+            |event| event.reason.clone(),
+        )
+}
+
 /// One step of the plan; returns how it changes the Deployment's replica count.
-async fn carry_out(step: Step, service: &str, ctx: &Context) -> Result<i32, Error> {
+async fn carry_out(step: Step, service: &StatefulService, ctx: &Context) -> Result<i32, Error> {
+    let name = service.name_any();
+    let name = name.as_str();
     match step {
         Step::Adopt { instance } => {
-            tracing::info!(service, pod = %instance, "adopting a pod");
+            tracing::info!(service = name, pod = %instance, "adopting a pod");
             ctx.memory().tracked.insert(instance);
             Ok(0)
         }
@@ -324,20 +536,28 @@ async fn carry_out(step: Step, service: &str, ctx: &Context) -> Result<i32, Erro
         } => {
             let (reason, counted) = match failure {
                 Failure::Exited { reason } => (reason, 0),
-                Failure::NotReady { waited } => (format!("the pod {instance} was not ready within {waited:?}"), -1),
+                Failure::NotReady { waited } => (
+                    format!("the pod {instance} was not ready within {waited:?} of its containers' start"),
+                    -1,
+                ),
             };
-            tracing::warn!(service, pod = %instance, %reason, ?retry_in, "replacing a pod");
-            ctx.memory().last_failure.insert(service.to_owned(), reason.clone());
+            tracing::warn!(service = name, pod = %instance, %reason, ?retry_in, "replacing a pod");
+            ctx.memory().last_failure.insert(name.to_owned(), reason.clone());
             if let Err(error) = ctx.api::<Pod>().delete(&instance, &DeleteParams::default()).await {
                 if !is_not_found(&error) {
                     return Err(error.into());
                 }
             }
             let reason = format!("{reason}; restarting in {retry_in:?}");
+            let notice = Notice::PodReplaced {
+                pod: instance.clone(),
+                reason: reason.clone(),
+            };
+            ctx.events.publish(service, notice).await;
             write_ignoring_missing(
                 &ctx.node,
                 Command::RecordInstanceFailure {
-                    service: service.to_owned(),
+                    service: name.to_owned(),
                     instance: instance.clone(),
                     reason: reason.clone(),
                 },
@@ -377,7 +597,7 @@ async fn carry_out(step: Step, service: &str, ctx: &Context) -> Result<i32, Erro
         Step::Start { count, .. } => Ok(i32::try_from(count).unwrap_or(i32::MAX)),
         Step::Stop { instance, reason } => {
             // The ReplicaSet removes the cheapest pods first when the scale goes down.
-            tracing::info!(service, pod = %instance, reason = reason.as_str(), "stopping a pod");
+            tracing::info!(service = name, pod = %instance, reason = reason.as_str(), "stopping a pod");
             let patch = json!({"metadata": {"annotations": {DELETION_COST: "-1000"}}});
             match ctx
                 .api::<Pod>()
@@ -391,8 +611,9 @@ async fn carry_out(step: Step, service: &str, ctx: &Context) -> Result<i32, Erro
     }
 }
 
-/// Writes the status: conditions, desired and ready counts. Returns whether the
-/// service is ready (or scaled to zero) with no failure.
+/// Writes the status (conditions, desired and ready counts) if it changed, with an
+/// Event when `Failing` turns true or false. Returns whether the service is ready
+/// (or scaled to zero) with no failure.
 async fn report(service: &StatefulService, ctx: &Context, failing: Option<Invalid>) -> Result<bool, Error> {
     let name = service.name_any();
     let (desired, ready) = ctx.node.read(|registry| {
@@ -400,15 +621,35 @@ async fn report(service: &StatefulService, ctx: &Context, failing: Option<Invali
         (desired, registry.ready_replicas(&name))
     });
     let settled = failing.is_none() && ready >= desired;
+    let uid = service.uid().unwrap_or_default();
+    let written = ctx
+        .memory()
+        .reported
+        .get(&name)
+        .filter(|(of, _)| *of == uid)
+        .map(|(_, status)| status.clone());
+    let mut current = service.clone();
+    if written.is_some() {
+        current.status = written;
+    }
     let status = objects::status(
-        service,
+        &current,
         &Observation {
             desired,
             ready,
-            failing,
+            failing: failing.clone(),
         },
         Utc::now(),
     );
+    if current.status.as_ref() == Some(&status) {
+        return Ok(settled);
+    }
+    let failing_before = current
+        .status
+        .iter()
+        .flat_map(|status| &status.conditions)
+        .find(|c| c.type_ == "Failing")
+        .map(|c| (c.status == "True", c.reason.clone(), c.message.clone()));
     ctx.api::<StatefulService>()
         .patch_status(
             &name,
@@ -416,22 +657,17 @@ async fn report(service: &StatefulService, ctx: &Context, failing: Option<Invali
             &Patch::Merge(json!({ "status": status })),
         )
         .await?;
+    ctx.memory().reported.insert(name, (uid, status));
+    match (failing, failing_before) {
+        (Some(invalid), Some((true, reason, message))) if reason == invalid.reason && message == invalid.message => {}
+        (Some(invalid), _) => ctx.events.publish(service, Notice::Failing(invalid)).await,
+        (None, Some((true, _, _))) => ctx.events.publish(service, Notice::Recovered).await,
+        (None, _) => {}
+    }
     Ok(settled)
 }
 
-/// Deregisters the service; its Deployment and Service go with the resource (they
-/// are owned by it).
-async fn deregister(service: &StatefulService, ctx: &Context) -> Result<Action, Error> {
-    let name = service.name_any();
-    tracing::info!(service = %name, "deregistering a deleted service");
-    write_ignoring_missing(&ctx.node, Command::DeleteService { name: name.clone() }).await?;
-    let mut memory = ctx.memory();
-    memory.pacing.remove(&name);
-    memory.last_failure.remove(&name);
-    Ok(Action::await_change())
-}
-
-async fn write_ignoring_missing(node: &ControlPlane, command: Command) -> Result<(), Error> {
+pub(crate) async fn write_ignoring_missing(node: &ControlPlane, command: Command) -> Result<(), Error> {
     match node.write(command).await {
         Ok(_) | Err(NodeError::Registry(RegistryError::NotFound { .. })) => Ok(()),
         Err(error) => Err(error.into()),
@@ -442,53 +678,6 @@ fn is_not_found(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(response) if response.code == 404)
 }
 
-/// Container states that will not get better by waiting.
-const STUCK: &[&str] = &[
-    "CrashLoopBackOff",
-    "ImagePullBackOff",
-    "ErrImagePull",
-    "InvalidImageName",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-];
-
-/// How the plan sees a pod.
-fn observe(pod: &Pod, service: &str, tracked: &BTreeSet<String>) -> ObservedInstance {
-    let id = pod.name_any();
-    let status = pod.status.clone().unwrap_or_default();
-    let started = status
-        .start_time
-        .as_ref()
-        .or(pod.metadata.creation_timestamp.as_ref())
-        .map_or(0, |time| u64::try_from(time.0.timestamp_millis()).unwrap_or_default());
-    let phase = status.phase.as_deref().unwrap_or("Pending");
-    let stuck = status.container_statuses.iter().flatten().find_map(|container| {
-        let waiting = container.state.as_ref()?.waiting.as_ref()?;
-        let reason = waiting.reason.as_deref()?;
-        STUCK.contains(&reason).then(|| {
-            let message = waiting.message.as_deref().unwrap_or_default();
-            format!("container {} of pod {id}: {reason} {message}", container.name)
-                .trim_end()
-                .to_owned()
-        })
-    });
-    let health = if pod.metadata.deletion_timestamp.is_some() {
-        Health::Stopping
-    } else if phase == "Failed" || phase == "Succeeded" {
-        let why = status.message.or(status.reason).unwrap_or_default();
-        Health::Exited {
-            reason: format!("the pod {id} stopped ({phase}) {why}").trim_end().to_owned(),
-        }
-    } else if let Some(reason) = stuck {
-        Health::Exited { reason }
-    } else {
-        Health::Running
-    };
-    ObservedInstance {
-        tracked: tracked.contains(&id),
-        id,
-        service: service.to_owned(),
-        started_at_ms: started,
-        health,
-    }
+fn now_ms() -> u64 {
+    u64::try_from(Utc::now().timestamp_millis()).unwrap_or_default()
 }

@@ -2,7 +2,7 @@
 
     python scripts/validate-manifests.py --kubernetes-version 1.33 FILE...   (- reads stdin)
 
-Every document must validate: built-in kinds against the Kubernetes OpenAPI schemas
+Every document (and every item of a `List`) must validate: built-in kinds against the Kubernetes OpenAPI schemas
 of that version (kubernetes-validate, strict: unknown fields are errors), custom
 resources against the openAPIV3Schema of a CustomResourceDefinition among the same
 files, with unknown fields refused as the API server's strict field validation
@@ -20,11 +20,18 @@ import yaml
 
 
 def documents(paths):
+    """Every document of the files; the items of a `List` (as `strata render`
+    prints) count as documents of their own."""
     for path in paths:
         stream = sys.stdin if path == "-" else open(path, encoding="utf-8")
         with stream:
             for document in yaml.safe_load_all(stream):
-                if document:
+                if not document:
+                    continue
+                if document.get("apiVersion") == "v1" and document.get("kind") == "List":
+                    for item in document.get("items") or []:
+                        yield path, item
+                else:
                     yield path, document
 
 

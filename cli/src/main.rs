@@ -10,6 +10,7 @@ mod dev;
 mod duration;
 mod gateway;
 mod proxy;
+mod render;
 mod services;
 mod tls;
 
@@ -44,6 +45,8 @@ enum Command {
     Audit(audit::AuditArgs),
     /// Print the StatefulService CustomResourceDefinition (YAML) for Kubernetes.
     Crd(crd::CrdArgs),
+    /// Print every object the operator would apply for the StatefulServices of a file (`-`: stdin), as a YAML List.
+    Render(render::RenderArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -75,6 +78,7 @@ fn main() -> std::process::ExitCode {
             Command::Services(args) => services::run(args).await,
             Command::Audit(args) => audit::run(args).await,
             Command::Crd(args) => crd::run(args),
+            Command::Render(args) => render::run(args),
         }
     });
     match result {

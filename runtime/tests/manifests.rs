@@ -1,11 +1,15 @@
 //! `deploy/` checked without a cluster: `kubectl kustomize deploy/` renders (the real
-//! kubectl), and everything it renders, plus every example in `deploy/examples/`,
-//! validates (`scripts/validate-manifests.py`): built-in kinds against the Kubernetes
-//! 1.33 OpenAPI schemas, the example `StatefulService` against the committed CRD's
-//! own schema, unknown fields refused. The tools come from `scripts/k8s-tools.sh`,
-//! whose python goes in `STRATA_TEST_K8S_PYTHON` (kubectl beside it). Without it the
-//! test is skipped, unless `STRATA_REQUIRE_K8S_TOOLS=1` (`scripts/check` sets both).
+//! kubectl), and everything it renders, every example in `deploy/examples/`, and
+//! what `strata render deploy/examples/shopping-cart.yaml` prints (the objects the
+//! operator applies for the example) validate (`scripts/validate-manifests.py`):
+//! built-in kinds against the Kubernetes 1.33 OpenAPI schemas, the example
+//! `StatefulService` against the committed CRD's own schema, unknown fields refused.
+//! The tools come from `scripts/k8s-tools.sh`, whose python goes in
+//! `STRATA_TEST_K8S_PYTHON` (kubectl beside it). Without it the test is skipped,
+//! unless `STRATA_REQUIRE_K8S_TOOLS=1` (`scripts/check` sets both, and builds the
+//! `strata` binary first).
 
+use serde::Deserialize;
 use std::{
     io::Write,
     path::{Path, PathBuf},
@@ -84,13 +88,54 @@ fn examples() -> Vec<PathBuf> {
     files
 }
 
+/// The `strata` binary of this build (`cargo build --workspace --bins` made it).
+fn strata() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe.parent().and_then(Path::parent).unwrap();
+    let strata = profile.join("strata");
+    assert!(
+        strata.exists(),
+        "{} is missing: cargo build --workspace --bins",
+        strata.display()
+    );
+    strata
+}
+
+/// `strata render deploy/examples/shopping-cart.yaml`, as a file to validate.
+fn render_example(dir: &Path) -> PathBuf {
+    let output = Command::new(strata())
+        .args(["render", "deploy/examples/shopping-cart.yaml"])
+        .current_dir(repository())
+        .output()
+        .expect("run strata render");
+    assert!(
+        output.status.success(),
+        "strata render failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let file = dir.join("shopping-cart-rendered.yaml");
+    std::fs::write(&file, output.stdout).unwrap();
+    file
+}
+
 #[test]
 fn the_kustomization_renders_and_everything_validates() {
     let Some((python, kubectl)) = tools() else { return };
     let rendered = kustomize(&kubectl);
-    let examples = examples();
-    let (valid, report) = validate(&python, &rendered, &examples);
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = examples();
+    files.push(render_example(dir.path()));
+    let (valid, report) = validate(&python, &rendered, &files);
     assert!(valid, "{report}");
+    // What the operator applies for the example, each object valid.
+    for object in [
+        "shopping-cart-rendered.yaml: Service/shopping-cart",
+        "shopping-cart-rendered.yaml: Secret/shopping-cart-strata-credential",
+        "shopping-cart-rendered.yaml: NetworkPolicy/shopping-cart",
+        "shopping-cart-rendered.yaml: Deployment/shopping-cart",
+    ] {
+        assert!(report.contains(object), "{object} missing from:\n{report}");
+    }
     // Everything a user gets, each checked once.
     for object in [
         "ok   -: Namespace/strata",
@@ -99,6 +144,8 @@ fn the_kustomization_renders_and_everything_validates() {
         "ok   -: ServiceAccount/strata-gateway",
         "ok   -: Role/strata-control-plane",
         "ok   -: RoleBinding/strata-control-plane",
+        "ok   -: ClusterRole/strata-control-plane-statefulservices",
+        "ok   -: ClusterRoleBinding/strata-control-plane-statefulservices",
         "ok   -: Secret/strata",
         "ok   -: Service/strata-control-plane-peers",
         "ok   -: Service/strata-control-plane",
@@ -151,5 +198,31 @@ fn the_validator_refuses_what_the_api_server_would() {
         let (valid, report) = validate(&python, &crd, &[file]);
         assert!(!valid, "accepted:\n{manifest}\n{report}");
         assert!(report.contains(expected), "{expected:?} not in:\n{report}");
+    }
+}
+
+/// A `StatefulService` named like one of `deploy/`'s objects would take it over:
+/// every name `deploy/` and its examples give a Service, Secret, Deployment or
+/// StatefulSet is one the operator refuses.
+#[test]
+fn every_name_deploy_uses_is_reserved() {
+    let Some((_, kubectl)) = tools() else { return };
+    let mut text = kustomize(&kubectl);
+    text.push_str("\n---\n");
+    text.push_str(&std::fs::read_to_string(repository().join("deploy/examples/postgres.yaml")).unwrap());
+    let mut names = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let value = serde_yaml::Value::deserialize(document).unwrap();
+        let kind = value["kind"].as_str().unwrap_or_default();
+        if ["Service", "Secret", "Deployment", "StatefulSet"].contains(&kind) {
+            names.push(value["metadata"]["name"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(names.len() >= 6, "{names:?}");
+    for name in names {
+        assert!(
+            strata_runtime::kubernetes::names::RESERVED_NAMES.contains(&name.as_str()),
+            "{name} is not in RESERVED_NAMES"
+        );
     }
 }

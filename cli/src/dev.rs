@@ -136,7 +136,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         hold_capacity: args.hold_capacity,
         hold_timeout: args.hold_timeout,
         forward_timeout: strata_proxy::gateway::DEFAULT_FORWARD_TIMEOUT,
-        control_plane_timeout: strata_proxy::membership::DEFAULT_CONTROL_PLANE_TIMEOUT,
+        control_plane_timeout: strata_proxy::sidecar::membership::DEFAULT_CONTROL_PLANE_TIMEOUT,
         tls: args.gateway_tls.files(),
         // The one-node control plane's port is plain TCP on loopback.
         control_plane_tls: Default::default(),

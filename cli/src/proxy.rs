@@ -5,11 +5,7 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 
 use anyhow::Context;
 use clap::Args;
-use strata_proxy::{
-    entity::EntityLimits,
-    membership::MembershipConfig,
-    sidecar::{self, SidecarConfig},
-};
+use strata_proxy::sidecar::{self, entity::EntityLimits, membership::MembershipConfig, SidecarConfig};
 
 #[derive(Args, Debug)]
 pub struct ProxyArgs {

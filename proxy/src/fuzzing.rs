@@ -48,12 +48,12 @@ pub fn http_json(model: &ServiceModel, data: &[u8]) {
         return;
     };
     let Ok(message) =
-        crate::transcode::request_message(route, bindings, query, body.as_bytes(), Some("application/json"))
+        crate::ingress::transcode::request_message(route, bindings, query, body.as_bytes(), Some("application/json"))
     else {
         return;
     };
     let _ = route.target.entity_id(&message);
-    let _ = crate::transcode::response_json(route, &message);
+    let _ = crate::ingress::transcode::response_json(route, &message);
 }
 
 /// A path template and a path to match: `TEMPLATE\nPATH`.
@@ -95,7 +95,7 @@ pub fn entity_reply(model: &ServiceModel, data: &[u8]) {
         return;
     }
     let (_, method) = methods[*pick as usize % methods.len()];
-    crate::entity::decide_untrusted_reply(method, model, bytes);
+    crate::sidecar::entity::decide_untrusted_reply(method, model, bytes);
 }
 
 #[cfg(test)]

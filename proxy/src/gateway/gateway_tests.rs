@@ -12,7 +12,8 @@ use strata_proto::cloudstate::Entity;
 use strata_proto::strata::controlplane::v1::{EntityRoute, InstanceRoute, RouteSnapshot, ServiceRoutes};
 use tokio::{io::AsyncReadExt, net::TcpListener, sync::watch};
 
-use super::{routes::RouteTable, Gateway, Holds};
+use super::Gateway;
+use crate::routing::{hold::Holds, routes::RouteTable};
 use crate::{
     call::{Answer, Answers, Call, CallContext, Commands, StreamedCall},
     error::ProxyError,
@@ -218,7 +219,7 @@ async fn a_sidecar_dying_mid_call_is_unavailable_never_unknown() {
         error.to_string().contains("may or may not have been applied"),
         "{error}"
     );
-    let response = crate::http_json::json_error(&error);
+    let response = crate::ingress::http_json::json_error(&error);
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key(http::header::RETRY_AFTER));
 }

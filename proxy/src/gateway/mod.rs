@@ -7,13 +7,8 @@
 //! effects of its function the same way.
 
 mod catchup;
-mod forward;
 #[cfg(test)]
 mod gateway_tests;
-mod hold;
-pub(crate) use hold::Holds;
-pub mod routes;
-mod spread;
 
 use std::{
     convert::Infallible,
@@ -38,27 +33,25 @@ use strata_tls::{ClientTls, TlsFiles};
 use tokio::{net::TcpListener, sync::watch};
 use tower::{Service, ServiceExt};
 
-use self::{
-    catchup::{Catchup, Probe, Wanted},
-    forward::{ForwardError, Forwarder},
-    hold::Poke,
-    routes::{RouteTable, Target},
-    spread::{Spread, Ticket},
-};
+use self::catchup::{Catchup, Probe, Wanted};
 use crate::{
     admin,
     backoff::Backoff,
     call::{Answer, Answers, Call, CallContext, Commands, StreamedCall, Targets},
-    control_plane::ControlPlaneClient,
     error::ProxyError,
-    grpc::Flavor,
+    ingress::grpc::Flavor,
     ingress::{self, Ingress},
-    membership::MembershipError,
     metadata::{context_headers, headers_of, metadata_of},
     metrics::Metrics,
     model::MethodModel,
     passing::{holding, pass_on},
+    routing::control_plane::ControlPlaneClient,
+    routing::forward::{ForwardError, Forwarder},
+    routing::hold::{Holds, Poke},
+    routing::routes::{RouteTable, Target},
+    routing::spread::{Spread, Ticket},
     shard::shard_of,
+    sidecar::membership::MembershipError,
 };
 
 /// How often a command may be re-routed (shard moved, owner gone) before the
@@ -317,7 +310,7 @@ impl Commands for Gateway {
         // An entity's streamed command goes to the entity's owner, found from
         // its one request. Like a unary call, it is asked again when the
         // instance does not own the entity (the routes are changing).
-        let call = crate::dispatch::entity_call(call).await?;
+        let call = crate::sidecar::dispatch::entity_call(call).await?;
         for _ in 0..MAX_ATTEMPTS {
             let payload = call.payload.clone();
             let attempt = StreamedCall {
@@ -526,8 +519,8 @@ impl Service<Request> for LiveRouter {
             let deadline = crate::metadata::context_of(request.headers()).deadline;
             if let Err(error) = live.catchup.wait(&wanted, deadline, &mut routes).await {
                 return Ok(match Flavor::of(request.headers()) {
-                    Some(flavor) => crate::grpc::error_response(flavor, &error),
-                    None => crate::http_json::json_error(&error),
+                    Some(flavor) => crate::ingress::grpc::error_response(flavor, &error),
+                    None => crate::ingress::http_json::json_error(&error),
                 });
             }
             let router = live.current.read().expect("router lock poisoned").clone();
@@ -574,7 +567,7 @@ pub async fn run(
     // Until the first route snapshot arrives nothing is known: answer 503 (retry
     // shortly), never a misleading 404.
     let starting = Router::new().fallback(|| async {
-        crate::http_json::json_error(&ProxyError::Unavailable(
+        crate::ingress::http_json::json_error(&ProxyError::Unavailable(
             "the gateway is starting and has no routes yet; retry shortly".into(),
         ))
     });

@@ -11,9 +11,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::{
     call::{Call, CallContext, Outcome, Targets},
     error::ProxyError,
-    function::FunctionClient,
     metrics::Metrics,
     model::EntityModel,
+    sidecar::function::FunctionClient,
 };
 
 /// How long the function may take to answer one command unless configured.

@@ -21,7 +21,7 @@ use tonic_reflection::pb::v1::{
 use crate::{
     descriptors::DescriptorFiles,
     error::ProxyError,
-    grpc::{self, Flavor},
+    ingress::grpc::{self, Flavor},
     ingress::Ingress,
     model::Catalog,
 };

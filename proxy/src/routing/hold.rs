@@ -164,7 +164,7 @@ async fn poke_while_held(service: String, held: Arc<Held>, poke: Poke) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gateway::routes::{ServiceTable, Target};
+    use crate::routing::routes::{ServiceTable, Target};
 
     fn table(ready: bool) -> Arc<RouteTable> {
         let mut table = RouteTable::default();

@@ -22,7 +22,7 @@ use std::{
 use strata_proto::strata::controlplane::v1::{PokeRequest, PokeResponse};
 use strata_tls::ClientTls;
 
-use crate::membership::{data_plane_client, DataPlane, MembershipError};
+use crate::sidecar::membership::{data_plane_client, DataPlane, MembershipError};
 
 /// A cheaply cloned client of every node of the control plane.
 #[derive(Clone)]

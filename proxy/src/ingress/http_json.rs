@@ -22,10 +22,10 @@ use prost_types::Any;
 use crate::{
     call::{Answer, Call, StreamedCall},
     error::ProxyError,
+    ingress::transcode,
     ingress::{check_reply_type, measured, one_or_many, read_body, Ingress, Measure},
     metadata::{context_of, headers_of, metadata_of},
     model::{HttpRoute, MethodModel},
-    transcode,
 };
 
 pub(crate) async fn serve(ingress: &Ingress, request: Request) -> Response {

@@ -40,9 +40,9 @@ use crate::{
     call::{Call, CallContext, Commands, StreamedCall},
     error::ProxyError,
     ingress::Measure,
-    membership::Ownership,
     metrics::Metrics,
     model::Subscription,
+    sidecar::membership::Ownership,
 };
 
 /// The shard of the subscribing service whose owner runs its subscriptions.

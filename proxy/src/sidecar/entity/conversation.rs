@@ -12,8 +12,8 @@ use super::session::{After, EntityCommand, ReplyTo, SessionContext};
 use crate::{
     call::{resolve_effects, resolve_target, Answer, Call, Next, Outcome, TargetKind, Targets},
     error::{code_name, ProxyError},
-    function::EntityStream,
     model::MethodModel,
+    sidecar::function::EntityStream,
 };
 
 /// The sending half of an entity stream. Messages travel boxed: a channel

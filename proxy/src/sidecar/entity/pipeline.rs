@@ -184,8 +184,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        call::Answer, entity::session::DEFAULT_COMMAND_TIMEOUT, function::FunctionClient, metrics::Metrics,
-        model::Catalog,
+        call::Answer, metrics::Metrics, model::Catalog, sidecar::entity::session::DEFAULT_COMMAND_TIMEOUT,
+        sidecar::function::FunctionClient,
     };
 
     /// A store whose appends wait until the test lets each one finish, with the

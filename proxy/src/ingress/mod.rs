@@ -1,8 +1,13 @@
 //! The front door of a sidecar or a gateway: one axum router that serves the
 //! function's services over gRPC and gRPC-web (unary and streamed), HTTP+JSON
-//! (see [`crate::http_json`]) and gRPC server reflection, and `/metrics`. Decodes
+//! (see [`crate::ingress::http_json`]) and gRPC server reflection, and `/metrics`. Decodes
 //! requests, reads the call's metadata and context, and hands calls to the
 //! [`Commands`] it was built with.
+
+pub mod grpc;
+pub mod http_json;
+pub mod reflection;
+pub mod transcode;
 
 use std::{sync::Arc, time::Instant};
 
@@ -22,12 +27,12 @@ use prost_types::Any;
 use crate::{
     call::{Answer, Call, Commands, Requests, StreamedCall},
     error::{code_name, ProxyError},
-    grpc::{self, Flavor},
-    http_json,
+    ingress::grpc::{self, Flavor},
+    ingress::http_json,
+    ingress::reflection,
     metadata::{context_of, headers_of, metadata_of},
     metrics::Metrics,
     model::{Catalog, MethodModel},
-    reflection,
 };
 
 /// Request bodies (and each message of a stream) larger than this are refused

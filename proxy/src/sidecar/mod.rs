@@ -2,6 +2,15 @@
 //! service model, wire entities, actions and the routing of forwards and side
 //! effects, and serve until shutdown. `strata proxy` is a thin shell over [`run`].
 
+pub mod action;
+pub mod dispatch;
+pub mod effects;
+pub mod entity;
+pub mod eventing;
+pub mod function;
+pub mod membership;
+pub mod wake;
+
 use std::{
     future::Future,
     net::SocketAddr,
@@ -13,20 +22,20 @@ use strata_tasks::Tasks;
 use tokio::net::TcpListener;
 
 use crate::{
-    action::Actions,
     admin,
     call::{Commands, Targets},
-    dispatch::{Dispatcher, Owned},
-    effects::{Effects, Router},
-    entity::{Entities, EntityLimits, SessionContext, DEFAULT_COMMAND_TIMEOUT},
-    eventing::{Eventing, Pacing},
-    function::{DiscoveryError, FunctionClient},
     gateway::{Gateway, RoutedTargets},
     ingress::{self, Ingress},
-    membership::{Membership, MembershipConfig, MembershipError},
     metrics::Metrics,
     model::{Catalog, MethodModel, ModelError, ServiceModel},
-    wake::{spawn_sweeps, Waker, WakingStore},
+    sidecar::action::Actions,
+    sidecar::dispatch::{Dispatcher, Owned},
+    sidecar::effects::{Effects, Router},
+    sidecar::entity::{Entities, EntityLimits, SessionContext, DEFAULT_COMMAND_TIMEOUT},
+    sidecar::eventing::{Eventing, Pacing},
+    sidecar::function::{DiscoveryError, FunctionClient},
+    sidecar::membership::{Membership, MembershipConfig, MembershipError},
+    sidecar::wake::{spawn_sweeps, Waker, WakingStore},
 };
 
 /// How many forwards and side effects to services at zero may wait for them, and
@@ -188,7 +197,7 @@ pub async fn run(
             Some(Arc::new(Gateway::with_control_plane(
                 membership.routes(),
                 metrics.clone(),
-                crate::gateway::Holds::new(HOLD_CAPACITY, HOLD_TIMEOUT, metrics.clone()),
+                crate::routing::hold::Holds::new(HOLD_CAPACITY, HOLD_TIMEOUT, metrics.clone()),
                 membership.client(),
             ))),
         ),
@@ -237,7 +246,7 @@ pub async fn run(
         ownership: membership.as_ref().map(|m| m.ownership()),
         pacing: Pacing::default(),
     });
-    crate::dispatch::perform_detached(dispatcher.effects.clone(), detached_outcomes);
+    crate::sidecar::dispatch::perform_detached(dispatcher.effects.clone(), detached_outcomes);
     let app = ingress::router(Ingress {
         catalog: Arc::new(Catalog::new(vec![model.clone()])),
         commands: dispatcher,

@@ -13,11 +13,11 @@ use tokio::sync::{mpsc, oneshot};
 use super::*;
 use crate::{
     call::{Answer, Call, CallContext, Outcome},
-    entity::session::{EntityCommand, DEFAULT_COMMAND_TIMEOUT},
     fixtures,
-    function::FunctionClient,
     metrics::Metrics,
     model::Catalog,
+    sidecar::entity::session::{EntityCommand, DEFAULT_COMMAND_TIMEOUT},
+    sidecar::function::FunctionClient,
 };
 
 /// The entity ids the scripted session was activated for, in order (each test

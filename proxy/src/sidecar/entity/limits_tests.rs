@@ -12,9 +12,9 @@ use super::*;
 use crate::{
     call::{Call, CallContext},
     fixtures,
-    function::FunctionClient,
     metrics::Metrics,
     model::Catalog,
+    sidecar::function::FunctionClient,
 };
 
 /// A store that never answers: an entity's activation hangs, so its commands
@@ -74,7 +74,7 @@ async fn a_full_mailbox_is_refused_at_once_never_awaited() {
     let error = refused.unwrap_err();
     assert!(matches!(error, ProxyError::Overloaded(_)), "{error:?}");
     assert_eq!(error.grpc_code(), tonic::Code::ResourceExhausted);
-    let response = crate::http_json::json_error(&error);
+    let response = crate::ingress::http_json::json_error(&error);
     assert_eq!(response.status(), 429);
     assert!(response.headers().contains_key(http::header::RETRY_AFTER));
     // --- another entity is not affected

@@ -22,10 +22,10 @@ use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
 use crate::{
     backoff::Backoff,
-    control_plane::{fails_over, ControlPlaneClient},
-    entity::Entities,
-    gateway::routes::RouteTable,
+    routing::control_plane::{fails_over, ControlPlaneClient},
+    routing::routes::RouteTable,
     shard::shard_of,
+    sidecar::entity::Entities,
 };
 
 /// How to reach the control plane and who this instance is.

@@ -35,10 +35,10 @@ use self::{
     value::ValueSession,
 };
 use crate::{
-    action::Outcomes,
     call::{Call, Outcome},
     error::ProxyError,
     model::EntityKind,
+    sidecar::action::Outcomes,
 };
 
 /// Decodes `bytes` as a hostile function's answer on an event-sourced and on

@@ -37,11 +37,11 @@ use tokio::{
 };
 
 use crate::{
-    control_plane::ControlPlaneClient,
-    eventing::runs_subscriptions,
-    gateway::routes::{RouteTable, ServiceTable},
-    membership::Ownership,
     model::Subscription,
+    routing::control_plane::ControlPlaneClient,
+    routing::routes::{RouteTable, ServiceTable},
+    sidecar::eventing::runs_subscriptions,
+    sidecar::membership::Ownership,
 };
 
 /// How often one subscriber is poked at most while events for it keep coming (the

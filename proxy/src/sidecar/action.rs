@@ -18,9 +18,9 @@ use crate::{
         resolve_effects, resolve_target, Answer, Call, CallContext, Next, Outcome, StreamedCall, TargetKind, Targets,
     },
     error::{code_name, ProxyError},
-    function::FunctionClient,
     model::MethodModel,
     passing::{holding, pass_on, Abortable, Prost},
+    sidecar::function::FunctionClient,
 };
 
 /// Outcomes of a streamed call, as the function sends them.

@@ -9,12 +9,12 @@ use futures::StreamExt;
 use tokio::sync::watch;
 
 use crate::{
-    action::Actions,
     call::{Answer, Answers, Call, CallContext, Commands, StreamedCall},
-    effects::Effects,
-    entity::Entities,
     error::ProxyError,
-    membership::Ownership,
+    sidecar::action::Actions,
+    sidecar::effects::Effects,
+    sidecar::entity::Entities,
+    sidecar::membership::Ownership,
 };
 
 /// How long a sidecar waits for its own routes to reach the version a call was
@@ -98,7 +98,7 @@ impl Commands for Dispatcher {
             self.check_owner(&call).await?;
             let method = call.method.clone();
             // The stream lasts until the client's deadline, if it gave one.
-            crate::action::within(self.entities.streamed(call).await?, context, method)
+            crate::sidecar::action::within(self.entities.streamed(call).await?, context, method)
         } else {
             self.actions.streamed(call).await?
         };

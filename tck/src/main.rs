@@ -62,7 +62,7 @@ async fn run(args: Args) -> anyhow::Result<kit::Summary> {
     let function = match &args.function {
         Some(function) => function.clone(),
         None => {
-            let port = strata_runtime::ports::free_loopback_port()?;
+            let port = strata_ports::free_loopback_port()?;
             let mut command = tokio::process::Command::new(beside("tck-model")?);
             command
                 .env("HOST", "127.0.0.1")
@@ -85,7 +85,7 @@ async fn run(args: Args) -> anyhow::Result<kit::Summary> {
     // --- the interceptor in front of the function, the proxy in front of both
     let interceptor = Interceptor::start(function).await?;
     let store = tempfile::tempdir()?;
-    let http_port = strata_runtime::ports::free_loopback_port()?;
+    let http_port = strata_ports::free_loopback_port()?;
     let mut command = tokio::process::Command::new(&strata);
     command
         .arg("proxy")

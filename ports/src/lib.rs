@@ -1,4 +1,7 @@
-//! Choosing a loopback port for a child process to listen on.
+//! Choosing a loopback port for a child process to listen on: the local
+//! runtime's instances, the conformance kit's proxy and function, the
+//! end-to-end tests' processes. A crate of its own so that the kit and the
+//! tests need none of the runtime's dependencies for it.
 //!
 //! A port is found free by binding it, then released for the child to take.
 //! Taken from the kernel's ephemeral range (what binding port 0 gives), it can

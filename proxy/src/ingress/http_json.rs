@@ -22,8 +22,8 @@ use prost_types::Any;
 use crate::{
     call::{Answer, Call, StreamedCall},
     error::ProxyError,
+    ingress::exchange::{check_reply_type, measured, one_or_many, read_body, Ingress, Measure},
     ingress::transcode,
-    ingress::{check_reply_type, measured, one_or_many, read_body, Ingress, Measure},
     metadata::{context_of, headers_of, metadata_of},
     model::{HttpRoute, MethodModel},
 };

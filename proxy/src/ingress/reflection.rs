@@ -21,8 +21,8 @@ use tonic_reflection::pb::v1::{
 use crate::{
     descriptors::DescriptorFiles,
     error::ProxyError,
+    ingress::exchange::Ingress,
     ingress::grpc::{self, Flavor},
-    ingress::Ingress,
     model::Catalog,
 };
 

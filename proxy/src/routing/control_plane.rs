@@ -7,8 +7,8 @@
 //! Service. Any node serves any call (followers relay writes to the leader), and
 //! every data-plane call is idempotent (register, ready, heartbeat, drain and
 //! poke name their instance or service), so sending one again elsewhere is safe.
-//! Owns only the choice of node; what to call and how often to retry is the
-//! caller's.
+//! Owns the choice of node and the bearer token on every call; what to call and
+//! how often to retry is the caller's.
 
 use std::{
     future::Future,
@@ -19,10 +19,65 @@ use std::{
     time::Duration,
 };
 
-use strata_proto::strata::controlplane::v1::{PokeRequest, PokeResponse};
+use strata_proto::strata::controlplane::v1::{
+    data_plane_client::DataPlaneClient, PokeRequest, PokeResponse, RouteSnapshot, WatchRoutesRequest,
+};
 use strata_tls::ClientTls;
+use tonic::{service::interceptor::InterceptedService, transport::Channel, Streaming};
 
-use crate::sidecar::membership::{data_plane_client, DataPlane, MembershipError};
+/// The default of how long one call to the control plane may take (a route
+/// watch: until it starts), for sidecars and gateways.
+pub const DEFAULT_CONTROL_PLANE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlPlaneError {
+    #[error("cannot reach the control plane at {address}: {message}")]
+    Unreachable { address: String, message: String },
+    #[error("the control plane refused {what}: {message}")]
+    Refused { what: &'static str, message: String },
+}
+
+/// A data-plane client that sends the bearer token.
+pub type DataPlane = DataPlaneClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds the bearer token to every call.
+#[derive(Clone)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl Bearer {
+    pub fn new(token: Option<&str>) -> Self {
+        Self(token.and_then(|t| format!("Bearer {t}").parse().ok()))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A data-plane client for `address` (lazily connecting) whose calls fail after
+/// `timeout` (a route watch: if it has not started by then); an `https://`
+/// address is dialled with `tls` (without it, trusting the public roots).
+fn data_plane_client(
+    address: &str,
+    token: Option<&str>,
+    timeout: Duration,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
+) -> Result<DataPlane, ControlPlaneError> {
+    let channel = strata_tls::endpoint(address, tls)
+        .map_err(|e| ControlPlaneError::Unreachable {
+            address: address.to_string(),
+            message: e.to_string(),
+        })?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(timeout)
+        .connect_lazy();
+    Ok(DataPlaneClient::with_interceptor(channel, Bearer::new(token)))
+}
 
 /// A cheaply cloned client of every node of the control plane.
 #[derive(Clone)]
@@ -38,24 +93,26 @@ struct Node {
 }
 
 impl ControlPlaneClient {
-    /// Clients of the comma-separated `addresses` (e.g.
-    /// `http://10.0.0.1:9101,http://10.0.0.2:9101`), each call bounded by
-    /// `timeout` (a route watch: until it starts).
-    pub fn new(addresses: &str, token: Option<&str>, timeout: Duration) -> Result<Self, MembershipError> {
+    /// [`ControlPlaneClient::with_tls`] with the default trust: tests' plain
+    /// `http://` nodes.
+    #[cfg(test)]
+    pub fn new(addresses: &str, token: Option<&str>, timeout: Duration) -> Result<Self, ControlPlaneError> {
         Self::with_tls(addresses, token, timeout, &ClientTls::default())
     }
 
-    /// The same, dialling `https://` addresses with `tls` (a private CA, a client
-    /// certificate).
+    /// Clients of the comma-separated `addresses` (e.g.
+    /// `http://10.0.0.1:9101,http://10.0.0.2:9101`), each call bounded by
+    /// `timeout` (a route watch: until it starts), dialling `https://` addresses
+    /// with `tls` (a private CA, a client certificate).
     pub fn with_tls(
         addresses: &str,
         token: Option<&str>,
         timeout: Duration,
         tls: &ClientTls,
-    ) -> Result<Self, MembershipError> {
+    ) -> Result<Self, ControlPlaneError> {
         let config = match (&tls.ca, &tls.identity) {
             (None, None) => None,
-            _ => Some(tls.grpc().map_err(|error| MembershipError::Unreachable {
+            _ => Some(tls.grpc().map_err(|error| ControlPlaneError::Unreachable {
                 address: addresses.to_string(),
                 message: error.to_string(),
             })?),
@@ -70,9 +127,9 @@ impl ControlPlaneClient {
                     client: data_plane_client(address, token, timeout, config.as_ref())?,
                 })
             })
-            .collect::<Result<Vec<_>, MembershipError>>()?;
+            .collect::<Result<Vec<_>, ControlPlaneError>>()?;
         if nodes.is_empty() {
-            return Err(MembershipError::Unreachable {
+            return Err(ControlPlaneError::Unreachable {
                 address: addresses.to_string(),
                 message: "no control-plane address given".into(),
             });
@@ -81,15 +138,6 @@ impl ControlPlaneClient {
             nodes: nodes.into(),
             current: Arc::default(),
         })
-    }
-
-    /// Every address, comma-separated, for messages.
-    pub fn addresses(&self) -> String {
-        self.nodes
-            .iter()
-            .map(|node| node.address.as_str())
-            .collect::<Vec<_>>()
-            .join(",")
     }
 
     /// Makes one call, trying each node at most once, from the one that
@@ -123,6 +171,15 @@ impl ControlPlaneClient {
         // before the one tried first.
         self.current.store((first + 1) % self.nodes.len(), Ordering::Relaxed);
         Err(failure.expect("at least one node"))
+    }
+
+    /// Opens a watch of every service's routes: the current snapshot first, then
+    /// one whenever they change.
+    pub async fn watch_routes(&self, what: &'static str) -> Result<Streaming<RouteSnapshot>, tonic::Status> {
+        self.call(what, |mut client| async move {
+            client.watch_routes(WatchRoutesRequest {}).await
+        })
+        .await
     }
 
     /// Asks for `request.service` to be scaled from zero (for the requests the

@@ -7,5 +7,7 @@
 pub mod control_plane;
 pub mod forward;
 pub mod hold;
+pub mod outbound;
+pub mod route_watch;
 pub mod routes;
 pub mod spread;

@@ -1,7 +1,7 @@
-//! The gateway's forwarding over real loopback sockets: a sidecar that dies in
-//! the middle of a call, one that cannot be reached at all, and one that
-//! answers. Only the sidecars are stand-ins; the gateway, its forwarder and its
-//! routes are the real ones.
+//! Routing's forwarding over real loopback sockets, as the gateway does it: a
+//! sidecar that dies in the middle of a call, one that cannot be reached at all,
+//! and one that answers (a sidecar's real ingress over stand-in commands). The
+//! routing, its forwarder and its routes are the real ones.
 
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use strata_proto::cloudstate::Entity;
 use strata_proto::strata::controlplane::v1::{EntityRoute, InstanceRoute, RouteSnapshot, ServiceRoutes};
 use tokio::{io::AsyncReadExt, net::TcpListener, sync::watch};
 
-use super::Gateway;
+use super::Outbound;
 use crate::routing::{hold::Holds, routes::RouteTable};
 use crate::{
     call::{Answer, Answers, Call, CallContext, Commands, StreamedCall},
@@ -62,9 +62,9 @@ fn routes(version: u64, address: &str) -> Arc<RouteTable> {
     Arc::new(RouteTable::build(&snapshot, &RouteTable::default()))
 }
 
-fn gateway(routes: watch::Receiver<Arc<RouteTable>>, metrics: Arc<Metrics>) -> Gateway {
+fn gateway(routes: watch::Receiver<Arc<RouteTable>>, metrics: Arc<Metrics>) -> Outbound {
     let holds = Holds::new(4, std::time::Duration::from_secs(5), metrics.clone());
-    Gateway::new(routes, metrics, holds)
+    Outbound::new(routes, metrics, holds)
 }
 
 fn echo_call(text: &str) -> Call {

@@ -1,6 +1,7 @@
-//! The gateway's view of the deployment, rebuilt from each route snapshot the
-//! control plane sends: every service's model (for decoding and transcoding) and
-//! who owns each of its shards. Pure data; building it does no I/O.
+//! The view of the deployment that routing works from, rebuilt from each route
+//! snapshot the control plane sends: every service's model (for decoding and
+//! transcoding, and as the targets of a managed sidecar's forwards) and who owns
+//! each of its shards. Pure data; building it does no I/O.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -10,7 +11,9 @@ use std::{
 use strata_proto::cloudstate::{Entity, EntitySpec};
 use strata_proto::strata::controlplane::v1::{RouteSnapshot, ServiceRoutes};
 
-use crate::model::{Catalog, ServiceModel};
+use tokio::sync::watch;
+
+use crate::model::{Catalog, MethodModel, ServiceModel, Targets};
 
 /// One reachable instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +32,6 @@ pub struct ServiceTable {
     /// Owner of each shard, `None` when unowned.
     pub shards: Vec<Option<Target>>,
     pub ready: Vec<Target>,
-    pub desired_replicas: u32,
 }
 
 impl ServiceTable {
@@ -49,7 +51,6 @@ impl ServiceTable {
             descriptor_set: Vec::new(),
             shards: Vec::new(),
             ready,
-            desired_replicas: 0,
         }
     }
 }
@@ -110,7 +111,6 @@ impl RouteTable {
                         .filter(|i| i.state == "ready")
                         .filter_map(|i| target(&i.id))
                         .collect(),
-                    desired_replicas: routes.desired_replicas,
                 },
             );
         }
@@ -184,5 +184,15 @@ fn build_model(routes: &ServiceRoutes) -> Option<Arc<ServiceModel>> {
             tracing::warn!(service = %routes.name, %error, "cannot serve this service's descriptors");
             None
         }
+    }
+}
+
+/// The methods of every deployed service, for a managed sidecar's forwards and
+/// side effects.
+pub struct RoutedTargets(pub watch::Receiver<Arc<RouteTable>>);
+
+impl Targets for RoutedTargets {
+    fn method(&self, service: &str, method: &str) -> Option<Arc<MethodModel>> {
+        Targets::method(self.0.borrow().catalog.as_ref(), service, method)
     }
 }

@@ -14,11 +14,9 @@ use strata_proto::cloudstate::action::{
 };
 
 use crate::{
-    call::{
-        resolve_effects, resolve_target, Answer, Call, CallContext, Next, Outcome, StreamedCall, TargetKind, Targets,
-    },
+    call::{resolve_effects, resolve_target, Answer, Call, CallContext, Next, Outcome, StreamedCall, TargetKind},
     error::{code_name, ProxyError},
-    model::MethodModel,
+    model::{MethodModel, Targets},
     passing::{holding, pass_on, Abortable, Prost},
     sidecar::function::FunctionClient,
 };

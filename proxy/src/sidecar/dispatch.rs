@@ -94,7 +94,7 @@ impl Commands for Dispatcher {
         let context = call.context;
         let effects = self.effects.clone();
         let outcomes = if call.method.entity.kind.is_entity() {
-            let call = entity_call(call).await?;
+            let call = call.into_entity_call().await?;
             self.check_owner(&call).await?;
             let method = call.method.clone();
             // The stream lasts until the client's deadline, if it gave one.
@@ -112,27 +112,6 @@ impl Commands for Dispatcher {
             .filter_map(|answer| std::future::ready(answer.transpose()));
         Ok(answers.boxed())
     }
-}
-
-/// The one request of an entity's server-streamed command, as a call.
-pub(crate) async fn entity_call(call: StreamedCall) -> Result<Call, ProxyError> {
-    let StreamedCall {
-        method,
-        mut requests,
-        metadata,
-        context,
-    } = call;
-    if method.descriptor.is_client_streaming() {
-        return Err(ProxyError::Unimplemented(format!(
-            "{} streams requests, and entity commands take one request",
-            method.path()
-        )));
-    }
-    let payload = requests
-        .next()
-        .await
-        .ok_or_else(|| ProxyError::InvalidArgument(format!("no request message for {}", method.path())))??;
-    Call::new(method, payload, metadata, context)
 }
 
 /// Performs the side effects of outcomes no client waits for (a cancelled

@@ -172,7 +172,7 @@ mod tests {
     }
 
     fn effect(model: &crate::model::ServiceModel, shelf: &str, synchronous: bool) -> Effect {
-        let method = crate::call::Targets::method(model, "test.things.Auditor", "Record").unwrap();
+        let method = crate::model::Targets::method(model, "test.things.Auditor", "Record").unwrap();
         Effect {
             call: Call::new(method, fixtures::thing_ref(shelf, 0), None, CallContext::default()).unwrap(),
             synchronous,
@@ -189,7 +189,7 @@ mod tests {
     #[tokio::test]
     async fn synchronous_effects_then_forward_then_asynchronous_effects() {
         let (recorder, effects, model) = setup();
-        let copy = crate::call::Targets::method(&model, "test.things.Auditor", "Copy").unwrap();
+        let copy = crate::model::Targets::method(&model, "test.things.Auditor", "Copy").unwrap();
         let forward = Call::new(copy, fixtures::thing("top", 1), None, CallContext::default()).unwrap();
         let outcome = Outcome {
             next: Next::Forward(Box::new(forward)),

@@ -13,19 +13,20 @@ use std::{
 
 use strata_proto::cloudstate::EntitySpec;
 use strata_proto::strata::controlplane::v1::{
-    data_plane_client::DataPlaneClient, DrainRequest, EntityRoute, HeartbeatRequest, RegisterInstanceRequest,
-    ReportReadyRequest, RouteSnapshot, WatchRoutesRequest,
+    DrainRequest, EntityRoute, HeartbeatRequest, RegisterInstanceRequest, ReportReadyRequest, RouteSnapshot,
 };
 use strata_tls::ClientTls;
 use tokio::sync::watch;
-use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
+use super::entity::Entities;
 use crate::{
     backoff::Backoff,
-    routing::control_plane::{fails_over, ControlPlaneClient},
-    routing::routes::RouteTable,
+    routing::{
+        control_plane::{fails_over, ControlPlaneClient, ControlPlaneError},
+        route_watch,
+        routes::RouteTable,
+    },
     shard::shard_of,
-    sidecar::entity::Entities,
 };
 
 /// How to reach the control plane and who this instance is.
@@ -49,9 +50,6 @@ pub struct MembershipConfig {
     /// The CA to trust and the certificate to present at `https://` addresses.
     pub tls: ClientTls,
 }
-
-/// The default of [`MembershipConfig::timeout`] and of the gateway's.
-pub const DEFAULT_CONTROL_PLANE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The shards this instance owns, from the route snapshot of `version`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -98,56 +96,6 @@ impl Ownership {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum MembershipError {
-    #[error("cannot reach the control plane at {address}: {message}")]
-    Unreachable { address: String, message: String },
-    #[error("the control plane refused {what}: {message}")]
-    Refused { what: &'static str, message: String },
-}
-
-/// A data-plane client that sends the bearer token.
-pub type DataPlane = DataPlaneClient<InterceptedService<Channel, Bearer>>;
-
-/// Adds the bearer token to every call.
-#[derive(Clone)]
-pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
-
-impl Bearer {
-    pub fn new(token: Option<&str>) -> Self {
-        Self(token.and_then(|t| format!("Bearer {t}").parse().ok()))
-    }
-}
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            request.metadata_mut().insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
-
-/// A data-plane client for `address` (lazily connecting) whose calls fail after
-/// `timeout` (a route watch: if it has not started by then); an `https://`
-/// address is dialled with `tls` (without it, trusting the public roots).
-pub fn data_plane_client(
-    address: &str,
-    token: Option<&str>,
-    timeout: Duration,
-    tls: Option<&tonic::transport::ClientTlsConfig>,
-) -> Result<DataPlane, MembershipError> {
-    let channel = strata_tls::endpoint(address, tls)
-        .map_err(|e| MembershipError::Unreachable {
-            address: address.to_string(),
-            message: e.to_string(),
-        })?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(timeout)
-        .connect_lazy();
-    Ok(DataPlaneClient::with_interceptor(channel, Bearer::new(token)))
-}
-
 /// The live membership of a managed sidecar.
 pub struct Membership {
     config: MembershipConfig,
@@ -164,7 +112,7 @@ pub struct Membership {
 impl Membership {
     /// Registers the instance (state: starting), retrying while the control plane
     /// is not reachable, for at most `patience`.
-    pub async fn register(config: MembershipConfig, patience: Duration) -> Result<Self, MembershipError> {
+    pub async fn register(config: MembershipConfig, patience: Duration) -> Result<Self, ControlPlaneError> {
         let client = ControlPlaneClient::with_tls(
             &config.control_plane,
             config.token.as_deref(),
@@ -193,13 +141,13 @@ impl Membership {
                     backoff.wait().await;
                 }
                 Err(status) if fails_over(&status) => {
-                    return Err(MembershipError::Unreachable {
+                    return Err(ControlPlaneError::Unreachable {
                         address: config.control_plane.clone(),
                         message: status.message().to_string(),
                     })
                 }
                 Err(status) => {
-                    return Err(MembershipError::Refused {
+                    return Err(ControlPlaneError::Refused {
                         what: "the registration",
                         message: status.message().to_string(),
                     })
@@ -229,7 +177,7 @@ impl Membership {
         spec: &EntitySpec,
         descriptor_set: Vec<u8>,
         subscriptions: Vec<String>,
-    ) -> Result<(), MembershipError> {
+    ) -> Result<(), ControlPlaneError> {
         let request = ReportReadyRequest {
             instance_id: self.config.instance_id.clone(),
             descriptor_set,
@@ -250,7 +198,7 @@ impl Membership {
                 async move { client.report_ready(request).await }
             })
             .await
-            .map_err(|status| MembershipError::Refused {
+            .map_err(|status| ControlPlaneError::Refused {
                 what: "the ready report",
                 message: status.message().to_string(),
             })?;
@@ -308,32 +256,7 @@ impl Membership {
     /// shards and passivating the entities of shards it no longer owns (see
     /// [`Membership::passivate_lost_shards`]).
     pub async fn follow_routes(&self) {
-        let mut backoff = Backoff::default();
-        loop {
-            let watch = self
-                .client
-                .call("watch routes", |mut client| async move {
-                    client.watch_routes(WatchRoutesRequest {}).await
-                })
-                .await;
-            match watch {
-                Ok(mut stream) => {
-                    backoff.reset();
-                    loop {
-                        match stream.message().await {
-                            Ok(Some(snapshot)) => self.apply(&snapshot),
-                            Ok(None) => break,
-                            Err(status) => {
-                                tracing::warn!(error = %status.message(), "route watch ended");
-                                break;
-                            }
-                        }
-                    }
-                }
-                Err(status) => tracing::warn!(error = %status.message(), "cannot watch routes"),
-            }
-            backoff.wait().await;
-        }
+        route_watch::follow(&self.client, |snapshot| self.apply(&snapshot)).await
     }
 
     fn apply(&self, snapshot: &RouteSnapshot) {

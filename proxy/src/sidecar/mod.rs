@@ -2,14 +2,14 @@
 //! service model, wire entities, actions and the routing of forwards and side
 //! effects, and serve until shutdown. `strata proxy` is a thin shell over [`run`].
 
-pub mod action;
-pub mod dispatch;
-pub mod effects;
-pub mod entity;
-pub mod eventing;
-pub mod function;
-pub mod membership;
-pub mod wake;
+mod action;
+mod dispatch;
+mod effects;
+pub(crate) mod entity;
+mod eventing;
+mod function;
+mod membership;
+mod wake;
 
 use std::{
     future::Future,
@@ -21,29 +21,32 @@ use std::{
 use strata_tasks::Tasks;
 use tokio::net::TcpListener;
 
+use self::{
+    action::Actions,
+    dispatch::{Dispatcher, Owned},
+    effects::{Effects, Router},
+    entity::{Entities, SessionContext, DEFAULT_COMMAND_TIMEOUT},
+    eventing::{Eventing, Pacing},
+    function::{DiscoveryError, FunctionClient},
+    membership::Membership,
+    wake::{spawn_sweeps, Waker, WakingStore},
+};
+pub use self::{entity::EntityLimits, membership::MembershipConfig};
 use crate::{
     admin,
-    call::{Commands, Targets},
-    gateway::{Gateway, RoutedTargets},
+    call::Commands,
     ingress::{self, Ingress},
     metrics::Metrics,
-    model::{Catalog, MethodModel, ModelError, ServiceModel},
-    sidecar::action::Actions,
-    sidecar::dispatch::{Dispatcher, Owned},
-    sidecar::effects::{Effects, Router},
-    sidecar::entity::{Entities, EntityLimits, SessionContext, DEFAULT_COMMAND_TIMEOUT},
-    sidecar::eventing::{Eventing, Pacing},
-    sidecar::function::{DiscoveryError, FunctionClient},
-    sidecar::membership::{Membership, MembershipConfig, MembershipError},
-    sidecar::wake::{spawn_sweeps, Waker, WakingStore},
+    model::{Catalog, MethodModel, ModelError, ServiceModel, Targets},
+    routing::{control_plane::ControlPlaneError, hold::Holds, outbound::Outbound, routes::RoutedTargets},
 };
+
+/// How long a stopping sidecar waits for its background tasks (admin listener,
+/// route follower) before aborting them.
+const TASKS_GRACE: Duration = Duration::from_secs(5);
 
 /// How many forwards and side effects to services at zero may wait for them, and
 /// for how long, in a managed sidecar.
-/// How long a stopping sidecar or gateway waits for its background tasks
-/// (admin listener, route follower) before aborting them.
-pub(crate) const TASKS_GRACE: Duration = Duration::from_secs(5);
-
 const HOLD_CAPACITY: usize = 1000;
 const HOLD_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -100,7 +103,7 @@ pub enum SidecarError {
     #[error("the server failed: {0}")]
     Serve(std::io::Error),
     #[error(transparent)]
-    Membership(#[from] MembershipError),
+    Membership(#[from] ControlPlaneError),
 }
 
 /// Discovers the function and serves it until `shutdown` resolves; then stops
@@ -194,10 +197,10 @@ pub async fn run(
                 local: model.clone(),
                 routed: RoutedTargets(membership.routes()),
             }),
-            Some(Arc::new(Gateway::with_control_plane(
+            Some(Arc::new(Outbound::with_control_plane(
                 membership.routes(),
                 metrics.clone(),
-                crate::routing::hold::Holds::new(HOLD_CAPACITY, HOLD_TIMEOUT, metrics.clone()),
+                Holds::new(HOLD_CAPACITY, HOLD_TIMEOUT, metrics.clone()),
                 membership.client(),
             ))),
         ),
@@ -246,7 +249,7 @@ pub async fn run(
         ownership: membership.as_ref().map(|m| m.ownership()),
         pacing: Pacing::default(),
     });
-    crate::sidecar::dispatch::perform_detached(dispatcher.effects.clone(), detached_outcomes);
+    dispatch::perform_detached(dispatcher.effects.clone(), detached_outcomes);
     let app = ingress::router(Ingress {
         catalog: Arc::new(Catalog::new(vec![model.clone()])),
         commands: dispatcher,

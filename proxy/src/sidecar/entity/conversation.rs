@@ -1,18 +1,21 @@
-//! The parts of the entity protocols that every entity type shares: one command's
-//! round trip on an entity stream (with its deadline), reading a reply's client
-//! action and side effects into an [`Outcome`], and the errors of the store and
-//! the function.
+//! The parts of the entity protocols that every entity type shares around the
+//! function and the store: one command's round trip on an entity stream (with
+//! its deadline), acting on a [`Decision`] that ends a command early, and the
+//! errors of the store and the function. What a reply means is `decision`'s.
 
-use strata_proto::cloudstate::{client_action::Action, ClientAction, Command, Failure, SideEffect};
+use strata_proto::cloudstate::Command;
 use strata_store::StoreError;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use super::session::{After, EntityCommand, ReplyTo, SessionContext};
+use super::{
+    decision::{Decision, Persist},
+    session::{After, EntityCommand, ReplyTo, SessionContext},
+};
 use crate::{
-    call::{resolve_effects, resolve_target, Answer, Call, Next, Outcome, TargetKind, Targets},
+    call::{Call, Outcome},
     error::{code_name, ProxyError},
-    model::MethodModel,
+    model::{MethodModel, Targets},
     sidecar::function::EntityStream,
 };
 
@@ -37,6 +40,8 @@ pub(super) fn entity_stream<In: Send + 'static>() -> (ToFunction<In>, impl futur
 pub(super) struct Conversation<In, Out> {
     to_function: ToFunction<In>,
     from_function: EntityStream<Out>,
+    /// Puts a command into the entity type's stream message.
+    wrap: fn(Command) -> In,
     next_command_id: i64,
 }
 
@@ -52,10 +57,11 @@ pub(super) struct Asked<Out> {
 }
 
 impl<In, Out> Conversation<In, Out> {
-    pub(super) fn new(to_function: ToFunction<In>, from_function: EntityStream<Out>) -> Self {
+    pub(super) fn new(to_function: ToFunction<In>, from_function: EntityStream<Out>, wrap: fn(Command) -> In) -> Self {
         Self {
             to_function,
             from_function,
+            wrap,
             next_command_id: 1,
         }
     }
@@ -78,16 +84,29 @@ impl<In, Out> Conversation<In, Out> {
     }
 
     /// Sends the next command and waits for the function's answer to it, until
-    /// the command's deadline. `wrap` puts the command into the entity type's
-    /// stream message. When there is no answer, the caller is answered here and
-    /// the `Err` says what the actor must do.
-    pub(super) async fn ask(
+    /// the command's deadline. When there is no answer, the caller is answered
+    /// here and the `Err` says what the actor must do.
+    pub(super) async fn ask(&mut self, ctx: &SessionContext, command: EntityCommand) -> Result<Asked<Out>, After> {
+        self.ask_with(ctx, command, Some).await
+    }
+
+    /// [`Conversation::ask`], then what the answer means by the kind's `decide`
+    /// (the method asked, the forward targets, the command's id, the answer),
+    /// carried as far as the kind's own work: the call, where its result goes and
+    /// what to persist (see [`to_persist`]); or what the actor does now that the
+    /// command has failed.
+    pub(super) async fn ask_and_decide<C>(
         &mut self,
         ctx: &SessionContext,
         command: EntityCommand,
-        wrap: impl FnOnce(Command) -> In,
-    ) -> Result<Asked<Out>, After> {
-        self.ask_with(ctx, command, wrap, Some).await
+        decide: fn(&MethodModel, &dyn Targets, i64, Out) -> Decision<C>,
+    ) -> Result<(Call, ReplyTo, Persist<C>), After> {
+        let Asked {
+            call, reply, id, out, ..
+        } = self.ask(ctx, command).await?;
+        let decision = decide(&call.method, ctx.targets.as_ref(), id, out);
+        let (persist, reply) = to_persist(decision, ctx, &call, reply)?;
+        Ok((call, reply, persist))
     }
 
     /// [`Conversation::ask`] on a stream where the function may also send
@@ -97,13 +116,12 @@ impl<In, Out> Conversation<In, Out> {
         &mut self,
         ctx: &SessionContext,
         command: EntityCommand,
-        wrap: impl FnOnce(Command) -> In,
         mut aside: impl FnMut(Out) -> Option<Out>,
     ) -> Result<Asked<Out>, After> {
         let EntityCommand { call, reply, stream } = command;
         let id = self.next_command_id;
         self.next_command_id += 1;
-        let message = wrap(Command {
+        let message = (self.wrap)(Command {
             entity_id: call.entity_id.clone().unwrap_or_default(),
             id,
             name: call.method.name().to_string(),
@@ -155,68 +173,6 @@ impl<In, Out> Conversation<In, Out> {
     }
 }
 
-/// What a reply means for the client: its outcome, and whether the entity must
-/// restart (the function failed with `restart`). `None` when the reply has no
-/// client action (a protocol violation). A failure performs no side effects; a
-/// forward or side effect the proxy refuses fails the command.
-pub(super) fn client_outcome(
-    from: &MethodModel,
-    targets: &dyn Targets,
-    action: Option<ClientAction>,
-    side_effects: Vec<SideEffect>,
-) -> Option<(Result<Outcome, ProxyError>, bool)> {
-    action.as_ref().and_then(|a| a.action.as_ref())?;
-    Some(optional_client_outcome(from, targets, action, side_effects))
-}
-
-/// [`client_outcome`] where the client action may be missing (a message of a
-/// streamed command that sends the client nothing, only side effects).
-pub(super) fn optional_client_outcome(
-    from: &MethodModel,
-    targets: &dyn Targets,
-    action: Option<ClientAction>,
-    side_effects: Vec<SideEffect>,
-) -> (Result<Outcome, ProxyError>, bool) {
-    let next = match action.and_then(|a| a.action) {
-        None => Ok(Next::Nothing),
-        Some(Action::Failure(f)) => return (Err(ProxyError::Failure(f.description)), f.restart),
-        Some(Action::Reply(r)) => Ok(Next::Reply(Answer {
-            payload: r.payload.unwrap_or_default(),
-            metadata: r.metadata,
-        })),
-        Some(Action::Forward(f)) => resolve_target(
-            targets,
-            from,
-            TargetKind::Forward,
-            &f.service_name,
-            &f.command_name,
-            f.payload,
-            f.metadata,
-        )
-        .map(|call| Next::Forward(Box::new(call))),
-    };
-    let outcome = next.and_then(|next| {
-        Ok(Outcome {
-            next,
-            effects: resolve_effects(from, targets, side_effects)?,
-        })
-    });
-    (outcome, false)
-}
-
-/// A stream-level `Failure`: fails the command in flight (or the whole stream,
-/// id 0); for any other command it is a violation.
-pub(super) fn stream_failure(command_id: i64, failure: Failure) -> Result<String, String> {
-    if failure.command_id == command_id || failure.command_id == 0 {
-        Ok(failure.description)
-    } else {
-        Err(format!(
-            "failure for command {} while command {command_id} was in flight",
-            failure.command_id
-        ))
-    }
-}
-
 /// Answers the command of a stream-level failure and tells the actor.
 pub(super) fn fail_stream(reply: ReplyTo, description: String) -> After {
     tracing::warn!(%description, "the user function failed the entity's stream");
@@ -235,6 +191,25 @@ pub(super) fn violation(ctx: &SessionContext, call: &Call, reply: ReplyTo, what:
         "the user function broke the protocol ({what}); the entity was restarted"
     ))));
     After::Restart
+}
+
+/// What to persist for the command, once a forward or side effect the proxy
+/// refused is reported to the function; or, when the function failed the stream
+/// or broke the protocol, what the actor does now that the command has failed.
+pub(super) fn to_persist<C>(
+    decision: Decision<C>,
+    ctx: &SessionContext,
+    call: &Call,
+    reply: ReplyTo,
+) -> Result<(Persist<C>, ReplyTo), After> {
+    match decision {
+        Decision::Persist(persist) => {
+            report_refused(ctx, &persist.answer);
+            Ok((persist, reply))
+        }
+        Decision::Violation(what) => Err(violation(ctx, call, reply, &what)),
+        Decision::StreamFailure(description) => Err(fail_stream(reply, description)),
+    }
 }
 
 /// Tells the function about a forward or side effect the proxy refused (the

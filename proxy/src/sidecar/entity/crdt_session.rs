@@ -35,16 +35,17 @@ use strata_store::{CrdtWrite, EntityKey, StoreError};
 use super::{
     client_stream::{Pushed, StreamTo, STREAM_BUFFER},
     conversation::{
-        client_outcome, entity_stream, fail_stream, function_unavailable, optional_client_outcome, persist_timed,
-        report_refused, store_failed, store_unavailable, stream_failure, violation, Asked, Conversation,
+        entity_stream, function_unavailable, persist_timed, report_refused, store_failed, store_unavailable,
+        to_persist, Asked, Conversation,
     },
     crdt::{decode, encode, Crdt, Replica, View, Voters},
+    decision::{optional_client_outcome, reply_to, required_client_outcome, Answered, Decision, Persist},
     session::{After, EntityCommand, Session, SessionContext},
 };
 use crate::{
-    call::{resolve_effects, CallContext, Next, Outcome, Targets},
+    call::{resolve_effects, CallContext, Next, Outcome},
     error::ProxyError,
-    model::{EntityModel, MethodModel},
+    model::{EntityModel, MethodModel, Targets},
 };
 
 const CRDT_HANDLE: &str = "/cloudstate.crdt.Crdt/handle";
@@ -117,21 +118,14 @@ pub(super) enum Heard {
     Overdue(i64),
 }
 
-/// What a reply means for the entity.
-#[derive(Debug, PartialEq)]
-pub(super) enum Decision {
-    /// Release `answer`, after storing `change` if there is one; then send the
-    /// function `correction` if its own delta left it with another value.
-    Persist {
-        change: Option<Held>,
-        answer: Result<Outcome, ProxyError>,
-        correction: Option<CrdtDelta>,
-        restart: bool,
-        /// A streamed command the function keeps open.
-        keep_open: bool,
-    },
-    StreamFailure(String),
-    Violation(String),
+/// What a command does to a CRDT entity: the state to store (if it changes),
+/// then the correction to send the function if its own delta left it with
+/// another value; and whether a streamed command stays open.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct CrdtChange {
+    pub state: Option<Held>,
+    pub correction: Option<CrdtDelta>,
+    pub keep_open: bool,
 }
 
 /// Decides what the function's answer to command `command_id` (`streamed` if
@@ -145,44 +139,36 @@ pub(super) fn decide(
     held: &Held,
     replica: &Replica<'_>,
     out: CrdtStreamOut,
-) -> Decision {
-    let reply = match out.message {
-        Some(crdt_stream_out::Message::Reply(reply)) => reply,
-        Some(crdt_stream_out::Message::Failure(failure)) => {
-            return match stream_failure(command_id, failure) {
-                Ok(description) => Decision::StreamFailure(description),
-                Err(what) => Decision::Violation(what),
-            };
-        }
-        Some(crdt_stream_out::Message::StreamedMessage(_) | crdt_stream_out::Message::StreamCancelledResponse(_)) => {
-            return Decision::Violation(format!(
+) -> Decision<CrdtChange> {
+    let answered = out.message.map(|message| match message {
+        crdt_stream_out::Message::Reply(reply) => Answered::Reply(reply),
+        crdt_stream_out::Message::Failure(failure) => Answered::Failure(failure),
+        crdt_stream_out::Message::StreamedMessage(_) | crdt_stream_out::Message::StreamCancelledResponse(_) => {
+            Answered::Unexpected(format!(
                 "a streamed message while unary command {command_id} was in flight"
             ))
         }
-        None => return Decision::Violation("empty message on the CRDT stream".into()),
-    };
+    });
     let CrdtReply {
-        command_id: replied,
         client_action,
         side_effects,
         state_action,
         streamed: keeps_open,
-    } = reply;
-    if replied != command_id {
-        return Decision::Violation(format!(
-            "reply for command {replied} while command {command_id} was in flight"
-        ));
-    }
+        ..
+    } = match reply_to("CRDT", command_id, answered, |reply: &CrdtReply| reply.command_id) {
+        Ok(reply) => reply,
+        Err(decision) => return decision,
+    };
     if keeps_open && !streamed {
         return Decision::Violation(format!("reply to unary command {command_id} says it is streamed"));
     }
     // A streamed command may answer with nothing yet (its messages come later).
-    let (mut answer, mut restart) = if streamed {
+    let (mut answer, restart) = if streamed {
         optional_client_outcome(from, targets, client_action, side_effects)
     } else {
-        match client_outcome(from, targets, client_action, side_effects) {
-            Some(outcome) => outcome,
-            None => return Decision::Violation(format!("reply to command {command_id} has no client action")),
+        match required_client_outcome(from, targets, command_id, client_action, side_effects) {
+            Ok(outcome) => outcome,
+            Err(decision) => return decision,
         }
     };
     let (change, correction) = match state_change(held, state_action, replica) {
@@ -198,26 +184,20 @@ pub(super) fn decide(
             (None, None)
         }
     };
-    if answer.is_err() {
-        // The function changed its state for a failed command (or for a deleted
-        // entity): it starts over from the stored state.
-        return Decision::Persist {
-            restart: restart || change.is_some() || held == &Held::Deleted,
-            change: None,
-            correction: None,
-            answer,
-            keep_open: false,
-        };
-    }
-    // After a delete the stream ends; the next command opens a new one.
-    restart |= change == Some(Held::Deleted);
-    Decision::Persist {
-        change,
-        answer,
+    let restart = if answer.is_err() {
+        // A function that changed a deleted entity's state starts over too.
+        restart || held == &Held::Deleted
+    } else {
+        // After a delete the stream ends; the next command opens a new one.
+        restart || change == Some(Held::Deleted)
+    };
+    let changes = change.is_some();
+    let change = CrdtChange {
+        state: change,
         correction,
         keep_open: keeps_open && !restart,
-        restart,
-    }
+    };
+    Decision::persist(change, changes, answer, restart)
 }
 
 /// What a state action does to the state held: the new state (if it changes)
@@ -553,7 +533,9 @@ impl Session for CrdtSession {
             held,
             seq_nr,
             bytes,
-            conversation: Conversation::new(to_function, from_function),
+            conversation: Conversation::new(to_function, from_function, |command| CrdtStreamIn {
+                message: Some(crdt_stream_in::Message::Command(command)),
+            }),
             streams: HashMap::new(),
             cancelling: HashMap::new(),
             answer_within: ctx.command_timeout,
@@ -567,9 +549,6 @@ impl Session for CrdtSession {
     }
 
     async fn run(&mut self, ctx: &SessionContext, command: EntityCommand) -> After {
-        let wrap = |command| CrdtStreamIn {
-            message: Some(crdt_stream_in::Message::Command(command)),
-        };
         let streamed = command.stream.is_some();
         // Messages for streamed commands that come before this command's reply
         // are handled (in order) before it.
@@ -582,7 +561,7 @@ impl Session for CrdtSession {
             }
             _ => Some(out),
         };
-        let asked = self.conversation.ask_with(ctx, command, wrap, aside).await;
+        let asked = self.conversation.ask_with(ctx, command, aside).await;
         for out in set_aside {
             match self.unasked(ctx, out).await {
                 After::Continue => {}
@@ -616,18 +595,22 @@ impl Session for CrdtSession {
             &replica,
             out,
         );
-        let (change, answer, correction, restart, keep_open) = match decision {
-            Decision::Violation(what) => return violation(ctx, &call, reply, &what),
-            Decision::StreamFailure(description) => return fail_stream(reply, description),
-            Decision::Persist {
+        let (
+            Persist {
                 change,
                 answer,
-                correction,
                 restart,
-                keep_open,
-            } => (change, answer, correction, restart, keep_open),
+            },
+            reply,
+        ) = match to_persist(decision, ctx, &call, reply) {
+            Ok(persist) => persist,
+            Err(after) => return after,
         };
-        report_refused(ctx, &answer);
+        let CrdtChange {
+            state: change,
+            correction,
+            keep_open,
+        } = change;
         if let Some(change) = change {
             if let Err(error) = self.persist(ctx, change).await {
                 let _ = reply.send(Err(store_failed(error)));
@@ -650,11 +633,7 @@ impl Session for CrdtSession {
                 },
             );
         }
-        if restart {
-            After::Restart
-        } else {
-            After::Continue
-        }
+        After::restarting_if(restart)
     }
 
     async fn listen(&mut self) -> Heard {

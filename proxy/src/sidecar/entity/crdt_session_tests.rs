@@ -56,7 +56,7 @@ const REPLICA: Replica<'static> = Replica {
     now_millis: 1_000,
 };
 
-fn decide_on(held: &Held, out: CrdtStreamOut) -> Decision {
+fn decide_on(held: &Held, out: CrdtStreamOut) -> Decision<CrdtChange> {
     let (model, method) = fixtures::method("/test.things.Warehouse/Create");
     decide(&method, &model, 1, false, held, &REPLICA, out)
 }
@@ -78,18 +78,23 @@ fn the_first_delta_creates_the_state_and_later_ones_change_it() {
     let created = decide_on(&Held::Absent, reply(1, ok(), Some(update(change(2)))));
     assert_eq!(
         created,
-        Decision::Persist {
-            change: Some(counter(2)),
+        Decision::Persist(Persist {
+            change: CrdtChange {
+                state: Some(counter(2)),
+                correction: None,
+                keep_open: false
+            },
             answer: Ok(Outcome::reply(Answer::new(any("test.things.Thing")))),
-            correction: None,
-            restart: false,
-            keep_open: false,
-        }
+            restart: false
+        })
     );
-    let Decision::Persist {
-        change: Some(Held::Live(crdt)),
+    let Decision::Persist(Persist {
+        change: CrdtChange {
+            state: Some(Held::Live(crdt)),
+            ..
+        },
         ..
-    } = decide_on(&counter(2), reply(1, ok(), Some(update(change(-5)))))
+    }) = decide_on(&counter(2), reply(1, ok(), Some(update(change(-5)))))
     else {
         panic!("expected a change")
     };
@@ -97,12 +102,12 @@ fn the_first_delta_creates_the_state_and_later_ones_change_it() {
     // No state action: nothing to store. Any write consistency is accepted.
     assert!(matches!(
         decide_on(&counter(2), reply(1, ok(), None)),
-        Decision::Persist {
-            change: None,
+        Decision::Persist(Persist {
+            change: CrdtChange { state: None, .. },
             answer: Ok(_),
             restart: false,
             ..
-        }
+        })
     ));
 }
 
@@ -152,29 +157,32 @@ fn a_delete_is_for_good() {
     let delete = crdt_state_action::Action::Delete(CrdtDelete {});
     assert!(matches!(
         decide_on(&counter(3), reply(1, ok(), Some(delete))),
-        Decision::Persist {
-            change: Some(Held::Deleted),
+        Decision::Persist(Persist {
+            change: CrdtChange {
+                state: Some(Held::Deleted),
+                ..
+            },
             answer: Ok(_),
             restart: true,
             ..
-        }
+        })
     ));
     // A deleted entity still answers reads, and refuses changes with NOT_FOUND / 410.
     assert!(matches!(
         decide_on(&Held::Deleted, reply(1, ok(), None)),
-        Decision::Persist {
-            change: None,
+        Decision::Persist(Persist {
+            change: CrdtChange { state: None, .. },
             answer: Ok(_),
             ..
-        }
+        })
     ));
     match decide_on(&Held::Deleted, reply(1, ok(), Some(update(change(1))))) {
-        Decision::Persist {
-            change: None,
+        Decision::Persist(Persist {
+            change: CrdtChange { state: None, .. },
             answer: Err(error),
             restart: true,
             ..
-        } => {
+        }) => {
             assert_eq!(error.grpc_code(), tonic::Code::NotFound);
             assert_eq!(error.http_status(), http::StatusCode::GONE);
             assert!(error.to_string().contains("was deleted"), "{error}");
@@ -192,13 +200,15 @@ fn a_failed_command_changes_nothing_and_restarts_the_function() {
     });
     assert_eq!(
         decide_on(&counter(1), reply(1, failure, Some(update(change(4))))),
-        Decision::Persist {
-            change: None,
+        Decision::Persist(Persist {
+            change: CrdtChange {
+                state: None,
+                correction: None,
+                keep_open: false
+            },
             answer: Err(ProxyError::Failure("no".into())),
-            correction: None,
-            restart: true,
-            keep_open: false,
-        }
+            restart: true
+        })
     );
 }
 
@@ -211,11 +221,14 @@ fn the_function_hears_when_its_value_differs_from_the_replica() {
         votes_for: 0,
         total_voters: 0,
     });
-    let Decision::Persist {
-        change: Some(Held::Live(crdt)),
-        correction,
+    let Decision::Persist(Persist {
+        change: CrdtChange {
+            state: Some(Held::Live(crdt)),
+            correction,
+            ..
+        },
         ..
-    } = decide_on(&Held::Absent, reply(1, ok(), Some(update(vote))))
+    }) = decide_on(&Held::Absent, reply(1, ok(), Some(update(vote))))
     else {
         panic!("expected a change")
     };

@@ -5,23 +5,20 @@
 
 use prost_types::Any;
 use strata_proto::cloudstate::eventsourced::{
-    event_sourced_stream_in, event_sourced_stream_out, EventSourcedEvent, EventSourcedInit, EventSourcedSnapshot,
-    EventSourcedStreamIn, EventSourcedStreamOut,
+    event_sourced_stream_in, event_sourced_stream_out, EventSourcedEvent, EventSourcedInit, EventSourcedReply,
+    EventSourcedSnapshot, EventSourcedStreamIn, EventSourcedStreamOut,
 };
 use strata_store::EntityKey;
 
 use super::{
-    conversation::{
-        client_outcome, entity_stream, fail_stream, report_refused, store_unavailable, stream_failure, violation,
-        Asked, Conversation,
-    },
+    conversation::{entity_stream, store_unavailable, Conversation},
+    decision::{reply_to, required_client_outcome, Answered, Decision},
     pipeline::WritePipeline,
     session::{After, EntityCommand, Session, SessionContext},
 };
 use crate::{
-    call::{Outcome, Targets},
     error::ProxyError,
-    model::{EntityModel, MethodModel},
+    model::{EntityModel, MethodModel, Targets},
 };
 
 const EVENT_SOURCED_HANDLE: &str = "/cloudstate.eventsourced.EventSourced/handle";
@@ -39,67 +36,46 @@ fn size<'a>(payloads: impl IntoIterator<Item = &'a Any>) -> usize {
     payloads.into_iter().map(prost::Message::encoded_len).sum()
 }
 
-/// What the proxy must do with one message from the function: the pure part of
-/// the protocol, tested without a function or a store.
-#[derive(Debug, PartialEq)]
-pub(super) enum Decision {
-    /// Persist `events` (and `snapshot`), then release `answer`.
-    Persist {
-        events: Vec<Any>,
-        snapshot: Option<Any>,
-        answer: Result<Outcome, ProxyError>,
-        restart: bool,
-    },
-    /// The function failed the whole stream.
-    StreamFailure(String),
-    /// The function broke the protocol: report it, fail the command, restart.
-    Violation(String),
+/// What a command adds to the journal: its events, and a snapshot taken after
+/// them (never one without events).
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct Journal {
+    pub events: Vec<Any>,
+    pub snapshot: Option<Any>,
 }
 
+/// What the proxy must do with one message from the function: the pure part of
+/// the protocol, tested without a function or a store.
 pub(super) fn decide(
     from: &MethodModel,
     targets: &dyn Targets,
     command_id: i64,
     out: EventSourcedStreamOut,
-) -> Decision {
-    let reply = match out.message {
-        Some(event_sourced_stream_out::Message::Reply(reply)) => reply,
-        Some(event_sourced_stream_out::Message::Failure(failure)) => {
-            return match stream_failure(command_id, failure) {
-                Ok(description) => Decision::StreamFailure(description),
-                Err(what) => Decision::Violation(what),
-            };
-        }
-        None => return Decision::Violation("empty message on the event-sourced stream".into()),
+) -> Decision<Journal> {
+    let answered = out.message.map(|message| match message {
+        event_sourced_stream_out::Message::Reply(reply) => Answered::Reply(reply),
+        event_sourced_stream_out::Message::Failure(failure) => Answered::Failure(failure),
+    });
+    let reply = match reply_to("event-sourced", command_id, answered, |reply: &EventSourcedReply| {
+        reply.command_id
+    }) {
+        Ok(reply) => reply,
+        Err(decision) => return decision,
     };
-    if reply.command_id != command_id {
-        return Decision::Violation(format!(
-            "reply for command {} while command {command_id} was in flight",
-            reply.command_id
-        ));
-    }
     if reply.snapshot.is_some() && reply.events.is_empty() {
         return Decision::Violation(format!("reply to command {command_id} has a snapshot but no events"));
     }
-    let Some((answer, restart)) = client_outcome(from, targets, reply.client_action, reply.side_effects) else {
-        return Decision::Violation(format!("reply to command {command_id} has no client action"));
-    };
-    if answer.is_err() {
-        // Nothing of a failed command is stored. A function that applied events
-        // for it holds state the journal lacks, so it starts over from the journal.
-        return Decision::Persist {
-            restart: restart || !reply.events.is_empty(),
-            events: Vec::new(),
-            snapshot: None,
-            answer,
+    let (answer, restart) =
+        match required_client_outcome(from, targets, command_id, reply.client_action, reply.side_effects) {
+            Ok(outcome) => outcome,
+            Err(decision) => return decision,
         };
-    }
-    Decision::Persist {
+    let changes = !reply.events.is_empty();
+    let journal = Journal {
         events: reply.events,
         snapshot: reply.snapshot,
-        answer,
-        restart,
-    }
+    };
+    Decision::persist(journal, changes, answer, restart)
 }
 
 impl Session for EventSourcedSession {
@@ -131,7 +107,9 @@ impl Session for EventSourcedSession {
         }
         let from_function = ctx.function.open_entity_stream(EVENT_SOURCED_HANDLE, inbound);
         Ok(Self {
-            conversation: Conversation::new(to_function, from_function),
+            conversation: Conversation::new(to_function, from_function, |command| EventSourcedStreamIn {
+                message: Some(event_sourced_stream_in::Message::Command(command)),
+            }),
             journal: WritePipeline::new(key, entity.service_name.clone(), seq_nr),
             bytes,
         })
@@ -142,37 +120,17 @@ impl Session for EventSourcedSession {
     }
 
     async fn run(&mut self, ctx: &SessionContext, command: EntityCommand) -> After {
-        let wrap = |command| EventSourcedStreamIn {
-            message: Some(event_sourced_stream_in::Message::Command(command)),
-        };
-        let Asked {
-            call, reply, id, out, ..
-        } = match self.conversation.ask(ctx, command, wrap).await {
-            Ok(asked) => asked,
+        let (_, reply, persist) = match self.conversation.ask_and_decide(ctx, command, decide).await {
+            Ok(decided) => decided,
             Err(after) => return after,
         };
-        match decide(&call.method, ctx.targets.as_ref(), id, out) {
-            Decision::Violation(what) => violation(ctx, &call, reply, &what),
-            Decision::StreamFailure(description) => fail_stream(reply, description),
-            Decision::Persist {
-                events,
-                snapshot,
-                answer,
-                restart,
-            } => {
-                report_refused(ctx, &answer);
-                self.bytes = match &snapshot {
-                    Some(snapshot) => size([snapshot]),
-                    None => self.bytes + size(&events),
-                };
-                self.journal.push(ctx, reply, answer, events, snapshot);
-                if restart {
-                    After::Restart
-                } else {
-                    After::Continue
-                }
-            }
-        }
+        let Journal { events, snapshot } = persist.change;
+        self.bytes = match &snapshot {
+            Some(snapshot) => size([snapshot]),
+            None => self.bytes + size(&events),
+        };
+        self.journal.push(ctx, reply, persist.answer, events, snapshot);
+        After::restarting_if(persist.restart)
     }
 
     fn state_bytes(&self) -> usize {
@@ -197,8 +155,9 @@ impl Session for EventSourcedSession {
 mod tests {
     use super::*;
     use crate::{
-        call::{Answer, Next},
+        call::{Answer, Next, Outcome},
         fixtures,
+        sidecar::entity::decision::Persist,
     };
     use strata_proto::cloudstate::{
         client_action::Action, eventsourced::EventSourcedReply, ClientAction, Failure, Forward, Reply, SideEffect,
@@ -255,12 +214,14 @@ mod tests {
         );
         assert_eq!(
             decision,
-            Decision::Persist {
-                events: vec![any("Added")],
-                snapshot: Some(any("Snap")),
+            Decision::Persist(Persist {
+                change: Journal {
+                    events: vec![any("Added")],
+                    snapshot: Some(any("Snap"))
+                },
                 answer: Ok(Outcome::reply(Answer::new(thing()))),
-                restart: false,
-            }
+                restart: false
+            })
         );
     }
 
@@ -274,12 +235,14 @@ mod tests {
         });
         assert_eq!(
             decide(&method, &model, 1, reply(1, failure, vec![], None)),
-            Decision::Persist {
-                events: vec![],
-                snapshot: None,
+            Decision::Persist(Persist {
+                change: Journal {
+                    events: vec![],
+                    snapshot: None
+                },
                 answer: Err(ProxyError::Failure("Quantity must be positive".into())),
-                restart: true,
-            }
+                restart: true
+            })
         );
         // Events sent with a failure are dropped, and the function starts over.
         let failure = Action::Failure(Failure {
@@ -301,12 +264,14 @@ mod tests {
                 2,
                 reply_with_effects(2, failure, vec![any("E")], Some(any("S")), vec![effect])
             ),
-            Decision::Persist {
-                events: vec![],
-                snapshot: None,
+            Decision::Persist(Persist {
+                change: Journal {
+                    events: vec![],
+                    snapshot: None
+                },
                 answer: Err(ProxyError::Failure("no".into())),
-                restart: true,
-            }
+                restart: true
+            })
         );
     }
 
@@ -326,11 +291,11 @@ mod tests {
             synchronous: true,
             metadata: None,
         };
-        let Decision::Persist {
-            events,
+        let Decision::Persist(Persist {
+            change: Journal { events, .. },
             answer: Ok(outcome),
             ..
-        } = decide(
+        }) = decide(
             &method,
             &model,
             1,
@@ -356,12 +321,11 @@ mod tests {
             payload: None,
             metadata: None,
         });
-        let Decision::Persist {
-            events,
-            snapshot: None,
+        let Decision::Persist(Persist {
+            change: Journal { events, snapshot: None },
             answer: Err(ProxyError::Internal(message)),
             restart: true,
-        } = decide(&method, &model, 1, reply(1, forward, vec![any("E")], None))
+        }) = decide(&method, &model, 1, reply(1, forward, vec![any("E")], None))
         else {
             panic!("expected a refused forward")
         };

@@ -8,6 +8,7 @@ mod client_stream;
 mod conversation;
 mod crdt;
 mod crdt_session;
+mod decision;
 mod event_sourced;
 #[cfg(test)]
 mod limits_tests;
@@ -24,8 +25,8 @@ use std::{
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
-pub use client_stream::{client_stream, StreamTo, STREAM_BUFFER};
-pub use session::{Detached, EntityCommand, SessionContext, DEFAULT_COMMAND_TIMEOUT};
+pub use client_stream::{client_stream, STREAM_BUFFER};
+pub use session::{EntityCommand, SessionContext, DEFAULT_COMMAND_TIMEOUT};
 
 use self::{
     actor::Actor,
@@ -46,7 +47,7 @@ use crate::{
 /// `method` (for fuzzing: whatever the bytes, a decision and never a panic).
 pub(crate) fn decide_untrusted_reply(
     method: &crate::model::MethodModel,
-    targets: &dyn crate::call::Targets,
+    targets: &dyn crate::model::Targets,
     bytes: &[u8],
 ) {
     use prost::Message;
@@ -99,6 +100,7 @@ pub struct Entities {
 }
 
 impl Entities {
+    #[cfg(test)]
     pub fn new(ctx: SessionContext) -> Self {
         Self::with_limits(ctx, EntityLimits::default())
     }
@@ -218,16 +220,6 @@ impl Entities {
     /// each finishes the commands it already has, then passivates. Returns how many.
     pub fn release(&self, which: impl Fn(&str, &str) -> bool) -> usize {
         self.registry.release(which)
-    }
-
-    /// How many entities are active now.
-    pub fn active(&self) -> usize {
-        self.registry.len()
-    }
-
-    /// The estimated bytes of state the active entities hold now.
-    pub fn active_bytes(&self) -> usize {
-        self.registry.bytes()
     }
 }
 

@@ -226,6 +226,7 @@ impl ActorRegistry {
         chosen.len()
     }
 
+    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.lock().map.len()
     }

@@ -9,10 +9,10 @@ use strata_store::Store;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    call::{Call, CallContext, Outcome, Targets},
+    call::{Call, CallContext, Outcome},
     error::ProxyError,
     metrics::Metrics,
-    model::EntityModel,
+    model::{EntityModel, Targets},
     sidecar::function::FunctionClient,
 };
 
@@ -61,6 +61,17 @@ pub(super) enum After {
     /// The function failed the whole stream: fail the commands queued behind
     /// this one with the reason, then restart.
     StreamFailed(String),
+}
+
+impl After {
+    /// Restart if `restart`, else go on.
+    pub(super) fn restarting_if(restart: bool) -> After {
+        if restart {
+            After::Restart
+        } else {
+            After::Continue
+        }
+    }
 }
 
 /// One entity's open protocol stream. The actor calls these one at a time.

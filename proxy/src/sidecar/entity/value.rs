@@ -6,21 +6,18 @@
 use prost_types::Any;
 use strata_proto::cloudstate::valueentity::{
     value_entity_action, value_entity_stream_in, value_entity_stream_out, ValueEntityInit, ValueEntityInitState,
-    ValueEntityStreamIn, ValueEntityStreamOut,
+    ValueEntityReply, ValueEntityStreamIn, ValueEntityStreamOut,
 };
 use strata_store::EntityKey;
 
 use super::{
-    conversation::{
-        client_outcome, entity_stream, fail_stream, persist_timed, report_refused, store_failed, store_unavailable,
-        stream_failure, violation, Asked, Conversation,
-    },
+    conversation::{entity_stream, persist_timed, store_failed, store_unavailable, Conversation},
+    decision::{reply_to, required_client_outcome, Answered, Decision},
     session::{After, EntityCommand, Session, SessionContext},
 };
 use crate::{
-    call::{Outcome, Targets},
     error::ProxyError,
-    model::{EntityModel, MethodModel},
+    model::{EntityModel, MethodModel, Targets},
 };
 
 const VALUE_ENTITY_HANDLE: &str = "/cloudstate.valueentity.ValueEntity/handle";
@@ -33,46 +30,32 @@ pub(super) struct ValueSession {
 }
 
 /// What to do with the stored value after a command.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Default, PartialEq)]
 pub(super) enum StateChange {
+    #[default]
     Keep,
     Update(Any),
     Delete,
 }
 
-#[derive(Debug, PartialEq)]
-pub(super) enum Decision {
-    Persist {
-        change: StateChange,
-        answer: Result<Outcome, ProxyError>,
-        restart: bool,
-    },
-    StreamFailure(String),
-    Violation(String),
-}
-
+/// What the proxy must do with one message from the function: the pure part of
+/// the protocol, tested without a function or a store.
 pub(super) fn decide(
     from: &MethodModel,
     targets: &dyn Targets,
     command_id: i64,
     out: ValueEntityStreamOut,
-) -> Decision {
-    let reply = match out.message {
-        Some(value_entity_stream_out::Message::Reply(reply)) => reply,
-        Some(value_entity_stream_out::Message::Failure(failure)) => {
-            return match stream_failure(command_id, failure) {
-                Ok(description) => Decision::StreamFailure(description),
-                Err(what) => Decision::Violation(what),
-            };
-        }
-        None => return Decision::Violation("empty message on the value entity stream".into()),
+) -> Decision<StateChange> {
+    let answered = out.message.map(|message| match message {
+        value_entity_stream_out::Message::Reply(reply) => Answered::Reply(reply),
+        value_entity_stream_out::Message::Failure(failure) => Answered::Failure(failure),
+    });
+    let reply = match reply_to("value entity", command_id, answered, |reply: &ValueEntityReply| {
+        reply.command_id
+    }) {
+        Ok(reply) => reply,
+        Err(decision) => return decision,
     };
-    if reply.command_id != command_id {
-        return Decision::Violation(format!(
-            "reply for command {} while command {command_id} was in flight",
-            reply.command_id
-        ));
-    }
     let change = match reply.state_action.and_then(|a| a.action) {
         None => StateChange::Keep,
         Some(value_entity_action::Action::Update(update)) => match update.value {
@@ -81,23 +64,13 @@ pub(super) fn decide(
         },
         Some(value_entity_action::Action::Delete(_)) => StateChange::Delete,
     };
-    let Some((answer, restart)) = client_outcome(from, targets, reply.client_action, reply.side_effects) else {
-        return Decision::Violation(format!("reply to command {command_id} has no client action"));
-    };
-    if answer.is_err() {
-        // A function that changed its value for a failed command holds a value
-        // the store lacks, so it starts over from the store.
-        return Decision::Persist {
-            restart: restart || change != StateChange::Keep,
-            change: StateChange::Keep,
-            answer,
+    let (answer, restart) =
+        match required_client_outcome(from, targets, command_id, reply.client_action, reply.side_effects) {
+            Ok(outcome) => outcome,
+            Err(decision) => return decision,
         };
-    }
-    Decision::Persist {
-        change,
-        answer,
-        restart,
-    }
+    let changes = change != StateChange::Keep;
+    Decision::persist(change, changes, answer, restart)
 }
 
 impl Session for ValueSession {
@@ -121,7 +94,9 @@ impl Session for ValueSession {
         Ok(Self {
             key,
             bytes,
-            conversation: Conversation::new(to_function, from_function),
+            conversation: Conversation::new(to_function, from_function, |command| ValueEntityStreamIn {
+                message: Some(value_entity_stream_in::Message::Command(command)),
+            }),
         })
     }
 
@@ -130,26 +105,11 @@ impl Session for ValueSession {
     }
 
     async fn run(&mut self, ctx: &SessionContext, command: EntityCommand) -> After {
-        let wrap = |command| ValueEntityStreamIn {
-            message: Some(value_entity_stream_in::Message::Command(command)),
-        };
-        let Asked {
-            call, reply, id, out, ..
-        } = match self.conversation.ask(ctx, command, wrap).await {
-            Ok(asked) => asked,
+        let (call, reply, persist) = match self.conversation.ask_and_decide(ctx, command, decide).await {
+            Ok(decided) => decided,
             Err(after) => return after,
         };
-        let (change, answer, restart) = match decide(&call.method, ctx.targets.as_ref(), id, out) {
-            Decision::Violation(what) => return violation(ctx, &call, reply, &what),
-            Decision::StreamFailure(description) => return fail_stream(reply, description),
-            Decision::Persist {
-                change,
-                answer,
-                restart,
-            } => (change, answer, restart),
-        };
-        report_refused(ctx, &answer);
-        let value = match change {
+        let value = match persist.change {
             StateChange::Keep => None,
             StateChange::Update(value) => Some(Some(value)),
             StateChange::Delete => Some(None),
@@ -163,12 +123,8 @@ impl Session for ValueSession {
             }
             self.bytes = bytes;
         }
-        let _ = reply.send(answer);
-        if restart {
-            After::Restart
-        } else {
-            After::Continue
-        }
+        let _ = reply.send(persist.answer);
+        After::restarting_if(persist.restart)
     }
 
     fn state_bytes(&self) -> usize {
@@ -184,6 +140,7 @@ mod tests {
     use crate::{
         call::{Answer, Outcome},
         fixtures,
+        sidecar::entity::decision::Persist,
     };
     use strata_proto::cloudstate::{
         client_action::Action,
@@ -223,26 +180,26 @@ mod tests {
         let update = value_entity_action::Action::Update(ValueEntityUpdate { value: Some(any("V")) });
         assert_eq!(
             decide(1, reply(1, ok(), Some(update))),
-            Decision::Persist {
+            Decision::Persist(Persist {
                 change: StateChange::Update(any("V")),
                 answer: Ok(Outcome::reply(Answer::new(any("test.things.Thing")))),
                 restart: false
-            }
+            })
         );
         let delete = value_entity_action::Action::Delete(ValueEntityDelete {});
         assert!(matches!(
             decide(2, reply(2, ok(), Some(delete))),
-            Decision::Persist {
+            Decision::Persist(Persist {
                 change: StateChange::Delete,
                 ..
-            }
+            })
         ));
         assert!(matches!(
             decide(3, reply(3, ok(), None)),
-            Decision::Persist {
+            Decision::Persist(Persist {
                 change: StateChange::Keep,
                 ..
-            }
+            })
         ));
     }
 
@@ -257,11 +214,11 @@ mod tests {
         let update = value_entity_action::Action::Update(ValueEntityUpdate { value: Some(any("V")) });
         assert_eq!(
             decide(&method, &model, 1, reply(1, failure, Some(update))),
-            Decision::Persist {
+            Decision::Persist(Persist {
                 change: StateChange::Keep,
                 answer: Err(ProxyError::Failure("no".into())),
-                restart: true,
-            }
+                restart: true
+            })
         );
     }
 

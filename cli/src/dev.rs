@@ -132,11 +132,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         admin_listen: args.gateway_admin_listen,
         control_plane,
         token: Some(gateway_token),
-        max_body: strata_proxy::ingress::DEFAULT_MAX_BODY,
+        max_body: strata_proxy::DEFAULT_MAX_BODY,
         hold_capacity: args.hold_capacity,
         hold_timeout: args.hold_timeout,
         forward_timeout: strata_proxy::gateway::DEFAULT_FORWARD_TIMEOUT,
-        control_plane_timeout: strata_proxy::membership::DEFAULT_CONTROL_PLANE_TIMEOUT,
+        control_plane_timeout: strata_proxy::DEFAULT_CONTROL_PLANE_TIMEOUT,
         tls: args.gateway_tls.files(),
         // The one-node control plane's port is plain TCP on loopback.
         control_plane_tls: Default::default(),

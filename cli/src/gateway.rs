@@ -31,7 +31,7 @@ pub struct GatewayArgs {
     #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Largest request body accepted, in bytes.
-    #[arg(long, env = "STRATA_MAX_BODY_BYTES", default_value_t = strata_proxy::ingress::DEFAULT_MAX_BODY)]
+    #[arg(long, env = "STRATA_MAX_BODY_BYTES", default_value_t = strata_proxy::DEFAULT_MAX_BODY)]
     max_body_bytes: usize,
     /// Requests that may wait per service while it scales from zero (more get 503).
     #[arg(long, env = "STRATA_HOLD_CAPACITY", default_value_t = 1000)]

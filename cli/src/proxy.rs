@@ -5,11 +5,7 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 
 use anyhow::Context;
 use clap::Args;
-use strata_proxy::{
-    entity::EntityLimits,
-    membership::MembershipConfig,
-    sidecar::{self, SidecarConfig},
-};
+use strata_proxy::sidecar::{self, EntityLimits, MembershipConfig, SidecarConfig};
 
 #[derive(Args, Debug)]
 pub struct ProxyArgs {
@@ -41,7 +37,7 @@ pub struct ProxyArgs {
     #[arg(long, env = "STRATA_STORE", default_value = "sqlite://.strata/strata.db")]
     store: String,
     /// Largest request body accepted, in bytes (larger: 413 / RESOURCE_EXHAUSTED).
-    #[arg(long, env = "STRATA_MAX_BODY_BYTES", default_value_t = strata_proxy::ingress::DEFAULT_MAX_BODY)]
+    #[arg(long, env = "STRATA_MAX_BODY_BYTES", default_value_t = strata_proxy::DEFAULT_MAX_BODY)]
     max_body_bytes: usize,
     /// How long to wait for the user function to answer discovery (e.g. 30s, 2m).
     #[arg(long, env = "STRATA_DISCOVERY_TIMEOUT", default_value = "60s", value_parser = crate::duration::parse)]

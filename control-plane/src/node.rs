@@ -18,7 +18,7 @@ use crate::raft::leader_lease::{self, Leadership};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{self, PeerTls};
 use crate::raft::state_machine::{AppliedEffects, StateMachine};
-use crate::raft::{NodeId, NodeInfo, Raft, Response, TypeConfig};
+use crate::raft::{NodeId, NodeInfo, Raft, RaftMetrics, Response, TypeConfig};
 use crate::registry::{Command, Outcome, Registry, RegistryError, Request};
 use crate::telemetry::{self, Telemetry};
 
@@ -95,21 +95,32 @@ pub struct NodeConfig {
 
 /// A running control-plane node. Cheap to share behind an `Arc`.
 pub struct ControlPlane {
-    pub node_id: NodeId,
-    pub info: NodeInfo,
-    pub raft: Raft,
-    pub state_machine: StateMachine,
-    pub log: LogStore,
-    pub secret: ClusterSecret,
+    node_id: NodeId,
+    info: NodeInfo,
+    raft: Raft,
+    state_machine: StateMachine,
+    log: LogStore,
+    secret: ClusterSecret,
     /// How this node dials its peers' Raft and data-plane port.
-    pub peer_tls: PeerTls,
+    peer_tls: PeerTls,
     /// This node's Prometheus metrics (`/metrics`).
-    pub telemetry: Arc<Telemetry>,
+    telemetry: Arc<Telemetry>,
     /// Per-service metric series, filled while this node leads (the dashboard's charts).
-    pub history: Arc<MetricsHistory>,
+    history: Arc<MetricsHistory>,
     /// Raft allows one membership change at a time; concurrent joins queue here.
     membership_change: tokio::sync::Mutex<()>,
     leadership: tokio::sync::watch::Receiver<Leadership>,
+}
+
+/// Where a node's Raft stands, as `/metrics` and `GET /cluster` report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaftStatus {
+    pub term: u64,
+    /// Leader, with its lease held (see [`ControlPlane::is_leader`]).
+    pub leading: bool,
+    pub last_log_index: Option<u64>,
+    pub committed_index: Option<u64>,
+    pub applied_index: Option<u64>,
 }
 
 impl ControlPlane {
@@ -246,8 +257,68 @@ impl ControlPlane {
 
     /// Reads the registry as this node has applied it (not linearizable: a follower may
     /// lag; call [`ControlPlane::read_index`] first on the leader for a consistent read).
+    /// The one way to read it: writes wait while `read` runs, so keep it short.
     pub fn read<T>(&self, read: impl FnOnce(&Registry) -> T) -> T {
-        read(&self.state_machine.read().registry)
+        self.read_at(|registry, _| read(registry))
+    }
+
+    /// [`ControlPlane::read`], with the index of the last entry applied to what it
+    /// reads (0 before the first): the version of that registry.
+    pub fn read_at<T>(&self, read: impl FnOnce(&Registry, u64) -> T) -> T {
+        let applied = self.state_machine.read();
+        read(&applied.registry, applied.last_applied.map_or(0, |id| id.index))
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// How this node dials its peers' Raft and data-plane port.
+    pub fn peer_tls(&self) -> &PeerTls {
+        &self.peer_tls
+    }
+
+    /// This node's Prometheus metrics (`/metrics`); render them with
+    /// [`ControlPlane::raft_status`] and the registry.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    /// Per-service metric series, filled while this node leads (the dashboard's charts).
+    pub fn history(&self) -> &Arc<MetricsHistory> {
+        &self.history
+    }
+
+    /// The Raft instance, for a transport to hand it its peers' RPCs (the gRPC
+    /// transport, the in-memory router of tests). Read state through
+    /// [`ControlPlane::read`], [`ControlPlane::raft_status`] and
+    /// [`ControlPlane::raft_metrics`], never through it.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// Raft's own view of this node now: membership, replication, state. Its
+    /// `state` says Leader while the lease may have run out: ask
+    /// [`ControlPlane::is_leader`] for that.
+    pub fn raft_metrics(&self) -> RaftMetrics {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// Raft's view as it changes (leaders, terms), for streams of it.
+    pub fn watch_raft_metrics(&self) -> tokio::sync::watch::Receiver<RaftMetrics> {
+        self.raft.metrics()
+    }
+
+    /// Where this node's Raft stands now: its term, whether it leads, its indexes.
+    pub fn raft_status(&self) -> RaftStatus {
+        let metrics = self.raft.metrics().borrow().clone();
+        RaftStatus {
+            term: metrics.current_term,
+            leading: self.is_leader(),
+            last_log_index: metrics.last_log_index,
+            committed_index: self.log.committed().map(|id| id.index),
+            applied_index: metrics.last_applied.map(|id| id.index),
+        }
     }
 
     /// Effects of the entries this node applies from now on (every node applies the

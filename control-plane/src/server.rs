@@ -233,7 +233,7 @@ impl RunningServer {
 
     /// Stops serving, waits for the background tasks, then shuts Raft down.
     pub async fn shutdown(self) {
-        tracing::info!(node_id = self.node.node_id, "stopping the control-plane node");
+        tracing::info!(node_id = self.node.node_id(), "stopping the control-plane node");
         self.tasks.stop(SHUTDOWN_GRACE).await;
         self.node.shutdown().await;
     }
@@ -349,7 +349,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     };
 
     let transport =
-        crate::raft::transport::TransportService::server(identity.node_id, node.raft.clone(), secret.clone());
+        crate::raft::transport::TransportService::server(identity.node_id, node.raft().clone(), secret.clone());
     let mut data_plane = DataPlaneService::new(
         node.clone(),
         auth.clone(),

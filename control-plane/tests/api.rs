@@ -45,7 +45,7 @@ async fn harness() -> Harness {
         },
     };
     let node = ControlPlane::start(config, router.network(1)).await.unwrap();
-    router.register(1, node.raft.clone());
+    router.register(1, node.raft().clone());
     node.bootstrap().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !node.is_leader() {

@@ -55,7 +55,7 @@ async fn harness(with_store: bool) -> Harness {
         },
     };
     let node = ControlPlane::start(config, router.network(1)).await.unwrap();
-    router.register(1, node.raft.clone());
+    router.register(1, node.raft().clone());
     node.bootstrap().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !node.is_leader() {
@@ -326,9 +326,9 @@ async fn metric_series_cover_the_asked_window_and_refuse_others() {
     register_cart(&h.node, &cart_descriptors()).await;
     let now = now_ms();
     // Two minutes ago, then the last 20 seconds.
-    h.node.history.record("cart", sample(now - 120_000, 1.0));
+    h.node.history().record("cart", sample(now - 120_000, 1.0));
     for second in (0..20).rev() {
-        h.node.history.record("cart", sample(now - second * 1000, 42.0));
+        h.node.history().record("cart", sample(now - second * 1000, 42.0));
     }
 
     let reply = get(&h.app, "/api/v1/services/cart/metrics?window=30s", Some(READER)).await;
@@ -597,8 +597,7 @@ async fn every_autoscaler_scrape_becomes_a_sample() {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !h
         .node
-        .telemetry
-        .render(&h.node)
+        .read(|registry| h.node.telemetry().render(&h.node.raft_status(), registry))
         .contains("strata_service_cold_start_seconds_count{service=\"cart\"} 1")
     {
         assert!(Instant::now() < deadline, "the cold start was never counted");
@@ -621,7 +620,7 @@ async fn every_autoscaler_scrape_becomes_a_sample() {
         .unwrap();
     assert_eq!((load.concurrency, load.requests_per_second), (3.0, 20.0));
 
-    let samples = h.node.history.since("cart", 0);
+    let samples = h.node.history().since("cart", 0);
     assert_eq!(samples.len(), 2);
     let (first, second) = (&samples[0], &samples[1]);
     assert_eq!((first.concurrency, first.latency_p50_ms), (Some(2.0), None));
@@ -636,7 +635,7 @@ async fn every_autoscaler_scrape_becomes_a_sample() {
 
     // --- no instance at all: measured as idle, not as a gap
     source.observe("cart", &[], Timestamp::from_secs(3)).await;
-    let idle = h.node.history.since("cart", 0).pop().unwrap();
+    let idle = h.node.history().since("cart", 0).pop().unwrap();
     assert_eq!((idle.requests_per_second, idle.concurrency), (Some(0.0), Some(0.0)));
 }
 

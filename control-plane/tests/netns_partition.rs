@@ -2,7 +2,8 @@
 //! a bridge; the leader is cut off by taking its link to the bridge down. The
 //! isolated leader refuses writes (503 with a reason), the majority elects a leader
 //! and keeps accepting writes, and once the link is back every acknowledged write is
-//! on every node. Needs root (`ip netns`); skipped with a message otherwise.
+//! on every node. Needs root (`ip netns`); skipped with a message otherwise, unless
+//! `STRATA_REQUIRE_NETNS=1` (`scripts/check` sets it), which makes it fail instead.
 //!
 //! Each node has a second, point-to-point link to the test (the management side),
 //! so the test can still ask the isolated node while it cannot reach its peers.
@@ -230,6 +231,11 @@ async fn a_cut_off_leader_refuses_writes_and_nothing_acknowledged_is_lost() {
     let mut net = match Net::create() {
         Ok(net) => net,
         Err(reason) => {
+            assert!(
+                std::env::var("STRATA_REQUIRE_NETNS").as_deref() != Ok("1"),
+                "STRATA_REQUIRE_NETNS=1 but network namespaces cannot be made here \
+                 (needs root and `ip netns`): {reason}"
+            );
             eprintln!("skipping: network namespaces are not available here (needs root and `ip netns`): {reason}");
             return;
         }

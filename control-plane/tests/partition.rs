@@ -15,7 +15,7 @@ use strata_control_plane::auth::ClusterSecret;
 use strata_control_plane::node::{ControlPlane, NodeConfig, NodeError, Timing};
 use strata_control_plane::raft::mem_network::MemRouter;
 use strata_control_plane::raft::{NodeId, NodeInfo};
-use strata_control_plane::registry::{Command, ServiceSpec};
+use strata_control_plane::registry::{Command, Registry, ServiceSpec};
 use tower::ServiceExt;
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -46,7 +46,7 @@ async fn start(router: &MemRouter, node_id: NodeId, dir: &std::path::Path) -> Ar
     let node = ControlPlane::start(config, router.network(node_id))
         .await
         .expect("node starts");
-    router.register(node_id, node.raft.clone());
+    router.register(node_id, node.raft().clone());
     node
 }
 
@@ -93,7 +93,7 @@ async fn partitioned_leader_loses_and_catches_up_without_divergence() {
         start(&router, 3, dir.path()).await,
     ];
     nodes[0]
-        .raft
+        .raft()
         .initialize((1..=3).map(|id| (id, info(id))).collect::<BTreeMap<_, _>>())
         .await
         .unwrap();
@@ -107,27 +107,27 @@ async fn partitioned_leader_loses_and_catches_up_without_divergence() {
             .await
             .expect("write before the partition");
     }
-    let old_term = leader.raft.metrics().borrow().current_term;
+    let old_term = leader.raft_status().term;
 
     println!(
         "--- cut the leader (node {}) off; a write it accepted now cannot commit",
-        leader.node_id
+        leader.node_id()
     );
-    router.isolate(leader.node_id);
+    router.isolate(leader.node_id());
     let stale_write = {
         let old = Arc::clone(&leader);
         tokio::spawn(async move { old.write(create("during-partition-on-old-leader")).await })
     };
 
     println!("--- the cut-off leader steps down within its lease, before a new leader acts");
-    let majority: Vec<&Arc<ControlPlane>> = nodes.iter().filter(|node| node.node_id != leader.node_id).collect();
+    let majority: Vec<&Arc<ControlPlane>> = nodes.iter().filter(|node| node.node_id() != leader.node_id()).collect();
     eventually("the cut-off leader to step down", || {
         (!leader.is_leader()).then_some(())
     })
     .await;
     let new_leader = eventually("a new leader on the majority side", || leader_among(&majority)).await;
     assert!(!leader.is_leader(), "two nodes must never act as leader at once");
-    assert!(new_leader.raft.metrics().borrow().current_term > old_term);
+    assert!(new_leader.raft_status().term > old_term);
     assert_eq!(leader.current_leader(), None, "the cut-off node knows no leader");
     assert!(!leader.leadership().borrow().leading);
     let cluster = cluster_view(&leader).await;
@@ -157,10 +157,10 @@ async fn partitioned_leader_loses_and_catches_up_without_divergence() {
     );
 
     println!("--- heal: the old leader steps down and catches up");
-    router.heal(leader.node_id);
+    router.heal(leader.node_id());
     eventually("the old leader to step down", || {
-        let metrics = leader.raft.metrics().borrow().clone();
-        (metrics.state != ServerState::Leader && metrics.current_leader == Some(new_leader.node_id)).then_some(())
+        let metrics = leader.raft_metrics();
+        (metrics.state != ServerState::Leader && metrics.current_leader == Some(new_leader.node_id())).then_some(())
     })
     .await;
     let outcome = tokio::time::timeout(DEADLINE, stale_write)
@@ -173,13 +173,12 @@ async fn partitioned_leader_loses_and_catches_up_without_divergence() {
     for node in &nodes {
         node.wait_applied(final_index, DEADLINE).await.unwrap();
     }
-    let reference = new_leader.state_machine.read().registry.clone();
+    let reference = new_leader.read(Registry::clone);
     assert_eq!(reference.services.len(), 20);
     assert!(!reference.services.contains_key("during-partition-on-old-leader"));
     assert!(!reference.services.contains_key("refused-on-old-leader"));
     for node in &nodes {
-        let state = node.state_machine.read();
-        assert_eq!(state.registry, reference, "node {} diverged", node.node_id);
+        node.read(|registry| assert_eq!(registry, &reference, "node {} diverged", node.node_id()));
     }
     for node in &nodes {
         node.shutdown().await;

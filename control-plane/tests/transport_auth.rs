@@ -46,7 +46,7 @@ async fn only_peers_with_the_cluster_secret_are_served() {
         assert!(Instant::now() < deadline, "never became leader");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let server = TransportService::server(1, node.raft.clone(), secret.clone());
+    let server = TransportService::server(1, node.raft().clone(), secret.clone());
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(server)
@@ -71,7 +71,7 @@ async fn only_peers_with_the_cluster_secret_are_served() {
         .expect_err("a wrong secret is refused");
     assert!(refusal.contains("secret"), "{refusal}");
 
-    let term_before = node.raft.metrics().borrow().current_term;
+    let term_before = node.raft_status().term;
     let mut network = GrpcNetwork {
         node_id: 9,
         secret: stranger,
@@ -92,11 +92,7 @@ async fn only_peers_with_the_cluster_secret_are_served() {
         result.is_err(),
         "a stranger's vote request must not be answered: {result:?}"
     );
-    assert_eq!(
-        node.raft.metrics().borrow().current_term,
-        term_before,
-        "a stranger moved the term"
-    );
+    assert_eq!(node.raft_status().term, term_before, "a stranger moved the term");
     assert!(node.is_leader(), "a stranger unseated the leader");
     node.shutdown().await;
 }

@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use strata_proxy::model::ServiceModel;
+use strata_proxy::fuzzing::ServiceModel;
 
 pub fn things() -> &'static ServiceModel {
     static MODEL: OnceLock<ServiceModel> = OnceLock::new();

@@ -3,11 +3,12 @@
 //! one method, the function's [`Outcome`] (a reply, a forward or nothing, plus side
 //! effects), and the [`Answer`] the client gets. Also the [`Commands`] trait every
 //! router implements and the resolution of forward and side-effect targets. Owns
-//! types and checks only; nothing here does I/O.
+//! types and checks only; nothing here does I/O but reading a streamed call's
+//! one request.
 
 use std::{sync::Arc, time::Duration};
 
-use futures::stream::BoxStream;
+use futures::{stream::BoxStream, StreamExt};
 use prost_reflect::DynamicMessage;
 use prost_types::Any;
 use strata_proto::cloudstate::{Metadata, SideEffect};
@@ -15,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::{
     error::ProxyError,
-    model::{EntityKind, MethodModel},
+    model::{EntityKind, MethodModel, Targets},
 };
 
 /// How many forwards and side effects may follow each other from one client
@@ -159,6 +160,30 @@ pub struct StreamedCall {
     pub context: CallContext,
 }
 
+impl StreamedCall {
+    /// The one request of an entity's server-streamed command, as a call (the
+    /// entity is read from it).
+    pub async fn into_entity_call(self) -> Result<Call, ProxyError> {
+        let StreamedCall {
+            method,
+            mut requests,
+            metadata,
+            context,
+        } = self;
+        if method.descriptor.is_client_streaming() {
+            return Err(ProxyError::Unimplemented(format!(
+                "{} streams requests, and entity commands take one request",
+                method.path()
+            )));
+        }
+        let payload = requests
+            .next()
+            .await
+            .ok_or_else(|| ProxyError::InvalidArgument(format!("no request message for {}", method.path())))??;
+        Call::new(method, payload, metadata, context)
+    }
+}
+
 pub type Requests = BoxStream<'static, Result<Any, ProxyError>>;
 pub type Answers = BoxStream<'static, Result<Answer, ProxyError>>;
 
@@ -214,6 +239,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    #[cfg(test)]
     pub fn reply(answer: Answer) -> Outcome {
         Outcome {
             next: Next::Reply(answer),
@@ -232,11 +258,6 @@ pub trait Commands: Send + Sync + 'static {
 
     /// Runs one streamed call; answers are produced as the function sends them.
     async fn streamed(&self, call: StreamedCall) -> Result<Answers, ProxyError>;
-}
-
-/// The methods a forward or side effect may target, by service and method name.
-pub trait Targets: Send + Sync + 'static {
-    fn method(&self, service: &str, method: &str) -> Option<Arc<MethodModel>>;
 }
 
 /// Checks a forward or side effect the function asked for and turns it into a

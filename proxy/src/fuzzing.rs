@@ -5,30 +5,10 @@
 
 use http::Method;
 use prost::Message;
-use strata_proto::cloudstate::{Entity, EntitySpec};
+use strata_proto::cloudstate::EntitySpec;
 
-use crate::{descriptors::DescriptorFiles, model::ServiceModel, path_template::PathTemplate};
-
-/// The entities of the fixture service (`proxy/fixtures/things.proto`): a
-/// value entity, an event-sourced entity and an action.
-pub fn things_spec(descriptor_set: Vec<u8>) -> EntitySpec {
-    let entity = |entity_type: &str, service_name: &str, persistence_id: &str| Entity {
-        entity_type: entity_type.into(),
-        service_name: service_name.into(),
-        persistence_id: persistence_id.into(),
-        passivation_strategy: None,
-    };
-    use strata_proto::entity_types::{ACTION, EVENT_SOURCED, VALUE_ENTITY};
-    EntitySpec {
-        proto: descriptor_set,
-        entities: vec![
-            entity(VALUE_ENTITY, "test.things.Warehouse", "things"),
-            entity(EVENT_SOURCED, "test.things.Auditor", "audits"),
-            entity(ACTION, "test.things.Clerk", ""),
-        ],
-        service_info: None,
-    }
-}
+use crate::{descriptors::DescriptorFiles, path_template::PathTemplate};
+pub use crate::{fixtures::things_spec, model::ServiceModel};
 
 /// An HTTP+JSON request to `model`: `METHOD PATH?QUERY\nBODY`. Routes it,
 /// transcodes it to the method's input, reads its entity key, and writes the
@@ -48,12 +28,12 @@ pub fn http_json(model: &ServiceModel, data: &[u8]) {
         return;
     };
     let Ok(message) =
-        crate::transcode::request_message(route, bindings, query, body.as_bytes(), Some("application/json"))
+        crate::ingress::transcode::request_message(route, bindings, query, body.as_bytes(), Some("application/json"))
     else {
         return;
     };
     let _ = route.target.entity_id(&message);
-    let _ = crate::transcode::response_json(route, &message);
+    let _ = crate::ingress::transcode::response_json(route, &message);
 }
 
 /// A path template and a path to match: `TEMPLATE\nPATH`.
@@ -95,7 +75,7 @@ pub fn entity_reply(model: &ServiceModel, data: &[u8]) {
         return;
     }
     let (_, method) = methods[*pick as usize % methods.len()];
-    crate::entity::decide_untrusted_reply(method, model, bytes);
+    crate::sidecar::entity::decide_untrusted_reply(method, model, bytes);
 }
 
 #[cfg(test)]

@@ -3,35 +3,33 @@
 //! one actor per active entity, persists state through a [`strata_store::Store`],
 //! and performs the forwards and side effects the function asks for. The gateway
 //! role routes the same calls to the sidecars of a deployment.
+//!
+//! The source is laid out in layers: the shared vocabulary at the root (calls,
+//! the service model, errors, metrics, metadata, the admin listener), and four
+//! wings above it. `ingress` serves calls over gRPC, gRPC-web and HTTP+JSON;
+//! `routing` reaches other instances (route tables, the control-plane client,
+//! forwarding, holding). The roles use both: `sidecar` (with the entities) and
+//! `gateway` (the edge), never each other. `tests/layering.rs` checks it. Other
+//! crates see only the roles' entry points.
 
-pub mod action;
-pub mod admin;
-pub mod backoff;
-pub mod call;
-pub mod control_plane;
-pub mod descriptors;
-pub mod dispatch;
-pub mod effects;
-pub mod entity;
-pub mod error;
-pub mod eventing;
-#[cfg(test)]
+mod admin;
+mod backoff;
+mod call;
+mod descriptors;
+mod error;
 mod fixtures;
-pub mod function;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;
-pub mod grpc;
-pub mod http_json;
-pub mod ingress;
-pub mod membership;
-pub mod metadata;
-pub mod metrics;
-pub mod model;
-pub mod passing;
-pub mod path_template;
-pub mod reflection;
-pub mod shard;
+mod ingress;
+mod metadata;
+mod metrics;
+mod model;
+mod passing;
+mod path_template;
+mod routing;
+mod shard;
 pub mod sidecar;
-pub mod transcode;
-pub mod wake;
+
+pub use ingress::DEFAULT_MAX_BODY;
+pub use routing::control_plane::DEFAULT_CONTROL_PLANE_TIMEOUT;

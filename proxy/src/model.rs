@@ -12,7 +12,6 @@ use strata_proto::cloudstate::{entity_passivation_strategy::Strategy, EntitySpec
 use strata_proto::entity_types;
 
 use crate::{
-    call::Targets,
     descriptors::{DescriptorError, DescriptorFiles},
     path_template::PathTemplate,
 };
@@ -369,6 +368,11 @@ impl ServiceModel {
         logs.dedup();
         logs
     }
+}
+
+/// The methods a forward or side effect may target, by service and method name.
+pub trait Targets: Send + Sync + 'static {
+    fn method(&self, service: &str, method: &str) -> Option<Arc<MethodModel>>;
 }
 
 impl Targets for ServiceModel {

@@ -8,7 +8,6 @@
 pub mod kubernetes;
 pub mod local;
 pub mod plan;
-pub mod ports;
 
 #[cfg(test)]
 mod plan_tests;

@@ -4,89 +4,83 @@
 //! callbacks: after every change of the state (a command's, the proxy's) each
 //! open stream's change callback may send a `CrdtStreamedMessage`, and a
 //! `StreamCancelled` runs its cancel callback and is always answered with a
-//! `CrdtStreamCancelledResponse`. A state machine from message to step; user
-//! errors become command failures, protocol errors end it.
-
-use std::{collections::BTreeSet, sync::Arc};
+//! `CrdtStreamCancelledResponse`. The kind's part of the session shell
+//! (`entity_session`, which keeps the messages in order); user errors become
+//! command failures, protocol errors end the stream.
 
 use strata_proto::cloudstate::{
     self as pb,
     crdt::{
-        crdt_state_action, crdt_stream_in::Message as In, crdt_stream_out::Message as Out, CrdtInit, CrdtReply,
-        CrdtStreamIn, CrdtStreamOut, CrdtStreamedMessage,
+        crdt_state_action, crdt_stream_in::Message as In, crdt_stream_out::Message as Out, CrdtDelta, CrdtInit,
+        CrdtReply, CrdtStreamIn, CrdtStreamOut, CrdtStreamedMessage,
     },
 };
-use tracing::{debug, error, Span};
+use tracing::{debug, error};
 
 use crate::{
     crdt::DynCrdtEntity,
-    entity_stream::{protocol_error, stream_failure, FailureMessage, Session, Step},
+    entity_session::{Inbound, Opened, Protocol},
+    entity_stream::{protocol_error, stream_failure, FailureMessage, Step},
     registry::Registry,
     Command,
 };
 
-/// One CRDT entity stream.
-pub(crate) struct CrdtSession {
-    registry: Arc<Registry>,
-    active: Option<Active>,
-    current_command: i64,
+/// The CRDT kind of [`crate::entity_session::EntitySession`].
+pub(crate) struct CrdtKind;
+
+/// What the proxy sends a CRDT entity besides `Init` and commands.
+pub(crate) enum Other {
+    Delta(CrdtDelta),
+    Delete,
+    StreamCancelled(i64),
 }
 
-struct Active {
-    entity: Box<dyn DynCrdtEntity>,
-    service_name: String,
-    commands: Arc<BTreeSet<String>>,
-}
+impl Protocol for CrdtKind {
+    type In = CrdtStreamIn;
+    type Out = CrdtStreamOut;
+    type Init = CrdtInit;
+    type Other = Other;
+    type Entity = Box<dyn DynCrdtEntity>;
 
-impl CrdtSession {
-    pub(crate) fn new(registry: Arc<Registry>) -> Self {
-        Self {
-            registry,
-            active: None,
-            current_command: 0,
-        }
+    fn inbound(message: CrdtStreamIn) -> Option<Inbound<CrdtInit, Other>> {
+        Some(match message.message? {
+            In::Init(init) => Inbound::Init(init),
+            In::Command(command) => Inbound::Command(command),
+            In::Delta(delta) => Inbound::Other(Other::Delta(delta)),
+            In::Delete(_) => Inbound::Other(Other::Delete),
+            In::StreamCancelled(cancelled) => Inbound::Other(Other::StreamCancelled(cancelled.id)),
+        })
     }
 
-    fn init(&mut self, init: CrdtInit) -> Step<CrdtStreamOut> {
-        let span = Span::current();
-        span.record("service", init.service_name.as_str());
-        span.record("entity_id", init.entity_id.as_str());
-        let mut opened = match self.registry.open_crdt(&init.service_name, &init.entity_id) {
-            Ok(opened) => opened,
-            Err(description) => return protocol_error(0, description),
-        };
+    fn names(init: &CrdtInit) -> (&str, &str) {
+        (&init.service_name, &init.entity_id)
+    }
+
+    fn open(registry: &Registry, init: CrdtInit) -> Result<Opened<Self::Entity>, Step<CrdtStreamOut>> {
+        let mut opened = registry
+            .open_crdt(&init.service_name, &init.entity_id)
+            .map_err(|description| protocol_error(0, description))?;
         if let Some(delta) = &init.delta {
             if let Err(error) = opened.entity.apply(delta) {
                 error!(%error, "cannot load the CRDT's state");
-                return Step::Close(stream_failure(
+                return Err(Step::Close(stream_failure(
                     0,
                     format!("cannot load the CRDT's state: {error}"),
                     true,
-                ));
+                )));
             }
         }
-        debug!("entity initialized");
-        self.active = Some(Active {
+        Ok(Opened {
             entity: opened.entity,
-            service_name: init.service_name,
             commands: opened.commands,
-        });
-        Step::Nothing
+        })
     }
-}
 
-impl Active {
-    fn command(&mut self, command: pb::Command) -> Step<CrdtStreamOut> {
+    fn command(entity: &mut Self::Entity, command: pb::Command) -> Step<CrdtStreamOut> {
         let command_id = command.id;
-        if !self.commands.contains(&command.name) {
-            return protocol_error(
-                command_id,
-                format!("unknown command {:?} for service {:?}", command.name, self.service_name),
-            );
-        }
         let streamed = command.streamed;
         let command = Command::from_proto(command);
-        let (reply, changed) = match self.entity.handle_command(&command, streamed) {
+        let (reply, changed) = match entity.handle_command(&command, streamed) {
             Ok(handled) => {
                 let changed = handled
                     .state_action
@@ -116,29 +110,37 @@ impl Active {
             message: Some(Out::Reply(reply)),
         }];
         if changed {
-            out.extend(streamed_messages(self.entity.changed(Some(command_id))));
+            out.extend(streamed_messages(entity.changed(Some(command_id))));
         }
         Step::SendAll(out)
     }
 
-    /// The proxy changed the state: the open streams hear of it.
-    fn delta(&mut self, delta: &pb::crdt::CrdtDelta) -> Step<CrdtStreamOut> {
-        match self.entity.apply(delta) {
-            Ok(()) => Step::SendAll(streamed_messages(self.entity.changed(None)).collect()),
-            Err(error) => protocol_error(0, format!("cannot apply the proxy's delta: {error}")),
+    fn other(entity: Option<&mut Self::Entity>, other: Other) -> Step<CrdtStreamOut> {
+        let Some(entity) = entity else {
+            return protocol_error(0, "received a message before init");
+        };
+        match other {
+            // The proxy changed the state: the open streams hear of it.
+            Other::Delta(delta) => match entity.apply(&delta) {
+                Ok(()) => Step::SendAll(streamed_messages(entity.changed(None)).collect()),
+                Err(error) => protocol_error(0, format!("cannot apply the proxy's delta: {error}")),
+            },
+            Other::Delete => {
+                entity.deleted();
+                Step::Nothing
+            }
+            Other::StreamCancelled(command_id) => {
+                let response = entity.cancelled(command_id);
+                let changed = response.state_action.is_some();
+                let mut out = vec![CrdtStreamOut {
+                    message: Some(Out::StreamCancelledResponse(response)),
+                }];
+                if changed {
+                    out.extend(streamed_messages(entity.changed(None)));
+                }
+                Step::SendAll(out)
+            }
         }
-    }
-
-    fn cancelled(&mut self, command_id: i64) -> Step<CrdtStreamOut> {
-        let response = self.entity.cancelled(command_id);
-        let changed = response.state_action.is_some();
-        let mut out = vec![CrdtStreamOut {
-            message: Some(Out::StreamCancelledResponse(response)),
-        }];
-        if changed {
-            out.extend(streamed_messages(self.entity.changed(None)));
-        }
-        Step::SendAll(out)
     }
 }
 
@@ -146,36 +148,6 @@ fn streamed_messages(messages: Vec<CrdtStreamedMessage>) -> impl Iterator<Item =
     messages.into_iter().map(|message| CrdtStreamOut {
         message: Some(Out::StreamedMessage(message)),
     })
-}
-
-impl Session for CrdtSession {
-    type In = CrdtStreamIn;
-    type Out = CrdtStreamOut;
-
-    fn on_message(&mut self, message: CrdtStreamIn) -> Step<CrdtStreamOut> {
-        self.current_command = 0;
-        match (message.message, self.active.as_mut()) {
-            (Some(In::Init(init)), None) => self.init(init),
-            (Some(In::Init(_)), Some(_)) => protocol_error(0, "received a second init"),
-            (Some(In::Command(command)), Some(active)) => {
-                self.current_command = command.id;
-                active.command(command)
-            }
-            (Some(In::Delta(delta)), Some(active)) => active.delta(&delta),
-            (Some(In::Delete(_)), Some(active)) => {
-                active.entity.deleted();
-                Step::Nothing
-            }
-            (Some(In::StreamCancelled(cancelled)), Some(active)) => active.cancelled(cancelled.id),
-            (Some(In::Command(command)), None) => protocol_error(command.id, "received a command before init"),
-            (Some(_), None) => protocol_error(0, "received a message before init"),
-            (None, _) => protocol_error(0, "received an empty message"),
-        }
-    }
-
-    fn on_panic(&mut self, description: String) -> CrdtStreamOut {
-        stream_failure(self.current_command, format!("entity panicked: {description}"), true)
-    }
 }
 
 impl FailureMessage for CrdtStreamOut {

@@ -1,8 +1,7 @@
 //! The event-sourced protocol for one entity: `Init` (maybe with a snapshot), replayed
-//! events, then commands answered with their events and due snapshots. A state machine
-//! from message to step; user errors become command failures, protocol errors end it.
-
-use std::{collections::BTreeSet, sync::Arc};
+//! events, then commands answered with their events and due snapshots: the kind's part
+//! of the session shell (`entity_session`, which keeps the messages in order). User
+//! errors become command failures, protocol errors end the stream.
 
 use strata_proto::cloudstate::{
     self as pb,
@@ -11,96 +10,82 @@ use strata_proto::cloudstate::{
         EventSourcedInit, EventSourcedReply, EventSourcedStreamIn, EventSourcedStreamOut,
     },
 };
-use tracing::{debug, error, Span};
+use tracing::{debug, error};
 
 use crate::{
-    entity_stream::{protocol_error, stream_failure, FailureMessage, Session, Step},
+    entity_session::{Inbound, Opened, Protocol},
+    entity_stream::{protocol_error, stream_failure, FailureMessage, Step},
     event_sourced::{run_command, DynEventSourced},
     registry::Registry,
     Command,
 };
 
-/// One event-sourced entity stream.
-pub(crate) struct EventSourcedSession {
-    registry: Arc<Registry>,
-    active: Option<Active>,
-    /// The command being handled, so a panic can name it.
-    current_command: i64,
-}
+/// The event-sourced kind of [`crate::entity_session::EntitySession`].
+pub(crate) struct EventSourcedKind;
 
-/// An initialized entity.
-struct Active {
+/// An open event-sourced entity.
+pub(crate) struct Entity {
     entity: Box<dyn DynEventSourced>,
-    service_name: String,
     snapshot_every: u64,
-    commands: Arc<BTreeSet<String>>,
     /// The sequence number of the last event applied.
     sequence: i64,
 }
 
-impl EventSourcedSession {
-    pub(crate) fn new(registry: Arc<Registry>) -> Self {
-        Self {
-            registry,
-            active: None,
-            current_command: 0,
-        }
+impl Protocol for EventSourcedKind {
+    type In = EventSourcedStreamIn;
+    type Out = EventSourcedStreamOut;
+    type Init = EventSourcedInit;
+    type Other = EventSourcedEvent;
+    type Entity = Entity;
+
+    fn inbound(message: EventSourcedStreamIn) -> Option<Inbound<EventSourcedInit, EventSourcedEvent>> {
+        Some(match message.message? {
+            In::Init(init) => Inbound::Init(init),
+            In::Command(command) => Inbound::Command(command),
+            In::Event(event) => Inbound::Other(event),
+        })
     }
 
-    fn init(&mut self, init: EventSourcedInit) -> Step<EventSourcedStreamOut> {
-        let span = Span::current();
-        span.record("service", init.service_name.as_str());
-        span.record("entity_id", init.entity_id.as_str());
-        let opened = match self.registry.open_event_sourced(&init.service_name, &init.entity_id) {
-            Ok(opened) => opened,
-            Err(description) => return protocol_error(0, description),
-        };
-        let mut active = Active {
+    fn names(init: &EventSourcedInit) -> (&str, &str) {
+        (&init.service_name, &init.entity_id)
+    }
+
+    fn open(registry: &Registry, init: EventSourcedInit) -> Result<Opened<Entity>, Step<EventSourcedStreamOut>> {
+        let opened = registry
+            .open_event_sourced(&init.service_name, &init.entity_id)
+            .map_err(|description| protocol_error(0, description))?;
+        let mut entity = Entity {
             entity: opened.entity,
-            service_name: init.service_name,
             snapshot_every: opened.snapshot_every,
-            commands: opened.commands,
             sequence: 0,
         };
         if let Some(snapshot) = init.snapshot {
-            active.sequence = snapshot.snapshot_sequence;
+            entity.sequence = snapshot.snapshot_sequence;
             if let Some(payload) = snapshot.snapshot {
-                if let Err(error) = active.entity.restore(&payload) {
-                    return entity_error(
+                if let Err(error) = entity.entity.restore(&payload) {
+                    return Err(entity_error(
                         0,
-                        format!("cannot restore the snapshot at sequence {}: {error}", active.sequence),
-                    );
+                        format!("cannot restore the snapshot at sequence {}: {error}", entity.sequence),
+                    ));
                 }
+                debug!(sequence = entity.sequence, "snapshot restored");
             }
         }
-        debug!(sequence = active.sequence, "entity initialized");
-        self.active = Some(active);
-        Step::Nothing
-    }
-}
-
-impl Active {
-    fn replay(&mut self, event: EventSourcedEvent) -> Step<EventSourcedStreamOut> {
-        let Some(payload) = event.payload else {
-            return protocol_error(0, format!("event {} has no payload", event.sequence));
-        };
-        if let Err(error) = self.entity.apply_event(&payload) {
-            return entity_error(0, format!("cannot apply event {}: {error}", event.sequence));
-        }
-        self.sequence = event.sequence;
-        Step::Nothing
+        Ok(Opened {
+            entity,
+            commands: opened.commands,
+        })
     }
 
-    fn command(&mut self, command: pb::Command) -> Step<EventSourcedStreamOut> {
+    fn command(entity: &mut Entity, command: pb::Command) -> Step<EventSourcedStreamOut> {
         let command_id = command.id;
-        if !self.commands.contains(&command.name) {
-            return protocol_error(
-                command_id,
-                format!("unknown command {:?} for service {:?}", command.name, self.service_name),
-            );
-        }
         let command = Command::from_proto(command);
-        let outcome = run_command(self.entity.as_mut(), &command, &mut self.sequence, self.snapshot_every);
+        let outcome = run_command(
+            entity.entity.as_mut(),
+            &command,
+            &mut entity.sequence,
+            entity.snapshot_every,
+        );
         let reply = match outcome {
             Ok(Ok(handled)) => {
                 let (action, side_effects) = handled.reply.into_proto();
@@ -131,32 +116,20 @@ impl Active {
             message: Some(Out::Reply(reply)),
         })
     }
-}
 
-impl Session for EventSourcedSession {
-    type In = EventSourcedStreamIn;
-    type Out = EventSourcedStreamOut;
-
-    fn on_message(&mut self, message: EventSourcedStreamIn) -> Step<EventSourcedStreamOut> {
-        self.current_command = 0;
-        match (message.message, self.active.as_mut()) {
-            (Some(In::Init(init)), None) => self.init(init),
-            (Some(In::Init(_)), Some(_)) => protocol_error(0, "received a second init"),
-            (Some(In::Event(event)), Some(active)) => active.replay(event),
-            (Some(In::Event(event)), None) => {
-                protocol_error(0, format!("received event {} before init", event.sequence))
-            }
-            (Some(In::Command(command)), Some(active)) => {
-                self.current_command = command.id;
-                active.command(command)
-            }
-            (Some(In::Command(command)), None) => protocol_error(command.id, "received a command before init"),
-            (None, _) => protocol_error(0, "received an empty message"),
+    /// A replayed event.
+    fn other(entity: Option<&mut Entity>, event: EventSourcedEvent) -> Step<EventSourcedStreamOut> {
+        let Some(entity) = entity else {
+            return protocol_error(0, format!("received event {} before init", event.sequence));
+        };
+        let Some(payload) = event.payload else {
+            return protocol_error(0, format!("event {} has no payload", event.sequence));
+        };
+        if let Err(error) = entity.entity.apply_event(&payload) {
+            return entity_error(0, format!("cannot apply event {}: {error}", event.sequence));
         }
-    }
-
-    fn on_panic(&mut self, description: String) -> EventSourcedStreamOut {
-        stream_failure(self.current_command, format!("entity panicked: {description}"), true)
+        entity.sequence = event.sequence;
+        Step::Nothing
     }
 }
 

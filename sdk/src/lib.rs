@@ -81,6 +81,7 @@ mod config;
 mod crdt;
 mod crdt_session;
 mod discovery;
+mod entity_session;
 mod entity_stream;
 mod error;
 mod event_sourced;

@@ -28,18 +28,19 @@ use strata_proto::{
 use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::{wrappers::ReceiverStream, wrappers::TcpListenerStream, StreamExt};
 use tonic::{transport::Server, Request, Response, Status, Streaming};
-use tracing::{field::Empty, info, info_span, warn};
+use tracing::{field::Empty, info, info_span, warn, Span};
 
 use crate::{
     action::{Action, ActionService},
     action_protocol::ActionEndpoint,
     crdt::{CrdtEntity, CrdtService},
-    crdt_session::CrdtSession,
+    crdt_session::CrdtKind,
     discovery::Discovery,
+    entity_session::{EntitySession, Protocol},
     entity_stream,
-    event_sourced_session::EventSourcedSession,
+    event_sourced_session::EventSourcedKind,
     registry::{Registration, Registry},
-    value_entity_session::ValueEntitySession,
+    value_entity_session::ValueKind,
     EventSourcedEntity, EventSourcedService, ListenConfig, ServeError, ValueEntity, ValueEntityService,
 };
 
@@ -218,17 +219,14 @@ impl Prepared {
             info!("shutting down: no new connections");
             let _ = stopping.send(true);
         };
+        let entities = EntityEndpoint {
+            registry: self.registry.clone(),
+        };
         let server = Server::builder()
             .add_service(EntityDiscoveryServer::new(Discovery::new(self.spec)))
-            .add_service(EventSourcedServer::new(EventSourcedEndpoint {
-                registry: self.registry.clone(),
-            }))
-            .add_service(ValueEntityServer::new(ValueEntityEndpoint {
-                registry: self.registry.clone(),
-            }))
-            .add_service(CrdtServer::new(CrdtEndpoint {
-                registry: self.registry.clone(),
-            }))
+            .add_service(EventSourcedServer::new(entities.clone()))
+            .add_service(ValueEntityServer::new(entities.clone()))
+            .add_service(CrdtServer::new(entities))
             .add_service(ActionProtocolServer::new(ActionEndpoint {
                 registry: self.registry,
             }))
@@ -249,57 +247,59 @@ impl Prepared {
     }
 }
 
-/// Serves `cloudstate.eventsourced.EventSourced`: one session per stream.
-struct EventSourcedEndpoint {
+/// Serves the three entity protocols (`cloudstate.eventsourced.EventSourced`,
+/// `cloudstate.valueentity.ValueEntity`, `cloudstate.crdt.Crdt`): one session of
+/// the kind per stream, in a span that the session names the entity in.
+#[derive(Clone)]
+struct EntityEndpoint {
     registry: Arc<Registry>,
 }
 
+impl EntityEndpoint {
+    fn open<P: Protocol>(&self, request: Request<Streaming<P::In>>, span: Span) -> SessionStream<P::Out> {
+        entity_stream::spawn(
+            EntitySession::<P>::new(self.registry.clone()),
+            request.into_inner(),
+            span,
+        )
+    }
+}
+
+type SessionStream<Out> = ReceiverStream<Result<Out, Status>>;
+
 #[tonic::async_trait]
-impl EventSourced for EventSourcedEndpoint {
-    type handleStream = ReceiverStream<Result<EventSourcedStreamOut, Status>>;
+impl EventSourced for EntityEndpoint {
+    type handleStream = SessionStream<EventSourcedStreamOut>;
 
     async fn handle(
         &self,
         request: Request<Streaming<EventSourcedStreamIn>>,
     ) -> Result<Response<Self::handleStream>, Status> {
         let span = info_span!("event_sourced", service = Empty, entity_id = Empty);
-        let session = EventSourcedSession::new(self.registry.clone());
-        Ok(Response::new(entity_stream::spawn(session, request.into_inner(), span)))
+        Ok(Response::new(self.open::<EventSourcedKind>(request, span)))
     }
 }
 
-/// Serves `cloudstate.valueentity.ValueEntity`: one session per stream.
-struct ValueEntityEndpoint {
-    registry: Arc<Registry>,
-}
-
 #[tonic::async_trait]
-impl ValueEntityProtocol for ValueEntityEndpoint {
-    type handleStream = ReceiverStream<Result<ValueEntityStreamOut, Status>>;
+impl ValueEntityProtocol for EntityEndpoint {
+    type handleStream = SessionStream<ValueEntityStreamOut>;
 
     async fn handle(
         &self,
         request: Request<Streaming<ValueEntityStreamIn>>,
     ) -> Result<Response<Self::handleStream>, Status> {
         let span = info_span!("value_entity", service = Empty, entity_id = Empty);
-        let session = ValueEntitySession::new(self.registry.clone());
-        Ok(Response::new(entity_stream::spawn(session, request.into_inner(), span)))
+        Ok(Response::new(self.open::<ValueKind>(request, span)))
     }
 }
 
-/// Serves `cloudstate.crdt.Crdt`: one session per stream.
-struct CrdtEndpoint {
-    registry: Arc<Registry>,
-}
-
 #[tonic::async_trait]
-impl CrdtProtocol for CrdtEndpoint {
-    type handleStream = ReceiverStream<Result<CrdtStreamOut, Status>>;
+impl CrdtProtocol for EntityEndpoint {
+    type handleStream = SessionStream<CrdtStreamOut>;
 
     async fn handle(&self, request: Request<Streaming<CrdtStreamIn>>) -> Result<Response<Self::handleStream>, Status> {
         let span = info_span!("crdt", service = Empty, entity_id = Empty);
-        let session = CrdtSession::new(self.registry.clone());
-        Ok(Response::new(entity_stream::spawn(session, request.into_inner(), span)))
+        Ok(Response::new(self.open::<CrdtKind>(request, span)))
     }
 }
 

@@ -123,6 +123,12 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Whether the run passes: nothing failed, and nothing is pending unless
+    /// that is allowed.
+    pub fn passes(&self, allow_pending: bool) -> bool {
+        self.failed == 0 && (allow_pending || self.pending == 0)
+    }
+
     /// The kit's closing line.
     pub fn line(&self) -> String {
         format!(
@@ -204,6 +210,26 @@ mod tests {
             pending: 2,
         };
         assert_eq!(summary.line(), "95 passed, 1 failed, 2 pending");
+    }
+
+    #[test]
+    fn a_pending_case_fails_the_run_unless_allowed() {
+        let all_passed = Summary {
+            passed: 196,
+            ..Summary::default()
+        };
+        assert!(all_passed.passes(false));
+        let pending = Summary {
+            pending: 1,
+            ..all_passed.clone()
+        };
+        assert!(!pending.passes(false), "a model that lost a service must not pass");
+        assert!(pending.passes(true));
+        let failed = Summary {
+            failed: 1,
+            ..all_passed
+        };
+        assert!(!failed.passes(true));
     }
 
     #[test]

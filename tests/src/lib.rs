@@ -61,10 +61,10 @@ pub fn binary(name: &str) -> PathBuf {
 }
 
 /// A free loopback port (bound, then released for the child to take), below the
-/// kernel's ephemeral range (see `strata_runtime::ports`): the same chooser
+/// kernel's ephemeral range (see `strata_ports`): the same chooser
 /// `strata dev` uses for its instances.
 pub fn free_port() -> u16 {
-    strata_runtime::ports::free_loopback_port().expect("a free loopback port")
+    strata_ports::free_loopback_port().expect("a free loopback port")
 }
 
 /// Waits until something accepts connections on the port.

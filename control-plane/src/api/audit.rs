@@ -83,13 +83,16 @@ pub(super) async fn list_audit(
         Some(_) => return Err(ApiError::invalid_field("limit", "limit must be between 1 and 1000")),
     };
     linearizable(&state, &headers).await?;
-    let applied = state.node.state_machine.read();
     let after = query.after.unwrap_or(0);
-    let mut matching = applied.registry.audit.iter().filter(|record| record.id > after);
-    let records: Vec<AuditRecordView> = matching.by_ref().take(limit).map(view).collect();
-    let next_after = match matching.next() {
-        Some(_) => records.last().map(|record| record.id),
-        None => None,
+    let (records, more) = state.node.read(|registry| {
+        let mut matching = registry.audit.iter().filter(|record| record.id > after);
+        let records: Vec<AuditRecordView> = matching.by_ref().take(limit).map(view).collect();
+        (records, matching.next().is_some())
+    });
+    let next_after = if more {
+        records.last().map(|record| record.id)
+    } else {
+        None
     };
     Ok(Json(AuditPage { records, next_after }))
 }
@@ -160,7 +163,7 @@ pub(super) async fn record(state: &AppState, record: AuditRecord, status: u16) {
         .write(Command::RecordAudit(AuditRecord { status, ..record }))
         .await
     {
-        tracing::warn!(node_id = state.node.node_id, %method, path, status, %error, "could not record a write in the audit log");
+        tracing::warn!(node_id = state.node.node_id(), %method, path, status, %error, "could not record a write in the audit log");
     }
 }
 

@@ -60,7 +60,8 @@ pub struct AddMember {
 }
 
 pub(crate) fn cluster_view(state: &AppState) -> ClusterView {
-    let metrics = state.node.raft.metrics().borrow().clone();
+    let metrics = state.node.raft_metrics();
+    let status = state.node.raft_status();
     let membership = metrics.membership_config.membership();
     let voters: Vec<u64> = membership.voter_ids().collect();
     let leader = state.node.current_leader();
@@ -88,13 +89,13 @@ pub(crate) fn cluster_view(state: &AppState) -> ClusterView {
         ServerState::Shutdown => "shutdown",
     };
     ClusterView {
-        node_id: state.node.node_id,
+        node_id: state.node.node_id(),
         state: server_state.to_owned(),
         leader,
-        term: metrics.current_term,
-        last_log_index: metrics.last_log_index,
-        committed_index: state.node.log.committed().map(|id| id.index),
-        applied_index: metrics.last_applied.map(|id| id.index),
+        term: status.term,
+        last_log_index: status.last_log_index,
+        committed_index: status.committed_index,
+        applied_index: status.applied_index,
         members,
     }
 }

@@ -99,53 +99,53 @@ fn locate(state: &AppState, service: &str, entity_id: &str, grpc_service: Option
             "this control plane has no entity store to read; start it with --store",
         )
     })?;
-    let applied = state.node.state_machine.read();
-    let service_entry = applied
-        .registry
-        .services
-        .get(service)
-        .ok_or_else(|| ApiError::not_found(format!("service {service:?} not found")))?;
-    let stateful: Vec<&EntityInfo> = service_entry
-        .entities
-        .iter()
-        .filter(|entity| matches!(entity.entity_type.as_str(), EVENT_SOURCED | VALUE_ENTITY))
-        .collect();
-    let entity = match grpc_service {
-        Some(wanted) => stateful
+    state.node.read(|registry| {
+        let service_entry = registry
+            .services
+            .get(service)
+            .ok_or_else(|| ApiError::not_found(format!("service {service:?} not found")))?;
+        let stateful: Vec<&EntityInfo> = service_entry
+            .entities
             .iter()
-            .find(|entity| entity.service_name == wanted)
-            .ok_or_else(|| {
-                ApiError::invalid_field(
-                    "entity",
-                    format!("service {service:?} has no event-sourced or value entity {wanted:?}"),
-                )
-            })?,
-        None => match stateful.as_slice() {
-            [only] => only,
-            [] if service_entry.entities.is_empty() => {
-                return Err(ApiError::not_found(format!(
-                    "service {service:?} has not reported its entities yet: it must have run once"
-                )))
-            }
-            [] => {
-                return Err(ApiError::invalid(format!(
-                    "service {service:?} has no event-sourced or value entities"
-                )))
-            }
-            several => {
-                let names: Vec<&str> = several.iter().map(|entity| entity.service_name.as_str()).collect();
-                return Err(ApiError::invalid_field(
-                    "entity",
-                    format!("service {service:?} has several entities; choose one with ?entity= ({names:?})"),
-                ));
-            }
-        },
-    };
-    Ok(Located {
-        store,
-        key: EntityKey::new(entity.persistence_id.clone(), entity_id),
-        entity: (*entity).clone(),
-        decoder: PayloadDecoder::new(service_entry.descriptor_set.as_deref()),
+            .filter(|entity| matches!(entity.entity_type.as_str(), EVENT_SOURCED | VALUE_ENTITY))
+            .collect();
+        let entity = match grpc_service {
+            Some(wanted) => stateful
+                .iter()
+                .find(|entity| entity.service_name == wanted)
+                .ok_or_else(|| {
+                    ApiError::invalid_field(
+                        "entity",
+                        format!("service {service:?} has no event-sourced or value entity {wanted:?}"),
+                    )
+                })?,
+            None => match stateful.as_slice() {
+                [only] => only,
+                [] if service_entry.entities.is_empty() => {
+                    return Err(ApiError::not_found(format!(
+                        "service {service:?} has not reported its entities yet: it must have run once"
+                    )))
+                }
+                [] => {
+                    return Err(ApiError::invalid(format!(
+                        "service {service:?} has no event-sourced or value entities"
+                    )))
+                }
+                several => {
+                    let names: Vec<&str> = several.iter().map(|entity| entity.service_name.as_str()).collect();
+                    return Err(ApiError::invalid_field(
+                        "entity",
+                        format!("service {service:?} has several entities; choose one with ?entity= ({names:?})"),
+                    ));
+                }
+            },
+        };
+        Ok(Located {
+            store,
+            key: EntityKey::new(entity.persistence_id.clone(), entity_id),
+            entity: (*entity).clone(),
+            decoder: PayloadDecoder::new(service_entry.descriptor_set.as_deref()),
+        })
     })
 }
 

@@ -39,17 +39,15 @@ pub(super) async fn events(
     Query(query): Query<EventsQuery>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     // Subscribe before reading the history so nothing falls between the two.
-    let live = BroadcastStream::new(state.node.state_machine.subscribe());
-    let history: Vec<Event> = {
-        let applied = state.node.state_machine.read();
-        applied
-            .registry
+    let live = BroadcastStream::new(state.node.subscribe());
+    let history: Vec<Event> = state.node.read(|registry| {
+        registry
             .events
             .iter()
             .filter(|event| query.since.is_none_or(|since| event.id > since))
             .cloned()
             .collect()
-    };
+    });
     let mut last_sent = history.last().map(|event| event.id).or(query.since).unwrap_or(0);
     let replay = stream::iter(history.into_iter().map(|event| registry_event(&event)));
     let live = live.filter_map(move |applied| {
@@ -66,8 +64,8 @@ pub(super) async fn events(
         }
         futures::future::ready(Some(stream::iter(out)))
     });
-    let node_id = state.node.node_id;
-    let leaders = WatchStream::new(state.node.raft.metrics())
+    let node_id = state.node.node_id();
+    let leaders = WatchStream::new(state.node.watch_raft_metrics())
         .map(|metrics| (metrics.current_leader, metrics.current_term))
         .scan(None, |previous, current| {
             let changed = *previous != Some(current.0);

@@ -78,7 +78,7 @@ pub(super) async fn service_metrics(
         return forward(&state, &leader, parts, axum::body::Bytes::new())
             .await
             .map_err(|error| {
-                tracing::warn!(node_id = state.node.node_id, %error, "asking the leader for metrics failed");
+                tracing::warn!(node_id = state.node.node_id(), %error, "asking the leader for metrics failed");
                 ApiError::unavailable("cannot reach the leader for metrics; retry shortly")
             });
     }
@@ -86,7 +86,7 @@ pub(super) async fn service_metrics(
         return Err(ApiError::not_found(format!("service {name:?} not found")));
     }
     let since_ms = now_ms().saturating_sub(window.as_millis() as u64);
-    let samples = state.node.history.since(&name, since_ms);
+    let samples = state.node.history().since(&name, since_ms);
     Ok(Json(MetricSeries {
         service: name,
         window: format_duration_ms(window.as_millis() as u64),
@@ -98,7 +98,9 @@ pub(super) async fn service_metrics(
 
 /// `GET /metrics`: this node's Prometheus exposition.
 pub(super) async fn prometheus(State(state): State<AppState>) -> Response {
-    let text = state.node.telemetry.render(&state.node);
+    let text = state
+        .node
+        .read(|registry| state.node.telemetry().render(&state.node.raft_status(), registry));
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         text,

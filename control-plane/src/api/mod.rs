@@ -202,7 +202,7 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
         if let Err(denied) = principal.may_call_api(writes) {
             if audited {
                 // The leader never sees this one, so it is not in the audit log.
-                tracing::info!(node_id = state.node.node_id, principal = %principal.name(), method = %request.method(), path = %request.uri().path(), "refused a write on a follower");
+                tracing::info!(node_id = state.node.node_id(), principal = %principal.name(), method = %request.method(), path = %request.uri().path(), "refused a write on a follower");
             }
             return ApiError::forbidden(denied.0).into_response();
         }
@@ -256,7 +256,7 @@ async fn forward_writes_to_leader(State(state): State<AppState>, request: Reques
     match forward(&state, &leader_api, parts, body).await {
         Ok(response) => response,
         Err(error) => {
-            tracing::warn!(node_id = state.node.node_id, leader = %leader_api, %error, "forwarding a write to the leader failed");
+            tracing::warn!(node_id = state.node.node_id(), leader = %leader_api, %error, "forwarding a write to the leader failed");
             if error.is_connect() {
                 // The request never left this node.
                 return ApiError::leader_unavailable("cannot reach the leader; retry shortly").into_response();
@@ -268,7 +268,7 @@ async fn forward_writes_to_leader(State(state): State<AppState>, request: Reques
 
 pub(crate) fn leader_api(state: &AppState) -> Option<String> {
     let leader = state.node.current_leader()?;
-    if leader == state.node.node_id {
+    if leader == state.node.node_id() {
         return None;
     }
     state.node.member(leader).map(|info| info.api_address)
@@ -292,7 +292,7 @@ pub(crate) async fn forward(
             parts.method.clone(),
             format!("{}://{leader_api}{path}", state.peer_scheme),
         )
-        .header(FORWARDED_HEADER, state.node.node_id.to_string())
+        .header(FORWARDED_HEADER, state.node.node_id().to_string())
         .body(body);
     for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
         if let Some(value) = parts.headers.get(&name) {

@@ -325,10 +325,7 @@ fn duration(field: &str, value: Option<&str>) -> Result<Option<u64>, ApiError> {
 
 fn service_response(state: &AppState, outcome: Outcome) -> Result<Json<ServiceView>, ApiError> {
     match outcome {
-        Outcome::Service(service) => {
-            let applied = state.node.state_machine.read();
-            Ok(Json(service_view(&applied.registry, &service)))
-        }
+        Outcome::Service(service) => Ok(Json(state.node.read(|registry| service_view(registry, &service)))),
         _ => Err(ApiError::unavailable("unexpected answer from the registry")),
     }
 }
@@ -340,15 +337,15 @@ pub(super) async fn list_services(
     headers: HeaderMap,
 ) -> Result<Json<ServiceList>, ApiError> {
     linearizable(&state, &headers).await?;
-    let applied = state.node.state_machine.read();
-    let registry = &applied.registry;
-    Ok(Json(ServiceList {
-        services: registry
-            .services
-            .values()
-            .map(|service| service_view(registry, service))
-            .collect(),
-    }))
+    state.node.read(|registry| {
+        Ok(Json(ServiceList {
+            services: registry
+                .services
+                .values()
+                .map(|service| service_view(registry, service))
+                .collect(),
+        }))
+    })
 }
 
 #[utoipa::path(post, path = "/api/v1/services", tag = "services", request_body = CreateService,
@@ -384,9 +381,10 @@ pub(super) async fn get_service(
     headers: HeaderMap,
 ) -> Result<Json<ServiceView>, ApiError> {
     linearizable(&state, &headers).await?;
-    let applied = state.node.state_machine.read();
-    let service = applied.registry.services.get(&name).ok_or_else(|| unknown(&name))?;
-    Ok(Json(service_view(&applied.registry, service)))
+    state.node.read(|registry| {
+        let service = registry.services.get(&name).ok_or_else(|| unknown(&name))?;
+        Ok(Json(service_view(registry, service)))
+    })
 }
 
 #[utoipa::path(patch, path = "/api/v1/services/{name}", tag = "services", params(("name" = String, Path)),
@@ -431,13 +429,14 @@ pub(super) async fn list_instances(
     headers: HeaderMap,
 ) -> Result<Json<InstanceList>, ApiError> {
     linearizable(&state, &headers).await?;
-    let applied = state.node.state_machine.read();
-    if !applied.registry.services.contains_key(&name) {
-        return Err(unknown(&name));
-    }
-    Ok(Json(InstanceList {
-        instances: applied.registry.instances_of(&name).map(instance_view).collect(),
-    }))
+    state.node.read(|registry| {
+        if !registry.services.contains_key(&name) {
+            return Err(unknown(&name));
+        }
+        Ok(Json(InstanceList {
+            instances: registry.instances_of(&name).map(instance_view).collect(),
+        }))
+    })
 }
 
 #[utoipa::path(get, path = "/api/v1/services/{name}/shards", tag = "services", params(("name" = String, Path)),
@@ -448,23 +447,24 @@ pub(super) async fn list_shards(
     headers: HeaderMap,
 ) -> Result<Json<ShardMapView>, ApiError> {
     linearizable(&state, &headers).await?;
-    let applied = state.node.state_machine.read();
-    let service = applied.registry.services.get(&name).ok_or_else(|| unknown(&name))?;
-    let shards = service
-        .shards
-        .iter()
-        .enumerate()
-        .map(|(shard, entry)| ShardView {
-            shard,
-            owner: entry.owner.clone(),
-            epoch: entry.epoch,
-        })
-        .collect();
-    Ok(Json(ShardMapView {
-        service: name,
-        shard_count: service.shards.len(),
-        shards,
-    }))
+    state.node.read(|registry| {
+        let service = registry.services.get(&name).ok_or_else(|| unknown(&name))?;
+        let shards = service
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(shard, entry)| ShardView {
+                shard,
+                owner: entry.owner.clone(),
+                epoch: entry.epoch,
+            })
+            .collect();
+        Ok(Json(ShardMapView {
+            service: name,
+            shard_count: service.shards.len(),
+            shards,
+        }))
+    })
 }
 
 fn unknown(name: &str) -> ApiError {

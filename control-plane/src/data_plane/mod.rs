@@ -134,7 +134,7 @@ impl DataPlaneService {
         let leader_id = self
             .node
             .current_leader()
-            .filter(|leader| *leader != self.node.node_id)
+            .filter(|leader| *leader != self.node.node_id())
             .ok_or_else(|| status_of(NodeError::NoLeader))?;
         let address = self
             .node
@@ -149,7 +149,7 @@ impl DataPlaneService {
         }
         let endpoint = self
             .node
-            .peer_tls
+            .peer_tls()
             .endpoint(&address)
             .map_err(|_| Status::unavailable("the leader's address is invalid; retry shortly"))?
             .connect_timeout(Duration::from_secs(2))
@@ -166,7 +166,7 @@ impl DataPlaneService {
         if let Some(value) = authorization {
             relayed.metadata_mut().insert("authorization", value);
         }
-        if let Ok(value) = self.node.node_id.to_string().parse() {
+        if let Ok(value) = self.node.node_id().to_string().parse() {
             relayed.metadata_mut().insert(FORWARDED, value);
         }
         relayed.set_timeout(FORWARD_TIMEOUT);
@@ -280,7 +280,7 @@ impl DataPlane for DataPlaneService {
             return leader
                 .register_instance(relayed)
                 .await
-                .map_err(|status| relay_failed(self.node.node_id, status));
+                .map_err(|status| relay_failed(self.node.node_id(), status));
         }
         let body = request.into_inner();
         self.write(Command::RegisterInstance {
@@ -331,7 +331,7 @@ impl DataPlane for DataPlaneService {
             return leader
                 .report_ready(relayed)
                 .await
-                .map_err(|status| relay_failed(self.node.node_id, status));
+                .map_err(|status| relay_failed(self.node.node_id(), status));
         }
         self.may_act_for(&principal, &request.get_ref().instance_id)?;
         let body = request.into_inner();
@@ -368,7 +368,7 @@ impl DataPlane for DataPlaneService {
             return leader
                 .heartbeat(relayed)
                 .await
-                .map_err(|status| relay_failed(self.node.node_id, status));
+                .map_err(|status| relay_failed(self.node.node_id(), status));
         }
         self.may_act_for(&principal, &request.get_ref().instance_id)?;
         let instance = request.into_inner().instance_id;
@@ -387,7 +387,7 @@ impl DataPlane for DataPlaneService {
             return leader
                 .drain(relayed)
                 .await
-                .map_err(|status| relay_failed(self.node.node_id, status));
+                .map_err(|status| relay_failed(self.node.node_id(), status));
         }
         self.may_act_for(&principal, &request.get_ref().instance_id)?;
         let body = request.into_inner();
@@ -432,7 +432,7 @@ impl DataPlane for DataPlaneService {
             return leader
                 .poke(relayed)
                 .await
-                .map_err(|status| relay_failed(self.node.node_id, status));
+                .map_err(|status| relay_failed(self.node.node_id(), status));
         }
         let PokeRequest {
             service,
@@ -493,7 +493,7 @@ pub async fn reap_silent_instances(service: DataPlaneService, stopping: Stopping
             () = &mut stop => return,
             _ = ticks.tick() => {}
         }
-        let term = node.raft.metrics().borrow().current_term;
+        let term = node.raft_status().term;
         if !node.is_leader() {
             leading_term = None;
             continue;
@@ -502,7 +502,7 @@ pub async fn reap_silent_instances(service: DataPlaneService, stopping: Stopping
             leading_term = Some(term);
             service.liveness().reset();
             tracing::info!(
-                node_id = node.node_id,
+                node_id = node.node_id(),
                 term,
                 "leading: every instance gets a fresh heartbeat grace period"
             );
@@ -515,7 +515,7 @@ pub async fn reap_silent_instances(service: DataPlaneService, stopping: Stopping
         };
         for (instance, silent) in expired {
             tracing::info!(
-                node_id = node.node_id,
+                node_id = node.node_id(),
                 term,
                 instance,
                 silent_ms = silent.as_millis() as u64,
@@ -530,7 +530,7 @@ pub async fn reap_silent_instances(service: DataPlaneService, stopping: Stopping
             {
                 Ok(_) => service.liveness().forget(&instance),
                 Err(error) => {
-                    tracing::warn!(node_id = node.node_id, term, instance, %error, "could not remove a silent instance");
+                    tracing::warn!(node_id = node.node_id(), term, instance, %error, "could not remove a silent instance");
                 }
             }
         }

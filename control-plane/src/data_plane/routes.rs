@@ -82,8 +82,7 @@ pub fn affects_routes(effects: &[Effect]) -> bool {
 }
 
 fn current(node: &ControlPlane) -> RouteSnapshot {
-    let applied = node.state_machine.read();
-    route_snapshot(&applied.registry, applied.last_applied.map_or(0, |id| id.index))
+    node.read_at(route_snapshot)
 }
 
 /// Feeds one watcher until it hangs up or the node stops. Bursts of applied entries

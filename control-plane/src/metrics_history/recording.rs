@@ -44,7 +44,7 @@ impl<M: MetricsSource> RecordingSource<M> {
     }
 
     fn history(&self) -> &MetricsHistory {
-        &self.node.history
+        self.node.history()
     }
 
     /// The latency histogram of `service` since the previous round, over every instance

@@ -16,10 +16,10 @@ use tokio::sync::broadcast::{self, error::RecvError};
 pub use cold_start::{ColdStart, ColdStarts};
 
 use crate::metrics_history::MetricsHistory;
-use crate::node::ControlPlane;
+use crate::node::RaftStatus;
 use crate::raft::state_machine::AppliedEffects;
 use crate::raft::Raft;
-use crate::registry::{Effect, EventKind};
+use crate::registry::{self, Effect, EventKind};
 
 /// One node's metrics, in a registry of its own (tests run several nodes per process).
 pub struct Telemetry {
@@ -149,31 +149,26 @@ impl Telemetry {
         self.registry_writes.with_label_values(&[command, outcome]).inc();
     }
 
-    /// The Prometheus text exposition, with the gauges read from `node` now.
-    pub fn render(&self, node: &ControlPlane) -> String {
-        let metrics = node.raft.metrics().borrow().clone();
+    /// The Prometheus text exposition, with the gauges set from `raft` and
+    /// `registry` (as the node reads them now).
+    pub fn render(&self, raft: &RaftStatus, registry: &registry::Registry) -> String {
         let index = |id: Option<u64>| i64::try_from(id.unwrap_or(0)).unwrap_or(i64::MAX);
-        self.raft_term
-            .set(i64::try_from(metrics.current_term).unwrap_or(i64::MAX));
-        self.raft_leader.set(i64::from(node.is_leader()));
-        self.raft_last_log_index.set(index(metrics.last_log_index));
-        self.raft_committed_index
-            .set(index(node.log.committed().map(|id| id.index)));
-        self.raft_applied_index
-            .set(index(metrics.last_applied.map(|id| id.index)));
+        self.raft_term.set(i64::try_from(raft.term).unwrap_or(i64::MAX));
+        self.raft_leader.set(i64::from(raft.leading));
+        self.raft_last_log_index.set(index(raft.last_log_index));
+        self.raft_committed_index.set(index(raft.committed_index));
+        self.raft_applied_index.set(index(raft.applied_index));
         // Rebuilt from the registry, so deleted services disappear.
         self.desired_replicas.reset();
         self.ready_replicas.reset();
-        node.read(|registry| {
-            for service in registry.services.values() {
-                self.desired_replicas
-                    .with_label_values(&[&service.name])
-                    .set(i64::from(service.desired_replicas));
-                self.ready_replicas
-                    .with_label_values(&[&service.name])
-                    .set(i64::from(registry.ready_replicas(&service.name)));
-            }
-        });
+        for service in registry.services.values() {
+            self.desired_replicas
+                .with_label_values(&[&service.name])
+                .set(i64::from(service.desired_replicas));
+            self.ready_replicas
+                .with_label_values(&[&service.name])
+                .set(i64::from(registry.ready_replicas(&service.name)));
+        }
         let mut text = Vec::new();
         if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut text) {
             tracing::warn!(%error, "cannot encode the control plane's metrics");

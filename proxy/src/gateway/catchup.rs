@@ -22,8 +22,8 @@ use http::{HeaderMap, Method};
 use strata_proto::strata::controlplane::v1::RouteSnapshot;
 use tokio::{sync::watch, time::Instant};
 
-use super::routes::RouteTable;
-use crate::{error::ProxyError, grpc::Flavor, model::Catalog};
+use crate::routing::routes::RouteTable;
+use crate::{error::ProxyError, ingress::grpc::Flavor, model::Catalog};
 
 /// Asks the control plane for its current routes; `None` when it cannot say.
 pub type Probe = Arc<dyn Fn() -> BoxFuture<'static, Option<RouteSnapshot>> + Send + Sync>;

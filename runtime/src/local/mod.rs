@@ -22,7 +22,7 @@ use strata_control_plane::{
 };
 use tokio::process::Command;
 
-use crate::ports::free_loopback_port;
+use strata_ports::free_loopback_port;
 
 use crate::plan::{plan, Action, Failure, Health, ObservedInstance, Pacing, PlanInput, PlanSettings};
 use process::{command_line, without_strata_credentials, without_strata_environment, ChildProcess};

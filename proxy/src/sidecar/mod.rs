@@ -1,0 +1,320 @@
+//! The sidecar role end to end: open the store, discover the function, build the
+//! service model, wire entities, actions and the routing of forwards and side
+//! effects, and serve until shutdown. `strata proxy` is a thin shell over [`run`].
+
+mod action;
+mod dispatch;
+mod effects;
+pub(crate) mod entity;
+mod eventing;
+mod function;
+mod membership;
+mod wake;
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{Arc, Weak},
+    time::Duration,
+};
+
+use strata_tasks::Tasks;
+use tokio::net::TcpListener;
+
+use self::{
+    action::Actions,
+    dispatch::{Dispatcher, Owned},
+    effects::{Effects, Router},
+    entity::{Entities, SessionContext, DEFAULT_COMMAND_TIMEOUT},
+    eventing::{Eventing, Pacing},
+    function::{DiscoveryError, FunctionClient},
+    membership::Membership,
+    wake::{spawn_sweeps, Waker, WakingStore},
+};
+pub use self::{entity::EntityLimits, membership::MembershipConfig};
+use crate::{
+    admin,
+    call::Commands,
+    ingress::{self, Ingress},
+    metrics::Metrics,
+    model::{Catalog, MethodModel, ModelError, ServiceModel, Targets},
+    routing::{control_plane::ControlPlaneError, hold::Holds, outbound::Outbound, routes::RoutedTargets},
+};
+
+/// How long a stopping sidecar waits for its background tasks (admin listener,
+/// route follower) before aborting them.
+const TASKS_GRACE: Duration = Duration::from_secs(5);
+
+/// How many forwards and side effects to services at zero may wait for them, and
+/// for how long, in a managed sidecar.
+const HOLD_CAPACITY: usize = 1000;
+const HOLD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Everything the sidecar needs to start. Defaults follow CloudState's proxy.
+#[derive(Debug, Clone)]
+pub struct SidecarConfig {
+    pub function_host: String,
+    pub function_port: u16,
+    pub listen: SocketAddr,
+    /// Where `/metrics` and `/healthz` are served (port 0: any free port),
+    /// never on `listen`.
+    pub admin_listen: SocketAddr,
+    pub store_url: String,
+    pub max_body: usize,
+    /// How long to keep retrying discovery while the function starts.
+    pub discovery_patience: Duration,
+    /// How long the function may take to answer one command (a client's
+    /// shorter `grpc-timeout` wins).
+    pub command_timeout: Duration,
+    /// Bounds on entity mailboxes and on active entities.
+    pub entity_limits: EntityLimits,
+    /// Set when the sidecar is part of a deployment run by a control plane;
+    /// `None` for a standalone proxy, which owns every entity.
+    pub membership: Option<MembershipConfig>,
+}
+
+impl Default for SidecarConfig {
+    fn default() -> Self {
+        Self {
+            function_host: "127.0.0.1".into(),
+            function_port: 8080,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9000)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            store_url: "sqlite://.strata/strata.db".into(),
+            max_body: ingress::DEFAULT_MAX_BODY,
+            discovery_patience: Duration::from_secs(60),
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            entity_limits: EntityLimits::default(),
+            membership: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SidecarError {
+    #[error(transparent)]
+    Store(#[from] strata_store::StoreError),
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("the server failed: {0}")]
+    Serve(std::io::Error),
+    #[error(transparent)]
+    Membership(#[from] ControlPlaneError),
+}
+
+/// Discovers the function and serves it until `shutdown` resolves; then stops
+/// taking requests and lets those in flight finish.
+pub async fn run(
+    config: SidecarConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), SidecarError> {
+    let function = FunctionClient::new(&config.function_host, config.function_port)?;
+    let tasks = Tasks::default();
+    let admin_listener = admin::bind(config.admin_listen)
+        .await
+        .map_err(|source| SidecarError::Listen {
+            addr: config.admin_listen,
+            source,
+        })?;
+    let admin_addr = admin_listener.local_addr().map_err(SidecarError::Serve)?;
+    tracing::info!(addr = %admin_addr, "admin listener (metrics, health) bound");
+    // Opening the store, registering and discovering (and building the model from
+    // what the function declares) wait on the disk and on two other processes (the
+    // control plane, the function); a cold start waits for all three: side by
+    // side. Once registered, the sidecar follows the routes at once, so the
+    // snapshot that gives it its shards finds the watch open and the routes it
+    // already holds up to date.
+    let open = async { Ok::<_, SidecarError>(strata_store::open(&config.store_url).await?) };
+    let register = async {
+        Ok::<_, SidecarError>(match config.membership.clone() {
+            Some(mut membership) => {
+                membership.admin_advertise = admin::advertised_beside(&membership.advertise, admin_addr);
+                let membership = Arc::new(Membership::register(membership, config.discovery_patience).await?);
+                let (follower, stopping) = (membership.clone(), tasks.stopping());
+                tasks.spawn("route follower", async move {
+                    tokio::select! {
+                        () = stopping.wait() => {}
+                        () = follower.follow_routes() => {}
+                    }
+                });
+                Some(membership)
+            }
+            None => None,
+        })
+    };
+    let discover = async {
+        let spec = function.discover(config.discovery_patience).await?;
+        let model = ServiceModel::from_spec(&spec)?;
+        Ok::<_, SidecarError>((spec, model))
+    };
+    let (store, membership, (spec, model)) = tokio::try_join!(open, register, discover)?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| SidecarError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(SidecarError::Serve)?;
+    // There is something to route to as soon as the listener is bound: connections
+    // wait in its backlog until it is served, just below, and commands wait for
+    // the shards anyway. So the ready report (a registry write) travels while the
+    // rest is wired.
+    let ready = membership.clone().map(|membership| {
+        let (spec, descriptor_set, logs) = (spec.clone(), model.descriptor_set.clone(), model.subscribed_logs());
+        tokio::spawn(async move { membership.report_ready(&spec, descriptor_set, logs).await })
+    });
+    for reason in &model.skipped {
+        function.report_error(reason.clone());
+    }
+    let services: Vec<&str> = model.service_names().collect();
+    tracing::info!(?services, function = function.address(), "discovered the user function");
+    let model = Arc::new(model);
+    let metrics = Arc::new(Metrics::new());
+    // In a deployment, events this sidecar commits wake their subscribers at zero.
+    let store: Arc<dyn strata_store::Store> = match &membership {
+        Some(membership) => {
+            let waker = Waker::start(membership.routes(), membership.client(), &tasks);
+            spawn_sweeps(
+                waker.clone(),
+                store.clone(),
+                model.event_logs(),
+                membership.ownership(),
+                &tasks,
+            );
+            Arc::new(WakingStore { inner: store, waker })
+        }
+        None => store,
+    };
+    // Forwards and side effects: within the function for a standalone proxy;
+    // anywhere in the deployment (routed like the gateway does) for a managed one.
+    let (targets, deployment): (Arc<dyn Targets>, Option<Arc<dyn Commands>>) = match &membership {
+        Some(membership) => (
+            Arc::new(LocalThenRouted {
+                local: model.clone(),
+                routed: RoutedTargets(membership.routes()),
+            }),
+            Some(Arc::new(Outbound::with_control_plane(
+                membership.routes(),
+                metrics.clone(),
+                Holds::new(HOLD_CAPACITY, HOLD_TIMEOUT, metrics.clone()),
+                membership.client(),
+            ))),
+        ),
+        None => (model.clone(), None),
+    };
+    let (detached, detached_outcomes) = tokio::sync::mpsc::unbounded_channel();
+    let entities = Arc::new(Entities::with_limits(
+        SessionContext {
+            detached,
+            function: function.clone(),
+            store: store.clone(),
+            metrics: metrics.clone(),
+            targets: targets.clone(),
+            command_timeout: config.command_timeout,
+            // A standalone sidecar is the one replica of everything it serves.
+            instance_id: config
+                .membership
+                .as_ref()
+                .map_or_else(|| "standalone".to_owned(), |m| m.instance_id.clone()),
+        },
+        config.entity_limits,
+    ));
+    let owned = match (&membership, &config.membership) {
+        (Some(membership), Some(settings)) => Some(Owned {
+            ownership: membership.ownership(),
+            instance_id: settings.instance_id.clone(),
+        }),
+        _ => None,
+    };
+    let dispatcher = Arc::new_cyclic(|own: &Weak<Dispatcher>| {
+        let router = match deployment {
+            Some(deployment) => Router::Shared(deployment),
+            None => Router::Owner(own.clone() as Weak<dyn Commands>),
+        };
+        Dispatcher {
+            entities: entities.clone(),
+            actions: Actions::new(function.clone(), targets, config.command_timeout),
+            owned,
+            effects: Effects::new(router, metrics.clone()),
+        }
+    });
+    let eventing = Arc::new(Eventing {
+        store: store.clone(),
+        commands: dispatcher.clone(),
+        metrics: metrics.clone(),
+        ownership: membership.as_ref().map(|m| m.ownership()),
+        pacing: Pacing::default(),
+    });
+    dispatch::perform_detached(dispatcher.effects.clone(), detached_outcomes);
+    let app = ingress::router(Ingress {
+        catalog: Arc::new(Catalog::new(vec![model.clone()])),
+        commands: dispatcher,
+        metrics: metrics.clone(),
+        max_body: config.max_body,
+    });
+    tasks.spawn(
+        "admin listener",
+        admin::serve(
+            admin_listener,
+            admin::Admin {
+                metrics,
+                store: Some(store),
+            },
+            tasks.stopping().wait(),
+        ),
+    );
+    if let Some(membership) = &membership {
+        membership.passivate_lost_shards(entities.clone());
+    }
+    if let Some(ready) = ready {
+        let reported = ready
+            .await
+            .unwrap_or_else(|failed| std::panic::resume_unwind(failed.into_panic()));
+        reported?;
+    }
+    // Subscriptions start once the function is served: their runner waits for
+    // shard 0 in a deployment (see `eventing`).
+    eventing.spawn(&model.subscriptions, &tasks);
+    tracing::info!(%addr, "proxy ready");
+    let stop = async move {
+        let forgotten = async {
+            match &membership {
+                Some(membership) => membership.heartbeat_until_forgotten().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shutdown => {}
+            () = forgotten => {}
+        }
+        if let Some(membership) = &membership {
+            // Hand the shards over before the listener closes; in-flight commands finish.
+            membership
+                .drain("the sidecar is shutting down", Duration::from_secs(5))
+                .await;
+        }
+    };
+    let served = axum::serve(ingress::without_delay(listener), app)
+        .with_graceful_shutdown(stop)
+        .await
+        .map_err(SidecarError::Serve);
+    tasks.stop(TASKS_GRACE).await;
+    served
+}
+
+/// The targets of a managed sidecar's function: its own methods first (known
+/// before the routes list them), then every deployed service's.
+struct LocalThenRouted {
+    local: Arc<ServiceModel>,
+    routed: RoutedTargets,
+}
+
+impl Targets for LocalThenRouted {
+    fn method(&self, service: &str, method: &str) -> Option<Arc<MethodModel>> {
+        Targets::method(self.local.as_ref(), service, method).or_else(|| self.routed.method(service, method))
+    }
+}

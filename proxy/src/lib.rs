@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod model;
 pub mod passing;
 pub mod path_template;
+pub mod readiness;
 pub mod reflection;
 pub mod shard;
 pub mod sidecar;

@@ -492,13 +492,28 @@ fn check_deployment(deployment: &Value) {
         json!({"fieldRef": {"fieldPath": "metadata.name"}})
     );
     assert_eq!(env["STRATA_ADVERTISE"]["value"], "$(POD_IP):9000");
-    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
-        assert_eq!(
-            sidecar[probe]["httpGet"],
-            json!({"path": "/metrics", "port": "http"}),
-            "{probe}"
-        );
-    }
+    // The admin listener on its fixed, named port: what the probes ask and (at the
+    // advertised host, see `admin::advertised_beside`) what the autoscaler scrapes.
+    assert_eq!(env["STRATA_ADMIN_PORT"]["value"], "9090");
+    assert_eq!(
+        sidecar["ports"],
+        json!([{"name": "http", "containerPort": 9000}, {"name": "admin", "containerPort": 9090}])
+    );
+    // Startup waits for readiness (store, discovery, registration) for the ready
+    // timeout (120 s here) and 20 s more, past the sidecar's own discovery timeout.
+    assert_eq!(env["STRATA_DISCOVERY_TIMEOUT"]["value"], "130s");
+    assert_eq!(
+        sidecar["startupProbe"],
+        json!({"httpGet": {"path": "/readyz", "port": "admin"}, "periodSeconds": 2, "failureThreshold": 70, "timeoutSeconds": 1})
+    );
+    assert_eq!(
+        sidecar["readinessProbe"],
+        json!({"httpGet": {"path": "/readyz", "port": "admin"}, "periodSeconds": 2, "failureThreshold": 2, "timeoutSeconds": 1})
+    );
+    assert_eq!(
+        sidecar["livenessProbe"],
+        json!({"httpGet": {"path": "/healthz", "port": "admin"}, "periodSeconds": 10, "failureThreshold": 3, "timeoutSeconds": 3})
+    );
 }
 
 /// The sidecars' credential: in a Secret the StatefulService owns, acting for

@@ -12,6 +12,7 @@ use std::{
 
 pub mod cluster;
 pub mod dev;
+pub mod kubelet;
 pub mod linearizability;
 pub mod load;
 pub mod pki;

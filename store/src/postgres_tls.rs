@@ -36,33 +36,29 @@ impl std::fmt::Debug for PostgresTls {
     }
 }
 
-/// How much of the server's certificate is checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Check {
-    Nothing,
-    Chain,
-    ChainAndName,
-}
-
 impl PostgresTls {
     /// The connector for `mode`; reads the CA file now, so a missing or empty
     /// one fails the store's start rather than every connection.
     pub fn new(mode: &TlsMode) -> Result<Self, StoreError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let (check, roots) = match mode {
-            TlsMode::Disable | TlsMode::Prefer | TlsMode::Require { roots: None } => (Check::Nothing, None),
-            TlsMode::Require { roots: Some(roots) } | TlsMode::VerifyCa { roots } => (Check::Chain, Some(roots)),
-            TlsMode::VerifyFull { roots } => (Check::ChainAndName, Some(roots)),
+        let (roots, check_name) = match mode {
+            TlsMode::Disable | TlsMode::Prefer | TlsMode::Require { roots: None } => (None, false),
+            TlsMode::Require { roots: Some(roots) } | TlsMode::VerifyCa { roots } => (Some(roots), false),
+            TlsMode::VerifyFull { roots } => (Some(roots), true),
         };
-        let verifier: Arc<dyn ServerCertVerifier> = match roots {
-            None => Arc::new(Unchecked(provider.clone())),
-            Some(roots) => {
-                let chain = WebPkiServerVerifier::builder_with_provider(Arc::new(root_store(roots)?), provider.clone())
+        let chain = match roots {
+            None => None,
+            Some(roots) => Some(
+                WebPkiServerVerifier::builder_with_provider(Arc::new(root_store(roots)?), provider.clone())
                     .build()
-                    .map_err(|e| StoreError::Config(format!("the PostgreSQL CA (sslrootcert): {e}")))?;
-                Arc::new(Verified { chain, check })
-            }
+                    .map_err(|e| StoreError::Config(format!("the PostgreSQL CA (sslrootcert): {e}")))?,
+            ),
         };
+        let verifier = Arc::new(Verifier {
+            chain,
+            check_name,
+            provider: provider.clone(),
+        });
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| StoreError::Config(format!("TLS for PostgreSQL: {e}")))?
@@ -107,14 +103,19 @@ pub struct UntrustedServer {
     reason: rustls::Error,
 }
 
-/// Checks the chain (always) and the host name (`verify-full` only).
+/// Checks the server's certificate against a CA (the chain, and with
+/// `check_name` the host name too); with no CA (`prefer`, `require` without
+/// one) any certificate is taken, encryption without knowing who answers, as
+/// libpq does. The handshake's signatures are always checked, so the session
+/// is with the holder of that certificate's key.
 #[derive(Debug)]
-struct Verified {
-    chain: Arc<WebPkiServerVerifier>,
-    check: Check,
+struct Verifier {
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    check_name: bool,
+    provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for Verified {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -123,14 +124,14 @@ impl ServerCertVerifier for Verified {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let verified = self
-            .chain
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now);
-        match verified {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             // The chain is checked before the name: a wrong name means a good chain.
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) if self.check == Check::Chain => Ok(ServerCertVerified::assertion()),
+            )) if !self.check_name => Ok(ServerCertVerified::assertion()),
             other => other,
         }
     }
@@ -141,7 +142,7 @@ impl ServerCertVerifier for Verified {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.chain.verify_tls12_signature(message, cert, dss)
+        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -150,52 +151,11 @@ impl ServerCertVerifier for Verified {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.chain.verify_tls13_signature(message, cert, dss)
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.chain.supported_verify_schemes()
-    }
-}
-
-/// Takes any certificate (`prefer`, `require` without a CA: encryption without
-/// knowing who answers, as libpq does), but still checks the handshake's
-/// signatures, so the session is with the holder of that certificate's key.
-#[derive(Debug)]
-struct Unchecked(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for Unchecked {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 

@@ -8,8 +8,12 @@
 #                                       checkpoint, crash recovery on the next start)
 #
 # The server listens on 127.0.0.1 only, trusts loopback connections, and keeps
-# fsync on. STRATA_PG_PORT picks the first port to try (default 54329).
-# Everything but the URL goes to stderr, so `url=$(scripts/postgres.sh)` works.
+# fsync on. It serves TLS beside plain TCP, with a certificate for 127.0.0.1 and
+# localhost signed by a CA made on the first start: DIR/tls/ca.crt is what a
+# client's sslrootcert names (scripts/check passes it to the tests as
+# STRATA_TEST_POSTGRES_CA). STRATA_PG_PORT picks the first port to try (default
+# 54329). Everything but the URL goes to stderr, so `url=$(scripts/postgres.sh)`
+# works.
 set -euo pipefail
 
 log() { echo "postgres.sh: $*" >&2; }
@@ -69,10 +73,15 @@ if [ -z "$bin" ]; then
   [ -n "$bin" ] || die "installed postgresql but found no server binaries under /usr/lib/postgresql"
 fi
 
+tls=$dir/tls
 if running && [ -f "$dir/port" ]; then
-  log "reusing the server in $data"
-  url
-  exit 0
+  if [ -f "$tls/ca.crt" ]; then
+    log "reusing the server in $data"
+    url
+    exit 0
+  fi
+  log "restarting the server in $data to serve TLS"
+  as_owner "$bin/pg_ctl" -D "$data" -m fast -w stop >&2
 fi
 
 mkdir -p "$dir"
@@ -84,6 +93,28 @@ fi
 if [ ! -f "$data/PG_VERSION" ]; then
   log "creating a cluster in $data"
   as_owner "$bin/initdb" -D "$data" -U postgres --auth=trust --encoding=UTF8 --locale=C >&2
+fi
+
+# A CA and the server's certificate (ECDSA P-256), made once per DIR.
+if [ ! -f "$tls/server.key" ] || [ ! -f "$tls/ca.crt" ]; then
+  command -v openssl >/dev/null || die "openssl is missing (it makes the test certificates): apt-get install -y openssl"
+  log "making a CA and a server certificate in $tls"
+  mkdir -p "$tls"
+  openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+    -subj "/CN=Strata test PostgreSQL CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -keyout "$tls/ca.key" -out "$tls/ca.crt" 2>/dev/null
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -subj "/CN=127.0.0.1" -keyout "$tls/server.key.new" -out "$tls/server.csr" 2>/dev/null
+  printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=critical,CA:FALSE" \
+    "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >"$tls/server.ext"
+  openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" -CAcreateserial \
+    -days 3650 -extfile "$tls/server.ext" -out "$tls/server.crt" 2>/dev/null
+  rm -f "$tls/server.csr" "$tls/server.ext" "$tls/ca.srl"
+  chmod 600 "$tls/server.key.new" "$tls/ca.key"
+  mv "$tls/server.key.new" "$tls/server.key"
+  # PostgreSQL reads its key only if its own user owns it, readable by nobody else.
+  if [ "$(id -u)" = 0 ]; then chown -R postgres: "$tls"; fi
 fi
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -102,6 +133,9 @@ unix_socket_directories = '$dir'
 fsync = on
 synchronous_commit = on
 max_connections = 300
+ssl = on
+ssl_cert_file = '$tls/server.crt'
+ssl_key_file = '$tls/server.key'
 EOF
 if ! grep -q "^include_if_exists = 'strata.conf'" "$data/postgresql.conf"; then
   echo "include_if_exists = 'strata.conf'" | as_owner tee -a "$data/postgresql.conf" >/dev/null

@@ -180,7 +180,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // --- the systems, each as a user runs it
     eprintln!("bench: starting strata dev (SQLite), strata dev (PostgreSQL), the PostgreSQL cart, Restate");
     let dev_sqlite = StrataDev::with_cart(&root.join("dev-sqlite"), None).await?;
-    let pg_store = fresh_database(&args.postgres, "strata_bench").await?;
+    // Plain TCP, as the PostgreSQL cart dials it (tokio-postgres' NoTls): both
+    // sides on the same transport, whatever TLS the server offers.
+    let pg_store = format!(
+        "{}?sslmode=disable",
+        fresh_database(&args.postgres, "strata_bench").await?
+    );
     let dev_pg = StrataDev::with_cart(&root.join("dev-pg"), Some(&pg_store)).await?;
     let pg_cart = PgCart::start(&fresh_database(&args.postgres, "pg_cart").await?)?;
     let restate = match (&args.restate_blocked, &args.restate_server, &args.restate_cart) {

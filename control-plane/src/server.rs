@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
-use crate::api::{self, AppState, Tokens};
+use crate::api::{self, AppState, StoreSlot, Tokens};
 use crate::auth::ClusterSecret;
 use crate::data_plane::{self, DataPlaneService, HeartbeatSettings};
 use crate::node::{ControlPlane, NodeConfig, Timing};
@@ -295,14 +295,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         Some(path) => tls::trusted_ca(path).map_err(|error| ServerError::Config(format!("--tls-ca: {error}")))?,
         None => Vec::new(),
     };
-    let store = match &config.store_url {
-        Some(url) => Some(
-            strata_store::open(url)
-                .await
-                .map_err(|error| ServerError::Config(format!("--store {url}: {error}")))?,
-        ),
-        None => None,
-    };
+    // A store URL that cannot work fails the start; a store that is not up yet
+    // (the usual order when everything starts together) is waited for below.
+    if let Some(url) = &config.store_url {
+        strata_store::check_url(url).map_err(|error| ServerError::Config(format!("--store: {error}")))?;
+    }
     let mut identity = resolve_identity(&config)?;
     let raft_listener = bind(&identity.listen).await?;
     let api_listener = bind(&identity.api_listen).await?;
@@ -401,8 +398,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     });
     let mut state = AppState::new(node.clone(), config.tokens.clone())
         .with_authenticator(auth)
-        .with_stopping(server.stopping())
-        .with_store(store);
+        .with_stopping(server.stopping());
+    if let Some(url) = config.store_url.clone() {
+        state = state.with_store_slot(open_entity_store(&server, url).await?);
+    }
     if config.tls.is_some() {
         state = state.with_peer_tls(peer_roots.clone());
     }
@@ -474,6 +473,38 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         return Err(error);
     }
     Ok(server)
+}
+
+/// The entity store the API reads: open now if it is up, else opened in the
+/// background, for as long as it takes, while the node serves everything else
+/// (its entity reads answer 503 until then). A store that refuses the URL's
+/// settings fails the start.
+async fn open_entity_store(server: &RunningServer, url: String) -> Result<StoreSlot, ServerError> {
+    let slot = StoreSlot::default();
+    match strata_store::open(&url).await {
+        Ok(store) => {
+            let _ = slot.set(store);
+            return Ok(slot);
+        }
+        Err(error @ strata_store::StoreError::Config(_)) => {
+            return Err(ServerError::Config(format!("--store: {error}")))
+        }
+        Err(error) => tracing::warn!(%error, "the entity store is not up yet; serving without it until it is"),
+    }
+    let (filled, stopping) = (slot.clone(), server.stopping());
+    server.spawn("entity-store", async move {
+        tokio::select! {
+            () = stopping.wait() => {}
+            opened = strata_store::open_when_up(&url, None) => match opened {
+                Ok(store) => {
+                    tracing::info!("the entity store is open");
+                    let _ = filled.set(store);
+                }
+                Err(error) => tracing::error!(%error, "the entity store cannot be opened; entity reads stay unavailable"),
+            },
+        }
+    });
+    Ok(slot)
 }
 
 /// Runs the node until `shutdown` resolves; `strata control-plane` in one call.

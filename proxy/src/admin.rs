@@ -1,39 +1,58 @@
 //! The admin listener of a sidecar or a gateway: Prometheus metrics and health
 //! checks on a port of their own, so the port that serves users carries only
-//! their services (and a user's own `GET /metrics` route is theirs). Owns the
-//! routes and the listener; the metrics themselves live in [`crate::metrics`].
+//! their services (and a user's own `GET /metrics` route is theirs). It serves
+//! from the process's first moment, so a kubelet can tell a process that starts
+//! slowly from one that hangs. Owns the routes and the listener; the metrics
+//! live in [`crate::metrics`], the readiness in [`crate::readiness`].
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{Arc, OnceLock},
+};
 
 use axum::{extract::State, response::IntoResponse, routing::get, Router};
-use http::header;
+use http::{header, StatusCode};
 use strata_store::Store;
 use tokio::net::TcpListener;
 
-use crate::metrics::Metrics;
+use crate::{metrics::Metrics, readiness::Readiness};
 
 /// What the admin routes read.
 #[derive(Clone)]
 pub struct Admin {
     pub metrics: Arc<Metrics>,
-    /// The store whose group-commit counters `/metrics` reports, if any.
-    pub store: Option<Arc<dyn Store>>,
+    /// The store whose group-commit counters `/metrics` reports, once it is open.
+    pub store: Arc<OnceLock<Arc<dyn Store>>>,
+    pub readiness: Readiness,
 }
 
-/// `GET /metrics` (Prometheus text) and `GET /healthz` (200 while the process
-/// serves).
+/// `GET /metrics` (Prometheus text), `GET /healthz` (200 while the process
+/// serves: liveness) and `GET /readyz` (200 while it should get traffic, else
+/// 503 saying why: readiness).
 pub fn router(admin: Admin) -> Router {
     Router::new()
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
         .with_state(admin)
 }
 
 async fn render_metrics(State(admin): State<Admin>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        admin.metrics.render(admin.store.as_deref()),
+        admin.metrics.render(admin.store.get().map(|store| store.as_ref())),
     )
+}
+
+async fn ready(State(admin): State<Admin>) -> (StatusCode, String) {
+    let stage = admin.readiness.stage();
+    let status = if admin.readiness.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, stage.reason())
 }
 
 /// Binds the admin listener (port 0: any free port; the caller reads which).
@@ -64,11 +83,50 @@ mod tests {
     use super::*;
     use tower::ServiceExt;
 
+    async fn get(app: &Router, path: &str) -> (StatusCode, String) {
+        let response = app
+            .clone()
+            .oneshot(http::Request::get(path).body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn readiness_is_503_with_the_reason_until_ready_and_again_while_draining() {
+        let readiness = Readiness::waiting_for(&["the store"]);
+        let app = router(Admin {
+            metrics: Arc::new(Metrics::new()),
+            store: Arc::default(),
+            readiness: readiness.clone(),
+        });
+        assert_eq!(
+            get(&app, "/readyz").await,
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "starting: waiting for the store".into()
+            )
+        );
+        assert_eq!(get(&app, "/healthz").await.0, StatusCode::OK, "alive while it starts");
+        readiness.done("the store");
+        readiness.ready();
+        assert_eq!(get(&app, "/readyz").await, (StatusCode::OK, "ready".into()));
+        readiness.draining();
+        assert_eq!(get(&app, "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(get(&app, "/healthz").await.0, StatusCode::OK, "alive while it drains");
+    }
+
     #[tokio::test]
     async fn serves_metrics_and_health() {
         let app = router(Admin {
             metrics: Arc::new(Metrics::new()),
-            store: None,
+            store: Arc::default(),
+            readiness: Readiness::waiting_for(&[]),
         });
         let metrics = app
             .clone()

@@ -27,6 +27,7 @@ mod metrics;
 mod model;
 mod passing;
 mod path_template;
+mod readiness;
 mod routing;
 mod shard;
 pub mod sidecar;

@@ -10,15 +10,21 @@
 #[cfg(test)]
 mod conformance;
 mod group_commit;
+mod opening;
 mod postgres;
+mod postgres_tls;
+#[cfg(test)]
+mod postgres_tls_tests;
+mod postgres_url;
 mod sqlite;
-
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use prost_types::Any;
 
+pub use self::opening::{check_url, open, open_when_up};
 pub use self::postgres::PostgresStore;
+pub use self::postgres_tls::UntrustedServer;
+pub use self::postgres_url::{PostgresOptions, Roots, TlsMode, DEFAULT_POOL_SIZE};
 pub use self::sqlite::SqliteStore;
 
 /// The identity of one entity's state: `(persistence_id, entity_id)`.
@@ -291,23 +297,4 @@ pub trait Store: Send + Sync + 'static {
 
 fn unsupported(what: &str) -> StoreError {
     StoreError::Config(format!("this store keeps no {what}"))
-}
-
-/// Opens a store from a URL: `sqlite://PATH` (a file, created if missing) or
-/// `postgres://...` / `postgresql://...`.
-pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        if path.is_empty() {
-            return Err(StoreError::Config(
-                "sqlite:// needs a file path, e.g. sqlite://./strata.db".into(),
-            ));
-        }
-        return Ok(Arc::new(SqliteStore::open(path).await?));
-    }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(Arc::new(PostgresStore::connect(url).await?));
-    }
-    Err(StoreError::Config(format!(
-        "unsupported store URL {url:?}: use sqlite://PATH or postgres://USER@HOST/DB"
-    )))
 }

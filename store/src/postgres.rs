@@ -1,6 +1,7 @@
 //! The PostgreSQL store: the same tables as the SQLite store, shared by any number
 //! of processes. It owns the schema, one writer task doing group commit on its own
-//! connection, and a few reader connections; all of them reconnect after a failure.
+//! connection, and reader connections (the URL's `pool_size` less the writer's);
+//! all of them reconnect after a failure, over TLS as the URL's `sslmode` says.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -10,10 +11,12 @@ use async_trait::async_trait;
 use prost_types::Any;
 use tokio::sync::Mutex;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, Config, NoTls, Row, Statement};
+use tokio_postgres::{Client, Config, Row, Statement};
 use tracing::{debug, info, warn};
 
 use crate::group_commit::{self, BatchOutcome, PendingWrite, WriteOp, WriteQueue, WriteReceiver};
+use crate::postgres_tls::{self, PostgresTls};
+use crate::postgres_url::PostgresOptions;
 use crate::{
     CrdtRecord, CrdtWrite, EntityKey, JournalEvent, JournalWrite, LogOffset, LoggedEvent, Recovery, Snapshot, Store,
     StoreError, StoreStats,
@@ -29,9 +32,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest a read or a batch may take before the store reports itself
 /// unavailable instead of hanging on a server that stopped answering.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Reader connections; each pipelines any number of concurrent reads.
-const READERS: usize = 3;
 
 /// Serialises schema creation between processes (`pg_advisory_xact_lock`): two
 /// concurrent `CREATE TABLE IF NOT EXISTS` can otherwise both try to create.
@@ -113,37 +113,49 @@ impl std::fmt::Debug for PostgresStore {
 }
 
 impl PostgresStore {
-    /// Connects to `url` (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?...]`) and
-    /// creates the tables if they are missing.
+    /// Connects to `url` (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?...]`, see
+    /// [`PostgresOptions`]) and creates the tables if they are missing.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        // The URL may carry a password: never repeat it in an error.
-        let mut config: Config = url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?;
+        let PostgresOptions {
+            mut config,
+            tls,
+            pool_size,
+        } = PostgresOptions::parse(url)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         if config.get_application_name().is_none() {
             config.application_name("strata");
         }
-        let config = Arc::new(config);
+        let server = Arc::new(Server {
+            config,
+            tls: PostgresTls::new(&tls)?,
+        });
 
-        let client = timed("could not connect to PostgreSQL", open_client(&config)).await?;
+        let client = match tokio::time::timeout(OPERATION_TIMEOUT, open_client(&server)).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => return Err(first_connection_error(&e)),
+            Err(_) => {
+                return Err(StoreError::Unavailable(
+                    "could not connect to PostgreSQL: it did not answer in time".into(),
+                ))
+            }
+        };
         tokio::time::timeout(OPERATION_TIMEOUT, create_schema(&client))
             .await
             .map_err(|_| {
                 StoreError::Unavailable("could not create the tables: PostgreSQL did not answer in time".into())
             })??;
-        let writer = timed("could not connect to PostgreSQL", WriteConn::prepare(client)).await?;
+        let writer = connect_timed(WriteConn::prepare(client)).await?;
 
         let (writes, receiver) = group_commit::write_queue();
-        tokio::spawn(run_writer(config.clone(), Some(writer), receiver));
-        info!(hosts = ?config.get_hosts(), "postgres store open");
+        tokio::spawn(run_writer(server.clone(), Some(writer), receiver));
+        info!(hosts = ?server.config.get_hosts(), sslmode = ?tls, pool_size, "postgres store open");
         Ok(Self {
             writes,
             readers: Arc::new(ReaderPool {
-                config,
-                slots: (0..READERS).map(|_| Mutex::new(None)).collect(),
+                server,
+                slots: (1..pool_size).map(|_| Mutex::new(None)).collect(),
                 next: AtomicUsize::new(0),
             }),
         })
@@ -372,9 +384,15 @@ impl Store for PostgresStore {
     }
 }
 
+/// Where connections go and how they are secured.
+struct Server {
+    config: Config,
+    tls: PostgresTls,
+}
+
 /// Connects and drives the connection on its own task.
-async fn open_client(config: &Config) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = config.connect(NoTls).await?;
+async fn open_client(server: &Server) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = server.config.connect(server.tls.clone()).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             warn!(error = %e, "postgres connection closed");
@@ -479,8 +497,8 @@ struct ReadConn {
 }
 
 impl ReadConn {
-    async fn connect(config: &Config) -> Result<Self, tokio_postgres::Error> {
-        let client = open_client(config).await?;
+    async fn connect(server: &Server) -> Result<Self, tokio_postgres::Error> {
+        let client = open_client(server).await?;
         Ok(Self {
             latest_snapshot: client
                 .prepare(
@@ -541,7 +559,7 @@ impl ReadConn {
 
 /// A few reader connections, used in turn and reopened when they fail.
 struct ReaderPool {
-    config: Arc<Config>,
+    server: Arc<Server>,
     slots: Vec<Mutex<Option<Arc<ReadConn>>>>,
     next: AtomicUsize,
 }
@@ -558,7 +576,7 @@ impl ReaderPool {
             match slot.as_ref() {
                 Some(conn) if !conn.client.is_closed() => conn.clone(),
                 _ => {
-                    let conn = timed(what, ReadConn::connect(&self.config)).await?;
+                    let conn = connect_timed(ReadConn::connect(&self.server)).await?;
                     let conn = Arc::new(conn);
                     *slot = Some(conn.clone());
                     conn
@@ -591,8 +609,8 @@ struct WriteConn {
 }
 
 impl WriteConn {
-    async fn connect(config: &Config) -> Result<Self, tokio_postgres::Error> {
-        Self::prepare(open_client(config).await?).await
+    async fn connect(server: &Server) -> Result<Self, tokio_postgres::Error> {
+        Self::prepare(open_client(server).await?).await
     }
 
     async fn prepare(client: Client) -> Result<Self, tokio_postgres::Error> {
@@ -666,14 +684,14 @@ impl WriteConn {
 
 /// The writer task: one batch, one transaction. A failed batch drops the
 /// connection (the server rolls back what was open); the next batch reconnects.
-async fn run_writer(config: Arc<Config>, mut conn: Option<WriteConn>, mut receiver: WriteReceiver) {
+async fn run_writer(server: Arc<Server>, mut conn: Option<WriteConn>, mut receiver: WriteReceiver) {
     while let Some(batch) = receiver.next_batch().await {
         if conn.as_ref().is_some_and(|c| c.client.is_closed()) {
             conn = None;
         }
         let writer = match conn.as_mut() {
             Some(writer) => writer,
-            None => match timed("could not connect to PostgreSQL", WriteConn::connect(&config)).await {
+            None => match connect_timed(WriteConn::connect(&server)).await {
                 Ok(writer) => conn.insert(writer),
                 Err(e) => {
                     receiver.answer(batch, BatchOutcome::Failed(e));
@@ -920,6 +938,39 @@ async fn timed<T>(
         Err(_) => Err(StoreError::Unavailable(format!(
             "{what}: PostgreSQL did not answer in time"
         ))),
+    }
+}
+
+/// Opens a connection under [`OPERATION_TIMEOUT`]; a failure is
+/// [`StoreError::Unavailable`] (the next operation tries again).
+async fn connect_timed<T>(
+    step: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, StoreError> {
+    timed("could not connect to PostgreSQL", step).await
+}
+
+/// Why the store's first connection failed. A certificate the URL's `sslmode` and
+/// CA refuse, or credentials the server refuses, are the URL's to fix
+/// ([`StoreError::Config`]: waiting does not help); anything else may pass (a
+/// server still starting, a network not there yet).
+fn first_connection_error(e: &tokio_postgres::Error) -> StoreError {
+    if let Some(untrusted) = postgres_tls::untrusted(e) {
+        warn!(error = %untrusted, "postgres refused: its certificate is not trusted");
+        return StoreError::Config(format!("{untrusted}; check sslmode and sslrootcert in the store URL"));
+    }
+    let refused = [
+        SqlState::INVALID_PASSWORD,
+        SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+        SqlState::INVALID_CATALOG_NAME,
+    ];
+    match e.as_db_error() {
+        // The server's words here name the user, database or pg_hba rule, never SQL.
+        Some(db) if refused.contains(db.code()) => StoreError::Config(format!(
+            "PostgreSQL refused the connection ({}): {}; check the user, password, database and sslmode in the store URL",
+            db.code().code(),
+            db.message()
+        )),
+        _ => pg_error("could not connect to PostgreSQL", e),
     }
 }
 

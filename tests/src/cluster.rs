@@ -130,6 +130,27 @@ impl Postgres {
         }
     }
 
+    /// A server of its own that is not up yet: its port is chosen now, so its
+    /// URL is known before [`Postgres::start`] brings it up.
+    pub fn later_in(parent: &Path) -> Postgres {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let port = free_port();
+        Postgres {
+            dir: parent.join("pg"),
+            port,
+            admin_url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            up: false,
+        }
+    }
+
+    /// Starts the server on its port (and data, if it ran before).
+    pub fn start(&mut self) {
+        let (_, port) = Postgres::run_script(&self.dir, self.port);
+        assert_eq!(port, self.port, "PostgreSQL came up on another port");
+        self.up = true;
+    }
+
     /// Starts the server in `dir` on `port` (or the next free one); its URL and port.
     fn run_script(dir: &Path, port: u16) -> (String, u16) {
         let out = Command::new(Postgres::script())
@@ -169,9 +190,7 @@ impl Postgres {
 
     /// Starts the server again on the same port and data.
     pub fn restart(&mut self) {
-        let (_, port) = Postgres::run_script(&self.dir, self.port);
-        assert_eq!(port, self.port, "PostgreSQL came back on another port");
-        self.up = true;
+        self.start();
     }
 
     pub fn is_up(&self) -> bool {

@@ -13,6 +13,7 @@ use std::{
 pub mod cluster;
 pub mod dev;
 pub mod kube_api;
+pub mod kubelet;
 pub mod linearizability;
 pub mod load;
 pub mod pki;

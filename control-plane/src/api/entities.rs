@@ -92,12 +92,15 @@ struct Located {
 }
 
 fn locate(state: &AppState, service: &str, entity_id: &str, grpc_service: Option<&str>) -> Result<Located, ApiError> {
-    let store = state.store.clone().ok_or_else(|| {
+    let slot = state.store.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "no_store",
             "this control plane has no entity store to read; start it with --store",
         )
+    })?;
+    let store = slot.get().cloned().ok_or_else(|| {
+        ApiError::unavailable("the entity store is not up yet; the control plane keeps trying to open it")
     })?;
     state.node.read(|registry| {
         let service_entry = registry

@@ -1,14 +1,15 @@
 //! The REST management API under `/api/v1` (axum): services, instances, shards, metric
 //! series, entities, the cluster and the event stream, with bearer-token auth,
 //! forwarding of writes from followers to the leader and linearizable reads; beside it
-//! on the same listener, the node's `/metrics` and the dashboard at `/ui/`. Raft itself
-//! lives in `crate::node`.
+//! on the same listener, the node's `/metrics`, its `/healthz` and `/readyz`, and the
+//! dashboard at `/ui/`. Raft itself lives in `crate::node`.
 
 mod audit;
 mod cluster;
 mod entities;
 mod error;
 mod events;
+mod health;
 mod json;
 mod metrics;
 mod openapi;
@@ -16,7 +17,7 @@ mod payload;
 mod services;
 mod ui;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -71,9 +72,13 @@ pub struct AppState {
     pub peer_scheme: &'static str,
     /// Ends long-lived responses (the event stream) when the server stops.
     pub stopping: Stopping,
-    /// Where entities' state is read from (`/services/{name}/entities/...`), if anywhere.
-    pub store: Option<Arc<dyn Store>>,
+    /// Where entities' state is read from (`/services/{name}/entities/...`), if
+    /// anywhere; empty until the store is open.
+    pub store: Option<StoreSlot>,
 }
+
+/// The entity store, set once it opens (a control plane may start before its store).
+pub type StoreSlot = Arc<OnceLock<Arc<dyn Store>>>;
 
 impl AppState {
     pub fn new(node: Arc<ControlPlane>, tokens: Tokens) -> Self {
@@ -87,8 +92,16 @@ impl AppState {
         }
     }
 
+    /// Entities are read from `store`, which is open.
     pub fn with_store(mut self, store: Option<Arc<dyn Store>>) -> Self {
-        self.store = store;
+        self.store = store.map(|store| Arc::new(OnceLock::from(store)));
+        self
+    }
+
+    /// Entities are read from the store `slot` holds once it is open; until then
+    /// reads answer 503.
+    pub fn with_store_slot(mut self, slot: StoreSlot) -> Self {
+        self.store = Some(slot);
         self
     }
 
@@ -141,6 +154,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .route("/metrics", get(metrics::prometheus))
+        .merge(health::routes())
         .merge(ui::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint; see /api/v1/openapi.json") })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -34,6 +34,7 @@ use crate::{
     ingress::{self, grpc::Flavor, http_json::json_error, Ingress},
     metadata::context_of,
     metrics::Metrics,
+    readiness::Readiness,
     routing::{
         control_plane::{ControlPlaneClient, ControlPlaneError},
         hold::Holds,
@@ -50,8 +51,8 @@ const TASKS_GRACE: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,
-    /// Where `/metrics` and `/healthz` are served (port 0: any free port),
-    /// never on `listen`.
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (port 0: any free
+    /// port), never on `listen`.
     pub admin_listen: SocketAddr,
     /// The control plane's data-plane addresses, comma-separated, e.g.
     /// `http://10.0.0.1:9101,http://10.0.0.2:9101` (calls fail over between them).
@@ -231,14 +232,31 @@ pub async fn run(
             source,
         })?;
     let admin_addr = admin_listener.local_addr().map_err(GatewayError::Serve)?;
+    // Ready once the first route snapshot is served (before it every request is
+    // answered 503), not ready again from the moment it stops.
+    let readiness = Readiness::waiting_for(&["the first routes from the control plane"]);
+    let (mut first_routes, ready) = (routes.clone(), readiness.clone());
+    tasks.spawn("readiness", async move {
+        if first_routes.changed().await.is_ok() {
+            ready.ready();
+        }
+    });
     tasks.spawn(
         "admin listener",
         admin::serve(
             admin_listener,
-            admin::Admin { metrics, store: None },
+            admin::Admin {
+                metrics,
+                store: Arc::default(),
+                readiness: readiness.clone(),
+            },
             tasks.stopping().wait(),
         ),
     );
+    let shutdown = async move {
+        shutdown.await;
+        readiness.draining();
+    };
     tracing::info!(%addr, admin = %admin_addr, control_plane = %config.control_plane, tls = acceptor.is_some(), "gateway ready");
     let app = Router::new().fallback_service(live);
     let served = match acceptor {

@@ -14,7 +14,7 @@ mod wake;
 use std::{
     future::Future,
     net::SocketAddr,
-    sync::{Arc, Weak},
+    sync::{Arc, OnceLock, Weak},
     time::Duration,
 };
 
@@ -38,12 +38,18 @@ use crate::{
     ingress::{self, Ingress},
     metrics::Metrics,
     model::{Catalog, MethodModel, ModelError, ServiceModel, Targets},
+    readiness::Readiness,
     routing::{control_plane::ControlPlaneError, hold::Holds, outbound::Outbound, routes::RoutedTargets},
 };
 
 /// How long a stopping sidecar waits for its background tasks (admin listener,
 /// route follower) before aborting them.
 const TASKS_GRACE: Duration = Duration::from_secs(5);
+
+/// The steps of a start that `/readyz` names while it waits for them.
+const STORE_OPEN: &str = "the store";
+const FUNCTION_DISCOVERED: &str = "the function's discovery";
+const REGISTERED: &str = "registration with the control plane";
 
 /// How many forwards and side effects to services at zero may wait for them, and
 /// for how long, in a managed sidecar.
@@ -56,12 +62,13 @@ pub struct SidecarConfig {
     pub function_host: String,
     pub function_port: u16,
     pub listen: SocketAddr,
-    /// Where `/metrics` and `/healthz` are served (port 0: any free port),
-    /// never on `listen`.
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (port 0: any free
+    /// port), never on `listen`.
     pub admin_listen: SocketAddr,
     pub store_url: String,
     pub max_body: usize,
-    /// How long to keep retrying discovery while the function starts.
+    /// How long to keep retrying discovery while the function starts (and the
+    /// store and the control plane, while they are not up yet).
     pub discovery_patience: Duration,
     /// How long the function may take to answer one command (a client's
     /// shorter `grpc-timeout` wins).
@@ -121,14 +128,41 @@ pub async fn run(
             source,
         })?;
     let admin_addr = admin_listener.local_addr().map_err(SidecarError::Serve)?;
-    tracing::info!(addr = %admin_addr, "admin listener (metrics, health) bound");
+    // The admin listener serves from now on: alive (`/healthz`) while the rest
+    // starts, ready (`/readyz`) once it serves.
+    let metrics = Arc::new(Metrics::new());
+    let opened_store = Arc::new(OnceLock::new());
+    let readiness = Readiness::waiting_for(match config.membership {
+        Some(_) => &[STORE_OPEN, FUNCTION_DISCOVERED, REGISTERED],
+        None => &[STORE_OPEN, FUNCTION_DISCOVERED],
+    });
+    tasks.spawn(
+        "admin listener",
+        admin::serve(
+            admin_listener,
+            admin::Admin {
+                metrics: metrics.clone(),
+                store: opened_store.clone(),
+                readiness: readiness.clone(),
+            },
+            tasks.stopping().wait(),
+        ),
+    );
+    tracing::info!(addr = %admin_addr, "admin listener (metrics, health, readiness) serving");
     // Opening the store, registering and discovering (and building the model from
     // what the function declares) wait on the disk and on two other processes (the
     // control plane, the function); a cold start waits for all three: side by
-    // side. Once registered, the sidecar follows the routes at once, so the
-    // snapshot that gives it its shards finds the watch open and the routes it
-    // already holds up to date.
-    let open = async { Ok::<_, SidecarError>(strata_store::open(&config.store_url).await?) };
+    // side, each as long as discovery may take (a store or a control plane that
+    // is not up yet is waited for, as the function is). Once registered, the
+    // sidecar follows the routes at once, so the snapshot that gives it its
+    // shards finds the watch open and the routes it already holds up to date.
+    let open = async {
+        let store = strata_store::open_when_up(&config.store_url, Some(config.discovery_patience)).await?;
+        readiness.done(STORE_OPEN);
+        Ok::<_, SidecarError>(store)
+    };
+    // Told when the control plane no longer knows this instance: it stops.
+    let forgotten = Arc::new(tokio::sync::Notify::new());
     let register = async {
         Ok::<_, SidecarError>(match config.membership.clone() {
             Some(mut membership) => {
@@ -141,6 +175,17 @@ pub async fn run(
                         () = follower.follow_routes() => {}
                     }
                 });
+                // Heartbeats start with the registration: the leader removes an
+                // instance silent for its heartbeat timeout, starting or not, and
+                // the store or the function may keep this one starting longer.
+                let (heart, stopping, forgotten) = (membership.clone(), tasks.stopping(), forgotten.clone());
+                tasks.spawn("heartbeat", async move {
+                    tokio::select! {
+                        () = stopping.wait() => {}
+                        () = heart.heartbeat_until_forgotten() => forgotten.notify_one(),
+                    }
+                });
+                readiness.done(REGISTERED);
                 Some(membership)
             }
             None => None,
@@ -149,6 +194,7 @@ pub async fn run(
     let discover = async {
         let spec = function.discover(config.discovery_patience).await?;
         let model = ServiceModel::from_spec(&spec)?;
+        readiness.done(FUNCTION_DISCOVERED);
         Ok::<_, SidecarError>((spec, model))
     };
     let (store, membership, (spec, model)) = tokio::try_join!(open, register, discover)?;
@@ -173,7 +219,6 @@ pub async fn run(
     let services: Vec<&str> = model.service_names().collect();
     tracing::info!(?services, function = function.address(), "discovered the user function");
     let model = Arc::new(model);
-    let metrics = Arc::new(Metrics::new());
     // In a deployment, events this sidecar commits wake their subscribers at zero.
     let store: Arc<dyn strata_store::Store> = match &membership {
         Some(membership) => {
@@ -256,17 +301,7 @@ pub async fn run(
         metrics: metrics.clone(),
         max_body: config.max_body,
     });
-    tasks.spawn(
-        "admin listener",
-        admin::serve(
-            admin_listener,
-            admin::Admin {
-                metrics,
-                store: Some(store),
-            },
-            tasks.stopping().wait(),
-        ),
-    );
+    let _ = opened_store.set(store);
     if let Some(membership) = &membership {
         membership.passivate_lost_shards(entities.clone());
     }
@@ -279,18 +314,14 @@ pub async fn run(
     // Subscriptions start once the function is served: their runner waits for
     // shard 0 in a deployment (see `eventing`).
     eventing.spawn(&model.subscriptions, &tasks);
+    readiness.ready();
     tracing::info!(%addr, "proxy ready");
     let stop = async move {
-        let forgotten = async {
-            match &membership {
-                Some(membership) => membership.heartbeat_until_forgotten().await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             () = shutdown => {}
-            () = forgotten => {}
+            () = forgotten.notified() => {}
         }
+        readiness.draining();
         if let Some(membership) = &membership {
             // Hand the shards over before the listener closes; in-flight commands finish.
             membership

@@ -26,8 +26,13 @@ use super::names::check_name;
 
 /// The label that ties pods, Deployments and Services to their service.
 pub const SERVICE_LABEL: &str = "strata.dev/service";
-/// The sidecar's port: gRPC, gRPC-web, HTTP+JSON and `/metrics`.
+/// The sidecar's port: the function's API over gRPC, gRPC-web and HTTP+JSON.
 pub const SIDECAR_PORT: u16 = 9000;
+/// The sidecar's admin port, named [`ADMIN_PORT_NAME`]: `/metrics` (what the
+/// autoscaler scrapes, at the address the sidecar registers), `/healthz` and
+/// `/readyz` (what the probes ask).
+pub const ADMIN_PORT: u16 = 9090;
+pub const ADMIN_PORT_NAME: &str = "admin";
 pub const SIDECAR_CONTAINER: &str = "strata-sidecar";
 pub const FUNCTION_CONTAINER: &str = "function";
 /// How long the function keeps running after its pod is told to stop, so the sidecar
@@ -107,9 +112,9 @@ pub fn registry_spec(service: &StatefulService) -> Result<ServiceSpec, Invalid> 
     let scale_to_zero_grace_ms = duration("scaleToZeroGrace", &spec.scale_to_zero_grace)?;
     let stable_window_ms = duration("stableWindow", &spec.stable_window)?;
     validate_stable_window(stable_window_ms).map_err(|error| Invalid::spec(format!("spec: {error}")))?;
-    if spec.port == Some(SIDECAR_PORT) || spec.port == Some(0) {
+    if matches!(spec.port, Some(0 | SIDECAR_PORT | ADMIN_PORT)) {
         return Err(Invalid::spec(format!(
-            "spec.port must be between 1 and 65535 and not {SIDECAR_PORT}, the sidecar's"
+            "spec.port must be between 1 and 65535 and not {SIDECAR_PORT} or {ADMIN_PORT}, the sidecar's"
         )));
     }
     match &spec.store_secret {
@@ -202,26 +207,37 @@ pub fn deployment(service: &StatefulService, settings: &OperatorSettings) -> Dep
     if let Some(resources) = &spec.resources {
         function["resources"] = json!(resources);
     }
-    let probe = |period: u32, failures: u32| {
+    // The admin listener serves from the sidecar's first moment: `/healthz` while
+    // the process serves, `/readyz` once the store is open, the function
+    // discovered and the instance registered, and no longer while it drains.
+    let probe = |path: &str, period: u32, failures: u32, timeout: u32| {
         json!({
-            "httpGet": {"path": "/metrics", "port": "http"},
+            "httpGet": {"path": path, "port": ADMIN_PORT_NAME},
             "periodSeconds": period,
             "failureThreshold": failures,
+            "timeoutSeconds": timeout,
         })
     };
-    // Discovery may take the whole ready timeout; the plan replaces a pod that is
-    // not ready by then, before the kubelet would restart its sidecar.
-    let startup_checks = (settings.ready_timeout.as_secs() / 2 + 5).max(1) as u32;
+    // The startup probe waits for readiness, so it covers discovery: for the ready
+    // timeout and 20 s more, longer than the sidecar's own discovery timeout (it
+    // exits saying why first), and the plan replaces a pod not ready within the
+    // ready timeout before the kubelet would restart its sidecar.
+    let discovery_timeout = settings.ready_timeout.as_secs() + 10;
+    let startup_checks = (discovery_timeout / 2 + 5).max(1) as u32;
     let sidecar = json!({
         "name": SIDECAR_CONTAINER,
         "image": settings.sidecar_image,
         "args": ["proxy"],
-        "ports": [{"name": "http", "containerPort": SIDECAR_PORT}],
+        "ports": [
+            {"name": "http", "containerPort": SIDECAR_PORT},
+            {"name": ADMIN_PORT_NAME, "containerPort": ADMIN_PORT},
+        ],
         "env": [
             {"name": "USER_FUNCTION_HOST", "value": "127.0.0.1"},
             {"name": "USER_FUNCTION_PORT", "value": port.to_string()},
             {"name": "HTTP_HOST", "value": "0.0.0.0"},
             {"name": "HTTP_PORT", "value": SIDECAR_PORT.to_string()},
+            {"name": "STRATA_ADMIN_PORT", "value": ADMIN_PORT.to_string()},
             {"name": "STRATA_STORE", "valueFrom": {"secretKeyRef": {"name": store.name, "key": store.key()}}},
             {"name": "STRATA_CONTROL_PLANE", "value": settings.control_plane_url},
             {"name": "STRATA_TOKEN", "valueFrom": {"secretKeyRef": {"name": credential_secret_name(&name), "key": CREDENTIAL_KEY}}},
@@ -229,11 +245,11 @@ pub fn deployment(service: &StatefulService, settings: &OperatorSettings) -> Dep
             {"name": "STRATA_INSTANCE_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
             {"name": "STRATA_ADVERTISE", "value": format!("$(POD_IP):{SIDECAR_PORT}")},
-            {"name": "STRATA_DISCOVERY_TIMEOUT", "value": format!("{}s", settings.ready_timeout.as_secs() + 10)},
+            {"name": "STRATA_DISCOVERY_TIMEOUT", "value": format!("{discovery_timeout}s")},
         ],
-        "startupProbe": probe(2, startup_checks),
-        "readinessProbe": probe(2, 2),
-        "livenessProbe": probe(10, 3),
+        "startupProbe": probe("/readyz", 2, startup_checks, 1),
+        "readinessProbe": probe("/readyz", 2, 2, 1),
+        "livenessProbe": probe("/healthz", 10, 3, 3),
         "securityContext": {
             "runAsNonRoot": true,
             "allowPrivilegeEscalation": false,

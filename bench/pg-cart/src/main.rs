@@ -11,6 +11,7 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::{get, post},
+    serve::ListenerExt,
     Json, Router,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -133,7 +134,13 @@ async fn main() -> anyhow::Result<()> {
         .route("/cart/{user_id}/items/add", post(add_item))
         .route("/carts/{user_id}", get(get_cart))
         .with_state(pool);
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+    // TCP_NODELAY on every connection, as axum's documentation shows: without it
+    // an answer written in two parts can wait for a delayed ACK (40 ms).
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await?
+        .tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
     axum::serve(listener, app).await?;
     Ok(())
 }

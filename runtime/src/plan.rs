@@ -66,10 +66,10 @@ pub struct Pacing {
 }
 
 impl Pacing {
-    /// Counts one more failure and holds starts off for the doubled delay, returned.
+    /// Counts one more failure and holds starts off for [`restart_delay`], returned.
     pub fn fail(&mut self, now_ms: u64) -> Duration {
         self.failures += 1;
-        let delay = backoff_delay(self.failures);
+        let delay = restart_delay(self.failures);
         self.not_before_ms = now_ms.saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
         delay
     }
@@ -146,6 +146,17 @@ pub enum Action {
 pub fn backoff_delay(failures: u32) -> Duration {
     let doubled = FIRST_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(7));
     doubled.min(MAX_BACKOFF)
+}
+
+/// How long an instance's replacement waits after `failures` failures in a row: not
+/// at all after the first (a function that crashed once is back in milliseconds,
+/// and the calls held for it meanwhile are not refused), then [`backoff_delay`] of
+/// the failures before it, so a crash loop still slows down.
+pub fn restart_delay(failures: u32) -> Duration {
+    match failures {
+        0 | 1 => Duration::ZERO,
+        _ => backoff_delay(failures - 1),
+    }
 }
 
 /// The actions that bring what runs to what is desired. Deterministic: services and

@@ -104,7 +104,7 @@ fn nothing_to_do_when_what_runs_is_what_is_wanted() {
 }
 
 #[test]
-fn a_crash_is_replaced_and_the_service_backs_off() {
+fn a_first_crash_is_replaced_at_once() {
     let mut crashed = running("a", "cart", NOW - 5_000);
     crashed.health = Health::Exited {
         reason: "the function exited (exit status: 1)".into(),
@@ -112,7 +112,8 @@ fn a_crash_is_replaced_and_the_service_backs_off() {
     let case = Case::new(&[("cart", 2)])
         .with(crashed, Some(InstanceState::Ready))
         .with(running("b", "cart", NOW - 5_000), Some(InstanceState::Ready));
-    // No start this round: the replacement waits out the backoff.
+    // The replacement starts in the same round: the calls held for the crashed
+    // instance wait milliseconds, not a backoff.
     assert_eq!(
         case.plan(),
         vec![
@@ -122,11 +123,42 @@ fn a_crash_is_replaced_and_the_service_backs_off() {
                 failure: Failure::Exited {
                     reason: "the function exited (exit status: 1)".into()
                 },
-                retry_in: Duration::from_secs(1),
+                retry_in: Duration::ZERO,
             },
             Action::BackOff {
                 service: "cart".into(),
                 failures: 1,
+                until_ms: NOW,
+            },
+            start("cart", 1),
+        ]
+    );
+}
+
+#[test]
+fn a_second_crash_in_a_row_backs_off() {
+    let mut crashed = running("a", "cart", NOW - 500);
+    crashed.health = Health::Exited {
+        reason: "killed".into(),
+    };
+    let case = Case::new(&[("cart", 1)])
+        .with(crashed, Some(InstanceState::Ready))
+        .paced("cart", 1, NOW - 1);
+    // No start this round: the replacement waits out the backoff.
+    assert_eq!(
+        case.plan(),
+        vec![
+            Action::Replace {
+                instance: "a".into(),
+                service: "cart".into(),
+                failure: Failure::Exited {
+                    reason: "killed".into()
+                },
+                retry_in: Duration::from_secs(1),
+            },
+            Action::BackOff {
+                service: "cart".into(),
+                failures: 2,
                 until_ms: NOW + 1_000,
             },
         ]
@@ -147,11 +179,13 @@ fn failures_in_a_row_double_the_wait_up_to_a_minute() {
         Action::BackOff {
             service: "cart".into(),
             failures: 4,
-            until_ms: NOW + 8_000,
+            until_ms: NOW + 4_000,
         }
     );
     let delays: Vec<u64> = (1..=9).map(|n| backoff_delay(n).as_secs()).collect();
     assert_eq!(delays, vec![1, 2, 4, 8, 16, 32, 60, 60, 60]);
+    let restarts: Vec<u64> = (1..=9).map(|n| restart_delay(n).as_secs()).collect();
+    assert_eq!(restarts, vec![0, 1, 2, 4, 8, 16, 32, 60, 60]);
 }
 
 #[test]
@@ -202,23 +236,23 @@ fn an_instance_that_never_becomes_ready_is_replaced() {
                 instance: "registered".into(),
                 service: "cart".into(),
                 failure: not_ready.clone(),
-                retry_in: Duration::from_secs(1),
+                retry_in: Duration::ZERO,
             },
             Action::BackOff {
                 service: "cart".into(),
                 failures: 1,
-                until_ms: NOW + 1_000,
+                until_ms: NOW,
             },
             Action::Replace {
                 instance: "silent".into(),
                 service: "cart".into(),
                 failure: not_ready,
-                retry_in: Duration::from_secs(2),
+                retry_in: Duration::from_secs(1),
             },
             Action::BackOff {
                 service: "cart".into(),
                 failures: 2,
-                until_ms: NOW + 2_000,
+                until_ms: NOW + 1_000,
             },
         ]
     );
@@ -366,7 +400,7 @@ fn any_instance() -> impl Strategy<Value = (ObservedInstance, Option<InstanceSta
 
 proptest! {
     /// Whatever it sees, the plan keeps its promises: every failure of a wanted service
-    /// is replaced once,
+    /// is replaced once (a first one at once),
     /// nothing starts during a backoff, what runs after the plan is never more than
     /// wanted (nor less, unless it is backing off), and only live instances are stopped.
     #[test]
@@ -419,12 +453,13 @@ proptest! {
         }
         let cart_stopped = stopped.iter().filter(|id| id.starts_with("cart-")).count() as i64;
         let running = live_after("cart") + started - cart_stopped;
-        let backing_off = actions.iter().any(|a| matches!(a, Action::BackOff { service, .. } if service == "cart"))
+        // A backoff that ends now (a first crash) holds nothing off.
+        let backing_off = actions.iter().any(|a| matches!(a, Action::BackOff { service, until_ms, .. } if service == "cart" && *until_ms > NOW))
             || (failures > 0 && wait_ms > 1_000);
         if backing_off {
             prop_assert_eq!(started, 0, "started during a backoff: {:?}", actions);
             prop_assert!(running <= i64::from(desired).max(live_after("cart")));
-        } else if failures > 0 {
+        } else if failures > 0 || !replaced.is_empty() {
             prop_assert!(started <= 1, "one at a time after failures: {:?}", actions);
         } else {
             prop_assert_eq!(running, i64::from(desired), "{:?}", actions);

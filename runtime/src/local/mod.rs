@@ -20,7 +20,10 @@ use strata_control_plane::{
     node::ControlPlane,
     registry::{Command as RegistryCommand, InstanceState},
 };
-use tokio::process::Command;
+use tokio::{
+    process::Command,
+    signal::unix::{signal, SignalKind},
+};
 
 use strata_ports::free_loopback_port;
 
@@ -89,12 +92,23 @@ impl LocalRuntime {
         }
         let mut effects = self.node.subscribe();
         let mut ticks = tokio::time::interval(Duration::from_millis(250));
+        // A child that exits wakes the loop at once: a crashed function's sidecar
+        // would otherwise answer calls it cannot serve until the next tick, and
+        // its replacement would start that much later.
+        let mut exits = match signal(SignalKind::child()) {
+            Ok(exits) => Some(exits),
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch for children that exit; noticing them on the next tick");
+                None
+            }
+        };
         tokio::pin!(stop);
         loop {
             tokio::select! {
                 () = &mut stop => break,
                 _ = ticks.tick() => {}
                 _ = effects.recv() => {}
+                Some(()) = async { exits.as_mut()?.recv().await } => {}
             }
             if self.node.is_leader() {
                 self.converge().await;

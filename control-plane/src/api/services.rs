@@ -8,14 +8,14 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::error::{ApiError, ErrorBody};
+use super::error::{unknown_service, ApiError, ErrorBody};
 use super::json::ApiJson;
 use super::{audit, linearizable, AppState};
 use strata_autoscaler::{HistogramPolicy, Prediction, Unpredictable};
 
 use crate::registry::{
     format_duration_ms, parse_duration_ms, validate_name, Command, EventKind, Instance, InstanceState, KeepAlive,
-    Outcome, Registry, RegistryError, Service, ServicePatch, ServiceSpec, ServiceStatus,
+    Outcome, Registry, Service, ServicePatch, ServiceSpec, ServiceStatus,
 };
 
 pub(super) fn routes() -> Router<AppState> {
@@ -382,7 +382,10 @@ pub(super) async fn get_service(
 ) -> Result<Json<ServiceView>, ApiError> {
     linearizable(&state, &headers).await?;
     state.node.read(|registry| {
-        let service = registry.services.get(&name).ok_or_else(|| unknown(&name))?;
+        let service = registry
+            .services
+            .get(&name)
+            .ok_or_else(|| unknown_service(registry, &name))?;
         Ok(Json(service_view(registry, service)))
     })
 }
@@ -431,7 +434,7 @@ pub(super) async fn list_instances(
     linearizable(&state, &headers).await?;
     state.node.read(|registry| {
         if !registry.services.contains_key(&name) {
-            return Err(unknown(&name));
+            return Err(unknown_service(registry, &name));
         }
         Ok(Json(InstanceList {
             instances: registry.instances_of(&name).map(instance_view).collect(),
@@ -448,7 +451,10 @@ pub(super) async fn list_shards(
 ) -> Result<Json<ShardMapView>, ApiError> {
     linearizable(&state, &headers).await?;
     state.node.read(|registry| {
-        let service = registry.services.get(&name).ok_or_else(|| unknown(&name))?;
+        let service = registry
+            .services
+            .get(&name)
+            .ok_or_else(|| unknown_service(registry, &name))?;
         let shards = service
             .shards
             .iter()
@@ -465,12 +471,4 @@ pub(super) async fn list_shards(
             shards,
         }))
     })
-}
-
-fn unknown(name: &str) -> ApiError {
-    RegistryError::NotFound {
-        what: "service".into(),
-        name: name.to_owned(),
-    }
-    .into()
 }

@@ -1,5 +1,5 @@
 //! `strata describe SERVICE`: one page about a service, read from the management
-//! API: its settings, its instances (address, state, uptime, shards owned), the
+//! API: its settings (every one, `default` where unset), its instances (address, state, uptime, shards owned), the
 //! event logs it subscribes to, its last scale decisions with their reasons, and
 //! its recent traffic (requests, failed requests and latency over the last minute).
 
@@ -10,6 +10,7 @@ use clap::Args;
 use reqwest::Method;
 use serde_json::Value;
 use strata_control_plane::logs::{now_ms, rfc3339_ms};
+use strata_settings::ServiceSettings;
 
 use crate::api_client::{ApiArgs, ApiClient};
 
@@ -87,19 +88,15 @@ fn page(reads: &Reads, now_ms: u64) -> String {
             text(&service["ready_replicas"])
         ),
     );
-    field(
-        &mut out,
-        "Scaling:",
-        format!(
-            "min {}, max {}, target concurrency {}, stable window {}, scale-to-zero grace {}, keep-alive {}",
-            text(&service["min_scale"]),
-            text(&service["max_scale"]),
-            text(&service["target_concurrency"]),
-            service["stable_window"].as_str().unwrap_or("default"),
-            text(&service["scale_to_zero_grace"]),
-            text(&service["keep_alive"]),
-        ),
-    );
+    let _ = writeln!(out, "Settings:");
+    for setting in ServiceSettings::FIELDS {
+        // Unset: the platform's default (the autoscaler's or the gateway's own).
+        let value = match &service[*setting] {
+            Value::Null => "default".to_owned(),
+            value => text(value),
+        };
+        let _ = writeln!(out, "  {setting:<22}{value}");
+    }
     let entities: Vec<String> = service["entities"]
         .as_array()
         .into_iter()
@@ -226,7 +223,8 @@ mod tests {
                 "name": "cart", "status": "ready", "revision": 2, "command": "shopping-cart",
                 "desired_replicas": 2, "ready_replicas": 1, "min_scale": 0, "max_scale": 10,
                 "target_concurrency": 70, "stable_window": null, "scale_to_zero_grace": "30s",
-                "keep_alive": "histogram", "subscriptions": [],
+                "shard_count": 64, "keep_alive": "fixed", "prewarm_percentile": 5,
+                "keep_alive_percentile": 99, "hold_timeout": null, "subscriptions": [],
                 "entities": [{"service_name": "com.example.shoppingcart.ShoppingCart", "entity_type": "event_sourced"}],
             }),
             instances: json!({"instances": [
@@ -246,12 +244,14 @@ mod tests {
         for expected in [
             "Name:                 cart\n",
             "Instances:            2 desired, 1 ready\n",
-            "Scaling:              min 0, max 10, target concurrency 70, stable window default, scale-to-zero grace 30s, keep-alive histogram\n",
+            "Settings:\n  min_scale             0\n  max_scale             10\n  target_concurrency    70\n  scale_to_zero_grace   30s\n  stable_window         default\n",
+            "  keep_alive            fixed\n",
+            "  hold_timeout          default\n",
             "Entities:             com.example.shoppingcart.ShoppingCart (event_sourced)\n",
             "Subscribes to:        -\n",
             "Recent traffic:       over the last minute: 20.0 requests/s, 1.00 failed/s (5.0%), p99 up to 9.5 ms\n",
             "  cart-0000000a            ready     127.0.0.1:4000             1m0s      2\n",
-            "  cart-0000000b            starting  127.0.0.1:4002                1s      0\n",
+            "  cart-0000000b            starting  127.0.0.1:4002               1s      0\n",
             "  1 shard(s) have no owner (no ready instance)\n",
             "  2026-12-07T12:00:00.000Z  scale                scale up to 2: 150 in flight over a target of 70\n",
         ] {

@@ -133,7 +133,8 @@ async fn logs_describe_and_delete_against_strata_dev() {
     for expected in [
         "Name:                 cart",
         "Instances:            2 desired, 2 ready",
-        "Scaling:              min 2, max 10",
+        "  min_scale             2\n",
+        "  max_scale             10\n",
         "com.example.shoppingcart.ShoppingCart",
         first.as_str(),
         second.as_str(),

@@ -37,7 +37,8 @@ pub struct LogsQuery {
 #[utoipa::path(get, path = "/api/v1/services/{name}/logs", tag = "services",
     params(("name" = String, Path), LogsQuery),
     responses(
-        (status = 200, description = "application/x-ndjson: one LogLine per line, oldest first", body = crate::logs::LogLine),
+        (status = 200, description = "one LogLine per line, oldest first", body = crate::logs::LogLine,
+            content_type = "application/x-ndjson"),
         (status = 400, body = ErrorBody),
         (status = 404, description = "no such service or instance; the message names those that exist", body = ErrorBody),
         (status = 501, description = "this control plane runs no runtime whose logs it can read", body = ErrorBody)))]

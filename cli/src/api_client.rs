@@ -16,10 +16,33 @@ const LEADER_PATIENCE: Duration = Duration::from_secs(30);
 /// Each request's own limit.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Where the management API is and how to call it: the flags of every command
+/// that reads or writes through it.
+#[derive(clap::Args, Debug)]
+pub struct ApiArgs {
+    /// Management API of any control-plane node.
+    #[arg(long, env = "STRATA_API", default_value = "http://127.0.0.1:9100")]
+    pub api: String,
+    /// Bearer token (admin; a read-only token for reads).
+    #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[command(flatten)]
+    pub tls: ApiTlsArgs,
+}
+
+impl ApiArgs {
+    pub fn client(&self) -> anyhow::Result<ApiClient> {
+        ApiClient::new(&self.api, self.token.clone(), &self.tls)
+    }
+}
+
 pub struct ApiClient {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
+    /// For answers read as they come (followed logs): no limit on the whole
+    /// exchange, only on connecting.
+    streaming: reqwest::Client,
 }
 
 /// An answer: its status and its JSON body (`Null` when it had none).
@@ -69,18 +92,39 @@ impl ApiClient {
     }
 
     pub fn new(base: &str, token: Option<String>, tls: &ApiTlsArgs) -> anyhow::Result<Self> {
-        let mut http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT);
-        if let Some(path) = &tls.tls_ca {
-            for certificate in strata_tls::trusted_ca(path).context("--tls-ca")? {
-                http = http.add_root_certificate(certificate);
-            }
-        }
-        let http = http.build().context("cannot build an HTTP client")?;
+        let roots = match &tls.tls_ca {
+            Some(path) => strata_tls::trusted_ca(path).context("--tls-ca")?,
+            None => Vec::new(),
+        };
+        let client = |builder: reqwest::ClientBuilder| {
+            roots
+                .iter()
+                .fold(builder, |builder, root| builder.add_root_certificate(root.clone()))
+                .build()
+                .context("cannot build an HTTP client")
+        };
         Ok(Self {
             base: base.trim_end_matches('/').to_owned(),
             token,
-            http,
+            http: client(reqwest::Client::builder().timeout(REQUEST_TIMEOUT))?,
+            streaming: client(reqwest::Client::builder().connect_timeout(REQUEST_TIMEOUT))?,
         })
+    }
+
+    /// Sends `GET path` (under `/api/v1`) and hands back the answer to be read as it
+    /// comes; an unsuccessful status fails with the API's message.
+    pub async fn open(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        let mut request = self.streaming.get(format!("{}/api/v1{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let reply = request.send().await.map_err(|error| self.unreachable(error))?;
+        if reply.status().is_success() {
+            return Ok(reply);
+        }
+        let status = reply.status();
+        let body = reply.json().await.unwrap_or(Value::Null);
+        anyhow::bail!("the API answered {status}: {}", Answer { status, body }.error_message())
     }
 
     /// Sends `method path` (under `/api/v1`) with an optional JSON body. A 503

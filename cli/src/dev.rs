@@ -7,6 +7,7 @@ use std::{
     io::Read,
     net::SocketAddr,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -19,7 +20,7 @@ use strata_control_plane::{
     server::{self, ServerConfig},
 };
 use strata_proxy::gateway::{self, GatewayConfig};
-use strata_runtime::local::{LocalRuntime, LocalRuntimeConfig};
+use strata_runtime::local::{LocalLogs, LocalRuntime, LocalRuntimeConfig};
 use strata_tasks::Tasks;
 
 /// How long stopping waits for the gateway and the local runtime (which drains
@@ -99,6 +100,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }),
         // The same SQLite file the sidecars write: the dashboard reads entities from it.
         store_url: Some(store_url.clone()),
+        // `strata logs` and the dashboard's Logs tab read the local runtime's files.
+        logs: Some(Arc::new(LocalLogs::new(data_dir.join("logs")))),
         ..ServerConfig::default()
     })
     .await?;

@@ -5,10 +5,13 @@ mod api_client;
 mod audit;
 mod control_plane;
 mod crd;
+mod delete;
 mod deploy;
+mod describe;
 mod dev;
 mod duration;
 mod gateway;
+mod logs;
 mod proxy;
 mod render;
 mod services;
@@ -43,6 +46,12 @@ enum Command {
     Services(services::ServicesArgs),
     /// Print the audit log: every management write, who made it, and its outcome.
     Audit(audit::AuditArgs),
+    /// Print what a service's instances wrote (function and sidecar), with time and instance.
+    Logs(logs::LogsArgs),
+    /// Show a service: settings, instances, shards, subscriptions, scale decisions, recent traffic.
+    Describe(describe::DescribeArgs),
+    /// Delete a service (asks first unless --yes); its entities' state stays in the store.
+    Delete(delete::DeleteArgs),
     /// Print the StatefulService CustomResourceDefinition (YAML) for Kubernetes.
     Crd(crd::CrdArgs),
     /// Print every object the operator would apply for the StatefulServices of a file (`-`: stdin), as a YAML List.
@@ -77,6 +86,9 @@ fn main() -> std::process::ExitCode {
             Command::ControlPlane(args) => control_plane::run(*args).await,
             Command::Services(args) => services::run(args).await,
             Command::Audit(args) => audit::run(args).await,
+            Command::Logs(args) => logs::run(args).await,
+            Command::Describe(args) => describe::run(args).await,
+            Command::Delete(args) => delete::run(args).await,
             Command::Crd(args) => crd::run(args),
             Command::Render(args) => render::run(args),
         }

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod auth;
 pub mod data_plane;
+pub mod logs;
 pub mod metrics_history;
 pub mod node;
 pub mod raft;

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use crate::api::{self, AppState, StoreSlot, Tokens};
 use crate::auth::ClusterSecret;
 use crate::data_plane::{self, DataPlaneService, HeartbeatSettings};
+use crate::logs::LogSource;
 use crate::node::{ControlPlane, NodeConfig, Timing};
 use crate::raft::network::{GrpcNetwork, PeerTls};
 use crate::raft::{write_atomically, NodeId, NodeInfo};
@@ -95,6 +96,9 @@ pub struct ServerConfig {
     /// The entity store (`sqlite://PATH` or `postgres://...`) that the API reads
     /// entities from for the dashboard's inspector; `None`: entity reads answer 501.
     pub store_url: Option<String>,
+    /// Where the runtime driver keeps its instances' output, which the API serves
+    /// (`/services/{name}/logs`); `None`: those reads answer 501.
+    pub logs: Option<Arc<dyn LogSource>>,
 }
 
 impl Default for ServerConfig {
@@ -120,6 +124,7 @@ impl Default for ServerConfig {
             extra_routes: None,
             autoscaler: None,
             store_url: None,
+            logs: None,
         }
     }
 }
@@ -398,7 +403,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     });
     let mut state = AppState::new(node.clone(), config.tokens.clone())
         .with_authenticator(auth)
-        .with_stopping(server.stopping());
+        .with_stopping(server.stopping())
+        .with_logs(config.logs.clone());
     if let Some(url) = config.store_url.clone() {
         state = state.with_store_slot(open_entity_store(&server, url).await?);
     }

@@ -1,8 +1,8 @@
 // End-to-end test of the dashboard in a real headless Chromium (Debian's, driven by
 // playwright-core) against a real `strata dev` with the Rust shopping cart: sign in,
 // deploy the cart through the form, send traffic and watch the instances and the
-// request chart move, inspect one cart's journal, watch the service reach zero,
-// see the cluster's leader, lose the API and get it back, and check that a
+// request chart move, read the instances' logs, inspect one cart's journal, watch the service reach zero,
+// read the audit log, see the cluster's leader, lose the API and get it back, and check that a
 // read-only token sees no write controls, at desktop and phone widths.
 //
 //   node e2e/dashboard.e2e.mjs
@@ -294,6 +294,18 @@ try {
     await page.locator('.timeline').getByText('instance ready').first().waitFor();
   });
 
+  await step('the Logs card shows the line the function printed, with its instance', async () => {
+    const instances = await (await fetch(`${API}/api/v1/services/cart/instances`, auth(READER))).json();
+    const id = instances.instances[0].id;
+    const line = page.locator('.logs .log-function', { hasText: 'user function listening' }).first();
+    await line.waitFor();
+    if (!((await line.locator('.log-instance').textContent()) ?? '').includes(id)) {
+      throw new Error(`the function's line does not name its instance ${id}`);
+    }
+    await page.locator('.logs .log-sidecar').first().waitFor();
+    await shot(page, 'service-logs');
+  });
+
   await step('under load, ready instances and the request chart go up', async () => {
     const before = await readyReplicas(page);
     load = traffic(24);
@@ -413,6 +425,20 @@ try {
     await row.waitFor({ state: 'detached' });
   });
 
+  await step('the audit page lists the writes, newest first, with who made them', async () => {
+    await page.getByRole('link', { name: 'Audit log' }).click();
+    await page.getByRole('heading', { level: 1, name: 'Audit log' }).waitFor();
+    const rows = page.locator('table.audit tbody tr');
+    // The last write was deleting the broken service; the cart's deploy is further down.
+    await rows.first().getByText('DELETE /api/v1/services/broken').waitFor();
+    await page.locator('tr', { hasText: 'POST /api/v1/services' }).filter({ hasText: 'cart' }).first().waitFor();
+    await page.locator('tr', { hasText: 'PATCH /api/v1/services/cart' }).first().getByText('admin').waitFor();
+    const ids = await rows.evaluateAll((all) => all.map((row) => Number(row.getAttribute('data-audit-id'))));
+    if (ids.some((id, i) => i > 0 && id >= ids[i - 1])) throw new Error(`not newest first: ${ids.join(',')}`);
+    await checkAccessible(page, 'audit');
+    await shot(page, 'audit');
+  });
+
   await step('the cluster page names the leader and refuses to remove the last voter', async () => {
     await page.getByRole('link', { name: 'Cluster' }).click();
     await page.getByTestId('leader').getByText('node 1').waitFor();
@@ -482,7 +508,7 @@ try {
     await small.getByRole('heading', { name: 'Shard map' }).waitFor();
     await checkAccessible(small, 'service (phone)');
     await shot(small, 'phone-service');
-    for (const path of ['/entities?service=cart&id=user-1', '/cluster', '/deploy']) {
+    for (const path of ['/entities?service=cart&id=user-1', '/cluster', '/audit', '/deploy']) {
       await small.goto(`${API}/ui${path}`);
       await small.locator('h1').first().waitFor();
       await checkAccessible(small, `${path} (phone)`);

@@ -8,6 +8,7 @@ import { api, ApiError, authHeaders, getToken, setApiListener, setToken } from '
 import { Link } from './components/ui';
 import { AppContext } from './context';
 import { actionFor, initialLive, reduceLive } from './live';
+import { AuditLogPage } from './pages/audit';
 import { ClusterPage } from './pages/cluster';
 import { DeployPage } from './pages/deploy';
 import { EntitiesPage } from './pages/entities';
@@ -94,6 +95,7 @@ const NAV: { page: Page; href: string; label: string }[] = [
   { page: 'overview', href: '/', label: 'Services' },
   { page: 'entities', href: '/entities', label: 'Entities' },
   { page: 'cluster', href: '/cluster', label: 'Cluster' },
+  { page: 'audit', href: '/audit', label: 'Audit log' },
 ];
 
 function Shell({ access, connection }: { access: Access; connection: string }) {
@@ -105,6 +107,7 @@ function Shell({ access, connection }: { access: Access; connection: string }) {
       entities: 'Entity inspector',
       deploy: 'Deploy',
       cluster: 'Cluster',
+      audit: 'Audit log',
       'not-found': 'Not found',
     };
     document.title = `${titles[route.page]} · Strata`;
@@ -154,6 +157,7 @@ function Shell({ access, connection }: { access: Access; connection: string }) {
         {route.page === 'entities' ? <EntitiesPage query={route.query} /> : null}
         {route.page === 'deploy' ? <DeployPage /> : null}
         {route.page === 'cluster' ? <ClusterPage /> : null}
+        {route.page === 'audit' ? <AuditLogPage /> : null}
         {route.page === 'not-found' ? (
           <div class="page">
             <h1>Not found</h1>

@@ -135,3 +135,30 @@ export interface RegistryEvent {
   instance: string | null;
   reason: string;
 }
+
+/** One line an instance's function or sidecar wrote (`GET /services/{name}/logs`). */
+export interface LogLine {
+  instance: string;
+  /** `function` or `sidecar`. */
+  process: string;
+  at_ms: number;
+  /** The same time as RFC 3339. */
+  at: string;
+  line: string;
+}
+
+/** One management write (`GET /audit`). */
+export interface AuditRecord {
+  id: number;
+  at_ms: number;
+  principal: string;
+  method: string;
+  path: string;
+  target: string | null;
+  status: number;
+}
+
+export interface AuditPage {
+  records: AuditRecord[];
+  next_after: number | null;
+}

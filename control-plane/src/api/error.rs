@@ -7,8 +7,9 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::logs::LogError;
 use crate::node::NodeError;
-use crate::registry::RegistryError;
+use crate::registry::{Registry, RegistryError};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -89,6 +90,29 @@ impl From<RegistryError> for ApiError {
             RegistryError::AlreadyExists { .. } => ApiError::new(StatusCode::CONFLICT, "already_exists", message),
             RegistryError::NotFound { .. } => ApiError::not_found(message),
             RegistryError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+        }
+    }
+}
+
+/// 404 for a service that does not exist, naming those that do.
+pub fn unknown_service(registry: &Registry, name: &str) -> ApiError {
+    let known: Vec<&str> = registry.services.keys().map(String::as_str).collect();
+    let known = if known.is_empty() {
+        "there are none".to_owned()
+    } else {
+        format!("services: {}", known.join(", "))
+    };
+    ApiError::not_found(format!("no service named {name}; {known}"))
+}
+
+impl From<LogError> for ApiError {
+    fn from(error: LogError) -> Self {
+        match error {
+            LogError::UnknownInstance { .. } => ApiError::not_found(error.to_string()),
+            LogError::Unavailable(message) => {
+                tracing::warn!(%message, "instance logs unavailable");
+                ApiError::unavailable("the instances' logs cannot be read right now; retry shortly")
+            }
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The REST management API under `/api/v1` (axum): services, instances, shards, metric
-//! series, entities, the cluster and the event stream, with bearer-token auth,
+//! series, entities, instance logs, the cluster and the event stream, with bearer-token auth,
 //! forwarding of writes from followers to the leader and linearizable reads; beside it
 //! on the same listener, the node's `/metrics`, its `/healthz` and `/readyz`, and the
 //! dashboard at `/ui/`. Raft itself lives in `crate::node`.
@@ -10,7 +10,9 @@ mod entities;
 mod error;
 mod events;
 mod health;
+mod history;
 mod json;
+mod logs;
 mod metrics;
 mod openapi;
 mod payload;
@@ -33,6 +35,7 @@ pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use ui::is_built as ui_is_built;
 
 use crate::auth::{bearer, Authenticator, Principal};
+use crate::logs::LogSource;
 use crate::node::{ControlPlane, NodeError};
 use crate::tasks::Stopping;
 use strata_store::Store;
@@ -75,6 +78,9 @@ pub struct AppState {
     /// Where entities' state is read from (`/services/{name}/entities/...`), if
     /// anywhere; empty until the store is open.
     pub store: Option<StoreSlot>,
+    /// Where instances' output is read from (`/services/{name}/logs`): the runtime
+    /// driver's; `None`: those reads answer 501.
+    pub logs: Option<Arc<dyn LogSource>>,
 }
 
 /// The entity store, set once it opens (a control plane may start before its store).
@@ -89,6 +95,7 @@ impl AppState {
             peer_scheme: "http",
             stopping: Stopping::never(),
             store: None,
+            logs: None,
         }
     }
 
@@ -110,6 +117,12 @@ impl AppState {
     pub fn with_peer_tls(mut self, roots: Vec<reqwest::Certificate>) -> Self {
         self.http = peer_client(&roots);
         self.peer_scheme = "https";
+        self
+    }
+
+    /// Instance logs are read from `source`.
+    pub fn with_logs(mut self, source: Option<Arc<dyn LogSource>>) -> Self {
+        self.logs = source;
         self
     }
 
@@ -146,6 +159,8 @@ pub fn app(state: AppState) -> Router {
         .merge(metrics::routes())
         .merge(entities::routes())
         .merge(audit::routes())
+        .merge(logs::routes())
+        .merge(history::routes())
         .route("/access", get(access))
         .route("/internal/read-index", get(read_index))
         .layer(middleware::from_fn_with_state(state.clone(), forward_writes_to_leader))

@@ -6,7 +6,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, cluster, entities, events, metrics, payload, services};
+use super::{audit, cluster, entities, events, history, logs, metrics, payload, services};
 use super::{Access, AccessView, ErrorBody, ErrorDetail};
 
 #[derive(OpenApi)]
@@ -21,6 +21,8 @@ use super::{Access, AccessView, ErrorBody, ErrorDetail};
         services::list_instances,
         services::list_shards,
         metrics::service_metrics,
+        logs::service_logs,
+        history::service_history,
         entities::get_entity,
         entities::list_events,
         super::access,
@@ -47,6 +49,8 @@ use super::{Access, AccessView, ErrorBody, ErrorDetail};
         services::FailureView,
         metrics::MetricSeries,
         crate::metrics_history::Sample,
+        crate::logs::LogLine,
+        history::HistoryView,
         entities::EntityStateView,
         entities::EventView,
         entities::EventPage,

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use strata_settings::ServiceSettings;
 use utoipa::ToSchema;
 
-use super::error::{ApiError, ErrorBody};
+use super::error::{unknown_service, ApiError, ErrorBody};
 use super::json::ApiJson;
 use super::{audit, linearizable, AppState};
 use strata_autoscaler::{HistogramPolicy, Prediction, Unpredictable};
@@ -325,7 +325,10 @@ pub(super) async fn get_service(
 ) -> Result<Json<ServiceView>, ApiError> {
     linearizable(&state, &headers).await?;
     state.node.read(|registry| {
-        let service = registry.services.get(&name).ok_or_else(|| unknown(&name))?;
+        let service = registry
+            .services
+            .get(&name)
+            .ok_or_else(|| unknown_service(registry, &name))?;
         Ok(Json(service_view(registry, service)))
     })
 }
@@ -369,7 +372,7 @@ pub(super) async fn list_instances(
     linearizable(&state, &headers).await?;
     state.node.read(|registry| {
         if !registry.services.contains_key(&name) {
-            return Err(unknown(&name));
+            return Err(unknown_service(registry, &name));
         }
         Ok(Json(InstanceList {
             instances: registry.instances_of(&name).map(instance_view).collect(),
@@ -386,7 +389,10 @@ pub(super) async fn list_shards(
 ) -> Result<Json<ShardMapView>, ApiError> {
     linearizable(&state, &headers).await?;
     state.node.read(|registry| {
-        let service = registry.services.get(&name).ok_or_else(|| unknown(&name))?;
+        let service = registry
+            .services
+            .get(&name)
+            .ok_or_else(|| unknown_service(registry, &name))?;
         let shards = service
             .shards
             .iter()
@@ -403,12 +409,4 @@ pub(super) async fn list_shards(
             shards,
         }))
     })
-}
-
-fn unknown(name: &str) -> ApiError {
-    RegistryError::NotFound {
-        what: "service".into(),
-        name: name.to_owned(),
-    }
-    .into()
 }

@@ -6,11 +6,14 @@
 //! and reported, scale-down drains an instance (the sidecar hands its shards back
 //! and finishes in-flight work) before it stops.
 
+mod logs;
 mod process;
+
+pub use logs::LocalLogs;
 
 use std::{
     collections::{BTreeMap, HashMap},
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -28,6 +31,7 @@ use tokio::{
 use strata_ports::free_loopback_port;
 
 use crate::plan::{plan, Action, Failure, Health, ObservedInstance, Pacing, PlanInput, PlanSettings};
+use logs::log_path;
 use process::{command_line, without_strata_credentials, without_strata_environment, ChildProcess};
 
 #[derive(Debug, Clone)]
@@ -405,10 +409,6 @@ impl LocalRuntime {
             let _ = task.await;
         }
     }
-}
-
-fn log_path(log_dir: &Path, id: &str, process: &str) -> PathBuf {
-    log_dir.join(format!("{id}.{process}.log"))
 }
 
 async fn remove_instance(node: &ControlPlane, id: &str, reason: &str) {

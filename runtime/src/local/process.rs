@@ -1,7 +1,7 @@
 //! Child processes of the local runtime: each in its own process group (so a
 //! terminal's Ctrl-C reaches only `strata dev`, which then stops them in order),
 //! killed by the kernel if `strata dev` dies (`PR_SET_PDEATHSIG`), with output in
-//! a log file, and started with no Strata credential in their environment.
+//! a log file (every line stamped with its time), and started with no Strata credential in their environment.
 //!
 //! `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the
 //! process. Tokio's blocking threads retire after 10 s idle, and a worker that ran
@@ -15,6 +15,7 @@ use std::{
     time::Duration,
 };
 
+use super::logs::stamp_lines;
 use nix::{
     sys::signal::{killpg, Signal},
     unistd::Pid,
@@ -30,17 +31,26 @@ pub struct ChildProcess {
 }
 
 impl ChildProcess {
-    /// Spawns `command` with its output appended to `log`.
+    /// Spawns `command` with its output appended to `log`, each line with the
+    /// time it was written in front (`super::logs::stamp_lines`).
     pub async fn spawn(mut command: Command, log: &Path) -> std::io::Result<Self> {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        // Opened here so that a folder that cannot be written fails the start.
+        drop(std::fs::OpenOptions::new().create(true).append(true).open(log)?);
         command
             .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
         die_with_parent(&mut command);
-        let child = spawn_from_spawner_thread(command).await?;
+        let mut child = spawn_from_spawner_thread(command).await?;
+        // Each copier ends when the child closes its end of the pipe.
+        if let Some(stdout) = child.stdout.take() {
+            tokio::spawn(stamp_lines(stdout, log.to_owned()));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(stamp_lines(stderr, log.to_owned()));
+        }
         Ok(Self { child })
     }
 

@@ -1,10 +1,12 @@
 // One service: live charts over the last 15 minutes, the autoscaler's decisions with
-// its reasons, instances, the shard map, its settings, and delete.
+// its reasons, instances, the shard map, the instances' logs followed live, its
+// settings, and delete.
 
 import { useMemo, useState } from 'preact/hooks';
 
 import { api, ApiError, encode } from '../api';
 import { Chart } from '../components/chart';
+import { LogsCard } from '../components/logs';
 import { ShardMapPicture } from '../components/shardmap';
 import { SettingFields } from '../components/settings';
 import { Card, Link, LoadError, StatusBadge } from '../components/ui';
@@ -83,6 +85,7 @@ export function ServicePage({ name }: { name: string }) {
       <Card title="Shard map">
         {shards.data ? <ShardMapPicture map={shards.data} /> : <p class="muted">Loading…</p>}
       </Card>
+      <LogsCard service={name} />
       {current ? (
         <div class="columns">
           <Settings service={current} canWrite={canWrite} onSaved={service.reload} />

@@ -11,6 +11,7 @@ mod duration;
 mod gateway;
 mod proxy;
 mod render;
+mod revisions;
 mod services;
 mod tls;
 
@@ -41,6 +42,8 @@ enum Command {
     ControlPlane(Box<control_plane::ControlPlaneArgs>),
     /// List services with their desired and ready instances.
     Services(services::ServicesArgs),
+    /// List a service's revisions (what each ran, who deployed it, when), the serving one marked.
+    Revisions(revisions::RevisionsArgs),
     /// Print the audit log: every management write, who made it, and its outcome.
     Audit(audit::AuditArgs),
     /// Print the StatefulService CustomResourceDefinition (YAML) for Kubernetes.
@@ -76,6 +79,7 @@ fn main() -> std::process::ExitCode {
             Command::Gateway(args) => gateway::run(args).await,
             Command::ControlPlane(args) => control_plane::run(*args).await,
             Command::Services(args) => services::run(args).await,
+            Command::Revisions(args) => revisions::run(args).await,
             Command::Audit(args) => audit::run(args).await,
             Command::Crd(args) => crd::run(args),
             Command::Render(args) => render::run(args),

@@ -14,6 +14,7 @@ mod json;
 mod metrics;
 mod openapi;
 mod payload;
+mod revisions;
 mod services;
 mod ui;
 
@@ -141,6 +142,7 @@ fn peer_client(roots: &[reqwest::Certificate]) -> reqwest::Client {
 pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .merge(services::routes())
+        .merge(revisions::routes())
         .merge(cluster::routes())
         .merge(events::routes())
         .merge(metrics::routes())

@@ -1,11 +1,13 @@
 //! `strata deploy`: registers a service (or updates an existing one) through the
 //! management API. The local runtime runs its command; the autoscaler scales it.
 //! Its setting flags are the service's settings (`strata-settings`), one flag each.
+//! A deploy that changes what runs (the command, `--arg`s or `--env`) makes a new
+//! revision (`strata revisions`); one that changes only settings does not.
 
 use clap::Args;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
-use strata_settings::ServiceSettings;
+use strata_settings::{EnvVar, ServiceSettings};
 
 use crate::api_client::ApiClient;
 
@@ -17,6 +19,14 @@ pub struct DeployArgs {
     /// It runs in the directory strata dev was started in.
     #[arg(long)]
     command: String,
+    /// An argument after the command, one word whatever it holds (repeatable). Given
+    /// once or more, they replace the revision's arguments; not given, they are kept.
+    #[arg(long = "arg", value_name = "ARG", allow_hyphen_values = true)]
+    args: Vec<String>,
+    /// A variable of the function's environment, NAME=VALUE (repeatable). Given once
+    /// or more, they replace the revision's environment; not given, it is kept.
+    #[arg(long = "env", value_name = "NAME=VALUE", value_parser = EnvVar::parse)]
+    env: Vec<EnvVar>,
     #[command(flatten)]
     settings: ServiceSettings,
     /// Management API of any control-plane node.
@@ -32,6 +42,12 @@ pub struct DeployArgs {
 pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
     let mut fields = Map::new();
     fields.insert("command".into(), json!(args.command));
+    if !args.args.is_empty() {
+        fields.insert("args".into(), json!(args.args));
+    }
+    if !args.env.is_empty() {
+        fields.insert("env".into(), json!(args.env));
+    }
     // Only the settings given: a redeploy leaves the others as they are.
     if let Value::Object(settings) = serde_json::to_value(&args.settings)? {
         fields.extend(settings.into_iter().filter(|(_, value)| !value.is_null()));

@@ -14,6 +14,7 @@ mod gateway;
 mod logs;
 mod proxy;
 mod render;
+mod revisions;
 mod services;
 mod tls;
 
@@ -44,6 +45,8 @@ enum Command {
     ControlPlane(Box<control_plane::ControlPlaneArgs>),
     /// List services with their desired and ready instances.
     Services(services::ServicesArgs),
+    /// List a service's revisions (what each ran, who deployed it, when), the serving one marked.
+    Revisions(revisions::RevisionsArgs),
     /// Print the audit log: every management write, who made it, and its outcome.
     Audit(audit::AuditArgs),
     /// Print what a service's instances wrote (function and sidecar), with time and instance.
@@ -85,6 +88,7 @@ fn main() -> std::process::ExitCode {
             Command::Gateway(args) => gateway::run(args).await,
             Command::ControlPlane(args) => control_plane::run(*args).await,
             Command::Services(args) => services::run(args).await,
+            Command::Revisions(args) => revisions::run(args).await,
             Command::Audit(args) => audit::run(args).await,
             Command::Logs(args) => logs::run(args).await,
             Command::Describe(args) => describe::run(args).await,

@@ -153,8 +153,13 @@ async fn service_lifecycle_has_the_documented_shapes() {
         (&json!("fixed"), &json!(10), &json!(99))
     );
     assert_eq!(
-        (patched["revision"].as_u64(), patched["desired_replicas"].as_u64()),
-        (Some(2), Some(2))
+        (
+            patched["revision"].as_u64(),
+            patched["generation"].as_u64(),
+            patched["desired_replicas"].as_u64()
+        ),
+        (Some(1), Some(2), Some(2)),
+        "settings alone make no new revision"
     );
     assert_eq!(patched["scale_to_zero_grace"], "5m");
     assert_eq!(

@@ -128,7 +128,7 @@ fn message(pool: &DescriptorPool, name: &str, json: Value) -> prost_types::Any {
 async fn register_cart(node: &ControlPlane, descriptors: &[u8]) {
     node.write(Command::CreateService(strata_control_plane::registry::ServiceSpec {
         name: "cart".into(),
-        command: Some("./cart".into()),
+        runs: strata_control_plane::registry::RevisionSpec::command("./cart"),
         ..Default::default()
     }))
     .await
@@ -647,7 +647,7 @@ async fn a_value_entity_shows_its_value_and_has_no_journal() {
     h.node
         .write(Command::CreateService(strata_control_plane::registry::ServiceSpec {
             name: "values".into(),
-            command: Some("./values".into()),
+            runs: strata_control_plane::registry::RevisionSpec::command("./values"),
             ..Default::default()
         }))
         .await

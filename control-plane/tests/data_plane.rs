@@ -123,8 +123,7 @@ async fn create_service(server: &RunningServer, name: &str, min_scale: u32) {
         .node()
         .write(Command::CreateService(ServiceSpec {
             name: name.into(),
-            command: Some("./cart".into()),
-            image: None,
+            runs: strata_control_plane::registry::RevisionSpec::command("./cart"),
             settings: ServiceSettings {
                 min_scale: Some(min_scale),
                 shard_count: Some(SHARDS as u32),
@@ -471,8 +470,7 @@ async fn with_an_autoscaler_a_poke_is_sized_by_the_requests_held() {
         .node()
         .write(Command::CreateService(ServiceSpec {
             name: "cart".into(),
-            command: Some("./cart".into()),
-            image: None,
+            runs: strata_control_plane::registry::RevisionSpec::command("./cart"),
             settings: ServiceSettings {
                 target_concurrency: Some(1),
                 max_scale: Some(6),

@@ -83,7 +83,7 @@ async fn an_embedded_node_serves_extra_routes_runs_tasks_and_restarts() {
     let mut effects = node.subscribe();
     node.write(Command::CreateService(ServiceSpec {
         name: "cart".into(),
-        command: Some("./cart".into()),
+        runs: strata_control_plane::registry::RevisionSpec::command("./cart"),
         ..Default::default()
     }))
     .await

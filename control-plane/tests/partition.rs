@@ -78,7 +78,7 @@ fn leader_among(nodes: &[&Arc<ControlPlane>]) -> Option<Arc<ControlPlane>> {
 fn create(name: &str) -> Command {
     Command::CreateService(ServiceSpec {
         name: name.into(),
-        command: Some("run".into()),
+        runs: strata_control_plane::registry::RevisionSpec::command("run"),
         ..Default::default()
     })
 }

@@ -34,6 +34,11 @@ pub const STABLE_WINDOW_RANGE: (HumanDuration, HumanDuration) =
 pub const DEFAULT_HOLD_TIMEOUT: HumanDuration = HumanDuration::from_secs(30);
 /// A held request keeps its client's connection open; an hour is past any cold start.
 pub const MAX_HOLD_TIMEOUT: HumanDuration = HumanDuration::from_secs(3_600);
+/// Revisions a service keeps (the serving one always among them): a few weeks of
+/// daily deploys.
+pub const DEFAULT_REVISION_HISTORY: u32 = 20;
+/// Every revision is replicated in the registry with its settings; a bound keeps that small.
+pub const MAX_REVISION_HISTORY: u32 = 1_000;
 
 /// The settings of a service. Unset ones take their defaults; durations are text
 /// such as "30s".
@@ -97,6 +102,13 @@ pub struct ServiceSettings {
     /// start pulls an image. Default: the gateway's --hold-timeout (30s).
     #[cfg_attr(feature = "clap", arg(long, value_name = "DURATION"))]
     pub hold_timeout: Option<HumanDuration>,
+    /// How many revisions (what ran, with who deployed it and when) the registry
+    /// keeps, 1 to 1000; the oldest are dropped first, never the serving one.
+    /// Default 20.
+    #[cfg_attr(feature = "utoipa", schema(default = json!(DEFAULT_REVISION_HISTORY), minimum = 1, maximum = 1000))]
+    #[cfg_attr(feature = "schemars", schemars(range(min = 1, max = 1000)))]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
+    pub revision_history: Option<u32>,
 }
 
 /// A setting whose value breaks its rule.
@@ -109,7 +121,7 @@ pub struct InvalidSetting {
 }
 
 impl InvalidSetting {
-    fn new(field: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: &'static str, message: impl Into<String>) -> Self {
         InvalidSetting {
             field,
             message: message.into(),
@@ -130,6 +142,7 @@ impl ServiceSettings {
         "prewarm_percentile",
         "keep_alive_percentile",
         "hold_timeout",
+        "revision_history",
     ];
 
     /// Every setting given, none at its default: what tests send through a surface
@@ -146,6 +159,7 @@ impl ServiceSettings {
             prewarm_percentile: Some(10),
             keep_alive_percentile: Some(95),
             hold_timeout: Some(HumanDuration::from_secs(300)),
+            revision_history: Some(5),
         }
     }
 
@@ -170,6 +184,7 @@ impl ServiceSettings {
             prewarm_percentile,
             keep_alive_percentile,
             hold_timeout,
+            revision_history,
         } = self;
         let min_scale = min_scale.unwrap_or(DEFAULT_MIN_SCALE);
         ServiceSettings {
@@ -183,6 +198,7 @@ impl ServiceSettings {
             prewarm_percentile: Some(prewarm_percentile.unwrap_or(DEFAULT_PREWARM_PERCENTILE)),
             keep_alive_percentile: Some(keep_alive_percentile.unwrap_or(DEFAULT_KEEP_ALIVE_PERCENTILE)),
             hold_timeout,
+            revision_history: Some(revision_history.unwrap_or(DEFAULT_REVISION_HISTORY)),
         }
     }
 
@@ -200,6 +216,7 @@ impl ServiceSettings {
             prewarm_percentile,
             keep_alive_percentile,
             hold_timeout,
+            revision_history,
         } = self;
         ServiceSettings {
             min_scale: min_scale.or(base.min_scale),
@@ -212,6 +229,7 @@ impl ServiceSettings {
             prewarm_percentile: prewarm_percentile.or(base.prewarm_percentile),
             keep_alive_percentile: keep_alive_percentile.or(base.keep_alive_percentile),
             hold_timeout: hold_timeout.or(base.hold_timeout),
+            revision_history: revision_history.or(base.revision_history),
         }
     }
 
@@ -229,6 +247,7 @@ impl ServiceSettings {
             prewarm_percentile,
             keep_alive_percentile,
             hold_timeout,
+            revision_history,
         } = self;
         if *max_scale == Some(0) {
             return Err(InvalidSetting::new("max_scale", "max_scale must be at least 1"));
@@ -285,6 +304,14 @@ impl ServiceSettings {
                 return Err(InvalidSetting::new(
                     "hold_timeout",
                     format!("hold_timeout must be more than 0 and at most {MAX_HOLD_TIMEOUT} (got {timeout})"),
+                ));
+            }
+        }
+        if let Some(kept) = revision_history {
+            if !(1..=MAX_REVISION_HISTORY).contains(kept) {
+                return Err(InvalidSetting::new(
+                    "revision_history",
+                    format!("revision_history must be between 1 and {MAX_REVISION_HISTORY} (got {kept})"),
                 ));
             }
         }

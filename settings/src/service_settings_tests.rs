@@ -41,6 +41,7 @@ fn defaults_fill_what_is_fixed_and_leave_the_platforms() {
             prewarm_percentile: Some(5),
             keep_alive_percentile: Some(99),
             hold_timeout: None,
+            revision_history: Some(20),
         }
     );
     let above = ServiceSettings {
@@ -146,6 +147,14 @@ fn each_rule_names_its_setting() {
             "hold_timeout",
             "hold_timeout must be more than 0 and at most 1h (got 3601s)",
         ),
+        (
+            ServiceSettings {
+                revision_history: Some(0),
+                ..Default::default()
+            },
+            "revision_history",
+            "revision_history must be between 1 and 1000 (got 0)",
+        ),
     ];
     for (settings, field, message) in cases {
         let error = refused(settings);
@@ -160,6 +169,7 @@ fn each_rule_names_its_setting() {
         prewarm_percentile: Some(0),
         keep_alive_percentile: Some(50),
         hold_timeout: Some(HumanDuration::from_millis(1)),
+        revision_history: Some(1_000),
         ..Default::default()
     };
     assert_eq!(edges.validate(), Ok(()));

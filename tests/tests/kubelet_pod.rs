@@ -224,7 +224,7 @@ async fn the_rendered_cart_pod_passes_its_probes_serves_and_drains_on_deletion()
     let created = http
         .post(format!("{}/api/v1/services", cluster.api))
         .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"name": spec.name, "image": spec.image}))
+        .json(&json!({"name": spec.name, "image": spec.runs.image}))
         .send()
         .await
         .unwrap();

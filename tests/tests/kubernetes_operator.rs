@@ -322,7 +322,7 @@ async fn apply_scale_up_scale_to_zero_update_the_image_and_delete() {
     let service = cluster.node().read(|r| r.services["cart"].clone());
     assert_eq!(
         (
-            service.image.as_deref(),
+            service.runs.image.as_deref(),
             service.max_scale,
             service.scale_to_zero_grace_ms
         ),
@@ -439,7 +439,7 @@ async fn apply_scale_up_scale_to_zero_update_the_image_and_delete() {
         .await;
     cluster
         .registry_until("the new image registered", |r| {
-            r.services["cart"].image.as_deref() == Some("registry.example/cart:2")
+            r.services["cart"].runs.image.as_deref() == Some("registry.example/cart:2")
         })
         .await;
     let new_pods = cluster

@@ -16,6 +16,7 @@ mod logs;
 mod metrics;
 mod openapi;
 mod payload;
+mod revisions;
 mod services;
 mod ui;
 
@@ -154,6 +155,7 @@ fn peer_client(roots: &[reqwest::Certificate]) -> reqwest::Client {
 pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .merge(services::routes())
+        .merge(revisions::routes())
         .merge(cluster::routes())
         .merge(events::routes())
         .merge(metrics::routes())

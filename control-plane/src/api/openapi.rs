@@ -6,7 +6,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, cluster, entities, events, history, logs, metrics, payload, services};
+use super::{audit, cluster, entities, events, history, logs, metrics, payload, revisions, services};
 use super::{Access, AccessView, ErrorBody, ErrorDetail};
 
 #[derive(OpenApi)]
@@ -20,6 +20,7 @@ use super::{Access, AccessView, ErrorBody, ErrorDetail};
         services::delete_service,
         services::list_instances,
         services::list_shards,
+        revisions::list_revisions,
         metrics::service_metrics,
         logs::service_logs,
         history::service_history,
@@ -47,6 +48,8 @@ use super::{Access, AccessView, ErrorBody, ErrorDetail};
         services::EntityView,
         services::IdleTimesView,
         services::FailureView,
+        revisions::RevisionView,
+        revisions::RevisionList,
         metrics::MetricSeries,
         crate::metrics_history::Sample,
         crate::logs::LogLine,

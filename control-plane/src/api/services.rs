@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use strata_settings::ServiceSettings;
+use strata_settings::{RevisionSpec, ServiceSettings};
 use utoipa::ToSchema;
 
 use super::error::{unknown_service, ApiError, ErrorBody};
@@ -40,8 +40,9 @@ pub(super) fn routes() -> Router<AppState> {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ServiceView {
     pub name: String,
-    pub command: Option<String>,
-    pub image: Option<String>,
+    /// What the serving revision runs.
+    #[serde(flatten)]
+    pub runs: RevisionSpec,
     #[serde(flatten)]
     pub settings: ServiceSettings,
     /// What the autoscaler has learned of the idle times between requests.
@@ -50,7 +51,11 @@ pub struct ServiceView {
     pub ready_replicas: u32,
     /// `ready`, `scaling`, `pending` or `scaled_to_zero`.
     pub status: String,
+    /// The serving revision's number (`GET /services/{name}/revisions` lists them).
     pub revision: u64,
+    /// Increases on every change of what runs, the settings or the discovered
+    /// descriptors.
+    pub generation: u64,
     pub entities: Vec<EntityView>,
     /// The event logs (persistence ids) its actions subscribe to: events written to
     /// them wake it from zero.
@@ -106,8 +111,9 @@ pub struct ServiceList {
 #[serde(deny_unknown_fields)]
 pub struct CreateService {
     pub name: String,
-    pub command: Option<String>,
-    pub image: Option<String>,
+    /// What it runs: its revision 1.
+    #[serde(flatten)]
+    pub runs: RevisionSpec,
     #[serde(flatten)]
     pub settings: ServiceSettings,
 }
@@ -117,8 +123,10 @@ pub struct CreateService {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateService {
-    pub command: Option<String>,
-    pub image: Option<String>,
+    /// A change of what runs (the command or image, arguments, environment) makes a
+    /// new revision; a change of settings alone does not.
+    #[serde(flatten)]
+    pub runs: RevisionSpec,
     #[serde(flatten)]
     pub settings: ServiceSettings,
 }
@@ -164,8 +172,7 @@ pub(crate) fn service_view(registry: &Registry, service: &Service) -> ServiceVie
     };
     ServiceView {
         name: service.name.clone(),
-        command: service.command.clone(),
-        image: service.image.clone(),
+        runs: service.runs.clone(),
         settings: ServiceSettings {
             keep_alive: Some(service.keep_alive()),
             ..service.settings()
@@ -174,7 +181,8 @@ pub(crate) fn service_view(registry: &Registry, service: &Service) -> ServiceVie
         desired_replicas: service.desired_replicas,
         ready_replicas: registry.ready_replicas(&service.name),
         status: status.to_owned(),
-        revision: service.revision,
+        revision: service.serving(),
+        generation: service.generation,
         entities: service
             .entities
             .iter()
@@ -308,8 +316,7 @@ pub(super) async fn create_service(
     validate_name(&body.name)?;
     let spec = ServiceSpec {
         name: body.name,
-        command: body.command,
-        image: body.image,
+        runs: body.runs,
         settings: body.settings,
     };
     let outcome = audit::write(&state, Command::CreateService(spec), StatusCode::CREATED).await?;
@@ -343,8 +350,7 @@ pub(super) async fn update_service(
 ) -> Result<Json<ServiceView>, ApiError> {
     let body: UpdateService = service_body(body, |body: &UpdateService| &body.settings)?;
     let patch = ServicePatch {
-        command: body.command,
-        image: body.image,
+        runs: body.runs,
         settings: body.settings,
         replace_settings: false,
     };

@@ -57,7 +57,7 @@ pub fn route_snapshot(registry: &Registry, version: u64) -> RouteSnapshot {
                 })
                 .collect(),
             desired_replicas: service.desired_replicas,
-            revision: service.revision,
+            revision: service.generation,
             hold_timeout_ms: service.hold_timeout_ms.unwrap_or(0),
         })
         .collect();
@@ -159,8 +159,7 @@ mod tests {
             &mut registry,
             Command::CreateService(ServiceSpec {
                 name: "cart".into(),
-                command: Some("./cart".into()),
-                image: None,
+                runs: crate::registry::RevisionSpec::command("./cart"),
                 settings: ServiceSettings {
                     shard_count: Some(2),
                     hold_timeout: Some(HumanDuration::from_secs(300)),

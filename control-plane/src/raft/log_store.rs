@@ -39,7 +39,8 @@ const COMPACT_SLACK: usize = 10_000;
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Record {
-    Entry(Entry),
+    /// Boxed: an entry is far larger than the other records.
+    Entry(Box<Entry>),
     /// Entries at and after this index are gone.
     Truncate(u64),
     /// Entries up to and including this id are gone.
@@ -131,7 +132,7 @@ impl LogFile {
     fn apply(&mut self, record: Record) {
         match record {
             Record::Entry(entry) => {
-                self.entries.insert(entry.log_id.index, entry);
+                self.entries.insert(entry.log_id.index, *entry);
             }
             Record::Truncate(since) => {
                 self.entries.split_off(&since);
@@ -189,7 +190,7 @@ impl LogFile {
             push(&Record::Purge(purged), &mut buffer)?;
         }
         for entry in self.entries.values() {
-            push(&Record::Entry(entry.clone()), &mut buffer)?;
+            push(&Record::Entry(Box::new(entry.clone())), &mut buffer)?;
         }
         blocking(|| write_atomically(&self.path, &buffer))?;
         self.file = OpenOptions::new().append(true).open(&self.path)?;
@@ -299,7 +300,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let records: Vec<Record> = entries.into_iter().map(Record::Entry).collect();
+        let records: Vec<Record> = entries
+            .into_iter()
+            .map(|entry| Record::Entry(Box::new(entry)))
+            .collect();
         let timer = self.append_seconds.as_ref().map(prometheus::Histogram::start_timer);
         // The write is synchronous, so the entries are both readable and durable here.
         let result = self.lock().write(records);
@@ -354,7 +358,12 @@ mod tests {
     fn write_entries(store: &LogStore, entries: Vec<Entry>) {
         store
             .lock()
-            .write(entries.into_iter().map(Record::Entry).collect())
+            .write(
+                entries
+                    .into_iter()
+                    .map(|entry| Record::Entry(Box::new(entry)))
+                    .collect(),
+            )
             .unwrap();
     }
 
@@ -390,7 +399,7 @@ mod tests {
         let intact_len = std::fs::metadata(&path).unwrap().len();
         // A crash in the middle of writing entry 4: its header and half its payload.
         let mut torn = Vec::new();
-        encode(&Record::Entry(entry(1, 4)), &mut torn).unwrap();
+        encode(&Record::Entry(Box::new(entry(1, 4))), &mut torn).unwrap();
         torn.truncate(torn.len() / 2);
         OpenOptions::new()
             .append(true)

@@ -9,8 +9,12 @@ use strata_settings::ServiceSettings;
 use super::command::{Command, Effect, Outcome, RegistryError, ServicePatch, ServiceSpec};
 use super::{
     rebalance, validate_name, AuditRecord, EntityInfo, Event, EventKind, IdleTimes, Instance, InstanceState, Registry,
-    Service, Shard, AUDIT_HISTORY_LIMIT, DEFAULT_SHARD_COUNT, EVENT_HISTORY_LIMIT,
+    Revision, Service, Shard, AUDIT_HISTORY_LIMIT, DEFAULT_SHARD_COUNT, EVENT_HISTORY_LIMIT,
 };
+use strata_settings::RevisionSpec;
+
+/// Who a write is by when no audit record names anyone.
+const BY_THE_CONTROL_PLANE: &str = "the control plane";
 
 /// The result of one command: the client's answer and what must happen because of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,11 +26,18 @@ pub struct Applied {
 /// Applies one command at time `now_ms` (taken from the log entry, never from a clock).
 /// A refused command leaves the registry untouched and has no effects.
 pub fn apply(registry: &mut Registry, command: Command, now_ms: u64) -> Applied {
+    apply_by(registry, command, now_ms, BY_THE_CONTROL_PLANE)
+}
+
+/// [`apply`] on behalf of `by` (the principal of an audited write), whom a new
+/// revision's record names.
+fn apply_by(registry: &mut Registry, command: Command, now_ms: u64, by: &str) -> Applied {
     let mut effects = Vec::new();
     let mut tx = Tx {
         registry,
         effects: &mut effects,
         now_ms,
+        by,
     };
     let response = match command {
         Command::CreateService(spec) => tx.create_service(spec),
@@ -74,7 +85,7 @@ pub fn apply(registry: &mut Registry, command: Command, now_ms: u64) -> Applied 
             Ok(Outcome::Recorded)
         }
         Command::Audited { command, record } => {
-            let applied = apply(tx.registry, *command, now_ms);
+            let applied = apply_by(tx.registry, *command, now_ms, &record.principal);
             tx.effects.extend(applied.effects);
             let status = match &applied.response {
                 Ok(_) => record.status,
@@ -94,6 +105,8 @@ struct Tx<'a> {
     registry: &'a mut Registry,
     effects: &'a mut Vec<Effect>,
     now_ms: u64,
+    /// On whose behalf the command runs.
+    by: &'a str,
 }
 
 impl Tx<'_> {
@@ -101,7 +114,9 @@ impl Tx<'_> {
         validate_name(&spec.name)?;
         let settings = spec.settings.with_defaults();
         settings.validate()?;
-        validate_runtime(spec.command.as_deref(), spec.image.as_deref())?;
+        spec.runs.validate()?;
+        let runs = spec.runs.normalized();
+        validate_runtime(&runs)?;
         if self.registry.services.contains_key(&spec.name) {
             return Err(RegistryError::AlreadyExists {
                 what: "service".into(),
@@ -111,8 +126,7 @@ impl Tx<'_> {
         let shard_count = settings.shard_count.unwrap_or(DEFAULT_SHARD_COUNT);
         let mut service = Service {
             name: spec.name.clone(),
-            command: spec.command,
-            image: spec.image,
+            runs: runs.clone(),
             min_scale: 0,
             max_scale: 0,
             target_concurrency: 0,
@@ -122,11 +136,20 @@ impl Tx<'_> {
             prewarm_percentile: 0,
             keep_alive_percentile: 0,
             hold_timeout_ms: None,
+            revision_history: None,
             idle_times: IdleTimes::default(),
             descriptor_set: None,
             entities: Vec::new(),
             subscriptions: Vec::new(),
-            revision: 1,
+            generation: 1,
+            revisions: vec![Revision {
+                number: 1,
+                spec: runs,
+                created_at_ms: self.now_ms,
+                created_by: self.by.to_owned(),
+            }],
+            latest_revision: 1,
+            serving_revision: 1,
             desired_replicas: 0,
             created_at_ms: self.now_ms,
             updated_at_ms: self.now_ms,
@@ -151,8 +174,7 @@ impl Tx<'_> {
     fn update_service(&mut self, name: &str, patch: ServicePatch) -> Result<Outcome, RegistryError> {
         let current = self.service(name)?.clone();
         let ServicePatch {
-            command,
-            image,
+            runs,
             settings,
             replace_settings,
         } = patch;
@@ -172,20 +194,21 @@ impl Tx<'_> {
         };
         let settings = settings.over(&base).with_defaults();
         settings.validate()?;
+        runs.validate()?;
+        // What the update does not name keeps running as it did (an empty list
+        // clears one); the operator names the image, the CLI the command.
+        let runs = runs.over(&current.runs).normalized();
+        validate_runtime(&runs)?;
         let mut updated = current.clone();
-        if let Some(command) = command {
-            updated.command = Some(command);
-        }
-        if let Some(image) = image {
-            updated.image = Some(image);
-        }
         updated.set_settings(&settings);
-        validate_runtime(updated.command.as_deref(), updated.image.as_deref())?;
+        let new_revision = (runs != current.runs).then(|| updated.record_revision(runs, self.now_ms, self.by));
         if updated == current {
             // Nothing changed: no new revision, no event, so retried PATCHes are harmless.
             return Ok(Outcome::Service(Box::new(current)));
         }
-        updated.revision += 1;
+        // A revision history shortened by the settings drops the oldest now.
+        updated.prune_revisions();
+        updated.generation += 1;
         updated.updated_at_ms = self.now_ms;
         updated.desired_replicas = current.desired_replicas.clamp(updated.min_scale, updated.max_scale);
         self.registry.services.insert(name.to_owned(), updated.clone());
@@ -193,8 +216,11 @@ impl Tx<'_> {
             EventKind::ServiceUpdated,
             Some(name),
             None,
-            format!("revision {}", updated.revision),
+            format!("generation {}", updated.generation),
         );
+        if let Some(number) = new_revision {
+            self.revision_event(name, number);
+        }
         if updated.desired_replicas != current.desired_replicas {
             self.scale_event(
                 name,
@@ -337,7 +363,7 @@ impl Tx<'_> {
                 service.descriptor_set = descriptor_set;
                 service.entities = entities;
                 service.subscriptions = subscriptions;
-                service.revision += 1;
+                service.generation += 1;
                 service.updated_at_ms = self.now_ms;
             }
         }
@@ -457,6 +483,11 @@ impl Tx<'_> {
         });
     }
 
+    fn revision_event(&mut self, service: &str, number: u64) {
+        let reason = format!("revision {number} deployed by {}", self.by);
+        self.event(EventKind::RevisionCreated, Some(service), None, reason);
+    }
+
     fn event(&mut self, kind: EventKind, service: Option<&str>, instance: Option<&str>, reason: String) {
         let registry = &mut *self.registry;
         registry.next_event_id += 1;
@@ -476,9 +507,8 @@ impl Tx<'_> {
     }
 }
 
-fn validate_runtime(command: Option<&str>, image: Option<&str>) -> Result<(), RegistryError> {
-    let present = |value: Option<&str>| value.is_some_and(|value| !value.trim().is_empty());
-    if present(command) || present(image) {
+fn validate_runtime(runs: &RevisionSpec) -> Result<(), RegistryError> {
+    if runs.runs_something() {
         return Ok(());
     }
     Err(RegistryError::invalid(

@@ -7,8 +7,7 @@ const T0: u64 = 1_000;
 fn spec(name: &str) -> ServiceSpec {
     ServiceSpec {
         name: name.into(),
-        command: Some("./cart".into()),
-        image: None,
+        runs: crate::registry::RevisionSpec::command("./cart"),
         settings: ServiceSettings {
             shard_count: Some(4),
             ..Default::default()
@@ -114,7 +113,7 @@ fn create_service_fills_defaults_and_asks_for_one_instance() {
         (KeepAlive::Histogram, 5, 99)
     );
     assert_eq!(
-        (service.revision, service.desired_replicas, service.shards.len()),
+        (service.generation, service.desired_replicas, service.shards.len()),
         (1, 1, 4)
     );
     assert_eq!(
@@ -152,7 +151,7 @@ fn refused_commands_change_nothing() {
         ),
         (
             Command::CreateService(ServiceSpec {
-                command: None,
+                runs: RevisionSpec::default(),
                 ..spec("other")
             }),
             "needs a command",
@@ -267,7 +266,7 @@ fn update_bumps_revision_and_clamps_desired_only_when_something_changed() {
     assert_eq!(
         effects,
         vec![
-            event(2, EventKind::ServiceUpdated, "cart", None, "revision 2"),
+            event(2, EventKind::ServiceUpdated, "cart", None, "generation 2"),
             event(
                 3,
                 EventKind::Scale,
@@ -284,7 +283,7 @@ fn update_bumps_revision_and_clamps_desired_only_when_something_changed() {
         ]
     );
     let service = &registry.services["cart"];
-    assert_eq!((service.revision, service.desired_replicas), (2, 3));
+    assert_eq!((service.generation, service.desired_replicas), (2, 3));
 
     let effects = ok(
         &mut registry,
@@ -294,7 +293,7 @@ fn update_bumps_revision_and_clamps_desired_only_when_something_changed() {
         },
     );
     assert!(effects.is_empty(), "an update that changes nothing is a no-op");
-    assert_eq!(registry.services["cart"].revision, 2);
+    assert_eq!(registry.services["cart"].generation, 2);
 }
 
 #[test]
@@ -526,7 +525,10 @@ fn first_ready_report_records_descriptors_as_a_new_revision() {
         },
     );
     let service = &registry.services["cart"];
-    assert_eq!((service.revision, service.descriptor_set.as_deref()), (2, Some("AAAA")));
+    assert_eq!(
+        (service.generation, service.descriptor_set.as_deref()),
+        (2, Some("AAAA"))
+    );
     assert_eq!(service.entities, vec![entity]);
 }
 
@@ -643,9 +645,16 @@ fn an_audited_write_and_its_record_apply_as_one() {
             ..AuditRecord::default()
         },
     };
-    let plain = apply(&mut Registry::default(), Command::CreateService(spec("cart")), T0);
+    let mut plain = apply(&mut Registry::default(), Command::CreateService(spec("cart")), T0);
     let applied = apply(&mut registry, audited(Command::CreateService(spec("cart"))), T0);
-    assert_eq!(applied, plain, "the write applies as it would alone");
+    // The one difference: the first revision names who deployed it.
+    if let Ok(Outcome::Service(service)) = &mut plain.response {
+        service.revisions[0].created_by = "admin token".into();
+    }
+    assert_eq!(
+        applied, plain,
+        "the write applies as it would alone, on its principal's behalf"
+    );
     let created = registry.audit.back().expect("a record").clone();
     assert_eq!((created.id, created.at_ms, created.status), (1, T0, 201));
 
@@ -674,7 +683,7 @@ fn idle_times_are_stored_silently() {
     // No event, no route change, no new revision: the histogram is the autoscaler's memory.
     assert_eq!(effects, vec![]);
     let cart = &registry.services["cart"];
-    assert_eq!((&cart.idle_times, cart.revision), (&idle_times, 1));
+    assert_eq!((&cart.idle_times, cart.generation), (&idle_times, 1));
 }
 
 #[test]
@@ -698,7 +707,7 @@ fn the_keep_alive_policy_is_a_service_setting() {
             cart.keep_alive(),
             cart.prewarm_percentile,
             cart.keep_alive_percentile,
-            cart.revision
+            cart.generation
         ),
         (KeepAlive::Fixed, 10, 99, 2)
     );
@@ -825,5 +834,156 @@ fn the_shard_count_is_fixed_once_the_service_exists() {
             patch: same,
         },
     );
-    assert_eq!((effects, registry.services["cart"].revision), (vec![], 1));
+    assert_eq!((effects, registry.services["cart"].generation), (vec![], 1));
+}
+
+/// A deploy that changes what runs, on behalf of `principal` (as the API writes it).
+fn deploy_by(registry: &mut Registry, principal: &str, runs: RevisionSpec) -> Applied {
+    let command = Command::UpdateService {
+        name: "cart".into(),
+        patch: ServicePatch {
+            runs,
+            ..Default::default()
+        },
+    };
+    apply(
+        registry,
+        Command::Audited {
+            command: Box::new(command),
+            record: AuditRecord {
+                id: 0,
+                at_ms: 0,
+                principal: principal.into(),
+                method: "PATCH".into(),
+                path: "/api/v1/services/cart".into(),
+                target: Some("cart".into()),
+                status: 200,
+            },
+        },
+        T0 + 5,
+    )
+}
+
+#[test]
+fn a_change_of_what_runs_is_a_new_revision_saying_who_and_when() {
+    let mut registry = with_cart();
+    let first = registry.services["cart"].revision_records();
+    assert_eq!(
+        (
+            first.len(),
+            first[0].number,
+            first[0].created_by.as_str(),
+            first[0].created_at_ms
+        ),
+        (1, 1, "the control plane", T0)
+    );
+    let labelled = RevisionSpec {
+        env: Some(vec![EnvVar::new("LABEL", "two")]),
+        ..RevisionSpec::default()
+    };
+    let applied = deploy_by(&mut registry, "admin token", labelled);
+    assert!(applied.response.is_ok(), "{:?}", applied.response);
+    let revision_events: Vec<&Event> = applied
+        .effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::Event(event) if event.kind == EventKind::RevisionCreated => Some(event),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(revision_events.len(), 1);
+    assert_eq!(revision_events[0].reason, "revision 2 deployed by admin token");
+    let cart = &registry.services["cart"];
+    assert_eq!((cart.serving(), cart.latest_revision, cart.generation), (2, 2, 2));
+    let second = cart.revision(2).expect("revision 2 is kept");
+    assert_eq!(
+        (second.created_by.as_str(), second.created_at_ms),
+        ("admin token", T0 + 5)
+    );
+    // --- the patch named only the environment: the command is kept
+    assert_eq!(second.spec.command.as_deref(), Some("./cart"));
+    assert_eq!(second.spec.env_value("LABEL"), Some("two"));
+    assert_eq!(
+        cart.revision(1).map(|r| r.spec.env.clone()),
+        Some(None),
+        "revision 1 is immutable"
+    );
+
+    // --- the same again, and a change of settings alone: no new revision
+    let again = deploy_by(
+        &mut registry,
+        "admin token",
+        RevisionSpec {
+            env: Some(vec![EnvVar::new("LABEL", "two")]),
+            ..RevisionSpec::default()
+        },
+    );
+    assert_eq!(again.effects, vec![], "the same deploy again changes nothing");
+    ok(
+        &mut registry,
+        Command::UpdateService {
+            name: "cart".into(),
+            patch: patch(ServiceSettings {
+                max_scale: Some(3),
+                ..Default::default()
+            }),
+        },
+    );
+    let cart = &registry.services["cart"];
+    assert_eq!((cart.serving(), cart.latest_revision, cart.generation), (2, 2, 3));
+}
+
+#[test]
+fn a_bad_environment_is_refused_and_changes_nothing() {
+    let mut registry = with_cart();
+    let before = registry.clone();
+    let applied = deploy_by(
+        &mut registry,
+        "admin token",
+        RevisionSpec {
+            env: Some(vec![EnvVar::new("STRATA_TOKEN", "x")]),
+            ..RevisionSpec::default()
+        },
+    );
+    let Err(RegistryError::Invalid { field, message }) = applied.response else {
+        panic!("{:?}", applied.response)
+    };
+    assert_eq!(
+        (field.as_str(), message.as_str()),
+        (
+            "env",
+            "env: STRATA_TOKEN is reserved: variables starting with STRATA_ are Strata's own"
+        )
+    );
+    // The refused write is audited; nothing else changed.
+    registry.audit.clear();
+    registry.next_audit_id = before.next_audit_id;
+    assert_eq!(registry, before);
+}
+
+#[test]
+fn the_history_keeps_the_last_n_revisions_and_a_shorter_history_prunes_at_once() {
+    let mut registry = with_cart();
+    for version in 2..=25 {
+        deploy_by(
+            &mut registry,
+            "admin token",
+            RevisionSpec::command(format!("./cart --v{version}")),
+        );
+    }
+    let numbers =
+        |registry: &Registry| -> Vec<u64> { registry.services["cart"].revisions.iter().map(|r| r.number).collect() };
+    assert_eq!(numbers(&registry), (6..=25).collect::<Vec<_>>(), "the default keeps 20");
+    ok(
+        &mut registry,
+        Command::UpdateService {
+            name: "cart".into(),
+            patch: patch(ServiceSettings {
+                revision_history: Some(3),
+                ..Default::default()
+            }),
+        },
+    );
+    assert_eq!(numbers(&registry), vec![23, 24, 25]);
+    assert_eq!(registry.services["cart"].serving(), 25);
 }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use strata_settings::ServiceSettings;
+use strata_settings::{RevisionSpec, ServiceSettings};
 
 use super::logged::{LoggedPatch, LoggedSpec};
 use super::{AuditRecord, EntityInfo, Event, IdleTimes, Instance, Service};
@@ -122,8 +122,9 @@ impl Command {
 #[serde(from = "LoggedSpec")]
 pub struct ServiceSpec {
     pub name: String,
-    pub command: Option<String>,
-    pub image: Option<String>,
+    /// What it runs: its first revision.
+    #[serde(flatten)]
+    pub runs: RevisionSpec,
     #[serde(flatten)]
     pub settings: ServiceSettings,
 }
@@ -132,8 +133,9 @@ pub struct ServiceSpec {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "LoggedPatch")]
 pub struct ServicePatch {
-    pub command: Option<String>,
-    pub image: Option<String>,
+    /// A change of what runs is a new revision.
+    #[serde(flatten)]
+    pub runs: RevisionSpec,
     #[serde(flatten)]
     pub settings: ServiceSettings,
     /// The patch states every setting (a `StatefulService`'s spec is the whole

@@ -1,11 +1,12 @@
 //! How the log's service commands read, whichever version wrote them. Before the
 //! settings were one type (`strata-settings`), a `ServiceSpec` or `ServicePatch` held
 //! its two durations as milliseconds (`scale_to_zero_grace_ms`, `stable_window_ms`);
-//! every other setting kept its name and type. An entry written then still applies
-//! as it did; entries are written in today's shape only.
+//! every other setting kept its name and type. Before revisions, what runs was only
+//! `command` and `image`, which kept their names in [`RevisionSpec`]. An entry written
+//! then still applies as it did; entries are written in today's shape only.
 
 use serde::Deserialize;
-use strata_settings::{HumanDuration, ServiceSettings};
+use strata_settings::{HumanDuration, RevisionSpec, ServiceSettings};
 
 use super::command::{ServicePatch, ServiceSpec};
 
@@ -35,8 +36,8 @@ impl Milliseconds {
 #[derive(Deserialize)]
 pub(super) struct LoggedSpec {
     name: String,
-    command: Option<String>,
-    image: Option<String>,
+    #[serde(flatten)]
+    runs: RevisionSpec,
     #[serde(flatten)]
     settings: ServiceSettings,
     #[serde(flatten)]
@@ -47,8 +48,7 @@ impl From<LoggedSpec> for ServiceSpec {
     fn from(logged: LoggedSpec) -> Self {
         ServiceSpec {
             name: logged.name,
-            command: logged.command,
-            image: logged.image,
+            runs: logged.runs,
             settings: logged.milliseconds.into(logged.settings),
         }
     }
@@ -56,8 +56,8 @@ impl From<LoggedSpec> for ServiceSpec {
 
 #[derive(Deserialize)]
 pub(super) struct LoggedPatch {
-    command: Option<String>,
-    image: Option<String>,
+    #[serde(flatten)]
+    runs: RevisionSpec,
     #[serde(flatten)]
     settings: ServiceSettings,
     #[serde(flatten)]
@@ -69,8 +69,7 @@ pub(super) struct LoggedPatch {
 impl From<LoggedPatch> for ServicePatch {
     fn from(logged: LoggedPatch) -> Self {
         ServicePatch {
-            command: logged.command,
-            image: logged.image,
+            runs: logged.runs,
             settings: logged.milliseconds.into(logged.settings),
             replace_settings: logged.replace_settings,
         }
@@ -120,8 +119,10 @@ mod tests {
     fn todays_entries_read_back_as_written() {
         let spec = ServiceSpec {
             name: "cart".into(),
-            command: Some("./cart".into()),
-            image: None,
+            runs: RevisionSpec {
+                env: Some(vec![strata_settings::EnvVar::new("LABEL", "two")]),
+                ..RevisionSpec::command("./cart")
+            },
             settings: ServiceSettings::sample(),
         };
         let written = serde_json::to_string(&Command::CreateService(spec.clone())).unwrap();

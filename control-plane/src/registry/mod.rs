@@ -1,10 +1,12 @@
-//! The registry: the replicated state of the control plane (services, instances, shard
-//! maps, desired scale and a bounded event history) and the pure `apply` that changes it.
+//! The registry: the replicated state of the control plane (services with their
+//! revisions, instances, shard maps, desired scale and a bounded event history) and
+//! the pure `apply` that changes it.
 //! Nothing here does I/O or reads a clock; Raft and the API live elsewhere.
 
 mod apply;
 mod command;
 mod logged;
+mod revision;
 mod service_settings;
 mod shard_map;
 mod validate;
@@ -19,9 +21,10 @@ use strata_autoscaler::IdleHistogram;
 
 pub use apply::{apply, Applied};
 pub use command::{Command, Effect, Outcome, RegistryError, Request, ServicePatch, ServiceSpec};
+pub use revision::Revision;
 pub use shard_map::{rebalance, ShardMove};
 pub use strata_settings::{
-    format_duration_ms, parse_duration_ms, KeepAlive, ServiceSettings, DEFAULT_KEEP_ALIVE,
+    format_duration_ms, parse_duration_ms, EnvVar, KeepAlive, RevisionSpec, ServiceSettings, DEFAULT_KEEP_ALIVE,
     DEFAULT_KEEP_ALIVE_PERCENTILE, DEFAULT_MAX_SCALE, DEFAULT_MIN_SCALE, DEFAULT_PREWARM_PERCENTILE,
     DEFAULT_SHARD_COUNT, DEFAULT_TARGET_CONCURRENCY,
 };
@@ -51,8 +54,10 @@ pub struct Registry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Service {
     pub name: String,
-    pub command: Option<String>,
-    pub image: Option<String>,
+    /// What the serving revision runs (the command or image, arguments,
+    /// environment); each revision keeps its own in `revisions`.
+    #[serde(flatten)]
+    pub runs: RevisionSpec,
     pub min_scale: u32,
     pub max_scale: u32,
     pub target_concurrency: u32,
@@ -74,6 +79,9 @@ pub struct Service {
     /// takes the gateway's own default.
     #[serde(default)]
     pub hold_timeout_ms: Option<u64>,
+    /// How many revisions to keep; `None`: the default (20).
+    #[serde(default)]
+    pub revision_history: Option<u32>,
     /// The idle times between invocations the autoscaler has learned, kept here so a
     /// new leader starts from them.
     #[serde(default)]
@@ -85,8 +93,22 @@ pub struct Service {
     /// discovery reported them: the sidecars writing those logs may wake it from zero.
     #[serde(default)]
     pub subscriptions: Vec<String>,
-    /// Increases on every change of the spec or of the discovered descriptors.
-    pub revision: u64,
+    /// Increases on every change of what runs, the settings or the discovered
+    /// descriptors (what registries before revisions called the revision).
+    #[serde(alias = "revision")]
+    pub generation: u64,
+    /// The revisions kept, oldest first: the newest `revision_history`, and always
+    /// the serving one. Empty in a registry from before revisions until the service
+    /// next changes (see [`Service::revision_records`]).
+    #[serde(default)]
+    pub revisions: Vec<Revision>,
+    /// The newest revision's number (revisions count from 1 and are never reused).
+    #[serde(default)]
+    pub latest_revision: u64,
+    /// The revision that runs: a deploy that changes what runs makes its new
+    /// revision the serving one.
+    #[serde(default)]
+    pub serving_revision: u64,
     pub desired_replicas: u32,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
@@ -192,6 +214,8 @@ pub enum EventKind {
     InstanceRemoved,
     InstanceFailed,
     Cluster,
+    /// A new revision was made (what runs changed).
+    RevisionCreated,
 }
 
 /// One entry of the bounded history: what happened, to what, and why.

@@ -22,6 +22,7 @@ impl Service {
             prewarm_percentile: Some(self.prewarm_percentile),
             keep_alive_percentile: Some(self.keep_alive_percentile),
             hold_timeout: self.hold_timeout_ms.map(HumanDuration::from_millis),
+            revision_history: Some(u32::try_from(self.revision_history()).unwrap_or(u32::MAX)),
         }
     }
 
@@ -46,6 +47,7 @@ impl Service {
             prewarm_percentile,
             keep_alive_percentile,
             hold_timeout,
+            revision_history,
         } = settings;
         debug_assert!(
             min_scale.is_some() && max_scale.is_some(),
@@ -60,6 +62,7 @@ impl Service {
         self.prewarm_percentile = prewarm_percentile.unwrap_or(self.prewarm_percentile);
         self.keep_alive_percentile = keep_alive_percentile.unwrap_or(self.keep_alive_percentile);
         self.hold_timeout_ms = hold_timeout.map(HumanDuration::as_millis);
+        self.revision_history = *revision_history;
     }
 }
 

@@ -16,7 +16,7 @@ use k8s_openapi::{
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use strata_control_plane::auth::ClusterSecret;
-use strata_control_plane::registry::{validate_name, ServicePatch, ServiceSpec};
+use strata_control_plane::registry::{validate_name, RevisionSpec, ServicePatch, ServiceSpec};
 
 use super::crd::{StatefulService, StatefulServiceStatus, DEFAULT_FUNCTION_PORT};
 use super::names::check_name;
@@ -121,8 +121,7 @@ pub fn registry_spec(service: &StatefulService) -> Result<ServiceSpec, Invalid> 
     }
     Ok(ServiceSpec {
         name,
-        command: None,
-        image: Some(spec.image.clone()),
+        runs: RevisionSpec::image(spec.image.clone()),
         settings,
     })
 }
@@ -132,8 +131,7 @@ pub fn registry_spec(service: &StatefulService) -> Result<ServiceSpec, Invalid> 
 /// (the registry ignores a patch that changes nothing).
 pub fn registry_patch(spec: &ServiceSpec) -> ServicePatch {
     ServicePatch {
-        command: None,
-        image: spec.image.clone(),
+        runs: spec.runs.clone(),
         settings: spec.settings.clone(),
         replace_settings: true,
     }

@@ -409,8 +409,8 @@ async fn register(ctx: &Context, spec: ServiceSpec) -> Result<Registration, Erro
     };
     let creating = matches!(command, Command::CreateService(_));
     match ctx.node.write(command).await {
-        Ok(Outcome::Service(service)) if creating => Ok(Registration::Created(service.revision)),
-        Ok(Outcome::Service(service)) => Ok(Registration::Updated(service.revision)),
+        Ok(Outcome::Service(service)) if creating => Ok(Registration::Created(service.serving())),
+        Ok(Outcome::Service(service)) => Ok(Registration::Updated(service.serving())),
         Ok(_) => Ok(Registration::Updated(0)),
         Err(NodeError::Registry(RegistryError::Invalid { message, .. })) => {
             Ok(Registration::Refused(Invalid::spec(message)))

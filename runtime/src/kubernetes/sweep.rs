@@ -23,7 +23,7 @@ pub fn gone(registry: &Registry, resources: &BTreeSet<String>) -> Vec<String> {
     registry
         .services
         .values()
-        .filter(|service| service.image.is_some() && service.command.is_none())
+        .filter(|service| service.runs.image.is_some() && service.runs.command.is_none())
         .filter(|service| !resources.contains(&service.name))
         .map(|service| service.name.clone())
         .collect()
@@ -73,8 +73,11 @@ mod tests {
         ] {
             let spec = ServiceSpec {
                 name: name.into(),
-                image: image.map(Into::into),
-                command: command.map(Into::into),
+                runs: strata_control_plane::registry::RevisionSpec {
+                    image: image.map(Into::into),
+                    command: command.map(Into::into),
+                    ..Default::default()
+                },
                 ..ServiceSpec::default()
             };
             apply(&mut registry, Command::CreateService(spec), 1).response.unwrap();

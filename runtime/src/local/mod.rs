@@ -21,7 +21,7 @@ use std::{
 use strata_control_plane::{
     auth::ClusterSecret,
     node::ControlPlane,
-    registry::{Command as RegistryCommand, InstanceState},
+    registry::{Command as RegistryCommand, InstanceState, RevisionSpec},
 };
 use tokio::{
     process::Command,
@@ -32,7 +32,7 @@ use strata_ports::free_loopback_port;
 
 use crate::plan::{plan, Action, Failure, Health, ObservedInstance, Pacing, PlanInput, PlanSettings};
 use logs::log_path;
-use process::{command_line, without_strata_credentials, without_strata_environment, ChildProcess};
+use process::{command_line_with, without_strata_credentials, without_strata_environment, ChildProcess};
 
 #[derive(Debug, Clone)]
 pub struct LocalRuntimeConfig {
@@ -129,16 +129,18 @@ impl LocalRuntime {
     /// registered is always seen), plans, and carries the plan out.
     async fn converge(&mut self) {
         let (commands, desired, registered) = self.node.read(|registry| {
-            let commands: BTreeMap<String, String> = registry
+            // What each service's serving revision runs: new instances run it.
+            let commands: BTreeMap<String, RevisionSpec> = registry
                 .services
                 .values()
-                .filter_map(|s| Some((s.name.clone(), s.command.clone()?)))
+                .filter(|s| s.runs.command.is_some())
+                .map(|s| (s.name.clone(), s.runs.clone()))
                 .collect();
             // Only services with a command are this driver's to run.
             let desired: BTreeMap<String, u32> = registry
                 .services
                 .values()
-                .filter(|s| s.command.is_some())
+                .filter(|s| s.runs.command.is_some())
                 .map(|s| (s.name.clone(), s.desired_replicas))
                 .collect();
             let registered: BTreeMap<String, (String, InstanceState)> = registry
@@ -208,7 +210,7 @@ impl LocalRuntime {
         observed
     }
 
-    async fn carry_out(&mut self, action: Action, commands: &BTreeMap<String, String>) {
+    async fn carry_out(&mut self, action: Action, commands: &BTreeMap<String, RevisionSpec>) {
         match action {
             // Only this runtime's children are observed, and they are all tracked.
             Action::Adopt { instance } => tracing::debug!(%instance, "nothing to adopt locally"),
@@ -281,7 +283,8 @@ impl LocalRuntime {
         }
     }
 
-    async fn start(&mut self, service: &str, command: &str) {
+    async fn start(&mut self, service: &str, runs: &RevisionSpec) {
+        let Some(command) = runs.command.as_deref() else { return };
         let id = format!("{service}-{:08x}", rand_suffix());
         let (function_port, sidecar_port) = match (free_loopback_port(), free_loopback_port()) {
             (Ok(f), Ok(s)) => (f, s),
@@ -290,9 +293,10 @@ impl LocalRuntime {
                 return;
             }
         };
-        let mut function = command_line(command);
+        let mut function = command_line_with(command, runs.args.as_deref().unwrap_or_default());
         without_strata_environment(&mut function)
             .current_dir(&self.config.work_dir)
+            .envs(runs.env.iter().flatten().map(|var| (&var.name, &var.value)))
             .env("HOST", "127.0.0.1")
             .env("PORT", function_port.to_string());
         let mut sidecar = Command::new(&self.config.strata_binary);

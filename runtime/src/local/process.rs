@@ -170,16 +170,41 @@ fn die_with_parent(command: &mut Command) {
     }
 }
 
+/// The command for a revision's command line and its extra arguments (each one word,
+/// whatever it holds): run directly when the line is a plain program with arguments
+/// (so signals and `PR_SET_PDEATHSIG` reach the function itself), through `sh -c`
+/// when it uses shell syntax, the arguments then quoted onto the line.
+pub fn command_line_with(line: &str, args: &[String]) -> Command {
+    if args.is_empty() {
+        return command_line(line);
+    }
+    if !uses_shell(line) {
+        let mut command = command_line(line);
+        command.args(args);
+        return command;
+    }
+    let quoted: Vec<String> = args
+        .iter()
+        .map(|arg| format!("'{}'", arg.replace('\'', "'\\''")))
+        .collect();
+    command_line(&format!("{line} {}", quoted.join(" ")))
+}
+
+/// Whether a command line needs a shell to mean what it says.
+fn uses_shell(line: &str) -> bool {
+    const SHELL_SYNTAX: &[char] = &[
+        ';', '&', '|', '<', '>', '$', '`', '\'', '"', '(', ')', '{', '}', '*', '?', '~', '\\', '#', '=',
+    ];
+    line.contains(SHELL_SYNTAX) || line.split_whitespace().next().is_none()
+}
+
 /// The command for a service's command line: run directly when it is a plain
 /// program with arguments (so signals and `PR_SET_PDEATHSIG` reach the function
 /// itself), through `sh -c` when it uses shell syntax.
 pub fn command_line(line: &str) -> Command {
-    const SHELL_SYNTAX: &[char] = &[
-        ';', '&', '|', '<', '>', '$', '`', '\'', '"', '(', ')', '{', '}', '*', '?', '~', '\\', '#', '=',
-    ];
     let words: Vec<&str> = line.split_whitespace().collect();
     match words.split_first() {
-        Some((program, args)) if !line.contains(SHELL_SYNTAX) => {
+        Some((program, args)) if !uses_shell(line) => {
             let mut command = Command::new(program);
             command.args(args);
             command
@@ -195,6 +220,39 @@ pub fn command_line(line: &str) -> Command {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn words(command: &Command) -> Vec<String> {
+        let command = command.as_std();
+        std::iter::once(command.get_program())
+            .chain(command.get_args())
+            .map(|word| word.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_revisions_arguments_stay_one_word_each() {
+        let args = vec!["--label".to_owned(), "it's two".to_owned()];
+        assert_eq!(
+            words(&command_line_with("./cart --port 1", &args)),
+            ["./cart", "--port", "1", "--label", "it's two"]
+        );
+        let shell = command_line_with("exec ./cart > log", &args);
+        assert_eq!(
+            words(&shell),
+            ["sh", "-c", "exec ./cart > log '--label' 'it'\\''s two'"]
+        );
+        let ran = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("printf '%s|' 'it'\\''s two'")
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&ran.stdout),
+            "it's two|",
+            "the quoting is the shell's"
+        );
+        assert_eq!(words(&command_line_with("./cart", &[])), ["./cart"]);
+    }
 
     fn alive(child: &mut ChildProcess) -> bool {
         child.exited().is_none()

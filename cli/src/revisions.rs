@@ -1,0 +1,162 @@
+//! `strata revisions NAME`: a service's revisions, newest first, the serving one
+//! marked, read from the management API (`GET /services/{name}/revisions`).
+
+use anyhow::Context;
+use clap::Args;
+use serde::Deserialize;
+use strata_settings::RevisionSpec;
+
+use crate::api_client::ApiClient;
+
+#[derive(Args)]
+pub struct RevisionsArgs {
+    /// The service.
+    name: String,
+    /// Management API of any control-plane node.
+    #[arg(long, env = "STRATA_API", default_value = "http://127.0.0.1:9100")]
+    api: String,
+    /// Bearer token (admin or read-only).
+    #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(flatten)]
+    tls: crate::tls::ApiTlsArgs,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Deserialize)]
+struct RevisionList {
+    revisions: Vec<Revision>,
+}
+
+#[derive(Deserialize)]
+struct Revision {
+    number: u64,
+    serving: bool,
+    #[serde(flatten)]
+    spec: RevisionSpec,
+    created_at_ms: u64,
+    created_by: String,
+}
+
+pub async fn run(args: RevisionsArgs) -> anyhow::Result<()> {
+    let api = ApiClient::new(&args.api, args.token.clone(), &args.tls)?;
+    let path = format!("/services/{}/revisions", args.name);
+    let body = api.call(reqwest::Method::GET, &path, None).await?.success()?;
+    if args.json {
+        println!("{body}");
+        return Ok(());
+    }
+    let list: RevisionList = serde_json::from_value(body).context("the API's answer is not a revision list")?;
+    print!("{}", table(&list.revisions));
+    Ok(())
+}
+
+fn table(revisions: &[Revision]) -> String {
+    let mut out = format!(
+        "{:<9} {:<8} {:<24} {:<20} {}\n",
+        "REVISION", "SERVING", "CREATED", "BY", "RUNS"
+    );
+    for revision in revisions {
+        out.push_str(&format!(
+            "{:<9} {:<8} {:<24} {:<20} {}\n",
+            revision.number,
+            if revision.serving { "*" } else { "" },
+            utc(revision.created_at_ms),
+            revision.created_by,
+            runs(&revision.spec)
+        ));
+    }
+    out
+}
+
+/// A time in milliseconds since the Unix epoch as UTC, e.g. `2026-12-07T13:00:38Z`
+/// (the civil-from-days conversion of the proleptic Gregorian calendar).
+fn utc(ms: u64) -> String {
+    let seconds = ms / 1_000;
+    let (days, of_day) = (seconds / 86_400, seconds % 86_400);
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        of_day / 3_600,
+        of_day % 3_600 / 60,
+        of_day % 60
+    )
+}
+
+/// What a revision runs, on one line: the command or image, its arguments, its
+/// environment.
+fn runs(spec: &RevisionSpec) -> String {
+    let mut words: Vec<String> = spec.command.iter().chain(&spec.image).cloned().collect();
+    words.extend(spec.args.iter().flatten().map(|arg| format!("{arg:?}")));
+    words.extend(
+        spec.env
+            .iter()
+            .flatten()
+            .map(|var| format!("{}={:?}", var.name, var.value)),
+    );
+    words.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use strata_settings::EnvVar;
+
+    use super::*;
+
+    #[test]
+    fn times_read_as_utc() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(1_796_648_438_000), "2026-12-07T13:00:38Z");
+        assert_eq!(utc(951_825_600_000), "2000-02-29T12:00:00Z");
+    }
+
+    #[test]
+    fn the_table_marks_the_serving_revision_and_says_what_each_runs() {
+        let revisions = [
+            Revision {
+                number: 2,
+                serving: true,
+                spec: RevisionSpec {
+                    args: Some(vec!["--fast".into()]),
+                    env: Some(vec![EnvVar::new("LABEL", "two")]),
+                    ..RevisionSpec::command("./cart")
+                },
+                created_at_ms: 1_000,
+                created_by: "admin token".into(),
+            },
+            Revision {
+                number: 1,
+                serving: false,
+                spec: RevisionSpec::command("./cart"),
+                created_at_ms: 0,
+                created_by: "admin token".into(),
+            },
+        ];
+        let table = table(&revisions);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(
+            lines[1].starts_with("2         *        1970-01-01T00:00:01Z"),
+            "{table}"
+        );
+        assert!(
+            lines[1].ends_with("admin token          ./cart \"--fast\" LABEL=\"two\""),
+            "{table}"
+        );
+        assert!(lines[2].starts_with("1                 "), "{table}");
+    }
+}

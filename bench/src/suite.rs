@@ -688,7 +688,8 @@ fn render(
          `AddItem` one transaction that locks the cart's row (`SELECT ... FOR UPDATE`) and upserts the line \
          item, every `GetCart` one query. **Restate** is `restate-server` from the npm package \
          `@restatedev/restate-server` (a one-node server, default settings) with the same cart as a virtual \
-         object on the `restate-sdk` crate (`bench/restate-cart`), called through Restate's HTTP ingress. \
+         object on the `restate-sdk` crate (`bench/restate-cart`, served with `TCP_NODELAY`, which the SDK's \
+         own `HttpServer` leaves off: see bench/notes.md), called through Restate's HTTP ingress. \
          PostgreSQL is Debian's, with `fsync` and `synchronous_commit` on.\n"
     )?;
 

@@ -228,6 +228,7 @@ async fn append(store: &SqliteStore, entity: &str, first_seq_nr: i64, events: us
             first_seq_nr,
             events,
             snapshot: None,
+            timers: Vec::new(),
         })
         .await
         .unwrap();

@@ -155,6 +155,7 @@ impl WritePipeline {
             first_seq_nr,
             events: batch.events,
             snapshot: batch.snapshot,
+            timers: Vec::new(),
         };
         let store = ctx.store.clone();
         let histogram = ctx.metrics.persist_seconds.with_label_values(&[self.service.as_str()]);

@@ -5,6 +5,7 @@
 mod apply;
 mod command;
 mod duration;
+pub mod schedule;
 mod shard_map;
 mod validate;
 
@@ -19,6 +20,7 @@ use strata_autoscaler::IdleHistogram;
 pub use apply::{apply, Applied};
 pub use command::{Command, Effect, Outcome, RegistryError, Request, ServicePatch, ServiceSpec};
 pub use duration::{format_duration_ms, parse_duration_ms};
+pub use schedule::{CatchUp, RunOutcome, Schedule, ScheduleRun, ScheduleSpec};
 pub use shard_map::{rebalance, ShardMove};
 pub use validate::{validate_keep_alive, validate_name, validate_scaling, validate_stable_window};
 
@@ -55,6 +57,9 @@ pub struct Registry {
     pub audit: VecDeque<AuditRecord>,
     #[serde(default)]
     pub next_audit_id: u64,
+    /// Calls the leader makes at the times of cron expressions, by name.
+    #[serde(default)]
+    pub schedules: BTreeMap<String, Schedule>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +95,11 @@ pub struct Service {
     /// discovery reported them: the sidecars writing those logs may wake it from zero.
     #[serde(default)]
     pub subscriptions: Vec<String>,
+    /// When the service's earliest pending timer may be called (milliseconds
+    /// since the Unix epoch), as its sidecars last reported: the autoscaler
+    /// starts a service at zero in time for it.
+    #[serde(default)]
+    pub next_timer_due_ms: Option<u64>,
     /// Increases on every change of the spec or of the discovered descriptors.
     pub revision: u64,
     pub desired_replicas: u32,

@@ -1,10 +1,10 @@
 //! Durations on the command line, spelled as the REST API spells them (`500ms`,
-//! `30s`, `2m`, `1h30m`): one parser, the registry's.
+//! `30s`, `2m`, `1h30m`): one parser, `strata-settings`'.
 
 use std::time::Duration;
 
 pub fn parse(text: &str) -> Result<Duration, String> {
-    strata_control_plane::registry::parse_duration_ms(text).map(Duration::from_millis)
+    strata_settings::parse_duration_ms(text).map(Duration::from_millis)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use prost::Message;
 use strata_control_plane::api::Tokens;
 use strata_control_plane::auth::ClusterSecret;
 use strata_control_plane::node::Timing;
-use strata_control_plane::registry::{Command, EventKind, InstanceState, ServiceSpec};
+use strata_control_plane::registry::{Command, EventKind, InstanceState, ServiceSettings, ServiceSpec};
 use strata_control_plane::runtime::autoscale::AutoscaleConfig;
 use strata_control_plane::server::{self, RunningServer, ServerConfig};
 use strata_proto::strata::controlplane::v1::data_plane_client::DataPlaneClient;
@@ -124,9 +124,12 @@ async fn create_service(server: &RunningServer, name: &str, min_scale: u32) {
         .write(Command::CreateService(ServiceSpec {
             name: name.into(),
             command: Some("./cart".into()),
-            min_scale: Some(min_scale),
-            shard_count: Some(SHARDS as u32),
-            ..Default::default()
+            image: None,
+            settings: ServiceSettings {
+                min_scale: Some(min_scale),
+                shard_count: Some(SHARDS as u32),
+                ..Default::default()
+            },
         }))
         .await
         .expect("create the service");
@@ -469,9 +472,12 @@ async fn with_an_autoscaler_a_poke_is_sized_by_the_requests_held() {
         .write(Command::CreateService(ServiceSpec {
             name: "cart".into(),
             command: Some("./cart".into()),
-            target_concurrency: Some(1),
-            max_scale: Some(6),
-            ..Default::default()
+            image: None,
+            settings: ServiceSettings {
+                target_concurrency: Some(1),
+                max_scale: Some(6),
+                ..Default::default()
+            },
         }))
         .await
         .unwrap();

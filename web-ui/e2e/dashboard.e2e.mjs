@@ -217,8 +217,37 @@ try {
     await checkAccessible(page, 'overview');
   });
 
-  await step('the deploy form shows validation errors next to their fields', async () => {
+  await step('the deploy form offers every setting of the API with the defaults the registry applies', async () => {
     await page.getByRole('link', { name: 'Deploy a service' }).click();
+    await page.getByLabel('Name').waitFor();
+    const document = await (await fetch(`${API}/api/v1/openapi.json`)).json();
+    const settings = Object.entries(document.components.schemas.ServiceSettings.properties);
+    if (settings.length < 10) throw new Error(`the API's document has only ${settings.length} settings`);
+    // A service given nothing but its name and command shows the defaults it got.
+    const created = await fetch(`${API}/api/v1/services`, {
+      method: 'POST',
+      headers: { ...auth(ADMIN).headers, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'defaults', command: 'true' }),
+    });
+    if (created.status !== 201) throw new Error(`creating a service with defaults: HTTP ${created.status}`);
+    const applied = await created.json();
+    await fetch(`${API}/api/v1/services/defaults`, { method: 'DELETE', ...auth(ADMIN) });
+    for (const [name, property] of settings) {
+      const control = page.locator(`input[name="${name}"], select[name="${name}"]`);
+      if ((await control.count()) !== 1) throw new Error(`the deploy form has no field for the setting ${name}`);
+      // A text box shows the default as its placeholder, a list as its first, empty, choice.
+      const placeholder = await control.evaluate((element) =>
+        element.tagName === 'SELECT' ? element.options[0].textContent.replace(/ \(default\)$/, '') : element.getAttribute('placeholder'),
+      );
+      const hasDefault = property.default !== undefined && property.default !== null;
+      const offered = hasDefault ? String(property.default) : 'default';
+      if (placeholder !== offered) throw new Error(`${name}: the form offers ${placeholder}, the API's document ${offered}`);
+      const got = applied[name] === null ? 'default' : String(applied[name]);
+      if (hasDefault && got !== placeholder) throw new Error(`${name}: the form offers ${placeholder}, the registry applied ${got}`);
+    }
+  });
+
+  await step('the deploy form shows validation errors next to their fields', async () => {
     await page.getByLabel('Name').fill('Cart!');
     await page.getByLabel('Max scale').fill('0');
     await page.getByRole('button', { name: 'Deploy' }).click();
@@ -236,12 +265,17 @@ try {
     await page.getByLabel('Min scale').fill('0');
     await page.getByLabel('Max scale').fill('3');
     await page.getByLabel('Target concurrency').fill('1');
-    await page.getByLabel('Scale-to-zero grace').fill('5s');
+    await page.getByLabel('Scale to zero grace').fill('5s');
     await page.getByLabel('Stable window').fill('6s');
+    await page.getByLabel('Keep alive', { exact: true }).selectOption('fixed');
+    await page.getByLabel('Hold timeout').fill('2m');
     await shot(page, 'deploy');
     await page.getByRole('button', { name: 'Deploy' }).click();
     await page.waitForURL(`${API}/ui/services/cart`);
     await page.getByRole('heading', { name: /Service\s+cart/ }).waitFor();
+    const service = await (await fetch(`${API}/api/v1/services/cart`, auth(READER))).json();
+    const got = [service.target_concurrency, service.keep_alive, service.hold_timeout, service.shard_count];
+    if (JSON.stringify(got) !== JSON.stringify([1, 'fixed', '2m', 64])) throw new Error(`deployed with ${JSON.stringify(got)}`);
   });
 
   await step('deploying the same name again shows the API\'s refusal', async () => {
@@ -342,12 +376,21 @@ try {
     await shot(page, 'service-scaled-to-zero');
   });
 
-  await step('scaling settings are edited from the service page', async () => {
+  await step('settings are edited from the service page', async () => {
+    const before = await (await fetch(`${API}/api/v1/services/cart`, auth(READER))).json();
     await page.getByLabel('Max scale').fill('4');
-    await page.getByRole('button', { name: 'Save scaling' }).click();
+    await page.getByLabel('Hold timeout').fill('90s');
+    await page.getByRole('button', { name: 'Save settings' }).click();
     await page.getByText('Saved.').waitFor();
     const service = await (await fetch(`${API}/api/v1/services/cart`, auth(READER))).json();
     if (service.max_scale !== 4) throw new Error(`max_scale is ${service.max_scale} after saving 4`);
+    if (service.hold_timeout !== '90s') throw new Error(`hold_timeout is ${service.hold_timeout} after saving 90s`);
+    if (service.revision !== before.revision + 1) throw new Error(`revision ${before.revision} -> ${service.revision}`);
+    // --- the shard count is fixed once the service exists: the API says so beside it
+    await page.getByLabel('Shard count').fill('8');
+    await page.getByRole('button', { name: 'Save settings' }).click();
+    await page.locator('.field.has-error', { has: page.getByLabel('Shard count') }).getByText('fixed once a service exists').waitFor();
+    await page.getByLabel('Shard count').fill('64');
   });
 
   await step('a service that cannot start shows "failing" with its reason, and is deleted', async () => {
@@ -416,8 +459,9 @@ try {
     await reader.locator('tr[data-service="cart"]').waitFor();
     if (await reader.getByRole('link', { name: 'Deploy a service' }).count()) throw new Error('a read-only token sees the deploy button');
     await reader.getByRole('link', { name: 'cart' }).click();
-    await reader.getByRole('heading', { name: 'Scaling' }).waitFor();
-    for (const name of ['Save scaling', 'Delete service…']) {
+    await reader.getByRole('heading', { name: 'Settings' }).waitFor();
+    await reader.getByText('Hold timeout').waitFor();
+    for (const name of ['Save settings', 'Delete service…']) {
       if (await reader.getByRole('button', { name }).count()) throw new Error(`a read-only token sees "${name}"`);
     }
     await reader.getByRole('link', { name: 'Cluster' }).click();

@@ -17,6 +17,11 @@ export interface Service {
   target_concurrency: number;
   scale_to_zero_grace: string;
   stable_window: string | null;
+  keep_alive: 'fixed' | 'histogram';
+  prewarm_percentile: number;
+  keep_alive_percentile: number;
+  /** How long a gateway holds a request while it wakes; null: the gateway's default. */
+  hold_timeout: string | null;
   desired_replicas: number;
   ready_replicas: number;
   /** `ready`, `scaling`, `pending` or `scaled_to_zero`. */

@@ -1,75 +1,63 @@
 import { describe, expect, it } from 'vitest';
 
-import { durationMs, validateDeploy, validateSettings } from '../src/validate';
+import { settingFields } from '../src/settings';
+import { validateDeploy, validateSettings } from '../src/validate';
+import { DOCUMENT } from './fixtures';
 
-const empty = {
-  name: '',
-  command: '',
-  min_scale: '',
-  max_scale: '',
-  target_concurrency: '',
-  scale_to_zero_grace: '',
-  stable_window: '',
-};
+const fields = settingFields(DOCUMENT);
+const empty = { name: '', command: '', settings: {} };
 
 describe('validateDeploy', () => {
   it('sends only what was filled in', () => {
-    const { errors, body } = validateDeploy({ ...empty, name: 'cart', command: 'target/release/shopping-cart' });
+    const { errors, body } = validateDeploy({ ...empty, name: 'cart', command: 'target/release/shopping-cart' }, fields);
     expect(errors).toEqual({});
     expect(body).toEqual({ name: 'cart', command: 'target/release/shopping-cart' });
   });
 
   it('names each wrong field', () => {
-    const { errors } = validateDeploy({
-      ...empty,
-      name: 'Cart!',
-      min_scale: '3',
-      max_scale: '2',
-      target_concurrency: '0',
-      scale_to_zero_grace: 'soon',
-      stable_window: '2h',
-    });
+    const { errors } = validateDeploy(
+      {
+        name: 'Cart!',
+        command: '',
+        settings: {
+          min_scale: 'three',
+          max_scale: '0',
+          target_concurrency: '0',
+          stable_window: 'soon',
+          keep_alive: 'sometimes',
+          keep_alive_percentile: '20',
+        },
+      },
+      fields,
+    );
     expect(Object.keys(errors).sort()).toEqual([
       'command',
+      'keep_alive',
+      'keep_alive_percentile',
+      'max_scale',
       'min_scale',
       'name',
-      'scale_to_zero_grace',
       'stable_window',
       'target_concurrency',
     ]);
-    expect(validateDeploy({ ...empty, name: 'a', command: 'x', min_scale: '-1' }).errors.min_scale).toMatch(/whole number/);
-    expect(validateDeploy({ ...empty, name: 'a', command: 'x', max_scale: '0' }).errors.max_scale).toMatch(/at least 1/);
+    expect(errors.max_scale).toMatch(/at least 1/);
   });
 
   it('accepts the names the API accepts', () => {
     for (const name of ['a', 'cart', 'shopping-cart', '1a', 'x'.repeat(63)]) {
-      expect(validateDeploy({ ...empty, name, command: 'x' }).errors.name).toBeUndefined();
+      expect(validateDeploy({ ...empty, name, command: 'x' }, fields).errors.name).toBeUndefined();
     }
     for (const name of ['-a', 'a-', 'a_b', 'a.b', 'x'.repeat(64)]) {
-      expect(validateDeploy({ ...empty, name, command: 'x' }).errors.name).toBeDefined();
+      expect(validateDeploy({ ...empty, name, command: 'x' }, fields).errors.name).toBeDefined();
     }
   });
 });
 
-describe('validateSettings and durations', () => {
-  it('parses durations like the API', () => {
-    expect(durationMs('30s')).toBe(30_000);
-    expect(durationMs('1h30m')).toBe(5_400_000);
-    expect(durationMs('250ms')).toBe(250);
-    expect(durationMs('0')).toBe(0);
-    expect(durationMs('30')).toBeNull();
-    expect(durationMs('')).toBeNull();
-  });
-
-  it('builds the PATCH body', () => {
-    const { errors, body } = validateSettings({
-      min_scale: '0',
-      max_scale: '5',
-      target_concurrency: '10',
-      scale_to_zero_grace: '45s',
-      stable_window: '',
-    });
+describe('validateSettings', () => {
+  it('builds the PATCH body of what changed', () => {
+    const current = { min_scale: '0', max_scale: '10', target_concurrency: '70', stable_window: '', keep_alive: 'histogram', keep_alive_percentile: '99' };
+    const { errors, body } = validateSettings(fields, { ...current, max_scale: '5', stable_window: '45s' }, current);
     expect(errors).toEqual({});
-    expect(body).toEqual({ min_scale: 0, max_scale: 5, target_concurrency: 10, scale_to_zero_grace: '45s' });
+    expect(body).toEqual({ max_scale: 5, stable_window: '45s' });
   });
 });

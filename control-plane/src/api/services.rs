@@ -1,11 +1,16 @@
 //! `/services`: create, list, read, update and delete services, and read their instances
 //! and shard maps. Request bodies are checked here for a clear 400 before Raft sees them.
+//! A service's settings are `strata-settings`' one type, flattened into the bodies and
+//! the view, so every setting the registry keeps is one the API takes and shows.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use axum::{Json, Router};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use strata_settings::ServiceSettings;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
@@ -14,8 +19,8 @@ use super::{audit, linearizable, AppState};
 use strata_autoscaler::{HistogramPolicy, Prediction, Unpredictable};
 
 use crate::registry::{
-    format_duration_ms, parse_duration_ms, validate_name, Command, EventKind, Instance, InstanceState, KeepAlive,
-    Outcome, Registry, RegistryError, Service, ServicePatch, ServiceSpec, ServiceStatus,
+    format_duration_ms, validate_name, Command, EventKind, Instance, InstanceState, Outcome, Registry, RegistryError,
+    Service, ServicePatch, ServiceSpec, ServiceStatus,
 };
 
 pub(super) fn routes() -> Router<AppState> {
@@ -29,27 +34,16 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/services/{name}/shards", get(list_shards))
 }
 
-/// A service as users and scripts see it.
+/// A service as users and scripts see it: every setting with the value it runs with
+/// (the stable window and the hold timeout are null while the platform's default
+/// applies).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ServiceView {
     pub name: String,
     pub command: Option<String>,
     pub image: Option<String>,
-    pub min_scale: u32,
-    pub max_scale: u32,
-    pub target_concurrency: u32,
-    /// e.g. "30s"
-    pub scale_to_zero_grace: String,
-    /// The autoscaler's stable window, e.g. "60s"; null: the platform's default.
-    pub stable_window: Option<String>,
-    /// How the last instance is kept after traffic stops: `histogram` (the default:
-    /// learned from the service's idle times, Knative's behaviour where it cannot
-    /// pre-warm) or `fixed` (Knative's: the stable window, then the grace).
-    pub keep_alive: String,
-    /// With `histogram`: the idle-time percentile at which an instance is pre-warmed.
-    pub prewarm_percentile: u32,
-    /// With `histogram`: the idle-time percentile until which the instance is kept.
-    pub keep_alive_percentile: u32,
+    #[serde(flatten)]
+    pub settings: ServiceSettings,
     /// What the autoscaler has learned of the idle times between requests.
     pub idle_times: IdleTimesView,
     pub desired_replicas: u32,
@@ -57,7 +51,6 @@ pub struct ServiceView {
     /// `ready`, `scaling`, `pending` or `scaled_to_zero`.
     pub status: String,
     pub revision: u64,
-    pub shard_count: usize,
     pub entities: Vec<EntityView>,
     /// The event logs (persistence ids) its actions subscribe to: events written to
     /// them wake it from zero.
@@ -107,43 +100,27 @@ pub struct ServiceList {
     pub services: Vec<ServiceView>,
 }
 
-/// `POST /services`: only `name` and `command` (or `image`) are required.
+/// `POST /services`: only `name` and `command` (or `image`) are required; unset
+/// settings take their defaults.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateService {
     pub name: String,
     pub command: Option<String>,
     pub image: Option<String>,
-    pub min_scale: Option<i64>,
-    pub max_scale: Option<i64>,
-    pub target_concurrency: Option<i64>,
-    /// e.g. "30s", "5m"
-    pub scale_to_zero_grace: Option<String>,
-    /// e.g. "60s"; between 1s and 1h
-    pub stable_window: Option<String>,
-    pub shard_count: Option<i64>,
-    /// `histogram` (default) or `fixed`
-    pub keep_alive: Option<String>,
-    /// 0 to 50 (default 5)
-    pub prewarm_percentile: Option<i64>,
-    /// 50 to 100 (default 99)
-    pub keep_alive_percentile: Option<i64>,
+    #[serde(flatten)]
+    pub settings: ServiceSettings,
 }
 
 /// `PATCH /services/{name}`: every field optional; absent fields keep their value.
+/// The shard count cannot change once the service exists (the same count is no change).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateService {
     pub command: Option<String>,
     pub image: Option<String>,
-    pub min_scale: Option<i64>,
-    pub max_scale: Option<i64>,
-    pub target_concurrency: Option<i64>,
-    pub scale_to_zero_grace: Option<String>,
-    pub stable_window: Option<String>,
-    pub keep_alive: Option<String>,
-    pub prewarm_percentile: Option<i64>,
-    pub keep_alive_percentile: Option<i64>,
+    #[serde(flatten)]
+    pub settings: ServiceSettings,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -189,20 +166,15 @@ pub(crate) fn service_view(registry: &Registry, service: &Service) -> ServiceVie
         name: service.name.clone(),
         command: service.command.clone(),
         image: service.image.clone(),
-        min_scale: service.min_scale,
-        max_scale: service.max_scale,
-        target_concurrency: service.target_concurrency,
-        scale_to_zero_grace: format_duration_ms(service.scale_to_zero_grace_ms),
-        stable_window: service.stable_window_ms.map(format_duration_ms),
-        keep_alive: keep_alive_name(service.keep_alive()).to_owned(),
-        prewarm_percentile: service.prewarm_percentile,
-        keep_alive_percentile: service.keep_alive_percentile,
+        settings: ServiceSettings {
+            keep_alive: Some(service.keep_alive()),
+            ..service.settings()
+        },
         idle_times: idle_times_view(service),
         desired_replicas: service.desired_replicas,
         ready_replicas: registry.ready_replicas(&service.name),
         status: status.to_owned(),
         revision: service.revision,
-        shard_count: service.shards.len(),
         entities: service
             .entities
             .iter()
@@ -216,24 +188,6 @@ pub(crate) fn service_view(registry: &Registry, service: &Service) -> ServiceVie
         created_at_ms: service.created_at_ms,
         updated_at_ms: service.updated_at_ms,
         failure: current_failure(registry, &service.name),
-    }
-}
-
-fn keep_alive_name(keep_alive: KeepAlive) -> &'static str {
-    match keep_alive {
-        KeepAlive::Fixed => "fixed",
-        KeepAlive::Histogram => "histogram",
-    }
-}
-
-fn keep_alive(value: Option<&str>) -> Result<Option<KeepAlive>, ApiError> {
-    match value {
-        None => Ok(None),
-        Some("fixed") => Ok(Some(KeepAlive::Fixed)),
-        Some("histogram") => Ok(Some(KeepAlive::Histogram)),
-        Some(other) => Err(ApiError::invalid(format!(
-            "keep_alive must be \"fixed\" or \"histogram\" (got {other:?})"
-        ))),
     }
 }
 
@@ -297,30 +251,26 @@ fn instance_view(instance: &Instance) -> InstanceView {
     }
 }
 
-/// A non-negative count that fits the registry's `u32`.
-fn count(field: &str, value: Option<i64>) -> Result<Option<u32>, ApiError> {
-    match value {
-        None => Ok(None),
-        Some(value) if value < 0 => Err(ApiError::invalid_field(
-            field,
-            format!("{field} must not be negative (got {value})"),
-        )),
-        Some(value) => u32::try_from(value)
-            .map(Some)
-            .map_err(|_| ApiError::invalid_field(field, format!("{field} is too large (got {value})"))),
+/// Reads a body of a service's own fields and its settings. The settings are read
+/// first, alone, so one of the wrong type or shape is named (400 `invalid_argument`
+/// with its field); then the whole body, where only an unknown field or one of the
+/// service's own can be at fault (400 `malformed_json`). Their rules are checked last.
+fn service_body<T: DeserializeOwned>(body: Value, settings_of: impl Fn(&T) -> &ServiceSettings) -> Result<T, ApiError> {
+    if let Value::Object(fields) = &body {
+        let settings: Map<String, Value> = fields
+            .iter()
+            .filter(|(name, _)| ServiceSettings::FIELDS.contains(&name.as_str()))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        serde_path_to_error::deserialize::<_, ServiceSettings>(Value::Object(settings)).map_err(|error| {
+            let field = error.path().to_string();
+            ApiError::invalid_field(&field, format!("{field}: {}", error.inner()))
+        })?;
     }
-}
-
-fn grace(value: Option<&str>) -> Result<Option<u64>, ApiError> {
-    duration("scale_to_zero_grace", value)
-}
-
-fn duration(field: &str, value: Option<&str>) -> Result<Option<u64>, ApiError> {
-    value
-        .map(|text| {
-            parse_duration_ms(text).map_err(|message| ApiError::invalid_field(field, format!("{field}: {message}")))
-        })
-        .transpose()
+    let body: T = serde_path_to_error::deserialize(body)
+        .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", error.to_string()))?;
+    settings_of(&body).validate().map_err(RegistryError::from)?;
+    Ok(body)
 }
 
 fn service_response(state: &AppState, outcome: Outcome) -> Result<Json<ServiceView>, ApiError> {
@@ -352,22 +302,15 @@ pub(super) async fn list_services(
     responses((status = 201, body = ServiceView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(super) async fn create_service(
     State(state): State<AppState>,
-    ApiJson(body): ApiJson<CreateService>,
+    ApiJson(body): ApiJson<Value>,
 ) -> Result<(StatusCode, Json<ServiceView>), ApiError> {
+    let body: CreateService = service_body(body, |body: &CreateService| &body.settings)?;
     validate_name(&body.name)?;
     let spec = ServiceSpec {
         name: body.name,
         command: body.command,
         image: body.image,
-        min_scale: count("min_scale", body.min_scale)?,
-        max_scale: count("max_scale", body.max_scale)?,
-        target_concurrency: count("target_concurrency", body.target_concurrency)?,
-        scale_to_zero_grace_ms: grace(body.scale_to_zero_grace.as_deref())?,
-        stable_window_ms: duration("stable_window", body.stable_window.as_deref())?,
-        shard_count: count("shard_count", body.shard_count)?,
-        keep_alive: keep_alive(body.keep_alive.as_deref())?,
-        prewarm_percentile: count("prewarm_percentile", body.prewarm_percentile)?,
-        keep_alive_percentile: count("keep_alive_percentile", body.keep_alive_percentile)?,
+        settings: body.settings,
     };
     let outcome = audit::write(&state, Command::CreateService(spec), StatusCode::CREATED).await?;
     Ok((StatusCode::CREATED, service_response(&state, outcome)?))
@@ -393,19 +336,14 @@ pub(super) async fn get_service(
 pub(super) async fn update_service(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    ApiJson(body): ApiJson<UpdateService>,
+    ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<ServiceView>, ApiError> {
+    let body: UpdateService = service_body(body, |body: &UpdateService| &body.settings)?;
     let patch = ServicePatch {
         command: body.command,
         image: body.image,
-        min_scale: count("min_scale", body.min_scale)?,
-        max_scale: count("max_scale", body.max_scale)?,
-        target_concurrency: count("target_concurrency", body.target_concurrency)?,
-        scale_to_zero_grace_ms: grace(body.scale_to_zero_grace.as_deref())?,
-        stable_window_ms: duration("stable_window", body.stable_window.as_deref())?,
-        keep_alive: keep_alive(body.keep_alive.as_deref())?,
-        prewarm_percentile: count("prewarm_percentile", body.prewarm_percentile)?,
-        keep_alive_percentile: count("keep_alive_percentile", body.keep_alive_percentile)?,
+        settings: body.settings,
+        replace_settings: false,
     };
     let outcome = audit::write(&state, Command::UpdateService { name, patch }, StatusCode::OK).await?;
     service_response(&state, outcome)

@@ -58,6 +58,7 @@ pub fn route_snapshot(registry: &Registry, version: u64) -> RouteSnapshot {
                 .collect(),
             desired_replicas: service.desired_replicas,
             revision: service.revision,
+            hold_timeout_ms: service.hold_timeout_ms.unwrap_or(0),
         })
         .collect();
     RouteSnapshot { version, services }
@@ -147,7 +148,8 @@ fn relevance(received: Result<AppliedEffects, broadcast::error::RecvError>) -> O
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::{apply, Command, ServiceSpec};
+    use crate::registry::{apply, Command, ServiceSettings, ServiceSpec};
+    use strata_settings::HumanDuration;
 
     #[test]
     fn snapshot_shows_owners_instances_and_descriptors() {
@@ -158,8 +160,12 @@ mod tests {
             Command::CreateService(ServiceSpec {
                 name: "cart".into(),
                 command: Some("./cart".into()),
-                shard_count: Some(2),
-                ..Default::default()
+                image: None,
+                settings: ServiceSettings {
+                    shard_count: Some(2),
+                    hold_timeout: Some(HumanDuration::from_secs(300)),
+                    ..Default::default()
+                },
             }),
             at,
         );
@@ -188,6 +194,10 @@ mod tests {
         );
         assert_eq!(cart.instances[0].state, "starting");
         assert!(cart.descriptor_set.is_empty());
+        assert_eq!(
+            cart.hold_timeout_ms, 300_000,
+            "the gateway holds its requests this long"
+        );
 
         let descriptors = base64::engine::general_purpose::STANDARD.encode(b"\x0a\x00");
         apply(

@@ -4,17 +4,14 @@
 
 use std::collections::BTreeSet;
 
+use strata_settings::ServiceSettings;
+
 use super::command::{Command, Effect, Outcome, RegistryError, ServicePatch, ServiceSpec};
 use super::schedule::{self, RunOutcome, ScheduleRun, ScheduleSpec, MAX_SCHEDULES, RUN_HISTORY};
 use super::{
-    rebalance, validate_keep_alive, validate_name, validate_scaling, validate_stable_window, AuditRecord, EntityInfo,
-    Event, EventKind, IdleTimes, Instance, InstanceState, Registry, Service, Shard, AUDIT_HISTORY_LIMIT,
-    DEFAULT_KEEP_ALIVE_PERCENTILE, DEFAULT_MAX_SCALE, DEFAULT_MIN_SCALE, DEFAULT_PREWARM_PERCENTILE,
-    DEFAULT_SCALE_TO_ZERO_GRACE_MS, DEFAULT_SHARD_COUNT, DEFAULT_TARGET_CONCURRENCY, EVENT_HISTORY_LIMIT,
+    rebalance, validate_name, AuditRecord, EntityInfo, Event, EventKind, IdleTimes, Instance, InstanceState, Registry,
+    Service, Shard, AUDIT_HISTORY_LIMIT, DEFAULT_SHARD_COUNT, EVENT_HISTORY_LIMIT,
 };
-
-/// Largest shard count a service may ask for; keeps the shard map (replicated in full) small.
-const MAX_SHARD_COUNT: u32 = 4096;
 
 /// The result of one command: the client's answer and what must happen because of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,54 +118,45 @@ struct Tx<'a> {
 impl Tx<'_> {
     fn create_service(&mut self, spec: ServiceSpec) -> Result<Outcome, RegistryError> {
         validate_name(&spec.name)?;
-        let min_scale = spec.min_scale.unwrap_or(DEFAULT_MIN_SCALE);
-        let max_scale = spec.max_scale.unwrap_or(DEFAULT_MAX_SCALE.max(min_scale));
-        let target_concurrency = spec.target_concurrency.unwrap_or(DEFAULT_TARGET_CONCURRENCY);
-        validate_scaling(min_scale, max_scale, target_concurrency)?;
-        validate_stable_window(spec.stable_window_ms)?;
-        let prewarm_percentile = spec.prewarm_percentile.unwrap_or(DEFAULT_PREWARM_PERCENTILE);
-        let keep_alive_percentile = spec.keep_alive_percentile.unwrap_or(DEFAULT_KEEP_ALIVE_PERCENTILE);
-        validate_keep_alive(prewarm_percentile, keep_alive_percentile)?;
+        let settings = spec.settings.with_defaults();
+        settings.validate()?;
         validate_runtime(spec.command.as_deref(), spec.image.as_deref())?;
-        let shard_count = spec.shard_count.unwrap_or(DEFAULT_SHARD_COUNT);
-        if shard_count == 0 || shard_count > MAX_SHARD_COUNT {
-            return Err(RegistryError::invalid(
-                "shard_count",
-                format!("shard_count must be between 1 and {MAX_SHARD_COUNT}"),
-            ));
-        }
         if self.registry.services.contains_key(&spec.name) {
             return Err(RegistryError::AlreadyExists {
                 what: "service".into(),
                 name: spec.name,
             });
         }
-        // A new service starts with one instance (or min_scale): the first request
-        // should not have to wait for a cold start.
-        let desired_replicas = min_scale.max(1).min(max_scale);
-        let service = Service {
+        let shard_count = settings.shard_count.unwrap_or(DEFAULT_SHARD_COUNT);
+        let mut service = Service {
             name: spec.name.clone(),
             command: spec.command,
             image: spec.image,
-            min_scale,
-            max_scale,
-            target_concurrency,
-            scale_to_zero_grace_ms: spec.scale_to_zero_grace_ms.unwrap_or(DEFAULT_SCALE_TO_ZERO_GRACE_MS),
-            stable_window_ms: spec.stable_window_ms,
-            keep_alive: spec.keep_alive,
-            prewarm_percentile,
-            keep_alive_percentile,
+            min_scale: 0,
+            max_scale: 0,
+            target_concurrency: 0,
+            scale_to_zero_grace_ms: 0,
+            stable_window_ms: None,
+            keep_alive: None,
+            prewarm_percentile: 0,
+            keep_alive_percentile: 0,
+            hold_timeout_ms: None,
             idle_times: IdleTimes::default(),
             descriptor_set: None,
             entities: Vec::new(),
             subscriptions: Vec::new(),
             next_timer_due_ms: None,
             revision: 1,
-            desired_replicas,
+            desired_replicas: 0,
             created_at_ms: self.now_ms,
             updated_at_ms: self.now_ms,
             shards: (0..shard_count).map(|_| Shard { owner: None, epoch: 0 }).collect(),
         };
+        service.set_settings(&settings);
+        // A new service starts with one instance (or min_scale): the first request
+        // should not have to wait for a cold start.
+        service.desired_replicas = service.min_scale.max(1).min(service.max_scale);
+        let desired_replicas = service.desired_replicas;
         self.registry.services.insert(spec.name.clone(), service.clone());
         self.event(EventKind::ServiceCreated, Some(&spec.name), None, "created".into());
         self.effects.push(Effect::DesiredReplicasChanged {
@@ -182,24 +170,36 @@ impl Tx<'_> {
 
     fn update_service(&mut self, name: &str, patch: ServicePatch) -> Result<Outcome, RegistryError> {
         let current = self.service(name)?.clone();
+        let ServicePatch {
+            command,
+            image,
+            settings,
+            replace_settings,
+        } = patch;
+        let shard_count = current.shards.len();
+        if settings.shard_count.is_some_and(|count| count as usize != shard_count) {
+            return Err(RegistryError::invalid(
+                "shard_count",
+                format!(
+                    "shard_count is fixed once a service exists (it has {shard_count}); delete the service and create it again to change it"
+                ),
+            ));
+        }
+        let base = if replace_settings {
+            ServiceSettings::default()
+        } else {
+            current.settings()
+        };
+        let settings = settings.over(&base).with_defaults();
+        settings.validate()?;
         let mut updated = current.clone();
-        if let Some(command) = patch.command {
+        if let Some(command) = command {
             updated.command = Some(command);
         }
-        if let Some(image) = patch.image {
+        if let Some(image) = image {
             updated.image = Some(image);
         }
-        updated.min_scale = patch.min_scale.unwrap_or(current.min_scale);
-        updated.max_scale = patch.max_scale.unwrap_or(current.max_scale);
-        updated.target_concurrency = patch.target_concurrency.unwrap_or(current.target_concurrency);
-        updated.scale_to_zero_grace_ms = patch.scale_to_zero_grace_ms.unwrap_or(current.scale_to_zero_grace_ms);
-        updated.stable_window_ms = patch.stable_window_ms.or(current.stable_window_ms);
-        updated.keep_alive = patch.keep_alive.or(current.keep_alive);
-        updated.prewarm_percentile = patch.prewarm_percentile.unwrap_or(current.prewarm_percentile);
-        updated.keep_alive_percentile = patch.keep_alive_percentile.unwrap_or(current.keep_alive_percentile);
-        validate_stable_window(updated.stable_window_ms)?;
-        validate_keep_alive(updated.prewarm_percentile, updated.keep_alive_percentile)?;
-        validate_scaling(updated.min_scale, updated.max_scale, updated.target_concurrency)?;
+        updated.set_settings(&settings);
         validate_runtime(updated.command.as_deref(), updated.image.as_deref())?;
         if updated == current {
             // Nothing changed: no new revision, no event, so retried PATCHes are harmless.

@@ -8,7 +8,26 @@ fn spec(name: &str) -> ServiceSpec {
     ServiceSpec {
         name: name.into(),
         command: Some("./cart".into()),
-        shard_count: Some(4),
+        image: None,
+        settings: ServiceSettings {
+            shard_count: Some(4),
+            ..Default::default()
+        },
+    }
+}
+
+/// `spec(name)` with these settings as well.
+fn spec_with(name: &str, settings: ServiceSettings) -> ServiceSpec {
+    let spec = spec(name);
+    ServiceSpec {
+        settings: settings.over(&spec.settings),
+        ..spec
+    }
+}
+
+fn patch(settings: ServiceSettings) -> ServicePatch {
+    ServicePatch {
+        settings,
         ..Default::default()
     }
 }
@@ -121,11 +140,14 @@ fn refused_commands_change_nothing() {
         (Command::CreateService(spec("cart")), "already exists"),
         (Command::CreateService(spec("Bad_Name")), "invalid service name"),
         (
-            Command::CreateService(ServiceSpec {
-                min_scale: Some(5),
-                max_scale: Some(2),
-                ..spec("other")
-            }),
+            Command::CreateService(spec_with(
+                "other",
+                ServiceSettings {
+                    min_scale: Some(5),
+                    max_scale: Some(2),
+                    ..Default::default()
+                },
+            )),
             "must not exceed",
         ),
         (
@@ -136,27 +158,33 @@ fn refused_commands_change_nothing() {
             "needs a command",
         ),
         (
-            Command::CreateService(ServiceSpec {
-                shard_count: Some(0),
-                ..spec("other")
-            }),
+            Command::CreateService(spec_with(
+                "other",
+                ServiceSettings {
+                    shard_count: Some(0),
+                    ..Default::default()
+                },
+            )),
             "shard_count",
         ),
         (
-            Command::CreateService(ServiceSpec {
-                prewarm_percentile: Some(60),
-                ..spec("other")
-            }),
+            Command::CreateService(spec_with(
+                "other",
+                ServiceSettings {
+                    prewarm_percentile: Some(60),
+                    ..Default::default()
+                },
+            )),
             "prewarm_percentile must be between 0 and 50",
         ),
         (
             Command::UpdateService {
                 name: "cart".into(),
-                patch: ServicePatch {
+                patch: patch(ServiceSettings {
                     keep_alive: Some(KeepAlive::Histogram),
                     keep_alive_percentile: Some(20),
                     ..Default::default()
-                },
+                }),
             },
             "keep_alive_percentile must be between 50 and 100",
         ),
@@ -171,10 +199,10 @@ fn refused_commands_change_nothing() {
         (
             Command::UpdateService {
                 name: "cart".into(),
-                patch: ServicePatch {
+                patch: patch(ServiceSettings {
                     min_scale: Some(11),
                     ..Default::default()
-                },
+                }),
             },
             "must not exceed",
         ),
@@ -224,11 +252,11 @@ fn refused_commands_change_nothing() {
 #[test]
 fn update_bumps_revision_and_clamps_desired_only_when_something_changed() {
     let mut registry = with_cart();
-    let patch = ServicePatch {
+    let patch = patch(ServiceSettings {
         min_scale: Some(3),
         max_scale: Some(5),
         ..Default::default()
-    };
+    });
     let effects = ok(
         &mut registry,
         Command::UpdateService {
@@ -652,11 +680,11 @@ fn idle_times_are_stored_silently() {
 #[test]
 fn the_keep_alive_policy_is_a_service_setting() {
     let mut registry = with_cart();
-    let patch = ServicePatch {
+    let patch = patch(ServiceSettings {
         keep_alive: Some(KeepAlive::Fixed),
         prewarm_percentile: Some(10),
         ..Default::default()
-    };
+    });
     ok(
         &mut registry,
         Command::UpdateService {
@@ -703,6 +731,99 @@ fn services_and_commands_written_before_the_keep_alive_fields_still_read() {
     let command: Command = serde_json::from_value(old_command).unwrap();
     assert!(matches!(
         command,
-        Command::CreateService(ServiceSpec { keep_alive: None, .. })
+        Command::CreateService(ServiceSpec {
+            settings: ServiceSettings { keep_alive: None, .. },
+            ..
+        })
     ));
+}
+
+#[test]
+fn every_setting_is_kept_on_create_and_on_update() {
+    let mut registry = Registry::default();
+    let sample = ServiceSettings::sample();
+    ok(&mut registry, Command::CreateService(spec_with("cart", sample.clone())));
+    assert_eq!(registry.services["cart"].settings(), sample);
+    // --- a patch of one setting keeps the others
+    let hold = ServiceSettings {
+        hold_timeout: Some(strata_settings::HumanDuration::from_secs(600)),
+        ..Default::default()
+    };
+    ok(
+        &mut registry,
+        Command::UpdateService {
+            name: "cart".into(),
+            patch: patch(hold.clone()),
+        },
+    );
+    assert_eq!(registry.services["cart"].settings(), hold.over(&sample));
+}
+
+#[test]
+fn a_replacing_patch_sends_what_it_leaves_out_back_to_its_default() {
+    let mut registry = Registry::default();
+    ok(
+        &mut registry,
+        Command::CreateService(spec_with("cart", ServiceSettings::sample())),
+    );
+    let only = ServiceSettings {
+        max_scale: Some(3),
+        ..Default::default()
+    };
+    ok(
+        &mut registry,
+        Command::UpdateService {
+            name: "cart".into(),
+            patch: ServicePatch {
+                settings: only.clone(),
+                replace_settings: true,
+                ..Default::default()
+            },
+        },
+    );
+    let expected = ServiceSettings {
+        shard_count: Some(16),
+        ..only.with_defaults()
+    };
+    assert_eq!(registry.services["cart"].settings(), expected, "the shard count stays");
+}
+
+#[test]
+fn the_shard_count_is_fixed_once_the_service_exists() {
+    let mut registry = with_cart();
+    let before = registry.clone();
+    let applied = apply(
+        &mut registry,
+        Command::UpdateService {
+            name: "cart".into(),
+            patch: patch(ServiceSettings {
+                shard_count: Some(8),
+                ..Default::default()
+            }),
+        },
+        T0,
+    );
+    assert_eq!(
+        applied.response,
+        Err(RegistryError::Invalid {
+            field: "shard_count".into(),
+            message: "shard_count is fixed once a service exists (it has 4); delete the service and create it again \
+                      to change it"
+                .into()
+        })
+    );
+    assert_eq!(registry, before);
+    // --- the same count is no change at all
+    let same = patch(ServiceSettings {
+        shard_count: Some(4),
+        ..Default::default()
+    });
+    let effects = ok(
+        &mut registry,
+        Command::UpdateService {
+            name: "cart".into(),
+            patch: same,
+        },
+    );
+    assert_eq!((effects, registry.services["cart"].revision), (vec![], 1));
 }

@@ -3,9 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{
-    AuditRecord, EntityInfo, Event, IdleTimes, Instance, KeepAlive, RunOutcome, Schedule, ScheduleSpec, Service,
-};
+use strata_settings::ServiceSettings;
+
+use super::logged::{LoggedPatch, LoggedSpec};
+use super::{AuditRecord, EntityInfo, Event, IdleTimes, Instance, RunOutcome, Schedule, ScheduleSpec, Service};
 
 /// One Raft log entry's payload. The leader stamps `at_ms` when it proposes, so every
 /// replica applies the same time and the state machine stays deterministic.
@@ -153,48 +154,30 @@ impl Command {
     }
 }
 
-/// A service as requested: unset fields take the registry's defaults.
+/// A service as requested: unset settings take their defaults.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "LoggedSpec")]
 pub struct ServiceSpec {
     pub name: String,
     pub command: Option<String>,
     pub image: Option<String>,
-    pub min_scale: Option<u32>,
-    pub max_scale: Option<u32>,
-    pub target_concurrency: Option<u32>,
-    pub scale_to_zero_grace_ms: Option<u64>,
-    pub stable_window_ms: Option<u64>,
-    pub shard_count: Option<u32>,
-    #[serde(default)]
-    pub keep_alive: Option<KeepAlive>,
-    #[serde(default)]
-    pub prewarm_percentile: Option<u32>,
-    #[serde(default)]
-    pub keep_alive_percentile: Option<u32>,
+    #[serde(flatten)]
+    pub settings: ServiceSettings,
 }
 
 /// The fields of a service that an update may change; `None` keeps the current value.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "LoggedPatch")]
 pub struct ServicePatch {
     pub command: Option<String>,
     pub image: Option<String>,
-    pub min_scale: Option<u32>,
-    pub max_scale: Option<u32>,
-    pub target_concurrency: Option<u32>,
-    pub scale_to_zero_grace_ms: Option<u64>,
-    pub stable_window_ms: Option<u64>,
-    #[serde(default)]
-    pub keep_alive: Option<KeepAlive>,
-    #[serde(default)]
-    pub prewarm_percentile: Option<u32>,
-    #[serde(default)]
-    pub keep_alive_percentile: Option<u32>,
-}
-
-impl ServicePatch {
-    pub fn is_empty(&self) -> bool {
-        self == &ServicePatch::default()
-    }
+    #[serde(flatten)]
+    pub settings: ServiceSettings,
+    /// The patch states every setting (a `StatefulService`'s spec is the whole
+    /// truth): a setting it leaves out goes back to its default rather than keeping
+    /// its value. The shard count, fixed at creation, is kept either way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replace_settings: bool,
 }
 
 /// What a successful command answers.

@@ -4,8 +4,9 @@
 
 mod apply;
 mod command;
-mod duration;
+mod logged;
 pub mod schedule;
+mod service_settings;
 mod shard_map;
 mod validate;
 
@@ -19,30 +20,20 @@ use strata_autoscaler::IdleHistogram;
 
 pub use apply::{apply, Applied};
 pub use command::{Command, Effect, Outcome, RegistryError, Request, ServicePatch, ServiceSpec};
-pub use duration::{format_duration_ms, parse_duration_ms};
 pub use schedule::{CatchUp, RunOutcome, Schedule, ScheduleRun, ScheduleSpec};
 pub use shard_map::{rebalance, ShardMove};
-pub use validate::{validate_keep_alive, validate_name, validate_scaling, validate_stable_window};
+pub use strata_settings::{
+    format_duration_ms, parse_duration_ms, KeepAlive, ServiceSettings, DEFAULT_KEEP_ALIVE,
+    DEFAULT_KEEP_ALIVE_PERCENTILE, DEFAULT_MAX_SCALE, DEFAULT_MIN_SCALE, DEFAULT_PREWARM_PERCENTILE,
+    DEFAULT_SHARD_COUNT, DEFAULT_TARGET_CONCURRENCY,
+};
+pub use validate::validate_name;
 
-/// Shards per service unless a service asks for another count.
-pub const DEFAULT_SHARD_COUNT: u32 = 64;
 /// How many events the registry keeps; older ones are dropped first.
 pub const EVENT_HISTORY_LIMIT: usize = 1000;
 /// How many audit records the registry keeps; older ones are dropped first. About
 /// 200 bytes each, so the snapshot carries at most a few MiB of them.
 pub const AUDIT_HISTORY_LIMIT: usize = 10_000;
-pub const DEFAULT_MIN_SCALE: u32 = 0;
-pub const DEFAULT_MAX_SCALE: u32 = 10;
-/// Knative's effective target: its default of 100 at its default 70% utilisation.
-pub const DEFAULT_TARGET_CONCURRENCY: u32 = 70;
-pub const DEFAULT_SCALE_TO_ZERO_GRACE_MS: u64 = 30_000;
-/// The histogram policy: it keeps Knative's behaviour wherever it cannot pre-warm, and in
-/// the trace benchmark (docs/benchmarks.md) it never had more cold starts than the fixed
-/// policy while costing 40% fewer idle instance-hours across a mix of services.
-pub const DEFAULT_KEEP_ALIVE: KeepAlive = KeepAlive::Histogram;
-/// The histogram policy's percentiles of idle time, as in "Serverless in the Wild".
-pub const DEFAULT_PREWARM_PERCENTILE: u32 = 5;
-pub const DEFAULT_KEEP_ALIVE_PERCENTILE: u32 = 99;
 
 /// The whole replicated state. `BTreeMap`s keep iteration (and so snapshots and
 /// effects) deterministic on every replica.
@@ -84,6 +75,10 @@ pub struct Service {
     /// With the histogram policy: the idle-time percentile until which it is kept.
     #[serde(default = "default_keep_alive_percentile")]
     pub keep_alive_percentile: u32,
+    /// How long a gateway holds a request while the service wakes from zero; `None`
+    /// takes the gateway's own default.
+    #[serde(default)]
+    pub hold_timeout_ms: Option<u64>,
     /// The idle times between invocations the autoscaler has learned, kept here so a
     /// new leader starts from them.
     #[serde(default)]
@@ -114,16 +109,6 @@ fn default_prewarm_percentile() -> u32 {
 
 fn default_keep_alive_percentile() -> u32 {
     DEFAULT_KEEP_ALIVE_PERCENTILE
-}
-
-/// The keep-alive policy for a service's last instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KeepAlive {
-    /// Knative's: zero once the stable window has averaged zero and the grace has passed.
-    Fixed,
-    /// Kept or pre-warmed where the service's idle-time histogram expects the next request.
-    Histogram,
 }
 
 /// A service's idle-time histogram as stored: the non-empty bins (`[bin, count]`) and the
@@ -258,13 +243,6 @@ pub enum ServiceStatus {
     Pending,
     /// Desired and ready are both zero.
     ScaledToZero,
-}
-
-impl Service {
-    /// The keep-alive policy in effect.
-    pub fn keep_alive(&self) -> KeepAlive {
-        self.keep_alive.unwrap_or(DEFAULT_KEEP_ALIVE)
-    }
 }
 
 impl Registry {

@@ -3,7 +3,8 @@
 //! has just become ready, is known to the registry (and to `strata deploy`'s
 //! user) before the route watch brings it here. A request in that moment is
 //! held, bounded like a scale-from-zero hold (the same capacity and longest
-//! wait, never past the client's deadline), while the routes may still bring
+//! wait, or the longest hold timeout of a service still starting, never past
+//! the client's deadline), while the routes may still bring
 //! its path: while a deployed service has no descriptors yet (its first
 //! instance is starting), or while the control plane's current routes, asked
 //! for once, hold services or descriptors the gateway's do not. Then it is
@@ -105,9 +106,12 @@ impl Catchup {
             )));
         }
         let _waiting = Waiting(&self.waiting);
-        let until = deadline.map_or(arrived + self.max_wait, |deadline| {
-            deadline.min(arrived + self.max_wait)
-        });
+        // A first instance pulling its image may take as long as its service allows.
+        let max_wait = routes
+            .borrow()
+            .longest_pending_hold()
+            .map_or(self.max_wait, |hold| hold.max(self.max_wait));
+        let until = deadline.map_or(arrived + max_wait, |deadline| deadline.min(arrived + max_wait));
         let caught_up = async {
             // Nothing is starting: ask whether the control plane knows more.
             let heard = if routes.borrow().has_pending() {
@@ -155,6 +159,11 @@ mod tests {
     /// A snapshot at `version` with the fixture's service, its descriptors
     /// present once an instance has been ready.
     fn snapshot(version: u64, ready_once: bool) -> RouteSnapshot {
+        held_for(version, ready_once, 0)
+    }
+
+    /// [`snapshot`], the service holding requests `hold_timeout_ms` (0: the gateway's).
+    fn held_for(version: u64, ready_once: bool, hold_timeout_ms: u64) -> RouteSnapshot {
         let spec = fixtures::spec();
         RouteSnapshot {
             version,
@@ -175,6 +184,7 @@ mod tests {
                 instances: Vec::new(),
                 desired_replicas: 1,
                 revision: 1,
+                hold_timeout_ms,
             }],
         }
     }
@@ -278,5 +288,18 @@ mod tests {
         // --- the service never becomes ready: the request goes on unknown (404)
         assert_eq!(first.await.unwrap(), (Ok(()), false));
         assert_eq!(catchup.waiting.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_starting_service_with_a_long_hold_timeout_is_waited_for_that_long() {
+        let (probe, _) = probe(snapshot(1, false));
+        let catchup = Arc::new(Catchup::new(8, Duration::from_secs(3), probe));
+        // --- its first instance pulls an image for a minute: past the gateway's 3s
+        let (tx, rx) = watch::channel(table(&held_for(3, false, 300_000)));
+        let waiter = spawn_wait(&catchup, &rx, ECHO);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!waiter.is_finished(), "gave up at the gateway's own wait");
+        tx.send(table(&held_for(4, true, 300_000))).unwrap();
+        assert_eq!(waiter.await.unwrap(), (Ok(()), true));
     }
 }

@@ -2,8 +2,9 @@
 //! not up yet): a bounded wait per service that pokes the control plane with the
 //! number of requests held, at once, again as soon as more arrive, and every second
 //! while any wait, so the autoscaler can start as many instances as the burst needs.
-//! Requests are released when the first instance is ready. A full queue or an expired
-//! wait is a clear 503 / UNAVAILABLE, never a hang or a silent drop.
+//! Requests are released when the first instance is ready. A request waits as long as
+//! its service's hold timeout (carried by the routes), or the gateway's own. A full
+//! queue or an expired wait is a clear 503 / UNAVAILABLE, never a hang or a silent drop.
 
 use std::{
     collections::HashMap,
@@ -11,11 +12,11 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use futures::future::BoxFuture;
-use tokio::sync::watch;
+use tokio::{sync::watch, time::Instant};
 
 use super::routes::RouteTable;
 use crate::{error::ProxyError, metrics::Metrics};
@@ -32,6 +33,7 @@ pub type Poke = Arc<dyn Fn(String, u32) -> BoxFuture<'static, ()> + Send + Sync>
 pub struct Holds {
     /// Requests allowed to wait per service.
     capacity: usize,
+    /// How long a request waits for a service whose routes name no hold timeout.
     max_wait: Duration,
     services: Mutex<HashMap<String, Arc<Held>>>,
     poke: Poke,
@@ -76,7 +78,8 @@ impl Holds {
         Holds { poke, ..self }
     }
 
-    /// Waits until `service` has a ready instance.
+    /// Waits until `service` has a ready instance, for as long as its hold timeout
+    /// says (read again whenever the routes change).
     pub async fn hold(&self, service: &str, routes: &mut watch::Receiver<Arc<RouteTable>>) -> Result<(), ProxyError> {
         let held = self
             .services
@@ -113,24 +116,31 @@ impl Holds {
             tokio::spawn(poke_while_held(service.to_string(), held, self.poke.clone()));
         }
         let started = Instant::now();
-        let ready = tokio::time::timeout(
-            self.max_wait,
-            routes.wait_for(|table| table.services.get(service).is_some_and(|s| !s.ready.is_empty())),
-        )
-        .await;
-        match ready {
-            Ok(Ok(_)) => {
+        loop {
+            let (ready, max_wait) = {
+                let table = routes.borrow_and_update();
+                let routed = table.services.get(service);
+                (
+                    routed.is_some_and(|routed| !routed.ready.is_empty()),
+                    routed.and_then(|routed| routed.hold_timeout).unwrap_or(self.max_wait),
+                )
+            };
+            if ready {
                 self.metrics
                     .cold_start_seconds
                     .with_label_values(&[service])
                     .observe(started.elapsed().as_secs_f64());
-                Ok(())
+                return Ok(());
             }
-            Ok(Err(_)) => Err(ProxyError::Unavailable("the gateway lost its routes; retry".into())),
-            Err(_) => Err(ProxyError::Unavailable(format!(
-                "{service} did not become ready within {:?}; retry shortly",
-                self.max_wait
-            ))),
+            match tokio::time::timeout_at(started + max_wait, routes.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(ProxyError::Unavailable("the gateway lost its routes; retry".into())),
+                Err(_) => {
+                    return Err(ProxyError::Unavailable(format!(
+                        "{service} did not become ready within {max_wait:?}; retry shortly"
+                    )))
+                }
+            }
         }
     }
 }
@@ -167,20 +177,24 @@ mod tests {
     use crate::routing::routes::{ServiceTable, Target};
 
     fn table(ready: bool) -> Arc<RouteTable> {
-        let mut table = RouteTable::default();
-        table.services.insert(
-            "cart".into(),
-            ServiceTable::for_tests(
-                "cart",
-                ready
-                    .then(|| Target {
-                        instance: "cart-1".into(),
-                        address: "127.0.0.1:1".into(),
-                    })
-                    .into_iter()
-                    .collect(),
-            ),
+        held_for(ready, None)
+    }
+
+    /// The cart's routes, with its own hold timeout.
+    fn held_for(ready: bool, hold_timeout: Option<Duration>) -> Arc<RouteTable> {
+        let mut cart = ServiceTable::for_tests(
+            "cart",
+            ready
+                .then(|| Target {
+                    instance: "cart-1".into(),
+                    address: "127.0.0.1:1".into(),
+                })
+                .into_iter()
+                .collect(),
         );
+        cart.hold_timeout = hold_timeout;
+        let mut table = RouteTable::default();
+        table.services.insert("cart".into(), cart);
         Arc::new(table)
     }
 
@@ -272,5 +286,39 @@ mod tests {
         let result = holds.hold("cart", &mut rx).await;
         assert!(matches!(result, Err(ProxyError::Unavailable(m)) if m.contains("did not become ready")));
         assert_eq!(count(&holds), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_services_own_hold_timeout_wins_over_the_gateways() {
+        let (holds, _pokes) = recording(8, Duration::from_secs(30));
+        // --- shorter than the gateway's: refused when it ends, naming it
+        let (_tx, mut rx) = watch::channel(held_for(false, Some(Duration::from_secs(2))));
+        let started = Instant::now();
+        let result = holds.hold("cart", &mut rx).await;
+        assert!(
+            matches!(&result, Err(ProxyError::Unavailable(m)) if m.contains("within 2s")),
+            "{result:?}"
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        // --- longer than the gateway's: still waiting past it, then served
+        let (tx, rx) = watch::channel(held_for(false, Some(Duration::from_secs(300))));
+        let waiter = wait(&holds, &rx);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!waiter.is_finished(), "let go at the gateway's 30s");
+        tx.send(held_for(true, Some(Duration::from_secs(300)))).unwrap();
+        assert_eq!(waiter.await.unwrap(), Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hold_timeout_changed_while_waiting_applies_to_the_waiting() {
+        let (holds, _pokes) = recording(8, Duration::from_secs(30));
+        let (tx, rx) = watch::channel(held_for(false, Some(Duration::from_secs(5))));
+        let waiter = wait(&holds, &rx);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tx.send(held_for(false, Some(Duration::from_secs(600)))).unwrap();
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert!(!waiter.is_finished(), "held to the old timeout");
+        tx.send(held_for(true, None)).unwrap();
+        assert_eq!(waiter.await.unwrap(), Ok(()));
     }
 }

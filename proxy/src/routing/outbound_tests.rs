@@ -57,6 +57,7 @@ fn routes(version: u64, address: &str) -> Arc<RouteTable> {
             }],
             desired_replicas: 1,
             revision: 1,
+            hold_timeout_ms: 0,
         }],
     };
     Arc::new(RouteTable::build(&snapshot, &RouteTable::default()))

@@ -6,6 +6,7 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
+    time::Duration,
 };
 
 use strata_proto::cloudstate::{Entity, EntitySpec};
@@ -32,6 +33,9 @@ pub struct ServiceTable {
     /// Owner of each shard, `None` when unowned.
     pub shards: Vec<Option<Target>>,
     pub ready: Vec<Target>,
+    /// How long a request may wait for the service to wake from zero; `None`: the
+    /// gateway's own default.
+    pub hold_timeout: Option<Duration>,
 }
 
 impl ServiceTable {
@@ -51,6 +55,7 @@ impl ServiceTable {
             descriptor_set: Vec::new(),
             shards: Vec::new(),
             ready,
+            hold_timeout: None,
         }
     }
 }
@@ -111,6 +116,7 @@ impl RouteTable {
                         .filter(|i| i.state == "ready")
                         .filter_map(|i| target(&i.id))
                         .collect(),
+                    hold_timeout: (routes.hold_timeout_ms > 0).then(|| Duration::from_millis(routes.hold_timeout_ms)),
                 },
             );
         }
@@ -128,6 +134,16 @@ impl RouteTable {
     /// is starting): its paths are not known until it is ready.
     pub fn has_pending(&self) -> bool {
         self.services.values().any(|service| service.descriptor_set.is_empty())
+    }
+
+    /// The longest hold timeout a service whose first instance is starting asked
+    /// for: a request for a path it may serve waits at least that long.
+    pub fn longest_pending_hold(&self) -> Option<Duration> {
+        self.services
+            .values()
+            .filter(|service| service.descriptor_set.is_empty())
+            .filter_map(|service| service.hold_timeout)
+            .max()
     }
 
     /// Whether `heard` (the control plane's routes, asked directly) is newer and

@@ -1,7 +1,8 @@
 //! The `StatefulService` custom resource: what a user applies to run a function on
-//! Kubernetes (image, scaling settings, store secret), and the status the operator
-//! reports back. `strata crd` prints the definition derived from these types;
-//! `deploy/crd/statefulservice.yaml` commits it.
+//! Kubernetes (image, the service's settings, store secret), and the status the
+//! operator reports back. The settings are `strata-settings`' one type in camelCase,
+//! so the resource has every setting the REST API has. `strata crd` prints the
+//! definition derived from these types; `deploy/crd/statefulservice.yaml` commits it.
 
 use k8s_openapi::{
     api::core::v1::{EnvVar, LocalObjectReference, ResourceRequirements},
@@ -10,6 +11,7 @@ use k8s_openapi::{
 use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use strata_settings::KubernetesSettings;
 
 /// The API group of Strata's resources.
 pub const GROUP: &str = "strata.dev";
@@ -67,21 +69,10 @@ pub struct StatefulServiceSpec {
     /// as `PORT` and to the sidecar as `USER_FUNCTION_PORT`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
-    /// Fewest instances (default 0: scale to zero).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_scale: Option<u32>,
-    /// Most instances (default 10).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_scale: Option<u32>,
-    /// Concurrent requests per instance the autoscaler aims for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target_concurrency: Option<u32>,
-    /// How long without traffic before the last instance goes (e.g. `30s`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scale_to_zero_grace: Option<String>,
-    /// How far back the autoscaler averages load (e.g. `60s`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stable_window: Option<String>,
+    /// How it scales, keeps its last instance, spreads its entities and waits to
+    /// wake: the REST API's settings, in camelCase (`minScale`, `holdTimeout`, ...).
+    #[serde(flatten)]
+    pub settings: KubernetesSettings,
     /// The Secret (in the resource's namespace) holding the store's URL, e.g.
     /// `postgres://...` (required).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -16,10 +16,7 @@ use k8s_openapi::{
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use strata_control_plane::auth::ClusterSecret;
-use strata_control_plane::registry::{
-    parse_duration_ms, validate_name, validate_scaling, validate_stable_window, ServicePatch, ServiceSpec,
-    DEFAULT_MAX_SCALE, DEFAULT_MIN_SCALE, DEFAULT_TARGET_CONCURRENCY,
-};
+use strata_control_plane::registry::{validate_name, ServicePatch, ServiceSpec};
 
 use super::crd::{StatefulService, StatefulServiceStatus, DEFAULT_FUNCTION_PORT};
 use super::names::check_name;
@@ -91,27 +88,21 @@ pub fn registry_spec(service: &StatefulService) -> Result<ServiceSpec, Invalid> 
             "spec.image is missing: name the function's container image",
         ));
     }
-    let min_scale = spec.min_scale.unwrap_or(DEFAULT_MIN_SCALE);
-    let max_scale = spec.max_scale.unwrap_or(DEFAULT_MAX_SCALE);
-    let target_concurrency = spec.target_concurrency.unwrap_or(DEFAULT_TARGET_CONCURRENCY);
-    validate_scaling(min_scale, max_scale, target_concurrency)
+    if let Some(unreadable) = spec.settings.unreadable.first() {
+        let name = &unreadable.name;
+        return Err(Invalid::spec(match unreadable.value.as_str() {
+            Some(text) if text.trim_start().starts_with('-') => {
+                format!("spec.{name} must not be negative (got {text:?})")
+            }
+            _ => format!("spec.{name}: {}", unreadable.reason),
+        }));
+    }
+    let settings = spec.settings.settings.clone();
+    settings
+        .clone()
+        .with_defaults()
+        .validate()
         .map_err(|error| Invalid::spec(format!("spec: {error}")))?;
-    let duration = |field: &str, value: &Option<String>| -> Result<Option<u64>, Invalid> {
-        value
-            .as_deref()
-            .map(|text| {
-                if text.trim_start().starts_with('-') {
-                    return Err(Invalid::spec(format!(
-                        "spec.{field} must not be negative (got {text:?})"
-                    )));
-                }
-                parse_duration_ms(text).map_err(|error| Invalid::spec(format!("spec.{field}: {error}")))
-            })
-            .transpose()
-    };
-    let scale_to_zero_grace_ms = duration("scaleToZeroGrace", &spec.scale_to_zero_grace)?;
-    let stable_window_ms = duration("stableWindow", &spec.stable_window)?;
-    validate_stable_window(stable_window_ms).map_err(|error| Invalid::spec(format!("spec: {error}")))?;
     if matches!(spec.port, Some(0 | SIDECAR_PORT | ADMIN_PORT)) {
         return Err(Invalid::spec(format!(
             "spec.port must be between 1 and 65535 and not {SIDECAR_PORT} or {ADMIN_PORT}, the sidecar's"
@@ -130,27 +121,21 @@ pub fn registry_spec(service: &StatefulService) -> Result<ServiceSpec, Invalid> 
     }
     Ok(ServiceSpec {
         name,
+        command: None,
         image: Some(spec.image.clone()),
-        min_scale: Some(min_scale),
-        max_scale: Some(max_scale),
-        target_concurrency: Some(target_concurrency),
-        scale_to_zero_grace_ms,
-        stable_window_ms,
-        ..ServiceSpec::default()
+        settings,
     })
 }
 
-/// The update that brings a registered service to `spec` (the registry ignores a
-/// patch that changes nothing).
+/// The update that brings a registered service to `spec`: every setting, those the
+/// resource leaves out back to their defaults, since the resource is the whole truth
+/// (the registry ignores a patch that changes nothing).
 pub fn registry_patch(spec: &ServiceSpec) -> ServicePatch {
     ServicePatch {
+        command: None,
         image: spec.image.clone(),
-        min_scale: spec.min_scale,
-        max_scale: spec.max_scale,
-        target_concurrency: spec.target_concurrency,
-        scale_to_zero_grace_ms: spec.scale_to_zero_grace_ms,
-        stable_window_ms: spec.stable_window_ms,
-        ..ServicePatch::default()
+        settings: spec.settings.clone(),
+        replace_settings: true,
     }
 }
 

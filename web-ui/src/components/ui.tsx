@@ -35,6 +35,8 @@ export interface FieldProps {
   required?: boolean;
   inputMode?: JSX.HTMLAttributes['inputMode'];
   autoComplete?: string;
+  /** Offer these values in a list instead of a text box; empty stays a choice (the placeholder's). */
+  choices?: string[];
 }
 
 export function Field(props: FieldProps) {
@@ -46,19 +48,37 @@ export function Field(props: FieldProps) {
         {props.label}
         {props.required ? <span aria-hidden="true"> *</span> : null}
       </label>
-      <input
-        id={id}
-        name={props.name}
-        type={props.type ?? 'text'}
-        value={props.value}
-        placeholder={props.placeholder}
-        required={props.required}
-        inputMode={props.inputMode}
-        autoComplete={props.autoComplete ?? 'off'}
-        aria-invalid={props.error ? 'true' : undefined}
-        aria-describedby={described || undefined}
-        onInput={(event) => props.onInput((event.target as HTMLInputElement).value)}
-      />
+      {props.choices ? (
+        <select
+          id={id}
+          name={props.name}
+          value={props.value}
+          aria-invalid={props.error ? 'true' : undefined}
+          aria-describedby={described || undefined}
+          onChange={(event) => props.onInput((event.target as HTMLSelectElement).value)}
+        >
+          <option value="">{props.placeholder === undefined || props.placeholder === 'default' ? 'default' : `${props.placeholder} (default)`}</option>
+          {props.choices.map((choice) => (
+            <option key={choice} value={choice}>
+              {choice}
+            </option>
+          ))}
+        </select>
+      ) : (
+        <input
+          id={id}
+          name={props.name}
+          type={props.type ?? 'text'}
+          value={props.value}
+          placeholder={props.placeholder}
+          required={props.required}
+          inputMode={props.inputMode}
+          autoComplete={props.autoComplete ?? 'off'}
+          aria-invalid={props.error ? 'true' : undefined}
+          aria-describedby={described || undefined}
+          onInput={(event) => props.onInput((event.target as HTMLInputElement).value)}
+        />
+      )}
       {props.hint ? (
         <p class="hint" id={`${id}-hint`}>
           {props.hint}

@@ -1,30 +1,27 @@
 // Deploy a new service: the API's fields, checked here first and then by the API,
-// with each error shown beside its field.
+// with each error shown beside its field. The settings' fields, defaults and checks
+// are the API's own schema's (`settings.ts`).
 
 import { useState } from 'preact/hooks';
 
 import { api, ApiError, encode } from '../api';
-import { Card, Field } from '../components/ui';
+import { SettingFields } from '../components/settings';
+import { Card, Field, LoadError } from '../components/ui';
 import { useCanWrite } from '../context';
+import { usePoll } from '../hooks';
 import { navigate } from '../router';
+import { loadSettingFields } from '../settings';
 import type { Service } from '../types';
 import { validateDeploy, type DeployForm, type FieldErrors } from '../validate';
 
-const EMPTY: DeployForm = {
-  name: '',
-  command: '',
-  min_scale: '',
-  max_scale: '',
-  target_concurrency: '',
-  scale_to_zero_grace: '',
-  stable_window: '',
-};
+const EMPTY: DeployForm = { name: '', command: '', settings: {} };
 
 export function DeployPage() {
   const canWrite = useCanWrite();
   const [form, setForm] = useState<DeployForm>(EMPTY);
   const [errors, setErrors] = useState<FieldErrors>({});
   const [busy, setBusy] = useState(false);
+  const fields = usePoll(loadSettingFields, 0, []);
 
   if (!canWrite) {
     return (
@@ -35,10 +32,20 @@ export function DeployPage() {
     );
   }
 
-  const set = (field: keyof DeployForm) => (value: string) => setForm({ ...form, [field]: value });
+  if (!fields.data) {
+    return (
+      <div class="page">
+        <h1>Deploy a service</h1>
+        {fields.error ? <LoadError error={fields.error} what="the settings a service takes" /> : <p>Loading…</p>}
+      </div>
+    );
+  }
+  const settingFields = fields.data;
+  const set = (field: 'name' | 'command') => (value: string) => setForm({ ...form, [field]: value });
+  const setSetting = (name: string, value: string) => setForm({ ...form, settings: { ...form.settings, [name]: value } });
   const submit = async (event: Event) => {
     event.preventDefault();
-    const { errors: found, body } = validateDeploy(form);
+    const { errors: found, body } = validateDeploy(form, settingFields);
     setErrors(found);
     if (Object.keys(found).length > 0) {
       const first = document.querySelector<HTMLInputElement>(`input[name="${Object.keys(found)[0]}"]`);
@@ -74,36 +81,7 @@ export function DeployPage() {
               placeholder="target/release/shopping-cart"
               hint="Runs once per instance with HOST and PORT set, in the directory strata dev runs in"
             />
-            <Field label="Min scale" name="min_scale" value={form.min_scale} onInput={set('min_scale')} error={errors.min_scale} inputMode="numeric" placeholder="0" />
-            <Field label="Max scale" name="max_scale" value={form.max_scale} onInput={set('max_scale')} error={errors.max_scale} inputMode="numeric" placeholder="10" />
-            <Field
-              label="Target concurrency"
-              name="target_concurrency"
-              value={form.target_concurrency}
-              onInput={set('target_concurrency')}
-              error={errors.target_concurrency}
-              inputMode="numeric"
-              placeholder="100"
-              hint="Requests in flight per instance the autoscaler aims for"
-            />
-            <Field
-              label="Scale-to-zero grace"
-              name="scale_to_zero_grace"
-              value={form.scale_to_zero_grace}
-              onInput={set('scale_to_zero_grace')}
-              error={errors.scale_to_zero_grace}
-              placeholder="30s"
-              hint="Idle time before the last instance stops"
-            />
-            <Field
-              label="Stable window"
-              name="stable_window"
-              value={form.stable_window}
-              onInput={set('stable_window')}
-              error={errors.stable_window}
-              placeholder="60s"
-              hint="How far back the autoscaler averages load (1s to 1h)"
-            />
+            <SettingFields fields={settingFields} values={form.settings} errors={errors} onInput={setSetting} />
           </div>
           {errors._ ? (
             <p class="error-text" role="alert">

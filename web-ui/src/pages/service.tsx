@@ -1,12 +1,13 @@
 // One service: live charts over the last 15 minutes, the autoscaler's decisions with
-// its reasons, instances, the shard map, its scaling settings, and delete.
+// its reasons, instances, the shard map, its settings, and delete.
 
 import { useMemo, useState } from 'preact/hooks';
 
 import { api, ApiError, encode } from '../api';
 import { Chart } from '../components/chart';
 import { ShardMapPicture } from '../components/shardmap';
-import { Card, Field, Link, LoadError, StatusBadge } from '../components/ui';
+import { SettingFields } from '../components/settings';
+import { Card, Link, LoadError, StatusBadge } from '../components/ui';
 import { useApp, useCanWrite } from '../context';
 import { formatClock, formatLatency, formatRate, formatUptime, serviceHealth } from '../format';
 import { useNow, usePoll } from '../hooks';
@@ -14,7 +15,8 @@ import { serviceTimeline } from '../live';
 import { navigate } from '../router';
 import { latest, toColumns } from '../series';
 import type { Instance, MetricSeries, Service, ShardMap } from '../types';
-import { validateSettings, type SettingsForm } from '../validate';
+import { loadSettingFields, settingValues, type SettingField } from '../settings';
+import { validateSettings } from '../validate';
 
 const WINDOW_S = 15 * 60;
 
@@ -250,54 +252,46 @@ function InstanceTable({ instances, shards }: { instances: Instance[] | undefine
   );
 }
 
-function formOf(service: Service): SettingsForm {
-  return {
-    min_scale: String(service.min_scale),
-    max_scale: String(service.max_scale),
-    target_concurrency: String(service.target_concurrency),
-    scale_to_zero_grace: service.scale_to_zero_grace,
-    stable_window: service.stable_window ?? '',
-  };
-}
-
 function Settings({ service, canWrite, onSaved }: { service: Service; canWrite: boolean; onSaved: () => void }) {
-  const [form, setForm] = useState<SettingsForm | null>(null);
-  const [errors, setErrors] = useState<Record<string, string>>({});
-  const [saved, setSaved] = useState(false);
-  const shown = form ?? formOf(service);
-  if (!canWrite) {
+  const fields = usePoll(loadSettingFields, 0, []);
+  if (!fields.data) {
     return (
-      <Card title="Scaling">
+      <Card title="Settings">
+        {fields.error ? <LoadError error={fields.error} what="the settings a service takes" /> : <p>Loading…</p>}
+      </Card>
+    );
+  }
+  if (!canWrite) {
+    const values = settingValues(fields.data, service as unknown as Record<string, unknown>);
+    return (
+      <Card title="Settings">
         <dl class="facts">
-          <div>
-            <dt>Min / max scale</dt>
-            <dd>
-              {service.min_scale} / {service.max_scale}
-            </dd>
-          </div>
-          <div>
-            <dt>Target concurrency</dt>
-            <dd>{service.target_concurrency}</dd>
-          </div>
-          <div>
-            <dt>Scale-to-zero grace</dt>
-            <dd>{service.scale_to_zero_grace}</dd>
-          </div>
-          <div>
-            <dt>Stable window</dt>
-            <dd>{service.stable_window ?? 'default'}</dd>
-          </div>
+          {fields.data.map((field) => (
+            <div key={field.name}>
+              <dt>{field.label}</dt>
+              <dd>{values[field.name] || 'default'}</dd>
+            </div>
+          ))}
         </dl>
       </Card>
     );
   }
-  const set = (field: keyof SettingsForm) => (value: string) => {
-    setForm({ ...shown, [field]: value });
+  return <SettingsForm fields={fields.data} service={service} onSaved={onSaved} />;
+}
+
+function SettingsForm({ fields, service, onSaved }: { fields: SettingField[]; service: Service; onSaved: () => void }) {
+  const current = settingValues(fields, service as unknown as Record<string, unknown>);
+  const [form, setForm] = useState<Record<string, string> | null>(null);
+  const [errors, setErrors] = useState<Record<string, string>>({});
+  const [saved, setSaved] = useState(false);
+  const shown = form ?? current;
+  const set = (name: string, value: string) => {
+    setForm({ ...shown, [name]: value });
     setSaved(false);
   };
   const submit = async (event: Event) => {
     event.preventDefault();
-    const { errors: found, body } = validateSettings(shown);
+    const { errors: found, body } = validateSettings(fields, shown, current);
     setErrors(found);
     if (Object.keys(found).length > 0) return;
     try {
@@ -310,35 +304,10 @@ function Settings({ service, canWrite, onSaved }: { service: Service; canWrite: 
     }
   };
   return (
-    <Card title="Scaling">
-      <form class="form" onSubmit={submit} aria-label="Scaling settings" noValidate>
+    <Card title="Settings">
+      <form class="form" onSubmit={submit} aria-label="Service settings" noValidate>
         <div class="form-grid">
-          <Field label="Min scale" name="min_scale" value={shown.min_scale} onInput={set('min_scale')} error={errors.min_scale} inputMode="numeric" />
-          <Field label="Max scale" name="max_scale" value={shown.max_scale} onInput={set('max_scale')} error={errors.max_scale} inputMode="numeric" />
-          <Field
-            label="Target concurrency"
-            name="target_concurrency"
-            value={shown.target_concurrency}
-            onInput={set('target_concurrency')}
-            error={errors.target_concurrency}
-            inputMode="numeric"
-          />
-          <Field
-            label="Scale-to-zero grace"
-            name="scale_to_zero_grace"
-            value={shown.scale_to_zero_grace}
-            onInput={set('scale_to_zero_grace')}
-            error={errors.scale_to_zero_grace}
-            hint="e.g. 30s, 5m"
-          />
-          <Field
-            label="Stable window"
-            name="stable_window"
-            value={shown.stable_window}
-            onInput={set('stable_window')}
-            error={errors.stable_window}
-            hint="1s to 1h; empty keeps the current value"
-          />
+          <SettingFields fields={fields} values={shown} errors={errors} onInput={set} />
         </div>
         {errors._ ? (
           <p class="error-text" role="alert">
@@ -347,7 +316,7 @@ function Settings({ service, canWrite, onSaved }: { service: Service; canWrite: 
         ) : null}
         <div class="form-actions">
           <button type="submit" class="button button-primary">
-            Save scaling
+            Save settings
           </button>
           {saved ? (
             <span class="saved" role="status">

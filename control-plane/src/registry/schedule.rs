@@ -1,8 +1,8 @@
 //! Schedules: a call made by the control plane's leader at every time of a cron
 //! expression in a time zone, kept in the registry (so every node knows when each
 //! last ran) with a short history of its runs. Owns the schedule's data, its
-//! checks, and the pure decision of what is due ([`due`]); the leader's loop
-//! that makes the calls lives in `runtime/schedules.rs`.
+//! checks, and the pure decision of what is due ([`due`]). Not built yet: the
+//! leader's loop that makes the calls, and the API and CLI that create them.
 //!
 //! A time is run at most once: the leader records the run (through Raft)
 //! before it calls, and the registry refuses a second run of a time it already

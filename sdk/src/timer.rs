@@ -93,13 +93,27 @@ mod tests {
             }))
         );
         let target = sent.call.unwrap();
-        assert_eq!((target.service_name.as_str(), target.command_name.as_str()), ("example.Cart", "Expire"));
-        assert_eq!(target.payload.unwrap().type_url, "type.googleapis.com/google.protobuf.Empty");
+        assert_eq!(
+            (target.service_name.as_str(), target.command_name.as_str()),
+            ("example.Cart", "Expire")
+        );
+        assert_eq!(
+            target.payload.unwrap().type_url,
+            "type.googleapis.com/google.protobuf.Empty"
+        );
         assert_eq!(sent.max_attempts, 3);
 
         let effect = cancel("expire");
         assert_eq!(effect.call().method(), "Cancel");
-        assert_eq!(effect.call().payload().type_url, "type.googleapis.com/strata.timers.CancelTimer");
-        assert_eq!(CancelTimer::decode(effect.call().payload().value.as_slice()).unwrap().name, "expire");
+        assert_eq!(
+            effect.call().payload().type_url,
+            "type.googleapis.com/strata.timers.CancelTimer"
+        );
+        assert_eq!(
+            CancelTimer::decode(effect.call().payload().value.as_slice())
+                .unwrap()
+                .name,
+            "expire"
+        );
     }
 }

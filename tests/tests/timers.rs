@@ -102,7 +102,12 @@ async fn timer_of(store: &dyn Store, state: TimerState, cart: &str) -> Option<St
 }
 
 /// Waits until the cart's timer is in `state` (and `check` holds of it), 20 s at most.
-async fn until_timer(store: &dyn Store, state: TimerState, cart: &str, check: impl Fn(&StoredTimer) -> bool) -> StoredTimer {
+async fn until_timer(
+    store: &dyn Store,
+    state: TimerState,
+    cart: &str,
+    check: impl Fn(&StoredTimer) -> bool,
+) -> StoredTimer {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(timer) = timer_of(store, state, cart).await.filter(|t| check(t)) {
@@ -131,7 +136,10 @@ async fn a_cart_expires_itself_a_failed_command_stores_no_timer_and_cancel_remov
     let (status, body) = stack.add("a", "apple", 2).await;
     assert_eq!(status, 200, "{body}");
     let second = timer_of(store.as_ref(), TimerState::Pending, "a").await.unwrap();
-    assert!(second.generation > first.generation, "scheduling the name again replaces the timer");
+    assert!(
+        second.generation > first.generation,
+        "scheduling the name again replaces the timer"
+    );
     assert!(second.due_ms >= first.due_ms);
 
     // --- a failed command (a non-positive quantity) stores no timer
@@ -205,9 +213,8 @@ async fn a_timer_survives_kill_9_of_the_sidecar_and_a_failing_call_is_retried_th
     let metrics = stack.admin.text("/metrics").await;
     for outcome in ["retry", "failed"] {
         assert!(
-            metrics
-                .lines()
-                .any(|line| line.starts_with("strata_timer_calls_total{") && line.contains(&format!("outcome=\"{outcome}\""))),
+            metrics.lines().any(|line| line.starts_with("strata_timer_calls_total{")
+                && line.contains(&format!("outcome=\"{outcome}\""))),
             "{outcome} is counted: {metrics}"
         );
     }

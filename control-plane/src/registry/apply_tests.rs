@@ -668,7 +668,10 @@ fn the_earliest_timer_an_instance_reports_is_kept_on_its_service_silently() {
     // No event, no route change, no new revision: only the autoscaler reads it.
     assert_eq!(ok(&mut registry, report(Some(5_000))), vec![]);
     assert_eq!(
-        (registry.services["cart"].next_timer_due_ms, registry.services["cart"].revision),
+        (
+            registry.services["cart"].next_timer_due_ms,
+            registry.services["cart"].revision
+        ),
         (Some(5_000), 1)
     );
     ok(&mut registry, report(None));
@@ -682,7 +685,10 @@ fn the_earliest_timer_an_instance_reports_is_kept_on_its_service_silently() {
         },
         T0,
     );
-    assert_eq!(unknown.response.unwrap_err().to_string(), "instance \"ghost\" not found");
+    assert_eq!(
+        unknown.response.unwrap_err().to_string(),
+        "instance \"ghost\" not found"
+    );
     assert_eq!(registry.services["cart"].next_timer_due_ms, None);
 }
 

@@ -54,7 +54,10 @@ impl ValueEntity for ValueCart {
                 Ok(reply.with_effect(timer::schedule_attempts("expire", after, expire, EXPIRE_ATTEMPTS)))
             }
             "ExpireCart" => {
-                if ctx.state().is_some_and(|cart| cart.items.iter().any(|i| i.product_id == STICKY)) {
+                if ctx
+                    .state()
+                    .is_some_and(|cart| cart.items.iter().any(|i| i.product_id == STICKY))
+                {
                     return Err(Failure::new("the cart holds a sticky item and cannot expire"));
                 }
                 ctx.delete_state();
@@ -88,7 +91,7 @@ async fn main() -> Result<(), strata_sdk::ServeError> {
             ValueEntityService::new("strata.test.valuecart.ValueCart", "value-cart", move |_| ValueCart {
                 expire_after,
             })
-                .passivation_timeout(passivation),
+            .passivation_timeout(passivation),
         )
         .serve()
         .await

@@ -116,6 +116,19 @@ fn an_absolute_time_is_kept_in_milliseconds() {
     assert_eq!((*when, *max_attempts), (When::At(1_700_000_000_250), 3));
     assert_eq!(When::After(Duration::from_millis(1500)).due_ms(10_000), 11_500);
     assert_eq!(When::At(42).due_ms(10_000), 42);
+    // A time more than 365 days ahead is refused, as a delay that long is.
+    let mut far = schedule("far", 0, record_call("s"));
+    far.when = Some(schedule_timer::When::At(Timestamp {
+        seconds: 4_000_000_000,
+        nanos: 0,
+    }));
+    let refused = resolve_effects(&method, &model, vec![side_effect("Schedule", schedule_payload(&far))]).unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("more than the limit of 31536000s (365 days) ahead"),
+        "{refused}"
+    );
 }
 
 #[test]

@@ -2,8 +2,8 @@
 //! side effect or a forward to it is not a call but a [`TimerRequest`], checked
 //! (name, time, and the call it will make: it exists, is unary and takes the
 //! payload's type) before anything is stored, exactly as a forward's target is.
-//! Pure: the limits, the checks and the retry delays; storing and firing timers
-//! are the sidecar's.
+//! Pure but for reading the clock to bound an absolute time: the limits, the
+//! checks and the retry delays; storing and firing timers are the sidecar's.
 
 use std::time::Duration;
 
@@ -121,6 +121,13 @@ fn schedule_request(
                 .and_then(|ms| ms.checked_add(i64::from(at.nanos / 1_000_000)))
                 .filter(|_| (0..1_000_000_000).contains(&at.nanos))
                 .ok_or_else(|| format!("to schedule timer {name:?} at an invalid time"))?;
+            let limit_ms = i64::try_from(MAX_DELAY.as_millis()).unwrap_or(i64::MAX);
+            if millis.saturating_sub(wall_clock_ms()) > limit_ms {
+                return Err(format!(
+                    "to schedule timer {name:?} at a time more than the limit of {}s (365 days) ahead",
+                    MAX_DELAY.as_secs()
+                ));
+            }
             When::At(millis)
         }
     };
@@ -163,6 +170,13 @@ fn schedule_request(
             schedule.max_attempts
         },
     })
+}
+
+/// Milliseconds since the Unix epoch, now: only to bound an absolute time.
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn checked_name(name: String) -> Result<String, String> {

@@ -18,6 +18,7 @@ const PROTOS: &[&str] = &[
     "strata/control_plane.proto",
     "strata/data_plane.proto",
     "strata/crdt_state.proto",
+    "strata/timers.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

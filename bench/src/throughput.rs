@@ -86,6 +86,7 @@ async fn serial_durable_writes(dir: &std::path::Path, duration: Duration) -> any
                     value: vec![0; 48],
                 }],
                 snapshot: None,
+                timers: Vec::new(),
             })
             .await?;
     }

@@ -185,6 +185,7 @@ async fn entities_are_read_from_the_store_and_decoded() {
                 seq_nr: 5,
                 payload: snapshot,
             }),
+            timers: Vec::new(),
         })
         .await
         .unwrap();
@@ -194,6 +195,7 @@ async fn entities_are_read_from_the_store_and_decoded() {
             first_seq_nr: 6,
             events: (6..=7).map(added).collect(),
             snapshot: None,
+            timers: Vec::new(),
         })
         .await
         .unwrap();

@@ -11,7 +11,7 @@ use std::{sync::Arc, time::Duration};
 use futures::{stream::BoxStream, StreamExt};
 use prost_reflect::DynamicMessage;
 use prost_types::Any;
-use strata_proto::cloudstate::{Metadata, SideEffect};
+use strata_proto::cloudstate::Metadata;
 use tokio::time::Instant;
 
 use crate::{
@@ -230,12 +230,14 @@ pub struct Effect {
     pub synchronous: bool,
 }
 
-/// A successful command's result: the next step for the client and the side
-/// effects to perform. A failed command has no outcome, so it performs nothing.
+/// A successful command's result: the next step for the client, the side
+/// effects to perform and the timer changes to store (an entity's with its
+/// state). A failed command has no outcome, so it performs nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     pub next: Next,
     pub effects: Vec<Effect>,
+    pub timers: Vec<TimerRequest>,
 }
 
 impl Outcome {
@@ -244,6 +246,7 @@ impl Outcome {
         Outcome {
             next: Next::Reply(answer),
             effects: Vec::new(),
+            timers: Vec::new(),
         }
     }
 }
@@ -273,70 +276,102 @@ pub fn resolve_target(
     payload: Option<Any>,
     metadata: Option<Metadata>,
 ) -> Result<Call, ProxyError> {
-    let refuse = |reason: String| {
+    target_call(targets, from, kind, service, method, payload, metadata).map_err(|reason| {
         ProxyError::Internal(format!(
             "{}.{} {} {service}.{method}, {reason}",
             from.entity.service_name,
             from.name(),
             kind.verb()
         ))
-    };
+    })
+}
+
+/// [`resolve_target`]'s checks; `Err` says why the target does not fit.
+pub fn target_call(
+    targets: &dyn Targets,
+    from: &MethodModel,
+    kind: TargetKind,
+    service: &str,
+    method: &str,
+    payload: Option<Any>,
+    metadata: Option<Metadata>,
+) -> Result<Call, String> {
     let target = targets
         .method(service, method)
-        .ok_or_else(|| refuse("which is not a method of any known service".into()))?;
+        .ok_or_else(|| "which is not a method of any known service".to_string())?;
     if target.descriptor.is_client_streaming() || target.descriptor.is_server_streaming() {
-        return Err(refuse("which is streamed: only unary methods can be called".into()));
+        return Err("which is streamed: only unary methods can be called".into());
     }
     let payload = payload.unwrap_or_default();
     let expected = target.input();
     if !payload.type_url.is_empty() && type_name(&payload.type_url) != expected.full_name() {
-        return Err(refuse(format!(
+        return Err(format!(
             "with a {} payload, but the method takes a {}",
             type_name(&payload.type_url),
             expected.full_name()
-        )));
+        ));
     }
     if kind == TargetKind::Forward && target.output().full_name() != from.output().full_name() {
-        return Err(refuse(format!(
+        return Err(format!(
             "which answers with a {}, but the client expects a {}",
             target.output().full_name(),
             from.output().full_name()
-        )));
+        ));
     }
     Call::new(target, payload, metadata, CallContext::default())
-        .map_err(|error| refuse(format!("with a payload the target refuses ({error})")))
+        .map_err(|error| format!("with a payload the target refuses ({error})"))
 }
 
-/// Checks a reply's side effects and turns them into calls.
-pub fn resolve_effects(
-    from: &MethodModel,
-    targets: &dyn Targets,
-    side_effects: Vec<SideEffect>,
-) -> Result<Vec<Effect>, ProxyError> {
-    side_effects
-        .into_iter()
-        .map(|effect| {
-            Ok(Effect {
-                call: resolve_target(
-                    targets,
-                    from,
-                    TargetKind::SideEffect,
-                    &effect.service_name,
-                    &effect.command_name,
-                    effect.payload,
-                    effect.metadata,
-                )?,
-                synchronous: effect.synchronous,
-            })
-        })
-        .collect()
+/// When a timer is due, as the function asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    After(Duration),
+    /// Milliseconds since the Unix epoch.
+    At(i64),
 }
 
-/// Whether a target is a forward or a side effect (for checks and messages).
+impl When {
+    /// The due time in milliseconds since the Unix epoch, for a request made at `now_ms`.
+    pub fn due_ms(self, now_ms: i64) -> i64 {
+        match self {
+            When::After(delay) => now_ms.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
+            When::At(at) => at,
+        }
+    }
+}
+
+/// What a command asks of the timers, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TimerRequest {
+    Schedule {
+        name: String,
+        when: When,
+        /// The call to make: `service_name`, `method` and its payload.
+        service_name: String,
+        method: String,
+        payload: Any,
+        max_attempts: u32,
+    },
+    Cancel {
+        name: String,
+    },
+}
+
+impl TimerRequest {
+    pub fn name(&self) -> &str {
+        match self {
+            TimerRequest::Schedule { name, .. } | TimerRequest::Cancel { name } => name,
+        }
+    }
+}
+
+/// Whether a target is a forward, a side effect or a timer's call (for checks
+/// and messages).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TargetKind {
     Forward,
     SideEffect,
+    Timer,
 }
 
 impl TargetKind {
@@ -344,6 +379,7 @@ impl TargetKind {
         match self {
             TargetKind::Forward => "forwarded to",
             TargetKind::SideEffect => "asked for a side effect on",
+            TargetKind::Timer => "scheduled a timer calling",
         }
     }
 }

@@ -28,9 +28,11 @@ mod model;
 mod passing;
 mod path_template;
 mod readiness;
+mod reply_targets;
 mod routing;
 mod shard;
 pub mod sidecar;
+mod timer_request;
 
 pub use ingress::DEFAULT_MAX_BODY;
 pub use routing::control_plane::DEFAULT_CONTROL_PLANE_TIMEOUT;

@@ -44,6 +44,9 @@ pub struct Metrics {
     pub event_failures: IntCounterVec,
     /// 1 while this instance runs the subscription, by subscriber.
     pub subscriptions_running: IntGaugeVec,
+    /// Calls of due timers, by target (`service.Method`) and outcome (`ok`,
+    /// `retry`: failed and retried later, `failed`: out of attempts).
+    pub timer_calls: IntCounterVec,
     store_writes: IntGauge,
     store_transactions: IntGauge,
     store_conflicts: IntGauge,
@@ -169,6 +172,11 @@ impl Metrics {
                 &["subscriber"],
             )
             .expect("valid metric"),
+            timer_calls: IntCounterVec::new(
+                Opts::new("strata_timer_calls_total", "Calls of due timers, by target and outcome"),
+                &["target", "outcome"],
+            )
+            .expect("valid metric"),
             store_writes: IntGauge::new("strata_store_writes_committed", "Writes committed by the store")
                 .expect("valid metric"),
             store_transactions: IntGauge::new("strata_store_transactions", "Transactions (batches) committed")
@@ -195,6 +203,7 @@ impl Metrics {
             Box::new(metrics.events_delivered.clone()),
             Box::new(metrics.event_failures.clone()),
             Box::new(metrics.subscriptions_running.clone()),
+            Box::new(metrics.timer_calls.clone()),
             Box::new(metrics.store_writes.clone()),
             Box::new(metrics.store_transactions.clone()),
             Box::new(metrics.store_conflicts.clone()),

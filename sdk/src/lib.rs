@@ -93,6 +93,7 @@ mod registry;
 mod reply;
 mod service;
 pub mod testkit;
+pub mod timer;
 mod value_entity;
 mod value_entity_session;
 

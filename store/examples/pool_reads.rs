@@ -41,6 +41,7 @@ async fn main() {
                 })
                 .collect(),
             snapshot: None,
+            timers: Vec::new(),
         })
         .await
         .unwrap();

@@ -16,6 +16,14 @@ use crate::{
     StoreStats,
 };
 
+#[path = "conformance_timers.rs"]
+mod timer_checks;
+use timer_checks::{
+    due_timers_by_shard_and_time, timer_attempts_end_fired_retried_or_failed,
+    timer_attempts_fenced_by_epoch_and_generation, timers_replaced_and_cancelled_by_key,
+    timers_stored_with_the_command_or_not_at_all,
+};
+
 /// Where a store under test keeps its data, so a test can open it again (as a
 /// restarted or second process would) and interfere with it from outside.
 #[async_trait]
@@ -62,6 +70,7 @@ fn write(key: &EntityKey, first_seq_nr: i64, names: &[&str], snapshot: Option<&s
             seq_nr: first_seq_nr + names.len() as i64 - 1,
             payload: state(name),
         }),
+        timers: Vec::new(),
     }
 }
 
@@ -830,6 +839,11 @@ macro_rules! backend_tests {
                 crdt_two_owners_cannot_fork,
                 event_log_in_commit_order,
                 subscriber_offsets,
+                timers_replaced_and_cancelled_by_key,
+                timers_stored_with_the_command_or_not_at_all,
+                due_timers_by_shard_and_time,
+                timer_attempts_fenced_by_epoch_and_generation,
+                timer_attempts_end_fired_retried_or_failed,
             );
         }
     };
@@ -926,7 +940,7 @@ async fn sqlite_opens_through_a_url_and_uses_wal() {
     let version: i64 = conn
         .query_row("SELECT max(version) FROM strata_schema_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
 }
 
 #[tokio::test]
@@ -960,6 +974,7 @@ async fn sqlite_upgrades_schema_1() {
         .unwrap()
         .execute_batch(
             "DROP TABLE strata_crdts; DROP TABLE strata_event_log; DROP TABLE strata_subscriber_offsets;
+             DROP TABLE strata_timers; DROP TABLE strata_timer_shards;
              DELETE FROM strata_schema_version; INSERT INTO strata_schema_version (version) VALUES (1);",
         )
         .unwrap();
@@ -975,7 +990,31 @@ async fn sqlite_upgrades_schema_1() {
         .unwrap()
         .query_row("SELECT max(version) FROM strata_schema_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
+}
+
+/// A database of schema 2 (before timers) gains the timer tables and keeps its
+/// event log as it was: its journals are not logged a second time.
+#[tokio::test]
+async fn sqlite_upgrades_schema_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("strata.db");
+    let old = EntityKey::new("cart", "old");
+    {
+        let store = crate::SqliteStore::open(&path).await.unwrap();
+        store.append(write(&old, 1, &["o1"], None)).await.unwrap();
+    }
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "DROP TABLE strata_timers; DROP TABLE strata_timer_shards;
+             DELETE FROM strata_schema_version; INSERT INTO strata_schema_version (version) VALUES (2);",
+        )
+        .unwrap();
+    let store = crate::SqliteStore::open(&path).await.unwrap();
+    let log = store.event_log("cart", LogOffset::START, 10).await.unwrap();
+    assert_eq!(log.len(), 1, "the journal entered the log once");
+    assert_eq!(store.timers().unwrap().next_timer_due("cart").await.unwrap(), None);
 }
 
 #[tokio::test]

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use prost_types::Any;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{CrdtWrite, EntityKey, JournalWrite, LogOffset, StoreError, StoreStats};
+use crate::{
+    AttemptEnd, CrdtWrite, EntityKey, JournalWrite, LogOffset, StoreError, StoreStats, TimerAttempt, TimerChange,
+    TimerKey,
+};
 
 /// The most writes one transaction carries: large enough that one fsync serves
 /// hundreds of commands, small enough that one transaction stays short.
@@ -24,12 +27,25 @@ pub(crate) enum WriteOp {
     SaveValue {
         key: EntityKey,
         value: Option<Any>,
+        timers: Vec<TimerChange>,
     },
     SaveCrdt(CrdtWrite),
     SaveOffset {
         subscriber: String,
         persistence_id: String,
         offset: LogOffset,
+    },
+    WriteTimers(Vec<TimerChange>),
+    ClaimTimerShard {
+        service: String,
+        shard: u32,
+        epoch: u64,
+    },
+    BeginTimerAttempt(TimerAttempt),
+    FinishTimer {
+        key: TimerKey,
+        generation: i64,
+        end: AttemptEnd,
     },
 }
 
@@ -179,6 +195,6 @@ impl WriteReceiver {
 fn unavailable_message(error: &StoreError) -> String {
     match error {
         StoreError::Unavailable(message) | StoreError::Config(message) => message.clone(),
-        StoreError::Conflict { .. } => error.to_string(),
+        StoreError::Conflict { .. } | StoreError::Stale(_) => error.to_string(),
     }
 }

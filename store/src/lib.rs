@@ -1,6 +1,7 @@
 //! Persistence of entity state: event journals with snapshots, values, and
 //! CRDT states; the event log that orders every persistence id's journal writes
-//! for subscribers, and the subscribers' offsets in it.
+//! for subscribers, and the subscribers' offsets in it; durable timers, stored
+//! with the command that scheduled them.
 //!
 //! One trait, [`Store`], with two real implementations: SQLite (the embedded
 //! default) and PostgreSQL. Both batch concurrent writes into one transaction
@@ -12,11 +13,14 @@ mod conformance;
 mod group_commit;
 mod opening;
 mod postgres;
+mod postgres_timers;
 mod postgres_tls;
 #[cfg(test)]
 mod postgres_tls_tests;
 mod postgres_url;
 mod sqlite;
+mod sqlite_timers;
+mod timers;
 
 use async_trait::async_trait;
 use prost_types::Any;
@@ -26,6 +30,9 @@ pub use self::postgres::PostgresStore;
 pub use self::postgres_tls::UntrustedServer;
 pub use self::postgres_url::{PostgresOptions, Roots, TlsMode, DEFAULT_POOL_SIZE};
 pub use self::sqlite::SqliteStore;
+pub use self::timers::{
+    AttemptEnd, StoredTimer, Timer, TimerAttempt, TimerCall, TimerChange, TimerCounts, TimerKey, TimerState, TimerStore,
+};
 
 /// The identity of one entity's state: `(persistence_id, entity_id)`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -78,13 +85,15 @@ impl Recovery {
 
 /// An atomic append to one entity's journal: events numbered from `first_seq_nr`,
 /// and optionally a snapshot taken at one of them (not necessarily the last: a
-/// write may carry the events of several commands, and the snapshot came with one).
+/// write may carry the events of several commands, and the snapshot came with one),
+/// and the timer changes of those commands, stored only if the events are.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JournalWrite {
     pub key: EntityKey,
     pub first_seq_nr: i64,
     pub events: Vec<Any>,
     pub snapshot: Option<Snapshot>,
+    pub timers: Vec<TimerChange>,
 }
 
 impl JournalWrite {
@@ -99,7 +108,7 @@ impl JournalWrite {
     /// rule before queueing a write.
     fn needs_storing(&self) -> Result<bool, StoreError> {
         self.check()?;
-        Ok(!(self.events.is_empty() && self.snapshot.is_none()))
+        Ok(!(self.events.is_empty() && self.snapshot.is_none() && self.timers.is_empty()))
     }
 
     fn check(&self) -> Result<(), StoreError> {
@@ -204,6 +213,11 @@ pub enum StoreError {
     /// A store URL or setting that cannot work.
     #[error("invalid store configuration: {0}")]
     Config(String),
+    /// A timer write for something that changed since it was read: the timer was
+    /// replaced or cancelled, or its shard is held at a newer epoch. Nothing of
+    /// the write was stored.
+    #[error("stale: {0}")]
+    Stale(String),
 }
 
 /// Durable storage of entity state. Every method returns only once its effect is
@@ -292,6 +306,11 @@ pub trait Store: Send + Sync + 'static {
     /// Counters of the group-commit writer (all zero for a store that keeps none).
     fn stats(&self) -> StoreStats {
         StoreStats::default()
+    }
+
+    /// The store's timers (`None`: a test store that keeps none).
+    fn timers(&self) -> Option<&dyn TimerStore> {
+        None
     }
 }
 

@@ -15,16 +15,19 @@ use tokio_postgres::{Client, Config, Row, Statement};
 use tracing::{debug, info, warn};
 
 use crate::group_commit::{self, BatchOutcome, PendingWrite, WriteOp, WriteQueue, WriteReceiver};
+use crate::postgres_timers::{self, TimerWrites, TIMER_SCHEMA};
 use crate::postgres_tls::{self, PostgresTls};
 use crate::postgres_url::PostgresOptions;
 use crate::{
-    CrdtRecord, CrdtWrite, EntityKey, JournalEvent, JournalWrite, LogOffset, LoggedEvent, Recovery, Snapshot, Store,
-    StoreError, StoreStats,
+    AttemptEnd, CrdtRecord, CrdtWrite, EntityKey, JournalEvent, JournalWrite, LogOffset, LoggedEvent, Recovery,
+    Snapshot, Store, StoreError, StoreStats, StoredTimer, TimerAttempt, TimerChange, TimerCounts, TimerKey, TimerState,
+    TimerStore,
 };
 
 /// The schema this code reads and writes; recorded in `strata_schema_version`.
-/// Version 2 added CRDT states, the event log and subscriber offsets.
-const SCHEMA_VERSION: i32 = 2;
+/// Version 2 added CRDT states, the event log and subscriber offsets; version 3
+/// timers.
+const SCHEMA_VERSION: i32 = 3;
 
 /// How long to wait for a connection when the URL does not say.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -282,6 +285,7 @@ impl Store for PostgresStore {
             .submit(WriteOp::SaveValue {
                 key: key.clone(),
                 value,
+                timers: Vec::new(),
             })
             .await
     }
@@ -382,6 +386,98 @@ impl Store for PostgresStore {
     fn stats(&self) -> StoreStats {
         self.writes.stats()
     }
+
+    fn timers(&self) -> Option<&dyn TimerStore> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl TimerStore for PostgresStore {
+    async fn write_timers(&self, changes: Vec<TimerChange>) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.writes.submit(WriteOp::WriteTimers(changes)).await
+    }
+
+    async fn save_value_with_timers(
+        &self,
+        key: &EntityKey,
+        value: Option<Any>,
+        timers: Vec<TimerChange>,
+    ) -> Result<(), StoreError> {
+        self.writes
+            .submit(WriteOp::SaveValue {
+                key: key.clone(),
+                value,
+                timers,
+            })
+            .await
+    }
+
+    async fn due_timers(
+        &self,
+        service: &str,
+        shards: Option<Vec<u32>>,
+        limit: u32,
+    ) -> Result<Vec<StoredTimer>, StoreError> {
+        self.readers
+            .read("could not read the due timers", |conn| async move {
+                postgres_timers::due(&conn.client, service, shards.as_deref(), limit).await
+            })
+            .await
+    }
+
+    async fn next_timer_due(&self, service: &str) -> Result<Option<i64>, StoreError> {
+        self.readers
+            .read("could not read the next timer", |conn| async move {
+                postgres_timers::next_due(&conn.client, service).await
+            })
+            .await
+    }
+
+    async fn list_timers(&self, service: &str, state: TimerState, limit: u32) -> Result<Vec<StoredTimer>, StoreError> {
+        self.readers
+            .read("could not read the timers", |conn| async move {
+                postgres_timers::list(&conn.client, service, state, limit).await
+            })
+            .await
+    }
+
+    async fn count_timers(&self, service: &str) -> Result<TimerCounts, StoreError> {
+        let (pending, failed) = self
+            .readers
+            .read("could not count the timers", |conn| async move {
+                postgres_timers::count(&conn.client, service).await
+            })
+            .await?;
+        Ok(TimerCounts { pending, failed })
+    }
+
+    async fn claim_timer_shard(&self, service: &str, shard: u32, epoch: u64) -> Result<(), StoreError> {
+        self.writes
+            .submit(WriteOp::ClaimTimerShard {
+                service: service.to_string(),
+                shard,
+                epoch,
+            })
+            .await
+    }
+
+    async fn begin_timer_attempt(&self, attempt: &TimerAttempt) -> Result<(), StoreError> {
+        self.writes.submit(WriteOp::BeginTimerAttempt(attempt.clone())).await
+    }
+
+    async fn finish_timer(&self, key: &TimerKey, generation: i64, end: AttemptEnd) -> Result<(), StoreError> {
+        self.writes
+            .submit(WriteOp::FinishTimer {
+                key: key.clone(),
+                generation,
+                end,
+            })
+            .await
+    }
 }
 
 /// Where connections go and how they are secured.
@@ -453,7 +549,10 @@ async fn try_create_schema(client: &Client) -> Result<(), SchemaError> {
             Some(v) if v > SCHEMA_VERSION => return Err(SchemaError::TooNew(v)),
             Some(v) if v < SCHEMA_VERSION => {
                 client.batch_execute(SCHEMA).await?;
-                client.batch_execute(LOG_EXISTING_JOURNALS).await?;
+                client.batch_execute(TIMER_SCHEMA).await?;
+                if v < 2 {
+                    client.batch_execute(LOG_EXISTING_JOURNALS).await?;
+                }
                 client
                     .execute(
                         "INSERT INTO strata_schema_version (version) VALUES ($1)",
@@ -461,9 +560,13 @@ async fn try_create_schema(client: &Client) -> Result<(), SchemaError> {
                     )
                     .await?;
             }
-            Some(_) => client.batch_execute(SCHEMA).await?,
+            Some(_) => {
+                client.batch_execute(SCHEMA).await?;
+                client.batch_execute(TIMER_SCHEMA).await?;
+            }
             None => {
                 client.batch_execute(SCHEMA).await?;
+                client.batch_execute(TIMER_SCHEMA).await?;
                 client
                     .execute(
                         "INSERT INTO strata_schema_version (version) VALUES ($1)",
@@ -606,6 +709,7 @@ struct WriteConn {
     insert_crdt: Statement,
     update_crdt: Statement,
     save_offset: Statement,
+    timers: TimerWrites,
 }
 
 impl WriteConn {
@@ -677,6 +781,7 @@ impl WriteConn {
                      WHERE (EXCLUDED.tx, EXCLUDED.ord) > (o.tx, o.ord)",
                 )
                 .await?,
+            timers: TimerWrites::prepare(&client).await?,
             client,
         })
     }
@@ -784,8 +889,11 @@ async fn commit_one_by_one(conn: &WriteConn, batch: &[PendingWrite]) -> BatchOut
 
 async fn apply(conn: &WriteConn, op: &WriteOp) -> Result<(), StoreError> {
     match op {
-        WriteOp::Append(write) => append(conn, write).await,
-        WriteOp::SaveValue { key, value } => {
+        WriteOp::Append(write) => {
+            append(conn, write).await?;
+            timer_writes(conn.timers.apply(&conn.client, &write.timers).await)
+        }
+        WriteOp::SaveValue { key, value, timers } => {
             let saved = match value {
                 Some(value) => {
                     conn.client
@@ -801,7 +909,8 @@ async fn apply(conn: &WriteConn, op: &WriteOp) -> Result<(), StoreError> {
                         .await
                 }
             };
-            saved.map(drop).map_err(|e| pg_error("could not save the value", &e))
+            saved.map(drop).map_err(|e| pg_error("could not save the value", &e))?;
+            timer_writes(conn.timers.apply(&conn.client, timers).await)
         }
         WriteOp::SaveCrdt(write) => save_crdt(conn, write).await,
         WriteOp::SaveOffset {
@@ -817,7 +926,29 @@ async fn apply(conn: &WriteConn, op: &WriteOp) -> Result<(), StoreError> {
             .await
             .map(drop)
             .map_err(|e| pg_error("could not save the offset", &e)),
+        WriteOp::WriteTimers(changes) => timer_writes(conn.timers.apply(&conn.client, changes).await),
+        WriteOp::ClaimTimerShard { service, shard, epoch } => {
+            match timer_writes(conn.timers.claim(&conn.client, service, *shard, *epoch).await)? {
+                true => Ok(()),
+                false => Err(StoreError::Stale(format!(
+                    "shard {shard} of {service} is held at an epoch newer than {epoch}"
+                ))),
+            }
+        }
+        WriteOp::BeginTimerAttempt(attempt) => match timer_writes(conn.timers.begin(&conn.client, attempt).await)? {
+            true => Ok(()),
+            false => Err(StoreError::Stale(
+                "the timer was replaced, cancelled or failed, or its shard moved, since it was read".into(),
+            )),
+        },
+        WriteOp::FinishTimer { key, generation, end } => {
+            timer_writes(conn.timers.finish(&conn.client, key, *generation, end).await)
+        }
     }
+}
+
+fn timer_writes<T>(result: Result<T, tokio_postgres::Error>) -> Result<T, StoreError> {
+    result.map_err(|e| pg_error("could not write the timers", &e))
 }
 
 async fn save_crdt(conn: &WriteConn, write: &CrdtWrite) -> Result<(), StoreError> {

@@ -13,14 +13,17 @@ use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use crate::group_commit::{self, BatchOutcome, PendingWrite, WriteOp, WriteQueue, WriteReceiver};
+use crate::sqlite_timers::{self, TIMER_SCHEMA};
 use crate::{
-    CrdtRecord, CrdtWrite, EntityKey, JournalEvent, JournalWrite, LogOffset, LoggedEvent, Recovery, Snapshot, Store,
-    StoreError, StoreStats,
+    AttemptEnd, CrdtRecord, CrdtWrite, EntityKey, JournalEvent, JournalWrite, LogOffset, LoggedEvent, Recovery,
+    Snapshot, Store, StoreError, StoreStats, StoredTimer, TimerAttempt, TimerChange, TimerCounts, TimerKey, TimerState,
+    TimerStore,
 };
 
 /// The schema this code reads and writes; recorded in `strata_schema_version`.
-/// Version 2 added CRDT states, the event log and subscriber offsets.
-const SCHEMA_VERSION: i64 = 2;
+/// Version 2 added CRDT states, the event log and subscriber offsets; version 3
+/// timers.
+const SCHEMA_VERSION: i64 = 3;
 
 /// How long SQLite itself retries a lock held by another connection or process.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -236,6 +239,7 @@ impl Store for SqliteStore {
             .submit(WriteOp::SaveValue {
                 key: key.clone(),
                 value,
+                timers: Vec::new(),
             })
             .await
     }
@@ -341,6 +345,102 @@ impl Store for SqliteStore {
 
     fn stats(&self) -> StoreStats {
         self.writes.stats()
+    }
+
+    fn timers(&self) -> Option<&dyn TimerStore> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl TimerStore for SqliteStore {
+    async fn write_timers(&self, changes: Vec<TimerChange>) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.writes.submit(WriteOp::WriteTimers(changes)).await
+    }
+
+    async fn save_value_with_timers(
+        &self,
+        key: &EntityKey,
+        value: Option<Any>,
+        timers: Vec<TimerChange>,
+    ) -> Result<(), StoreError> {
+        self.writes
+            .submit(WriteOp::SaveValue {
+                key: key.clone(),
+                value,
+                timers,
+            })
+            .await
+    }
+
+    async fn due_timers(
+        &self,
+        service: &str,
+        shards: Option<Vec<u32>>,
+        limit: u32,
+    ) -> Result<Vec<StoredTimer>, StoreError> {
+        let service = service.to_string();
+        self.readers
+            .run("could not read the due timers", move |conn| {
+                sqlite_timers::due(conn, &service, shards.as_deref(), limit)
+            })
+            .await
+    }
+
+    async fn next_timer_due(&self, service: &str) -> Result<Option<i64>, StoreError> {
+        let service = service.to_string();
+        self.readers
+            .run("could not read the next timer", move |conn| {
+                sqlite_timers::next_due(conn, &service)
+            })
+            .await
+    }
+
+    async fn list_timers(&self, service: &str, state: TimerState, limit: u32) -> Result<Vec<StoredTimer>, StoreError> {
+        let service = service.to_string();
+        self.readers
+            .run("could not read the timers", move |conn| {
+                sqlite_timers::list(conn, &service, state, limit)
+            })
+            .await
+    }
+
+    async fn count_timers(&self, service: &str) -> Result<TimerCounts, StoreError> {
+        let service = service.to_string();
+        let (pending, failed) = self
+            .readers
+            .run("could not count the timers", move |conn| {
+                sqlite_timers::count(conn, &service)
+            })
+            .await?;
+        Ok(TimerCounts { pending, failed })
+    }
+
+    async fn claim_timer_shard(&self, service: &str, shard: u32, epoch: u64) -> Result<(), StoreError> {
+        self.writes
+            .submit(WriteOp::ClaimTimerShard {
+                service: service.to_string(),
+                shard,
+                epoch,
+            })
+            .await
+    }
+
+    async fn begin_timer_attempt(&self, attempt: &TimerAttempt) -> Result<(), StoreError> {
+        self.writes.submit(WriteOp::BeginTimerAttempt(attempt.clone())).await
+    }
+
+    async fn finish_timer(&self, key: &TimerKey, generation: i64, end: AttemptEnd) -> Result<(), StoreError> {
+        self.writes
+            .submit(WriteOp::FinishTimer {
+                key: key.clone(),
+                generation,
+                end,
+            })
+            .await
     }
 }
 
@@ -449,15 +549,22 @@ fn create_schema(conn: &Connection) -> Result<(), SchemaError> {
             Some(v) if v > SCHEMA_VERSION => return Err(SchemaError::TooNew(v)),
             Some(v) if v < SCHEMA_VERSION => {
                 conn.execute_batch(SCHEMA)?;
-                conn.execute_batch(LOG_EXISTING_JOURNALS)?;
+                conn.execute_batch(TIMER_SCHEMA)?;
+                if v < 2 {
+                    conn.execute_batch(LOG_EXISTING_JOURNALS)?;
+                }
                 conn.execute(
                     "INSERT INTO strata_schema_version (version) VALUES (?1)",
                     [SCHEMA_VERSION],
                 )?;
             }
-            Some(_) => conn.execute_batch(SCHEMA)?,
+            Some(_) => {
+                conn.execute_batch(SCHEMA)?;
+                conn.execute_batch(TIMER_SCHEMA)?;
+            }
             None => {
                 conn.execute_batch(SCHEMA)?;
+                conn.execute_batch(TIMER_SCHEMA)?;
                 conn.execute(
                     "INSERT INTO strata_schema_version (version) VALUES (?1)",
                     [SCHEMA_VERSION],
@@ -540,6 +647,8 @@ fn commit_batch(conn: &mut Connection, batch: &[PendingWrite]) -> BatchOutcome {
 
 enum WriteError {
     Conflict(i64),
+    /// A timer write that found something newer (see [`StoreError::Stale`]).
+    Stale,
     Sqlite(rusqlite::Error),
 }
 
@@ -554,27 +663,56 @@ impl WriteError {
                 entity_id: write.key.entity_id.clone(),
                 seq_nr,
             },
-            (Self::Conflict(_), WriteOp::SaveValue { .. } | WriteOp::SaveOffset { .. }) => {
-                unreachable!("value and offset writes never conflict")
-            }
+            (Self::Conflict(seq_nr), _) => StoreError::Conflict {
+                entity_id: String::new(),
+                seq_nr,
+            },
+            (Self::Stale, WriteOp::ClaimTimerShard { service, shard, epoch }) => StoreError::Stale(format!(
+                "shard {shard} of {service} is held at an epoch newer than {epoch}"
+            )),
+            (Self::Stale, _) => StoreError::Stale(
+                "the timer was replaced, cancelled or failed, or its shard moved, since it was read".into(),
+            ),
             (Self::Sqlite(e), WriteOp::Append(_)) => unavailable("could not append events", &e),
             (Self::Sqlite(e), WriteOp::SaveValue { .. }) => unavailable("could not save the value", &e),
             (Self::Sqlite(e), WriteOp::SaveCrdt(_)) => unavailable("could not save the CRDT state", &e),
             (Self::Sqlite(e), WriteOp::SaveOffset { .. }) => unavailable("could not save the offset", &e),
+            (Self::Sqlite(e), _) => unavailable("could not write the timers", &e),
         }
     }
 }
 
 fn apply(conn: &Connection, op: &WriteOp) -> Result<(), WriteError> {
     match op {
-        WriteOp::Append(write) => append(conn, write),
-        WriteOp::SaveValue { key, value } => save_value(conn, key, value.as_ref()).map_err(WriteError::Sqlite),
+        WriteOp::Append(write) => {
+            append(conn, write)?;
+            sqlite_timers::apply_changes(conn, &write.timers).map_err(WriteError::Sqlite)
+        }
+        WriteOp::SaveValue { key, value, timers } => save_value(conn, key, value.as_ref())
+            .and_then(|()| sqlite_timers::apply_changes(conn, timers))
+            .map_err(WriteError::Sqlite),
         WriteOp::SaveCrdt(write) => save_crdt(conn, write),
         WriteOp::SaveOffset {
             subscriber,
             persistence_id,
             offset,
         } => save_offset(conn, subscriber, persistence_id, *offset).map_err(WriteError::Sqlite),
+        WriteOp::WriteTimers(changes) => sqlite_timers::apply_changes(conn, changes).map_err(WriteError::Sqlite),
+        WriteOp::ClaimTimerShard { service, shard, epoch } => {
+            match sqlite_timers::claim_shard(conn, service, *shard, *epoch).map_err(WriteError::Sqlite)? {
+                true => Ok(()),
+                false => Err(WriteError::Stale),
+            }
+        }
+        WriteOp::BeginTimerAttempt(attempt) => {
+            match sqlite_timers::begin_attempt(conn, attempt).map_err(WriteError::Sqlite)? {
+                true => Ok(()),
+                false => Err(WriteError::Stale),
+            }
+        }
+        WriteOp::FinishTimer { key, generation, end } => {
+            sqlite_timers::finish(conn, key, *generation, end).map_err(WriteError::Sqlite)
+        }
     }
 }
 

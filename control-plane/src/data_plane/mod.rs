@@ -16,8 +16,8 @@ use strata_proto::strata::controlplane::v1::data_plane_client::DataPlaneClient;
 use strata_proto::strata::controlplane::v1::data_plane_server::{DataPlane, DataPlaneServer};
 use strata_proto::strata::controlplane::v1::{
     DrainRequest, DrainResponse, HeartbeatRequest, HeartbeatResponse, PokeRequest, PokeResponse,
-    RegisterInstanceRequest, RegisterInstanceResponse, ReportReadyRequest, ReportReadyResponse, RouteSnapshot,
-    WatchRoutesRequest,
+    RegisterInstanceRequest, RegisterInstanceResponse, ReportReadyRequest, ReportReadyResponse, ReportTimersRequest,
+    ReportTimersResponse, RouteSnapshot, WatchRoutesRequest,
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataMap;
@@ -402,6 +402,35 @@ impl DataPlane for DataPlaneService {
         })
         .await?;
         Ok(Response::new(DrainResponse {}))
+    }
+
+    async fn report_timers(
+        &self,
+        request: Request<ReportTimersRequest>,
+    ) -> Result<Response<ReportTimersResponse>, Status> {
+        let principal = principal(&self.auth, request.metadata())?;
+        required("instance_id", &request.get_ref().instance_id)?;
+        if request.get_ref().next_due_ms < 0 {
+            return Err(Status::invalid_argument(
+                "next_due_ms is milliseconds since the Unix epoch (0: no timer); it cannot be negative",
+            ));
+        }
+        if let Route::Leader(mut leader) = self.route(request.metadata())? {
+            let relayed = self.relayed(request);
+            return leader
+                .report_timers(relayed)
+                .await
+                .map_err(|status| relay_failed(self.node.node_id(), status));
+        }
+        self.may_act_for(&principal, &request.get_ref().instance_id)?;
+        let body = request.into_inner();
+        let next_due_ms = u64::try_from(body.next_due_ms).ok().filter(|&at| at > 0);
+        self.write(Command::ReportTimers {
+            instance: body.instance_id,
+            next_due_ms,
+        })
+        .await?;
+        Ok(Response::new(ReportTimersResponse {}))
     }
 
     type WatchRoutesStream = ReceiverStream<Result<RouteSnapshot, Status>>;

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use strata_settings::ServiceSettings;
 
 use super::command::{Command, Effect, Outcome, RegistryError, ServicePatch, ServiceSpec};
+use super::schedule::{self, RunOutcome, ScheduleRun, ScheduleSpec, MAX_SCHEDULES, RUN_HISTORY};
 use super::{
     rebalance, validate_name, AuditRecord, EntityInfo, Event, EventKind, IdleTimes, Instance, InstanceState, Registry,
     Revision, Service, Shard, AUDIT_HISTORY_LIMIT, DEFAULT_SHARD_COUNT, EVENT_HISTORY_LIMIT,
@@ -80,6 +81,16 @@ fn apply_by(registry: &mut Registry, command: Command, now_ms: u64, by: &str) ->
                 Ok(Outcome::Recorded)
             }
         }
+        Command::ReportTimers { instance, next_due_ms } => tx.report_timers(&instance, next_due_ms),
+        Command::CreateSchedule(spec) => tx.create_schedule(spec),
+        Command::DeleteSchedule { name } => tx.delete_schedule(&name),
+        Command::StartScheduleRun { name, time_ms, missed } => tx.start_schedule_run(&name, time_ms, missed),
+        Command::FinishScheduleRun { name, time_ms, outcome } => tx.finish_schedule_run(&name, time_ms, outcome),
+        Command::SkipScheduleTimes {
+            name,
+            through_ms,
+            missed,
+        } => tx.skip_schedule_times(&name, through_ms, missed),
         Command::RecordAudit(record) => {
             tx.audit(record);
             Ok(Outcome::Recorded)
@@ -99,6 +110,14 @@ fn apply_by(registry: &mut Registry, command: Command, now_ms: u64, by: &str) ->
         debug_assert!(effects.is_empty(), "a refused command must not have effects");
     }
     Applied { response, effects }
+}
+
+/// Appends a run to a schedule's history, dropping the oldest past its bound.
+fn push_run(runs: &mut std::collections::VecDeque<ScheduleRun>, run: ScheduleRun) {
+    runs.push_back(run);
+    while runs.len() > RUN_HISTORY {
+        runs.pop_front();
+    }
 }
 
 struct Tx<'a> {
@@ -141,6 +160,7 @@ impl Tx<'_> {
             descriptor_set: None,
             entities: Vec::new(),
             subscriptions: Vec::new(),
+            next_timer_due_ms: None,
             generation: 1,
             revisions: vec![Revision {
                 number: 1,
@@ -284,6 +304,124 @@ impl Tx<'_> {
         }
         let replicas = service.min_scale.max(1);
         self.set_desired(name, replicas, reason)
+    }
+
+    fn report_timers(&mut self, instance: &str, next_due_ms: Option<u64>) -> Result<Outcome, RegistryError> {
+        let service = self
+            .registry
+            .instances
+            .get(instance)
+            .map(|known| known.service.clone())
+            .ok_or_else(|| RegistryError::not_found("instance", instance))?;
+        if let Some(service) = self.registry.services.get_mut(&service) {
+            service.next_timer_due_ms = next_due_ms;
+        }
+        Ok(Outcome::Recorded)
+    }
+
+    fn create_schedule(&mut self, spec: ScheduleSpec) -> Result<Outcome, RegistryError> {
+        let schedule = schedule::validate(spec, self.now_ms)?;
+        if self.registry.schedules.contains_key(&schedule.name) {
+            return Err(RegistryError::AlreadyExists {
+                what: "schedule".into(),
+                name: schedule.name,
+            });
+        }
+        if self.registry.schedules.len() >= MAX_SCHEDULES {
+            return Err(RegistryError::Conflict {
+                message: format!("there are {MAX_SCHEDULES} schedules already, the most the registry keeps"),
+            });
+        }
+        self.registry.schedules.insert(schedule.name.clone(), schedule.clone());
+        Ok(Outcome::Schedule(Box::new(schedule)))
+    }
+
+    fn delete_schedule(&mut self, name: &str) -> Result<Outcome, RegistryError> {
+        self.registry
+            .schedules
+            .remove(name)
+            .ok_or_else(|| RegistryError::not_found("schedule", name))?;
+        Ok(Outcome::Deleted)
+    }
+
+    fn schedule_mut(&mut self, name: &str) -> Result<&mut schedule::Schedule, RegistryError> {
+        self.registry
+            .schedules
+            .get_mut(name)
+            .ok_or_else(|| RegistryError::not_found("schedule", name))
+    }
+
+    fn start_schedule_run(&mut self, name: &str, time_ms: u64, missed: u32) -> Result<Outcome, RegistryError> {
+        let now_ms = self.now_ms;
+        let schedule = self.schedule_mut(name)?;
+        if schedule.last_time_ms.is_some_and(|last| time_ms <= last) {
+            return Err(RegistryError::Conflict {
+                message: format!(
+                    "schedule {name:?} has run its time {} already",
+                    schedule::display_ms(time_ms)
+                ),
+            });
+        }
+        for run in schedule
+            .runs
+            .iter_mut()
+            .filter(|run| run.outcome == RunOutcome::Running)
+        {
+            run.outcome = RunOutcome::Interrupted;
+            run.finished_at_ms = Some(now_ms);
+        }
+        schedule.last_time_ms = Some(time_ms);
+        push_run(
+            &mut schedule.runs,
+            ScheduleRun {
+                time_ms,
+                started_at_ms: now_ms,
+                finished_at_ms: None,
+                outcome: RunOutcome::Running,
+                missed,
+            },
+        );
+        Ok(Outcome::Recorded)
+    }
+
+    fn finish_schedule_run(&mut self, name: &str, time_ms: u64, outcome: RunOutcome) -> Result<Outcome, RegistryError> {
+        let now_ms = self.now_ms;
+        let schedule = self.schedule_mut(name)?;
+        let run = schedule
+            .runs
+            .iter_mut()
+            .find(|run| run.time_ms == time_ms && run.outcome == RunOutcome::Running)
+            .ok_or_else(|| RegistryError::Conflict {
+                message: format!(
+                    "schedule {name:?} has no run in flight for {}",
+                    schedule::display_ms(time_ms)
+                ),
+            })?;
+        run.outcome = outcome;
+        run.finished_at_ms = Some(now_ms);
+        Ok(Outcome::Recorded)
+    }
+
+    fn skip_schedule_times(&mut self, name: &str, through_ms: u64, missed: u32) -> Result<Outcome, RegistryError> {
+        let now_ms = self.now_ms;
+        let schedule = self.schedule_mut(name)?;
+        if schedule.last_time_ms.is_some_and(|last| through_ms <= last) {
+            return Err(RegistryError::Conflict {
+                message: format!("schedule {name:?} is past {} already", schedule::display_ms(through_ms)),
+            });
+        }
+        schedule.last_time_ms = Some(through_ms);
+        push_run(
+            &mut schedule.runs,
+            ScheduleRun {
+                time_ms: through_ms,
+                started_at_ms: now_ms,
+                finished_at_ms: Some(now_ms),
+                outcome: RunOutcome::Skipped,
+                missed,
+            },
+        );
+        Ok(Outcome::Recorded)
     }
 
     fn record_idle_times(&mut self, name: &str, idle_times: IdleTimes) -> Result<Outcome, RegistryError> {

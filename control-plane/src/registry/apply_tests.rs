@@ -667,6 +667,41 @@ fn an_audited_write_and_its_record_apply_as_one() {
 }
 
 #[test]
+fn the_earliest_timer_an_instance_reports_is_kept_on_its_service_silently() {
+    let mut registry = with_cart();
+    register(&mut registry, "i1");
+    let report = |next_due_ms| Command::ReportTimers {
+        instance: "i1".into(),
+        next_due_ms,
+    };
+    // No event, no route change, no new revision: only the autoscaler reads it.
+    assert_eq!(ok(&mut registry, report(Some(5_000))), vec![]);
+    assert_eq!(
+        (
+            registry.services["cart"].next_timer_due_ms,
+            registry.services["cart"].generation
+        ),
+        (Some(5_000), 1)
+    );
+    ok(&mut registry, report(None));
+    assert_eq!(registry.services["cart"].next_timer_due_ms, None);
+    // An instance the registry does not know reports nothing.
+    let unknown = apply(
+        &mut registry,
+        Command::ReportTimers {
+            instance: "ghost".into(),
+            next_due_ms: Some(1),
+        },
+        T0,
+    );
+    assert_eq!(
+        unknown.response.unwrap_err().to_string(),
+        "instance \"ghost\" not found"
+    );
+    assert_eq!(registry.services["cart"].next_timer_due_ms, None);
+}
+
+#[test]
 fn idle_times_are_stored_silently() {
     let mut registry = with_cart();
     let idle_times = IdleTimes {

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use strata_settings::{RevisionSpec, ServiceSettings};
 
 use super::logged::{LoggedPatch, LoggedSpec};
-use super::{AuditRecord, EntityInfo, Event, IdleTimes, Instance, Service};
+use super::{AuditRecord, EntityInfo, Event, IdleTimes, Instance, RunOutcome, Schedule, ScheduleSpec, Service};
 
 /// One Raft log entry's payload. The leader stamps `at_ms` when it proposes, so every
 /// replica applies the same time and the state machine stays deterministic.
@@ -84,6 +84,37 @@ pub enum Command {
         instance: String,
         reason: String,
     },
+    /// A sidecar of `instance`'s service reports the service's earliest pending
+    /// timer (`None`: none). No event.
+    ReportTimers {
+        instance: String,
+        next_due_ms: Option<u64>,
+    },
+    CreateSchedule(ScheduleSpec),
+    DeleteSchedule {
+        name: String,
+    },
+    /// The leader is about to call for the schedule's time `time_ms`: refused if
+    /// that time (or a later one) ran already, so a time runs at most once. A run
+    /// still in flight from another leader is marked interrupted.
+    StartScheduleRun {
+        name: String,
+        time_ms: u64,
+        /// Earlier missed times this run stands for.
+        missed: u32,
+    },
+    /// How the call for `time_ms` ended.
+    FinishScheduleRun {
+        name: String,
+        time_ms: u64,
+        outcome: RunOutcome,
+    },
+    /// Missed times up to `through_ms` are skipped (catch-up `skip`).
+    SkipScheduleTimes {
+        name: String,
+        through_ms: u64,
+        missed: u32,
+    },
     /// A management write, for the audit log (`id` and `at_ms` are assigned here).
     RecordAudit(AuditRecord),
     /// A management write and its audit record in one entry, so the record is
@@ -111,6 +142,12 @@ impl Command {
             Command::RemoveInstance { .. } => "remove_instance",
             Command::RecordClusterEvent { .. } => "record_cluster_event",
             Command::RecordInstanceFailure { .. } => "record_instance_failure",
+            Command::ReportTimers { .. } => "report_timers",
+            Command::CreateSchedule(_) => "create_schedule",
+            Command::DeleteSchedule { .. } => "delete_schedule",
+            Command::StartScheduleRun { .. } => "start_schedule_run",
+            Command::FinishScheduleRun { .. } => "finish_schedule_run",
+            Command::SkipScheduleTimes { .. } => "skip_schedule_times",
             Command::RecordAudit(_) => "record_audit",
             Command::Audited { command, .. } => command.kind(),
         }
@@ -151,6 +188,7 @@ pub struct ServicePatch {
 pub enum Outcome {
     Service(Box<Service>),
     Instance(Instance),
+    Schedule(Box<Schedule>),
     Deleted,
     Recorded,
 }

@@ -7,6 +7,7 @@ mod apply;
 mod command;
 mod logged;
 mod revision;
+pub mod schedule;
 mod service_settings;
 mod shard_map;
 mod validate;
@@ -22,6 +23,7 @@ use strata_autoscaler::IdleHistogram;
 pub use apply::{apply, Applied};
 pub use command::{Command, Effect, Outcome, RegistryError, Request, ServicePatch, ServiceSpec};
 pub use revision::Revision;
+pub use schedule::{CatchUp, RunOutcome, Schedule, ScheduleRun, ScheduleSpec};
 pub use shard_map::{rebalance, ShardMove};
 pub use strata_settings::{
     format_duration_ms, parse_duration_ms, EnvVar, KeepAlive, RevisionSpec, ServiceSettings, DEFAULT_KEEP_ALIVE,
@@ -49,6 +51,9 @@ pub struct Registry {
     pub audit: VecDeque<AuditRecord>,
     #[serde(default)]
     pub next_audit_id: u64,
+    /// Calls the leader makes at the times of cron expressions, by name.
+    #[serde(default)]
+    pub schedules: BTreeMap<String, Schedule>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +98,11 @@ pub struct Service {
     /// discovery reported them: the sidecars writing those logs may wake it from zero.
     #[serde(default)]
     pub subscriptions: Vec<String>,
+    /// When the service's earliest pending timer may be called (milliseconds
+    /// since the Unix epoch), as its sidecars last reported: the autoscaler
+    /// starts a service at zero in time for it.
+    #[serde(default)]
+    pub next_timer_due_ms: Option<u64>,
     /// Increases on every change of what runs, the settings or the discovered
     /// descriptors (what registries before revisions called the revision).
     #[serde(alias = "revision")]

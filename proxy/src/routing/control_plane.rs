@@ -255,6 +255,12 @@ mod tests {
         async fn poke(&self, _: Request<PokeRequest>) -> Result<Response<PokeResponse>, Status> {
             Err(Status::unimplemented("not in this test"))
         }
+        async fn report_timers(
+            &self,
+            _: Request<strata_proto::strata::controlplane::v1::ReportTimersRequest>,
+        ) -> Result<Response<strata_proto::strata::controlplane::v1::ReportTimersResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
     }
 
     /// An address nothing listens on (bound, then let go).

@@ -14,10 +14,11 @@ use strata_proto::cloudstate::action::{
 };
 
 use crate::{
-    call::{resolve_effects, resolve_target, Answer, Call, CallContext, Next, Outcome, StreamedCall, TargetKind},
+    call::{Answer, Call, CallContext, Next, Outcome, StreamedCall},
     error::{code_name, ProxyError},
     model::{MethodModel, Targets},
     passing::{holding, pass_on, Abortable, Prost},
+    reply_targets::{outcome_of_parts, resolve_effects, resolve_forward},
     sidecar::function::FunctionClient,
 };
 
@@ -173,27 +174,23 @@ impl ActionOutcomes {
 
 /// What one response of the function means: the pure part of the protocol.
 pub fn outcome_of(from: &MethodModel, targets: &dyn Targets, response: ActionResponse) -> Result<Outcome, ProxyError> {
-    let next = match response.response {
-        None => Next::Nothing,
+    let (next, forwarded) = match response.response {
+        None => (Next::Nothing, None),
         Some(Response::Failure(failure)) => return Err(ProxyError::Failure(failure.description)),
-        Some(Response::Reply(reply)) => Next::Reply(Answer {
-            payload: reply.payload.unwrap_or_default(),
-            metadata: reply.metadata,
-        }),
-        Some(Response::Forward(forward)) => Next::Forward(Box::new(resolve_target(
-            targets,
-            from,
-            TargetKind::Forward,
-            &forward.service_name,
-            &forward.command_name,
-            forward.payload,
-            forward.metadata,
-        )?)),
+        Some(Response::Reply(reply)) => (
+            Next::Reply(Answer {
+                payload: reply.payload.unwrap_or_default(),
+                metadata: reply.metadata,
+            }),
+            None,
+        ),
+        Some(Response::Forward(forward)) => resolve_forward(targets, from, forward)?,
     };
-    Ok(Outcome {
+    Ok(outcome_of_parts(
+        forwarded,
         next,
-        effects: resolve_effects(from, targets, response.side_effects)?,
-    })
+        resolve_effects(from, targets, response.side_effects)?,
+    ))
 }
 
 /// Ends `outcomes` with DEADLINE_EXCEEDED when the client's deadline passes.

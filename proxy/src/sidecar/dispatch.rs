@@ -8,13 +8,17 @@ use std::{sync::Arc, time::Duration};
 use futures::StreamExt;
 use tokio::sync::watch;
 
+use strata_store::Store;
+
 use crate::{
-    call::{Answer, Answers, Call, CallContext, Commands, StreamedCall},
+    call::{Answer, Answers, Call, CallContext, Commands, Outcome, StreamedCall},
     error::ProxyError,
+    model::MethodModel,
     sidecar::action::Actions,
     sidecar::effects::Effects,
     sidecar::entity::Entities,
     sidecar::membership::Ownership,
+    sidecar::timer_scope::{now_ms, TimerScope},
 };
 
 /// How long a sidecar waits for its own routes to reach the version a call was
@@ -33,6 +37,44 @@ pub struct Dispatcher {
     pub actions: Actions,
     pub owned: Option<Owned>,
     pub effects: Effects,
+    /// Where the timers an outcome still carries are stored (an action's, and a
+    /// CRDT entity's; the other entities store theirs with their state).
+    pub timers: OutcomeTimers,
+}
+
+/// Stores the timer requests left in an outcome, once the command is done and
+/// before its reply or side effects go out.
+#[derive(Clone)]
+pub struct OutcomeTimers {
+    pub scope: Arc<TimerScope>,
+    pub store: Arc<dyn Store>,
+}
+
+impl OutcomeTimers {
+    async fn store(
+        &self,
+        method: &MethodModel,
+        entity_id: Option<&str>,
+        outcome: &mut Outcome,
+    ) -> Result<(), ProxyError> {
+        if outcome.timers.is_empty() {
+            return Ok(());
+        }
+        let requests = std::mem::take(&mut outcome.timers);
+        let changes = self
+            .scope
+            .changes(&method.entity.service_name, entity_id, requests, now_ms());
+        let store = self
+            .store
+            .timers()
+            .ok_or_else(|| ProxyError::Unavailable("the state store keeps no timers".into()))?;
+        store.write_timers(changes).await.map_err(|error| {
+            tracing::warn!(%error, "could not store the timers of a call");
+            ProxyError::Unavailable("the state store is unavailable; retry".into())
+        })?;
+        self.scope.stored();
+        Ok(())
+    }
 }
 
 impl Dispatcher {
@@ -80,12 +122,14 @@ impl Commands for Dispatcher {
     async fn unary(&self, call: Call) -> Result<Answer, ProxyError> {
         let method = call.method.clone();
         let context = call.context;
-        let outcome = if method.entity.kind.is_entity() {
+        let entity_id = call.entity_id.clone();
+        let mut outcome = if method.entity.kind.is_entity() {
             self.check_owner(&call).await?;
             self.entities.handle(call).await?
         } else {
             self.actions.unary(call).await?
         };
+        self.timers.store(&method, entity_id.as_deref(), &mut outcome).await?;
         let answer = self.effects.settle(outcome, &context).await?;
         Ok(answer.unwrap_or_else(|| Answer::empty(&method)))
     }
@@ -93,21 +137,32 @@ impl Commands for Dispatcher {
     async fn streamed(&self, call: StreamedCall) -> Result<Answers, ProxyError> {
         let context = call.context;
         let effects = self.effects.clone();
-        let outcomes = if call.method.entity.kind.is_entity() {
+        let timers = self.timers.clone();
+        let method = call.method.clone();
+        let (outcomes, entity_id) = if call.method.entity.kind.is_entity() {
             let call = call.into_entity_call().await?;
             self.check_owner(&call).await?;
-            let method = call.method.clone();
+            let entity_id = call.entity_id.clone();
             // The stream lasts until the client's deadline, if it gave one.
-            crate::sidecar::action::within(self.entities.streamed(call).await?, context, method)
+            let outcomes = self.entities.streamed(call).await?;
+            (
+                crate::sidecar::action::within(outcomes, context, method.clone()),
+                entity_id,
+            )
         } else {
-            self.actions.streamed(call).await?
+            (self.actions.streamed(call).await?, None)
         };
-        // Each response is settled (its effects performed) before the next; a
-        // response without a reply sends the client nothing.
+        // Each response is settled (its timers stored, its effects performed)
+        // before the next; a response without a reply sends the client nothing.
         let answers = outcomes
             .then(move |outcome| {
-                let effects = effects.clone();
-                async move { effects.settle(outcome?, &context).await }
+                let (effects, timers, method, entity_id) =
+                    (effects.clone(), timers.clone(), method.clone(), entity_id.clone());
+                async move {
+                    let mut outcome = outcome?;
+                    timers.store(&method, entity_id.as_deref(), &mut outcome).await?;
+                    effects.settle(outcome, &context).await
+                }
             })
             .filter_map(|answer| std::future::ready(answer.transpose()));
         Ok(answers.boxed())
@@ -139,6 +194,7 @@ mod tests {
             version,
             shard_count: 64,
             owned: [shard_of(entity_id, 64)].into(),
+            epochs: Default::default(),
         }
     }
 

@@ -25,7 +25,7 @@ pub enum Router {
 }
 
 impl Router {
-    fn get(&self) -> Result<Arc<dyn Commands>, ProxyError> {
+    pub(crate) fn get(&self) -> Result<Arc<dyn Commands>, ProxyError> {
         match self {
             Router::Shared(router) => Ok(router.clone()),
             Router::Owner(owner) => owner
@@ -47,10 +47,15 @@ impl Effects {
         Self { router, metrics }
     }
 
+    /// Where this performs its calls (a timer's calls go the same way).
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
     /// Performs `outcome` for a call made in `context` and returns the client's
     /// answer (`None`: the function sent no reply).
     pub async fn settle(&self, outcome: Outcome, context: &CallContext) -> Result<Option<Answer>, ProxyError> {
-        let Outcome { next, effects } = outcome;
+        let Outcome { next, effects, .. } = outcome;
         let (synchronous, later): (Vec<_>, Vec<_>) = effects.into_iter().partition(|effect| effect.synchronous);
         for effect in synchronous {
             let target = effect.call.target_name();
@@ -198,6 +203,7 @@ mod tests {
                 effect(&model, "a", true),
                 effect(&model, "b", true),
             ],
+            timers: Vec::new(),
         };
         let context = CallContext {
             deadline: None,
@@ -226,6 +232,7 @@ mod tests {
         let outcome = Outcome {
             next: Next::Nothing,
             effects: vec![effect(&model, "fail", true), effect(&model, "after", true)],
+            timers: Vec::new(),
         };
         let error = effects.settle(outcome, &CallContext::default()).await.unwrap_err();
         assert_eq!(
@@ -249,6 +256,7 @@ mod tests {
         let outcome = Outcome {
             next: Next::Nothing,
             effects: vec![effect(&model, "deep", true)],
+            timers: Vec::new(),
         };
         let context = CallContext {
             deadline: None,
@@ -265,6 +273,7 @@ mod tests {
         let outcome = Outcome {
             next: Next::Nothing,
             effects: vec![effect(&model, "deep", true)],
+            timers: Vec::new(),
         };
         let context = CallContext {
             deadline: None,

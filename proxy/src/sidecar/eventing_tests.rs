@@ -228,6 +228,7 @@ async fn append(store: &SqliteStore, entity: &str, first_seq_nr: i64, events: us
             first_seq_nr,
             events,
             snapshot: None,
+            timers: Vec::new(),
         })
         .await
         .unwrap();
@@ -323,6 +324,7 @@ async fn only_the_owner_of_the_subscription_shard_consumes() {
         version: 1,
         shard_count: 4,
         owned: [1, 2].into(),
+        epochs: Default::default(),
     };
     let (tx, rx) = watch::channel(not_owning.clone());
     let subscriber = Arc::new(Subscriber::default());
@@ -338,6 +340,7 @@ async fn only_the_owner_of_the_subscription_shard_consumes() {
         version: 2,
         shard_count: 4,
         owned: [0, 1].into(),
+        epochs: Default::default(),
     });
     assert_eq!(subscriber.until_taken(1).await, [("a:1".to_string(), true)]);
     let name = subscribers_model().subscriptions[0].subscriber();

@@ -6,7 +6,7 @@
 //! control plane (plain `strata proxy`) the sidecar owns everything.
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeMap, HashSet},
     sync::{Arc, OnceLock},
     time::Duration,
 };
@@ -57,6 +57,8 @@ pub struct Ownership {
     pub version: u64,
     pub shard_count: u32,
     pub owned: HashSet<u32>,
+    /// The epoch at which each owned shard is held (what fences its timers).
+    pub epochs: BTreeMap<u32, u64>,
 }
 
 impl Ownership {
@@ -69,9 +71,9 @@ impl Ownership {
         self.owned.contains(&shard)
     }
 
-    /// Whether the same shards are owned (whatever the versions).
+    /// Whether the same shards are owned at the same epochs (whatever the versions).
     fn same_shards(&self, other: &Ownership) -> bool {
-        self.shard_count == other.shard_count && self.owned == other.owned
+        self.shard_count == other.shard_count && self.epochs == other.epochs
     }
 
     /// This instance's shards in a snapshot of every service's routes.
@@ -82,16 +84,18 @@ impl Ownership {
                 ..Ownership::default()
             };
         };
+        let owned: BTreeMap<u32, u64> = routes
+            .shards
+            .iter()
+            .enumerate()
+            .filter(|(_, shard)| shard.owner == instance_id)
+            .map(|(i, shard)| (i as u32, shard.epoch))
+            .collect();
         Ownership {
             version: snapshot.version,
             shard_count: routes.shards.len() as u32,
-            owned: routes
-                .shards
-                .iter()
-                .enumerate()
-                .filter(|(_, shard)| shard.owner == instance_id)
-                .map(|(i, _)| i as u32)
-                .collect(),
+            owned: owned.keys().copied().collect(),
+            epochs: owned,
         }
     }
 }

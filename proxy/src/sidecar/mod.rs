@@ -9,6 +9,8 @@ pub(crate) mod entity;
 mod eventing;
 mod function;
 mod membership;
+mod timer_scope;
+mod timers;
 mod wake;
 
 use std::{
@@ -23,12 +25,14 @@ use tokio::net::TcpListener;
 
 use self::{
     action::Actions,
-    dispatch::{Dispatcher, Owned},
+    dispatch::{Dispatcher, OutcomeTimers, Owned},
     effects::{Effects, Router},
     entity::{Entities, SessionContext, DEFAULT_COMMAND_TIMEOUT},
     eventing::{Eventing, Pacing},
     function::{DiscoveryError, FunctionClient},
     membership::Membership,
+    timer_scope::TimerScope,
+    timers::{NextDueReport, TimerRunner},
     wake::{spawn_sweeps, Waker, WakingStore},
 };
 pub use self::{entity::EntityLimits, membership::MembershipConfig};
@@ -251,6 +255,18 @@ pub async fn run(
         ),
         None => (model.clone(), None),
     };
+    // Timers belong to the deployment and move with its shards; a standalone
+    // sidecar owns them all.
+    let timer_scope = Arc::new(match (&membership, &config.membership) {
+        (Some(membership), Some(settings)) => {
+            let ownership = membership.ownership();
+            TimerScope::managed(
+                settings.service.clone(),
+                Box::new(move || ownership.borrow().shard_count),
+            )
+        }
+        _ => TimerScope::standalone(),
+    });
     let (detached, detached_outcomes) = tokio::sync::mpsc::unbounded_channel();
     let entities = Arc::new(Entities::with_limits(
         SessionContext {
@@ -265,6 +281,7 @@ pub async fn run(
                 .membership
                 .as_ref()
                 .map_or_else(|| "standalone".to_owned(), |m| m.instance_id.clone()),
+            timers: timer_scope.clone(),
         },
         config.entity_limits,
     ));
@@ -282,10 +299,32 @@ pub async fn run(
         };
         Dispatcher {
             entities: entities.clone(),
-            actions: Actions::new(function.clone(), targets, config.command_timeout),
+            actions: Actions::new(function.clone(), targets.clone(), config.command_timeout),
             owned,
             effects: Effects::new(router, metrics.clone()),
+            timers: OutcomeTimers {
+                scope: timer_scope.clone(),
+                store: store.clone(),
+            },
         }
+    });
+    // Due timers are called like side effects, through the same router.
+    let report = match (&membership, &config.membership) {
+        (Some(membership), Some(settings)) => Some(Arc::new(NextDueReport::new(
+            membership.client(),
+            settings.instance_id.clone(),
+        ))),
+        _ => None,
+    };
+    let timer_runner = Arc::new(TimerRunner {
+        store: store.clone(),
+        scope: timer_scope.clone(),
+        ownership: membership.as_ref().map(|m| m.ownership()),
+        router: dispatcher.effects.router(),
+        targets,
+        call_timeout: config.command_timeout,
+        metrics: metrics.clone(),
+        report: report.clone(),
     });
     let eventing = Arc::new(Eventing {
         store: store.clone(),
@@ -301,7 +340,7 @@ pub async fn run(
         metrics: metrics.clone(),
         max_body: config.max_body,
     });
-    let _ = opened_store.set(store);
+    let _ = opened_store.set(store.clone());
     if let Some(membership) = &membership {
         membership.passivate_lost_shards(entities.clone());
     }
@@ -312,8 +351,17 @@ pub async fn run(
         reported?;
     }
     // Subscriptions start once the function is served: their runner waits for
-    // shard 0 in a deployment (see `eventing`).
+    // shard 0 in a deployment (see `eventing`). So do timers.
     eventing.spawn(&model.subscriptions, &tasks);
+    let stopping = tasks.stopping();
+    tasks.spawn("timers", async move {
+        tokio::select! {
+            () = stopping.wait() => {}
+            () = timer_runner.run() => {}
+        }
+    });
+    let drain_store = store.clone();
+    let drain_service = timer_scope.service.clone();
     readiness.ready();
     tracing::info!(%addr, "proxy ready");
     let stop = async move {
@@ -327,6 +375,11 @@ pub async fn run(
             membership
                 .drain("the sidecar is shutting down", Duration::from_secs(5))
                 .await;
+        }
+        // The last instance to leave leaves the service's earliest timer behind,
+        // so the service is started again in time for it.
+        if let (Some(report), Some(timers)) = (&report, drain_store.timers()) {
+            report.report_now(timers, &drain_service).await;
         }
     };
     let served = axum::serve(ingress::without_delay(listener), app)

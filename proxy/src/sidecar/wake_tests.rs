@@ -112,6 +112,7 @@ fn write(entity: &str, first_seq_nr: i64, events: usize, persistence_id: &str) -
             })
             .collect(),
         snapshot: None,
+        timers: Vec::new(),
     }
 }
 

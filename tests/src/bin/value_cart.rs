@@ -1,13 +1,25 @@
 //! A shopping cart kept as one value per user (a value entity), written with
 //! strata-sdk: AddItem updates the value, RemoveCart deletes it. Serves on
 //! HOST:PORT like any user function; PASSIVATION_MS sets the idle timeout.
+//! With EXPIRE_MS set, the cart expires itself: every AddItem (re)schedules the
+//! durable timer `expire`, which calls ExpireCart that long after the last add
+//! (3 attempts); KeepCart cancels it.
 
 use std::time::Duration;
 
-use strata_e2e::valuecart::{AddLineItem, Cart, LineItem};
-use strata_sdk::{Command, Failure, Reply, Service, ValueContext, ValueEntity, ValueEntityService};
+use strata_e2e::valuecart::{AddLineItem, Cart, ExpireCart, LineItem};
+use strata_sdk::{timer, Command, Failure, Reply, Service, ServiceCall, ValueContext, ValueEntity, ValueEntityService};
 
-struct ValueCart;
+const SERVICE: &str = "strata.test.valuecart.ValueCart";
+/// The product that makes ExpireCart fail.
+const STICKY: &str = "sticky";
+/// Calls of ExpireCart before its timer is kept as failed.
+const EXPIRE_ATTEMPTS: u32 = 3;
+
+struct ValueCart {
+    /// How long after the last add the cart expires (`None`: never).
+    expire_after: Option<Duration>,
+}
 
 impl ValueEntity for ValueCart {
     type State = Cart;
@@ -28,8 +40,30 @@ impl ValueEntity for ValueCart {
                     }),
                 }
                 ctx.update_state(cart);
+                let reply = Reply::empty();
+                let Some(after) = self.expire_after else {
+                    return Ok(reply);
+                };
+                let expire = ServiceCall::new(
+                    SERVICE,
+                    "ExpireCart",
+                    &ExpireCart {
+                        user_id: command.entity_id().to_string(),
+                    },
+                );
+                Ok(reply.with_effect(timer::schedule_attempts("expire", after, expire, EXPIRE_ATTEMPTS)))
+            }
+            "ExpireCart" => {
+                if ctx
+                    .state()
+                    .is_some_and(|cart| cart.items.iter().any(|i| i.product_id == STICKY))
+                {
+                    return Err(Failure::new("the cart holds a sticky item and cannot expire"));
+                }
+                ctx.delete_state();
                 Ok(Reply::empty())
             }
+            "KeepCart" => Ok(Reply::empty().with_effect(timer::cancel("expire"))),
             "GetCart" => Ok(Reply::message(&ctx.state().cloned().unwrap_or_default())),
             "RemoveCart" => {
                 ctx.delete_state();
@@ -47,11 +81,17 @@ async fn main() -> Result<(), strata_sdk::ServeError> {
         .ok()
         .and_then(|ms| ms.parse().ok())
         .map_or(Duration::from_secs(30), Duration::from_millis);
+    let expire_after = std::env::var("EXPIRE_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map(Duration::from_millis);
     Service::new(strata_e2e::VALUE_CART_DESCRIPTORS)
         .service_name("value-cart")
         .value_entity(
-            ValueEntityService::new("strata.test.valuecart.ValueCart", "value-cart", |_| ValueCart)
-                .passivation_timeout(passivation),
+            ValueEntityService::new("strata.test.valuecart.ValueCart", "value-cart", move |_| ValueCart {
+                expire_after,
+            })
+            .passivation_timeout(passivation),
         )
         .serve()
         .await

@@ -78,6 +78,7 @@ fn context() -> Arc<SessionContext> {
         targets: Arc::new(Catalog::default()),
         command_timeout: DEFAULT_COMMAND_TIMEOUT,
         instance_id: "test".into(),
+        timers: Arc::new(crate::sidecar::timer_scope::TimerScope::standalone()),
     })
 }
 

@@ -220,6 +220,28 @@ pub(super) fn report_refused(ctx: &SessionContext, answer: &Result<Outcome, Prox
     }
 }
 
+/// The timer changes a successful command asked for, taken out of its outcome
+/// to be stored with its state (a failed command has none).
+pub(super) fn taken_timers(
+    ctx: &SessionContext,
+    call: &Call,
+    answer: &mut Result<Outcome, ProxyError>,
+) -> Vec<strata_store::TimerChange> {
+    let Ok(outcome) = answer else {
+        return Vec::new();
+    };
+    if outcome.timers.is_empty() {
+        return Vec::new();
+    }
+    let requests = std::mem::take(&mut outcome.timers);
+    ctx.timers.changes(
+        &call.method.entity.service_name,
+        call.entity_id.as_deref(),
+        requests,
+        crate::sidecar::timer_scope::now_ms(),
+    )
+}
+
 /// Runs one store write, recording how long it took to become durable.
 pub(super) async fn persist_timed(
     ctx: &SessionContext,

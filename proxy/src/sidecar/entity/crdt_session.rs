@@ -43,9 +43,10 @@ use super::{
     session::{After, EntityCommand, Session, SessionContext},
 };
 use crate::{
-    call::{resolve_effects, CallContext, Next, Outcome},
+    call::{CallContext, Next, Outcome},
     error::ProxyError,
     model::{EntityModel, MethodModel, Targets},
+    reply_targets::{outcome_of_parts, resolve_effects},
 };
 
 const CRDT_HANDLE: &str = "/cloudstate.crdt.Crdt/handle";
@@ -280,10 +281,8 @@ pub(super) fn decide_unasked(
                     "a stream-cancelled response for command {command_id}, which was not cancelled"
                 ));
             };
-            let outcome = resolve_effects(&method, targets, side_effects).map(|effects| Outcome {
-                next: Next::Nothing,
-                effects,
-            });
+            let outcome = resolve_effects(&method, targets, side_effects)
+                .map(|resolved| outcome_of_parts(None, Next::Nothing, resolved));
             match state_change(held, state_action, replica) {
                 Ok((change, correction)) => Unasked::Cancelled {
                     command_id,
@@ -418,7 +417,7 @@ impl CrdtSession {
                     return After::Continue;
                 };
                 report_refused(ctx, &outcome);
-                let skip = matches!(&outcome, Ok(Outcome { next: Next::Nothing, effects }) if effects.is_empty());
+                let skip = matches!(&outcome, Ok(Outcome { next: Next::Nothing, effects, timers }) if effects.is_empty() && timers.is_empty());
                 let pushed = if skip {
                     Pushed::Queued
                 } else {

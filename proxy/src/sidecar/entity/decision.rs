@@ -8,9 +8,10 @@
 use strata_proto::cloudstate::{client_action::Action, ClientAction, Failure, SideEffect};
 
 use crate::{
-    call::{resolve_effects, resolve_target, Answer, Next, Outcome, TargetKind},
+    call::{Answer, Next, Outcome},
     error::ProxyError,
     model::{MethodModel, Targets},
+    reply_targets::{outcome_of_parts, resolve_effects, resolve_forward},
 };
 
 /// What the proxy must do with one message from the function.
@@ -126,28 +127,23 @@ pub(super) fn optional_client_outcome(
     side_effects: Vec<SideEffect>,
 ) -> (Result<Outcome, ProxyError>, bool) {
     let next = match action.and_then(|a| a.action) {
-        None => Ok(Next::Nothing),
+        None => Ok((Next::Nothing, None)),
         Some(Action::Failure(f)) => return (Err(ProxyError::Failure(f.description)), f.restart),
-        Some(Action::Reply(r)) => Ok(Next::Reply(Answer {
-            payload: r.payload.unwrap_or_default(),
-            metadata: r.metadata,
-        })),
-        Some(Action::Forward(f)) => resolve_target(
-            targets,
-            from,
-            TargetKind::Forward,
-            &f.service_name,
-            &f.command_name,
-            f.payload,
-            f.metadata,
-        )
-        .map(|call| Next::Forward(Box::new(call))),
+        Some(Action::Reply(r)) => Ok((
+            Next::Reply(Answer {
+                payload: r.payload.unwrap_or_default(),
+                metadata: r.metadata,
+            }),
+            None,
+        )),
+        Some(Action::Forward(f)) => resolve_forward(targets, from, f),
     };
-    let outcome = next.and_then(|next| {
-        Ok(Outcome {
+    let outcome = next.and_then(|(next, forwarded)| {
+        Ok(outcome_of_parts(
+            forwarded,
             next,
-            effects: resolve_effects(from, targets, side_effects)?,
-        })
+            resolve_effects(from, targets, side_effects)?,
+        ))
     });
     (outcome, false)
 }

@@ -11,7 +11,7 @@ use strata_proto::cloudstate::eventsourced::{
 use strata_store::EntityKey;
 
 use super::{
-    conversation::{entity_stream, store_unavailable, Conversation},
+    conversation::{entity_stream, store_unavailable, taken_timers, Conversation},
     decision::{reply_to, required_client_outcome, Answered, Decision},
     pipeline::WritePipeline,
     session::{After, EntityCommand, Session, SessionContext},
@@ -120,7 +120,7 @@ impl Session for EventSourcedSession {
     }
 
     async fn run(&mut self, ctx: &SessionContext, command: EntityCommand) -> After {
-        let (_, reply, persist) = match self.conversation.ask_and_decide(ctx, command, decide).await {
+        let (call, reply, mut persist) = match self.conversation.ask_and_decide(ctx, command, decide).await {
             Ok(decided) => decided,
             Err(after) => return after,
         };
@@ -129,7 +129,9 @@ impl Session for EventSourcedSession {
             Some(snapshot) => size([snapshot]),
             None => self.bytes + size(&events),
         };
-        self.journal.push(ctx, reply, persist.answer, events, snapshot);
+        // The command's timers go in the same write as its events.
+        let timers = taken_timers(ctx, &call, &mut persist.answer);
+        self.journal.push(ctx, reply, persist.answer, events, snapshot, timers);
         After::restarting_if(persist.restart)
     }
 

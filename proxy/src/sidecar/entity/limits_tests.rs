@@ -58,6 +58,7 @@ async fn a_full_mailbox_is_refused_at_once_never_awaited() {
         targets: Arc::new(Catalog::default()),
         command_timeout: DEFAULT_COMMAND_TIMEOUT,
         instance_id: "test".into(),
+        timers: Arc::new(crate::sidecar::timer_scope::TimerScope::standalone()),
     });
     // --- the entity is stuck (its actor has not even taken its first command
     // on this one-thread runtime): a mailbox's worth of commands queued

@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use prost_types::Any;
-use strata_store::{EntityKey, JournalWrite, Snapshot, StoreError};
+use strata_store::{EntityKey, JournalWrite, Snapshot, StoreError, TimerChange};
 use tokio::task::JoinHandle;
 
 use super::{
@@ -28,6 +28,8 @@ struct Held {
 struct Batch {
     events: Vec<Any>,
     snapshot: Option<Snapshot>,
+    /// The commands' timer changes, in command order: stored with their events.
+    timers: Vec<TimerChange>,
     held: Vec<Held>,
 }
 
@@ -61,7 +63,8 @@ impl WritePipeline {
     }
 
     /// Accepts one command's outcome: its events (numbered on from the last ones),
-    /// its snapshot, and the answer to release once they are durable.
+    /// its snapshot, its timer changes, and the answer to release once they are
+    /// durable.
     pub(super) fn push(
         &mut self,
         ctx: &SessionContext,
@@ -69,6 +72,7 @@ impl WritePipeline {
         answer: Result<Outcome, ProxyError>,
         events: Vec<Any>,
         snapshot: Option<Any>,
+        timers: Vec<TimerChange>,
     ) {
         self.last_seq_nr += events.len() as i64;
         if let Some(payload) = snapshot {
@@ -80,6 +84,7 @@ impl WritePipeline {
             });
         }
         self.queued.events.extend(events);
+        self.queued.timers.extend(timers);
         self.queued.held.push(Held { reply, answer });
         if self.in_flight.is_none() {
             self.start(ctx);
@@ -139,29 +144,35 @@ impl WritePipeline {
         true
     }
 
-    /// Sends the queued batch as one write; a batch without events (reads,
-    /// failures) is released at once, since nothing before it is pending.
+    /// Sends the queued batch as one write; a batch without events or timers
+    /// (reads, failures) is released at once, since nothing before it is pending.
     fn start(&mut self, ctx: &SessionContext) {
         debug_assert!(self.in_flight.is_none());
         let batch = std::mem::take(&mut self.queued);
         let first_seq_nr = self.queued_from;
         self.queued_from = self.last_seq_nr + 1;
-        if batch.events.is_empty() {
+        if batch.events.is_empty() && batch.timers.is_empty() {
             release(batch.held);
             return;
         }
+        let with_timers = !batch.timers.is_empty();
         let write = JournalWrite {
             key: self.key.clone(),
             first_seq_nr,
             events: batch.events,
             snapshot: batch.snapshot,
+            timers: batch.timers,
         };
         let store = ctx.store.clone();
+        let scope = ctx.timers.clone();
         let histogram = ctx.metrics.persist_seconds.with_label_values(&[self.service.as_str()]);
         let task = tokio::spawn(async move {
             let started = Instant::now();
             let result = store.append(write).await;
             histogram.observe(started.elapsed().as_secs_f64());
+            if with_timers && result.is_ok() {
+                scope.stored();
+            }
             result
         });
         self.in_flight = Some(InFlight { task, held: batch.held });
@@ -230,6 +241,7 @@ mod tests {
             targets: Arc::new(Catalog::default()),
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             instance_id: "test".into(),
+            timers: Arc::new(crate::sidecar::timer_scope::TimerScope::standalone()),
         };
         let pipeline = WritePipeline::new(EntityKey::new("cart", "hot"), "Cart".into(), 10);
         (ctx, rx, pipeline)
@@ -251,8 +263,49 @@ mod tests {
     ) -> oneshot::Receiver<Result<Outcome, ProxyError>> {
         let (reply, released) = oneshot::channel();
         let events = events.iter().map(|e| any(e)).collect();
-        pipeline.push(ctx, reply, Ok(reply_of(answer)), events, snapshot.map(any));
+        pipeline.push(ctx, reply, Ok(reply_of(answer)), events, snapshot.map(any), Vec::new());
         released
+    }
+
+    fn cancel(name: &str) -> TimerChange {
+        TimerChange::Cancel(strata_store::TimerKey {
+            service: "svc".into(),
+            owner: "Cart".into(),
+            entity_id: "hot".into(),
+            name: name.into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn timers_ride_in_the_write_of_their_command_even_without_events() {
+        let (ctx, mut writes, mut pipeline) = setup();
+        // --- a command with an event and a timer: one write carries both
+        let (reply, mut first) = oneshot::channel();
+        pipeline.push(
+            &ctx,
+            reply,
+            Ok(reply_of("a")),
+            vec![any("e1")],
+            None,
+            vec![cancel("t1")],
+        );
+        let (write, finish) = writes.recv().await.unwrap();
+        assert_eq!((write.events.len(), write.timers.clone()), (1, vec![cancel("t1")]));
+        // --- a command with only a timer waits for the next write, and is released after it
+        let (reply, mut second) = oneshot::channel();
+        pipeline.push(&ctx, reply, Ok(reply_of("b")), vec![], None, vec![cancel("t2")]);
+        finish.send(Ok(())).unwrap();
+        let result = pipeline.written().await;
+        assert!(pipeline.complete(&ctx, result));
+        assert!(first.try_recv().is_ok());
+        let (write, finish) = writes.recv().await.unwrap();
+        assert_eq!((write.first_seq_nr, write.events.len()), (12, 0));
+        assert_eq!(write.timers, vec![cancel("t2")]);
+        assert!(second.try_recv().is_err(), "released only once its timer is durable");
+        finish.send(Ok(())).unwrap();
+        let result = pipeline.written().await;
+        assert!(pipeline.complete(&ctx, result));
+        assert_eq!(second.try_recv().unwrap().unwrap(), reply_of("b"));
     }
 
     fn reply_of(answer: &str) -> Outcome {

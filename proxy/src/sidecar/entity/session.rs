@@ -13,7 +13,7 @@ use crate::{
     error::ProxyError,
     metrics::Metrics,
     model::{EntityModel, Targets},
-    sidecar::function::FunctionClient,
+    sidecar::{function::FunctionClient, timer_scope::TimerScope},
 };
 
 /// How long the function may take to answer one command unless configured.
@@ -33,6 +33,8 @@ pub struct SessionContext {
     /// Where outcomes no client waits for go to have their side effects
     /// performed (those of a cancelled stream's last word).
     pub detached: Detached,
+    /// Whose timers a command's timer requests become (stored with its state).
+    pub timers: Arc<TimerScope>,
 }
 
 /// Outcomes whose side effects the dispatcher performs with no one to answer.

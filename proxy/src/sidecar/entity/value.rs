@@ -8,10 +8,10 @@ use strata_proto::cloudstate::valueentity::{
     value_entity_action, value_entity_stream_in, value_entity_stream_out, ValueEntityInit, ValueEntityInitState,
     ValueEntityReply, ValueEntityStreamIn, ValueEntityStreamOut,
 };
-use strata_store::EntityKey;
+use strata_store::{EntityKey, StoreError};
 
 use super::{
-    conversation::{entity_stream, persist_timed, store_failed, store_unavailable, Conversation},
+    conversation::{entity_stream, persist_timed, store_failed, store_unavailable, taken_timers, Conversation},
     decision::{reply_to, required_client_outcome, Answered, Decision},
     session::{After, EntityCommand, Session, SessionContext},
 };
@@ -105,7 +105,7 @@ impl Session for ValueSession {
     }
 
     async fn run(&mut self, ctx: &SessionContext, command: EntityCommand) -> After {
-        let (call, reply, persist) = match self.conversation.ask_and_decide(ctx, command, decide).await {
+        let (call, reply, mut persist) = match self.conversation.ask_and_decide(ctx, command, decide).await {
             Ok(decided) => decided,
             Err(after) => return after,
         };
@@ -114,13 +114,37 @@ impl Session for ValueSession {
             StateChange::Update(value) => Some(Some(value)),
             StateChange::Delete => Some(None),
         };
-        if let Some(value) = value {
-            let service = call.method.entity.service_name.as_str();
-            let bytes = value.as_ref().map_or(0, prost::Message::encoded_len);
-            if let Err(error) = persist_timed(ctx, service, ctx.store.save_value(&self.key, value)).await {
-                let _ = reply.send(Err(store_failed(error)));
-                return After::Restart;
-            }
+        // The command's timers go in the same write as its value.
+        let timers = taken_timers(ctx, &call, &mut persist.answer);
+        let service = call.method.entity.service_name.as_str();
+        let with_timers = !timers.is_empty();
+        let bytes = value
+            .as_ref()
+            .map(|v| v.as_ref().map_or(0, prost::Message::encoded_len));
+        let written = match (value, with_timers) {
+            (None, false) => Ok(()),
+            (Some(value), false) => persist_timed(ctx, service, ctx.store.save_value(&self.key, value)).await,
+            (value, true) => match ctx.store.timers() {
+                Some(store) => {
+                    let write = async {
+                        match value {
+                            Some(value) => store.save_value_with_timers(&self.key, value, timers).await,
+                            None => store.write_timers(timers).await,
+                        }
+                    };
+                    persist_timed(ctx, service, write).await
+                }
+                None => Err(StoreError::Config("this store keeps no timers".into())),
+            },
+        };
+        if let Err(error) = written {
+            let _ = reply.send(Err(store_failed(error)));
+            return After::Restart;
+        }
+        if with_timers {
+            ctx.timers.stored();
+        }
+        if let Some(bytes) = bytes {
             self.bytes = bytes;
         }
         let _ = reply.send(persist.answer);

@@ -1,0 +1,227 @@
+//! Durable timers end to end, over real processes and a real SQLite file: the
+//! value cart (tests/src/bin/value_cart.rs) expires itself through
+//! `strata.timers.Timers`, scheduled as a side effect of AddItem. A failed
+//! command stores no timer, KeepCart's Cancel removes one, a stored timer
+//! survives `kill -9` of the sidecar and fires afterwards, and a timer whose call
+//! keeps failing is retried and then kept as failed with its error.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use strata_e2e::{free_port, start_function, start_proxy, Http, Process};
+use strata_store::{Store, StoredTimer, TimerState};
+
+/// A standalone sidecar keeps its timers under this deployment name.
+const SERVICE: &str = "standalone";
+const OWNER: &str = "strata.test.valuecart.ValueCart";
+/// How long after its last add a cart expires.
+const EXPIRE_MS: &str = "1500";
+
+struct Stack {
+    _dir: tempfile::TempDir,
+    store_url: String,
+    function_port: u16,
+    http_port: u16,
+    admin_port: u16,
+    function: Process,
+    proxy: Process,
+    http: Http,
+    /// The sidecar's admin listener, for `/metrics`.
+    admin: Http,
+}
+
+fn start_sidecar(function_port: u16, http_port: u16, admin_port: u16, store_url: &str) -> Process {
+    start_proxy(
+        function_port,
+        http_port,
+        store_url,
+        &["--admin-port", &admin_port.to_string()],
+    )
+}
+
+impl Stack {
+    fn start() -> Stack {
+        let dir = tempfile::tempdir().unwrap();
+        let store_url = format!("sqlite://{}", dir.path().join("timers.db").display());
+        let (function_port, http_port, admin_port) = (free_port(), free_port(), free_port());
+        let function = start_function("value-cart", function_port, &[("EXPIRE_MS", EXPIRE_MS)]);
+        let proxy = start_sidecar(function_port, http_port, admin_port, &store_url);
+        Stack {
+            _dir: dir,
+            store_url,
+            function_port,
+            http_port,
+            admin_port,
+            function,
+            proxy,
+            http: Http::new(http_port),
+            admin: Http::new(admin_port),
+        }
+    }
+
+    /// `kill -9` of the sidecar and the function, then both again on the same ports and file.
+    fn kill_and_restart(&mut self) {
+        self.proxy.kill();
+        self.function.kill();
+        self.function = start_function("value-cart", self.function_port, &[("EXPIRE_MS", EXPIRE_MS)]);
+        self.proxy = start_sidecar(self.function_port, self.http_port, self.admin_port, &self.store_url);
+    }
+
+    async fn add(&self, cart: &str, product: &str, quantity: i32) -> (u16, Value) {
+        self.http
+            .post(
+                &format!("/vcart/{cart}/items/add"),
+                json!({"productId": product, "quantity": quantity}),
+            )
+            .await
+    }
+
+    async fn cart(&self, cart: &str) -> Value {
+        let (status, body) = self.http.get(&format!("/vcarts/{cart}")).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Waits until cart `cart` is empty: its expiry fired.
+    async fn until_expired(&self, cart: &str) {
+        self.http
+            .get_until(&format!("/vcarts/{cart}"), |body| body == &json!({"items": []}))
+            .await;
+    }
+}
+
+/// The cart's timer in `state`, as the store holds it.
+async fn timer_of(store: &dyn Store, state: TimerState, cart: &str) -> Option<StoredTimer> {
+    let timers = store.timers().expect("SQLite keeps timers");
+    timers
+        .list_timers(SERVICE, state, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|timer| timer.key.entity_id == cart && timer.key.owner == OWNER)
+}
+
+/// Waits until the cart's timer is in `state` (and `check` holds of it), 20 s at most.
+async fn until_timer(
+    store: &dyn Store,
+    state: TimerState,
+    cart: &str,
+    check: impl Fn(&StoredTimer) -> bool,
+) -> StoredTimer {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(timer) = timer_of(store, state, cart).await.filter(|t| check(t)) {
+            return timer;
+        }
+        assert!(Instant::now() < deadline, "cart {cart}'s timer never became {state:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cart_expires_itself_a_failed_command_stores_no_timer_and_cancel_removes_one() {
+    let stack = Stack::start();
+    let store = strata_store::open(&stack.store_url).await.unwrap();
+
+    // --- an add schedules the expiry, stored before the reply; adding again replaces it
+    let (status, body) = stack.add("a", "apple", 1).await;
+    assert_eq!(status, 200, "{body}");
+    let first = timer_of(store.as_ref(), TimerState::Pending, "a")
+        .await
+        .expect("the expiry is stored before the reply");
+    assert_eq!(first.key.name, "expire");
+    assert_eq!(first.call.service_name, OWNER);
+    assert_eq!(first.call.method, "ExpireCart");
+    assert_eq!((first.attempts, first.max_attempts), (0, 3));
+    let (status, body) = stack.add("a", "apple", 2).await;
+    assert_eq!(status, 200, "{body}");
+    let second = timer_of(store.as_ref(), TimerState::Pending, "a").await.unwrap();
+    assert!(
+        second.generation > first.generation,
+        "scheduling the name again replaces the timer"
+    );
+    assert!(second.due_ms >= first.due_ms);
+
+    // --- a failed command (a non-positive quantity) stores no timer
+    let (status, body) = stack.add("b", "apple", 0).await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"]["message"], "quantity must be positive");
+    assert!(timer_of(store.as_ref(), TimerState::Pending, "b").await.is_none());
+
+    // --- KeepCart cancels c's expiry; d's, scheduled after it, still fires
+    let (status, body) = stack.add("c", "pear", 1).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = stack.http.post("/vcart/c/keep", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(timer_of(store.as_ref(), TimerState::Pending, "c").await.is_none());
+    let (status, body) = stack.add("d", "plum", 1).await;
+    assert_eq!(status, 200, "{body}");
+
+    // --- the carts expire: emptied by their timers' calls, which are then removed
+    stack.until_expired("a").await;
+    stack.until_expired("d").await;
+    assert!(timer_of(store.as_ref(), TimerState::Pending, "a").await.is_none());
+    assert!(timer_of(store.as_ref(), TimerState::Failed, "a").await.is_none());
+    assert_eq!(
+        stack.cart("c").await,
+        json!({"items": [{"productId": "pear", "quantity": 1}]}),
+        "a cancelled timer does not fire (d's, due after it, did)"
+    );
+    let metrics = stack.admin.text("/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line.starts_with("strata_timer_calls_total{") && line.contains("outcome=\"ok\"")),
+        "the calls are counted: {metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timer_survives_kill_9_of_the_sidecar_and_a_failing_call_is_retried_then_kept_as_failed() {
+    let mut stack = Stack::start();
+    let store = strata_store::open(&stack.store_url).await.unwrap();
+
+    // --- stored, then the sidecar dies before it is due
+    let (status, body) = stack.add("k", "apple", 1).await;
+    assert_eq!(status, 200, "{body}");
+    stack.proxy.kill();
+    let kept = timer_of(store.as_ref(), TimerState::Pending, "k")
+        .await
+        .expect("the timer outlives the sidecar");
+    assert_eq!(kept.attempts, 0, "not called before the kill");
+
+    // --- a new sidecar (and function) fires it
+    stack.kill_and_restart();
+    stack.until_expired("k").await;
+    assert!(timer_of(store.as_ref(), TimerState::Pending, "k").await.is_none());
+
+    // --- ExpireCart fails while the cart holds a sticky item: 3 calls, then failed
+    let (status, body) = stack.add("s", "sticky", 1).await;
+    assert_eq!(status, 200, "{body}");
+    let failed = until_timer(store.as_ref(), TimerState::Failed, "s", |_| true).await;
+    assert_eq!(failed.attempts, 3, "retried up to its limit");
+    let error = failed.last_error.expect("a failed timer keeps its error");
+    assert!(
+        error.contains("the cart holds a sticky item and cannot expire"),
+        "the function's reason: {error}"
+    );
+    assert_eq!(
+        stack.cart("s").await,
+        json!({"items": [{"productId": "sticky", "quantity": 1}]}),
+        "the failed calls changed nothing"
+    );
+    let metrics = stack.admin.text("/metrics").await;
+    for outcome in ["retry", "failed"] {
+        assert!(
+            metrics.lines().any(|line| line.starts_with("strata_timer_calls_total{")
+                && line.contains(&format!("outcome=\"{outcome}\""))),
+            "{outcome} is counted: {metrics}"
+        );
+    }
+
+    // --- adding again replaces the failed timer with a pending one
+    let (status, body) = stack.add("s", "apple", 1).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(timer_of(store.as_ref(), TimerState::Failed, "s").await.is_none());
+    assert!(timer_of(store.as_ref(), TimerState::Pending, "s").await.is_some());
+}

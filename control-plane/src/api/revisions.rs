@@ -74,7 +74,10 @@ pub(super) async fn list_revisions(
 ) -> Result<Json<RevisionList>, ApiError> {
     linearizable(&state, &headers).await?;
     state.node.read(|registry| {
-        let service = registry.services.get(&name).ok_or_else(|| unknown_service(registry, &name))?;
+        let service = registry
+            .services
+            .get(&name)
+            .ok_or_else(|| unknown_service(registry, &name))?;
         Ok(Json(revision_list(service)))
     })
 }

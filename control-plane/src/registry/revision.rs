@@ -121,6 +121,7 @@ mod tests {
             descriptor_set: None,
             entities: Vec::new(),
             subscriptions: Vec::new(),
+            next_timer_due_ms: None,
             generation: 1,
             revisions: Vec::new(),
             latest_revision: 0,

@@ -4,6 +4,7 @@
 use anyhow::Context;
 use clap::Args;
 use serde::Deserialize;
+use strata_control_plane::logs::rfc3339_ms;
 use strata_settings::RevisionSpec;
 
 use crate::api_client::ApiClient;
@@ -71,30 +72,11 @@ fn table(revisions: &[Revision]) -> String {
     out
 }
 
-/// A time in milliseconds since the Unix epoch as UTC, e.g. `2026-12-07T13:00:38Z`
-/// (the civil-from-days conversion of the proleptic Gregorian calendar).
+/// A time in milliseconds since the Unix epoch as UTC to the second, e.g.
+/// `2026-12-07T13:00:38Z`.
 fn utc(ms: u64) -> String {
-    let seconds = ms / 1_000;
-    let (days, of_day) = (seconds / 86_400, seconds % 86_400);
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let day_of_era = z % 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        of_day / 3_600,
-        of_day % 3_600 / 60,
-        of_day % 60
-    )
+    let to_the_milli = rfc3339_ms(ms);
+    format!("{}Z", &to_the_milli[..19])
 }
 
 /// What a revision runs, on one line: the command or image, its arguments, its

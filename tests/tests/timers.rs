@@ -3,12 +3,14 @@
 //! `strata.timers.Timers`, scheduled as a side effect of AddItem. A failed
 //! command stores no timer, KeepCart's Cancel removes one, a stored timer
 //! survives `kill -9` of the sidecar and fires afterwards, and a timer whose call
-//! keeps failing is retried and then kept as failed with its error.
+//! keeps failing is retried and then kept as failed with its error. The same cart
+//! deployed with `strata dev` (a managed sidecar, whose store wraps the store
+//! that keeps the timers) expires itself too.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use strata_e2e::{free_port, start_function, start_proxy, Http, Process};
+use strata_e2e::{binary, dev::start_dev, free_port, start_function, start_proxy, Http, Process};
 use strata_store::{Store, StoredTimer, TimerState};
 
 /// A standalone sidecar keeps its timers under this deployment name.
@@ -224,4 +226,43 @@ async fn a_timer_survives_kill_9_of_the_sidecar_and_a_failing_call_is_retried_th
     assert_eq!(status, 200, "{body}");
     assert!(timer_of(store.as_ref(), TimerState::Failed, "s").await.is_none());
     assert!(timer_of(store.as_ref(), TimerState::Pending, "s").await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cart_deployed_with_strata_dev_expires_itself() {
+    let dev = start_dev(tempfile::tempdir().unwrap(), &[]);
+    let cart = binary("value-cart").display().to_string();
+    dev.deploy_command(
+        "vcart",
+        &cart,
+        &["--env", &format!("EXPIRE_MS={EXPIRE_MS}"), "--min-scale", "1"],
+    );
+    dev.until_service("vcart", "the instance is ready", Duration::from_secs(60), |s| {
+        s["ready_replicas"] == 1
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let added = http
+        .post(dev.url("/vcart/dora/items/add"))
+        .json(&json!({"productId": "p1", "quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 200, "{}", added.text().await.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let cart: Value = http
+            .get(dev.url("/vcarts/dora"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if cart["items"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cart never expired: {cart}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -28,7 +28,7 @@ use prost_types::Any;
 use strata_proto::strata::controlplane::v1::PokeRequest;
 use strata_store::{
     CrdtRecord, CrdtWrite, EntityKey, JournalEvent, JournalWrite, LogOffset, LoggedEvent, Recovery, Snapshot, Store,
-    StoreError, StoreStats,
+    StoreError, StoreStats, TimerStore,
 };
 use strata_tasks::Tasks;
 use tokio::{
@@ -369,6 +369,10 @@ impl Store for WakingStore {
 
     fn stats(&self) -> StoreStats {
         self.inner.stats()
+    }
+
+    fn timers(&self) -> Option<&dyn TimerStore> {
+        self.inner.timers()
     }
 }
 

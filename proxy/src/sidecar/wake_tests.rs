@@ -116,6 +116,19 @@ fn write(entity: &str, first_seq_nr: i64, events: usize, persistence_id: &str) -
     }
 }
 
+/// A managed sidecar's store is this wrapper: without the timers of the store
+/// inside, `strata dev`'s sidecars neither stored nor fired a timer.
+#[tokio::test]
+async fn the_timers_are_the_inner_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("timers.db")).await.unwrap());
+    let (_routes_tx, routes_rx) = watch::channel(routes(vec![]));
+    let (waker, _due) = Waker::new(routes_rx, Duration::from_secs(3600));
+    let store = WakingStore { inner: sqlite, waker };
+    let timers = store.timers().expect("a SQLite store keeps timers");
+    assert_eq!(timers.next_timer_due("cart").await.unwrap(), None);
+}
+
 #[tokio::test]
 async fn committed_writes_wake_each_subscriber_once_per_interval_and_failed_ones_none() {
     let dir = tempfile::tempdir().unwrap();

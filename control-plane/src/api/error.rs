@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use crate::logs::LogError;
 use crate::node::NodeError;
-use crate::registry::{Registry, RegistryError};
+use crate::registry::{Registry, RegistryError, Service};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -92,6 +92,14 @@ impl From<RegistryError> for ApiError {
             RegistryError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", message),
         }
     }
+}
+
+/// The service `name`, or the 404 of [`unknown_service`].
+pub fn known_service<'a>(registry: &'a Registry, name: &str) -> Result<&'a Service, ApiError> {
+    registry
+        .services
+        .get(name)
+        .ok_or_else(|| unknown_service(registry, name))
 }
 
 /// 404 for a service that does not exist, naming those that do.

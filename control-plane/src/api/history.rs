@@ -9,7 +9,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::error::{unknown_service, ApiError, ErrorBody};
+use super::error::{known_service, ApiError, ErrorBody};
 use super::{linearizable, AppState};
 use crate::registry::Event;
 
@@ -45,9 +45,7 @@ pub(super) async fn service_history(
     let limit = query.limit.unwrap_or(20).clamp(1, MAX_LIMIT);
     linearizable(&state, &headers).await?;
     state.node.read(|registry| {
-        if !registry.services.contains_key(&name) {
-            return Err(unknown_service(registry, &name));
-        }
+        known_service(registry, &name)?;
         let events = registry
             .events
             .iter()

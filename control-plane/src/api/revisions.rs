@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use strata_settings::RevisionSpec;
 use utoipa::ToSchema;
 
-use super::error::{unknown_service, ApiError, ErrorBody};
+use super::error::{known_service, ApiError, ErrorBody};
 use super::{linearizable, AppState};
 use crate::registry::Service;
 
@@ -74,10 +74,7 @@ pub(super) async fn list_revisions(
 ) -> Result<Json<RevisionList>, ApiError> {
     linearizable(&state, &headers).await?;
     state.node.read(|registry| {
-        let service = registry
-            .services
-            .get(&name)
-            .ok_or_else(|| unknown_service(registry, &name))?;
+        let service = known_service(registry, &name)?;
         Ok(Json(revision_list(service)))
     })
 }

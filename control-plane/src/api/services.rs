@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use strata_settings::{RevisionSpec, ServiceSettings};
 use utoipa::ToSchema;
 
-use super::error::{unknown_service, ApiError, ErrorBody};
+use super::error::{known_service, ApiError, ErrorBody};
 use super::json::ApiJson;
 use super::{audit, linearizable, AppState};
 use strata_autoscaler::{HistogramPolicy, Prediction, Unpredictable};
@@ -332,10 +332,7 @@ pub(super) async fn get_service(
 ) -> Result<Json<ServiceView>, ApiError> {
     linearizable(&state, &headers).await?;
     state.node.read(|registry| {
-        let service = registry
-            .services
-            .get(&name)
-            .ok_or_else(|| unknown_service(registry, &name))?;
+        let service = known_service(registry, &name)?;
         Ok(Json(service_view(registry, service)))
     })
 }
@@ -377,9 +374,7 @@ pub(super) async fn list_instances(
 ) -> Result<Json<InstanceList>, ApiError> {
     linearizable(&state, &headers).await?;
     state.node.read(|registry| {
-        if !registry.services.contains_key(&name) {
-            return Err(unknown_service(registry, &name));
-        }
+        known_service(registry, &name)?;
         Ok(Json(InstanceList {
             instances: registry.instances_of(&name).map(instance_view).collect(),
         }))
@@ -395,10 +390,7 @@ pub(super) async fn list_shards(
 ) -> Result<Json<ShardMapView>, ApiError> {
     linearizable(&state, &headers).await?;
     state.node.read(|registry| {
-        let service = registry
-            .services
-            .get(&name)
-            .ok_or_else(|| unknown_service(registry, &name))?;
+        let service = known_service(registry, &name)?;
         let shards = service
             .shards
             .iter()

@@ -407,6 +407,28 @@ try {
     await page.getByLabel('Shard count').fill('64');
   });
 
+  await step('a new revision is diffed against the first and rolled back from the service page', async () => {
+    const patched = await fetch(`${API}/api/v1/services/cart`, {
+      method: 'PATCH',
+      headers: { ...auth(ADMIN).headers, 'content-type': 'application/json' },
+      body: JSON.stringify({ env: [{ name: 'LABEL', value: 'two' }] }),
+    });
+    if (patched.status !== 200) throw new Error(`deploying revision 2: HTTP ${patched.status}`);
+    const card = page.getByRole('region', { name: 'Revisions' });
+    await card.locator('tr[data-revision="2"]').getByText('serving').waitFor({ timeout: LONG });
+    await card.locator('tr[data-revision="2"]').getByText('LABEL="two"').waitFor();
+    // --- the diff from 1 to 2 names the variable that changed
+    const changes = card.getByRole('table', { name: 'Changes' });
+    await changes.getByRole('row', { name: /env LABEL/ }).waitFor();
+    await shot(page, 'service-revisions');
+    // --- roll back to 1, confirming first
+    await card.locator('tr[data-revision="1"]').getByRole('button', { name: 'Roll back to 1…' }).click();
+    await card.getByRole('button', { name: 'Serve revision 1' }).click();
+    await card.locator('tr[data-revision="1"]').getByText('serving').waitFor({ timeout: LONG });
+    const revisions = await (await fetch(`${API}/api/v1/services/cart/revisions`, auth(READER))).json();
+    if (revisions.serving !== 1) throw new Error(`serving ${revisions.serving} after the rollback`);
+  });
+
   await step('a service that cannot start shows "failing" with its reason, and is deleted', async () => {
     const created = await fetch(`${API}/api/v1/services`, {
       method: 'POST',

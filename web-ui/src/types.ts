@@ -41,14 +41,38 @@ export interface Instance {
   service: string;
   address: string;
   state: 'starting' | 'ready' | 'draining';
+  /** The revision of the service it runs (0: it did not say). */
+  revision: number;
   registered_at_ms: number;
   state_changed_at_ms: number;
+}
+
+/** One immutable revision of a service (`GET /services/{name}/revisions`). */
+export interface Revision {
+  number: number;
+  serving: boolean;
+  command?: string;
+  image?: string;
+  args?: string[];
+  env?: { name: string; value: string }[];
+  created_at_ms: number;
+  created_by: string;
+  /** Why its rollout stopped. */
+  failure?: string;
+}
+
+export interface RevisionList {
+  service: string;
+  serving: number;
+  revision_history: number;
+  rollout?: { from: number; to: number; started_at_ms: number; failures: number };
+  revisions: Revision[];
 }
 
 export interface ShardMap {
   service: string;
   shard_count: number;
-  shards: { shard: number; owner: string | null; epoch: number }[];
+  shards: { shard: number; owner: string | null; epoch: number; handoff_to?: string }[];
 }
 
 export interface Sample {

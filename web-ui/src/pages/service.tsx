@@ -1,12 +1,13 @@
 // One service: live charts over the last 15 minutes, the autoscaler's decisions with
-// its reasons, instances, the shard map, the instances' logs followed live, its
-// settings, and delete.
+// its reasons, instances, the shard map, its revisions (diff, rollback), the
+// instances' logs followed live, its settings, and delete.
 
 import { useMemo, useState } from 'preact/hooks';
 
 import { api, ApiError, encode } from '../api';
 import { Chart } from '../components/chart';
 import { LogsCard } from '../components/logs';
+import { RevisionsCard } from '../components/revisions';
 import { ShardMapPicture } from '../components/shardmap';
 import { SettingFields } from '../components/settings';
 import { Card, Link, LoadError, StatusBadge } from '../components/ui';
@@ -85,6 +86,7 @@ export function ServicePage({ name }: { name: string }) {
       <Card title="Shard map">
         {shards.data ? <ShardMapPicture map={shards.data} /> : <p class="muted">Loading…</p>}
       </Card>
+      <RevisionsCard service={name} instances={instances.data?.instances} canWrite={canWrite} version={live.version} />
       <LogsCard service={name} />
       {current ? (
         <div class="columns">
@@ -229,6 +231,7 @@ function InstanceTable({ instances, shards }: { instances: Instance[] | undefine
             <th scope="col">Instance</th>
             <th scope="col">Address</th>
             <th scope="col">State</th>
+            <th scope="col" class="num">Revision</th>
             <th scope="col" class="num">Uptime</th>
             <th scope="col" class="num">Shards</th>
           </tr>
@@ -245,6 +248,7 @@ function InstanceTable({ instances, shards }: { instances: Instance[] | undefine
               <td>
                 <span class={`badge badge-instance-${instance.state}`}>{instance.state}</span>
               </td>
+              <td class="num">{instance.revision || '–'}</td>
               <td class="num">{formatUptime(now - instance.registered_at_ms)}</td>
               <td class="num">{owned.get(instance.id) ?? 0}</td>
             </tr>

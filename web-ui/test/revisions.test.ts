@@ -1,0 +1,33 @@
+import { describe, expect, it } from 'vitest';
+
+import { diffRevisions, runsLine } from '../src/revisions';
+import type { Revision } from '../src/types';
+
+const revision = (number: number, more: Partial<Revision> = {}): Revision => ({
+  number,
+  serving: false,
+  command: './cart',
+  created_at_ms: 0,
+  created_by: 'admin token',
+  ...more,
+});
+
+describe('revisions', () => {
+  it('says what a revision runs on one line', () => {
+    expect(runsLine(revision(1, { args: ['two words'], env: [{ name: 'LABEL', value: 'one' }] }))).toBe(
+      './cart "two words" LABEL="one"',
+    );
+    expect(runsLine(revision(2, { command: undefined, image: 'ghcr.io/x/cart:2' }))).toBe('ghcr.io/x/cart:2');
+  });
+
+  it('lists what changed between two revisions, variable by variable', () => {
+    const one = revision(1, { env: [{ name: 'LABEL', value: 'one' }, { name: 'KEEP', value: 'x' }] });
+    const two = revision(2, { args: ['--fast'], env: [{ name: 'KEEP', value: 'x' }, { name: 'NEW', value: 'y' }] });
+    expect(diffRevisions(one, two)).toEqual([
+      { what: 'arguments', from: null, to: '"--fast"' },
+      { what: 'env LABEL', from: 'one', to: null },
+      { what: 'env NEW', from: null, to: 'y' },
+    ]);
+    expect(diffRevisions(two, two)).toEqual([]);
+  });
+});

@@ -15,6 +15,7 @@ mod logs;
 mod proxy;
 mod render;
 mod revisions;
+mod rollback;
 mod services;
 mod tls;
 
@@ -47,6 +48,8 @@ enum Command {
     Services(services::ServicesArgs),
     /// List a service's revisions (what each ran, who deployed it, when), the serving one marked.
     Revisions(revisions::RevisionsArgs),
+    /// Serve an earlier revision again (the previous one, or --to N), moving the shards to it.
+    Rollback(rollback::RollbackArgs),
     /// Print the audit log: every management write, who made it, and its outcome.
     Audit(audit::AuditArgs),
     /// Print what a service's instances wrote (function and sidecar), with time and instance.
@@ -89,6 +92,7 @@ fn main() -> std::process::ExitCode {
             Command::ControlPlane(args) => control_plane::run(*args).await,
             Command::Services(args) => services::run(args).await,
             Command::Revisions(args) => revisions::run(args).await,
+            Command::Rollback(args) => rollback::run(args).await,
             Command::Audit(args) => audit::run(args).await,
             Command::Logs(args) => logs::run(args).await,
             Command::Describe(args) => describe::run(args).await,

@@ -72,6 +72,11 @@ pub struct ProxyArgs {
     /// The registry's service this instance belongs to (with --control-plane).
     #[arg(long, env = "STRATA_SERVICE")]
     service: Option<String>,
+    /// The revision of its service this instance runs, set by the runtime that
+    /// starts it: the control plane moves shards between revisions by it, and
+    /// every response says it (`strata-revision`).
+    #[arg(long, env = "STRATA_REVISION", default_value_t = 0)]
+    revision: u64,
     /// The address gateways use to reach this sidecar; default: the listen address.
     #[arg(long, env = "STRATA_ADVERTISE")]
     advertise: Option<String>,
@@ -100,6 +105,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
             admin_advertise: String::new(),
             timeout: args.control_plane_timeout,
             tls: args.control_plane_tls.client_tls(),
+            revision: args.revision,
         }),
         _ => None,
     };

@@ -27,18 +27,22 @@ pub struct RevisionsArgs {
 }
 
 #[derive(Deserialize)]
-struct RevisionList {
-    revisions: Vec<Revision>,
+pub(crate) struct RevisionList {
+    pub serving: u64,
+    pub revisions: Vec<Revision>,
 }
 
 #[derive(Deserialize)]
-struct Revision {
+pub(crate) struct Revision {
     number: u64,
     serving: bool,
     #[serde(flatten)]
     spec: RevisionSpec,
     created_at_ms: u64,
     created_by: String,
+    /// Why its rollout stopped.
+    #[serde(default)]
+    failure: Option<String>,
 }
 
 pub async fn run(args: RevisionsArgs) -> anyhow::Result<()> {
@@ -54,7 +58,7 @@ pub async fn run(args: RevisionsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn table(revisions: &[Revision]) -> String {
+pub(crate) fn table(revisions: &[Revision]) -> String {
     let mut out = format!(
         "{:<9} {:<8} {:<24} {:<20} {}\n",
         "REVISION", "SERVING", "CREATED", "BY", "RUNS"
@@ -63,11 +67,18 @@ fn table(revisions: &[Revision]) -> String {
         out.push_str(&format!(
             "{:<9} {:<8} {:<24} {:<20} {}\n",
             revision.number,
-            if revision.serving { "*" } else { "" },
+            match (revision.serving, &revision.failure) {
+                (true, _) => "*",
+                (false, Some(_)) => "failed",
+                (false, None) => "",
+            },
             utc(revision.created_at_ms),
             revision.created_by,
             runs(&revision.spec)
         ));
+        if let Some(failure) = &revision.failure {
+            out.push_str(&format!("{:<9} its rollout stopped: {failure}\n", ""));
+        }
     }
     out
 }
@@ -119,6 +130,7 @@ mod tests {
                 },
                 created_at_ms: 1_000,
                 created_by: "admin token".into(),
+                failure: None,
             },
             Revision {
                 number: 1,
@@ -126,6 +138,7 @@ mod tests {
                 spec: RevisionSpec::command("./cart"),
                 created_at_ms: 0,
                 created_by: "admin token".into(),
+                failure: None,
             },
         ];
         let table = table(&revisions);

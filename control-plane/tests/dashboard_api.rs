@@ -138,6 +138,7 @@ async fn register_cart(node: &ControlPlane, descriptors: &[u8]) {
         service: "cart".into(),
         address: "127.0.0.1:1".into(),
         admin_address: String::new(),
+        revision: 0,
     })
     .await
     .unwrap();
@@ -660,6 +661,7 @@ async fn a_value_entity_shows_its_value_and_has_no_journal() {
             service: "values".into(),
             address: "127.0.0.1:1".into(),
             admin_address: String::new(),
+            revision: 0,
         })
         .await
         .unwrap();

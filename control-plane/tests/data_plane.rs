@@ -16,8 +16,8 @@ use strata_control_plane::runtime::autoscale::AutoscaleConfig;
 use strata_control_plane::server::{self, RunningServer, ServerConfig};
 use strata_proto::strata::controlplane::v1::data_plane_client::DataPlaneClient;
 use strata_proto::strata::controlplane::v1::{
-    DrainRequest, EntityRoute, HeartbeatRequest, PokeRequest, RegisterInstanceRequest, ReportReadyRequest,
-    RouteSnapshot, ServiceRoutes, WatchRoutesRequest,
+    DrainRequest, EntityRoute, HeartbeatRequest, PokeRequest, RegisterInstanceRequest, ReleaseShardsRequest,
+    ReportReadyRequest, RouteSnapshot, ServiceRoutes, WatchRoutesRequest,
 };
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -229,6 +229,47 @@ async fn routes_until(
         .unwrap_or_else(|_| panic!("timed out waiting for routes where {what}"))
 }
 
+/// [`routes_until`], releasing every shard handed off on the way as the owner's
+/// sidecar would once its commands for the shard are done.
+async fn releasing_routes_until(
+    stream: &mut Streaming<RouteSnapshot>,
+    client: &mut Client,
+    service: &str,
+    what: &str,
+    check: impl Fn(&ServiceRoutes) -> bool,
+) -> ServiceRoutes {
+    let wait = async {
+        loop {
+            let snapshot = stream
+                .message()
+                .await
+                .expect("the watch stream stays healthy")
+                .expect("the watch stream stays open");
+            let Some(routes) = snapshot.services.iter().find(|routes| routes.name == service) else {
+                continue;
+            };
+            if check(routes) {
+                return routes.clone();
+            }
+            let mut handed_off: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+            for (number, shard) in routes.shards.iter().enumerate() {
+                if !shard.handoff_to.is_empty() {
+                    handed_off.entry(shard.owner.clone()).or_default().push(number as u32);
+                }
+            }
+            for (instance_id, shards) in handed_off {
+                client
+                    .release_shards(ReleaseShardsRequest { instance_id, shards })
+                    .await
+                    .expect("release");
+            }
+        }
+    };
+    tokio::time::timeout(DEADLINE, wait)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for routes where {what}"))
+}
+
 fn owners(routes: &ServiceRoutes) -> BTreeMap<String, usize> {
     let mut owners = BTreeMap::new();
     for shard in &routes.shards {
@@ -283,10 +324,13 @@ async fn ready_instances_own_the_shards_and_split_them_evenly() {
     assert_eq!(owned.instances[0].state, "ready");
     assert_eq!(owned.revision, 2, "discovered descriptors are a new revision");
 
-    println!("--- a second instance: the shards split evenly, moved ones with a new epoch");
+    println!("--- a second instance: a hands half the shards over, each with a new epoch once released");
     register_and_ready(&mut client, "b", "cart").await;
     let _b = keep_alive(client.clone(), "b");
-    let split = routes_until(&mut routes, "cart", "b owns shards", |r| owners(r).contains_key("b")).await;
+    let split = releasing_routes_until(&mut routes, &mut client, "cart", "b owns half the shards", |r| {
+        owners(r).get("b") == Some(&(SHARDS / 2))
+    })
+    .await;
     assert_eq!(
         owners(&split),
         BTreeMap::from([("a".to_owned(), SHARDS / 2), ("b".to_owned(), SHARDS / 2)])
@@ -356,8 +400,8 @@ async fn a_draining_instance_hands_its_shards_over() {
     let _a = keep_alive(client.clone(), "a");
     register_and_ready(&mut client, "b", "cart").await;
     let _b = keep_alive(client.clone(), "b");
-    routes_until(&mut routes, "cart", "a and b share the shards", |r| {
-        owners(r).len() == 2
+    releasing_routes_until(&mut routes, &mut client, "cart", "a and b share the shards", |r| {
+        owners(r).get("b") == Some(&(SHARDS / 2))
     })
     .await;
 
@@ -369,13 +413,17 @@ async fn a_draining_instance_hands_its_shards_over() {
         })
         .await
         .expect("drain");
-    let drained = routes_until(&mut routes, "cart", "b is draining", |r| {
-        r.instances
-            .iter()
-            .any(|instance| instance.id == "b" && instance.state == "draining")
+    let drained = releasing_routes_until(&mut routes, &mut client, "cart", "b handed every shard to a", |r| {
+        all_owned_by(r, "a")
     })
     .await;
-    assert!(all_owned_by(&drained, "a"), "b gave its shards to a: {drained:?}");
+    assert!(
+        drained
+            .instances
+            .iter()
+            .any(|instance| instance.id == "b" && instance.state == "draining"),
+        "b is draining: {drained:?}"
+    );
     assert_eq!(
         events_of(&server, EventKind::InstanceDraining, "b"),
         vec!["scale down".to_owned()]
@@ -593,6 +641,7 @@ async fn each_credential_does_only_its_own_part() {
         service: service.into(),
         address: format!("127.0.0.1:{}", 20_000 + id.len()),
         admin_address: String::new(),
+        revision: 0,
     };
     let drain = |id: &str| DrainRequest {
         instance_id: id.into(),
@@ -930,7 +979,11 @@ async fn followers_relay_calls_to_the_leader_and_serve_the_watch() {
 
     println!("--- a second instance, silent, is removed by the leader");
     register_and_ready(&mut on_follower, "b", "cart").await;
-    routes_until(&mut routes, "cart", "b owns shards", |r| owners(r).contains_key("b")).await;
+    // (a releases what it hands b, through the follower, as its sidecar would)
+    releasing_routes_until(&mut routes, &mut on_follower, "cart", "b owns shards", |r| {
+        owners(r).contains_key("b")
+    })
+    .await;
     let after = routes_until(&mut routes, "cart", "b is removed", |r| {
         r.instances.iter().all(|instance| instance.id != "b")
     })

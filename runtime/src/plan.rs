@@ -56,6 +56,8 @@ pub struct ObservedInstance {
     /// False for an instance the driver finds but did not start or see before, such
     /// as the pods a new leader finds after a control-plane failover.
     pub tracked: bool,
+    /// The revision of its service it runs (0: not known; counted as the serving one).
+    pub revision: u64,
 }
 
 /// A service's restart pacing: failures in a row and when the next start may happen.
@@ -84,6 +86,11 @@ pub struct PlanInput<'a> {
     /// The registry's instances: id to (service, state).
     pub registered: &'a BTreeMap<String, (String, InstanceState)>,
     pub pacing: &'a BTreeMap<String, Pacing>,
+    /// Each service's serving revision (absent or 0: every instance counts as serving).
+    pub serving: &'a BTreeMap<String, u64>,
+    /// The instances that own a shard or are handing one off: an instance of an
+    /// earlier revision stays until it owns nothing.
+    pub owners: &'a BTreeSet<String>,
     pub now_ms: u64,
     pub settings: PlanSettings,
 }
@@ -102,6 +109,8 @@ pub enum Failure {
 pub enum StopReason {
     ScaledDown,
     ServiceDeleted,
+    /// It runs a revision that no longer serves, and its shards have moved.
+    Superseded,
 }
 
 impl StopReason {
@@ -109,6 +118,7 @@ impl StopReason {
         match self {
             StopReason::ScaledDown => "scaled down",
             StopReason::ServiceDeleted => "the service was deleted",
+            StopReason::Superseded => "its revision no longer serves and its shards have moved",
         }
     }
 }
@@ -167,6 +177,8 @@ pub fn plan(input: PlanInput<'_>) -> Vec<Action> {
         observed,
         registered,
         pacing,
+        serving,
+        owners,
         now_ms,
         settings,
     } = input;
@@ -254,7 +266,32 @@ pub fn plan(input: PlanInput<'_>) -> Vec<Action> {
     }
 
     for (service, &wanted) in desired {
-        let mut mine: Vec<&ObservedInstance> = live.iter().copied().filter(|i| &i.service == service).collect();
+        // Instances of an earlier revision are not counted: new ones of the serving
+        // revision start beside them, and they stop once their shards have moved.
+        let serving_revision = serving.get(service).copied().unwrap_or(0);
+        let current = |i: &ObservedInstance| serving_revision == 0 || i.revision == 0 || i.revision == serving_revision;
+        let (mut mine, superseded): (Vec<&ObservedInstance>, Vec<&ObservedInstance>) = live
+            .iter()
+            .copied()
+            .filter(|i| &i.service == service)
+            .partition(|i| current(i));
+        let serving_ready = mine.iter().any(|i| {
+            registered
+                .get(&i.id)
+                .is_some_and(|(_, state)| *state == InstanceState::Ready)
+        });
+        for instance in superseded {
+            if wanted == 0 || (serving_ready && !owners.contains(&instance.id)) {
+                actions.push(Action::Stop {
+                    instance: instance.id.clone(),
+                    reason: if wanted == 0 {
+                        StopReason::ScaledDown
+                    } else {
+                        StopReason::Superseded
+                    },
+                });
+            }
+        }
         let count = mine.len() as u32;
         let paced = pacing.get(service).copied().unwrap_or_default();
         if count < wanted && now_ms >= paced.not_before_ms {

@@ -1,6 +1,9 @@
 //! Exact actions of the plan for each situation a driver meets.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use proptest::prelude::*;
 use strata_control_plane::registry::InstanceState;
@@ -16,6 +19,7 @@ fn running(id: &str, service: &str, started_at_ms: u64) -> ObservedInstance {
         started_at_ms,
         health: Health::Running,
         tracked: true,
+        revision: 0,
     }
 }
 
@@ -24,6 +28,8 @@ struct Case {
     observed: Vec<ObservedInstance>,
     registered: BTreeMap<String, (String, InstanceState)>,
     pacing: BTreeMap<String, Pacing>,
+    serving: BTreeMap<String, u64>,
+    owners: BTreeSet<String>,
     now_ms: u64,
 }
 
@@ -34,6 +40,8 @@ impl Case {
             observed: Vec::new(),
             registered: BTreeMap::new(),
             pacing: BTreeMap::new(),
+            serving: BTreeMap::new(),
+            owners: BTreeSet::new(),
             now_ms: NOW,
         }
     }
@@ -69,6 +77,8 @@ impl Case {
             observed: &self.observed,
             registered: &self.registered,
             pacing: &self.pacing,
+            serving: &self.serving,
+            owners: &self.owners,
             now_ms: self.now_ms,
             settings: PlanSettings {
                 ready_timeout: Duration::from_secs(60),
@@ -393,6 +403,7 @@ fn any_instance() -> impl Strategy<Value = (ObservedInstance, Option<InstanceSta
                 started_at_ms: NOW - age,
                 health,
                 tracked,
+                revision: 0,
             };
             (instance, state)
         })

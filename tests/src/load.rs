@@ -133,12 +133,12 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    fn ack(&self, cart: &str, product: &str) {
+    pub fn ack(&self, cart: &str, product: &str) {
         let mut acked = self.acked.lock().unwrap();
         acked.entry(cart.to_owned()).or_default().insert(product.to_owned());
     }
 
-    fn fail(&self, kind: String) {
+    pub fn fail(&self, kind: String) {
         *self.failures.lock().unwrap().entry(kind).or_default() += 1;
     }
 

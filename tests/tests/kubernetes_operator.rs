@@ -206,6 +206,7 @@ impl Cluster {
                 service: service.into(),
                 address: "127.0.0.1:9".into(),
                 admin_address: "127.0.0.1:9".into(),
+                revision: 0,
             })
             .await;
             self.write(Command::InstanceReady {

@@ -2,8 +2,9 @@
 //! (the command, `--arg`s, `--env`) is a new numbered revision that `strata
 //! revisions` lists with the serving one marked; a change of settings alone is not.
 //! The local runtime starts instances with the serving revision's arguments and
-//! environment: an instance started after a deploy runs the new revision. Bad input
-//! is a clear 4xx that changes nothing.
+//! environment: a deploy rolls the running service over to the new revision (its
+//! own test under load is `rollouts.rs`). Bad input is a clear 4xx that changes
+//! nothing.
 
 use std::{
     path::Path,
@@ -170,13 +171,9 @@ async fn deploys_that_change_what_runs_are_revisions_and_new_instances_run_the_s
     assert!(lines[1].contains("LABEL=\"two\""), "{table}");
     assert!(lines[2].starts_with("1          "), "{table}");
 
-    // --- an instance started now runs revision 2: end the running one
-    let killed = Command::new("kill")
-        .args(["-9", &first[0].0.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    wait_for("a replacement instance started", Duration::from_secs(60), || {
+    // --- the deploy rolled the service over: an instance of revision 2 started,
+    // took the shards, and the one of revision 1 stopped
+    wait_for("an instance of revision 2 started", Duration::from_secs(60), || {
         starts(&work).len() >= 2
     })
     .await;
@@ -184,8 +181,13 @@ async fn deploys_that_change_what_runs_are_revisions_and_new_instances_run_the_s
     assert_eq!(
         (replacement.1.as_str(), replacement.2.clone()),
         ("two", vec!["two words".to_owned()]),
-        "the replacement runs the serving revision"
+        "the new instance runs the serving revision"
     );
+    let old = first[0].0;
+    wait_for("the instance of revision 1 stopped", Duration::from_secs(60), || {
+        !Path::new(&format!("/proc/{old}")).exists()
+    })
+    .await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let response = add(&http, &dev, "ann", 1).await;

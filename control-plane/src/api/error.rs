@@ -88,7 +88,7 @@ impl From<RegistryError> for ApiError {
         match error {
             RegistryError::Invalid { field, .. } => ApiError::invalid_field(&field, message),
             RegistryError::AlreadyExists { .. } => ApiError::new(StatusCode::CONFLICT, "already_exists", message),
-            RegistryError::NotFound { .. } => ApiError::not_found(message),
+            RegistryError::NotFound { .. } | RegistryError::Missing { .. } => ApiError::not_found(message),
             RegistryError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", message),
         }
     }

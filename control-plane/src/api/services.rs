@@ -140,6 +140,8 @@ pub struct InstanceView {
     pub admin_address: String,
     /// `starting`, `ready` or `draining`.
     pub state: String,
+    /// The revision of the service it runs (0: it did not say).
+    pub revision: u64,
     pub registered_at_ms: u64,
     pub state_changed_at_ms: u64,
 }
@@ -154,6 +156,10 @@ pub struct ShardView {
     pub shard: usize,
     pub owner: Option<String>,
     pub epoch: u64,
+    /// The instance the shard is being handed to (its owner finishes what it
+    /// runs for it first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff_to: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -254,6 +260,7 @@ fn instance_view(instance: &Instance) -> InstanceView {
         address: instance.address.clone(),
         admin_address: instance.admin_address.clone(),
         state: state.to_owned(),
+        revision: instance.revision,
         registered_at_ms: instance.registered_at_ms,
         state_changed_at_ms: instance.state_changed_at_ms,
     }
@@ -398,6 +405,7 @@ pub(super) async fn list_shards(
             .map(|(shard, entry)| ShardView {
                 shard,
                 owner: entry.owner.clone(),
+                handoff_to: entry.handoff.as_ref().map(|handoff| handoff.to.clone()),
                 epoch: entry.epoch,
             })
             .collect();

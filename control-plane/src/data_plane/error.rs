@@ -13,7 +13,7 @@ pub fn status_of(error: NodeError) -> Status {
             match error {
                 RegistryError::Invalid { .. } => Status::invalid_argument(message),
                 RegistryError::AlreadyExists { .. } => Status::already_exists(message),
-                RegistryError::NotFound { .. } => Status::not_found(message),
+                RegistryError::NotFound { .. } | RegistryError::Missing { .. } => Status::not_found(message),
                 RegistryError::Conflict { .. } => Status::failed_precondition(message),
             }
         }

@@ -16,8 +16,8 @@ use strata_proto::strata::controlplane::v1::data_plane_client::DataPlaneClient;
 use strata_proto::strata::controlplane::v1::data_plane_server::{DataPlane, DataPlaneServer};
 use strata_proto::strata::controlplane::v1::{
     DrainRequest, DrainResponse, HeartbeatRequest, HeartbeatResponse, PokeRequest, PokeResponse,
-    RegisterInstanceRequest, RegisterInstanceResponse, ReportReadyRequest, ReportReadyResponse, ReportTimersRequest,
-    ReportTimersResponse, RouteSnapshot, WatchRoutesRequest,
+    RegisterInstanceRequest, RegisterInstanceResponse, ReleaseShardsRequest, ReleaseShardsResponse, ReportReadyRequest,
+    ReportReadyResponse, ReportTimersRequest, ReportTimersResponse, RouteSnapshot, WatchRoutesRequest,
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataMap;
@@ -30,7 +30,7 @@ pub use routes::{affects_routes, route_snapshot};
 
 use crate::auth::{bearer, Authenticator, DataPlaneCall, Principal};
 use crate::node::{ControlPlane, NodeError};
-use crate::registry::{format_duration_ms, Command, EntityInfo, Outcome};
+use crate::registry::{format_duration_ms, Command, EntityInfo, Outcome, HANDOFF_TIMEOUT_MS};
 use crate::runtime::autoscale::{PokeError, Pokes};
 use crate::tasks::{Stopping, Tasks};
 use strata_autoscaler::Wake;
@@ -288,6 +288,7 @@ impl DataPlane for DataPlaneService {
             service: body.service,
             address: body.address,
             admin_address: body.admin_address,
+            revision: body.revision,
         })
         .await?;
         self.liveness().seen(&body.instance_id, Instant::now());
@@ -433,6 +434,29 @@ impl DataPlane for DataPlaneService {
         Ok(Response::new(ReportTimersResponse {}))
     }
 
+    async fn release_shards(
+        &self,
+        request: Request<ReleaseShardsRequest>,
+    ) -> Result<Response<ReleaseShardsResponse>, Status> {
+        let principal = principal(&self.auth, request.metadata())?;
+        required("instance_id", &request.get_ref().instance_id)?;
+        if let Route::Leader(mut leader) = self.route(request.metadata())? {
+            let relayed = self.relayed(request);
+            return leader
+                .release_shards(relayed)
+                .await
+                .map_err(|status| relay_failed(self.node.node_id(), status));
+        }
+        self.may_act_for(&principal, &request.get_ref().instance_id)?;
+        let body = request.into_inner();
+        self.write(Command::ReleaseShards {
+            instance: body.instance_id,
+            shards: body.shards,
+        })
+        .await?;
+        Ok(Response::new(ReleaseShardsResponse {}))
+    }
+
     type WatchRoutesStream = ReceiverStream<Result<RouteSnapshot, Status>>;
 
     async fn watch_routes(
@@ -563,5 +587,32 @@ pub async fn reap_silent_instances(service: DataPlaneService, stopping: Stopping
                 }
             }
         }
+        expire_handoffs(&node).await;
+    }
+}
+
+/// Completes the shard hand-offs whose old owners did not release them in time
+/// (a write only when one is overdue).
+async fn expire_handoffs(node: &ControlPlane) {
+    let now_ms = crate::node::now_ms();
+    let overdue = node.read(|registry| {
+        registry.services.values().any(|service| {
+            service.shards.iter().any(|shard| {
+                shard
+                    .handoff
+                    .as_ref()
+                    .is_some_and(|handoff| now_ms.saturating_sub(handoff.since_ms) >= HANDOFF_TIMEOUT_MS)
+            })
+        })
+    });
+    if !overdue {
+        return;
+    }
+    tracing::warn!(
+        node_id = node.node_id(),
+        "shard hand-offs not released in time complete without their owners"
+    );
+    if let Err(error) = node.write(Command::ExpireHandoffs).await {
+        tracing::warn!(node_id = node.node_id(), %error, "could not expire shard hand-offs");
     }
 }

@@ -41,6 +41,11 @@ pub fn route_snapshot(registry: &Registry, version: u64) -> RouteSnapshot {
                 .map(|shard| ShardRoute {
                     owner: shard.owner.clone().unwrap_or_default(),
                     epoch: shard.epoch,
+                    handoff_to: shard
+                        .handoff
+                        .as_ref()
+                        .map(|handoff| handoff.to.clone())
+                        .unwrap_or_default(),
                 })
                 .collect(),
             instances: registry
@@ -54,6 +59,7 @@ pub fn route_snapshot(registry: &Registry, version: u64) -> RouteSnapshot {
                         InstanceState::Draining => "draining",
                     }
                     .to_owned(),
+                    revision: instance.revision,
                 })
                 .collect(),
             desired_replicas: service.desired_replicas,
@@ -175,6 +181,7 @@ mod tests {
                 service: "cart".into(),
                 address: "127.0.0.1:1".into(),
                 admin_address: String::new(),
+                revision: 0,
             },
             at,
         );
@@ -186,7 +193,8 @@ mod tests {
             vec![
                 ShardRoute {
                     owner: String::new(),
-                    epoch: 0
+                    epoch: 0,
+                    handoff_to: String::new(),
                 };
                 2
             ]

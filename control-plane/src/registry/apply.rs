@@ -2,14 +2,13 @@
 //! command), no I/O; it returns the answer for the client and the effects for the
 //! leader's runtime and the watchers.
 
-use std::collections::BTreeSet;
-
 use strata_settings::ServiceSettings;
 
 use super::command::{Command, Effect, Outcome, RegistryError, ServicePatch, ServiceSpec};
+use super::rollout::{AfterFailure, Rollout};
 use super::schedule::{self, RunOutcome, ScheduleRun, ScheduleSpec, MAX_SCHEDULES, RUN_HISTORY};
 use super::{
-    rebalance, validate_name, AuditRecord, EntityInfo, Event, EventKind, IdleTimes, Instance, InstanceState, Registry,
+    handoff, validate_name, AuditRecord, EntityInfo, Event, EventKind, IdleTimes, Instance, InstanceState, Registry,
     Revision, Service, Shard, AUDIT_HISTORY_LIMIT, DEFAULT_SHARD_COUNT, EVENT_HISTORY_LIMIT,
 };
 use strata_settings::RevisionSpec;
@@ -56,7 +55,8 @@ fn apply_by(registry: &mut Registry, command: Command, now_ms: u64, by: &str) ->
             service,
             address,
             admin_address,
-        } => tx.register_instance(id, service, address, admin_address),
+            revision,
+        } => tx.register_instance(id, service, address, admin_address, revision),
         Command::InstanceReady {
             id,
             descriptor_set,
@@ -73,14 +73,11 @@ fn apply_by(registry: &mut Registry, command: Command, now_ms: u64, by: &str) ->
             service,
             instance,
             reason,
-        } => {
-            if !tx.registry.services.contains_key(&service) {
-                Err(RegistryError::not_found("service", &service))
-            } else {
-                tx.event(EventKind::InstanceFailed, Some(&service), Some(&instance), reason);
-                Ok(Outcome::Recorded)
-            }
-        }
+            revision,
+        } => tx.record_instance_failure(&service, &instance, reason, revision),
+        Command::ReleaseShards { instance, shards } => tx.release_shards(&instance, &shards),
+        Command::ExpireHandoffs => tx.expire_handoffs(),
+        Command::Rollback { service, to } => tx.rollback(&service, to),
         Command::ReportTimers { instance, next_due_ms } => tx.report_timers(&instance, next_due_ms),
         Command::CreateSchedule(spec) => tx.create_schedule(spec),
         Command::DeleteSchedule { name } => tx.delete_schedule(&name),
@@ -110,6 +107,16 @@ fn apply_by(registry: &mut Registry, command: Command, now_ms: u64, by: &str) ->
         debug_assert!(effects.is_empty(), "a refused command must not have effects");
     }
     Applied { response, effects }
+}
+
+/// Revision numbers as a reader wants them: `1, 2 and 5`.
+fn numbers(kept: &[u64]) -> String {
+    let words: Vec<String> = kept.iter().map(u64::to_string).collect();
+    match words.split_last() {
+        None => "none".into(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+    }
 }
 
 /// Appends a run to a schedule's history, dropping the oldest past its bound.
@@ -167,13 +174,15 @@ impl Tx<'_> {
                 spec: runs,
                 created_at_ms: self.now_ms,
                 created_by: self.by.to_owned(),
+                failure: None,
             }],
             latest_revision: 1,
             serving_revision: 1,
+            rollout: None,
             desired_replicas: 0,
             created_at_ms: self.now_ms,
             updated_at_ms: self.now_ms,
-            shards: (0..shard_count).map(|_| Shard { owner: None, epoch: 0 }).collect(),
+            shards: (0..shard_count).map(|_| Shard::unowned()).collect(),
         };
         service.set_settings(&settings);
         // A new service starts with one instance (or min_scale): the first request
@@ -222,6 +231,14 @@ impl Tx<'_> {
         let mut updated = current.clone();
         updated.set_settings(&settings);
         let new_revision = (runs != current.runs).then(|| updated.record_revision(runs, self.now_ms, self.by));
+        if let Some(number) = new_revision {
+            updated.rollout = Some(Rollout {
+                from: current.serving(),
+                to: number,
+                started_at_ms: self.now_ms,
+                failures: 0,
+            });
+        }
         if updated == current {
             // Nothing changed: no new revision, no event, so retried PATCHes are harmless.
             return Ok(Outcome::Service(Box::new(current)));
@@ -240,6 +257,8 @@ impl Tx<'_> {
         );
         if let Some(number) = new_revision {
             self.revision_event(name, number);
+            // Until an instance of the new revision is ready the old one keeps its shards.
+            self.rebalance(name);
         }
         if updated.desired_replicas != current.desired_replicas {
             self.scale_event(
@@ -438,6 +457,7 @@ impl Tx<'_> {
         service: String,
         address: String,
         admin_address: String,
+        revision: u64,
     ) -> Result<Outcome, RegistryError> {
         if id.is_empty() {
             return Err(RegistryError::invalid("id", "an instance id must not be empty"));
@@ -459,6 +479,7 @@ impl Tx<'_> {
             address: address.clone(),
             admin_address,
             state: InstanceState::Starting,
+            revision,
             registered_at_ms: self.now_ms,
             state_changed_at_ms: self.now_ms,
         };
@@ -507,6 +528,7 @@ impl Tx<'_> {
         }
         let ready = self.set_state(id, InstanceState::Ready);
         self.event(EventKind::InstanceReady, Some(&service_name), Some(id), "ready".into());
+        self.new_revision_ready(&service_name, instance.revision);
         self.rebalance(&service_name);
         self.effects.push(Effect::RoutesChanged { service: service_name });
         Ok(Outcome::Instance(ready))
@@ -542,13 +564,165 @@ impl Tx<'_> {
             Some(id),
             reason.to_owned(),
         );
-        if instance.state == InstanceState::Ready {
+        if instance.state != InstanceState::Starting {
             self.rebalance(&instance.service);
             self.effects.push(Effect::RoutesChanged {
                 service: instance.service,
             });
         }
         Ok(Outcome::Deleted)
+    }
+
+    fn record_instance_failure(
+        &mut self,
+        service: &str,
+        instance: &str,
+        reason: String,
+        revision: u64,
+    ) -> Result<Outcome, RegistryError> {
+        self.service(service)?;
+        self.event(EventKind::InstanceFailed, Some(service), Some(instance), reason.clone());
+        let after = self
+            .registry
+            .services
+            .get_mut(service)
+            .map_or(AfterFailure::Nothing, |entry| entry.rollout_failure(revision));
+        if let AfterFailure::Stopped { from, to, failures } = after {
+            self.serve_revision(service, from);
+            if let Some(entry) = self.registry.services.get_mut(service) {
+                entry.mark_failed(to, &reason);
+            }
+            self.event(
+                EventKind::Rollout,
+                Some(service),
+                None,
+                format!(
+                    "rollout to revision {to} stopped: its instances failed {failures} times before one was ready \
+                     (the last: {reason}); revision {from} serves"
+                ),
+            );
+        }
+        Ok(Outcome::Recorded)
+    }
+
+    /// An instance of `revision` became ready: a rollout to it has arrived (an
+    /// instance that does not say its revision, as a pod's does not yet, runs the
+    /// serving one).
+    fn new_revision_ready(&mut self, service: &str, revision: u64) {
+        let Some(entry) = self.registry.services.get_mut(service) else {
+            return;
+        };
+        let Some(rollout) = entry.rollout.take_if(|rollout| revision == 0 || rollout.to == revision) else {
+            return;
+        };
+        self.event(
+            EventKind::Rollout,
+            Some(service),
+            None,
+            format!(
+                "revision {} is ready: shards move to it from revision {}",
+                rollout.to, rollout.from
+            ),
+        );
+    }
+
+    /// Makes `number` (a kept revision) the serving one: new instances run it.
+    fn serve_revision(&mut self, service: &str, number: u64) {
+        let now_ms = self.now_ms;
+        if let Some(entry) = self.registry.services.get_mut(service) {
+            if let Some(spec) = entry.revision(number).map(|revision| revision.spec.clone()) {
+                entry.runs = spec;
+            }
+            entry.serving_revision = number;
+            entry.generation += 1;
+            entry.updated_at_ms = now_ms;
+        }
+        self.rebalance(service);
+        self.effects.push(Effect::RoutesChanged {
+            service: service.to_owned(),
+        });
+    }
+
+    fn rollback(&mut self, service: &str, to: Option<u64>) -> Result<Outcome, RegistryError> {
+        let current = self.service(service)?.clone();
+        let serving = current.serving();
+        let kept: Vec<u64> = current.revision_records().iter().map(|r| r.number).collect();
+        let target = match to {
+            Some(number) => number,
+            None => current.rollback_target().ok_or_else(|| RegistryError::Conflict {
+                message: format!(
+                    "service {service:?} has no earlier revision to roll back to (it keeps {})",
+                    numbers(&kept)
+                ),
+            })?,
+        };
+        if current.revision(target).is_none() {
+            return Err(RegistryError::Missing {
+                message: format!(
+                    "service {service:?} has no revision {target} (it keeps {})",
+                    numbers(&kept)
+                ),
+            });
+        }
+        if target == serving {
+            return Err(RegistryError::Conflict {
+                message: format!("revision {target} of {service:?} serves already"),
+            });
+        }
+        if let Some(entry) = self.registry.services.get_mut(service) {
+            entry.rollout = Some(Rollout {
+                from: serving,
+                to: target,
+                started_at_ms: self.now_ms,
+                failures: 0,
+            });
+        }
+        self.serve_revision(service, target);
+        self.event(
+            EventKind::Rollout,
+            Some(service),
+            None,
+            format!("rollback from revision {serving} to revision {target} by {}", self.by),
+        );
+        Ok(Outcome::Service(Box::new(self.service(service)?.clone())))
+    }
+
+    fn release_shards(&mut self, instance: &str, shards: &[u32]) -> Result<Outcome, RegistryError> {
+        let service = self.instance(instance)?.service.clone();
+        let eligible = self.registry.eligible_owners(&service);
+        let Some(entry) = self.registry.services.get_mut(&service) else {
+            return Err(RegistryError::not_found("service", &service));
+        };
+        let released = handoff::release(&mut entry.shards, instance, shards, &eligible);
+        let released = self.placed(&service, released);
+        // The next few hand-offs begin.
+        if self.rebalance(&service) || released {
+            self.effects.push(Effect::RoutesChanged { service });
+        }
+        Ok(Outcome::Recorded)
+    }
+
+    fn expire_handoffs(&mut self) -> Result<Outcome, RegistryError> {
+        let names: Vec<String> = self
+            .registry
+            .services
+            .iter()
+            .filter(|(_, service)| service.shards.iter().any(|shard| shard.handoff.is_some()))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in names {
+            let eligible = self.registry.eligible_owners(&name);
+            let now_ms = self.now_ms;
+            let Some(entry) = self.registry.services.get_mut(&name) else {
+                continue;
+            };
+            let expired = handoff::expire(&mut entry.shards, &eligible, now_ms);
+            if self.placed(&name, expired) {
+                self.rebalance(&name);
+                self.effects.push(Effect::RoutesChanged { service: name });
+            }
+        }
+        Ok(Outcome::Recorded)
     }
 
     fn service(&self, name: &str) -> Result<&Service, RegistryError> {
@@ -577,12 +751,24 @@ impl Tx<'_> {
         instance.clone()
     }
 
-    fn rebalance(&mut self, service: &str) {
-        let ready: BTreeSet<String> = self.registry.ready_instance_ids(service).into_iter().collect();
+    /// Brings the service's shards toward its eligible owners: moves where the owner
+    /// is gone, hand-offs where it is alive (see `handoff.rs`). Whether anything
+    /// changed (the caller says the routes did).
+    fn rebalance(&mut self, service: &str) -> bool {
+        let eligible = self.registry.eligible_owners(service);
+        let live = self.registry.live_owners(service);
+        let now_ms = self.now_ms;
         let Some(entry) = self.registry.services.get_mut(service) else {
-            return;
+            return false;
         };
-        for moved in rebalance(&mut entry.shards, &ready) {
+        let placement = handoff::place(&mut entry.shards, &eligible, &live, now_ms);
+        self.placed(service, placement)
+    }
+
+    /// Publishes each move of a placement; whether it changed anything.
+    fn placed(&mut self, service: &str, placement: handoff::Placement) -> bool {
+        let changed = placement.changed();
+        for moved in placement.moves {
             self.effects.push(Effect::ShardMoved {
                 service: service.to_owned(),
                 shard: moved.shard,
@@ -591,6 +777,7 @@ impl Tx<'_> {
                 epoch: moved.epoch,
             });
         }
+        changed
     }
 
     fn scale_event(&mut self, service: &str, from: u32, to: u32, reason: &str) {

@@ -2,9 +2,9 @@
 
 use super::*;
 
-const T0: u64 = 1_000;
+pub(super) const T0: u64 = 1_000;
 
-fn spec(name: &str) -> ServiceSpec {
+pub(super) fn spec(name: &str) -> ServiceSpec {
     ServiceSpec {
         name: name.into(),
         runs: crate::registry::RevisionSpec::command("./cart"),
@@ -31,7 +31,7 @@ fn patch(settings: ServiceSettings) -> ServicePatch {
     }
 }
 
-fn event(id: u64, kind: EventKind, service: &str, instance: Option<&str>, reason: &str) -> Effect {
+pub(super) fn event(id: u64, kind: EventKind, service: &str, instance: Option<&str>, reason: &str) -> Effect {
     Effect::Event(Event {
         id,
         at_ms: T0,
@@ -42,7 +42,7 @@ fn event(id: u64, kind: EventKind, service: &str, instance: Option<&str>, reason
     })
 }
 
-fn moved(shard: u32, from: Option<&str>, to: Option<&str>, epoch: u64) -> Effect {
+pub(super) fn moved(shard: u32, from: Option<&str>, to: Option<&str>, epoch: u64) -> Effect {
     Effect::ShardMoved {
         service: "cart".into(),
         shard,
@@ -52,19 +52,24 @@ fn moved(shard: u32, from: Option<&str>, to: Option<&str>, epoch: u64) -> Effect
     }
 }
 
-fn ok(registry: &mut Registry, command: Command) -> Vec<Effect> {
+pub(super) fn ok(registry: &mut Registry, command: Command) -> Vec<Effect> {
     let applied = apply(registry, command, T0);
     assert!(applied.response.is_ok(), "{:?}", applied.response);
     applied.effects
 }
 
-fn with_cart() -> Registry {
+pub(super) fn with_cart() -> Registry {
     let mut registry = Registry::default();
     ok(&mut registry, Command::CreateService(spec("cart")));
     registry
 }
 
-fn register(registry: &mut Registry, id: &str) -> Vec<Effect> {
+pub(super) fn register(registry: &mut Registry, id: &str) -> Vec<Effect> {
+    register_at(registry, id, 0)
+}
+
+/// Registers instance `id` of the cart, running `revision`.
+pub(super) fn register_at(registry: &mut Registry, id: &str, revision: u64) -> Vec<Effect> {
     ok(
         registry,
         Command::RegisterInstance {
@@ -72,11 +77,12 @@ fn register(registry: &mut Registry, id: &str) -> Vec<Effect> {
             service: "cart".into(),
             address: format!("{id}:1"),
             admin_address: String::new(),
+            revision,
         },
     )
 }
 
-fn ready(registry: &mut Registry, id: &str) -> Vec<Effect> {
+pub(super) fn ready(registry: &mut Registry, id: &str) -> Vec<Effect> {
     ok(
         registry,
         Command::InstanceReady {
@@ -219,6 +225,7 @@ fn refused_commands_change_nothing() {
                 service: "nope".into(),
                 address: "a".into(),
                 admin_address: String::new(),
+                revision: 0,
             },
             "not found",
         ),
@@ -422,12 +429,11 @@ fn instances_own_shards_only_once_ready() {
     assert_eq!(registry.status(&registry.services["cart"]), ServiceStatus::Ready);
 
     register(&mut registry, "b");
+    // --- a is alive: its shards are handed off to b, not taken
     assert_eq!(
         ready(&mut registry, "b"),
         vec![
             event(5, EventKind::InstanceReady, "cart", Some("b"), "ready"),
-            moved(2, Some("a"), Some("b"), 2),
-            moved(3, Some("a"), Some("b"), 2),
             Effect::RoutesChanged { service: "cart".into() },
         ]
     );
@@ -435,15 +441,70 @@ fn instances_own_shards_only_once_ready() {
         ready(&mut registry, "b").is_empty(),
         "a repeated ready report is a no-op"
     );
+    // --- a few at a time (an eighth of the shards, at least one: here one)
+    assert_eq!(handoffs(&registry), vec![(2, "a", "b")]);
+    // --- once a has released it, b holds it at the next epoch, and the next begins
+    assert_eq!(
+        release(&mut registry, "a", &[2]),
+        vec![
+            moved(2, Some("a"), Some("b"), 2),
+            Effect::RoutesChanged { service: "cart".into() },
+        ]
+    );
+    assert_eq!(handoffs(&registry), vec![(3, "a", "b")]);
+    assert!(
+        release(&mut registry, "a", &[2]).is_empty(),
+        "a repeated release is a no-op"
+    );
+    assert_eq!(
+        release(&mut registry, "a", &[3]),
+        vec![
+            moved(3, Some("a"), Some("b"), 2),
+            Effect::RoutesChanged { service: "cart".into() },
+        ]
+    );
+    assert!(handoffs(&registry).is_empty());
+}
+
+/// The shards being handed off: (shard, from, to).
+pub(super) fn handoffs(registry: &Registry) -> Vec<(usize, &str, &str)> {
+    registry.services["cart"]
+        .shards
+        .iter()
+        .enumerate()
+        .filter_map(|(number, shard)| {
+            let handoff = shard.handoff.as_ref()?;
+            Some((number, shard.owner.as_deref()?, handoff.to.as_str()))
+        })
+        .collect()
+}
+
+pub(super) fn release(registry: &mut Registry, instance: &str, shards: &[u32]) -> Vec<Effect> {
+    ok(
+        registry,
+        Command::ReleaseShards {
+            instance: instance.into(),
+            shards: shards.to_vec(),
+        },
+    )
+}
+
+/// Instances `ids` ready, and every hand-off between them released.
+pub(super) fn ready_and_settled(registry: &mut Registry, ids: &[&str]) {
+    for id in ids {
+        register(registry, id);
+        ready(registry, id);
+        while let Some((shard, from, _)) = handoffs(registry).first().copied() {
+            let from = from.to_owned();
+            release(registry, &from, &[shard as u32]);
+        }
+    }
 }
 
 #[test]
 fn draining_and_removal_move_shards_to_the_remaining_instances() {
     let mut registry = with_cart();
-    for id in ["a", "b"] {
-        register(&mut registry, id);
-        ready(&mut registry, id);
-    }
+    ready_and_settled(&mut registry, &["a", "b"]);
     let effects = ok(
         &mut registry,
         Command::DrainInstance {
@@ -451,15 +512,15 @@ fn draining_and_removal_move_shards_to_the_remaining_instances() {
             reason: "scale down".into(),
         },
     );
+    // --- a draining instance hands its shards off
     assert_eq!(
         effects,
         vec![
             event(6, EventKind::InstanceDraining, "cart", Some("b"), "scale down"),
-            moved(2, Some("b"), Some("a"), 3),
-            moved(3, Some("b"), Some("a"), 3),
             Effect::RoutesChanged { service: "cart".into() },
         ]
     );
+    assert_eq!(handoffs(&registry), vec![(2, "b", "a")]);
     let error = apply(
         &mut registry,
         Command::InstanceReady {
@@ -481,9 +542,15 @@ fn draining_and_removal_move_shards_to_the_remaining_instances() {
             reason: "stopped".into(),
         },
     );
+    // --- b stopped without releasing: a takes its shards at once, fenced by the epoch
     assert_eq!(
         effects,
-        vec![event(7, EventKind::InstanceRemoved, "cart", Some("b"), "stopped")]
+        vec![
+            event(7, EventKind::InstanceRemoved, "cart", Some("b"), "stopped"),
+            moved(2, Some("b"), Some("a"), 3),
+            moved(3, Some("b"), Some("a"), 3),
+            Effect::RoutesChanged { service: "cart".into() },
+        ]
     );
 
     let effects = ok(
@@ -568,6 +635,7 @@ fn registration_is_idempotent_but_ids_are_unique() {
             service: "cart".into(),
             address: "elsewhere:1".into(),
             admin_address: String::new(),
+            revision: 0,
         },
         T0,
     );

@@ -53,6 +53,9 @@ pub enum Command {
         /// Where the sidecar serves /metrics and health (empty: at `address`).
         #[serde(default)]
         admin_address: String,
+        /// The revision it runs (0: not said).
+        #[serde(default)]
+        revision: u64,
     },
     /// The instance finished discovery; it may now own shards.
     InstanceReady {
@@ -83,6 +86,24 @@ pub enum Command {
         service: String,
         instance: String,
         reason: String,
+        /// The revision the instance ran (0: not said): a new revision's failures
+        /// count against its rollout.
+        #[serde(default)]
+        revision: u64,
+    },
+    /// The instance finished the commands of these shards it was handing off and
+    /// passivated their entities: their next owners may hold them now.
+    ReleaseShards {
+        instance: String,
+        shards: Vec<u32>,
+    },
+    /// The leader's sweep: hand-offs not released in time complete anyway.
+    ExpireHandoffs,
+    /// Serve an earlier revision again (`to`, or the one before the serving one),
+    /// with a rollout like a deploy's.
+    Rollback {
+        service: String,
+        to: Option<u64>,
     },
     /// A sidecar of `instance`'s service reports the service's earliest pending
     /// timer (`None`: none). No event.
@@ -143,6 +164,9 @@ impl Command {
             Command::RecordClusterEvent { .. } => "record_cluster_event",
             Command::RecordInstanceFailure { .. } => "record_instance_failure",
             Command::ReportTimers { .. } => "report_timers",
+            Command::ReleaseShards { .. } => "release_shards",
+            Command::ExpireHandoffs => "expire_handoffs",
+            Command::Rollback { .. } => "rollback",
             Command::CreateSchedule(_) => "create_schedule",
             Command::DeleteSchedule { .. } => "delete_schedule",
             Command::StartScheduleRun { .. } => "start_schedule_run",
@@ -204,6 +228,9 @@ pub enum RegistryError {
     AlreadyExists { what: String, name: String },
     #[error("{what} {name:?} not found")]
     NotFound { what: String, name: String },
+    /// Not found, said in whole (e.g. with what exists instead).
+    #[error("{message}")]
+    Missing { message: String },
     #[error("{message}")]
     Conflict { message: String },
 }
@@ -213,7 +240,7 @@ impl RegistryError {
     pub fn http_status(&self) -> u16 {
         match self {
             RegistryError::Invalid { .. } => 400,
-            RegistryError::NotFound { .. } => 404,
+            RegistryError::NotFound { .. } | RegistryError::Missing { .. } => 404,
             RegistryError::AlreadyExists { .. } | RegistryError::Conflict { .. } => 409,
         }
     }

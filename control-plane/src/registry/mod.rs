@@ -5,8 +5,10 @@
 
 mod apply;
 mod command;
+mod handoff;
 mod logged;
 mod revision;
+mod rollout;
 pub mod schedule;
 mod service_settings;
 mod shard_map;
@@ -14,6 +16,8 @@ mod validate;
 
 #[cfg(test)]
 mod apply_tests;
+#[cfg(test)]
+mod rollout_tests;
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -22,7 +26,9 @@ use strata_autoscaler::IdleHistogram;
 
 pub use apply::{apply, Applied};
 pub use command::{Command, Effect, Outcome, RegistryError, Request, ServicePatch, ServiceSpec};
+pub use handoff::{max_handoffs, HANDOFF_TIMEOUT_MS};
 pub use revision::Revision;
+pub use rollout::{Rollout, ROLLOUT_MAX_FAILURES};
 pub use schedule::{CatchUp, RunOutcome, Schedule, ScheduleRun, ScheduleSpec};
 pub use shard_map::{rebalance, ShardMove};
 pub use strata_settings::{
@@ -119,6 +125,10 @@ pub struct Service {
     /// revision the serving one.
     #[serde(default)]
     pub serving_revision: u64,
+    /// The move from one revision to another while the new one has not become
+    /// ready yet (see `rollout.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
     pub desired_replicas: u32,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
@@ -175,6 +185,35 @@ pub struct Shard {
     pub owner: Option<String>,
     /// Increases every time the owner changes, so a stale owner can be fenced.
     pub epoch: u64,
+    /// Where the shard is going: its owner finishes what it runs and releases it,
+    /// then `to` holds it (see `handoff.rs`). Calls are routed to `to` meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<Handoff>,
+}
+
+impl Shard {
+    pub fn unowned() -> Self {
+        Shard {
+            owner: None,
+            epoch: 0,
+            handoff: None,
+        }
+    }
+
+    /// Where the shard's calls go: the hand-off's target while there is one.
+    pub fn routed_to(&self) -> Option<&str> {
+        self.handoff
+            .as_ref()
+            .map(|handoff| handoff.to.as_str())
+            .or(self.owner.as_deref())
+    }
+}
+
+/// A shard on its way from its owner to `to`, since `since_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handoff {
+    pub to: String,
+    pub since_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,6 +234,10 @@ pub struct Instance {
     #[serde(default)]
     pub admin_address: String,
     pub state: InstanceState,
+    /// The revision the instance runs (0: not said, as by sidecars the runtime
+    /// did not start; such an instance serves whichever revision serves).
+    #[serde(default)]
+    pub revision: u64,
     pub registered_at_ms: u64,
     pub state_changed_at_ms: u64,
 }
@@ -226,6 +269,8 @@ pub enum EventKind {
     Cluster,
     /// A new revision was made (what runs changed).
     RevisionCreated,
+    /// A rollout, a rollback, or a rollout stopped because its revision failed.
+    Rollout,
 }
 
 /// One entry of the bounded history: what happened, to what, and why.
@@ -316,6 +361,7 @@ mod instance_tests {
             address: "127.0.0.1:9000".into(),
             admin_address: "127.0.0.1:9001".into(),
             state: InstanceState::Ready,
+            revision: 0,
             registered_at_ms: 0,
             state_changed_at_ms: 0,
         };

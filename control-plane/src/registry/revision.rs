@@ -21,6 +21,9 @@ pub struct Revision {
     /// Who deployed it: the audited principal's name (e.g. `admin token`), or the
     /// part of Strata that wrote it (`the control plane`).
     pub created_by: String,
+    /// Why its rollout stopped, when its instances failed before one was ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 impl Service {
@@ -65,6 +68,7 @@ impl Service {
             spec: self.runs.clone(),
             created_at_ms: self.created_at_ms,
             created_by: ADOPTED_BY.into(),
+            failure: None,
         }
     }
 
@@ -79,11 +83,34 @@ impl Service {
             spec: spec.clone(),
             created_at_ms: now_ms,
             created_by: by.to_owned(),
+            failure: None,
         });
         self.runs = spec;
         self.serving_revision = number;
         self.prune_revisions();
         number
+    }
+
+    /// Records why revision `number`'s rollout stopped.
+    pub(super) fn mark_failed(&mut self, number: u64, reason: &str) {
+        if let Some(revision) = self.revisions.iter_mut().find(|revision| revision.number == number) {
+            revision.failure = Some(reason.to_owned());
+        }
+    }
+
+    /// The revision a rollback with no number goes to: the one a rollout under way
+    /// started from, else the newest earlier revision that did not fail.
+    pub fn rollback_target(&self) -> Option<u64> {
+        let serving = self.serving();
+        if let Some(rollout) = self.rollout.as_ref().filter(|rollout| rollout.to == serving) {
+            return Some(rollout.from);
+        }
+        let earlier = || self.revision_records().into_iter().filter(|r| r.number < serving);
+        earlier()
+            .filter(|r| r.failure.is_none())
+            .map(|r| r.number)
+            .max()
+            .or_else(|| earlier().map(|r| r.number).max())
     }
 
     /// Drops the oldest revisions beyond the history, never the serving one.
@@ -126,10 +153,11 @@ mod tests {
             revisions: Vec::new(),
             latest_revision: 0,
             serving_revision: 0,
+            rollout: None,
             desired_replicas: 0,
             created_at_ms: 5,
             updated_at_ms: 5,
-            shards: vec![Shard { owner: None, epoch: 0 }],
+            shards: vec![Shard::unowned()],
         }
     }
 

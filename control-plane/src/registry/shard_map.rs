@@ -94,7 +94,7 @@ mod tests {
     }
 
     fn unowned(count: usize) -> Vec<Shard> {
-        (0..count).map(|_| Shard { owner: None, epoch: 0 }).collect()
+        (0..count).map(|_| Shard::unowned()).collect()
     }
 
     fn counts(shards: &[Shard]) -> BTreeMap<String, usize> {
@@ -194,7 +194,7 @@ mod tests {
             let mut shards: Vec<Shard> = (0..shard_count)
                 .map(|i| {
                     let owner = initial.get(i).copied().unwrap_or(7);
-                    Shard { owner: (owner < 7).then(|| universe[owner].clone()), epoch: (i as u64) % 3 }
+                    Shard { owner: (owner < 7).then(|| universe[owner].clone()), epoch: (i as u64) % 3, handoff: None }
                 })
                 .collect();
             let ready: BTreeSet<String> =

@@ -255,6 +255,12 @@ mod tests {
         async fn poke(&self, _: Request<PokeRequest>) -> Result<Response<PokeResponse>, Status> {
             Err(Status::unimplemented("not in this test"))
         }
+        async fn release_shards(
+            &self,
+            _: Request<strata_proto::strata::controlplane::v1::ReleaseShardsRequest>,
+        ) -> Result<Response<strata_proto::strata::controlplane::v1::ReleaseShardsResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
         async fn report_timers(
             &self,
             _: Request<strata_proto::strata::controlplane::v1::ReportTimersRequest>,

@@ -54,6 +54,7 @@ fn routes(version: u64, address: &str) -> Arc<RouteTable> {
                 id: format!("things-{version}"),
                 address: address.into(),
                 state: "ready".into(),
+                revision: 0,
             }],
             desired_replicas: 1,
             revision: 1,

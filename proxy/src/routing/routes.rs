@@ -108,7 +108,16 @@ impl RouteTable {
                     shards: routes
                         .shards
                         .iter()
-                        .map(|s| (!s.owner.is_empty()).then(|| target(&s.owner)).flatten())
+                        // A shard being handed off is routed to its next owner,
+                        // which holds its calls until the old owner releases it.
+                        .map(|s| {
+                            let to = if s.handoff_to.is_empty() {
+                                &s.owner
+                            } else {
+                                &s.handoff_to
+                            };
+                            (!to.is_empty()).then(|| target(to)).flatten()
+                        })
                         .collect(),
                     ready: routes
                         .instances

@@ -26,6 +26,11 @@ use crate::{
 /// the same moment as the instance itself; this closes that race.
 const CATCH_UP: Duration = Duration::from_secs(1);
 
+/// How long a call for a shard handed to this sidecar waits for the old owner's
+/// release: a little over the control plane's own hand-off timeout, after which
+/// it completes the hand-off without the old owner.
+const HANDOFF_PATIENCE: Duration = Duration::from_secs(12);
+
 /// The shards a managed sidecar owns; a standalone one owns everything.
 pub struct Owned {
     pub ownership: watch::Receiver<Ownership>,
@@ -95,24 +100,27 @@ impl Dispatcher {
 }
 
 /// Whether this instance owns `entity_id`. A call routed by a newer route version
-/// than this instance has seen waits (bounded) for that version first.
+/// than this instance has seen waits (bounded) for that version first, and a call
+/// for a shard handed to this instance waits (bounded) until the old owner has
+/// released it, so the entity never runs on both.
 async fn owns(ownership: &watch::Receiver<Ownership>, entity_id: &str, context: &CallContext) -> bool {
-    let (owned, version) = {
+    let (owned, incoming, version) = {
         let current = ownership.borrow();
-        (current.owns(entity_id), current.version)
+        (current.owns(entity_id), current.receives(entity_id), current.version)
     };
-    if owned || context.routed_by <= version {
+    if owned || (!incoming && context.routed_by <= version) {
         return owned;
     }
+    let patience = if incoming { HANDOFF_PATIENCE } else { CATCH_UP };
     let mut ownership = ownership.clone();
-    let caught_up = async {
+    let settled = async {
         ownership
-            .wait_for(|o| o.version >= context.routed_by)
+            .wait_for(|o| o.version >= context.routed_by && (o.owns(entity_id) || !o.receives(entity_id)))
             .await
             .map(|o| o.owns(entity_id))
             .unwrap_or(false)
     };
-    tokio::time::timeout_at(context.deadline_within(CATCH_UP), caught_up)
+    tokio::time::timeout_at(context.deadline_within(patience), settled)
         .await
         .unwrap_or(false)
 }
@@ -195,6 +203,7 @@ mod tests {
             shard_count: 64,
             owned: [shard_of(entity_id, 64)].into(),
             epochs: Default::default(),
+            ..Ownership::default()
         }
     }
 

@@ -325,6 +325,7 @@ async fn only_the_owner_of_the_subscription_shard_consumes() {
         shard_count: 4,
         owned: [1, 2].into(),
         epochs: Default::default(),
+        ..Ownership::default()
     };
     let (tx, rx) = watch::channel(not_owning.clone());
     let subscriber = Arc::new(Subscriber::default());
@@ -341,6 +342,7 @@ async fn only_the_owner_of_the_subscription_shard_consumes() {
         shard_count: 4,
         owned: [0, 1].into(),
         epochs: Default::default(),
+        ..Ownership::default()
     });
     assert_eq!(subscriber.until_taken(1).await, [("a:1".to_string(), true)]);
     let name = subscribers_model().subscriptions[0].subscriber();

@@ -2,23 +2,27 @@
 //! plane, reports ready with the function's descriptors, heartbeats, and follows
 //! the route watch to learn which shards it owns (and every service's routes,
 //! for its function's forwards and side effects). Commands for other shards are
-//! refused as "not owner"; entities of shards it lost are passivated. Without a
-//! control plane (plain `strata proxy`) the sidecar owns everything.
+//! refused as "not owner"; entities of shards it lost are passivated. A shard it
+//! hands off (the routes name its next owner) takes no new command: its entities
+//! finish what they have and passivate, then the sidecar releases it; commands for
+//! a shard handed to it wait until it holds the shard. Without a control plane
+//! (plain `strata proxy`) the sidecar owns everything.
 
 use std::{
-    collections::{BTreeMap, HashSet},
-    sync::{Arc, OnceLock},
+    collections::{BTreeMap, BTreeSet, HashSet},
+    sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
 
 use strata_proto::cloudstate::EntitySpec;
 use strata_proto::strata::controlplane::v1::{
-    DrainRequest, EntityRoute, HeartbeatRequest, RegisterInstanceRequest, ReportReadyRequest, RouteSnapshot,
+    DrainRequest, EntityRoute, HeartbeatRequest, RegisterInstanceRequest, ReleaseShardsRequest, ReportReadyRequest,
+    RouteSnapshot,
 };
 use strata_tls::ClientTls;
 use tokio::sync::watch;
 
-use super::entity::Entities;
+use super::entity::{Done, Entities};
 use crate::{
     backoff::Backoff,
     routing::{
@@ -49,6 +53,8 @@ pub struct MembershipConfig {
     pub timeout: Duration,
     /// The CA to trust and the certificate to present at `https://` addresses.
     pub tls: ClientTls,
+    /// The revision of the service this instance runs (0: not said).
+    pub revision: u64,
 }
 
 /// The shards this instance owns, from the route snapshot of `version`.
@@ -59,6 +65,10 @@ pub struct Ownership {
     pub owned: HashSet<u32>,
     /// The epoch at which each owned shard is held (what fences its timers).
     pub epochs: BTreeMap<u32, u64>,
+    /// Shards this instance still holds but hands off: no new command runs here.
+    pub releasing: BTreeSet<u32>,
+    /// Shards handed to this instance: their commands wait until it holds them.
+    pub incoming: HashSet<u32>,
 }
 
 impl Ownership {
@@ -71,9 +81,18 @@ impl Ownership {
         self.owned.contains(&shard)
     }
 
-    /// Whether the same shards are owned at the same epochs (whatever the versions).
+    /// Whether `entity_id`'s shard is on its way to this instance.
+    pub fn receives(&self, entity_id: &str) -> bool {
+        self.shard_count > 0 && self.incoming.contains(&shard_of(entity_id, self.shard_count))
+    }
+
+    /// Whether the same shards are owned at the same epochs, and the same handed
+    /// off and to (whatever the versions).
     fn same_shards(&self, other: &Ownership) -> bool {
-        self.shard_count == other.shard_count && self.epochs == other.epochs
+        self.shard_count == other.shard_count
+            && self.epochs == other.epochs
+            && self.releasing == other.releasing
+            && self.incoming == other.incoming
     }
 
     /// This instance's shards in a snapshot of every service's routes.
@@ -84,19 +103,23 @@ impl Ownership {
                 ..Ownership::default()
             };
         };
-        let owned: BTreeMap<u32, u64> = routes
-            .shards
-            .iter()
-            .enumerate()
-            .filter(|(_, shard)| shard.owner == instance_id)
-            .map(|(i, shard)| (i as u32, shard.epoch))
-            .collect();
-        Ownership {
+        let mut ownership = Ownership {
             version: snapshot.version,
             shard_count: routes.shards.len() as u32,
-            owned: owned.keys().copied().collect(),
-            epochs: owned,
+            ..Ownership::default()
+        };
+        for (number, shard) in routes.shards.iter().enumerate() {
+            let number = number as u32;
+            if shard.owner == instance_id && shard.handoff_to.is_empty() {
+                ownership.owned.insert(number);
+                ownership.epochs.insert(number, shard.epoch);
+            } else if shard.owner == instance_id {
+                ownership.releasing.insert(number);
+            } else if shard.handoff_to == instance_id {
+                ownership.incoming.insert(number);
+            }
         }
+        ownership
     }
 }
 
@@ -110,6 +133,8 @@ pub struct Membership {
     /// The entities to passivate when their shards move away; set once the
     /// sidecar serves (before that none is active).
     entities: OnceLock<Arc<Entities>>,
+    /// Shards whose release is under way (waiting for their entities, or sent).
+    releasing: Arc<Mutex<BTreeSet<u32>>>,
     heartbeat_interval: Duration,
 }
 
@@ -131,6 +156,7 @@ impl Membership {
                 service: config.service.clone(),
                 address: config.advertise.clone(),
                 admin_address: config.admin_advertise.clone(),
+                revision: config.revision,
             };
             let registered = client
                 .call("register", |mut client| {
@@ -167,6 +193,7 @@ impl Membership {
             ownership_tx,
             routes: watch::channel(Arc::new(RouteTable::default())).0,
             entities: OnceLock::new(),
+            releasing: Arc::default(),
             heartbeat_interval: Duration::from_millis(u64::from(response.heartbeat_interval_ms.max(100))),
         })
     }
@@ -279,13 +306,73 @@ impl Membership {
             version = snapshot.version,
             "shard ownership changed"
         );
-        let released = self.entities.get().map_or(0, |entities| {
+        let released: Vec<Done> = self.entities.get().map_or_else(Vec::new, |entities| {
             entities.release(|_, entity_id| !ownership.owns(entity_id))
         });
-        if released > 0 {
-            tracing::info!(released, "passivating entities of shards this instance lost");
+        if !released.is_empty() {
+            tracing::info!(
+                released = released.len(),
+                "passivating entities of shards this instance lost or hands off"
+            );
         }
+        self.release_when_done(&ownership.releasing, ownership.shard_count, released);
         self.ownership_tx.send_replace(ownership);
+    }
+
+    /// Once the entities of the shards it hands off have ended (their commands
+    /// answered, their writes durable), tells the control plane so their next
+    /// owners may hold them. Each shard's release is under way once.
+    fn release_when_done(&self, handing_off: &BTreeSet<u32>, shard_count: u32, entities: Vec<Done>) {
+        let shards: Vec<u32> = {
+            let mut under_way = self.releasing.lock().expect("poisoned");
+            under_way.retain(|shard| handing_off.contains(shard));
+            let new: Vec<u32> = handing_off.difference(&under_way).copied().collect();
+            under_way.extend(&new);
+            new
+        };
+        if shards.is_empty() {
+            return;
+        }
+        let (client, instance_id, releasing) = (
+            self.client.clone(),
+            self.config.instance_id.clone(),
+            Arc::clone(&self.releasing),
+        );
+        let waiting = self.entities.get().cloned();
+        tokio::spawn(async move {
+            for mut done in entities {
+                while done.changed().await.is_ok() {}
+            }
+            // A command that passed its owner check just before the hand-off began
+            // may have started its entity since: let it finish too.
+            if let Some(entities) = waiting {
+                let stragglers = entities.release(|_, entity_id| shards.contains(&shard_of(entity_id, shard_count)));
+                for mut done in stragglers {
+                    while done.changed().await.is_ok() {}
+                }
+            }
+            let request = ReleaseShardsRequest {
+                instance_id,
+                shards: shards.clone(),
+            };
+            let released = client
+                .call("release shards", |mut client| {
+                    let request = request.clone();
+                    async move { client.release_shards(request).await }
+                })
+                .await;
+            match released {
+                Ok(_) => tracing::info!(shards = ?shards, "released shards handed off"),
+                Err(status) => {
+                    tracing::warn!(error = %status.message(), shards = ?shards, "could not release shards; the control plane completes the hand-off after its timeout");
+                    // Asked again on the next route change.
+                    let mut under_way = releasing.lock().expect("poisoned");
+                    for shard in &shards {
+                        under_way.remove(shard);
+                    }
+                }
+            }
+        });
     }
 
     /// Gives the shards up before stopping, and waits (bounded) until the

@@ -9,6 +9,7 @@ pub(crate) mod entity;
 mod eventing;
 mod function;
 mod membership;
+mod revision_header;
 mod timer_scope;
 mod timers;
 mod wake;
@@ -334,12 +335,15 @@ pub async fn run(
         pacing: Pacing::default(),
     });
     dispatch::perform_detached(dispatcher.effects.clone(), detached_outcomes);
-    let app = ingress::router(Ingress {
-        catalog: Arc::new(Catalog::new(vec![model.clone()])),
-        commands: dispatcher,
-        metrics: metrics.clone(),
-        max_body: config.max_body,
-    });
+    let app = revision_header::with_revision_header(
+        ingress::router(Ingress {
+            catalog: Arc::new(Catalog::new(vec![model.clone()])),
+            commands: dispatcher,
+            metrics: metrics.clone(),
+            max_body: config.max_body,
+        }),
+        config.membership.as_ref().map_or(0, |membership| membership.revision),
+    );
     let _ = opened_store.set(store.clone());
     if let Some(membership) = &membership {
         membership.passivate_lost_shards(entities.clone());

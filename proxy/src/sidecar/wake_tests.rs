@@ -42,6 +42,7 @@ fn service(name: &str, descriptors: bool, ready: usize) -> ServiceRoutes {
                 id: format!("{name}-{i}"),
                 address: format!("127.0.0.1:{}", 9000 + i),
                 state: "ready".into(),
+                revision: 0,
             })
             .collect(),
         desired_replicas: ready as u32,

@@ -65,6 +65,9 @@ pub fn observe(pod: &Pod, service: &str, tracked: &BTreeSet<String>, now_ms: u64
         service: service.to_owned(),
         started_at_ms: started,
         health,
+        // One Deployment runs the serving revision (revisions as Deployments of
+        // their own are not built yet).
+        revision: 0,
     }
 }
 

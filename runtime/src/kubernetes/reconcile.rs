@@ -169,6 +169,7 @@ pub async fn reconcile(service: Arc<StatefulService>, ctx: Arc<Context>) -> Resu
             service: name.clone(),
             instance: format!("deployment/{name}"),
             reason: reason.clone(),
+            revision: 0,
         };
         write_ignoring_missing(&ctx.node, command).await?;
         ctx.events
@@ -274,6 +275,8 @@ async fn apply(service: &StatefulService, ctx: &Context) -> Result<Action, Error
             observed: &observed,
             registered: &registered,
             pacing: &memory.pacing,
+            serving: &BTreeMap::new(),
+            owners: &BTreeSet::new(),
             now_ms,
             settings: PlanSettings {
                 ready_timeout: ctx.settings.ready_timeout,
@@ -560,6 +563,7 @@ async fn carry_out(step: Step, service: &StatefulService, ctx: &Context) -> Resu
                     service: name.to_owned(),
                     instance: instance.clone(),
                     reason: reason.clone(),
+                    revision: 0,
                 },
             )
             .await?;

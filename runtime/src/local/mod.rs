@@ -12,7 +12,7 @@ mod process;
 pub use logs::LocalLogs;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
@@ -56,6 +56,8 @@ pub struct LocalRuntimeConfig {
 /// One instance this runtime started.
 struct Running {
     service: String,
+    /// The revision of the service it runs.
+    revision: u64,
     function: ChildProcess,
     sidecar: ChildProcess,
     started_at_ms: u64,
@@ -128,27 +130,25 @@ impl LocalRuntime {
     /// Observes (the registry first, then the processes, so an instance that
     /// registered is always seen), plans, and carries the plan out.
     async fn converge(&mut self) {
-        let (commands, desired, registered) = self.node.read(|registry| {
+        let (commands, desired, registered, serving, owners) = self.node.read(|registry| {
+            let ours = || registry.services.values().filter(|s| s.runs.command.is_some());
             // What each service's serving revision runs: new instances run it.
-            let commands: BTreeMap<String, RevisionSpec> = registry
-                .services
-                .values()
-                .filter(|s| s.runs.command.is_some())
-                .map(|s| (s.name.clone(), s.runs.clone()))
+            let commands: BTreeMap<String, (u64, RevisionSpec)> = ours()
+                .map(|s| (s.name.clone(), (s.serving(), s.runs.clone())))
                 .collect();
             // Only services with a command are this driver's to run.
-            let desired: BTreeMap<String, u32> = registry
-                .services
-                .values()
-                .filter(|s| s.runs.command.is_some())
-                .map(|s| (s.name.clone(), s.desired_replicas))
+            let desired: BTreeMap<String, u32> = ours().map(|s| (s.name.clone(), s.desired_replicas)).collect();
+            let serving: BTreeMap<String, u64> = ours().map(|s| (s.name.clone(), s.serving())).collect();
+            // Instances of an earlier revision stop once they own (and hand off) nothing.
+            let owners: BTreeSet<String> = ours()
+                .flat_map(|s| s.shards.iter().filter_map(|shard| shard.owner.clone()))
                 .collect();
             let registered: BTreeMap<String, (String, InstanceState)> = registry
                 .instances
                 .values()
                 .map(|i| (i.id.clone(), (i.service.clone(), i.state)))
                 .collect();
-            (commands, desired, registered)
+            (commands, desired, registered, serving, owners)
         });
         let observed = self.observe();
         let actions = plan(PlanInput {
@@ -156,6 +156,8 @@ impl LocalRuntime {
             observed: &observed,
             registered: &registered,
             pacing: &self.pacing,
+            serving: &serving,
+            owners: &owners,
             now_ms: self.now_ms(),
             settings: PlanSettings {
                 ready_timeout: self.config.ready_timeout,
@@ -195,6 +197,7 @@ impl LocalRuntime {
                 started_at_ms: running.started_at_ms,
                 health,
                 tracked: true,
+                revision: running.revision,
             });
         }
         let stopping = self.stopping.lock().expect("poisoned");
@@ -205,12 +208,13 @@ impl LocalRuntime {
                 started_at_ms: 0,
                 health: Health::Stopping,
                 tracked: true,
+                revision: 0,
             });
         }
         observed
     }
 
-    async fn carry_out(&mut self, action: Action, commands: &BTreeMap<String, RevisionSpec>) {
+    async fn carry_out(&mut self, action: Action, commands: &BTreeMap<String, (u64, RevisionSpec)>) {
         match action {
             // Only this runtime's children are observed, and they are all tracked.
             Action::Adopt { instance } => tracing::debug!(%instance, "nothing to adopt locally"),
@@ -248,9 +252,11 @@ impl LocalRuntime {
             // Left by an earlier run of strata dev that was killed: it will never heartbeat.
             Action::Orphan { instance } => self.remove(&instance, "no longer running on this machine").await,
             Action::Start { service, count } => {
-                let Some(command) = commands.get(&service) else { return };
+                let Some((revision, command)) = commands.get(&service) else {
+                    return;
+                };
                 for _ in 0..count {
-                    self.start(&service, command).await;
+                    self.start(&service, *revision, command).await;
                 }
             }
             Action::Stop { instance, reason } => self.drain_and_stop(&instance, reason.as_str()).await,
@@ -266,24 +272,26 @@ impl LocalRuntime {
         running.function.kill().await;
         tracing::warn!(instance = id, service = %running.service, %reason, ?retry_in, "instance failed");
         let reason = format!("{reason}; restarting in {retry_in:?}");
-        self.record_failure(&running.service, id, &reason).await;
+        self.record_failure(&running.service, id, running.revision, &reason)
+            .await;
         self.remove(id, &reason).await;
     }
 
     /// Puts a failure in the service's event history, where `strata dev` users
     /// (and the API) see why instances do not come up.
-    async fn record_failure(&self, service: &str, id: &str, reason: &str) {
+    async fn record_failure(&self, service: &str, id: &str, revision: u64, reason: &str) {
         let command = RegistryCommand::RecordInstanceFailure {
             service: service.to_string(),
             instance: id.to_string(),
             reason: reason.to_string(),
+            revision,
         };
         if let Err(error) = self.node.write(command).await {
             tracing::warn!(instance = id, %error, "could not record the failure");
         }
     }
 
-    async fn start(&mut self, service: &str, runs: &RevisionSpec) {
+    async fn start(&mut self, service: &str, revision: u64, runs: &RevisionSpec) {
         let Some(command) = runs.command.as_deref() else { return };
         let id = format!("{service}-{:08x}", rand_suffix());
         let (function_port, sidecar_port) = match (free_loopback_port(), free_loopback_port()) {
@@ -308,6 +316,7 @@ impl LocalRuntime {
             .args(["--control-plane", &self.config.control_plane])
             .args(["--instance-id", &id])
             .args(["--service", service])
+            .args(["--revision", &revision.to_string()])
             // Longer than the ready timeout, so a function that never comes up is
             // reported by that timeout rather than by the sidecar giving up.
             .args([
@@ -346,7 +355,7 @@ impl LocalRuntime {
                 let delay = self.pacing.entry(service.to_string()).or_default().fail(now_ms);
                 tracing::error!(service, %error, retry_in = ?delay, "cannot start the function");
                 let reason = format!("cannot start the command {command:?}: {error}; retrying in {delay:?}");
-                self.record_failure(service, &id, &reason).await;
+                self.record_failure(service, &id, revision, &reason).await;
                 // The sidecar may have registered before it was killed.
                 self.remove(&id, "its function could not be started").await;
                 return;
@@ -355,6 +364,7 @@ impl LocalRuntime {
         tracing::info!(
             instance = %id,
             service,
+            revision,
             function_port,
             sidecar_port,
             function_pid = function.pid(),
@@ -364,6 +374,7 @@ impl LocalRuntime {
             id,
             Running {
                 service: service.to_string(),
+                revision,
                 function,
                 sidecar,
                 started_at_ms: self.now_ms(),

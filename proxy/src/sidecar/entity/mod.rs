@@ -23,16 +23,17 @@ use std::{
 };
 
 use futures::StreamExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub use client_stream::{client_stream, STREAM_BUFFER};
+pub use registry::Done;
 pub use session::{EntityCommand, SessionContext, DEFAULT_COMMAND_TIMEOUT};
 
 use self::{
     actor::Actor,
     crdt_session::CrdtSession,
     event_sourced::EventSourcedSession,
-    registry::{ActorRegistry, Bounds},
+    registry::{ActorRegistry, Bounds, Started},
     value::ValueSession,
 };
 use crate::{
@@ -192,13 +193,11 @@ impl Entities {
         }
     }
 
-    fn start(
-        &self,
-        key: &(String, String),
-        command: &EntityCommand,
-    ) -> (mpsc::Sender<Box<EntityCommand>>, Arc<AtomicUsize>) {
+    fn start(&self, key: &(String, String), command: &EntityCommand) -> Started {
         let (tx, rx) = mpsc::channel(self.mailbox);
         let streams = Arc::new(AtomicUsize::new(0));
+        // Dropped when the actor's task ends, which is how a release learns it has.
+        let (alive, done) = watch::channel(());
         let actor = Actor {
             ctx: self.ctx.clone(),
             registry: self.registry.clone(),
@@ -208,19 +207,30 @@ impl Entities {
         };
         let own = tx.downgrade();
         match actor.entity.kind {
-            EntityKind::EventSourced => tokio::spawn(actor.run::<EventSourcedSession>(rx, own)),
-            EntityKind::Value => tokio::spawn(actor.run::<ValueSession>(rx, own)),
-            EntityKind::Crdt => tokio::spawn(actor.run::<CrdtSession>(rx, own)),
+            EntityKind::EventSourced => tokio::spawn(alive_while(alive, actor.run::<EventSourcedSession>(rx, own))),
+            EntityKind::Value => tokio::spawn(alive_while(alive, actor.run::<ValueSession>(rx, own))),
+            EntityKind::Crdt => tokio::spawn(alive_while(alive, actor.run::<CrdtSession>(rx, own))),
             EntityKind::Action => unreachable!("actions have no entity actors (checked by handle)"),
         };
-        (tx, streams)
+        Started {
+            mailbox: tx,
+            streams,
+            done,
+        }
     }
 
     /// Lets go of the entities `which` selects (e.g. of shards this instance lost):
-    /// each finishes the commands it already has, then passivates. Returns how many.
-    pub fn release(&self, which: impl Fn(&str, &str) -> bool) -> usize {
+    /// each finishes the commands it already has, then passivates. Returns a
+    /// [`Done`] per entity, which closes once its actor has ended.
+    pub fn release(&self, which: impl Fn(&str, &str) -> bool) -> Vec<Done> {
         self.registry.release(which)
     }
+}
+
+/// Runs `actor`, holding `alive` until it ends.
+async fn alive_while(alive: watch::Sender<()>, actor: impl std::future::Future<Output = ()>) {
+    actor.await;
+    drop(alive);
 }
 
 /// How long past the client's deadline [`answered`] waits for the entity's own

@@ -15,7 +15,7 @@ use std::{
     },
 };
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::session::EntityCommand;
 
@@ -25,6 +25,17 @@ pub(super) type ActorKey = (String, String);
 /// Commands travel boxed, so each entity's channel allocates small slots.
 pub(super) type Mailbox = mpsc::Sender<Box<EntityCommand>>;
 
+/// Closes when the entity's actor has ended: its commands answered and their
+/// writes durable (`changed()` then fails). Its sender lives in the actor's task.
+pub type Done = watch::Receiver<()>;
+
+/// What starting an entity's actor gives the registry.
+pub(super) struct Started {
+    pub mailbox: Mailbox,
+    pub streams: Arc<AtomicUsize>,
+    pub done: Done,
+}
+
 /// One active entity: its mailbox, when it was last asked for, the bytes of
 /// state its actor last reported holding, and how many streams it has open
 /// (kept up to date by its actor).
@@ -33,6 +44,7 @@ struct Active {
     used: u64,
     bytes: usize,
     streams: Arc<AtomicUsize>,
+    done: Done,
 }
 
 /// Every active entity has open streams, so none can make room for another.
@@ -119,7 +131,7 @@ impl ActorRegistry {
     pub(super) fn mailbox(
         &self,
         key: &ActorKey,
-        start: impl FnOnce() -> (Mailbox, Arc<AtomicUsize>),
+        start: impl FnOnce() -> Started,
     ) -> Result<(Mailbox, Vec<ActorKey>), Full> {
         let mut actors = self.lock();
         actors.clock += 1;
@@ -143,7 +155,7 @@ impl ActorRegistry {
                 active: actors.map.len(),
             });
         }
-        let (mailbox, streams) = start();
+        let Started { mailbox, streams, done } = start();
         actors.map.insert(
             key.clone(),
             Active {
@@ -151,6 +163,7 @@ impl ActorRegistry {
                 used: now,
                 bytes: 0,
                 streams,
+                done,
             },
         );
         Ok((mailbox, evicted))
@@ -211,8 +224,8 @@ impl ActorRegistry {
     }
 
     /// Forgets the entities `which` selects; their actors finish what they have
-    /// and passivate. Returns how many.
-    pub(super) fn release(&self, which: impl Fn(&str, &str) -> bool) -> usize {
+    /// and passivate. Returns when each has ended.
+    pub(super) fn release(&self, which: impl Fn(&str, &str) -> bool) -> Vec<Done> {
         let mut actors = self.lock();
         let chosen: Vec<ActorKey> = actors
             .map
@@ -220,10 +233,11 @@ impl ActorRegistry {
             .filter(|(service, entity_id)| which(service, entity_id))
             .cloned()
             .collect();
-        for key in &chosen {
-            actors.remove(key);
-        }
-        chosen.len()
+        chosen
+            .iter()
+            .filter_map(|key| actors.remove(key))
+            .map(|active| active.done)
+            .collect()
     }
 
     #[cfg(test)]
@@ -252,20 +266,35 @@ mod tests {
         }
     }
 
-    /// Mailboxes started for the test, whose receiving ends it keeps.
+    /// Mailboxes started for the test, whose receiving ends (and "actor alive"
+    /// senders) it keeps.
     #[derive(Default)]
-    struct Started(HashMap<String, mpsc::Receiver<Box<EntityCommand>>>);
+    struct Actors(
+        HashMap<String, mpsc::Receiver<Box<EntityCommand>>>,
+        HashMap<String, watch::Sender<()>>,
+    );
 
-    impl Started {
-        fn start(&mut self, id: &str) -> (Mailbox, Arc<AtomicUsize>) {
+    impl Actors {
+        fn start(&mut self, id: &str) -> Started {
             self.start_streaming(id, 0)
         }
 
         /// An entity whose actor has `streams` open.
-        fn start_streaming(&mut self, id: &str, streams: usize) -> (Mailbox, Arc<AtomicUsize>) {
+        fn start_streaming(&mut self, id: &str, streams: usize) -> Started {
             let (tx, rx) = mpsc::channel(1);
             self.0.insert(id.to_string(), rx);
-            (tx, Arc::new(AtomicUsize::new(streams)))
+            let (alive, done) = watch::channel(());
+            self.1.insert(id.to_string(), alive);
+            Started {
+                mailbox: tx,
+                streams: Arc::new(AtomicUsize::new(streams)),
+                done,
+            }
+        }
+
+        /// The actor of `id` ends.
+        fn end(&mut self, id: &str) {
+            self.1.remove(id);
         }
 
         /// Whether the entity's actor would see its mailbox end (and passivate).
@@ -280,7 +309,7 @@ mod tests {
     #[test]
     fn a_full_registry_lets_go_of_the_least_recently_used_entity() {
         let registry = ActorRegistry::new(by_count(2));
-        let mut started = Started::default();
+        let mut started = Actors::default();
         assert_eq!(registry.mailbox(&key("a"), || started.start("a")).unwrap().1, vec![]);
         assert_eq!(registry.mailbox(&key("b"), || started.start("b")).unwrap().1, vec![]);
         // --- a is used again, so b is now the least recently used
@@ -301,7 +330,7 @@ mod tests {
             count: 100,
             bytes: 1000,
         });
-        let mut started = Started::default();
+        let mut started = Actors::default();
         let mut own = HashMap::new();
         for id in ["a", "b", "c"] {
             let (mailbox, evicted) = registry.mailbox(&key(id), || started.start(id)).unwrap();
@@ -330,21 +359,38 @@ mod tests {
     #[test]
     fn leaving_and_releasing_give_back_the_bytes() {
         let registry = ActorRegistry::default();
-        let mut started = Started::default();
+        let mut started = Actors::default();
         let (a, _) = registry.mailbox(&key("a"), || started.start("a")).unwrap();
         let (b, _) = registry.mailbox(&key("b"), || started.start("b")).unwrap();
         registry.weigh(&key("a"), &a.downgrade(), 10);
         registry.weigh(&key("b"), &b.downgrade(), 20);
         registry.forget(&key("a"), &a);
         assert_eq!(registry.bytes(), 20);
-        assert_eq!(registry.release(|_, id| id == "b"), 1);
+        assert_eq!(registry.release(|_, id| id == "b").len(), 1);
         assert_eq!((registry.len(), registry.bytes()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_release_resolves_when_the_released_actors_have_ended() {
+        let registry = ActorRegistry::default();
+        let mut started = Actors::default();
+        registry.mailbox(&key("a"), || started.start("a")).unwrap();
+        registry.mailbox(&key("b"), || started.start("b")).unwrap();
+        let mut done = registry.release(|_, id| id == "a");
+        assert_eq!(done.len(), 1);
+        let mut done = done.remove(0);
+        // --- the actor still runs: its end is not yet seen
+        assert!(done.has_changed().is_ok(), "a running actor is not done");
+        // --- it ends: whoever waits hears of it, however late they ask
+        started.end("a");
+        assert!(done.changed().await.is_err(), "an ended actor is done");
+        assert_eq!(registry.len(), 1, "b stays active");
     }
 
     #[test]
     fn entities_with_open_streams_are_never_evicted_and_count_against_the_cap() {
         let registry = ActorRegistry::new(by_count(2));
-        let mut started = Started::default();
+        let mut started = Actors::default();
         // --- a (least recently used) watches a stream, b does not
         registry.mailbox(&key("a"), || started.start_streaming("a", 1)).unwrap();
         registry.mailbox(&key("b"), || started.start("b")).unwrap();

@@ -272,6 +272,7 @@ async fn a_shard_held_at_a_newer_epoch_elsewhere_is_not_fired_here() {
         shard_count: 8,
         owned: [2, 5].into(),
         epochs: [(2, 4), (5, 1)].into(),
+        ..Ownership::default()
     };
     let (tx, rx) = watch::channel(ownership);
     let scope = TimerScope::managed("cart".into(), Box::new(|| 8));
@@ -297,6 +298,7 @@ async fn a_shard_held_at_a_newer_epoch_elsewhere_is_not_fired_here() {
         shard_count: 8,
         owned: [2, 5].into(),
         epochs: [(2, 4), (5, 3)].into(),
+        ..Ownership::default()
     });
     setup.until("the moved shard's timer", |s| s.calls().len() == 2).await;
     running.abort();

@@ -1,0 +1,43 @@
+//! `strata rollback NAME [--to N]`: serves an earlier revision again
+//! (`POST /services/{name}/rollback`). Its instances start, the shards move to them
+//! once one is ready, and the others stop, as in any rollout.
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::json;
+
+use crate::api_client::ApiClient;
+use crate::revisions::{table, RevisionList};
+
+#[derive(Args)]
+pub struct RollbackArgs {
+    /// The service.
+    name: String,
+    /// The revision to serve; default: the one the serving revision replaced.
+    #[arg(long)]
+    to: Option<u64>,
+    /// Management API of any control-plane node.
+    #[arg(long, env = "STRATA_API", default_value = "http://127.0.0.1:9100")]
+    api: String,
+    /// Bearer token (admin).
+    #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(flatten)]
+    tls: crate::tls::ApiTlsArgs,
+}
+
+pub async fn run(args: RollbackArgs) -> anyhow::Result<()> {
+    let api = ApiClient::new(&args.api, args.token.clone(), &args.tls)?;
+    let path = format!("/services/{}/rollback", args.name);
+    let body = api
+        .call(reqwest::Method::POST, &path, Some(&json!({ "to": args.to })))
+        .await?
+        .success()?;
+    let list: RevisionList = serde_json::from_value(body).context("the API's answer is not a revision list")?;
+    println!(
+        "{} now serves revision {}; its instances start, and the shards move to them once one is ready",
+        args.name, list.serving
+    );
+    print!("{}", table(&list.revisions));
+    Ok(())
+}

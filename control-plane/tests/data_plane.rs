@@ -204,6 +204,20 @@ async fn watch(client: &mut Client) -> Streaming<RouteSnapshot> {
 }
 
 /// Reads snapshots until one shows `service` satisfying `check`.
+/// The next snapshot's routes of `service` (snapshots without it are skipped).
+async fn next_routes(stream: &mut Streaming<RouteSnapshot>, service: &str) -> ServiceRoutes {
+    loop {
+        let snapshot = stream
+            .message()
+            .await
+            .expect("the watch stream stays healthy")
+            .expect("the watch stream stays open");
+        if let Some(routes) = snapshot.services.into_iter().find(|routes| routes.name == service) {
+            return routes;
+        }
+    }
+}
+
 async fn routes_until(
     stream: &mut Streaming<RouteSnapshot>,
     service: &str,
@@ -212,15 +226,9 @@ async fn routes_until(
 ) -> ServiceRoutes {
     let wait = async {
         loop {
-            let snapshot = stream
-                .message()
-                .await
-                .expect("the watch stream stays healthy")
-                .expect("the watch stream stays open");
-            if let Some(routes) = snapshot.services.iter().find(|routes| routes.name == service) {
-                if check(routes) {
-                    return routes.clone();
-                }
+            let routes = next_routes(stream, service).await;
+            if check(&routes) {
+                return routes;
             }
         }
     };
@@ -240,16 +248,9 @@ async fn releasing_routes_until(
 ) -> ServiceRoutes {
     let wait = async {
         loop {
-            let snapshot = stream
-                .message()
-                .await
-                .expect("the watch stream stays healthy")
-                .expect("the watch stream stays open");
-            let Some(routes) = snapshot.services.iter().find(|routes| routes.name == service) else {
-                continue;
-            };
-            if check(routes) {
-                return routes.clone();
+            let routes = next_routes(stream, service).await;
+            if check(&routes) {
+                return routes;
             }
             let mut handed_off: BTreeMap<String, Vec<u32>> = BTreeMap::new();
             for (number, shard) in routes.shards.iter().enumerate() {

@@ -13,6 +13,15 @@ use crate::{binary, free_port, procfs, Process};
 
 pub const TOKEN: &str = "e2e-admin-token";
 
+/// Writes the shell script `body` to `dir/name`, executable: a function to deploy
+/// that does something first (records how it was started, crashes on demand).
+pub fn write_script(dir: &std::path::Path, name: &str, body: &str) {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+    let status = Command::new("chmod").arg("+x").arg(&path).status().unwrap();
+    assert!(status.success(), "chmod +x {}", path.display());
+}
+
 pub struct Dev {
     pub dir: tempfile::TempDir,
     pub process: Process,
@@ -106,6 +115,17 @@ impl Dev {
             .status()
             .expect("strata deploy");
         assert!(status.success(), "strata deploy failed");
+    }
+
+    /// `strata ARGS` against this platform's API with the admin token, run in its folder.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(binary("strata"))
+            .args(args)
+            .args(["--api", &format!("http://127.0.0.1:{}", self.api)])
+            .env("STRATA_TOKEN", TOKEN)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("strata")
     }
 
     pub async fn api(&self, path: &str) -> Value {

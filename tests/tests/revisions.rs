@@ -8,27 +8,23 @@
 
 use std::{
     path::Path,
-    process::Command,
     time::{Duration, Instant},
 };
 
 use serde_json::{json, Value};
 use strata_e2e::binary;
-use strata_e2e::dev::{add, start_dev, Dev, TOKEN};
+use strata_e2e::dev::{add, start_dev, write_script, Dev, TOKEN};
 
 /// A cart that first writes what it was started with (its pid, `$LABEL` and its
 /// arguments) to `started-<pid>` in the working directory, then becomes the cart.
 const WRAPPER: &str = "run-cart.sh";
 
 fn write_wrapper(dir: &Path) {
-    let script = format!(
-        "#!/bin/sh\nprintf '%s\\n' \"$$\" \"$LABEL\" \"$@\" > \"started-$$.tmp\" && mv \"started-$$.tmp\" \"started-$$\"\nexec {}\n",
+    let body = format!(
+        "printf '%s\\n' \"$$\" \"$LABEL\" \"$@\" > \"started-$$.tmp\" && mv \"started-$$.tmp\" \"started-$$\"\nexec {}\n",
         binary("shopping-cart").display()
     );
-    let path = dir.join(WRAPPER);
-    std::fs::write(&path, script).unwrap();
-    let status = Command::new("chmod").arg("+x").arg(&path).status().unwrap();
-    assert!(status.success());
+    write_script(dir, WRAPPER, &body);
 }
 
 /// What each instance started so far was started with: (pid, LABEL, arguments).
@@ -53,13 +49,7 @@ fn starts(dir: &Path) -> Vec<(u32, String, Vec<String>)> {
 }
 
 fn strata(dev: &Dev, args: &[&str]) -> std::process::Output {
-    Command::new(binary("strata"))
-        .args(args)
-        .args(["--api", &format!("http://127.0.0.1:{}", dev.api)])
-        .env("STRATA_TOKEN", TOKEN)
-        .current_dir(dev.dir.path())
-        .output()
-        .expect("strata")
+    dev.cli(args)
 }
 
 fn succeeded(output: &std::process::Output) -> String {

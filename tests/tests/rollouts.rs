@@ -10,7 +10,6 @@
 use std::{
     collections::BTreeMap,
     path::Path,
-    process::Command,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -21,7 +20,7 @@ use std::{
 use serde_json::{json, Value};
 use strata_e2e::{
     binary,
-    dev::{start_dev, Dev, TOKEN},
+    dev::{start_dev, write_script, Dev},
     load::{lost_writes, Dice, Ledger},
 };
 
@@ -45,24 +44,15 @@ struct Record {
 
 /// The cart, or (with `CRASH` set) a function that exits at once.
 fn write_wrapper(dir: &Path) {
-    let script = format!(
-        "#!/bin/sh\nif [ -n \"$CRASH\" ]; then echo 'crashing as asked' >&2; exit 3; fi\nexec {}\n",
+    let body = format!(
+        "if [ -n \"$CRASH\" ]; then echo 'crashing as asked' >&2; exit 3; fi\nexec {}\n",
         binary("shopping-cart").display()
     );
-    let path = dir.join(WRAPPER);
-    std::fs::write(&path, script).unwrap();
-    let status = Command::new("chmod").arg("+x").arg(&path).status().unwrap();
-    assert!(status.success());
+    write_script(dir, WRAPPER, &body);
 }
 
 fn strata(dev: &Dev, args: &[&str]) -> String {
-    let output = Command::new(binary("strata"))
-        .args(args)
-        .args(["--api", &format!("http://127.0.0.1:{}", dev.api)])
-        .env("STRATA_TOKEN", TOKEN)
-        .current_dir(dev.dir.path())
-        .output()
-        .expect("strata");
+    let output = dev.cli(args);
     assert!(
         output.status.success(),
         "strata {args:?} failed: {}",

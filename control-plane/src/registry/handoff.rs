@@ -11,7 +11,7 @@
 
 use std::collections::BTreeSet;
 
-use super::shard_map::{rebalance, ShardMove};
+use super::shard_map::{move_to, rebalance, ShardMove};
 use super::{Handoff, Shard};
 
 /// How long a live owner has to release a shard before the next owner takes it
@@ -80,7 +80,7 @@ pub fn place(shards: &mut [Shard], eligible: &BTreeSet<String>, live: &BTreeSet<
                 if shard.handoff.take().is_some() {
                     under_way -= 1;
                 }
-                placement.moves.push(move_now(shard, index, target));
+                placement.moves.push(move_to(shard, index, target));
                 continue;
             }
         };
@@ -118,7 +118,7 @@ pub fn release(shards: &mut [Shard], instance: &str, released: &[u32], eligible:
             continue;
         };
         if eligible.contains(&handoff.to) {
-            placement.moves.push(move_now(shard, number as usize, Some(handoff.to)));
+            placement.moves.push(move_to(shard, number as usize, Some(handoff.to)));
         } else {
             placement.handoffs_changed += 1;
         }
@@ -140,22 +140,10 @@ pub fn expire(shards: &mut [Shard], eligible: &BTreeSet<String>, now_ms: u64) ->
         }
         let handoff = shard.handoff.take().expect("overdue hand-off");
         if eligible.contains(&handoff.to) {
-            placement.moves.push(move_now(shard, index, Some(handoff.to)));
+            placement.moves.push(move_to(shard, index, Some(handoff.to)));
         } else {
             placement.handoffs_changed += 1;
         }
     }
     placement
-}
-
-/// Gives `shard` (number `index`) to `to` at once, at the next epoch.
-fn move_now(shard: &mut Shard, index: usize, to: Option<String>) -> ShardMove {
-    let from = std::mem::replace(&mut shard.owner, to.clone());
-    shard.epoch += 1;
-    ShardMove {
-        shard: u32::try_from(index).unwrap_or(u32::MAX),
-        from,
-        to,
-        epoch: shard.epoch,
-    }
 }

@@ -69,18 +69,20 @@ pub fn rebalance(shards: &mut [Shard], ready: &BTreeSet<String>) -> Vec<ShardMov
 
     new_owner
         .into_iter()
-        .map(|(index, to)| {
-            let shard = &mut shards[index];
-            let from = std::mem::replace(&mut shard.owner, to.clone());
-            shard.epoch += 1;
-            ShardMove {
-                shard: u32::try_from(index).unwrap_or(u32::MAX),
-                from,
-                to,
-                epoch: shard.epoch,
-            }
-        })
+        .map(|(index, to)| move_to(&mut shards[index], index, to))
         .collect()
+}
+
+/// Gives `shard` (number `index`) to `to` at once, at the next epoch.
+pub(super) fn move_to(shard: &mut Shard, index: usize, to: Option<String>) -> ShardMove {
+    let from = std::mem::replace(&mut shard.owner, to.clone());
+    shard.epoch += 1;
+    ShardMove {
+        shard: u32::try_from(index).unwrap_or(u32::MAX),
+        from,
+        to,
+        epoch: shard.epoch,
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ mod logs;
 mod proxy;
 mod render;
 mod revisions;
+mod schedule;
 mod services;
 mod tls;
 
@@ -49,6 +50,8 @@ enum Command {
     Revisions(revisions::RevisionsArgs),
     /// Print the audit log: every management write, who made it, and its outcome.
     Audit(audit::AuditArgs),
+    /// Create, list or delete cron schedules whose calls the control plane makes.
+    Schedule(schedule::ScheduleArgs),
     /// Print what a service's instances wrote (function and sidecar), with time and instance.
     Logs(logs::LogsArgs),
     /// Show a service: settings, instances, shards, subscriptions, scale decisions, recent traffic.
@@ -90,6 +93,7 @@ fn main() -> std::process::ExitCode {
             Command::Services(args) => services::run(args).await,
             Command::Revisions(args) => revisions::run(args).await,
             Command::Audit(args) => audit::run(args).await,
+            Command::Schedule(args) => schedule::run(args).await,
             Command::Logs(args) => logs::run(args).await,
             Command::Describe(args) => describe::run(args).await,
             Command::Delete(args) => delete::run(args).await,

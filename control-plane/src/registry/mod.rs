@@ -8,6 +8,7 @@ mod command;
 mod logged;
 mod revision;
 pub mod schedule;
+pub mod schedule_call;
 mod service_settings;
 mod shard_map;
 mod validate;

@@ -1,5 +1,5 @@
 // One service: live charts over the last 15 minutes, the autoscaler's decisions with
-// its reasons, instances, the shard map, the instances' logs followed live, its
+// its reasons, instances, the shard map, its timers, the instances' logs followed live, its
 // settings, and delete.
 
 import { useMemo, useState } from 'preact/hooks';
@@ -8,6 +8,7 @@ import { api, ApiError, encode } from '../api';
 import { Chart } from '../components/chart';
 import { LogsCard } from '../components/logs';
 import { ShardMapPicture } from '../components/shardmap';
+import { TimersCard } from '../components/timers';
 import { SettingFields } from '../components/settings';
 import { Card, Link, LoadError, StatusBadge } from '../components/ui';
 import { useApp, useCanWrite } from '../context';
@@ -85,6 +86,7 @@ export function ServicePage({ name }: { name: string }) {
       <Card title="Shard map">
         {shards.data ? <ShardMapPicture map={shards.data} /> : <p class="muted">Loading…</p>}
       </Card>
+      <TimersCard service={name} />
       <LogsCard service={name} />
       {current ? (
         <div class="columns">

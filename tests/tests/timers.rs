@@ -275,7 +275,10 @@ async fn a_cart_deployed_with_strata_dev_expires_itself_and_the_api_lists_its_ti
     assert_eq!(pending["name"], "expire", "{pending}");
     assert_eq!(pending["owner"], OWNER);
     assert_eq!(pending["call"], format!("{OWNER}/ExpireCart"));
-    assert_eq!((pending["attempts"].as_u64(), pending["max_attempts"].as_u64()), (Some(0), Some(3)));
+    assert_eq!(
+        (pending["attempts"].as_u64(), pending["max_attempts"].as_u64()),
+        (Some(0), Some(3))
+    );
     assert!(pending["due_ms"].as_i64().unwrap() > 0);
 
     // --- it expires the cart
@@ -316,7 +319,10 @@ async fn a_cart_deployed_with_strata_dev_expires_itself_and_the_api_lists_its_ti
     };
     assert_eq!(failed["attempts"], 3, "retried up to its limit: {failed}");
     let error = failed["error"].as_str().unwrap_or_default();
-    assert!(error.contains("the cart holds a sticky item and cannot expire"), "{failed}");
+    assert!(
+        error.contains("the cart holds a sticky item and cannot expire"),
+        "{failed}"
+    );
 
     // --- bad input: an unknown service, a limit out of range
     let answer = reqwest::Client::new()
@@ -327,7 +333,10 @@ async fn a_cart_deployed_with_strata_dev_expires_itself_and_the_api_lists_its_ti
         .unwrap();
     assert_eq!(answer.status(), 404);
     let answer = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{}/api/v1/services/vcart/timers?limit=0", dev.api))
+        .get(format!(
+            "http://127.0.0.1:{}/api/v1/services/vcart/timers?limit=0",
+            dev.api
+        ))
         .bearer_auth(strata_e2e::dev::TOKEN)
         .send()
         .await

@@ -20,7 +20,7 @@ use tokio::time::MissedTickBehavior;
 
 use super::grpc_web::{self, CallError};
 use super::schedule_steps::{steps, Step};
-use crate::node::{now_ms, ControlPlane};
+use crate::node::{now_ms, ControlPlane, NodeError};
 use crate::registry::schedule::display_ms;
 use crate::registry::schedule_call::encode_call;
 use crate::registry::{Command, RunOutcome};
@@ -61,6 +61,10 @@ pub async fn run(node: Arc<ControlPlane>, config: ScheduleConfig, stopping: Stop
         .expect("an HTTP client with timeouts");
     let mut calls: JoinSet<Finished> = JoinSet::new();
     let mut in_flight: HashSet<String> = HashSet::new();
+    // Ends whose record failed while this node still led: recorded again before
+    // anything else, and their schedules kept in flight meanwhile, so the run is
+    // not taken for one a dead leader left and called again.
+    let mut unrecorded: Vec<Finished> = Vec::new();
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let stop = stopping.wait();
@@ -70,12 +74,30 @@ pub async fn run(node: Arc<ControlPlane>, config: ScheduleConfig, stopping: Stop
             () = &mut stop => return,
             Some(joined) = calls.join_next() => {
                 let Ok(finished) = joined else { continue };
-                in_flight.remove(&finished.name);
-                record_finish(&node, finished).await;
+                let name = finished.name.clone();
+                match record_finish(&node, finished).await {
+                    Some(retry) if node.is_leader() => unrecorded.push(retry),
+                    _ => {
+                        in_flight.remove(&name);
+                    }
+                }
             }
             _ = ticks.tick() => {
                 if !node.is_leader() {
+                    // The next leader resumes what this one could not record.
+                    for finished in unrecorded.drain(..) {
+                        in_flight.remove(&finished.name);
+                    }
                     continue;
+                }
+                for finished in std::mem::take(&mut unrecorded) {
+                    let name = finished.name.clone();
+                    match record_finish(&node, finished).await {
+                        Some(retry) => unrecorded.push(retry),
+                        None => {
+                            in_flight.remove(&name);
+                        }
+                    }
                 }
                 let todo = node.read(|registry| steps(&registry.schedules, &in_flight, now_ms()));
                 for step in todo {
@@ -225,22 +247,29 @@ async fn call_once(
         .map_err(Attempt::Call)
 }
 
-/// Records how the run ended; a deposed leader's record fails, and the new leader
-/// resumes the run.
-async fn record_finish(node: &ControlPlane, finished: Finished) {
-    let Finished { name, time_ms, outcome } = finished;
-    let ok = outcome == RunOutcome::Ok;
-    match node
-        .write(Command::FinishScheduleRun {
-            name: name.clone(),
-            time_ms,
-            outcome,
-        })
-        .await
-    {
-        Ok(_) => tracing::info!(schedule = name, time = display_ms(time_ms), ok, "schedule run finished"),
+/// Records how the run ended; the end again if the record failed for want of a
+/// leader or a quorum (a deposed leader's record fails for good, and the new
+/// leader resumes the run). A refusal (the schedule was deleted) is final.
+async fn record_finish(node: &ControlPlane, finished: Finished) -> Option<Finished> {
+    let command = Command::FinishScheduleRun {
+        name: finished.name.clone(),
+        time_ms: finished.time_ms,
+        outcome: finished.outcome.clone(),
+    };
+    let (name, time) = (&finished.name, display_ms(finished.time_ms));
+    match node.write(command).await {
+        Ok(_) => {
+            let ok = finished.outcome == RunOutcome::Ok;
+            tracing::info!(schedule = name, time, ok, "schedule run finished");
+            None
+        }
+        Err(NodeError::Registry(error)) => {
+            tracing::warn!(schedule = name, time, %error, "the run's end was refused");
+            None
+        }
         Err(error) => {
-            tracing::warn!(schedule = name, time = display_ms(time_ms), %error, "could not record the run's end")
+            tracing::warn!(schedule = name, time, %error, "could not record the run's end; retrying");
+            Some(finished)
         }
     }
 }

@@ -3,7 +3,7 @@
 # with CloudState's Python support library (cloudstate 0.1.1 from PyPI), the
 # cart's shoppingcart_pb2 / domain_pb2 modules generated from the same protos as
 # the Rust cart (examples/python-shopping-cart), and the orders example's
-# orders/orders_pb2 (examples/python-orders).
+# orders/orders_pb2 with Strata's published strata/timers_pb2 (examples/python-orders).
 #
 #   scripts/python-cart-env.sh [DIR]   create or update the venv in DIR (default
 #                                      target/python-cart-venv); print its python last
@@ -77,7 +77,7 @@ find "$orders/generated" -name '*_pb2*.py' -delete
   -I "$orders/proto" \
   -I "$root/proto" \
   --python_out="$orders/generated" \
-  orders/orders.proto >&2
+  orders/orders.proto strata/timers.proto >&2
 (cd "$orders" && PYTHONDONTWRITEBYTECODE=1 "$python" -c 'import function' >&2) || die "the orders example does not import in $venv"
 
 log "ready"

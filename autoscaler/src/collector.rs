@@ -20,6 +20,7 @@ use crate::idle::IdleHistogram;
 use crate::kpa::{Decision, Kpa, Load, Observation, Wake};
 use crate::scrape::{CounterRate, ScrapeError, Scraper};
 use crate::settings::ScalingSettings;
+use crate::timer_wake::TimerDue;
 use crate::window::Timestamp;
 
 /// How often every service is scraped and decided.
@@ -76,6 +77,11 @@ pub struct ServiceState {
     pub desired: u32,
     /// The stored idle-time histogram; read only when the service starts being tracked.
     pub idle_times: IdleHistogram,
+    /// How long until the service's earliest pending timer is due (zero: due already),
+    /// `None` without one.
+    pub next_timer_due_in: Option<Duration>,
+    /// The service's last cold start, `None` until it has had one.
+    pub cold_start: Option<Duration>,
 }
 
 /// Whether the registry holds a count this collector neither decided nor wrote, which it
@@ -110,6 +116,18 @@ struct Tracked {
     /// The histogram changed since it was last stored.
     idle_times_dirty: bool,
     idle_times_written_at: Option<Timestamp>,
+    /// When the earliest pending timer is due, and the cold start to wake it by.
+    timer: Option<(Timestamp, Option<Duration>)>,
+}
+
+impl Tracked {
+    /// The earliest timer as an observation at `now` sees it.
+    fn timer_due(&self, now: Timestamp) -> Option<TimerDue> {
+        self.timer.map(|(at, learned_cold_start)| TimerDue {
+            due_in: at.saturating_since(now),
+            learned_cold_start,
+        })
+    }
 }
 
 impl<M: MetricsSource, S: ScaleSink> Collector<M, S> {
@@ -153,6 +171,9 @@ impl<M: MetricsSource, S: ScaleSink> Collector<M, S> {
             self.forget(&name);
         }
         for service in services {
+            let timer = service
+                .next_timer_due_in
+                .map(|due_in| (now + due_in, service.cold_start));
             if let Err(error) = service.settings.validate() {
                 warn!(service = service.name, %error, "invalid scaling settings; not autoscaling this service");
                 self.forget(&service.name);
@@ -162,6 +183,7 @@ impl<M: MetricsSource, S: ScaleSink> Collector<M, S> {
                 Some(tracked) => {
                     tracked.settings = service.settings;
                     tracked.targets = service.targets;
+                    tracked.timer = timer;
                     if let Some(count) = adoption(tracked.kpa.desired(), tracked.written, service.desired) {
                         info!(
                             service = service.name,
@@ -184,6 +206,7 @@ impl<M: MetricsSource, S: ScaleSink> Collector<M, S> {
                         held: None,
                         idle_times_dirty: false,
                         idle_times_written_at: None,
+                        timer,
                     };
                     self.services.insert(service.name, tracked);
                 }
@@ -224,7 +247,8 @@ impl<M: MetricsSource, S: ScaleSink> Collector<M, S> {
         tracked.held = Some((held, wake, now));
         let observation = Observation::unmeasured(ready_count(&tracked.targets))
             .with_held(held)
-            .with_wake(wake);
+            .with_wake(wake)
+            .with_timer(tracked.timer_due(now));
         self.decide(service, observation, now).await;
         self.desired(service)
     }
@@ -233,7 +257,7 @@ impl<M: MetricsSource, S: ScaleSink> Collector<M, S> {
     /// shell can take pokes while the scrapes are in flight.
     pub fn round(&self) -> impl Future<Output = Vec<(String, Observation)>> + Send + 'static {
         let now = self.now();
-        let services: Vec<(String, Vec<String>, (u32, Wake))> = self
+        let services: Vec<ToObserve> = self
             .services
             .iter()
             .map(|(service, tracked)| {
@@ -244,7 +268,12 @@ impl<M: MetricsSource, S: ScaleSink> Collector<M, S> {
                     }
                     _ => (0, Wake::Requests),
                 };
-                (service.clone(), tracked.targets.clone(), held)
+                ToObserve {
+                    service: service.clone(),
+                    targets: tracked.targets.clone(),
+                    held,
+                    timer: tracked.timer_due(now),
+                }
             })
             .collect();
         observe_all(self.source.clone(), services, now)
@@ -331,20 +360,36 @@ fn ready_count(targets: &[String]) -> u32 {
     u32::try_from(targets.len()).unwrap_or(u32::MAX)
 }
 
+/// What one round observes of one service, beside its scrape.
+struct ToObserve {
+    service: String,
+    targets: Vec<String>,
+    /// Work held for it while nothing is ready.
+    held: (u32, Wake),
+    timer: Option<TimerDue>,
+}
+
 /// Observes every service concurrently. Owns its inputs so it can run beside pokes.
 async fn observe_all<M: MetricsSource>(
     source: Arc<M>,
-    services: Vec<(String, Vec<String>, (u32, Wake))>,
+    services: Vec<ToObserve>,
     now: Timestamp,
 ) -> Vec<(String, Observation)> {
     let source = &source;
-    join_all(services.into_iter().map(|(service, targets, (held, wake))| async move {
+    join_all(services.into_iter().map(|to_observe| async move {
+        let ToObserve {
+            service,
+            targets,
+            held: (held, wake),
+            timer,
+        } = to_observe;
         let load = source.observe(&service, &targets, now).await;
         let observation = Observation {
             load,
             ready_instances: ready_count(&targets),
             held,
             wake,
+            timer,
         };
         (service, observation)
     }))

@@ -112,6 +112,8 @@ fn cart(desired: u32, ready: usize) -> ServiceState {
         targets: instances(ready),
         desired,
         idle_times: IdleHistogram::new(),
+        next_timer_due_in: None,
+        cold_start: None,
     }
 }
 

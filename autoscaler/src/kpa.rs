@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::idle::{IdleHistogram, Prediction};
 use crate::settings::{KeepAlive, ScalingSettings};
+use crate::timer_wake::TimerDue;
 use crate::window::{Timestamp, Window};
 
 /// What the service's ready instances reported at one tick, summed over the instances.
@@ -35,6 +36,9 @@ pub struct Observation {
     /// What the held work is: requests at the gateway, or events for the service's
     /// event-log subscriptions (one unit of work, however many events).
     pub wake: Wake,
+    /// The service's earliest pending timer, if it has one: an instance runs once
+    /// it is due within the service's cold start.
+    pub timer: Option<TimerDue>,
 }
 
 /// What wakes a service at zero.
@@ -58,6 +62,7 @@ impl Observation {
             ready_instances,
             held: 0,
             wake: Wake::Requests,
+            timer: None,
         }
     }
 
@@ -67,6 +72,7 @@ impl Observation {
             ready_instances,
             held: 0,
             wake: Wake::Requests,
+            timer: None,
         }
     }
 
@@ -76,6 +82,10 @@ impl Observation {
 
     pub fn with_wake(self, wake: Wake) -> Self {
         Observation { wake, ..self }
+    }
+
+    pub fn with_timer(self, timer: Option<TimerDue>) -> Self {
+        Observation { timer, ..self }
     }
 }
 
@@ -133,6 +143,9 @@ pub enum Reason {
     Prewarm { prewarm: Duration, keep_alive: Duration },
     /// No request came within the histogram's keep-alive window.
     KeepAliveEnded { idle: Duration },
+    /// The service's earliest timer is due within its cold start: one instance, so the
+    /// timer's call is made on time.
+    TimerDue(TimerDue),
     /// No measurement to go on; only the min/max bounds moved the count.
     Bounds { limit: Limit },
 }
@@ -195,6 +208,7 @@ enum Basis {
     UntilPrewarm { prewarm: Duration },
     Prewarm { prewarm: Duration, keep_alive: Duration },
     KeepAliveEnded { idle: Duration },
+    TimerDue(TimerDue),
 }
 
 impl Kpa {
@@ -295,7 +309,8 @@ impl Kpa {
             // failing): hold.
             (previous, Basis::Hold)
         };
-        let (count, basis) = self.last_instance(count, basis, previous, invoked || unmeasured, settings, now);
+        let busy = invoked || unmeasured;
+        let (count, basis) = self.last_instance(count, basis, previous, busy, observation.timer, settings, now);
         let (count, limit) = bound(count, settings);
         if count == 0 && previous != 0 {
             // What the windows held is over: the next request sizes the next step alone.
@@ -395,20 +410,32 @@ impl Kpa {
     }
 
     /// The last instance: whether the service keeps one, goes to zero, or gets one ahead
-    /// of an expected request. Above one instance, in panic mode or with a min scale, the
-    /// windows' count stands.
+    /// of an expected request or a due timer. Above one instance, in panic mode or with a
+    /// min scale, the windows' count stands.
+    #[allow(clippy::too_many_arguments)]
     fn last_instance(
         &mut self,
         count: u32,
         basis: Basis,
         previous: u32,
         busy: bool,
+        timer: Option<TimerDue>,
         settings: &ScalingSettings,
         now: Timestamp,
     ) -> (u32, Basis) {
         if count > 1 || settings.min_scale > 0 || self.panic.is_some() {
             self.inactive_since = None;
             return (count, basis);
+        }
+        // A timer due within the cold start needs an instance whatever the windows say;
+        // once its call is made the sidecar reports the next one, and the windows and
+        // the grace take the service back to zero.
+        if let Some(timer) = timer.filter(TimerDue::wakes) {
+            self.inactive_since = None;
+            return match count {
+                0 => (1, Basis::TimerDue(timer)),
+                _ => (count, basis),
+            };
         }
         // The histogram only ever moves the last instance: a step down from more goes
         // through the windows and their rate limit first.
@@ -552,6 +579,7 @@ fn explain(
         Basis::UntilPrewarm { prewarm } => Reason::UntilPrewarm { prewarm },
         Basis::Prewarm { prewarm, keep_alive } => Reason::Prewarm { prewarm, keep_alive },
         Basis::KeepAliveEnded { idle } => Reason::KeepAliveEnded { idle },
+        Basis::TimerDue(timer) => Reason::TimerDue(timer),
         // A hold changes the count only through a bound.
         Basis::Hold => Reason::Bounds {
             limit: bound.unwrap_or(Limit::MaxScale(settings.max_scale)),
@@ -640,6 +668,22 @@ impl fmt::Display for Reason {
                     "idle-time histogram: no request within the {} keep-alive",
                     Seconds(*idle)
                 )
+            }
+            Reason::TimerDue(timer) => {
+                if timer.due_in.is_zero() {
+                    return f.write_str("a timer is due now");
+                }
+                let assumed = if timer.learned_cold_start.is_some() {
+                    "its"
+                } else {
+                    "an assumed"
+                };
+                return write!(
+                    f,
+                    "a timer is due in {}; started ahead of it for {assumed} {} cold start",
+                    Seconds(timer.due_in),
+                    Seconds(timer.cold_start())
+                );
             }
             Reason::Bounds { limit } => return write!(f, "no load measured yet; {limit}"),
         }

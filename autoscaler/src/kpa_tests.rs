@@ -865,7 +865,7 @@ proptest! {
             if tick.held > 0 || load.is_some_and(|load| load.concurrency > 0.0 || load.requests_per_second > 0.0) {
                 last_busy = now;
             }
-            let observation = Observation { load, ready_instances: ready, held: tick.held, wake: Wake::Requests };
+            let observation = Observation { load, ready_instances: ready, held: tick.held, wake: Wake::Requests, timer: None };
             let decision = kpa.decide(&observation, &settings, now);
             let desired = decision.desired;
 
@@ -908,4 +908,87 @@ proptest! {
             was_panicking = decision.panicking;
         }
     }
+}
+
+/// The earliest timer due at second `due_at`, seen at second `now`.
+fn timer_at(due_at: u64, now: u64, learned_cold_start: Option<Duration>) -> Option<TimerDue> {
+    Some(TimerDue {
+        due_in: Duration::from_secs(due_at.saturating_sub(now)),
+        learned_cold_start,
+    })
+}
+
+#[test]
+fn a_due_timer_wakes_a_service_at_zero_one_cold_start_ahead_then_it_returns_to_zero() {
+    // A timer due at second 20; the service's cold starts take 3 s, so with the 2 s
+    // margin its instance is asked for at second 15, and none before.
+    let cold_start = Some(Duration::from_secs(3));
+    let mut run = Run::resume(knative(), 0);
+    while run.now < 15 {
+        let timer = timer_at(20, run.now + 1, cold_start);
+        run.tick(Observation::unmeasured(0).with_timer(timer));
+    }
+    assert_eq!(
+        run.changes(),
+        vec![(15, 1, "a timer is due in 5s; started ahead of it for its 3s cold start")]
+    );
+    // Starting for a second (which counts as traffic), then ready; the timer is
+    // pending until its call is made at second 20, then the sidecar reports none.
+    run.tick(Observation::unmeasured(0).with_timer(timer_at(20, 16, cold_start)));
+    while run.now < 20 {
+        let timer = timer_at(20, run.now + 1, cold_start);
+        assert_eq!(
+            run.tick(Observation::measured(0.0, 0.0, 1).with_timer(timer)).desired,
+            1
+        );
+    }
+    // No traffic over the stable window after the start, then the grace: zero.
+    run.idle_until(200);
+    assert_eq!(run.changes().last(), Some(&(106, 0, TO_ZERO)));
+    assert_eq!(run.changes().len(), 2);
+}
+
+#[test]
+fn a_timer_already_due_wakes_at_once_and_keeps_the_instance_while_it_stays_due() {
+    // Nothing learned yet, and the timer overdue (its service was at zero too long).
+    let mut run = Run::resume(histogram_policy(knative()), 0);
+    let decision = run.tick(Observation::unmeasured(0).with_timer(timer_at(0, 1, None)));
+    assert_eq!((decision.previous, decision.desired), (0, 1));
+    assert_eq!(run.changes(), vec![(1, 1, "a timer is due now")]);
+    // Its call keeps failing and is retried: the instance stays, well past the
+    // window and the grace, whatever the histogram would predict.
+    for _ in 0..300 {
+        let timer = timer_at(0, run.now + 1, None);
+        assert_eq!(
+            run.tick(Observation::measured(0.0, 0.0, 1).with_timer(timer)).desired,
+            1
+        );
+    }
+    assert_eq!(run.changes().len(), 1);
+}
+
+#[test]
+fn a_timer_beyond_the_cold_start_does_not_wake_and_an_unlearned_one_assumes_five_seconds() {
+    let mut run = Run::resume(knative(), 0);
+    // 5 s assumed plus the 2 s margin: 8 s ahead is too early, 7 s is on time.
+    run.tick(Observation::unmeasured(0).with_timer(timer_at(9, 1, None)));
+    assert_eq!(run.kpa.desired(), 0);
+    run.tick(Observation::unmeasured(0).with_timer(timer_at(9, 2, None)));
+    assert_eq!(
+        run.changes(),
+        vec![(
+            2,
+            1,
+            "a timer is due in 7s; started ahead of it for an assumed 5s cold start"
+        )]
+    );
+}
+
+#[test]
+fn held_requests_and_a_due_timer_read_as_requests() {
+    // The requests size the step; the timer only ever asks for the one instance.
+    let mut run = Run::resume(target(1.0), 0);
+    let observation = Observation::unmeasured(0).with_held(3).with_timer(timer_at(0, 1, None));
+    assert_eq!(run.tick(observation).desired, 3);
+    assert!(run.changes()[0].2.starts_with("scale from zero: 3 requests held"));
 }

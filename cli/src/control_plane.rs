@@ -11,6 +11,7 @@ use clap::{Args, ValueEnum};
 use strata_control_plane::api::Tokens;
 use strata_control_plane::auth::ClusterSecret;
 use strata_control_plane::runtime::autoscale::AutoscaleConfig;
+use strata_control_plane::runtime::schedules::ScheduleConfig;
 use strata_control_plane::server::{self, ServerConfig};
 use strata_runtime::kubernetes::{self, objects::OperatorSettings};
 
@@ -114,6 +115,10 @@ pub struct ControlPlaneArgs {
     /// Autoscaler: how far back the stable window averages load (e.g. 60s).
     #[arg(long, default_value = "60s", value_parser = crate::duration::parse)]
     stable_window: Duration,
+    /// The gateway the leader makes schedules' calls through (e.g.
+    /// http://strata-gateway:9000); without it, schedules are kept but not run.
+    #[arg(long, env = "STRATA_SCHEDULE_GATEWAY")]
+    schedule_gateway: Option<String>,
 }
 
 pub async fn run(args: ControlPlaneArgs) -> anyhow::Result<()> {
@@ -162,6 +167,10 @@ pub async fn run(args: ControlPlaneArgs) -> anyhow::Result<()> {
         advertise: args.advertise.filter(|address| !address.is_empty()),
         api_advertise: args.api_advertise.filter(|address| !address.is_empty()),
         raft_timing: strata_control_plane::node::Timing::with_heartbeat(args.raft_heartbeat.as_millis() as u64),
+        schedules: args
+            .schedule_gateway
+            .filter(|gateway| !gateway.is_empty())
+            .map(|gateway| ScheduleConfig { gateway }),
         ..ServerConfig::default()
     };
     if args.runtime == Runtime::None {

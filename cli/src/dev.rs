@@ -17,6 +17,7 @@ use strata_control_plane::{
     api::Tokens,
     auth::ClusterSecret,
     runtime::autoscale::AutoscaleConfig,
+    runtime::schedules::ScheduleConfig,
     server::{self, ServerConfig},
 };
 use strata_proxy::gateway::{self, GatewayConfig};
@@ -102,6 +103,18 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         store_url: Some(store_url.clone()),
         // `strata logs` and the dashboard's Logs tab read the local runtime's files.
         logs: Some(Arc::new(LocalLogs::new(data_dir.join("logs")))),
+        // Schedules call through this process's own gateway.
+        schedules: Some(ScheduleConfig {
+            gateway: format!(
+                "{}://{}",
+                if args.gateway_tls.tls_cert.is_some() {
+                    "https"
+                } else {
+                    "http"
+                },
+                args.listen
+            ),
+        }),
         ..ServerConfig::default()
     })
     .await?;

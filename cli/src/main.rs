@@ -16,6 +16,7 @@ mod proxy;
 mod render;
 mod revisions;
 mod rollback;
+mod schedule;
 mod services;
 mod tls;
 
@@ -52,6 +53,8 @@ enum Command {
     Rollback(rollback::RollbackArgs),
     /// Print the audit log: every management write, who made it, and its outcome.
     Audit(audit::AuditArgs),
+    /// Create, list or delete cron schedules whose calls the control plane makes.
+    Schedule(schedule::ScheduleArgs),
     /// Print what a service's instances wrote (function and sidecar), with time and instance.
     Logs(logs::LogsArgs),
     /// Show a service: settings, instances, shards, subscriptions, scale decisions, recent traffic.
@@ -94,6 +97,7 @@ fn main() -> std::process::ExitCode {
             Command::Revisions(args) => revisions::run(args).await,
             Command::Rollback(args) => rollback::run(args).await,
             Command::Audit(args) => audit::run(args).await,
+            Command::Schedule(args) => schedule::run(args).await,
             Command::Logs(args) => logs::run(args).await,
             Command::Describe(args) => describe::run(args).await,
             Command::Delete(args) => delete::run(args).await,

@@ -85,7 +85,7 @@ pub(crate) fn table(revisions: &[Revision]) -> String {
 
 /// A time in milliseconds since the Unix epoch as UTC to the second, e.g.
 /// `2026-12-07T13:00:38Z`.
-fn utc(ms: u64) -> String {
+pub(crate) fn utc(ms: u64) -> String {
     let to_the_milli = rfc3339_ms(ms);
     format!("{}Z", &to_the_milli[..19])
 }

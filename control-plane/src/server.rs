@@ -20,6 +20,7 @@ use crate::node::{ControlPlane, NodeConfig, Timing};
 use crate::raft::network::{GrpcNetwork, PeerTls};
 use crate::raft::{write_atomically, NodeId, NodeInfo};
 use crate::runtime::autoscale::{self, AutoscaleConfig};
+use crate::runtime::schedules::{self, ScheduleConfig};
 use crate::tasks::{Stopping, Tasks};
 use strata_tls::{self as tls, ClientTls, TlsFiles};
 
@@ -99,6 +100,9 @@ pub struct ServerConfig {
     /// Where the runtime driver keeps its instances' output, which the API serves
     /// (`/services/{name}/logs`); `None`: those reads answer 501.
     pub logs: Option<Arc<dyn LogSource>>,
+    /// Where the leader makes schedules' calls (a gateway); `None`: schedules are
+    /// kept but not run.
+    pub schedules: Option<ScheduleConfig>,
 }
 
 impl Default for ServerConfig {
@@ -125,6 +129,7 @@ impl Default for ServerConfig {
             autoscaler: None,
             store_url: None,
             logs: None,
+            schedules: None,
         }
     }
 }
@@ -368,6 +373,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             autoscale::run(node.clone(), autoscale_config, receiver, server.stopping().wait()),
         );
         data_plane = data_plane.with_autoscaler(pokes);
+    }
+    if let Some(schedule_config) = config.schedules.clone() {
+        server.spawn(
+            "schedules",
+            schedules::run(node.clone(), schedule_config, server.stopping()),
+        );
     }
     server.spawn(
         "instance-liveness",

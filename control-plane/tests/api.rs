@@ -399,6 +399,9 @@ async fn cluster_view_and_openapi_document() {
         "/api/v1/cluster",
         "/api/v1/cluster/members",
         "/api/v1/events",
+        "/api/v1/schedules",
+        "/api/v1/schedules/{name}",
+        "/api/v1/services/{name}/timers",
     ] {
         assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
     }

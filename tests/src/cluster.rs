@@ -1,5 +1,6 @@
 //! A Strata deployment of separate processes on loopback, as in production:
-//! three `strata control-plane` nodes, a `strata gateway`, sidecars (`strata
+//! three `strata control-plane` nodes (whose leader makes schedules' calls
+//! through the gateway), a `strata gateway`, sidecars (`strata
 //! proxy` joined to the control plane through every node's address) each with
 //! its shopping-cart function, and a PostgreSQL server of its own. Every part
 //! can be `kill -9`ed (PostgreSQL: an immediate shutdown, its crash) and
@@ -26,6 +27,8 @@ pub struct ControlPlaneNode {
     pub api: String,
     /// The Raft transport and data-plane API, host:port.
     pub listen: String,
+    /// The gateway its schedules' calls go through, as a URL.
+    schedule_gateway: String,
     process: Option<Process>,
 }
 
@@ -40,6 +43,7 @@ impl ControlPlaneNode {
             .arg(&self.dir)
             .env("STRATA_CLUSTER_SECRET", SECRET)
             .env("STRATA_ADMIN_TOKEN", TOKEN)
+            .env("STRATA_SCHEDULE_GATEWAY", &self.schedule_gateway)
             .env("RUST_LOG", "info,openraft=warn");
         if let Some(join) = first {
             command.args([
@@ -243,12 +247,14 @@ impl Cluster {
     pub fn start_control_plane() -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let postgres = Postgres::start_in(dir.path());
+        let gateway_port = free_port();
         let mut nodes: Vec<ControlPlaneNode> = (1..=3)
             .map(|id| ControlPlaneNode {
                 id,
                 dir: dir.path().join(format!("node-{id}")),
                 api: format!("127.0.0.1:{}", free_port()),
                 listen: format!("127.0.0.1:{}", free_port()),
+                schedule_gateway: format!("http://127.0.0.1:{gateway_port}"),
                 process: None,
             })
             .collect();
@@ -260,7 +266,7 @@ impl Cluster {
             store: postgres.url("strata"),
             dir,
             nodes,
-            gateway_port: free_port(),
+            gateway_port,
             gateway: None,
             instances: Vec::new(),
             postgres,

@@ -3,7 +3,8 @@
 //! library (`cloudstate` 0.1.1 from PyPI, unmodified), runs behind `strata proxy`
 //! with the same protos and public API as the Rust cart; and
 //! `examples/python-orders`, two entities from one `.proto` (which that SDK sends
-//! once per entity) with a side effect between them.
+//! once per entity) with a side effect between them, and a durable timer
+//! scheduled by a side effect to `strata.timers.Timers` with the published proto.
 //!
 //! It needs the virtualenv made by `scripts/python-cart-env.sh`, whose interpreter
 //! goes in `STRATA_TEST_PYTHON_CART`. Without it the test is skipped, unless
@@ -417,4 +418,71 @@ async fn python_sdk_two_entities_from_one_proto() {
     // The entity is served again afterwards.
     let (status, body) = http.get("/orders/o-1").await;
     assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_python_function_schedules_a_timer_through_the_published_proto() {
+    let Some(python) = python_interpreter() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store_url = format!("sqlite://{}", dir.path().join("strata.db").display());
+    let function_port = free_port();
+    let http_port = free_port();
+    let _function = start_python(&python, orders_dir(), "function.py", function_port, &[]);
+    let _proxy = start_proxy(function_port, http_port, &store_url);
+    let http = Http::new(http_port);
+    let store = strata_store::open(&store_url).await.expect("open the store");
+    let timers = store.timers().expect("SQLite keeps timers");
+
+    // --- Hold reserves the stock and, as a side effect with the published
+    // ScheduleTimer message, schedules its release: stored with the event
+    let (status, body) = http
+        .post("/stock/pear/hold", json!({"quantity": 4, "holdMs": 1500}))
+        .await;
+    assert_eq!(status, 200, "Hold: {body}");
+    let pending = timers
+        .list_timers("standalone", strata_store::TimerState::Pending, 10)
+        .await
+        .unwrap();
+    let timer = pending
+        .iter()
+        .find(|timer| timer.key.entity_id == "pear")
+        .unwrap_or_else(|| panic!("no timer stored for pear: {pending:?}"));
+    assert_eq!(timer.key.name, "release");
+    assert_eq!(timer.key.owner, "com.example.orders.Stock");
+    assert_eq!(
+        (timer.call.service_name.as_str(), timer.call.method.as_str()),
+        ("com.example.orders.Stock", "Release")
+    );
+    let (_, body) = http.get("/stock/pear").await;
+    assert_eq!(body, json!({"reserved": 4}));
+
+    // --- a failed Hold stores no timer
+    let (status, body) = http
+        .post("/stock/plum/hold", json!({"quantity": 0, "holdMs": 1500}))
+        .await;
+    assert_eq!(status, 500, "{body}");
+    let pending = timers
+        .list_timers("standalone", strata_store::TimerState::Pending, 10)
+        .await
+        .unwrap();
+    assert!(pending.iter().all(|timer| timer.key.entity_id != "plum"), "{pending:?}");
+
+    // --- when it is due the sidecar calls Stock.Release: the stock is free again
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = http.get("/stock/pear").await;
+        assert_eq!(status, 200, "{body}");
+        if body == json!({}) || body == json!({"reserved": 0}) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the hold was never released: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pending = timers
+        .list_timers("standalone", strata_store::TimerState::Pending, 10)
+        .await
+        .unwrap();
+    assert!(pending.is_empty(), "the fired timer is removed: {pending:?}");
 }

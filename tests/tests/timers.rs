@@ -5,12 +5,19 @@
 //! survives `kill -9` of the sidecar and fires afterwards, and a timer whose call
 //! keeps failing is retried and then kept as failed with its error. The same cart
 //! deployed with `strata dev` (a managed sidecar, whose store wraps the store
-//! that keeps the timers) expires itself too.
+//! that keeps the timers) expires itself too, its pending and failed timers
+//! listed by `GET /api/v1/services/{name}/timers`, and at zero the autoscaler wakes
+//! it for its expiry and lets it return to zero. A timer pending when `strata
+//! dev` is killed with `kill -9` fires once it is started again on its data.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use strata_e2e::{binary, dev::start_dev, free_port, start_function, start_proxy, Http, Process};
+use strata_e2e::{
+    binary,
+    dev::{start_dev, start_dev_on},
+    free_port, start_function, start_proxy, Http, Process,
+};
 use strata_store::{Store, StoredTimer, TimerState};
 
 /// A standalone sidecar keeps its timers under this deployment name.
@@ -229,7 +236,7 @@ async fn a_timer_survives_kill_9_of_the_sidecar_and_a_failing_call_is_retried_th
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_cart_deployed_with_strata_dev_expires_itself() {
+async fn a_cart_deployed_with_strata_dev_expires_itself_and_the_api_lists_its_timers() {
     let dev = start_dev(tempfile::tempdir().unwrap(), &[]);
     let cart = binary("value-cart").display().to_string();
     dev.deploy_command(
@@ -242,13 +249,39 @@ async fn a_cart_deployed_with_strata_dev_expires_itself() {
     })
     .await;
     let http = reqwest::Client::new();
-    let added = http
-        .post(dev.url("/vcart/dora/items/add"))
-        .json(&json!({"productId": "p1", "quantity": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(added.status(), 200, "{}", added.text().await.unwrap());
+    let add = |user: &'static str, product: &'static str| {
+        let http = http.clone();
+        let url = dev.url(&format!("/vcart/{user}/items/add"));
+        async move {
+            let added = http
+                .post(url)
+                .json(&json!({"productId": product, "quantity": 1}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(added.status(), 200, "{}", added.text().await.unwrap());
+        }
+    };
+
+    // --- an add schedules the expiry; the API lists it as pending
+    add("dora", "p1").await;
+    let timers = dev.api("/services/vcart/timers").await;
+    let pending = timers["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|timer| timer["entity_id"] == "dora")
+        .unwrap_or_else(|| panic!("dora's timer is not listed: {timers}"));
+    assert_eq!(pending["name"], "expire", "{pending}");
+    assert_eq!(pending["owner"], OWNER);
+    assert_eq!(pending["call"], format!("{OWNER}/ExpireCart"));
+    assert_eq!(
+        (pending["attempts"].as_u64(), pending["max_attempts"].as_u64()),
+        (Some(0), Some(3))
+    );
+    assert!(pending["due_ms"].as_i64().unwrap() > 0);
+
+    // --- it expires the cart
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let cart: Value = http
@@ -265,4 +298,224 @@ async fn a_cart_deployed_with_strata_dev_expires_itself() {
         assert!(Instant::now() < deadline, "the cart never expired: {cart}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // --- a call that keeps failing is retried, then listed as failed with its error
+    add("sid", "sticky").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let failed = loop {
+        let timers = dev.api("/services/vcart/timers").await;
+        let failed = timers["failed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|timer| timer["entity_id"] == "sid")
+            .cloned();
+        if let Some(failed) = failed {
+            assert_eq!(timers["failed_count"], 1, "{timers}");
+            break failed;
+        }
+        assert!(Instant::now() < deadline, "the timer never failed: {timers}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(failed["attempts"], 3, "retried up to its limit: {failed}");
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("the cart holds a sticky item and cannot expire"),
+        "{failed}"
+    );
+
+    // --- bad input: an unknown service, a limit out of range
+    let answer = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{}/api/v1/services/nope/timers", dev.api))
+        .bearer_auth(strata_e2e::dev::TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 404);
+    let answer = reqwest::Client::new()
+        .get(format!(
+            "http://127.0.0.1:{}/api/v1/services/vcart/timers?limit=0",
+            dev.api
+        ))
+        .bearer_auth(strata_e2e::dev::TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+}
+
+/// The service's scale events (oldest first) as `(at_ms, reason)`.
+async fn scale_history(dev: &strata_e2e::dev::Dev, service: &str) -> Vec<(u64, String)> {
+    let history = dev.api(&format!("/services/{service}/history?limit=200")).await;
+    let mut scales: Vec<(u64, String)> = history["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|event| event["kind"] == "scale")
+        .map(|event| {
+            let at_ms = event["at_ms"].as_u64().expect("at_ms");
+            (at_ms, event["reason"].as_str().expect("reason").to_owned())
+        })
+        .collect();
+    scales.reverse();
+    scales
+}
+
+fn wall_ms() -> u64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    u64::try_from(since_epoch.expect("clock after 1970").as_millis()).expect("ms fit")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cart_at_zero_is_woken_for_its_expiry_and_returns_to_zero() {
+    // The cart expires 20 s after its last add; it idles to zero long before.
+    let dev = start_dev(tempfile::tempdir().unwrap(), &[]);
+    let cart = binary("value-cart").display().to_string();
+    dev.deploy_command(
+        "vcart",
+        &cart,
+        &[
+            "--env",
+            "EXPIRE_MS=20000",
+            "--min-scale",
+            "0",
+            "--stable-window",
+            "2s",
+            "--scale-to-zero-grace",
+            "1s",
+        ],
+    );
+    dev.until_service("vcart", "the instance is ready", Duration::from_secs(60), |s| {
+        s["ready_replicas"] == 1
+    })
+    .await;
+
+    // --- an add schedules the expiry
+    let http = reqwest::Client::new();
+    let before_add_ms = wall_ms();
+    let added = http
+        .post(dev.url("/vcart/wanda/items/add"))
+        .json(&json!({"productId": "p1", "quantity": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 200, "{}", added.text().await.unwrap());
+    let due_after_ms = before_add_ms + 20_000;
+
+    // --- with no request, the service goes to zero well before the timer is due
+    dev.until_service("vcart", "scaled to zero", Duration::from_secs(60), |s| {
+        s["desired_replicas"] == 0 && s["ready_replicas"] == 0
+    })
+    .await;
+    let at_zero = scale_history(&dev, "vcart").await.len();
+    assert!(
+        wall_ms() < due_after_ms,
+        "the service reached zero only after the timer was due; the test proves nothing"
+    );
+
+    // --- the autoscaler wakes it ahead of the due time, for the timer
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (woke_ms, reason) = loop {
+        let scales = scale_history(&dev, "vcart").await;
+        if let Some(wake) = scales[at_zero..].iter().find(|(_, reason)| reason.contains("0 -> 1")) {
+            break wake.clone();
+        }
+        assert!(Instant::now() < deadline, "never woken for the timer: {scales:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        reason.starts_with("desired replicas 0 -> 1: a timer is due in"),
+        "woken for another reason: {reason}"
+    );
+    assert!(
+        woke_ms < due_after_ms,
+        "woken at {woke_ms}, after the timer was due at {due_after_ms}"
+    );
+
+    // --- the timer fires, then the service returns to zero by itself
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let scales = scale_history(&dev, "vcart").await;
+        let after_wake = scales.iter().skip_while(|(at, _)| *at < woke_ms).skip(1);
+        if let Some((_, back)) = after_wake.clone().find(|(_, reason)| reason.contains("1 -> 0")) {
+            assert!(back.contains("scale to zero"), "{back}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never returned to zero: {scales:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // --- no request reached the cart meanwhile: its own timer emptied it
+    let emptied: Value = http
+        .get(dev.url("/vcarts/wanda"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(emptied, json!({"items": []}));
+}
+
+/// The cart of `user` as `strata dev`'s gateway answers it (`None`: not served now).
+async fn vcart_of(http: &reqwest::Client, dev: &strata_e2e::dev::Dev, user: &str) -> Option<Value> {
+    let reply = http.get(dev.url(&format!("/vcarts/{user}"))).send().await.ok()?;
+    if reply.status() != 200 {
+        return None;
+    }
+    reply.json().await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timer_pending_at_kill_9_of_strata_dev_fires_after_it_restarts() {
+    let dev = start_dev(tempfile::tempdir().unwrap(), &[]);
+    let cart = binary("value-cart").display().to_string();
+    dev.deploy_command("vcart", &cart, &["--env", "EXPIRE_MS=15000", "--min-scale", "1"]);
+    dev.until_service("vcart", "the instance is ready", Duration::from_secs(60), |s| {
+        s["ready_replicas"] == 1
+    })
+    .await;
+
+    // --- an add schedules the expiry, 15 s ahead
+    let http = reqwest::Client::new();
+    let added = http
+        .post(dev.url("/vcart/kim/items/add"))
+        .json(&json!({"productId": "p1", "quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 200, "{}", added.text().await.unwrap());
+    let due_after_ms = wall_ms() + 15_000;
+
+    // --- kill -9 of strata dev (its instances die with it), then again on its data
+    let (gateway, api) = (dev.gateway, dev.api);
+    let mut dev = dev;
+    dev.process.kill();
+    let dir = std::mem::replace(&mut dev.dir, tempfile::tempdir().unwrap());
+    drop(dev);
+    let dev = start_dev_on(dir, gateway, api, &[]);
+    dev.until_service("vcart", "the instance is back", Duration::from_secs(60), |s| {
+        s["ready_replicas"] == 1
+    })
+    .await;
+
+    // --- the cart outlived the kill, and its timer empties it afterwards
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen_full = false;
+    loop {
+        let now_ms = wall_ms();
+        if let Some(cart) = vcart_of(&http, &dev, "kim").await {
+            if cart == json!({"items": []}) {
+                break;
+            }
+            assert_eq!(cart["items"][0]["quantity"], 1, "{cart}");
+            seen_full |= now_ms < due_after_ms;
+        }
+        assert!(Instant::now() < deadline, "the cart never expired after the restart");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        seen_full,
+        "the cart was not read back before its timer was due; the test proves nothing"
+    );
 }

@@ -2,7 +2,7 @@
 // playwright-core) against a real `strata dev` with the Rust shopping cart: sign in,
 // deploy the cart through the form, send traffic and watch the instances and the
 // request chart move, read the instances' logs, inspect one cart's journal, watch the service reach zero,
-// read the audit log, see the cluster's leader, lose the API and get it back, and check that a
+// watch a schedule run on the schedules page and the service's timers card, read the audit log, see the cluster's leader, lose the API and get it back, and check that a
 // read-only token sees no write controls, at desktop and phone widths.
 //
 //   node e2e/dashboard.e2e.mjs
@@ -429,6 +429,38 @@ try {
     if (revisions.serving !== 1) throw new Error(`serving ${revisions.serving} after the rollback`);
   });
 
+  await step('the schedules page shows a schedule\'s next and last run, the service page its timers', async () => {
+    const created = await fetch(`${API}/api/v1/schedules`, {
+      method: 'POST',
+      headers: { ...auth(ADMIN).headers, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        name: 'tick',
+        cron: '* * * * * *',
+        service: 'cart',
+        method: 'com.example.shoppingcart.ShoppingCart/AddItem',
+        body: { userId: 'scheduled', productId: 'p', name: 'Tick', quantity: 1 },
+      }),
+    });
+    if (created.status !== 201) throw new Error(`creating the schedule: HTTP ${created.status} ${await created.text()}`);
+    await page.getByRole('link', { name: 'Schedules' }).click();
+    await page.getByRole('heading', { level: 1, name: 'Schedules' }).waitFor();
+    const row = page.locator('tr[data-schedule="tick"]');
+    await row.getByText('* * * * * *').waitFor();
+    await row.locator('td[data-last-run]').getByText(/ok$/).waitFor({ timeout: LONG });
+    await row.locator('td[data-next-run]').getByText(/^(now|in \d+s)$/).waitFor();
+    await checkAccessible(page, 'schedules');
+    await shot(page, 'schedules');
+    const deleted = await fetch(`${API}/api/v1/schedules/tick`, { method: 'DELETE', ...auth(ADMIN) });
+    if (deleted.status !== 204) throw new Error(`deleting the schedule: HTTP ${deleted.status}`);
+    await row.waitFor({ state: 'detached' });
+    await page.getByText('No schedules yet.').waitFor();
+    // The cart schedules no timers of its own: the card says so.
+    await page.getByRole('link', { name: 'Services' }).click();
+    await page.getByRole('link', { name: 'cart' }).click();
+    await page.locator('[data-timer-counts]').getByText('0 pending, 0 failed').waitFor();
+    await page.getByText('No pending timers.').waitFor();
+  });
+
   await step('a service that cannot start shows "failing" with its reason, and is deleted', async () => {
     const created = await fetch(`${API}/api/v1/services`, {
       method: 'POST',
@@ -532,7 +564,7 @@ try {
     await small.getByRole('heading', { name: 'Shard map' }).waitFor();
     await checkAccessible(small, 'service (phone)');
     await shot(small, 'phone-service');
-    for (const path of ['/entities?service=cart&id=user-1', '/cluster', '/audit', '/deploy']) {
+    for (const path of ['/entities?service=cart&id=user-1', '/cluster', '/audit', '/schedules', '/deploy']) {
       await small.goto(`${API}/ui${path}`);
       await small.locator('h1').first().waitFor();
       await checkAccessible(small, `${path} (phone)`);

@@ -9,6 +9,7 @@ import { Link } from './components/ui';
 import { AppContext } from './context';
 import { actionFor, initialLive, reduceLive } from './live';
 import { AuditLogPage } from './pages/audit';
+import { SchedulesPage } from './pages/schedules';
 import { ClusterPage } from './pages/cluster';
 import { DeployPage } from './pages/deploy';
 import { EntitiesPage } from './pages/entities';
@@ -95,6 +96,7 @@ const NAV: { page: Page; href: string; label: string }[] = [
   { page: 'overview', href: '/', label: 'Services' },
   { page: 'entities', href: '/entities', label: 'Entities' },
   { page: 'cluster', href: '/cluster', label: 'Cluster' },
+  { page: 'schedules', href: '/schedules', label: 'Schedules' },
   { page: 'audit', href: '/audit', label: 'Audit log' },
 ];
 
@@ -108,6 +110,7 @@ function Shell({ access, connection }: { access: Access; connection: string }) {
       deploy: 'Deploy',
       cluster: 'Cluster',
       audit: 'Audit log',
+      schedules: 'Schedules',
       'not-found': 'Not found',
     };
     document.title = `${titles[route.page]} · Strata`;
@@ -158,6 +161,7 @@ function Shell({ access, connection }: { access: Access; connection: string }) {
         {route.page === 'deploy' ? <DeployPage /> : null}
         {route.page === 'cluster' ? <ClusterPage /> : null}
         {route.page === 'audit' ? <AuditLogPage /> : null}
+        {route.page === 'schedules' ? <SchedulesPage /> : null}
         {route.page === 'not-found' ? (
           <div class="page">
             <h1>Not found</h1>

@@ -4,7 +4,7 @@ import { useEffect, useState } from 'preact/hooks';
 
 export const BASE = '/ui';
 
-export type Page = 'overview' | 'service' | 'entities' | 'deploy' | 'cluster' | 'audit' | 'not-found';
+export type Page = 'overview' | 'service' | 'entities' | 'deploy' | 'cluster' | 'audit' | 'schedules' | 'not-found';
 
 export interface Route {
   page: Page;
@@ -21,6 +21,7 @@ export function parseRoute(pathname: string, search: string): Route {
   if (path === '/deploy') return { page: 'deploy', query };
   if (path === '/cluster') return { page: 'cluster', query };
   if (path === '/audit') return { page: 'audit', query };
+  if (path === '/schedules') return { page: 'schedules', query };
   if (path === '/entities') return { page: 'entities', query };
   const service = /^\/services\/([^/]+)$/.exec(path);
   if (service) return { page: 'service', service: decodeURIComponent(service[1]), query };

@@ -186,3 +186,48 @@ export interface AuditPage {
   records: AuditRecord[];
   next_after: number | null;
 }
+
+/** One stored timer (`GET /services/{name}/timers`). */
+export interface Timer {
+  name: string;
+  owner: string;
+  entity_id: string;
+  due_ms: number;
+  attempt_at_ms: number;
+  call: string;
+  attempts: number;
+  max_attempts: number;
+  error?: string;
+}
+
+export interface Timers {
+  service: string;
+  pending_count: number;
+  failed_count: number;
+  pending: Timer[];
+  failed: Timer[];
+}
+
+/** One time of a schedule and how its call went. */
+export interface ScheduleRun {
+  time_ms: number;
+  started_at_ms: number;
+  finished_at_ms: number | null;
+  outcome: 'running' | 'ok' | 'failed' | 'interrupted' | 'skipped';
+  error?: string;
+  missed: number;
+}
+
+export interface Schedule {
+  name: string;
+  cron: string;
+  time_zone: string;
+  catch_up: 'run_once' | 'skip';
+  service: string;
+  method: string;
+  body: unknown;
+  created_at_ms: number;
+  next_run_ms: number | null;
+  last_run: ScheduleRun | null;
+  runs: ScheduleRun[];
+}

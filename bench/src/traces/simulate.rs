@@ -124,6 +124,7 @@ impl Platform {
             ready_instances: ready,
             held,
             wake: Wake::Requests,
+            timer: None,
         };
         self.decide(observation, now);
     }

@@ -91,7 +91,8 @@ struct Located {
     decoder: PayloadDecoder,
 }
 
-fn locate(state: &AppState, service: &str, entity_id: &str, grpc_service: Option<&str>) -> Result<Located, ApiError> {
+/// The store the API reads: 501 without one, 503 until it is open.
+pub(super) fn open_store(state: &AppState) -> Result<Arc<dyn Store>, ApiError> {
     let slot = state.store.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
@@ -99,9 +100,13 @@ fn locate(state: &AppState, service: &str, entity_id: &str, grpc_service: Option
             "this control plane has no entity store to read; start it with --store",
         )
     })?;
-    let store = slot.get().cloned().ok_or_else(|| {
+    slot.get().cloned().ok_or_else(|| {
         ApiError::unavailable("the entity store is not up yet; the control plane keeps trying to open it")
-    })?;
+    })
+}
+
+fn locate(state: &AppState, service: &str, entity_id: &str, grpc_service: Option<&str>) -> Result<Located, ApiError> {
+    let store = open_store(state)?;
     state.node.read(|registry| {
         let service_entry = registry
             .services
@@ -152,8 +157,8 @@ fn locate(state: &AppState, service: &str, entity_id: &str, grpc_service: Option
     })
 }
 
-fn store_error(error: StoreError) -> ApiError {
-    tracing::warn!(%error, "reading an entity from the store failed");
+pub(super) fn store_error(error: StoreError) -> ApiError {
+    tracing::warn!(%error, "reading from the entity store failed");
     ApiError::unavailable("the entity store cannot be read right now; retry shortly")
 }
 

@@ -1,5 +1,5 @@
 //! The REST management API under `/api/v1` (axum): services, instances, shards, metric
-//! series, entities, instance logs, the cluster and the event stream, with bearer-token auth,
+//! series, entities, timers, instance logs, schedules, the cluster and the event stream, with bearer-token auth,
 //! forwarding of writes from followers to the leader and linearizable reads; beside it
 //! on the same listener, the node's `/metrics`, its `/healthz` and `/readyz`, and the
 //! dashboard at `/ui/`. Raft itself lives in `crate::node`.
@@ -17,7 +17,9 @@ mod metrics;
 mod openapi;
 mod payload;
 mod revisions;
+mod schedules;
 mod services;
+mod timers;
 mod ui;
 
 use std::sync::{Arc, OnceLock};
@@ -163,6 +165,8 @@ pub fn app(state: AppState) -> Router {
         .merge(audit::routes())
         .merge(logs::routes())
         .merge(history::routes())
+        .merge(schedules::routes())
+        .merge(timers::routes())
         .route("/access", get(access))
         .route("/internal/read-index", get(read_index))
         .layer(middleware::from_fn_with_state(state.clone(), forward_writes_to_leader))

@@ -6,12 +6,14 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, cluster, entities, events, history, logs, metrics, payload, revisions, services};
+use super::{
+    audit, cluster, entities, events, history, logs, metrics, payload, revisions, schedules, services, timers,
+};
 use super::{Access, AccessView, ErrorBody, ErrorDetail};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Strata management API", description = "Services, instances, shards, metric series, entities, the control-plane cluster and the audit log of management writes."),
+    info(title = "Strata management API", description = "Services, instances, shards, metric series, entities, schedules, the control-plane cluster and the audit log of management writes."),
     paths(
         services::list_services,
         services::create_service,
@@ -33,6 +35,11 @@ use super::{Access, AccessView, ErrorBody, ErrorDetail};
         cluster::remove_member,
         events::events,
         audit::list_audit,
+        schedules::create_schedule,
+        schedules::list_schedules,
+        schedules::get_schedule,
+        schedules::delete_schedule,
+        timers::service_timers,
     ),
     components(schemas(
         services::ServiceView,
@@ -68,6 +75,12 @@ use super::{Access, AccessView, ErrorBody, ErrorDetail};
         cluster::AddMember,
         audit::AuditRecordView,
         audit::AuditPage,
+        schedules::CreateSchedule,
+        schedules::ScheduleView,
+        schedules::ScheduleRunView,
+        schedules::ScheduleList,
+        timers::TimerView,
+        timers::TimersView,
         ErrorBody,
         ErrorDetail,
     )),

@@ -1,8 +1,9 @@
 //! Per-service metric series over the last fifteen minutes, for the dashboard's charts
 //! (`GET /api/v1/services/{name}/metrics`): one bounded ring of one-second samples per
 //! service, filled on the leader from the autoscaler's own scrapes (see [`recording`])
-//! and from cold starts seen in the registry. It stores nothing on disk and decides
-//! nothing; a new leader starts with empty rings.
+//! and from cold starts seen in the registry (the latest of which also tells the
+//! autoscaler how early to wake a service for a timer). It stores nothing on disk and
+//! decides nothing; a new leader starts with empty rings.
 
 mod latency;
 mod recording;
@@ -51,6 +52,9 @@ struct Series {
     samples: VecDeque<Sample>,
     /// Cold starts seen since the last sample, in milliseconds.
     cold_starts: Vec<f64>,
+    /// The latest cold start, kept past its sample: the autoscaler wakes the service
+    /// this far ahead of a due timer.
+    last_cold_start: Option<Duration>,
 }
 
 /// The rings of every service. Cheap to share behind an `Arc`.
@@ -83,11 +87,15 @@ impl MetricsHistory {
     /// Notes a cold start of `service` that took `duration`; it shows in the next sample.
     pub fn cold_start(&self, service: &str, duration: Duration) {
         let millis = duration.as_secs_f64() * 1000.0;
-        self.lock()
-            .entry(service.to_owned())
-            .or_default()
-            .cold_starts
-            .push(millis);
+        let mut services = self.lock();
+        let series = services.entry(service.to_owned()).or_default();
+        series.cold_starts.push(millis);
+        series.last_cold_start = Some(duration);
+    }
+
+    /// The latest cold start of `service` this node saw, `None` before its first.
+    pub fn last_cold_start(&self, service: &str) -> Option<Duration> {
+        self.lock().get(service).and_then(|series| series.last_cold_start)
     }
 
     /// The samples of `service` taken at or after `since_ms`, oldest first.

@@ -7,6 +7,7 @@ use strata_settings::ServiceSettings;
 use super::command::{Command, Effect, Outcome, RegistryError, ServicePatch, ServiceSpec};
 use super::rollout::{AfterFailure, Rollout};
 use super::schedule::{self, RunOutcome, ScheduleRun, ScheduleSpec, MAX_SCHEDULES, RUN_HISTORY};
+use super::schedule_call;
 use super::{
     handoff, validate_name, AuditRecord, EntityInfo, Event, EventKind, IdleTimes, Instance, InstanceState, Registry,
     Revision, Service, Shard, AUDIT_HISTORY_LIMIT, DEFAULT_SHARD_COUNT, EVENT_HISTORY_LIMIT,
@@ -340,6 +341,8 @@ impl Tx<'_> {
 
     fn create_schedule(&mut self, spec: ScheduleSpec) -> Result<Outcome, RegistryError> {
         let schedule = schedule::validate(spec, self.now_ms)?;
+        let service = self.service(&schedule.service)?;
+        schedule_call::encode_call(service, &schedule.method, &schedule.body)?;
         if self.registry.schedules.contains_key(&schedule.name) {
             return Err(RegistryError::AlreadyExists {
                 what: "schedule".into(),

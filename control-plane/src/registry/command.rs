@@ -116,8 +116,8 @@ pub enum Command {
         name: String,
     },
     /// The leader is about to call for the schedule's time `time_ms`: refused if
-    /// that time (or a later one) ran already, so a time runs at most once. A run
-    /// still in flight from another leader is marked interrupted.
+    /// that time (or a later one) was started already, so no two leaders call one
+    /// time. A run still in flight from another leader is marked interrupted.
     StartScheduleRun {
         name: String,
         time_ms: u64,

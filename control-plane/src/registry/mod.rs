@@ -10,6 +10,7 @@ mod logged;
 mod revision;
 mod rollout;
 pub mod schedule;
+pub mod schedule_call;
 mod service_settings;
 mod shard_map;
 mod validate;

@@ -1,13 +1,16 @@
 //! Schedules: a call made by the control plane's leader at every time of a cron
 //! expression in a time zone, kept in the registry (so every node knows when each
 //! last ran) with a short history of its runs. Owns the schedule's data, its
-//! checks, and the pure decision of what is due ([`due`]). Not built yet: the
-//! leader's loop that makes the calls, and the API and CLI that create them.
+//! checks, and the pure decision of what is due ([`due`]); the call's check
+//! against the service is `schedule_call.rs`, the leader's loop that makes the
+//! calls `runtime/schedules.rs`.
 //!
-//! A time is run at most once: the leader records the run (through Raft)
-//! before it calls, and the registry refuses a second run of a time it already
-//! has. A leader that dies between its record and its call loses that time,
-//! which shows as `interrupted`, never as a second call.
+//! A time is recorded (through Raft) before its call, and the registry refuses a
+//! second record of a time it already has, so two leaders never both call one
+//! time. A run left `running` by a leader that died is resumed by the next one
+//! (the loop's choice), so a time is called once, twice only if the old leader's
+//! call landed before it died; a run still `running` when a later time starts is
+//! marked `interrupted`.
 
 use std::collections::VecDeque;
 use std::str::FromStr;

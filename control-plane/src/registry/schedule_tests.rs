@@ -1,7 +1,7 @@
 //! Schedules: the checks of a request (each refusal word for word), what is due
 //! at a time (on time, late within the tolerance, missed and caught up once or
-//! skipped, in a time zone across a DST change), and the registry commands that
-//! run each time at most once.
+//! skipped, in a time zone across a DST change), the call checked against the
+//! service's descriptors, and the registry commands that start each time once.
 
 use chrono::TimeZone;
 
@@ -203,9 +203,90 @@ fn times_follow_the_time_zone_across_a_dst_change() {
     );
 }
 
+/// The shopping cart's descriptors, compiled like the example compiles them.
+fn cart_descriptors() -> String {
+    use base64::Engine;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut compiler = protox::Compiler::new([root.join("examples/shopping-cart/proto"), root.join("proto")]).unwrap();
+    compiler.include_imports(true);
+    compiler.open_files(["shoppingcart.proto"]).unwrap();
+    base64::engine::general_purpose::STANDARD.encode(compiler.encode_file_descriptor_set())
+}
+
+/// A registry with the cart deployed, its descriptors reported (`None`: not yet).
+fn registry_with_cart(descriptors: Option<String>) -> Registry {
+    let mut registry = Registry::default();
+    let created = apply(
+        &mut registry,
+        Command::CreateService(crate::registry::ServiceSpec {
+            name: "cart".into(),
+            runs: crate::registry::RevisionSpec::command("./cart"),
+            ..Default::default()
+        }),
+        1,
+    );
+    assert!(created.response.is_ok(), "{:?}", created.response);
+    registry.services.get_mut("cart").unwrap().descriptor_set = descriptors;
+    registry
+}
+
+#[test]
+fn the_call_must_be_a_method_of_a_deployed_service_and_the_body_its_input() {
+    let refusal = |registry: &mut Registry, spec: ScheduleSpec| {
+        let error = apply(registry, Command::CreateSchedule(spec), 5).response.unwrap_err();
+        (error.http_status(), error.to_string())
+    };
+    let mut registry = registry_with_cart(Some(cart_descriptors()));
+    assert_eq!(
+        refusal(
+            &mut registry,
+            ScheduleSpec {
+                service: "basket".into(),
+                ..spec("* * * * *")
+            }
+        ),
+        (404, "service \"basket\" not found".into())
+    );
+    assert_eq!(
+        refusal(
+            &mut registry,
+            ScheduleSpec {
+                method: "com.example.shoppingcart.ShoppingCart/Checkout".into(),
+                ..spec("* * * * *")
+            }
+        ),
+        (
+            404,
+            "method of service \"cart\" \"com.example.shoppingcart.ShoppingCart/Checkout\" not found".into()
+        )
+    );
+    let (status, message) = refusal(
+        &mut registry,
+        ScheduleSpec {
+            body: Some(r#"{"userId": "cron", "quantity": "many"}"#.into()),
+            ..spec("* * * * *")
+        },
+    );
+    assert_eq!(status, 400);
+    assert!(
+        message.starts_with(
+            "the body is not a com.example.shoppingcart.AddLineItem (the input of com.example.shoppingcart.ShoppingCart/AddItem):"
+        ),
+        "{message}"
+    );
+    assert!(registry.schedules.is_empty(), "a refused schedule is not kept");
+    // A service that has not reported its methods cannot be checked yet.
+    let mut undiscovered = registry_with_cart(None);
+    assert_eq!(refusal(&mut undiscovered, spec("* * * * *")).0, 409);
+    // The same call with a good body is kept.
+    assert!(apply(&mut registry, Command::CreateSchedule(spec("* * * * *")), 5)
+        .response
+        .is_ok());
+}
+
 #[test]
 fn the_registry_runs_each_time_at_most_once() {
-    let mut registry = Registry::default();
+    let mut registry = registry_with_cart(Some(cart_descriptors()));
     let start = utc(2024, 3, 1, 12, 0, 1);
     let created = apply(&mut registry, Command::CreateSchedule(spec("*/5 * * * * *")), start);
     assert!(matches!(created.response, Ok(Outcome::Schedule(_))));

@@ -20,7 +20,7 @@ use tokio::time::MissedTickBehavior;
 
 use crate::{
     metrics_history::RecordingSource,
-    node::ControlPlane,
+    node::{now_ms, ControlPlane},
     registry::{Command, IdleTimes, InstanceState, KeepAlive, Registry, Service},
 };
 
@@ -149,8 +149,14 @@ pub fn scaling_settings(service: &Service, config: &AutoscaleConfig) -> ScalingS
 }
 
 /// Every service as the collector needs it: settings, ready instances' metrics, the
-/// registry's count and stored idle times.
-fn services(registry: &Registry, config: &AutoscaleConfig) -> Vec<ServiceState> {
+/// registry's count and stored idle times, its earliest timer as of `now_ms`, and its
+/// latest cold start as `cold_start` knows it.
+fn services(
+    registry: &Registry,
+    config: &AutoscaleConfig,
+    now_ms: u64,
+    cold_start: impl Fn(&str) -> Option<Duration>,
+) -> Vec<ServiceState> {
     registry
         .services
         .values()
@@ -164,8 +170,18 @@ fn services(registry: &Registry, config: &AutoscaleConfig) -> Vec<ServiceState> 
                 .collect(),
             desired: service.desired_replicas,
             idle_times: service.idle_times.histogram(),
+            next_timer_due_in: service
+                .next_timer_due_ms
+                .map(|due_ms| Duration::from_millis(due_ms.saturating_sub(now_ms))),
+            cold_start: cold_start(&service.name),
         })
         .collect()
+}
+
+/// [`services`] as this node's registry and cold starts have them now.
+fn registry_services(node: &ControlPlane, config: &AutoscaleConfig) -> Vec<ServiceState> {
+    let history = node.history();
+    node.read(|registry| services(registry, config, now_ms(), |name| history.last_cold_start(name)))
 }
 
 type Round = Pin<Box<dyn Future<Output = Vec<(String, Observation)>> + Send>>;
@@ -197,7 +213,7 @@ pub async fn run(
             Some(poke) = pokes.recv() => {
                 let answer = if node.is_leader() {
                     // A service deployed since the last tick is tracked from now on.
-                    collector.sync(node.read(|registry| services(registry, &config)));
+                    collector.sync(registry_services(&node, &config));
                     match collector.poke(&poke.service, poke.held.max(1), poke.wake).await {
                         Some(desired) => Ok(desired),
                         None if node.read(|registry| registry.services.contains_key(&poke.service)) => {
@@ -216,7 +232,7 @@ pub async fn run(
                     collector.forget_all();
                     continue;
                 }
-                collector.sync(node.read(|registry| services(registry, &config)));
+                collector.sync(registry_services(&node, &config));
                 round = Some(Box::pin(collector.round()));
             }
             observations = async { round.as_mut().expect("guarded by the branch condition").await }, if round.is_some() => {

@@ -1,6 +1,6 @@
 // One service: live charts over the last 15 minutes, the autoscaler's decisions with
-// its reasons, instances, the shard map, its revisions (diff, rollback), the
-// instances' logs followed live, its settings, and delete.
+// its reasons, instances, the shard map, its revisions (diff, rollback), its
+// timers, the instances' logs followed live, its settings, and delete.
 
 import { useMemo, useState } from 'preact/hooks';
 
@@ -9,6 +9,7 @@ import { Chart } from '../components/chart';
 import { LogsCard } from '../components/logs';
 import { RevisionsCard } from '../components/revisions';
 import { ShardMapPicture } from '../components/shardmap';
+import { TimersCard } from '../components/timers';
 import { SettingFields } from '../components/settings';
 import { Card, Link, LoadError, StatusBadge } from '../components/ui';
 import { useApp, useCanWrite } from '../context';
@@ -87,6 +88,7 @@ export function ServicePage({ name }: { name: string }) {
         {shards.data ? <ShardMapPicture map={shards.data} /> : <p class="muted">Loading…</p>}
       </Card>
       <RevisionsCard service={name} instances={instances.data?.instances} canWrite={canWrite} version={live.version} />
+      <TimersCard service={name} />
       <LogsCard service={name} />
       {current ? (
         <div class="columns">

@@ -44,6 +44,7 @@ use crate::{
     model::{Catalog, MethodModel, ModelError, ServiceModel, Targets},
     readiness::Readiness,
     routing::{control_plane::ControlPlaneError, hold::Holds, outbound::Outbound, routes::RoutedTargets},
+    trace::Role,
 };
 
 /// How long a stopping sidecar waits for its background tasks (admin listener,
@@ -335,6 +336,7 @@ pub async fn run(
     });
     dispatch::perform_detached(dispatcher.effects.clone(), detached_outcomes);
     let app = ingress::router(Ingress {
+        role: Role::Sidecar,
         catalog: Arc::new(Catalog::new(vec![model.clone()])),
         commands: dispatcher,
         metrics: metrics.clone(),

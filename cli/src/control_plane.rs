@@ -199,10 +199,13 @@ pub async fn run(args: ControlPlaneArgs) -> anyhow::Result<()> {
     };
     // With a runtime, the node also runs the autoscaler (it acts while it leads),
     // which sizes scale from zero by the requests the gateways hold.
+    // `strata logs` and the dashboard read the pods' logs through the API.
+    let logs = kubernetes::logs::KubeLogs::new(client.clone(), &settings.namespace);
     let config = ServerConfig {
         autoscaler: Some(AutoscaleConfig {
             stable_window: args.stable_window,
         }),
+        logs: Some(std::sync::Arc::new(logs)),
         ..config
     };
     let server = server::start(config).await?;

@@ -69,12 +69,6 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,h2=warn,hyper=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let threads = match &cli.command {
         Command::Proxy(args) => args.worker_threads,
         _ => 0,
@@ -83,6 +77,19 @@ fn main() -> std::process::ExitCode {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("strata: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    // Inside the runtime: the OTLP/gRPC exporter needs it. Dropped (flushing
+    // the spans still queued) before the runtime is.
+    let telemetry = {
+        let _runtime = runtime.enter();
+        strata_telemetry::init(cli.command.span_source(), "info,h2=warn,hyper=warn")
+    };
+    let _telemetry = match telemetry {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("strata: {error}");
             return std::process::ExitCode::FAILURE;
         }
     };
@@ -110,6 +117,20 @@ fn main() -> std::process::ExitCode {
         Err(error) => {
             eprintln!("strata: {error:#}");
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+impl Command {
+    /// The service name the process's spans carry (`OTEL_SERVICE_NAME` wins);
+    /// `None` for the commands that serve no calls, which export nothing.
+    fn span_source(&self) -> Option<&'static str> {
+        match self {
+            Command::Dev(_) => Some("strata"),
+            Command::Proxy(_) => Some("strata-proxy"),
+            Command::Gateway(_) => Some("strata-gateway"),
+            Command::ControlPlane(_) => Some("strata-control-plane"),
+            _ => None,
         }
     }
 }

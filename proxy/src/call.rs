@@ -12,6 +12,7 @@ use futures::{stream::BoxStream, StreamExt};
 use prost_reflect::DynamicMessage;
 use prost_types::Any;
 use strata_proto::cloudstate::Metadata;
+use strata_telemetry::TraceParent;
 use tokio::time::Instant;
 
 use crate::{
@@ -31,13 +32,15 @@ pub const HOPS_HEADER: &str = "strata-hops";
 pub const ROUTES_HEADER: &str = "strata-routes";
 
 /// Where a call stands: its deadline (the client's, if it gave one), how many
-/// forwards or side effects led to it, and the route version it was routed by
-/// (0 when it did not come through a gateway's routing).
+/// forwards or side effects led to it, the route version it was routed by
+/// (0 when it did not come through a gateway's routing), and the trace context
+/// its next span continues (see `trace.rs`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CallContext {
     pub deadline: Option<Instant>,
     pub hops: u32,
     pub routed_by: u64,
+    pub trace: Option<TraceParent>,
 }
 
 impl CallContext {
@@ -48,6 +51,7 @@ impl CallContext {
             deadline: if keep_deadline { self.deadline } else { None },
             hops: self.hops + 1,
             routed_by: 0,
+            trace: self.trace,
         }
     }
 
@@ -402,6 +406,7 @@ mod tests {
             deadline: Some(now + Duration::from_millis(300)),
             hops: 0,
             routed_by: 0,
+            trace: None,
         };
         assert_eq!(client.deadline_within(limit), now + Duration::from_millis(300));
         assert_eq!(
@@ -418,6 +423,7 @@ mod tests {
                 deadline: None,
                 hops: 1,
                 routed_by: 0,
+                trace: None,
             }
         );
         assert_eq!(client.next_hop(true).deadline, client.deadline);

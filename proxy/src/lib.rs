@@ -33,6 +33,7 @@ mod routing;
 mod shard;
 pub mod sidecar;
 mod timer_request;
+mod trace;
 
 pub use ingress::DEFAULT_MAX_BODY;
 pub use routing::control_plane::DEFAULT_CONTROL_PLANE_TIMEOUT;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use base64::Engine;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use strata_proto::cloudstate::{metadata_entry, Metadata, MetadataEntry};
+use strata_telemetry::{TraceParent, TRACEPARENT};
 use tokio::time::Instant;
 
 use crate::call::{CallContext, HOPS_HEADER, ROUTES_HEADER};
@@ -115,6 +116,25 @@ pub fn context_of(headers: &HeaderMap) -> CallContext {
         deadline,
         hops: number(headers, HOPS_HEADER).unwrap_or(0),
         routed_by: number(headers, ROUTES_HEADER).unwrap_or(0),
+        trace: trace_of(headers),
+    }
+}
+
+/// The caller's W3C trace context. A malformed `traceparent` is counted and
+/// dropped, so the call starts a new trace instead of failing.
+fn trace_of(headers: &HeaderMap) -> Option<TraceParent> {
+    let value = headers.get(TRACEPARENT)?;
+    match value.to_str().map(TraceParent::parse) {
+        Ok(Ok(trace)) => Some(trace),
+        Ok(Err(reason)) => {
+            strata_telemetry::malformed_traceparent();
+            tracing::debug!(%reason, "malformed traceparent; starting a new trace");
+            None
+        }
+        Err(_) => {
+            strata_telemetry::malformed_traceparent();
+            None
+        }
     }
 }
 
@@ -129,6 +149,11 @@ pub fn context_headers(context: &CallContext, headers: &mut HeaderMap) {
     }
     if context.routed_by > 0 {
         headers.insert(ROUTES_HEADER, HeaderValue::from(context.routed_by));
+    }
+    if let Some(trace) = &context.trace {
+        if let Ok(value) = HeaderValue::from_str(&trace.to_string()) {
+            headers.insert(TRACEPARENT, value);
+        }
     }
 }
 
@@ -262,5 +287,21 @@ mod tests {
         assert_eq!(back.get(ROUTES_HEADER).unwrap(), "42");
         assert!(context.deadline.is_some_and(|d| d > Instant::now()));
         assert!(metadata_of(&headers).is_none(), "transport headers are not metadata");
+    }
+
+    #[test]
+    fn a_traceparent_is_continued_and_a_malformed_one_dropped() {
+        let value = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut headers = HeaderMap::new();
+        headers.insert(TRACEPARENT, HeaderValue::from_static(value));
+        let context = context_of(&headers);
+        assert_eq!(context.trace.map(|t| t.to_string()).as_deref(), Some(value));
+        let mut back = HeaderMap::new();
+        context_headers(&context, &mut back);
+        assert_eq!(back.get(TRACEPARENT).unwrap(), value);
+        // The function still sees what the client sent, among the metadata.
+        assert!(metadata_of(&headers).is_some());
+        headers.insert(TRACEPARENT, HeaderValue::from_static("00-not-a-trace-01"));
+        assert_eq!(context_of(&headers).trace, None);
     }
 }

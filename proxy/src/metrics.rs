@@ -211,6 +211,8 @@ impl Metrics {
         for collector in collectors {
             metrics.registry.register(collector).expect("metric names are unique");
         }
+        // Spans exported and dropped, and malformed traceparents: the process's.
+        strata_telemetry::register_metrics(&metrics.registry);
         metrics
     }
 

@@ -14,7 +14,7 @@ use strata_proto::cloudstate::{
     client_action,
 };
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{debug, error, warn};
+use tracing::{debug, error, warn, Instrument};
 
 use crate::{
     action::{CommandStream, DynAction},
@@ -128,7 +128,8 @@ impl ActionProtocol for ActionEndpoint {
         let answer = match self.action(&message.service_name, &message.name) {
             Ok(action) => {
                 let command = command(&message.name, message.payload, message.metadata);
-                AssertUnwindSafe(action.unary(command))
+                let span = crate::trace::command_span(&command);
+                AssertUnwindSafe(action.unary(command).instrument(span))
                     .catch_unwind()
                     .await
                     .unwrap_or_else(panicked)

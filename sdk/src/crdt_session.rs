@@ -80,6 +80,7 @@ impl Protocol for CrdtKind {
         let command_id = command.id;
         let streamed = command.streamed;
         let command = Command::from_proto(command);
+        let _span = crate::trace::command_span(&command).entered();
         let (reply, changed) = match entity.handle_command(&command, streamed) {
             Ok(handled) => {
                 let changed = handled

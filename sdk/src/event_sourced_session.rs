@@ -80,6 +80,7 @@ impl Protocol for EventSourcedKind {
     fn command(entity: &mut Entity, command: pb::Command) -> Step<EventSourcedStreamOut> {
         let command_id = command.id;
         let command = Command::from_proto(command);
+        let _span = crate::trace::command_span(&command).entered();
         let outcome = run_command(
             entity.entity.as_mut(),
             &command,

@@ -94,6 +94,7 @@ mod reply;
 mod service;
 pub mod testkit;
 pub mod timer;
+mod trace;
 mod value_entity;
 mod value_entity_session;
 
@@ -112,4 +113,5 @@ pub use payload::{pack, unpack, unpack_if};
 pub use prost_types::Any;
 pub use reply::{Failure, Reply, ServiceCall, SideEffect};
 pub use service::{Service, DEFAULT_SHUTDOWN_GRACE};
+pub use strata_telemetry::TraceParent;
 pub use value_entity::{ValueContext, ValueEntity, ValueEntityService};

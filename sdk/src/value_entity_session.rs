@@ -64,6 +64,7 @@ impl Protocol for ValueKind {
     fn command(entity: &mut Self::Entity, command: pb::Command) -> Step<ValueEntityStreamOut> {
         let command_id = command.id;
         let command = Command::from_proto(command);
+        let _span = crate::trace::command_span(&command).entered();
         let reply = match entity.handle_command(&command) {
             Ok(handled) => {
                 let (action, side_effects) = handled.reply.into_proto();

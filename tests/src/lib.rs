@@ -16,6 +16,7 @@ pub mod kube_api;
 pub mod kubelet;
 pub mod linearizability;
 pub mod load;
+pub mod otlp;
 pub mod pki;
 pub mod procfs;
 pub mod relay;
@@ -134,6 +135,12 @@ impl Process {
             self.name,
             self.log_tail()
         );
+    }
+
+    /// Everything the process wrote so far (empty when it went to the test's own output).
+    pub fn log(&self) -> String {
+        let Some(log) = &self.log else { return String::new() };
+        std::fs::read_to_string(log.path()).unwrap_or_default()
     }
 
     /// The last lines of the process's output (empty when it went to the test's own).

@@ -485,4 +485,50 @@ async fn a_python_function_schedules_a_timer_through_the_published_proto() {
         .await
         .unwrap();
     assert!(pending.is_empty(), "the fired timer is removed: {pending:?}");
+
+/// The CloudState Python cart receives the call's `traceparent` in the
+/// command's metadata: read on the wire by the conformance kit's interceptor
+/// between the proxy and the function, which the cart answers as before.
+#[tokio::test(flavor = "multi_thread")]
+async fn python_sdk_cart_receives_the_traceparent() {
+    use strata_proto::cloudstate::{eventsourced::event_sourced_stream_in, metadata_entry};
+    let Some(python) = python_interpreter() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (function_port, http_port) = (free_port(), free_port());
+    let _cart = start_python_cart(&python, function_port, None);
+    let interceptor = strata_tck::intercept::Interceptor::start(([127, 0, 0, 1], function_port).into())
+        .await
+        .unwrap();
+    let store = format!("sqlite://{}", dir.path().join("cart.db").display());
+    let _proxy = start_proxy(interceptor.address.port(), http_port, &store);
+
+    // --- a call with a client's traceparent
+    let traceparent = "00-8bf92f3577b34da6a3ce929d0e0e473a-5555555555555555-01";
+    let answer = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{http_port}/cart/traced/items/add"))
+        .header("traceparent", traceparent)
+        .json(&json!({"productId": "apple", "name": "apple", "quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+
+    // --- the command the Python cart received carries it, once
+    let mut stream = interceptor.event_sourced().await.unwrap();
+    let command = loop {
+        match stream.incoming.message().await.unwrap().message {
+            Some(event_sourced_stream_in::Message::Command(command)) => break command,
+            _ => continue,
+        }
+    };
+    let entries = command.metadata.unwrap_or_default().entries;
+    let sent: Vec<_> = entries.iter().filter(|entry| entry.key == "traceparent").collect();
+    assert_eq!(sent.len(), 1, "{entries:?}");
+    assert_eq!(
+        sent[0].value,
+        Some(metadata_entry::Value::StringValue(traceparent.into())),
+        "no exporter in this proxy: the client's traceparent, passed on"
+    );
 }

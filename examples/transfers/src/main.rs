@@ -4,13 +4,17 @@
 
 use std::process::ExitCode;
 
-use tracing_subscriber::EnvFilter;
-
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .init();
+    // Logs by RUST_LOG and STRATA_LOG_FORMAT; the handlers' spans exported over
+    // OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    let _telemetry = match strata_telemetry::init(Some("transfers"), "info") {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("transfers: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     match transfers::service().serve().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

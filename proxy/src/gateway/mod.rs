@@ -42,6 +42,7 @@ use crate::{
         route_watch,
         routes::RouteTable,
     },
+    trace::Role,
 };
 
 /// How long a stopping gateway waits for its background tasks (admin
@@ -186,6 +187,7 @@ pub async fn run(
         let (outbound, metrics, max_body) = (outbound.clone(), metrics.clone(), config.max_body);
         move |table: &RouteTable| {
             ingress::router(Ingress {
+                role: Role::Gateway,
                 catalog: table.catalog.clone(),
                 commands: outbound.clone(),
                 metrics: metrics.clone(),

@@ -18,12 +18,15 @@ use crate::{
     error::{code_name, ProxyError},
     metrics::Metrics,
     model::{Catalog, MethodModel},
+    trace::Role,
 };
 
-/// What an ingress serves with: the services it knows, where their calls go,
-/// its metrics, and the largest request body (or stream message) it takes.
+/// What an ingress serves with: whose it is (for its spans), the services it
+/// knows, where their calls go, its metrics, and the largest request body (or
+/// stream message) it takes.
 #[derive(Clone)]
 pub struct Ingress {
+    pub role: Role,
     pub catalog: Arc<Catalog>,
     pub commands: Arc<dyn Commands>,
     pub metrics: Arc<Metrics>,

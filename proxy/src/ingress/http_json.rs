@@ -19,6 +19,8 @@ use prost::Message;
 use prost_reflect::DynamicMessage;
 use prost_types::Any;
 
+use tracing::Instrument;
+
 use crate::{
     call::{Answer, Call, StreamedCall},
     error::ProxyError,
@@ -26,6 +28,7 @@ use crate::{
     ingress::transcode,
     metadata::{context_of, headers_of, metadata_of},
     model::{HttpRoute, MethodModel},
+    trace,
 };
 
 pub(crate) async fn serve(ingress: &Ingress, request: Request) -> Response {
@@ -39,7 +42,9 @@ pub(crate) async fn serve(ingress: &Ingress, request: Request) -> Response {
     let method = route.target.clone();
     let (parts, body) = request.into_parts();
     let metadata = metadata_of(&parts.headers);
-    let context = context_of(&parts.headers);
+    let mut context = context_of(&parts.headers);
+    let span = trace::arrival(ingress.role, &method);
+    trace::step(&span, &mut context);
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let query = parts.uri.query();
     let requests = async {
@@ -66,10 +71,14 @@ pub(crate) async fn serve(ingress: &Ingress, request: Request) -> Response {
         let answer = async {
             let (message, payload) = requests.into_iter().next().expect("one request for a unary method");
             let call = Call::from_message(method.clone(), &message, payload, metadata, context)?;
-            let answer = ingress.commands.unary(call).await?;
+            if let Some(entity_id) = &call.entity_id {
+                span.record("strata.entity_id", entity_id.as_str());
+            }
+            let answer = ingress.commands.unary(call).instrument(span.clone()).await?;
             document(route, &method, answer)
         }
         .await;
+        trace::outcome(&span, answer.as_ref().err());
         measure.finish(answer.as_ref().err());
         return answer.unwrap_or_else(|error| json_error(&error));
     }
@@ -79,9 +88,10 @@ pub(crate) async fn serve(ingress: &Ingress, request: Request) -> Response {
         metadata,
         context,
     };
-    let answers = match ingress.commands.streamed(call).await {
+    let answers = match ingress.commands.streamed(call).instrument(span.clone()).await {
         Ok(answers) => one_or_many(&method, answers),
         Err(error) => {
+            trace::outcome(&span, Some(&error));
             measure.finish(Some(&error));
             return json_error(&error);
         }

@@ -28,11 +28,14 @@ use self::{
     exchange::{check_reply_type, decoded, measured, one_or_many, read_body, request_payload},
     grpc::Flavor,
 };
+use tracing::Instrument;
+
 use crate::{
     call::{Call, Requests, StreamedCall},
     error::ProxyError,
     metadata::{context_of, headers_of, metadata_of},
     model::MethodModel,
+    trace,
 };
 
 /// Request bodies (and each message of a stream) larger than this are refused
@@ -68,17 +71,23 @@ async fn serve_grpc(ingress: &Ingress, flavor: Flavor, request: Request) -> Resp
     if method.is_streamed() {
         return serve_grpc_stream(ingress, flavor, method, request, measure).await;
     }
+    let span = trace::arrival(ingress.role, &method);
     let answer = async {
         let metadata = metadata_of(request.headers());
-        let context = context_of(request.headers());
+        let mut context = context_of(request.headers());
+        trace::step(&span, &mut context);
         let body = read_body(request.into_body(), ingress.max_body).await?;
         let (payload, message) = decoded(&method, grpc::unary_message(flavor, body)?)?;
         let call = Call::from_message(method.clone(), &message, payload, metadata, context)?;
-        let answer = ingress.commands.unary(call).await?;
+        if let Some(entity_id) = &call.entity_id {
+            span.record("strata.entity_id", entity_id.as_str());
+        }
+        let answer = ingress.commands.unary(call).instrument(span.clone()).await?;
         check_reply_type(&method, &answer.payload)?;
         Ok::<_, ProxyError>(answer)
     }
     .await;
+    trace::outcome(&span, answer.as_ref().err());
     measure.finish(answer.as_ref().err());
     match answer {
         Ok(answer) => grpc::ok_response(flavor, &answer.payload.value, headers_of(answer.metadata.as_ref())),
@@ -96,7 +105,9 @@ async fn serve_grpc_stream(
     mut measure: Measure,
 ) -> Response {
     let metadata = metadata_of(request.headers());
-    let context = context_of(request.headers());
+    let mut context = context_of(request.headers());
+    let span = trace::arrival(ingress.role, &method);
+    trace::step(&span, &mut context);
     let input = method.clone();
     let requests: Requests = grpc::request_messages(flavor, request.into_body(), ingress.max_body)
         .map(move |message| message.and_then(|bytes| request_payload(&input, bytes)))
@@ -107,9 +118,10 @@ async fn serve_grpc_stream(
         metadata,
         context,
     };
-    let answers = match ingress.commands.streamed(call).await {
+    let answers = match ingress.commands.streamed(call).instrument(span.clone()).await {
         Ok(answers) => answers,
         Err(error) => {
+            trace::outcome(&span, Some(&error));
             measure.finish(Some(&error));
             return grpc::error_response(flavor, &error);
         }

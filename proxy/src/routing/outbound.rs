@@ -35,7 +35,9 @@ use crate::{
     model::MethodModel,
     passing::{holding, pass_on},
     shard::shard_of,
+    trace,
 };
+use tracing::Instrument;
 
 /// How often a command may be re-routed (shard moved, owner gone) before the
 /// client gets UNAVAILABLE.
@@ -112,6 +114,7 @@ impl Outbound {
         &self,
         method: &MethodModel,
         entity_id: Option<&str>,
+        context: &CallContext,
         routes: &mut watch::Receiver<Arc<RouteTable>>,
     ) -> Result<Option<Destination>, ProxyError> {
         let grpc_service = method.entity.service_name.as_str();
@@ -124,7 +127,11 @@ impl Outbound {
         };
         if service.ready.is_empty() {
             let name = service.name.clone();
-            self.holds.hold(&name, routes).await?;
+            // The cold start's span lasts as long as the hold.
+            let span = trace::leaf(trace::cold_start(&name), context);
+            let held = self.holds.hold(&name, routes).instrument(span.clone()).await;
+            trace::outcome(&span, held.as_ref().err());
+            held?;
             return Ok(None);
         }
         let Some(entity_id) = entity_id else {
@@ -183,7 +190,7 @@ impl Commands for Outbound {
         let mut routes = self.routes.clone();
         for _ in 0..MAX_ATTEMPTS {
             let Some(destination) = self
-                .destination(&call.method, call.entity_id.as_deref(), &mut routes)
+                .destination(&call.method, call.entity_id.as_deref(), &call.context, &mut routes)
                 .await?
             else {
                 continue;
@@ -295,7 +302,7 @@ impl Outbound {
         } = call;
         let mut destination = None;
         for _ in 0..MAX_ATTEMPTS {
-            destination = self.destination(&method, entity_id, routes).await?;
+            destination = self.destination(&method, entity_id, &context, routes).await?;
             if destination.is_some() {
                 break;
             }

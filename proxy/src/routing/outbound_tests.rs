@@ -175,6 +175,7 @@ fn serve_sidecar(
     commands: Arc<dyn Commands>,
 ) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let router = ingress::router(Ingress {
+        role: crate::trace::Role::Sidecar,
         catalog: Arc::new(Catalog::new(vec![Arc::new(fixtures::model())])),
         commands,
         metrics: Arc::new(Metrics::new()),

@@ -20,6 +20,7 @@ use crate::{
     passing::{holding, pass_on, Abortable, Prost},
     reply_targets::{outcome_of_parts, resolve_effects, resolve_forward},
     sidecar::function::FunctionClient,
+    trace,
 };
 
 /// Outcomes of a streamed call, as the function sends them.
@@ -47,21 +48,25 @@ impl Actions {
 
     /// One request, one response (`handleUnary`), within the call's deadline.
     pub async fn unary(&self, call: Call) -> Result<Outcome, ProxyError> {
+        let mut context = call.context;
+        let span = trace::function_call(&call.method);
+        trace::step(&span, &mut context);
         let command = ActionCommand {
             service_name: call.method.entity.service_name.clone(),
             name: call.method.name().to_string(),
             payload: Some(call.payload),
-            metadata: call.metadata,
+            metadata: trace::with_traceparent(call.metadata, context.trace.as_ref()),
         };
         let deadline = call.context.deadline_within(self.command_timeout);
         let too_late = call.context.timeout_reason(call.method.name(), self.command_timeout);
         let mut client = self.client();
         let response = match tokio::time::timeout_at(deadline, client.handle_unary(command)).await {
-            Ok(Ok(response)) => response.into_inner(),
-            Ok(Err(status)) => return Err(function_failed(&status)),
-            Err(_) => return Err(ProxyError::DeadlineExceeded(too_late)),
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(function_failed(&status)),
+            Err(_) => Err(ProxyError::DeadlineExceeded(too_late)),
         };
-        self.outcome(&call.method, response)
+        trace::outcome(&span, response.as_ref().err());
+        self.outcome(&call.method, response?)
     }
 
     /// A streamed call in whichever shape its method has. The request messages
@@ -71,13 +76,15 @@ impl Actions {
             method,
             mut requests,
             metadata,
-            context,
+            mut context,
         } = call;
+        let span = trace::function_call(&method);
+        trace::step(&span, &mut context);
         let header = ActionCommand {
             service_name: method.entity.service_name.clone(),
             name: method.name().to_string(),
             payload: None,
-            metadata,
+            metadata: trace::with_traceparent(metadata, context.trace.as_ref()),
         };
         let mut client = self.client();
         let streams_in = method.descriptor.is_client_streaming();

@@ -13,6 +13,7 @@ use crate::{
     call::{Answer, Call, CallContext, Commands, Next, Outcome, MAX_HOPS},
     error::ProxyError,
     metrics::Metrics,
+    trace::{self, Hop},
 };
 
 /// Where forwards and side effects are sent.
@@ -59,7 +60,7 @@ impl Effects {
         let (synchronous, later): (Vec<_>, Vec<_>) = effects.into_iter().partition(|effect| effect.synchronous);
         for effect in synchronous {
             let target = effect.call.target_name();
-            let result = self.call(effect.call, context.next_hop(true)).await;
+            let result = self.call(effect.call, context.next_hop(true), Hop::SideEffect).await;
             self.count_effect(&target, "synchronous", &result);
             if let Err(error) = result {
                 tracing::warn!(%target, %error, "synchronous side effect failed; failing the request");
@@ -77,7 +78,7 @@ impl Effects {
             Next::Nothing => Ok(None),
             Next::Forward(call) => {
                 let target = call.target_name();
-                let result = self.call(*call, context.next_hop(true)).await;
+                let result = self.call(*call, context.next_hop(true), Hop::Forward).await;
                 let outcome = if result.is_ok() { "ok" } else { "failed" };
                 self.metrics.forwards.with_label_values(&[&target, outcome]).inc();
                 if let Err(error) = &result {
@@ -94,7 +95,7 @@ impl Effects {
                 async move {
                     for effect in later {
                         let target = effect.call.target_name();
-                        let result = effects.call(effect.call, context).await;
+                        let result = effects.call(effect.call, context, Hop::SideEffect).await;
                         effects.count_effect(&target, "asynchronous", &result);
                         if let Err(error) = result {
                             tracing::warn!(%target, %error, "asynchronous side effect failed");
@@ -108,7 +109,7 @@ impl Effects {
     }
 
     /// Calls one target, unless the chain that led here is too deep.
-    async fn call(&self, mut call: Call, context: CallContext) -> Result<Answer, ProxyError> {
+    async fn call(&self, mut call: Call, mut context: CallContext, hop: Hop) -> Result<Answer, ProxyError> {
         if context.hops > MAX_HOPS {
             return Err(ProxyError::Internal(format!(
                 "{} was not called: it is {} forwards and side effects away from the client's request, \
@@ -117,8 +118,12 @@ impl Effects {
                 context.hops
             )));
         }
+        let span = trace::hop(hop, &call.target_name());
+        trace::step(&span, &mut context);
         call.context = context;
-        self.router.get()?.unary(call).await
+        let answer = self.router.get()?.unary(call).instrument(span.clone()).await;
+        trace::outcome(&span, answer.as_ref().err());
+        answer
     }
 
     fn count_effect(&self, target: &str, mode: &str, result: &Result<Answer, ProxyError>) {
@@ -209,6 +214,7 @@ mod tests {
             deadline: None,
             hops: 2,
             routed_by: 0,
+            trace: None,
         };
         let answer = effects.settle(outcome, &context).await.unwrap().unwrap();
         assert_eq!(answer.payload.value, b"forwarded");
@@ -262,6 +268,7 @@ mod tests {
             deadline: None,
             hops: MAX_HOPS,
             routed_by: 0,
+            trace: None,
         };
         let error = effects.settle(outcome, &context).await.unwrap_err();
         assert!(
@@ -279,6 +286,7 @@ mod tests {
             deadline: None,
             hops: MAX_HOPS - 1,
             routed_by: 0,
+            trace: None,
         };
         assert_eq!(effects.settle(outcome, &context).await, Ok(None));
     }

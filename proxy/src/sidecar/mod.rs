@@ -45,6 +45,7 @@ use crate::{
     model::{Catalog, MethodModel, ModelError, ServiceModel, Targets},
     readiness::Readiness,
     routing::{control_plane::ControlPlaneError, hold::Holds, outbound::Outbound, routes::RoutedTargets},
+    trace::Role,
 };
 
 /// How long a stopping sidecar waits for its background tasks (admin listener,
@@ -337,6 +338,7 @@ pub async fn run(
     dispatch::perform_detached(dispatcher.effects.clone(), detached_outcomes);
     let app = revision_header::with_revision_header(
         ingress::router(Ingress {
+            role: Role::Sidecar,
             catalog: Arc::new(Catalog::new(vec![model.clone()])),
             commands: dispatcher,
             metrics: metrics.clone(),

@@ -4,11 +4,13 @@
 //! its changes, on each registry change that concerns its service (a desired count,
 //! the ready set), and periodically (`reconcile`); deleted resources are
 //! deregistered by `sweep`, and resources of other namespaces are reported by
-//! `foreign`. Only the Raft leader acts; the other nodes watch and wait.
+//! `foreign`. Only the Raft leader acts; the other nodes watch and wait. The
+//! pods' logs are read through the API (`logs`).
 
 pub mod crd;
 pub mod events;
 pub mod foreign;
+pub mod logs;
 pub mod names;
 pub mod network_policy;
 pub mod objects;

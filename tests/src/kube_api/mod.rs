@@ -420,6 +420,11 @@ async fn handle(
     };
     let kind = target.kind;
     let namespace = target.namespace.clone().unwrap_or_default();
+    if method == Method::GET && kind.plural == PODS.plural && target.subresource == "log" {
+        if let Some(name) = target.name.as_deref() {
+            return pod_log(&inner.state(), &namespace, name, &query);
+        }
+    }
     let manager = query.get("fieldManager").cloned().unwrap_or_else(|| "unknown".into());
     let result = match (method, target.name.as_deref()) {
         (Method::GET, None) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
@@ -522,6 +527,47 @@ async fn handle(
 }
 
 /// A Deployment's `scale` subresource.
+/// `GET pods/{name}/log`: one container's lines as text (the container must be
+/// named, as for every pod Strata runs, which has two), each prefixed with its
+/// time when `timestamps=true`, from `sinceTime` on. A `follow` gets what there
+/// is and the end of the stream.
+fn pod_log(state: &State, namespace: &str, name: &str, query: &BTreeMap<String, String>) -> Response {
+    let Some(pod) = state.get(&key(&PODS, namespace, name)) else {
+        return status_response(Refusal::new(404, "NotFound", format!("pods {name:?} not found")));
+    };
+    let Some(container) = query.get("container") else {
+        let names: Vec<&str> = pod["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        return status_response(Refusal::new(
+            400,
+            "BadRequest",
+            format!("a container name must be specified for pod {name}, choose one of: {names:?}"),
+        ));
+    };
+    let since = query
+        .get("sinceTime")
+        .and_then(|time| k8s_openapi::chrono::DateTime::parse_from_rfc3339(time).ok());
+    let timestamps = query.get("timestamps").is_some_and(|t| t == "true");
+    let mut text = String::new();
+    for (at, line) in state.pod_log(namespace, name, container) {
+        let written = k8s_openapi::chrono::DateTime::parse_from_rfc3339(at).ok();
+        if since.is_some_and(|since| written.is_some_and(|written| written < since)) {
+            continue;
+        }
+        if timestamps {
+            text.push_str(at);
+            text.push(' ');
+        }
+        text.push_str(line);
+        text.push('\n');
+    }
+    (StatusCode::OK, [("content-type", "text/plain")], text).into_response()
+}
+
 fn scale_of(deployment: &Value) -> Value {
     json!({
         "apiVersion": "autoscaling/v1",

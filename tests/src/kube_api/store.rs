@@ -146,6 +146,9 @@ pub struct State {
     /// While set, Deployments cannot create pods and say so (a ResourceQuota refusing).
     refuse_pods: Option<String>,
     settling: bool,
+    /// What each pod's containers wrote, as the kubelet keeps it: (time, text)
+    /// by namespace, pod and container.
+    pod_logs: BTreeMap<(String, String, String), Vec<(String, String)>>,
 }
 
 fn now() -> String {
@@ -158,6 +161,22 @@ impl State {
     pub fn refuse_pods(&mut self, message: Option<String>) {
         self.refuse_pods = message;
         self.settle();
+    }
+
+    /// Records a line a pod's container wrote at `at` (RFC 3339 with
+    /// nanoseconds, as the kubelet stamps it).
+    pub fn write_pod_log(&mut self, namespace: &str, pod: &str, container: &str, at: &str, text: &str) {
+        self.pod_logs
+            .entry((namespace.to_owned(), pod.to_owned(), container.to_owned()))
+            .or_default()
+            .push((at.to_owned(), text.to_owned()));
+    }
+
+    /// The lines of one container of a pod, oldest first.
+    pub fn pod_log(&self, namespace: &str, pod: &str, container: &str) -> &[(String, String)] {
+        self.pod_logs
+            .get(&(namespace.to_owned(), pod.to_owned(), container.to_owned()))
+            .map_or(&[], Vec::as_slice)
     }
 
     pub fn resource_version(&self) -> u64 {

@@ -20,7 +20,7 @@ use super::{
     registry::{ActorKey, ActorRegistry},
     session::{After, EntityCommand, Session, SessionContext},
 };
-use crate::{error::ProxyError, model::EntityModel};
+use crate::{call::CallContext, error::ProxyError, model::EntityModel, trace};
 
 /// One entity's actor: what it needs besides its mailbox.
 pub(super) struct Actor {
@@ -166,7 +166,7 @@ impl Actor {
         };
         let mut session = match reusable {
             Some(session) => session,
-            None => match self.activate::<S>().await {
+            None => match self.activate::<S>(Some(&command.call.context)).await {
                 Ok(session) => session,
                 Err(error) => {
                     let _ = command.reply.send(Err(error));
@@ -213,7 +213,7 @@ impl Actor {
     /// Starts the entity over at once, so the function holds the stored state
     /// again before the next command arrives.
     async fn restart<S: Session>(&self) -> Option<S> {
-        match self.activate::<S>().await {
+        match self.activate::<S>(None).await {
             Ok(session) => Some(session),
             Err(error) => {
                 tracing::warn!(%error, "cannot restart the entity now; the next command will try again");
@@ -222,9 +222,20 @@ impl Actor {
         }
     }
 
-    async fn activate<S: Session>(&self) -> Result<S, ProxyError> {
+    /// Loads the entity's state into a new session; its span is a step of the
+    /// command that needed it (`context`), if any.
+    async fn activate<S: Session>(&self, context: Option<&CallContext>) -> Result<S, ProxyError> {
         let started = Instant::now();
-        let session = S::activate(&self.ctx, &self.entity, self.entity_id()).await?;
+        let span = trace::activation(self.service(), self.entity_id());
+        let span = match context {
+            Some(context) => trace::leaf(span, context),
+            None => span,
+        };
+        let session = S::activate(&self.ctx, &self.entity, self.entity_id())
+            .instrument(span.clone())
+            .await;
+        trace::outcome(&span, session.as_ref().err());
+        let session = session?;
         let metrics = &self.ctx.metrics;
         metrics.entities_active.inc();
         metrics.activations.with_label_values(&[self.service()]).inc();

@@ -193,6 +193,7 @@ async fn a_command_past_its_client_deadline_is_not_sent() {
         deadline: Some(tokio::time::Instant::now()),
         hops: 0,
         routed_by: 0,
+        trace: None,
     };
     let mut answers = run("ccc", &["late"], context).await;
     assert!(matches!(

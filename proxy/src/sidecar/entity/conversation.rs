@@ -17,6 +17,7 @@ use crate::{
     error::{code_name, ProxyError},
     model::{MethodModel, Targets},
     sidecar::function::EntityStream,
+    trace,
 };
 
 /// The sending half of an entity stream. Messages travel boxed: a channel
@@ -121,13 +122,17 @@ impl<In, Out> Conversation<In, Out> {
         let EntityCommand { call, reply, stream } = command;
         let id = self.next_command_id;
         self.next_command_id += 1;
+        // The function's span lasts until its answer (this function's return).
+        let mut context = call.context;
+        let span = trace::function_call(&call.method);
+        trace::step(&span, &mut context);
         let message = (self.wrap)(Command {
             entity_id: call.entity_id.clone().unwrap_or_default(),
             id,
             name: call.method.name().to_string(),
             payload: Some(call.payload.clone()),
             streamed: stream.is_some(),
-            metadata: call.metadata.clone(),
+            metadata: trace::with_traceparent(call.metadata.clone(), context.trace.as_ref()),
         });
         let deadline = call.context.deadline_within(ctx.command_timeout);
         let too_late = call.context.timeout_reason(call.method.name(), ctx.command_timeout);

@@ -85,6 +85,9 @@ impl Session for EventSourcedSession {
         let key = EntityKey::new(&entity.persistence_id, entity_id);
         let recovery = ctx.store.recover(&key).await.map_err(store_unavailable)?;
         let seq_nr = recovery.last_seq_nr();
+        let activation = tracing::Span::current();
+        activation.record("strata.events_read", recovery.events.len());
+        activation.record("strata.snapshot", recovery.snapshot.is_some());
         let bytes =
             size(recovery.snapshot.iter().map(|s| &s.payload)) + size(recovery.events.iter().map(|e| &e.payload));
         let (to_function, inbound) = entity_stream();
@@ -131,6 +134,7 @@ impl Session for EventSourcedSession {
         };
         // The command's timers go in the same write as its events.
         let timers = taken_timers(ctx, &call, &mut persist.answer);
+        self.journal.traced(&call.context);
         self.journal.push(ctx, reply, persist.answer, events, snapshot, timers);
         After::restarting_if(persist.restart)
     }

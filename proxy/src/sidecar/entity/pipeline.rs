@@ -10,12 +10,17 @@ use std::time::Instant;
 use prost_types::Any;
 use strata_store::{EntityKey, JournalWrite, Snapshot, StoreError, TimerChange};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use super::{
     conversation::store_failed,
     session::{ReplyTo, SessionContext},
 };
-use crate::{call::Outcome, error::ProxyError};
+use crate::{
+    call::{CallContext, Outcome},
+    error::ProxyError,
+    trace,
+};
 
 /// A result held back until the write carrying its events is durable.
 struct Held {
@@ -31,6 +36,9 @@ struct Batch {
     /// The commands' timer changes, in command order: stored with their events.
     timers: Vec<TimerChange>,
     held: Vec<Held>,
+    /// The trace of the batch's first traced command: its store write's span
+    /// is a step of that command.
+    trace: Option<CallContext>,
 }
 
 struct InFlight {
@@ -88,6 +96,14 @@ impl WritePipeline {
         self.queued.held.push(Held { reply, answer });
         if self.in_flight.is_none() {
             self.start(ctx);
+        }
+    }
+
+    /// Names the command whose outcome comes next, so the write carrying it is
+    /// traced as a step of it (of the first such command of a batch).
+    pub(super) fn traced(&mut self, context: &CallContext) {
+        if self.queued.trace.is_none() && context.trace.is_some() {
+            self.queued.trace = Some(*context);
         }
     }
 
@@ -156,6 +172,16 @@ impl WritePipeline {
             return;
         }
         let with_timers = !batch.timers.is_empty();
+        let bytes = batch.events.iter().map(prost::Message::encoded_len).sum::<usize>()
+            + batch
+                .snapshot
+                .as_ref()
+                .map_or(0, |s| prost::Message::encoded_len(&s.payload));
+        let span = trace::store_write(&self.key.entity_id, bytes);
+        let span = match &batch.trace {
+            Some(context) => trace::leaf(span, context),
+            None => span,
+        };
         let write = JournalWrite {
             key: self.key.clone(),
             first_seq_nr,
@@ -168,8 +194,12 @@ impl WritePipeline {
         let histogram = ctx.metrics.persist_seconds.with_label_values(&[self.service.as_str()]);
         let task = tokio::spawn(async move {
             let started = Instant::now();
-            let result = store.append(write).await;
+            let result = store.append(write).instrument(span.clone()).await;
             histogram.observe(started.elapsed().as_secs_f64());
+            if let Err(error) = &result {
+                span.record("otel.status_code", "ERROR");
+                span.record("otel.status_description", tracing::field::display(error));
+            }
             if with_timers && result.is_ok() {
                 scope.stored();
             }

@@ -273,6 +273,7 @@ impl TimerRunner {
             deadline: Some(tokio::time::Instant::now() + self.call_timeout),
             hops: 1,
             routed_by: 0,
+            trace: None,
         };
         let call = Call::new(target, timer.call.payload.clone(), Some(metadata), context)?;
         self.router.get()?.unary(call).await.map(drop)

@@ -1,0 +1,244 @@
+//! What a process's telemetry is, read from its environment: the log format
+//! (`STRATA_LOG_FORMAT`), the log filter (`RUST_LOG`), and OTLP export (the
+//! standard `OTEL_*` variables). Pure: the environment comes in as a lookup, so
+//! tests pass a map. An invalid value is an error naming the variable.
+
+use std::fmt;
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    Text,
+    /// One JSON object per line, with the trace and span ids of the span it was
+    /// written in.
+    Json,
+}
+
+/// The OTLP transport (`OTEL_EXPORTER_OTLP_PROTOCOL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Grpc,
+    HttpProtobuf,
+}
+
+/// Which calls are traced (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sampler {
+    AlwaysOn,
+    AlwaysOff,
+    Ratio(f64),
+    /// The caller's decision when there is a caller, else the inner one.
+    ParentBased(Root),
+}
+
+/// The decision for a trace that starts here, under a parent-based sampler.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Root {
+    AlwaysOn,
+    AlwaysOff,
+    Ratio(f64),
+}
+
+/// Where spans go: the endpoint is read by the exporter itself
+/// (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Export {
+    pub protocol: Protocol,
+    pub service_name: String,
+    pub sampler: Sampler,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryConfig {
+    pub log_format: LogFormat,
+    pub filter: String,
+    /// `None` when no OTLP endpoint is set: nothing is exported.
+    pub export: Option<Export>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}={value:?} is not valid: {expected}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Grpc => "grpc",
+            Protocol::HttpProtobuf => "http/protobuf",
+        })
+    }
+}
+
+impl TelemetryConfig {
+    /// The configuration `lookup` (an environment) describes, for a process whose
+    /// service name is `default_service` unless `OTEL_SERVICE_NAME` says otherwise,
+    /// logging by `default_filter` unless `RUST_LOG` is set.
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+        default_service: &str,
+        default_filter: &str,
+    ) -> Result<TelemetryConfig, ConfigError> {
+        let set = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+        let log_format = match set("STRATA_LOG_FORMAT").as_deref().map(str::trim) {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => return Err(invalid("STRATA_LOG_FORMAT", other, "text or json")),
+        };
+        let filter = set("RUST_LOG").unwrap_or_else(|| default_filter.to_string());
+        let endpoint = set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT"));
+        let export = match endpoint {
+            None => None,
+            Some(_) => Some(Export {
+                protocol: protocol(
+                    set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| set("OTEL_EXPORTER_OTLP_PROTOCOL")),
+                )?,
+                service_name: set("OTEL_SERVICE_NAME").unwrap_or_else(|| default_service.to_string()),
+                sampler: sampler(set("OTEL_TRACES_SAMPLER"), set("OTEL_TRACES_SAMPLER_ARG"))?,
+            }),
+        };
+        Ok(TelemetryConfig {
+            log_format,
+            filter,
+            export,
+        })
+    }
+}
+
+fn invalid(variable: &'static str, value: &str, expected: &'static str) -> ConfigError {
+    ConfigError {
+        variable,
+        value: value.to_string(),
+        expected,
+    }
+}
+
+fn protocol(value: Option<String>) -> Result<Protocol, ConfigError> {
+    match value.as_deref().map(str::trim) {
+        None | Some("grpc") => Ok(Protocol::Grpc),
+        Some("http/protobuf") => Ok(Protocol::HttpProtobuf),
+        Some(other) => Err(invalid("OTEL_EXPORTER_OTLP_PROTOCOL", other, "grpc or http/protobuf")),
+    }
+}
+
+fn sampler(name: Option<String>, argument: Option<String>) -> Result<Sampler, ConfigError> {
+    let ratio = || -> Result<f64, ConfigError> {
+        let Some(text) = argument.as_deref() else {
+            return Ok(1.0);
+        };
+        match text.trim().parse::<f64>() {
+            Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
+            _ => Err(invalid(
+                "OTEL_TRACES_SAMPLER_ARG",
+                text,
+                "a ratio from 0 to 1, such as 0.1",
+            )),
+        }
+    };
+    Ok(match name.as_deref().map(str::trim) {
+        None | Some("parentbased_always_on") => Sampler::ParentBased(Root::AlwaysOn),
+        Some("parentbased_always_off") => Sampler::ParentBased(Root::AlwaysOff),
+        Some("parentbased_traceidratio") => Sampler::ParentBased(Root::Ratio(ratio()?)),
+        Some("always_on") => Sampler::AlwaysOn,
+        Some("always_off") => Sampler::AlwaysOff,
+        Some("traceidratio") => Sampler::Ratio(ratio()?),
+        Some(other) => {
+            return Err(invalid(
+                "OTEL_TRACES_SAMPLER",
+                other,
+                "always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio",
+            ))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<TelemetryConfig, ConfigError> {
+        let env: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        TelemetryConfig::from_lookup(|name| env.get(name).cloned(), "strata", "info")
+    }
+
+    #[test]
+    fn nothing_set_is_text_logs_and_no_export() {
+        assert_eq!(
+            config(&[]).unwrap(),
+            TelemetryConfig {
+                log_format: LogFormat::Text,
+                filter: "info".into(),
+                export: None,
+            }
+        );
+    }
+
+    #[test]
+    fn an_endpoint_turns_export_on_with_the_standard_defaults() {
+        let config = config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")]).unwrap();
+        assert_eq!(
+            config.export,
+            Some(Export {
+                protocol: Protocol::Grpc,
+                service_name: "strata".into(),
+                sampler: Sampler::ParentBased(Root::AlwaysOn),
+            })
+        );
+    }
+
+    #[test]
+    fn the_standard_variables_are_read() {
+        let config = config(&[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://collector:4318/v1/traces"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_SERVICE_NAME", "shop"),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+            ("STRATA_LOG_FORMAT", "json"),
+            ("RUST_LOG", "debug"),
+        ])
+        .unwrap();
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.filter, "debug");
+        assert_eq!(
+            config.export,
+            Some(Export {
+                protocol: Protocol::HttpProtobuf,
+                service_name: "shop".into(),
+                sampler: Sampler::ParentBased(Root::Ratio(0.25)),
+            })
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317");
+        let cases: [(&[(&str, &str)], &str); 4] = [
+            (&[("STRATA_LOG_FORMAT", "yaml")], "STRATA_LOG_FORMAT"),
+            (
+                &[endpoint, ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")],
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+            ),
+            (&[endpoint, ("OTEL_TRACES_SAMPLER", "sometimes")], "OTEL_TRACES_SAMPLER"),
+            (
+                &[
+                    endpoint,
+                    ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                    ("OTEL_TRACES_SAMPLER_ARG", "2"),
+                ],
+                "OTEL_TRACES_SAMPLER_ARG",
+            ),
+        ];
+        for (pairs, variable) in cases {
+            let error = config(pairs).unwrap_err();
+            assert_eq!(error.variable, variable);
+            assert!(error.to_string().starts_with(variable), "{error}");
+        }
+    }
+}

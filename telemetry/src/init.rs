@@ -1,0 +1,152 @@
+//! Installs a process's telemetry: the `tracing` subscriber (the log filter, text
+//! or JSON lines on stderr) and, when an OTLP endpoint is set, the OpenTelemetry
+//! layer whose spans a batch processor (bounded queue, own thread) exports.
+//! Nothing of OpenTelemetry is installed when no endpoint is set.
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::{
+    trace::{self as sdk, BatchSpanProcessor, SdkTracerProvider},
+    Resource,
+};
+use tracing::Level;
+use tracing_subscriber::{
+    filter::filter_fn, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer, Registry,
+};
+
+use crate::{
+    config::{Export, LogFormat, Protocol, Root, Sampler, TelemetryConfig},
+    export::CountedExporter,
+    log_json::JsonLines,
+};
+
+/// How long a stopping process waits for its last spans to be exported.
+const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("the OTLP exporter ({protocol}) could not be built: {reason}")]
+    Exporter { protocol: Protocol, reason: String },
+    #[error("a tracing subscriber is installed already")]
+    AlreadyInstalled,
+}
+
+/// Keeps the exporter alive; dropping it flushes the spans still queued.
+#[must_use = "dropping the guard stops the export of spans"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+    exporting: bool,
+}
+
+impl Telemetry {
+    /// Whether spans are exported.
+    pub fn exporting(&self) -> bool {
+        self.exporting
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            // Bounded, so an endpoint that is down never holds up a stop.
+            let _ = provider.shutdown_with_timeout(SHUTDOWN_FLUSH);
+        }
+    }
+}
+
+/// Installs telemetry for this process from its environment (see
+/// [`TelemetryConfig::from_lookup`]). `service` is the default service name of
+/// its spans; `None` for a process that serves no calls (a command-line verb),
+/// which exports nothing. With the gRPC transport, call it inside a Tokio
+/// runtime.
+pub fn init(service: Option<&str>, default_filter: &str) -> Result<Telemetry, InitError> {
+    let mut config = TelemetryConfig::from_lookup(
+        |name| std::env::var(name).ok(),
+        service.unwrap_or("strata"),
+        default_filter,
+    )?;
+    if service.is_none() {
+        config.export = None;
+    }
+    install(&config)
+}
+
+/// Installs telemetry as `config` describes.
+pub fn install(config: &TelemetryConfig) -> Result<Telemetry, InitError> {
+    let filter = EnvFilter::try_new(&config.filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs: Box<dyn Layer<Registry> + Send + Sync> = match config.log_format {
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .event_format(JsonLines)
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    let provider = match (&config.export, config.log_format) {
+        (Some(export), _) => Some(provider(export)?),
+        // JSON lines carry trace and span ids, so spans get them even when
+        // nothing is exported.
+        (None, LogFormat::Json) => Some(SdkTracerProvider::builder().build()),
+        (None, LogFormat::Text) => None,
+    };
+    // Only Strata's own spans (the data path's, the SDK's) become OpenTelemetry
+    // spans; libraries' spans and every event stay out of the export.
+    let spans = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("strata"))
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_filter(filter_fn(|metadata| {
+                metadata.is_span() && metadata.target().starts_with("strata") && *metadata.level() <= Level::INFO
+            }))
+    });
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(spans)
+        .try_init()
+        .map_err(|_| InitError::AlreadyInstalled)?;
+    let exporting = config.export.is_some();
+    Ok(Telemetry { provider, exporting })
+}
+
+fn provider(export: &Export) -> Result<SdkTracerProvider, InitError> {
+    let built = match export.protocol {
+        Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder().with_tonic().build(),
+        Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .build(),
+    };
+    let exporter = built.map_err(|error| InitError::Exporter {
+        protocol: export.protocol,
+        reason: error.to_string(),
+    })?;
+    // A bounded queue (OTEL_BSP_MAX_QUEUE_SIZE, 2048 spans by default) on its
+    // own thread: past it spans are dropped rather than memory grown.
+    let batches = BatchSpanProcessor::builder(CountedExporter::new(exporter)).build();
+    Ok(SdkTracerProvider::builder()
+        .with_span_processor(batches)
+        .with_sampler(sampler(export.sampler))
+        .with_resource(
+            Resource::builder()
+                .with_service_name(export.service_name.clone())
+                .build(),
+        )
+        .build())
+}
+
+fn sampler(sampler: Sampler) -> sdk::Sampler {
+    let root = |root: Root| match root {
+        Root::AlwaysOn => sdk::Sampler::AlwaysOn,
+        Root::AlwaysOff => sdk::Sampler::AlwaysOff,
+        Root::Ratio(ratio) => sdk::Sampler::TraceIdRatioBased(ratio),
+    };
+    match sampler {
+        Sampler::AlwaysOn => sdk::Sampler::AlwaysOn,
+        Sampler::AlwaysOff => sdk::Sampler::AlwaysOff,
+        Sampler::Ratio(ratio) => sdk::Sampler::TraceIdRatioBased(ratio),
+        Sampler::ParentBased(inner) => sdk::Sampler::ParentBased(Box::new(root(inner))),
+    }
+}

@@ -485,6 +485,7 @@ async fn a_python_function_schedules_a_timer_through_the_published_proto() {
         .await
         .unwrap();
     assert!(pending.is_empty(), "the fired timer is removed: {pending:?}");
+}
 
 /// The CloudState Python cart receives the call's `traceparent` in the
 /// command's metadata: read on the wire by the conformance kit's interceptor

@@ -23,7 +23,7 @@ pub fn arrival(role: Role, method: &MethodModel) -> tracing::Span {
     let service = method.entity.service_name.as_str();
     let name = method.name();
     match role {
-        Role::Gateway => tracing::info_span!(
+        Role::Gateway => tracing::debug_span!(
             "gateway",
             otel.name = %format_args!("gateway {service}/{name}"),
             otel.kind = "server",
@@ -32,7 +32,7 @@ pub fn arrival(role: Role, method: &MethodModel) -> tracing::Span {
             otel.status_code = tracing::field::Empty,
             otel.status_description = tracing::field::Empty,
         ),
-        Role::Sidecar => tracing::info_span!(
+        Role::Sidecar => tracing::debug_span!(
             "sidecar",
             otel.name = %format_args!("sidecar {service}/{name}"),
             otel.kind = "server",
@@ -48,7 +48,7 @@ pub fn arrival(role: Role, method: &MethodModel) -> tracing::Span {
 /// The span of a request held while `service` wakes from zero: it lasts as long
 /// as the hold.
 pub fn cold_start(service: &str) -> tracing::Span {
-    tracing::info_span!(
+    tracing::debug_span!(
         "cold_start",
         otel.name = %format_args!("cold start {service}"),
         strata.service = service,
@@ -61,7 +61,7 @@ pub fn cold_start(service: &str) -> tracing::Span {
 /// The span of one call into the user function: from sending the command to
 /// its answer.
 pub fn function_call(method: &MethodModel) -> tracing::Span {
-    tracing::info_span!(
+    tracing::debug_span!(
         "function",
         otel.name = %format_args!("function {}/{}", method.entity.service_name, method.name()),
         otel.kind = "client",
@@ -78,7 +78,7 @@ pub fn hop(kind: Hop, target: &str) -> tracing::Span {
         Hop::Forward => "forward",
         Hop::SideEffect => "side effect",
     };
-    tracing::info_span!(
+    tracing::debug_span!(
         "hop",
         otel.name = %format_args!("{kind} {target}"),
         otel.kind = "client",
@@ -99,7 +99,7 @@ pub enum Hop {
 /// The span of an entity's activation: its state loaded and replayed into the
 /// function, with the number of events read.
 pub fn activation(service: &str, entity_id: &str) -> tracing::Span {
-    tracing::info_span!(
+    tracing::debug_span!(
         "activation",
         otel.name = %format_args!("activate {service}"),
         strata.entity_id = entity_id,
@@ -112,7 +112,7 @@ pub fn activation(service: &str, entity_id: &str) -> tracing::Span {
 
 /// The span of a store write of an entity's command, with its size.
 pub fn store_write(entity_id: &str, bytes: usize) -> tracing::Span {
-    tracing::info_span!(
+    tracing::debug_span!(
         "store_write",
         otel.name = "store write",
         strata.entity_id = entity_id,

@@ -91,7 +91,9 @@ pub fn install(config: &TelemetryConfig) -> Result<Telemetry, InitError> {
         (None, LogFormat::Text) => None,
     };
     // Only Strata's own spans (the data path's, the SDK's) become OpenTelemetry
-    // spans; libraries' spans and every event stay out of the export.
+    // spans; libraries' spans and every event stay out of the export. The data
+    // path's spans are at debug, below the text log's default filter: without this
+    // layer nothing wants them, so an untraced call creates none.
     let spans = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("strata"))
@@ -99,7 +101,7 @@ pub fn install(config: &TelemetryConfig) -> Result<Telemetry, InitError> {
             .with_threads(false)
             .with_target(false)
             .with_filter(filter_fn(|metadata| {
-                metadata.is_span() && metadata.target().starts_with("strata") && *metadata.level() <= Level::INFO
+                metadata.is_span() && metadata.target().starts_with("strata") && *metadata.level() <= Level::DEBUG
             }))
     });
     tracing_subscriber::registry()

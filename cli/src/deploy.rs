@@ -70,5 +70,20 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         "deployed {} (revision {}, desired {} instance(s))",
         args.name, body["revision"], body["desired_replicas"]
     );
+    if let Some(rollout) = rollout(&api, &args.name).await {
+        println!("{rollout}");
+    }
     Ok(())
+}
+
+/// What a deploy that made a new revision set moving, in a sentence (`None` when
+/// nothing is rolling out, or the API does not say).
+async fn rollout(api: &ApiClient, name: &str) -> Option<String> {
+    let path = format!("/services/{name}/revisions");
+    let list = api.call(Method::GET, &path, None).await.ok()?.success().ok()?;
+    let rollout = list.get("rollout")?;
+    Some(format!(
+        "rolling out: revision {} keeps serving until an instance of revision {} is ready, then its shards move over",
+        rollout["from"], rollout["to"]
+    ))
 }

@@ -124,17 +124,21 @@ fn page(reads: &Reads, now_ms: u64) -> String {
     } else {
         let _ = writeln!(
             out,
-            "  {:<24} {:<9} {:<22} {:>8} {:>6}",
-            "ID", "STATE", "ADDRESS", "UPTIME", "SHARDS"
+            "  {:<24} {:<9} {:>8} {:<22} {:>8} {:>6}",
+            "ID", "STATE", "REVISION", "ADDRESS", "UPTIME", "SHARDS"
         );
         for instance in &instances {
             let id = text(&instance["id"]);
             let registered = instance["registered_at_ms"].as_u64().unwrap_or(now_ms);
             let _ = writeln!(
                 out,
-                "  {:<24} {:<9} {:<22} {:>8} {:>6}",
+                "  {:<24} {:<9} {:>8} {:<22} {:>8} {:>6}",
                 id,
                 text(&instance["state"]),
+                match instance["revision"].as_u64() {
+                    Some(revision) if revision > 0 => revision.to_string(),
+                    _ => "-".to_owned(),
+                },
                 text(&instance["address"]),
                 uptime(now_ms.saturating_sub(registered) / 1000),
                 owned.get(id.as_str()).copied().unwrap_or(0),

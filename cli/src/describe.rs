@@ -232,7 +232,7 @@ mod tests {
                 "entities": [{"service_name": "com.example.shoppingcart.ShoppingCart", "entity_type": "event_sourced"}],
             }),
             instances: json!({"instances": [
-                {"id": "cart-0000000a", "state": "ready", "address": "127.0.0.1:4000", "registered_at_ms": 10_000},
+                {"id": "cart-0000000a", "state": "ready", "revision": 2, "address": "127.0.0.1:4000", "registered_at_ms": 10_000},
                 {"id": "cart-0000000b", "state": "starting", "address": "127.0.0.1:4002", "registered_at_ms": 69_000},
             ]}),
             shards: json!({"shards": [{"owner": "cart-0000000a"}, {"owner": "cart-0000000a"}, {"owner": null}]}),
@@ -254,8 +254,8 @@ mod tests {
             "Entities:             com.example.shoppingcart.ShoppingCart (event_sourced)\n",
             "Subscribes to:        -\n",
             "Recent traffic:       over the last minute: 20.0 requests/s, 1.00 failed/s (5.0%), p99 up to 9.5 ms\n",
-            "  cart-0000000a            ready     127.0.0.1:4000             1m0s      2\n",
-            "  cart-0000000b            starting  127.0.0.1:4002               1s      0\n",
+            "  cart-0000000a            ready            2 127.0.0.1:4000             1m0s      2\n",
+            "  cart-0000000b            starting         - 127.0.0.1:4002               1s      0\n",
             "  1 shard(s) have no owner (no ready instance)\n",
             "  2026-12-07T12:00:00.000Z  scale                scale up to 2: 150 in flight over a target of 70\n",
         ] {

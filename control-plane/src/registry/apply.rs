@@ -647,15 +647,15 @@ impl Tx<'_> {
     }
 
     fn rollback(&mut self, service: &str, to: Option<u64>) -> Result<Outcome, RegistryError> {
-        let current = self.service(service)?.clone();
+        let current = self.service(service)?;
         let serving = current.serving();
-        let kept: Vec<u64> = current.revision_records().iter().map(|r| r.number).collect();
+        let kept = || -> Vec<u64> { current.revision_records().iter().map(|r| r.number).collect() };
         let target = match to {
             Some(number) => number,
             None => current.rollback_target().ok_or_else(|| RegistryError::Conflict {
                 message: format!(
                     "service {service:?} has no earlier revision to roll back to (it keeps {})",
-                    numbers(&kept)
+                    numbers(&kept())
                 ),
             })?,
         };
@@ -663,7 +663,7 @@ impl Tx<'_> {
             return Err(RegistryError::Missing {
                 message: format!(
                     "service {service:?} has no revision {target} (it keeps {})",
-                    numbers(&kept)
+                    numbers(&kept())
                 ),
             });
         }

@@ -106,7 +106,9 @@ impl Dispatcher {
 async fn owns(ownership: &watch::Receiver<Ownership>, entity_id: &str, context: &CallContext) -> bool {
     let (owned, incoming, version) = {
         let current = ownership.borrow();
-        (current.owns(entity_id), current.receives(entity_id), current.version)
+        let owned = current.owns(entity_id);
+        // Only a command this instance does not own asks whether its shard is coming.
+        (owned, !owned && current.receives(entity_id), current.version)
     };
     if owned || (!incoming && context.routed_by <= version) {
         return owned;

@@ -4,6 +4,7 @@
 //! A deploy that changes what runs (the command, `--arg`s or `--env`) makes a new
 //! revision (`strata revisions`); one that changes only settings does not.
 
+use anyhow::Context;
 use clap::Args;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
@@ -29,6 +30,13 @@ pub struct DeployArgs {
     env: Vec<EnvVar>,
     #[command(flatten)]
     settings: ServiceSettings,
+    /// Deploy the new revision as a canary serving this percentage of the traffic
+    /// (1 to 99: the same entities on every call) beside the serving revision, rather
+    /// than rolling out to it; `strata promote` or `strata rollback` finish it.
+    #[arg(long, value_name = "PERCENT")]
+    traffic: Option<u32>,
+    #[command(flatten)]
+    canary: crate::traffic::CanaryArgs,
     /// Management API of any control-plane node.
     #[arg(long, env = "STRATA_API", default_value = "http://127.0.0.1:9100")]
     api: String,
@@ -53,6 +61,30 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         fields.extend(settings.into_iter().filter(|(_, value)| !value.is_null()));
     }
     let api = ApiClient::new(&args.api, args.token.clone(), &args.tls)?;
+    if let Some(traffic) = args.traffic {
+        // A canary beside the serving revision: only an update can make one.
+        fields.insert("traffic".into(), json!(traffic));
+        fields.extend(args.canary.fields());
+        let path = format!("/services/{}", args.name);
+        let answer = api.call(Method::PATCH, &path, Some(&Value::Object(fields))).await?;
+        if answer.status == StatusCode::NOT_FOUND {
+            anyhow::bail!(
+                "service {:?} does not exist yet: deploy it without --traffic first (a canary serves beside a revision that serves)",
+                args.name
+            );
+        }
+        answer.success()?;
+        let path = format!("/services/{}/revisions", args.name);
+        let list = api.call(Method::GET, &path, None).await?.success()?;
+        let list: crate::revisions::RevisionList =
+            serde_json::from_value(list).context("the API's answer is not a revision list")?;
+        println!("deployed {} as a canary", args.name);
+        println!("{}", crate::traffic::split_line(&args.name, &list));
+        return Ok(());
+    }
+    if !args.canary.fields().is_empty() {
+        anyhow::bail!("--canary-max-error-rate, --canary-min-calls and --canary-window go with --traffic");
+    }
     let mut create = fields.clone();
     create.insert("name".into(), json!(args.name));
     let answer = api

@@ -19,6 +19,7 @@ mod rollback;
 mod schedule;
 mod services;
 mod tls;
+mod traffic;
 
 use clap::{Parser, Subcommand};
 
@@ -49,8 +50,12 @@ enum Command {
     Services(services::ServicesArgs),
     /// List a service's revisions (what each ran, who deployed it, when), the serving one marked.
     Revisions(revisions::RevisionsArgs),
-    /// Serve an earlier revision again (the previous one, or --to N), moving the shards to it.
+    /// Serve an earlier revision again (the previous one, or --to N), or end a canary.
     Rollback(rollback::RollbackArgs),
+    /// Give a revision a canary's share of the traffic (REV=10), promote it (REV=100) or end it (REV=0).
+    Traffic(traffic::TrafficArgs),
+    /// Make the canary the serving revision.
+    Promote(traffic::PromoteArgs),
     /// Print the audit log: every management write, who made it, and its outcome.
     Audit(audit::AuditArgs),
     /// Create, list or delete cron schedules whose calls the control plane makes.
@@ -103,6 +108,8 @@ fn main() -> std::process::ExitCode {
             Command::Services(args) => services::run(args).await,
             Command::Revisions(args) => revisions::run(args).await,
             Command::Rollback(args) => rollback::run(args).await,
+            Command::Traffic(args) => traffic::traffic(args).await,
+            Command::Promote(args) => traffic::promote(args).await,
             Command::Audit(args) => audit::run(args).await,
             Command::Schedule(args) => schedule::run(args).await,
             Command::Logs(args) => logs::run(args).await,

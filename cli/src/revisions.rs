@@ -29,7 +29,19 @@ pub struct RevisionsArgs {
 #[derive(Deserialize)]
 pub(crate) struct RevisionList {
     pub serving: u64,
+    /// A revision serving a slice of the traffic beside the serving one.
+    #[serde(default)]
+    pub canary: Option<Canary>,
     pub revisions: Vec<Revision>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct Canary {
+    pub revision: u64,
+    pub percent: u32,
+    pub shards: u32,
+    #[serde(default)]
+    pub max_error_rate: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -54,30 +66,38 @@ pub async fn run(args: RevisionsArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let list: RevisionList = serde_json::from_value(body).context("the API's answer is not a revision list")?;
-    print!("{}", table(&list.revisions));
+    if list.canary.is_some() {
+        println!("{}", crate::traffic::split_line(&args.name, &list));
+    }
+    print!("{}", table(&list));
     Ok(())
 }
 
-pub(crate) fn table(revisions: &[Revision]) -> String {
+pub(crate) fn table(list: &RevisionList) -> String {
     let mut out = format!(
         "{:<9} {:<8} {:<24} {:<20} {}\n",
         "REVISION", "SERVING", "CREATED", "BY", "RUNS"
     );
-    for revision in revisions {
+    let canary = list
+        .canary
+        .as_ref()
+        .map(|canary| (canary.revision, format!("{}%", canary.percent)));
+    for revision in &list.revisions {
         out.push_str(&format!(
             "{:<9} {:<8} {:<24} {:<20} {}\n",
             revision.number,
-            match (revision.serving, &revision.failure) {
-                (true, _) => "*",
-                (false, Some(_)) => "failed",
-                (false, None) => "",
+            match (revision.serving, &revision.failure, &canary) {
+                (true, _, _) => "*",
+                (false, _, Some((number, share))) if *number == revision.number => share.as_str(),
+                (false, Some(_), _) => "failed",
+                (false, None, _) => "",
             },
             utc(revision.created_at_ms),
             revision.created_by,
             runs(&revision.spec)
         ));
         if let Some(failure) = &revision.failure {
-            out.push_str(&format!("{:<9} its rollout stopped: {failure}\n", ""));
+            out.push_str(&format!("{:<9} it failed: {failure}\n", ""));
         }
     }
     out
@@ -141,7 +161,11 @@ mod tests {
                 failure: None,
             },
         ];
-        let table = table(&revisions);
+        let table = table(&RevisionList {
+            serving: 2,
+            canary: None,
+            revisions: revisions.into(),
+        });
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(

@@ -1,6 +1,7 @@
 //! `strata rollback NAME [--to N]`: serves an earlier revision again
 //! (`POST /services/{name}/rollback`). Its instances start, the shards move to them
-//! once one is ready, and the others stop, as in any rollout.
+//! once one is ready, and the others stop, as in any rollout. With a canary, it
+//! ends the canary: its slice goes back to the serving revision.
 
 use anyhow::Context;
 use clap::Args;
@@ -35,9 +36,9 @@ pub async fn run(args: RollbackArgs) -> anyhow::Result<()> {
         .success()?;
     let list: RevisionList = serde_json::from_value(body).context("the API's answer is not a revision list")?;
     println!(
-        "{} now serves revision {}; its instances start, and the shards move to them once one is ready",
+        "{} now serves revision {} everywhere; its instances start (unless they run), and the shards move to them once one is ready",
         args.name, list.serving
     );
-    print!("{}", table(&list.revisions));
+    print!("{}", table(&list));
     Ok(())
 }

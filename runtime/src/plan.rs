@@ -91,6 +91,9 @@ pub struct PlanInput<'a> {
     /// The instances that own a shard or are handing one off: an instance of an
     /// earlier revision stays until it owns nothing.
     pub owners: &'a BTreeSet<String>,
+    /// Each service's canary: the revision and how many instances of it should run
+    /// beside the serving revision's.
+    pub canaries: &'a BTreeMap<String, (u64, u32)>,
     pub now_ms: u64,
     pub settings: PlanSettings,
 }
@@ -146,10 +149,46 @@ pub enum Action {
     Recovered { service: String },
     /// The registry lists an instance this driver does not run: remove it.
     Orphan { instance: String },
-    /// Start `count` new instances.
-    Start { service: String, count: u32 },
+    /// Start `count` new instances of the serving revision, or of `canary`.
+    Start {
+        service: String,
+        count: u32,
+        canary: Option<u64>,
+    },
     /// Drain an instance (it hands its shards back), then stop it.
     Stop { instance: String, reason: StopReason },
+}
+
+/// Starts what is missing of `wanted` instances (of the serving revision, or of
+/// `canary`), or stops the youngest beyond it.
+fn converge_count(
+    actions: &mut Vec<Action>,
+    service: &str,
+    canary: Option<u64>,
+    instances: &mut Vec<&ObservedInstance>,
+    wanted: u32,
+    paced: Pacing,
+    now_ms: u64,
+) {
+    let count = instances.len() as u32;
+    if count < wanted && now_ms >= paced.not_before_ms {
+        // After failures, one at a time; otherwise everything missing at once.
+        let count = if paced.failures > 0 { 1 } else { wanted - count };
+        actions.push(Action::Start {
+            service: service.to_owned(),
+            count,
+            canary,
+        });
+    } else if count > wanted {
+        // The youngest go first: the oldest hold the warmest entities.
+        instances.sort_by(|a, b| b.started_at_ms.cmp(&a.started_at_ms).then_with(|| b.id.cmp(&a.id)));
+        for instance in instances.iter().take((count - wanted) as usize) {
+            actions.push(Action::Stop {
+                instance: instance.id.clone(),
+                reason: StopReason::ScaledDown,
+            });
+        }
+    }
 }
 
 /// How long to wait before the next start after `failures` failures in a row.
@@ -179,6 +218,7 @@ pub fn plan(input: PlanInput<'_>) -> Vec<Action> {
         pacing,
         serving,
         owners,
+        canaries,
         now_ms,
         settings,
     } = input;
@@ -267,14 +307,20 @@ pub fn plan(input: PlanInput<'_>) -> Vec<Action> {
 
     for (service, &wanted) in desired {
         // Instances of an earlier revision are not counted: new ones of the serving
-        // revision start beside them, and they stop once their shards have moved.
+        // revision start beside them, and they stop once their shards have moved. A
+        // canary's are counted apart.
         let serving_revision = serving.get(service).copied().unwrap_or(0);
+        let canary = canaries.get(service).copied();
         let current = |i: &ObservedInstance| serving_revision == 0 || i.revision == 0 || i.revision == serving_revision;
-        let (mut mine, superseded): (Vec<&ObservedInstance>, Vec<&ObservedInstance>) = live
+        let is_canary =
+            |i: &ObservedInstance| canary.is_some_and(|(revision, _)| i.revision == revision && revision != 0);
+        let (mut mine, others): (Vec<&ObservedInstance>, Vec<&ObservedInstance>) = live
             .iter()
             .copied()
             .filter(|i| &i.service == service)
-            .partition(|i| current(i));
+            .partition(|i| current(i) && !is_canary(i));
+        let (canary_instances, superseded): (Vec<&ObservedInstance>, Vec<&ObservedInstance>) =
+            others.into_iter().partition(|i| is_canary(i));
         let serving_ready = mine.iter().any(|i| {
             registered
                 .get(&i.id)
@@ -292,24 +338,19 @@ pub fn plan(input: PlanInput<'_>) -> Vec<Action> {
                 });
             }
         }
-        let count = mine.len() as u32;
         let paced = pacing.get(service).copied().unwrap_or_default();
-        if count < wanted && now_ms >= paced.not_before_ms {
-            // After failures, one at a time; otherwise everything missing at once.
-            let count = if paced.failures > 0 { 1 } else { wanted - count };
-            actions.push(Action::Start {
-                service: service.clone(),
-                count,
-            });
-        } else if count > wanted {
-            // The youngest go first: the oldest hold the warmest entities.
-            mine.sort_by(|a, b| b.started_at_ms.cmp(&a.started_at_ms).then_with(|| b.id.cmp(&a.id)));
-            for instance in mine.into_iter().take((count - wanted) as usize) {
-                actions.push(Action::Stop {
-                    instance: instance.id.clone(),
-                    reason: StopReason::ScaledDown,
-                });
-            }
+        converge_count(&mut actions, service, None, &mut mine, wanted, paced, now_ms);
+        if let Some((revision, wanted)) = canary {
+            let mut canary_instances = canary_instances;
+            converge_count(
+                &mut actions,
+                service,
+                Some(revision),
+                &mut canary_instances,
+                wanted,
+                paced,
+                now_ms,
+            );
         }
     }
 

@@ -30,6 +30,7 @@ struct Case {
     pacing: BTreeMap<String, Pacing>,
     serving: BTreeMap<String, u64>,
     owners: BTreeSet<String>,
+    canaries: BTreeMap<String, (u64, u32)>,
     now_ms: u64,
 }
 
@@ -42,6 +43,7 @@ impl Case {
             pacing: BTreeMap::new(),
             serving: BTreeMap::new(),
             owners: BTreeSet::new(),
+            canaries: BTreeMap::new(),
             now_ms: NOW,
         }
     }
@@ -79,6 +81,7 @@ impl Case {
             pacing: &self.pacing,
             serving: &self.serving,
             owners: &self.owners,
+            canaries: &self.canaries,
             now_ms: self.now_ms,
             settings: PlanSettings {
                 ready_timeout: Duration::from_secs(60),
@@ -92,6 +95,7 @@ fn start(service: &str, count: u32) -> Action {
     Action::Start {
         service: service.into(),
         count,
+        canary: None,
     }
 }
 
@@ -450,7 +454,7 @@ proptest! {
             .filter(|i| i.service == service && i.health == Health::Running && !replaced.contains(&i.id.as_str()))
             .count() as i64;
         let started: i64 = actions.iter().map(|a| match a {
-            Action::Start { service, count } if service == "cart" => i64::from(*count),
+            Action::Start { service, count, .. } if service == "cart" => i64::from(*count),
             _ => 0,
         }).sum();
         let stopped: Vec<&str> = actions.iter().filter_map(|a| match a {

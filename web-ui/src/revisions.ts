@@ -1,7 +1,7 @@
 // A service's revisions as the dashboard shows them: what each runs on one line,
 // and what changed between two of them (command or image, arguments, environment).
 
-import type { Revision } from './types';
+import type { Canary, Revision } from './types';
 
 /** One difference between two revisions: what, and its value in each (`null`: unset). */
 export interface Change {
@@ -34,4 +34,17 @@ export function diffRevisions(from: Revision, to: Revision): Change[] {
   const names = [...new Set([...before.keys(), ...after.keys()])].sort();
   for (const name of names) field(`env ${name}`, before.get(name) ?? null, after.get(name) ?? null);
   return changes;
+}
+
+/** The traffic split in a sentence, with the automatic analysis when there is one. */
+export function canaryLine(canary: Canary, serving: number): string {
+  let line =
+    `Canary: revision ${canary.revision} serves ${canary.percent}% of the traffic ` +
+    `(${canary.shards} shard${canary.shards === 1 ? '' : 's'}), revision ${serving} the rest.`;
+  if (canary.max_error_rate !== undefined) {
+    const percent = (canary.max_error_rate * 100).toFixed(1);
+    const seconds = Math.round((canary.window_ms ?? 60000) / 1000);
+    line += ` Rolled back on its own above ${percent}% errors over ${seconds} s (at least ${canary.min_calls ?? 20} calls).`;
+  }
+  return line;
 }

@@ -66,7 +66,19 @@ export interface RevisionList {
   serving: number;
   revision_history: number;
   rollout?: { from: number; to: number; started_at_ms: number; failures: number };
+  canary?: Canary;
   revisions: Revision[];
+}
+
+/** A revision serving a slice of the traffic (its first `shards` shards) beside the serving one. */
+export interface Canary {
+  revision: number;
+  percent: number;
+  shards: number;
+  started_at_ms: number;
+  max_error_rate?: number;
+  min_calls?: number;
+  window_ms?: number;
 }
 
 export interface ShardMap {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { diffRevisions, runsLine } from '../src/revisions';
+import { canaryLine, diffRevisions, runsLine } from '../src/revisions';
 import type { Revision } from '../src/types';
 
 const revision = (number: number, more: Partial<Revision> = {}): Revision => ({
@@ -29,5 +29,14 @@ describe('revisions', () => {
       { what: 'env NEW', from: null, to: 'y' },
     ]);
     expect(diffRevisions(two, two)).toEqual([]);
+  });
+
+  it('says the traffic split of a canary, with its analysis', () => {
+    const canary = { revision: 3, percent: 25, shards: 16, started_at_ms: 0 };
+    expect(canaryLine(canary, 2)).toBe('Canary: revision 3 serves 25% of the traffic (16 shards), revision 2 the rest.');
+    expect(canaryLine({ ...canary, shards: 1, max_error_rate: 0.05, min_calls: 20, window_ms: 30000 }, 2)).toBe(
+      'Canary: revision 3 serves 25% of the traffic (1 shard), revision 2 the rest. ' +
+        'Rolled back on its own above 5.0% errors over 30 s (at least 20 calls).',
+    );
   });
 });

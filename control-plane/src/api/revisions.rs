@@ -1,25 +1,34 @@
 //! `GET /services/{name}/revisions`: a service's revisions (what each ran, who
-//! deployed it and when), newest first, with the serving one marked; and
-//! `POST /services/{name}/rollback`, which serves an earlier one again. Revisions
-//! are made by the registry when a deploy changes what runs.
+//! deployed it and when), newest first, with the serving one and a canary marked;
+//! `POST /services/{name}/rollback`, which serves an earlier one again (or ends a
+//! canary); `POST /services/{name}/traffic`, which gives a kept revision a canary's
+//! share of the traffic (100 promotes it, 0 ends it); and
+//! `POST /services/{name}/promote`. Revisions are made by the registry when a
+//! deploy changes what runs.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use strata_settings::RevisionSpec;
 use utoipa::ToSchema;
 
 use super::error::{known_service, ApiError, ErrorBody};
 use super::json::ApiJson;
 use super::{audit, linearizable, AppState};
-use crate::registry::{Command, Outcome, Rollout, Service};
+use crate::registry::{
+    canary_shards, parse_duration_ms, Canary, CanaryAnalysis, CanarySpec, Command, Outcome, Rollout, Service,
+    DEFAULT_ANALYSIS_WINDOW_MS, DEFAULT_MIN_CALLS,
+};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/services/{name}/revisions", get(list_revisions))
         .route("/services/{name}/rollback", post(rollback))
+        .route("/services/{name}/traffic", post(set_traffic))
+        .route("/services/{name}/promote", post(promote))
 }
 
 /// One immutable revision of a service.
@@ -71,7 +80,131 @@ pub struct RevisionList {
     /// The rollout under way, until its revision has a ready instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutView>,
+    /// The canary, when a revision serves a slice of the traffic beside the serving one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryView>,
     pub revisions: Vec<RevisionView>,
+}
+
+/// A revision serving a slice of the entities (the first `shards` shards) and of the
+/// actions' calls beside the serving revision.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CanaryView {
+    pub revision: u64,
+    /// Its share of the traffic, in percent.
+    pub percent: u32,
+    /// How many shards it serves (counted from shard 0).
+    pub shards: u32,
+    pub started_at_ms: u64,
+    /// With automatic analysis: the error rate (0 to 1) above which it is rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_error_rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_calls: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_ms: Option<u64>,
+}
+
+impl CanaryView {
+    fn of(canary: &Canary, shard_count: usize) -> Self {
+        CanaryView {
+            revision: canary.revision,
+            percent: canary.percent,
+            shards: u32::try_from(canary_shards(shard_count, canary.percent)).unwrap_or(u32::MAX),
+            started_at_ms: canary.started_at_ms,
+            max_error_rate: canary
+                .analysis
+                .map(|analysis| f64::from(analysis.max_error_rate_bp) / 10_000.0),
+            min_calls: canary.analysis.map(|analysis| analysis.min_calls),
+            window_ms: canary.analysis.map(|analysis| analysis.window_ms),
+        }
+    }
+}
+
+/// What `POST /services/{name}/traffic` sets: `percent` of the traffic to
+/// `revision` as a canary (1 to 99), or promotes it (100) or ends it (0).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficRequest {
+    pub revision: u64,
+    pub percent: u32,
+    #[serde(flatten)]
+    pub analysis: AnalysisFields,
+}
+
+/// Automatic analysis of a canary: with `canary_max_error_rate` set, the control
+/// plane rolls the canary back on its own when its error rate over the window (of
+/// the calls answered with a server error) exceeds it and the serving revision's.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct AnalysisFields {
+    /// The highest error rate, as a fraction (0.05) or a percentage ("5%").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub canary_max_error_rate: Option<Value>,
+    /// The calls the canary must answer in the window before it is judged (20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_min_calls: Option<u32>,
+    /// The window it is judged over, e.g. "60s" (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_window: Option<String>,
+}
+
+impl AnalysisFields {
+    /// The analysis asked for; the minimum and window alone ask for none.
+    pub(super) fn analysis(&self) -> Result<Option<CanaryAnalysis>, ApiError> {
+        let Some(rate) = &self.canary_max_error_rate else {
+            if self.canary_min_calls.is_some() || self.canary_window.is_some() {
+                return Err(ApiError::invalid_field(
+                    "canary_max_error_rate",
+                    "canary_min_calls and canary_window go with canary_max_error_rate, which is not set",
+                ));
+            }
+            return Ok(None);
+        };
+        let bad = || {
+            ApiError::invalid_field(
+                "canary_max_error_rate",
+                format!("canary_max_error_rate must be a fraction like 0.05 or a percentage like \"5%\", not {rate}"),
+            )
+        };
+        let fraction = match rate {
+            Value::Number(number) => number.as_f64().ok_or_else(bad)?,
+            Value::String(text) => match text.trim().strip_suffix('%') {
+                Some(percent) => percent.trim().parse::<f64>().map_err(|_| bad())? / 100.0,
+                None => text.trim().parse::<f64>().map_err(|_| bad())?,
+            },
+            _ => return Err(bad()),
+        };
+        if !(fraction > 0.0 && fraction < 1.0) {
+            return Err(ApiError::invalid_field(
+                "canary_max_error_rate",
+                format!("canary_max_error_rate must be above 0 and below 1 (100%), not {rate}"),
+            ));
+        }
+        let window_ms = match &self.canary_window {
+            Some(text) => parse_duration_ms(text)
+                .map_err(|error| ApiError::invalid_field("canary_window", format!("canary_window: {error}")))?,
+            None => DEFAULT_ANALYSIS_WINDOW_MS,
+        };
+        Ok(Some(CanaryAnalysis {
+            max_error_rate_bp: (fraction * 10_000.0).round().clamp(1.0, 9_999.0) as u32,
+            min_calls: self.canary_min_calls.unwrap_or(DEFAULT_MIN_CALLS),
+            window_ms,
+        }))
+    }
+
+    /// A deploy's canary: `traffic` percent of the traffic to the new revision.
+    pub(super) fn canary(&self, traffic: Option<u32>) -> Result<Option<CanarySpec>, ApiError> {
+        let analysis = self.analysis()?;
+        match traffic {
+            Some(percent) => Ok(Some(CanarySpec { percent, analysis })),
+            None if analysis.is_some() => Err(ApiError::invalid_field(
+                "traffic",
+                "canary_max_error_rate goes with traffic (a deploy as a canary), which is not set",
+            )),
+            None => Ok(None),
+        }
+    }
 }
 
 /// What `POST /services/{name}/rollback` serves again.
@@ -104,6 +237,10 @@ pub(crate) fn revision_list(service: &Service) -> RevisionList {
         serving,
         revision_history: u32::try_from(service.revision_history()).unwrap_or(u32::MAX),
         rollout: service.rollout.as_ref().map(RolloutView::from),
+        canary: service
+            .canary
+            .as_ref()
+            .map(|canary| CanaryView::of(canary, service.shards.len())),
         revisions,
     }
 }
@@ -136,6 +273,46 @@ pub(super) async fn rollback(
 ) -> Result<Json<RevisionList>, ApiError> {
     let to = body.to;
     match audit::write(&state, Command::Rollback { service: name, to }, StatusCode::OK).await? {
+        Outcome::Service(service) => Ok(Json(revision_list(&service))),
+        _ => Err(ApiError::unavailable("unexpected answer from the registry")),
+    }
+}
+
+/// Gives a kept revision a canary's share of the traffic: 1 to 99 percent (the same
+/// entities on every call), 100 promotes it, 0 ends it. 400 for a share that is not
+/// one, 404 for a revision not kept, 409 for the serving revision, while another
+/// revision is the canary or a rollout runs.
+#[utoipa::path(post, path = "/api/v1/services/{name}/traffic", tag = "services", params(("name" = String, Path)),
+    request_body = TrafficRequest,
+    responses((status = 200, body = RevisionList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(super) async fn set_traffic(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<TrafficRequest>,
+) -> Result<Json<RevisionList>, ApiError> {
+    let command = Command::SetTraffic {
+        service: name,
+        revision: body.revision,
+        percent: body.percent,
+        analysis: body.analysis.analysis()?,
+    };
+    revision_answer(audit::write(&state, command, StatusCode::OK).await?)
+}
+
+/// Makes the canary the serving revision. 409 when there is none.
+#[utoipa::path(post, path = "/api/v1/services/{name}/promote", tag = "services", params(("name" = String, Path)),
+    responses((status = 200, body = RevisionList), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+pub(super) async fn promote(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<RevisionList>, ApiError> {
+    revision_answer(audit::write(&state, Command::Promote { service: name }, StatusCode::OK).await?)
+}
+
+fn revision_answer(outcome: Outcome) -> Result<Json<RevisionList>, ApiError> {
+    match outcome {
         Outcome::Service(service) => Ok(Json(revision_list(&service))),
         _ => Err(ApiError::unavailable("unexpected answer from the registry")),
     }

@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 
 use super::error::{known_service, ApiError, ErrorBody};
 use super::json::ApiJson;
+use super::revisions::AnalysisFields;
 use super::{audit, linearizable, AppState};
 use strata_autoscaler::{HistogramPolicy, Prediction, Unpredictable};
 
@@ -129,6 +130,12 @@ pub struct UpdateService {
     pub runs: RevisionSpec,
     #[serde(flatten)]
     pub settings: ServiceSettings,
+    /// Deploys the new revision as a canary with this share of the traffic (1 to
+    /// 99 percent) beside the serving one, instead of rolling out to it.
+    #[serde(default)]
+    pub traffic: Option<u32>,
+    #[serde(flatten)]
+    pub analysis: AnalysisFields,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -354,6 +361,7 @@ pub(super) async fn update_service(
 ) -> Result<Json<ServiceView>, ApiError> {
     let body: UpdateService = service_body(body, |body: &UpdateService| &body.settings)?;
     let patch = ServicePatch {
+        canary: body.analysis.canary(body.traffic)?,
         runs: body.runs,
         settings: body.settings,
         replace_settings: false,

@@ -65,6 +65,8 @@ pub fn route_snapshot(registry: &Registry, version: u64) -> RouteSnapshot {
             desired_replicas: service.desired_replicas,
             revision: service.generation,
             hold_timeout_ms: service.hold_timeout_ms.unwrap_or(0),
+            canary_revision: service.canary.as_ref().map_or(0, |canary| canary.revision),
+            canary_percent: service.canary.as_ref().map_or(0, |canary| canary.percent),
         })
         .collect();
     RouteSnapshot { version, services }

@@ -5,7 +5,9 @@
 //! autoscaler how early to wake a service for a timer). It stores nothing on disk and
 //! decides nothing; a new leader starts with empty rings.
 
+mod canary_analysis;
 mod latency;
+mod outcomes;
 mod recording;
 
 use std::collections::{BTreeMap, VecDeque};

@@ -1,7 +1,9 @@
 //! The autoscaler's metrics source, recorded: [`RecordingSource`] wraps the source the
 //! autoscaler scales on, passes its load through unchanged, and writes one [`Sample`]
 //! per service and round into the [`MetricsHistory`], with the latency read from the
-//! same instances and the desired and ready counts from the registry.
+//! same instances and the desired and ready counts from the registry. The same reads
+//! give each instance's calls and errors, which the canary analysis judges by
+//! revision (`canary_analysis.rs`): a failing canary is rolled back from here.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -14,9 +16,12 @@ use strata_autoscaler::kpa::Load;
 use strata_autoscaler::scrape::MAX_EXPOSITION_BYTES;
 use strata_autoscaler::window::Timestamp;
 
+use super::canary_analysis::{judge, CanaryWindows};
 use super::latency::LatencyHistogram;
+use super::outcomes::Outcomes;
 use super::{MetricsHistory, Sample};
 use crate::node::{now_ms, ControlPlane};
+use crate::registry::Command;
 
 /// Bounds one latency read, like the autoscaler bounds its scrapes.
 const LATENCY_TIMEOUT: Duration = Duration::from_millis(800);
@@ -26,8 +31,17 @@ pub struct RecordingSource<M> {
     inner: M,
     node: Arc<ControlPlane>,
     http: reqwest::Client,
-    /// The last latency reading of each `(service, metrics URL)`.
-    readings: Mutex<HashMap<(String, String), LatencyHistogram>>,
+    /// The last reading of each `(service, metrics URL)`.
+    readings: Mutex<HashMap<(String, String), Reading>>,
+    /// What each revision answered lately, for the canary analysis.
+    canaries: Mutex<CanaryWindows>,
+}
+
+/// One read of an instance's exposition: its latency histogram and its calls.
+#[derive(Debug, Clone, Default)]
+struct Reading {
+    latency: LatencyHistogram,
+    outcomes: Outcomes,
 }
 
 impl<M: MetricsSource> RecordingSource<M> {
@@ -40,6 +54,7 @@ impl<M: MetricsSource> RecordingSource<M> {
                 .build()
                 .unwrap_or_default(),
             readings: Mutex::new(HashMap::new()),
+            canaries: Mutex::new(CanaryWindows::default()),
         }
     }
 
@@ -48,24 +63,26 @@ impl<M: MetricsSource> RecordingSource<M> {
     }
 
     /// The latency histogram of `service` since the previous round, over every instance
-    /// that answered both times.
-    async fn latency(&self, service: &str, targets: &[String]) -> LatencyHistogram {
-        let readings = join_all(targets.iter().map(|url| self.read_latency(url))).await;
+    /// that answered both times, and each such instance's calls since then.
+    async fn latency(&self, service: &str, targets: &[String]) -> (LatencyHistogram, Vec<(String, Outcomes)>) {
+        let readings = join_all(targets.iter().map(|url| self.read(url))).await;
         let mut last = self.readings.lock().unwrap_or_else(PoisonError::into_inner);
         last.retain(|(owner, url), _| owner != service || targets.contains(url));
         let mut total = LatencyHistogram::default();
+        let mut calls = Vec::new();
         for (url, reading) in targets.iter().zip(readings) {
             let Some(reading) = reading else { continue };
             let key = (service.to_owned(), url.clone());
             if let Some(previous) = last.get(&key) {
-                total.add(&reading.since(previous));
+                total.add(&reading.latency.since(&previous.latency));
+                calls.push((url.clone(), reading.outcomes.since(&previous.outcomes)));
             }
             last.insert(key, reading);
         }
-        total
+        (total, calls)
     }
 
-    async fn read_latency(&self, url: &str) -> Option<LatencyHistogram> {
+    async fn read(&self, url: &str) -> Option<Reading> {
         let response = self.http.get(url).send().await.ok()?.error_for_status().ok()?;
         if response
             .content_length()
@@ -74,17 +91,75 @@ impl<M: MetricsSource> RecordingSource<M> {
             return None;
         }
         let text = response.text().await.ok()?;
-        Some(LatencyHistogram::from_exposition(&text))
+        Some(Reading {
+            latency: LatencyHistogram::from_exposition(&text),
+            outcomes: Outcomes::from_exposition(&text),
+        })
+    }
+
+    /// Feeds a round's calls, by revision, to the canary analysis, and rolls a
+    /// failing canary back.
+    async fn analyse_canary(&self, service: &str, calls: Vec<(String, Outcomes)>, now_ms: u64) {
+        let (canary, serving, revisions) = self.node.read(|registry| {
+            let entry = registry.services.get(service);
+            let revisions: HashMap<String, u64> = registry
+                .instances_of(service)
+                .map(|instance| {
+                    let revision = match instance.revision {
+                        0 => entry.map_or(0, |s| s.serving()),
+                        revision => revision,
+                    };
+                    (format!("http://{}/metrics", instance.metrics_address()), revision)
+                })
+                .collect();
+            (
+                entry.and_then(|s| s.canary.clone()),
+                entry.map_or(0, |s| s.serving()),
+                revisions,
+            )
+        });
+        let verdict = {
+            let mut windows = self.canaries.lock().unwrap_or_else(PoisonError::into_inner);
+            if canary.as_ref().is_some_and(|canary| canary.analysis.is_some()) {
+                let mut by_revision: HashMap<u64, Outcomes> = HashMap::new();
+                for (url, outcomes) in &calls {
+                    if let Some(revision) = revisions.get(url) {
+                        by_revision.entry(*revision).or_default().add(outcomes);
+                    }
+                }
+                for (revision, outcomes) in by_revision {
+                    windows.record(service, now_ms, revision, outcomes);
+                }
+            }
+            let comparison = windows.compare(service, canary.as_ref(), serving, now_ms);
+            canary.as_ref().zip(comparison).and_then(|(canary, comparison)| {
+                let analysis = canary.analysis?;
+                judge(&comparison, &analysis, analysis.window_ms, serving).map(|reason| (canary.revision, reason))
+            })
+        };
+        let Some((revision, reason)) = verdict else {
+            return;
+        };
+        tracing::warn!(service, revision, %reason, "rolling the canary back");
+        let command = Command::FailCanary {
+            service: service.to_owned(),
+            revision,
+            reason,
+        };
+        if let Err(error) = self.node.write(command).await {
+            tracing::warn!(service, revision, %error, "could not roll the canary back; trying again next round");
+        }
     }
 }
 
 #[async_trait]
 impl<M: MetricsSource> MetricsSource for RecordingSource<M> {
     async fn observe(&self, service: &str, targets: &[String], now: Timestamp) -> Option<Load> {
-        let (load, latency) = futures::join!(
+        let (load, (latency, calls)) = futures::join!(
             self.inner.observe(service, targets, now),
             self.latency(service, targets)
         );
+        self.analyse_canary(service, calls, now_ms()).await;
         let (desired_replicas, ready_replicas) = self.node.read(|registry| {
             let desired = registry.services.get(service).map_or(0, |s| s.desired_replicas);
             (desired, registry.ready_replicas(service))

@@ -4,6 +4,7 @@
 
 use strata_settings::ServiceSettings;
 
+use super::canary::{Canary, CanaryAnalysis, CanarySpec};
 use super::command::{Command, Effect, Outcome, RegistryError, ServicePatch, ServiceSpec};
 use super::rollout::{AfterFailure, Rollout};
 use super::schedule::{self, RunOutcome, ScheduleRun, ScheduleSpec, MAX_SCHEDULES, RUN_HISTORY};
@@ -79,6 +80,18 @@ fn apply_by(registry: &mut Registry, command: Command, now_ms: u64, by: &str) ->
         Command::ReleaseShards { instance, shards } => tx.release_shards(&instance, &shards),
         Command::ExpireHandoffs => tx.expire_handoffs(),
         Command::Rollback { service, to } => tx.rollback(&service, to),
+        Command::SetTraffic {
+            service,
+            revision,
+            percent,
+            analysis,
+        } => tx.set_traffic(&service, revision, percent, analysis),
+        Command::Promote { service } => tx.promote(&service),
+        Command::FailCanary {
+            service,
+            revision,
+            reason,
+        } => tx.fail_canary(&service, revision, &reason),
         Command::ReportTimers { instance, next_due_ms } => tx.report_timers(&instance, next_due_ms),
         Command::CreateSchedule(spec) => tx.create_schedule(spec),
         Command::DeleteSchedule { name } => tx.delete_schedule(&name),
@@ -180,6 +193,7 @@ impl Tx<'_> {
             latest_revision: 1,
             serving_revision: 1,
             rollout: None,
+            canary: None,
             desired_replicas: 0,
             created_at_ms: self.now_ms,
             updated_at_ms: self.now_ms,
@@ -207,6 +221,7 @@ impl Tx<'_> {
             runs,
             settings,
             replace_settings,
+            canary,
         } = patch;
         let shard_count = current.shards.len();
         if settings.shard_count.is_some_and(|count| count as usize != shard_count) {
@@ -229,17 +244,45 @@ impl Tx<'_> {
         // clears one); the operator names the image, the CLI the command.
         let runs = runs.over(&current.runs).normalized();
         validate_runtime(&runs)?;
+        let changes_what_runs = runs != current.runs;
+        if let Some(spec) = &canary {
+            if !changes_what_runs {
+                return Err(RegistryError::invalid(
+                    "traffic",
+                    "a canary needs a new revision, and this deploy changes nothing that runs \
+                     (to send traffic to a kept revision, set the service's traffic instead)",
+                ));
+            }
+            spec.validate(shard_count)?;
+        }
+        if changes_what_runs {
+            current.refuse_while_moving(canary.is_some())?;
+        }
         let mut updated = current.clone();
         updated.set_settings(&settings);
-        let new_revision = (runs != current.runs).then(|| updated.record_revision(runs, self.now_ms, self.by));
-        if let Some(number) = new_revision {
-            updated.rollout = Some(Rollout {
-                from: current.serving(),
-                to: number,
-                started_at_ms: self.now_ms,
-                failures: 0,
-            });
-        }
+        let new_revision = match (changes_what_runs, canary) {
+            (false, _) => None,
+            (true, Some(spec)) => {
+                let number = updated.record_revision_beside(runs, self.now_ms, self.by);
+                updated.canary = Some(Canary {
+                    revision: number,
+                    percent: spec.percent,
+                    started_at_ms: self.now_ms,
+                    analysis: spec.analysis,
+                });
+                Some(number)
+            }
+            (true, None) => {
+                let number = updated.record_revision(runs, self.now_ms, self.by);
+                updated.rollout = Some(Rollout {
+                    from: current.serving(),
+                    to: number,
+                    started_at_ms: self.now_ms,
+                    failures: 0,
+                });
+                Some(number)
+            }
+        };
         if updated == current {
             // Nothing changed: no new revision, no event, so retried PATCHes are harmless.
             return Ok(Outcome::Service(Box::new(current)));
@@ -258,6 +301,9 @@ impl Tx<'_> {
         );
         if let Some(number) = new_revision {
             self.revision_event(name, number);
+            if let Some(canary) = &updated.canary {
+                self.canary_event(name, canary, "deployed as a canary");
+            }
             // Until an instance of the new revision is ready the old one keeps its shards.
             self.rebalance(name);
         }
@@ -649,6 +695,24 @@ impl Tx<'_> {
     fn rollback(&mut self, service: &str, to: Option<u64>) -> Result<Outcome, RegistryError> {
         let current = self.service(service)?;
         let serving = current.serving();
+        if let Some(canary) = &current.canary {
+            // With a canary, a rollback ends it: its slice goes back to what serves.
+            if to.is_some_and(|to| to != serving) {
+                return Err(RegistryError::Conflict {
+                    message: format!(
+                        "revision {} of {service:?} is a canary: roll it back (no --to) or promote it first",
+                        canary.revision
+                    ),
+                });
+            }
+            let revision = canary.revision;
+            let reason = format!(
+                "canary revision {revision} rolled back by {}: revision {serving} serves everything",
+                self.by
+            );
+            self.end_canary(service, &reason);
+            return Ok(Outcome::Service(Box::new(self.service(service)?.clone())));
+        }
         let kept = || -> Vec<u64> { current.revision_records().iter().map(|r| r.number).collect() };
         let target = match to {
             Some(number) => number,
@@ -688,6 +752,178 @@ impl Tx<'_> {
             format!("rollback from revision {serving} to revision {target} by {}", self.by),
         );
         Ok(Outcome::Service(Box::new(self.service(service)?.clone())))
+    }
+
+    fn set_traffic(
+        &mut self,
+        service: &str,
+        revision: u64,
+        percent: u32,
+        analysis: Option<CanaryAnalysis>,
+    ) -> Result<Outcome, RegistryError> {
+        let current = self.service(service)?;
+        let serving = current.serving();
+        let canary = current.canary.as_ref().map(|canary| canary.revision);
+        match percent {
+            0 if canary == Some(revision) => {
+                let reason = format!(
+                    "canary revision {revision} ended by {}: revision {serving} serves everything",
+                    self.by
+                );
+                self.end_canary(service, &reason);
+                return Ok(Outcome::Service(Box::new(self.service(service)?.clone())));
+            }
+            100 if canary == Some(revision) => return self.promote(service),
+            0 | 100 if revision == serving => {
+                return Err(RegistryError::Conflict {
+                    message: format!("revision {revision} of {service:?} serves already"),
+                })
+            }
+            0 | 100 => {
+                return Err(RegistryError::Conflict {
+                    message: format!(
+                        "revision {revision} of {service:?} is not its canary ({}): 0 and 100 end or promote a canary",
+                        canary.map_or("it has none".to_owned(), |canary| format!("revision {canary} is"))
+                    ),
+                })
+            }
+            _ => {}
+        }
+        let spec = CanarySpec { percent, analysis };
+        spec.validate(current.shards.len())?;
+        if current.revision(revision).is_none() {
+            let kept: Vec<u64> = current.revision_records().iter().map(|r| r.number).collect();
+            return Err(RegistryError::Missing {
+                message: format!(
+                    "service {service:?} has no revision {revision} (it keeps {})",
+                    numbers(&kept)
+                ),
+            });
+        }
+        if revision == serving {
+            return Err(RegistryError::Conflict {
+                message: format!("revision {revision} of {service:?} serves already: a canary is another revision"),
+            });
+        }
+        if canary.is_none() {
+            current.refuse_while_moving(true)?;
+        } else if canary != Some(revision) {
+            return Err(RegistryError::Conflict {
+                message: format!(
+                    "revision {} of {service:?} is its canary: promote it or roll it back before another",
+                    canary.unwrap_or_default()
+                ),
+            });
+        }
+        let now_ms = self.now_ms;
+        let Some(entry) = self.registry.services.get_mut(service) else {
+            return Err(RegistryError::not_found("service", service));
+        };
+        let started_at_ms = entry.canary.as_ref().map_or(now_ms, |canary| canary.started_at_ms);
+        let canary = Canary {
+            revision,
+            percent,
+            started_at_ms,
+            analysis,
+        };
+        entry.canary = Some(canary.clone());
+        entry.generation += 1;
+        entry.updated_at_ms = now_ms;
+        let what = format!("given {percent}% of the shards by {}", self.by);
+        self.canary_event(service, &canary, &what);
+        self.rebalance(service);
+        self.effects.push(Effect::RoutesChanged {
+            service: service.to_owned(),
+        });
+        Ok(Outcome::Service(Box::new(self.service(service)?.clone())))
+    }
+
+    /// The canary serves everything: its instances run already, so the rest of
+    /// the shards move to them at once (by hand-off), and the old revision's
+    /// instances stop once they own nothing.
+    fn promote(&mut self, service: &str) -> Result<Outcome, RegistryError> {
+        let current = self.service(service)?;
+        let serving = current.serving();
+        let Some(canary) = current.canary.clone() else {
+            return Err(RegistryError::Conflict {
+                message: format!("service {service:?} has no canary to promote (revision {serving} serves everything)"),
+            });
+        };
+        if let Some(entry) = self.registry.services.get_mut(service) {
+            entry.canary = None;
+        }
+        self.serve_revision(service, canary.revision);
+        self.event(
+            EventKind::Rollout,
+            Some(service),
+            None,
+            format!(
+                "canary revision {} promoted by {}: the shards of revision {serving} move to it",
+                canary.revision, self.by
+            ),
+        );
+        Ok(Outcome::Service(Box::new(self.service(service)?.clone())))
+    }
+
+    /// The analysis found the canary failing: it ends, marked failed with why.
+    fn fail_canary(&mut self, service: &str, revision: u64, reason: &str) -> Result<Outcome, RegistryError> {
+        let current = self.service(service)?;
+        if current.canary.as_ref().is_none_or(|canary| canary.revision != revision) {
+            return Err(RegistryError::Conflict {
+                message: format!("revision {revision} of {service:?} is no longer its canary"),
+            });
+        }
+        let serving = current.serving();
+        if let Some(entry) = self.registry.services.get_mut(service) {
+            entry.mark_failed(revision, reason);
+        }
+        self.end_canary(
+            service,
+            &format!("canary revision {revision} rolled back: {reason}; revision {serving} serves everything"),
+        );
+        Ok(Outcome::Service(Box::new(self.service(service)?.clone())))
+    }
+
+    /// Ends the canary: its slice is handed back to the serving revision, and its
+    /// instances stop once they own nothing.
+    fn end_canary(&mut self, service: &str, reason: &str) {
+        let now_ms = self.now_ms;
+        if let Some(entry) = self.registry.services.get_mut(service) {
+            entry.canary = None;
+            entry.generation += 1;
+            entry.updated_at_ms = now_ms;
+        }
+        self.event(EventKind::Rollout, Some(service), None, reason.to_owned());
+        self.rebalance(service);
+        self.effects.push(Effect::RoutesChanged {
+            service: service.to_owned(),
+        });
+    }
+
+    fn canary_event(&mut self, service: &str, canary: &Canary, what: &str) {
+        let shards = self
+            .registry
+            .services
+            .get(service)
+            .and_then(Service::canary_slice)
+            .map_or(0, |(_, count)| count);
+        let analysis = canary.analysis.map_or(String::new(), |analysis| {
+            format!(
+                "; rolled back on its own above {}% errors over {} s (at least {} calls)",
+                f64::from(analysis.max_error_rate_bp) / 100.0,
+                analysis.window_ms / 1000,
+                analysis.min_calls
+            )
+        });
+        self.event(
+            EventKind::Rollout,
+            Some(service),
+            None,
+            format!(
+                "revision {} {what}: {}% of the traffic ({shards} shard(s)){analysis}",
+                canary.revision, canary.percent
+            ),
+        );
     }
 
     fn release_shards(&mut self, instance: &str, shards: &[u32]) -> Result<Outcome, RegistryError> {
@@ -764,7 +1000,7 @@ impl Tx<'_> {
         let Some(entry) = self.registry.services.get_mut(service) else {
             return false;
         };
-        let placement = handoff::place(&mut entry.shards, &eligible, &live, now_ms);
+        let placement = handoff::place_all(&mut entry.shards, &eligible, &live, now_ms);
         self.placed(service, placement)
     }
 

@@ -6,7 +6,10 @@ use serde::{Deserialize, Serialize};
 use strata_settings::{RevisionSpec, ServiceSettings};
 
 use super::logged::{LoggedPatch, LoggedSpec};
-use super::{AuditRecord, EntityInfo, Event, IdleTimes, Instance, RunOutcome, Schedule, ScheduleSpec, Service};
+use super::{
+    AuditRecord, CanaryAnalysis, CanarySpec, EntityInfo, Event, IdleTimes, Instance, RunOutcome, Schedule,
+    ScheduleSpec, Service,
+};
 
 /// One Raft log entry's payload. The leader stamps `at_ms` when it proposes, so every
 /// replica applies the same time and the state machine stays deterministic.
@@ -105,6 +108,26 @@ pub enum Command {
         service: String,
         to: Option<u64>,
     },
+    /// Gives revision `revision` (a kept one, not the serving one) `percent` of the
+    /// service's shards as a canary; 100 promotes it, 0 ends the canary.
+    SetTraffic {
+        service: String,
+        revision: u64,
+        percent: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        analysis: Option<CanaryAnalysis>,
+    },
+    /// The canary becomes the serving revision.
+    Promote {
+        service: String,
+    },
+    /// The canary analysis found revision `revision` failing: its slice goes back
+    /// to the serving revision, and the revision is marked failed with `reason`.
+    FailCanary {
+        service: String,
+        revision: u64,
+        reason: String,
+    },
     /// A sidecar of `instance`'s service reports the service's earliest pending
     /// timer (`None`: none). No event.
     ReportTimers {
@@ -167,6 +190,9 @@ impl Command {
             Command::ReleaseShards { .. } => "release_shards",
             Command::ExpireHandoffs => "expire_handoffs",
             Command::Rollback { .. } => "rollback",
+            Command::SetTraffic { .. } => "set_traffic",
+            Command::Promote { .. } => "promote",
+            Command::FailCanary { .. } => "fail_canary",
             Command::CreateSchedule(_) => "create_schedule",
             Command::DeleteSchedule { .. } => "delete_schedule",
             Command::StartScheduleRun { .. } => "start_schedule_run",
@@ -204,6 +230,10 @@ pub struct ServicePatch {
     /// its value. The shard count, fixed at creation, is kept either way.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replace_settings: bool,
+    /// The new revision this patch makes serves only a canary's slice beside the
+    /// serving one (refused when the patch makes no new revision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanarySpec>,
 }
 
 /// What a successful command answers.

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeSet;
 
+use super::rollout::Owners;
 use super::shard_map::{move_to, rebalance, ShardMove};
 use super::{Handoff, Shard};
 
@@ -24,7 +25,7 @@ pub fn max_handoffs(shard_count: usize) -> usize {
     shard_count.div_ceil(8).max(1)
 }
 
-/// What one pass of [`place`] changed.
+/// What one pass of [`place_all`] changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Placement {
     /// Shards that changed owner now (their old owner was gone, or there is none).
@@ -39,12 +40,36 @@ impl Placement {
     }
 }
 
-/// Brings `shards` toward an even spread over `eligible` (the ready instances that
+/// Brings `shards` toward their owners: a canary's slice toward the canary's, the
+/// rest toward the serving revision's, each slice by [`place_from`].
+pub fn place_all(shards: &mut [Shard], owners: &Owners, live: &BTreeSet<String>, now_ms: u64) -> Placement {
+    let split = owners
+        .canary
+        .as_ref()
+        .map_or(0, |(count, _)| (*count).min(shards.len()));
+    let (canary, stable) = shards.split_at_mut(split);
+    let mut placement = place_from(stable, split, &owners.stable, live, now_ms);
+    if let Some((_, canary_owners)) = &owners.canary {
+        let slice = place_from(canary, 0, canary_owners, live, now_ms);
+        placement.moves.splice(0..0, slice.moves);
+        placement.handoffs_changed += slice.handoffs_changed;
+    }
+    placement
+}
+
+/// Brings `shards` (a slice of a service's, whose first is number
+/// `first`) toward an even spread over `eligible` (the ready instances that
 /// may own shards): a shard whose owner is not in `live` (gone, or never set)
 /// moves at once; a live owner's shard is handed off, at most
 /// [`max_handoffs`] at a time. Hand-offs already under way count as done for the
 /// spread, so a pass never undoes one that still fits.
-pub fn place(shards: &mut [Shard], eligible: &BTreeSet<String>, live: &BTreeSet<String>, now_ms: u64) -> Placement {
+fn place_from(
+    shards: &mut [Shard],
+    first: usize,
+    eligible: &BTreeSet<String>,
+    live: &BTreeSet<String>,
+    now_ms: u64,
+) -> Placement {
     // Where each shard is headed, from where it will be once its hand-off is done.
     let mut headed: Vec<Shard> = shards
         .iter()
@@ -80,7 +105,7 @@ pub fn place(shards: &mut [Shard], eligible: &BTreeSet<String>, live: &BTreeSet<
                 if shard.handoff.take().is_some() {
                     under_way -= 1;
                 }
-                placement.moves.push(move_to(shard, index, target));
+                placement.moves.push(move_to(shard, first + index, target));
                 continue;
             }
         };
@@ -104,8 +129,8 @@ pub fn place(shards: &mut [Shard], eligible: &BTreeSet<String>, live: &BTreeSet<
 
 /// `instance` released `released` (shards it was handing off): each goes to its
 /// hand-off's target if that may still own shards; a hand-off whose target left
-/// is called off (the shard stays where it is until the next [`place`]).
-pub fn release(shards: &mut [Shard], instance: &str, released: &[u32], eligible: &BTreeSet<String>) -> Placement {
+/// is called off (the shard stays where it is until the next [`place_all`]).
+pub fn release(shards: &mut [Shard], instance: &str, released: &[u32], owners: &Owners) -> Placement {
     let mut placement = Placement::default();
     for &number in released {
         let Some(shard) = shards.get_mut(number as usize) else {
@@ -117,7 +142,7 @@ pub fn release(shards: &mut [Shard], instance: &str, released: &[u32], eligible:
         let Some(handoff) = shard.handoff.take() else {
             continue;
         };
-        if eligible.contains(&handoff.to) {
+        if owners.of_shard(number as usize).contains(&handoff.to) {
             placement.moves.push(move_to(shard, number as usize, Some(handoff.to)));
         } else {
             placement.handoffs_changed += 1;
@@ -128,7 +153,7 @@ pub fn release(shards: &mut [Shard], instance: &str, released: &[u32], eligible:
 
 /// Hand-offs begun [`HANDOFF_TIMEOUT_MS`] or more before `now_ms` complete without
 /// the old owner's release (its writes, if any, are fenced by the new epoch).
-pub fn expire(shards: &mut [Shard], eligible: &BTreeSet<String>, now_ms: u64) -> Placement {
+pub fn expire(shards: &mut [Shard], owners: &Owners, now_ms: u64) -> Placement {
     let mut placement = Placement::default();
     for (index, shard) in shards.iter_mut().enumerate() {
         let overdue = shard
@@ -139,7 +164,7 @@ pub fn expire(shards: &mut [Shard], eligible: &BTreeSet<String>, now_ms: u64) ->
             continue;
         }
         let handoff = shard.handoff.take().expect("overdue hand-off");
-        if eligible.contains(&handoff.to) {
+        if owners.of_shard(index).contains(&handoff.to) {
             placement.moves.push(move_to(shard, index, Some(handoff.to)));
         } else {
             placement.handoffs_changed += 1;

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use strata_settings::{HumanDuration, RevisionSpec, ServiceSettings};
 
 use super::command::{ServicePatch, ServiceSpec};
+use super::CanarySpec;
 
 /// The durations an older entry spelled in milliseconds.
 #[derive(Debug, Default, Deserialize)]
@@ -64,6 +65,8 @@ pub(super) struct LoggedPatch {
     milliseconds: Milliseconds,
     #[serde(default)]
     replace_settings: bool,
+    #[serde(default)]
+    canary: Option<CanarySpec>,
 }
 
 impl From<LoggedPatch> for ServicePatch {
@@ -72,6 +75,7 @@ impl From<LoggedPatch> for ServicePatch {
             runs: logged.runs,
             settings: logged.milliseconds.into(logged.settings),
             replace_settings: logged.replace_settings,
+            canary: logged.canary,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! Nothing here does I/O or reads a clock; Raft and the API live elsewhere.
 
 mod apply;
+mod canary;
 mod command;
 mod handoff;
 mod logged;
@@ -18,6 +19,8 @@ mod validate;
 #[cfg(test)]
 mod apply_tests;
 #[cfg(test)]
+mod canary_tests;
+#[cfg(test)]
 mod rollout_tests;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -26,10 +29,11 @@ use serde::{Deserialize, Serialize};
 use strata_autoscaler::IdleHistogram;
 
 pub use apply::{apply, Applied};
+pub use canary::{canary_shards, Canary, CanaryAnalysis, CanarySpec, DEFAULT_ANALYSIS_WINDOW_MS, DEFAULT_MIN_CALLS};
 pub use command::{Command, Effect, Outcome, RegistryError, Request, ServicePatch, ServiceSpec};
 pub use handoff::{max_handoffs, HANDOFF_TIMEOUT_MS};
 pub use revision::Revision;
-pub use rollout::{Rollout, ROLLOUT_MAX_FAILURES};
+pub use rollout::{Owners, Rollout, ROLLOUT_MAX_FAILURES};
 pub use schedule::{CatchUp, RunOutcome, Schedule, ScheduleRun, ScheduleSpec};
 pub use shard_map::{rebalance, ShardMove};
 pub use strata_settings::{
@@ -130,6 +134,10 @@ pub struct Service {
     /// ready yet (see `rollout.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<Rollout>,
+    /// A revision serving a slice of the entities beside the serving one (see
+    /// `canary.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
     pub desired_replicas: u32,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,

@@ -75,19 +75,26 @@ impl Service {
     /// Records `spec` as the next revision, makes it the one serving, drops the
     /// oldest beyond the history, and returns its number.
     pub(super) fn record_revision(&mut self, spec: RevisionSpec, now_ms: u64, by: &str) -> u64 {
+        let number = self.record_revision_beside(spec.clone(), now_ms, by);
+        self.runs = spec;
+        self.serving_revision = number;
+        self.prune_revisions();
+        number
+    }
+
+    /// Records `spec` as the next revision without serving it (a canary's), and
+    /// returns its number.
+    pub(super) fn record_revision_beside(&mut self, spec: RevisionSpec, now_ms: u64, by: &str) -> u64 {
         self.adopt_revisions();
         self.latest_revision += 1;
         let number = self.latest_revision;
         self.revisions.push(Revision {
             number,
-            spec: spec.clone(),
+            spec,
             created_at_ms: now_ms,
             created_by: by.to_owned(),
             failure: None,
         });
-        self.runs = spec;
-        self.serving_revision = number;
-        self.prune_revisions();
         number
     }
 
@@ -113,11 +120,17 @@ impl Service {
             .or_else(|| earlier().map(|r| r.number).max())
     }
 
-    /// Drops the oldest revisions beyond the history, never the serving one.
+    /// Drops the oldest revisions beyond the history, never the serving one or a
+    /// canary.
     pub(super) fn prune_revisions(&mut self) {
         let serving = self.serving_revision;
+        let canary = self.canary.as_ref().map(|canary| canary.revision);
         while self.revisions.len() > self.revision_history() {
-            let Some(oldest) = self.revisions.iter().position(|revision| revision.number != serving) else {
+            let Some(oldest) = self
+                .revisions
+                .iter()
+                .position(|revision| revision.number != serving && Some(revision.number) != canary)
+            else {
                 break;
             };
             self.revisions.remove(oldest);
@@ -154,6 +167,7 @@ mod tests {
             latest_revision: 0,
             serving_revision: 0,
             rollout: None,
+            canary: None,
             desired_replicas: 0,
             created_at_ms: 5,
             updated_at_ms: 5,

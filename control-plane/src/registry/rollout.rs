@@ -61,26 +61,54 @@ impl Service {
     }
 }
 
+/// Who may own a service's shards: the canary's slice (its first shards), when
+/// there is a canary, and the rest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Owners {
+    pub stable: BTreeSet<String>,
+    /// How many shards the canary serves, and who may own them.
+    pub canary: Option<(usize, BTreeSet<String>)>,
+}
+
+impl Owners {
+    /// Who may own shard number `shard`.
+    pub fn of_shard(&self, shard: usize) -> &BTreeSet<String> {
+        match &self.canary {
+            Some((count, owners)) if shard < *count => owners,
+            _ => &self.stable,
+        }
+    }
+}
+
 impl Registry {
     /// The instances that may own the service's shards: the ready instances that run
     /// the serving revision, or, while none of them is ready, every ready instance
-    /// (the old revision serves until the new one can).
-    pub fn eligible_owners(&self, service: &str) -> BTreeSet<String> {
-        let serving = self.services.get(service);
+    /// (the old revision serves until the new one can). A canary's slice goes to
+    /// the canary's ready instances, or stays with those while it has none.
+    pub fn eligible_owners(&self, service: &str) -> Owners {
+        let entry = self.services.get(service);
         let ready: Vec<_> = self
             .instances_of(service)
             .filter(|instance| instance.state == InstanceState::Ready)
             .collect();
-        let current: BTreeSet<String> = ready
-            .iter()
-            .filter(|instance| serving.is_none_or(|s| s.runs_serving(instance.revision)))
-            .map(|instance| instance.id.clone())
-            .collect();
-        if current.is_empty() {
-            ready.iter().map(|instance| instance.id.clone()).collect()
+        let running = |wanted: &dyn Fn(u64) -> bool| -> BTreeSet<String> {
+            ready
+                .iter()
+                .filter(|instance| wanted(instance.revision))
+                .map(|instance| instance.id.clone())
+                .collect()
+        };
+        let current = running(&|revision| entry.is_none_or(|s| s.runs_serving(revision)));
+        let stable = if current.is_empty() {
+            running(&|_| true)
         } else {
             current
-        }
+        };
+        let canary = entry.and_then(Service::canary_slice).map(|(revision, count)| {
+            let canaries = running(&|running| running == revision);
+            (count, if canaries.is_empty() { stable.clone() } else { canaries })
+        });
+        Owners { stable, canary }
     }
 
     /// The instances that still run commands for the shards they own (ready or

@@ -56,7 +56,7 @@ fn the_old_revision_keeps_every_shard_until_the_new_one_is_ready_then_hands_them
     register_at(&mut registry, "b", 2);
     assert_eq!(owners(&registry), vec![Some("a"); 4]);
     assert!(handoffs(&registry).is_empty());
-    assert_eq!(registry.eligible_owners("cart"), ["a".to_owned()].into());
+    assert_eq!(registry.eligible_owners("cart").stable, ["a".to_owned()].into());
     // --- b ready: the rollout has arrived, and only b may own shards now
     ready(&mut registry, "b");
     assert_eq!(registry.services["cart"].rollout, None);
@@ -64,7 +64,7 @@ fn the_old_revision_keeps_every_shard_until_the_new_one_is_ready_then_hands_them
         reasons(&registry, EventKind::Rollout),
         vec!["revision 2 is ready: shards move to it from revision 1"]
     );
-    assert_eq!(registry.eligible_owners("cart"), ["b".to_owned()].into());
+    assert_eq!(registry.eligible_owners("cart").stable, ["b".to_owned()].into());
     assert_eq!(handoffs(&registry), vec![(0, "a", "b")]);
     settle(&mut registry);
     assert_eq!(owners(&registry), vec![Some("b"); 4]);

@@ -185,6 +185,7 @@ mod tests {
                 desired_replicas: 1,
                 revision: 1,
                 hold_timeout_ms,
+                ..Default::default()
             }],
         }
     }

@@ -135,7 +135,8 @@ impl Outbound {
             return Ok(None);
         }
         let Some(entity_id) = entity_id else {
-            let (target, ticket) = self.spread.pick(&service.ready).expect("ready instances");
+            let targets = service.action_targets(self.spread.draw());
+            let (target, ticket) = self.spread.pick(targets).expect("ready instances");
             return Ok(Some(Destination {
                 service: service.name.clone(),
                 target,

@@ -59,6 +59,7 @@ fn routes(version: u64, address: &str) -> Arc<RouteTable> {
             desired_replicas: 1,
             revision: 1,
             hold_timeout_ms: 0,
+            ..Default::default()
         }],
     };
     Arc::new(RouteTable::build(&snapshot, &RouteTable::default()))

@@ -16,6 +16,31 @@ use tokio::sync::watch;
 
 use crate::model::{Catalog, MethodModel, ServiceModel, Targets};
 
+/// A service's canary split from its routes: `None` without a canary, or while
+/// either side has no ready instance (then every ready instance serves).
+fn canary_split(routes: &ServiceRoutes, target: &dyn Fn(&str) -> Option<Target>) -> Option<CanarySplit> {
+    if routes.canary_revision == 0 {
+        return None;
+    }
+    let (canary, stable): (Vec<_>, Vec<_>) = routes
+        .instances
+        .iter()
+        .filter(|i| i.state == "ready")
+        .partition(|i| i.revision == routes.canary_revision);
+    let targets = |instances: Vec<&_>| -> Vec<Target> {
+        instances
+            .into_iter()
+            .filter_map(|i: &strata_proto::strata::controlplane::v1::InstanceRoute| target(&i.id))
+            .collect()
+    };
+    let (canary, stable) = (targets(canary), targets(stable));
+    (!canary.is_empty() && !stable.is_empty()).then_some(CanarySplit {
+        percent: routes.canary_percent,
+        canary,
+        stable,
+    })
+}
+
 /// One reachable instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -33,12 +58,34 @@ pub struct ServiceTable {
     /// Owner of each shard, `None` when unowned.
     pub shards: Vec<Option<Target>>,
     pub ready: Vec<Target>,
+    /// A canary's share of the actions' calls, while both it and the serving
+    /// revision have ready instances.
+    pub canary: Option<CanarySplit>,
     /// How long a request may wait for the service to wake from zero; `None`: the
     /// gateway's own default.
     pub hold_timeout: Option<Duration>,
 }
 
+/// The ready instances of a canary and of the rest, and the canary's percentage.
+#[derive(Debug)]
+pub struct CanarySplit {
+    pub percent: u32,
+    pub canary: Vec<Target>,
+    pub stable: Vec<Target>,
+}
+
 impl ServiceTable {
+    /// Where an action's call may go: with a canary, to its instances for its
+    /// percentage of the calls (by `turn`, a count of calls: exactly that many
+    /// of every hundred), to the others for the rest; else to any ready instance.
+    pub fn action_targets(&self, turn: usize) -> &[Target] {
+        match &self.canary {
+            Some(split) if turn % 100 < split.percent as usize => &split.canary,
+            Some(split) => &split.stable,
+            None => &self.ready,
+        }
+    }
+
     pub fn owner(&self, shard: u32) -> Option<&Target> {
         self.shards.get(shard as usize).and_then(Option::as_ref)
     }
@@ -55,6 +102,7 @@ impl ServiceTable {
             descriptor_set: Vec::new(),
             shards: Vec::new(),
             ready,
+            canary: None,
             hold_timeout: None,
         }
     }
@@ -125,6 +173,7 @@ impl RouteTable {
                         .filter(|i| i.state == "ready")
                         .filter_map(|i| target(&i.id))
                         .collect(),
+                    canary: canary_split(routes, &target),
                     hold_timeout: (routes.hold_timeout_ms > 0).then(|| Duration::from_millis(routes.hold_timeout_ms)),
                 },
             );
@@ -219,5 +268,65 @@ pub struct RoutedTargets(pub watch::Receiver<Arc<RouteTable>>);
 impl Targets for RoutedTargets {
     fn method(&self, service: &str, method: &str) -> Option<Arc<MethodModel>> {
         Targets::method(self.0.borrow().catalog.as_ref(), service, method)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use strata_proto::strata::controlplane::v1::InstanceRoute;
+
+    use super::*;
+
+    fn instance(id: &str, revision: u64, state: &str) -> InstanceRoute {
+        InstanceRoute {
+            id: id.into(),
+            address: format!("{id}:1"),
+            state: state.into(),
+            revision,
+        }
+    }
+
+    fn table(instances: Vec<InstanceRoute>, canary_revision: u64, canary_percent: u32) -> Arc<RouteTable> {
+        let snapshot = RouteSnapshot {
+            version: 1,
+            services: vec![ServiceRoutes {
+                name: "hello".into(),
+                instances,
+                canary_revision,
+                canary_percent,
+                ..Default::default()
+            }],
+        };
+        Arc::new(RouteTable::build(&snapshot, &RouteTable::default()))
+    }
+
+    fn canary_calls(table: &RouteTable) -> usize {
+        let service = &table.services["hello"];
+        (0..100)
+            .filter(|&turn| service.action_targets(turn).iter().any(|t| t.instance == "c"))
+            .count()
+    }
+
+    #[test]
+    fn a_canary_serves_exactly_its_share_of_each_hundred_action_calls() {
+        let both = table(
+            vec![
+                instance("a", 1, "ready"),
+                instance("b", 1, "ready"),
+                instance("c", 2, "ready"),
+            ],
+            2,
+            25,
+        );
+        assert_eq!(canary_calls(&both), 25);
+        let service = &both.services["hello"];
+        assert!(service.action_targets(99).iter().all(|t| t.instance != "c"));
+        assert_eq!(service.action_targets(99).len(), 2);
+        // --- a canary not ready yet, or no canary: every ready instance serves
+        let starting = table(vec![instance("a", 1, "ready"), instance("c", 2, "starting")], 2, 25);
+        assert!(starting.services["hello"].canary.is_none());
+        let none = table(vec![instance("a", 1, "ready"), instance("c", 2, "ready")], 0, 0);
+        assert_eq!(canary_calls(&none), 100, "every call may go to either");
+        assert_eq!(none.services["hello"].action_targets(7).len(), 2);
     }
 }

@@ -28,6 +28,8 @@ pub fn least_outstanding(ready: &[Target], outstanding: &HashMap<String, usize>,
 pub struct Spread {
     outstanding: Mutex<HashMap<String, usize>>,
     turn: AtomicUsize,
+    /// Calls counted for splits between revisions (see [`Spread::draw`]).
+    draws: AtomicUsize,
 }
 
 /// One outstanding call; the count goes down when it is dropped.
@@ -37,6 +39,11 @@ pub struct Ticket {
 }
 
 impl Spread {
+    /// The next number of a count of calls, which a canary's split goes by.
+    pub fn draw(&self) -> usize {
+        self.draws.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// Picks the instance for the next call and counts the call on it.
     pub fn pick(self: &Arc<Self>, ready: &[Target]) -> Option<(Target, Ticket)> {
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);

@@ -134,6 +134,7 @@ pub fn registry_patch(spec: &ServiceSpec) -> ServicePatch {
         runs: spec.runs.clone(),
         settings: spec.settings.clone(),
         replace_settings: true,
+        canary: None,
     }
 }
 

@@ -277,6 +277,9 @@ async fn apply(service: &StatefulService, ctx: &Context) -> Result<Action, Error
             pacing: &memory.pacing,
             serving: &BTreeMap::new(),
             owners: &BTreeSet::new(),
+            // A revision of its own (and so a canary) is a Deployment of its own:
+            // not built yet, so a StatefulService has no canary.
+            canaries: &BTreeMap::new(),
             now_ms,
             settings: PlanSettings {
                 ready_timeout: ctx.settings.ready_timeout,

@@ -130,12 +130,22 @@ impl LocalRuntime {
     /// Observes (the registry first, then the processes, so an instance that
     /// registered is always seen), plans, and carries the plan out.
     async fn converge(&mut self) {
-        let (commands, desired, registered, serving, owners) = self.node.read(|registry| {
+        let (commands, desired, registered, serving, owners, canaries) = self.node.read(|registry| {
             let ours = || registry.services.values().filter(|s| s.runs.command.is_some());
-            // What each service's serving revision runs: new instances run it.
-            let commands: BTreeMap<String, (u64, RevisionSpec)> = ours()
-                .map(|s| (s.name.clone(), (s.serving(), s.runs.clone())))
+            // What each service's serving revision (and canary) runs: new instances run it.
+            let mut commands: BTreeMap<(String, Option<u64>), (u64, RevisionSpec)> = ours()
+                .map(|s| ((s.name.clone(), None), (s.serving(), s.runs.clone())))
                 .collect();
+            let mut canaries: BTreeMap<String, (u64, u32)> = BTreeMap::new();
+            for service in ours() {
+                let Some((revision, wanted)) = service.canary_replicas() else {
+                    continue;
+                };
+                if let Some(spec) = service.revision(revision) {
+                    commands.insert((service.name.clone(), Some(revision)), (revision, spec.spec.clone()));
+                    canaries.insert(service.name.clone(), (revision, wanted));
+                }
+            }
             // Only services with a command are this driver's to run.
             let desired: BTreeMap<String, u32> = ours().map(|s| (s.name.clone(), s.desired_replicas)).collect();
             let serving: BTreeMap<String, u64> = ours().map(|s| (s.name.clone(), s.serving())).collect();
@@ -148,7 +158,7 @@ impl LocalRuntime {
                 .values()
                 .map(|i| (i.id.clone(), (i.service.clone(), i.state)))
                 .collect();
-            (commands, desired, registered, serving, owners)
+            (commands, desired, registered, serving, owners, canaries)
         });
         let observed = self.observe();
         let actions = plan(PlanInput {
@@ -158,6 +168,7 @@ impl LocalRuntime {
             pacing: &self.pacing,
             serving: &serving,
             owners: &owners,
+            canaries: &canaries,
             now_ms: self.now_ms(),
             settings: PlanSettings {
                 ready_timeout: self.config.ready_timeout,
@@ -214,7 +225,7 @@ impl LocalRuntime {
         observed
     }
 
-    async fn carry_out(&mut self, action: Action, commands: &BTreeMap<String, (u64, RevisionSpec)>) {
+    async fn carry_out(&mut self, action: Action, commands: &BTreeMap<(String, Option<u64>), (u64, RevisionSpec)>) {
         match action {
             // Only this runtime's children are observed, and they are all tracked.
             Action::Adopt { instance } => tracing::debug!(%instance, "nothing to adopt locally"),
@@ -251,8 +262,8 @@ impl LocalRuntime {
             }
             // Left by an earlier run of strata dev that was killed: it will never heartbeat.
             Action::Orphan { instance } => self.remove(&instance, "no longer running on this machine").await,
-            Action::Start { service, count } => {
-                let Some((revision, command)) = commands.get(&service) else {
+            Action::Start { service, count, canary } => {
+                let Some((revision, command)) = commands.get(&(service.clone(), canary)) else {
                     return;
                 };
                 for _ in 0..count {

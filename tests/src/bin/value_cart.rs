@@ -3,8 +3,10 @@
 //! HOST:PORT like any user function; PASSIVATION_MS sets the idle timeout.
 //! With EXPIRE_MS set, the cart expires itself: every AddItem (re)schedules the
 //! durable timer `expire`, which calls ExpireCart that long after the last add
-//! (3 attempts); KeepCart cancels it.
+//! (3 attempts); KeepCart cancels it. With FAIL_EVERY=N set, every Nth AddItem
+//! this process handles fails (a revision with a bug, for the canary tests).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use strata_e2e::valuecart::{AddLineItem, Cart, ExpireCart, LineItem};
@@ -19,7 +21,12 @@ const EXPIRE_ATTEMPTS: u32 = 3;
 struct ValueCart {
     /// How long after the last add the cart expires (`None`: never).
     expire_after: Option<Duration>,
+    /// Every how many AddItems one fails (`None`: none does).
+    fail_every: Option<u64>,
 }
+
+/// AddItems this process handled, for FAIL_EVERY.
+static ADDS: AtomicU64 = AtomicU64::new(0);
 
 impl ValueEntity for ValueCart {
     type State = Cart;
@@ -28,6 +35,10 @@ impl ValueEntity for ValueCart {
         match command.name() {
             "AddItem" => {
                 let add: AddLineItem = command.decode()?;
+                let nth = ADDS.fetch_add(1, Ordering::Relaxed) + 1;
+                if self.fail_every.is_some_and(|every| nth % every == 0) {
+                    return Err(Failure::new("failing as asked (FAIL_EVERY)"));
+                }
                 if add.quantity <= 0 {
                     return Err(Failure::new("quantity must be positive"));
                 }
@@ -85,11 +96,16 @@ async fn main() -> Result<(), strata_sdk::ServeError> {
         .ok()
         .and_then(|ms| ms.parse().ok())
         .map(Duration::from_millis);
+    let fail_every = std::env::var("FAIL_EVERY")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|&n| n > 0);
     Service::new(strata_e2e::VALUE_CART_DESCRIPTORS)
         .service_name("value-cart")
         .value_entity(
             ValueEntityService::new("strata.test.valuecart.ValueCart", "value-cart", move |_| ValueCart {
                 expire_after,
+                fail_every,
             })
             .passivation_timeout(passivation),
         )

@@ -1,14 +1,15 @@
 // The service page's Revisions card: every kept revision (what it runs, who deployed
 // it, when, why its rollout stopped), the rollout under way and which revision each
-// instance runs, a diff between any two, and a rollback (with confirmation) to any
-// earlier one, which rolls the service over as a deploy does.
+// instance runs, the traffic split of a canary (with promote and end buttons), a diff
+// between any two, and a rollback (with confirmation) to any earlier one, which rolls
+// the service over as a deploy does.
 
 import { useState } from 'preact/hooks';
 
 import { api, ApiError, encode } from '../api';
 import { formatClock } from '../format';
 import { usePoll } from '../hooks';
-import { diffRevisions, runsLine } from '../revisions';
+import { canaryLine, diffRevisions, runsLine } from '../revisions';
 import type { Instance, RevisionList } from '../types';
 import { Card, LoadError } from './ui';
 
@@ -40,6 +41,14 @@ export function RevisionsCard(props: { service: string; instances: Instance[] | 
           ready{data.rollout.failures ? `; ${data.rollout.failures} failed so far` : ''}.
         </p>
       ) : null}
+      {data.canary ? (
+        <p class="notice" role="status" data-testid="canary">
+          {canaryLine(data.canary, data.serving)}{' '}
+          {props.canWrite ? (
+            <CanaryButtons service={props.service} revision={data.canary.revision} onDone={list.reload} />
+          ) : null}
+        </p>
+      ) : null}
       <div class="table-wrap">
         <table aria-label="Revisions, newest first">
           <thead>
@@ -57,6 +66,9 @@ export function RevisionsCard(props: { service: string; instances: Instance[] | 
                 <th scope="row">
                   {revision.number}
                   {revision.serving ? <span class="badge badge-instance-ready"> serving</span> : null}
+                  {data.canary?.revision === revision.number ? (
+                    <span class="badge badge-instance-starting"> canary {data.canary.percent}%</span>
+                  ) : null}
                   {revision.failure ? <span class="badge badge-instance-draining"> failed</span> : null}
                 </th>
                 <td>
@@ -69,7 +81,7 @@ export function RevisionsCard(props: { service: string; instances: Instance[] | 
                 <td class="num">{running.get(revision.number) ?? 0}</td>
                 {props.canWrite ? (
                   <td>
-                    {revision.serving ? null : (
+                    {revision.serving || data.canary?.revision === revision.number ? null : (
                       <RollbackButton service={props.service} to={revision.number} onDone={list.reload} />
                     )}
                   </td>
@@ -158,6 +170,35 @@ function RollbackButton(props: { service: string; to: number; onDone: () => void
           Roll back to {props.to}…
         </button>
       )}
+      {error ? (
+        <span class="error-text" role="alert">
+          {' '}
+          {error}
+        </span>
+      ) : null}
+    </span>
+  );
+}
+
+function CanaryButtons(props: { service: string; revision: number; onDone: () => void }) {
+  const [error, setError] = useState<string | null>(null);
+  const act = async (path: string, body: unknown) => {
+    try {
+      await api.post(`/services/${encode(props.service)}/${path}`, body);
+      setError(null);
+      props.onDone();
+    } catch (failure) {
+      setError(failure instanceof ApiError || failure instanceof Error ? failure.message : String(failure));
+    }
+  };
+  return (
+    <span>
+      <button type="button" class="button" onClick={() => act('promote', {})}>
+        Promote revision {props.revision}
+      </button>{' '}
+      <button type="button" class="button button-danger" onClick={() => act('rollback', {})}>
+        End the canary
+      </button>
       {error ? (
         <span class="error-text" role="alert">
           {' '}

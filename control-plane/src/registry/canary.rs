@@ -1,0 +1,199 @@
+//! Canaries as the registry sees them: a revision that serves a stable slice of a
+//! service's entities beside the serving revision. The slice is by shard, the
+//! first [`canary_shards`] of them, so an entity goes to the same revision on every
+//! call; the canary's ready instances are the only ones that may own those shards
+//! (until one is ready, the serving revision keeps them), and the shards move to and
+//! fro by hand-off like any other move (`handoff.rs`). Promoting makes the canary
+//! the serving revision (a rollout whose new instances are already running); ending
+//! it (a rollback, by hand or by the analysis) hands its shards back. Pure: `apply`
+//! calls these.
+
+use serde::{Deserialize, Serialize};
+
+use super::{RegistryError, Service};
+
+/// Calls the canary must have answered in the window before the analysis judges it,
+/// unless the canary says otherwise.
+pub const DEFAULT_MIN_CALLS: u32 = 20;
+/// The window the analysis judges over, unless the canary says otherwise.
+pub const DEFAULT_ANALYSIS_WINDOW_MS: u64 = 60_000;
+
+/// A revision serving `percent` of a service's shards beside the serving revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Canary {
+    pub revision: u64,
+    /// The share of the shards (and of the actions' calls) it serves, 1 to 99.
+    pub percent: u32,
+    pub started_at_ms: u64,
+    /// When set, the control plane rolls the canary back on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<CanaryAnalysis>,
+}
+
+/// When the control plane rolls a canary back on its own: its error rate over the
+/// window is above `max_error_rate_bp` (and above the serving revision's) once it
+/// has answered at least `min_calls` calls in the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanaryAnalysis {
+    /// In basis points (1/100 of a percent): 500 is 5%.
+    pub max_error_rate_bp: u32,
+    pub min_calls: u32,
+    pub window_ms: u64,
+}
+
+/// What a deploy or a traffic change asks of a canary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanarySpec {
+    pub percent: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<CanaryAnalysis>,
+}
+
+/// How many of `shard_count` shards a canary of `percent` serves: the nearest whole
+/// number, at least one and never all.
+pub fn canary_shards(shard_count: usize, percent: u32) -> usize {
+    let wanted = (shard_count * percent as usize + 50) / 100;
+    wanted.clamp(1, shard_count.saturating_sub(1).max(1))
+}
+
+impl CanarySpec {
+    /// Refuses a share that is not a canary's, or one a service cannot split.
+    pub fn validate(&self, shard_count: usize) -> Result<(), RegistryError> {
+        if !(1..=99).contains(&self.percent) {
+            return Err(RegistryError::invalid(
+                "traffic",
+                format!(
+                    "a canary serves 1 to 99 percent of the traffic, not {} (100 promotes it, 0 ends it)",
+                    self.percent
+                ),
+            ));
+        }
+        if shard_count < 2 {
+            return Err(RegistryError::invalid(
+                "traffic",
+                "a canary needs a service with at least two shards (it serves a slice of them); this one has one",
+            ));
+        }
+        if let Some(analysis) = &self.analysis {
+            if analysis.max_error_rate_bp == 0 || analysis.max_error_rate_bp >= 10_000 {
+                return Err(RegistryError::invalid(
+                    "canary_max_error_rate",
+                    "the canary's maximum error rate must be above 0% and below 100%",
+                ));
+            }
+            if analysis.min_calls == 0 {
+                return Err(RegistryError::invalid(
+                    "canary_min_calls",
+                    "the canary's minimum of calls must be at least 1",
+                ));
+            }
+            if !(1_000..=3_600_000).contains(&analysis.window_ms) {
+                return Err(RegistryError::invalid(
+                    "canary_window",
+                    "the canary's analysis window must be between 1s and 1h",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Service {
+    /// The canary's revision and how many of the shards (counted from the first) it
+    /// serves.
+    pub fn canary_slice(&self) -> Option<(u64, usize)> {
+        let canary = self.canary.as_ref()?;
+        Some((canary.revision, canary_shards(self.shards.len(), canary.percent)))
+    }
+
+    /// Refuses a new revision while a canary runs (promote it or roll it back
+    /// first), and a new canary while a rollout runs (its new revision is not
+    /// ready yet) or on Kubernetes. A deploy during a rollout is not refused: it
+    /// supersedes it.
+    pub(super) fn refuse_while_moving(&self, canary: bool) -> Result<(), RegistryError> {
+        if canary && self.runs.command.is_none() {
+            return Err(RegistryError::invalid(
+                "traffic",
+                "canaries run on the local runtime only: on Kubernetes a revision of its own (a Deployment) is not built yet",
+            ));
+        }
+        if let Some(running) = &self.canary {
+            return Err(RegistryError::Conflict {
+                message: format!(
+                    "revision {} of {:?} is a canary at {}%: promote it or roll it back before deploying another revision",
+                    running.revision, self.name, running.percent
+                ),
+            });
+        }
+        if let Some(rollout) = self.rollout.as_ref().filter(|_| canary) {
+            return Err(RegistryError::Conflict {
+                message: format!(
+                    "{:?} is rolling out from revision {} to {}: a canary can start once revision {} is ready",
+                    self.name, rollout.from, rollout.to, rollout.to
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// How many instances of the canary's revision should run: its share of the
+    /// desired count, rounded up, at least one while the service runs at all.
+    pub fn canary_replicas(&self) -> Option<(u64, u32)> {
+        let canary = self.canary.as_ref()?;
+        let wanted = if self.desired_replicas == 0 {
+            0
+        } else {
+            (self.desired_replicas * canary.percent).div_ceil(100).max(1)
+        };
+        Some((canary.revision, wanted))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_canary_serves_its_share_of_the_shards_at_least_one_and_never_all() {
+        assert_eq!(canary_shards(64, 25), 16);
+        assert_eq!(canary_shards(64, 10), 6);
+        assert_eq!(canary_shards(64, 1), 1);
+        assert_eq!(canary_shards(64, 99), 63);
+        assert_eq!(canary_shards(2, 50), 1);
+        assert_eq!(canary_shards(2, 90), 1);
+        assert_eq!(canary_shards(3, 90), 2);
+    }
+
+    #[test]
+    fn a_share_outside_one_to_ninety_nine_or_a_single_shard_is_refused_with_why() {
+        let spec = |percent| CanarySpec {
+            percent,
+            analysis: None,
+        };
+        for percent in [0, 100, 250] {
+            let error = spec(percent).validate(64).unwrap_err().to_string();
+            assert!(error.contains("1 to 99 percent"), "{error}");
+        }
+        let error = spec(10).validate(1).unwrap_err().to_string();
+        assert!(error.contains("at least two shards"), "{error}");
+        assert!(spec(10).validate(2).is_ok());
+        let analysed = |max_error_rate_bp, min_calls, window_ms| CanarySpec {
+            percent: 10,
+            analysis: Some(CanaryAnalysis {
+                max_error_rate_bp,
+                min_calls,
+                window_ms,
+            }),
+        };
+        assert!(analysed(500, 20, 60_000).validate(64).is_ok());
+        for (bad, field) in [
+            (analysed(0, 20, 60_000), "error rate"),
+            (analysed(10_000, 20, 60_000), "error rate"),
+            (analysed(500, 0, 60_000), "minimum of calls"),
+            (analysed(500, 20, 10), "window"),
+        ] {
+            let error = bad.validate(64).unwrap_err().to_string();
+            assert!(error.contains(field), "{error}");
+        }
+    }
+}

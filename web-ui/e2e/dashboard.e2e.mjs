@@ -306,6 +306,27 @@ try {
     await shot(page, 'service-logs');
   });
 
+  await step('the Traces card lists a traced call and opens its waterfall', async () => {
+    const trace = '5bf92f3577b34da6a3ce929d0e0e4731';
+    const answer = await fetch(`${GATEWAY}/cart/traced/items/add`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', traceparent: `00-${trace}-00f067aa0ba902b7-01` },
+      body: JSON.stringify({ productId: 'p', name: 'Thing', quantity: 1 }),
+    });
+    if (!answer.ok) throw new Error(`the traced call answered ${answer.status}`);
+    const row = page.locator(`tr[data-trace="${trace}"]`);
+    await row.waitFor({ timeout: LONG });
+    await row.getByRole('button').click();
+    const waterfall = page.locator(`[data-waterfall="${trace}"]`);
+    for (const span of ['gateway', 'sidecar', 'function', 'store write']) {
+      await waterfall.locator(`li[data-span^="${span}"]`).first().waitFor();
+    }
+    const sidecar = waterfall.locator('li[data-span^="sidecar"]').first();
+    await sidecar.locator('summary').click();
+    await sidecar.locator('.span-attributes').getByText('traced', { exact: true }).waitFor();
+    await shot(page, 'service-trace');
+  });
+
   await step('under load, ready instances and the request chart go up', async () => {
     const before = await readyReplicas(page);
     load = traffic(24);

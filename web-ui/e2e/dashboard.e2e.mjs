@@ -325,6 +325,12 @@ try {
     await sidecar.locator('summary').click();
     await sidecar.locator('.span-attributes').getByText('traced', { exact: true }).waitFor();
     await shot(page, 'service-trace');
+    // The page's links open the card on failed calls, then on cold starts.
+    const links = page.locator('[data-trace-links]');
+    await links.getByRole('link', { name: 'failed calls' }).click();
+    await until('the failed-calls filter', async () => (await page.locator('select[name="trace-status"]').inputValue()) === 'error');
+    await links.getByRole('link', { name: 'cold starts' }).click();
+    await until('the cold-starts filter', async () => page.locator('input[name="trace-cold"]').isChecked());
   });
 
   await step('under load, ready instances and the request chart go up', async () => {

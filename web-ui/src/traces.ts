@@ -9,9 +9,19 @@ export interface TraceFilter {
   /** As typed, e.g. "250ms"; empty for none. */
   minDuration: string;
   entityId: string;
+  /** Only traces that held a request through a cold start (of the page listed). */
+  coldStarts: boolean;
 }
 
-export const NO_FILTER: TraceFilter = { status: '', minDuration: '', entityId: '' };
+export const NO_FILTER: TraceFilter = { status: '', minDuration: '', entityId: '', coldStarts: false };
+
+/** The filter a link to the Traces card asks for: `?traces=error` (failed
+ *  calls) or `?traces=cold` (cold starts); anything else, none. */
+export function filterOfLink(traces: string | null): TraceFilter {
+  if (traces === 'error') return { ...NO_FILTER, status: 'error' };
+  if (traces === 'cold') return { ...NO_FILTER, coldStarts: true };
+  return NO_FILTER;
+}
 
 /** The query string of `GET /services/{name}/traces` for `filter`. */
 export function tracesQuery(filter: TraceFilter, limit = 50): string {

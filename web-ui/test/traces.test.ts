@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { formatMicros, NO_FILTER, tracesQuery, waterfall } from '../src/traces';
+import { filterOfLink, formatMicros, NO_FILTER, tracesQuery, waterfall } from '../src/traces';
 import type { TraceSpan, TraceView } from '../src/types';
 
 const span = (id: string, parent: string | null, start: number, duration: number): TraceSpan => ({
@@ -35,7 +35,7 @@ const trace = (spans: TraceSpan[]): TraceView => ({
 describe('tracesQuery', () => {
   it('sends only the filters that are set', () => {
     expect(tracesQuery(NO_FILTER)).toBe('limit=50');
-    expect(tracesQuery({ status: 'error', minDuration: ' 250ms ', entityId: 'ann' }, 20)).toBe(
+    expect(tracesQuery({ status: 'error', minDuration: ' 250ms ', entityId: 'ann', coldStarts: false }, 20)).toBe(
       'status=error&min_duration=250ms&entity_id=ann&limit=20',
     );
   });
@@ -72,5 +72,14 @@ describe('waterfall', () => {
   it('gives an instant span a visible width', () => {
     const rows = waterfall(trace([span('a', null, 0, 1000), span('b', 'a', 500, 0)]));
     expect(rows[1].width).toBe(0.5);
+  });
+});
+
+describe('filterOfLink', () => {
+  it('opens the card on failed calls or cold starts', () => {
+    expect(filterOfLink('error')).toEqual({ ...NO_FILTER, status: 'error' });
+    expect(filterOfLink('cold')).toEqual({ ...NO_FILTER, coldStarts: true });
+    expect(filterOfLink(null)).toEqual(NO_FILTER);
+    expect(filterOfLink('other')).toEqual(NO_FILTER);
   });
 });

@@ -1,18 +1,27 @@
 // The service page's Traces card: the recent traces the trace store keeps for
 // this service (`strata dev`), filterable by status, duration and entity, and a
-// waterfall of the one picked, each span's attributes a click away.
+// waterfall of the one picked, each span's attributes a click away. The page's
+// links `?traces=error` and `?traces=cold` open it filtered to failed calls or
+// cold starts.
 
-import { useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 
 import { api, encode } from '../api';
 import { formatClock } from '../format';
 import { usePoll } from '../hooks';
-import { formatMicros, NO_FILTER, tracesQuery, waterfall, type TraceFilter } from '../traces';
+import { filterOfLink, formatMicros, NO_FILTER, tracesQuery, waterfall, type TraceFilter } from '../traces';
+import { useRoute } from '../router';
 import type { TraceList, TraceView } from '../types';
 import { Card, Field, LoadError } from './ui';
 
 export function TracesCard({ service }: { service: string }) {
-  const [filter, setFilter] = useState<TraceFilter>(NO_FILTER);
+  const linked = useRoute().query.get('traces');
+  const [filter, setFilter] = useState<TraceFilter>(() => filterOfLink(linked));
+  useEffect(() => {
+    if (!linked) return;
+    setFilter(filterOfLink(linked));
+    document.getElementById('traces')?.scrollIntoView();
+  }, [linked]);
   const [picked, setPicked] = useState<string | null>(null);
   const list = usePoll(
     () => api.get<TraceList>(`/services/${encode(service)}/traces?${tracesQuery(filter)}`),
@@ -20,19 +29,23 @@ export function TracesCard({ service }: { service: string }) {
     [service, filter.status, filter.minDuration, filter.entityId],
   );
   const set = (key: keyof TraceFilter) => (value: string) => setFilter({ ...filter, [key]: value } as TraceFilter);
-  const traces = list.data?.traces;
+  const traces = list.data?.traces.filter((trace) => !filter.coldStarts || trace.cold_start);
   return (
     <Card title="Traces">
-      <div class="trace-filters" data-trace-filters>
+      <div class="trace-filters" data-trace-filters id="traces">
         <Field label="Status" name="trace-status" value={filter.status} onInput={set('status')} choices={['ok', 'error']} placeholder="any" />
         <Field label="At least" name="trace-min-duration" value={filter.minDuration} onInput={set('minDuration')} placeholder="250ms" />
         <Field label="Entity" name="trace-entity" value={filter.entityId} onInput={set('entityId')} placeholder="any" />
+        <label class="trace-cold">
+          <input type="checkbox" name="trace-cold" checked={filter.coldStarts} onChange={(event) => setFilter({ ...filter, coldStarts: (event.target as HTMLInputElement).checked })} />{' '}
+          Cold starts only
+        </label>
       </div>
       <LoadError error={list.error} what="the traces" />
       {!traces ? (
         <p class="muted">Loading…</p>
       ) : traces.length === 0 ? (
-        <p class="empty">No traces kept for this service{filter === NO_FILTER ? '' : ' that match'}.</p>
+        <p class="empty">No traces kept for this service{JSON.stringify(filter) === JSON.stringify(NO_FILTER) ? '' : ' that match'}.</p>
       ) : (
         <div class="table-wrap">
           <table class="traces" aria-label="Traces, newest first">

@@ -64,6 +64,10 @@ export function ServicePage({ name }: { name: string }) {
       ) : null}
       {current ? <Summary service={current} samples={metrics.data} /> : null}
       <Charts series={metrics.data} error={metrics.error} />
+      <p class="trace-links" data-trace-links>
+        Traces of <Link href={`/services/${encode(name)}?traces=cold`}>cold starts</Link> ·{' '}
+        <Link href={`/services/${encode(name)}?traces=error`}>failed calls</Link>
+      </p>
       <div class="columns">
         <Card title="Scale events">
           {timeline.length === 0 ? (

@@ -13,6 +13,7 @@ mod suite;
 mod systems;
 mod throughput;
 mod traces;
+mod tracing_cost;
 
 use clap::{Parser, Subcommand};
 

@@ -28,6 +28,7 @@ use crate::{
     registry::{self, RegistryResults},
     stats::{median, percentile},
     systems::{fresh_database, Api, Endpoint, PgCart, Restate, RestatePrograms, StrataDev},
+    tracing_cost,
 };
 
 #[derive(clap::Args)]
@@ -152,6 +153,7 @@ struct Results {
     warm_ms: Vec<f64>,
     footprint: Footprint,
     registry: RegistryResults,
+    tracing: tracing_cost::Results,
     /// CPU per request by part, per (scenario, system), every round.
     cpu_use: CpuUse,
     problems: Vec<String>,
@@ -324,6 +326,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
 
+    // --- what tracing costs: the hot cart with tracing off, default, every call
+    eprintln!("bench: tracing cost");
+    let tracing = tracing_cost::measure(&root.join("tracing"), settings.rounds, settings.clients, duration).await?;
+    for (mode, outcomes) in &tracing.runs {
+        for outcome in outcomes {
+            note_refusals(&mut problems, tracing_cost::SCENARIO, mode, outcome);
+        }
+    }
+    for (mode, runs) in &tracing.cpu {
+        cpu_use.insert((tracing_cost::SCENARIO, mode.to_string()), runs.clone());
+    }
+
     // --- proxy overhead over gRPC: the function itself, its sidecar, the gateway
     let grpc = grpc_overhead(&dev_sqlite, sidecar, &settings).await?;
     drop(dev_pg);
@@ -353,6 +367,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         warm_ms,
         footprint,
         registry,
+        tracing,
         cpu_use,
         problems,
     };
@@ -931,6 +946,20 @@ fn render(
             .collect::<Vec<_>>(),
     )?;
     writeln!(md, "![one client]({})\n", chart("one-client"))?;
+
+    // --- tracing
+    writeln!(md, "## What tracing costs (the hot cart)\n")?;
+    writeln!(
+        md,
+        "The hot cart (`AddItem` to one cart, {} clients) against three `strata dev`s that differ only in \
+         tracing: off (the default), the trace store (`--trace-store-bytes 33554432`: every call's spans go \
+         to `strata dev`'s own store, which keeps a sample, the slowest and the failed), and the store plus an \
+         OTLP/gRPC collector with every call sampled (`OTEL_TRACES_SAMPLER=always_on`). Targets (issue 19): \
+         default sampling within 5% of off, every call sampled within 15%.\n",
+        settings.clients
+    )?;
+    tracing_cost::table(&mut md, &results.tracing)?;
+    cpu_table(&mut md, &results.cpu_use, tracing_cost::SCENARIO)?;
 
     // --- proxy overhead
     writeln!(md, "## What the proxy and the gateway cost (gRPC)\n")?;

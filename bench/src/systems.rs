@@ -89,6 +89,12 @@ impl StrataDev {
 
     /// Starts `strata dev` in `dir` with `store` (`None`: its SQLite file).
     pub async fn start(dir: &Path, store: Option<&str>) -> anyhow::Result<StrataDev> {
+        let store: Vec<&str> = store.map(|store| vec!["--store", store]).unwrap_or_default();
+        StrataDev::start_configured(dir, &store, &[]).await
+    }
+
+    /// Starts `strata dev` in `dir` with extra flags `args` and variables `env`.
+    pub async fn start_configured(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<StrataDev> {
         std::fs::create_dir_all(dir)?;
         let (gateway, api) = (free_port(), free_port());
         let mut command = Command::new(binary("strata"));
@@ -99,10 +105,9 @@ impl StrataDev {
             .args(["--api-listen", &format!("127.0.0.1:{api}")])
             .args(["--token", TOKEN])
             .args(["--stable-window", "6s"])
+            .args(args)
+            .envs(env.iter().copied())
             .current_dir(dir);
-        if let Some(store) = store {
-            command.args(["--store", store]);
-        }
         let process = Process::spawn("strata dev", command);
         if !wait_for_port(gateway, Duration::from_secs(60)) {
             bail!("strata dev did not open its gateway");
@@ -178,9 +183,19 @@ impl StrataDev {
     /// `strata dev` with one always-ready instance of the cart (`cart`), for load.
     pub async fn with_cart(dir: &Path, store: Option<&str>) -> anyhow::Result<StrataDev> {
         let dev = StrataDev::start(dir, store).await?;
-        dev.deploy("cart", &["--min-scale", "1", "--max-scale", "1"])?;
-        dev.until_service("cart", |s| s["ready_replicas"] == 1).await?;
-        Ok(dev)
+        dev.deploy_cart().await
+    }
+
+    /// As [`StrataDev::with_cart`], with extra flags `args` and variables `env`.
+    pub async fn with_cart_configured(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<StrataDev> {
+        let dev = StrataDev::start_configured(dir, args, env).await?;
+        dev.deploy_cart().await
+    }
+
+    async fn deploy_cart(self) -> anyhow::Result<StrataDev> {
+        self.deploy("cart", &["--min-scale", "1", "--max-scale", "1"])?;
+        self.until_service("cart", |s| s["ready_replicas"] == 1).await?;
+        Ok(self)
     }
 }
 

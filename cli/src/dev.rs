@@ -19,6 +19,7 @@ use strata_control_plane::{
     runtime::autoscale::AutoscaleConfig,
     runtime::schedules::ScheduleConfig,
     server::{self, ServerConfig},
+    traces::TraceLimits,
 };
 use strata_proxy::gateway::{self, GatewayConfig};
 use strata_runtime::local::{LocalLogs, LocalRuntime, LocalRuntimeConfig};
@@ -66,9 +67,40 @@ pub struct DevArgs {
     /// data directory.
     #[arg(long, env = "STRATA_STORE")]
     store: Option<String>,
+    /// The memory ceiling of the trace store that keeps recent traces (the
+    /// failed and the slowest longest) for the dashboard and the API; 0 keeps
+    /// none. Spans go there beside any OTEL_EXPORTER_OTLP_ENDPOINT.
+    #[arg(long, default_value_t = 0)]
+    trace_store_bytes: usize,
     /// The gateway's TLS (its --tls-cert and --tls-key).
     #[command(flatten)]
     gateway_tls: crate::tls::IngressTlsArgs,
+}
+
+/// Where this process sends its own spans (its gateway's): its own trace store,
+/// with its admin token; `None` when it keeps no traces or its API port is not
+/// known yet (port 0).
+pub fn own_trace_store(args: &DevArgs) -> Option<strata_telemetry::TraceStore> {
+    if args.trace_store_bytes == 0 || args.api_listen.port() == 0 {
+        return None;
+    }
+    std::fs::create_dir_all(&args.data_dir).ok()?;
+    let token = kept_secret(&args.data_dir.join("admin-token"), args.token.clone()).ok()?;
+    Some(strata_telemetry::TraceStore {
+        endpoint: trace_store_endpoint(args.api_listen),
+        token: Some(token),
+    })
+}
+
+/// The OTLP/HTTP traces endpoint on the API at `api`, reached on loopback when
+/// the API listens on every address.
+fn trace_store_endpoint(api: SocketAddr) -> String {
+    let host = if api.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), api.port())
+    } else {
+        api
+    };
+    format!("http://{host}/v1/traces")
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -115,6 +147,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 args.listen
             ),
         }),
+        traces: (args.trace_store_bytes > 0).then(|| TraceLimits {
+            max_bytes: args.trace_store_bytes,
+            ..TraceLimits::default()
+        }),
         ..ServerConfig::default()
     })
     .await?;
@@ -139,6 +175,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             work_dir: std::env::current_dir()?,
             log_dir: data_dir.join("logs"),
             ready_timeout: args.ready_timeout,
+            trace_store: (args.trace_store_bytes > 0).then(|| trace_store_endpoint(server.api_address())),
         },
         node.clone(),
     );

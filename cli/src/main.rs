@@ -89,7 +89,11 @@ fn main() -> std::process::ExitCode {
     // the spans still queued) before the runtime is.
     let telemetry = {
         let _runtime = runtime.enter();
-        strata_telemetry::init(cli.command.span_source(), "info,h2=warn,hyper=warn")
+        let trace_store = match &cli.command {
+            Command::Dev(args) => dev::own_trace_store(args),
+            _ => None,
+        };
+        strata_telemetry::init_with_trace_store(cli.command.span_source(), "info,h2=warn,hyper=warn", trace_store)
     };
     let _telemetry = match telemetry {
         Ok(telemetry) => telemetry,

@@ -14,3 +14,4 @@ pub mod runtime;
 pub mod server;
 pub use strata_tasks as tasks;
 pub mod telemetry;
+pub mod traces;

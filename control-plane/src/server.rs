@@ -103,6 +103,9 @@ pub struct ServerConfig {
     /// Where the leader makes schedules' calls (a gateway); `None`: schedules are
     /// kept but not run.
     pub schedules: Option<ScheduleConfig>,
+    /// Keep recent traces within these limits, fed over OTLP/HTTP at
+    /// `/v1/traces` on the API listener (`strata dev`); `None`: no trace store.
+    pub traces: Option<crate::traces::TraceLimits>,
 }
 
 impl Default for ServerConfig {
@@ -130,6 +133,7 @@ impl Default for ServerConfig {
             store_url: None,
             logs: None,
             schedules: None,
+            traces: None,
         }
     }
 }
@@ -415,7 +419,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let mut state = AppState::new(node.clone(), config.tokens.clone())
         .with_authenticator(auth)
         .with_stopping(server.stopping())
-        .with_logs(config.logs.clone());
+        .with_logs(config.logs.clone())
+        .with_traces(
+            config
+                .traces
+                .map(|limits| Arc::new(std::sync::Mutex::new(crate::traces::TraceStore::new(limits)))),
+        );
     if let Some(url) = config.store_url.clone() {
         state = state.with_store_slot(open_entity_store(&server, url).await?);
     }

@@ -1,6 +1,7 @@
 //! What a process's telemetry is, read from its environment: the log format
-//! (`STRATA_LOG_FORMAT`), the log filter (`RUST_LOG`), and OTLP export (the
-//! standard `OTEL_*` variables). Pure: the environment comes in as a lookup, so
+//! (`STRATA_LOG_FORMAT`), the log filter (`RUST_LOG`), OTLP export (the
+//! standard `OTEL_*` variables) and the export to Strata's own trace store
+//! (`STRATA_TRACE_STORE`, which `strata dev` sets for its children). Pure: the environment comes in as a lookup, so
 //! tests pass a map. An invalid value is an error naming the variable.
 
 use std::fmt;
@@ -40,20 +41,43 @@ pub enum Root {
     Ratio(f64),
 }
 
-/// Where spans go: the endpoint is read by the exporter itself
-/// (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`).
+/// Where spans go, and which: to the user's collector, whose endpoint the
+/// exporter reads itself (`OTEL_EXPORTER_OTLP_ENDPOINT` or
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`), to Strata's trace store, or both.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Export {
-    pub protocol: Protocol,
+    /// The transport to the user's collector; `None` when no endpoint is set.
+    pub collector: Option<Protocol>,
+    /// Strata's own trace store (`strata dev`'s control plane).
+    pub trace_store: Option<TraceStore>,
     pub service_name: String,
     pub sampler: Sampler,
+}
+
+/// The OTLP/HTTP traces endpoint of Strata's trace store
+/// (`STRATA_TRACE_STORE`), and the credential it is called with
+/// (`STRATA_TOKEN`, the process's own).
+#[derive(Clone, PartialEq)]
+pub struct TraceStore {
+    pub endpoint: String,
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for TraceStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TraceStore")
+            .field("endpoint", &self.endpoint)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TelemetryConfig {
     pub log_format: LogFormat,
     pub filter: String,
-    /// `None` when no OTLP endpoint is set: nothing is exported.
+    /// `None` when neither an OTLP endpoint nor the trace store is set:
+    /// nothing is exported.
     pub export: Option<Export>,
 }
 
@@ -91,12 +115,21 @@ impl TelemetryConfig {
         };
         let filter = set("RUST_LOG").unwrap_or_else(|| default_filter.to_string());
         let endpoint = set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT"));
-        let export = match endpoint {
+        let collector = match endpoint {
             None => None,
-            Some(_) => Some(Export {
-                protocol: protocol(
-                    set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| set("OTEL_EXPORTER_OTLP_PROTOCOL")),
-                )?,
+            Some(_) => Some(protocol(
+                set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| set("OTEL_EXPORTER_OTLP_PROTOCOL")),
+            )?),
+        };
+        let trace_store = set("STRATA_TRACE_STORE").map(|endpoint| TraceStore {
+            endpoint: endpoint.trim().to_string(),
+            token: set("STRATA_TOKEN"),
+        });
+        let export = match (collector, trace_store) {
+            (None, None) => None,
+            (collector, trace_store) => Some(Export {
+                collector,
+                trace_store,
                 service_name: set("OTEL_SERVICE_NAME").unwrap_or_else(|| default_service.to_string()),
                 sampler: sampler(set("OTEL_TRACES_SAMPLER"), set("OTEL_TRACES_SAMPLER_ARG"))?,
             }),
@@ -185,7 +218,8 @@ mod tests {
         assert_eq!(
             config.export,
             Some(Export {
-                protocol: Protocol::Grpc,
+                collector: Some(Protocol::Grpc),
+                trace_store: None,
                 service_name: "strata".into(),
                 sampler: Sampler::ParentBased(Root::AlwaysOn),
             })
@@ -209,11 +243,33 @@ mod tests {
         assert_eq!(
             config.export,
             Some(Export {
-                protocol: Protocol::HttpProtobuf,
+                collector: Some(Protocol::HttpProtobuf),
+                trace_store: None,
                 service_name: "shop".into(),
                 sampler: Sampler::ParentBased(Root::Ratio(0.25)),
             })
         );
+    }
+
+    #[test]
+    fn the_trace_store_alone_or_beside_a_collector_turns_export_on() {
+        let store = ("STRATA_TRACE_STORE", "http://127.0.0.1:9100/v1/traces");
+        let alone = config(&[store, ("STRATA_TOKEN", "secret")]).unwrap().export.unwrap();
+        assert_eq!(alone.collector, None);
+        assert_eq!(
+            alone.trace_store,
+            Some(TraceStore {
+                endpoint: "http://127.0.0.1:9100/v1/traces".into(),
+                token: Some("secret".into()),
+            })
+        );
+        assert!(!format!("{alone:?}").contains("secret"), "the token is never logged");
+        let both = config(&[store, ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")])
+            .unwrap()
+            .export
+            .unwrap();
+        assert_eq!(both.collector, Some(Protocol::Grpc));
+        assert!(both.trace_store.is_some());
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! Installs a process's telemetry: the `tracing` subscriber (the log filter, text
-//! or JSON lines on stderr) and, when an OTLP endpoint is set, the OpenTelemetry
-//! layer whose spans a batch processor (bounded queue, own thread) exports.
-//! Nothing of OpenTelemetry is installed when no endpoint is set.
+//! or JSON lines on stderr) and, when an OTLP endpoint or the trace store is
+//! set, the OpenTelemetry layer whose spans a batch processor per destination
+//! (bounded queue, own thread) exports. Nothing of OpenTelemetry is installed
+//! when neither is set.
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig as _;
+use std::{collections::HashMap, time::Duration};
+
+use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::{
-    trace::{self as sdk, BatchSpanProcessor, SdkTracerProvider},
+    trace::{self as sdk, BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider},
     Resource,
 };
 use tracing::Level;
@@ -15,13 +18,18 @@ use tracing_subscriber::{
 };
 
 use crate::{
-    config::{Export, LogFormat, Protocol, Root, Sampler, TelemetryConfig},
+    config::{Export, LogFormat, Protocol, Root, Sampler, TelemetryConfig, TraceStore},
     export::CountedExporter,
     log_json::JsonLines,
 };
 
 /// How long a stopping process waits for its last spans to be exported.
-const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
+/// How often spans go to the trace store: short, because the store decides
+/// which traces to keep once their spans stop arriving.
+const TRACE_STORE_DELAY: Duration = Duration::from_millis(500);
+/// How long one export to the trace store may take before its spans are dropped.
+const TRACE_STORE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
@@ -62,11 +70,23 @@ impl Drop for Telemetry {
 /// which exports nothing. With the gRPC transport, call it inside a Tokio
 /// runtime.
 pub fn init(service: Option<&str>, default_filter: &str) -> Result<Telemetry, InitError> {
-    let mut config = TelemetryConfig::from_lookup(
-        |name| std::env::var(name).ok(),
-        service.unwrap_or("strata"),
-        default_filter,
-    )?;
+    init_with_trace_store(service, default_filter, None)
+}
+
+/// As [`init`], with `trace_store`, when given, in place of the
+/// `STRATA_TRACE_STORE` and `STRATA_TOKEN` variables: `strata dev` sends its
+/// own gateway's spans to its own store.
+pub fn init_with_trace_store(
+    service: Option<&str>,
+    default_filter: &str,
+    trace_store: Option<TraceStore>,
+) -> Result<Telemetry, InitError> {
+    let lookup = |name: &str| match (name, &trace_store) {
+        ("STRATA_TRACE_STORE", Some(store)) => Some(store.endpoint.clone()),
+        ("STRATA_TOKEN", Some(store)) => store.token.clone(),
+        _ => std::env::var(name).ok(),
+    };
+    let mut config = TelemetryConfig::from_lookup(lookup, service.unwrap_or("strata"), default_filter)?;
     if service.is_none() {
         config.export = None;
     }
@@ -114,22 +134,27 @@ pub fn install(config: &TelemetryConfig) -> Result<Telemetry, InitError> {
 }
 
 fn provider(export: &Export) -> Result<SdkTracerProvider, InitError> {
-    let built = match export.protocol {
-        Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder().with_tonic().build(),
-        Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .build(),
-    };
-    let exporter = built.map_err(|error| InitError::Exporter {
-        protocol: export.protocol,
-        reason: error.to_string(),
-    })?;
-    // A bounded queue (OTEL_BSP_MAX_QUEUE_SIZE, 2048 spans by default) on its
-    // own thread: past it spans are dropped rather than memory grown.
-    let batches = BatchSpanProcessor::builder(CountedExporter::new(exporter)).build();
-    Ok(SdkTracerProvider::builder()
-        .with_span_processor(batches)
+    let mut builder = SdkTracerProvider::builder();
+    if let Some(protocol) = export.collector {
+        let built = match protocol {
+            Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder().with_tonic().build(),
+            Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .build(),
+        };
+        let exporter = built.map_err(|error| InitError::Exporter {
+            protocol,
+            reason: error.to_string(),
+        })?;
+        // A bounded queue (OTEL_BSP_MAX_QUEUE_SIZE, 2048 spans by default) on its
+        // own thread: past it spans are dropped rather than memory grown.
+        builder = builder.with_span_processor(BatchSpanProcessor::builder(CountedExporter::new(exporter)).build());
+    }
+    if let Some(store) = &export.trace_store {
+        builder = builder.with_span_processor(trace_store_processor(store)?);
+    }
+    Ok(builder
         .with_sampler(sampler(export.sampler))
         .with_resource(
             Resource::builder()
@@ -137,6 +162,32 @@ fn provider(export: &Export) -> Result<SdkTracerProvider, InitError> {
                 .build(),
         )
         .build())
+}
+
+/// The second processor, to Strata's trace store over OTLP/HTTP: its own
+/// bounded queue and thread, so the store and the user's collector never wait
+/// on each other. Its spans are not counted with the collector's.
+fn trace_store_processor(store: &TraceStore) -> Result<BatchSpanProcessor, InitError> {
+    let headers = store
+        .token
+        .iter()
+        .map(|token| ("authorization".to_string(), format!("Bearer {token}")))
+        .collect::<HashMap<_, _>>();
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_endpoint(store.endpoint.clone())
+        .with_headers(headers)
+        .with_timeout(TRACE_STORE_TIMEOUT)
+        .build()
+        .map_err(|error| InitError::Exporter {
+            protocol: Protocol::HttpProtobuf,
+            reason: format!("to the trace store {}: {error}", store.endpoint),
+        })?;
+    let config = BatchConfigBuilder::default()
+        .with_scheduled_delay(TRACE_STORE_DELAY)
+        .build();
+    Ok(BatchSpanProcessor::builder(exporter).with_batch_config(config).build())
 }
 
 fn sampler(sampler: Sampler) -> sdk::Sampler {

@@ -22,10 +22,10 @@ mod stats;
 mod traceparent;
 
 #[cfg(feature = "process")]
-pub use config::{ConfigError, Export, LogFormat, Protocol, Root, Sampler, TelemetryConfig};
+pub use config::{ConfigError, Export, LogFormat, Protocol, Root, Sampler, TelemetryConfig, TraceStore};
 pub use context::{continue_trace, outgoing_traceparent, traceparent_of};
 #[cfg(feature = "process")]
-pub use init::{init, install, InitError, Telemetry};
+pub use init::{init, init_with_trace_store, install, InitError, Telemetry};
 #[cfg(feature = "process")]
 pub use stats::{malformed_traceparent, register as register_metrics};
 pub use traceparent::{MalformedTraceParent, TraceParent, TRACEPARENT, TRACESTATE};

@@ -67,6 +67,8 @@ async function startDev() {
       '--token', ADMIN,
       '--read-only-token', READER,
       '--stable-window', '6s',
+      // The Traces card reads the trace store, which is off by default.
+      '--trace-store-bytes', String(32 * 1024 * 1024),
     ],
     { cwd: work, stdio: ['ignore', log, log] },
   );
@@ -304,6 +306,33 @@ try {
     }
     await page.locator('.logs .log-sidecar').first().waitFor();
     await shot(page, 'service-logs');
+  });
+
+  await step('the Traces card lists a traced call and opens its waterfall', async () => {
+    const trace = '5bf92f3577b34da6a3ce929d0e0e4731';
+    const answer = await fetch(`${GATEWAY}/cart/traced/items/add`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', traceparent: `00-${trace}-00f067aa0ba902b7-01` },
+      body: JSON.stringify({ productId: 'p', name: 'Thing', quantity: 1 }),
+    });
+    if (!answer.ok) throw new Error(`the traced call answered ${answer.status}`);
+    const row = page.locator(`tr[data-trace="${trace}"]`);
+    await row.waitFor({ timeout: LONG });
+    await row.getByRole('button').click();
+    const waterfall = page.locator(`[data-waterfall="${trace}"]`);
+    for (const span of ['gateway', 'sidecar', 'function', 'store write']) {
+      await waterfall.locator(`li[data-span^="${span}"]`).first().waitFor();
+    }
+    const sidecar = waterfall.locator('li[data-span^="sidecar"]').first();
+    await sidecar.locator('summary').click();
+    await sidecar.locator('.span-attributes').getByText('traced', { exact: true }).waitFor();
+    await shot(page, 'service-trace');
+    // The page's links open the card on failed calls, then on cold starts.
+    const links = page.locator('[data-trace-links]');
+    await links.getByRole('link', { name: 'failed calls' }).click();
+    await until('the failed-calls filter', async () => (await page.locator('select[name="trace-status"]').inputValue()) === 'error');
+    await links.getByRole('link', { name: 'cold starts' }).click();
+    await until('the cold-starts filter', async () => page.locator('input[name="trace-cold"]').isChecked());
   });
 
   await step('under load, ready instances and the request chart go up', async () => {

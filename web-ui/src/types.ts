@@ -243,3 +243,43 @@ export interface Schedule {
   last_run: ScheduleRun | null;
   runs: ScheduleRun[];
 }
+
+/** One span of a kept trace (`GET /traces/{id}`). */
+export interface TraceSpan {
+  trace_id: string;
+  span_id: string;
+  parent_span_id: string | null;
+  name: string;
+  kind: string;
+  process: string;
+  service: string | null;
+  start_unix_micros: number;
+  duration_micros: number;
+  status: 'ok' | 'error';
+  status_message: string | null;
+  attributes: Record<string, string>;
+}
+
+/** One trace in a service's list (`GET /services/{name}/traces`). */
+export interface TraceSummary {
+  trace_id: string;
+  root: string;
+  start_unix_micros: number;
+  duration_micros: number;
+  status: 'ok' | 'error';
+  spans: number;
+  services: string[];
+  entity_ids: string[];
+  cold_start: boolean;
+  kept_because: 'recent' | 'sampled' | 'slow' | 'failed';
+}
+
+export interface TraceList {
+  traces: TraceSummary[];
+  store_bytes: number;
+  store_max_bytes: number;
+}
+
+export interface TraceView extends TraceSummary {
+  span_list: TraceSpan[];
+}

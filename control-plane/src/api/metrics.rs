@@ -98,9 +98,14 @@ pub(super) async fn service_metrics(
 
 /// `GET /metrics`: this node's Prometheus exposition.
 pub(super) async fn prometheus(State(state): State<AppState>) -> Response {
-    let text = state
+    let mut text = state
         .node
         .read(|registry| state.node.telemetry().render(&state.node.raft_status(), registry));
+    if let Some(store) = &state.traces {
+        text.push_str(&crate::traces::render_metrics(
+            &store.lock().expect("the trace store's lock"),
+        ));
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         text,

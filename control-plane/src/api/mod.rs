@@ -1,8 +1,8 @@
 //! The REST management API under `/api/v1` (axum): services, instances, shards, metric
 //! series, entities, timers, instance logs, schedules, the cluster and the event stream, with bearer-token auth,
 //! forwarding of writes from followers to the leader and linearizable reads; beside it
-//! on the same listener, the node's `/metrics`, its `/healthz` and `/readyz`, and the
-//! dashboard at `/ui/`. Raft itself lives in `crate::node`.
+//! on the same listener, the node's `/metrics`, its `/healthz` and `/readyz`, the
+//! dashboard at `/ui/`, and `/v1/traces` (OTLP/HTTP into the trace store). Raft itself lives in `crate::node`.
 
 mod audit;
 mod cluster;
@@ -20,6 +20,7 @@ mod revisions;
 mod schedules;
 mod services;
 mod timers;
+mod traces;
 mod ui;
 
 use std::sync::{Arc, OnceLock};
@@ -41,6 +42,7 @@ use crate::auth::{bearer, Authenticator, Principal};
 use crate::logs::LogSource;
 use crate::node::{ControlPlane, NodeError};
 use crate::tasks::Stopping;
+use crate::traces::SharedTraceStore;
 use strata_store::Store;
 
 /// Marks a request that a follower already forwarded, so it is never forwarded twice.
@@ -84,6 +86,9 @@ pub struct AppState {
     /// Where instances' output is read from (`/services/{name}/logs`): the runtime
     /// driver's; `None`: those reads answer 501.
     pub logs: Option<Arc<dyn LogSource>>,
+    /// The recent traces this node keeps (`strata dev`'s); `None`: the trace
+    /// routes answer 501.
+    pub traces: Option<SharedTraceStore>,
 }
 
 /// The entity store, set once it opens (a control plane may start before its store).
@@ -99,6 +104,7 @@ impl AppState {
             stopping: Stopping::never(),
             store: None,
             logs: None,
+            traces: None,
         }
     }
 
@@ -126,6 +132,12 @@ impl AppState {
     /// Instance logs are read from `source`.
     pub fn with_logs(mut self, source: Option<Arc<dyn LogSource>>) -> Self {
         self.logs = source;
+        self
+    }
+
+    /// Keeps recent traces that arrive at `/v1/traces` in `store`.
+    pub fn with_traces(mut self, store: Option<SharedTraceStore>) -> Self {
+        self.traces = store;
         self
     }
 
@@ -167,6 +179,7 @@ pub fn app(state: AppState) -> Router {
         .merge(history::routes())
         .merge(schedules::routes())
         .merge(timers::routes())
+        .merge(traces::routes())
         .route("/access", get(access))
         .route("/internal/read-index", get(read_index))
         .layer(middleware::from_fn_with_state(state.clone(), forward_writes_to_leader))
@@ -175,6 +188,8 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .route("/metrics", get(metrics::prometheus))
+        // OTLP/HTTP's own path, so an exporter needs only the base address.
+        .route("/v1/traces", axum::routing::post(traces::ingest))
         .merge(health::routes())
         .merge(ui::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint; see /api/v1/openapi.json") })

@@ -7,7 +7,7 @@ use utoipa::openapi::{Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    audit, cluster, entities, events, history, logs, metrics, payload, revisions, schedules, services, timers,
+    audit, cluster, entities, events, history, logs, metrics, payload, revisions, schedules, services, timers, traces,
 };
 use super::{Access, AccessView, ErrorBody, ErrorDetail};
 
@@ -42,6 +42,8 @@ use super::{Access, AccessView, ErrorBody, ErrorDetail};
         schedules::get_schedule,
         schedules::delete_schedule,
         timers::service_timers,
+        traces::service_traces,
+        traces::get_trace,
     ),
     components(schemas(
         services::ServiceView,
@@ -86,6 +88,12 @@ use super::{Access, AccessView, ErrorBody, ErrorDetail};
         schedules::ScheduleList,
         timers::TimerView,
         timers::TimersView,
+        traces::TraceList,
+        crate::traces::TraceSummary,
+        crate::traces::TraceView,
+        crate::traces::TraceSpan,
+        crate::traces::SpanStatus,
+        crate::traces::KeptBecause,
         ErrorBody,
         ErrorDetail,
     )),

@@ -65,8 +65,10 @@ impl Actions {
             Ok(Err(status)) => Err(function_failed(&status)),
             Err(_) => Err(ProxyError::DeadlineExceeded(too_late)),
         };
-        trace::outcome(&span, response.as_ref().err());
-        self.outcome(&call.method, response?)
+        // A `Failure` the function answered marks its span failed too.
+        let outcome = response.and_then(|response| self.outcome(&call.method, response));
+        trace::outcome(&span, outcome.as_ref().err());
+        outcome
     }
 
     /// A streamed call in whichever shape its method has. The request messages

@@ -51,6 +51,9 @@ pub struct LocalRuntimeConfig {
     pub log_dir: PathBuf,
     /// How long an instance may take to become ready.
     pub ready_timeout: Duration,
+    /// The trace store's OTLP/HTTP endpoint, which every sidecar sends its
+    /// spans to (beside the user's collector, if any); `None`: no store.
+    pub trace_store: Option<String>,
 }
 
 /// One instance this runtime started.
@@ -334,7 +337,16 @@ impl LocalRuntime {
                 "--discovery-timeout",
                 &format!("{}s", self.config.ready_timeout.as_secs() + 10),
             ])
-            .current_dir(&self.config.work_dir);
+            .current_dir(&self.config.work_dir)
+            // Its spans name the service, so the trace store (or a collector) can
+            // tell whose sidecar made them.
+            .env(
+                "OTEL_RESOURCE_ATTRIBUTES",
+                resource_attributes(std::env::var("OTEL_RESOURCE_ATTRIBUTES").ok(), service),
+            );
+        if let Some(endpoint) = &self.config.trace_store {
+            sidecar.env("STRATA_TRACE_STORE", endpoint);
+        }
         // Nothing of `strata dev`'s own credentials reaches the sidecar: only its own.
         without_strata_credentials(&mut sidecar).env(
             "STRATA_TOKEN",
@@ -461,4 +473,27 @@ fn rand_suffix() -> u32 {
             .unwrap_or_default(),
     );
     hasher.finish() as u32
+}
+
+/// The user's `OTEL_RESOURCE_ATTRIBUTES` (`inherited`) with the sidecar's
+/// `strata.service` added.
+fn resource_attributes(inherited: Option<String>, service: &str) -> String {
+    match inherited.filter(|text| !text.trim().is_empty()) {
+        Some(text) => format!("{text},strata.service={service}"),
+        None => format!("strata.service={service}"),
+    }
+}
+
+#[cfg(test)]
+mod resource_tests {
+    use super::resource_attributes;
+
+    #[test]
+    fn the_service_joins_the_users_resource_attributes() {
+        assert_eq!(resource_attributes(None, "cart"), "strata.service=cart");
+        assert_eq!(
+            resource_attributes(Some("deployment.environment=dev".into()), "cart"),
+            "deployment.environment=dev,strata.service=cart"
+        );
+    }
 }

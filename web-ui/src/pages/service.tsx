@@ -1,6 +1,7 @@
 // One service: live charts over the last 15 minutes, the autoscaler's decisions with
 // its reasons, instances, the shard map, its revisions (diff, rollback), its
-// timers, the instances' logs followed live, its settings, and delete.
+// timers, its recent traces (list and waterfall), the instances' logs followed live,
+// its settings, and delete.
 
 import { useMemo, useState } from 'preact/hooks';
 
@@ -10,6 +11,7 @@ import { LogsCard } from '../components/logs';
 import { RevisionsCard } from '../components/revisions';
 import { ShardMapPicture } from '../components/shardmap';
 import { TimersCard } from '../components/timers';
+import { TracesCard } from '../components/traces';
 import { SettingFields } from '../components/settings';
 import { Card, Link, LoadError, StatusBadge } from '../components/ui';
 import { useApp, useCanWrite } from '../context';
@@ -62,6 +64,10 @@ export function ServicePage({ name }: { name: string }) {
       ) : null}
       {current ? <Summary service={current} samples={metrics.data} /> : null}
       <Charts series={metrics.data} error={metrics.error} />
+      <p class="trace-links" data-trace-links>
+        Traces of <Link href={`/services/${encode(name)}?traces=cold`}>cold starts</Link> ·{' '}
+        <Link href={`/services/${encode(name)}?traces=error`}>failed calls</Link>
+      </p>
       <div class="columns">
         <Card title="Scale events">
           {timeline.length === 0 ? (
@@ -89,6 +95,7 @@ export function ServicePage({ name }: { name: string }) {
       </Card>
       <RevisionsCard service={name} instances={instances.data?.instances} canWrite={canWrite} version={live.version} />
       <TimersCard service={name} />
+      <TracesCard service={name} />
       <LogsCard service={name} />
       {current ? (
         <div class="columns">

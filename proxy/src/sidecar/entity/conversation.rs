@@ -7,6 +7,7 @@ use strata_proto::cloudstate::Command;
 use strata_store::StoreError;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
+use tracing::Instrument as _;
 
 use super::{
     decision::{Decision, Persist},
@@ -247,18 +248,24 @@ pub(super) fn taken_timers(
     )
 }
 
-/// Runs one store write, recording how long it took to become durable.
+/// Runs one store write in `span` (marked failed if it fails), recording how
+/// long it took to become durable.
 pub(super) async fn persist_timed(
     ctx: &SessionContext,
     service: &str,
+    span: tracing::Span,
     write: impl std::future::Future<Output = Result<(), StoreError>>,
 ) -> Result<(), StoreError> {
     let started = std::time::Instant::now();
-    let result = write.await;
+    let result = write.instrument(span.clone()).await;
     ctx.metrics
         .persist_seconds
         .with_label_values(&[service])
         .observe(started.elapsed().as_secs_f64());
+    if let Err(error) = &result {
+        span.record("otel.status_code", "ERROR");
+        span.record("otel.status_description", tracing::field::display(error));
+    }
     result
 }
 

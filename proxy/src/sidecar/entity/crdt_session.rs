@@ -47,6 +47,7 @@ use crate::{
     error::ProxyError,
     model::{EntityModel, MethodModel, Targets},
     reply_targets::{outcome_of_parts, resolve_effects},
+    trace,
 };
 
 const CRDT_HANDLE: &str = "/cloudstate.crdt.Crdt/handle";
@@ -347,8 +348,14 @@ fn replica(id: &str) -> Replica<'_> {
 }
 
 impl CrdtSession {
-    /// Stores `change` as the next state (fenced by the sequence number).
-    async fn persist(&mut self, ctx: &SessionContext, change: Held) -> Result<(), StoreError> {
+    /// Stores `change` as the next state (fenced by the sequence number), as a
+    /// `store write` step of the call in `context`, if any.
+    async fn persist(
+        &mut self,
+        ctx: &SessionContext,
+        change: Held,
+        context: Option<&CallContext>,
+    ) -> Result<(), StoreError> {
         let write = CrdtWrite {
             key: self.key.clone(),
             seq_nr: self.seq_nr + 1,
@@ -358,7 +365,11 @@ impl CrdtSession {
             },
         };
         let bytes = stored_size(write.state.as_ref());
-        persist_timed(ctx, &self.service, ctx.store.save_crdt(write)).await?;
+        let span = match context {
+            Some(context) => trace::leaf(trace::store_write(&self.key.entity_id, bytes), context),
+            None => tracing::Span::none(),
+        };
+        persist_timed(ctx, &self.service, span, ctx.store.save_crdt(write)).await?;
         self.seq_nr += 1;
         self.bytes = bytes;
         self.held = change;
@@ -451,7 +462,7 @@ impl CrdtSession {
                 };
                 if let Some(change) = change {
                     let restart = change == Held::Deleted;
-                    if let Err(error) = self.persist(ctx, change).await {
+                    if let Err(error) = self.persist(ctx, change, None).await {
                         tracing::warn!(%error, command_id, "the state of a cancelled stream's response was not stored; restarting");
                         self.end_streams(&store_failed(error));
                         return After::Restart;
@@ -611,7 +622,7 @@ impl Session for CrdtSession {
             keep_open,
         } = change;
         if let Some(change) = change {
-            if let Err(error) = self.persist(ctx, change).await {
+            if let Err(error) = self.persist(ctx, change, Some(&call.context)).await {
                 let _ = reply.send(Err(store_failed(error)));
                 return After::Restart;
             }

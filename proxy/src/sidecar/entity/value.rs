@@ -18,6 +18,7 @@ use super::{
 use crate::{
     error::ProxyError,
     model::{EntityModel, MethodModel, Targets},
+    trace,
 };
 
 const VALUE_ENTITY_HANDLE: &str = "/cloudstate.valueentity.ValueEntity/handle";
@@ -121,9 +122,17 @@ impl Session for ValueSession {
         let bytes = value
             .as_ref()
             .map(|v| v.as_ref().map_or(0, prost::Message::encoded_len));
+        // A value entity's write (or delete, or timers) is a `store write` step
+        // of the command's trace.
+        let span = || {
+            trace::leaf(
+                trace::store_write(&self.key.entity_id, bytes.unwrap_or(0)),
+                &call.context,
+            )
+        };
         let written = match (value, with_timers) {
             (None, false) => Ok(()),
-            (Some(value), false) => persist_timed(ctx, service, ctx.store.save_value(&self.key, value)).await,
+            (Some(value), false) => persist_timed(ctx, service, span(), ctx.store.save_value(&self.key, value)).await,
             (value, true) => match ctx.store.timers() {
                 Some(store) => {
                     let write = async {
@@ -132,7 +141,7 @@ impl Session for ValueSession {
                             None => store.write_timers(timers).await,
                         }
                     };
-                    persist_timed(ctx, service, write).await
+                    persist_timed(ctx, service, span(), write).await
                 }
                 None => Err(StoreError::Config("this store keeps no timers".into())),
             },

@@ -1,0 +1,119 @@
+//! What tracing costs: the hot cart (one cart, `AddItem` from every client)
+//! against three `strata dev`s that differ only in tracing: off
+//! (the default: `--trace-store-bytes 0`, no collector), the trace store (every
+//! call's spans sent to `strata dev`'s own store, which keeps a sample and the
+//! slowest and failed), and the store plus an OTLP/gRPC collector with every call
+//! sampled (`OTEL_TRACES_SAMPLER=always_on`; the collector is
+//! `strata_e2e::otlp::Receiver`, in this process). Rounds alternate the three.
+
+use std::{collections::BTreeMap, fmt::Write as _, path::Path, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use strata_e2e::otlp::Receiver;
+
+use crate::{
+    cpu,
+    load::{self, Outcome, Plan},
+    stats::median,
+    systems::{Api, StrataDev},
+};
+
+pub const OFF: &str = "tracing off (the default)";
+pub const DEFAULT: &str = "trace store";
+pub const EVERY_CALL: &str = "trace store + collector, every call sampled";
+
+/// The scenario's name in the CPU table.
+pub const SCENARIO: &str = "tracing";
+
+/// Each mode's runs (one per round) and CPU per request.
+pub struct Results {
+    pub runs: BTreeMap<&'static str, Vec<Outcome>>,
+    pub cpu: BTreeMap<&'static str, Vec<cpu::PerRequest>>,
+}
+
+/// The trace store's ceiling when it is on (`strata dev` keeps none by default).
+const STORE_BYTES: &str = "33554432";
+
+/// Runs the hot cart `rounds` times against each mode, `clients` clients for
+/// `duration` each.
+pub async fn measure(dir: &Path, rounds: usize, clients: usize, duration: Duration) -> anyhow::Result<Results> {
+    let collector = Receiver::start().await;
+    let off = StrataDev::with_cart_configured(&dir.join("off"), &["--trace-store-bytes", "0"], &[]).await?;
+    let default = StrataDev::with_cart_configured(&dir.join("default"), &["--trace-store-bytes", STORE_BYTES], &[]).await?;
+    let endpoint = collector.endpoint();
+    let every_call = StrataDev::with_cart_configured(
+        &dir.join("every-call"),
+        &["--trace-store-bytes", STORE_BYTES],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_TRACES_SAMPLER", "always_on"),
+        ],
+    )
+    .await?;
+    let modes = [(OFF, &off), (DEFAULT, &default), (EVERY_CALL, &every_call)];
+    let mut results = Results {
+        runs: BTreeMap::new(),
+        cpu: BTreeMap::new(),
+    };
+    for round in 0..rounds {
+        for (name, dev) in modes {
+            let plan: Plan = Arc::new(|client, _n| Api::Cart.add("hot", &format!("p{}", client % 8)));
+            let system = cpu::System {
+                roots: vec![dev.pid()],
+                postgres: false,
+            };
+            let before = cpu::Snapshot::take();
+            let outcome = load::closed(dev.gateway, clients, duration, plan)
+                .await
+                .with_context(|| format!("the hot cart with {name}"))?;
+            results
+                .cpu
+                .entry(name)
+                .or_default()
+                .push(cpu::Snapshot::take().since(&before, outcome.answered, &system));
+            eprintln!(
+                "bench: tracing round {round}: {name:<46} {:>8.0} req/s  p99 {:.2} ms  refused {}",
+                outcome.per_second(),
+                outcome.ms(99.0),
+                outcome.refused
+            );
+            results.runs.entry(name).or_default().push(outcome);
+        }
+    }
+    Ok(results)
+}
+
+/// The throughput table: each mode's median req/s and p99, and both as
+/// ratios to tracing off.
+pub fn table(md: &mut String, results: &Results) -> anyhow::Result<()> {
+    let summary = |name: &str| -> Option<(f64, f64, u64)> {
+        let runs = results.runs.get(name)?;
+        let per_second: Vec<f64> = runs.iter().map(Outcome::per_second).collect();
+        let p99: Vec<f64> = runs.iter().map(|run| run.ms(99.0)).collect();
+        Some((
+            median(&per_second),
+            median(&p99),
+            runs.iter().map(|run| run.refused).sum(),
+        ))
+    };
+    let Some((off_rate, off_p99, _)) = summary(OFF) else {
+        return Ok(());
+    };
+    writeln!(
+        md,
+        "| tracing | req/s | p99 | refused | vs tracing off |\n|---|---|---|---|---|"
+    )?;
+    for name in [OFF, DEFAULT, EVERY_CALL] {
+        let Some((rate, p99, refused)) = summary(name) else {
+            continue;
+        };
+        writeln!(
+            md,
+            "| {name} | {rate:.0} | {p99:.3} ms | {refused} | {:.1}% req/s, {:.2}x p99 |",
+            (rate / off_rate - 1.0) * 100.0,
+            p99 / off_p99
+        )?;
+    }
+    writeln!(md)?;
+    Ok(())
+}

@@ -1,0 +1,224 @@
+//! The trace store without a collector: `strata dev` with no OTLP variables
+//! keeps recent traces itself, fed by its gateway and its sidecars. A traced
+//! call comes back from the API whole (gateway → sidecar → activation,
+//! function, store write); a failed call is kept and found by the error
+//! filter; under many calls the store stays within its byte ceiling (shown on
+//! `/metrics`), evicting ordinary traces while the failed one stays. Unknown
+//! traces are 404s and bad filters 400s.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use strata_e2e::{
+    binary,
+    dev::{dev_command, Dev, TOKEN},
+    free_port, Process,
+};
+
+/// Small, so a few hundred calls overflow it.
+const CEILING: u64 = 100_000;
+
+fn start_dev_without_collector() -> Dev {
+    let dir = tempfile::tempdir().unwrap();
+    let (gateway, api) = (free_port(), free_port());
+    let mut command = dev_command(&dir, gateway, api, &["--trace-store-bytes", &CEILING.to_string()]);
+    for variable in [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_TRACES_SAMPLER",
+        "OTEL_SERVICE_NAME",
+    ] {
+        command.env_remove(variable);
+    }
+    let mut process = Process::spawn("strata dev", command);
+    process.wait_serving(gateway, Duration::from_secs(30));
+    process.wait_serving(api, Duration::from_secs(30));
+    Dev {
+        dir,
+        process,
+        gateway,
+        api,
+    }
+}
+
+/// `GET path` on the API: its status and JSON body.
+async fn get(dev: &Dev, path: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{}/api/v1{path}", dev.api))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("API");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls `path` until `check` holds of its 200 body.
+async fn until(dev: &Dev, path: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = get(dev, path).await;
+        if status == 200 && check(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: never happened; last {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn metric(dev: &Dev, name: &str) -> u64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", dev.api))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} on /metrics"))
+}
+
+async fn add(http: &reqwest::Client, dev: &Dev, user: &str, quantity: i64, trace: Option<&str>) -> u16 {
+    let mut request = http
+        .post(dev.url(&format!("/cart/{user}/items/add")))
+        .json(&json!({"productId": "p", "name": "Thing", "quantity": quantity}));
+    if let Some(trace) = trace {
+        request = request.header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"));
+    }
+    request.send().await.expect("answer").status().as_u16()
+}
+
+/// The one span of `trace` whose name starts with `prefix`.
+fn span<'a>(trace: &'a Value, prefix: &str) -> &'a Value {
+    let found: Vec<&Value> = trace["span_list"]
+        .as_array()
+        .expect("spans")
+        .iter()
+        .filter(|span| span["name"].as_str().is_some_and(|name| name.starts_with(prefix)))
+        .collect();
+    assert_eq!(found.len(), 1, "one {prefix:?} span in {trace:#}");
+    found[0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strata_dev_keeps_recent_traces_within_its_ceiling() {
+    let dev = start_dev_without_collector();
+    dev.deploy_command(
+        "cart",
+        &binary("shopping-cart").display().to_string(),
+        &["--min-scale", "1"],
+    );
+    dev.until("the cart is ready", Duration::from_secs(60), |s| {
+        s["ready_replicas"] == 1
+    })
+    .await;
+    let http = reqwest::Client::new();
+
+    // --- a traced call: the store has it whole, gateway -> sidecar -> its steps
+    let traced = "4bf92f3577b34da6a3ce929d0e0e4737";
+    assert_eq!(add(&http, &dev, "ann", 2, Some(traced)).await, 200);
+    let trace = until(&dev, &format!("/traces/{traced}"), "the traced call's trace", |trace| {
+        let names: Vec<&str> = trace["span_list"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|span| span["name"].as_str())
+            .collect();
+        ["gateway", "sidecar", "activate", "function", "store write"]
+            .iter()
+            .all(|prefix| names.iter().any(|name| name.starts_with(prefix)))
+    })
+    .await;
+    let gateway = span(&trace, "gateway com.example.shoppingcart.ShoppingCart/AddItem");
+    assert_eq!(
+        gateway["parent_span_id"], "00f067aa0ba902b7",
+        "the client's span is its parent"
+    );
+    assert_eq!(gateway["service"], Value::Null, "the gateway serves every service");
+    let sidecar = span(&trace, "sidecar com.example.shoppingcart.ShoppingCart/AddItem");
+    assert_eq!(sidecar["parent_span_id"], gateway["span_id"]);
+    assert_eq!(sidecar["service"], "cart");
+    assert_eq!(sidecar["attributes"]["strata.entity_id"], "ann");
+    for step in ["activate", "function", "store write"] {
+        assert_eq!(span(&trace, step)["parent_span_id"], sidecar["span_id"], "{step}");
+    }
+    assert_eq!(trace["status"], "ok");
+    assert_eq!(trace["entity_ids"], json!(["ann"]));
+    let listed = until(
+        &dev,
+        "/services/cart/traces?entity_id=ann",
+        "the trace listed",
+        |list| list["traces"].as_array().is_some_and(|traces| !traces.is_empty()),
+    )
+    .await;
+    assert_eq!(listed["traces"][0]["trace_id"], traced);
+    assert_eq!(listed["store_max_bytes"], CEILING);
+
+    // --- a failed call (the function's Failure) is kept, marked as an error
+    let failing = "0af7651916cd43dd8448eb211c80319c";
+    assert_eq!(add(&http, &dev, "bob", 0, Some(failing)).await, 500);
+    let failed = until(
+        &dev,
+        "/services/cart/traces?status=error",
+        "the failed call listed",
+        |list| list["traces"].as_array().is_some_and(|traces| !traces.is_empty()),
+    )
+    .await;
+    assert_eq!(failed["traces"][0]["trace_id"], failing);
+    assert_eq!(failed["traces"][0]["kept_because"], "failed");
+    let (_, whole) = get(&dev, &format!("/traces/{failing}")).await;
+    let sidecar = span(&whole, "sidecar");
+    assert_eq!(sidecar["status"], "error");
+    assert!(
+        sidecar["status_message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("must be greater than zero"),
+        "{sidecar:#}"
+    );
+
+    // --- many calls: the ceiling holds, ordinary traces go, the failed one stays
+    for n in 0..400 {
+        assert_eq!(add(&http, &dev, &format!("user-{}", n % 20), 1, None).await, 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(&dev, "strata_trace_store_traces_evicted_total").await == 0 {
+        assert!(Instant::now() < deadline, "nothing was ever evicted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(metric(&dev, "strata_trace_store_max_bytes").await, CEILING);
+    let held = metric(&dev, "strata_trace_store_bytes").await;
+    assert!(held <= CEILING, "{held} bytes held over a ceiling of {CEILING}");
+    let (status, _) = get(&dev, &format!("/traces/{failing}")).await;
+    assert_eq!(status, 200, "the failed trace outlives the ordinary ones");
+    let (status, _) = get(&dev, &format!("/traces/{traced}")).await;
+    assert_eq!(status, 404, "the first ordinary trace was evicted");
+
+    // --- bad input: an unknown trace, a malformed id, bad filters, an unknown service
+    let (status, body) = get(&dev, "/traces/ffffffffffffffffffffffffffffffff").await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = get(&dev, "/traces/not-a-trace").await;
+    assert_eq!((status, body["error"]["field"].as_str()), (400, Some("id")), "{body}");
+    for (query, field) in [
+        ("status=fine", "status"),
+        ("min_duration=slow", "min_duration"),
+        ("since=yesterday", "since"),
+        ("limit=1000", "limit"),
+    ] {
+        let (status, body) = get(&dev, &format!("/services/cart/traces?{query}")).await;
+        assert_eq!(
+            (status, body["error"]["field"].as_str()),
+            (400, Some(field)),
+            "{query}: {body}"
+        );
+    }
+    let (status, body) = get(&dev, "/services/nope/traces").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap_or_default().contains("cart"),
+        "{body}"
+    );
+}

@@ -10,6 +10,16 @@ const MODELS: &[&str] = &[
     "cloudstate/tck/model/action.proto",
     "cloudstate/tck/model/crdt.proto",
     "cloudstate/tck/model/eventlogeventing.proto",
+    "strata/tck/model/timers.proto",
+];
+
+/// The packages generated here: the models, the published timer messages the
+/// timers model embeds, and the well-known types they use (prost_types').
+const KEPT: &[&str] = &[
+    "cloudstate.tck.model",
+    "strata.tck.model",
+    "strata.timers",
+    "google.protobuf",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -24,7 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // protox's own encoding keeps the custom options that prost_types would drop.
     fs::write(out.join("tck_model.bin"), compiler.encode_file_descriptor_set())?;
     let mut models = compiler.file_descriptor_set();
-    models.file.retain(|f| f.package().starts_with("cloudstate.tck.model"));
+    models.file.retain(|f| KEPT.iter().any(|p| f.package().starts_with(p)));
     let mut config = tonic_prost_build::Config::new();
     config
         .enable_type_names()

@@ -132,6 +132,20 @@ impl Connection {
 
 /// `clients` clients, each on its own connection, sending as fast as answers come.
 pub async fn closed(addr: SocketAddr, clients: usize, duration: Duration, plan: Plan) -> anyhow::Result<Outcome> {
+    closed_while(addr, clients, plan, move |started: Instant| {
+        started.elapsed() < duration
+    })
+    .await
+}
+
+/// As [`closed`], sending while `running(started)` holds (checked before each
+/// request), e.g. until something the run waits for has happened.
+pub async fn closed_while(
+    addr: SocketAddr,
+    clients: usize,
+    plan: Plan,
+    running: impl Fn(Instant) -> bool + Clone + Send + 'static,
+) -> anyhow::Result<Outcome> {
     let mut connections = Vec::new();
     for _ in 0..clients {
         connections.push(Connection::open(addr).await?);
@@ -140,10 +154,11 @@ pub async fn closed(addr: SocketAddr, clients: usize, duration: Duration, plan: 
     let mut tasks = Vec::new();
     for (client, mut connection) in connections.into_iter().enumerate() {
         let plan = plan.clone();
+        let running = running.clone();
         tasks.push(tokio::spawn(async move {
             let mut outcome = Outcome::empty();
             let mut n = 0;
-            while started.elapsed() < duration {
+            while running(started) {
                 let request = plan(client, n);
                 n += 1;
                 let sent = Instant::now();

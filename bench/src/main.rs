@@ -12,6 +12,7 @@ mod stats;
 mod suite;
 mod systems;
 mod throughput;
+mod timers;
 mod traces;
 mod tracing_cost;
 
@@ -46,6 +47,10 @@ enum Scenario {
     /// under Knative's fixed keep-alive beside the idle-time histogram policy: cold
     /// starts, p99 latency and idle instance-seconds, simulated and live.
     Traces(traces::Args),
+    /// Durable timers: 100,000 pending (store bytes and sidecar memory beside the
+    /// same carts without timers), and 1,000 falling due at once under `GetCart`
+    /// load beside the same load before; the value cart through `strata dev`.
+    Timers(timers::Settings),
     /// The gateway hop alone: one client and many, through the gateway beside
     /// straight to the sidecar, then the gRPC chain; for profiling the hop.
     Hop(suite::HopArgs),
@@ -59,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Throughput(args) => throughput::run(args).await,
         Scenario::Registry(args) => registry::run(args).await,
         Scenario::Scaling(args) => scaling::run(args).await,
+        Scenario::Timers(settings) => timers::run(settings).await,
         Scenario::Traces(args) => traces::run(args).await,
         Scenario::Hop(args) => suite::hop(args).await,
     }

@@ -29,6 +29,7 @@ use crate::{
     stats::{median, percentile},
     systems::{fresh_database, Api, Endpoint, PgCart, Restate, RestatePrograms, StrataDev},
     tracing_cost,
+    timers,
 };
 
 #[derive(clap::Args)]
@@ -68,6 +69,7 @@ struct Settings {
     footprint_runs: usize,
     footprint_carts: usize,
     registry: registry::Args,
+    timers: timers::Settings,
 }
 
 impl Settings {
@@ -90,6 +92,12 @@ impl Settings {
                     failovers: 1,
                     strata: None,
                 },
+                timers: timers::Settings {
+                    pending: 500,
+                    firing: 50,
+                    clients: 8,
+                    seconds: 1,
+                },
             }
         } else {
             Settings {
@@ -108,6 +116,12 @@ impl Settings {
                     repeats: 1,
                     failovers: 7,
                     strata: None,
+                },
+                timers: timers::Settings {
+                    pending: 100_000,
+                    firing: 1_000,
+                    clients: 16,
+                    seconds: 5,
                 },
             }
         }
@@ -154,6 +168,7 @@ struct Results {
     footprint: Footprint,
     registry: RegistryResults,
     tracing: tracing_cost::Results,
+    timers: timers::TimerResults,
     /// CPU per request by part, per (scenario, system), every round.
     cpu_use: CpuUse,
     problems: Vec<String>,
@@ -356,6 +371,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let footprint = footprint::measure(settings.footprint_runs, settings.footprint_carts, 64).await?;
     eprintln!("bench: registry writes and failover");
     let registry = registry::measure(&settings.registry).await?;
+    let timers = timers::measure(&root, &settings.timers).await?;
+    note_refusals(&mut problems, "timers, no timer due", "value cart", &timers.quiet);
+    note_refusals(&mut problems, "timers firing", "value cart", &timers.while_firing);
 
     let results = Results {
         closed,
@@ -368,6 +386,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         footprint,
         registry,
         tracing,
+        timers,
         cpu_use,
         problems,
     };
@@ -1080,6 +1099,8 @@ fn render(
         "\nActivation ran at {:.0} new entities a second.\n",
         f.activations_per_second
     )?;
+
+    timers::render(&mut md, &results.timers)?;
 
     // --- registry
     let r = &results.registry;

@@ -122,13 +122,13 @@ impl StrataDev {
 
     /// `strata deploy NAME --command shopping-cart ARGS...`, as a user types it.
     pub fn deploy(&self, name: &str, args: &[&str]) -> anyhow::Result<()> {
+        self.deploy_program(name, "shopping-cart", args)
+    }
+
+    /// `strata deploy NAME --command PROGRAM ARGS...` (a binary of this build).
+    pub fn deploy_program(&self, name: &str, program: &str, args: &[&str]) -> anyhow::Result<()> {
         let status = Command::new(binary("strata"))
-            .args([
-                "deploy",
-                name,
-                "--command",
-                &binary("shopping-cart").display().to_string(),
-            ])
+            .args(["deploy", name, "--command", &binary(program).display().to_string()])
             .args(args)
             .args(["--api", &format!("http://127.0.0.1:{}", self.api)])
             .env("STRATA_TOKEN", TOKEN)
@@ -178,6 +178,44 @@ impl StrataDev {
         })
         .await?;
         address.parse().context("sidecar address")
+    }
+
+    /// The process id of the sidecar (`strata proxy --service NAME`) this
+    /// `strata dev` runs for `name`.
+    pub fn sidecar_pid(&self, name: &str) -> anyhow::Result<u32> {
+        let parent = |pid: u32| -> Option<u32> {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("PPid:"))?
+                .trim()
+                .parse()
+                .ok()
+        };
+        let descends = |mut pid: u32| {
+            while let Some(up) = parent(pid).filter(|&up| up > 1) {
+                if up == self.pid() {
+                    return true;
+                }
+                pid = up;
+            }
+            false
+        };
+        for entry in std::fs::read_dir("/proc")? {
+            let Ok(pid) = entry?.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            let serves = args.get(1) == Some(&b"proxy".as_slice())
+                && args.windows(2).any(|w| w[0] == b"--service" && w[1] == name.as_bytes());
+            if serves && descends(pid) {
+                return Ok(pid);
+            }
+        }
+        bail!("no sidecar of {name} runs under strata dev")
     }
 
     /// `strata dev` with one always-ready instance of the cart (`cart`), for load.

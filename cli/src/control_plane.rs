@@ -170,7 +170,10 @@ pub async fn run(args: ControlPlaneArgs) -> anyhow::Result<()> {
         schedules: args
             .schedule_gateway
             .filter(|gateway| !gateway.is_empty())
-            .map(|gateway| ScheduleConfig { gateway }),
+            .map(|gateway| ScheduleConfig {
+                gateway,
+                ..ScheduleConfig::default()
+            }),
         ..ServerConfig::default()
     };
     if args.runtime == Runtime::None {

@@ -135,8 +135,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         store_url: Some(store_url.clone()),
         // `strata logs` and the dashboard's Logs tab read the local runtime's files.
         logs: Some(Arc::new(LocalLogs::new(data_dir.join("logs")))),
-        // Schedules call through this process's own gateway.
+        // Schedules call through this process's own gateway, trusting its
+        // certificate (which may be self-signed).
         schedules: Some(ScheduleConfig {
+            gateway_roots: gateway_roots(&args.gateway_tls)?,
             gateway: format!(
                 "{}://{}",
                 if args.gateway_tls.tls_cert.is_some() {
@@ -237,6 +239,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
 /// A secret kept in the data directory (mode 0600): the given value, else the one
 /// stored, else a new random one.
+/// The gateway's certificate chain, which its schedules' calls trust (`None`:
+/// the gateway serves plain HTTP).
+fn gateway_roots(tls: &crate::tls::IngressTlsArgs) -> anyhow::Result<Option<Vec<u8>>> {
+    tls.tls_cert
+        .as_deref()
+        .map(|cert| std::fs::read(cert).with_context(|| format!("cannot read --tls-cert {}", cert.display())))
+        .transpose()
+}
+
 fn kept_secret(path: &Path, given: Option<String>) -> anyhow::Result<String> {
     if let Some(given) = given.filter(|g| !g.is_empty()) {
         return Ok(given);

@@ -13,6 +13,7 @@ use std::{
 use futures::future::BoxFuture;
 use prost::Message;
 use strata_proto::cloudstate::{Entity, EntitySpec, ProxyInfo};
+use strata_store::Store;
 use tonic::transport::Channel;
 
 use crate::{intercept::Interceptor, probe::Check, protocol::Protocol};
@@ -31,6 +32,9 @@ pub struct Kit {
     pub interceptor: Arc<Interceptor>,
     pub proxy_info: ProxyInfo,
     pub spec: EntitySpec,
+    /// The proxy's store, opened beside it: where the timers cases see what a
+    /// command stored (as the control plane's timers API reads it).
+    pub store: Arc<dyn Store>,
     next_id: AtomicU64,
 }
 
@@ -41,6 +45,7 @@ impl Kit {
         interceptor: Arc<Interceptor>,
         proxy_info: ProxyInfo,
         spec: EntitySpec,
+        store: Arc<dyn Store>,
     ) -> anyhow::Result<Self> {
         let grpc = tonic::transport::Endpoint::from_shared(format!("http://{proxy}"))?.connect_lazy();
         Ok(Self {
@@ -51,6 +56,7 @@ impl Kit {
             interceptor,
             proxy_info,
             spec,
+            store,
             next_id: AtomicU64::new(1),
         })
     }

@@ -26,6 +26,11 @@ pub mod model {
     pub use self::cloudstate::tck::model::eventlogeventing as ev;
     /// The value entity model's package.
     pub use self::cloudstate::tck::model::valueentity as ve;
+    /// The timers model's package (Strata's own).
+    pub use self::strata::tck::model::timers;
+    /// The published timer messages (`proto/strata/timers.proto`), generated
+    /// from the proto as a function in any language generates them.
+    pub use self::strata::timers as published_timers;
 
     /// The model's `FileDescriptorSet`, imports included.
     pub const DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tck_model.bin"));

@@ -103,6 +103,7 @@ async fn run(args: Args) -> anyhow::Result<kit::Summary> {
     // --- the interceptor in front of the function, the proxy in front of both
     let interceptor = Interceptor::start(function).await?;
     let store = tempfile::tempdir()?;
+    let store_url = format!("sqlite://{}", store.path().join("tck.db").display());
     let http_port = strata_ports::free_loopback_port()?;
     let mut command = tokio::process::Command::new(&strata);
     command
@@ -110,10 +111,7 @@ async fn run(args: Args) -> anyhow::Result<kit::Summary> {
         .env("USER_FUNCTION_HOST", "127.0.0.1")
         .env("USER_FUNCTION_PORT", interceptor.address.port().to_string())
         .env("HTTP_PORT", http_port.to_string())
-        .env(
-            "STRATA_STORE",
-            format!("sqlite://{}", store.path().join("tck.db").display()),
-        )
+        .env("STRATA_STORE", &store_url)
         .stdin(Stdio::null())
         .kill_on_drop(true);
     if !args.verbose {
@@ -146,7 +144,10 @@ async fn run(args: Args) -> anyhow::Result<kit::Summary> {
     );
 
     let function_channel = tonic::transport::Endpoint::from_shared(format!("http://{function}"))?.connect_lazy();
-    let kit = kit::Kit::new(proxy_address, function_channel, interceptor, info, spec)?;
+    let store = strata_store::open(&store_url)
+        .await
+        .with_context(|| format!("cannot open the proxy's store {store_url}"))?;
+    let kit = kit::Kit::new(proxy_address, function_channel, interceptor, info, spec, store)?;
     let summary = kit::run_all(&kit, &cases::all(), &cases::pending(), args.filter.as_deref()).await;
     println!("{}", summary.line());
     let _ = proxy.kill().await;

@@ -1,7 +1,8 @@
 //! Cron schedules end to end, over real processes. Through `strata dev` and the
 //! CLI: bad input is refused naming what is wrong, a schedule adds to the
 //! shopping cart at each of its times, `strata schedule list` shows its runs, and
-//! `strata schedule delete` ends it. In a three-node control plane (with a
+//! `strata schedule delete` ends it; through a gateway serving a self-signed
+//! certificate too. In a three-node control plane (with a
 //! gateway, a sidecar and PostgreSQL, `strata_e2e::cluster`): the leader is
 //! killed with `kill -9` while a schedule runs every two seconds, and every time
 //! from the first to the last is called exactly once: the cart counts one item
@@ -191,6 +192,65 @@ async fn a_schedule_made_with_the_cli_adds_to_the_cart_at_each_time_and_bad_inpu
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
+}
+
+/// `strata dev` serving its gateway over TLS with a self-signed certificate
+/// makes a schedule's calls through that gateway: they trust its own
+/// certificate, which no system root vouches for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_calls_through_a_gateway_with_a_self_signed_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_path, key_path) = (dir.path().join("gateway.pem"), dir.path().join("gateway.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let dev = start_dev(
+        dir,
+        &[
+            "--tls-cert",
+            &cert_path.display().to_string(),
+            "--tls-key",
+            &key_path.display().to_string(),
+        ],
+    );
+    dev.deploy(&["--min-scale", "1"]);
+    dev.until("the cart is ready", Duration::from_secs(60), |s| {
+        s["ready_replicas"] == 1
+    })
+    .await;
+
+    // --- every second through the TLS gateway; the runs succeed
+    let body = add_body("secure");
+    let (ok, printed) = schedule_cli(
+        &dev,
+        &[
+            "create",
+            "secure",
+            "--cron",
+            "* * * * * *",
+            "--call",
+            ADD_ITEM,
+            "--body",
+            &body,
+        ],
+    );
+    assert!(ok, "{printed}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let schedule = dev.api("/schedules/secure").await;
+        let runs = runs_of(&schedule);
+        if runs.iter().filter(|(_, outcome, _)| outcome == "ok").count() >= 2 {
+            break;
+        }
+        let failed: Vec<_> = runs.iter().filter(|(_, outcome, _)| outcome == "failed").collect();
+        assert!(failed.is_empty(), "a run through the TLS gateway failed: {failed:?}");
+        assert!(Instant::now() < deadline, "the schedule did not run twice: {schedule}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The leader's node id, asked of every node.

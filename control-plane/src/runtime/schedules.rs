@@ -40,10 +40,35 @@ pub const SCHEDULE_HEADER: &str = "strata-schedule";
 pub const SCHEDULE_TIME_HEADER: &str = "strata-schedule-time";
 
 /// Where the leader makes schedules' calls.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ScheduleConfig {
     /// A gateway's base URL, e.g. `http://127.0.0.1:9000`.
     pub gateway: String,
+    /// Certificates (PEM) trusted for an `https://` gateway beside the system's
+    /// roots: `strata dev` trusts its own gateway's chain, so a self-signed
+    /// certificate works.
+    pub gateway_roots: Option<Vec<u8>>,
+}
+
+/// The client that makes schedules' calls, trusting `config`'s roots.
+fn client(config: &ScheduleConfig) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(2));
+    let roots = config
+        .gateway_roots
+        .as_deref()
+        .map(reqwest::Certificate::from_pem_bundle)
+        .transpose();
+    match roots {
+        Ok(roots) => {
+            for root in roots.into_iter().flatten() {
+                builder = builder.add_root_certificate(root);
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "the gateway's certificates do not parse; schedules' calls trust the system's roots only")
+        }
+    }
+    builder.build().expect("an HTTP client with timeouts")
 }
 
 /// One run's call as it ended.
@@ -55,10 +80,7 @@ struct Finished {
 
 /// Runs until `stopping`.
 pub async fn run(node: Arc<ControlPlane>, config: ScheduleConfig, stopping: Stopping) {
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(2))
-        .build()
-        .expect("an HTTP client with timeouts");
+    let http = client(&config);
     let mut calls: JoinSet<Finished> = JoinSet::new();
     let mut in_flight: HashSet<String> = HashSet::new();
     // Ends whose record failed while this node still led: recorded again before

@@ -4,6 +4,8 @@
 
 #[path = "tck_model/eventing.rs"]
 mod eventing;
+#[path = "tck_model/timers.rs"]
+mod timers;
 
 use std::time::Duration;
 
@@ -522,7 +524,7 @@ async fn main() -> Result<(), strata_sdk::ServeError> {
         .with_writer(std::io::stderr)
         .init();
     let configured = Duration::from_millis(100);
-    eventing::serve(Service::new(DESCRIPTORS))
+    timers::serve(eventing::serve(Service::new(DESCRIPTORS)))
         .service_name("strata-tck-model")
         .event_sourced(
             EventSourcedService::new(ES_MODEL, "event-sourced-tck-model", |_| EventSourcedModel::default())

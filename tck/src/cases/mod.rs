@@ -9,6 +9,7 @@ pub mod crdt;
 pub mod event_sourced;
 pub mod eventing;
 pub mod proxy;
+pub mod timers;
 pub mod value_entity;
 
 use std::fmt::Debug;
@@ -28,6 +29,7 @@ pub fn all() -> Vec<Case> {
     cases.extend(event_sourced::cases());
     cases.extend(crdt::cases());
     cases.extend(eventing::cases());
+    cases.extend(timers::cases());
     cases.extend(proxy::reflection_cases());
     cases
 }

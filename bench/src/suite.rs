@@ -28,8 +28,7 @@ use crate::{
     registry::{self, RegistryResults},
     stats::{median, percentile},
     systems::{fresh_database, Api, Endpoint, PgCart, Restate, RestatePrograms, StrataDev},
-    tracing_cost,
-    timers,
+    timers, tracing_cost,
 };
 
 #[derive(clap::Args)]

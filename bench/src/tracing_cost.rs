@@ -39,7 +39,8 @@ const STORE_BYTES: &str = "33554432";
 pub async fn measure(dir: &Path, rounds: usize, clients: usize, duration: Duration) -> anyhow::Result<Results> {
     let collector = Receiver::start().await;
     let off = StrataDev::with_cart_configured(&dir.join("off"), &["--trace-store-bytes", "0"], &[]).await?;
-    let default = StrataDev::with_cart_configured(&dir.join("default"), &["--trace-store-bytes", STORE_BYTES], &[]).await?;
+    let default =
+        StrataDev::with_cart_configured(&dir.join("default"), &["--trace-store-bytes", STORE_BYTES], &[]).await?;
     let endpoint = collector.endpoint();
     let every_call = StrataDev::with_cart_configured(
         &dir.join("every-call"),

@@ -51,6 +51,9 @@ enum Scenario {
     /// same carts without timers), and 1,000 falling due at once under `GetCart`
     /// load beside the same load before; the value cart through `strata dev`.
     Timers(timers::Settings),
+    /// What tracing costs: the hot cart with tracing off, with `strata dev`'s
+    /// trace store, and with the store and a collector sampling every call.
+    Tracing(tracing_cost::Args),
     /// The gateway hop alone: one client and many, through the gateway beside
     /// straight to the sidecar, then the gRPC chain; for profiling the hop.
     Hop(suite::HopArgs),
@@ -66,6 +69,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Scaling(args) => scaling::run(args).await,
         Scenario::Timers(settings) => timers::run(settings).await,
         Scenario::Traces(args) => traces::run(args).await,
+        Scenario::Tracing(args) => tracing_cost::run(args).await,
         Scenario::Hop(args) => suite::hop(args).await,
     }
 }

@@ -31,6 +31,49 @@ pub struct Results {
     pub cpu: BTreeMap<&'static str, Vec<cpu::PerRequest>>,
 }
 
+/// `strata-bench tracing`: the scenario alone.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Rounds; each runs the three modes in turn.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Closed-loop clients.
+    #[arg(long, default_value_t = 32)]
+    pub clients: usize,
+    /// Seconds of load per mode and round.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+}
+
+/// Runs the scenario and prints its throughput table and each mode's median CPU
+/// per request by part.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let root = std::env::temp_dir().join(format!("strata-bench-tracing-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root)?;
+    let results = measure(&root, args.rounds, args.clients, Duration::from_secs(args.seconds)).await;
+    let _ = std::fs::remove_dir_all(&root);
+    let results = results?;
+    let mut md = String::new();
+    table(&mut md, &results)?;
+    writeln!(md, "| tracing | CPU per request (µs), by part |\n|---|---|")?;
+    for name in [OFF, DEFAULT, EVERY_CALL] {
+        let Some(runs) = results.cpu.get(name) else {
+            continue;
+        };
+        let median = cpu::median(runs);
+        let total: f64 = median.values().sum();
+        let parts: Vec<String> = median
+            .iter()
+            .filter(|(_, micros)| **micros >= 0.5)
+            .map(|(part, micros)| format!("{part} {micros:.0}"))
+            .collect();
+        writeln!(md, "| {name} | {total:.0} in all: {} |", parts.join(", "))?;
+    }
+    println!("{md}");
+    Ok(())
+}
+
 /// The trace store's ceiling when it is on (`strata dev` keeps none by default).
 const STORE_BYTES: &str = "33554432";
 

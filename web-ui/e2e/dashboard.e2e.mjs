@@ -458,6 +458,24 @@ try {
     if (revisions.serving !== 1) throw new Error(`serving ${revisions.serving} after the rollback`);
   });
 
+  await step('a canary shows its split on the service page and is ended from there', async () => {
+    const split = await fetch(`${API}/api/v1/services/cart/traffic`, {
+      method: 'POST',
+      headers: { ...auth(ADMIN).headers, 'content-type': 'application/json' },
+      body: JSON.stringify({ revision: 2, percent: 25 }),
+    });
+    if (split.status !== 200) throw new Error(`a canary of revision 2: HTTP ${split.status} ${await split.text()}`);
+    const card = page.getByRole('region', { name: 'Revisions' });
+    const notice = card.getByTestId('canary');
+    await notice.getByText(/Canary: revision 2 serves 25% of the traffic \(\d+ shards\), revision 1 the rest\./).waitFor({ timeout: LONG });
+    await card.locator('tr[data-revision="2"]').getByText('canary 25%').waitFor();
+    await shot(page, 'service-canary');
+    await notice.getByRole('button', { name: 'End the canary' }).click();
+    await notice.waitFor({ state: 'detached', timeout: LONG });
+    const revisions = await (await fetch(`${API}/api/v1/services/cart/revisions`, auth(READER))).json();
+    if (revisions.canary || revisions.serving !== 1) throw new Error(`after ending the canary: ${JSON.stringify(revisions)}`);
+  });
+
   await step('the schedules page shows a schedule\'s next and last run, the service page its timers', async () => {
     const created = await fetch(`${API}/api/v1/schedules`, {
       method: 'POST',

@@ -736,8 +736,14 @@ impl Tx<'_> {
                 message: format!("revision {target} of {service:?} serves already"),
             });
         }
+        // Instances of the target may run already (a rollback before the new
+        // revision was ever ready): then there is nothing to wait for.
+        let running = self
+            .registry
+            .instances_of(service)
+            .any(|instance| instance.state == InstanceState::Ready && instance.revision == target);
         if let Some(entry) = self.registry.services.get_mut(service) {
-            entry.rollout = Some(Rollout {
+            entry.rollout = (!running).then_some(Rollout {
                 from: serving,
                 to: target,
                 started_at_ms: self.now_ms,

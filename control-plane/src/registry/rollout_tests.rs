@@ -239,3 +239,23 @@ fn a_handoff_its_owner_never_releases_completes_after_the_timeout() {
     // --- and the next hand-off has begun
     assert_eq!(handoffs(&registry), vec![(3, "a", "b")]);
 }
+
+#[test]
+fn a_rollback_to_a_revision_whose_instances_still_run_has_no_rollout_to_wait_for() {
+    let mut registry = with_cart();
+    register_at(&mut registry, "a", 1);
+    ready(&mut registry, "a");
+    deploy(&mut registry, "./cart --v2");
+    assert!(registry.services["cart"].rollout.is_some());
+    // --- rolled back before any instance of revision 2 was ready: a still runs 1
+    ok(
+        &mut registry,
+        Command::Rollback {
+            service: "cart".into(),
+            to: None,
+        },
+    );
+    let cart = &registry.services["cart"];
+    assert_eq!((cart.serving(), cart.rollout.clone()), (1, None));
+    assert_eq!(owners(&registry), vec![Some("a"); 4]);
+}

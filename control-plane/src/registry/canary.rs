@@ -108,8 +108,8 @@ impl Service {
 
     /// Refuses a new revision while a canary runs (promote it or roll it back
     /// first), and a new canary while a rollout runs (its new revision is not
-    /// ready yet) or on Kubernetes. A deploy during a rollout is not refused: it
-    /// supersedes it.
+    /// ready yet, and the service is not at zero) or on Kubernetes. A deploy
+    /// during a rollout is not refused: it supersedes it.
     pub(super) fn refuse_while_moving(&self, canary: bool) -> Result<(), RegistryError> {
         if canary && self.runs.command.is_none() {
             return Err(RegistryError::invalid(
@@ -125,7 +125,8 @@ impl Service {
                 ),
             });
         }
-        if let Some(rollout) = self.rollout.as_ref().filter(|_| canary) {
+        // At zero nothing runs yet: the rollout and the canary both start at the wake.
+        if let Some(rollout) = self.rollout.as_ref().filter(|_| canary && self.desired_replicas > 0) {
             return Err(RegistryError::Conflict {
                 message: format!(
                     "{:?} is rolling out from revision {} to {}: a canary can start once revision {} is ready",

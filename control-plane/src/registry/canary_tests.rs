@@ -233,6 +233,32 @@ fn bad_traffic_is_refused_with_why_and_changes_nothing() {
         assert_eq!(got, status, "{message}");
         assert!(message.contains(words), "{message}");
     }
+    // --- while a rollout waits for its revision a canary is refused, unless
+    // the service is at zero (both start at the wake)
+    let mut registry = with_cart();
+    register_at(&mut registry, "a", 1);
+    ready(&mut registry, "a");
+    ok(&mut registry, patch("./cart --v2", None));
+    let traffic_to_1 = Command::SetTraffic {
+        service: "cart".into(),
+        revision: 1,
+        percent: 10,
+        analysis: None,
+    };
+    let (status, message) = refusal(&mut registry, traffic_to_1.clone());
+    assert_eq!(status, 409);
+    assert!(message.contains("is rolling out from revision 1 to 2"), "{message}");
+    ok(
+        &mut registry,
+        Command::SetDesiredReplicas {
+            service: "cart".into(),
+            replicas: 0,
+            reason: "idle".into(),
+        },
+    );
+    ok(&mut registry, traffic_to_1);
+    assert_eq!(registry.services["cart"].canary_slice(), Some((1, 1)));
+
     // --- a deploy that makes no revision cannot be a canary; promote needs one
     let mut registry = with_cart();
     let (status, message) = refusal(&mut registry, patch("./cart", canary(10)));

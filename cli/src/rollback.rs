@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 
-use crate::api_client::ApiClient;
+use crate::api_client::ApiArgs;
 use crate::revisions::{table, RevisionList};
 
 #[derive(Args)]
@@ -17,18 +17,12 @@ pub struct RollbackArgs {
     /// The revision to serve; default: the one the serving revision replaced.
     #[arg(long)]
     to: Option<u64>,
-    /// Management API of any control-plane node.
-    #[arg(long, env = "STRATA_API", default_value = "http://127.0.0.1:9100")]
-    api: String,
-    /// Bearer token (admin).
-    #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
-    token: Option<String>,
     #[command(flatten)]
-    tls: crate::tls::ApiTlsArgs,
+    api: ApiArgs,
 }
 
 pub async fn run(args: RollbackArgs) -> anyhow::Result<()> {
-    let api = ApiClient::new(&args.api, args.token.clone(), &args.tls)?;
+    let api = args.api.client()?;
     let path = format!("/services/{}/rollback", args.name);
     let body = api
         .call(reqwest::Method::POST, &path, Some(&json!({ "to": args.to })))

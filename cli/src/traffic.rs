@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::{json, Map, Value};
 
-use crate::api_client::ApiClient;
+use crate::api_client::ApiArgs;
 use crate::revisions::{table, RevisionList};
 
 /// Automatic analysis of a canary.
@@ -55,28 +55,16 @@ pub struct TrafficArgs {
     split: Vec<(u64, u32)>,
     #[command(flatten)]
     analysis: CanaryArgs,
-    /// Management API of any control-plane node.
-    #[arg(long, env = "STRATA_API", default_value = "http://127.0.0.1:9100")]
-    api: String,
-    /// Bearer token (admin).
-    #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
-    token: Option<String>,
     #[command(flatten)]
-    tls: crate::tls::ApiTlsArgs,
+    api: ApiArgs,
 }
 
 #[derive(Args)]
 pub struct PromoteArgs {
     /// The service.
     name: String,
-    /// Management API of any control-plane node.
-    #[arg(long, env = "STRATA_API", default_value = "http://127.0.0.1:9100")]
-    api: String,
-    /// Bearer token (admin).
-    #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
-    token: Option<String>,
     #[command(flatten)]
-    tls: crate::tls::ApiTlsArgs,
+    api: ApiArgs,
 }
 
 fn parse_share(text: &str) -> Result<(u64, u32), String> {
@@ -126,7 +114,7 @@ fn canary_of(split: &[(u64, u32)], serving: u64) -> anyhow::Result<(u64, u32)> {
 }
 
 pub async fn traffic(args: TrafficArgs) -> anyhow::Result<()> {
-    let api = ApiClient::new(&args.api, args.token.clone(), &args.tls)?;
+    let api = args.api.client()?;
     let serving = if args.split.len() == 2 {
         let path = format!("/services/{}/revisions", args.name);
         let body = api.call(reqwest::Method::GET, &path, None).await?.success()?;
@@ -151,7 +139,7 @@ pub async fn traffic(args: TrafficArgs) -> anyhow::Result<()> {
 }
 
 pub async fn promote(args: PromoteArgs) -> anyhow::Result<()> {
-    let api = ApiClient::new(&args.api, args.token.clone(), &args.tls)?;
+    let api = args.api.client()?;
     let path = format!("/services/{}/promote", args.name);
     let answer = api.call(reqwest::Method::POST, &path, None).await?.success()?;
     let list: RevisionList = serde_json::from_value(answer).context("the API's answer is not a revision list")?;

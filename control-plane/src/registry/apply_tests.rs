@@ -489,15 +489,29 @@ pub(super) fn release(registry: &mut Registry, instance: &str, shards: &[u32]) -
     )
 }
 
+/// Every hand-off under way released by its owner, and those the releases began.
+pub(super) fn settle(registry: &mut Registry) {
+    while let Some((shard, from, _)) = handoffs(registry).first().copied() {
+        let from = from.to_owned();
+        release(registry, &from, &[shard as u32]);
+    }
+}
+
+/// The cart's shard owners, in shard order.
+pub(super) fn owners(registry: &Registry) -> Vec<Option<&str>> {
+    registry.services["cart"]
+        .shards
+        .iter()
+        .map(|shard| shard.owner.as_deref())
+        .collect()
+}
+
 /// Instances `ids` ready, and every hand-off between them released.
 pub(super) fn ready_and_settled(registry: &mut Registry, ids: &[&str]) {
     for id in ids {
         register(registry, id);
         ready(registry, id);
-        while let Some((shard, from, _)) = handoffs(registry).first().copied() {
-            let from = from.to_owned();
-            release(registry, &from, &[shard as u32]);
-        }
+        settle(registry);
     }
 }
 

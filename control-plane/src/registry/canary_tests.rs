@@ -2,7 +2,7 @@
 //! slice and the rest, promotion, ending by hand and by the analysis, and the
 //! refusals.
 
-use super::apply_tests::{handoffs, ok, ready, register_at, release, with_cart, T0};
+use super::apply_tests::{handoffs, ok, owners, ready, register_at, settle, with_cart, T0};
 use super::*;
 
 fn patch(command: &str, canary: Option<CanarySpec>) -> Command {
@@ -23,18 +23,12 @@ fn canary(percent: u32) -> Option<CanarySpec> {
     })
 }
 
-fn owners(registry: &Registry) -> Vec<Option<&str>> {
-    registry.services["cart"]
-        .shards
-        .iter()
-        .map(|shard| shard.owner.as_deref())
-        .collect()
-}
-
-fn settle(registry: &mut Registry) {
-    while let Some((shard, from, _)) = handoffs(registry).first().copied() {
-        let from = from.to_owned();
-        release(registry, &from, &[shard as u32]);
+fn traffic(revision: u64, percent: u32) -> Command {
+    Command::SetTraffic {
+        service: "cart".into(),
+        revision,
+        percent,
+        analysis: None,
     }
 }
 
@@ -178,12 +172,6 @@ fn the_analysis_ends_a_failing_canary_and_marks_it_failed_with_why() {
 #[test]
 fn traffic_moves_a_canarys_share_promotes_at_a_hundred_and_ends_at_zero() {
     let mut registry = with_canary();
-    let traffic = |revision, percent| Command::SetTraffic {
-        service: "cart".into(),
-        revision,
-        percent,
-        analysis: None,
-    };
     ok(&mut registry, traffic(2, 50));
     assert_eq!(registry.services["cart"].canary_slice(), Some((2, 2)));
     ok(&mut registry, traffic(2, 0));
@@ -198,12 +186,6 @@ fn traffic_moves_a_canarys_share_promotes_at_a_hundred_and_ends_at_zero() {
 #[test]
 fn bad_traffic_is_refused_with_why_and_changes_nothing() {
     let mut registry = with_canary();
-    let traffic = |revision, percent| Command::SetTraffic {
-        service: "cart".into(),
-        revision,
-        percent,
-        analysis: None,
-    };
     let cases = [
         (traffic(7, 10), 404, "has no revision 7 (it keeps 1 and 2)"),
         (traffic(1, 10), 409, "serves already"),
@@ -239,12 +221,7 @@ fn bad_traffic_is_refused_with_why_and_changes_nothing() {
     register_at(&mut registry, "a", 1);
     ready(&mut registry, "a");
     ok(&mut registry, patch("./cart --v2", None));
-    let traffic_to_1 = Command::SetTraffic {
-        service: "cart".into(),
-        revision: 1,
-        percent: 10,
-        analysis: None,
-    };
+    let traffic_to_1 = traffic(1, 10);
     let (status, message) = refusal(&mut registry, traffic_to_1.clone());
     assert_eq!(status, 409);
     assert!(message.contains("is rolling out from revision 1 to 2"), "{message}");

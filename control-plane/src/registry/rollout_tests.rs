@@ -1,7 +1,7 @@
 //! Unit tests of rollouts, rollbacks and shard hand-offs through `apply`: which
 //! instances may own shards while revisions change, and what a failing revision does.
 
-use super::apply_tests::{handoffs, ok, ready, ready_and_settled, register_at, release, with_cart, T0};
+use super::apply_tests::{handoffs, ok, owners, ready, ready_and_settled, register_at, settle, with_cart, T0};
 use super::*;
 
 fn deploy(registry: &mut Registry, command: &str) {
@@ -15,21 +15,6 @@ fn deploy(registry: &mut Registry, command: &str) {
             },
         },
     );
-}
-
-fn owners(registry: &Registry) -> Vec<Option<&str>> {
-    registry.services["cart"]
-        .shards
-        .iter()
-        .map(|shard| shard.owner.as_deref())
-        .collect()
-}
-
-fn settle(registry: &mut Registry) {
-    while let Some((shard, from, _)) = handoffs(registry).first().copied() {
-        let from = from.to_owned();
-        release(registry, &from, &[shard as u32]);
-    }
 }
 
 fn reasons(registry: &Registry, kind: EventKind) -> Vec<&str> {

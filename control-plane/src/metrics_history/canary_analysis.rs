@@ -46,12 +46,17 @@ impl CanaryWindows {
         });
     }
 
+    /// Drops what `service` answered (it has no canary under analysis).
+    pub fn forget(&mut self, service: &str) {
+        self.rounds.remove(service);
+    }
+
     /// The canary's and the serving revision's sums over the canary's window (and
     /// since it started), dropping older rounds. Services without a canary forget
     /// theirs.
     pub fn compare(&mut self, service: &str, canary: Option<&Canary>, serving: u64, now_ms: u64) -> Option<Comparison> {
         let Some((canary, analysis)) = canary.and_then(|canary| Some((canary, canary.analysis?))) else {
-            self.rounds.remove(service);
+            self.forget(service);
             return None;
         };
         let since = now_ms.saturating_sub(analysis.window_ms).max(canary.started_at_ms);
@@ -72,7 +77,7 @@ impl CanaryWindows {
 }
 
 /// Why the canary must be rolled back, or `None` while it may go on.
-pub fn judge(comparison: &Comparison, analysis: &CanaryAnalysis, window_ms: u64, serving: u64) -> Option<String> {
+pub fn judge(comparison: &Comparison, analysis: &CanaryAnalysis, serving: u64) -> Option<String> {
     let Comparison { canary, stable } = comparison;
     if canary.calls < f64::from(analysis.min_calls) {
         return None;
@@ -86,7 +91,7 @@ pub fn judge(comparison: &Comparison, analysis: &CanaryAnalysis, window_ms: u64,
     let percent = |rate: f64| format!("{:.1}%", rate * 100.0);
     Some(format!(
         "its error rate over the last {} s was {} ({} of {} calls), above its limit of {} and revision {serving}'s {} ({} calls)",
-        window_ms / 1000,
+        analysis.window_ms / 1000,
         percent(rate),
         canary.errors,
         canary.calls,
@@ -128,7 +133,7 @@ mod tests {
         }
         let comparison = windows.compare("cart", Some(&canary(0)), 2, 10_000).unwrap();
         assert_eq!(comparison.canary, outcomes(50.0, 10.0));
-        let reason = judge(&comparison, &ANALYSIS, 60_000, 2).expect("rolled back");
+        let reason = judge(&comparison, &ANALYSIS, 2).expect("rolled back");
         assert_eq!(
             reason,
             "its error rate over the last 60 s was 20.0% (10 of 50 calls), above its limit of 5.0% and revision 2's 0.0% (150 calls)"
@@ -137,7 +142,7 @@ mod tests {
 
     #[test]
     fn too_few_calls_an_error_rate_under_the_limit_or_one_the_stable_shares_is_no_reason() {
-        let judged = |canary: Outcomes, stable: Outcomes| judge(&Comparison { canary, stable }, &ANALYSIS, 60_000, 2);
+        let judged = |canary: Outcomes, stable: Outcomes| judge(&Comparison { canary, stable }, &ANALYSIS, 2);
         assert_eq!(
             judged(outcomes(19.0, 19.0), outcomes(100.0, 0.0)),
             None,

@@ -100,42 +100,45 @@ impl<M: MetricsSource> RecordingSource<M> {
     /// Feeds a round's calls, by revision, to the canary analysis, and rolls a
     /// failing canary back.
     async fn analyse_canary(&self, service: &str, calls: Vec<(String, Outcomes)>, now_ms: u64) {
-        let (canary, serving, revisions) = self.node.read(|registry| {
-            let entry = registry.services.get(service);
+        // Most services have no canary under analysis: for them, only forget.
+        let analysed = self.node.read(|registry| {
+            let entry = registry.services.get(service)?;
+            let canary = entry.canary.clone().filter(|canary| canary.analysis.is_some())?;
+            let serving = entry.serving();
             let revisions: HashMap<String, u64> = registry
                 .instances_of(service)
                 .map(|instance| {
-                    let revision = match instance.revision {
-                        0 => entry.map_or(0, |s| s.serving()),
-                        revision => revision,
+                    let revision = if instance.revision == 0 {
+                        serving
+                    } else {
+                        instance.revision
                     };
                     (format!("http://{}/metrics", instance.metrics_address()), revision)
                 })
                 .collect();
-            (
-                entry.and_then(|s| s.canary.clone()),
-                entry.map_or(0, |s| s.serving()),
-                revisions,
-            )
+            Some((canary, serving, revisions))
         });
+        // The lock is held in this block only: the write below awaits.
         let verdict = {
             let mut windows = self.canaries.lock().unwrap_or_else(PoisonError::into_inner);
-            if canary.as_ref().is_some_and(|canary| canary.analysis.is_some()) {
-                let mut by_revision: HashMap<u64, Outcomes> = HashMap::new();
-                for (url, outcomes) in &calls {
-                    if let Some(revision) = revisions.get(url) {
-                        by_revision.entry(*revision).or_default().add(outcomes);
-                    }
-                }
-                for (revision, outcomes) in by_revision {
-                    windows.record(service, now_ms, revision, outcomes);
+            let Some((canary, serving, revisions)) = analysed else {
+                windows.forget(service);
+                return;
+            };
+            let mut by_revision: HashMap<u64, Outcomes> = HashMap::new();
+            for (url, outcomes) in &calls {
+                if let Some(revision) = revisions.get(url) {
+                    by_revision.entry(*revision).or_default().add(outcomes);
                 }
             }
-            let comparison = windows.compare(service, canary.as_ref(), serving, now_ms);
-            canary.as_ref().zip(comparison).and_then(|(canary, comparison)| {
-                let analysis = canary.analysis?;
-                judge(&comparison, &analysis, analysis.window_ms, serving).map(|reason| (canary.revision, reason))
-            })
+            for (revision, outcomes) in by_revision {
+                windows.record(service, now_ms, revision, outcomes);
+            }
+            windows
+                .compare(service, Some(&canary), serving, now_ms)
+                .zip(canary.analysis)
+                .and_then(|(comparison, analysis)| judge(&comparison, &analysis, serving))
+                .map(|reason| (canary.revision, reason))
         };
         let Some((revision, reason)) = verdict else {
             return;

@@ -128,6 +128,17 @@ impl Dev {
             .expect("strata")
     }
 
+    /// [`Dev::cli`] that must succeed: its standard output.
+    pub fn strata(&self, args: &[&str]) -> String {
+        let output = self.cli(args);
+        assert!(
+            output.status.success(),
+            "strata {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     pub async fn api(&self, path: &str) -> Value {
         reqwest::Client::new()
             .get(format!("http://127.0.0.1:{}/api/v1{path}", self.api))

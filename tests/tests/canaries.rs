@@ -23,16 +23,6 @@ use strata_e2e::{
 
 const CARTS: usize = 64;
 
-fn strata(dev: &Dev, args: &[&str]) -> String {
-    let output = dev.cli(args);
-    assert!(
-        output.status.success(),
-        "strata {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 fn deploy(dev: &Dev, extra: &[&str]) -> String {
     let cart = binary("value-cart").display().to_string();
     let mut args = vec![
@@ -46,7 +36,7 @@ fn deploy(dev: &Dev, extra: &[&str]) -> String {
         "1",
     ];
     args.extend_from_slice(extra);
-    strata(dev, &args)
+    dev.strata(&args)
 }
 
 /// Adds an item to `cart`: the status and the revision that answered.
@@ -140,7 +130,7 @@ async fn a_canary_serves_the_same_carts_on_every_call_and_promoting_serves_it_ev
         "{deployed}"
     );
     until_instances(&dev, &[1, 2]).await;
-    let listed = strata(&dev, &["revisions", "vcart"]);
+    let listed = dev.strata(&["revisions", "vcart"]);
     assert!(listed.lines().any(|line| line.starts_with("2         25%")), "{listed}");
 
     // --- each cart answers from one revision, call after call; a quarter of the
@@ -176,7 +166,7 @@ async fn a_canary_serves_the_same_carts_on_every_call_and_promoting_serves_it_ev
             })
         })
         .collect();
-    let promoted = strata(&dev, &["promote", "vcart"]);
+    let promoted = dev.strata(&["promote", "vcart"]);
     assert!(
         promoted.contains("vcart now serves revision 2 everywhere"),
         "{promoted}"

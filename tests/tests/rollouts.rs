@@ -51,16 +51,6 @@ fn write_wrapper(dir: &Path) {
     write_script(dir, WRAPPER, &body);
 }
 
-fn strata(dev: &Dev, args: &[&str]) -> String {
-    let output = dev.cli(args);
-    assert!(
-        output.status.success(),
-        "strata {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 /// AddItem to random carts until `stop`, recording every answer with its revision.
 async fn client(id: usize, base: String, record: Arc<Record>, stop: Arc<AtomicBool>) {
     let http = reqwest::Client::builder()
@@ -199,21 +189,18 @@ async fn a_rollout_and_a_rollback_under_load_fail_no_call_and_switch_each_cart_o
     write_wrapper(dir.path());
     let dev = start_dev(dir, &[]);
     let deploy = |env: &str| {
-        strata(
-            &dev,
-            &[
-                "deploy",
-                "cart",
-                "--command",
-                &format!("./{WRAPPER}"),
-                "--env",
-                env,
-                "--min-scale",
-                "2",
-                "--max-scale",
-                "2",
-            ],
-        )
+        dev.strata(&[
+            "deploy",
+            "cart",
+            "--command",
+            &format!("./{WRAPPER}"),
+            "--env",
+            env,
+            "--min-scale",
+            "2",
+            "--max-scale",
+            "2",
+        ])
     };
     let record = Arc::new(Record::default());
     deploy("LABEL=one");
@@ -233,7 +220,7 @@ async fn a_rollout_and_a_rollback_under_load_fail_no_call_and_switch_each_cart_o
     let rollback_at = Instant::now();
 
     // --- the rollback: revision 1 again
-    let rolled = strata(&dev, &["rollback", "cart"]);
+    let rolled = dev.strata(&["rollback", "cart"]);
     assert!(rolled.contains("cart now serves revision 1"), "{rolled}");
     until_only(&dev, 1, 2, &record).await;
     until_acked(&record, 300).await;

@@ -151,7 +151,7 @@ function RollbackButton(props: { service: string; to: number; onDone: () => void
       setError(null);
       props.onDone();
     } catch (failure) {
-      setError(failure instanceof ApiError || failure instanceof Error ? failure.message : String(failure));
+      setError(messageOf(failure));
     }
   };
   return (
@@ -170,12 +170,7 @@ function RollbackButton(props: { service: string; to: number; onDone: () => void
           Roll back to {props.to}…
         </button>
       )}
-      {error ? (
-        <span class="error-text" role="alert">
-          {' '}
-          {error}
-        </span>
-      ) : null}
+      <ErrorNote error={error} />
     </span>
   );
 }
@@ -188,7 +183,7 @@ function CanaryButtons(props: { service: string; revision: number; onDone: () =>
       setError(null);
       props.onDone();
     } catch (failure) {
-      setError(failure instanceof ApiError || failure instanceof Error ? failure.message : String(failure));
+      setError(messageOf(failure));
     }
   };
   return (
@@ -199,12 +194,21 @@ function CanaryButtons(props: { service: string; revision: number; onDone: () =>
       <button type="button" class="button button-danger" onClick={() => act('rollback', {})}>
         End the canary
       </button>
-      {error ? (
-        <span class="error-text" role="alert">
-          {' '}
-          {error}
-        </span>
-      ) : null}
+      <ErrorNote error={error} />
+    </span>
+  );
+}
+
+function messageOf(failure: unknown): string {
+  return failure instanceof ApiError || failure instanceof Error ? failure.message : String(failure);
+}
+
+function ErrorNote({ error }: { error: string | null }) {
+  if (!error) return null;
+  return (
+    <span class="error-text" role="alert">
+      {' '}
+      {error}
     </span>
   );
 }

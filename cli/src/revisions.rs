@@ -121,6 +121,7 @@ fn runs(spec: &RevisionSpec) -> String {
             .flatten()
             .map(|var| format!("{}={:?}", var.name, var.value)),
     );
+    words.extend(spec.template.iter().map(|digest| format!("(pod template {digest})")));
     words.join(" ")
 }
 

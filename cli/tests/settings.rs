@@ -224,7 +224,7 @@ fn every_setting_is_in_the_resource_and_carried_by_the_operator() {
         "spec": {"image": "cart:1", "storeSecret": {"name": "cart-store"}, "shardCount": 16},
     }))
     .unwrap();
-    let patch = registry_patch(&registry_spec(&bare).unwrap());
+    let patch = registry_patch(&registry_spec(&bare).unwrap(), None);
     let updated = apply(
         &mut registry,
         RegistryCommand::UpdateService {

@@ -50,11 +50,17 @@ pub struct RevisionSpec {
     /// The function's environment, besides HOST and PORT (local runtime). Names
     /// starting with `STRATA_` are Strata's own and refused.
     pub env: Option<Vec<EnvVar>>,
+    /// Kubernetes: a digest of everything else the `StatefulService` says about the
+    /// function's pod (command, arguments, environment, resources, port, account,
+    /// pull secrets). The operator sets it, so that a change of any of it is a
+    /// revision of its own (a Deployment of its own), as an image change is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
 }
 
 impl RevisionSpec {
     /// Every field's name, as the REST API spells it, in declaration order.
-    pub const FIELDS: &'static [&'static str] = &["command", "image", "args", "env"];
+    pub const FIELDS: &'static [&'static str] = &["command", "image", "args", "env", "template"];
 
     /// A spec that runs `command` on the local runtime.
     pub fn command(command: impl Into<String>) -> Self {
@@ -79,12 +85,14 @@ impl RevisionSpec {
             image,
             args,
             env,
+            template,
         } = self;
         RevisionSpec {
             command: command.or_else(|| base.command.clone()),
             image: image.or_else(|| base.image.clone()),
             args: args.or_else(|| base.args.clone()),
             env: env.or_else(|| base.env.clone()),
+            template: template.or_else(|| base.template.clone()),
         }
     }
 
@@ -98,6 +106,7 @@ impl RevisionSpec {
             image: text(self.image),
             args: list(self.args),
             env: self.env.filter(|env| !env.is_empty()),
+            template: text(self.template),
         }
     }
 

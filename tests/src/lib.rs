@@ -20,6 +20,7 @@ pub mod otlp;
 pub mod pki;
 pub mod procfs;
 pub mod relay;
+pub mod revision_load;
 
 /// The shopping cart's gRPC client and messages, generated from its public protos.
 pub mod shoppingcart {

@@ -230,7 +230,7 @@ async fn the_rendered_cart_pod_passes_its_probes_serves_and_drains_on_deletion()
         .unwrap();
     assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
     let secrets = vec![store_secret, objects::credential_secret(&service, &settings)];
-    let deployment = objects::deployment(&service, &settings);
+    let deployment = objects::deployment(&service, &settings, 1);
     let template: PodTemplateSpec = deployment.spec.unwrap().template;
     let sidecar = template
         .spec

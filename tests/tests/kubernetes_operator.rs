@@ -201,12 +201,17 @@ impl Cluster {
             if self.node().read(|r| r.instances.contains_key(pod)) {
                 continue;
             }
+            // The sidecar says the revision its Deployment gave it (STRATA_REVISION).
+            let revision = self.get(&PODS, pod).unwrap()["metadata"]["labels"]["strata.dev/revision"]
+                .as_str()
+                .and_then(|revision| revision.parse().ok())
+                .unwrap_or_default();
             self.write(Command::RegisterInstance {
                 id: pod.clone(),
                 service: service.into(),
                 address: "127.0.0.1:9".into(),
                 admin_address: "127.0.0.1:9".into(),
-                revision: 0,
+                revision,
             })
             .await;
             self.write(Command::InstanceReady {
@@ -229,13 +234,56 @@ impl Cluster {
             .collect()
     }
 
-    async fn replicas_become(&self, service: &str, replicas: i64) {
-        let key = key(&DEPLOYMENTS, service);
+    /// Waits until the Deployment (of one revision, e.g. `cart-r1`) should have `replicas` pods.
+    async fn replicas_become(&self, deployment: &str, replicas: i64) {
+        let key = key(&DEPLOYMENTS, deployment);
         self.fake
-            .wait_for(&format!("{service} at {replicas} replicas"), |state| {
+            .wait_for(&format!("{deployment} at {replicas} replicas"), |state| {
                 (state.get(&key)?["spec"]["replicas"] == replicas).then_some(())
             })
             .await;
+    }
+
+    /// Plays a rollout's pods: the pods of `revision` run and register (the old
+    /// ones already did), and the old pods' sidecars release every shard handed
+    /// off, until the instances of `revision` own every shard and none of `old` is left.
+    async fn move_to_revision(&self, service: &str, revision: u64, old: &[String]) {
+        self.settle(service, &format!("the move to revision {revision}"), |r, pods| {
+            owned_by(r, service, revision) == r.services[service].shards.len()
+                && !old.iter().any(|pod| pods.contains(pod))
+        })
+        .await;
+    }
+
+    /// Plays the pods until `done` holds for the registry and the pods: every pod
+    /// runs and registers, and the sidecars release every shard handed off from
+    /// them, as a sidecar does once its commands for it are done.
+    async fn settle(&self, service: &str, what: &str, done: impl Fn(&Registry, &[String]) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            self.pods_run(service).await;
+            let releases = self.node().read(|r| {
+                let mut releases: std::collections::BTreeMap<String, Vec<u32>> = Default::default();
+                for (index, shard) in r.services[service].shards.iter().enumerate() {
+                    if let (Some(owner), Some(_)) = (&shard.owner, &shard.handoff) {
+                        releases.entry(owner.clone()).or_default().push(index as u32);
+                    }
+                }
+                releases
+            });
+            for (instance, shards) in releases {
+                self.write(Command::ReleaseShards { instance, shards }).await;
+            }
+            let pods = self.pods(service);
+            if self.node().read(|r| done(r, &pods)) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{service}: no {what}: pods {pods:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn event_until(&self, service: &str, reason: &str) -> String {
@@ -254,6 +302,17 @@ impl Cluster {
                 panic!("no {reason} event about {service}; there are {events:#?}; its status: {status:#?}")
             })
     }
+}
+
+/// How many of `service`'s shards instances of `revision` own (none in hand-off).
+fn owned_by(registry: &Registry, service: &str, revision: u64) -> usize {
+    registry.services[service]
+        .shards
+        .iter()
+        .filter(|shard| shard.handoff.is_none())
+        .filter_map(|shard| registry.instances.get(shard.owner.as_ref()?))
+        .filter(|instance| instance.revision == revision)
+        .count()
 }
 
 fn events_in(state: &State, service: &str) -> Vec<(String, String)> {
@@ -306,13 +365,13 @@ async fn apply_scale_up_scale_to_zero_update_the_image_and_delete() {
 
     // --- apply
     cluster.deploy("cart", cart_spec());
-    cluster.replicas_become("cart", 1).await;
+    cluster.replicas_become("cart-r1", 1).await;
     let uid = cluster.get(&STATEFUL_SERVICES, "cart").unwrap()["metadata"]["uid"].clone();
     for (kind, name) in [
         (&SERVICES, "cart"),
         (&SECRETS, "cart-strata-credential"),
         (&NETWORK_POLICIES, "cart"),
-        (&DEPLOYMENTS, "cart"),
+        (&DEPLOYMENTS, "cart-r1"),
     ] {
         let object = cluster
             .get(kind, name)
@@ -333,7 +392,7 @@ async fn apply_scale_up_scale_to_zero_update_the_image_and_delete() {
     let credential = ClusterSecret::new("operator-test").instance_credential("cart", None);
     let secret = cluster.get(&SECRETS, "cart-strata-credential").unwrap();
     assert_eq!(secret["stringData"]["token"], credential.as_str());
-    let deployment = cluster.get(&DEPLOYMENTS, "cart").unwrap();
+    let deployment = cluster.get(&DEPLOYMENTS, "cart-r1").unwrap();
     assert!(!deployment.to_string().contains(&credential));
     let token = deployment["spec"]["template"]["spec"]["containers"][1]["env"]
         .as_array()
@@ -369,11 +428,11 @@ async fn apply_scale_up_scale_to_zero_update_the_image_and_delete() {
     cluster
         .scale("cart", 3, "stable window: 180 in flight for a target of 70")
         .await;
-    cluster.replicas_become("cart", 3).await;
+    cluster.replicas_become("cart-r1", 3).await;
     let scaled = cluster.event_until("cart", "ScaledUp").await;
     assert_eq!(
         scaled,
-        "scaled the Deployment from 1 to 3: desired replicas 1 -> 3: stable window: 180 in flight for a target of 70"
+        "scaled the Deployment cart-r1 from 1 to 3: desired replicas 1 -> 3: stable window: 180 in flight for a target of 70"
     );
     cluster
         .fake
@@ -388,7 +447,7 @@ async fn apply_scale_up_scale_to_zero_update_the_image_and_delete() {
 
     // --- scale to zero
     cluster.scale("cart", 0, "no traffic for the grace").await;
-    cluster.replicas_become("cart", 0).await;
+    cluster.replicas_become("cart-r1", 0).await;
     assert!(cluster.pods("cart").is_empty(), "the fake's ReplicaSet removed them");
     let status = cluster
         .status_until("cart", "scaled to zero", |s| {
@@ -399,7 +458,7 @@ async fn apply_scale_up_scale_to_zero_update_the_image_and_delete() {
     assert!(cluster
         .event_until("cart", "ScaledDown")
         .await
-        .starts_with("scaled the Deployment from 3 to 0"));
+        .starts_with("scaled the Deployment cart-r1 from 3 to 0"));
     cluster
         .registry_until("the stopped instances removed", |r| r.instances.is_empty())
         .await;
@@ -411,7 +470,7 @@ async fn apply_scale_up_scale_to_zero_update_the_image_and_delete() {
             reason: "a request is waiting".into(),
         })
         .await;
-    cluster.replicas_become("cart", 1).await;
+    cluster.replicas_become("cart-r1", 1).await;
     cluster
         .fake
         .wait_for("a pod", |state| {
@@ -430,29 +489,82 @@ async fn apply_scale_up_scale_to_zero_update_the_image_and_delete() {
             json!({"spec": {"image": "registry.example/cart:2"}}),
         )
         .unwrap();
-    let key = key(&DEPLOYMENTS, "cart");
-    cluster
+    // A revision of its own: a second Deployment, labelled with it, whose sidecars say it.
+    let r2 = key(&DEPLOYMENTS, "cart-r2");
+    let deployment = cluster
         .fake
-        .wait_for("the new image in the Deployment", |state| {
-            (state.get(&key)?["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/cart:2")
-                .then_some(())
-        })
+        .wait_for("revision 2's Deployment", |state| state.get(&r2).cloned())
         .await;
+    let template = &deployment["spec"]["template"];
+    assert_eq!(template["spec"]["containers"][0]["image"], "registry.example/cart:2");
+    assert_eq!(template["metadata"]["labels"]["strata.dev/revision"], "2");
+    assert_eq!(
+        deployment["spec"]["selector"]["matchLabels"],
+        json!({"strata.dev/service": "cart", "strata.dev/revision": "2"})
+    );
+    assert!(template["spec"]["containers"][1]["env"]
+        .as_array()
+        .unwrap()
+        .contains(&json!({"name": "STRATA_REVISION", "value": "2"})));
+    let r1 = cluster.get(&DEPLOYMENTS, "cart-r1").unwrap();
+    assert_eq!(
+        r1["spec"]["template"]["spec"]["containers"][0]["image"], "registry.example/cart:1",
+        "revision 1's Deployment is never changed"
+    );
     cluster
-        .registry_until("the new image registered", |r| {
-            r.services["cart"].runs.image.as_deref() == Some("registry.example/cart:2")
+        .registry_until("revision 2 registered and serving", |r| {
+            let cart = &r.services["cart"];
+            cart.runs.image.as_deref() == Some("registry.example/cart:2") && cart.serving() == 2
         })
         .await;
-    let new_pods = cluster
-        .fake
-        .wait_for("a pod of the new template", |state| {
-            let pods = state.list(&PODS, Some(NAMESPACE));
-            let renewed = pods.len() == 1 && pods[0]["spec"]["containers"][0]["image"] == "registry.example/cart:2";
-            renewed.then(|| pods[0]["metadata"]["name"].as_str().unwrap().to_owned())
-        })
-        .await;
-    assert_ne!(vec![new_pods], old_pod, "the old template's pod was replaced");
     cluster.event_until("cart", "Updated").await;
+
+    // --- the rollout: revision 2's pod starts, the shards move, revision 1 is scaled away
+    cluster.move_to_revision("cart", 2, &old_pod).await;
+    cluster.replicas_become("cart-r1", 0).await;
+    cluster.replicas_become("cart-r2", 1).await;
+    let status = cluster
+        .status_until("cart", "revision 2 owns every shard", |s| {
+            s["revisions"][1]["percent"] == 100 && s["revisions"][0]["replicas"] == 0
+        })
+        .await;
+    assert_eq!(
+        (&status["servingRevision"], &status["latestRevision"]),
+        (&json!(2), &json!(2))
+    );
+    assert_eq!(
+        status["revisions"],
+        json!([
+            {"revision": 1, "deployment": "cart-r1", "image": "registry.example/cart:1", "replicas": 0,
+             "readyReplicas": 0, "shards": 0, "percent": 0},
+            {"revision": 2, "deployment": "cart-r2", "image": "registry.example/cart:2", "replicas": 1,
+             "readyReplicas": 1, "shards": 64, "percent": 100},
+        ])
+    );
+    let new_pods = cluster.pods("cart");
+
+    // --- a rollback through the control plane: revision 1's Deployment again
+    cluster
+        .write(Command::Rollback {
+            service: "cart".into(),
+            to: None,
+        })
+        .await;
+    cluster.replicas_become("cart-r1", 1).await;
+    cluster.move_to_revision("cart", 1, &new_pods).await;
+    cluster.replicas_become("cart-r2", 0).await;
+    // The resource, applied again as it is, does not undo the rollback.
+    touch(&cluster, "cart", "after-rollback");
+    let status = cluster
+        .status_until("cart", "revision 1 serves again", |s| {
+            s["servingRevision"] == 1 && s["revisions"][0]["percent"] == 100
+        })
+        .await;
+    assert_eq!(status["latestRevision"], 2);
+    cluster
+        .registry_until("the touch was reconciled", |r| r.services["cart"].serving() == 1)
+        .await;
+    assert_eq!(cluster.node().read(|r| r.services["cart"].latest_revision), 2);
 
     // --- delete
     cluster.fake.delete(&STATEFUL_SERVICES, NAMESPACE, "cart").unwrap();
@@ -464,7 +576,8 @@ async fn apply_scale_up_scale_to_zero_update_the_image_and_delete() {
         (&SERVICES, "cart"),
         (&SECRETS, "cart-strata-credential"),
         (&NETWORK_POLICIES, "cart"),
-        (&DEPLOYMENTS, "cart"),
+        (&DEPLOYMENTS, "cart-r1"),
+        (&DEPLOYMENTS, "cart-r2"),
     ] {
         assert!(cluster.get(kind, name).is_none(), "{} {name} was collected", kind.kind);
     }
@@ -480,9 +593,9 @@ fn since(fake: &FakeApi, mark: usize) -> Vec<Seen> {
 }
 
 /// Waits until the operator reconciled `service` once more after `mark` (it reads
-/// the Deployment, then lists the pods), and returns the requests since `mark`.
+/// revision 1's Deployment, then lists the pods), and returns the requests since `mark`.
 async fn reconciled_after(cluster: &Cluster, service: &str, mark: usize) -> Vec<Seen> {
-    let deployment = format!("/apis/apps/v1/namespaces/strata/deployments/{service}");
+    let deployment = format!("/apis/apps/v1/namespaces/strata/deployments/{service}-r1");
     let selector = format!("strata.dev/service={service}");
     let fake = &cluster.fake;
     let reconciled = tokio::time::timeout(
@@ -524,7 +637,7 @@ async fn an_unchanged_spec_causes_no_raft_write_no_apply_and_no_secret_read() {
     cluster.deploy("cart", cart_spec());
     cluster.deploy("orders", cart_spec());
     for service in ["cart", "orders"] {
-        cluster.replicas_become(service, 1).await;
+        cluster.replicas_become(&format!("{service}-r1"), 1).await;
         cluster
             .fake
             .wait_for("pods", |state| {
@@ -564,7 +677,7 @@ async fn an_unchanged_spec_causes_no_raft_write_no_apply_and_no_secret_read() {
     reconciled_after(&cluster, "orders", before).await;
     let mark = cluster.fake.requests().len();
     cluster.scale("cart", 2, "load").await;
-    cluster.replicas_become("cart", 2).await;
+    cluster.replicas_become("cart-r1", 2).await;
     let seen = since(&cluster.fake, mark);
     assert!(
         !seen.iter().any(|r| r.path.contains("/orders") || r.query.get("labelSelector").is_some_and(|s| s.ends_with("=orders"))),
@@ -594,7 +707,7 @@ async fn an_unchanged_spec_causes_no_raft_write_no_apply_and_no_secret_read() {
         .any(|r| r.method == "GET" && r.path.ends_with("/secrets/cart-store")));
     assert!(!seen.iter().any(Seen::is_apply), "{seen:?}");
 
-    // --- a spec that changes the pods is applied
+    // --- a spec that changes the pods is a new revision, applied as a Deployment of its own
     let mark = cluster.fake.requests().len();
     let mut env = cart_spec();
     env["env"] = json!([{"name": "RUST_LOG", "value": "debug"}]);
@@ -616,12 +729,21 @@ async fn an_unchanged_spec_causes_no_raft_write_no_apply_and_no_secret_read() {
             (seen.iter().filter(|r| r.is_apply()).count() == 4).then_some(seen)
         })
         .await;
-    let kinds: Vec<&str> = applied
+    let kinds: Vec<String> = applied
         .iter()
         .filter(|r| r.is_apply())
-        .map(|r| r.path.rsplit('/').nth(1).unwrap())
+        .map(|r| r.path.rsplit('/').take(2).collect::<Vec<_>>().join(" "))
         .collect();
-    assert_eq!(kinds, ["services", "secrets", "networkpolicies", "deployments"]);
+    assert_eq!(
+        kinds,
+        [
+            "cart services",
+            "cart-strata-credential secrets",
+            "cart networkpolicies",
+            "cart-r2 deployments"
+        ]
+    );
+    assert_eq!(cluster.node().read(|r| r.services["cart"].serving()), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -654,7 +776,7 @@ async fn a_name_collision_is_refused_with_a_condition_and_the_other_object_is_un
         theirs,
         "their Service is untouched"
     );
-    assert!(cluster.get(&DEPLOYMENTS, "orders").is_none(), "nothing applied");
+    assert!(cluster.get(&DEPLOYMENTS, "orders-r1").is_none(), "nothing applied");
     assert!(cluster.get(&SECRETS, "orders-strata-credential").is_none());
 
     // --- deleting the resource leaves their Service alone
@@ -682,7 +804,7 @@ async fn a_name_collision_is_refused_with_a_condition_and_the_other_object_is_un
             .await;
         let said = condition(&status, "Failing")["message"].as_str().unwrap().to_owned();
         assert!(said.starts_with(message), "{said}");
-        assert!(cluster.get(&DEPLOYMENTS, name).is_none());
+        assert!(cluster.get(&DEPLOYMENTS, &format!("{name}-r1")).is_none());
         assert!(!cluster.node().read(|r| r.services.contains_key(name)));
     }
     assert!(
@@ -716,7 +838,7 @@ fn everything_in(fake: &FakeApi, namespace: &str) -> Vec<String> {
 async fn uninstall_with_the_control_plane_gone_first_leaves_nothing_stuck() {
     let mut cluster = Cluster::start().await;
     cluster.deploy("cart", cart_spec());
-    cluster.replicas_become("cart", 1).await;
+    cluster.replicas_become("cart-r1", 1).await;
     cluster
         .fake
         .wait_for("a pod", |state| {
@@ -785,7 +907,7 @@ async fn a_finalizer_of_an_earlier_version_is_removed_so_it_cannot_hold_an_unins
 async fn a_deletion_while_no_raft_leader_exists_completes_and_the_next_leader_deregisters() {
     let mut cluster = Cluster::start().await;
     cluster.deploy("cart", cart_spec());
-    cluster.replicas_become("cart", 1).await;
+    cluster.replicas_become("cart-r1", 1).await;
     cluster
         .registry_until("cart registered", |r| r.services.contains_key("cart"))
         .await;
@@ -794,7 +916,10 @@ async fn a_deletion_while_no_raft_leader_exists_completes_and_the_next_leader_de
     cluster.stop_control_plane().await;
     cluster.fake.delete(&STATEFUL_SERVICES, NAMESPACE, "cart").unwrap();
     assert!(cluster.get(&STATEFUL_SERVICES, "cart").is_none(), "deleted at once");
-    assert!(cluster.get(&DEPLOYMENTS, "cart").is_none(), "its Deployment collected");
+    assert!(
+        cluster.get(&DEPLOYMENTS, "cart-r1").is_none(),
+        "its Deployment collected"
+    );
 
     // --- a leader again: it deregisters what has no resource
     cluster.start_control_plane().await;
@@ -817,7 +942,7 @@ async fn a_quota_refusing_pods_reaches_status_and_events_until_it_is_lifted() {
     assert_eq!(cluster.event_until("cart", "ReplicaFailure").await, quota);
 
     // The rendered pod asks for the sidecar's resources, so a quota can count it.
-    let deployment = cluster.get(&DEPLOYMENTS, "cart").unwrap();
+    let deployment = cluster.get(&DEPLOYMENTS, "cart-r1").unwrap();
     let sidecar = &deployment["spec"]["template"]["spec"]["containers"][1];
     assert_eq!(
         sidecar["resources"],
@@ -887,8 +1012,8 @@ async fn the_spec_sets_image_pull_secrets_the_service_account_and_sidecar_resour
     spec["sidecarResources"] =
         json!({"requests": {"cpu": "200m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}});
     cluster.deploy("cart", spec);
-    cluster.replicas_become("cart", 1).await;
-    let deployment = cluster.get(&DEPLOYMENTS, "cart").unwrap();
+    cluster.replicas_become("cart-r1", 1).await;
+    let deployment = cluster.get(&DEPLOYMENTS, "cart-r1").unwrap();
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(pod["imagePullSecrets"], json!([{"name": "registry-credentials"}]));
     assert_eq!(pod["serviceAccountName"], "cart-runner");
@@ -913,9 +1038,9 @@ async fn the_spec_sets_image_pull_secrets_the_service_account_and_sidecar_resour
 async fn strata_render_prints_the_deployment_the_operator_applied() {
     let cluster = Cluster::start().await;
     cluster.deploy("cart", cart_spec());
-    cluster.replicas_become("cart", 1).await;
+    cluster.replicas_become("cart-r1", 1).await;
     let resource = cluster.get(&STATEFUL_SERVICES, "cart").unwrap();
-    let applied = cluster.get(&DEPLOYMENTS, "cart").unwrap();
+    let applied = cluster.get(&DEPLOYMENTS, "cart-r1").unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("cart.yaml");
@@ -959,7 +1084,7 @@ fn without_server_fields(mut object: Value) -> Value {
 async fn a_crash_looping_pod_is_replaced_and_a_deployment_deleted_by_hand_comes_back() {
     let cluster = Cluster::start().await;
     cluster.deploy("cart", cart_spec());
-    cluster.replicas_become("cart", 1).await;
+    cluster.replicas_become("cart-r1", 1).await;
     let pod = cluster
         .fake
         .wait_for("a pod", |state| {
@@ -999,9 +1124,9 @@ async fn a_crash_looping_pod_is_replaced_and_a_deployment_deleted_by_hand_comes_
     assert!(cluster.get(&PODS, &pod).is_none(), "the operator deleted it");
 
     // --- someone deletes the Deployment: the operator applies it again
-    let uid = cluster.get(&DEPLOYMENTS, "cart").unwrap()["metadata"]["uid"].clone();
-    cluster.fake.delete(&DEPLOYMENTS, NAMESPACE, "cart").unwrap();
-    let key = key(&DEPLOYMENTS, "cart");
+    let uid = cluster.get(&DEPLOYMENTS, "cart-r1").unwrap()["metadata"]["uid"].clone();
+    cluster.fake.delete(&DEPLOYMENTS, NAMESPACE, "cart-r1").unwrap();
+    let key = key(&DEPLOYMENTS, "cart-r1");
     cluster
         .fake
         .wait_for("the Deployment back", |state| {
@@ -1011,21 +1136,54 @@ async fn a_crash_looping_pod_is_replaced_and_a_deployment_deleted_by_hand_comes_
 }
 
 /// Plays the kubelet for real: for every pod of the fake it runs the shopping cart
-/// and a `strata proxy` registered under the pod's name (the test kubelet of
-/// `tests/` runs the rendered pod itself; here only the processes matter), and
-/// kills them when the pod goes.
-async fn kubelet(
-    fake_changes: tokio::sync::watch::Receiver<u64>,
-    pods: impl Fn() -> Vec<String>,
-    start: impl Fn(&str) -> Vec<Process>,
-) {
-    let mut changes = fake_changes;
+/// and a `strata proxy` registered under the pod's name with the revision its
+/// Deployment labelled it with (the test kubelet of `tests/` runs the rendered pod
+/// itself; here only the processes matter), all on one SQLite store. A pod that
+/// goes is stopped as a kubelet stops it: SIGTERM (the sidecar drains), then
+/// SIGKILL after the grace.
+async fn cart_kubelet(cluster: &Cluster, store: &str) {
+    let data_plane = cluster.data_plane();
+    let fake = &cluster.fake;
+    let mut changes = fake.subscribe();
     let mut running: std::collections::BTreeMap<String, Vec<Process>> = Default::default();
     loop {
-        let now: Vec<String> = pods();
-        running.retain(|pod, _| now.contains(pod));
-        for pod in now {
-            running.entry(pod.clone()).or_insert_with(|| start(&pod));
+        let pods: Vec<(String, String)> = fake
+            .list(&PODS, NAMESPACE)
+            .iter()
+            .map(|pod| {
+                let labels = &pod["metadata"]["labels"];
+                let revision = labels["strata.dev/revision"].as_str().unwrap_or("0").to_owned();
+                (pod["metadata"]["name"].as_str().unwrap().to_owned(), revision)
+            })
+            .collect();
+        let gone: Vec<String> = running
+            .keys()
+            .filter(|name| !pods.iter().any(|(pod, _)| pod == *name))
+            .cloned()
+            .collect();
+        for pod in gone {
+            let processes = running.remove(&pod).unwrap_or_default();
+            tokio::spawn(terminate(processes));
+        }
+        for (pod, revision) in pods {
+            running.entry(pod.clone()).or_insert_with(|| {
+                // Started without waiting (this runs on the test's runtime): the sidecar
+                // retries discovery until the function answers, as in a pod.
+                let function_port = free_port();
+                let mut function = std::process::Command::new(binary("shopping-cart"));
+                function.env("HOST", "127.0.0.1").env("PORT", function_port.to_string());
+                let function = Process::spawn(&format!("shopping-cart of {pod}"), function);
+                let mut sidecar = std::process::Command::new(binary("strata"));
+                sidecar
+                    .arg("proxy")
+                    .args(["--user-function-port", &function_port.to_string()])
+                    .args(["--http-port", &free_port().to_string()])
+                    .args(["--admin-port", &free_port().to_string()])
+                    .args(["--store", store])
+                    .args(["--control-plane", &data_plane, "--token", ADMIN_TOKEN])
+                    .args(["--instance-id", &pod, "--service", "cart", "--revision", &revision]);
+                vec![Process::spawn(&format!("strata proxy of {pod}"), sidecar), function]
+            });
         }
         if changes.changed().await.is_err() {
             return;
@@ -1033,45 +1191,38 @@ async fn kubelet(
     }
 }
 
+/// Stops a pod's processes as the rendered pod has a kubelet stop them: the
+/// sidecar first (SIGTERM: it drains), the function once the sidecar is done (its
+/// `preStop` hook waits), and SIGKILL to whatever outlives the grace.
+async fn terminate(processes: Vec<Process>) {
+    for mut process in processes {
+        let pid = nix::unistd::Pid::from_raw(process.pid() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while tokio::time::Instant::now() < deadline && !process.exited() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A `strata gateway` over the cluster's control plane, on a port of its own.
+fn gateway(cluster: &Cluster) -> (Process, u16) {
+    let port = free_port();
+    let mut gateway = std::process::Command::new(binary("strata"));
+    gateway
+        .arg("gateway")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--control-plane", &cluster.data_plane(), "--token", ADMIN_TOKEN]);
+    (Process::spawn("strata gateway", gateway), port)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_held_at_zero_wakes_the_service_through_the_operator() {
     let cluster = Cluster::start().await;
     let dir = tempfile::tempdir().unwrap();
     let store = format!("sqlite://{}", dir.path().join("cart.db").display());
-    let data_plane = cluster.data_plane();
-    let gateway_port = free_port();
-    let mut gateway = std::process::Command::new(binary("strata"));
-    gateway
-        .arg("gateway")
-        .args(["--listen", &format!("127.0.0.1:{gateway_port}")])
-        .args(["--control-plane", &data_plane, "--token", ADMIN_TOKEN]);
-    let _gateway = Process::spawn("strata gateway", gateway);
-    let fake = &cluster.fake;
-    let pods = || -> Vec<String> {
-        fake.list(&PODS, NAMESPACE)
-            .iter()
-            .map(|pod| pod["metadata"]["name"].as_str().unwrap().to_owned())
-            .collect()
-    };
-    let start = |pod: &str| -> Vec<Process> {
-        // Started without waiting (this runs on the test's runtime): the sidecar
-        // retries discovery until the function answers, as in a pod.
-        let function_port = free_port();
-        let mut function = std::process::Command::new(binary("shopping-cart"));
-        function.env("HOST", "127.0.0.1").env("PORT", function_port.to_string());
-        let function = Process::spawn(&format!("shopping-cart of {pod}"), function);
-        let mut sidecar = std::process::Command::new(binary("strata"));
-        sidecar
-            .arg("proxy")
-            .args(["--user-function-port", &function_port.to_string()])
-            .args(["--http-port", &free_port().to_string()])
-            .args(["--admin-port", &free_port().to_string()])
-            .args(["--store", &store])
-            .args(["--control-plane", &data_plane, "--token", ADMIN_TOKEN])
-            .args(["--instance-id", pod, "--service", "cart"]);
-        vec![function, Process::spawn(&format!("strata proxy of {pod}"), sidecar)]
-    };
-    let kubelet = kubelet(fake.subscribe(), pods, start);
+    let (_gateway, gateway_port) = gateway(&cluster);
+    let kubelet = cart_kubelet(&cluster, &store);
     tokio::pin!(kubelet);
 
     let scenario = async {
@@ -1091,7 +1242,7 @@ async fn a_request_held_at_zero_wakes_the_service_through_the_operator() {
 
         // --- scaled to zero: no pod, no instance
         cluster.scale("cart", 0, "idle").await;
-        cluster.replicas_become("cart", 0).await;
+        cluster.replicas_become("cart-r1", 0).await;
         cluster.registry_until("no instance", |r| r.instances.is_empty()).await;
 
         // --- a request arrives: the gateway holds it, pokes, the operator scales up
@@ -1104,7 +1255,7 @@ async fn a_request_held_at_zero_wakes_the_service_through_the_operator() {
             )
         );
         let woke = cluster.event_until("cart", "ScaledUp").await;
-        assert!(woke.starts_with("scaled the Deployment from 0 to 1"), "{woke}");
+        assert!(woke.starts_with("scaled the Deployment cart-r1 from 0 to 1"), "{woke}");
     };
     tokio::select! {
         _ = scenario => {}
@@ -1116,13 +1267,16 @@ async fn a_request_held_at_zero_wakes_the_service_through_the_operator() {
 async fn api_errors_are_retried_with_backoff_and_the_first_of_a_streak_is_reported() {
     let cluster = Cluster::start().await;
     let refusal = Refusal::new(500, "InternalError", "etcdserver: request timed out");
-    cluster
-        .fake
-        .fail("PATCH", "/apis/apps/v1/namespaces/strata/deployments/cart", 2, refusal);
+    cluster.fake.fail(
+        "PATCH",
+        "/apis/apps/v1/namespaces/strata/deployments/cart-r1",
+        2,
+        refusal,
+    );
     cluster.deploy("cart", cart_spec());
 
     // Refused twice (retried after 1 s, then 2 s), then applied.
-    cluster.replicas_become("cart", 1).await;
+    cluster.replicas_become("cart-r1", 1).await;
     let reported = cluster.event_until("cart", "ReconcileFailed").await;
     assert!(
         reported.starts_with("the Kubernetes runtime could not reconcile: the Kubernetes API: ")
@@ -1146,7 +1300,200 @@ async fn api_errors_are_retried_with_backoff_and_the_first_of_a_streak_is_report
         .fake
         .requests()
         .iter()
-        .filter(|r| r.is_apply() && r.path.ends_with("/deployments/cart"))
+        .filter(|r| r.is_apply() && r.path.ends_with("/deployments/cart-r1"))
         .count();
     assert_eq!(refused, 3, "two refused, one applied");
+}
+
+/// Whether every instance of the cart runs `revision`, `count` are ready, and no
+/// shard is being handed off.
+fn only_revision(registry: &Registry, revision: u64, count: usize) -> bool {
+    let instances: Vec<_> = registry.instances_of("cart").collect();
+    instances.len() == count
+        && instances
+            .iter()
+            .all(|i| i.revision == revision && i.state == strata_control_plane::registry::InstanceState::Ready)
+        && registry.services["cart"]
+            .shards
+            .iter()
+            .all(|shard| shard.handoff.is_none() && shard.owner.is_some())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollout_and_a_rollback_under_load_move_between_two_deployments_with_no_failed_call() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use strata_e2e::{
+        load::lost_writes,
+        revision_load::{client, Record},
+    };
+    const CLIENTS: usize = 16;
+    const CARTS: u64 = 32;
+
+    let cluster = Cluster::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("cart.db").display());
+    let (_gateway, gateway_port) = gateway(&cluster);
+    let base = format!("http://127.0.0.1:{gateway_port}");
+    let kubelet = cart_kubelet(&cluster, &store);
+    tokio::pin!(kubelet);
+    let record = Arc::new(Record::default());
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let scenario = async {
+        let mut spec = cart_spec();
+        spec["minScale"] = json!(2);
+        spec["maxScale"] = json!(2);
+        cluster.deploy("cart", spec);
+        cluster
+            .registry_until("revision 1 ready", |r| only_revision(r, 1, 2))
+            .await;
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|id| tokio::spawn(client(id, base.clone(), CARTS, record.clone(), stop.clone())))
+            .collect();
+        record.until_acked(200).await;
+
+        // --- the rollout: a new image, revision 2's Deployment takes over
+        cluster
+            .fake
+            .merge(
+                &STATEFUL_SERVICES,
+                NAMESPACE,
+                "cart",
+                "",
+                "kubectl",
+                json!({"spec": {"image": "registry.example/cart:2"}}),
+            )
+            .unwrap();
+        cluster
+            .registry_until("revision 2 took over", |r| only_revision(r, 2, 2))
+            .await;
+        cluster.replicas_become("cart-r1", 0).await;
+        cluster.replicas_become("cart-r2", 2).await;
+        record.until_acked(200).await;
+        let rollback_at = std::time::Instant::now();
+
+        // --- the rollback: revision 1's Deployment again
+        cluster
+            .write(Command::Rollback {
+                service: "cart".into(),
+                to: None,
+            })
+            .await;
+        cluster
+            .registry_until("revision 1 took over again", |r| only_revision(r, 1, 2))
+            .await;
+        cluster.replicas_become("cart-r2", 0).await;
+        record.until_acked(200).await;
+        let status = cluster
+            .status_until("cart", "revision 1 serves every entity", |s| {
+                s["servingRevision"] == 1 && s["revisions"][0]["percent"] == 100
+            })
+            .await;
+        assert_eq!(status["revisions"][1]["replicas"], 0, "{status}");
+
+        stop.store(true, Ordering::Relaxed);
+        for client in clients {
+            client.await.unwrap();
+        }
+        rollback_at
+    };
+    let rollback_at = tokio::select! {
+        at = scenario => at,
+        _ = &mut kubelet => panic!("the kubelet stopped"),
+    };
+    record.assert_each_cart_switched_once(rollback_at);
+    // The pods still run (the kubelet future is dropped last): read every cart back.
+    let lost = lost_writes(&record.ledger, &base).await;
+    assert!(lost.is_empty(), "{} acknowledged writes lost: {lost:?}", lost.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_is_a_deployment_of_its_own_with_its_slice_until_promoted() {
+    let cluster = Cluster::start().await;
+    let mut spec = cart_spec();
+    spec["minScale"] = json!(2);
+    spec["maxScale"] = json!(2);
+    cluster.deploy("cart", spec);
+    cluster.replicas_become("cart-r1", 2).await;
+    cluster
+        .settle("cart", "two ready instances of revision 1", |r, pods| {
+            pods.len() == 2 && owned_by(r, "cart", 1) == 64
+        })
+        .await;
+
+    // --- a share the registry cannot give is refused before anything changes
+    cluster
+        .fake
+        .merge(
+            &STATEFUL_SERVICES,
+            NAMESPACE,
+            "cart",
+            "",
+            "kubectl",
+            json!({"spec": {"image": "registry.example/cart:2", "traffic": 100}}),
+        )
+        .unwrap();
+    let status = cluster
+        .status_until("cart", "refused", |s| failing_because(s, "InvalidSpec"))
+        .await;
+    assert_eq!(
+        condition(&status, "Failing")["message"],
+        "spec.traffic is the canary's share of the entities, 1 to 99, not 100"
+    );
+    assert!(cluster.get(&DEPLOYMENTS, "cart-r2").is_none());
+    assert_eq!(cluster.node().read(|r| r.services["cart"].latest_revision), 1);
+
+    // --- a 25% canary: revision 2 gets a Deployment of one pod and a quarter of the shards
+    cluster
+        .fake
+        .merge(
+            &STATEFUL_SERVICES,
+            NAMESPACE,
+            "cart",
+            "",
+            "kubectl",
+            json!({"spec": {"traffic": 25, "canaryMaxErrorRate": "5%"}}),
+        )
+        .unwrap();
+    cluster.replicas_become("cart-r2", 1).await;
+    cluster
+        .settle("cart", "the canary's slice", |r, _| owned_by(r, "cart", 2) == 16)
+        .await;
+    let canary = cluster.node().read(|r| r.services["cart"].canary.clone()).unwrap();
+    assert_eq!((canary.revision, canary.percent), (2, 25));
+    assert_eq!(canary.analysis.unwrap().max_error_rate_bp, 500);
+    let status = cluster
+        .status_until("cart", "the split", |s| {
+            s["revisions"][1]["percent"] == 25 && s["revisions"][0]["percent"] == 75
+        })
+        .await;
+    assert_eq!(
+        (&status["servingRevision"], &status["latestRevision"]),
+        (&json!(1), &json!(2))
+    );
+    assert_eq!(cluster.get(&DEPLOYMENTS, "cart-r1").unwrap()["spec"]["replicas"], 2);
+
+    // --- promoted through the control plane: revision 2 serves everything, revision 1 goes
+    let old = cluster.pods("cart");
+    cluster.write(Command::Promote { service: "cart".into() }).await;
+    cluster.replicas_become("cart-r2", 2).await;
+    cluster
+        .settle("cart", "the promotion", |r, pods| {
+            owned_by(r, "cart", 2) == 64 && pods.len() == 2 && r.instances_of("cart").all(|i| i.revision == 2)
+        })
+        .await;
+    cluster.replicas_become("cart-r1", 0).await;
+    assert!(
+        old.iter().any(|pod| cluster.pods("cart").contains(pod)),
+        "the canary's own pod stays"
+    );
+    // The resource, with its traffic field still set, asks nothing more.
+    touch(&cluster, "cart", "after-promote");
+    cluster
+        .status_until("cart", "revision 2 serves every entity", |s| {
+            s["servingRevision"] == 2 && s["revisions"][1]["percent"] == 100
+        })
+        .await;
+    let cart = cluster.node().read(|r| r.services["cart"].clone());
+    assert_eq!((cart.serving(), cart.latest_revision, cart.canary), (2, 2, None));
 }

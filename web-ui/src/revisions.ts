@@ -18,7 +18,10 @@ export function runsLine(revision: Revision): string {
   return words.filter((word) => word !== '').join(' ');
 }
 
-/** What changed from `from` to `to`, in a fixed order: command, image, arguments, then each variable by name. */
+/**
+ * What changed from `from` to `to`, in a fixed order: command, image, arguments, each variable by name,
+ * then the rest of a Kubernetes pod template (by its digest).
+ */
 export function diffRevisions(from: Revision, to: Revision): Change[] {
   const changes: Change[] = [];
   const field = (what: string, a: string | null, b: string | null) => {
@@ -33,6 +36,7 @@ export function diffRevisions(from: Revision, to: Revision): Change[] {
   const after = env(to);
   const names = [...new Set([...before.keys(), ...after.keys()])].sort();
   for (const name of names) field(`env ${name}`, before.get(name) ?? null, after.get(name) ?? null);
+  field('pod template', from.template ?? null, to.template ?? null);
   return changes;
 }
 

@@ -55,6 +55,8 @@ export interface Revision {
   image?: string;
   args?: string[];
   env?: { name: string; value: string }[];
+  /** Kubernetes: a digest of the rest of the function's pod template. */
+  template?: string;
   created_at_ms: number;
   created_by: string;
   /** Why its rollout stopped. */

@@ -31,6 +31,11 @@ describe('revisions', () => {
     expect(diffRevisions(two, two)).toEqual([]);
   });
 
+  it('names a change of a Kubernetes pod template that the image does not show', () => {
+    const pod = (template: string) => revision(1, { command: undefined, image: 'cart:1', template });
+    expect(diffRevisions(pod('aa11'), pod('bb22'))).toEqual([{ what: 'pod template', from: 'aa11', to: 'bb22' }]);
+  });
+
   it('says the traffic split of a canary, with its analysis', () => {
     const canary = { revision: 3, percent: 25, shards: 16, started_at_ms: 0 };
     expect(canaryLine(canary, 2)).toBe('Canary: revision 3 serves 25% of the traffic (16 shards), revision 2 the rest.');

@@ -18,10 +18,7 @@ use utoipa::ToSchema;
 use super::error::{known_service, ApiError, ErrorBody};
 use super::json::ApiJson;
 use super::{audit, linearizable, AppState};
-use crate::registry::{
-    canary_shards, parse_duration_ms, Canary, CanaryAnalysis, CanarySpec, Command, Outcome, Rollout, Service,
-    DEFAULT_ANALYSIS_WINDOW_MS, DEFAULT_MIN_CALLS,
-};
+use crate::registry::{canary_shards, Canary, CanaryAnalysis, CanarySpec, Command, Outcome, Rollout, Service};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -152,45 +149,22 @@ pub struct AnalysisFields {
 impl AnalysisFields {
     /// The analysis asked for; the minimum and window alone ask for none.
     pub(super) fn analysis(&self) -> Result<Option<CanaryAnalysis>, ApiError> {
-        let Some(rate) = &self.canary_max_error_rate else {
-            if self.canary_min_calls.is_some() || self.canary_window.is_some() {
+        let rate = match &self.canary_max_error_rate {
+            None => None,
+            Some(Value::String(text)) => Some(text.clone()),
+            Some(Value::Number(number)) => Some(number.to_string()),
+            Some(other) => {
                 return Err(ApiError::invalid_field(
                     "canary_max_error_rate",
-                    "canary_min_calls and canary_window go with canary_max_error_rate, which is not set",
-                ));
+                    format!(
+                        "canary_max_error_rate must be a fraction like 0.05 or a percentage like \"5%\", not {other}"
+                    ),
+                ))
             }
-            return Ok(None);
         };
-        let bad = || {
-            ApiError::invalid_field(
-                "canary_max_error_rate",
-                format!("canary_max_error_rate must be a fraction like 0.05 or a percentage like \"5%\", not {rate}"),
-            )
-        };
-        let fraction = match rate {
-            Value::Number(number) => number.as_f64().ok_or_else(bad)?,
-            Value::String(text) => match text.trim().strip_suffix('%') {
-                Some(percent) => percent.trim().parse::<f64>().map_err(|_| bad())? / 100.0,
-                None => text.trim().parse::<f64>().map_err(|_| bad())?,
-            },
-            _ => return Err(bad()),
-        };
-        if !(fraction > 0.0 && fraction < 1.0) {
-            return Err(ApiError::invalid_field(
-                "canary_max_error_rate",
-                format!("canary_max_error_rate must be above 0 and below 1 (100%), not {rate}"),
-            ));
-        }
-        let window_ms = match &self.canary_window {
-            Some(text) => parse_duration_ms(text)
-                .map_err(|error| ApiError::invalid_field("canary_window", format!("canary_window: {error}")))?,
-            None => DEFAULT_ANALYSIS_WINDOW_MS,
-        };
-        Ok(Some(CanaryAnalysis {
-            max_error_rate_bp: (fraction * 10_000.0).round().clamp(1.0, 9_999.0) as u32,
-            min_calls: self.canary_min_calls.unwrap_or(DEFAULT_MIN_CALLS),
-            window_ms,
-        }))
+        let analysis =
+            CanaryAnalysis::from_fields(rate.as_deref(), self.canary_min_calls, self.canary_window.as_deref())?;
+        Ok(analysis)
     }
 
     /// A deploy's canary: `traffic` percent of the traffic to the new revision.

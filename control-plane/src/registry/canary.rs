@@ -10,6 +10,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use strata_settings::parse_duration_ms;
+
 use super::{RegistryError, Service};
 
 /// Calls the canary must have answered in the window before the analysis judges it,
@@ -39,6 +41,55 @@ pub struct CanaryAnalysis {
     pub max_error_rate_bp: u32,
     pub min_calls: u32,
     pub window_ms: u64,
+}
+
+impl CanaryAnalysis {
+    /// The analysis asked for by the three fields users give (the REST API's
+    /// `canary_max_error_rate`, `canary_min_calls`, `canary_window`, and the
+    /// `StatefulService`'s camelCase ones): `rate` a fraction ("0.05") or a
+    /// percentage ("5%"), `window` a duration ("60s"). Without a rate, none; the
+    /// minimum or the window without one is refused.
+    pub fn from_fields(
+        rate: Option<&str>,
+        min_calls: Option<u32>,
+        window: Option<&str>,
+    ) -> Result<Option<CanaryAnalysis>, RegistryError> {
+        let Some(rate) = rate else {
+            if min_calls.is_some() || window.is_some() {
+                return Err(RegistryError::invalid(
+                    "canary_max_error_rate",
+                    "canary_min_calls and canary_window go with canary_max_error_rate, which is not set",
+                ));
+            }
+            return Ok(None);
+        };
+        let bad = || {
+            RegistryError::invalid(
+                "canary_max_error_rate",
+                format!("canary_max_error_rate must be a fraction like 0.05 or a percentage like \"5%\", not {rate}"),
+            )
+        };
+        let fraction = match rate.trim().strip_suffix('%') {
+            Some(percent) => percent.trim().parse::<f64>().map_err(|_| bad())? / 100.0,
+            None => rate.trim().parse::<f64>().map_err(|_| bad())?,
+        };
+        if !(fraction > 0.0 && fraction < 1.0) {
+            return Err(RegistryError::invalid(
+                "canary_max_error_rate",
+                format!("canary_max_error_rate must be above 0 and below 1 (100%), not {rate}"),
+            ));
+        }
+        let window_ms = match window {
+            Some(text) => parse_duration_ms(text)
+                .map_err(|error| RegistryError::invalid("canary_window", format!("canary_window: {error}")))?,
+            None => DEFAULT_ANALYSIS_WINDOW_MS,
+        };
+        Ok(Some(CanaryAnalysis {
+            max_error_rate_bp: (fraction * 10_000.0).round().clamp(1.0, 9_999.0) as u32,
+            min_calls: min_calls.unwrap_or(DEFAULT_MIN_CALLS),
+            window_ms,
+        }))
+    }
 }
 
 /// What a deploy or a traffic change asks of a canary.
@@ -108,15 +159,9 @@ impl Service {
 
     /// Refuses a new revision while a canary runs (promote it or roll it back
     /// first), and a new canary while a rollout runs (its new revision is not
-    /// ready yet, and the service is not at zero) or on Kubernetes. A deploy
+    /// ready yet, and the service is not at zero). A deploy
     /// during a rollout is not refused: it supersedes it.
     pub(super) fn refuse_while_moving(&self, canary: bool) -> Result<(), RegistryError> {
-        if canary && self.runs.command.is_none() {
-            return Err(RegistryError::invalid(
-                "traffic",
-                "canaries run on the local runtime only: on Kubernetes a revision of its own (a Deployment) is not built yet",
-            ));
-        }
         if let Some(running) = &self.canary {
             return Err(RegistryError::Conflict {
                 message: format!(

@@ -33,6 +33,7 @@ pub const DEFAULT_STORE_SECRET_KEY: &str = "url";
     namespaced,
     status = "StatefulServiceStatus",
     printcolumn = r#"{"name": "Image", "type": "string", "jsonPath": ".spec.image"}"#,
+    printcolumn = r#"{"name": "Serving", "type": "integer", "jsonPath": ".status.servingRevision"}"#,
     printcolumn = r#"{"name": "Desired", "type": "integer", "jsonPath": ".status.desiredReplicas"}"#,
     printcolumn = r#"{"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
@@ -69,6 +70,24 @@ pub struct StatefulServiceSpec {
     /// as `PORT` and to the sidecar as `USER_FUNCTION_PORT`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// Deploys a change of what runs (the image or the pod template) as a canary:
+    /// its revision serves this share of the entities (1 to 99, by shard, so an
+    /// entity answers from one revision on every call) beside the serving one,
+    /// until `strata promote` or `strata rollback` (or the analysis) ends it.
+    /// Unset: a change rolls out to every entity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<u32>,
+    /// With `traffic`: the canary's highest error rate, a fraction ("0.05") or a
+    /// percentage ("5%"), above which (and above the serving revision's) the
+    /// control plane rolls it back on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_max_error_rate: Option<String>,
+    /// The calls the canary must answer in the window before it is judged (20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_min_calls: Option<u32>,
+    /// The window the canary is judged over, e.g. "60s" (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_window: Option<String>,
     /// How it scales, keeps its last instance, spreads its entities and waits to
     /// wake: the REST API's settings, in camelCase (`minScale`, `holdTimeout`, ...).
     #[serde(flatten)]
@@ -101,8 +120,8 @@ impl StoreSecret {
 pub struct StatefulServiceStatus {
     /// `Ready`, `ScaledToZero` and `Failing`, each with a reason (`Failing`'s:
     /// `InvalidSpec`, `UnknownStoreSecret`, `ResourceNotOwned`,
-    /// `OutsideOperatorNamespace`, `InstanceFailing`, `ReplicaFailure`,
-    /// `ProgressDeadlineExceeded`, `Unschedulable`).
+    /// `OutsideOperatorNamespace`, `InstanceFailing`, `RevisionUnavailable`,
+    /// `ReplicaFailure`, `ProgressDeadlineExceeded`, `Unschedulable`).
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// Instances the autoscaler wants.
@@ -114,6 +133,42 @@ pub struct StatefulServiceStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The revision that serves (0 until the service is registered). A rollback or
+    /// an automatic canary rollback makes it differ from `latestRevision`.
+    #[serde(default)]
+    pub serving_revision: u64,
+    /// The newest revision: the one this resource's spec describes.
+    #[serde(default)]
+    pub latest_revision: u64,
+    /// Each revision that has a Deployment, oldest first, with its pods and its
+    /// share of the entities: during a rollout the shards move from one to the
+    /// next; a revision kept for a rollback has no pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revisions: Vec<RevisionStatus>,
+}
+
+/// One revision as the status shows it.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionStatus {
+    pub revision: u64,
+    /// Its Deployment, e.g. `cart-r2`.
+    pub deployment: String,
+    /// The function's image it runs.
+    #[serde(default)]
+    pub image: String,
+    /// Pods its Deployment should have.
+    #[serde(default)]
+    pub replicas: u32,
+    /// Its instances that finished discovery and serve.
+    #[serde(default)]
+    pub ready_replicas: u32,
+    /// Shards (groups of entities) its instances own.
+    #[serde(default)]
+    pub shards: u32,
+    /// Its share of the entities, in percent (of the shards).
+    #[serde(default)]
+    pub percent: u32,
 }
 
 /// The CustomResourceDefinition as YAML, as `strata crd` prints it.

@@ -23,8 +23,9 @@ pub enum Notice {
     Updated {
         revision: u64,
     },
-    /// The Deployment's replica count changed, and the autoscaler's reason.
+    /// A revision's Deployment's replica count changed, and the autoscaler's reason.
     Scaled {
+        deployment: String,
         from: i32,
         to: i32,
         why: String,
@@ -58,11 +59,16 @@ impl Notice {
                 "Register",
                 format!("the control plane runs revision {revision}"),
             ),
-            Notice::Scaled { from, to, why } => (
+            Notice::Scaled {
+                deployment,
+                from,
+                to,
+                why,
+            } => (
                 EventType::Normal,
                 if to > from { "ScaledUp" } else { "ScaledDown" }.to_owned(),
                 "Scale",
-                format!("scaled the Deployment from {from} to {to}: {why}"),
+                format!("scaled the Deployment {deployment} from {from} to {to}: {why}"),
             ),
             Notice::PodReplaced { pod, reason } => (
                 EventType::Warning,

@@ -72,6 +72,7 @@ pub async fn run(ctx: Arc<Context>) {
             desired: 0,
             ready: 0,
             failing: Some(invalid),
+            revisions: None,
         };
         let status = objects::status(&service, &observation, Utc::now());
         let api: Api<StatefulService> = Api::namespaced(ctx.client().clone(), &namespace);

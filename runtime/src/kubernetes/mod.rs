@@ -14,6 +14,8 @@ pub mod logs;
 pub mod names;
 pub mod network_policy;
 pub mod objects;
+#[cfg(test)]
+mod objects_tests;
 pub mod observe;
 pub mod reconcile;
 pub mod render;

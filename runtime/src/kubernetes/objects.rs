@@ -1,7 +1,8 @@
 //! What the operator asks Kubernetes for, as pure functions of a `StatefulService`
 //! and the operator's settings: the checked spec, the Secret holding the service's
-//! sidecar credential, the Deployment with the Strata sidecar injected, its headless
-//! Service, and the status with its conditions.
+//! sidecar credential, the Deployment of one revision with the Strata sidecar
+//! injected (each revision has a Deployment of its own, as a Knative revision has),
+//! the headless Service over all of them, and the status with its conditions.
 
 use std::time::Duration;
 
@@ -15,14 +16,19 @@ use k8s_openapi::{
 };
 use kube::{Resource, ResourceExt};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use strata_control_plane::auth::ClusterSecret;
-use strata_control_plane::registry::{validate_name, RevisionSpec, ServicePatch, ServiceSpec};
+use strata_control_plane::registry::{
+    validate_name, CanaryAnalysis, CanarySpec, RevisionSpec, ServicePatch, ServiceSpec,
+};
 
-use super::crd::{StatefulService, StatefulServiceStatus, DEFAULT_FUNCTION_PORT};
+use super::crd::{RevisionStatus, StatefulService, StatefulServiceSpec, StatefulServiceStatus, DEFAULT_FUNCTION_PORT};
 use super::names::check_name;
 
 /// The label that ties pods, Deployments and Services to their service.
 pub const SERVICE_LABEL: &str = "strata.dev/service";
+/// The label that ties a Deployment and its pods to the revision they run.
+pub const REVISION_LABEL: &str = "strata.dev/revision";
 /// The sidecar's port: the function's API over gRPC, gRPC-web and HTTP+JSON.
 pub const SIDECAR_PORT: u16 = 9000;
 /// The sidecar's admin port, named [`ADMIN_PORT_NAME`]: `/metrics` (what the
@@ -108,6 +114,7 @@ pub fn registry_spec(service: &StatefulService) -> Result<ServiceSpec, Invalid> 
             "spec.port must be between 1 and 65535 and not {SIDECAR_PORT} or {ADMIN_PORT}, the sidecar's"
         )));
     }
+    registry_canary(service)?;
     match &spec.store_secret {
         None => {
             return Err(Invalid::spec(
@@ -121,20 +128,71 @@ pub fn registry_spec(service: &StatefulService) -> Result<ServiceSpec, Invalid> 
     }
     Ok(ServiceSpec {
         name,
-        runs: RevisionSpec::image(spec.image.clone()),
+        runs: RevisionSpec {
+            template: Some(template_digest(spec)),
+            ..RevisionSpec::image(spec.image.clone())
+        },
         settings,
     })
 }
 
+/// A digest of what the spec says about the function's pod besides its image and
+/// the service's settings: a change of it is a new revision. The store Secret is
+/// left out: it says where the state lives, not what runs, and every revision of a
+/// service shares one store.
+pub fn template_digest(spec: &StatefulServiceSpec) -> String {
+    let pod = json!({
+        "command": spec.command,
+        "args": spec.args,
+        "env": spec.env,
+        "resources": spec.resources,
+        "sidecarResources": spec.sidecar_resources,
+        "imagePullSecrets": spec.image_pull_secrets,
+        "serviceAccountName": spec.service_account_name,
+        "port": spec.port,
+    });
+    let digest = Sha256::digest(pod.to_string().as_bytes());
+    digest[..8].iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// The name of the Deployment that runs `revision` of `service`, e.g. `cart-r2`.
+/// Unique among a namespace's services: a service's name never ends in `-r` and a
+/// number of another's (the number has no `-`).
+pub fn deployment_name(service: &str, revision: u64) -> String {
+    format!("{service}-r{revision}")
+}
+
 /// The update that brings a registered service to `spec`: every setting, those the
 /// resource leaves out back to their defaults, since the resource is the whole truth
-/// (the registry ignores a patch that changes nothing).
-pub fn registry_patch(spec: &ServiceSpec) -> ServicePatch {
+/// (the registry ignores a patch that changes nothing), and what runs, as a canary
+/// when the resource asks for one (`traffic`).
+pub fn registry_patch(spec: &ServiceSpec, canary: Option<CanarySpec>) -> ServicePatch {
     ServicePatch {
         runs: spec.runs.clone(),
         settings: spec.settings.clone(),
         replace_settings: true,
-        canary: None,
+        canary,
+    }
+}
+
+/// The canary the resource asks a change of what runs to be deployed as, if any.
+pub fn registry_canary(service: &StatefulService) -> Result<Option<CanarySpec>, Invalid> {
+    let spec = &service.spec;
+    let analysis = CanaryAnalysis::from_fields(
+        spec.canary_max_error_rate.as_deref(),
+        spec.canary_min_calls,
+        spec.canary_window.as_deref(),
+    )
+    .map_err(|error| Invalid::spec(format!("spec: {error}")))?;
+    match spec.traffic {
+        Some(percent) if (1..=99).contains(&percent) => Ok(Some(CanarySpec { percent, analysis })),
+        Some(percent) => Err(Invalid::spec(format!(
+            "spec.traffic is the canary's share of the entities, 1 to 99, not {percent}"
+        ))),
+        None if analysis.is_some() => Err(Invalid::spec(
+            "spec.canaryMaxErrorRate goes with spec.traffic (a change deployed as a canary), which is not set",
+        )),
+        None => Ok(None),
     }
 }
 
@@ -162,10 +220,12 @@ pub(crate) fn metadata(name: &str, service: &StatefulService, settings: &Operato
     metadata
 }
 
-/// The Deployment that runs a service: the function and the Strata sidecar in each
-/// pod. Its replica count is left out: the scale subresource owns it, so applying a
-/// changed spec never undoes the autoscaler.
-pub fn deployment(service: &StatefulService, settings: &OperatorSettings) -> Deployment {
+/// The Deployment that runs `revision` of a service (the one its spec describes):
+/// the function and the Strata sidecar in each pod, labelled with the revision,
+/// whose sidecar says it to the control plane (`STRATA_REVISION`). Its replica
+/// count is left out: the scale subresource owns it, so applying a changed spec
+/// never undoes the autoscaler.
+pub fn deployment(service: &StatefulService, settings: &OperatorSettings, revision: u64) -> Deployment {
     let name = service.name_any();
     let spec = &service.spec;
     let port = spec.port.unwrap_or(DEFAULT_FUNCTION_PORT);
@@ -226,6 +286,7 @@ pub fn deployment(service: &StatefulService, settings: &OperatorSettings) -> Dep
             {"name": "STRATA_CONTROL_PLANE", "value": settings.control_plane_url},
             {"name": "STRATA_TOKEN", "valueFrom": {"secretKeyRef": {"name": credential_secret_name(&name), "key": CREDENTIAL_KEY}}},
             {"name": "STRATA_SERVICE", "value": name},
+            {"name": "STRATA_REVISION", "value": revision.to_string()},
             {"name": "STRATA_INSTANCE_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
             {"name": "STRATA_ADVERTISE", "value": format!("$(POD_IP):{SIDECAR_PORT}")},
@@ -256,14 +317,18 @@ pub fn deployment(service: &StatefulService, settings: &OperatorSettings) -> Dep
     if !spec.image_pull_secrets.is_empty() {
         pod["imagePullSecrets"] = json!(spec.image_pull_secrets);
     }
+    let mut metadata = metadata(&deployment_name(&name, revision), service, settings);
+    let mut labels = labels(&name);
+    labels[REVISION_LABEL] = json!(revision.to_string());
+    metadata["labels"] = labels.clone();
     let object = json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": metadata(&name, service, settings),
+        "metadata": metadata,
         "spec": {
-            "selector": {"matchLabels": {SERVICE_LABEL: name}},
+            "selector": {"matchLabels": {SERVICE_LABEL: name, REVISION_LABEL: revision.to_string()}},
             "template": {
-                "metadata": {"labels": labels(&name)},
+                "metadata": {"labels": labels},
                 "spec": pod,
             },
         },
@@ -328,6 +393,17 @@ pub struct Observation {
     pub ready: u32,
     /// Why the service cannot run (or keeps failing), if it cannot.
     pub failing: Option<Invalid>,
+    /// The revisions as seen this round; `None` (a spec refused before anything
+    /// ran) keeps what the status said.
+    pub revisions: Option<Revisions>,
+}
+
+/// The serving and newest revision, and each revision's Deployment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Revisions {
+    pub serving: u64,
+    pub latest: u64,
+    pub each: Vec<RevisionStatus>,
 }
 
 /// The status for `observation`; a condition keeps its transition time while its
@@ -378,10 +454,21 @@ pub fn status(service: &StatefulService, observation: &Observation, now: DateTim
         }
     })
     .collect();
+    let revisions = observation.revisions.clone().unwrap_or_else(|| {
+        let before = service.status.clone().unwrap_or_default();
+        Revisions {
+            serving: before.serving_revision,
+            latest: before.latest_revision,
+            each: before.revisions,
+        }
+    });
     StatefulServiceStatus {
         conditions,
         desired_replicas: desired,
         ready_replicas: ready,
         observed_generation: generation,
+        serving_revision: revisions.serving,
+        latest_revision: revisions.latest,
+        revisions: revisions.each,
     }
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
 use kube::ResourceExt;
 
-use super::objects::Invalid;
+use super::objects::{Invalid, REVISION_LABEL};
 use crate::plan::{Health, ObservedInstance};
 
 /// Container states that will not get better by waiting.
@@ -65,9 +65,12 @@ pub fn observe(pod: &Pod, service: &str, tracked: &BTreeSet<String>, now_ms: u64
         service: service.to_owned(),
         started_at_ms: started,
         health,
-        // One Deployment runs the serving revision (revisions as Deployments of
-        // their own are not built yet).
-        revision: 0,
+        // Each revision's Deployment labels its pods with it (0: not known).
+        revision: pod
+            .labels()
+            .get(REVISION_LABEL)
+            .and_then(|revision| revision.parse().ok())
+            .unwrap_or_default(),
     }
 }
 

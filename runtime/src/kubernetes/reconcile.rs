@@ -33,14 +33,18 @@ use serde_json::json;
 use strata_control_plane::{
     node::{ControlPlane, NodeError},
     registry::{
-        apply as registry_apply, Command, EventKind, InstanceState, Outcome, Registry, RegistryError, ServiceSpec,
+        apply as registry_apply, CanarySpec, Command, EventKind, InstanceState, Outcome, Registry, RegistryError,
+        RevisionSpec, ServiceSpec,
     },
 };
 
 use super::{
+    crd::RevisionStatus,
     crd::{StatefulService, StatefulServiceStatus},
     events::{Events, Notice},
-    objects::{self, Invalid, Observation, OperatorSettings, SERVICE_LABEL},
+    objects::{
+        self, deployment_name, Invalid, Observation, OperatorSettings, Revisions, REVISION_LABEL, SERVICE_LABEL,
+    },
     observe::{deployment_failure, observe, unschedulable},
     render::{render, Rendered},
 };
@@ -236,32 +240,35 @@ async fn apply(service: &StatefulService, ctx: &Context) -> Result<Action, Error
         Ok(spec) => spec,
         Err(invalid) => return refuse(service, ctx, invalid).await,
     };
-    match register(ctx, spec).await? {
+    let runs = spec.runs.clone().normalized();
+    // Checked with the spec: a resource whose canary fields are wrong is refused above.
+    let canary = objects::registry_canary(service).ok().flatten();
+    match register(ctx, spec, canary).await? {
         Registration::Refused(invalid) => return refuse(service, ctx, invalid).await,
         Registration::Unchanged => {}
         Registration::Created(revision) => ctx.events.publish(service, Notice::Registered { revision }).await,
         Registration::Updated(revision) => ctx.events.publish(service, Notice::Updated { revision }).await,
     }
 
-    let rendered = render(service, &ctx.settings);
+    // The registry first, then the pods: a pod whose sidecar registered is always listed.
+    let Some(seen) = ctx.node.read(|registry| Registered::of(registry, &name, &runs)) else {
+        // Deleted between the write and this read: the sweep deregisters it.
+        return Ok(Action::requeue(RESYNC_WHILE_SCALING));
+    };
+    let rendered = render(service, &ctx.settings, seen.described);
     let deployment = match apply_objects(service, ctx, &rendered).await? {
         Ok(deployment) => deployment,
         Err(invalid) => return refuse(service, ctx, invalid).await,
     };
-
-    // The registry first, then the pods: a pod whose sidecar registered is always listed.
-    let (desired, registered) = ctx.node.read(|registry| {
-        let desired = registry.services.get(&name).map_or(0, |s| s.desired_replicas);
-        let registered: BTreeMap<String, (String, InstanceState)> = registry
-            .instances_of(&name)
-            .map(|i| (i.id.clone(), (i.service.clone(), i.state)))
-            .collect();
-        (desired, registered)
-    });
-    let pods = ctx
-        .api::<Pod>()
-        .list(&ListParams::default().labels(&format!("{SERVICE_LABEL}={name}")))
-        .await?;
+    let selector = ListParams::default().labels(&format!("{SERVICE_LABEL}={name}"));
+    let mut deployments: BTreeMap<u64, Deployment> = BTreeMap::new();
+    for other in ctx.api::<Deployment>().list(&selector).await?.items {
+        if let Some(revision) = revision_of(&other.metadata).filter(|_| controlled_by(&other.metadata, service)) {
+            deployments.insert(revision, other);
+        }
+    }
+    deployments.insert(seen.described, deployment.clone());
+    let pods = ctx.api::<Pod>().list(&selector).await?;
     let now_ms = now_ms();
     let (observed, steps) = {
         let memory = ctx.memory();
@@ -271,15 +278,13 @@ async fn apply(service: &StatefulService, ctx: &Context) -> Result<Action, Error
             .map(|pod| observe(pod, &name, &memory.tracked, now_ms))
             .collect();
         let steps = plan(PlanInput {
-            desired: &BTreeMap::from([(name.clone(), desired)]),
+            desired: &BTreeMap::from([(name.clone(), seen.desired)]),
             observed: &observed,
-            registered: &registered,
+            registered: &seen.instances,
             pacing: &memory.pacing,
-            serving: &BTreeMap::new(),
-            owners: &BTreeSet::new(),
-            // A revision of its own (and so a canary) is a Deployment of its own:
-            // not built yet, so a StatefulService has no canary.
-            canaries: &BTreeMap::new(),
+            serving: &BTreeMap::from([(name.clone(), seen.serving)]),
+            owners: &seen.owners,
+            canaries: &seen.canary.map(|canary| (name.clone(), canary)).into_iter().collect(),
             now_ms,
             settings: PlanSettings {
                 ready_timeout: ctx.settings.ready_timeout,
@@ -293,28 +298,63 @@ async fn apply(service: &StatefulService, ctx: &Context) -> Result<Action, Error
         let listed: BTreeSet<&str> = observed.iter().map(|o| o.id.as_str()).collect();
         ctx.memory().tracked.retain(|pod| listed.contains(pod.as_str()));
     }
-    let mut replicas = observed.iter().filter(|o| o.health == Health::Running).count() as i32;
+    // Each revision's Deployment gets as many pods as run of it, after the plan.
+    let mut replicas: BTreeMap<u64, i32> = BTreeMap::new();
+    for running in observed.iter().filter(|o| o.health == Health::Running) {
+        *replicas.entry(running.revision).or_default() += 1;
+    }
+    let revision_of_pod: BTreeMap<&str, u64> = observed.iter().map(|o| (o.id.as_str(), o.revision)).collect();
     for step in steps {
-        replicas += carry_out(step, service, ctx).await?;
-    }
-    let current = deployment.spec.as_ref().and_then(|spec| spec.replicas).unwrap_or(1);
-    if current != replicas {
-        tracing::info!(service = %name, from = current, to = replicas, "scaling the deployment");
-        ctx.api::<Deployment>()
-            .patch_scale(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"replicas": replicas}})),
-            )
-            .await?;
-        let why = ctx.node.read(|registry| last_scale_reason(registry, &name));
-        let notice = Notice::Scaled {
-            from: current,
-            to: replicas,
-            why,
+        let revision = match &step {
+            Step::Start { canary, .. } => canary.unwrap_or(seen.serving),
+            Step::Stop { instance, .. } | Step::Replace { instance, .. } => {
+                revision_of_pod.get(instance.as_str()).copied().unwrap_or_default()
+            }
+            _ => seen.serving,
         };
-        ctx.events.publish(service, notice).await;
+        *replicas.entry(revision).or_default() += carry_out(step, revision, service, ctx).await?;
     }
+    let mut missing = None;
+    for (&revision, &wanted) in &replicas {
+        if wanted > 0 && revision != 0 && !deployments.contains_key(&revision) {
+            missing = Some(Invalid {
+                reason: "RevisionUnavailable",
+                message: format!(
+                    "revision {revision} should run, but its Deployment {:?} is gone and this resource's spec \
+                     describes revision {}: apply the resource with revision {revision}'s spec, or roll back to another",
+                    deployment_name(&name, revision),
+                    seen.described
+                ),
+            });
+        }
+    }
+    for (&revision, live) in &deployments {
+        let wanted = replicas.get(&revision).copied().unwrap_or(0).max(0);
+        scale_revision(service, ctx, revision, live, wanted).await?;
+        // A revision the registry no longer keeps cannot be rolled back to: its
+        // Deployment goes once it runs nothing.
+        if wanted == 0 && revision != seen.described && !seen.kept.contains_key(&revision) {
+            tracing::info!(service = %name, revision, "deleting the Deployment of a revision the registry no longer keeps");
+            let deleted = ctx
+                .api::<Deployment>()
+                .delete(&deployment_name(&name, revision), &DeleteParams::default())
+                .await;
+            if let Err(error) = deleted {
+                if !is_not_found(&error) {
+                    return Err(error.into());
+                }
+            }
+        }
+    }
+    let revisions = Revisions {
+        serving: seen.serving,
+        latest: seen.latest,
+        each: deployments
+            .keys()
+            .filter(|revision| seen.kept.contains_key(revision) || **revision == seen.described)
+            .map(|&revision| seen.status_of(&name, revision, replicas.get(&revision).copied().unwrap_or(0)))
+            .collect(),
+    };
     let failing = ctx
         .memory()
         .last_failure
@@ -323,17 +363,138 @@ async fn apply(service: &StatefulService, ctx: &Context) -> Result<Action, Error
             reason: "InstanceFailing",
             message: message.clone(),
         })
+        .or(missing)
         .or_else(|| deployment_failure(&deployment))
         .or_else(|| unschedulable(&pods.items));
-    let ready = report(service, ctx, failing).await?;
+    let ready = report(service, ctx, failing, Some(revisions)).await?;
     Ok(Action::requeue(if ready { RESYNC } else { RESYNC_WHILE_SCALING }))
+}
+
+/// What the reconcile reads of the registry about one service, in one read.
+struct Registered {
+    desired: u32,
+    serving: u64,
+    latest: u64,
+    /// The revision the resource's spec is registered as (its Deployment is applied).
+    described: u64,
+    /// The revisions the registry keeps (any of them may be rolled back to).
+    kept: BTreeMap<u64, String>,
+    canary: Option<(u64, u32)>,
+    /// The instances that own a shard.
+    owners: BTreeSet<String>,
+    instances: BTreeMap<String, (String, InstanceState)>,
+    /// Per revision: ready instances and owned shards.
+    ready: BTreeMap<u64, u32>,
+    shards: BTreeMap<u64, u32>,
+    shard_count: u32,
+}
+
+impl Registered {
+    fn of(registry: &Registry, name: &str, runs: &RevisionSpec) -> Option<Registered> {
+        let service = registry.services.get(name)?;
+        let revisions = service.revision_records();
+        let described = revisions
+            .iter()
+            .rev()
+            .find(|revision| revision.spec == *runs)
+            .map_or(service.serving(), |revision| revision.number);
+        let revision_of: BTreeMap<&str, u64> = registry
+            .instances_of(name)
+            .map(|i| (i.id.as_str(), i.revision))
+            .collect();
+        let mut shards = BTreeMap::new();
+        for owner in service.shards.iter().filter_map(|shard| shard.owner.as_deref()) {
+            *shards
+                .entry(revision_of.get(owner).copied().unwrap_or_default())
+                .or_default() += 1;
+        }
+        let mut ready = BTreeMap::new();
+        for instance in registry.instances_of(name).filter(|i| i.state == InstanceState::Ready) {
+            *ready.entry(instance.revision).or_default() += 1;
+        }
+        Some(Registered {
+            desired: service.desired_replicas,
+            serving: service.serving(),
+            latest: service.latest_revision.max(service.serving()),
+            described,
+            kept: revisions
+                .iter()
+                .map(|revision| (revision.number, revision.spec.image.clone().unwrap_or_default()))
+                .collect(),
+            canary: service.canary_replicas(),
+            owners: service.shards.iter().filter_map(|shard| shard.owner.clone()).collect(),
+            instances: registry
+                .instances_of(name)
+                .map(|i| (i.id.clone(), (i.service.clone(), i.state)))
+                .collect(),
+            ready,
+            shards,
+            shard_count: service.shards.len() as u32,
+        })
+    }
+
+    fn status_of(&self, name: &str, revision: u64, replicas: i32) -> RevisionStatus {
+        let shards = self.shards.get(&revision).copied().unwrap_or_default();
+        RevisionStatus {
+            revision,
+            deployment: deployment_name(name, revision),
+            image: self.kept.get(&revision).cloned().unwrap_or_default(),
+            replicas: u32::try_from(replicas).unwrap_or_default(),
+            ready_replicas: self.ready.get(&revision).copied().unwrap_or_default(),
+            shards,
+            percent: (shards * 100).checked_div(self.shard_count).unwrap_or_default(),
+        }
+    }
+}
+
+/// The revision a Deployment's (or a pod's) label names.
+fn revision_of(meta: &ObjectMeta) -> Option<u64> {
+    meta.labels.as_ref()?.get(REVISION_LABEL)?.parse().ok()
+}
+
+/// Scales one revision's Deployment to `wanted` pods, with an Event saying why.
+async fn scale_revision(
+    service: &StatefulService,
+    ctx: &Context,
+    revision: u64,
+    live: &Deployment,
+    wanted: i32,
+) -> Result<(), Error> {
+    let name = service.name_any();
+    let current = live.spec.as_ref().and_then(|spec| spec.replicas).unwrap_or(1);
+    if current == wanted {
+        return Ok(());
+    }
+    let deployment = deployment_name(&name, revision);
+    tracing::info!(service = %name, %deployment, from = current, to = wanted, "scaling a revision's deployment");
+    let scaled = ctx
+        .api::<Deployment>()
+        .patch_scale(
+            &deployment,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": wanted}})),
+        )
+        .await;
+    match scaled {
+        Err(error) if is_not_found(&error) => return Ok(()),
+        scaled => scaled?,
+    };
+    let why = ctx.node.read(|registry| last_scale_reason(registry, &name));
+    let notice = Notice::Scaled {
+        deployment,
+        from: current,
+        to: wanted,
+        why,
+    };
+    ctx.events.publish(service, notice).await;
+    Ok(())
 }
 
 /// Reports why the service cannot run and applies nothing; nothing to retry until
 /// the spec (or what it refers to) changes.
 async fn refuse(service: &StatefulService, ctx: &Context, invalid: Invalid) -> Result<Action, Error> {
     tracing::info!(service = %service.name_any(), reason = invalid.reason, message = %invalid.message, "cannot run the service");
-    report(service, ctx, Some(invalid)).await?;
+    report(service, ctx, Some(invalid), None).await?;
     Ok(Action::requeue(RESYNC))
 }
 
@@ -394,16 +555,28 @@ enum Registration {
 
 /// Creates or updates the registry's service, writing to Raft only when the
 /// registry's own `apply`, tried on a copy of the service, says something changes.
-async fn register(ctx: &Context, spec: ServiceSpec) -> Result<Registration, Error> {
+/// A spec that is already the newest revision changes only the settings: what
+/// serves may have moved since (a rollback, a canary rolled back on its own), and
+/// applying the resource again must not undo that.
+async fn register(ctx: &Context, spec: ServiceSpec, canary: Option<CanarySpec>) -> Result<Registration, Error> {
     let name = spec.name.clone();
-    let update = Command::UpdateService {
-        name: name.clone(),
-        patch: objects::registry_patch(&spec),
-    };
     let current = ctx.node.read(|registry| registry.services.get(&name).cloned());
     let command = match current {
         None => Command::CreateService(spec),
         Some(current) => {
+            let runs = spec.runs.clone().normalized();
+            let deployed = current
+                .revision(current.latest_revision)
+                .is_some_and(|latest| latest.spec == runs);
+            let mut patch = objects::registry_patch(&spec, canary);
+            if deployed {
+                patch.runs = RevisionSpec::default();
+                patch.canary = None;
+            }
+            let update = Command::UpdateService {
+                name: name.clone(),
+                patch,
+            };
             let mut copy = Registry::default();
             copy.services.insert(name.clone(), current);
             let tried = registry_apply(&mut copy, update.clone(), now_ms());
@@ -435,7 +608,8 @@ async fn apply_objects(
 ) -> Result<Result<Deployment, Invalid>, Error> {
     let name = service.name_any();
     let digest = rendered.digest();
-    let live = ctx.api::<Deployment>().get_opt(&name).await?;
+    let deployment_name = rendered.deployment.name_any();
+    let live = ctx.api::<Deployment>().get_opt(&deployment_name).await?;
     let applied_lately = ctx
         .memory()
         .applied
@@ -494,7 +668,7 @@ async fn apply_objects(
         .await?;
     let deployment = ctx
         .api::<Deployment>()
-        .patch(&name, &apply, &Patch::Apply(&rendered.deployment))
+        .patch(&deployment_name, &apply, &Patch::Apply(&rendered.deployment))
         .await?;
     ctx.memory().applied.insert(name, (digest, now_ms()));
     Ok(Ok(deployment))
@@ -524,8 +698,9 @@ fn last_scale_reason(registry: &Registry, service: &str) -> String {
         )
 }
 
-/// One step of the plan; returns how it changes the Deployment's replica count.
-async fn carry_out(step: Step, service: &StatefulService, ctx: &Context) -> Result<i32, Error> {
+/// One step of the plan, about `revision`; returns how it changes the replica count
+/// of that revision's Deployment.
+async fn carry_out(step: Step, revision: u64, service: &StatefulService, ctx: &Context) -> Result<i32, Error> {
     let name = service.name_any();
     let name = name.as_str();
     match step {
@@ -566,7 +741,7 @@ async fn carry_out(step: Step, service: &StatefulService, ctx: &Context) -> Resu
                     service: name.to_owned(),
                     instance: instance.clone(),
                     reason: reason.clone(),
-                    revision: 0,
+                    revision,
                 },
             )
             .await?;
@@ -621,7 +796,12 @@ async fn carry_out(step: Step, service: &StatefulService, ctx: &Context) -> Resu
 /// Writes the status (conditions, desired and ready counts) if it changed, with an
 /// Event when `Failing` turns true or false. Returns whether the service is ready
 /// (or scaled to zero) with no failure.
-async fn report(service: &StatefulService, ctx: &Context, failing: Option<Invalid>) -> Result<bool, Error> {
+async fn report(
+    service: &StatefulService,
+    ctx: &Context,
+    failing: Option<Invalid>,
+    revisions: Option<Revisions>,
+) -> Result<bool, Error> {
     let name = service.name_any();
     let (desired, ready) = ctx.node.read(|registry| {
         let desired = registry.services.get(&name).map_or(0, |s| s.desired_replicas);
@@ -645,6 +825,7 @@ async fn report(service: &StatefulService, ctx: &Context, failing: Option<Invali
             desired,
             ready,
             failing: failing.clone(),
+            revisions,
         },
         Utc::now(),
     );

@@ -19,6 +19,9 @@ use super::{
     objects::{self, Invalid, OperatorSettings},
 };
 
+/// What a new resource is registered as, and so what `strata render` names.
+pub const FIRST_REVISION: u64 = 1;
+
 /// The annotation on the Deployment holding the digest of everything rendered.
 pub const RENDERED_DIGEST: &str = "strata.dev/rendered-digest";
 
@@ -32,13 +35,14 @@ pub struct Rendered {
     pub deployment: Deployment,
 }
 
-/// Renders the objects of `service` (whose spec the caller has checked).
-pub fn render(service: &StatefulService, settings: &OperatorSettings) -> Rendered {
+/// Renders the objects of `service` (whose spec the caller has checked), its
+/// Deployment as that of `revision`, the revision its spec is registered as.
+pub fn render(service: &StatefulService, settings: &OperatorSettings, revision: u64) -> Rendered {
     let mut rendered = Rendered {
         service: objects::service(service, settings),
         credential_secret: objects::credential_secret(service, settings),
         network_policy: network_policy(service, settings),
-        deployment: objects::deployment(service, settings),
+        deployment: objects::deployment(service, settings, revision),
     };
     let digest = rendered.digest();
     rendered
@@ -112,7 +116,8 @@ pub enum RenderError {
 }
 
 /// Renders every `StatefulService` among the YAML documents of `input` (other kinds,
-/// such as a store Secret beside it, are skipped) as one `List`. A resource's own
+/// such as a store Secret beside it, are skipped) as one `List`, each Deployment
+/// as that of revision 1 (what a new resource is registered as). A resource's own
 /// namespace wins over `settings.namespace`. A spec the operator would refuse is an
 /// error naming why, as the operator's `Failing` condition would.
 pub fn render_list(input: &str, settings: &OperatorSettings) -> Result<Value, RenderError> {
@@ -135,7 +140,7 @@ pub fn render_list(input: &str, settings: &OperatorSettings) -> Result<Value, Re
         if let Some(namespace) = service.namespace() {
             settings.namespace = namespace;
         }
-        items.extend(render(&service, &settings).objects());
+        items.extend(render(&service, &settings, FIRST_REVISION).objects());
     }
     if items.is_empty() {
         return Err(RenderError::Empty);
@@ -186,7 +191,7 @@ mod tests {
                 ("Service", "cart"),
                 ("Secret", "cart-strata-credential"),
                 ("NetworkPolicy", "cart"),
-                ("Deployment", "cart"),
+                ("Deployment", "cart-r1"),
             ]
         );
         let deployment = &list["items"][3];
@@ -204,9 +209,9 @@ mod tests {
             }))
             .unwrap()
         };
-        let first = render(&service("cart:1"), &settings());
-        let again = render(&service("cart:1"), &settings());
-        let changed = render(&service("cart:2"), &settings());
+        let first = render(&service("cart:1"), &settings(), 1);
+        let again = render(&service("cart:1"), &settings(), 1);
+        let changed = render(&service("cart:2"), &settings(), 1);
         let digest = |rendered: &Rendered| Rendered::deployment_digest(&rendered.deployment).unwrap().to_owned();
         assert_eq!(digest(&first), digest(&again));
         assert_ne!(digest(&first), digest(&changed));
@@ -214,7 +219,7 @@ mod tests {
         rotated.cluster_secret = ClusterSecret::new("another");
         assert_eq!(
             digest(&first),
-            digest(&render(&service("cart:1"), &rotated)),
+            digest(&render(&service("cart:1"), &rotated, 1)),
             "the credential stays out of the digest"
         );
     }

@@ -166,6 +166,13 @@ impl Cluster {
             .unwrap();
     }
 
+    /// Changes the resource as `kubectl` would (a merge patch).
+    fn edit(&self, name: &str, patch: Value) {
+        self.fake
+            .merge(&STATEFUL_SERVICES, NAMESPACE, name, "", "kubectl", patch)
+            .unwrap();
+    }
+
     /// The status once `check` holds for it.
     async fn status_until(&self, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
         let key = key(&STATEFUL_SERVICES, name);
@@ -478,17 +485,7 @@ async fn apply_scale_up_scale_to_zero_update_the_image_and_delete() {
         })
         .await;
     let old_pod = cluster.pods_run("cart").await;
-    cluster
-        .fake
-        .merge(
-            &STATEFUL_SERVICES,
-            NAMESPACE,
-            "cart",
-            "",
-            "kubectl",
-            json!({"spec": {"image": "registry.example/cart:2"}}),
-        )
-        .unwrap();
+    cluster.edit("cart", json!({"spec": {"image": "registry.example/cart:2"}}));
     // A revision of its own: a second Deployment, labelled with it, whose sidecars say it.
     let r2 = key(&DEPLOYMENTS, "cart-r2");
     let deployment = cluster
@@ -618,17 +615,7 @@ async fn reconciled_after(cluster: &Cluster, service: &str, mark: usize) -> Vec<
 /// Changes a label of the resource (no new generation), which makes the controller
 /// reconcile it.
 fn touch(cluster: &Cluster, service: &str, value: &str) {
-    cluster
-        .fake
-        .merge(
-            &STATEFUL_SERVICES,
-            NAMESPACE,
-            service,
-            "",
-            "kubectl",
-            json!({"metadata": {"labels": {"touched": value}}}),
-        )
-        .unwrap();
+    cluster.edit(service, json!({"metadata": {"labels": {"touched": value}}}));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -687,17 +674,7 @@ async fn an_unchanged_spec_causes_no_raft_write_no_apply_and_no_secret_read() {
     // --- a new generation: the store Secret is checked again; the registry changes,
     // the objects do not (the scale bounds are not in them): no apply
     let mark = cluster.fake.requests().len();
-    cluster
-        .fake
-        .merge(
-            &STATEFUL_SERVICES,
-            NAMESPACE,
-            "cart",
-            "",
-            "kubectl",
-            json!({"spec": {"maxScale": 7}}),
-        )
-        .unwrap();
+    cluster.edit("cart", json!({"spec": {"maxScale": 7}}));
     cluster
         .registry_until("the new max scale", |r| r.services["cart"].max_scale == 7)
         .await;
@@ -711,17 +688,7 @@ async fn an_unchanged_spec_causes_no_raft_write_no_apply_and_no_secret_read() {
     let mark = cluster.fake.requests().len();
     let mut env = cart_spec();
     env["env"] = json!([{"name": "RUST_LOG", "value": "debug"}]);
-    cluster
-        .fake
-        .merge(
-            &STATEFUL_SERVICES,
-            NAMESPACE,
-            "cart",
-            "",
-            "kubectl",
-            json!({"spec": {"env": env["env"]}}),
-        )
-        .unwrap();
+    cluster.edit("cart", json!({"spec": {"env": env["env"]}}));
     let applied = cluster
         .fake
         .wait_for("the apply of the new spec", |_| {
@@ -1353,17 +1320,7 @@ async fn a_rollout_and_a_rollback_under_load_move_between_two_deployments_with_n
         record.until_acked(200).await;
 
         // --- the rollout: a new image, revision 2's Deployment takes over
-        cluster
-            .fake
-            .merge(
-                &STATEFUL_SERVICES,
-                NAMESPACE,
-                "cart",
-                "",
-                "kubectl",
-                json!({"spec": {"image": "registry.example/cart:2"}}),
-            )
-            .unwrap();
+        cluster.edit("cart", json!({"spec": {"image": "registry.example/cart:2"}}));
         cluster
             .registry_until("revision 2 took over", |r| only_revision(r, 2, 2))
             .await;
@@ -1422,17 +1379,10 @@ async fn a_canary_is_a_deployment_of_its_own_with_its_slice_until_promoted() {
         .await;
 
     // --- a share the registry cannot give is refused before anything changes
-    cluster
-        .fake
-        .merge(
-            &STATEFUL_SERVICES,
-            NAMESPACE,
-            "cart",
-            "",
-            "kubectl",
-            json!({"spec": {"image": "registry.example/cart:2", "traffic": 100}}),
-        )
-        .unwrap();
+    cluster.edit(
+        "cart",
+        json!({"spec": {"image": "registry.example/cart:2", "traffic": 100}}),
+    );
     let status = cluster
         .status_until("cart", "refused", |s| failing_because(s, "InvalidSpec"))
         .await;
@@ -1444,17 +1394,7 @@ async fn a_canary_is_a_deployment_of_its_own_with_its_slice_until_promoted() {
     assert_eq!(cluster.node().read(|r| r.services["cart"].latest_revision), 1);
 
     // --- a 25% canary: revision 2 gets a Deployment of one pod and a quarter of the shards
-    cluster
-        .fake
-        .merge(
-            &STATEFUL_SERVICES,
-            NAMESPACE,
-            "cart",
-            "",
-            "kubectl",
-            json!({"spec": {"traffic": 25, "canaryMaxErrorRate": "5%"}}),
-        )
-        .unwrap();
+    cluster.edit("cart", json!({"spec": {"traffic": 25, "canaryMaxErrorRate": "5%"}}));
     cluster.replicas_become("cart-r2", 1).await;
     cluster
         .settle("cart", "the canary's slice", |r, _| owned_by(r, "cart", 2) == 16)

@@ -636,8 +636,11 @@ async fn an_unchanged_spec_causes_no_raft_write_no_apply_and_no_secret_read() {
             })
             .await;
         cluster.pods_run(service).await;
+        // Ready, and its one revision owns every shard: the status says all it will.
         cluster
-            .status_until(service, "ready", |s| condition(s, "Ready")["status"] == "True")
+            .status_until(service, "ready", |s| {
+                condition(s, "Ready")["status"] == "True" && s["revisions"][0]["percent"] == 100
+            })
             .await;
     }
 

@@ -42,6 +42,8 @@ pub(crate) struct Canary {
     pub shards: u32,
     #[serde(default)]
     pub max_error_rate: Option<f64>,
+    #[serde(default)]
+    pub max_p99_ratio: Option<f64>,
 }
 
 #[derive(Deserialize)]

@@ -26,6 +26,10 @@ pub struct CanaryArgs {
     /// The window the canary is judged over (default 60s).
     #[arg(long, value_name = "DURATION")]
     pub canary_window: Option<String>,
+    /// Also roll the canary back when its p99 latency over the window is above this
+    /// many times the serving revision's (e.g. 1.5), and at least 5 ms slower.
+    #[arg(long, value_name = "RATIO")]
+    pub canary_max_p99_ratio: Option<f64>,
 }
 
 impl CanaryArgs {
@@ -40,6 +44,9 @@ impl CanaryArgs {
         }
         if let Some(window) = &self.canary_window {
             fields.insert("canary_window".into(), json!(window));
+        }
+        if let Some(ratio) = self.canary_max_p99_ratio {
+            fields.insert("canary_max_p99_ratio".into(), json!(ratio));
         }
         fields
     }
@@ -161,8 +168,12 @@ pub(crate) fn split_line(name: &str, list: &RevisionList) -> String {
             canary.shards,
             list.serving,
             canary.max_error_rate.map_or(String::new(), |rate| format!(
-                "; rolled back on its own above {:.1}% errors",
-                rate * 100.0
+                "; rolled back on its own above {:.1}% errors{}",
+                rate * 100.0,
+                canary.max_p99_ratio.map_or(String::new(), |ratio| format!(
+                    " or a p99 above {ratio} times revision {}'s",
+                    list.serving
+                ))
             ))
         ),
         None => format!("{name}: revision {} serves all the traffic", list.serving),

@@ -202,6 +202,28 @@ async fn a_canary_serves_the_same_carts_on_every_call_and_promoting_serves_it_ev
     );
 }
 
+/// Calls every cart until the control plane has judged the canary (revision 2) and
+/// rolled it back; its reason, and how many calls were made and failed before.
+async fn until_rolled_back(http: &reqwest::Client, dev: &Dev) -> (String, u64, u64) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (mut calls, mut failures) = (0u64, 0u64);
+    loop {
+        for n in 0..CARTS {
+            let (status, _) = add(http, dev, &format!("c{n}")).await;
+            calls += 1;
+            failures += u64::from(status != 200);
+        }
+        let reasons = rollout_reasons(&dev.api("/services/vcart/history").await);
+        if let Some(reason) = reasons.iter().find(|r| r.starts_with("canary revision 2 rolled back:")) {
+            return (reason.clone(), calls, failures);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the canary was never rolled back ({failures} of {calls} calls failed): {reasons:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_canary_failing_a_fifth_of_its_calls_is_rolled_back_on_its_own() {
     let dev = start_dev(tempfile::tempdir().unwrap(), &[]);
@@ -230,24 +252,7 @@ async fn a_canary_failing_a_fifth_of_its_calls_is_rolled_back_on_its_own() {
     );
     until_instances(&dev, &[1, 2]).await;
 
-    // --- calls to every cart until the control plane has judged the canary
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let (mut calls, mut failures) = (0u64, 0u64);
-    let reason = loop {
-        for n in 0..CARTS {
-            let (status, _) = add(&http, &dev, &format!("c{n}")).await;
-            calls += 1;
-            failures += u64::from(status != 200);
-        }
-        let reasons = rollout_reasons(&dev.api("/services/vcart/history").await);
-        if let Some(reason) = reasons.iter().find(|r| r.starts_with("canary revision 2 rolled back:")) {
-            break reason.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the failing canary was never rolled back ({failures} of {calls} calls failed): {reasons:?}"
-        );
-    };
+    let (reason, calls, failures) = until_rolled_back(&http, &dev).await;
     println!("{failures} of {calls} calls failed before the rollback: {reason}");
     assert!(failures > 0, "the canary failed calls");
     assert!(reason.contains("its error rate over the last 30 s was"), "{reason}");
@@ -270,4 +275,44 @@ async fn a_canary_failing_a_fifth_of_its_calls_is_rolled_back_on_its_own() {
     until_instances(&dev, &[1]).await;
     let seen = revisions_of_carts(&http, &dev, 2).await;
     assert!(seen.values().all(|&revision| revision == 1), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_canary_slower_than_twice_the_serving_revisions_p99_is_rolled_back_on_its_own() {
+    let dev = start_dev(tempfile::tempdir().unwrap(), &[]);
+    deploy(&dev, &[]);
+    until_instances(&dev, &[1]).await;
+    let http = reqwest::Client::new();
+
+    let deployed = deploy(
+        &dev,
+        &[
+            "--env",
+            "SLOW_MS=60",
+            "--traffic",
+            "50",
+            "--canary-max-error-rate",
+            "50%",
+            "--canary-max-p99-ratio",
+            "2",
+            "--canary-min-calls",
+            "20",
+            "--canary-window",
+            "30s",
+        ],
+    );
+    assert!(
+        deployed.contains("rolled back on its own above 50.0% errors or a p99 above 2 times revision 1's"),
+        "{deployed}"
+    );
+    until_instances(&dev, &[1, 2]).await;
+
+    let (reason, calls, failures) = until_rolled_back(&http, &dev).await;
+    println!("{calls} calls before the rollback: {reason}");
+    assert_eq!(failures, 0, "a slow canary fails no call");
+    assert!(reason.contains("its p99 latency over the last 30 s was"), "{reason}");
+    assert!(reason.contains("above 2 times revision 1's"), "{reason}");
+    let revisions = dev.api("/services/vcart/revisions").await;
+    assert!(revisions["canary"].is_null(), "{revisions}");
+    assert_eq!(revisions["serving"], json!(1), "{revisions}");
 }

@@ -521,8 +521,10 @@ async fn apply_scale_up_scale_to_zero_update_the_image_and_delete() {
     cluster.replicas_become("cart-r1", 0).await;
     cluster.replicas_become("cart-r2", 1).await;
     let status = cluster
-        .status_until("cart", "revision 2 owns every shard", |s| {
-            s["revisions"][1]["percent"] == 100 && s["revisions"][0]["replicas"] == 0
+        .status_until("cart", "revision 2 owns every shard and revision 1 is gone", |s| {
+            s["revisions"][1]["percent"] == 100
+                && s["revisions"][0]["replicas"] == 0
+                && s["revisions"][0]["readyReplicas"] == 0
         })
         .await;
     assert_eq!(

@@ -48,7 +48,9 @@ export function canaryLine(canary: Canary, serving: number): string {
   if (canary.max_error_rate !== undefined) {
     const percent = (canary.max_error_rate * 100).toFixed(1);
     const seconds = Math.round((canary.window_ms ?? 60000) / 1000);
-    line += ` Rolled back on its own above ${percent}% errors over ${seconds} s (at least ${canary.min_calls ?? 20} calls).`;
+    const slower =
+      canary.max_p99_ratio !== undefined ? ` or a p99 above ${canary.max_p99_ratio} times revision ${serving}'s` : '';
+    line += ` Rolled back on its own above ${percent}% errors${slower} over ${seconds} s (at least ${canary.min_calls ?? 20} calls).`;
   }
   return line;
 }

@@ -81,6 +81,8 @@ export interface Canary {
   max_error_rate?: number;
   min_calls?: number;
   window_ms?: number;
+  /** With a latency limit: how many times the serving revision's p99 the canary's may be. */
+  max_p99_ratio?: number;
 }
 
 export interface ShardMap {

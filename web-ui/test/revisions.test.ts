@@ -43,5 +43,9 @@ describe('revisions', () => {
       'Canary: revision 3 serves 25% of the traffic (1 shard), revision 2 the rest. ' +
         'Rolled back on its own above 5.0% errors over 30 s (at least 20 calls).',
     );
+    expect(canaryLine({ ...canary, max_error_rate: 0.05, max_p99_ratio: 1.5 }, 2)).toBe(
+      'Canary: revision 3 serves 25% of the traffic (16 shards), revision 2 the rest. ' +
+        "Rolled back on its own above 5.0% errors or a p99 above 1.5 times revision 2's over 60 s (at least 20 calls).",
+    );
   });
 });

@@ -100,6 +100,9 @@ pub struct CanaryView {
     pub min_calls: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_ms: Option<u64>,
+    /// With a latency limit: how many times the serving revision's p99 the canary's may be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_p99_ratio: Option<f64>,
 }
 
 impl CanaryView {
@@ -114,6 +117,10 @@ impl CanaryView {
                 .map(|analysis| f64::from(analysis.max_error_rate_bp) / 10_000.0),
             min_calls: canary.analysis.map(|analysis| analysis.min_calls),
             window_ms: canary.analysis.map(|analysis| analysis.window_ms),
+            max_p99_ratio: canary
+                .analysis
+                .and_then(|analysis| analysis.max_p99_ratio_pct)
+                .map(|pct| f64::from(pct) / 100.0),
         }
     }
 }
@@ -144,6 +151,10 @@ pub struct AnalysisFields {
     /// The window it is judged over, e.g. "60s" (the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_window: Option<String>,
+    /// Also judge latency: roll back when the canary's p99 over the window is above
+    /// this many times the serving revision's (e.g. 1.5), and at least 5 ms slower.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_max_p99_ratio: Option<f64>,
 }
 
 impl AnalysisFields {
@@ -162,8 +173,12 @@ impl AnalysisFields {
                 ))
             }
         };
-        let analysis =
-            CanaryAnalysis::from_fields(rate.as_deref(), self.canary_min_calls, self.canary_window.as_deref())?;
+        let analysis = CanaryAnalysis::from_fields(
+            rate.as_deref(),
+            self.canary_min_calls,
+            self.canary_window.as_deref(),
+            self.canary_max_p99_ratio,
+        )?;
         Ok(analysis)
     }
 

@@ -16,7 +16,7 @@ use strata_autoscaler::kpa::Load;
 use strata_autoscaler::scrape::MAX_EXPOSITION_BYTES;
 use strata_autoscaler::window::Timestamp;
 
-use super::canary_analysis::{judge, CanaryWindows};
+use super::canary_analysis::{judge, Answered, CanaryWindows};
 use super::latency::LatencyHistogram;
 use super::outcomes::Outcomes;
 use super::{MetricsHistory, Sample};
@@ -64,7 +64,7 @@ impl<M: MetricsSource> RecordingSource<M> {
 
     /// The latency histogram of `service` since the previous round, over every instance
     /// that answered both times, and each such instance's calls since then.
-    async fn latency(&self, service: &str, targets: &[String]) -> (LatencyHistogram, Vec<(String, Outcomes)>) {
+    async fn latency(&self, service: &str, targets: &[String]) -> (LatencyHistogram, Vec<(String, Answered)>) {
         let readings = join_all(targets.iter().map(|url| self.read(url))).await;
         let mut last = self.readings.lock().unwrap_or_else(PoisonError::into_inner);
         last.retain(|(owner, url), _| owner != service || targets.contains(url));
@@ -74,8 +74,10 @@ impl<M: MetricsSource> RecordingSource<M> {
             let Some(reading) = reading else { continue };
             let key = (service.to_owned(), url.clone());
             if let Some(previous) = last.get(&key) {
-                total.add(&reading.latency.since(&previous.latency));
-                calls.push((url.clone(), reading.outcomes.since(&previous.outcomes)));
+                let latency = reading.latency.since(&previous.latency);
+                total.add(&latency);
+                let outcomes = reading.outcomes.since(&previous.outcomes);
+                calls.push((url.clone(), Answered { outcomes, latency }));
             }
             last.insert(key, reading);
         }
@@ -99,7 +101,7 @@ impl<M: MetricsSource> RecordingSource<M> {
 
     /// Feeds a round's calls, by revision, to the canary analysis, and rolls a
     /// failing canary back.
-    async fn analyse_canary(&self, service: &str, calls: Vec<(String, Outcomes)>, now_ms: u64) {
+    async fn analyse_canary(&self, service: &str, calls: Vec<(String, Answered)>, now_ms: u64) {
         // Most services have no canary under analysis: for them, only forget.
         let analysed = self.node.read(|registry| {
             let entry = registry.services.get(service)?;
@@ -125,14 +127,14 @@ impl<M: MetricsSource> RecordingSource<M> {
                 windows.forget(service);
                 return;
             };
-            let mut by_revision: HashMap<u64, Outcomes> = HashMap::new();
-            for (url, outcomes) in &calls {
+            let mut by_revision: HashMap<u64, Answered> = HashMap::new();
+            for (url, answered) in &calls {
                 if let Some(revision) = revisions.get(url) {
-                    by_revision.entry(*revision).or_default().add(outcomes);
+                    by_revision.entry(*revision).or_default().add(answered);
                 }
             }
-            for (revision, outcomes) in by_revision {
-                windows.record(service, now_ms, revision, outcomes);
+            for (revision, answered) in by_revision {
+                windows.record(service, now_ms, revision, answered);
             }
             windows
                 .compare(service, Some(&canary), serving, now_ms)

@@ -914,8 +914,14 @@ impl Tx<'_> {
             .and_then(Service::canary_slice)
             .map_or(0, |(_, count)| count);
         let analysis = canary.analysis.map_or(String::new(), |analysis| {
+            let slower = analysis.max_p99_ratio_pct.map_or(String::new(), |pct| {
+                format!(
+                    " or a p99 above {} times the serving revision's",
+                    f64::from(pct) / 100.0
+                )
+            });
             format!(
-                "; rolled back on its own above {}% errors over {} s (at least {} calls)",
+                "; rolled back on its own above {}% errors{slower} over {} s (at least {} calls)",
                 f64::from(analysis.max_error_rate_bp) / 100.0,
                 analysis.window_ms / 1000,
                 analysis.min_calls

@@ -32,16 +32,25 @@ pub struct Canary {
     pub analysis: Option<CanaryAnalysis>,
 }
 
-/// When the control plane rolls a canary back on its own: its error rate over the
-/// window is above `max_error_rate_bp` (and above the serving revision's) once it
-/// has answered at least `min_calls` calls in the window.
+/// When the control plane rolls a canary back on its own, once it has answered at
+/// least `min_calls` calls in the window: its error rate over the window is above
+/// `max_error_rate_bp` (and above the serving revision's), or, with
+/// `max_p99_ratio_pct`, its p99 latency is above that share of the serving
+/// revision's (and slower by at least [`P99_MARGIN_MS`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CanaryAnalysis {
     /// In basis points (1/100 of a percent): 500 is 5%.
     pub max_error_rate_bp: u32,
     pub min_calls: u32,
     pub window_ms: u64,
+    /// The canary's p99 over the serving revision's, in percent: 150 is 1.5 times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_p99_ratio_pct: Option<u32>,
 }
+
+/// A canary is judged slower only when its p99 is also this much above the
+/// serving revision's: at a millisecond or two, a ratio is noise.
+pub const P99_MARGIN_MS: f64 = 5.0;
 
 impl CanaryAnalysis {
     /// The analysis asked for by the three fields users give (the REST API's
@@ -53,15 +62,28 @@ impl CanaryAnalysis {
         rate: Option<&str>,
         min_calls: Option<u32>,
         window: Option<&str>,
+        p99_ratio: Option<f64>,
     ) -> Result<Option<CanaryAnalysis>, RegistryError> {
         let Some(rate) = rate else {
-            if min_calls.is_some() || window.is_some() {
+            if min_calls.is_some() || window.is_some() || p99_ratio.is_some() {
                 return Err(RegistryError::invalid(
                     "canary_max_error_rate",
-                    "canary_min_calls and canary_window go with canary_max_error_rate, which is not set",
+                    "canary_min_calls, canary_window and canary_max_p99_ratio go with canary_max_error_rate, which is not set",
                 ));
             }
             return Ok(None);
+        };
+        let max_p99_ratio_pct = match p99_ratio {
+            Some(ratio) if ratio > 1.0 && ratio <= 100.0 => Some((ratio * 100.0).round() as u32),
+            Some(ratio) => {
+                return Err(RegistryError::invalid(
+                    "canary_max_p99_ratio",
+                    format!(
+                        "canary_max_p99_ratio is how many times the serving revision's p99 the canary's may be, above 1 and at most 100, not {ratio}"
+                    ),
+                ))
+            }
+            None => None,
         };
         let bad = || {
             RegistryError::invalid(
@@ -88,6 +110,7 @@ impl CanaryAnalysis {
             max_error_rate_bp: (fraction * 10_000.0).round().clamp(1.0, 9_999.0) as u32,
             min_calls: min_calls.unwrap_or(DEFAULT_MIN_CALLS),
             window_ms,
+            max_p99_ratio_pct,
         }))
     }
 }
@@ -130,6 +153,12 @@ impl CanarySpec {
                 return Err(RegistryError::invalid(
                     "canary_max_error_rate",
                     "the canary's maximum error rate must be above 0% and below 100%",
+                ));
+            }
+            if analysis.max_p99_ratio_pct.is_some_and(|pct| pct <= 100 || pct > 10_000) {
+                return Err(RegistryError::invalid(
+                    "canary_max_p99_ratio",
+                    "the canary's p99 ratio must be above 1 and at most 100",
                 ));
             }
             if analysis.min_calls == 0 {
@@ -226,6 +255,7 @@ mod tests {
         let analysed = |max_error_rate_bp, min_calls, window_ms| CanarySpec {
             percent: 10,
             analysis: Some(CanaryAnalysis {
+                max_p99_ratio_pct: None,
                 max_error_rate_bp,
                 min_calls,
                 window_ms,

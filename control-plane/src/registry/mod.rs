@@ -29,7 +29,9 @@ use serde::{Deserialize, Serialize};
 use strata_autoscaler::IdleHistogram;
 
 pub use apply::{apply, Applied};
-pub use canary::{canary_shards, Canary, CanaryAnalysis, CanarySpec, DEFAULT_ANALYSIS_WINDOW_MS, DEFAULT_MIN_CALLS};
+pub use canary::{
+    canary_shards, Canary, CanaryAnalysis, CanarySpec, DEFAULT_ANALYSIS_WINDOW_MS, DEFAULT_MIN_CALLS, P99_MARGIN_MS,
+};
 pub use command::{Command, Effect, Outcome, RegistryError, Request, ServicePatch, ServiceSpec};
 pub use handoff::{max_handoffs, HANDOFF_TIMEOUT_MS};
 pub use revision::Revision;

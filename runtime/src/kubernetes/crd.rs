@@ -88,6 +88,11 @@ pub struct StatefulServiceSpec {
     /// The window the canary is judged over, e.g. "60s" (the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_window: Option<String>,
+    /// Also judge latency: roll the canary back when its p99 over the window is
+    /// above this many times the serving revision's (e.g. 1.5) and at least 5 ms
+    /// slower.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_max_p99_ratio: Option<f64>,
     /// How it scales, keeps its last instance, spreads its entities and waits to
     /// wake: the REST API's settings, in camelCase (`minScale`, `holdTimeout`, ...).
     #[serde(flatten)]

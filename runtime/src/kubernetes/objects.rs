@@ -182,6 +182,7 @@ pub fn registry_canary(service: &StatefulService) -> Result<Option<CanarySpec>, 
         spec.canary_max_error_rate.as_deref(),
         spec.canary_min_calls,
         spec.canary_window.as_deref(),
+        spec.canary_max_p99_ratio,
     )
     .map_err(|error| Invalid::spec(format!("spec: {error}")))?;
     match spec.traffic {

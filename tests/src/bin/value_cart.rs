@@ -4,7 +4,8 @@
 //! With EXPIRE_MS set, the cart expires itself: every AddItem (re)schedules the
 //! durable timer `expire`, which calls ExpireCart that long after the last add
 //! (3 attempts); KeepCart cancels it. With FAIL_EVERY=N set, every Nth AddItem
-//! this process handles fails (a revision with a bug, for the canary tests).
+//! this process handles fails (a revision with a bug, for the canary tests); with
+//! SLOW_MS=N set, every AddItem takes N ms longer (a revision that got slower).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -23,6 +24,8 @@ struct ValueCart {
     expire_after: Option<Duration>,
     /// Every how many AddItems one fails (`None`: none does).
     fail_every: Option<u64>,
+    /// How much longer each AddItem takes.
+    slow: Option<Duration>,
 }
 
 /// AddItems this process handled, for FAIL_EVERY.
@@ -38,6 +41,10 @@ impl ValueEntity for ValueCart {
                 let nth = ADDS.fetch_add(1, Ordering::Relaxed) + 1;
                 if self.fail_every.is_some_and(|every| nth % every == 0) {
                     return Err(Failure::new("failing as asked (FAIL_EVERY)"));
+                }
+                if let Some(slow) = self.slow {
+                    // The handler is synchronous: a revision that got slower blocks.
+                    std::thread::sleep(slow);
                 }
                 if add.quantity <= 0 {
                     return Err(Failure::new("quantity must be positive"));
@@ -100,12 +107,17 @@ async fn main() -> Result<(), strata_sdk::ServeError> {
         .ok()
         .and_then(|n| n.parse().ok())
         .filter(|&n| n > 0);
+    let slow = std::env::var("SLOW_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map(Duration::from_millis);
     Service::new(strata_e2e::VALUE_CART_DESCRIPTORS)
         .service_name("value-cart")
         .value_entity(
             ValueEntityService::new("strata.test.valuecart.ValueCart", "value-cart", move |_| ValueCart {
                 expire_after,
                 fail_every,
+                slow,
             })
             .passivation_timeout(passivation),
         )

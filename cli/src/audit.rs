@@ -34,9 +34,14 @@ struct Page {
 pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
     let api = ApiClient::new(&args.api, args.token.clone(), &args.tls)?;
     if !args.json {
-        println!(
+        sayln!(
             "{:>6} {:>13} {:<20} {:<6} {:<40} {:>6}",
-            "ID", "AT_MS", "WHO", "METHOD", "PATH", "STATUS"
+            "ID",
+            "AT_MS",
+            "WHO",
+            "METHOD",
+            "PATH",
+            "STATUS"
         );
     }
     let mut after = args.after;
@@ -48,11 +53,11 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
         let page: Page = serde_json::from_value(body).context("the API's answer is not an audit page")?;
         for record in &page.records {
             if args.json {
-                println!("{record}");
+                sayln!("{record}");
                 continue;
             }
             let text = |field: &str| record[field].as_str().unwrap_or_default().to_owned();
-            println!(
+            sayln!(
                 "{:>6} {:>13} {:<20} {:<6} {:<40} {:>6}",
                 record["id"],
                 record["at_ms"],

@@ -7,6 +7,6 @@ use clap::Args;
 pub struct CrdArgs {}
 
 pub fn run(_args: CrdArgs) -> anyhow::Result<()> {
-    print!("{}", strata_runtime::kubernetes::crd::crd_yaml());
+    say!("{}", strata_runtime::kubernetes::crd::crd_yaml());
     Ok(())
 }

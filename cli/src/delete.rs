@@ -31,7 +31,7 @@ pub async fn run(args: DeleteArgs) -> anyhow::Result<()> {
     api.call(Method::DELETE, &format!("/services/{}", args.service), None)
         .await?
         .success()?;
-    println!(
+    sayln!(
         "deleted {}; its instances stop, its entities' state stays in the store",
         args.service
     );

@@ -78,8 +78,8 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         let list = api.call(Method::GET, &path, None).await?.success()?;
         let list: crate::revisions::RevisionList =
             serde_json::from_value(list).context("the API's answer is not a revision list")?;
-        println!("deployed {} as a canary", args.name);
-        println!("{}", crate::traffic::split_line(&args.name, &list));
+        sayln!("deployed {} as a canary", args.name);
+        sayln!("{}", crate::traffic::split_line(&args.name, &list));
         return Ok(());
     }
     if !args.canary.fields().is_empty() {
@@ -98,12 +98,14 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         answer
     };
     let body = answer.success()?;
-    println!(
+    sayln!(
         "deployed {} (revision {}, desired {} instance(s))",
-        args.name, body["revision"], body["desired_replicas"]
+        args.name,
+        body["revision"],
+        body["desired_replicas"]
     );
     if let Some(rollout) = rollout(&api, &args.name).await {
-        println!("{rollout}");
+        sayln!("{rollout}");
     }
     Ok(())
 }

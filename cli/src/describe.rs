@@ -51,7 +51,7 @@ pub async fn run(args: DescribeArgs) -> anyhow::Result<()> {
         history: get(format!("/services/{name}/history?limit={}", args.events)).await?,
         metrics: get(format!("/services/{name}/metrics?window=1m")).await.ok(),
     };
-    print!("{}", page(&reads, now_ms()));
+    say!("{}", page(&reads, now_ms()));
     Ok(())
 }
 

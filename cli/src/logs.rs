@@ -57,11 +57,11 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
 
 fn print_line(json: &[u8], raw: bool) -> anyhow::Result<()> {
     if raw {
-        println!("{}", String::from_utf8_lossy(json));
+        sayln!("{}", String::from_utf8_lossy(json));
         return Ok(());
     }
     let line: LogLine = serde_json::from_slice(json).context("the API sent a line that is not a log line")?;
-    println!("{}", format_line(&line));
+    sayln!("{}", format_line(&line));
     Ok(())
 }
 

@@ -1,6 +1,22 @@
 //! `strata`: one thin binary for every role. This file only parses the command
 //! line, sets up logging, and hands over to the role's library code.
 
+/// `print!` for the verbs that print for a reader (`strata revisions cart | head`):
+/// a reader that goes away ends the command quietly, as it ends Unix tools,
+/// instead of the panic `print!` makes of a closed pipe.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::stdout::write(format_args!($($arg)*))
+    };
+}
+
+/// [`say!`] with a newline.
+macro_rules! sayln {
+    ($($arg:tt)*) => {
+        $crate::stdout::write(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod api_client;
 mod audit;
 mod control_plane;
@@ -18,6 +34,7 @@ mod revisions;
 mod rollback;
 mod schedule;
 mod services;
+mod stdout;
 mod tls;
 mod traffic;
 

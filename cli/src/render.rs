@@ -68,6 +68,6 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
             }
         }
     }
-    print!("{}", serde_yaml::to_string(&list).context("write YAML")?);
+    say!("{}", serde_yaml::to_string(&list).context("write YAML")?);
     Ok(())
 }

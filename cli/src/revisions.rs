@@ -64,14 +64,14 @@ pub async fn run(args: RevisionsArgs) -> anyhow::Result<()> {
     let path = format!("/services/{}/revisions", args.name);
     let body = api.call(reqwest::Method::GET, &path, None).await?.success()?;
     if args.json {
-        println!("{body}");
+        sayln!("{body}");
         return Ok(());
     }
     let list: RevisionList = serde_json::from_value(body).context("the API's answer is not a revision list")?;
     if list.canary.is_some() {
-        println!("{}", crate::traffic::split_line(&args.name, &list));
+        sayln!("{}", crate::traffic::split_line(&args.name, &list));
     }
-    print!("{}", table(&list));
+    say!("{}", table(&list));
     Ok(())
 }
 

@@ -29,10 +29,10 @@ pub async fn run(args: RollbackArgs) -> anyhow::Result<()> {
         .await?
         .success()?;
     let list: RevisionList = serde_json::from_value(body).context("the API's answer is not a revision list")?;
-    println!(
+    sayln!(
         "{} now serves revision {} everywhere; its instances start (unless they run), and the shards move to them once one is ready",
         args.name, list.serving
     );
-    print!("{}", table(&list));
+    say!("{}", table(&list));
     Ok(())
 }

@@ -110,11 +110,11 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
         .await?
         .success()?;
     if args.json {
-        println!("{created}");
+        sayln!("{created}");
         return Ok(());
     }
     let schedule: ScheduleRow = serde_json::from_value(created).context("the API's answer is not a schedule")?;
-    println!(
+    sayln!(
         "schedule {} created; next run {}",
         schedule.name,
         schedule.next_run_ms.map_or_else(|| "never".to_owned(), utc)
@@ -126,11 +126,11 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
     let api = args.api.client()?;
     let body = api.call(reqwest::Method::GET, "/schedules", None).await?.success()?;
     if args.json {
-        println!("{body}");
+        sayln!("{body}");
         return Ok(());
     }
     let list: ScheduleList = serde_json::from_value(body).context("the API's answer is not a schedule list")?;
-    print!("{}", table(&list.schedules));
+    say!("{}", table(&list.schedules));
     Ok(())
 }
 
@@ -139,7 +139,7 @@ async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
     api.call(reqwest::Method::DELETE, &format!("/schedules/{}", args.name), None)
         .await?
         .success()?;
-    println!("schedule {} deleted", args.name);
+    sayln!("schedule {} deleted", args.name);
     Ok(())
 }
 

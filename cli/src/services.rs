@@ -40,18 +40,26 @@ pub async fn run(args: ServicesArgs) -> anyhow::Result<()> {
     let api = ApiClient::new(&args.api, args.token.clone(), &args.tls)?;
     let body = api.call(reqwest::Method::GET, "/services", None).await?.success()?;
     if args.json {
-        println!("{body}");
+        sayln!("{body}");
         return Ok(());
     }
     let list: ServiceList = serde_json::from_value(body).context("the API's answer is not a service list")?;
-    println!(
+    sayln!(
         "{:<32} {:>7} {:>5} {:<15} {:>8}",
-        "NAME", "DESIRED", "READY", "STATUS", "REVISION"
+        "NAME",
+        "DESIRED",
+        "READY",
+        "STATUS",
+        "REVISION"
     );
     for service in list.services {
-        println!(
+        sayln!(
             "{:<32} {:>7} {:>5} {:<15} {:>8}",
-            service.name, service.desired_replicas, service.ready_replicas, service.status, service.revision
+            service.name,
+            service.desired_replicas,
+            service.ready_replicas,
+            service.status,
+            service.revision
         );
     }
     Ok(())

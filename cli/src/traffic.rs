@@ -140,8 +140,8 @@ pub async fn traffic(args: TrafficArgs) -> anyhow::Result<()> {
         .await?
         .success()?;
     let list: RevisionList = serde_json::from_value(answer).context("the API's answer is not a revision list")?;
-    println!("{}", split_line(&args.name, &list));
-    print!("{}", table(&list));
+    sayln!("{}", split_line(&args.name, &list));
+    say!("{}", table(&list));
     Ok(())
 }
 
@@ -150,11 +150,12 @@ pub async fn promote(args: PromoteArgs) -> anyhow::Result<()> {
     let path = format!("/services/{}/promote", args.name);
     let answer = api.call(reqwest::Method::POST, &path, None).await?.success()?;
     let list: RevisionList = serde_json::from_value(answer).context("the API's answer is not a revision list")?;
-    println!(
+    sayln!(
         "{} now serves revision {} everywhere; the other shards move to it and the old instances stop",
-        args.name, list.serving
+        args.name,
+        list.serving
     );
-    print!("{}", table(&list));
+    say!("{}", table(&list));
     Ok(())
 }
 

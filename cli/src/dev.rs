@@ -89,6 +89,9 @@ pub fn own_trace_store(args: &DevArgs) -> Option<strata_telemetry::TraceStore> {
     Some(strata_telemetry::TraceStore {
         endpoint: trace_store_endpoint(args.api_listen),
         token: Some(token),
+        // Read from STRATA_TRACE_SAMPLE_RATIO when telemetry is installed, as
+        // the sidecars read it.
+        sample_ratio: strata_telemetry::DEFAULT_STORE_SAMPLE_RATIO,
     })
 }
 

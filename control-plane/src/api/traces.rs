@@ -20,7 +20,10 @@ use super::error::{known_service, ApiError, ErrorBody};
 use super::AppState;
 use crate::auth::{bearer, Principal};
 use crate::registry::parse_duration_ms;
-use crate::traces::{spans_of_request, SharedTraceStore, SpanStatus, TraceFilter, TraceSummary, TraceView};
+use crate::{
+    registry::Registry,
+    traces::{spans_of_request, SharedTraceStore, SpanStatus, TraceFilter, TraceSpan, TraceSummary, TraceView},
+};
 
 /// The page size when none is asked for, and the largest one.
 const DEFAULT_LIMIT: usize = 50;
@@ -128,7 +131,10 @@ pub(super) async fn ingest(State(state): State<AppState>, headers: HeaderMap, bo
                 .into_response()
         }
     };
-    let spans = spans_of_request(request);
+    let mut spans = spans_of_request(request);
+    if spans.iter().any(|span| span.is_record() && span.service.is_none()) {
+        state.node.read(|registry| name_record_services(registry, &mut spans));
+    }
     store
         .lock()
         .expect("the trace store's lock")
@@ -139,6 +145,30 @@ pub(super) async fn ingest(State(state): State<AppState>, headers: HeaderMap, bo
         ExportTraceServiceResponse::default().encode_to_vec(),
     )
         .into_response()
+}
+
+/// A record of an unsampled call comes from the gateway, whose spans name no
+/// Strata service: it is named by the service that serves its gRPC service, so
+/// the service's list shows it.
+fn name_record_services(registry: &Registry, spans: &mut [TraceSpan]) {
+    for span in spans
+        .iter_mut()
+        .filter(|span| span.is_record() && span.service.is_none())
+    {
+        let Some(grpc_service) = span.attributes.get("rpc.service") else {
+            continue;
+        };
+        span.service = registry
+            .services
+            .values()
+            .find(|service| {
+                service
+                    .entities
+                    .iter()
+                    .any(|entity| &entity.service_name == grpc_service)
+            })
+            .map(|service| service.name.clone());
+    }
 }
 
 fn trace_store(state: &AppState) -> Result<SharedTraceStore, ApiError> {

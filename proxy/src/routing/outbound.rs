@@ -128,7 +128,7 @@ impl Outbound {
         if service.ready.is_empty() {
             let name = service.name.clone();
             // The cold start's span lasts as long as the hold.
-            let span = trace::leaf(trace::cold_start(&name), context);
+            let span = trace::leaf(context, || trace::cold_start(&name));
             let held = self.holds.hold(&name, routes).instrument(span.clone()).await;
             trace::outcome(&span, held.as_ref().err());
             held?;

@@ -163,6 +163,18 @@ pub fn leaf(context: &CallContext, make: impl FnOnce() -> tracing::Span) -> trac
     span
 }
 
+/// Traces the rest of an unsampled call after all: its context's sampled flag
+/// is set, so the spans from here on are made, under the span its ingress's
+/// record would have (see `ingress/arrival.rs`). Nothing changes when
+/// nothing is exported or the call is traced already.
+pub fn sample_from_here(context: &mut CallContext) {
+    if let Some(trace) = &mut context.trace {
+        if !makes_spans(Some(trace)) {
+            trace.flags |= 1;
+        }
+    }
+}
+
 /// Marks `span` failed with the error's message, or leaves it OK.
 pub fn outcome(span: &tracing::Span, error: Option<&ProxyError>) {
     if let Some(error) = error {

@@ -13,9 +13,12 @@ use opentelemetry_sdk::{
     trace::{self as sdk, BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanProcessor as _},
     Resource,
 };
-use tracing::Level;
+use tracing::{subscriber::Interest, Level, Metadata};
 use tracing_subscriber::{
-    filter::filter_fn, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer, Registry,
+    filter::LevelFilter,
+    layer::{self, Filter, SubscriberExt},
+    util::SubscriberInitExt,
+    EnvFilter, Layer, Registry,
 };
 
 use crate::{
@@ -123,9 +126,7 @@ pub fn install(config: &TelemetryConfig) -> Result<Telemetry, InitError> {
             .with_location(false)
             .with_threads(false)
             .with_target(false)
-            .with_filter(filter_fn(|metadata| {
-                metadata.is_span() && metadata.target().starts_with("strata") && *metadata.level() <= Level::DEBUG
-            }))
+            .with_filter(StrataSpans)
     });
     tracing_subscriber::registry()
         .with(logs.with_filter(filter))
@@ -137,6 +138,36 @@ pub fn install(config: &TelemetryConfig) -> Result<Telemetry, InitError> {
     }
     let exporting = config.export.is_some();
     Ok(Telemetry { provider, exporting })
+}
+
+/// The spans the OpenTelemetry layer takes: Strata's own, at debug or above.
+/// Decided once per callsite from its static metadata, so the libraries'
+/// many trace events and spans stay disabled outright rather than being
+/// asked about on every call.
+struct StrataSpans;
+
+impl StrataSpans {
+    fn wants(metadata: &Metadata<'_>) -> bool {
+        metadata.is_span() && metadata.target().starts_with("strata") && *metadata.level() <= Level::DEBUG
+    }
+}
+
+impl<S> Filter<S> for StrataSpans {
+    fn enabled(&self, metadata: &Metadata<'_>, _: &layer::Context<'_, S>) -> bool {
+        Self::wants(metadata)
+    }
+
+    fn callsite_enabled(&self, metadata: &'static Metadata<'static>) -> Interest {
+        if Self::wants(metadata) {
+            Interest::always()
+        } else {
+            Interest::never()
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(LevelFilter::DEBUG)
+    }
 }
 
 fn provider(export: &Export) -> Result<SdkTracerProvider, InitError> {

@@ -7,7 +7,8 @@
 //! traces are 404s and bad filters 400s. And the head sampling that makes the
 //! store cheap: a call not sampled makes no spans, but its failure is still
 //! listed (its ingress's record); a client's sampled `traceparent` is always
-//! kept; the share of calls sampled is the one set.
+//! kept; the share of calls sampled is the one set; a call woken from zero is
+//! traced from its cold start on, sampled or not.
 
 use std::time::{Duration, Instant};
 
@@ -343,4 +344,63 @@ async fn the_store_traces_a_share_of_calls_and_keeps_a_record_of_the_failed_rest
             "a traced call has every hop's spans: {trace}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_wakes_a_service_from_zero_is_traced_though_not_sampled() {
+    // No call is sampled: only the cold start makes the woken call traced.
+    let dev = start_dev_without_collector(32 * 1024 * 1024, "0");
+    dev.deploy_command(
+        "cart",
+        &binary("shopping-cart").display().to_string(),
+        &[
+            "--min-scale",
+            "0",
+            "--scale-to-zero-grace",
+            "5s",
+            "--stable-window",
+            "6s",
+        ],
+    );
+    dev.until("scaled to zero", Duration::from_secs(120), |s| {
+        s["ready_replicas"] == 0 && s["desired_replicas"] == 0
+    })
+    .await;
+
+    // --- a call without a traceparent wakes the cart
+    assert_eq!(add(&reqwest::Client::new(), &dev, "cold", 1, None).await, 200);
+    let listed = until(
+        &dev,
+        "/services/cart/traces?cold_start=true",
+        "the cold start's trace listed",
+        |list| list["traces"].as_array().is_some_and(|traces| !traces.is_empty()),
+    )
+    .await;
+    let id = listed["traces"][0]["trace_id"].as_str().expect("an id").to_string();
+    let trace = until(&dev, &format!("/traces/{id}"), "the woken call's steps", |trace| {
+        let names: Vec<&str> = trace["span_list"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|span| span["name"].as_str())
+            .collect();
+        ["cold start cart", "sidecar", "function"]
+            .iter()
+            .all(|prefix| names.iter().any(|name| name.starts_with(prefix)))
+    })
+    .await;
+    let cold = span(&trace, "cold start cart");
+    let sidecar = span(&trace, "sidecar");
+    assert_eq!(
+        cold["parent_span_id"], sidecar["parent_span_id"],
+        "both hang under the gateway's (unsampled) place in the trace"
+    );
+    assert_eq!(cold["attributes"]["strata.cold_start"], "true");
+    let (_, none) = get(&dev, "/services/cart/traces?cold_start=false").await;
+    assert!(
+        none["traces"]
+            .as_array()
+            .is_some_and(|traces| traces.iter().all(|t| t["trace_id"] != id.as_str())),
+        "{none}"
+    );
 }

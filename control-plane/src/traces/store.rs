@@ -92,6 +92,8 @@ pub struct TraceFilter {
     pub min_duration_micros: u64,
     pub entity_id: Option<String>,
     pub since_unix_micros: u64,
+    /// Only traces that held a request through a cold start (or only those that did not).
+    pub cold_start: Option<bool>,
     pub limit: usize,
 }
 
@@ -379,6 +381,7 @@ impl TraceStore {
                     && filter.status.is_none_or(|status| summary.status == status)
                     && summary.duration_micros >= filter.min_duration_micros
                     && summary.start_unix_micros >= filter.since_unix_micros
+                    && filter.cold_start.is_none_or(|cold| summary.cold_start == cold)
                     && filter
                         .entity_id
                         .as_ref()

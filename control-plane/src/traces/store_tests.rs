@@ -147,9 +147,12 @@ fn the_list_filters_and_puts_the_newest_first() {
         .insert("strata.entity_id".into(), "cart-2".into());
     let mut other_service = span(&trace_id(4, false), 1, None, 4_000, 50);
     other_service.service = Some("checkout".into());
+    let mut cold = span(&trace_id(1, false), 2, Some(1), 1_000, 5);
+    cold.attributes.insert("strata.cold_start".into(), "true".into());
     store.ingest(
         vec![
             span(&trace_id(1, false), 1, None, 1_000, 10),
+            cold,
             failed(span(&trace_id(2, false), 1, None, 2_000, 500)),
             other_entity,
             other_service,
@@ -192,6 +195,20 @@ fn the_list_filters_and_puts_the_newest_first() {
             ..all("cart")
         }),
         vec![trace_id(3, false)]
+    );
+    assert_eq!(
+        ids(TraceFilter {
+            cold_start: Some(true),
+            ..all("cart")
+        }),
+        vec![trace_id(1, false)]
+    );
+    assert_eq!(
+        ids(TraceFilter {
+            cold_start: Some(false),
+            ..all("cart")
+        }),
+        vec![trace_id(3, false), trace_id(2, false)]
     );
 }
 

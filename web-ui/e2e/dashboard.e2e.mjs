@@ -67,8 +67,6 @@ async function startDev() {
       '--token', ADMIN,
       '--read-only-token', READER,
       '--stable-window', '6s',
-      // The Traces card reads the trace store, which is off by default.
-      '--trace-store-bytes', String(32 * 1024 * 1024),
     ],
     { cwd: work, stdio: ['ignore', log, log] },
   );

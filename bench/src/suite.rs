@@ -969,11 +969,12 @@ fn render(
     writeln!(md, "## What tracing costs (the hot cart)\n")?;
     writeln!(
         md,
-        "The hot cart (`AddItem` to one cart, {} clients) against three `strata dev`s that differ only in \
-         tracing: off (the default), the trace store (`--trace-store-bytes 33554432`: every call's spans go \
-         to `strata dev`'s own store, which keeps a sample, the slowest and the failed), and the store plus an \
-         OTLP/gRPC collector with every call sampled (`OTEL_TRACES_SAMPLER=always_on`). Targets (issue 19): \
-         default sampling within 5% of off, every call sampled within 15%.\n",
+        "The hot cart (`AddItem` to one cart, {} clients) against four `strata dev`s that differ only in \
+         tracing: off (`--trace-store-bytes 0`), the trace store at its default sampling (the default: one \
+         call in a hundred traced, a record of the failed and slowest rest), the store with every call \
+         traced (`STRATA_TRACE_SAMPLE_RATIO=1`), and the store plus an OTLP/gRPC collector with every call \
+         sampled (`OTEL_TRACES_SAMPLER=always_on`). Targets (issue 19): default sampling within 5% of off, \
+         every call sampled within 15%.\n",
         settings.clients
     )?;
     tracing_cost::table(&mut md, &results.tracing)?;

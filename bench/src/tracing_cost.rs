@@ -1,10 +1,11 @@
 //! What tracing costs: the hot cart (one cart, `AddItem` from every client)
-//! against three `strata dev`s that differ only in tracing: off
-//! (the default: `--trace-store-bytes 0`, no collector), the trace store (every
-//! call's spans sent to `strata dev`'s own store, which keeps a sample and the
-//! slowest and failed), and the store plus an OTLP/gRPC collector with every call
-//! sampled (`OTEL_TRACES_SAMPLER=always_on`; the collector is
-//! `strata_e2e::otlp::Receiver`, in this process). Rounds alternate the three.
+//! against four `strata dev`s that differ only in tracing: off
+//! (`--trace-store-bytes 0`, no collector), the trace store at its default
+//! sampling (one call in a hundred traced, a record of the slow and failed
+//! rest), the store with every call traced (`STRATA_TRACE_SAMPLE_RATIO=1`), and
+//! the store plus an OTLP/gRPC collector with every call sampled
+//! (`OTEL_TRACES_SAMPLER=always_on`; the collector is
+//! `strata_e2e::otlp::Receiver`, in this process). Rounds alternate the four.
 
 use std::{collections::BTreeMap, fmt::Write as _, path::Path, sync::Arc, time::Duration};
 
@@ -18,9 +19,13 @@ use crate::{
     systems::{Api, StrataDev},
 };
 
-pub const OFF: &str = "tracing off (the default)";
-pub const DEFAULT: &str = "trace store";
+pub const OFF: &str = "tracing off";
+pub const DEFAULT: &str = "trace store, default sampling (1 in 100)";
+pub const STORE_EVERY_CALL: &str = "trace store, every call sampled";
 pub const EVERY_CALL: &str = "trace store + collector, every call sampled";
+
+/// The modes in the order the tables show them.
+const MODES: [&str; 4] = [OFF, DEFAULT, STORE_EVERY_CALL, EVERY_CALL];
 
 /// The scenario's name in the CPU table.
 pub const SCENARIO: &str = "tracing";
@@ -34,7 +39,7 @@ pub struct Results {
 /// `strata-bench tracing`: the scenario alone.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Rounds; each runs the three modes in turn.
+    /// Rounds; each runs the four modes in turn.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
     /// Closed-loop clients.
@@ -57,7 +62,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut md = String::new();
     table(&mut md, &results)?;
     writeln!(md, "| tracing | CPU per request (µs), by part |\n|---|---|")?;
-    for name in [OFF, DEFAULT, EVERY_CALL] {
+    for name in MODES {
         let Some(runs) = results.cpu.get(name) else {
             continue;
         };
@@ -74,7 +79,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The trace store's ceiling when it is on (`strata dev` keeps none by default).
+/// The trace store's ceiling.
 const STORE_BYTES: &str = "33554432";
 
 /// Runs the hot cart `rounds` times against each mode, `clients` clients for
@@ -84,6 +89,12 @@ pub async fn measure(dir: &Path, rounds: usize, clients: usize, duration: Durati
     let off = StrataDev::with_cart_configured(&dir.join("off"), &["--trace-store-bytes", "0"], &[]).await?;
     let default =
         StrataDev::with_cart_configured(&dir.join("default"), &["--trace-store-bytes", STORE_BYTES], &[]).await?;
+    let store_every_call = StrataDev::with_cart_configured(
+        &dir.join("store-every-call"),
+        &["--trace-store-bytes", STORE_BYTES],
+        &[("STRATA_TRACE_SAMPLE_RATIO", "1")],
+    )
+    .await?;
     let endpoint = collector.endpoint();
     let every_call = StrataDev::with_cart_configured(
         &dir.join("every-call"),
@@ -94,7 +105,12 @@ pub async fn measure(dir: &Path, rounds: usize, clients: usize, duration: Durati
         ],
     )
     .await?;
-    let modes = [(OFF, &off), (DEFAULT, &default), (EVERY_CALL, &every_call)];
+    let modes = [
+        (OFF, &off),
+        (DEFAULT, &default),
+        (STORE_EVERY_CALL, &store_every_call),
+        (EVERY_CALL, &every_call),
+    ];
     let mut results = Results {
         runs: BTreeMap::new(),
         cpu: BTreeMap::new(),
@@ -147,7 +163,7 @@ pub fn table(md: &mut String, results: &Results) -> anyhow::Result<()> {
         md,
         "| tracing | req/s | p99 | refused | vs tracing off |\n|---|---|---|---|---|"
     )?;
-    for name in [OFF, DEFAULT, EVERY_CALL] {
+    for name in MODES {
         let Some((rate, p99, refused)) = summary(name) else {
             continue;
         };

@@ -69,13 +69,18 @@ pub struct DevArgs {
     store: Option<String>,
     /// The memory ceiling of the trace store that keeps recent traces (the
     /// failed and the slowest longest) for the dashboard and the API; 0 keeps
-    /// none. Spans go there beside any OTEL_EXPORTER_OTLP_ENDPOINT.
-    #[arg(long, default_value_t = 0)]
+    /// none and turns tracing off. Spans go there beside any
+    /// OTEL_EXPORTER_OTLP_ENDPOINT. One call in a hundred is traced for it
+    /// (STRATA_TRACE_SAMPLE_RATIO), plus a record of the failed and slowest rest.
+    #[arg(long, default_value_t = DEFAULT_TRACE_STORE_BYTES)]
     trace_store_bytes: usize,
     /// The gateway's TLS (its --tls-cert and --tls-key).
     #[command(flatten)]
     gateway_tls: crate::tls::IngressTlsArgs,
 }
+
+/// The trace store's ceiling unless `--trace-store-bytes` says otherwise: 32 MiB.
+pub const DEFAULT_TRACE_STORE_BYTES: usize = 32 * 1024 * 1024;
 
 /// Where this process sends its own spans (its gateway's): its own trace store,
 /// with its admin token; `None` when it keeps no traces or its API port is not
@@ -89,6 +94,9 @@ pub fn own_trace_store(args: &DevArgs) -> Option<strata_telemetry::TraceStore> {
     Some(strata_telemetry::TraceStore {
         endpoint: trace_store_endpoint(args.api_listen),
         token: Some(token),
+        // Read from STRATA_TRACE_SAMPLE_RATIO when telemetry is installed, as
+        // the sidecars read it.
+        sample_ratio: strata_telemetry::DEFAULT_STORE_SAMPLE_RATIO,
     })
 }
 

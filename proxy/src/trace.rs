@@ -4,10 +4,11 @@
 //! made in another task (an entity's actor, a side effect) still lands in the
 //! right place, and every call to another process or to the function carries
 //! `traceparent` naming the span that made it. Spans are `tracing` spans; they
-//! become OpenTelemetry spans only where an exporter is installed.
+//! become OpenTelemetry spans only where an exporter is installed, and are
+//! made only for a call its ingress sampled (see `ingress/arrival.rs`).
 
 use strata_proto::cloudstate::{metadata_entry, Metadata, MetadataEntry};
-use strata_telemetry::{continue_trace, outgoing_traceparent, TraceParent, TRACEPARENT};
+use strata_telemetry::{continue_trace, makes_spans, outgoing_traceparent, TraceParent, TRACEPARENT};
 
 use crate::{call::CallContext, error::ProxyError, model::MethodModel};
 
@@ -22,10 +23,11 @@ pub enum Role {
 pub fn arrival(role: Role, method: &MethodModel) -> tracing::Span {
     let service = method.entity.service_name.as_str();
     let name = method.name();
+    let span_name = arrival_name(role, method);
     match role {
         Role::Gateway => tracing::debug_span!(
             "gateway",
-            otel.name = %format_args!("gateway {service}/{name}"),
+            otel.name = span_name,
             otel.kind = "server",
             rpc.service = service,
             rpc.method = name,
@@ -34,7 +36,7 @@ pub fn arrival(role: Role, method: &MethodModel) -> tracing::Span {
         ),
         Role::Sidecar => tracing::debug_span!(
             "sidecar",
-            otel.name = %format_args!("sidecar {service}/{name}"),
+            otel.name = span_name,
             otel.kind = "server",
             rpc.service = service,
             rpc.method = name,
@@ -43,6 +45,15 @@ pub fn arrival(role: Role, method: &MethodModel) -> tracing::Span {
             otel.status_description = tracing::field::Empty,
         ),
     }
+}
+
+/// What an arrival's span is called: `gateway shop.Cart/AddItem`.
+pub fn arrival_name(role: Role, method: &MethodModel) -> String {
+    let role = match role {
+        Role::Gateway => "gateway",
+        Role::Sidecar => "sidecar",
+    };
+    format!("{role} {}/{}", method.entity.service_name, method.name())
 }
 
 /// The span of a request held while `service` wakes from zero: it lasts as long
@@ -122,23 +133,46 @@ pub fn store_write(entity_id: &str, bytes: usize) -> tracing::Span {
     )
 }
 
-/// Makes `span` the next step of the call in `context`: a child of the span the
-/// context names, and the parent of the steps after it. Call it before the
-/// span is first entered.
-pub fn step(span: &tracing::Span, context: &mut CallContext) {
-    if let Some(parent) = &context.trace {
-        continue_trace(span, parent);
+/// The next step of the call in `context`: the span `make` gives, a child of
+/// the span the context names and the parent of the steps after it. A call
+/// that is not sampled makes no span at all (`make` is not called) and keeps
+/// its context, which passes its unsampled `traceparent` on.
+pub fn step(context: &mut CallContext, make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    if !makes_spans(context.trace.as_ref()) {
+        return tracing::Span::none();
     }
-    context.trace = outgoing_traceparent(span, context.trace.as_ref());
+    let span = make();
+    if let Some(parent) = &context.trace {
+        continue_trace(&span, parent);
+    }
+    context.trace = outgoing_traceparent(&span, context.trace.as_ref());
+    span
 }
 
 /// A span that is a child of the step `context` names, leaving the call's
-/// context as it is (activation, the store write: steps nothing follows).
-pub fn leaf(span: tracing::Span, context: &CallContext) -> tracing::Span {
+/// context as it is (activation, the store write: steps nothing follows); none
+/// for a call that is not sampled.
+pub fn leaf(context: &CallContext, make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    if !makes_spans(context.trace.as_ref()) {
+        return tracing::Span::none();
+    }
+    let span = make();
     if let Some(parent) = &context.trace {
         continue_trace(&span, parent);
     }
     span
+}
+
+/// Traces the rest of an unsampled call after all: its context's sampled flag
+/// is set, so the spans from here on are made, under the span its ingress's
+/// record would have (see `ingress/arrival.rs`). Nothing changes when
+/// nothing is exported or the call is traced already.
+pub fn sample_from_here(context: &mut CallContext) {
+    if let Some(trace) = &mut context.trace {
+        if !makes_spans(Some(trace)) {
+            trace.flags |= 1;
+        }
+    }
 }
 
 /// Marks `span` failed with the error's message, or leaves it OK.

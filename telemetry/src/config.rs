@@ -1,10 +1,13 @@
 //! What a process's telemetry is, read from its environment: the log format
 //! (`STRATA_LOG_FORMAT`), the log filter (`RUST_LOG`), OTLP export (the
 //! standard `OTEL_*` variables) and the export to Strata's own trace store
-//! (`STRATA_TRACE_STORE`, which `strata dev` sets for its children). Pure: the environment comes in as a lookup, so
+//! (`STRATA_TRACE_STORE`, which `strata dev` sets for its children, and
+//! `STRATA_TRACE_SAMPLE_RATIO`, the share of calls it traces). Pure: the environment comes in as a lookup, so
 //! tests pass a map. An invalid value is an error naming the variable.
 
 use std::fmt;
+
+use crate::sampling::HeadRule;
 
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,19 +58,25 @@ pub struct Export {
 }
 
 /// The OTLP/HTTP traces endpoint of Strata's trace store
-/// (`STRATA_TRACE_STORE`), and the credential it is called with
-/// (`STRATA_TOKEN`, the process's own).
+/// (`STRATA_TRACE_STORE`), the credential it is called with (`STRATA_TOKEN`,
+/// the process's own), and the share of calls traced for it when no collector
+/// is set (`STRATA_TRACE_SAMPLE_RATIO`).
 #[derive(Clone, PartialEq)]
 pub struct TraceStore {
     pub endpoint: String,
     pub token: Option<String>,
+    pub sample_ratio: f64,
 }
+
+/// The share of calls traced for the trace store alone: one in a hundred.
+pub const DEFAULT_STORE_SAMPLE_RATIO: f64 = 0.01;
 
 impl fmt::Debug for TraceStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TraceStore")
             .field("endpoint", &self.endpoint)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("sample_ratio", &self.sample_ratio)
             .finish()
     }
 }
@@ -121,10 +130,14 @@ impl TelemetryConfig {
                 set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| set("OTEL_EXPORTER_OTLP_PROTOCOL")),
             )?),
         };
-        let trace_store = set("STRATA_TRACE_STORE").map(|endpoint| TraceStore {
-            endpoint: endpoint.trim().to_string(),
-            token: set("STRATA_TOKEN"),
-        });
+        let trace_store = match set("STRATA_TRACE_STORE") {
+            None => None,
+            Some(endpoint) => Some(TraceStore {
+                endpoint: endpoint.trim().to_string(),
+                token: set("STRATA_TOKEN"),
+                sample_ratio: store_ratio(set("STRATA_TRACE_SAMPLE_RATIO"))?,
+            }),
+        };
         let export = match (collector, trace_store) {
             (None, None) => None,
             (collector, trace_store) => Some(Export {
@@ -139,6 +152,46 @@ impl TelemetryConfig {
             filter,
             export,
         })
+    }
+}
+
+impl Export {
+    /// Which calls the ingress traces: with a collector, its sampler decides
+    /// (and the store keeps what it samples); with the store alone, the store's
+    /// ratio, honouring a caller's sampled flag.
+    pub fn head_rule(&self) -> HeadRule {
+        let store_ratio = self
+            .trace_store
+            .as_ref()
+            .map_or(DEFAULT_STORE_SAMPLE_RATIO, |store| store.sample_ratio);
+        let root = |root: Root| match root {
+            Root::AlwaysOn => 1.0,
+            Root::AlwaysOff => 0.0,
+            Root::Ratio(ratio) => ratio,
+        };
+        let (parent_based, ratio) = match (self.collector, self.sampler) {
+            (None, _) => (true, store_ratio),
+            (Some(_), Sampler::AlwaysOn) => (false, 1.0),
+            (Some(_), Sampler::AlwaysOff) => (false, 0.0),
+            (Some(_), Sampler::Ratio(ratio)) => (false, ratio),
+            (Some(_), Sampler::ParentBased(inner)) => (true, root(inner)),
+        };
+        HeadRule { parent_based, ratio }
+    }
+}
+
+/// `STRATA_TRACE_SAMPLE_RATIO`, from 0 to 1.
+pub fn store_ratio(value: Option<String>) -> Result<f64, ConfigError> {
+    let Some(text) = value else {
+        return Ok(DEFAULT_STORE_SAMPLE_RATIO);
+    };
+    match text.trim().parse::<f64>() {
+        Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
+        _ => Err(invalid(
+            "STRATA_TRACE_SAMPLE_RATIO",
+            &text,
+            "a ratio from 0 to 1, such as 0.01 (one call in a hundred)",
+        )),
     }
 }
 
@@ -261,6 +314,7 @@ mod tests {
             Some(TraceStore {
                 endpoint: "http://127.0.0.1:9100/v1/traces".into(),
                 token: Some("secret".into()),
+                sample_ratio: DEFAULT_STORE_SAMPLE_RATIO,
             })
         );
         assert!(!format!("{alone:?}").contains("secret"), "the token is never logged");
@@ -273,9 +327,56 @@ mod tests {
     }
 
     #[test]
+    fn the_store_alone_samples_by_its_ratio_and_a_collectors_sampler_decides_for_both() {
+        let store = ("STRATA_TRACE_STORE", "http://127.0.0.1:9100/v1/traces");
+        let rule = |pairs: &[(&str, &str)]| config(pairs).unwrap().export.unwrap().head_rule();
+        assert_eq!(
+            rule(&[store]),
+            HeadRule {
+                parent_based: true,
+                ratio: 0.01
+            }
+        );
+        assert_eq!(
+            rule(&[store, ("STRATA_TRACE_SAMPLE_RATIO", "0.5")]),
+            HeadRule {
+                parent_based: true,
+                ratio: 0.5
+            }
+        );
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317");
+        assert_eq!(
+            rule(&[store, endpoint]),
+            HeadRule {
+                parent_based: true,
+                ratio: 1.0
+            }
+        );
+        assert_eq!(
+            rule(&[
+                store,
+                endpoint,
+                ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.2")
+            ]),
+            HeadRule {
+                parent_based: false,
+                ratio: 0.2
+            }
+        );
+    }
+
+    #[test]
     fn invalid_values_name_the_variable() {
         let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317");
-        let cases: [(&[(&str, &str)], &str); 4] = [
+        let cases: [(&[(&str, &str)], &str); 5] = [
+            (
+                &[
+                    ("STRATA_TRACE_STORE", "http://127.0.0.1:9100/v1/traces"),
+                    ("STRATA_TRACE_SAMPLE_RATIO", "often"),
+                ],
+                "STRATA_TRACE_SAMPLE_RATIO",
+            ),
             (&[("STRATA_LOG_FORMAT", "yaml")], "STRATA_LOG_FORMAT"),
             (
                 &[endpoint, ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")],

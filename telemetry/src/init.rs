@@ -1,26 +1,31 @@
 //! Installs a process's telemetry: the `tracing` subscriber (the log filter, text
 //! or JSON lines on stderr) and, when an OTLP endpoint or the trace store is
 //! set, the OpenTelemetry layer whose spans a batch processor per destination
-//! (bounded queue, own thread) exports. Nothing of OpenTelemetry is installed
-//! when neither is set.
+//! (bounded queue, own thread) exports, and the rule by which the ingress
+//! decides which calls are traced. Nothing of OpenTelemetry is installed when
+//! neither is set.
 
 use opentelemetry::trace::TracerProvider as _;
 use std::{collections::HashMap, time::Duration};
 
 use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::{
-    trace::{self as sdk, BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider},
+    trace::{self as sdk, BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanProcessor as _},
     Resource,
 };
-use tracing::Level;
+use tracing::{subscriber::Interest, Level, Metadata};
 use tracing_subscriber::{
-    filter::filter_fn, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer, Registry,
+    filter::LevelFilter,
+    layer::{self, Filter, SubscriberExt},
+    util::SubscriberInitExt,
+    EnvFilter, Layer, Registry,
 };
 
 use crate::{
-    config::{Export, LogFormat, Protocol, Root, Sampler, TelemetryConfig, TraceStore},
+    config::{Export, LogFormat, Protocol, TelemetryConfig, TraceStore},
     export::CountedExporter,
     log_json::JsonLines,
+    record::StoreProcessor,
 };
 
 /// How long a stopping process waits for its last spans to be exported.
@@ -75,7 +80,8 @@ pub fn init(service: Option<&str>, default_filter: &str) -> Result<Telemetry, In
 
 /// As [`init`], with `trace_store`, when given, in place of the
 /// `STRATA_TRACE_STORE` and `STRATA_TOKEN` variables: `strata dev` sends its
-/// own gateway's spans to its own store.
+/// own gateway's spans to its own store. Its share of calls sampled is read
+/// from `STRATA_TRACE_SAMPLE_RATIO`, as the sidecars `strata dev` starts read it.
 pub fn init_with_trace_store(
     service: Option<&str>,
     default_filter: &str,
@@ -120,17 +126,48 @@ pub fn install(config: &TelemetryConfig) -> Result<Telemetry, InitError> {
             .with_location(false)
             .with_threads(false)
             .with_target(false)
-            .with_filter(filter_fn(|metadata| {
-                metadata.is_span() && metadata.target().starts_with("strata") && *metadata.level() <= Level::DEBUG
-            }))
+            .with_filter(StrataSpans)
     });
     tracing_subscriber::registry()
         .with(logs.with_filter(filter))
         .with(spans)
         .try_init()
         .map_err(|_| InitError::AlreadyInstalled)?;
+    if let Some(export) = &config.export {
+        crate::sampling::set_rule(export.head_rule());
+    }
     let exporting = config.export.is_some();
     Ok(Telemetry { provider, exporting })
+}
+
+/// The spans the OpenTelemetry layer takes: Strata's own, at debug or above.
+/// Decided once per callsite from its static metadata, so the libraries'
+/// many trace events and spans stay disabled outright rather than being
+/// asked about on every call.
+struct StrataSpans;
+
+impl StrataSpans {
+    fn wants(metadata: &Metadata<'_>) -> bool {
+        metadata.is_span() && metadata.target().starts_with("strata") && *metadata.level() <= Level::DEBUG
+    }
+}
+
+impl<S> Filter<S> for StrataSpans {
+    fn enabled(&self, metadata: &Metadata<'_>, _: &layer::Context<'_, S>) -> bool {
+        Self::wants(metadata)
+    }
+
+    fn callsite_enabled(&self, metadata: &'static Metadata<'static>) -> Interest {
+        if Self::wants(metadata) {
+            Interest::always()
+        } else {
+            Interest::never()
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(LevelFilter::DEBUG)
+    }
 }
 
 fn provider(export: &Export) -> Result<SdkTracerProvider, InitError> {
@@ -151,16 +188,22 @@ fn provider(export: &Export) -> Result<SdkTracerProvider, InitError> {
         // own thread: past it spans are dropped rather than memory grown.
         builder = builder.with_span_processor(BatchSpanProcessor::builder(CountedExporter::new(exporter)).build());
     }
+    let resource = Resource::builder()
+        .with_service_name(export.service_name.clone())
+        .build();
     if let Some(store) = &export.trace_store {
-        builder = builder.with_span_processor(trace_store_processor(store)?);
+        // Shared with the records of unsampled calls, which bypass the
+        // provider: its resource is set here, as the provider's is.
+        let mut processor = trace_store_processor(store)?;
+        processor.set_resource(&resource);
+        builder = builder.with_span_processor(StoreProcessor::share(processor));
     }
+    // The ingress decides which calls are traced (`sampling.rs`) and the
+    // decision travels in `traceparent`'s flag: every span the data path makes
+    // is of a sampled call, or starts one.
     Ok(builder
-        .with_sampler(sampler(export.sampler))
-        .with_resource(
-            Resource::builder()
-                .with_service_name(export.service_name.clone())
-                .build(),
-        )
+        .with_sampler(sdk::Sampler::ParentBased(Box::new(sdk::Sampler::AlwaysOn)))
+        .with_resource(resource)
         .build())
 }
 
@@ -188,18 +231,4 @@ fn trace_store_processor(store: &TraceStore) -> Result<BatchSpanProcessor, InitE
         .with_scheduled_delay(TRACE_STORE_DELAY)
         .build();
     Ok(BatchSpanProcessor::builder(exporter).with_batch_config(config).build())
-}
-
-fn sampler(sampler: Sampler) -> sdk::Sampler {
-    let root = |root: Root| match root {
-        Root::AlwaysOn => sdk::Sampler::AlwaysOn,
-        Root::AlwaysOff => sdk::Sampler::AlwaysOff,
-        Root::Ratio(ratio) => sdk::Sampler::TraceIdRatioBased(ratio),
-    };
-    match sampler {
-        Sampler::AlwaysOn => sdk::Sampler::AlwaysOn,
-        Sampler::AlwaysOff => sdk::Sampler::AlwaysOff,
-        Sampler::Ratio(ratio) => sdk::Sampler::TraceIdRatioBased(ratio),
-        Sampler::ParentBased(inner) => sdk::Sampler::ParentBased(Box::new(root(inner))),
-    }
 }

@@ -18,14 +18,24 @@ mod init;
 #[cfg(feature = "process")]
 mod log_json;
 #[cfg(feature = "process")]
+mod record;
+#[cfg(feature = "process")]
+mod sampling;
+#[cfg(feature = "process")]
 mod stats;
 mod traceparent;
 
 #[cfg(feature = "process")]
-pub use config::{ConfigError, Export, LogFormat, Protocol, Root, Sampler, TelemetryConfig, TraceStore};
+pub use config::{
+    ConfigError, Export, LogFormat, Protocol, Root, Sampler, TelemetryConfig, TraceStore, DEFAULT_STORE_SAMPLE_RATIO,
+};
 pub use context::{continue_trace, outgoing_traceparent, traceparent_of};
 #[cfg(feature = "process")]
 pub use init::{init, init_with_trace_store, install, InitError, Telemetry};
+#[cfg(feature = "process")]
+pub use record::{record as record_unsampled, records_unsampled, worth_recording, UnsampledCall, UNSAMPLED_ATTRIBUTE};
+#[cfg(feature = "process")]
+pub use sampling::{chosen, decide, fresh_span_id, head_decision, makes_spans, HeadRule};
 #[cfg(feature = "process")]
 pub use stats::{malformed_traceparent, register as register_metrics};
 pub use traceparent::{MalformedTraceParent, TraceParent, TRACEPARENT, TRACESTATE};

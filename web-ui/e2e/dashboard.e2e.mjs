@@ -67,8 +67,6 @@ async function startDev() {
       '--token', ADMIN,
       '--read-only-token', READER,
       '--stable-window', '6s',
-      // The Traces card reads the trace store, which is off by default.
-      '--trace-store-bytes', String(32 * 1024 * 1024),
     ],
     { cwd: work, stdio: ['ignore', log, log] },
   );
@@ -327,12 +325,25 @@ try {
     await sidecar.locator('summary').click();
     await sidecar.locator('.span-attributes').getByText('traced', { exact: true }).waitFor();
     await shot(page, 'service-trace');
-    // The page's links open the card on failed calls, then on cold starts.
+    // A failed call the client did not sample: no hop made spans for it, but the
+    // gateway's record of it is kept, and the page links to it.
+    const failing = '6bf92f3577b34da6a3ce929d0e0e4732';
+    const failed = await fetch(`${GATEWAY}/cart/broken/items/add`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', traceparent: `00-${failing}-00f067aa0ba902b7-00` },
+      body: JSON.stringify({ productId: 'p', name: 'Thing', quantity: 0 }),
+    });
+    if (failed.ok) throw new Error(`a quantity of 0 answered ${failed.status}`);
     const links = page.locator('[data-trace-links]');
-    await links.getByRole('link', { name: 'failed calls' }).click();
-    await until('the failed-calls filter', async () => (await page.locator('select[name="trace-status"]').inputValue()) === 'error');
-    await links.getByRole('link', { name: 'cold starts' }).click();
-    await until('the cold-starts filter', async () => page.locator('input[name="trace-cold"]').isChecked());
+    await links.getByText('no cold start kept').waitFor();
+    const failedLink = links.getByRole('link', { name: 'failed call' });
+    await failedLink.waitFor({ timeout: LONG });
+    await until('the link names the failed call', async () => ((await failedLink.getAttribute('href')) ?? '').endsWith(`?trace=${failing}`), LONG);
+    await failedLink.click();
+    const record = page.locator(`[data-waterfall="${failing}"]`);
+    await record.locator('[data-unsampled]').waitFor();
+    await record.locator('li.span-error[data-span^="gateway"]').waitFor();
+    if ((await record.locator('li[data-span]').count()) !== 1) throw new Error('an unsampled call shows more than its record');
   });
 
   await step('under load, ready instances and the request chart go up', async () => {

@@ -9,18 +9,21 @@ export interface TraceFilter {
   /** As typed, e.g. "250ms"; empty for none. */
   minDuration: string;
   entityId: string;
-  /** Only traces that held a request through a cold start (of the page listed). */
+  /** Only traces that held a request through a cold start. */
   coldStarts: boolean;
 }
 
 export const NO_FILTER: TraceFilter = { status: '', minDuration: '', entityId: '', coldStarts: false };
 
-/** The filter a link to the Traces card asks for: `?traces=error` (failed
- *  calls) or `?traces=cold` (cold starts); anything else, none. */
-export function filterOfLink(traces: string | null): TraceFilter {
-  if (traces === 'error') return { ...NO_FILTER, status: 'error' };
-  if (traces === 'cold') return { ...NO_FILTER, coldStarts: true };
-  return NO_FILTER;
+/** The list query of the newest kept trace of one kind: a failed call, or a
+ *  cold start. */
+export const NEWEST_FAILED: TraceFilter = { ...NO_FILTER, status: 'error' };
+export const NEWEST_COLD_START: TraceFilter = { ...NO_FILTER, coldStarts: true };
+
+/** Where a link to one trace of `service` goes: its page, with the Traces card
+ *  open on that trace's waterfall. */
+export function traceHref(service: string, traceId: string): string {
+  return `/services/${encodeURIComponent(service)}?trace=${encodeURIComponent(traceId)}`;
 }
 
 /** The query string of `GET /services/{name}/traces` for `filter`. */
@@ -29,6 +32,7 @@ export function tracesQuery(filter: TraceFilter, limit = 50): string {
   if (filter.status) query.set('status', filter.status);
   if (filter.minDuration.trim()) query.set('min_duration', filter.minDuration.trim());
   if (filter.entityId.trim()) query.set('entity_id', filter.entityId.trim());
+  if (filter.coldStarts) query.set('cold_start', 'true');
   query.set('limit', String(limit));
   return query.toString();
 }

@@ -275,6 +275,8 @@ export interface TraceSummary {
   services: string[];
   entity_ids: string[];
   cold_start: boolean;
+  /** False for an unsampled call kept as its ingress's record alone. */
+  sampled: boolean;
   kept_because: 'recent' | 'sampled' | 'slow' | 'failed';
 }
 

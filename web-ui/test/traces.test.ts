@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { filterOfLink, formatMicros, NO_FILTER, tracesQuery, waterfall } from '../src/traces';
+import { formatMicros, NEWEST_COLD_START, NEWEST_FAILED, NO_FILTER, traceHref, tracesQuery, waterfall } from '../src/traces';
 import type { TraceSpan, TraceView } from '../src/types';
 
 const span = (id: string, parent: string | null, start: number, duration: number): TraceSpan => ({
@@ -28,6 +28,7 @@ const trace = (spans: TraceSpan[]): TraceView => ({
   services: [],
   entity_ids: [],
   cold_start: false,
+  sampled: true,
   kept_because: 'recent',
   span_list: spans,
 });
@@ -38,6 +39,8 @@ describe('tracesQuery', () => {
     expect(tracesQuery({ status: 'error', minDuration: ' 250ms ', entityId: 'ann', coldStarts: false }, 20)).toBe(
       'status=error&min_duration=250ms&entity_id=ann&limit=20',
     );
+    expect(tracesQuery(NEWEST_COLD_START, 1)).toBe('cold_start=true&limit=1');
+    expect(tracesQuery(NEWEST_FAILED, 1)).toBe('status=error&limit=1');
   });
 });
 
@@ -75,11 +78,10 @@ describe('waterfall', () => {
   });
 });
 
-describe('filterOfLink', () => {
-  it('opens the card on failed calls or cold starts', () => {
-    expect(filterOfLink('error')).toEqual({ ...NO_FILTER, status: 'error' });
-    expect(filterOfLink('cold')).toEqual({ ...NO_FILTER, coldStarts: true });
-    expect(filterOfLink(null)).toEqual(NO_FILTER);
-    expect(filterOfLink('other')).toEqual(NO_FILTER);
+describe('traceHref', () => {
+  it('opens the service page on one trace', () => {
+    expect(traceHref('my cart', '4bf92f3577b34da6a3ce929d0e0e4736')).toBe(
+      '/services/my%20cart?trace=4bf92f3577b34da6a3ce929d0e0e4736',
+    );
   });
 });

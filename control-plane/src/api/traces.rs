@@ -20,7 +20,10 @@ use super::error::{known_service, ApiError, ErrorBody};
 use super::AppState;
 use crate::auth::{bearer, Principal};
 use crate::registry::parse_duration_ms;
-use crate::traces::{spans_of_request, SharedTraceStore, SpanStatus, TraceFilter, TraceSummary, TraceView};
+use crate::{
+    registry::Registry,
+    traces::{spans_of_request, SharedTraceStore, SpanStatus, TraceFilter, TraceSpan, TraceSummary, TraceView},
+};
 
 /// The page size when none is asked for, and the largest one.
 const DEFAULT_LIMIT: usize = 50;
@@ -42,6 +45,9 @@ pub struct TracesQuery {
     pub entity_id: Option<String>,
     /// Only traces that started within this long, e.g. `10m`.
     pub since: Option<String>,
+    /// `true`: only traces that held a request through a cold start; `false`:
+    /// only those that did not.
+    pub cold_start: Option<String>,
     /// At most this many (1 to 200; 50 when not given).
     pub limit: Option<String>,
 }
@@ -128,7 +134,10 @@ pub(super) async fn ingest(State(state): State<AppState>, headers: HeaderMap, bo
                 .into_response()
         }
     };
-    let spans = spans_of_request(request);
+    let mut spans = spans_of_request(request);
+    if spans.iter().any(|span| span.is_record() && span.service.is_none()) {
+        state.node.read(|registry| name_record_services(registry, &mut spans));
+    }
     store
         .lock()
         .expect("the trace store's lock")
@@ -141,12 +150,36 @@ pub(super) async fn ingest(State(state): State<AppState>, headers: HeaderMap, bo
         .into_response()
 }
 
+/// A record of an unsampled call comes from the gateway, whose spans name no
+/// Strata service: it is named by the service that serves its gRPC service, so
+/// the service's list shows it.
+fn name_record_services(registry: &Registry, spans: &mut [TraceSpan]) {
+    for span in spans
+        .iter_mut()
+        .filter(|span| span.is_record() && span.service.is_none())
+    {
+        let Some(grpc_service) = span.attributes.get("rpc.service") else {
+            continue;
+        };
+        span.service = registry
+            .services
+            .values()
+            .find(|service| {
+                service
+                    .entities
+                    .iter()
+                    .any(|entity| &entity.service_name == grpc_service)
+            })
+            .map(|service| service.name.clone());
+    }
+}
+
 fn trace_store(state: &AppState) -> Result<SharedTraceStore, ApiError> {
     state.traces.clone().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "not_implemented",
-            "this control plane keeps no traces (only `strata dev --trace-store-bytes N` does); read them in your OTLP collector",
+            "this control plane keeps no traces (only `strata dev` does, unless started with `--trace-store-bytes 0`); read them in your OTLP collector",
         )
     })
 }
@@ -172,6 +205,17 @@ fn filter(query: &TracesQuery, now: u64) -> Result<TraceFilter, ApiError> {
         })
     };
     let since = duration("since", query.since.as_deref())?;
+    let cold_start = match query.cold_start.as_deref() {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(other) => {
+            return Err(ApiError::invalid_field(
+                "cold_start",
+                format!("{other:?} is not true or false"),
+            ))
+        }
+    };
     let limit = match query.limit.as_deref() {
         None => DEFAULT_LIMIT,
         Some(text) => match text.parse::<usize>() {
@@ -194,6 +238,7 @@ fn filter(query: &TracesQuery, now: u64) -> Result<TraceFilter, ApiError> {
         } else {
             0
         },
+        cold_start,
         limit,
     })
 }
@@ -215,6 +260,7 @@ mod tests {
             min_duration: get("min_duration"),
             entity_id: get("entity_id"),
             since: get("since"),
+            cold_start: get("cold_start"),
             limit: get("limit"),
         }
     }
@@ -227,6 +273,7 @@ mod tests {
                 ("min_duration", "250ms"),
                 ("entity_id", "cart-1"),
                 ("since", "10m"),
+                ("cold_start", "true"),
                 ("limit", "20"),
             ]),
             1_000_000_000,
@@ -240,6 +287,7 @@ mod tests {
                 min_duration_micros: 250_000,
                 entity_id: Some("cart-1".into()),
                 since_unix_micros: 1_000_000_000 - 600_000_000,
+                cold_start: Some(true),
                 limit: 20,
             }
         );
@@ -248,6 +296,7 @@ mod tests {
             ("status", "fine"),
             ("min_duration", "slow"),
             ("since", "yesterday"),
+            ("cold_start", "maybe"),
             ("limit", "0"),
             ("limit", "201"),
             ("limit", "many"),

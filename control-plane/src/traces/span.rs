@@ -46,6 +46,9 @@ pub struct TraceSpan {
 
 /// The resource attribute naming the Strata service of a sidecar's spans.
 pub const SERVICE_ATTRIBUTE: &str = "strata.service";
+/// The span attribute that marks the record of an unsampled call
+/// (`strata.sampled = false`).
+pub const UNSAMPLED_ATTRIBUTE: &str = "strata.sampled";
 /// The span attribute naming the entity a span worked on.
 pub const ENTITY_ATTRIBUTE: &str = "strata.entity_id";
 
@@ -71,6 +74,14 @@ impl TraceSpan {
 
     pub fn end_unix_micros(&self) -> u64 {
         self.start_unix_micros + self.duration_micros
+    }
+
+    /// Whether it is the record of a call that was not sampled (one span that
+    /// sums the call up, from its ingress), not a span of a traced call.
+    pub fn is_record(&self) -> bool {
+        self.attributes
+            .get(UNSAMPLED_ATTRIBUTE)
+            .is_some_and(|value| value == "false")
     }
 
     pub fn entity_id(&self) -> Option<&str> {

@@ -1,7 +1,8 @@
 //! The trace store's core, pure (the clock comes in as `now_ms`): spans are
 //! buffered per trace until none has arrived for a settle time, then the trace
 //! is kept in one of three classes: failed or slow (among the slowest tenth of
-//! recent traces), a one-in-N sample by trace id, or ordinary. Everything kept
+//! recent traces, or the record of an unsampled call its ingress judged slow),
+//! a one-in-N sample by trace id, or ordinary. Everything kept
 //! and buffered is counted against one byte ceiling; past it the oldest trace
 //! of the lowest class goes first (traces still arriving between the sample
 //! and the slow), so the failed and the slowest stay longest.
@@ -69,6 +70,9 @@ pub struct TraceSummary {
     pub entity_ids: Vec<String>,
     /// A request in it was held while a service woke from zero.
     pub cold_start: bool,
+    /// Whether the call was traced. An unsampled call that failed or was slow
+    /// is kept as its ingress's record alone: one span, no steps.
+    pub sampled: bool,
     pub kept_because: KeptBecause,
 }
 
@@ -88,6 +92,8 @@ pub struct TraceFilter {
     pub min_duration_micros: u64,
     pub entity_id: Option<String>,
     pub since_unix_micros: u64,
+    /// Only traces that held a request through a cold start (or only those that did not).
+    pub cold_start: Option<bool>,
     pub limit: usize,
 }
 
@@ -112,6 +118,10 @@ impl Trace {
     fn duration(&self) -> u64 {
         let end = self.spans.iter().map(TraceSpan::end_unix_micros).max().unwrap_or(0);
         end.saturating_sub(self.start())
+    }
+
+    fn is_record(&self) -> bool {
+        self.spans.iter().any(TraceSpan::is_record)
     }
 
     fn failed(&self) -> bool {
@@ -145,6 +155,7 @@ impl Trace {
                     .get("strata.cold_start")
                     .is_some_and(|value| value == "true")
             }),
+            sampled: !self.is_record(),
             kept_because,
         }
     }
@@ -259,8 +270,12 @@ impl TraceStore {
 
     fn keep(&mut self, id: String, trace: Trace) {
         let duration = trace.duration();
+        let record = trace.is_record();
         let outcome = if trace.failed() {
             KeptBecause::Failed
+        } else if record {
+            // Its ingress recorded it because it was among its slowest.
+            KeptBecause::Slow
         } else if self.is_slow(duration) {
             KeptBecause::Slow
         } else if sampled(&id, self.limits.sample_one_in) {
@@ -268,10 +283,13 @@ impl TraceStore {
         } else {
             KeptBecause::Recent
         };
-        if self.recent_durations.len() == RECENT_DURATIONS {
-            self.recent_durations.pop_front();
+        // Records, all slow or failed, would skew what "slow" is.
+        if !record {
+            if self.recent_durations.len() == RECENT_DURATIONS {
+                self.recent_durations.pop_front();
+            }
+            self.recent_durations.push_back(duration);
         }
-        self.recent_durations.push_back(duration);
         self.counts.traces_kept += 1;
         self.order.entry(outcome).or_default().push_back(id.clone());
         self.kept.insert(id, Kept { trace, outcome });
@@ -363,6 +381,7 @@ impl TraceStore {
                     && filter.status.is_none_or(|status| summary.status == status)
                     && summary.duration_micros >= filter.min_duration_micros
                     && summary.start_unix_micros >= filter.since_unix_micros
+                    && filter.cold_start.is_none_or(|cold| summary.cold_start == cold)
                     && filter
                         .entity_id
                         .as_ref()

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::*;
+use super::{span::UNSAMPLED_ATTRIBUTE, *};
 
 const SETTLE: u64 = 1_000;
 
@@ -147,9 +147,12 @@ fn the_list_filters_and_puts_the_newest_first() {
         .insert("strata.entity_id".into(), "cart-2".into());
     let mut other_service = span(&trace_id(4, false), 1, None, 4_000, 50);
     other_service.service = Some("checkout".into());
+    let mut cold = span(&trace_id(1, false), 2, Some(1), 1_000, 5);
+    cold.attributes.insert("strata.cold_start".into(), "true".into());
     store.ingest(
         vec![
             span(&trace_id(1, false), 1, None, 1_000, 10),
+            cold,
             failed(span(&trace_id(2, false), 1, None, 2_000, 500)),
             other_entity,
             other_service,
@@ -193,6 +196,20 @@ fn the_list_filters_and_puts_the_newest_first() {
         }),
         vec![trace_id(3, false)]
     );
+    assert_eq!(
+        ids(TraceFilter {
+            cold_start: Some(true),
+            ..all("cart")
+        }),
+        vec![trace_id(1, false)]
+    );
+    assert_eq!(
+        ids(TraceFilter {
+            cold_start: Some(false),
+            ..all("cart")
+        }),
+        vec![trace_id(3, false), trace_id(2, false)]
+    );
 }
 
 #[test]
@@ -211,4 +228,36 @@ fn a_flood_of_traces_still_arriving_does_not_evict_a_failed_one() {
     assert_eq!(store.counts().traces_evicted, 0);
     // Eight fit beside the failed one, which its message makes heavier.
     assert_eq!(store.counts().spans_dropped, 100 - 8);
+}
+
+fn record(span: TraceSpan) -> TraceSpan {
+    let mut span = span;
+    span.attributes
+        .insert(UNSAMPLED_ATTRIBUTE.to_string(), "false".to_string());
+    span
+}
+
+#[test]
+fn a_record_of_an_unsampled_call_is_kept_as_slow_or_failed_and_says_it_was_not_sampled() {
+    let mut store = TraceStore::new(limits(1 << 20));
+    let slow = trace_id(1, false);
+    let broken = trace_id(2, false);
+    let traced = trace_id(3, false);
+    store.ingest(
+        vec![
+            record(span(&slow, 1, None, 1_000, 5)),
+            record(failed(span(&broken, 2, None, 2_000, 5))),
+            span(&traced, 3, None, 3_000, 5),
+        ],
+        0,
+    );
+    store.settle(SETTLE);
+    let listed = store.list(&all("cart"));
+    let found = |id: &str| listed.iter().find(|summary| summary.trace_id == id).unwrap();
+    assert_eq!(found(&slow).kept_because, KeptBecause::Slow);
+    assert!(!found(&slow).sampled);
+    assert_eq!(found(&broken).kept_because, KeptBecause::Failed);
+    assert!(!found(&broken).sampled);
+    assert_eq!(found(&traced).kept_because, KeptBecause::Recent);
+    assert!(found(&traced).sampled);
 }

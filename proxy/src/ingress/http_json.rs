@@ -24,11 +24,11 @@ use tracing::Instrument;
 use crate::{
     call::{Answer, Call, StreamedCall},
     error::ProxyError,
+    ingress::arrival::Arrival,
     ingress::exchange::{check_reply_type, measured, one_or_many, read_body, Ingress, Measure},
     ingress::transcode,
     metadata::{context_of, headers_of, metadata_of},
     model::{HttpRoute, MethodModel},
-    trace,
 };
 
 pub(crate) async fn serve(ingress: &Ingress, request: Request) -> Response {
@@ -43,8 +43,8 @@ pub(crate) async fn serve(ingress: &Ingress, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let metadata = metadata_of(&parts.headers);
     let mut context = context_of(&parts.headers);
-    let span = trace::arrival(ingress.role, &method);
-    trace::step(&span, &mut context);
+    let mut arrival = Arrival::of(ingress.role, &method, &mut context);
+    let span = arrival.span.clone();
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let query = parts.uri.query();
     let requests = async {
@@ -72,13 +72,13 @@ pub(crate) async fn serve(ingress: &Ingress, request: Request) -> Response {
             let (message, payload) = requests.into_iter().next().expect("one request for a unary method");
             let call = Call::from_message(method.clone(), &message, payload, metadata, context)?;
             if let Some(entity_id) = &call.entity_id {
-                span.record("strata.entity_id", entity_id.as_str());
+                arrival.entity(entity_id);
             }
             let answer = ingress.commands.unary(call).instrument(span.clone()).await?;
             document(route, &method, answer)
         }
         .await;
-        trace::outcome(&span, answer.as_ref().err());
+        arrival.finish(answer.as_ref().err());
         measure.finish(answer.as_ref().err());
         return answer.unwrap_or_else(|error| json_error(&error));
     }
@@ -91,7 +91,7 @@ pub(crate) async fn serve(ingress: &Ingress, request: Request) -> Response {
     let answers = match ingress.commands.streamed(call).instrument(span.clone()).await {
         Ok(answers) => one_or_many(&method, answers),
         Err(error) => {
-            trace::outcome(&span, Some(&error));
+            arrival.finish(Some(&error));
             measure.finish(Some(&error));
             return json_error(&error);
         }

@@ -5,6 +5,7 @@
 //! context, and hands calls to the [`crate::call::Commands`] it was built with;
 //! what every protocol shares for one call is [`exchange`]'s.
 
+mod arrival;
 mod exchange;
 pub(crate) mod grpc;
 pub(crate) mod http_json;
@@ -25,6 +26,7 @@ use http::{header, HeaderMap, Method, StatusCode};
 
 pub(crate) use self::exchange::{Ingress, Measure};
 use self::{
+    arrival::Arrival,
     exchange::{check_reply_type, decoded, measured, one_or_many, read_body, request_payload},
     grpc::Flavor,
 };
@@ -35,7 +37,6 @@ use crate::{
     error::ProxyError,
     metadata::{context_of, headers_of, metadata_of},
     model::MethodModel,
-    trace,
 };
 
 /// Request bodies (and each message of a stream) larger than this are refused
@@ -71,23 +72,23 @@ async fn serve_grpc(ingress: &Ingress, flavor: Flavor, request: Request) -> Resp
     if method.is_streamed() {
         return serve_grpc_stream(ingress, flavor, method, request, measure).await;
     }
-    let span = trace::arrival(ingress.role, &method);
+    let metadata = metadata_of(request.headers());
+    let mut context = context_of(request.headers());
+    let mut arrival = Arrival::of(ingress.role, &method, &mut context);
+    let span = arrival.span.clone();
     let answer = async {
-        let metadata = metadata_of(request.headers());
-        let mut context = context_of(request.headers());
-        trace::step(&span, &mut context);
         let body = read_body(request.into_body(), ingress.max_body).await?;
         let (payload, message) = decoded(&method, grpc::unary_message(flavor, body)?)?;
         let call = Call::from_message(method.clone(), &message, payload, metadata, context)?;
         if let Some(entity_id) = &call.entity_id {
-            span.record("strata.entity_id", entity_id.as_str());
+            arrival.entity(entity_id);
         }
-        let answer = ingress.commands.unary(call).instrument(span.clone()).await?;
+        let answer = ingress.commands.unary(call).instrument(span).await?;
         check_reply_type(&method, &answer.payload)?;
         Ok::<_, ProxyError>(answer)
     }
     .await;
-    trace::outcome(&span, answer.as_ref().err());
+    arrival.finish(answer.as_ref().err());
     measure.finish(answer.as_ref().err());
     match answer {
         Ok(answer) => grpc::ok_response(flavor, &answer.payload.value, headers_of(answer.metadata.as_ref())),
@@ -106,8 +107,7 @@ async fn serve_grpc_stream(
 ) -> Response {
     let metadata = metadata_of(request.headers());
     let mut context = context_of(request.headers());
-    let span = trace::arrival(ingress.role, &method);
-    trace::step(&span, &mut context);
+    let arrival = Arrival::of(ingress.role, &method, &mut context);
     let input = method.clone();
     let requests: Requests = grpc::request_messages(flavor, request.into_body(), ingress.max_body)
         .map(move |message| message.and_then(|bytes| request_payload(&input, bytes)))
@@ -118,10 +118,10 @@ async fn serve_grpc_stream(
         metadata,
         context,
     };
-    let answers = match ingress.commands.streamed(call).instrument(span.clone()).await {
+    let answers = match ingress.commands.streamed(call).instrument(arrival.span.clone()).await {
         Ok(answers) => answers,
         Err(error) => {
-            trace::outcome(&span, Some(&error));
+            arrival.finish(Some(&error));
             measure.finish(Some(&error));
             return grpc::error_response(flavor, &error);
         }

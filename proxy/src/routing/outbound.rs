@@ -114,7 +114,7 @@ impl Outbound {
         &self,
         method: &MethodModel,
         entity_id: Option<&str>,
-        context: &CallContext,
+        context: &mut CallContext,
         routes: &mut watch::Receiver<Arc<RouteTable>>,
     ) -> Result<Option<Destination>, ProxyError> {
         let grpc_service = method.entity.service_name.as_str();
@@ -127,8 +127,11 @@ impl Outbound {
         };
         if service.ready.is_empty() {
             let name = service.name.clone();
-            // The cold start's span lasts as long as the hold.
-            let span = trace::leaf(trace::cold_start(&name), context);
+            // The cold start's span lasts as long as the hold. A held call is
+            // traced from here on even if it was not sampled: cold starts are
+            // rare, and the call the user most wants to see.
+            trace::sample_from_here(context);
+            let span = trace::leaf(context, || trace::cold_start(&name));
             let held = self.holds.hold(&name, routes).instrument(span.clone()).await;
             trace::outcome(&span, held.as_ref().err());
             held?;
@@ -185,13 +188,13 @@ impl Outbound {
 
 #[async_trait::async_trait]
 impl Commands for Outbound {
-    async fn unary(&self, call: Call) -> Result<Answer, ProxyError> {
+    async fn unary(&self, mut call: Call) -> Result<Answer, ProxyError> {
         let path = call.method.request_path();
         let request = Bytes::from(call.payload.value);
         let mut routes = self.routes.clone();
         for _ in 0..MAX_ATTEMPTS {
             let Some(destination) = self
-                .destination(&call.method, call.entity_id.as_deref(), &call.context, &mut routes)
+                .destination(&call.method, call.entity_id.as_deref(), &mut call.context, &mut routes)
                 .await?
             else {
                 continue;
@@ -299,11 +302,11 @@ impl Outbound {
             method,
             requests,
             metadata,
-            context,
+            mut context,
         } = call;
         let mut destination = None;
         for _ in 0..MAX_ATTEMPTS {
-            destination = self.destination(&method, entity_id, &context, routes).await?;
+            destination = self.destination(&method, entity_id, &mut context, routes).await?;
             if destination.is_some() {
                 break;
             }

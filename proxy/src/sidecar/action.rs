@@ -49,8 +49,7 @@ impl Actions {
     /// One request, one response (`handleUnary`), within the call's deadline.
     pub async fn unary(&self, call: Call) -> Result<Outcome, ProxyError> {
         let mut context = call.context;
-        let span = trace::function_call(&call.method);
-        trace::step(&span, &mut context);
+        let span = trace::step(&mut context, || trace::function_call(&call.method));
         let command = ActionCommand {
             service_name: call.method.entity.service_name.clone(),
             name: call.method.name().to_string(),
@@ -80,8 +79,7 @@ impl Actions {
             metadata,
             mut context,
         } = call;
-        let span = trace::function_call(&method);
-        trace::step(&span, &mut context);
+        let _span = trace::step(&mut context, || trace::function_call(&method));
         let header = ActionCommand {
             service_name: method.entity.service_name.clone(),
             name: method.name().to_string(),

@@ -118,8 +118,7 @@ impl Effects {
                 context.hops
             )));
         }
-        let span = trace::hop(hop, &call.target_name());
-        trace::step(&span, &mut context);
+        let span = trace::step(&mut context, || trace::hop(hop, &call.target_name()));
         call.context = context;
         let answer = self.router.get()?.unary(call).instrument(span.clone()).await;
         trace::outcome(&span, answer.as_ref().err());

@@ -1,35 +1,64 @@
 // The service page's Traces card: the recent traces the trace store keeps for
-// this service (`strata dev`), filterable by status, duration and entity, and a
-// waterfall of the one picked, each span's attributes a click away. The page's
-// links `?traces=error` and `?traces=cold` open it filtered to failed calls or
-// cold starts.
+// this service (`strata dev`), filterable by status, duration, entity and cold
+// start, and a waterfall of the one picked, each span's attributes a click away;
+// and the page's links to the newest failed call's and cold start's traces,
+// which open the card on that trace (`?trace=ID`).
 
 import { useEffect, useState } from 'preact/hooks';
 
 import { api, encode } from '../api';
 import { formatClock } from '../format';
 import { usePoll } from '../hooks';
-import { filterOfLink, formatMicros, NO_FILTER, tracesQuery, waterfall, type TraceFilter } from '../traces';
+import {
+  formatMicros,
+  NEWEST_COLD_START,
+  NEWEST_FAILED,
+  NO_FILTER,
+  traceHref,
+  tracesQuery,
+  waterfall,
+  type TraceFilter,
+} from '../traces';
 import { useRoute } from '../router';
 import type { TraceList, TraceView } from '../types';
-import { Card, Field, LoadError } from './ui';
+import { Card, Field, Link, LoadError } from './ui';
+
+/** Links to the newest kept trace of a failed call and of a cold start. */
+export function TraceLinks({ service }: { service: string }) {
+  const newest = (filter: TraceFilter) => () =>
+    api.get<TraceList>(`/services/${encode(service)}/traces?${tracesQuery(filter, 1)}`);
+  const failed = usePoll(newest(NEWEST_FAILED), 5000, [service]);
+  const cold = usePoll(newest(NEWEST_COLD_START), 5000, [service]);
+  if (failed.error || cold.error) return null;
+  const link = (list: TraceList | undefined, what: string) => {
+    const trace = list?.traces[0];
+    if (!list) return <span class="muted">{what}: …</span>;
+    if (!trace) return <span class="muted">no {what} kept</span>;
+    return <Link href={traceHref(service, trace.trace_id)}>{what}</Link>;
+  };
+  return (
+    <p class="trace-links" data-trace-links>
+      Trace of the newest {link(cold.data, 'cold start')} · {link(failed.data, 'failed call')}
+    </p>
+  );
+}
 
 export function TracesCard({ service }: { service: string }) {
-  const linked = useRoute().query.get('traces');
-  const [filter, setFilter] = useState<TraceFilter>(() => filterOfLink(linked));
+  const linked = useRoute().query.get('trace');
+  const [filter, setFilter] = useState<TraceFilter>(NO_FILTER);
+  const [picked, setPicked] = useState<string | null>(linked);
   useEffect(() => {
     if (!linked) return;
-    setFilter(filterOfLink(linked));
+    setPicked(linked);
     document.getElementById('traces')?.scrollIntoView();
   }, [linked]);
-  const [picked, setPicked] = useState<string | null>(null);
   const list = usePoll(
     () => api.get<TraceList>(`/services/${encode(service)}/traces?${tracesQuery(filter)}`),
     3000,
-    [service, filter.status, filter.minDuration, filter.entityId],
+    [service, filter.status, filter.minDuration, filter.entityId, filter.coldStarts],
   );
   const set = (key: keyof TraceFilter) => (value: string) => setFilter({ ...filter, [key]: value } as TraceFilter);
-  const traces = list.data?.traces.filter((trace) => !filter.coldStarts || trace.cold_start);
+  const traces = list.data?.traces;
   return (
     <Card title="Traces">
       <div class="trace-filters" data-trace-filters id="traces">
@@ -67,6 +96,7 @@ export function TracesCard({ service }: { service: string }) {
                       {trace.root}
                     </button>
                     {trace.cold_start ? <span class="badge">cold start</span> : null}
+                    {trace.sampled ? null : <span class="badge">not sampled</span>}
                   </td>
                   <td class="num">{formatMicros(trace.duration_micros)}</td>
                   <td>{trace.entity_ids.join(', ') || '–'}</td>
@@ -96,6 +126,12 @@ function Waterfall({ traceId, onClose }: { traceId: string; onClose: () => void 
         </button>
       </header>
       <LoadError error={trace.error} what="the trace" />
+      {data && !data.sampled ? (
+        <p class="notice" data-unsampled>
+          This call was not sampled, so no hop made spans for it; it is kept because it {data.status === 'error' ? 'failed' : 'was among the slowest'}, as
+          the record its ingress sent.
+        </p>
+      ) : null}
       {data ? (
         <ol class="waterfall-rows">
           {waterfall(data).map((row) => (

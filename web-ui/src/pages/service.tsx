@@ -11,7 +11,7 @@ import { LogsCard } from '../components/logs';
 import { RevisionsCard } from '../components/revisions';
 import { ShardMapPicture } from '../components/shardmap';
 import { TimersCard } from '../components/timers';
-import { TracesCard } from '../components/traces';
+import { TraceLinks, TracesCard } from '../components/traces';
 import { SettingFields } from '../components/settings';
 import { Card, Link, LoadError, StatusBadge } from '../components/ui';
 import { useApp, useCanWrite } from '../context';
@@ -64,10 +64,7 @@ export function ServicePage({ name }: { name: string }) {
       ) : null}
       {current ? <Summary service={current} samples={metrics.data} /> : null}
       <Charts series={metrics.data} error={metrics.error} />
-      <p class="trace-links" data-trace-links>
-        Traces of <Link href={`/services/${encode(name)}?traces=cold`}>cold starts</Link> ·{' '}
-        <Link href={`/services/${encode(name)}?traces=error`}>failed calls</Link>
-      </p>
+      <TraceLinks service={name} />
       <div class="columns">
         <Card title="Scale events">
           {timeline.length === 0 ? (

@@ -226,10 +226,9 @@ impl Actor {
     /// command that needed it (`context`), if any.
     async fn activate<S: Session>(&self, context: Option<&CallContext>) -> Result<S, ProxyError> {
         let started = Instant::now();
-        let span = trace::activation(self.service(), self.entity_id());
         let span = match context {
-            Some(context) => trace::leaf(span, context),
-            None => span,
+            Some(context) => trace::leaf(context, || trace::activation(self.service(), self.entity_id())),
+            None => trace::activation(self.service(), self.entity_id()),
         };
         let session = S::activate(&self.ctx, &self.entity, self.entity_id())
             .instrument(span.clone())

@@ -125,8 +125,7 @@ impl<In, Out> Conversation<In, Out> {
         self.next_command_id += 1;
         // The function's span lasts until its answer (this function's return).
         let mut context = call.context;
-        let span = trace::function_call(&call.method);
-        trace::step(&span, &mut context);
+        let _span = trace::step(&mut context, || trace::function_call(&call.method));
         let message = (self.wrap)(Command {
             entity_id: call.entity_id.clone().unwrap_or_default(),
             id,

@@ -366,7 +366,7 @@ impl CrdtSession {
         };
         let bytes = stored_size(write.state.as_ref());
         let span = match context {
-            Some(context) => trace::leaf(trace::store_write(&self.key.entity_id, bytes), context),
+            Some(context) => trace::leaf(context, || trace::store_write(&self.key.entity_id, bytes)),
             None => tracing::Span::none(),
         };
         persist_timed(ctx, &self.service, span, ctx.store.save_crdt(write)).await?;

@@ -177,10 +177,9 @@ impl WritePipeline {
                 .snapshot
                 .as_ref()
                 .map_or(0, |s| prost::Message::encoded_len(&s.payload));
-        let span = trace::store_write(&self.key.entity_id, bytes);
         let span = match &batch.trace {
-            Some(context) => trace::leaf(span, context),
-            None => span,
+            Some(context) => trace::leaf(context, || trace::store_write(&self.key.entity_id, bytes)),
+            None => trace::store_write(&self.key.entity_id, bytes),
         };
         let write = JournalWrite {
             key: self.key.clone(),

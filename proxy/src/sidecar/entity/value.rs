@@ -125,10 +125,9 @@ impl Session for ValueSession {
         // A value entity's write (or delete, or timers) is a `store write` step
         // of the command's trace.
         let span = || {
-            trace::leaf(
-                trace::store_write(&self.key.entity_id, bytes.unwrap_or(0)),
-                &call.context,
-            )
+            trace::leaf(&call.context, || {
+                trace::store_write(&self.key.entity_id, bytes.unwrap_or(0))
+            })
         };
         let written = match (value, with_timers) {
             (None, false) => Ok(()),

@@ -202,6 +202,20 @@ async fn a_canary_serves_the_same_carts_on_every_call_and_promoting_serves_it_ev
     );
 }
 
+/// `strata dev` with revision 1 of the cart serving and revision 2 deployed with
+/// `extra` as a 50% canary judged over 30 s once it has 20 calls; both run.
+/// Returns what the deploy printed.
+async fn a_canary_under_analysis(extra: &[&str]) -> (Dev, String) {
+    let dev = start_dev(tempfile::tempdir().unwrap(), &[]);
+    deploy(&dev, &[]);
+    until_instances(&dev, &[1]).await;
+    let mut args = extra.to_vec();
+    args.extend(["--traffic", "50", "--canary-min-calls", "20", "--canary-window", "30s"]);
+    let deployed = deploy(&dev, &args);
+    until_instances(&dev, &[1, 2]).await;
+    (dev, deployed)
+}
+
 /// Calls every cart until the control plane has judged the canary (revision 2) and
 /// rolled it back; its reason, and how many calls were made and failed before.
 async fn until_rolled_back(http: &reqwest::Client, dev: &Dev) -> (String, u64, u64) {
@@ -226,31 +240,12 @@ async fn until_rolled_back(http: &reqwest::Client, dev: &Dev) -> (String, u64, u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_canary_failing_a_fifth_of_its_calls_is_rolled_back_on_its_own() {
-    let dev = start_dev(tempfile::tempdir().unwrap(), &[]);
-    deploy(&dev, &[]);
-    until_instances(&dev, &[1]).await;
-    let http = reqwest::Client::new();
-
-    let deployed = deploy(
-        &dev,
-        &[
-            "--env",
-            "FAIL_EVERY=5",
-            "--traffic",
-            "50",
-            "--canary-max-error-rate",
-            "5%",
-            "--canary-min-calls",
-            "20",
-            "--canary-window",
-            "30s",
-        ],
-    );
+    let (dev, deployed) = a_canary_under_analysis(&["--env", "FAIL_EVERY=5", "--canary-max-error-rate", "5%"]).await;
     assert!(
         deployed.contains("rolled back on its own above 5.0% errors"),
         "{deployed}"
     );
-    until_instances(&dev, &[1, 2]).await;
+    let http = reqwest::Client::new();
 
     let (reason, calls, failures) = until_rolled_back(&http, &dev).await;
     println!("{failures} of {calls} calls failed before the rollback: {reason}");
@@ -279,33 +274,20 @@ async fn a_canary_failing_a_fifth_of_its_calls_is_rolled_back_on_its_own() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_canary_slower_than_twice_the_serving_revisions_p99_is_rolled_back_on_its_own() {
-    let dev = start_dev(tempfile::tempdir().unwrap(), &[]);
-    deploy(&dev, &[]);
-    until_instances(&dev, &[1]).await;
-    let http = reqwest::Client::new();
-
-    let deployed = deploy(
-        &dev,
-        &[
-            "--env",
-            "SLOW_MS=60",
-            "--traffic",
-            "50",
-            "--canary-max-error-rate",
-            "50%",
-            "--canary-max-p99-ratio",
-            "2",
-            "--canary-min-calls",
-            "20",
-            "--canary-window",
-            "30s",
-        ],
-    );
+    let (dev, deployed) = a_canary_under_analysis(&[
+        "--env",
+        "SLOW_MS=60",
+        "--canary-max-error-rate",
+        "50%",
+        "--canary-max-p99-ratio",
+        "2",
+    ])
+    .await;
     assert!(
         deployed.contains("rolled back on its own above 50.0% errors or a p99 above 2 times revision 1's"),
         "{deployed}"
     );
-    until_instances(&dev, &[1, 2]).await;
+    let http = reqwest::Client::new();
 
     let (reason, calls, failures) = until_rolled_back(&http, &dev).await;
     println!("{calls} calls before the rollback: {reason}");

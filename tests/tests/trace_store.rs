@@ -74,6 +74,14 @@ async fn until(dev: &Dev, path: &str, what: &str, check: impl Fn(&Value) -> bool
     }
 }
 
+/// The list at `path` once it holds a trace.
+async fn until_listed(dev: &Dev, path: &str, what: &str) -> Value {
+    until(dev, path, what, |list| {
+        list["traces"].as_array().is_some_and(|traces| !traces.is_empty())
+    })
+    .await
+}
+
 async fn metric(dev: &Dev, name: &str) -> u64 {
     let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", dev.api))
         .await
@@ -157,26 +165,14 @@ async fn strata_dev_keeps_recent_traces_within_its_ceiling() {
     }
     assert_eq!(trace["status"], "ok");
     assert_eq!(trace["entity_ids"], json!(["ann"]));
-    let listed = until(
-        &dev,
-        "/services/cart/traces?entity_id=ann",
-        "the trace listed",
-        |list| list["traces"].as_array().is_some_and(|traces| !traces.is_empty()),
-    )
-    .await;
+    let listed = until_listed(&dev, "/services/cart/traces?entity_id=ann", "the trace listed").await;
     assert_eq!(listed["traces"][0]["trace_id"], traced);
     assert_eq!(listed["store_max_bytes"], CEILING);
 
     // --- a failed call (the function's Failure) is kept, marked as an error
     let failing = "0af7651916cd43dd8448eb211c80319c";
     assert_eq!(add(&http, &dev, "bob", 0, Some(failing)).await, 500);
-    let failed = until(
-        &dev,
-        "/services/cart/traces?status=error",
-        "the failed call listed",
-        |list| list["traces"].as_array().is_some_and(|traces| !traces.is_empty()),
-    )
-    .await;
+    let failed = until_listed(&dev, "/services/cart/traces?status=error", "the failed call listed").await;
     assert_eq!(failed["traces"][0]["trace_id"], failing);
     assert_eq!(failed["traces"][0]["kept_because"], "failed");
     let (_, whole) = get(&dev, &format!("/traces/{failing}")).await;
@@ -268,11 +264,10 @@ async fn the_store_traces_a_share_of_calls_and_keeps_a_record_of_the_failed_rest
     let broken = "2af7651916cd43dd8448eb211c80319c";
     assert_eq!(add_with(&http, &dev, "ann", 1, unsampled(quiet)).await, 200);
     assert_eq!(add_with(&http, &dev, "ann", 0, unsampled(broken)).await, 500);
-    let failed = until(
+    let failed = until_listed(
         &dev,
         "/services/cart/traces?status=error",
         "the unsampled failure listed",
-        |list| list["traces"].as_array().is_some_and(|traces| !traces.is_empty()),
     )
     .await;
     let listed = &failed["traces"][0];
@@ -369,11 +364,10 @@ async fn a_call_that_wakes_a_service_from_zero_is_traced_though_not_sampled() {
 
     // --- a call without a traceparent wakes the cart
     assert_eq!(add(&reqwest::Client::new(), &dev, "cold", 1, None).await, 200);
-    let listed = until(
+    let listed = until_listed(
         &dev,
         "/services/cart/traces?cold_start=true",
         "the cold start's trace listed",
-        |list| list["traces"].as_array().is_some_and(|traces| !traces.is_empty()),
     )
     .await;
     let id = listed["traces"][0]["trace_id"].as_str().expect("an id").to_string();

@@ -22,7 +22,8 @@ struct Round {
     answered: Answered,
 }
 
-/// Calls and their latency: of one round, or summed over a window.
+/// Calls and their latency: one instance's cumulative reading, what it answered
+/// between two readings, or a sum of those over a round or a window.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Answered {
     pub outcomes: Outcomes,
@@ -30,6 +31,14 @@ pub struct Answered {
 }
 
 impl Answered {
+    /// What was answered between `earlier` and this reading of one instance.
+    pub fn since(&self, earlier: &Answered) -> Answered {
+        Answered {
+            outcomes: self.outcomes.since(&earlier.outcomes),
+            latency: self.latency.since(&earlier.latency),
+        }
+    }
+
     pub fn add(&mut self, other: &Answered) {
         self.outcomes.add(&other.outcomes);
         self.latency.add(&other.latency);

@@ -32,16 +32,9 @@ pub struct RecordingSource<M> {
     node: Arc<ControlPlane>,
     http: reqwest::Client,
     /// The last reading of each `(service, metrics URL)`.
-    readings: Mutex<HashMap<(String, String), Reading>>,
+    readings: Mutex<HashMap<(String, String), Answered>>,
     /// What each revision answered lately, for the canary analysis.
     canaries: Mutex<CanaryWindows>,
-}
-
-/// One read of an instance's exposition: its latency histogram and its calls.
-#[derive(Debug, Clone, Default)]
-struct Reading {
-    latency: LatencyHistogram,
-    outcomes: Outcomes,
 }
 
 impl<M: MetricsSource> RecordingSource<M> {
@@ -74,17 +67,16 @@ impl<M: MetricsSource> RecordingSource<M> {
             let Some(reading) = reading else { continue };
             let key = (service.to_owned(), url.clone());
             if let Some(previous) = last.get(&key) {
-                let latency = reading.latency.since(&previous.latency);
-                total.add(&latency);
-                let outcomes = reading.outcomes.since(&previous.outcomes);
-                calls.push((url.clone(), Answered { outcomes, latency }));
+                let answered = reading.since(previous);
+                total.add(&answered.latency);
+                calls.push((url.clone(), answered));
             }
             last.insert(key, reading);
         }
         (total, calls)
     }
 
-    async fn read(&self, url: &str) -> Option<Reading> {
+    async fn read(&self, url: &str) -> Option<Answered> {
         let response = self.http.get(url).send().await.ok()?.error_for_status().ok()?;
         if response
             .content_length()
@@ -93,7 +85,7 @@ impl<M: MetricsSource> RecordingSource<M> {
             return None;
         }
         let text = response.text().await.ok()?;
-        Some(Reading {
+        Some(Answered {
             latency: LatencyHistogram::from_exposition(&text),
             outcomes: Outcomes::from_exposition(&text),
         })

@@ -16,7 +16,6 @@ use k8s_openapi::{
 };
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use strata_control_plane::auth::ClusterSecret;
 use strata_control_plane::registry::{
     validate_name, CanaryAnalysis, CanarySpec, RevisionSpec, ServicePatch, ServiceSpec,
@@ -151,8 +150,7 @@ pub fn template_digest(spec: &StatefulServiceSpec) -> String {
         "serviceAccountName": spec.service_account_name,
         "port": spec.port,
     });
-    let digest = Sha256::digest(pod.to_string().as_bytes());
-    digest[..8].iter().map(|byte| format!("{byte:02x}")).collect()
+    super::render::short_digest(&pod)
 }
 
 /// The name of the Deployment that runs `revision` of `service`, e.g. `cart-r2`.

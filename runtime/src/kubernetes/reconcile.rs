@@ -398,19 +398,23 @@ impl Registered {
             .rev()
             .find(|revision| revision.spec == *runs)
             .map_or(service.serving(), |revision| revision.number);
-        let revision_of: BTreeMap<&str, u64> = registry
-            .instances_of(name)
-            .map(|i| (i.id.as_str(), i.revision))
-            .collect();
+        // One pass over the instances: their revisions (for the shards they own),
+        // the ready ones per revision, and what the plan reads of them.
+        let mut revision_of: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut ready = BTreeMap::new();
+        let mut instances = BTreeMap::new();
+        for instance in registry.instances_of(name) {
+            revision_of.insert(instance.id.as_str(), instance.revision);
+            if instance.state == InstanceState::Ready {
+                *ready.entry(instance.revision).or_default() += 1;
+            }
+            instances.insert(instance.id.clone(), (instance.service.clone(), instance.state));
+        }
         let mut shards = BTreeMap::new();
         for owner in service.shards.iter().filter_map(|shard| shard.owner.as_deref()) {
             *shards
                 .entry(revision_of.get(owner).copied().unwrap_or_default())
                 .or_default() += 1;
-        }
-        let mut ready = BTreeMap::new();
-        for instance in registry.instances_of(name).filter(|i| i.state == InstanceState::Ready) {
-            *ready.entry(instance.revision).or_default() += 1;
         }
         Some(Registered {
             desired: service.desired_replicas,
@@ -423,10 +427,7 @@ impl Registered {
                 .collect(),
             canary: service.canary_replicas(),
             owners: service.shards.iter().filter_map(|shard| shard.owner.clone()).collect(),
-            instances: registry
-                .instances_of(name)
-                .map(|i| (i.id.clone(), (i.service.clone(), i.state)))
-                .collect(),
+            instances,
             ready,
             shards,
             shard_count: service.shards.len() as u32,

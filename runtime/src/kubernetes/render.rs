@@ -73,9 +73,7 @@ impl Rendered {
         secret.data = None;
         let mut deployment = self.deployment.clone();
         deployment.annotations_mut().remove(RENDERED_DIGEST);
-        let text = json!([self.service, secret, self.network_policy, deployment]).to_string();
-        let digest = Sha256::digest(text.as_bytes());
-        digest[..8].iter().map(|byte| format!("{byte:02x}")).collect()
+        short_digest(&json!([self.service, secret, self.network_policy, deployment]))
     }
 
     /// The digest stamped on the Deployment.
@@ -87,6 +85,13 @@ impl Rendered {
             .get(RENDERED_DIGEST)
             .map(String::as_str)
     }
+}
+
+/// The first 8 bytes of the SHA-256 of `value`'s JSON text, in hex: what the
+/// operator's annotations and revision templates compare.
+pub(crate) fn short_digest(value: &Value) -> String {
+    let digest = Sha256::digest(value.to_string().as_bytes());
+    digest[..8].iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 fn to_json(object: &impl serde::Serialize) -> Value {
